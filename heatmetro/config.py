@@ -1,0 +1,124 @@
+"""Typed configuration, read once from ``config.toml`` into a frozen object.
+
+Environment overrides (all prefixed ``HEATMETRO_``, listed in ``heatmetro --help``):
+
+* ``HEATMETRO_SALT``: the secret salt behind hidden-start/end and zone jitter.
+* ``HEATMETRO_STATE_DIR`` / ``HEATMETRO_OUT_DIR``: where the store and the site live.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from heatmetro.errors import ConfigError
+
+ENV_OVERRIDES = {
+    "HEATMETRO_SALT": "salt",
+    "HEATMETRO_STATE_DIR": "state_dir",
+    "HEATMETRO_OUT_DIR": "out_dir",
+}
+
+# Used only when neither config nor environment gives a salt; `heatmetro ingest` warns.
+DEV_SALT = "heatmetro-development-salt-change-me"
+
+
+class Config(BaseModel):
+    """Every setting heatmetro reads; see ``config.toml`` for what each one means."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state_dir: Path = Path("state_data")
+    out_dir: Path = Path("out")
+    min_athletes: int = Field(3, ge=1)
+    max_per_athlete: int = Field(10, ge=1, le=65535)
+    round_to: int = Field(5, ge=1)
+    default_hide_start_end_m: float = Field(200.0, ge=0, le=1609)
+    hide_jitter_m: float = Field(150.0, ge=0, le=2000)
+    zone_jitter_fraction: float = Field(0.25, ge=0, le=1)
+    salt: str = DEV_SALT
+    min_zoom: int = Field(2, ge=0, le=22)
+    public_max_zoom: int = Field(12, ge=0, le=22)
+    max_zoom: int = Field(16, ge=0, le=22)
+    basemap_url: str = ""
+    basemap_attribution: str = ""
+    heat_resolution: int = Field(11, ge=5, le=13)
+    metro_resolution: int = Field(10, ge=5, le=12)
+    od_resolution: int = Field(8, ge=4, le=10)
+    max_gap_fill_m: float = Field(1000.0, gt=0)
+    epoch_s: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_orders(self) -> Config:
+        if not self.min_zoom <= self.public_max_zoom <= self.max_zoom:
+            msg = (
+                f"zooms must satisfy min_zoom <= public_max_zoom <= max_zoom, got "
+                f"{self.min_zoom}, {self.public_max_zoom}, {self.max_zoom}"
+            )
+            raise ValueError(msg)
+        if not self.od_resolution <= self.metro_resolution <= self.heat_resolution:
+            msg = (
+                "resolutions must satisfy od_resolution <= metro_resolution <= heat_resolution, "
+                f"got {self.od_resolution}, {self.metro_resolution}, {self.heat_resolution}"
+            )
+            raise ValueError(msg)
+        return self
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "heatmetro.db"
+
+    @property
+    def recovery_dir(self) -> Path:
+        return self.state_dir / "recovery"
+
+    @property
+    def dead_letter_path(self) -> Path:
+        return self.state_dir / "dead_letters.jsonl"
+
+    @property
+    def salt_is_default(self) -> bool:
+        return self.salt == DEV_SALT
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Read ``path`` (default: ``./config.toml`` if present), apply env and keyword overrides.
+
+    Relative paths in the file are resolved against the file's folder, so a config works
+    from any working directory.
+    """
+    values: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is None and Path("config.toml").is_file():
+        path = Path("config.toml")
+    if path is not None:
+        path = Path(path)
+        try:
+            with path.open("rb") as fh:
+                values = tomllib.load(fh)
+        except FileNotFoundError:
+            msg = f"config file {path} does not exist"
+            raise ConfigError(msg) from None
+        except tomllib.TOMLDecodeError as exc:
+            msg = f"config file {path}: {exc}"
+            raise ConfigError(msg) from None
+        base = path.resolve().parent
+    for env, key in ENV_OVERRIDES.items():
+        if os.environ.get(env):
+            values[key] = os.environ[env]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("state_dir", "out_dir"):
+        if key in values:
+            p = Path(values[key])
+            values[key] = p if p.is_absolute() else (base / p)
+    try:
+        return Config(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "config"
+        msg = f"config {path or '(defaults)'}: {where}: {first['msg']}"
+        raise ConfigError(msg) from None

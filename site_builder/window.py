@@ -1,0 +1,49 @@
+"""What one snapshot reads from the store: the 12-month window, already privacy-filtered.
+
+The writers (tiles, pages, Metro files) take a ``WindowData`` and never touch the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LayerHeat:
+    """Published heat of one layer at the heat resolution.
+
+    Attributes:
+        layer: ``all``, ``ride``, ``run``, ``water`` or ``winter``.
+        cells: H3 cells (uint64) that reached ``min_athletes`` distinct athletes, sorted.
+        heat: per cell, the sum over athletes of ``min(activities, max_per_athlete)``.
+        athletes: per cell, how many distinct athletes contributed.
+    """
+
+    layer: str
+    cells: np.ndarray
+    heat: np.ndarray
+    athletes: np.ndarray
+
+
+@dataclass(frozen=True)
+class WindowData:
+    """Everything a snapshot publishes from, for the window ``first_month..month``.
+
+    ``edges``, ``hexagons`` and ``od`` hold, per layer, the records of
+    ``state.records`` (``EDGE_DTYPE``, ``HEX_DTYPE``, ``OD_DTYPE``) with a leading
+    ``athlete`` int32 field (an index local to this snapshot, never an identifier),
+    one row per athlete and key. They are NOT thresholded yet: the Metro writer counts
+    distinct athletes, suppresses below ``min_athletes`` and rounds.
+    """
+
+    month: str
+    first_month: str
+    heat: dict[str, LayerHeat]
+    edges: dict[str, np.ndarray]
+    hexagons: dict[str, np.ndarray]
+    od: dict[str, np.ndarray]
+    athletes: int
+    activities: int
+    counts: dict[str, int] = field(default_factory=dict)

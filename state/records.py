@@ -1,0 +1,90 @@
+"""Record layouts shared by the store, the dataflow and the snapshot.
+
+Everything stored per activity or per athlete-month is a compact numpy structured array,
+saved as raw little-endian bytes in a SQLite BLOB (``to_blob`` / ``from_blob``).
+
+* ``PATH_DTYPE``: an activity's privacy-trimmed track as the ordered H3 cells (heat
+  resolution) it passed through. ``t`` is seconds since ``start_date`` when the track
+  entered the cell; ``seg`` numbers the pieces the track was split into (privacy zones,
+  long gaps). Raw GPS points are never stored, only this.
+* ``HEAT_DTYPE``: per athlete-month-layer, how many of the athlete's activities went
+  through each heat cell.
+* ``EDGE_DTYPE``: per athlete-month-layer, crossings of Metro edges. An edge is a pair of
+  adjacent cells ``a < b`` (as integers); ``fwd`` is 1 when travel went from ``a`` to ``b``.
+  ``hour``/``weekend`` are local time of the crossing; ``commute`` is the activity's flag.
+* ``HEX_DTYPE``: per athlete-month-layer, trips through each OD-resolution cell.
+* ``OD_DTYPE``: per athlete-month-layer, trips from origin cell ``o`` to destination ``d``
+  (OD resolution, first and last cell of the trimmed track).
+
+The snapshot concatenates athlete-month arrays and adds the athlete as a small integer
+index (``athlete`` field, see ``with_athlete``); no identifier leaves the store.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PATH_DTYPE = np.dtype([("cell", "<u8"), ("t", "<f4"), ("seg", "<u2")])
+HEAT_DTYPE = np.dtype([("cell", "<u8"), ("n", "<u4")])
+EDGE_DTYPE = np.dtype(
+    [
+        ("a", "<u8"),
+        ("b", "<u8"),
+        ("fwd", "u1"),
+        ("hour", "u1"),
+        ("weekend", "u1"),
+        ("commute", "u1"),
+        ("trips", "<u4"),
+        ("speed_sum", "<f8"),
+        ("speed_n", "<u4"),
+    ]
+)
+HEX_DTYPE = np.dtype([("cell", "<u8"), ("trips", "<u4"), ("speed_sum", "<f8"), ("speed_n", "<u4")])
+OD_DTYPE = np.dtype([("o", "<u8"), ("d", "<u8"), ("trips", "<u4")])
+
+# Keys that identify one row of each aggregate (everything but the summed fields).
+EDGE_KEY = ("a", "b", "fwd", "hour", "weekend", "commute")
+HEX_KEY = ("cell",)
+OD_KEY = ("o", "d")
+
+LAYERS = ("all", "ride", "run", "water", "winter")
+SPORT_LAYERS = LAYERS[1:]
+
+
+def to_blob(arr: np.ndarray) -> bytes:
+    """Raw bytes of a structured array (its dtype is implied by the column it goes in)."""
+    return np.ascontiguousarray(arr).tobytes()
+
+
+def from_blob(blob: bytes | None, dtype: np.dtype) -> np.ndarray:
+    """Inverse of ``to_blob``; ``None`` or empty gives an empty array."""
+    if not blob:
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer(blob, dtype=dtype).copy()
+
+
+def with_athlete(arr: np.ndarray, athlete: int) -> np.ndarray:
+    """Copy of ``arr`` with a leading ``athlete`` int32 field set to ``athlete``."""
+    dtype = np.dtype([("athlete", "<i4"), *[(n, arr.dtype[n]) for n in arr.dtype.names or ()]])
+    out = np.zeros(len(arr), dtype=dtype)
+    out["athlete"] = athlete
+    for name in arr.dtype.names or ():
+        out[name] = arr[name]
+    return out
+
+
+def group_sum(arr: np.ndarray, key: tuple[str, ...], sums: tuple[str, ...]) -> np.ndarray:
+    """Rows of ``arr`` merged on ``key`` with ``sums`` added up, sorted by key (deterministic)."""
+    if len(arr) == 0:
+        return arr.copy()
+    order = np.lexsort(tuple(arr[k] for k in reversed(key)))
+    srt = arr[order]
+    change = np.zeros(len(srt), dtype=bool)
+    change[0] = True
+    for k in key:
+        change[1:] |= srt[k][1:] != srt[k][:-1]
+    starts = np.flatnonzero(change)
+    out = srt[starts].copy()
+    for s in sums:
+        out[s] = np.add.reduceat(srt[s], starts)
+    return out
