@@ -1,0 +1,391 @@
+"""ValleyBike bike-share CSVs -> v1 stream events (athlete, activity, activity_deleted).
+
+The CSVs hold one GPS fix per row (``route_id,user_id,bike,time,longitude,latitude``) with
+``time`` in US Eastern *local clock* time and no zone. Each ``route_id`` becomes one
+activity and each ``user_id`` one athlete. The data carries no privacy settings, so a
+realistic spread is drawn from a hash of the ids: the same input always gives the same
+events, byte for byte, without any global random state.
+
+Usage::
+
+    python -m flows.importers.valleybike OUT.jsonl.gz [--shared]
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import orjson
+
+from heatmetro.errors import ImportFileError
+
+DATA_DIR = Path(__file__).parent / "data"
+SHARED_DIR = Path("/work/shared/data/valleybike")
+BUNDLED_FILES = ("june2018.csv.gz", "october2020.csv.gz")
+SHARED_FILES = (
+    "june2018.csv.gz",
+    "june2020.csv.gz",
+    "october2020.csv.gz",
+    "december2020.csv.gz",
+    "january2021.csv.gz",
+    "february2021.csv.gz",
+)
+COLUMNS = ("route_id", "user_id", "time", "longitude", "latitude")
+EASTERN = ZoneInfo("America/New_York")
+# Athlete settings carry an old timestamp so that they are never "stale" against the
+# activities, whatever order a consumer sees them in.
+ATHLETE_UPDATED_AT = "2000-01-01T00:00:00Z"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Ride:
+    """One cleaned ride: fixes sorted by time, seconds relative to ``start``."""
+
+    route_id: str
+    user_id: str
+    start: datetime  # UTC, whole seconds
+    utc_offset_s: int
+    latlng: list[list[float]]
+    time: list[int]
+
+    @property
+    def activity_id(self) -> str:
+        """Stable activity id: ``vb-`` + 16 hex of sha256(route_id)."""
+        return "vb-" + _sha(self.route_id)[:16]
+
+    @property
+    def athlete_id(self) -> str:
+        """Stable athlete id: ``vb-`` + 12 hex of sha256(user_id)."""
+        return "vb-" + _sha(self.user_id)[:12]
+
+    @property
+    def local_start(self) -> datetime:
+        """Start on the local wall clock (naive on purpose: it is only read for hour/day)."""
+        return (self.start + timedelta(seconds=self.utc_offset_s)).replace(tzinfo=None)
+
+
+def bundled_csvs() -> list[Path]:
+    """The two months shipped with the package for the demo (MIT, see data/LICENSE)."""
+    return [DATA_DIR / name for name in BUNDLED_FILES]
+
+
+def shared_csvs() -> list[Path]:
+    """All six months from the shared data folder, or ``[]`` when it is absent."""
+    paths = [SHARED_DIR / name for name in SHARED_FILES]
+    return paths if all(p.is_file() for p in paths) else []
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read_columns(path: Path) -> dict[str, list[str]]:
+    """Read one CSV into string columns; rows of the wrong width are dropped."""
+    try:
+        with gzip.open(path, "rt", newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                msg = f"valleybike: {path}: empty file"
+                raise ImportFileError(msg)
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                msg = f"valleybike: {path}: missing column(s) {missing} in header {header}"
+                raise ImportFileError(msg)
+            width = len(header)
+            rows = [row for row in reader if len(row) == width]
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        msg = f"valleybike: {path}: cannot read gzip CSV: {exc}"
+        raise ImportFileError(msg) from exc
+    # zip(*rows) transposes in C; much faster than appending five lists per row.
+    transposed = list(zip(*rows, strict=True)) if rows else [()] * width
+    return {c: list(transposed[header.index(c)]) for c in COLUMNS}
+
+
+def _to_floats(values: list[str]) -> np.ndarray:
+    """Parse coordinates; a non-numeric value (``NA``, empty) becomes NaN."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except ValueError:
+        out = np.empty(len(values), dtype=np.float64)
+        for i, value in enumerate(values):
+            try:
+                out[i] = float(value)
+            except ValueError:
+                out[i] = np.nan
+        return out
+
+
+def _to_clock_seconds(values: list[str]) -> np.ndarray:
+    """Local clock time as seconds (naive, as if UTC); unparsable -> NaT.
+
+    Fractional seconds are truncated ([:19]); the streams carry whole seconds anyway.
+    """
+    clipped = [v[:19] for v in values]
+    try:
+        stamps = np.array(clipped, dtype="datetime64[s]")
+    except ValueError:
+        stamps = np.array([_one_stamp(v) for v in clipped], dtype="datetime64[s]")
+    return stamps
+
+
+def _one_stamp(value: str) -> np.datetime64:
+    try:
+        return np.datetime64(value, "s")
+    except ValueError:
+        return np.datetime64("NaT", "s")
+
+
+def _utc_offset(clock_s: int) -> int:
+    """UTC offset in seconds of a US Eastern local clock reading (fold=0 when ambiguous)."""
+    local = datetime(1970, 1, 1) + timedelta(seconds=clock_s)  # noqa: DTZ001 - wall clock
+    offset = local.replace(tzinfo=EASTERN).utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
+def _keep_mask(t: np.ndarray, lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
+    """Drop repeated fixes: keep only the first and last of a run at one position.
+
+    Bikes sit at the dock reporting the same fix every 5 s; the run's ends keep the
+    timing (when it left) while the interior adds nothing to the geometry.
+    """
+    same = (lat[1:] == lat[:-1]) & (lng[1:] == lng[:-1])
+    keep = np.ones(len(t), dtype=bool)
+    keep[1:-1] = ~(same[:-1] & same[1:])
+    # An exact duplicate row (same second, same place) is a double-logged fix.
+    keep[1:] &= ~(same & (t[1:] == t[:-1]))
+    return keep
+
+
+def _make_ride(route_id: str, user_id: str, clock: np.ndarray, lat: np.ndarray,
+               lng: np.ndarray) -> Ride | None:
+    """Build a ride from one route's sorted fixes, or None if it never moved."""
+    keep = _keep_mask(clock, lat, lng)
+    clock, lat, lng = clock[keep], lat[keep], lng[keep]
+    if len(clock) < 2 or (np.all(lat == lat[0]) and np.all(lng == lng[0])):
+        return None
+    first, last = _utc_offset(int(clock[0])), _utc_offset(int(clock[-1]))
+    if first == last:
+        utc = clock - first
+    else:  # the ride spans a DST switch: convert fix by fix
+        utc = clock - np.array([_utc_offset(int(c)) for c in clock], dtype=np.int64)
+    utc = np.maximum.accumulate(utc)  # keep times non-decreasing across the fall-back hour
+    start = _EPOCH + timedelta(seconds=int(utc[0]))
+    latlng = np.column_stack((np.round(lat, 6), np.round(lng, 6))).tolist()
+    return Ride(route_id, user_id, start, first, latlng, (utc - utc[0]).tolist())
+
+
+def read_rides(paths: Iterable[Path]) -> list[Ride]:
+    """Read ValleyBike CSVs into cleaned rides, one per route, in no particular order.
+
+    Rows with a non-numeric or out-of-range lat/lng or an unreadable time are skipped;
+    rides with fewer than two distinct positions are dropped.
+
+    Raises:
+        ImportFileError: a file is not a readable gzip CSV with the expected columns.
+    """
+    unique = sorted({Path(p).resolve() for p in paths})
+    cols: dict[str, list[str]] = {c: [] for c in COLUMNS}
+    for path in unique:
+        for name, values in _read_columns(path).items():
+            cols[name].extend(values)
+    lat, lng = _to_floats(cols["latitude"]), _to_floats(cols["longitude"])
+    clock = _to_clock_seconds(cols["time"])
+    valid = (
+        (np.abs(lat) <= 90) & (np.abs(lng) <= 180) & ~((lat == 0) & (lng == 0))
+        & ~np.isnat(clock)
+    )  # NaN compares False, so non-numeric values fail the range tests too
+    idx = np.flatnonzero(valid)
+    routes, route_code = np.unique(np.array(cols["route_id"])[idx], return_inverse=True)
+    secs = clock[idx].astype(np.int64)
+    order = np.lexsort((secs, route_code))
+    idx, route_code, secs = idx[order], route_code[order], secs[order]
+    bounds = np.flatnonzero(np.diff(route_code)) + 1
+    rides = []
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(idx)], strict=True):
+        if hi <= lo:
+            continue
+        rows = idx[lo:hi]
+        ride = _make_ride(str(routes[route_code[lo]]), cols["user_id"][rows[0]],
+                          secs[lo:hi], lat[rows], lng[rows])
+        if ride is not None:
+            rides.append(ride)
+    return rides
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _draws(kind: str, key: str) -> list[float]:
+    """Eight independent uniform numbers in [0, 1) derived from ``kind`` and ``key``."""
+    digest = hashlib.sha256(f"heatmetro-valleybike:{kind}:{key}".encode()).digest()
+    return [int.from_bytes(digest[i : i + 4], "big") / 2**32 for i in range(0, 32, 4)]
+
+
+def _hide_distance(u: float) -> int:
+    # Mostly the platform default, some who turned it off, a few who widened it.
+    if u < 0.70:
+        return 200
+    if u < 0.85:
+        return 0
+    return 400 if u < 0.95 else 800
+
+
+def _frequent_end(rides: list[Ride]) -> tuple[float, float]:
+    """Mean of the last fixes in the athlete's most used end location (~100 m cells)."""
+    groups: dict[tuple[float, float], list[list[float]]] = defaultdict(list)
+    for ride in rides:
+        lat, lng = ride.latlng[-1]
+        groups[(round(lat, 3), round(lng, 3))].append([lat, lng])
+    counts = Counter({key: len(v) for key, v in groups.items()})
+    # Ties broken by the key itself so the choice never depends on input order.
+    best = min(counts, key=lambda k: (-counts[k], k))
+    ends = np.array(groups[best])
+    return round(float(ends[:, 0].mean()), 5), round(float(ends[:, 1].mean()), 5)
+
+
+def athlete_event(user_id: str, rides: list[Ride]) -> dict:
+    """The athlete's privacy settings, drawn deterministically from the user id."""
+    u = _draws("athlete", user_id)
+    zones = []
+    if u[2] < 0.15 and rides:
+        lat, lng = _frequent_end(rides)
+        zones.append({"lat": lat, "lng": lng, "radius_m": 200 + 10 * int(u[3] * 21)})
+    return {
+        "kind": "athlete",
+        "athlete_id": "vb-" + _sha(user_id)[:12],
+        "updated_at": ATHLETE_UPDATED_AT,
+        "aggregate_opt_out": u[0] < 0.03,
+        "hide_start_end_m": _hide_distance(u[1]),
+        "privacy_zones": zones,
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _is_commute(local: datetime) -> bool:
+    return local.weekday() < 5 and (6 <= local.hour <= 9 or 15 <= local.hour <= 18)
+
+
+def activity_event(ride: Ride) -> dict:
+    """The v1 ``activity`` event for a ride, with drawn visibility/sport/hide_map."""
+    u = _draws("activity", ride.route_id)
+    visibility = "everyone" if u[0] < 0.85 else "followers_only" if u[0] < 0.95 else "only_me"
+    return {
+        "kind": "activity",
+        "activity_id": ride.activity_id,
+        "athlete_id": ride.athlete_id,
+        "updated_at": _iso(ride.start + timedelta(hours=1)),
+        "sport_type": "EBikeRide" if u[2] < 0.03 else "Ride",
+        "visibility": visibility,
+        "hide_map": u[1] < 0.02,
+        "commute": _is_commute(ride.local_start),
+        "start_date": _iso(ride.start),
+        "utc_offset_s": ride.utc_offset_s,
+        "streams": {"latlng": ride.latlng, "time": ride.time},
+    }
+
+
+def _is_deleted(ride: Ride) -> bool:
+    return _draws("activity", ride.route_id)[3] < 0.01
+
+
+def deleted_event(ride: Ride) -> dict:
+    """An ``activity_deleted`` event one day after the activity was last updated."""
+    return {
+        "kind": "activity_deleted",
+        "activity_id": ride.activity_id,
+        "athlete_id": ride.athlete_id,
+        "updated_at": _iso(ride.start + timedelta(days=1, hours=1)),
+    }
+
+
+# --------------------------------------------------------------------------- output
+
+
+def valleybike_events(paths: Iterable[Path]) -> Iterator[dict]:
+    """Turn ValleyBike CSVs into v1 events in a deterministic order.
+
+    Activities come sorted by (start_date, activity_id); each athlete's ``athlete`` event
+    comes right before their first activity, and a drawn ~1% of activities are followed
+    by an ``activity_deleted`` event.
+
+    Args:
+        paths: ``.csv.gz`` files; order and duplicates do not matter.
+
+    Yields:
+        Plain JSON-serialisable dicts following the stream contract v1.
+    """
+    rides = read_rides(paths)
+    rides.sort(key=lambda r: (r.start, r.activity_id))
+    by_user: dict[str, list[Ride]] = defaultdict(list)
+    for ride in rides:
+        by_user[ride.user_id].append(ride)
+    announced: set[str] = set()
+    for ride in rides:
+        if ride.user_id not in announced:
+            announced.add(ride.user_id)
+            yield athlete_event(ride.user_id, by_user[ride.user_id])
+        yield activity_event(ride)
+        if _is_deleted(ride):
+            yield deleted_event(ride)
+
+
+def write_jsonl(events: Iterable[dict], path: Path) -> int:
+    """Write events as compact JSON lines; gzip (mtime 0, no name) when path ends in .gz.
+
+    The file is written beside the target and renamed, so a reader never sees half a file.
+
+    Returns:
+        The number of events written.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with open(tmp, "wb") as raw:
+        # Empty filename and mtime=0 keep the gzip header identical across runs.
+        out: io.BufferedIOBase = (
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+            if path.suffix == ".gz"
+            else raw
+        )
+        for event in events:
+            out.write(orjson.dumps(event) + b"\n")
+            count += 1
+        if out is not raw:
+            out.close()
+    tmp.replace(path)
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.importers.valleybike OUT [--shared]``: write the demo stream."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0].startswith("-"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    paths = shared_csvs() if "--shared" in args else bundled_csvs()
+    count = write_jsonl(valleybike_events(paths), Path(args[0]))
+    print(f"wrote {count} events from {len(paths)} files to {args[0]}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""The ingest dataflow: stream -> parse -> per-athlete fold (privacy trimming) -> store.
+
+Run it with ``heatmetro ingest`` or directly with Bytewax::
+
+    HEATMETRO_INPUTS=events.jsonl python -m bytewax.run "flows.ingest:build_flow()" -r db -s 2 -b 0
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from flows.contract import Event, parse_event
+from flows.fold import AthleteFold
+from flows.sources import JsonlSource, RawRecord, expand_inputs
+from heatmetro.config import Config, load_config
+from heatmetro.errors import HeatmetroError, StreamRecordError
+from state.changes import DeadLetter, StoreItem
+from state.store import connect
+from state.writer import StoreWriter
+
+RAW_KEEP = 2000  # characters of a bad record kept in the dead-letter file
+
+
+def parse_record(rec: RawRecord) -> tuple[RawRecord, Event] | DeadLetter:
+    """A valid event with its position, or a dead letter saying why not."""
+    try:
+        return rec, parse_event(rec.data)
+    except StreamRecordError as exc:
+        return DeadLetter(rec.source, rec.position, str(exc), _raw_text(rec.data))
+
+
+def _raw_text(data: bytes) -> str:
+    return data[:RAW_KEEP].decode("utf-8", errors="replace")
+
+
+class FoldStep:
+    """The ``stateful_map`` mapper: per-athlete settings in, store changes out."""
+
+    def __init__(self, config: Config) -> None:
+        self.fold = AthleteFold(config)
+
+    def __call__(self, state: Any, item: tuple[RawRecord, Event]) -> tuple[Any, list[StoreItem]]:
+        rec, event = item
+        try:
+            return self.fold.apply(state, event)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
+            reason = f"{event.kind} {getattr(event, 'activity_id', event.athlete_id)}: cannot process: {exc!r}"
+            return state, [DeadLetter(rec.source, rec.position, reason[:500], _raw_text(rec.data))]
+
+
+class _StorePartition(StatelessSinkPartition[StoreItem]):
+    def __init__(self, config: Config, worker: int) -> None:
+        self.writer = StoreWriter(
+            connect(config.db_path),
+            heat_res=config.heat_resolution,
+            metro_res=config.metro_resolution,
+            od_res=config.od_resolution,
+            salt=config.salt,
+            hide_jitter_m=config.hide_jitter_m,
+        )
+        self.worker = worker
+        self.progress = Progress(worker)
+
+    def write_batch(self, items: list[StoreItem]) -> None:
+        self.writer.write_batch(items)
+        self.progress.add(items)
+
+    def close(self) -> None:
+        self.progress.done()
+        self.writer.db.close()
+
+
+class StoreSink(DynamicSink[StoreItem]):
+    """Each worker writes its own athletes' changes; SQLite serialises the commits."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
+        return _StorePartition(self.config, worker_index)
+
+
+class Progress:
+    """Activities and points per second on stderr, at most every few seconds."""
+
+    EVERY_S = 5.0
+
+    def __init__(self, worker: int) -> None:
+        self.worker = worker
+        self.quiet = os.environ.get("HEATMETRO_QUIET") == "1"
+        self.t0 = self.last = time.monotonic()
+        self.activities = self.fixes = self.dead = 0
+
+    def add(self, items: list[StoreItem]) -> None:
+        for it in items:
+            if isinstance(it, DeadLetter):
+                self.dead += 1
+            elif hasattr(it, "fixes_in"):
+                self.activities += 1
+                self.fixes += it.fixes_in  # type: ignore[union-attr]
+        now = time.monotonic()
+        if now - self.last >= self.EVERY_S:
+            self.last = now
+            self._print("…")
+
+    def _print(self, tail: str) -> None:
+        if self.quiet or not self.activities + self.dead:
+            return
+        s = max(time.monotonic() - self.t0, 1e-9)
+        print(
+            f"[worker {self.worker}] {self.activities:,} activities ({self.activities / s:,.0f}/s), "
+            f"{self.fixes:,} GPS fixes ({self.fixes / s:,.0f}/s), {self.dead:,} dead letters {tail}",
+            file=sys.stderr,
+        )
+
+    def done(self) -> None:
+        self._print("done")
+
+
+def build_flow(
+    config: Config | None = None, inputs: list[str] | None = None, *, follow: bool = False
+) -> Dataflow:
+    """The ingest dataflow. Without arguments it reads ``HEATMETRO_CONFIG`` and
+    ``HEATMETRO_INPUTS`` (``os.pathsep``-separated), for ``python -m bytewax.run``."""
+    if config is None:
+        config = load_config(os.environ.get("HEATMETRO_CONFIG"))
+    if inputs is None:
+        inputs = os.environ.get("HEATMETRO_INPUTS", "-").split(os.pathsep)
+    sources = [s for s in inputs if s.startswith("kafka://")]
+    files = expand_inputs([s for s in inputs if not s.startswith("kafka://")])
+
+    flow = Dataflow("heatmetro_ingest")
+    streams = []
+    if files:
+        streams.append(op.input("read", flow, JsonlSource(files, follow=follow)))  # RawRecord
+    for i, url in enumerate(sources):
+        from flows.kafka_input import kafka_records
+
+        streams.append(kafka_records(flow, f"kafka_{i}", url, follow=follow))  # RawRecord
+    if not streams:
+        msg = "no input: name JSONL files, folders, - for stdin, or kafka://host:port/topic"
+        raise HeatmetroError(msg)
+    raw = streams[0] if len(streams) == 1 else op.merge("merge", *streams)
+    parsed = op.map("parse", raw, parse_record)  # (RawRecord, Event) | DeadLetter
+    split = op.branch("valid", parsed, lambda x: not isinstance(x, DeadLetter))
+    keyed = op.key_on("by_athlete", split.trues, lambda x: x[1].athlete_id)  # (athlete, (rec, ev))
+    folded = op.stateful_map("fold", keyed, FoldStep(config))  # (athlete, [StoreItem])
+    changes = op.flat_map("changes", folded, lambda kv: kv[1])  # StoreItem
+    everything = op.merge("with_dead_letters", changes, split.falses)  # StoreItem
+    op.output("store", everything, StoreSink(config))
+    return flow
+
+
+def epoch_interval(config: Config) -> timedelta:
+    return timedelta(seconds=config.epoch_s)

@@ -1,0 +1,33 @@
+"""Sport types (the platform's names): which layer they draw in and how fast they can go."""
+
+from __future__ import annotations
+
+_LAYER = {
+    "ride": (
+        "Ride", "GravelRide", "MountainBikeRide", "EBikeRide", "EMountainBikeRide",
+        "VirtualRide", "Velomobile", "Handcycle", "Wheelchair",
+    ),
+    "run": ("Run", "TrailRun", "VirtualRun", "Walk", "Hike"),
+    "water": (
+        "Kayaking", "Canoeing", "Rowing", "StandUpPaddling", "Swim", "Surfing",
+        "Kitesurf", "Windsurf", "Sail",
+    ),
+    "winter": (
+        "AlpineSki", "BackcountrySki", "NordicSki", "Snowboard", "Snowshoe", "IceSkate",
+    ),
+}
+SPORT_LAYER = {sport: layer for layer, sports in _LAYER.items() for sport in sports}
+
+# Fastest plausible speed (m/s) per layer; a fix implying more is a GPS teleport.
+# Generous on purpose: a descent on a bike or skis is fast, a bad fix is far faster.
+_MAX_SPEED = {"ride": 30.0, "run": 12.0, "water": 15.0, "winter": 45.0, "other": 60.0}
+_MAX_SPEED_SPORT = {"EBikeRide": 20.0, "Walk": 5.0, "Hike": 5.0, "Swim": 4.0}
+
+
+def layer_of(sport_type: str) -> str:
+    """The sport layer an activity draws in; unknown types count in ``all`` only."""
+    return SPORT_LAYER.get(sport_type, "other")
+
+
+def max_speed_ms(sport_type: str) -> float:
+    return _MAX_SPEED_SPORT.get(sport_type, _MAX_SPEED[layer_of(sport_type)])

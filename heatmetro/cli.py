@@ -1,0 +1,196 @@
+"""The ``heatmetro`` command: one entry point, a subcommand per job.
+
+User mistakes become one clean line on stderr and a non-zero exit (no traceback); this
+is the one place where ``HeatmetroError`` is turned into that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from heatmetro import __version__
+from heatmetro.config import ENV_OVERRIDES, load_config
+from heatmetro.errors import HeatmetroError
+
+EPILOG_ENV = "environment:\n" + "\n".join(
+    f"  {env:<22} overrides `{key}`" for env, key in ENV_OVERRIDES.items()
+) + "\n  SOURCE_DATE_EPOCH      build date stamped on a snapshot (byte-identical rebuilds)"
+
+
+def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    return load_config(args.config)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from flows.runner import run_ingest, warn_default_salt
+    from state.store import connect, stats
+
+    config = _config(args)
+    warn_default_salt(config)
+    if args.quiet:
+        os.environ["HEATMETRO_QUIET"] = "1"
+    dead = run_ingest(config, args.inputs or ["-"], follow=args.follow, workers=args.workers)
+    db = connect(config.db_path)
+    s = stats(db)
+    db.close()
+    if not args.quiet:
+        print(
+            f"ingested: {s['athletes']:,} athletes, {s['activities']:,} activities "
+            f"({_fmt_status(s['activities_by_status'])}), {dead:,} dead letters"
+            + (f" -> {config.dead_letter_path}" if dead else "")
+        )
+    return 0
+
+
+def _fmt_status(by_status: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {k}" for k, n in sorted(by_status.items())) or "none"
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from state.store import connect, stats
+
+    config = _config(args)
+    db = connect(config.db_path, create=False)
+    s = stats(db)
+    db.close()
+    if args.json:
+        print(json.dumps(s, indent=2, sort_keys=True))
+        return 0
+    months = s["months"]
+    print(f"store            {config.db_path} ({s['db_bytes'] / 1e6:,.1f} MB)")
+    print(f"athletes         {s['athletes']:,} ({s['athletes_contributing']:,} contributing, {s['athletes_opted_out']:,} opted out)")
+    print(f"activities       {s['activities']:,} ({_fmt_status(s['activities_by_status'])})")
+    print(f"path cells       {s['path_cells']:,}")
+    print(f"aggregates       {s['aggregate_rows']:,} athlete-month-layer rows: {s['heat_entries']:,} cells, {s['edge_entries']:,} edge entries")
+    print(f"months           {months[0] + ' .. ' + months[-1] if months else '-'} ({len(months)})")
+    print(f"dead letters     {s['dead_letters']:,}" + (f" ({config.dead_letter_path})" if s["dead_letters"] else ""))
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from site_builder.snapshot import run_snapshot
+
+    config = _config(args)
+    result = run_snapshot(config, month=args.month, quiet=args.quiet)
+    if not args.quiet:
+        print(result.summary())
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    import orjson
+
+    from flows.importers.tracks import import_tracks
+
+    failures: list[str] = []
+
+    def on_error(path: Path, reason: str) -> None:
+        failures.append(f"{path}: {reason}")
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+
+    out = sys.stdout.buffer
+    n = 0
+    for event in import_tracks(
+        [Path(p) for p in args.files],
+        athlete_id=args.athlete_id,
+        visibility=args.visibility,
+        sport_type=args.sport_type,
+        on_error=on_error,
+    ):
+        out.write(orjson.dumps(event) + b"\n")
+        n += 1
+    out.flush()
+    print(f"imported {n} activities, skipped {len(failures)} files", file=sys.stderr)
+    return 0 if n or not failures else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from heatmetro.demo import run_demo
+
+    return run_demo(config_path=args.config, workers=args.workers, all_data=args.all_data, serve=args.serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from site_builder.serve import serve
+
+    config = _config(args)
+    directory = Path(args.directory) if args.directory else config.out_dir
+    if not (directory / "index.html").exists():
+        msg = f"no site in {directory}: run `heatmetro snapshot` (or `make demo`) first"
+        raise HeatmetroError(msg)
+    serve(directory, args.port, ready=lambda url: print(f"serving {directory} at {url} (Ctrl-C stops)"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="heatmetro",
+        description="Privacy-first Global Heatmap and Metro street counts from a GPS activity stream.",
+        epilog=EPILOG_ENV + "\n\nexample:\n  heatmetro demo",
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"heatmetro {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}\n\n{EPILOG_ENV}", formatter_class=fmt)
+        p.add_argument("-c", "--config", help="config file (default: ./config.toml if present)")
+        p.add_argument("-v", "--verbose", action="store_true", help="say more")
+        p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("ingest", cmd_ingest, "fold a stream of activity events into the store (resumes after a crash)",
+            "heatmetro ingest events.jsonl.gz more/ -w 2")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help=".jsonl/.jsonl.gz files, folders, - for stdin, kafka://host:port/topic")
+    p.add_argument("--follow", action="store_true", help="keep reading as inputs grow (runs until stopped)")
+    p.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers (default 1, at most 8)")
+
+    p = add("stats", cmd_stats, "print what the store holds", "heatmetro stats --json")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("snapshot", cmd_snapshot, "publish the heatmap site and Metro files for a month",
+            "heatmetro snapshot --month 2021-02")
+    p.add_argument("--month", help="YYYY-MM, last month of the 12-month window (default: last complete month)")
+
+    p = add("import", cmd_import, "turn GPX/FIT/TCX files or a bulk-export zip into stream events on stdout",
+            "heatmetro import ride.fit run.gpx --athlete-id a-17 > events.jsonl")
+    p.add_argument("files", nargs="+", metavar="FILE_OR_ZIP")
+    p.add_argument("--athlete-id", required=True)
+    p.add_argument("--visibility", default="everyone", choices=["everyone", "followers_only", "only_me"])
+    p.add_argument("--sport-type", help="override the sport type found in the files")
+
+    p = add("demo", cmd_demo, "the whole job on bundled real data (ValleyBike rides), end to end", "heatmetro demo")
+    p.add_argument("-w", "--workers", type=int, default=2)
+    p.add_argument("--all-data", action="store_true", help="use all six ValleyBike months from ../shared/data if present")
+    p.add_argument("--serve", action="store_true", help="serve the site when done")
+
+    p = add("serve", cmd_serve, "preview the published site on 127.0.0.1", "heatmetro serve --port 8000")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--directory", help="site folder (default: out_dir from the config)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "workers", 1) is not None and not 1 <= getattr(args, "workers", 1) <= 8:
+        print("heatmetro: error: --workers must be between 1 and 8", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except HeatmetroError as exc:
+        print(f"heatmetro {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

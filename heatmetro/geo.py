@@ -1,0 +1,46 @@
+"""Vectorised spherical geometry and secret, replayable randomness."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import numpy as np
+
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def haversine_m(lat1: np.ndarray, lng1: np.ndarray, lat2: np.ndarray, lng2: np.ndarray) -> np.ndarray:
+    """Great-circle distance in metres between paired points (degrees in, arrays or scalars)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dp = p2 - p1
+    dl = np.radians(np.asarray(lng2) - np.asarray(lng1))
+    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def step_lengths_m(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
+    """Distance from each point to the next (length n-1)."""
+    return haversine_m(lat[:-1], lng[:-1], lat[1:], lng[1:])
+
+
+def offset_point(lat: float, lng: float, distance_m: float, bearing_deg: float) -> tuple[float, float]:
+    """The point ``distance_m`` away from (lat, lng) along ``bearing_deg`` (degrees out)."""
+    d = distance_m / EARTH_RADIUS_M
+    b = np.radians(bearing_deg)
+    p1, l1 = np.radians(lat), np.radians(lng)
+    p2 = np.arcsin(np.sin(p1) * np.cos(d) + np.cos(p1) * np.sin(d) * np.cos(b))
+    l2 = l1 + np.arctan2(np.sin(b) * np.sin(d) * np.cos(p1), np.cos(d) - np.sin(p1) * np.sin(p2))
+    lng2 = (np.degrees(l2) + 540.0) % 360.0 - 180.0
+    return float(np.degrees(p2)), float(lng2)
+
+
+def secret_uniform(salt: str, *parts: object) -> float:
+    """A number in [0, 1) that only someone holding ``salt`` can predict.
+
+    Derived with HMAC-SHA256 from the salt and ``parts`` (e.g. an activity id), so a
+    replay of the same stream draws exactly the same numbers.
+    """
+    msg = "\x1f".join(str(p) for p in parts).encode()
+    digest = hmac.new(salt.encode(), msg, hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64

@@ -1,0 +1,62 @@
+"""Operations on a stored, already-trimmed path (``PATH_DTYPE``): trimming it further.
+
+Used when an athlete asks to hide more (a new zone, a larger hide distance): the raw
+points are long gone, so the extra cut is made on the cells themselves, always erring
+on the side of removing more.
+"""
+
+from __future__ import annotations
+
+import h3.api.basic_int as h3
+import numpy as np
+
+from heatmetro.geo import step_lengths_m
+from state.settings import EffectiveZone, cells_touching_zones
+
+
+def drop_rows(path: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    """Remove rows where ``drop`` is true, splitting the track where rows went missing."""
+    if not drop.any():
+        return path
+    keep = ~drop
+    seg = path["seg"]
+    prev_keep = np.r_[False, keep[:-1]]
+    same_seg = np.r_[False, seg[1:] == seg[:-1]]
+    starts = keep & ~(prev_keep & same_seg)
+    new_seg = np.cumsum(starts) - 1
+    out = path[keep].copy()
+    out["seg"] = new_seg[keep]
+    return out
+
+
+def drop_zone_cells(path: np.ndarray, res: int, zones: tuple[EffectiveZone, ...]) -> np.ndarray:
+    """Remove every cell whose hexagon may overlap a zone, splitting the track there."""
+    if not zones or len(path) == 0:
+        return path
+    return drop_rows(path, cells_touching_zones(path["cell"], res, zones))
+
+
+def cell_centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lng) arrays of the centres of ``cells`` (h3 once per distinct cell)."""
+    uniq, inv = np.unique(cells, return_inverse=True)
+    ll = np.array([h3.cell_to_latlng(int(c)) for c in uniq], dtype=np.float64).reshape(-1, 2)
+    return ll[inv, 0], ll[inv, 1]
+
+
+def cut_path_ends(path: np.ndarray, start_m: float, end_m: float) -> np.ndarray:
+    """Drop cells within ``start_m`` of the path's start and ``end_m`` of its end.
+
+    Distance is measured along the cell centres, which is never longer than the track
+    itself, so at least as much is removed as the points would have lost.
+    """
+    if len(path) == 0 or (start_m <= 0 and end_m <= 0):
+        return path
+    lat, lng = cell_centres(path["cell"])
+    along = np.r_[0.0, np.cumsum(step_lengths_m(lat, lng))]
+    total = along[-1]
+    drop = np.zeros(len(path), dtype=bool)
+    if start_m > 0:
+        drop |= along < start_m
+    if end_m > 0:
+        drop |= along > total - end_m
+    return drop_rows(path, drop)

@@ -1,0 +1,163 @@
+"""The SQLite store: schema (by migrations), connections, and what ``heatmetro stats`` shows.
+
+Tables:
+
+* ``athletes``: the newest settings seen per athlete (effective, jittered zones only).
+* ``activities``: one row per activity id: its newest version's metadata and trimmed
+  path, or a tombstone (``deleted``/``hidden``/``purged``...) so stale events stay stale.
+* ``athlete_months``: per athlete, local month and sport layer, the aggregates the
+  snapshot reads (heat cells, edge crossings, hexagons, OD), derived from ``activities``.
+* ``dead_letters``: records that broke the contract, by source and position.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlite_utils
+from sqlite_utils import Migrations
+
+from heatmetro.errors import StoreError
+
+migrations = Migrations("heatmetro")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE athletes (
+            athlete_id TEXT PRIMARY KEY,
+            updated_ms INTEGER NOT NULL,
+            opt_out INTEGER NOT NULL DEFAULT 0,
+            hide_start_end_m REAL NOT NULL,
+            zones TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE TABLE activities (
+            activity_id TEXT PRIMARY KEY,
+            athlete_id TEXT NOT NULL,
+            updated_ms INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            sport_type TEXT,
+            layer TEXT,
+            commute INTEGER,
+            start_s INTEGER,
+            utc_offset_s INTEGER,
+            month TEXT,
+            hide_override_m REAL,
+            cut_start_m REAL,
+            cut_end_m REAL,
+            zone_key TEXT,
+            path BLOB,
+            fixes_in INTEGER,
+            fixes_kept INTEGER,
+            max_speed_ms REAL
+        );
+        CREATE INDEX activities_by_athlete_month ON activities (athlete_id, month);
+        CREATE TABLE athlete_months (
+            athlete_id TEXT NOT NULL,
+            month TEXT NOT NULL,
+            layer TEXT NOT NULL,
+            activities INTEGER NOT NULL,
+            heat BLOB NOT NULL,
+            edges BLOB NOT NULL,
+            hexagons BLOB NOT NULL,
+            od BLOB NOT NULL,
+            PRIMARY KEY (athlete_id, month, layer)
+        );
+        CREATE INDEX athlete_months_by_month ON athlete_months (month);
+        CREATE TABLE dead_letters (
+            source TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            raw TEXT NOT NULL,
+            PRIMARY KEY (source, position)
+        );
+        """
+    )
+
+
+def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
+    """Open the store (WAL, patient with other writers) and bring its schema up to date."""
+    if not create and not db_path.exists():
+        msg = f"no store at {db_path}: run `heatmetro ingest` first"
+        raise StoreError(msg)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so two Bytewax workers
+    # writing at once queue on the lock instead of failing on a read->write upgrade.
+    conn = sqlite3.connect(db_path, timeout=120, isolation_level=None, check_same_thread=False)
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=120000")
+    try:
+        migrations.apply(db)
+    except sqlite3.DatabaseError as exc:
+        msg = f"store {db_path} cannot be opened: {exc}"
+        raise StoreError(msg) from None
+    return db
+
+
+class immediate:  # noqa: N801 - reads like a keyword: `with immediate(db):`
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error): one batch, all or nothing."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite_utils.Database:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def stats(db: sqlite_utils.Database) -> dict[str, Any]:
+    """What is stored, for ``heatmetro stats`` (counts only, no identifiers)."""
+
+    def one(sql: str) -> Any:
+        return db.execute(sql).fetchone()[0]
+
+    by_status = dict(
+        db.execute("SELECT status, count(*) FROM activities GROUP BY status ORDER BY status").fetchall()
+    )
+    months = [r[0] for r in db.execute("SELECT DISTINCT month FROM athlete_months ORDER BY month")]
+    return {
+        "athletes": one("SELECT count(*) FROM athletes"),
+        "athletes_contributing": one("SELECT count(DISTINCT athlete_id) FROM athlete_months"),
+        "athletes_opted_out": one("SELECT count(*) FROM athletes WHERE opt_out"),
+        "activities": one("SELECT count(*) FROM activities"),
+        "activities_by_status": by_status,
+        "path_cells": one("SELECT coalesce(sum(length(path)), 0) FROM activities") // 14,
+        "aggregate_rows": one("SELECT count(*) FROM athlete_months"),
+        "heat_entries": one("SELECT coalesce(sum(length(heat)), 0) FROM athlete_months") // 12,
+        "edge_entries": one("SELECT coalesce(sum(length(edges)), 0) FROM athlete_months") // 36,
+        "months": months,
+        "dead_letters": one("SELECT count(*) FROM dead_letters"),
+        "db_bytes": sum(p.stat().st_size for p in _db_files(db)),
+    }
+
+
+def _db_files(db: sqlite_utils.Database) -> list[Path]:
+    row = db.execute("PRAGMA database_list").fetchone()
+    main = Path(row[2])
+    return [p for p in (main, Path(f"{main}-wal")) if p.exists()]
+
+
+def export_dead_letters(db: sqlite_utils.Database, path: Path) -> int:
+    """Rewrite the dead-letter JSONL file from the table (sorted, so it is deterministic)."""
+    rows = db.execute(
+        "SELECT source, position, reason, raw FROM dead_letters ORDER BY source, position"
+    ).fetchall()
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as fh:
+        for source, position, reason, raw in rows:
+            fh.write(
+                orjson.dumps({"source": source, "position": position, "reason": reason, "raw": raw})
+                + b"\n"
+            )
+    tmp.replace(path)
+    return len(rows)

@@ -1,0 +1,190 @@
+"""Apply a batch of changes to the store: idempotent, all-or-nothing.
+
+Bytewax sinks are at-least-once: after a crash the items since the last snapshot come
+again. Every write here is therefore a conditional upsert on ``updated_ms`` (strictly
+newer wins, so re-delivery is a no-op), and the derived aggregates are recomputed from
+the rows rather than incremented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+import sqlite_utils
+
+from state.aggregates import ParentCache, StoredActivity, month_aggregate
+from state.changes import ActivityChange, ActivityDelete, DeadLetter, SettingsChange, StoreItem
+from state.path_ops import cut_path_ends, drop_zone_cells
+from state.records import PATH_DTYPE, from_blob, to_blob
+from state.settings import EffectiveZone, hide_cuts_m
+from state.store import immediate
+
+_ACTIVITY_COLS = (
+    "activity_id", "athlete_id", "updated_ms", "status", "sport_type", "layer", "commute",
+    "start_s", "utc_offset_s", "month", "hide_override_m", "cut_start_m", "cut_end_m",
+    "zone_key", "path", "fixes_in", "fixes_kept", "max_speed_ms",
+)  # fmt: skip
+_UPSERT_ACTIVITY = (
+    f"INSERT INTO activities ({', '.join(_ACTIVITY_COLS)}) "
+    f"VALUES ({', '.join('?' for _ in _ACTIVITY_COLS)}) "
+    "ON CONFLICT(activity_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _ACTIVITY_COLS[1:])
+    + " WHERE excluded.updated_ms > activities.updated_ms"
+)
+
+
+class StoreWriter:
+    """Writes batches of ``StoreItem`` for one worker; safe to share a file with others."""
+
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        *,
+        heat_res: int,
+        metro_res: int,
+        od_res: int,
+        salt: str,
+        hide_jitter_m: float,
+    ) -> None:
+        self.db = db
+        self.heat_res, self.metro_res, self.od_res = heat_res, metro_res, od_res
+        self.salt, self.hide_jitter_m = salt, hide_jitter_m
+        self.cache = ParentCache()
+
+    def write_batch(self, items: Iterable[StoreItem]) -> None:
+        dirty: set[tuple[str, str]] = set()  # (athlete_id, month)
+        with immediate(self.db):
+            for item in items:
+                if isinstance(item, ActivityChange):
+                    dirty |= self._upsert(item, self._row(item))
+                elif isinstance(item, ActivityDelete):
+                    dirty |= self._upsert(item, (item.activity_id, item.athlete_id, item.updated_ms, "deleted") + (None,) * 14)
+                elif isinstance(item, SettingsChange):
+                    dirty |= self._settings(item)
+                elif isinstance(item, DeadLetter):
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?)",
+                        (item.source, item.position, item.reason, item.raw),
+                    )
+            for athlete_id, month in sorted(dirty):
+                self.recompute(athlete_id, month)
+
+    @staticmethod
+    def _row(c: ActivityChange) -> tuple:  # type: ignore[type-arg]
+        return (
+            c.activity_id, c.athlete_id, c.updated_ms, c.status, c.sport_type, c.layer,
+            int(c.commute), c.start_s, c.utc_offset_s, c.month, c.hide_override_m,
+            c.cut_start_m, c.cut_end_m, c.zone_key, c.path, c.fixes_in, c.fixes_kept,
+            c.max_speed_ms,
+        )  # fmt: skip
+
+    def _upsert(self, item: ActivityChange | ActivityDelete, row: tuple) -> set[tuple[str, str]]:  # type: ignore[type-arg]
+        old = self.db.execute(
+            "SELECT athlete_id, month FROM activities WHERE activity_id = ?", (item.activity_id,)
+        ).fetchone()
+        cur = self.db.execute(_UPSERT_ACTIVITY, row)
+        if cur.rowcount == 0:
+            return set()  # stale or re-delivered: nothing changed
+        touched = set()
+        if old and old[1]:
+            touched.add((old[0], old[1]))
+        if isinstance(item, ActivityChange):
+            touched.add((item.athlete_id, item.month))
+        return touched
+
+    def _settings(self, s: SettingsChange) -> set[tuple[str, str]]:
+        self.db.execute(
+            "INSERT INTO athletes VALUES (?, ?, ?, ?, ?) ON CONFLICT(athlete_id) DO UPDATE SET "
+            "updated_ms = excluded.updated_ms, opt_out = excluded.opt_out, "
+            "hide_start_end_m = excluded.hide_start_end_m, zones = excluded.zones "
+            "WHERE excluded.updated_ms > athletes.updated_ms",
+            (s.athlete_id, s.updated_ms, int(s.opt_out), s.hide_start_end_m, orjson.dumps(s.zones).decode()),
+        )
+        # Always enforce what is now stored (even for a re-delivered change): idempotent.
+        return enforce_settings(self.db, s.athlete_id, salt=self.salt, hide_jitter_m=self.hide_jitter_m, heat_res=self.heat_res)
+
+    def recompute(self, athlete_id: str, month: str) -> None:
+        """Rebuild one athlete-month's aggregates from its active activities."""
+        rows = self.db.execute(
+            "SELECT activity_id, layer, path, start_s, utc_offset_s, commute, max_speed_ms "
+            "FROM activities WHERE athlete_id = ? AND month = ? AND status = 'active'",
+            (athlete_id, month),
+        ).fetchall()
+        by_layer: dict[str, list[StoredActivity]] = {}
+        for aid, layer, path, start_s, off, commute, vmax in rows:
+            by_layer.setdefault(layer, []).append(
+                StoredActivity(aid, from_blob(path, PATH_DTYPE), start_s, off, bool(commute), vmax)
+            )
+        self.db.execute(
+            "DELETE FROM athlete_months WHERE athlete_id = ? AND month = ?", (athlete_id, month)
+        )
+        for layer in sorted(by_layer):
+            agg = month_aggregate(by_layer[layer], metro_res=self.metro_res, od_res=self.od_res, cache=self.cache)
+            if agg.activities == 0:
+                continue
+            self.db.execute(
+                "INSERT INTO athlete_months VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (athlete_id, month, layer, agg.activities, to_blob(agg.heat), to_blob(agg.edges), to_blob(agg.hexagons), to_blob(agg.od)),
+            )
+
+
+def enforce_settings(
+    db: sqlite_utils.Database, athlete_id: str, *, salt: str, hide_jitter_m: float, heat_res: int
+) -> set[tuple[str, str]]:
+    """Make every stored activity of the athlete obey the stored "hide more" settings.
+
+    Opt-out purges the activities' paths. A larger hide distance or a new zone is cut
+    from the stored cells. Smaller settings change nothing already stored (they only
+    apply to activities ingested afterwards). Returns the athlete-months it changed.
+    """
+    row = db.execute(
+        "SELECT opt_out, hide_start_end_m, zones FROM athletes WHERE athlete_id = ?", (athlete_id,)
+    ).fetchone()
+    if row is None:
+        return set()
+    opt_out, hide_m, zones_json = row
+    if opt_out:
+        months = db.execute(
+            "SELECT DISTINCT month FROM activities WHERE athlete_id = ? AND status = 'active'",
+            (athlete_id,),
+        ).fetchall()
+        db.execute(
+            "UPDATE activities SET status = 'purged', path = NULL WHERE athlete_id = ? AND status = 'active'",
+            (athlete_id,),
+        )
+        db.execute("DELETE FROM athlete_months WHERE athlete_id = ?", (athlete_id,))
+        return {(athlete_id, m[0]) for m in months}
+    zones = tuple(EffectiveZone(*z) for z in orjson.loads(zones_json))
+    changed: set[tuple[str, str]] = set()
+    rows = db.execute(
+        "SELECT activity_id, month, hide_override_m, cut_start_m, cut_end_m, zone_key, path "
+        "FROM activities WHERE athlete_id = ? AND status = 'active'",
+        (athlete_id,),
+    ).fetchall()
+    for aid, month, override, cut_s, cut_e, key_json, blob in rows:
+        have = {tuple(z) for z in orjson.loads(key_json)}
+        new_zones = tuple(z for z in zones if _zkey(z) not in have)
+        target_s, target_e = (cut_s, cut_e)
+        if override is None:
+            target_s, target_e = hide_cuts_m(hide_m, activity_id=aid, salt=salt, jitter_m=hide_jitter_m)
+        extra_s, extra_e = max(0.0, target_s - cut_s), max(0.0, target_e - cut_e)
+        if not new_zones and extra_s < 0.01 and extra_e < 0.01:
+            continue
+        path = from_blob(blob, PATH_DTYPE)
+        path = cut_path_ends(path, extra_s, extra_e)
+        path = drop_zone_cells(path, heat_res, new_zones)
+        key = sorted(have | {_zkey(z) for z in new_zones})
+        db.execute(
+            "UPDATE activities SET path = ?, cut_start_m = ?, cut_end_m = ?, zone_key = ?, "
+            "status = ? WHERE activity_id = ?",
+            (to_blob(path), max(cut_s, target_s), max(cut_e, target_e), orjson.dumps([list(k) for k in key]).decode(),
+             "active" if len(path) else "empty", aid),
+        )  # fmt: skip
+        changed.add((athlete_id, month))
+    return changed
+
+
+def _zkey(z: EffectiveZone) -> tuple[float, float, float]:
+    return (round(z.lat, 7), round(z.lng, 7), round(z.radius_m, 3))
+
