@@ -17,6 +17,7 @@ from flows.sports import layer_of, max_speed_ms
 from flows.track_cells import track_path
 from flows.trim import trim
 from heatmetro.config import Config
+from state.aggregates import ParentCache, StoredActivity, activity_records
 from state.changes import ActivityChange, ActivityDelete, SettingsChange, StoreItem
 from state.records import PATH_DTYPE, to_blob
 from state.settings import (
@@ -36,6 +37,7 @@ class AthleteFold:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.cache = ParentCache()
 
     def apply(
         self, settings: AthleteSettings | None, event: Event
@@ -93,7 +95,8 @@ class AthleteFold:
             hide_m, activity_id=ev.activity_id, salt=cfg.salt, jitter_m=cfg.hide_jitter_m
         )
         zones = self.zones(settings, ev.athlete_id)
-        n_in = len(ev.streams.time)
+        track = ev.streams  # a contract.Track once parsed
+        n_in = len(track)
         base = dict(
             activity_id=ev.activity_id,
             athlete_id=ev.athlete_id,
@@ -113,13 +116,11 @@ class AthleteFold:
         )
         if settings.opt_out or ev.visibility != "everyone" or ev.hide_map:
             status = "opted_out" if settings.opt_out else "hidden"
-            return ActivityChange(status=status, path=_EMPTY_PATH, fixes_kept=0, **base)  # type: ignore[arg-type]
-        pts = np.asarray(ev.streams.latlng, dtype=np.float64).reshape(-1, 2)
-        t = np.asarray(ev.streams.time, dtype=np.float64)
+            return ActivityChange(status=status, path=_EMPTY_PATH, heat=b"", edges=b"", hexagons=b"", od=b"", fixes_kept=0, **base)  # type: ignore[arg-type]
         trimmed = trim(
-            pts[:, 0],
-            pts[:, 1],
-            t,
+            track.lat,
+            track.lng,
+            track.t,
             cut_start_m=cut_start,
             cut_end_m=cut_end,
             zones=zones,
@@ -128,6 +129,13 @@ class AthleteFold:
         )
         path = track_path(trimmed, res=cfg.heat_resolution, zones=zones)
         status = "active" if len(path) else "empty"
-        return ActivityChange(
-            status=status, path=to_blob(path), fixes_kept=len(trimmed.lat), **base  # type: ignore[arg-type]
+        heat, edges, hexes, od = activity_records(
+            StoredActivity(ev.activity_id, path, start_s, ev.utc_offset_s, ev.commute, base["max_speed_ms"]),  # type: ignore[arg-type]
+            metro_res=cfg.metro_resolution,
+            od_res=cfg.od_resolution,
+            cache=self.cache,
         )
+        return ActivityChange(
+            status=status, path=to_blob(path), heat=to_blob(heat), edges=to_blob(edges),
+            hexagons=to_blob(hexes), od=to_blob(od), fixes_kept=len(trimmed.lat), **base,  # type: ignore[arg-type]
+        )  # fmt: skip

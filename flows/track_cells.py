@@ -11,10 +11,12 @@ import h3.api.basic_int as h3
 import numpy as np
 
 from flows.trim import TrimmedPoints
-from heatmetro.geo import step_lengths_m
 from state.path_ops import drop_zone_cells
 from state.records import PATH_DTYPE
 from state.settings import EffectiveZone
+
+
+SAMPLE_EDGES = 1.0
 
 
 def sample_points(pts: TrimmedPoints, spacing_m: float) -> np.ndarray:
@@ -22,36 +24,60 @@ def sample_points(pts: TrimmedPoints, spacing_m: float) -> np.ndarray:
     n = len(pts.lat)
     if n <= 2:
         return np.arange(n)
-    step = step_lengths_m(pts.lat, pts.lng)
+    step = pts.step
     same = pts.seg[1:] == pts.seg[:-1]
-    along = np.r_[0.0, np.cumsum(np.where(same, step, 0.0))]
-    bucket = np.floor(along / spacing_m).astype(np.int64)
-    first = np.r_[True, (bucket[1:] != bucket[:-1]) | ~same]
-    last = np.r_[~same, True]
-    return np.flatnonzero(first | last)
+    along = np.empty(n)
+    along[0] = 0.0
+    np.cumsum(np.where(same, step, 0.0), out=along[1:])
+    bucket = (along / spacing_m).astype(np.int64)
+    keep = np.ones(n, dtype=bool)
+    keep[1:] = (bucket[1:] != bucket[:-1]) | ~same  # first point of each bucket / piece
+    keep[:-1] |= ~same  # last point of each piece
+    keep[-1] = True
+    return np.flatnonzero(keep)
 
 
 def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]) -> np.ndarray:
     """The ``PATH_DTYPE`` array of the trimmed track at resolution ``res``."""
     if len(pts.lat) == 0:
         return np.zeros(0, PATH_DTYPE)
-    spacing = 0.5 * h3.average_hexagon_edge_length(res, "m")
-    idx = sample_points(pts, spacing)
+    # Sampling about once per hexagon width keeps every cell the track crosses within one
+    # grid step of a sample; the grid path fills the rest. (h3 calls are the hot path.)
+    idx = sample_points(pts, SAMPLE_EDGES * h3.average_hexagon_edge_length(res, "m"))
     to_cell = h3.latlng_to_cell
-    cells = [to_cell(a, b, res) for a, b in zip(pts.lat[idx].tolist(), pts.lng[idx].tolist(), strict=True)]
-    t = pts.t[idx].tolist()
-    seg = pts.seg[idx].tolist()
-    rows: list[tuple[int, float, int]] = [(cells[0], t[0], seg[0])]
+    cells = np.fromiter(
+        (to_cell(a, b, res) for a, b in zip(pts.lat[idx].tolist(), pts.lng[idx].tolist(), strict=True)),
+        dtype=np.uint64,
+        count=len(idx),
+    )
+    t = pts.t[idx]
+    seg = pts.seg[idx]
+    change = np.ones(len(cells), dtype=bool)
+    change[1:] = (cells[1:] != cells[:-1]) | (seg[1:] != seg[:-1])
+    cells, t, seg = cells[change], t[change], seg[change]
+    path = np.zeros(len(cells), PATH_DTYPE)
+    path["cell"], path["t"], path["seg"] = cells, t, seg
+    # Consecutive cells of one piece that are not neighbours need the grid path between.
+    same = np.flatnonzero(seg[1:] == seg[:-1])
     neighbours = h3.are_neighbor_cells
-    for c, tc, s in zip(cells[1:], t[1:], seg[1:], strict=True):
-        pc, pt, ps = rows[-1]
-        if c == pc and s == ps:
-            continue
-        if s == ps and not neighbours(pc, c):
-            rows.extend(_grid_fill(pc, pt, c, tc, s))
-        rows.append((c, tc, s))
-    path = np.array(rows, dtype=PATH_DTYPE)
+    ca, cb = cells[same].tolist(), cells[same + 1].tolist()
+    gaps = [k for k, a, b in zip(same.tolist(), ca, cb, strict=True) if not neighbours(a, b)]
+    if gaps:
+        path = _fill(path, gaps)
     return drop_zone_cells(path, res, zones)
+
+
+def _fill(path: np.ndarray, gaps: list[int]) -> np.ndarray:
+    """Insert the grid path between the non-neighbour pairs at ``gaps``."""
+    rows: list[tuple[int, float, int]] = []
+    cells, t, seg = path["cell"].tolist(), path["t"].tolist(), path["seg"].tolist()
+    prev = 0
+    for k in gaps:
+        rows.extend(zip(cells[prev : k + 1], t[prev : k + 1], seg[prev : k + 1], strict=True))
+        rows.extend(_grid_fill(cells[k], t[k], cells[k + 1], t[k + 1], seg[k]))
+        prev = k + 1
+    rows.extend(zip(cells[prev:], t[prev:], seg[prev:], strict=True))
+    return np.array(rows, dtype=PATH_DTYPE)
 
 
 def _grid_fill(a: int, ta: float, b: int, tb: float, seg: int) -> list[tuple[int, float, int]]:

@@ -23,25 +23,30 @@ class TrimmedPoints:
     lng: np.ndarray
     t: np.ndarray
     seg: np.ndarray  # piece number; a new piece starts after a zone or a long gap
+    step: np.ndarray  # metres from each point to the next (meaningful within a piece)
     fixes_in: int
     dropped_noise: int  # duplicates and teleports
 
 
-def clean(lat: np.ndarray, lng: np.ndarray, t: np.ndarray, max_speed: float) -> np.ndarray:
-    """Indexes of the usable fixes: no repeated positions, no teleports."""
+def clean(
+    lat: np.ndarray, lng: np.ndarray, t: np.ndarray, max_speed: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Indexes of the usable fixes (no repeated positions, no teleports), and the step
+    lengths between them when already known."""
     n = len(lat)
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    moved = np.r_[True, (lat[1:] != lat[:-1]) | (lng[1:] != lng[:-1])]
+        return np.zeros(0, dtype=np.int64), None
+    moved = np.ones(n, dtype=bool)
+    moved[1:] = (lat[1:] != lat[:-1]) | (lng[1:] != lng[:-1])
     idx = np.flatnonzero(moved)
     if len(idx) < 2:
-        return idx
+        return idx, None
     step = step_lengths_m(lat[idx], lng[idx])
     dt = np.diff(t[idx])
     fast = (step - GPS_NOISE_M) > max_speed * np.maximum(dt, 1.0)
     if not fast.any():
-        return idx
-    return _drop_teleports(lat, lng, t, idx, max_speed)
+        return idx, step
+    return _drop_teleports(lat, lng, t, idx, max_speed), None
 
 
 def _drop_teleports(lat, lng, t, idx, max_speed):  # type: ignore[no-untyped-def]
@@ -75,20 +80,25 @@ def trim(
 ) -> TrimmedPoints:
     """Clean and privacy-trim one activity's points."""
     n_in = len(lat)
-    idx = clean(lat, lng, t, max_speed)
+    idx, step = clean(lat, lng, t, max_speed)
     lat, lng, t = lat[idx], lng[idx], t[idx]
     dropped = n_in - len(idx)
     if len(lat) == 0:
         empty = np.zeros(0)
-        return TrimmedPoints(empty, empty, empty, np.zeros(0, np.int64), n_in, dropped)
-    step = step_lengths_m(lat, lng)
-    along = np.r_[0.0, np.cumsum(step)]
+        return TrimmedPoints(empty, empty, empty, np.zeros(0, np.int64), empty, n_in, dropped)
+    n = len(lat)
+    if step is None:
+        step = step_lengths_m(lat, lng)
+    along = np.zeros(n)
+    np.cumsum(step, out=along[1:])
     keep = (along >= cut_start_m) & (along <= along[-1] - cut_end_m)
     if zones:
         keep &= ~points_in_zones(lat, lng, zones)
     # A new piece starts at the first kept point after a removed one, or after a long gap.
-    gap = np.r_[False, step > max_gap_m]
-    prev_keep = np.r_[False, keep[:-1]]
-    starts = keep & (~prev_keep | gap)
+    starts = keep.copy()
+    starts[1:] &= ~keep[:-1] | (step > max_gap_m)
     seg = np.cumsum(starts) - 1
-    return TrimmedPoints(lat[keep], lng[keep], t[keep], seg[keep], n_in, dropped)
+    kept = np.flatnonzero(keep)
+    # Kept neighbours of one piece are neighbours in the input too, so their step is known.
+    kept_step = step[kept[:-1]] if len(kept) > 1 else np.zeros(0)
+    return TrimmedPoints(lat[kept], lng[kept], t[kept], seg[kept], kept_step, n_in, dropped)

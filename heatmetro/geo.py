@@ -20,8 +20,18 @@ def haversine_m(lat1: np.ndarray, lng1: np.ndarray, lat2: np.ndarray, lng2: np.n
 
 
 def step_lengths_m(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
-    """Distance from each point to the next (length n-1)."""
-    return haversine_m(lat[:-1], lng[:-1], lat[1:], lng[1:])
+    """Distance from each point to the next (length n-1).
+
+    Equirectangular: for the metres-to-kilometres steps of a GPS track it agrees with
+    the haversine to well under a millimetre per kilometre, at a third of the cost
+    (this runs on every fix).
+    """
+    rlat = np.radians(lat)
+    dy = np.diff(rlat)
+    dx = np.diff(np.radians(lng))
+    dx = (dx + np.pi) % (2 * np.pi) - np.pi  # across the antimeridian
+    dx *= np.cos((rlat[1:] + rlat[:-1]) * 0.5)
+    return EARTH_RADIUS_M * np.sqrt(dx * dx + dy * dy)
 
 
 def offset_point(lat: float, lng: float, distance_m: float, bearing_deg: float) -> tuple[float, float]:

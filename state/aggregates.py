@@ -45,44 +45,51 @@ class MonthAggregate:
     activities: int
 
 
+_RES_MASK = np.uint64(0xF << 52)
+
+
+def cells_to_parent(cells: np.ndarray, res: int) -> np.ndarray:
+    """Vectorised ``h3.cell_to_parent`` for cells at ``res`` or finer.
+
+    An H3 index stores its resolution in bits 52-55 and one 3-bit digit per finer
+    resolution below; the parent is the same index with the resolution lowered and the
+    digits past it set to 7 (unused), exactly what the C library does.
+    """
+    cells = np.asarray(cells, dtype=np.uint64)
+    out = (cells & ~_RES_MASK) | np.uint64(res << 52)
+    return out | np.uint64((1 << ((15 - res) * 3)) - 1)
+
+
 class ParentCache:
-    """Memoised ``cell_to_parent`` and cell centres (h3 has no vector API)."""
+    """Memoised cell centres (h3 has no vector API); parents are computed with bits."""
+
+    MAX_ENTRIES = 2_000_000  # bounded memory on a long-running stream
 
     def __init__(self) -> None:
-        self._parents: dict[tuple[int, int], int] = {}
         self._centres: dict[int, tuple[float, float]] = {}
 
     def parents(self, cells: np.ndarray, res: int) -> np.ndarray:
-        uniq, inv = np.unique(cells, return_inverse=True)
-        get = self._parents.get
-        out = np.empty(len(uniq), dtype=np.uint64)
-        for i, c in enumerate(uniq.tolist()):
-            p = get((c, res))
-            if p is None:
-                p = h3.cell_to_parent(c, res)
-                self._parents[(c, res)] = p
-            out[i] = p
-        return out[inv]
+        return cells_to_parent(cells, res)
 
     def centres(self, cells: np.ndarray) -> np.ndarray:
+        if len(self._centres) > self.MAX_ENTRIES:
+            self._centres.clear()
         uniq, inv = np.unique(cells, return_inverse=True)
-        out = np.empty((len(uniq), 2), dtype=np.float64)
-        for i, c in enumerate(uniq.tolist()):
-            ll = self._centres.get(c)
-            if ll is None:
-                ll = h3.cell_to_latlng(c)
-                self._centres[c] = ll
-            out[i] = ll
+        known = self._centres
+        for c in uniq.tolist():
+            if c not in known:
+                known[c] = h3.cell_to_latlng(c)
+        out = np.array([known[c] for c in uniq.tolist()], dtype=np.float64).reshape(-1, 2)
         return out[inv]
 
 
 def _crossings(path: np.ndarray, res: int, cache: ParentCache) -> tuple[np.ndarray, ...]:
     """Consecutive distinct metro cells within each segment: (prev, next, t_prev, t_next)."""
-    parents = cache.parents(path["cell"], res)
+    parents = cells_to_parent(path["cell"], res)
     seg = path["seg"]
     t = path["t"].astype(np.float64)
     # Collapse runs of the same parent within a segment; remember when each run began.
-    new_run = np.r_[True, (parents[1:] != parents[:-1]) | (seg[1:] != seg[:-1])]
+    new_run = np.concatenate(([True], (parents[1:] != parents[:-1]) | (seg[1:] != seg[:-1])))
     rp, rs, rt = parents[new_run], seg[new_run], t[new_run]
     cross = rs[1:] == rs[:-1]
     prev, nxt = rp[:-1][cross], rp[1:][cross]
@@ -121,28 +128,30 @@ def _fill_gaps(prev, nxt, t_prev, t_next, ok):  # type: ignore[no-untyped-def]
 def activity_records(
     act: StoredActivity, *, metro_res: int, od_res: int, cache: ParentCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One activity's heat cells, edge crossings, hexagon trips and OD pair."""
+    """One activity's heat cells, edge crossings, hexagon trips and OD pair.
+
+    Runs once per activity on the ingest hot path: plain arrays, few numpy calls.
+    """
     path = act.path
-    heat = np.zeros(0, HEAT_DTYPE)
-    edges = np.zeros(0, EDGE_DTYPE)
-    hexes = np.zeros(0, HEX_DTYPE)
-    od = np.zeros(0, OD_DTYPE)
     if len(path) == 0:
-        return heat, edges, hexes, od
+        return np.zeros(0, HEAT_DTYPE), np.zeros(0, EDGE_DTYPE), np.zeros(0, HEX_DTYPE), np.zeros(0, OD_DTYPE)
     cells = np.unique(path["cell"])
     heat = np.zeros(len(cells), HEAT_DTYPE)
     heat["cell"], heat["n"] = cells, 1
 
     prev, nxt, t_prev, t_next = _crossings(path, metro_res, cache)
+    edges = np.zeros(len(prev), EDGE_DTYPE)
+    hex_cells = np.unique(cells_to_parent(cells, od_res))
+    hexes = np.zeros(len(hex_cells), HEX_DTYPE)
+    hexes["cell"], hexes["trips"] = hex_cells, 1  # a trip counts once per hexagon
     if len(prev):
         c_prev, c_next = cache.centres(prev), cache.centres(nxt)
         dist = haversine_m(c_prev[:, 0], c_prev[:, 1], c_next[:, 0], c_next[:, 1])
         dt = t_next - t_prev
-        speed_ok = dt > 0
-        speed = np.where(speed_ok, dist / np.where(speed_ok, dt, 1.0), 0.0)
-        speed_ok &= speed <= act.max_speed_ms
+        with np.errstate(divide="ignore", invalid="ignore"):
+            speed = dist / dt
+        speed_ok = (dt > 0) & (speed <= act.max_speed_ms)
         local = act.start_s + act.utc_offset_s + np.floor(t_next).astype(np.int64)
-        edges = np.zeros(len(prev), EDGE_DTYPE)
         edges["a"] = np.minimum(prev, nxt)
         edges["b"] = np.maximum(prev, nxt)
         edges["fwd"] = prev < nxt
@@ -154,37 +163,30 @@ def activity_records(
         edges["speed_sum"] = np.where(speed_ok, speed, 0.0)
         edges["speed_n"] = speed_ok
         # Hexagon speeds come from the crossings that enter the hexagon.
-        hx = np.zeros(len(prev), HEX_DTYPE)
-        hx["cell"] = cache.parents(nxt, od_res)
-        hx["speed_sum"], hx["speed_n"] = edges["speed_sum"], edges["speed_n"]
-        hexes = group_sum(hx, HEX_KEY, ("speed_sum", "speed_n"))
-    visited = np.unique(cache.parents(cells, od_res))
-    missing = np.setdiff1d(visited, hexes["cell"])
-    if len(missing):
-        extra = np.zeros(len(missing), HEX_DTYPE)
-        extra["cell"] = missing
-        hexes = np.sort(np.concatenate([hexes, extra]), order="cell")
-    hexes["trips"] = 1  # a trip counts once per hexagon however long it stays
-    ends = cache.parents(path["cell"][[0, -1]], od_res)
+        where = np.searchsorted(hex_cells, cells_to_parent(nxt, od_res))
+        where = np.minimum(where, len(hex_cells) - 1)
+        hexes["speed_sum"] = np.bincount(where, weights=edges["speed_sum"], minlength=len(hex_cells))
+        hexes["speed_n"] = np.bincount(where, weights=speed_ok, minlength=len(hex_cells))
+    ends = cells_to_parent(path["cell"][[0, -1]], od_res)
     od = np.zeros(1, OD_DTYPE)
     od["o"], od["d"], od["trips"] = ends[0], ends[1], 1
     return heat, edges, hexes, od
 
 
-def month_aggregate(
-    activities: list[StoredActivity], *, metro_res: int, od_res: int, cache: ParentCache | None = None
+def merge_records(
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
 ) -> MonthAggregate:
-    """Aggregate one athlete's activities of one month and layer (order-independent)."""
-    cache = cache or ParentCache()
-    parts = [
-        activity_records(a, metro_res=metro_res, od_res=od_res, cache=cache)
-        for a in sorted(activities, key=lambda a: a.activity_id)
-    ]
+    """Sum activities' records into one athlete-month-layer aggregate.
+
+    Callers pass ``parts`` in activity-id order so float sums are bit-identical
+    whatever order the activities arrived in.
+    """
+    contributing = sum(1 for p in parts if len(p[0]))
     if not parts:
-        parts = [(np.zeros(0, HEAT_DTYPE), np.zeros(0, EDGE_DTYPE), np.zeros(0, HEX_DTYPE), np.zeros(0, OD_DTYPE))]
+        empty = (np.zeros(0, HEAT_DTYPE), np.zeros(0, EDGE_DTYPE), np.zeros(0, HEX_DTYPE), np.zeros(0, OD_DTYPE))
+        parts = [empty]
     heat = group_sum(np.concatenate([p[0] for p in parts]), ("cell",), ("n",))
     edges = group_sum(np.concatenate([p[1] for p in parts]), EDGE_KEY, ("trips", "speed_sum", "speed_n"))
     hexes = group_sum(np.concatenate([p[2] for p in parts]), HEX_KEY, ("trips", "speed_sum", "speed_n"))
     od = group_sum(np.concatenate([p[3] for p in parts]), OD_KEY, ("trips",))
-    contributing = sum(1 for a in activities if len(a.path))
     return MonthAggregate(heat, edges, hexes, od, contributing)

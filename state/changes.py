@@ -43,6 +43,10 @@ class ActivityChange:
     cut_end_m: float
     zone_key: str  # JSON list of the effective zones applied
     path: bytes  # PATH_DTYPE
+    heat: bytes  # HEAT_DTYPE, this activity's cells (n = 1 each)
+    edges: bytes  # EDGE_DTYPE crossings
+    hexagons: bytes  # HEX_DTYPE
+    od: bytes  # OD_DTYPE (one row, or none)
     fixes_in: int
     fixes_kept: int
     max_speed_ms: float

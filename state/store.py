@@ -52,6 +52,10 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             cut_end_m REAL,
             zone_key TEXT,
             path BLOB,
+            heat BLOB,
+            edges BLOB,
+            hexagons BLOB,
+            od BLOB,
             fixes_in INTEGER,
             fixes_kept INTEGER,
             max_speed_ms REAL

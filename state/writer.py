@@ -10,20 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import orjson
 import sqlite_utils
 
-from state.aggregates import ParentCache, StoredActivity, month_aggregate
+from state.aggregates import ParentCache, StoredActivity, activity_records, merge_records
 from state.changes import ActivityChange, ActivityDelete, DeadLetter, SettingsChange, StoreItem
 from state.path_ops import cut_path_ends, drop_zone_cells
-from state.records import PATH_DTYPE, from_blob, to_blob
+from state.records import EDGE_DTYPE, HEAT_DTYPE, HEX_DTYPE, OD_DTYPE, PATH_DTYPE, from_blob, to_blob
 from state.settings import EffectiveZone, hide_cuts_m
 from state.store import immediate
 
 _ACTIVITY_COLS = (
     "activity_id", "athlete_id", "updated_ms", "status", "sport_type", "layer", "commute",
     "start_s", "utc_offset_s", "month", "hide_override_m", "cut_start_m", "cut_end_m",
-    "zone_key", "path", "fixes_in", "fixes_kept", "max_speed_ms",
+    "zone_key", "path", "heat", "edges", "hexagons", "od", "fixes_in", "fixes_kept", "max_speed_ms",
 )  # fmt: skip
 _UPSERT_ACTIVITY = (
     f"INSERT INTO activities ({', '.join(_ACTIVITY_COLS)}) "
@@ -59,7 +60,7 @@ class StoreWriter:
                 if isinstance(item, ActivityChange):
                     dirty |= self._upsert(item, self._row(item))
                 elif isinstance(item, ActivityDelete):
-                    dirty |= self._upsert(item, (item.activity_id, item.athlete_id, item.updated_ms, "deleted") + (None,) * 14)
+                    dirty |= self._upsert(item, (item.activity_id, item.athlete_id, item.updated_ms, "deleted") + (None,) * 18)
                 elif isinstance(item, SettingsChange):
                     dirty |= self._settings(item)
                 elif isinstance(item, DeadLetter):
@@ -75,7 +76,8 @@ class StoreWriter:
         return (
             c.activity_id, c.athlete_id, c.updated_ms, c.status, c.sport_type, c.layer,
             int(c.commute), c.start_s, c.utc_offset_s, c.month, c.hide_override_m,
-            c.cut_start_m, c.cut_end_m, c.zone_key, c.path, c.fixes_in, c.fixes_kept,
+            c.cut_start_m, c.cut_end_m, c.zone_key, c.path, c.heat, c.edges, c.hexagons, c.od,
+            c.fixes_in, c.fixes_kept,
             c.max_speed_ms,
         )  # fmt: skip
 
@@ -102,25 +104,28 @@ class StoreWriter:
             (s.athlete_id, s.updated_ms, int(s.opt_out), s.hide_start_end_m, orjson.dumps(s.zones).decode()),
         )
         # Always enforce what is now stored (even for a re-delivered change): idempotent.
-        return enforce_settings(self.db, s.athlete_id, salt=self.salt, hide_jitter_m=self.hide_jitter_m, heat_res=self.heat_res)
+        return enforce_settings(
+            self.db, s.athlete_id, salt=self.salt, hide_jitter_m=self.hide_jitter_m,
+            heat_res=self.heat_res, metro_res=self.metro_res, od_res=self.od_res, cache=self.cache,
+        )  # fmt: skip
 
     def recompute(self, athlete_id: str, month: str) -> None:
-        """Rebuild one athlete-month's aggregates from its active activities."""
+        """Rebuild one athlete-month's aggregates from its active activities' records."""
         rows = self.db.execute(
-            "SELECT activity_id, layer, path, start_s, utc_offset_s, commute, max_speed_ms "
-            "FROM activities WHERE athlete_id = ? AND month = ? AND status = 'active'",
+            "SELECT layer, heat, edges, hexagons, od FROM activities "
+            "WHERE athlete_id = ? AND month = ? AND status = 'active' ORDER BY activity_id",
             (athlete_id, month),
         ).fetchall()
-        by_layer: dict[str, list[StoredActivity]] = {}
-        for aid, layer, path, start_s, off, commute, vmax in rows:
+        by_layer: dict[str, list[tuple[np.ndarray, ...]]] = {}
+        for layer, heat, edges, hexes, od in rows:
             by_layer.setdefault(layer, []).append(
-                StoredActivity(aid, from_blob(path, PATH_DTYPE), start_s, off, bool(commute), vmax)
+                (from_blob(heat, HEAT_DTYPE), from_blob(edges, EDGE_DTYPE), from_blob(hexes, HEX_DTYPE), from_blob(od, OD_DTYPE))
             )
         self.db.execute(
             "DELETE FROM athlete_months WHERE athlete_id = ? AND month = ?", (athlete_id, month)
         )
         for layer in sorted(by_layer):
-            agg = month_aggregate(by_layer[layer], metro_res=self.metro_res, od_res=self.od_res, cache=self.cache)
+            agg = merge_records(by_layer[layer])  # type: ignore[arg-type]
             if agg.activities == 0:
                 continue
             self.db.execute(
@@ -130,7 +135,8 @@ class StoreWriter:
 
 
 def enforce_settings(
-    db: sqlite_utils.Database, athlete_id: str, *, salt: str, hide_jitter_m: float, heat_res: int
+    db: sqlite_utils.Database, athlete_id: str, *, salt: str, hide_jitter_m: float, heat_res: int,
+    metro_res: int, od_res: int, cache: ParentCache,
 ) -> set[tuple[str, str]]:
     """Make every stored activity of the athlete obey the stored "hide more" settings.
 
@@ -150,7 +156,8 @@ def enforce_settings(
             (athlete_id,),
         ).fetchall()
         db.execute(
-            "UPDATE activities SET status = 'purged', path = NULL WHERE athlete_id = ? AND status = 'active'",
+            "UPDATE activities SET status = 'purged', path = NULL, heat = NULL, edges = NULL, "
+            "hexagons = NULL, od = NULL WHERE athlete_id = ? AND status = 'active'",
             (athlete_id,),
         )
         db.execute("DELETE FROM athlete_months WHERE athlete_id = ?", (athlete_id,))
@@ -158,11 +165,12 @@ def enforce_settings(
     zones = tuple(EffectiveZone(*z) for z in orjson.loads(zones_json))
     changed: set[tuple[str, str]] = set()
     rows = db.execute(
-        "SELECT activity_id, month, hide_override_m, cut_start_m, cut_end_m, zone_key, path "
+        "SELECT activity_id, month, hide_override_m, cut_start_m, cut_end_m, zone_key, path, "
+        "start_s, utc_offset_s, commute, max_speed_ms "
         "FROM activities WHERE athlete_id = ? AND status = 'active'",
         (athlete_id,),
     ).fetchall()
-    for aid, month, override, cut_s, cut_e, key_json, blob in rows:
+    for aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax in rows:
         have = {tuple(z) for z in orjson.loads(key_json)}
         new_zones = tuple(z for z in zones if _zkey(z) not in have)
         target_s, target_e = (cut_s, cut_e)
@@ -174,12 +182,15 @@ def enforce_settings(
         path = from_blob(blob, PATH_DTYPE)
         path = cut_path_ends(path, extra_s, extra_e)
         path = drop_zone_cells(path, heat_res, new_zones)
+        recs = activity_records(
+            StoredActivity(aid, path, start_s, off, bool(commute), vmax), metro_res=metro_res, od_res=od_res, cache=cache
+        )
         key = sorted(have | {_zkey(z) for z in new_zones})
         db.execute(
-            "UPDATE activities SET path = ?, cut_start_m = ?, cut_end_m = ?, zone_key = ?, "
-            "status = ? WHERE activity_id = ?",
-            (to_blob(path), max(cut_s, target_s), max(cut_e, target_e), orjson.dumps([list(k) for k in key]).decode(),
-             "active" if len(path) else "empty", aid),
+            "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, cut_start_m = ?, "
+            "cut_end_m = ?, zone_key = ?, status = ? WHERE activity_id = ?",
+            (to_blob(path), *(to_blob(r) for r in recs), max(cut_s, target_s), max(cut_e, target_e),
+             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", aid),
         )  # fmt: skip
         changed.add((athlete_id, month))
     return changed
@@ -188,3 +199,31 @@ def enforce_settings(
 def _zkey(z: EffectiveZone) -> tuple[float, float, float]:
     return (round(z.lat, 7), round(z.lng, 7), round(z.radius_m, 3))
 
+
+
+def apply_pending_privacy(db: sqlite_utils.Database, config) -> int:  # type: ignore[no-untyped-def]
+    """Before a snapshot: make every athlete's stored data obey their newest settings.
+
+    Ingest already does this as settings arrive; running it again here makes the
+    snapshot correct even for a store written by an interrupted or older ingest.
+    Returns how many athlete-months were rebuilt.
+    """
+    writer = StoreWriter(
+        db,
+        heat_res=config.heat_resolution,
+        metro_res=config.metro_resolution,
+        od_res=config.od_resolution,
+        salt=config.salt,
+        hide_jitter_m=config.hide_jitter_m,
+    )
+    changed: set[tuple[str, str]] = set()
+    with immediate(db):
+        for (athlete_id,) in db.execute("SELECT athlete_id FROM athletes ORDER BY athlete_id").fetchall():
+            changed |= enforce_settings(
+                db, athlete_id, salt=config.salt, hide_jitter_m=config.hide_jitter_m,
+                heat_res=config.heat_resolution, metro_res=config.metro_resolution,
+                od_res=config.od_resolution, cache=writer.cache,
+            )  # fmt: skip
+        for athlete_id, month in sorted(changed):
+            writer.recompute(athlete_id, month)
+    return len(changed)

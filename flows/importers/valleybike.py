@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import io
 import sys
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -97,24 +98,46 @@ def _sha(text: str) -> str:
 def _read_columns(path: Path) -> dict[str, list[str]]:
     """Read one CSV into string columns; rows of the wrong width are dropped."""
     try:
-        with gzip.open(path, "rt", newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                msg = f"valleybike: {path}: empty file"
-                raise ImportFileError(msg)
-            missing = [c for c in COLUMNS if c not in header]
-            if missing:
-                msg = f"valleybike: {path}: missing column(s) {missing} in header {header}"
-                raise ImportFileError(msg)
-            width = len(header)
-            rows = [row for row in reader if len(row) == width]
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        data = gzip.decompress(path.read_bytes())
+        split = data.find(b"\n")
+        header = data[: split if split >= 0 else len(data)].decode("utf-8").strip().split(",")
+        raw = data[split + 1 :].rstrip(b"\n") if split >= 0 else b""
+        body = raw.decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
         msg = f"valleybike: {path}: cannot read gzip CSV: {exc}"
         raise ImportFileError(msg) from exc
-    # zip(*rows) transposes in C; much faster than appending five lists per row.
-    transposed = list(zip(*rows, strict=True)) if rows else [()] * width
-    return {c: list(transposed[header.index(c)]) for c in COLUMNS}
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        msg = f"valleybike: {path}: missing column(s) {missing} in header {header}"
+        raise ImportFileError(msg)
+    columns = _split_uniform(raw, body, len(header)) or _split_csv(body, len(header))
+    return {c: columns[header.index(c)] for c in COLUMNS}
+
+
+def _split_uniform(raw: bytes, body: str, width: int) -> list[list[str]] | None:
+    """Fast path: split an unquoted CSV whose every line has ``width`` fields.
+
+    One ``str.split`` over the whole text is several times faster than ``csv.reader``
+    building a list per row; any quote or ragged line sends us to the csv module instead.
+    """
+    if not raw or b'"' in raw or b"\r" in raw:
+        return None
+    arr = np.frombuffer(raw, dtype=np.uint8)
+    line_ends = np.append(np.flatnonzero(arr == ord("\n")), len(arr))
+    commas = np.flatnonzero(arr == ord(","))
+    per_line = np.diff(np.searchsorted(commas, line_ends), prepend=0)
+    if not np.all(per_line == width - 1):
+        return None
+    flat = body.replace("\n", ",").split(",")
+    return [flat[i::width] for i in range(width)]
+
+
+def _split_csv(body: str, width: int) -> list[list[str]]:
+    """Slow path for messy files: the csv module, dropping rows of the wrong width."""
+    rows = [row for row in csv.reader(io.StringIO(body)) if len(row) == width]
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(col) for col in zip(*rows, strict=True)]
 
 
 def _to_floats(values: list[str]) -> np.ndarray:
@@ -211,7 +234,12 @@ def read_rides(paths: Iterable[Path]) -> list[Ride]:
         & ~np.isnat(clock)
     )  # NaN compares False, so non-numeric values fail the range tests too
     idx = np.flatnonzero(valid)
-    routes, route_code = np.unique(np.array(cols["route_id"])[idx], return_inverse=True)
+    # A dict codes the route ids far faster than np.unique sorting 1.6M long strings.
+    codes: dict[str, int] = {}
+    route_ids = cols["route_id"]
+    route_code = np.array([codes.setdefault(route_ids[i], len(codes)) for i in idx.tolist()],
+                          dtype=np.int64)
+    routes = list(codes)
     secs = clock[idx].astype(np.int64)
     order = np.lexsort((secs, route_code))
     idx, route_code, secs = idx[order], route_code[order], secs[order]

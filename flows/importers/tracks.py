@@ -1,0 +1,468 @@
+"""GPX / FIT / TCX files and platform bulk-export zips -> v1 ``activity`` events.
+
+This is the engine behind ``heatmetro import FILE_OR_ZIP ... --athlete-id ID``. Each file
+becomes at most one activity; a file that cannot give a usable track (corrupt, truncated,
+no GPS, no timestamps, simulated indoor GPS) is reported through ``on_error`` with a
+one-line reason and skipped, and the import carries on with the rest.
+
+The activity id is ``athlete_id + ":" + sha256(file content)[:16]`` (content after
+un-gzipping), so importing the same file again, raw or from an export zip, gives the
+same id and the stream consumer treats it as a re-delivery.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import warnings
+import xml.etree.ElementTree as ET
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+
+import fitdecode
+import gpxpy
+import gpxpy.gpx
+
+from heatmetro.errors import ImportFileError
+
+OnError = Callable[[Path, str], None]
+
+VISIBILITIES = ("everyone", "followers_only", "only_me")
+TRACK_SUFFIXES = (".gpx", ".fit", ".tcx")
+# GPS time starts on 1980-01-06; anything earlier is an unset device clock (Mojstrovka.gpx
+# carries 1901-12-13T20:45:52Z, the most negative 32-bit Unix time).
+GPS_EPOCH = datetime(1980, 1, 6, tzinfo=UTC)
+FIT_EPOCH = datetime(1989, 12, 31, tzinfo=UTC)
+SEMICIRCLE_DEG = 180 / 2**31
+MAX_MEMBER_BYTES = 256 * 2**20  # refuse zip members that would inflate past this
+MAX_OFFSET_S = 14 * 3600
+
+# The platform's own names; looked up case- and punctuation-insensitively, so the export
+# CSV's display names ("E-Bike Ride", "Stand Up Paddling") map onto them.
+PLATFORM_SPORTS = (
+    "Ride", "GravelRide", "MountainBikeRide", "EBikeRide", "EMountainBikeRide", "VirtualRide",
+    "Velomobile", "Handcycle", "Wheelchair", "Run", "TrailRun", "VirtualRun", "Walk", "Hike",
+    "Kayaking", "Canoeing", "Rowing", "StandUpPaddling", "Surfing", "Kitesurf", "Windsurf",
+    "Sail", "Swim", "AlpineSki", "BackcountrySki", "NordicSki", "RollerSki", "Snowboard",
+    "Snowshoe", "IceSkate", "InlineSkate", "Skateboard", "Golf", "RockClimbing", "Workout",
+)  # fmt: skip
+_BY_KEY = {name.lower(): name for name in PLATFORM_SPORTS}
+# Device and file-format words (FIT enums, GPX <type>, TCX Sport) -> platform names.
+SPORT_ALIASES = {
+    "cycling": "Ride", "biking": "Ride", "bike": "Ride", "road_biking": "Ride",
+    "mountain_biking": "MountainBikeRide", "mountain": "MountainBikeRide",
+    "downhill": "MountainBikeRide", "gravel_cycling": "GravelRide", "e_biking": "EBikeRide",
+    "e_bike_fitness": "EBikeRide", "e_bike_mountain": "EMountainBikeRide",
+    "indoor_cycling": "VirtualRide", "spin": "VirtualRide", "running": "Run",
+    "trail_running": "TrailRun", "trail": "TrailRun", "treadmill": "VirtualRun",
+    "indoor_running": "VirtualRun", "walking": "Walk", "hiking": "Hike",
+    "mountaineering": "Hike", "swimming": "Swim", "open_water": "Swim",
+    "kayaking": "Kayaking", "paddling": "Canoeing", "rowing": "Rowing",
+    "stand_up_paddleboarding": "StandUpPaddling", "cross_country_skiing": "NordicSki",
+    "alpine_skiing": "AlpineSki", "backcountry": "BackcountrySki",
+    "snowboarding": "Snowboard", "snowshoeing": "Snowshoe", "ice_skating": "IceSkate",
+    "inline_skating": "InlineSkate", "sailing": "Sail",
+}  # fmt: skip
+# GPS positions in these are simulated (Zwift's London, a treadmill): never map them.
+VIRTUAL_SPORTS = ("VirtualRide", "VirtualRun")
+
+
+@dataclass
+class Track:
+    """What a parser extracts: timed fixes, a detected sport and the local offset."""
+
+    times: list[datetime] = field(default_factory=list)  # tz-aware
+    lats: list[float] = field(default_factory=list)
+    lngs: list[float] = field(default_factory=list)
+    sport_type: str | None = None
+    utc_offset_s: int = 0
+
+
+def platform_sport(name: str | None) -> str | None:
+    """Map a device/file/export sport word to the platform's name, or None if unknown.
+
+    Examples: ``"cycling"`` -> ``"Ride"``, ``"E-Bike Ride"`` -> ``"EBikeRide"``.
+    """
+    if not name:
+        return None
+    word = name.strip().lower().replace("-", "_").replace(" ", "_")
+    if word in SPORT_ALIASES:
+        return SPORT_ALIASES[word]
+    return _BY_KEY.get("".join(ch for ch in word if ch.isalnum()))
+
+
+# --------------------------------------------------------------------------- FIT
+
+
+def _fit_sport(sport: object, sub_sport: object) -> str | None:
+    """Sub-sport refines the sport (trail run, gravel ride); generic words map to None."""
+    refined = platform_sport(str(sub_sport)) if isinstance(sub_sport, str) else None
+    base = platform_sport(str(sport)) if isinstance(sport, str) else None
+    if refined is not None and (base is None or refined.endswith(base[-3:])):
+        return refined  # e.g. running/trail -> TrailRun, cycling/gravel_cycling -> GravelRide
+    if sub_sport == "virtual_activity" and base in ("Ride", "Run"):
+        return "Virtual" + base
+    if base == "AlpineSki" and refined == "BackcountrySki":
+        return refined
+    return base
+
+
+def _fit_time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int) and value > 0x10000000:  # raw seconds since the FIT epoch
+        return FIT_EPOCH + timedelta(seconds=value)
+    return None
+
+
+def _local_offset(timestamp: object, local: object) -> int | None:
+    """UTC offset from an activity message, rounded to 15 min; None if implausible."""
+    utc, loc = _fit_time(timestamp), _fit_time(local)
+    if utc is None or loc is None:
+        return None
+    offset = round((loc - utc).total_seconds() / 900) * 900
+    return offset if abs(offset) <= MAX_OFFSET_S else None
+
+
+def parse_fit(data: bytes) -> Track:
+    """Read a FIT file (semicircle positions) into a Track.
+
+    Raises:
+        ImportFileError: corrupt, truncated or CRC-failing file (the reason in the message).
+    """
+    track = Track()
+    sports: list[tuple[float, str]] = []
+    try:
+        with warnings.catch_warnings():
+            # fitdecode warns about odd field sizes it then decodes fine (Coros files).
+            warnings.simplefilter("ignore")
+            reader = fitdecode.FitReader(io.BytesIO(data), check_crc=fitdecode.CrcCheck.RAISE)
+            for frame in reader:
+                if isinstance(frame, fitdecode.FitDataMessage):
+                    _fit_message(frame, track, sports)
+    except fitdecode.FitCRCError as exc:
+        msg = f"FIT checksum mismatch, file is corrupt ({exc})"
+        raise ImportFileError(msg) from exc
+    except fitdecode.FitEOFError as exc:
+        msg = f"truncated FIT file ({exc})"
+        raise ImportFileError(msg) from exc
+    except fitdecode.FitError as exc:
+        msg = f"corrupt FIT file: {type(exc).__name__}: {exc}"
+        raise ImportFileError(msg) from exc
+    if sports:  # a multisport file is filed under its longest leg
+        track.sport_type = max(sports, key=lambda s: s[0])[1]
+    return track
+
+
+def _fit_message(frame: fitdecode.FitDataMessage, track: Track,
+                 sports: list[tuple[float, str]]) -> None:
+    get = frame.get_value
+    if frame.name == "record":
+        when = _fit_time(get("timestamp", fallback=None))
+        lat, lng = get("position_lat", fallback=None), get("position_long", fallback=None)
+        if when is not None and isinstance(lat, int) and isinstance(lng, int):
+            track.times.append(when)
+            track.lats.append(lat * SEMICIRCLE_DEG)
+            track.lngs.append(lng * SEMICIRCLE_DEG)
+    elif frame.name in ("session", "sport"):
+        sport = _fit_sport(get("sport", fallback=None), get("sub_sport", fallback=None))
+        if sport is not None:
+            elapsed = get("total_elapsed_time", fallback=None)
+            sports.append((float(elapsed) if isinstance(elapsed, int | float) else 0.0, sport))
+    elif frame.name == "activity":
+        offset = _local_offset(get("timestamp", fallback=None),
+                               get("local_timestamp", fallback=None))
+        if offset is not None:
+            track.utc_offset_s = offset
+
+
+# --------------------------------------------------------------------------- GPX, TCX
+
+
+def parse_gpx(data: bytes) -> Track:
+    """Read a GPX 1.0/1.1 file: track segments in order, else routes, into a Track.
+
+    Raises:
+        ImportFileError: not parseable as GPX.
+    """
+    try:
+        gpx = gpxpy.parse(data.decode("utf-8-sig"))  # -sig: some exporters write a BOM
+    except (gpxpy.gpx.GPXException, UnicodeDecodeError, ValueError) as exc:
+        msg = f"not a valid GPX file: {exc}"
+        raise ImportFileError(msg) from exc
+    points = [p for t in gpx.tracks for s in t.segments for p in s.points]
+    if not points:
+        points = [p for r in gpx.routes for p in r.points]
+    track = Track()
+    types = [t.type for t in gpx.tracks if t.type] + [r.type for r in gpx.routes if r.type]
+    track.sport_type = platform_sport(types[0]) if types else None
+    for point in points:
+        if point.time is None:
+            continue
+        when = point.time if point.time.tzinfo else point.time.replace(tzinfo=UTC)
+        if not track.times:  # times written with +01:00 tell us the local offset
+            offset = when.utcoffset()
+            track.utc_offset_s = int(offset.total_seconds()) if offset else 0
+        track.times.append(when.astimezone(UTC))
+        track.lats.append(point.latitude)
+        track.lngs.append(point.longitude)
+    if points and not track.times:
+        msg = "no timestamps (a track without times gives no speeds or hours)"
+        raise ImportFileError(msg)
+    return track
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _child_text(element: ET.Element, name: str) -> str | None:
+    for child in element.iter():
+        if _local(child.tag) == name:
+            return child.text
+    return None
+
+
+def parse_tcx(data: bytes) -> Track:
+    """Read a Garmin TCX file (namespaces matched by local name) into a Track.
+
+    Raises:
+        ImportFileError: invalid XML or a bad time/coordinate value.
+    """
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        msg = f"not a valid TCX file: {exc}"
+        raise ImportFileError(msg) from exc
+    track = Track()
+    for element in root.iter():
+        tag = _local(element.tag)
+        if tag == "Activity" and track.sport_type is None:
+            track.sport_type = platform_sport(element.get("Sport"))
+        elif tag == "Trackpoint":
+            _tcx_point(element, track)
+    return track
+
+
+def _tcx_point(element: ET.Element, track: Track) -> None:
+    when, lat, lng = (_child_text(element, n) for n in
+                      ("Time", "LatitudeDegrees", "LongitudeDegrees"))
+    if not (when and lat and lng):
+        return  # trackpoints without Position are HR/cadence samples, not fixes
+    try:
+        moment = datetime.fromisoformat(when.strip())
+        track.lats.append(float(lat))
+        track.lngs.append(float(lng))
+    except ValueError as exc:
+        msg = f"bad trackpoint value (time {when!r}, lat {lat!r}, lng {lng!r})"
+        raise ImportFileError(msg) from exc
+    track.times.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+PARSERS: dict[str, Callable[[bytes], Track]] = {
+    ".fit": parse_fit,
+    ".gpx": parse_gpx,
+    ".tcx": parse_tcx,
+}
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _clean_streams(track: Track) -> tuple[datetime, list[list[float]], list[int]]:
+    """Drop invalid fixes and fixes that go back in time; return start and streams."""
+    latlng: list[list[float]] = []
+    times: list[datetime] = []
+    for when, lat, lng in zip(track.times, track.lats, track.lngs, strict=True):
+        if not (-90 <= lat <= 90 and -180 <= lng <= 180) or (lat == 0 and lng == 0):
+            continue  # (0, 0) is what receivers write before they have a fix
+        if times and when < times[-1]:
+            continue
+        times.append(when)
+        latlng.append([round(lat, 6), round(lng, 6)])
+    if len(latlng) < 2:
+        msg = f"no usable GPS track ({len(latlng)} fix(es) with position and time)"
+        raise ImportFileError(msg)
+    start = times[0].replace(microsecond=0)
+    if start < GPS_EPOCH:
+        msg = f"device clock not set: start time {_iso(start)} is before GPS existed"
+        raise ImportFileError(msg)
+    return start, latlng, [int((t - start).total_seconds()) for t in times]
+
+
+def track_event(track: Track, *, activity_id: str, athlete_id: str, visibility: str,
+                sport_type: str) -> dict:
+    """Build the v1 ``activity`` event; ``updated_at`` = start so re-imports are identical.
+
+    Raises:
+        ImportFileError: the track has fewer than two usable fixes or an unset clock.
+    """
+    start, latlng, seconds = _clean_streams(track)
+    return {
+        "kind": "activity",
+        "activity_id": activity_id,
+        "athlete_id": athlete_id,
+        "updated_at": _iso(start),
+        "sport_type": sport_type,
+        "visibility": visibility,
+        "hide_map": False,
+        "commute": False,
+        "start_date": _iso(start),
+        "utc_offset_s": track.utc_offset_s,
+        "streams": {"latlng": latlng, "time": seconds},
+    }
+
+
+def _kind(name: str) -> str | None:
+    """The parser suffix of a file name (``.fit`` for ``x.FIT.gz``), or None."""
+    lower = name.lower().removesuffix(".gz")
+    return next((s for s in TRACK_SUFFIXES if lower.endswith(s)), None)
+
+
+@dataclass(frozen=True)
+class _Options:
+    athlete_id: str
+    visibility: str
+    sport_type: str | None
+
+
+def _convert(name: str, data: bytes, opts: _Options, listed_sport: str | None) -> dict:
+    """One file's bytes -> event; every failure becomes an ImportFileError with a reason."""
+    kind = _kind(name)
+    if kind is None:
+        msg = "unsupported file type (expected .gpx, .fit, .tcx, optionally .gz, or .zip)"
+        raise ImportFileError(msg)
+    if name.lower().endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            msg = f"broken gzip: {exc}"
+            raise ImportFileError(msg) from exc
+    track = PARSERS[kind](data)
+    sport = opts.sport_type or listed_sport or track.sport_type or "Ride"
+    if sport in VIRTUAL_SPORTS:
+        msg = f"virtual activity ({sport}): its GPS positions are simulated"
+        raise ImportFileError(msg)
+    activity_id = f"{opts.athlete_id}:{hashlib.sha256(data).hexdigest()[:16]}"
+    return track_event(track, activity_id=activity_id, athlete_id=opts.athlete_id,
+                       visibility=opts.visibility, sport_type=sport)
+
+
+def _guarded(path: Path, name: str, data: bytes, opts: _Options, listed: str | None,
+             on_error: OnError) -> dict | None:
+    try:
+        return _convert(name, data, opts, listed)
+    except ImportFileError as exc:
+        on_error(path, str(exc))
+    except Exception as exc:  # noqa: BLE001 - parsers raise anything on hostile input
+        # gpxpy/fitdecode raise assorted built-ins on malformed input; one bad file must
+        # never stop an import of hundreds.
+        on_error(path, f"unreadable file: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _listed_sports(archive: zipfile.ZipFile) -> dict[str, str]:
+    """``activities.csv`` of an export: member file name -> platform sport."""
+    names = [n for n in archive.namelist() if PurePosixPath(n).name == "activities.csv"]
+    if not names:
+        return {}
+    text = archive.read(names[0]).decode("utf-8-sig", errors="replace")
+    sports: dict[str, str] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        filename, sport = row.get("Filename") or "", platform_sport(row.get("Activity Type"))
+        if filename and sport:
+            sports[filename.strip().lstrip("/")] = sport
+    return sports
+
+
+def _zip_events(path: Path, opts: _Options, on_error: OnError) -> Iterator[dict]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        on_error(path, f"not a readable zip file: {exc}")
+        return
+    with archive:
+        listed = _listed_sports(archive)
+        for info in sorted(archive.infolist(), key=lambda i: i.filename):
+            if info.is_dir() or "__MACOSX" in info.filename or _kind(info.filename) is None:
+                continue
+            member = path / info.filename
+            if info.file_size > MAX_MEMBER_BYTES:
+                on_error(member, f"member too large ({info.file_size} bytes)")
+                continue
+            try:
+                data = archive.read(info)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                on_error(member, f"cannot extract from zip: {exc}")
+                continue
+            event = _guarded(member, info.filename, data, opts,
+                             listed.get(info.filename), on_error)
+            if event is not None:
+                yield event
+
+
+def _expand(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files as given; folders walked in sorted order for a deterministic output."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*")
+                              if p.is_file() and (_kind(p.name) or p.suffix == ".zip"))
+        else:
+            yield path
+
+
+def import_tracks(paths: Iterable[Path], *, athlete_id: str, visibility: str = "everyone",
+                  sport_type: str | None = None, on_error: OnError) -> Iterator[dict]:
+    """Turn track files, folders and export zips into v1 ``activity`` events.
+
+    Args:
+        paths: ``.gpx``/``.fit``/``.tcx`` files (optionally ``.gz``), folders of them, or
+            platform bulk-export ``.zip`` files (``activities/*`` + ``activities.csv``).
+        athlete_id: Whose activities these are.
+        visibility: ``everyone``, ``followers_only`` or ``only_me`` for every activity.
+        sport_type: Force a sport; else the export CSV's type, the file's own, or "Ride".
+        on_error: Called as ``on_error(path, reason)`` for each file that is skipped.
+
+    Yields:
+        One event per usable file, in input order; a file seen twice is yielded once.
+
+    Raises:
+        ImportFileError: the options themselves are invalid (never for a bad file).
+    """
+    if not athlete_id or not athlete_id.strip():
+        msg = f"import: --athlete-id must not be empty (got {athlete_id!r})"
+        raise ImportFileError(msg)
+    if visibility not in VISIBILITIES:
+        msg = f"import: visibility {visibility!r} is not one of {', '.join(VISIBILITIES)}"
+        raise ImportFileError(msg)
+    forced = platform_sport(sport_type) or sport_type if sport_type else None
+    opts = _Options(athlete_id, visibility, forced)
+    seen: set[str] = set()
+    for path in _expand(paths):
+        for event in _events_of(path, opts, on_error):
+            if event["activity_id"] not in seen:
+                seen.add(event["activity_id"])
+                yield event
+
+
+def _events_of(path: Path, opts: _Options, on_error: OnError) -> Iterator[dict]:
+    if path.suffix.lower() == ".zip":
+        yield from _zip_events(path, opts, on_error)
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        on_error(path, f"cannot read file: {exc.strerror or exc}")
+        return
+    event = _guarded(path, path.name, data, opts, None, on_error)
+    if event is not None:
+        yield event

@@ -1,0 +1,56 @@
+"""Atomic publishing: build beside ``out_dir``, then swap it in with one rename.
+
+``out_dir`` is a symbolic link to the current build in ``.{name}.builds/``. A new build
+is written there completely, then a fresh link is renamed over ``out_dir`` (``rename``
+is atomic on POSIX), so readers see the old site or the new one, never a mix; a
+failed or killed build leaves the old site serving. The previous build is kept for
+rollback; older ones are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+KEEP_BUILDS = 2
+
+
+def builds_dir(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.builds"
+
+
+def new_build_dir(out_dir: Path, label: str) -> Path:
+    """An empty folder for the next build (unfinished ones from killed runs are removed)."""
+    root = builds_dir(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob("*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
+    n = 1 + max((int(p.name.split("-")[0]) for p in root.iterdir() if p.name.split("-")[0].isdigit()), default=0)
+    build = root / f"{n:06d}-{label}.partial"
+    build.mkdir()
+    return build
+
+
+def publish(build: Path, out_dir: Path) -> Path:
+    """Make ``build`` the published site in one atomic step; returns its final folder."""
+    final = build.with_name(build.name.removesuffix(".partial"))
+    build.rename(final)
+    target = os.path.relpath(final, out_dir.parent)
+    if out_dir.exists() and not out_dir.is_symlink():
+        # A plain folder from elsewhere: move it aside once; from now on we swap links.
+        out_dir.rename(builds_dir(out_dir) / f"000000-previous-{out_dir.name}")
+    link = out_dir.with_name(f".{out_dir.name}.link-{os.getpid()}")
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target, target_is_directory=True)
+    link.replace(out_dir)
+    _prune(builds_dir(out_dir), keep=final)
+    return final
+
+
+def _prune(root: Path, keep: Path) -> None:
+    done = sorted((p for p in root.iterdir() if not p.name.endswith(".partial")), key=lambda p: p.name)
+    for old in done[:-KEEP_BUILDS]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)

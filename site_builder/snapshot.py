@@ -1,0 +1,176 @@
+"""``heatmetro snapshot``: the store -> a complete, atomically published site for a month."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from heatmetro import __version__
+from heatmetro.config import Config
+from heatmetro.errors import PublishError
+from site_builder.load import load_window
+from site_builder.metro import MetroSettings, write_metro
+from site_builder.pages import SiteMeta, write_pages
+from site_builder.publish import new_build_dir, publish
+from site_builder.tiles import write_heat_tiles
+from site_builder.window import WindowData
+from state.store import connect
+from state.writer import apply_pending_privacy
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    month: str
+    first_month: str
+    out_dir: Path
+    athletes: int
+    activities: int
+    tiles: int
+    seconds: float
+
+    def summary(self) -> str:
+        return (
+            f"published {self.first_month}..{self.month}: {self.athletes:,} athletes, "
+            f"{self.activities:,} activities, {self.tiles:,} tiles in {self.seconds:.1f} s -> {self.out_dir}"
+        )
+
+
+def build_time() -> datetime:
+    """``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now."""
+    sde = os.environ.get("SOURCE_DATE_EPOCH")
+    if sde:
+        return datetime.fromtimestamp(int(sde), tz=UTC)
+    return datetime.now(UTC)
+
+
+def last_complete_month(now: datetime) -> str:
+    index = now.year * 12 + now.month - 1 - 1
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def _check_month(month: str) -> str:
+    try:
+        datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        msg = f"--month {month!r}: expected YYYY-MM, e.g. 2021-02"
+        raise PublishError(msg) from None
+    return month
+
+
+def run_snapshot(config: Config, *, month: str | None = None, quiet: bool = False) -> SnapshotResult:
+    t0 = time.monotonic()
+    when = build_time()
+    month = _check_month(month) if month else last_complete_month(when)
+    db = connect(config.db_path, create=False)
+    try:
+        apply_pending_privacy(db, config)
+        window = load_window(db, month, min_athletes=config.min_athletes, max_per_athlete=config.max_per_athlete)
+    finally:
+        db.close()
+    build = new_build_dir(config.out_dir, month)
+    tiles = _write_tiles(window, config, build, quiet=quiet)
+    metro_dir = build / "metro"
+    metro_dir.mkdir()
+    metro_rows = write_metro(
+        window,
+        MetroSettings(
+            min_athletes=config.min_athletes,
+            round_to=config.round_to,
+            month=window.month,
+            first_month=window.first_month,
+            version=__version__,
+            build_date=when.strftime("%Y-%m-%d"),
+        ),
+        metro_dir,
+    )
+    bounds = tiles.pop("__bounds__", None)
+    n_tiles = sum(v for k, v in tiles.items())
+    layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
+    counts = {
+        "athletes": window.athletes,
+        "activities": window.activities,
+        "cells": len(window.heat["all"].cells),
+        "tiles": n_tiles,
+        "edges": metro_rows.get("edges.csv", 0),
+    }
+    write_pages(
+        build,
+        SiteMeta(
+            month=window.month,
+            first_month=window.first_month,
+            min_athletes=config.min_athletes,
+            max_per_athlete=config.max_per_athlete,
+            round_to=config.round_to,
+            min_zoom=config.min_zoom,
+            public_max_zoom=config.public_max_zoom,
+            max_zoom=config.max_zoom,
+            hide_start_end_m=config.default_hide_start_end_m,
+            hide_jitter_m=config.hide_jitter_m,
+            bounds=bounds,  # type: ignore[arg-type]
+            layers=layers,
+            counts=counts,
+            version=__version__,
+            build_date=when.strftime("%Y-%m-%d"),
+            basemap_url=config.basemap_url,
+            basemap_attribution=config.basemap_attribution,
+            has_metro=True,
+        ),
+    )
+    _write_metadata(build, window, config, counts, metro_rows, when, bounds)
+    publish(build, config.out_dir)
+    return SnapshotResult(
+        window.month, window.first_month, config.out_dir, window.athletes, window.activities,
+        n_tiles, time.monotonic() - t0,
+    )  # fmt: skip
+
+
+def _write_tiles(window: WindowData, config: Config, build: Path, *, quiet: bool) -> dict:  # type: ignore[type-arg]
+    out: dict = {}  # type: ignore[type-arg]
+    bounds = None
+    for layer, lh in window.heat.items():
+        stats = write_heat_tiles(
+            lh.cells,
+            lh.heat,
+            layer=layer,
+            out_root=build,
+            min_zoom=config.min_zoom,
+            public_max_zoom=config.public_max_zoom,
+            max_zoom=config.max_zoom,
+            heat_resolution=config.heat_resolution,
+        )
+        n = sum(stats.tiles_per_zoom.values())
+        out[layer] = n
+        if layer == "all" and n:
+            bounds = stats.bounds
+        if not quiet and n:
+            print(f"tiles {layer:<6} {n:>7,} in {stats.seconds:.1f} s ({n / max(stats.seconds, 1e-9):,.0f}/s)", file=sys.stderr)
+    out["__bounds__"] = bounds
+    return out
+
+
+def _write_metadata(build, window, config, counts, metro_rows, when, bounds) -> None:  # type: ignore[no-untyped-def]
+    meta = {
+        "software": {"name": "heatmetro", "version": __version__},
+        "month": window.month,
+        "window": {"first_month": window.first_month, "last_month": window.month},
+        "built_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "thresholds": {
+            "min_athletes": config.min_athletes,
+            "max_per_athlete": config.max_per_athlete,
+            "round_to": config.round_to,
+            "public_max_zoom": config.public_max_zoom,
+            "max_zoom": config.max_zoom,
+            "min_zoom": config.min_zoom,
+        },
+        "resolutions": {"heat": config.heat_resolution, "metro": config.metro_resolution, "od": config.od_resolution},
+        "counts": counts,
+        "cells_per_layer": {k: len(v.cells) for k, v in window.heat.items()},
+        "metro_rows": metro_rows,
+        "bounds": list(bounds) if bounds else None,
+    }
+    (build / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
