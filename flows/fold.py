@@ -17,7 +17,7 @@ from flows.sports import layer_of, max_speed_ms
 from flows.track_cells import track_path
 from flows.trim import trim
 from heatmetro.config import Config
-from state.aggregates import ParentCache, StoredActivity, activity_records
+from state.aggregates import StoredActivity, activity_records
 from state.changes import ActivityChange, ActivityDelete, SettingsChange, StoreItem
 from state.records import PATH_DTYPE, to_blob
 from state.settings import (
@@ -37,7 +37,6 @@ class AthleteFold:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.cache = ParentCache()
 
     def apply(
         self, settings: AthleteSettings | None, event: Event
@@ -133,7 +132,6 @@ class AthleteFold:
             StoredActivity(ev.activity_id, path, start_s, ev.utc_offset_s, ev.commute, base["max_speed_ms"]),  # type: ignore[arg-type]
             metro_res=cfg.metro_resolution,
             od_res=cfg.od_resolution,
-            cache=self.cache,
         )
         return ActivityChange(
             status=status, path=to_blob(path), heat=to_blob(heat), edges=to_blob(edges),

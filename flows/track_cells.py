@@ -37,6 +37,30 @@ def sample_points(pts: TrimmedPoints, spacing_m: float) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+SPEED_WINDOW_S = 15.0
+
+
+def smoothed_speed(pts: TrimmedPoints) -> np.ndarray:
+    """Speed (m/s) at each point over about +-15 s of its own piece; NaN if unknown.
+
+    Cell-centre distances over cell-entry times are too coarse for speeds (a track
+    running along a cell border zig-zags between cells), so speed comes from the points.
+    """
+    n = len(pts.t)
+    if n < 2:
+        return np.full(n, np.nan)
+    same = pts.seg[1:] == pts.seg[:-1]
+    along = np.zeros(n)
+    np.cumsum(np.where(same, pts.step, 0.0), out=along[1:])
+    # Keep each window inside its piece by offsetting time between pieces.
+    t = pts.t + pts.seg * 1e7
+    lo = np.searchsorted(t, t - SPEED_WINDOW_S)
+    hi = np.searchsorted(t, t + SPEED_WINDOW_S, side="right") - 1
+    dt = pts.t[hi] - pts.t[lo]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(dt > 0, (along[hi] - along[lo]) / dt, np.nan)
+
+
 def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]) -> np.ndarray:
     """The ``PATH_DTYPE`` array of the trimmed track at resolution ``res``."""
     if len(pts.lat) == 0:
@@ -52,11 +76,12 @@ def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]
     )
     t = pts.t[idx]
     seg = pts.seg[idx]
+    v = smoothed_speed(pts)[idx]
     change = np.ones(len(cells), dtype=bool)
     change[1:] = (cells[1:] != cells[:-1]) | (seg[1:] != seg[:-1])
-    cells, t, seg = cells[change], t[change], seg[change]
+    cells, t, seg, v = cells[change], t[change], seg[change], v[change]
     path = np.zeros(len(cells), PATH_DTYPE)
-    path["cell"], path["t"], path["seg"] = cells, t, seg
+    path["cell"], path["t"], path["seg"], path["v"] = cells, t, seg, v
     # Consecutive cells of one piece that are not neighbours need the grid path between.
     same = np.flatnonzero(seg[1:] == seg[:-1])
     neighbours = h3.are_neighbor_cells
@@ -69,22 +94,25 @@ def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]
 
 def _fill(path: np.ndarray, gaps: list[int]) -> np.ndarray:
     """Insert the grid path between the non-neighbour pairs at ``gaps``."""
-    rows: list[tuple[int, float, int]] = []
+    rows: list[tuple[int, float, float, int]] = []
     cells, t, seg = path["cell"].tolist(), path["t"].tolist(), path["seg"].tolist()
+    v = path["v"].tolist()
     prev = 0
     for k in gaps:
-        rows.extend(zip(cells[prev : k + 1], t[prev : k + 1], seg[prev : k + 1], strict=True))
-        rows.extend(_grid_fill(cells[k], t[k], cells[k + 1], t[k + 1], seg[k]))
+        rows.extend(zip(cells[prev : k + 1], t[prev : k + 1], v[prev : k + 1], seg[prev : k + 1], strict=True))
+        rows.extend(_grid_fill(cells[k], t[k], cells[k + 1], t[k + 1], seg[k], v[k]))
         prev = k + 1
-    rows.extend(zip(cells[prev:], t[prev:], seg[prev:], strict=True))
+    rows.extend(zip(cells[prev:], t[prev:], v[prev:], seg[prev:], strict=True))
     return np.array(rows, dtype=PATH_DTYPE)
 
 
-def _grid_fill(a: int, ta: float, b: int, tb: float, seg: int) -> list[tuple[int, float, int]]:
+def _grid_fill(
+    a: int, ta: float, b: int, tb: float, seg: int, v: float
+) -> list[tuple[int, float, float, int]]:
     """Cells strictly between ``a`` and ``b`` on the H3 grid, with interpolated times."""
     try:
         line = h3.grid_path_cells(a, b)
     except Exception:  # noqa: BLE001 - no grid path across some pentagon distortions
         return []
     n = len(line) - 1
-    return [(line[k], ta + (tb - ta) * k / n, seg) for k in range(1, n)]
+    return [(line[k], ta + (tb - ta) * k / n, v, seg) for k in range(1, n)]

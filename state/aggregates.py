@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import h3.api.basic_int as h3
 import numpy as np
 
-from heatmetro.geo import haversine_m
 from state.records import (
     EDGE_DTYPE,
     EDGE_KEY,
@@ -60,73 +59,44 @@ def cells_to_parent(cells: np.ndarray, res: int) -> np.ndarray:
     return out | np.uint64((1 << ((15 - res) * 3)) - 1)
 
 
-class ParentCache:
-    """Memoised cell centres (h3 has no vector API); parents are computed with bits."""
-
-    MAX_ENTRIES = 2_000_000  # bounded memory on a long-running stream
-
-    def __init__(self) -> None:
-        self._centres: dict[int, tuple[float, float]] = {}
-
-    def parents(self, cells: np.ndarray, res: int) -> np.ndarray:
-        return cells_to_parent(cells, res)
-
-    def centres(self, cells: np.ndarray) -> np.ndarray:
-        if len(self._centres) > self.MAX_ENTRIES:
-            self._centres.clear()
-        uniq, inv = np.unique(cells, return_inverse=True)
-        known = self._centres
-        for c in uniq.tolist():
-            if c not in known:
-                known[c] = h3.cell_to_latlng(c)
-        out = np.array([known[c] for c in uniq.tolist()], dtype=np.float64).reshape(-1, 2)
-        return out[inv]
-
-
-def _crossings(path: np.ndarray, res: int, cache: ParentCache) -> tuple[np.ndarray, ...]:
-    """Consecutive distinct metro cells within each segment: (prev, next, t_prev, t_next)."""
+def _crossings(path: np.ndarray, res: int) -> tuple[np.ndarray, ...]:
+    """Consecutive distinct metro cells within each piece: (prev, next, t, v) at entry."""
     parents = cells_to_parent(path["cell"], res)
     seg = path["seg"]
-    t = path["t"].astype(np.float64)
-    # Collapse runs of the same parent within a segment; remember when each run began.
+    # Collapse runs of the same parent within a piece; keep when/how fast each run began.
     new_run = np.concatenate(([True], (parents[1:] != parents[:-1]) | (seg[1:] != seg[:-1])))
-    rp, rs, rt = parents[new_run], seg[new_run], t[new_run]
+    rp, rs = parents[new_run], seg[new_run]
+    rt = path["t"][new_run].astype(np.float64)
+    rv = path["v"][new_run].astype(np.float64)
     cross = rs[1:] == rs[:-1]
     prev, nxt = rp[:-1][cross], rp[1:][cross]
-    t_prev, t_next = rt[:-1][cross], rt[1:][cross]
+    t, v = rt[1:][cross], rv[1:][cross]
     # Parents of adjacent fine cells are almost always adjacent; fill the rare gap.
     if len(prev):
-        ok = np.fromiter(
-            (h3.are_neighbor_cells(int(a), int(b)) for a, b in zip(prev, nxt, strict=True)),
-            dtype=bool,
-            count=len(prev),
-        )
-        if not ok.all():
-            prev, nxt, t_prev, t_next = _fill_gaps(prev, nxt, t_prev, t_next, ok)
-    return prev, nxt, t_prev, t_next
+        neighbours = h3.are_neighbor_cells
+        ok = [neighbours(a, b) for a, b in zip(prev.tolist(), nxt.tolist(), strict=True)]
+        if not all(ok):
+            prev, nxt, t, v = _fill_gaps(prev, nxt, t, v, ok)
+    return prev, nxt, t, v
 
 
-def _fill_gaps(prev, nxt, t_prev, t_next, ok):  # type: ignore[no-untyped-def]
+def _fill_gaps(prev, nxt, t, v, ok):  # type: ignore[no-untyped-def]
     rows: list[tuple[int, int, float, float]] = []
-    for a, b, ta, tb, good in zip(
-        prev.tolist(), nxt.tolist(), t_prev.tolist(), t_next.tolist(), ok.tolist(), strict=True
-    ):
+    for a, b, tb, vb, good in zip(prev.tolist(), nxt.tolist(), t.tolist(), v.tolist(), ok, strict=True):
         if good:
-            rows.append((a, b, ta, tb))
+            rows.append((a, b, tb, vb))
             continue
         try:
             line = h3.grid_path_cells(a, b)
         except Exception:  # noqa: BLE001 - h3 cannot path across some pentagons: skip
             continue
-        n = len(line) - 1
-        for k in range(n):
-            rows.append((line[k], line[k + 1], ta + (tb - ta) * k / n, ta + (tb - ta) * (k + 1) / n))
-    arr = np.array(rows, dtype=[("p", "<u8"), ("n", "<u8"), ("tp", "<f8"), ("tn", "<f8")])
-    return arr["p"], arr["n"], arr["tp"], arr["tn"]
+        rows.extend((line[k], line[k + 1], tb, vb) for k in range(len(line) - 1))
+    arr = np.array(rows, dtype=[("p", "<u8"), ("n", "<u8"), ("t", "<f8"), ("v", "<f8")])
+    return arr["p"], arr["n"], arr["t"], arr["v"]
 
 
 def activity_records(
-    act: StoredActivity, *, metro_res: int, od_res: int, cache: ParentCache
+    act: StoredActivity, *, metro_res: int, od_res: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One activity's heat cells, edge crossings, hexagon trips and OD pair.
 
@@ -139,18 +109,13 @@ def activity_records(
     heat = np.zeros(len(cells), HEAT_DTYPE)
     heat["cell"], heat["n"] = cells, 1
 
-    prev, nxt, t_prev, t_next = _crossings(path, metro_res, cache)
+    prev, nxt, t_next, speed = _crossings(path, metro_res)
     edges = np.zeros(len(prev), EDGE_DTYPE)
     hex_cells = np.unique(cells_to_parent(cells, od_res))
     hexes = np.zeros(len(hex_cells), HEX_DTYPE)
     hexes["cell"], hexes["trips"] = hex_cells, 1  # a trip counts once per hexagon
     if len(prev):
-        c_prev, c_next = cache.centres(prev), cache.centres(nxt)
-        dist = haversine_m(c_prev[:, 0], c_prev[:, 1], c_next[:, 0], c_next[:, 1])
-        dt = t_next - t_prev
-        with np.errstate(divide="ignore", invalid="ignore"):
-            speed = dist / dt
-        speed_ok = (dt > 0) & (speed <= act.max_speed_ms)
+        speed_ok = np.isfinite(speed) & (speed <= act.max_speed_ms)
         local = act.start_s + act.utc_offset_s + np.floor(t_next).astype(np.int64)
         edges["a"] = np.minimum(prev, nxt)
         edges["b"] = np.maximum(prev, nxt)

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import sqlite_utils
 
-from state.aggregates import ParentCache, StoredActivity, activity_records, merge_records
+from state.aggregates import StoredActivity, activity_records, merge_records
 from state.changes import ActivityChange, ActivityDelete, DeadLetter, SettingsChange, StoreItem
 from state.path_ops import cut_path_ends, drop_zone_cells
 from state.records import EDGE_DTYPE, HEAT_DTYPE, HEX_DTYPE, OD_DTYPE, PATH_DTYPE, from_blob, to_blob
@@ -51,7 +51,6 @@ class StoreWriter:
         self.db = db
         self.heat_res, self.metro_res, self.od_res = heat_res, metro_res, od_res
         self.salt, self.hide_jitter_m = salt, hide_jitter_m
-        self.cache = ParentCache()
 
     def write_batch(self, items: Iterable[StoreItem]) -> None:
         dirty: set[tuple[str, str]] = set()  # (athlete_id, month)
@@ -106,7 +105,7 @@ class StoreWriter:
         # Always enforce what is now stored (even for a re-delivered change): idempotent.
         return enforce_settings(
             self.db, s.athlete_id, salt=self.salt, hide_jitter_m=self.hide_jitter_m,
-            heat_res=self.heat_res, metro_res=self.metro_res, od_res=self.od_res, cache=self.cache,
+            heat_res=self.heat_res, metro_res=self.metro_res, od_res=self.od_res,
         )  # fmt: skip
 
     def recompute(self, athlete_id: str, month: str) -> None:
@@ -136,7 +135,7 @@ class StoreWriter:
 
 def enforce_settings(
     db: sqlite_utils.Database, athlete_id: str, *, salt: str, hide_jitter_m: float, heat_res: int,
-    metro_res: int, od_res: int, cache: ParentCache,
+    metro_res: int, od_res: int,
 ) -> set[tuple[str, str]]:
     """Make every stored activity of the athlete obey the stored "hide more" settings.
 
@@ -183,7 +182,7 @@ def enforce_settings(
         path = cut_path_ends(path, extra_s, extra_e)
         path = drop_zone_cells(path, heat_res, new_zones)
         recs = activity_records(
-            StoredActivity(aid, path, start_s, off, bool(commute), vmax), metro_res=metro_res, od_res=od_res, cache=cache
+            StoredActivity(aid, path, start_s, off, bool(commute), vmax), metro_res=metro_res, od_res=od_res
         )
         key = sorted(have | {_zkey(z) for z in new_zones})
         db.execute(
@@ -222,7 +221,7 @@ def apply_pending_privacy(db: sqlite_utils.Database, config) -> int:  # type: ig
             changed |= enforce_settings(
                 db, athlete_id, salt=config.salt, hide_jitter_m=config.hide_jitter_m,
                 heat_res=config.heat_resolution, metro_res=config.metro_resolution,
-                od_res=config.od_resolution, cache=writer.cache,
+                od_res=config.od_resolution,
             )  # fmt: skip
         for athlete_id, month in sorted(changed):
             writer.recompute(athlete_id, month)

@@ -41,6 +41,7 @@ FIT_EPOCH = datetime(1989, 12, 31, tzinfo=UTC)
 SEMICIRCLE_DEG = 180 / 2**31
 MAX_MEMBER_BYTES = 256 * 2**20  # refuse zip members that would inflate past this
 MAX_OFFSET_S = 14 * 3600
+MAX_UNTIMED_SHARE = 0.1  # a GPX segment with more points lacking <time> is not used
 
 # The platform's own names; looked up case- and punctuation-insensitively, so the export
 # CSV's display names ("E-Bike Ride", "Stand Up Paddling") map onto them.
@@ -159,8 +160,9 @@ def parse_fit(data: bytes) -> Track:
     return track
 
 
-def _fit_message(frame: fitdecode.FitDataMessage, track: Track,
-                 sports: list[tuple[float, str]]) -> None:
+def _fit_message(
+    frame: fitdecode.FitDataMessage, track: Track, sports: list[tuple[float, str]]
+) -> None:
     get = frame.get_value
     if frame.name == "record":
         when = _fit_time(get("timestamp", fallback=None))
@@ -175,8 +177,9 @@ def _fit_message(frame: fitdecode.FitDataMessage, track: Track,
             elapsed = get("total_elapsed_time", fallback=None)
             sports.append((float(elapsed) if isinstance(elapsed, int | float) else 0.0, sport))
     elif frame.name == "activity":
-        offset = _local_offset(get("timestamp", fallback=None),
-                               get("local_timestamp", fallback=None))
+        offset = _local_offset(
+            get("timestamp", fallback=None), get("local_timestamp", fallback=None)
+        )
         if offset is not None:
             track.utc_offset_s = offset
 
@@ -195,25 +198,35 @@ def parse_gpx(data: bytes) -> Track:
     except (gpxpy.gpx.GPXException, UnicodeDecodeError, ValueError) as exc:
         msg = f"not a valid GPX file: {exc}"
         raise ImportFileError(msg) from exc
-    points = [p for t in gpx.tracks for s in t.segments for p in s.points]
-    if not points:
-        points = [p for r in gpx.routes for p in r.points]
-    track = Track()
+    segments: list[list[gpxpy.gpx.GPXTrackPoint] | list[gpxpy.gpx.GPXRoutePoint]]
+    segments = [s.points for t in gpx.tracks for s in t.segments if s.points]
+    segments += [r.points for r in gpx.routes if r.points]
+    if not segments:
+        msg = "no track or route points (waypoints only?)"
+        raise ImportFileError(msg)
+    # Garmin units save an untimed, simplified copy of each track beside the timed
+    # "ACTIVE LOG": use only segments that are (almost) fully timed.
+    timed = [
+        seg for seg in segments if sum(p.time is None for p in seg) <= MAX_UNTIMED_SHARE * len(seg)
+    ]
+    if not timed:
+        total = sum(len(seg) for seg in segments)
+        untimed = sum(p.time is None for seg in segments for p in seg)
+        msg = f"no timestamps on {untimed} of {total} points"
+        raise ImportFileError(msg)
     types = [t.type for t in gpx.tracks if t.type] + [r.type for r in gpx.routes if r.type]
-    track.sport_type = platform_sport(types[0]) if types else None
-    for point in points:
-        if point.time is None:
+    track = Track(sport_type=platform_sport(types[0]) if types else None)
+    for point in (p for seg in timed for p in seg):
+        when: datetime | None = point.time
+        if when is None:
             continue
-        when = point.time if point.time.tzinfo else point.time.replace(tzinfo=UTC)
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
         if not track.times:  # times written with +01:00 tell us the local offset
             offset = when.utcoffset()
             track.utc_offset_s = int(offset.total_seconds()) if offset else 0
         track.times.append(when.astimezone(UTC))
         track.lats.append(point.latitude)
         track.lngs.append(point.longitude)
-    if points and not track.times:
-        msg = "no timestamps (a track without times gives no speeds or hours)"
-        raise ImportFileError(msg)
     return track
 
 
@@ -250,8 +263,9 @@ def parse_tcx(data: bytes) -> Track:
 
 
 def _tcx_point(element: ET.Element, track: Track) -> None:
-    when, lat, lng = (_child_text(element, n) for n in
-                      ("Time", "LatitudeDegrees", "LongitudeDegrees"))
+    when, lat, lng = (
+        _child_text(element, n) for n in ("Time", "LatitudeDegrees", "LongitudeDegrees")
+    )
     if not (when and lat and lng):
         return  # trackpoints without Position are HR/cadence samples, not fixes
     try:
@@ -299,8 +313,9 @@ def _clean_streams(track: Track) -> tuple[datetime, list[list[float]], list[int]
     return start, latlng, [int((t - start).total_seconds()) for t in times]
 
 
-def track_event(track: Track, *, activity_id: str, athlete_id: str, visibility: str,
-                sport_type: str) -> dict:
+def track_event(
+    track: Track, *, activity_id: str, athlete_id: str, visibility: str, sport_type: str
+) -> dict:
     """Build the v1 ``activity`` event; ``updated_at`` = start so re-imports are identical.
 
     Raises:
@@ -353,12 +368,18 @@ def _convert(name: str, data: bytes, opts: _Options, listed_sport: str | None) -
         msg = f"virtual activity ({sport}): its GPS positions are simulated"
         raise ImportFileError(msg)
     activity_id = f"{opts.athlete_id}:{hashlib.sha256(data).hexdigest()[:16]}"
-    return track_event(track, activity_id=activity_id, athlete_id=opts.athlete_id,
-                       visibility=opts.visibility, sport_type=sport)
+    return track_event(
+        track,
+        activity_id=activity_id,
+        athlete_id=opts.athlete_id,
+        visibility=opts.visibility,
+        sport_type=sport,
+    )
 
 
-def _guarded(path: Path, name: str, data: bytes, opts: _Options, listed: str | None,
-             on_error: OnError) -> dict | None:
+def _guarded(
+    path: Path, name: str, data: bytes, opts: _Options, listed: str | None, on_error: OnError
+) -> dict | None:
     try:
         return _convert(name, data, opts, listed)
     except ImportFileError as exc:
@@ -404,8 +425,7 @@ def _zip_events(path: Path, opts: _Options, on_error: OnError) -> Iterator[dict]
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
                 on_error(member, f"cannot extract from zip: {exc}")
                 continue
-            event = _guarded(member, info.filename, data, opts,
-                             listed.get(info.filename), on_error)
+            event = _guarded(member, info.filename, data, opts, listed.get(info.filename), on_error)
             if event is not None:
                 yield event
 
@@ -414,14 +434,21 @@ def _expand(paths: Iterable[Path]) -> Iterator[Path]:
     """Files as given; folders walked in sorted order for a deterministic output."""
     for path in map(Path, paths):
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*")
-                              if p.is_file() and (_kind(p.name) or p.suffix == ".zip"))
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and (_kind(p.name) or p.suffix == ".zip")
+            )
         else:
             yield path
 
 
-def import_tracks(paths: Iterable[Path], *, athlete_id: str, visibility: str = "everyone",
-                  sport_type: str | None = None, on_error: OnError) -> Iterator[dict]:
+def import_tracks(
+    paths: Iterable[Path],
+    *,
+    athlete_id: str,
+    visibility: str = "everyone",
+    sport_type: str | None = None,
+    on_error: OnError,
+) -> Iterator[dict]:
     """Turn track files, folders and export zips into v1 ``activity`` events.
 
     Args:

@@ -195,8 +195,9 @@ def _keep_mask(t: np.ndarray, lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
     return keep
 
 
-def _make_ride(route_id: str, user_id: str, clock: np.ndarray, lat: np.ndarray,
-               lng: np.ndarray) -> Ride | None:
+def _make_ride(
+    route_id: str, user_id: str, clock: np.ndarray, lat: np.ndarray, lng: np.ndarray
+) -> Ride | None:
     """Build a ride from one route's sorted fixes, or None if it never moved."""
     keep = _keep_mask(clock, lat, lng)
     clock, lat, lng = clock[keep], lat[keep], lng[keep]
@@ -230,15 +231,15 @@ def read_rides(paths: Iterable[Path]) -> list[Ride]:
     lat, lng = _to_floats(cols["latitude"]), _to_floats(cols["longitude"])
     clock = _to_clock_seconds(cols["time"])
     valid = (
-        (np.abs(lat) <= 90) & (np.abs(lng) <= 180) & ~((lat == 0) & (lng == 0))
-        & ~np.isnat(clock)
+        (np.abs(lat) <= 90) & (np.abs(lng) <= 180) & ~((lat == 0) & (lng == 0)) & ~np.isnat(clock)
     )  # NaN compares False, so non-numeric values fail the range tests too
     idx = np.flatnonzero(valid)
     # A dict codes the route ids far faster than np.unique sorting 1.6M long strings.
     codes: dict[str, int] = {}
     route_ids = cols["route_id"]
-    route_code = np.array([codes.setdefault(route_ids[i], len(codes)) for i in idx.tolist()],
-                          dtype=np.int64)
+    route_code = np.array(
+        [codes.setdefault(route_ids[i], len(codes)) for i in idx.tolist()], dtype=np.int64
+    )
     routes = list(codes)
     secs = clock[idx].astype(np.int64)
     order = np.lexsort((secs, route_code))
@@ -249,8 +250,9 @@ def read_rides(paths: Iterable[Path]) -> list[Ride]:
         if hi <= lo:
             continue
         rows = idx[lo:hi]
-        ride = _make_ride(str(routes[route_code[lo]]), cols["user_id"][rows[0]],
-                          secs[lo:hi], lat[rows], lng[rows])
+        ride = _make_ride(
+            str(routes[route_code[lo]]), cols["user_id"][rows[0]], secs[lo:hi], lat[rows], lng[rows]
+        )
         if ride is not None:
             rides.append(ride)
     return rides
