@@ -8,6 +8,7 @@ are compared in the store, so a stale or re-delivered event changes nothing ther
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import orjson
@@ -89,14 +90,16 @@ class AthleteFold:
         cfg = self.config
         start_s = int(ev.start_date.timestamp())
         local_start = datetime.fromtimestamp(start_s + ev.utc_offset_s, tz=UTC)
-        hide_m = ev.hide_start_end_m if ev.hide_start_end_m is not None else self._hide_default(settings)
+        hide_m = (
+            ev.hide_start_end_m if ev.hide_start_end_m is not None else self._hide_default(settings)
+        )
         cut_start, cut_end = hide_cuts_m(
             hide_m, activity_id=ev.activity_id, salt=cfg.salt, jitter_m=cfg.hide_jitter_m
         )
         zones = self.zones(settings, ev.athlete_id)
         track = ev.streams  # a contract.Track once parsed
         n_in = len(track)
-        base = dict(
+        base: dict[str, Any] = dict(
             activity_id=ev.activity_id,
             athlete_id=ev.athlete_id,
             updated_ms=epoch_ms(ev.updated_at),
@@ -115,7 +118,16 @@ class AthleteFold:
         )
         if settings.opt_out or ev.visibility != "everyone" or ev.hide_map:
             status = "opted_out" if settings.opt_out else "hidden"
-            return ActivityChange(status=status, path=_EMPTY_PATH, heat=b"", edges=b"", hexagons=b"", od=b"", fixes_kept=0, **base)  # type: ignore[arg-type]
+            return ActivityChange(
+                status=status,
+                path=_EMPTY_PATH,
+                heat=b"",
+                edges=b"",
+                hexagons=b"",
+                od=b"",
+                fixes_kept=0,
+                **base,
+            )  # type: ignore[arg-type]
         trimmed = trim(
             track.lat,
             track.lng,
@@ -129,7 +141,9 @@ class AthleteFold:
         path = track_path(trimmed, res=cfg.heat_resolution, zones=zones)
         status = "active" if len(path) else "empty"
         heat, edges, hexes, od = activity_records(
-            StoredActivity(ev.activity_id, path, start_s, ev.utc_offset_s, ev.commute, base["max_speed_ms"]),  # type: ignore[arg-type]
+            StoredActivity(
+                ev.activity_id, path, start_s, ev.utc_offset_s, ev.commute, base["max_speed_ms"]
+            ),  # type: ignore[arg-type]
             metro_res=cfg.metro_resolution,
             od_res=cfg.od_resolution,
         )

@@ -47,7 +47,7 @@ class FoldStep:
     def __init__(self, config: Config) -> None:
         self.fold = AthleteFold(config)
 
-    def __call__(self, state: Any, item: tuple[RawRecord, Event]) -> tuple[Any, list[StoreItem]]:
+    def __call__(self, state: Any, item: Any) -> tuple[Any, list[StoreItem]]:
         rec, event = item
         try:
             return self.fold.apply(state, event)
@@ -126,7 +126,11 @@ class Progress:
 
 
 def build_flow(
-    config: Config | None = None, inputs: list[str] | None = None, *, follow: bool = False
+    config: Config | None = None,
+    inputs: list[str] | None = None,
+    *,
+    follow: bool = False,
+    allow_empty: bool = False,
 ) -> Dataflow:
     """The ingest dataflow. Without arguments it reads ``HEATMETRO_CONFIG`` and
     ``HEATMETRO_INPUTS`` (``os.pathsep``-separated), for ``python -m bytewax.run``."""
@@ -139,7 +143,7 @@ def build_flow(
 
     flow = Dataflow("heatmetro_ingest")
     streams = []
-    if files:
+    if files or allow_empty:  # cluster members list the same partitions (maybe none)
         streams.append(op.input("read", flow, JsonlSource(files, follow=follow)))  # RawRecord
     for i, url in enumerate(sources):
         from flows.kafka_input import kafka_records
@@ -150,13 +154,21 @@ def build_flow(
         raise HeatmetroError(msg)
     raw = streams[0] if len(streams) == 1 else op.merge("merge", *streams)
     parsed = op.map("parse", raw, parse_record)  # (RawRecord, Event) | DeadLetter
-    split = op.branch("valid", parsed, lambda x: not isinstance(x, DeadLetter))
-    keyed = op.key_on("by_athlete", split.trues, lambda x: x[1].athlete_id)  # (athlete, (rec, ev))
+    split = op.branch("valid", parsed, _is_valid)
+    keyed = op.key_on("by_athlete", split.trues, _athlete_of)  # (athlete, (rec, ev))
     folded = op.stateful_map("fold", keyed, FoldStep(config))  # (athlete, [StoreItem])
     changes = op.flat_map("changes", folded, lambda kv: kv[1])  # StoreItem
-    everything = op.merge("with_dead_letters", changes, split.falses)  # StoreItem
+    everything: Any = op.merge("with_dead_letters", changes, split.falses)  # StoreItem
     op.output("store", everything, StoreSink(config))
     return flow
+
+
+def _is_valid(x: Any) -> bool:
+    return not isinstance(x, DeadLetter)
+
+
+def _athlete_of(x: Any) -> str:
+    return str(x[1].athlete_id)
 
 
 def epoch_interval(config: Config) -> timedelta:

@@ -1,7 +1,19 @@
-"""Run the ingest dataflow with recovery always on (what ``heatmetro ingest`` calls)."""
+"""Run the ingest dataflow with recovery always on (what ``heatmetro ingest`` calls).
+
+``-w N`` runs N Bytewax worker *processes* on 127.0.0.1 (a Bytewax cluster), not
+threads: the per-activity work is Python, so only processes use more than one core.
+Worker 0 runs in this process; the others are children that die with it (Linux
+``PR_SET_PDEATHSIG``), so killing ``heatmetro ingest`` stops the whole run.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
 import sys
 from datetime import timedelta
 
@@ -10,6 +22,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from flows.ingest import build_flow
 from heatmetro.config import Config
+from heatmetro.errors import HeatmetroError
 from state.store import connect, export_dead_letters
 
 # Recovery partitions are fixed when the folder is created; runs may use up to this
@@ -23,18 +36,77 @@ def ensure_recovery(config: Config) -> None:
         init_db_dir(config.recovery_dir, RECOVERY_PARTITIONS)
 
 
+def run_worker(
+    config: Config,
+    inputs: list[str],
+    *,
+    follow: bool,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+) -> None:
+    """One Bytewax process: the whole flow (alone) or one member of a cluster."""
+    if process_id:  # only the first process may read stdin
+        inputs = [i for i in inputs if i != "-"] or []
+    flow = build_flow(config, inputs, follow=follow, allow_empty=bool(process_id))
+    cli_main(
+        flow,
+        workers_per_process=1,
+        process_id=process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=config.epoch_s),
+        recovery_config=RecoveryConfig(str(config.recovery_dir), timedelta(0)),
+    )
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def run_ingest(config: Config, inputs: list[str], *, follow: bool = False, workers: int = 1) -> int:
     """Ingest ``inputs`` into the store; returns the number of dead letters now on file."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
     connect(config.db_path).close()  # create / migrate before the workers race for it
     ensure_recovery(config)
-    flow = build_flow(config, inputs, follow=follow)
-    cli_main(
-        flow,
-        workers_per_process=workers,
-        epoch_interval=timedelta(seconds=config.epoch_s),
-        recovery_config=RecoveryConfig(str(config.recovery_dir), timedelta(0)),
-    )
+    if workers == 1:
+        run_worker(config, inputs, follow=follow)
+    else:
+        addresses = [f"127.0.0.1:{p}" for p in _free_ports(workers)]
+        env = dict(os.environ, HEATMETRO_CONFIG_JSON=config.model_dump_json())
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flows.cluster_worker",
+                    str(i),
+                    json.dumps(addresses),
+                    json.dumps(inputs),
+                    "1" if follow else "0",
+                ],
+                env=env,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet
+            )  # fmt: skip
+            for i in range(1, workers)
+        ]
+        try:
+            run_worker(config, inputs, follow=follow, process_id=0, addresses=addresses)
+        finally:
+            codes = [c.wait() for c in children]
+        if any(codes):
+            msg = f"ingest worker processes exited with {codes}; rerun to resume"
+            raise HeatmetroError(msg)
     db = connect(config.db_path)
     try:
         return export_dead_letters(db, config.dead_letter_path)

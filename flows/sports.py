@@ -4,16 +4,35 @@ from __future__ import annotations
 
 _LAYER = {
     "ride": (
-        "Ride", "GravelRide", "MountainBikeRide", "EBikeRide", "EMountainBikeRide",
-        "VirtualRide", "Velomobile", "Handcycle", "Wheelchair",
+        "Ride",
+        "GravelRide",
+        "MountainBikeRide",
+        "EBikeRide",
+        "EMountainBikeRide",
+        "VirtualRide",
+        "Velomobile",
+        "Handcycle",
+        "Wheelchair",
     ),
     "run": ("Run", "TrailRun", "VirtualRun", "Walk", "Hike"),
     "water": (
-        "Kayaking", "Canoeing", "Rowing", "StandUpPaddling", "Swim", "Surfing",
-        "Kitesurf", "Windsurf", "Sail",
+        "Kayaking",
+        "Canoeing",
+        "Rowing",
+        "StandUpPaddling",
+        "Swim",
+        "Surfing",
+        "Kitesurf",
+        "Windsurf",
+        "Sail",
     ),
     "winter": (
-        "AlpineSki", "BackcountrySki", "NordicSki", "Snowboard", "Snowshoe", "IceSkate",
+        "AlpineSki",
+        "BackcountrySki",
+        "NordicSki",
+        "Snowboard",
+        "Snowshoe",
+        "IceSkate",
     ),
 }
 SPORT_LAYER = {sport: layer for layer, sports in _LAYER.items() for sport in sports}

@@ -15,7 +15,6 @@ from state.path_ops import drop_zone_cells
 from state.records import PATH_DTYPE
 from state.settings import EffectiveZone
 
-
 SAMPLE_EDGES = 1.0
 
 
@@ -70,7 +69,10 @@ def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]
     idx = sample_points(pts, SAMPLE_EDGES * h3.average_hexagon_edge_length(res, "m"))
     to_cell = h3.latlng_to_cell
     cells = np.fromiter(
-        (to_cell(a, b, res) for a, b in zip(pts.lat[idx].tolist(), pts.lng[idx].tolist(), strict=True)),
+        (
+            to_cell(a, b, res)
+            for a, b in zip(pts.lat[idx].tolist(), pts.lng[idx].tolist(), strict=True)
+        ),
         dtype=np.uint64,
         count=len(idx),
     )
@@ -99,7 +101,15 @@ def _fill(path: np.ndarray, gaps: list[int]) -> np.ndarray:
     v = path["v"].tolist()
     prev = 0
     for k in gaps:
-        rows.extend(zip(cells[prev : k + 1], t[prev : k + 1], v[prev : k + 1], seg[prev : k + 1], strict=True))
+        rows.extend(
+            zip(
+                cells[prev : k + 1],
+                t[prev : k + 1],
+                v[prev : k + 1],
+                seg[prev : k + 1],
+                strict=True,
+            )
+        )
         rows.extend(_grid_fill(cells[k], t[k], cells[k + 1], t[k + 1], seg[k], v[k]))
         prev = k + 1
     rows.extend(zip(cells[prev:], t[prev:], v[prev:], seg[prev:], strict=True))

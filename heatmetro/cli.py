@@ -16,9 +16,11 @@ from heatmetro import __version__
 from heatmetro.config import ENV_OVERRIDES, load_config
 from heatmetro.errors import HeatmetroError
 
-EPILOG_ENV = "environment:\n" + "\n".join(
-    f"  {env:<22} overrides `{key}`" for env, key in ENV_OVERRIDES.items()
-) + "\n  SOURCE_DATE_EPOCH      build date stamped on a snapshot (byte-identical rebuilds)"
+EPILOG_ENV = (
+    "environment:\n"
+    + "\n".join(f"  {env:<22} overrides `{key}`" for env, key in ENV_OVERRIDES.items())
+    + "\n  SOURCE_DATE_EPOCH      build date stamped on a snapshot (byte-identical rebuilds)"
+)
 
 
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -64,12 +66,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     months = s["months"]
     print(f"store            {config.db_path} ({s['db_bytes'] / 1e6:,.1f} MB)")
-    print(f"athletes         {s['athletes']:,} ({s['athletes_contributing']:,} contributing, {s['athletes_opted_out']:,} opted out)")
+    print(
+        f"athletes         {s['athletes']:,} ({s['athletes_contributing']:,} contributing, {s['athletes_opted_out']:,} opted out)"
+    )
     print(f"activities       {s['activities']:,} ({_fmt_status(s['activities_by_status'])})")
     print(f"path cells       {s['path_cells']:,}")
-    print(f"aggregates       {s['aggregate_rows']:,} athlete-month-layer rows: {s['heat_entries']:,} cells, {s['edge_entries']:,} edge entries")
+    print(
+        f"aggregates       {s['aggregate_rows']:,} athlete-month-layer rows: {s['heat_entries']:,} cells, {s['edge_entries']:,} edge entries"
+    )
     print(f"months           {months[0] + ' .. ' + months[-1] if months else '-'} ({len(months)})")
-    print(f"dead letters     {s['dead_letters']:,}" + (f" ({config.dead_letter_path})" if s["dead_letters"] else ""))
+    print(
+        f"dead letters     {s['dead_letters']:,}"
+        + (f" ({config.dead_letter_path})" if s["dead_letters"] else "")
+    )
     return 0
 
 
@@ -113,7 +122,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from heatmetro.demo import run_demo
 
-    return run_demo(config_path=args.config, workers=args.workers, all_data=args.all_data, serve=args.serve)
+    return run_demo(
+        config_path=args.config, workers=args.workers, all_data=args.all_data, serve=args.serve
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -124,7 +135,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not (directory / "index.html").exists():
         msg = f"no site in {directory}: run `heatmetro snapshot` (or `make demo`) first"
         raise HeatmetroError(msg)
-    serve(directory, args.port, ready=lambda url: print(f"serving {directory} at {url} (Ctrl-C stops)"))
+    serve(
+        directory,
+        args.port,
+        ready=lambda url: print(f"serving {directory} at {url} (Ctrl-C stops)"),
+    )
     return 0
 
 
@@ -139,40 +154,84 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"heatmetro {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str, example: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}\n\n{EPILOG_ENV}", formatter_class=fmt)
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_: str, example: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=f"example:\n  {example}\n\n{EPILOG_ENV}",
+            formatter_class=fmt,
+        )
         p.add_argument("-c", "--config", help="config file (default: ./config.toml if present)")
         p.add_argument("-v", "--verbose", action="store_true", help="say more")
         p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
         p.set_defaults(func=func)
         return p
 
-    p = add("ingest", cmd_ingest, "fold a stream of activity events into the store (resumes after a crash)",
-            "heatmetro ingest events.jsonl.gz more/ -w 2")
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help=".jsonl/.jsonl.gz files, folders, - for stdin, kafka://host:port/topic")
-    p.add_argument("--follow", action="store_true", help="keep reading as inputs grow (runs until stopped)")
-    p.add_argument("-w", "--workers", type=int, default=1, help="Bytewax workers (default 1, at most 8)")
+    p = add(
+        "ingest",
+        cmd_ingest,
+        "fold a stream of activity events into the store (resumes after a crash)",
+        "heatmetro ingest events.jsonl.gz more/ -w 2",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help=".jsonl/.jsonl.gz files, folders, - for stdin, kafka://host:port/topic",
+    )
+    p.add_argument(
+        "--follow", action="store_true", help="keep reading as inputs grow (runs until stopped)"
+    )
+    p.add_argument(
+        "-w", "--workers", type=int, default=1, help="Bytewax workers (default 1, at most 8)"
+    )
 
     p = add("stats", cmd_stats, "print what the store holds", "heatmetro stats --json")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = add("snapshot", cmd_snapshot, "publish the heatmap site and Metro files for a month",
-            "heatmetro snapshot --month 2021-02")
-    p.add_argument("--month", help="YYYY-MM, last month of the 12-month window (default: last complete month)")
+    p = add(
+        "snapshot",
+        cmd_snapshot,
+        "publish the heatmap site and Metro files for a month",
+        "heatmetro snapshot --month 2021-02",
+    )
+    p.add_argument(
+        "--month", help="YYYY-MM, last month of the 12-month window (default: last complete month)"
+    )
 
-    p = add("import", cmd_import, "turn GPX/FIT/TCX files or a bulk-export zip into stream events on stdout",
-            "heatmetro import ride.fit run.gpx --athlete-id a-17 > events.jsonl")
+    p = add(
+        "import",
+        cmd_import,
+        "turn GPX/FIT/TCX files or a bulk-export zip into stream events on stdout",
+        "heatmetro import ride.fit run.gpx --athlete-id a-17 > events.jsonl",
+    )
     p.add_argument("files", nargs="+", metavar="FILE_OR_ZIP")
     p.add_argument("--athlete-id", required=True)
-    p.add_argument("--visibility", default="everyone", choices=["everyone", "followers_only", "only_me"])
+    p.add_argument(
+        "--visibility", default="everyone", choices=["everyone", "followers_only", "only_me"]
+    )
     p.add_argument("--sport-type", help="override the sport type found in the files")
 
-    p = add("demo", cmd_demo, "the whole job on bundled real data (ValleyBike rides), end to end", "heatmetro demo")
+    p = add(
+        "demo",
+        cmd_demo,
+        "the whole job on bundled real data (ValleyBike rides), end to end",
+        "heatmetro demo",
+    )
     p.add_argument("-w", "--workers", type=int, default=2)
-    p.add_argument("--all-data", action="store_true", help="use all six ValleyBike months from ../shared/data if present")
+    p.add_argument(
+        "--all-data",
+        action="store_true",
+        help="use all six ValleyBike months from ../shared/data if present",
+    )
     p.add_argument("--serve", action="store_true", help="serve the site when done")
 
-    p = add("serve", cmd_serve, "preview the published site on 127.0.0.1", "heatmetro serve --port 8000")
+    p = add(
+        "serve", cmd_serve, "preview the published site on 127.0.0.1", "heatmetro serve --port 8000"
+    )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--directory", help="site folder (default: out_dir from the config)")
     return parser

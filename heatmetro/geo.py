@@ -6,11 +6,12 @@ import hashlib
 import hmac
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 EARTH_RADIUS_M = 6_371_008.8
 
 
-def haversine_m(lat1: np.ndarray, lng1: np.ndarray, lat2: np.ndarray, lng2: np.ndarray) -> np.ndarray:
+def haversine_m(lat1: ArrayLike, lng1: ArrayLike, lat2: ArrayLike, lng2: ArrayLike) -> np.ndarray:
     """Great-circle distance in metres between paired points (degrees in, arrays or scalars)."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dp = p2 - p1
@@ -34,7 +35,9 @@ def step_lengths_m(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
     return EARTH_RADIUS_M * np.sqrt(dx * dx + dy * dy)
 
 
-def offset_point(lat: float, lng: float, distance_m: float, bearing_deg: float) -> tuple[float, float]:
+def offset_point(
+    lat: float, lng: float, distance_m: float, bearing_deg: float
+) -> tuple[float, float]:
     """The point ``distance_m`` away from (lat, lng) along ``bearing_deg`` (degrees out)."""
     d = distance_m / EARTH_RADIUS_M
     b = np.radians(bearing_deg)

@@ -73,7 +73,9 @@ def load_window(
             t.hexagons.append(arrays[2])
             t.od.append(arrays[3])
 
-    def merged(parts: list[np.ndarray], dtype: np.dtype, key: tuple[str, ...], sums: tuple[str, ...]) -> np.ndarray:
+    def merged(
+        parts: list[np.ndarray], dtype: np.dtype, key: tuple[str, ...], sums: tuple[str, ...]
+    ) -> np.ndarray:
         if not parts:
             return with_athlete(np.zeros(0, dtype), 0)
         return group_sum(np.concatenate(parts), ("athlete", *key), sums)

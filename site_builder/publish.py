@@ -26,7 +26,10 @@ def new_build_dir(out_dir: Path, label: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob("*.partial"):
         shutil.rmtree(stale, ignore_errors=True)
-    n = 1 + max((int(p.name.split("-")[0]) for p in root.iterdir() if p.name.split("-")[0].isdigit()), default=0)
+    n = 1 + max(
+        (int(p.name.split("-")[0]) for p in root.iterdir() if p.name.split("-")[0].isdigit()),
+        default=0,
+    )
     build = root / f"{n:06d}-{label}.partial"
     build.mkdir()
     return build
@@ -50,7 +53,9 @@ def publish(build: Path, out_dir: Path) -> Path:
 
 
 def _prune(root: Path, keep: Path) -> None:
-    done = sorted((p for p in root.iterdir() if not p.name.endswith(".partial")), key=lambda p: p.name)
+    done = sorted(
+        (p for p in root.iterdir() if not p.name.endswith(".partial")), key=lambda p: p.name
+    )
     for old in done[:-KEEP_BUILDS]:
         if old != keep:
             shutil.rmtree(old, ignore_errors=True)

@@ -62,14 +62,18 @@ def _check_month(month: str) -> str:
     return month
 
 
-def run_snapshot(config: Config, *, month: str | None = None, quiet: bool = False) -> SnapshotResult:
+def run_snapshot(
+    config: Config, *, month: str | None = None, quiet: bool = False
+) -> SnapshotResult:
     t0 = time.monotonic()
     when = build_time()
     month = _check_month(month) if month else last_complete_month(when)
     db = connect(config.db_path, create=False)
     try:
         apply_pending_privacy(db, config)
-        window = load_window(db, month, min_athletes=config.min_athletes, max_per_athlete=config.max_per_athlete)
+        window = load_window(
+            db, month, min_athletes=config.min_athletes, max_per_athlete=config.max_per_athlete
+        )
     finally:
         db.close()
     build = new_build_dir(config.out_dir, month)
@@ -142,13 +146,17 @@ def _write_tiles(window: WindowData, config: Config, build: Path, *, quiet: bool
             public_max_zoom=config.public_max_zoom,
             max_zoom=config.max_zoom,
             heat_resolution=config.heat_resolution,
+            palette=True,  # indexed PNGs: 4x faster to encode, half the size, same pixels
         )
         n = sum(stats.tiles_per_zoom.values())
         out[layer] = n
         if layer == "all" and n:
             bounds = stats.bounds
         if not quiet and n:
-            print(f"tiles {layer:<6} {n:>7,} in {stats.seconds:.1f} s ({n / max(stats.seconds, 1e-9):,.0f}/s)", file=sys.stderr)
+            print(
+                f"tiles {layer:<6} {n:>7,} in {stats.seconds:.1f} s ({n / max(stats.seconds, 1e-9):,.0f}/s)",
+                file=sys.stderr,
+            )
     out["__bounds__"] = bounds
     return out
 
@@ -167,7 +175,11 @@ def _write_metadata(build, window, config, counts, metro_rows, when, bounds) -> 
             "max_zoom": config.max_zoom,
             "min_zoom": config.min_zoom,
         },
-        "resolutions": {"heat": config.heat_resolution, "metro": config.metro_resolution, "od": config.od_resolution},
+        "resolutions": {
+            "heat": config.heat_resolution,
+            "metro": config.metro_resolution,
+            "od": config.od_resolution,
+        },
         "counts": counts,
         "cells_per_layer": {k: len(v.cells) for k, v in window.heat.items()},
         "metro_rows": metro_rows,

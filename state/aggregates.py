@@ -82,7 +82,9 @@ def _crossings(path: np.ndarray, res: int) -> tuple[np.ndarray, ...]:
 
 def _fill_gaps(prev, nxt, t, v, ok):  # type: ignore[no-untyped-def]
     rows: list[tuple[int, int, float, float]] = []
-    for a, b, tb, vb, good in zip(prev.tolist(), nxt.tolist(), t.tolist(), v.tolist(), ok, strict=True):
+    for a, b, tb, vb, good in zip(
+        prev.tolist(), nxt.tolist(), t.tolist(), v.tolist(), ok, strict=True
+    ):
         if good:
             rows.append((a, b, tb, vb))
             continue
@@ -104,7 +106,12 @@ def activity_records(
     """
     path = act.path
     if len(path) == 0:
-        return np.zeros(0, HEAT_DTYPE), np.zeros(0, EDGE_DTYPE), np.zeros(0, HEX_DTYPE), np.zeros(0, OD_DTYPE)
+        return (
+            np.zeros(0, HEAT_DTYPE),
+            np.zeros(0, EDGE_DTYPE),
+            np.zeros(0, HEX_DTYPE),
+            np.zeros(0, OD_DTYPE),
+        )
     cells = np.unique(path["cell"])
     heat = np.zeros(len(cells), HEAT_DTYPE)
     heat["cell"], heat["n"] = cells, 1
@@ -130,7 +137,9 @@ def activity_records(
         # Hexagon speeds come from the crossings that enter the hexagon.
         where = np.searchsorted(hex_cells, cells_to_parent(nxt, od_res))
         where = np.minimum(where, len(hex_cells) - 1)
-        hexes["speed_sum"] = np.bincount(where, weights=edges["speed_sum"], minlength=len(hex_cells))
+        hexes["speed_sum"] = np.bincount(
+            where, weights=edges["speed_sum"], minlength=len(hex_cells)
+        )
         hexes["speed_n"] = np.bincount(where, weights=speed_ok, minlength=len(hex_cells))
     ends = cells_to_parent(path["cell"][[0, -1]], od_res)
     od = np.zeros(1, OD_DTYPE)
@@ -147,11 +156,17 @@ def merge_records(
     whatever order the activities arrived in.
     """
     contributing = sum(1 for p in parts if len(p[0]))
-    if not parts:
-        empty = (np.zeros(0, HEAT_DTYPE), np.zeros(0, EDGE_DTYPE), np.zeros(0, HEX_DTYPE), np.zeros(0, OD_DTYPE))
-        parts = [empty]
-    heat = group_sum(np.concatenate([p[0] for p in parts]), ("cell",), ("n",))
-    edges = group_sum(np.concatenate([p[1] for p in parts]), EDGE_KEY, ("trips", "speed_sum", "speed_n"))
-    hexes = group_sum(np.concatenate([p[2] for p in parts]), HEX_KEY, ("trips", "speed_sum", "speed_n"))
-    od = group_sum(np.concatenate([p[3] for p in parts]), OD_KEY, ("trips",))
+    heat = group_sum(concat([p[0] for p in parts], HEAT_DTYPE), ("cell",), ("n",))
+    edges = group_sum(
+        concat([p[1] for p in parts], EDGE_DTYPE), EDGE_KEY, ("trips", "speed_sum", "speed_n")
+    )
+    hexes = group_sum(
+        concat([p[2] for p in parts], HEX_DTYPE), HEX_KEY, ("trips", "speed_sum", "speed_n")
+    )
+    od = group_sum(concat([p[3] for p in parts], OD_DTYPE), OD_KEY, ("trips",))
     return MonthAggregate(heat, edges, hexes, od, contributing)
+
+
+def concat(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """``np.concatenate`` for same-dtype structured arrays, via bytes (no dtype promotion)."""
+    return np.frombuffer(b"".join(p.tobytes() for p in parts), dtype=dtype)

@@ -81,7 +81,9 @@ def hide_cuts_m(
     return start, end
 
 
-def points_in_zones(lat: np.ndarray, lng: np.ndarray, zones: tuple[EffectiveZone, ...]) -> np.ndarray:
+def points_in_zones(
+    lat: np.ndarray, lng: np.ndarray, zones: tuple[EffectiveZone, ...]
+) -> np.ndarray:
     """Boolean mask of the points inside any zone."""
     inside = np.zeros(len(lat), dtype=bool)
     for z in zones:
@@ -89,7 +91,9 @@ def points_in_zones(lat: np.ndarray, lng: np.ndarray, zones: tuple[EffectiveZone
     return inside
 
 
-def cells_touching_zones(cells: np.ndarray, res: int, zones: tuple[EffectiveZone, ...]) -> np.ndarray:
+def cells_touching_zones(
+    cells: np.ndarray, res: int, zones: tuple[EffectiveZone, ...]
+) -> np.ndarray:
     """Boolean mask of H3 cells whose hexagon may overlap any zone.
 
     A hexagon overlaps the disc when its centre is within radius + the hexagon's

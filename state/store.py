@@ -126,7 +126,9 @@ def stats(db: sqlite_utils.Database) -> dict[str, Any]:
         return db.execute(sql).fetchone()[0]
 
     by_status = dict(
-        db.execute("SELECT status, count(*) FROM activities GROUP BY status ORDER BY status").fetchall()
+        db.execute(
+            "SELECT status, count(*) FROM activities GROUP BY status ORDER BY status"
+        ).fetchall()
     )
     months = [r[0] for r in db.execute("SELECT DISTINCT month FROM athlete_months ORDER BY month")]
     return {

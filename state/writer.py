@@ -17,7 +17,15 @@ import sqlite_utils
 from state.aggregates import StoredActivity, activity_records, merge_records
 from state.changes import ActivityChange, ActivityDelete, DeadLetter, SettingsChange, StoreItem
 from state.path_ops import cut_path_ends, drop_zone_cells
-from state.records import EDGE_DTYPE, HEAT_DTYPE, HEX_DTYPE, OD_DTYPE, PATH_DTYPE, from_blob, to_blob
+from state.records import (
+    EDGE_DTYPE,
+    HEAT_DTYPE,
+    HEX_DTYPE,
+    OD_DTYPE,
+    PATH_DTYPE,
+    from_blob,
+    to_blob,
+)
 from state.settings import EffectiveZone, hide_cuts_m
 from state.store import immediate
 
@@ -59,7 +67,11 @@ class StoreWriter:
                 if isinstance(item, ActivityChange):
                     dirty |= self._upsert(item, self._row(item))
                 elif isinstance(item, ActivityDelete):
-                    dirty |= self._upsert(item, (item.activity_id, item.athlete_id, item.updated_ms, "deleted") + (None,) * 18)
+                    dirty |= self._upsert(
+                        item,
+                        (item.activity_id, item.athlete_id, item.updated_ms, "deleted")
+                        + (None,) * 18,
+                    )
                 elif isinstance(item, SettingsChange):
                     dirty |= self._settings(item)
                 elif isinstance(item, DeadLetter):
@@ -100,7 +112,13 @@ class StoreWriter:
             "updated_ms = excluded.updated_ms, opt_out = excluded.opt_out, "
             "hide_start_end_m = excluded.hide_start_end_m, zones = excluded.zones "
             "WHERE excluded.updated_ms > athletes.updated_ms",
-            (s.athlete_id, s.updated_ms, int(s.opt_out), s.hide_start_end_m, orjson.dumps(s.zones).decode()),
+            (
+                s.athlete_id,
+                s.updated_ms,
+                int(s.opt_out),
+                s.hide_start_end_m,
+                orjson.dumps(s.zones).decode(),
+            ),
         )
         # Always enforce what is now stored (even for a re-delivered change): idempotent.
         return enforce_settings(
@@ -118,7 +136,12 @@ class StoreWriter:
         by_layer: dict[str, list[tuple[np.ndarray, ...]]] = {}
         for layer, heat, edges, hexes, od in rows:
             by_layer.setdefault(layer, []).append(
-                (from_blob(heat, HEAT_DTYPE), from_blob(edges, EDGE_DTYPE), from_blob(hexes, HEX_DTYPE), from_blob(od, OD_DTYPE))
+                (
+                    from_blob(heat, HEAT_DTYPE),
+                    from_blob(edges, EDGE_DTYPE),
+                    from_blob(hexes, HEX_DTYPE),
+                    from_blob(od, OD_DTYPE),
+                )
             )
         self.db.execute(
             "DELETE FROM athlete_months WHERE athlete_id = ? AND month = ?", (athlete_id, month)
@@ -129,13 +152,28 @@ class StoreWriter:
                 continue
             self.db.execute(
                 "INSERT INTO athlete_months VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (athlete_id, month, layer, agg.activities, to_blob(agg.heat), to_blob(agg.edges), to_blob(agg.hexagons), to_blob(agg.od)),
+                (
+                    athlete_id,
+                    month,
+                    layer,
+                    agg.activities,
+                    to_blob(agg.heat),
+                    to_blob(agg.edges),
+                    to_blob(agg.hexagons),
+                    to_blob(agg.od),
+                ),
             )
 
 
 def enforce_settings(
-    db: sqlite_utils.Database, athlete_id: str, *, salt: str, hide_jitter_m: float, heat_res: int,
-    metro_res: int, od_res: int,
+    db: sqlite_utils.Database,
+    athlete_id: str,
+    *,
+    salt: str,
+    hide_jitter_m: float,
+    heat_res: int,
+    metro_res: int,
+    od_res: int,
 ) -> set[tuple[str, str]]:
     """Make every stored activity of the athlete obey the stored "hide more" settings.
 
@@ -174,7 +212,9 @@ def enforce_settings(
         new_zones = tuple(z for z in zones if _zkey(z) not in have)
         target_s, target_e = (cut_s, cut_e)
         if override is None:
-            target_s, target_e = hide_cuts_m(hide_m, activity_id=aid, salt=salt, jitter_m=hide_jitter_m)
+            target_s, target_e = hide_cuts_m(
+                hide_m, activity_id=aid, salt=salt, jitter_m=hide_jitter_m
+            )
         extra_s, extra_e = max(0.0, target_s - cut_s), max(0.0, target_e - cut_e)
         if not new_zones and extra_s < 0.01 and extra_e < 0.01:
             continue
@@ -182,7 +222,9 @@ def enforce_settings(
         path = cut_path_ends(path, extra_s, extra_e)
         path = drop_zone_cells(path, heat_res, new_zones)
         recs = activity_records(
-            StoredActivity(aid, path, start_s, off, bool(commute), vmax), metro_res=metro_res, od_res=od_res
+            StoredActivity(aid, path, start_s, off, bool(commute), vmax),
+            metro_res=metro_res,
+            od_res=od_res,
         )
         key = sorted(have | {_zkey(z) for z in new_zones})
         db.execute(
@@ -197,7 +239,6 @@ def enforce_settings(
 
 def _zkey(z: EffectiveZone) -> tuple[float, float, float]:
     return (round(z.lat, 7), round(z.lng, 7), round(z.radius_m, 3))
-
 
 
 def apply_pending_privacy(db: sqlite_utils.Database, config) -> int:  # type: ignore[no-untyped-def]
@@ -217,7 +258,9 @@ def apply_pending_privacy(db: sqlite_utils.Database, config) -> int:  # type: ig
     )
     changed: set[tuple[str, str]] = set()
     with immediate(db):
-        for (athlete_id,) in db.execute("SELECT athlete_id FROM athletes ORDER BY athlete_id").fetchall():
+        for (athlete_id,) in db.execute(
+            "SELECT athlete_id FROM athletes ORDER BY athlete_id"
+        ).fetchall():
             changed |= enforce_settings(
                 db, athlete_id, salt=config.salt, hide_jitter_m=config.hide_jitter_m,
                 heat_res=config.heat_resolution, metro_res=config.metro_resolution,

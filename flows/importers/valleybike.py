@@ -392,7 +392,7 @@ def write_jsonl(events: Iterable[dict], path: Path) -> int:
     with open(tmp, "wb") as raw:
         # Empty filename and mtime=0 keep the gzip header identical across runs.
         out: io.BufferedIOBase = (
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
             if path.suffix == ".gz"
             else raw
         )

@@ -1,0 +1,357 @@
+"""Metro counts as numpy tables: grouping, distinct people, suppression and rounding.
+
+This module turns the per-athlete records of a ``WindowData`` layer into published
+counts; ``site_builder.metro`` only formats and writes them. Every function here is
+vectorised: the window can hold millions of (athlete, edge, hour, ...) rows, so nothing
+loops in Python per input row.
+
+Conventions of the returned tables:
+
+* a count that is suppressed (fewer than ``min_athletes`` distinct people behind it) is
+  ``-1``; a suppressed speed is ``nan``. The writer turns both into empty cells / null.
+* every other count is rounded half up to a multiple of ``round_to`` and never published
+  below ``Publication.floor`` (so a published count is never 0 and a published people
+  count is never below ``min_athletes``).
+* direction axis: index 0 is *forward* (``a`` to ``b``, ``fwd == 1``), 1 is *reverse*.
+* rows are sorted by their key (``a``, ``b``[, ``hour``, ``weekend``]); H3 cells of one
+  resolution all print as 15 hex digits, so this is also the order of the text ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from h3.api import basic_int as h3i
+
+from heatmetro.errors import PublishError
+
+# Local-time bands of the crossing hour: (name, first hour, hour after the last).
+BANDS: tuple[tuple[str, int, int], ...] = (
+    ("morning", 5, 10),
+    ("midday", 10, 15),
+    ("evening", 15, 20),
+    ("overnight", 20, 5),
+)
+_BAND_OF_HOUR = np.zeros(24, dtype=np.int64)
+for _i, (_name, _start, _end) in enumerate(BANDS):
+    _hours = range(_start, _end) if _start < _end else [*range(_start, 24), *range(_end)]
+    _BAND_OF_HOUR[list(_hours)] = _i
+
+MPS_TO_KMH = 3.6
+SUPPRESSED = -1
+
+
+@dataclass(frozen=True)
+class Publication:
+    """The two privacy numbers, checked once.
+
+    Attributes:
+        min_athletes: a count is published only if at least this many distinct people
+            stand behind it.
+        round_to: published counts are rounded half up to a multiple of this.
+    """
+
+    min_athletes: int
+    round_to: int
+
+    def __post_init__(self) -> None:
+        if self.min_athletes < 1 or self.round_to < 1:
+            msg = (
+                f"metro: min_athletes and round_to must be >= 1, got "
+                f"min_athletes={self.min_athletes}, round_to={self.round_to}"
+            )
+            raise PublishError(msg)
+
+    @property
+    def floor(self) -> int:
+        """Smallest count ever published.
+
+        At least ``round_to`` (a published 0 would read as "nobody", which is false) and
+        at least ``min_athletes`` rounded up to a multiple of ``round_to``: with, say,
+        ``min_athletes=7, round_to=5`` plain rounding would publish 7 people as 5, below
+        the threshold the reader is told about.
+        """
+        return -(-self.min_athletes // self.round_to) * self.round_to
+
+    def publish(self, counts: np.ndarray, people: np.ndarray) -> np.ndarray:
+        """Rounded ``counts`` where ``people >= min_athletes``, else ``SUPPRESSED``."""
+        r = self.round_to
+        # floor(x / r + 1/2) in integers: half up, no float error.
+        rounded = (2 * counts + r) // (2 * r) * r
+        rounded = np.maximum(rounded, self.floor)
+        return np.where(people >= self.min_athletes, rounded, SUPPRESSED).astype(np.int64)
+
+
+# Mixed-radix keys must stay below this to fit int64 with room to spare.
+_RADIX_LIMIT = 1 << 62
+
+
+def _groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per value its rank among the distinct values, and one index per distinct value.
+
+    Written with argsort rather than ``np.unique``: numpy 2's hash-based unique is many
+    times slower on a million integers than one sort.
+    """
+    order = np.argsort(values)  # any row of a group can represent it: no need for stable
+    srt = values[order]
+    change = np.ones(len(srt), dtype=bool)
+    change[1:] = srt[1:] != srt[:-1]
+    inverse = np.empty(len(srt), dtype=np.int64)
+    inverse[order] = np.cumsum(change) - 1
+    return inverse, order[change]
+
+
+def _ranks(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per value its rank among the distinct values (order-preserving), and how many."""
+    inverse, first = _groups(values)
+    return inverse, len(first)
+
+
+def dense_index(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Number the distinct key tuples 0..G-1 in sorted key order.
+
+    Args:
+        *keys: equal-length arrays, most significant first.
+
+    Returns:
+        ``(inverse, first)``: per input row its group number, and per group the index of
+        one input row holding that key (to read the key values back).
+    """
+    # Ranks combined into one int64 sort far faster than np.lexsort on several uint64
+    # columns (the hot path on ~1M rows); lexsort stays as the fallback for huge spans.
+    combined = np.zeros(len(keys[0]), dtype=np.int64)
+    span = 1
+    for k in keys:
+        rank, n = _ranks(k)
+        span *= max(n, 1)
+        if span >= _RADIX_LIMIT:
+            break
+        combined = combined * max(n, 1) + rank
+    else:
+        return _groups(combined)
+    order = np.lexsort(keys[::-1])  # lexsort sorts by its LAST key first
+    change = np.zeros(len(order), dtype=bool)
+    change[:1] = True
+    for k in keys:
+        ks = k[order]
+        change[1:] |= ks[1:] != ks[:-1]
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = np.cumsum(change) - 1
+    return inverse, order[change]
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Raw sums of one grouping, dense ``[rows, cols]`` (zero where nobody was)."""
+
+    trips: np.ndarray
+    people: np.ndarray
+    speed_sum: np.ndarray
+    speed_n: np.ndarray
+
+
+def _distinct_people(cell: np.ndarray, athlete: np.ndarray, size: int) -> np.ndarray:
+    """Per cell 0..size-1, how many distinct athletes have a row in it."""
+    # Athletes are small snapshot-local indexes: offsetting them is enough (no sort).
+    ath = athlete.astype(np.int64)
+    if len(ath):
+        ath -= ath.min()
+    n_ath = int(ath.max()) + 1 if len(ath) else 1
+    if size * n_ath < _RADIX_LIMIT:
+        # One distinct (cell, athlete) pair per person and cell; then count per cell.
+        pairs = np.sort(cell * n_ath + ath)
+        distinct = np.ones(len(pairs), dtype=bool)
+        distinct[1:] = pairs[1:] != pairs[:-1]
+        return np.bincount(pairs[distinct] // n_ath, minlength=size)
+    order = np.lexsort((ath, cell))
+    sc, sa = cell[order], ath[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (sc[1:] != sc[:-1]) | (sa[1:] != sa[:-1])
+    return np.bincount(sc[new], minlength=size)
+
+
+def count_cells(
+    row: np.ndarray,
+    col: np.ndarray,
+    shape: tuple[int, int],
+    arr: np.ndarray,
+) -> Cells:
+    """Sum trips and speed and count distinct athletes per ``(row, col)``.
+
+    Args:
+        row: per input row, its output row (from ``dense_index``).
+        col: per input row, a small column number (direction, band, ...).
+        shape: ``(rows, cols)`` of the result.
+        arr: the input records (fields ``athlete``, ``trips`` and, if present,
+            ``speed_sum`` / ``speed_n``).
+    """
+    n_rows, n_cols = shape
+    size = n_rows * n_cols
+    cell = row.astype(np.int64) * n_cols + col.astype(np.int64)
+
+    def total(field: str) -> np.ndarray:
+        # bincount sums in float64: exact for integer counts far beyond any real total.
+        return np.bincount(cell, weights=arr[field], minlength=size).reshape(shape)
+
+    has_speed = "speed_n" in (arr.dtype.names or ())
+    zeros = np.zeros(shape)
+    return Cells(
+        trips=np.rint(total("trips")).astype(np.int64),
+        people=_distinct_people(cell, arr["athlete"], size).reshape(shape).astype(np.int64),
+        speed_sum=total("speed_sum") if has_speed else zeros,
+        speed_n=np.rint(total("speed_n")).astype(np.int64) if has_speed else zeros,
+    )
+
+
+def _speed_kmh(cells: Cells, shown: np.ndarray) -> np.ndarray:
+    """Average speed in km/h, 1 decimal, ``nan`` where hidden or unmeasured."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kmh = cells.speed_sum / cells.speed_n * MPS_TO_KMH
+    return np.where(shown & (cells.speed_n > 0), np.round(kmh, 1), np.nan)
+
+
+def _checked(arr: np.ndarray, fields: tuple[str, ...], what: str) -> np.ndarray:
+    """A copy of ``arr`` without rows of zero trips, after checking its fields."""
+    missing = [f for f in ("athlete", "trips", *fields) if f not in (arr.dtype.names or ())]
+    if missing:
+        msg = f"metro: {what} records lack fields {missing}; got dtype {arr.dtype}"
+        raise PublishError(msg)
+    # A zero-trip row would count a person who made no trip.
+    return arr[arr["trips"] > 0]
+
+
+@dataclass(frozen=True)
+class DirectionTable:
+    """Published per-direction counts, one row per edge (or edge, hour, day type).
+
+    Arrays are ``[rows, 2]`` (forward, reverse) unless said otherwise.
+
+    Attributes:
+        keys: the row key fields (``a``, ``b`` and for hourly ``hour``, ``weekend``).
+        trips, people, commute, leisure: published counts.
+        speed_kmh: average speed, ``nan`` when suppressed or unmeasured.
+        total: ``[rows]``, forward + reverse of the published counts.
+        bands: ``[rows, 2, len(BANDS)]`` trips per time-of-day band (edges only).
+    """
+
+    keys: dict[str, np.ndarray]
+    trips: np.ndarray
+    people: np.ndarray
+    commute: np.ndarray
+    leisure: np.ndarray
+    speed_kmh: np.ndarray
+    total: np.ndarray
+    bands: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.total)
+
+
+def direction_table(
+    arr: np.ndarray, key: tuple[str, ...], pub: Publication, *, with_bands: bool
+) -> DirectionTable:
+    """Group edge records on ``key`` and publish counts per direction.
+
+    Each published number stands on its own group of people: a direction shows only
+    if ``min_athletes`` people crossed that way, and within it a commute, leisure or
+    band count shows only if ``min_athletes`` people made those trips (otherwise one
+    person's habits could be read off, and a true 0 could not be published at all).
+
+    Args:
+        arr: ``EDGE_DTYPE`` records with the ``athlete`` field.
+        key: row key, ``("a", "b")`` or ``("a", "b", "hour", "weekend")``.
+        pub: the privacy numbers.
+        with_bands: also count the time-of-day bands.
+    """
+    arr = _checked(arr, ("a", "b", "fwd", "hour", "weekend", "commute"), "edge")
+    if len(arr) and int(arr["hour"].max()) > 23:
+        msg = f"metro: edge record with hour = {int(arr['hour'].max())}, expected 0-23"
+        raise PublishError(msg)
+    for flag in ("fwd", "weekend", "commute"):
+        arr[flag] = arr[flag] != 0  # any non-zero means yes (arr is our own copy)
+    row, first = dense_index(*(arr[k] for k in key))
+    n_rows = len(first)
+    direction = 1 - arr["fwd"].astype(np.int64)  # 0 forward, 1 reverse
+
+    total = count_cells(row, direction, (n_rows, 2), arr)
+    shown = total.people >= pub.min_athletes
+    trips = pub.publish(total.trips, total.people)
+
+    def sub(column: np.ndarray, n_sub: int) -> np.ndarray:
+        cells = count_cells(row, direction * n_sub + column, (n_rows, 2 * n_sub), arr)
+        counts = pub.publish(cells.trips, cells.people).reshape(n_rows, 2, n_sub)
+        return np.where(shown[:, :, None], counts, SUPPRESSED)
+
+    # Column 0 = commute, 1 = leisure.
+    kinds = sub(1 - arr["commute"].astype(np.int64), 2)
+    bands = sub(_BAND_OF_HOUR[arr["hour"].astype(np.int64)], len(BANDS)) if with_bands else None
+
+    keep = shown.any(axis=1)  # a row with both directions hidden is not written at all
+    rows = first[keep]
+    return DirectionTable(
+        keys={k: arr[k][rows] for k in key},
+        trips=trips[keep],
+        people=pub.publish(total.people, total.people)[keep],
+        commute=kinds[keep, :, 0],
+        leisure=kinds[keep, :, 1],
+        speed_kmh=_speed_kmh(total, shown)[keep],
+        total=np.where(trips >= 0, trips, 0).sum(axis=1)[keep],
+        bands=None if bands is None else bands[keep],
+    )
+
+
+@dataclass(frozen=True)
+class CellTable:
+    """Published counts of hexagons or origin–destination pairs, one row per key.
+
+    Attributes:
+        keys: the key fields (``cell``, or ``o`` and ``d``).
+        trips, people: published counts (rows below the threshold are dropped).
+        speed_kmh: average speed, ``nan`` when unmeasured (hexagons only).
+    """
+
+    keys: dict[str, np.ndarray]
+    trips: np.ndarray
+    people: np.ndarray
+    speed_kmh: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.trips)
+
+
+def cell_table(arr: np.ndarray, key: tuple[str, ...], pub: Publication) -> CellTable:
+    """Group hexagon (``("cell",)``) or OD (``("o", "d")``) records and publish them."""
+    arr = _checked(arr, key, "/".join(key))
+    n = len(arr)
+    row, first = dense_index(*(arr[k] for k in key))
+    cells = count_cells(row, np.zeros(n, np.int64), (len(first), 1), arr)
+    shown = cells.people[:, 0] >= pub.min_athletes
+    rows = first[shown]
+    return CellTable(
+        keys={k: arr[k][rows] for k in key},
+        trips=pub.publish(cells.trips, cells.people)[shown, 0],
+        people=pub.publish(cells.people, cells.people)[shown, 0],
+        speed_kmh=_speed_kmh(cells, cells.people >= pub.min_athletes)[shown, 0],
+    )
+
+
+def cell_centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre ``(lat, lng)`` in degrees of each H3 cell (each distinct cell looked up once)."""
+    inverse, first = _groups(cells)
+    latlng = np.array([h3i.cell_to_latlng(c) for c in cells[first].tolist()], dtype=np.float64)
+    latlng = latlng.reshape(-1, 2)
+    return latlng[inverse, 0], latlng[inverse, 1]
+
+
+def bearing_deg(
+    lat1: np.ndarray, lng1: np.ndarray, lat2: np.ndarray, lng2: np.ndarray
+) -> np.ndarray:
+    """Initial great-circle bearing from point 1 to point 2, degrees in [0, 360), 1 decimal."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dl = np.radians(lng2 - lng1)
+    y = np.sin(dl) * np.cos(p2)
+    x = np.cos(p1) * np.sin(p2) - np.sin(p1) * np.cos(p2) * np.cos(dl)
+    deg = np.round(np.degrees(np.arctan2(y, x)) % 360.0, 1)
+    # 359.96 rounds to 360.0, which is the same direction as 0.0.
+    return np.where(deg >= 360.0, 0.0, deg)

@@ -1,0 +1,96 @@
+"""Preview the published site on 127.0.0.1 (``heatmetro serve``).
+
+A plain static file server, like any CDN: if the site works here from a sub-folder, it
+works on a static host. It binds to the loopback interface only, because ``out/`` also
+holds the ``members/`` tiles that a real host keeps behind authentication.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """Static files with no per-request log lines and no caching."""
+
+    extensions_map = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".geojson": "application/geo+json",
+        ".csv": "text/csv; charset=utf-8",
+        ".md": "text/markdown; charset=utf-8",
+        ".json": "application/json",
+    }
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 -- base signature
+        """Say nothing: a preview server's access log is noise in the terminal."""
+
+    def end_headers(self) -> None:
+        # A preview is rebuilt often; a cached tile from the previous build would lie.
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+def _make_server(out_dir: Path, port: int) -> ThreadingHTTPServer:
+    if not out_dir.is_dir():
+        msg = f"serve: {out_dir} is not a folder; run `heatmetro snapshot` first"
+        raise FileNotFoundError(msg)
+    handler = partial(_QuietHandler, directory=str(out_dir))
+    return ThreadingHTTPServer((HOST, port), handler)
+
+
+def _url(server: ThreadingHTTPServer) -> str:
+    return f"http://{HOST}:{server.server_address[1]}/"
+
+
+def serve(out_dir: Path, port: int = 8000, *, ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``out_dir`` on ``http://127.0.0.1:port/`` until Ctrl-C.
+
+    Args:
+        out_dir: the published site.
+        port: TCP port; 0 picks a free one.
+        ready: called with the URL once the server listens; by default the URL is printed.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` does not exist.
+        OSError: the port is taken.
+    """
+    with _make_server(out_dir, port) as server:
+        url = _url(server)
+        try:
+            if ready is not None:
+                ready(url)
+            else:
+                print(f"Serving {out_dir} at {url} (Ctrl-C to stop)", flush=True)
+            server.serve_forever()
+        except KeyboardInterrupt:
+            # Ctrl-C is the normal way out of a preview: no traceback.
+            pass
+
+
+def start_background(out_dir: Path, port: int = 0) -> tuple[str, Callable[[], None]]:
+    """Serve ``out_dir`` from a daemon thread, for tests.
+
+    Args:
+        out_dir: the published site.
+        port: TCP port; 0 (the default) picks a free one.
+
+    Returns:
+        The base URL (ending in ``/``) and a function that stops the server.
+    """
+    server = _make_server(out_dir, port)
+    thread = threading.Thread(target=server.serve_forever, name="heatmetro-serve", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return _url(server), stop

@@ -1,0 +1,151 @@
+"""Web-Mercator tile maths and H3 sizing for the heat tiles.
+
+Standard slippy-map XYZ scheme (as mercantile and morecantile use): ``x`` grows to the
+east, ``y`` grows to the south, tile ``(0, 0)`` has its top-left corner at
+(lat 85.0511, lng -180). Global pixel coordinates are pixels of the whole world image at
+zoom ``z`` (``256 * 2**z`` pixels wide); tile ``(x, y)`` covers global pixels
+``[256 x, 256 x + 256) x [256 y, 256 y + 256)``.
+
+Coordinate order is a classic bug: every function here takes ``(lng, lat)`` like
+mercantile, while h3 returns ``(lat, lng)``. Pass by keyword when in doubt.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import h3
+import numpy as np
+from h3.api import basic_int as h3i
+
+TILE_SIZE = 256
+#: Web-Mercator sphere radius (EPSG:3857), metres.
+EARTH_RADIUS_M = 6378137.0
+#: The latitude where Web Mercator is square: tiles stop here.
+MAX_LAT = 85.0511287798066
+#: Ground metres per pixel at the equator at zoom 0.
+EQUATOR_M_PER_PX = 2.0 * math.pi * EARTH_RADIUS_M / TILE_SIZE
+#: Latitude at which the H3 resolution per zoom is chosen. Fixed (not taken from the data)
+#: so that adding activities in Norway never changes the tiles of a town in Ohio; 45 deg is
+#: where most activity is, and elsewhere within 0-60 deg hexagons are at most 2x off.
+REFERENCE_LAT = 45.0
+#: The widest a hexagon (centre-to-centre spacing) may be, in pixels, at the resolution
+#: chosen for a zoom. Coarser cells would draw visible blobs; finer ones waste work.
+MAX_HEX_PX = 4.0
+
+
+class TileBounds(NamedTuple):
+    """A tile's extent in degrees, in mercantile's ``LngLatBbox`` order."""
+
+    west: float
+    south: float
+    east: float
+    north: float
+
+
+def lnglat_to_global_px(
+    lng: np.ndarray | float, lat: np.ndarray | float, z: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Project longitudes/latitudes to global pixel coordinates at zoom ``z``.
+
+    Args:
+        lng: longitudes in degrees (any shape).
+        lat: latitudes in degrees, clamped to +-``MAX_LAT`` as Web Mercator requires.
+        z: zoom level.
+
+    Returns:
+        ``(px, py)`` float64 arrays; ``px`` grows east from lng -180, ``py`` grows south
+        from lat 85.05. At z=1, (lng 0, lat 0) is ``(256.0, 256.0)``.
+    """
+    world = float(TILE_SIZE << z)
+    lng_a = np.asarray(lng, dtype=np.float64)
+    lat_a = np.clip(np.asarray(lat, dtype=np.float64), -MAX_LAT, MAX_LAT)
+    px = (lng_a + 180.0) / 360.0 * world
+    sin_lat = np.sin(np.radians(lat_a))
+    # 0.5 - atanh(sin(lat)) / (2 pi): the Mercator y, shifted so the top edge is 0.
+    py = (0.5 - np.log((1.0 + sin_lat) / (1.0 - sin_lat)) / (4.0 * math.pi)) * world
+    return px, py
+
+
+def lnglat_to_tile(lng: float, lat: float, z: int) -> tuple[int, int]:
+    """The ``(x, y)`` of the tile containing a point at zoom ``z`` (edges clamp inwards)."""
+    px, py = lnglat_to_global_px(lng, lat, z)
+    last = (1 << z) - 1
+    x = min(max(int(math.floor(float(px) / TILE_SIZE)), 0), last)
+    y = min(max(int(math.floor(float(py) / TILE_SIZE)), 0), last)
+    return x, y
+
+
+def tile_bounds(x: int, y: int, z: int) -> TileBounds:
+    """The extent of tile ``(x, y, z)`` in degrees (``west, south, east, north``)."""
+    n = 1 << z
+
+    def lat_of(row: int) -> float:
+        return math.degrees(math.atan(math.sinh(math.pi * (1.0 - 2.0 * row / n))))
+
+    return TileBounds(
+        west=x / n * 360.0 - 180.0,
+        south=lat_of(y + 1),
+        east=(x + 1) / n * 360.0 - 180.0,
+        north=lat_of(y),
+    )
+
+
+def m_per_px(lat: np.ndarray | float, z: int) -> np.ndarray:
+    """Ground metres per pixel at a latitude and zoom (Mercator scale is 1 / cos(lat))."""
+    lat_a = np.clip(np.asarray(lat, dtype=np.float64), -MAX_LAT, MAX_LAT)
+    return EQUATOR_M_PER_PX / float(1 << z) * np.cos(np.radians(lat_a))
+
+
+def resolution_for_zoom(z: int, heat_resolution: int) -> int:
+    """The H3 resolution drawn at zoom ``z``.
+
+    The coarsest resolution whose hexagons (centre spacing, ``sqrt(3)`` edge lengths) are at
+    most ``MAX_HEX_PX`` pixels wide at ``REFERENCE_LAT``; never finer than
+    ``heat_resolution``, the resolution the privacy threshold was applied at. Each
+    resolution is ~2.65x finer than the previous, so the chosen hexagons are 1.5-4 px wide.
+
+    Args:
+        z: zoom level.
+        heat_resolution: resolution of the published cells.
+
+    Returns:
+        An H3 resolution in ``0..heat_resolution``.
+    """
+    scale = float(m_per_px(REFERENCE_LAT, z))
+    for res in range(heat_resolution + 1):
+        width_px = math.sqrt(3.0) * h3.average_hexagon_edge_length(res, "m") / scale
+        if width_px <= MAX_HEX_PX:
+            return res
+    # Street-level zooms: even heat_resolution hexagons are wider than MAX_HEX_PX.
+    return heat_resolution
+
+
+def cell_radius_m(cells: np.ndarray) -> np.ndarray:
+    """Circumradius of each H3 cell in metres, from its true area.
+
+    H3 cells of one resolution vary ~2x in area over the globe, so the average edge
+    length would leave gaps between neighbours where cells are large. A regular hexagon of
+    area ``A`` has circumradius ``sqrt(2 A / (3 sqrt 3))``.
+
+    Args:
+        cells: uint64 H3 cells.
+
+    Returns:
+        float64 radii in metres.
+    """
+    area = np.fromiter(
+        (h3i.cell_area(c, "m^2") for c in cells.tolist()), dtype=np.float64, count=len(cells)
+    )
+    return np.sqrt(2.0 * area / (3.0 * math.sqrt(3.0)))
+
+
+def splat_radius_px(radius_m: np.ndarray, lat: np.ndarray, z: int) -> np.ndarray:
+    """Splat radius in pixels: the cell's circumradius at zoom ``z``, at least 1 px.
+
+    The circumradius (not the inradius, half the centre spacing) makes neighbouring splats
+    overlap by half a radius, so a street of adjacent cells reads as one continuous line.
+    A disc of radius >= 1 px always contains a pixel centre, so every cell is visible.
+    """
+    return np.maximum(np.asarray(radius_m) / m_per_px(lat, z), 1.0)

@@ -1,0 +1,52 @@
+/* heatmetro map page: turns the page's plain-HTML panels into Leaflet controls and
+   wires the colour-scheme switch. No dependencies besides Leaflet. */
+var heatmetro = (function () {
+  "use strict";
+
+  function panelControl(map, id, position) {
+    var node = document.getElementById(id);
+    if (!node) { return null; }
+    var Control = L.Control.extend({
+      onAdd: function () {
+        // Clicks and scrolls on a panel must not pan or zoom the map underneath.
+        L.DomEvent.disableClickPropagation(node);
+        L.DomEvent.disableScrollPropagation(node);
+        return node;
+      }
+    });
+    return new Control({ position: position }).addTo(map);
+  }
+
+  function titleLayerControl(title) {
+    // Leaflet's layer control has no heading; the radio list alone reads as a puzzle.
+    var list = document.querySelector(".leaflet-control-layers-list");
+    if (!list) { return; }
+    var heading = document.createElement("p");
+    heading.className = "hm-title";
+    heading.textContent = title;
+    list.insertBefore(heading, list.firstChild);
+  }
+
+  function setScheme(scheme) {
+    // On <html> so that both the heat pane and the legend pick it up.
+    document.documentElement.setAttribute("data-scheme", scheme);
+  }
+
+  function init(map) {
+    if (!map) { return; }
+    panelControl(map, "hm-info", "topleft");
+    L.control.zoom({ position: "topleft" }).addTo(map);
+    titleLayerControl("Activity");
+    panelControl(map, "hm-scheme", "topright");
+    panelControl(map, "hm-legend", "bottomleft");
+    var form = document.getElementById("hm-scheme");
+    if (form) {
+      form.addEventListener("change", function (event) { setScheme(event.target.value); });
+      setScheme(form.elements.scheme.value || "hot");
+    }
+    // Exposed for tests and for people poking around in the console.
+    heatmetro.map = map;
+  }
+
+  return { init: init, setScheme: setScheme, map: null };
+})();

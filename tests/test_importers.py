@@ -1,0 +1,444 @@
+"""Event producers on real data: ValleyBike CSVs and GPX/FIT/TCX track files.
+
+The bundled ValleyBike months always run (the demo depends on them). Tests on the track
+files and the other months need ``/work/shared/data`` and are skipped, with the reason,
+where it is absent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+import shutil
+import xml.etree.ElementTree as ET
+import zipfile
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from flows.contract import parse_event
+from flows.importers.tracks import import_tracks, platform_sport
+from flows.importers.valleybike import (
+    DATA_DIR,
+    bundled_csvs,
+    shared_csvs,
+    valleybike_events,
+    write_jsonl,
+)
+from heatmetro.errors import ImportFileError
+
+SHARED = Path("/work/shared/data")
+FIT_DIR, GPX_DIR = SHARED / "tracks" / "fit", SHARED / "tracks" / "gpx"
+needs_shared = pytest.mark.skipif(
+    not (FIT_DIR.is_dir() and GPX_DIR.is_dir()),
+    reason="real track files live in /work/shared/data/tracks, which is absent here",
+)
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+ATHLETE_KEYS = {"kind", "athlete_id", "updated_at", "aggregate_opt_out", "hide_start_end_m",
+                "privacy_zones"}  # fmt: skip
+ACTIVITY_KEYS = {"kind", "activity_id", "athlete_id", "updated_at", "sport_type", "visibility",
+                 "hide_map", "commute", "start_date", "utc_offset_s", "streams"}  # fmt: skip
+
+
+def check_event(event: dict) -> None:
+    """The v1 rules, spelled out, plus the project's own parser as a second opinion."""
+    parse_event(orjson.dumps(event))  # raises StreamRecordError on any contract breach
+    assert ISO_Z.match(event["updated_at"]), event["updated_at"]
+    if event["kind"] == "athlete":
+        assert set(event) == ATHLETE_KEYS
+        assert 0 <= event["hide_start_end_m"] <= 1609
+        for zone in event["privacy_zones"]:
+            assert -90 <= zone["lat"] <= 90 and -180 <= zone["lng"] <= 180
+            assert 200 <= zone["radius_m"] <= 400
+    elif event["kind"] == "activity":
+        assert set(event) == ACTIVITY_KEYS
+        assert ISO_Z.match(event["start_date"])
+        assert event["visibility"] in ("everyone", "followers_only", "only_me")
+        latlng, times = event["streams"]["latlng"], event["streams"]["time"]
+        assert len(latlng) == len(times) >= 2
+        assert times[0] == 0 and all(isinstance(t, int) for t in times)
+        assert all(b >= a for a, b in zip(times, times[1:], strict=False))
+        assert all(-90 <= lat <= 90 and -180 <= lng <= 180 for lat, lng in latlng)
+    else:
+        assert event["kind"] == "activity_deleted"
+        assert set(event) == {"kind", "activity_id", "athlete_id", "updated_at"}
+
+
+@pytest.fixture(scope="module")
+def bundled() -> list[dict]:
+    return list(valleybike_events(bundled_csvs()))
+
+
+def of_kind(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e["kind"] == kind]
+
+
+# --------------------------------------------------------------------------- ValleyBike
+
+
+def test_bundled_data_ships_with_its_licence() -> None:
+    names = sorted(p.name for p in bundled_csvs())
+    assert names == ["june2018.csv.gz", "october2020.csv.gz"]
+    assert all(p.is_file() and p.parent == DATA_DIR for p in bundled_csvs())
+    notice = (DATA_DIR / "LICENSE-valleybike.txt").read_text()
+    assert "MIT" in notice and "Amherst-Statistics/valleybikeData" in notice
+    assert "8567d0d" in notice and "Permission is hereby granted" in notice
+
+
+def test_bundled_events_follow_the_contract(bundled: list[dict]) -> None:
+    for event in bundled:
+        check_event(event)
+    counts = Counter(e["kind"] for e in bundled)
+    assert counts["activity"] > 1000 and counts["athlete"] > 300
+    # Everything happens in the Pioneer Valley, Massachusetts.
+    for event in of_kind(bundled, "activity"):
+        for lat, lng in event["streams"]["latlng"]:
+            assert 42.0 < lat < 42.6 and -72.8 < lng < -72.4
+
+
+def test_order_athletes_first_and_deletes_follow(bundled: list[dict]) -> None:
+    activities = of_kind(bundled, "activity")
+    keys = [(e["start_date"], e["activity_id"]) for e in activities]
+    assert keys == sorted(keys)
+    announced: set[str] = set()
+    for i, event in enumerate(bundled):
+        if event["kind"] == "athlete":
+            assert event["athlete_id"] not in announced
+            announced.add(event["athlete_id"])
+            assert event["updated_at"] == "2000-01-01T00:00:00Z"
+        else:
+            assert event["athlete_id"] in announced
+        if event["kind"] == "activity_deleted":
+            before = bundled[i - 1]
+            assert before["kind"] == "activity"
+            assert before["activity_id"] == event["activity_id"]
+            assert _ts(event["updated_at"]) - _ts(before["updated_at"]) == timedelta(days=1)
+
+
+def _ts(iso: str) -> datetime:
+    return datetime.fromisoformat(iso)
+
+
+def test_ids_and_local_time_of_a_known_ride(bundled: list[dict]) -> None:
+    # First row of june2018.csv.gz: route_06_2018@dd896500-..., 2018-06-28 14:09:32 local.
+    route = "route_06_2018@dd896500-39aa-4e4f-8f48-1c368afb3ca6"
+    user = "1cc1e858-857a-4f80-96e8-974f0e920620"
+    activity_id = "vb-" + hashlib.sha256(route.encode()).hexdigest()[:16]
+    (ride,) = [e for e in bundled if e.get("activity_id") == activity_id and
+               e["kind"] == "activity"]  # fmt: skip
+    assert ride["athlete_id"] == "vb-" + hashlib.sha256(user.encode()).hexdigest()[:12]
+    assert ride["start_date"] == "2018-06-28T18:09:32Z"  # EDT: UTC-4
+    assert ride["utc_offset_s"] == -14400
+    assert ride["updated_at"] == "2018-06-28T19:09:32Z"
+    assert ride["streams"]["latlng"][0] == [42.314188, -72.640027]  # lat first
+    assert ride["commute"] is False  # a Thursday, but 14:09 is outside both peaks
+
+
+def test_commute_flag_follows_local_clock(bundled: list[dict]) -> None:
+    activities = of_kind(bundled, "activity")
+    for event in activities:
+        local = _ts(event["start_date"]) + timedelta(seconds=event["utc_offset_s"])
+        peak = 6 <= local.hour <= 9 or 15 <= local.hour <= 18
+        assert event["commute"] == (local.weekday() < 5 and peak)
+    share = sum(e["commute"] for e in activities) / len(activities)
+    assert 0.05 < share < 0.5
+
+
+def test_settings_spread_is_roughly_as_specified(bundled: list[dict]) -> None:
+    athletes, activities = of_kind(bundled, "athlete"), of_kind(bundled, "activity")
+    n, m = len(athletes), len(activities)
+    assert 0.005 < sum(a["aggregate_opt_out"] for a in athletes) / n < 0.06
+    hide = Counter(a["hide_start_end_m"] for a in athletes)
+    assert set(hide) == {0, 200, 400, 800} and hide[200] > n / 2
+    assert 0.08 < sum(bool(a["privacy_zones"]) for a in athletes) / n < 0.22
+    vis = Counter(a["visibility"] for a in activities)
+    assert 0.80 < vis["everyone"] / m < 0.90
+    assert 0.06 < vis["followers_only"] / m < 0.14
+    assert 0.02 < vis["only_me"] / m < 0.08
+    assert 0.005 < sum(a["hide_map"] for a in activities) / m < 0.04
+    sports = Counter(a["sport_type"] for a in activities)
+    assert set(sports) == {"Ride", "EBikeRide"} and 0.01 < sports["EBikeRide"] / m < 0.06
+    assert 0.002 < len(of_kind(bundled, "activity_deleted")) / m < 0.025
+
+
+def test_privacy_zone_sits_on_the_most_frequent_ride_end(bundled: list[dict]) -> None:
+    ends: dict[str, list[list[float]]] = {}
+    for event in of_kind(bundled, "activity"):
+        ends.setdefault(event["athlete_id"], []).append(event["streams"]["latlng"][-1])
+    zoned = [a for a in of_kind(bundled, "athlete") if a["privacy_zones"]]
+    assert zoned
+    for athlete in zoned:
+        zone = athlete["privacy_zones"][0]
+        keys = Counter((round(lat, 3), round(lng, 3)) for lat, lng in ends[athlete["athlete_id"]])
+        top = max(keys.values())
+        # ~110 m per 0.001 deg of latitude: the centre is inside one of the top cells.
+        assert any(
+            keys[k] == top
+            and abs(zone["lat"] - k[0]) <= 0.0006
+            and abs(zone["lng"] - k[1]) <= 0.0006
+            for k in keys
+        )
+
+
+def test_output_is_byte_identical_across_runs(bundled: list[dict], tmp_path: Path) -> None:
+    # A second, independent run with the files given in the other order.
+    again = list(valleybike_events(list(reversed(bundled_csvs()))))
+    assert _jsonl(again) == _jsonl(bundled)
+    # The gzip header carries neither a file name nor a time: two writes are identical.
+    first, second = tmp_path / "a.jsonl.gz", tmp_path / "sub" / "b.jsonl.gz"
+    second.parent.mkdir()
+    assert write_jsonl(bundled[:300], first) == 300
+    write_jsonl(iter(again[:300]), second)
+    assert first.read_bytes() == second.read_bytes()
+    assert gzip.decompress(first.read_bytes()) == _jsonl(bundled[:300])
+    plain = tmp_path / "c.jsonl"
+    assert write_jsonl(bundled[:10], plain) == 10
+    assert plain.read_bytes() == _jsonl(bundled[:10])
+
+
+def _jsonl(events: list[dict]) -> bytes:
+    return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+def _write_csv(path: Path, rows: list[str]) -> None:
+    header = "route_id,user_id,bike,time,longitude,latitude"
+    path.write_bytes(gzip.compress(("\n".join([header, *rows]) + "\n").encode()))
+
+
+def test_messy_rows_are_skipped_and_winter_offset_used(tmp_path: Path) -> None:
+    csv_path = tmp_path / "mess.csv.gz"
+    _write_csv(csv_path, [
+        "r1,u1,9,2020-12-01 07:30:00,-72.6,42.3",  # a Tuesday, 07:30 EST -> commute
+        "r1,u1,9,2020-12-01 07:30:05,-72.6,42.3",  # repeated dock fix
+        "r1,u1,9,2020-12-01 07:30:10,-72.6,42.3",
+        "r1,u1,9,2020-12-01 07:30:15,NA,42.3",  # missing value
+        'r1,u1,9,"2020-12-01 07:30:20",-72.601,42.301',  # quoted: csv slow path
+        "r1,u1,9,2020-12-01 07:30:25.5,-72.602,42.302",
+        "r1,u1,9",  # ragged row
+        "r2,u1,9,2020-12-01 08:00:00,-72.6,42.3",  # one fix: not a ride
+        "r3,u2,9,2020-12-01 09:00:00,-72.6,42.3",  # never moved
+        "r3,u2,9,2020-12-01 09:05:00,-72.6,42.3",
+    ])  # fmt: skip
+    events = list(valleybike_events([csv_path]))
+    assert [e["kind"] for e in events] == ["athlete", "activity"]
+    ride = events[1]
+    check_event(ride)
+    assert ride["start_date"] == "2020-12-01T12:30:00Z" and ride["utc_offset_s"] == -18000
+    assert ride["commute"] is True
+    assert ride["streams"]["time"] == [0, 10, 20, 25]  # dock run collapsed to its ends
+    assert ride["streams"]["latlng"][1:] == [[42.3, -72.6], [42.301, -72.601], [42.302, -72.602]]
+
+
+def test_unreadable_csv_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv.gz"
+    bad.write_bytes(b"not gzip at all")
+    with pytest.raises(ImportFileError, match="bad.csv.gz"):
+        list(valleybike_events([bad]))
+    wrong = tmp_path / "wrong.csv.gz"
+    wrong.write_bytes(gzip.compress(b"a,b\n1,2\n"))
+    with pytest.raises(ImportFileError, match="missing column"):
+        list(valleybike_events([wrong]))
+
+
+@pytest.mark.skipif(not shared_csvs(), reason="/work/shared/data/valleybike is absent")
+def test_shared_winter_month_is_eastern_standard_time() -> None:
+    (february,) = [p for p in shared_csvs() if p.name == "february2021.csv.gz"]
+    events = list(valleybike_events([february]))
+    activities = of_kind(events, "activity")
+    assert len(activities) > 300
+    assert {e["utc_offset_s"] for e in activities} == {-18000}
+    for event in events[:200]:
+        check_event(event)
+
+
+# --------------------------------------------------------------------------- tracks
+
+GOOD_FIT = ["garmin-fenix-5-walk.fit", "garmin-edge-820-bike.fit", "2015-10-13-08-43-15.fit"]
+BROKEN = {
+    "activity-unexpected-eof.fit": "truncated",
+    "activity-settings-corruptheader.fit": "corrupt FIT",
+    "nick.fit": "truncated",
+    "sample-activity-indoor-trainer.fit": "no usable GPS",
+    "activity-filecrc.fit": "checksum",
+    "null_compressed_speed_dist.fit": "virtual",
+    "cerknicko-without-times.gpx": "no timestamps",
+    "route.gpx": "no timestamps",
+    "Mojstrovka.gpx": "clock not set",
+    "unicode.gpx": "no track or route points",
+}
+
+
+def _track_path(name: str) -> Path:
+    return (FIT_DIR if name.endswith(".fit") else GPX_DIR) / name
+
+
+def _run(paths: list[Path], **kwargs: object) -> tuple[list[dict], dict[str, str]]:
+    errors: dict[str, str] = {}
+    events = list(
+        import_tracks(paths, on_error=lambda p, r: errors.__setitem__(p.name, r), **kwargs)  # type: ignore[arg-type]
+    )
+    return events, errors
+
+
+@needs_shared
+def test_broken_files_are_reported_and_the_rest_imported() -> None:
+    names = ["garmin-fenix-5-run.fit", *BROKEN, "cerknicko-jezero.gpx"]
+    events, errors = _run([_track_path(n) for n in names], athlete_id="a-1")
+    assert set(errors) == set(BROKEN)
+    for name, reason in errors.items():
+        assert BROKEN[name] in reason, (name, reason)
+        assert "\n" not in reason
+    assert [e["sport_type"] for e in events] == ["Run", "Ride"]
+    for event in events:
+        check_event(event)
+
+
+@needs_shared
+def test_slovenian_gpx_tracks_land_in_slovenia() -> None:
+    names = ["cerknicko-jezero.gpx", "korita-zbevnica.gpx", "cerknicko-jezero-no-creator.gpx"]
+    events, errors = _run([GPX_DIR / n for n in names], athlete_id="a-1", visibility="only_me")
+    assert not errors
+    assert len(events) == 3
+    for event in events:
+        check_event(event)
+        assert event["visibility"] == "only_me"
+        for lat, lng in event["streams"]["latlng"]:
+            assert 45 < lat < 46.5 and 13 < lng < 15
+    # korita-zbevnica keeps the timed ACTIVE LOG tracks, not Garmin's untimed saved copy.
+    assert len(events[1]["streams"]["time"]) == 176 + 337
+
+
+@needs_shared
+def test_fit_semicircles_sport_and_local_offset() -> None:
+    events, errors = _run([FIT_DIR / n for n in GOOD_FIT], athlete_id="a-1")
+    assert not errors
+    walk, bike, ride = events
+    assert walk["sport_type"] == "Walk" and bike["sport_type"] == "Ride"
+    lat, lng = walk["streams"]["latlng"][0]
+    assert lat == pytest.approx(38.2305, abs=1e-3) and lng == pytest.approx(-122.6333, abs=1e-3)
+    assert walk["start_date"] == "2017-06-11T14:32:51Z"
+    assert walk["utc_offset_s"] == -25200  # activity local_timestamp: California, PDT
+    assert ride["utc_offset_s"] == 0  # no local_timestamp in this file
+    for event in events:
+        check_event(event)
+        assert event["updated_at"] == event["start_date"]
+
+
+@needs_shared
+def test_activity_ids_are_content_hashes(tmp_path: Path) -> None:
+    source = FIT_DIR / "garmin-fenix-5-walk.fit"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    packed = tmp_path / "renamed.fit.gz"
+    packed.write_bytes(gzip.compress(source.read_bytes()))
+    first, _ = _run([source], athlete_id="a-9")
+    again, _ = _run([packed], athlete_id="a-9")
+    assert first[0]["activity_id"] == f"a-9:{digest}"
+    assert again == first  # same content, same event, byte for byte
+    twice, _ = _run([source, packed], athlete_id="a-9")
+    assert len(twice) == 1
+
+
+@needs_shared
+def test_bulk_export_zip_uses_activity_type(tmp_path: Path) -> None:
+    export = tmp_path / "export.zip"
+    with zipfile.ZipFile(export, "w") as archive:
+        archive.writestr(
+            "activities.csv",
+            '"Activity ID","Activity Date","Activity Type","Filename"\n'
+            '1,x,"Hike","activities/1.gpx"\n2,x,"E-Bike Ride","activities/2.fit.gz"\n',
+        )
+        archive.write(GPX_DIR / "cerknicko-jezero.gpx", "activities/1.gpx")
+        bike = (FIT_DIR / "garmin-edge-820-bike.fit").read_bytes()
+        archive.writestr("activities/2.fit.gz", gzip.compress(bike))
+        archive.write(FIT_DIR / "activity-unexpected-eof.fit", "activities/3.fit")
+        archive.writestr("media/photo.jpg", b"\xff\xd8")
+    errors: list[tuple[Path, str]] = []
+    events = list(import_tracks([export], athlete_id="a-2",
+                                on_error=lambda p, r: errors.append((p, r))))  # fmt: skip
+    assert [e["sport_type"] for e in events] == ["Hike", "EBikeRide"]
+    assert errors == [(export / "activities/3.fit", errors[0][1])]
+    assert "truncated" in errors[0][1]
+    forced, _ = _run([export], athlete_id="a-2", sport_type="Walk")
+    assert {e["sport_type"] for e in forced} == {"Walk"}
+
+
+@needs_shared
+def test_tcx_gives_the_same_track_as_its_gpx(tmp_path: Path) -> None:
+    (from_gpx,), _ = _run([GPX_DIR / "cerknicko-jezero.gpx"], athlete_id="a-3")
+    tcx = tmp_path / "lake.tcx"
+    tcx.write_bytes(_tcx_from(from_gpx))
+    (from_tcx,), errors = _run([tcx], athlete_id="a-3")
+    assert not errors
+    assert from_tcx["sport_type"] == "Run"
+    assert from_tcx["streams"] == from_gpx["streams"]
+    assert from_tcx["start_date"] == from_gpx["start_date"]
+
+
+def _tcx_from(event: dict) -> bytes:
+    """A Garmin TCX document carrying the event's points, plus one HR-only trackpoint."""
+    ns = "http://www.garmin.com/xmlschemas/TrainingCenterDatabase/v2"
+    root = ET.Element(f"{{{ns}}}TrainingCenterDatabase")
+    activity = ET.SubElement(ET.SubElement(root, f"{{{ns}}}Activities"), f"{{{ns}}}Activity",
+                             Sport="Running")  # fmt: skip
+    track = ET.SubElement(ET.SubElement(activity, f"{{{ns}}}Lap"), f"{{{ns}}}Track")
+    start = datetime.fromisoformat(event["start_date"]).astimezone(UTC)
+    ET.SubElement(
+        ET.SubElement(track, f"{{{ns}}}Trackpoint"), f"{{{ns}}}Time"
+    ).text = start.isoformat()
+    for (lat, lng), sec in zip(event["streams"]["latlng"], event["streams"]["time"], strict=True):
+        point = ET.SubElement(track, f"{{{ns}}}Trackpoint")
+        when = (start + timedelta(seconds=sec)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        ET.SubElement(point, f"{{{ns}}}Time").text = when
+        position = ET.SubElement(point, f"{{{ns}}}Position")
+        ET.SubElement(position, f"{{{ns}}}LatitudeDegrees").text = repr(lat)
+        ET.SubElement(position, f"{{{ns}}}LongitudeDegrees").text = repr(lng)
+    return ET.tostring(root, xml_declaration=True, encoding="utf-8")
+
+
+def test_bad_inputs_never_raise(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.fit"
+    junk.write_bytes(b"\x00" * 40)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    fake_zip = tmp_path / "fake.zip"
+    fake_zip.write_bytes(b"PK nope")
+    bad_xml = tmp_path / "bad.tcx"
+    bad_xml.write_text("<TrainingCenterDatabase><Activities>")
+    gpx = tmp_path / "half.gpx"
+    gpx.write_text("<gpx><trk><trkseg><trkpt lat='1' lon='2'>")
+    paths = [junk, notes, fake_zip, bad_xml, gpx, tmp_path / "missing.gpx"]
+    events, errors = _run(paths, athlete_id="a-1")
+    assert events == []
+    assert set(errors) == {p.name for p in paths}
+    assert "unsupported file type" in errors["notes.txt"]
+    assert "zip" in errors["fake.zip"] and "cannot read" in errors["missing.gpx"]
+
+
+def test_invalid_options_raise_clean_errors() -> None:
+    with pytest.raises(ImportFileError, match="visibility 'public'"):
+        list(import_tracks([], athlete_id="a-1", visibility="public", on_error=print))
+    with pytest.raises(ImportFileError, match="athlete-id"):
+        list(import_tracks([], athlete_id=" ", on_error=print))
+
+
+@pytest.mark.parametrize(
+    ("word", "sport"),
+    [("cycling", "Ride"), ("E-Bike Ride", "EBikeRide"), ("Stand Up Paddling", "StandUpPaddling"),
+     ("hiking", "Hike"), ("Nordic Ski", "NordicSki"), ("Biking", "Ride"), ("generic", None),
+     ("", None)],
+)  # fmt: skip
+def test_platform_sport_names(word: str, sport: str | None) -> None:
+    assert platform_sport(word) == sport
+
+
+@needs_shared
+def test_folder_input_is_walked_in_order(tmp_path: Path) -> None:
+    for name in ("garmin-fenix-5-walk.fit", "garmin-fenix-5-run.fit"):
+        shutil.copy(FIT_DIR / name, tmp_path / name)
+    events, errors = _run([tmp_path], athlete_id="a-1")
+    assert not errors
+    assert [e["sport_type"] for e in events] == ["Run", "Walk"]

@@ -1,0 +1,280 @@
+"""The site's HTML pages, read as a browser would parse them (no browser needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from heatmetro.errors import PublishError
+from site_builder.pages import TEMPLATE_DIR, SiteMeta, write_pages
+from site_builder.serve import start_background
+
+META = SiteMeta(
+    month="2026-03",
+    first_month="2025-04",
+    min_athletes=4,
+    max_per_athlete=7,
+    round_to=10,
+    min_zoom=3,
+    public_max_zoom=11,
+    max_zoom=15,
+    hide_start_end_m=250.0,
+    hide_jitter_m=175.0,
+    bounds=(42.25, -72.75, 42.40, -72.50),
+    layers=("all", "ride", "run", "water", "winter"),
+    counts={"athletes": 1234, "activities": 56789, "cells": 4321, "edges": 876, "tiles": 95},
+    version="9.8.7",
+    build_date="2026-04-01",
+    basemap_url="",
+    basemap_attribution="",
+    has_metro=True,
+)
+RESOURCE_ATTRS = {("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "src")}
+
+
+class Page(HTMLParser):
+    """The parts of a page the tests look at: links, resources, visible text, scripts."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.resources: list[str] = []
+        self.links: list[str] = []
+        self.scripts: list[str] = []
+        self.text_parts: list[str] = []
+        self._in_script = False
+        self.feed(html)
+        self.text = re.sub(r"\s+", " ", " ".join(self.text_parts))
+        self.script = "\n".join(self.scripts)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if (tag, name) in RESOURCE_ATTRS and value is not None:
+                self.resources.append(value)
+            if tag == "a" and name == "href" and value is not None:
+                self.links.append(value)
+        self._in_script = tag in ("script", "style")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.scripts.append(data)
+        else:
+            self.text_parts.append(data)
+
+
+def build(tmp_path: Path, meta: SiteMeta = META, name: str = "site") -> Path:
+    root = tmp_path / name
+    write_pages(root, meta)
+    return root
+
+
+def read(root: Path, page: str) -> Page:
+    return Page((root / page).read_text(encoding="utf-8"))
+
+
+def test_index_references_only_relative_local_assets(tmp_path: Path) -> None:
+    root = build(tmp_path)
+    html = (root / "index.html").read_text(encoding="utf-8")
+    page = Page(html)
+
+    assert "assets/leaflet/leaflet.js" in page.resources
+    assert "assets/leaflet/leaflet.css" in page.resources
+    for url in page.resources:
+        if url.startswith("data:"):
+            continue
+        # Relative, so the site works from any sub-path; present, so it works offline.
+        assert "://" not in url and not url.startswith("/"), url
+        assert (root / url).is_file(), url
+    assert "http://" not in html and "https://" not in html
+    assert "cdn" not in html.lower() and "jquery" not in html.lower()
+    assert '"tiles/all/{z}/{x}/{y}.png"' in page.script
+    # leaflet.css draws the layer-control icon from images/.
+    assert (root / "assets/leaflet/images/layers.png").stat().st_size > 0
+
+
+def test_index_has_the_layers_in_order_and_overzooms_past_public_tiles(tmp_path: Path) -> None:
+    page = read(build(tmp_path), "index.html")
+    labels = re.findall(r'^\s*"([^"]+)" : tile_layer_\d+,$', page.script, flags=re.M)
+    assert labels == ["All", "Ride", "Run/Walk/Hike", "Water", "Winter"]
+    for layer in META.layers:
+        assert f'"tiles/{layer}/{{z}}/{{x}}/{{y}}.png"' in page.script
+    assert page.script.count('"maxNativeZoom": 11') == 5
+    assert page.script.count('"maxZoom": 15') >= 5
+    assert '"minZoom": 3' in page.script
+    # Only the first layer starts on the map; the others wait in the layer switcher.
+    assert len(re.findall(r"tile_layer_\d+\.addTo\(", page.script)) == 1
+    assert "fitBounds(\n                [[42.25, -72.75], [42.4, -72.5]]" in page.script
+    assert '"pane": "heat"' in page.script
+
+
+def test_index_only_lists_layers_that_have_tiles(tmp_path: Path) -> None:
+    meta = dataclasses.replace(META, layers=("ride", "all"))
+    page = read(build(tmp_path, meta), "index.html")
+    labels = re.findall(r'^\s*"([^"]+)" : tile_layer_\d+,$', page.script, flags=re.M)
+    assert labels == ["All", "Ride"]
+    assert "tiles/run/" not in page.script and "tiles/winter/" not in page.script
+
+
+def test_index_shows_legend_schemes_links_and_members_note(tmp_path: Path) -> None:
+    page = read(build(tmp_path), "index.html")
+    assert "Activities per cell, equalised" in page.text
+    assert "low" in page.text and "high" in page.text
+    assert all(s in page.text for s in ("Hot", "Blue", "Gray"))
+    assert "about.html" in page.links and "metro/index.html" in page.links
+    assert "Street-level zooms (up to 15) are under members/ for signed-in users" in page.text
+    assert "heatmetro · data: the contributing athletes" in page.script.encode().decode(
+        "unicode_escape"
+    )
+
+    no_metro = read(build(tmp_path, dataclasses.replace(META, has_metro=False), "b"), "index.html")
+    assert "metro/index.html" not in no_metro.links
+
+
+def test_basemap_is_the_only_remote_url_and_sits_under_the_heat(tmp_path: Path) -> None:
+    url = "https://tile.example.org/{z}/{x}/{y}.png"
+    meta = dataclasses.replace(META, basemap_url=url, basemap_attribution="© Example contributors")
+    html = (build(tmp_path, meta) / "index.html").read_text(encoding="utf-8")
+    page = Page(html)
+    assert f'"{url}"' in page.script
+    assert re.findall(r"https?://[^\"' )]+", html) == [url]
+    assert all("://" not in r for r in page.resources)
+    assert "\\u00a9 Example contributors" in page.script
+    # The basemap is always on and not one of the radio choices.
+    assert '"basemap"' not in page.script
+
+
+def test_basemap_api_key_survives_id_stabilisation(tmp_path: Path) -> None:
+    url = "https://tile.example.org/{z}/{x}/{y}.png?apikey=0123456789abcdef0123456789abcdef"
+    meta = dataclasses.replace(META, basemap_url=url, basemap_attribution="Example")
+    assert f'"{url}"' in read(build(tmp_path, meta), "index.html").script
+
+
+def test_basemap_without_attribution_fails(tmp_path: Path) -> None:
+    meta = dataclasses.replace(META, basemap_url="https://t.example/{z}/{x}/{y}.png")
+    with pytest.raises(PublishError, match="basemap_attribution"):
+        write_pages(tmp_path / "site", meta)
+
+
+def test_unknown_layer_fails(tmp_path: Path) -> None:
+    with pytest.raises(PublishError, match="'hockey'"):
+        write_pages(tmp_path / "site", dataclasses.replace(META, layers=("all", "hockey")))
+
+
+def test_no_heat_opens_on_the_world_and_says_so(tmp_path: Path) -> None:
+    meta = dataclasses.replace(META, bounds=None, layers=(), counts={})
+    page = read(build(tmp_path, meta), "index.html")
+    assert "No heat is published for this window yet." in page.text
+    assert "fitBounds" not in page.script and "L.tileLayer" not in page.script
+    assert "L.control.layers" not in page.script
+
+
+def test_about_shows_this_builds_numbers(tmp_path: Path) -> None:
+    page = read(build(tmp_path), "about.html")
+    text = page.text
+    assert "2025-04 and 2026-03" in text
+    assert "at least 4 different people" in text
+    assert "at most 7 times" in text
+    assert "rounded to a multiple of 10" in text
+    assert "first and last 250 m" in text
+    assert "up to 175 m" in text
+    assert "stops at zoom 11" in text and "(up to 15)" in text
+    for label, value in [
+        ("Athletes contributed", "1,234"),
+        ("Activities counted", "56,789"),
+        ("Map cells published", "4,321"),
+        ("Street segments in Metro", "876"),
+        ("Heat tiles", "95"),
+        ("Software", "heatmetro 9.8.7"),
+        ("Built on", "2026-04-01"),
+        ("Layers", "All, Ride, Run/Walk/Hike, Water, Winter"),
+    ]:
+        assert f"{label} {value}" in text
+    assert "index.html" in page.links and "metro/index.html" in page.links
+    assert all("://" not in r for r in page.resources)
+
+
+def test_about_escapes_what_it_is_given(tmp_path: Path) -> None:
+    meta = dataclasses.replace(META, version="<script>alert(1)</script>")
+    html = (build(tmp_path, meta) / "about.html").read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_a_missing_template_variable_fails_the_build(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATE_DIR, templates)
+    about = templates / "about.html.j2"
+    about.write_text(
+        about.read_text(encoding="utf-8").replace("{{ meta.round_to }}", "{{ meta_round_to }}"),
+        encoding="utf-8",
+    )
+    with pytest.raises(jinja2.UndefinedError, match="meta_round_to"):
+        write_pages(tmp_path / "site", META, template_dir=templates)
+
+
+def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
+    first, second = build(tmp_path, name="one"), build(tmp_path, name="two")
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    for rel in files:
+        assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
+    # folium's random element ids are gone, not just equal by luck.
+    assert not re.search(r"[0-9a-f]{32}", (first / "index.html").read_text(encoding="utf-8"))
+
+
+def test_write_pages_returns_what_it_wrote(tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    written = write_pages(root, META)
+    assert root / "index.html" in written and root / "about.html" in written
+    assert sorted(written) == sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_serve_answers_on_loopback_only(tmp_path: Path) -> None:
+    root = build(tmp_path)
+    url, stop = start_background(root)
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url) as resp:  # noqa: S310 -- loopback test server
+            assert resp.status == 200
+            assert b"heatmetro" in resp.read()
+        with urllib.request.urlopen(url + "assets/leaflet/leaflet.js") as resp:  # noqa: S310
+            assert "javascript" in resp.headers["Content-Type"]
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url + "tiles/all/1/0/0.png")  # noqa: S310
+        assert err.value.code == 404
+    finally:
+        stop()
+
+
+def test_serve_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    root = build(tmp_path)
+    code = (
+        "from pathlib import Path; from site_builder.serve import serve; "
+        f"serve(Path({str(root)!r}), 0)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert re.match(r"Serving .* at http://127\.0\.0\.1:\d+/ \(Ctrl-C to stop\)", line), line
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and err == ""

@@ -1,0 +1,185 @@
+"""The published map page in a real, offline Chromium: what a visitor would see."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser
+
+from site_builder.pages import SiteMeta, write_pages
+from site_builder.serve import start_background
+from tests.browser import chromium_available, heat_mask, heat_pixels, launch, open_site
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not chromium_available(), reason="needs Debian chromium at /usr/bin/chromium"
+    ),
+]
+
+# Around Northampton, Massachusetts; at 1000x700 px this fits at zoom 12.
+BOUNDS = (42.25, -72.75, 42.40, -72.50)
+PUBLIC_MAX_ZOOM = 12
+RED = (230, 40, 20, 255)  # "all": horizontal bands
+YELLOW = (255, 215, 40, 255)  # "ride": vertical bands
+
+
+def _tile_range(zoom: int) -> tuple[range, range]:
+    """Tile columns and rows covering BOUNDS at ``zoom`` (slippy-map scheme)."""
+
+    def tile(lat: float, lng: float) -> tuple[int, int]:
+        n = 2**zoom
+        x = int((lng + 180.0) / 360.0 * n)
+        y = int((1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n)
+        return x, y
+
+    south, west, north, east = BOUNDS
+    x0, y0 = tile(north, west)
+    x1, y1 = tile(south, east)
+    return range(x0, x1 + 1), range(y0, y1 + 1)
+
+
+def _write_tiles(root: Path, layer: str, colour: tuple[int, ...], *, vertical: bool) -> None:
+    """Heat tiles for every zoom up to the public max, one 16 px band per tile."""
+    band = np.zeros((256, 256, 4), dtype=np.uint8)
+    if vertical:
+        band[:, 120:136] = colour
+    else:
+        band[120:136, :] = colour
+    for zoom in range(9, PUBLIC_MAX_ZOOM + 1):
+        xs, ys = _tile_range(zoom)
+        for x in xs:
+            for y in ys:
+                path = root / "tiles" / layer / str(zoom) / str(x) / f"{y}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(band, "RGBA").save(path)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("site")
+    _write_tiles(root, "all", RED, vertical=False)
+    _write_tiles(root, "ride", YELLOW, vertical=True)
+    meta = SiteMeta(
+        month="2026-03",
+        first_month="2025-04",
+        min_athletes=3,
+        max_per_athlete=10,
+        round_to=5,
+        min_zoom=9,  # the tests' pyramid starts at 9: nothing below may be asked for
+        public_max_zoom=PUBLIC_MAX_ZOOM,
+        max_zoom=16,
+        hide_start_end_m=200.0,
+        hide_jitter_m=150.0,
+        bounds=BOUNDS,
+        layers=("all", "ride"),
+        counts={"athletes": 42, "activities": 1234},
+        version="0.1.0",
+        build_date="2026-04-01",
+        basemap_url="",
+        basemap_attribution="",
+        has_metro=False,
+    )
+    write_pages(root, meta)
+    return root
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with launch() as chromium:
+        yield chromium
+
+
+@pytest.fixture(scope="module")
+def base_url(site: Path) -> Iterator[str]:
+    # Served from a sub-path, as on a project page of a static host.
+    url, stop = start_background(site.parent)
+    yield f"{url}{site.name}/"
+    stop()
+
+
+def test_map_loads_offline_and_shows_heat(base_url: str, browser: Browser, tmp_path: Path) -> None:
+    with open_site(base_url, browser=browser) as site:
+        site.wait_for_map()
+        full = site.screenshot(tmp_path / "all.png")  # look at it when this fails
+        shot = site.screenshot(hide_controls=True)
+        region = site.region_of(BOUNDS)
+        zoom = site.page.evaluate("heatmetro.map.getZoom()")
+        legend = site.page.locator(".hm-legend-bar").bounding_box()
+
+        assert site.leaflet_loaded()
+        assert site.page_errors == []
+        assert site.console_errors == []
+        assert site.blocked == []  # nothing tried to leave 127.0.0.1
+        assert site.failed == []
+        assert site.tiles, "the map asked for no heat tiles"
+        assert {status for _, status in site.tiles} == {200}
+        # Relative tile URLs resolve under the sub-path the site is served from.
+        assert all(u.startswith(f"{base_url}tiles/all/12/") for u, _ in site.tiles)
+        assert zoom == PUBLIC_MAX_ZOOM  # fit_bounds opened on the heat
+
+        # A blank square is a missing tile (404): logged by Chromium, tolerated by tests.
+        site.page.evaluate("fetch('tiles/all/12/0/0.png')")
+        site.page.wait_for_timeout(300)
+        assert any("404" in e for e in site.console_errors)
+        assert site.console_errors_except_missing_tiles() == []
+
+    left, top, right, bottom = region
+    assert right - left > 500 and bottom - top > 400  # the bounds fill the window
+    mask = heat_mask(shot)[top:bottom, left:right]
+    # Horizontal red bands across the bounds: wide, thin, thousands of pixels.
+    assert mask.sum() > 2000
+    assert len(np.flatnonzero(mask.any(axis=0))) > 0.8 * (right - left)
+    assert len(np.flatnonzero(mask.any(axis=1))) < 0.2 * (bottom - top)
+    # The legend's ramp is drawn in the heat colours.
+    assert legend is not None
+    box = (
+        round(legend["x"]),
+        round(legend["y"]),
+        round(legend["x"] + legend["width"]),
+        round(legend["y"] + legend["height"]),
+    )
+    assert heat_pixels(full, box) > 0.5 * legend["width"] * legend["height"]
+
+
+def test_switching_layer_and_scheme_changes_what_is_drawn(base_url: str, browser: Browser) -> None:
+    with open_site(base_url, browser=browser) as site:
+        site.wait_for_map()
+        left, top, right, bottom = site.region_of(BOUNDS)
+        before = heat_mask(site.screenshot(hide_controls=True))[top:bottom, left:right]
+
+        site.click_layer("Ride")
+        ride_shot = site.screenshot(hide_controls=True)[top:bottom, left:right]
+        ride = heat_mask(ride_shot)
+        ride_tiles = [u for u, _ in site.tiles if "/tiles/ride/" in u]
+
+        site.click_radio("Blue")
+        blue = site.screenshot(hide_controls=True)[top:bottom, left:right]
+        scheme = site.page.evaluate("document.documentElement.dataset.scheme")
+
+        assert site.page_errors == [] and site.console_errors == [] and site.blocked == []
+    assert ride_tiles
+    # The ride layer draws vertical bands where "all" drew horizontal ones.
+    assert ride.sum() > 2000
+    assert len(np.flatnonzero(ride.any(axis=0))) < 0.2 * (right - left)
+    assert len(np.flatnonzero(ride.any(axis=1))) > 0.8 * (bottom - top)
+    assert (before & ride).sum() < 0.1 * ride.sum()
+    # The blue scheme re-colours the heat pane: the bands are still drawn, not in red.
+    assert scheme == "blue"
+    assert heat_mask(blue).sum() < 0.02 * ride.sum()
+    changed = np.abs(blue.astype(int) - ride_shot.astype(int)).sum(axis=2) > 60
+    assert changed[ride].mean() > 0.9
+    assert blue[ride].astype(int).sum(axis=1).mean() > 300  # bright, not erased
+
+
+def test_about_page_renders(site: Path, browser: Browser) -> None:
+    with open_site(site, browser=browser, path="about.html") as page:
+        text = page.page.inner_text("main")
+        assert page.page_errors == [] and page.blocked == [] and page.console_errors == []
+    assert "at least 3 different people" in text
+    assert "1,234" in text

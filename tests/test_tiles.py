@@ -1,0 +1,379 @@
+"""Heat tiles: tile maths golden values, and decoded pixels of what a person would see."""
+
+from __future__ import annotations
+
+import io
+import math
+import tempfile
+from pathlib import Path
+from typing import TypedDict
+
+import numpy as np
+import pytest
+from h3.api import basic_int as h3i
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from site_builder.tile_math import (
+    MAX_LAT,
+    cell_radius_m,
+    lnglat_to_global_px,
+    lnglat_to_tile,
+    resolution_for_zoom,
+    splat_radius_px,
+    tile_bounds,
+)
+from site_builder.tiles import (
+    MIN_ALPHA,
+    encode_png,
+    equalise,
+    heat_ramp,
+    levels_to_rgba,
+    write_heat_tiles,
+)
+
+RES = 11
+NORTHAMPTON = {"lat": 42.32, "lng": -72.63}
+
+
+class Zooms(TypedDict):
+    min_zoom: int
+    public_max_zoom: int
+    max_zoom: int
+
+
+ZOOMS: Zooms = {"min_zoom": 2, "public_max_zoom": 12, "max_zoom": 16}
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def slow_global_px(lng: float, lat: float, z: int) -> tuple[float, float]:
+    """Textbook slippy-map formula (OSM wiki), independent of the module's atanh form."""
+    n = 256 * 2**z
+    lat_r = math.radians(lat)
+    return (lng + 180.0) / 360.0 * n, (
+        1.0 - math.log(math.tan(lat_r) + 1.0 / math.cos(lat_r)) / math.pi
+    ) / 2.0 * n
+
+
+def tile_path(root: Path, layer: str, z: int, x: int, y: int, public_max_zoom: int) -> Path:
+    base = root / "tiles" if z <= public_max_zoom else root / "members" / "tiles"
+    return base / layer / str(z) / str(x) / f"{y}.png"
+
+
+def decode(path: Path) -> np.ndarray:
+    """(256, 256, 4) uint8 RGBA, whatever PNG mode was written."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGBA"))
+
+
+def drawn(cells: np.ndarray, z: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Global pixel centres and splat radii of the cells drawn at zoom ``z`` (parents)."""
+    res = resolution_for_zoom(z, RES)
+    parents = np.unique(np.array([h3i.cell_to_parent(int(c), res) for c in cells], np.uint64))
+    latlng = np.array([h3i.cell_to_latlng(int(c)) for c in parents])
+    px, py = lnglat_to_global_px(latlng[:, 1], latlng[:, 0], z)
+    return px, py, splat_radius_px(cell_radius_m(parents), latlng[:, 0], z)
+
+
+def street(a: tuple[float, float], b: tuple[float, float]) -> np.ndarray:
+    """Res-11 cells along the H3 grid path between two (lat, lng) points."""
+    start = h3i.latlng_to_cell(a[0], a[1], RES)
+    end = h3i.latlng_to_cell(b[0], b[1], RES)
+    return np.array(h3i.grid_path_cells(start, end), dtype=np.uint64)
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+# --- tile maths ----------------------------------------------------------------------
+
+
+def test_global_px_golden_values() -> None:
+    px, py = lnglat_to_global_px(0.0, 0.0, 1)
+    assert (float(px), float(py)) == (256.0, 256.0)
+    px, py = lnglat_to_global_px(np.array([-180.0, 180.0]), np.array([MAX_LAT, -MAX_LAT]), 0)
+    np.testing.assert_allclose(px, [0.0, 256.0])
+    np.testing.assert_allclose(py, [0.0, 256.0], atol=1e-9)
+    # Beyond the Mercator limit, latitudes clamp to the world's edge.
+    assert float(lnglat_to_global_px(0.0, 89.9, 3)[1]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_global_px_matches_slow_reference() -> None:
+    rng = np.random.default_rng(7)
+    lng, lat = rng.uniform(-180, 180, 200), rng.uniform(-85, 85, 200)
+    for z in (0, 5, 12, 16):
+        px, py = lnglat_to_global_px(lng, lat, z)
+        ref = np.array([slow_global_px(a, b, z) for a, b in zip(lng, lat, strict=True)])
+        np.testing.assert_allclose(px, ref[:, 0], rtol=1e-12)
+        np.testing.assert_allclose(py, ref[:, 1], rtol=1e-11)
+
+
+def test_tile_of_northampton_and_its_bounds() -> None:
+    # Standard formula: x = 1221.63, y = 1515.59 (so y is 1515, not 1514).
+    assert lnglat_to_tile(NORTHAMPTON["lng"], NORTHAMPTON["lat"], 12) == (1221, 1515)
+    b = tile_bounds(1221, 1515, 12)
+    assert b.west < NORTHAMPTON["lng"] < b.east
+    assert b.south < NORTHAMPTON["lat"] < b.north
+    assert b.west == pytest.approx(1221 / 4096 * 360 - 180)
+    # Neighbours share edges exactly; the world tile spans the whole Mercator square.
+    assert tile_bounds(1222, 1515, 12).west == b.east
+    assert tile_bounds(1221, 1516, 12).north == b.south
+    world = tile_bounds(0, 0, 0)
+    assert (world.west, world.east) == (-180.0, 180.0)
+    assert world.north == pytest.approx(MAX_LAT) and world.south == pytest.approx(-MAX_LAT)
+
+
+def test_resolution_per_zoom() -> None:
+    got = {z: resolution_for_zoom(z, RES) for z in range(2, 17)}
+    assert got == {
+        2: 4, 3: 4, 4: 5, 5: 6, 6: 6, 7: 7, 8: 8, 9: 9, 10: 9, 11: 10,
+        12: 11, 13: 11, 14: 11, 15: 11, 16: 11,
+    }  # fmt: skip
+    assert resolution_for_zoom(18, 15) == 15 and resolution_for_zoom(18, RES) == RES
+
+
+def test_splat_radius_at_street_zoom() -> None:
+    cell = np.array([h3i.latlng_to_cell(NORTHAMPTON["lat"], NORTHAMPTON["lng"], RES)], np.uint64)
+    r_m = cell_radius_m(cell)
+    assert r_m[0] == pytest.approx(h3i.average_hexagon_edge_length(RES, "m"), rel=0.25)
+    # res-11 at z16 near lat 42: ~16 px circumradius; at z2 it would be far below 1 px.
+    r16 = splat_radius_px(r_m, np.array([NORTHAMPTON["lat"]]), 16)[0]
+    assert 14 < r16 < 19
+    assert splat_radius_px(r_m, np.array([NORTHAMPTON["lat"]]), 2)[0] == 1.0
+
+
+def test_equalise_ranks_ties_and_range() -> None:
+    heat = np.array([5.0, 1.0, 5.0, 100.0, 2.0])
+    got = equalise(heat)
+    assert got[0] == got[2]  # ties equal
+    assert got[3] == 1.0 and got.min() >= 0.25
+    assert list(np.argsort(got, kind="stable")) == [1, 4, 0, 2, 3]
+    # A city 100x busier than a town gets the same spread of intensities.
+    np.testing.assert_allclose(equalise(heat * 100), got)
+    assert list(equalise(np.array([7.0, 7.0]))) == [1.0, 1.0]
+
+
+def test_ramp_is_hot_and_visible() -> None:
+    lut = heat_ramp()
+    assert tuple(lut[0]) == (0, 0, 0, 0)
+    drawn_part = lut[64:].astype(int)  # intensities 0.25..1
+    assert drawn_part[:, 3].min() >= MIN_ALPHA and lut[255, 3] == 255
+    assert (np.diff(drawn_part, axis=0) >= 0).all()  # brighter and more opaque upwards
+    assert (drawn_part[:, 0] >= drawn_part[:, 1]).all()  # red >= green >= blue: "hot"
+    assert (drawn_part[:, 1] >= drawn_part[:, 2]).all()
+    assert tuple(lut[64, :3]) < (130, 20, 20) and min(lut[255, :3]) > 200  # dark red .. white
+
+
+def test_palette_png_decodes_to_the_rgba_png() -> None:
+    rng = np.random.default_rng(1)
+    levels = rng.integers(0, 256, (256, 256)).astype(np.uint8)
+    levels[:100] = 0
+    rgba = decode_bytes(encode_png(levels))
+    assert np.array_equal(rgba, levels_to_rgba(levels))
+    assert np.array_equal(decode_bytes(encode_png(levels, palette=True)), rgba)
+
+
+def decode_bytes(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGBA"))
+
+
+# --- a street at every zoom ----------------------------------------------------------
+
+STREET_A = (42.311, -72.641)
+STREET_B = (42.327, -72.622)  # ~2.4 km north-east of A
+
+
+@pytest.fixture(scope="module")
+def street_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    cells = street(STREET_A, STREET_B)
+    root = tmp_path_factory.mktemp("street")
+    stats = write_heat_tiles(
+        cells, np.full(cells.size, 5.0), layer="ride", out_root=root, heat_resolution=RES, **ZOOMS
+    )
+    assert set(stats.tiles_per_zoom) == set(range(2, 17))
+    assert all(n >= 1 for n in stats.tiles_per_zoom.values())
+    s, w, n, e = stats.bounds
+    assert 42.30 < s < n < 42.33 and -72.65 < w < e < -72.61
+    return root, cells
+
+
+@pytest.mark.parametrize("z", range(2, 17))
+def test_street_is_drawn_and_nothing_far_from_it(
+    street_site: tuple[Path, np.ndarray], z: int
+) -> None:
+    root, cells = street_site
+    mid = h3i.cell_to_latlng(int(cells[cells.size // 2]))
+    x, y = lnglat_to_tile(mid[1], mid[0], z)
+    path = tile_path(root, "ride", z, x, y, ZOOMS["public_max_zoom"])
+    other = tile_path(root, "ride", z, x, y, -1 if z <= ZOOMS["public_max_zoom"] else 99)
+    assert path.exists() and not other.exists()
+    rgba = decode(path)
+    alpha = rgba[:, :, 3]
+
+    # The street's midpoint projects onto a lit pixel (within a pixel at the coarse zooms,
+    # where a parent hexagon's centre stands for it).
+    mpx, mpy = (float(v) for v in lnglat_to_global_px(mid[1], mid[0], z))
+    col, row = int(mpx) - 256 * x, int(mpy) - 256 * y
+    window = alpha[max(row - 1, 0) : row + 2, max(col - 1, 0) : col + 2]
+    assert window.max() >= MIN_ALPHA, f"z{z}: street midpoint not lit"
+    if z >= 12:
+        assert alpha[row, col] >= MIN_ALPHA
+
+    # Every pixel farther than 3 splat radii from the street's centre line is transparent.
+    _, _, radii = drawn(cells, z)
+    (ax, ay), (bx, by) = (
+        (float(v) for v in lnglat_to_global_px(p[1], p[0], z)) for p in (STREET_A, STREET_B)
+    )
+    gy, gx = np.mgrid[0:256, 0:256] + 0.5
+    gx, gy = gx + 256 * x, gy + 256 * y
+    t = np.clip(
+        ((gx - ax) * (bx - ax) + (gy - ay) * (by - ay)) / ((bx - ax) ** 2 + (by - ay) ** 2), 0, 1
+    )
+    dist = np.hypot(gx - (ax + t * (bx - ax)), gy - (ay + t * (by - ay)))
+    far = dist > 3 * radii.max() + 1
+    assert far.sum() > 10_000, "the test would prove nothing"
+    assert not rgba[far].any(), f"z{z}: heat far from the street"
+    assert alpha[alpha > 0].min() >= MIN_ALPHA
+
+
+def test_public_and_members_trees(street_site: tuple[Path, np.ndarray]) -> None:
+    root, _ = street_site
+    public = {int(p.name) for p in (root / "tiles" / "ride").iterdir()}
+    members = {int(p.name) for p in (root / "members" / "tiles" / "ride").iterdir()}
+    assert public == set(range(2, 13)) and members == set(range(13, 17))
+
+
+def test_only_tiles_with_heat_are_written(street_site: tuple[Path, np.ndarray]) -> None:
+    root, _ = street_site
+    for path in root.rglob("*.png"):
+        assert decode(path)[:, :, 3].max() >= MIN_ALPHA, path
+
+
+# --- seams, against a slow per-pixel reference ----------------------------------------
+
+
+def reference_tile(cells: np.ndarray, heat: np.ndarray, x: int, y: int, z: int) -> np.ndarray:
+    """Slow renderer: per pixel, the max level of the cells whose disc holds its centre."""
+    assert resolution_for_zoom(z, RES) == RES
+    latlng = np.array([h3i.cell_to_latlng(int(c)) for c in cells])
+    px, py = lnglat_to_global_px(latlng[:, 1], latlng[:, 0], z)
+    radius = splat_radius_px(cell_radius_m(cells), latlng[:, 0], z)
+    level = np.rint(255 * equalise(heat)).astype(np.uint8)
+    out = np.zeros((256, 256), np.uint8)
+    gy, gx = np.mgrid[0:256, 0:256] + 0.5
+    for cx, cy, r, lev in zip(px - 256 * x, py - 256 * y, radius, level, strict=True):
+        inside = (gx - cx) ** 2 + (gy - cy) ** 2 <= r**2
+        out[inside] = np.maximum(out[inside], lev)
+    return levels_to_rgba(out)
+
+
+def test_no_seam_where_a_street_crosses_a_tile_border(tmp_path: Path) -> None:
+    z = 16
+    x, y = lnglat_to_tile(NORTHAMPTON["lng"], NORTHAMPTON["lat"], z)
+    border = tile_bounds(x, y, z).west  # between tiles x-1 and x
+    lat = (tile_bounds(x, y, z).north + tile_bounds(x, y, z).south) / 2
+    cells = street((lat, border - 0.002), (lat + 0.0003, border + 0.002))
+    heat = np.arange(1.0, cells.size + 1.0)  # varied heat: the max-composite matters too
+    write_heat_tiles(
+        cells, heat, layer="all", out_root=tmp_path, min_zoom=z, public_max_zoom=z, max_zoom=z,
+        heat_resolution=RES,
+    )  # fmt: skip
+    left = decode(tile_path(tmp_path, "all", z, x - 1, y, z))
+    right = decode(tile_path(tmp_path, "all", z, x, y, z))
+    # The row of the street cell nearest the border: its splat reaches across it.
+    px, py, _ = drawn(cells, z)
+    nearest = int(np.argmin(np.abs(px - 256 * x)))
+    row = int(py[nearest]) - 256 * y
+    assert 0 <= row < 256
+    assert left[row, 255, 3] >= MIN_ALPHA and right[row, 0, 3] >= MIN_ALPHA
+    # Pixel for pixel what a single renderer of the whole plane draws, on both sides.
+    assert np.array_equal(left, reference_tile(cells, heat, x - 1, y, z))
+    assert np.array_equal(right, reference_tile(cells, heat, x, y, z))
+
+
+# --- empty input, determinism, arguments ---------------------------------------------
+
+
+def test_empty_input_writes_nothing(tmp_path: Path) -> None:
+    stats = write_heat_tiles(
+        np.zeros(0, np.uint64), np.zeros(0), layer="all", out_root=tmp_path,
+        heat_resolution=RES, **ZOOMS,
+    )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+    assert set(stats.tiles_per_zoom.values()) == {0} and stats.bounds == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_two_runs_write_identical_bytes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    cells = np.concatenate([street(STREET_A, STREET_B), street((42.30, -72.60), (42.34, -72.66))])
+    heat = rng.integers(1, 50, cells.size).astype(float)
+    runs = []
+    for name in ("one", "two"):
+        write_heat_tiles(
+            cells, heat, layer="all", out_root=tmp_path / name, heat_resolution=RES, **ZOOMS
+        )
+        runs.append(all_files(tmp_path / name))
+    assert len(runs[0]) > 20 and runs[0] == runs[1]
+    # Shuffled input is the same data.
+    order = rng.permutation(cells.size)
+    write_heat_tiles(
+        cells[order], heat[order], layer="all", out_root=tmp_path / "three",
+        heat_resolution=RES, **ZOOMS,
+    )  # fmt: skip
+    assert all_files(tmp_path / "three") == runs[0]
+
+
+def test_bad_arguments_are_refused(tmp_path: Path) -> None:
+    one = np.array([h3i.latlng_to_cell(42.32, -72.63, RES)], np.uint64)
+    with pytest.raises(ValueError, match="1 cells but 2 heat"):
+        write_heat_tiles(
+            one, np.ones(2), layer="all", out_root=tmp_path, heat_resolution=RES, **ZOOMS
+        )
+    with pytest.raises(ValueError, match="layer name"):
+        write_heat_tiles(
+            one, np.ones(1), layer="../x", out_root=tmp_path, heat_resolution=RES, **ZOOMS
+        )
+
+
+# --- property: heat only near cells, and every written tile has heat -------------------
+
+cell_sets = st.lists(
+    st.tuples(
+        st.floats(42.30, 42.34),
+        st.floats(-72.66, -72.60),
+        st.integers(1, 100),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cell_sets)
+def test_heat_only_near_cells(points: list[tuple[float, float, int]]) -> None:
+    cells = np.array([h3i.latlng_to_cell(lat, lng, RES) for lat, lng, _ in points], np.uint64)
+    heat = np.array([h for _, _, h in points], dtype=float)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        stats = write_heat_tiles(
+            cells, heat, layer="all", out_root=root, min_zoom=11, public_max_zoom=13,
+            max_zoom=15, heat_resolution=RES,
+        )  # fmt: skip
+        written = 0
+        for z in range(11, 16):
+            px, py, radii = drawn(cells, z)
+            for path in sorted((root).rglob(f"all/{z}/*/*.png")):
+                written += 1
+                x, y = int(path.parent.name), int(path.stem)
+                alpha = decode(path)[:, :, 3]
+                rows, cols = np.nonzero(alpha)
+                assert rows.size > 0, path
+                gx, gy = cols + 0.5 + 256 * x, rows + 0.5 + 256 * y
+                d = np.hypot(gx[:, None] - px[None, :], gy[:, None] - py[None, :])
+                assert (d <= radii[None, :] + 2).any(axis=1).all(), path
+        assert written == sum(stats.tiles_per_zoom.values())
