@@ -117,6 +117,12 @@ def activity_records(
     heat["cell"], heat["n"] = cells, 1
 
     prev, nxt, t_next, speed = _crossings(path, metro_res)
+    if len(prev) > 1:
+        # A trip counts once per edge and direction: a track running along a cell border
+        # zig-zags across the same edge many times.
+        _, first = np.unique(np.stack([prev, nxt]), axis=1, return_index=True)
+        first.sort()
+        prev, nxt, t_next, speed = prev[first], nxt[first], t_next[first], speed[first]
     edges = np.zeros(len(prev), EDGE_DTYPE)
     hex_cells = np.unique(cells_to_parent(cells, od_res))
     hexes = np.zeros(len(hex_cells), HEX_DTYPE)

@@ -181,27 +181,15 @@ def _utc_offset(clock_s: int) -> int:
     return int(offset.total_seconds()) if offset is not None else 0
 
 
-def _keep_mask(t: np.ndarray, lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
-    """Drop repeated fixes: keep only the first and last of a run at one position.
-
-    Bikes sit at the dock reporting the same fix every 5 s; the run's ends keep the
-    timing (when it left) while the interior adds nothing to the geometry.
-    """
-    same = (lat[1:] == lat[:-1]) & (lng[1:] == lng[:-1])
-    keep = np.ones(len(t), dtype=bool)
-    keep[1:-1] = ~(same[:-1] & same[1:])
-    # An exact duplicate row (same second, same place) is a double-logged fix.
-    keep[1:] &= ~(same & (t[1:] == t[:-1]))
-    return keep
-
-
 def _make_ride(
     route_id: str, user_id: str, clock: np.ndarray, lat: np.ndarray, lng: np.ndarray
 ) -> Ride | None:
-    """Build a ride from one route's sorted fixes, or None if it never moved."""
-    keep = _keep_mask(clock, lat, lng)
-    clock, lat, lng = clock[keep], lat[keep], lng[keep]
-    if len(clock) < 2 or (np.all(lat == lat[0]) and np.all(lng == lng[0])):
+    """Build a ride from one route's sorted fixes (all of them, as the bike logged them).
+
+    Repeated dock fixes and rides that never moved stay in the stream on purpose:
+    cleaning GPS is ingest's job, and the benchmark must see the real 1.6 M fixes.
+    """
+    if len(clock) == 0:
         return None
     first, last = _utc_offset(int(clock[0])), _utc_offset(int(clock[-1]))
     if first == last:

@@ -1,0 +1,84 @@
+"""Shared fixtures: a fresh store, a project folder with its own config, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from heatmetro.config import Config, load_config
+from state.store import connect
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+HEATMETRO = [sys.executable, "-m", "heatmetro.cli"]
+TEST_SALT = "test-salt-not-secret"
+
+
+def write_config(folder: Path, **overrides: Any) -> Path:
+    """A config.toml in ``folder`` (state/ and site/ beside it), with small test zooms."""
+    values: dict[str, Any] = {
+        "state_dir": "state",
+        "out_dir": "site",
+        "min_zoom": 10,
+        "public_max_zoom": 12,
+        "max_zoom": 14,
+        "epoch_s": 0.5,
+    }
+    values.update(overrides)
+    lines = [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in values.items()]
+    path = folder / "config.toml"
+    path.write_text("\n".join(lines).replace("True", "true").replace("False", "false") + "\n")
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A folder with a config.toml; run the CLI with ``-c project/'config.toml'``."""
+    write_config(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def config(project: Path) -> Config:
+    return load_config(project / "config.toml", salt=TEST_SALT)
+
+
+@pytest.fixture
+def fresh_db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    db = connect(tmp_path / "store.db")
+    yield db
+    db.close()
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, HEATMETRO_SALT=TEST_SALT, HEATMETRO_QUIET="1", PYTHONPATH=str(REPO))
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``heatmetro ARGS...`` as a user would; fails the test on a non-zero exit
+    unless ``check=False``."""
+
+    def run(*args: str | Path, check: bool = True, stdin: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*HEATMETRO, *map(str, args)],
+            input=stdin.decode() if stdin is not None else None,
+            capture_output=True,
+            text=True,
+            env=env or cli_env(),
+            cwd=REPO,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"heatmetro {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr}")
+        return proc
+
+    return run
