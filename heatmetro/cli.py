@@ -186,7 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow", action="store_true", help="keep reading as inputs grow (runs until stopped)"
     )
     p.add_argument(
-        "-w", "--workers", type=int, default=1, help="Bytewax workers (default 1, at most 8)"
+        "-w",
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (a Bytewax cluster on 127.0.0.1; default 1, at most 8)",
     )
 
     p = add("stats", cmd_stats, "print what the store holds", "heatmetro stats --json")

@@ -21,6 +21,7 @@ import sqlite_utils
 from sqlite_utils import Migrations
 
 from heatmetro.errors import StoreError
+from state.records import EDGE_DTYPE, HEAT_DTYPE, PATH_DTYPE
 
 migrations = Migrations("heatmetro")
 
@@ -137,10 +138,13 @@ def stats(db: sqlite_utils.Database) -> dict[str, Any]:
         "athletes_opted_out": one("SELECT count(*) FROM athletes WHERE opt_out"),
         "activities": one("SELECT count(*) FROM activities"),
         "activities_by_status": by_status,
-        "path_cells": one("SELECT coalesce(sum(length(path)), 0) FROM activities") // 14,
+        "path_cells": one("SELECT coalesce(sum(length(path)), 0) FROM activities")
+        // PATH_DTYPE.itemsize,
         "aggregate_rows": one("SELECT count(*) FROM athlete_months"),
-        "heat_entries": one("SELECT coalesce(sum(length(heat)), 0) FROM athlete_months") // 12,
-        "edge_entries": one("SELECT coalesce(sum(length(edges)), 0) FROM athlete_months") // 36,
+        "heat_entries": one("SELECT coalesce(sum(length(heat)), 0) FROM athlete_months")
+        // HEAT_DTYPE.itemsize,
+        "edge_entries": one("SELECT coalesce(sum(length(edges)), 0) FROM athlete_months")
+        // EDGE_DTYPE.itemsize,
         "months": months,
         "dead_letters": one("SELECT count(*) FROM dead_letters"),
         "db_bytes": sum(p.stat().st_size for p in _db_files(db)),

@@ -31,7 +31,9 @@ def write_config(folder: Path, **overrides: Any) -> Path:
         "epoch_s": 0.5,
     }
     values.update(overrides)
-    lines = [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in values.items()]
+    lines = [
+        f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in values.items()
+    ]
     path = folder / "config.toml"
     path.write_text("\n".join(lines).replace("True", "true").replace("False", "false") + "\n")
     return path
@@ -67,7 +69,13 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``heatmetro ARGS...`` as a user would; fails the test on a non-zero exit
     unless ``check=False``."""
 
-    def run(*args: str | Path, check: bool = True, stdin: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str | Path,
+        check: bool = True,
+        stdin: bytes | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [*HEATMETRO, *map(str, args)],
             input=stdin.decode() if stdin is not None else None,
@@ -78,7 +86,9 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
             timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"heatmetro {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr}")
+            raise AssertionError(
+                f"heatmetro {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr}"
+            )
         return proc
 
     return run

@@ -20,13 +20,18 @@ NORTH_WEST = (42.3295, -72.6450)
 NORTH_EAST = (42.3295, -72.6250)
 
 
-def line(start: tuple[float, float], end: tuple[float, float], step_m: float = 5.0) -> list[list[float]]:
+def line(
+    start: tuple[float, float], end: tuple[float, float], step_m: float = 5.0
+) -> list[list[float]]:
     """Points from ``start`` to ``end`` about every ``step_m`` metres (lat, lng)."""
     dlat = (end[0] - start[0]) * 111_195.0
     dlng = (end[1] - start[1]) * 111_195.0 * math.cos(math.radians(start[0]))
     n = max(2, int(math.hypot(dlat, dlng) / step_m) + 1)
     return [
-        [round(start[0] + (end[0] - start[0]) * i / (n - 1), 7), round(start[1] + (end[1] - start[1]) * i / (n - 1), 7)]
+        [
+            round(start[0] + (end[0] - start[0]) * i / (n - 1), 7),
+            round(start[1] + (end[1] - start[1]) * i / (n - 1), 7),
+        ]
         for i in range(n)
     ]
 
@@ -67,19 +72,33 @@ def activity(
         "commute": False,
         "start_date": iso(start),
         "utc_offset_s": utc_offset_s,
-        "streams": {"latlng": points, "time": [round(i * seconds_per_point) for i in range(len(points))]},
+        "streams": {
+            "latlng": points,
+            "time": [round(i * seconds_per_point) for i in range(len(points))],
+        },
     }
     event.update(fields)
     return event
 
 
 def deleted(activity_id: str, athlete_id: str, *, updated: datetime) -> dict[str, Any]:
-    return {"kind": "activity_deleted", "activity_id": activity_id, "athlete_id": athlete_id, "updated_at": iso(updated)}
+    return {
+        "kind": "activity_deleted",
+        "activity_id": activity_id,
+        "athlete_id": athlete_id,
+        "updated_at": iso(updated),
+    }
 
 
-def street_rides(n_athletes: int, *, prefix: str = "a", reverse: bool = False, **kw: Any) -> list[dict[str, Any]]:
+def street_rides(
+    n_athletes: int, *, prefix: str = "a", reverse: bool = False, **kw: Any
+) -> list[dict[str, Any]]:
     """``n_athletes`` athletes riding Elm Street once each (west->east, or east->west)."""
-    pts = line(NORTHAMPTON_EAST, NORTHAMPTON_WEST) if reverse else line(NORTHAMPTON_WEST, NORTHAMPTON_EAST)
+    pts = (
+        line(NORTHAMPTON_EAST, NORTHAMPTON_WEST)
+        if reverse
+        else line(NORTHAMPTON_WEST, NORTHAMPTON_EAST)
+    )
     return [activity(f"{prefix}{i}-r1", f"{prefix}{i}", pts, **kw) for i in range(n_athletes)]
 
 
