@@ -86,9 +86,8 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
             timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(
-                f"heatmetro {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr}"
-            )
+            msg = f"heatmetro {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr}"
+            raise AssertionError(msg)
         return proc
 
     return run
