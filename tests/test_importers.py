@@ -59,7 +59,8 @@ def check_event(event: dict) -> None:
         assert ISO_Z.match(event["start_date"])
         assert event["visibility"] in ("everyone", "followers_only", "only_me")
         latlng, times = event["streams"]["latlng"], event["streams"]["time"]
-        assert len(latlng) == len(times) >= 2
+        # Raw fixes are kept as logged: a ride may be a single fix or never move.
+        assert len(latlng) == len(times) >= 1
         assert times[0] == 0 and all(isinstance(t, int) for t in times)
         assert all(b >= a for a, b in zip(times, times[1:], strict=False))
         assert all(-90 <= lat <= 90 and -180 <= lng <= 180 for lat, lng in latlng)
@@ -213,24 +214,33 @@ def test_messy_rows_are_skipped_and_winter_offset_used(tmp_path: Path) -> None:
     csv_path = tmp_path / "mess.csv.gz"
     _write_csv(csv_path, [
         "r1,u1,9,2020-12-01 07:30:00,-72.6,42.3",  # a Tuesday, 07:30 EST -> commute
-        "r1,u1,9,2020-12-01 07:30:05,-72.6,42.3",  # repeated dock fix
+        "r1,u1,9,2020-12-01 07:30:05,-72.6,42.3",  # repeated dock fix: kept
         "r1,u1,9,2020-12-01 07:30:10,-72.6,42.3",
-        "r1,u1,9,2020-12-01 07:30:15,NA,42.3",  # missing value
+        "r1,u1,9,2020-12-01 07:30:15,NA,42.3",  # missing value: skipped
         'r1,u1,9,"2020-12-01 07:30:20",-72.601,42.301',  # quoted: csv slow path
         "r1,u1,9,2020-12-01 07:30:25.5,-72.602,42.302",
-        "r1,u1,9",  # ragged row
-        "r2,u1,9,2020-12-01 08:00:00,-72.6,42.3",  # one fix: not a ride
-        "r3,u2,9,2020-12-01 09:00:00,-72.6,42.3",  # never moved
+        "r1,u1,9",  # ragged row: skipped
+        "r2,u1,9,2020-12-01 08:00:00,-72.6,42.3",  # one fix: kept (ingest cleans GPS)
+        "r3,u2,9,2020-12-01 09:00:00,-72.6,42.3",  # never moved: kept too
         "r3,u2,9,2020-12-01 09:05:00,-72.6,42.3",
     ])  # fmt: skip
     events = list(valleybike_events([csv_path]))
-    assert [e["kind"] for e in events] == ["athlete", "activity"]
-    ride = events[1]
-    check_event(ride)
+    assert [e["kind"] for e in events] == ["athlete", "activity", "activity", "athlete", "activity"]
+    for event in events:
+        check_event(event)
+    ride, one_fix, still = events[1], events[2], events[4]
+    assert ride["athlete_id"] == one_fix["athlete_id"] != still["athlete_id"]
     assert ride["start_date"] == "2020-12-01T12:30:00Z" and ride["utc_offset_s"] == -18000
     assert ride["commute"] is True
-    assert ride["streams"]["time"] == [0, 10, 20, 25]  # dock run collapsed to its ends
-    assert ride["streams"]["latlng"][1:] == [[42.3, -72.6], [42.301, -72.601], [42.302, -72.602]]
+    # Every valid fix as logged, the dock run included; the NA and ragged rows are gone.
+    assert ride["streams"]["time"] == [0, 5, 10, 20, 25]
+    assert ride["streams"]["latlng"] == [
+        [42.3, -72.6], [42.3, -72.6], [42.3, -72.6], [42.301, -72.601], [42.302, -72.602]
+    ]  # fmt: skip
+    assert one_fix["start_date"] == "2020-12-01T13:00:00Z"
+    assert one_fix["streams"] == {"latlng": [[42.3, -72.6]], "time": [0]}
+    assert still["start_date"] == "2020-12-01T14:00:00Z"
+    assert still["streams"] == {"latlng": [[42.3, -72.6], [42.3, -72.6]], "time": [0, 300]}
 
 
 def test_unreadable_csv_names_the_file(tmp_path: Path) -> None:
