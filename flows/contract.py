@@ -7,7 +7,10 @@ latlng[17] = (91.2, 8.5): latitude out of range").
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import datetime
+from itertools import chain
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -133,8 +136,7 @@ def parse_event(raw: bytes | str) -> Event:
     try:
         obj = orjson.loads(raw)  # faster than pydantic's JSON mode on long point arrays
     except orjson.JSONDecodeError as exc:
-        msg = f"invalid JSON: {exc}"
-        raise StreamRecordError(msg) from None
+        raise StreamRecordError(_invalid_json_reason(raw, exc)) from None
     try:
         event = _EVENT.validate_python(obj)
     except ValidationError as exc:
@@ -142,6 +144,48 @@ def parse_event(raw: bytes | str) -> Event:
     if isinstance(event, ActivityEvent):
         return event.model_copy(update={"streams": check_streams(event)})
     return event
+
+
+_NUMBER_TYPES = {int, float}
+
+
+def _invalid_json_reason(raw: bytes | str, exc: orjson.JSONDecodeError) -> str:
+    """The reason for unparsable JSON; names the record and the value when the only fault
+    is a non-finite number (``NaN``/``Infinity``/``1e999``, as Python's json writes them).
+
+    The record is rejected either way: this only makes the reason say where.
+    """
+    found: list[tuple[str, str]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if found:
+            return
+        if isinstance(node, float) and not math.isfinite(node):
+            found.append((path, node_text(node)))
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+
+    def node_text(x: float) -> str:
+        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+
+    try:
+        obj = json.loads(raw)  # the stdlib reads NaN, Infinity and overflowing numbers
+    except ValueError:
+        return f"invalid JSON: {exc}"
+    walk(obj, "")
+    if not found:
+        return f"invalid JSON: {exc}"
+    path, text = found[0]
+    name = "record"
+    if isinstance(obj, dict):
+        kind = obj.get("kind", "record")
+        ident = obj.get("activity_id") or obj.get("athlete_id")
+        name = f"{kind} {ident}" if ident else str(kind)
+    return f"{name}: {path} = {text}: not a finite number (NaN/Infinity are not valid JSON)"
 
 
 def check_streams(event: ActivityEvent) -> Track:
@@ -161,9 +205,19 @@ def check_streams(event: ActivityEvent) -> Track:
             f"{len(time)}: they must be parallel"
         )
         raise StreamRecordError(msg)
+    n = len(latlng)
     try:
-        pts = np.array(latlng, dtype=np.float64).reshape(len(latlng), 2)
-        t = np.array(time, dtype=np.float64)
+        # fromiter over the flattened pairs is ~10x faster than np.array on nested lists;
+        # the length check first makes sure no pair is short or long.
+        if not all(len(p) == 2 for p in latlng):
+            raise ValueError
+        # Only JSON numbers (bool is an int subclass, so compare exact types).
+        if not set(map(type, chain.from_iterable(latlng))) <= _NUMBER_TYPES:
+            raise ValueError
+        if not set(map(type, time)) <= _NUMBER_TYPES:
+            raise ValueError
+        pts = np.fromiter(chain.from_iterable(latlng), dtype=np.float64, count=2 * n).reshape(n, 2)
+        t = np.fromiter(time, dtype=np.float64, count=n)
     except (ValueError, TypeError):
         msg = f"{name}: {_first_malformed(latlng, time)}"
         raise StreamRecordError(msg) from None

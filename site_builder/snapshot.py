@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -54,11 +55,11 @@ def last_complete_month(now: datetime) -> str:
 
 
 def _check_month(month: str) -> str:
-    try:
-        datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
-    except ValueError:
+    # strptime alone accepts "2021-6" and " 2021-06"; months are compared as text in the
+    # store, so only the exact zero-padded form is a usable window end.
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month) or month < "0001-01":
         msg = f"--month {month!r}: expected YYYY-MM, e.g. 2021-02"
-        raise PublishError(msg) from None
+        raise PublishError(msg)
     return month
 
 
@@ -67,7 +68,7 @@ def run_snapshot(
 ) -> SnapshotResult:
     t0 = time.monotonic()
     when = build_time()
-    month = _check_month(month) if month else last_complete_month(when)
+    month = _check_month(month) if month is not None else last_complete_month(when)
     db = connect(config.db_path, create=False)
     try:
         apply_pending_privacy(db, config)

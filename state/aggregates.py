@@ -120,8 +120,11 @@ def activity_records(
     if len(prev) > 1:
         # A trip counts once per edge and direction: a track running along a cell border
         # zig-zags across the same edge many times.
-        _, first = np.unique(np.stack([prev, nxt]), axis=1, return_index=True)
-        first.sort()
+        order = np.lexsort((nxt, prev))  # stable: the first crossing of a pair sorts first
+        sp, sn = prev[order], nxt[order]
+        new = np.ones(len(order), dtype=bool)
+        new[1:] = (sp[1:] != sp[:-1]) | (sn[1:] != sn[:-1])
+        first = np.sort(order[new])
         prev, nxt, t_next, speed = prev[first], nxt[first], t_next[first], speed[first]
     edges = np.zeros(len(prev), EDGE_DTYPE)
     hex_cells = np.unique(cells_to_parent(cells, od_res))

@@ -1,0 +1,183 @@
+"""Kafka topics as ingest input: ``kafka://host:port[,host:port]/topic``.
+
+Built on Bytewax's ``KafkaSource``: each Kafka partition is one Bytewax input partition
+whose resume state is the next offset to read, so a rerun continues after the last
+snapshot (the first run starts at the beginning of the topic). Without ``--follow`` a
+partition ends at the end of the topic as it was when reached. In a multi-process run
+every process builds the source and Bytewax gives each Kafka partition to one worker.
+
+Items are ``RawRecord(source="kafka:{topic}:{partition}", position=offset, data=value)``.
+A message without a value (a tombstone) or delivered as a Kafka error becomes a record
+with empty data, which the parse step dead-letters as an empty (invalid JSON) document.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from flows.sources import RawRecord
+from heatmetro.errors import InputError
+
+SCHEME = "kafka://"
+METADATA_TIMEOUT_S = 15.0  # how long to wait for the brokers before giving up
+BATCH_SIZE = 500  # messages per poll; activities are large, keep batches modest
+_BROKER = re.compile(
+    r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$"
+)
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaUrl:
+    """A parsed ``kafka://`` input."""
+
+    brokers: list[str]
+    topic: str
+
+
+def parse_kafka_url(url: str) -> KafkaUrl:
+    """Split ``kafka://host:port[,host:port]/topic`` into brokers and topic.
+
+    Raises:
+        InputError: naming the input and what is wrong with it.
+    """
+    example = "expected kafka://host:port[,host:port]/topic"
+    if not url.startswith(SCHEME):
+        msg = f"input {url!r}: not a Kafka URL ({example})"
+        raise InputError(msg)
+    rest = url[len(SCHEME) :]
+    hosts, sep, topic = rest.partition("/")
+    if not sep or not topic:
+        msg = f"input {url!r}: no topic ({example})"
+        raise InputError(msg)
+    if not _TOPIC.match(topic) or topic in {".", ".."}:
+        msg = (
+            f"input {url!r}: topic {topic!r} is not a valid Kafka topic name "
+            "(up to 249 of A-Z a-z 0-9 . _ -)"
+        )
+        raise InputError(msg)
+    brokers = hosts.split(",") if hosts else []
+    if not brokers:
+        msg = f"input {url!r}: no broker ({example})"
+        raise InputError(msg)
+    for broker in brokers:
+        m = _BROKER.match(broker)
+        if m is None:
+            msg = f"input {url!r}: broker {broker!r} is not host:port ({example})"
+            raise InputError(msg)
+        if not 1 <= int(m.group(1)) <= 65535:
+            msg = f"input {url!r}: broker {broker!r}: port {m.group(1)} out of range 1-65535"
+            raise InputError(msg)
+    return KafkaUrl(brokers, topic)
+
+
+def to_raw_record(msg: KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]) -> RawRecord:
+    """One Kafka message (or error) as a ``RawRecord``; no value -> empty data."""
+    if isinstance(msg, KafkaError):
+        print(
+            f"kafka:{msg.msg.topic}:{msg.msg.partition} offset {msg.msg.offset}: "
+            f"Kafka error {msg.err}; dead-lettered",
+            file=sys.stderr,
+        )
+        m, data = msg.msg, b""
+    else:
+        m, data = msg, msg.value if msg.value is not None else b""
+    return RawRecord(f"kafka:{m.topic}:{m.partition}", int(m.offset or 0), bytes(data))
+
+
+class _Partition(StatefulSourcePartition[RawRecord, int | None]):
+    """Bytewax's Kafka partition, turning messages into ``RawRecord`` and keeping the
+    resume offset itself: the inner partition would also advance to an error's offset,
+    and an error not tied to a message carries none (-1001), which must never become
+    the offset a rerun starts from."""
+
+    def __init__(self, inner: StatefulSourcePartition[Any, int | None], start: int | None):
+        self.inner = inner
+        self.next_offset = start
+
+    def next_batch(self) -> list[RawRecord]:
+        out: list[RawRecord] = []
+        for item in self.inner.next_batch():
+            m = item.msg if isinstance(item, KafkaError) else item
+            if m.offset is None or m.offset < 0:  # a client-level error, not a message
+                print(f"kafka:{m.topic}:{m.partition}: {getattr(item, 'err', '')}", file=sys.stderr)
+                continue
+            out.append(to_raw_record(item))
+            self.next_offset = m.offset + 1
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self.inner.next_awake()
+
+    def snapshot(self) -> int | None:
+        return self.next_offset
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class HeatmetroKafkaSource(FixedPartitionedSource[RawRecord, int | None]):
+    """Bytewax's ``KafkaSource`` for one topic, yielding ``RawRecord`` items and failing
+    fast (``InputError``) when the brokers do not answer."""
+
+    def __init__(self, url: KafkaUrl, *, follow: bool) -> None:
+        self.url = url
+        self.kafka = KafkaSource(
+            url.brokers,
+            [url.topic],
+            tail=follow,
+            starting_offset=OFFSET_BEGINNING,
+            batch_size=BATCH_SIZE,
+            raise_on_errors=False,
+        )
+
+    def list_parts(self) -> list[str]:
+        return [f"{i}-{self.url.topic}" for i in topic_partitions(self.url)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+        inner = self.kafka.build_part(step_id, for_part, resume_state)
+        return _Partition(inner, resume_state)
+
+
+def topic_partitions(url: KafkaUrl) -> list[int]:
+    """The topic's partition numbers (a broker may auto-create the topic).
+
+    Raises:
+        InputError: the brokers do not answer in time, or the topic cannot be read.
+    """
+    client = AdminClient({"bootstrap.servers": ",".join(url.brokers)})
+    where = f"kafka://{','.join(url.brokers)}/{url.topic}"
+    try:
+        meta = client.list_topics(url.topic, timeout=METADATA_TIMEOUT_S)
+    except KafkaException as exc:
+        msg = f"input {where}: no answer from the Kafka brokers in {METADATA_TIMEOUT_S:g} s: {exc}"
+        raise InputError(msg) from None
+    topic = meta.topics.get(url.topic)
+    if topic is None or topic.error is not None:
+        why = topic.error.str() if topic is not None and topic.error else "unknown topic"
+        msg = f"input {where}: cannot read the topic: {why}"
+        raise InputError(msg)
+    return sorted(topic.partitions)
+
+
+def kafka_records(flow: Dataflow, step_id: str, url: str, *, follow: bool) -> Stream[RawRecord]:
+    """The messages of the topic in ``url`` as ``RawRecord`` items.
+
+    Raises:
+        InputError: the URL is malformed (checked before anything connects), the
+            brokers do not answer, or the topic cannot be read.
+    """
+    parsed = parse_kafka_url(url)
+    topic_partitions(parsed)  # fail here, as a clean CLI error, rather than inside Bytewax
+    return op.input(step_id, flow, HeatmetroKafkaSource(parsed, follow=follow))

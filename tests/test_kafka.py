@@ -1,0 +1,165 @@
+"""Kafka input against a real Kafka-protocol broker (librdkafka's mock cluster).
+
+The broker runs in its own process (it lives inside a ``confluent_kafka.Producer``) and
+speaks the real protocol on 127.0.0.1; ``heatmetro ingest kafka://...`` is run through
+the CLI exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlite_utils
+from confluent_kafka import Producer
+
+from heatmetro.config import load_config
+from tests.conftest import TEST_SALT, write_config
+from tests.streams import NORTH_EAST, NORTH_WEST, activity, athlete, line, street_rides, to_jsonl
+
+TOPIC = "rides"
+BROKER = """
+from confluent_kafka import Producer
+holder = Producer({"test.mock.num.brokers": 1, "broker.address.family": "v4"})
+md = holder.list_topics(timeout=10)
+print(",".join(f"{b.host}:{b.port}" for b in md.brokers.values()), flush=True)
+while True:
+    holder.poll(0.5)
+"""
+MALFORMED = b'{"kind": "activity", "activity_id": "broken"'  # cut off mid-message
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    """The bootstrap address (``127.0.0.1:PORT``) of a one-broker mock cluster."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BROKER], stdout=subprocess.PIPE, text=True, bufsize=1
+    )
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        assert address.startswith("127.0.0.1:"), f"mock broker said {address!r}"
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def produce(address: str, topic: str, values: list[bytes | None]) -> None:
+    """Write ``values`` in order to partition 0 of ``topic`` (auto-created)."""
+    producer = Producer({"bootstrap.servers": address, "broker.address.family": "v4"})
+    errors: list[Any] = []
+    for value in values:
+        producer.produce(topic, value=value, partition=0, on_delivery=_collect(errors))
+    assert producer.flush(10) == 0, "messages left undelivered"
+    assert not errors, errors
+
+
+def _collect(errors: list[Any]) -> Callable[[Any, Any], None]:
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
+    return on_delivery
+
+
+def new_project(folder: Path) -> tuple[Path, Path]:
+    """A project folder with its config; returns (config.toml, store path)."""
+    folder.mkdir()
+    cfg = write_config(folder)
+    return cfg, load_config(cfg, salt=TEST_SALT).db_path
+
+
+def rows(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    db = sqlite_utils.Database(db_path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+ACTIVITIES = "SELECT * FROM activities ORDER BY activity_id"
+ATHLETE_MONTHS = "SELECT * FROM athlete_months ORDER BY athlete_id, month, layer"
+DEAD = "SELECT source, position, reason FROM dead_letters ORDER BY source, position"
+
+
+def first_stream() -> list[dict[str, Any]]:
+    """Three athletes riding Elm Street, one of them with settings first."""
+    return [athlete("a0", hide_start_end_m=100), *street_rides(3)]
+
+
+def test_kafka_topic_ingests_like_jsonl_and_resumes(
+    broker: str, run_cli: Run, tmp_path: Path
+) -> None:
+    events = first_stream()
+    messages: list[bytes | None] = [orjson.dumps(e) for e in events]
+    messages.insert(2, MALFORMED)  # offset 2
+    messages.append(None)  # a tombstone (no value), offset 5
+    produce(broker, TOPIC, messages)
+
+    cfg, store = new_project(tmp_path / "from_kafka")
+    run_cli("ingest", "-c", cfg, f"kafka://{broker}/{TOPIC}")
+
+    ids = [r[0] for r in rows(store, "SELECT activity_id FROM activities ORDER BY 1")]
+    assert ids == ["a0-r1", "a1-r1", "a2-r1"]
+    assert rows(store, "SELECT DISTINCT status FROM activities") == [("stored",)] or all(
+        s != "purged" for (s,) in rows(store, "SELECT status FROM activities")
+    )
+    dead = rows(store, DEAD)
+    assert [(s, p) for s, p, _ in dead] == [(f"kafka:{TOPIC}:0", 2), (f"kafka:{TOPIC}:0", 5)]
+    assert dead[0][2].startswith("invalid JSON")
+    assert dead[1][2].startswith("invalid JSON: Input is a zero-length, empty document")
+    exported = [orjson.loads(x) for x in (store.parent / "dead_letters.jsonl").read_bytes().split()]
+    assert [(d["source"], d["position"]) for d in exported] == [(s, p) for s, p, _ in dead]
+
+    # The same stream as a JSONL file gives the same store.
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_bytes(to_jsonl(events) + MALFORMED + b"\n")
+    cfg_file, store_file = new_project(tmp_path / "from_file")
+    run_cli("ingest", "-c", cfg_file, jsonl)
+    assert rows(store_file, ACTIVITIES) == rows(store, ACTIVITIES)
+    assert rows(store_file, ATHLETE_MONTHS) == rows(store, ATHLETE_MONTHS)
+    assert len(rows(store, ATHLETE_MONTHS)) == 3
+
+    # Rerun after more messages: only the new ones are read. The dead letter removed
+    # here would come back if the topic were read again from the beginning.
+    db = sqlite_utils.Database(store)
+    db.execute("DELETE FROM dead_letters WHERE position = 2")
+    db.conn.commit()
+    db.close()
+    more = [activity("a3-r1", "a3", line(NORTH_WEST, NORTH_EAST)), *street_rides(1, prefix="b")]
+    produce(broker, TOPIC, [orjson.dumps(e) for e in more] + [b"not json"])  # offsets 6, 7, 8
+    run_cli("ingest", "-c", cfg, f"kafka://{broker}/{TOPIC}")
+
+    ids = [r[0] for r in rows(store, "SELECT activity_id FROM activities ORDER BY 1")]
+    assert ids == ["a0-r1", "a1-r1", "a2-r1", "a3-r1", "b0-r1"]
+    assert [(s, p) for s, p, _ in rows(store, DEAD)] == [
+        (f"kafka:{TOPIC}:0", 5),
+        (f"kafka:{TOPIC}:0", 8),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("kafka://127.0.0.1:9092", "no topic"),
+        ("kafka:///rides", "no broker"),
+        ("kafka://localhost/rides", "is not host:port"),
+        ("kafka://localhost:99999/rides", "out of range"),
+        ("kafka://localhost:9092/bad topic!", "not a valid Kafka topic name"),
+    ],
+)
+def test_malformed_kafka_url_is_a_clean_cli_error(
+    run_cli: Run, project: Path, url: str, words: str
+) -> None:
+    proc = run_cli("ingest", "-c", project / "config.toml", url, check=False)
+    assert proc.returncode != 0
+    assert words in proc.stderr
+    assert "Traceback" not in proc.stderr
