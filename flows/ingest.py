@@ -19,13 +19,14 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.contract import Event, parse_event
 from flows.fold import AthleteFold
-from flows.sources import JsonlSource, RawRecord, expand_inputs
+from flows.sources import JsonlSource, RawRecord, expand_inputs, known_inputs
 from heatmetro.config import Config, load_config
 from heatmetro.errors import HeatmetroError, StreamRecordError
 from state.changes import DeadLetter, StoreItem
 from state.store import connect
 from state.writer import StoreWriter
 
+INPUT_REGISTRY = "inputs.json"  # every input read with this state folder (see JsonlSource)
 RAW_KEEP = 2000  # characters of a bad record kept in the dead-letter file
 
 
@@ -144,7 +145,9 @@ def build_flow(
     flow = Dataflow("heatmetro_ingest")
     streams = []
     if files or allow_empty:  # cluster members list the same partitions (maybe none)
-        streams.append(op.input("read", flow, JsonlSource(files, follow=follow)))  # RawRecord
+        known = known_inputs(config.state_dir / INPUT_REGISTRY)
+        source = JsonlSource(files, follow=follow, known=known)
+        streams.append(op.input("read", flow, source))  # RawRecord
     for i, url in enumerate(sources):
         from flows.kafka_input import kafka_records
 

@@ -20,7 +20,8 @@ from datetime import timedelta
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from flows.ingest import build_flow
+from flows.ingest import INPUT_REGISTRY, build_flow
+from flows.sources import expand_inputs, remember_inputs
 from heatmetro.config import Config
 from heatmetro.errors import HeatmetroError
 from state.store import connect, export_dead_letters
@@ -79,6 +80,8 @@ def run_ingest(config: Config, inputs: list[str], *, follow: bool = False, worke
     config.state_dir.mkdir(parents=True, exist_ok=True)
     connect(config.db_path).close()  # create / migrate before the workers race for it
     ensure_recovery(config)
+    files = expand_inputs([i for i in inputs if not i.startswith("kafka://")])
+    remember_inputs(config.state_dir / INPUT_REGISTRY, files)
     if workers == 1:
         run_worker(config, inputs, follow=follow)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -118,19 +119,41 @@ class _LinePartition(StatefulSourcePartition[RawRecord, FilePosition | None]):
             self.fh.close()
 
 
-class JsonlSource(FixedPartitionedSource[RawRecord, FilePosition | None]):
-    """One partition per input file (and one for stdin)."""
+class _Finished(StatefulSourcePartition[RawRecord, FilePosition | None]):
+    """A partition from an earlier run that this run does not read: keeps its position."""
 
-    def __init__(self, inputs: list[str], *, follow: bool = False) -> None:
+    def __init__(self, resume_state: FilePosition | None) -> None:
+        self.state = resume_state
+
+    def next_batch(self) -> list[RawRecord]:
+        raise StopIteration
+
+    def snapshot(self) -> FilePosition | None:
+        return self.state
+
+
+class JsonlSource(FixedPartitionedSource[RawRecord, FilePosition | None]):
+    """One partition per input file (and one for stdin).
+
+    Bytewax refuses to resume when a recovered partition is not listed, so the source
+    also lists every input of earlier runs (``known``) and builds those as finished.
+    """
+
+    def __init__(
+        self, inputs: list[str], *, follow: bool = False, known: list[str] | None = None
+    ) -> None:
         self.inputs = inputs
         self.follow = follow
+        self.known = known or []
 
     def list_parts(self) -> list[str]:
-        return list(self.inputs)
+        return list(dict.fromkeys([*self.known, *self.inputs]))
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: FilePosition | None
-    ) -> _LinePartition:
+    ) -> StatefulSourcePartition[RawRecord, FilePosition | None]:
+        if for_part not in self.inputs:
+            return _Finished(resume_state)
         if for_part == STDIN:
             return _LinePartition(STDIN, sys.stdin.buffer, FilePosition(0, 0, ""), self.follow, "")
         head = _head_hash(for_part)
@@ -143,6 +166,22 @@ class JsonlSource(FixedPartitionedSource[RawRecord, FilePosition | None]):
             else:
                 fh.seek(resume_state.offset)
         return _LinePartition(for_part, fh, pos, self.follow, head)
+
+
+def known_inputs(registry: Path) -> list[str]:
+    """The inputs earlier runs read with this recovery folder."""
+    return list(json.loads(registry.read_text())) if registry.exists() else []
+
+
+def remember_inputs(registry: Path, inputs: list[str]) -> list[str]:
+    """Add ``inputs`` to the registry (done once, before any worker starts)."""
+    known = known_inputs(registry)
+    merged = list(dict.fromkeys([*known, *inputs]))
+    if merged != known:
+        tmp = registry.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged, indent=1))
+        tmp.replace(registry)
+    return merged
 
 
 def _skip(fh: IO[bytes], n: int) -> None:
