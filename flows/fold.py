@@ -13,12 +13,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from flows.batch import TrimJob, finish_one
 from flows.contract import ActivityDeletedEvent, ActivityEvent, AthleteEvent, Event, epoch_ms
 from flows.sports import layer_of, max_speed_ms
-from flows.track_cells import track_path
-from flows.trim import trim
 from heatmetro.config import Config
-from state.aggregates import StoredActivity, activity_records
 from state.changes import ActivityChange, ActivityDelete, SettingsChange, StoreItem
 from state.records import PATH_DTYPE, to_blob
 from state.settings import (
@@ -42,14 +40,24 @@ class AthleteFold:
     def apply(
         self, settings: AthleteSettings | None, event: Event
     ) -> tuple[AthleteSettings, list[StoreItem]]:
+        """Settings after ``event`` and the store changes it makes (trimmed one by one)."""
+        new, items = self.plan(settings, event)
+        return new, [finish_one(i, self.config) if isinstance(i, TrimJob) else i for i in items]
+
+    def plan(
+        self, settings: AthleteSettings | None, event: Event, source: str = "", position: int = 0
+    ) -> tuple[AthleteSettings, list[StoreItem | TrimJob]]:
+        """Like ``apply`` but contributing activities come back as ``TrimJob`` to be
+        finished in batches (``flows.batch``)."""
         settings = settings or AthleteSettings()
         if isinstance(event, AthleteEvent):
-            return self._settings(settings, event)
+            new, changes = self._settings(settings, event)
+            return new, list(changes)
         if isinstance(event, ActivityDeletedEvent):
             return settings, [
                 ActivityDelete(event.activity_id, event.athlete_id, epoch_ms(event.updated_at))
             ]
-        return settings, [self._activity(settings, event)]
+        return settings, [self._activity(settings, event, source, position)]
 
     def zones(self, settings: AthleteSettings, athlete_id: str) -> tuple[EffectiveZone, ...]:
         return effective_zones(
@@ -86,7 +94,9 @@ class AthleteFold:
         )
         return new, [change]
 
-    def _activity(self, settings: AthleteSettings, ev: ActivityEvent) -> ActivityChange:
+    def _activity(
+        self, settings: AthleteSettings, ev: ActivityEvent, source: str, position: int
+    ) -> ActivityChange | TrimJob:
         cfg = self.config
         start_s = int(ev.start_date.timestamp())
         local_start = datetime.fromtimestamp(start_s + ev.utc_offset_s, tz=UTC)
@@ -128,26 +138,4 @@ class AthleteFold:
                 fixes_kept=0,
                 **base,
             )  # type: ignore[arg-type]
-        trimmed = trim(
-            track.lat,
-            track.lng,
-            track.t,
-            cut_start_m=cut_start,
-            cut_end_m=cut_end,
-            zones=zones,
-            max_speed=base["max_speed_ms"],  # type: ignore[arg-type]
-            max_gap_m=cfg.max_gap_fill_m,
-        )
-        path = track_path(trimmed, res=cfg.heat_resolution, zones=zones)
-        status = "active" if len(path) else "empty"
-        heat, edges, hexes, od = activity_records(
-            StoredActivity(
-                ev.activity_id, path, start_s, ev.utc_offset_s, ev.commute, base["max_speed_ms"]
-            ),  # type: ignore[arg-type]
-            metro_res=cfg.metro_resolution,
-            od_res=cfg.od_resolution,
-        )
-        return ActivityChange(
-            status=status, path=to_blob(path), heat=to_blob(heat), edges=to_blob(edges),
-            hexagons=to_blob(hexes), od=to_blob(od), fixes_kept=len(trimmed.lat), **base,  # type: ignore[arg-type]
-        )  # fmt: skip
+        return TrimJob(base, track.lat, track.lng, track.t, zones, source, position)

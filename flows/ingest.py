@@ -17,6 +17,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from flows.batch import TrimJob, finish_batch, finish_one
 from flows.contract import Event, parse_event
 from flows.fold import AthleteFold
 from flows.sources import JsonlSource, RawRecord, expand_inputs, known_inputs
@@ -48,13 +49,37 @@ class FoldStep:
     def __init__(self, config: Config) -> None:
         self.fold = AthleteFold(config)
 
-    def __call__(self, state: Any, item: Any) -> tuple[Any, list[StoreItem]]:
+    def __call__(self, state: Any, item: Any) -> tuple[Any, list[Any]]:
         rec, event = item
         try:
-            return self.fold.apply(state, event)
+            return self.fold.plan(state, event, rec.source, rec.position)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             reason = f"{event.kind} {getattr(event, 'activity_id', event.athlete_id)}: cannot process: {exc!r}"
             return state, [DeadLetter(rec.source, rec.position, reason[:500], _raw_text(rec.data))]
+
+
+class TrimStep:
+    """The ``flat_map_batch`` mapper: finish a batch's ``TrimJob``s together."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def __call__(self, items: list[Any]) -> list[StoreItem]:
+        jobs = [i for i in items if isinstance(i, TrimJob)]
+        if not jobs:
+            return items
+        try:
+            done = iter(finish_batch(jobs, self.config))
+            return [next(done) if isinstance(i, TrimJob) else i for i in items]
+        except Exception:  # noqa: BLE001 - find the culprit one by one
+            return [self._one(i) if isinstance(i, TrimJob) else i for i in items]
+
+    def _one(self, job: TrimJob) -> StoreItem:
+        try:
+            return finish_one(job, self.config)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
+            reason = f"activity {job.base['activity_id']}: cannot process: {exc!r}"
+            return DeadLetter(job.source, job.position, reason[:500], "")
 
 
 class _StorePartition(StatelessSinkPartition[StoreItem]):
@@ -159,8 +184,9 @@ def build_flow(
     parsed = op.map("parse", raw, parse_record)  # (RawRecord, Event) | DeadLetter
     split = op.branch("valid", parsed, _is_valid)
     keyed = op.key_on("by_athlete", split.trues, _athlete_of)  # (athlete, (rec, ev))
-    folded = op.stateful_map("fold", keyed, FoldStep(config))  # (athlete, [StoreItem])
-    changes = op.flat_map("changes", folded, lambda kv: kv[1])  # StoreItem
+    folded = op.stateful_map("fold", keyed, FoldStep(config))  # (athlete, [StoreItem|TrimJob])
+    planned = op.flat_map("changes", folded, lambda kv: kv[1])  # StoreItem | TrimJob
+    changes = op.flat_map_batch("trim", planned, TrimStep(config))  # StoreItem
     everything: Any = op.merge("with_dead_letters", changes, split.falses)  # StoreItem
     op.output("store", everything, StoreSink(config))
     return flow

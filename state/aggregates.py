@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import h3._cy as h3_cy  # the int API minus its wrapper (hot path)
 import h3.api.basic_int as h3
 import numpy as np
 
@@ -19,6 +20,7 @@ from state.records import (
     HEX_KEY,
     OD_DTYPE,
     OD_KEY,
+    PATH_DTYPE,
     group_sum,
 )
 
@@ -59,101 +61,174 @@ def cells_to_parent(cells: np.ndarray, res: int) -> np.ndarray:
     return out | np.uint64((1 << ((15 - res) * 3)) - 1)
 
 
-def _crossings(path: np.ndarray, res: int) -> tuple[np.ndarray, ...]:
-    """Consecutive distinct metro cells within each piece: (prev, next, t, v) at entry."""
-    parents = cells_to_parent(path["cell"], res)
-    seg = path["seg"]
+def _crossings(cells: np.ndarray, piece: np.ndarray, t: np.ndarray, v: np.ndarray, res: int):  # type: ignore[no-untyped-def]
+    """Consecutive distinct metro cells within each piece: (prev, next, t, v, row of next).
+
+    ``piece`` identifies a piece of track (unique across activities).
+    """
+    parents = cells_to_parent(cells, res)
     # Collapse runs of the same parent within a piece; keep when/how fast each run began.
-    new_run = np.concatenate(([True], (parents[1:] != parents[:-1]) | (seg[1:] != seg[:-1])))
-    rp, rs = parents[new_run], seg[new_run]
-    rt = path["t"][new_run].astype(np.float64)
-    rv = path["v"][new_run].astype(np.float64)
+    new_run = np.ones(len(parents), dtype=bool)
+    new_run[1:] = (parents[1:] != parents[:-1]) | (piece[1:] != piece[:-1])
+    rows = np.flatnonzero(new_run)
+    rp, rs = parents[rows], piece[rows]
     cross = rs[1:] == rs[:-1]
     prev, nxt = rp[:-1][cross], rp[1:][cross]
-    t, v = rt[1:][cross], rv[1:][cross]
+    row = rows[1:][cross]
+    rt, rv = t[row], v[row]
     # Parents of adjacent fine cells are almost always adjacent; fill the rare gap.
     if len(prev):
-        neighbours = h3.are_neighbor_cells
+        neighbours = h3_cy.are_neighbor_cells
         ok = [neighbours(a, b) for a, b in zip(prev.tolist(), nxt.tolist(), strict=True)]
         if not all(ok):
-            prev, nxt, t, v = _fill_gaps(prev, nxt, t, v, ok)
-    return prev, nxt, t, v
+            prev, nxt, rt, rv, row = _fill_gaps(prev, nxt, rt, rv, row, ok)
+    return prev, nxt, rt, rv, row
 
 
-def _fill_gaps(prev, nxt, t, v, ok):  # type: ignore[no-untyped-def]
-    rows: list[tuple[int, int, float, float]] = []
-    for a, b, tb, vb, good in zip(
-        prev.tolist(), nxt.tolist(), t.tolist(), v.tolist(), ok, strict=True
+def _fill_gaps(prev, nxt, t, v, row, ok):  # type: ignore[no-untyped-def]
+    rows: list[tuple[int, int, float, float, int]] = []
+    for a, b, tb, vb, r, good in zip(
+        prev.tolist(), nxt.tolist(), t.tolist(), v.tolist(), row.tolist(), ok, strict=True
     ):
         if good:
-            rows.append((a, b, tb, vb))
+            rows.append((a, b, tb, vb, r))
             continue
         try:
             line = h3.grid_path_cells(a, b)
         except Exception:  # noqa: BLE001 - h3 cannot path across some pentagons: skip
             continue
-        rows.extend((line[k], line[k + 1], tb, vb) for k in range(len(line) - 1))
-    arr = np.array(rows, dtype=[("p", "<u8"), ("n", "<u8"), ("t", "<f8"), ("v", "<f8")])
-    return arr["p"], arr["n"], arr["t"], arr["v"]
+        rows.extend((line[k], line[k + 1], tb, vb, r) for k in range(len(line) - 1))
+    arr = np.array(
+        rows, dtype=[("p", "<u8"), ("n", "<u8"), ("t", "<f8"), ("v", "<f8"), ("r", "<i8")]
+    ).reshape(-1)
+    return arr["p"], arr["n"], arr["t"], arr["v"], arr["r"]
+
+
+def _first_of_groups(*keys: np.ndarray) -> np.ndarray:
+    """Positions of the first row of each distinct key combination, in row order."""
+    order = np.lexsort(tuple(reversed(keys)))  # stable: first occurrences sort first
+    change = np.zeros(len(order), dtype=bool)
+    if len(order):
+        change[0] = True
+    for k in keys:
+        sk = k[order]
+        change[1:] |= sk[1:] != sk[:-1]
+    return np.sort(order[change])
 
 
 def activity_records(
     act: StoredActivity, *, metro_res: int, od_res: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One activity's heat cells, edge crossings, hexagon trips and OD pair.
+    """One activity's heat cells, edge crossings, hexagon trips and OD pair."""
+    return batch_records([act], metro_res=metro_res, od_res=od_res)[0]
 
-    Runs once per activity on the ingest hot path: plain arrays, few numpy calls.
+
+def batch_records(
+    acts: list[StoredActivity], *, metro_res: int, od_res: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``activity_records`` for many activities in one vectorised pass.
+
+    Each activity's result does not depend on the others (no sums across activities),
+    so an activity gets the same records whatever batch it was processed in.
     """
-    path = act.path
-    if len(path) == 0:
-        return (
-            np.zeros(0, HEAT_DTYPE),
-            np.zeros(0, EDGE_DTYPE),
-            np.zeros(0, HEX_DTYPE),
-            np.zeros(0, OD_DTYPE),
-        )
-    cells = np.unique(path["cell"])
-    heat = np.zeros(len(cells), HEAT_DTYPE)
-    heat["cell"], heat["n"] = cells, 1
+    k = len(acts)
+    sizes = np.array([len(a.path) for a in acts], dtype=np.int64)
+    path = concat([a.path for a in acts], PATH_DTYPE)
+    aid = np.repeat(np.arange(k), sizes)
+    bounds = np.concatenate(([0], np.cumsum(sizes)))
+    cells = path["cell"]
+    # Pieces numbered across the batch: activity i's pieces follow activity i-1's.
+    seg_span = np.array(
+        [int(a.path["seg"].max()) + 1 if len(a.path) else 0 for a in acts], dtype=np.int64
+    )
+    seg_base = np.concatenate(([0], np.cumsum(seg_span)))[:-1]
+    piece = path["seg"].astype(np.int64) + seg_base[aid]
 
-    prev, nxt, t_next, speed = _crossings(path, metro_res)
+    # Heat: each activity counts once per cell.
+    hrow = _first_of_groups(aid, cells)
+    heat_aid, heat_cells = aid[hrow], cells[hrow]
+    horder = np.lexsort((heat_cells, heat_aid))
+    heat = np.zeros(len(hrow), HEAT_DTYPE)
+    heat["cell"], heat["n"] = heat_cells[horder], 1
+    heat_bounds = np.searchsorted(heat_aid[horder], np.arange(k + 1))
+
+    # Edges: the first crossing of each edge and direction per activity.
+    prev, nxt, ct, cv, row = _crossings(
+        cells, piece, path["t"].astype(np.float64), path["v"].astype(np.float64), metro_res
+    )
+    xaid = aid[row]
     if len(prev) > 1:
-        # A trip counts once per edge and direction: a track running along a cell border
-        # zig-zags across the same edge many times.
-        order = np.lexsort((nxt, prev))  # stable: the first crossing of a pair sorts first
-        sp, sn = prev[order], nxt[order]
-        new = np.ones(len(order), dtype=bool)
-        new[1:] = (sp[1:] != sp[:-1]) | (sn[1:] != sn[:-1])
-        first = np.sort(order[new])
-        prev, nxt, t_next, speed = prev[first], nxt[first], t_next[first], speed[first]
+        first = _first_of_groups(xaid, prev, nxt)
+        prev, nxt, ct, cv, xaid = prev[first], nxt[first], ct[first], cv[first], xaid[first]
+    start = np.array([a.start_s + a.utc_offset_s for a in acts], dtype=np.int64)
+    vmax = np.array([a.max_speed_ms for a in acts])
+    commute = np.array([a.commute for a in acts], dtype=bool)
+    speed_ok = np.isfinite(cv) & (cv <= vmax[xaid]) if len(xaid) else np.zeros(0, dtype=bool)
+    local = start[xaid] + np.floor(ct).astype(np.int64)
     edges = np.zeros(len(prev), EDGE_DTYPE)
-    hex_cells = np.unique(cells_to_parent(cells, od_res))
+    edges["a"] = np.minimum(prev, nxt)
+    edges["b"] = np.maximum(prev, nxt)
+    edges["fwd"] = prev < nxt
+    edges["hour"] = (local // 3600) % 24
+    # 1970-01-01 was a Thursday (weekday 3 when Monday is 0).
+    edges["weekend"] = ((local // 86400) + 3) % 7 >= 5
+    edges["commute"] = commute[xaid]
+    edges["trips"] = 1
+    edges["speed_sum"] = np.where(speed_ok, cv, 0.0)
+    edges["speed_n"] = speed_ok
+    edge_bounds = np.searchsorted(xaid, np.arange(k + 1))
+
+    # Hexagons: a trip counts once per hexagon; speeds from the crossings entering it.
+    hx_all = cells_to_parent(heat["cell"], od_res)
+    hx_aid = np.repeat(np.arange(k), np.diff(heat_bounds))
+    hrow2 = _first_of_groups(hx_aid, hx_all)
+    hex_aid, hex_cells = hx_aid[hrow2], hx_all[hrow2]
+    ho = np.lexsort((hex_cells, hex_aid))
+    hex_aid, hex_cells = hex_aid[ho], hex_cells[ho]
     hexes = np.zeros(len(hex_cells), HEX_DTYPE)
-    hexes["cell"], hexes["trips"] = hex_cells, 1  # a trip counts once per hexagon
-    if len(prev):
-        speed_ok = np.isfinite(speed) & (speed <= act.max_speed_ms)
-        local = act.start_s + act.utc_offset_s + np.floor(t_next).astype(np.int64)
-        edges["a"] = np.minimum(prev, nxt)
-        edges["b"] = np.maximum(prev, nxt)
-        edges["fwd"] = prev < nxt
-        edges["hour"] = (local // 3600) % 24
-        # 1970-01-01 was a Thursday (weekday 3 when Monday is 0).
-        edges["weekend"] = ((local // 86400) + 3) % 7 >= 5
-        edges["commute"] = act.commute
-        edges["trips"] = 1
-        edges["speed_sum"] = np.where(speed_ok, speed, 0.0)
-        edges["speed_n"] = speed_ok
-        # Hexagon speeds come from the crossings that enter the hexagon.
-        where = np.searchsorted(hex_cells, cells_to_parent(nxt, od_res))
-        where = np.minimum(where, len(hex_cells) - 1)
-        hexes["speed_sum"] = np.bincount(
-            where, weights=edges["speed_sum"], minlength=len(hex_cells)
+    hexes["cell"], hexes["trips"] = hex_cells, 1
+    if len(nxt) and len(hex_cells):
+        dense_hex, dense_inv = np.unique(
+            np.concatenate([hex_cells, cells_to_parent(nxt, od_res)]), return_inverse=True
         )
-        hexes["speed_n"] = np.bincount(where, weights=speed_ok, minlength=len(hex_cells))
-    ends = cells_to_parent(path["cell"][[0, -1]], od_res)
-    od = np.zeros(1, OD_DTYPE)
-    od["o"], od["d"], od["trips"] = ends[0], ends[1], 1
-    return heat, edges, hexes, od
+        width = len(dense_hex)
+        group_key = hex_aid * width + dense_inv[: len(hex_cells)]
+        cross_key = xaid * width + dense_inv[len(hex_cells) :]
+        where = np.searchsorted(group_key, cross_key)
+        found = where < len(group_key)
+        found[found] = group_key[where[found]] == cross_key[found]
+        hexes["speed_sum"] = np.bincount(
+            where[found], weights=edges["speed_sum"][found], minlength=len(hex_cells)
+        )
+        hexes["speed_n"] = np.bincount(
+            where[found], weights=speed_ok[found], minlength=len(hex_cells)
+        )
+    hex_bounds = np.searchsorted(hex_aid, np.arange(k + 1))
+
+    out = []
+    for i in range(k):
+        if sizes[i] == 0:
+            out.append(
+                (
+                    np.zeros(0, HEAT_DTYPE),
+                    np.zeros(0, EDGE_DTYPE),
+                    np.zeros(0, HEX_DTYPE),
+                    np.zeros(0, OD_DTYPE),
+                )
+            )
+            continue
+        ends = cells_to_parent(cells[[bounds[i], bounds[i + 1] - 1]], od_res)
+        od = np.zeros(1, OD_DTYPE)
+        od["o"], od["d"], od["trips"] = ends[0], ends[1], 1
+        out.append(
+            (
+                heat[heat_bounds[i] : heat_bounds[i + 1]],
+                edges[edge_bounds[i] : edge_bounds[i + 1]],
+                hexes[hex_bounds[i] : hex_bounds[i + 1]],
+                od,
+            )
+        )
+    return out
 
 
 def merge_records(

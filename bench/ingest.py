@@ -1,0 +1,310 @@
+"""Ingest throughput against a naive baseline, peak memory, and how compact the state is.
+
+Converts every ValleyBike ride (all six shared months, or the two bundled ones) to one
+JSONL stream, then in the same run:
+
+1. baseline: ``json.loads`` every line and ``h3.latlng_to_cell(lat, lng, 11)`` (the
+   default string API) for every fix, in this process; run before and after the ingests
+   (the machines are noisy) and averaged;
+2. ``heatmetro ingest`` of the file into a fresh project with ``-w 1`` and ``-w 2``, each
+   a subprocess under ``/usr/bin/time -v`` (peak RSS), timed wall-clock as a whole
+   command (start-up, recovery snapshots and SQLite commits included);
+3. the store's size per aggregate entry and per athlete-month, extrapolated to a city.
+
+Usage: ``make bench`` or ``.venv/bin/python bench/ingest.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import h3
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from flows.importers.valleybike import (  # noqa: E402
+    bundled_csvs,
+    shared_csvs,
+    valleybike_events,
+    write_jsonl,
+)
+from state.records import EDGE_DTYPE, HEAT_DTYPE, HEX_DTYPE, OD_DTYPE, PATH_DTYPE  # noqa: E402
+from state.settings import AthleteSettings, Zone  # noqa: E402
+
+GOAL_RATIO = 1.5
+RAM_BYTES = 24 * 2**30  # this machine
+CITY_ATHLETES = 50_000
+CITY_MONTHS = 12
+HEAVY_ACTIVITIES_PER_MONTH = 20  # a keen club rider, for the upper-bound line
+MIB = 2**20
+
+
+def baseline(path: Path) -> tuple[float, int]:
+    """Seconds for the naive loop over ``path``, and the fixes it saw."""
+    fixes = 0
+    t0 = time.perf_counter()
+    with path.open("rb") as fh:
+        for line in fh:
+            obj = json.loads(line)
+            if obj["kind"] == "activity":
+                for lat, lng in obj["streams"]["latlng"]:
+                    h3.latlng_to_cell(lat, lng, 11)
+                    fixes += 1
+    return time.perf_counter() - t0, fixes
+
+
+class TreeRss:
+    """Samples the summed RSS of a process and its descendants (``-w 2`` has two)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, sum(_rss(p) for p in _tree(self.pid)))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def ingest(stream: Path, folder: Path, workers: int) -> dict[str, Any]:
+    """Run ``heatmetro ingest`` in a fresh project; wall seconds and peak RSS."""
+    folder.mkdir()
+    (folder / "config.toml").write_text('state_dir = "state"\nout_dir = "site"\n')
+    cmd = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "heatmetro.cli",
+        "ingest",
+        "-c",
+        str(folder / "config.toml"),
+        str(stream),
+        "-w",
+        str(workers),
+    ]
+    env = dict(os.environ, HEATMETRO_SALT="bench-salt", HEATMETRO_QUIET="1", PYTHONPATH=str(REPO))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sampler = TreeRss(proc.pid)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    tree_peak = sampler.stop()
+    if proc.returncode:
+        sys.exit(f"ingest -w {workers} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
+    m = re.search(rb"Maximum resident set size \(kbytes\): (\d+)", err)
+    return {
+        "wall": wall,
+        "max_rss": int(m.group(1)) * 1024 if m else 0,
+        "tree_rss": tree_peak,
+        "summary": out.decode().strip(),
+    }
+
+
+def table_digest(db: sqlite3.Connection, sql: str) -> str:
+    h = hashlib.sha256()
+    for row in db.execute(sql):
+        h.update(repr(row).encode())
+    return h.hexdigest()[:16]
+
+
+def main() -> int:
+    csvs = shared_csvs() or bundled_csvs()
+    which = "shared (6 months)" if shared_csvs() else "bundled (2 months)"
+    with tempfile.TemporaryDirectory(prefix="heatmetro-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        stream = tmp / "valleybike.jsonl"
+        t0 = time.perf_counter()
+        n_events = write_jsonl(valleybike_events(csvs), stream)
+        kinds: dict[str, int] = {}
+        with stream.open("rb") as fh:
+            for line in fh:
+                k = orjson.loads(line)["kind"]
+                kinds[k] = kinds.get(k, 0) + 1
+        print(
+            f"stream: ValleyBike {which}: {n_events:,} events "
+            f"({', '.join(f'{v:,} {k}' for k, v in sorted(kinds.items()))}), "
+            f"{stream.stat().st_size / MIB:,.1f} MiB JSONL, written in {time.perf_counter() - t0:.1f} s"
+        )
+
+        b1, fixes = baseline(stream)
+        print(f"baseline run 1: {b1:6.2f} s  {fixes / b1:12,.0f} fixes/s")
+        runs = {w: ingest(stream, tmp / f"w{w}", w) for w in (1, 2)}
+        b2, _ = baseline(stream)
+        print(f"baseline run 2: {b2:6.2f} s  {fixes / b2:12,.0f} fixes/s")
+        base = (b1 + b2) / 2
+        print(
+            f"baseline mean:  {base:6.2f} s  {fixes / base:12,.0f} fixes/s  "
+            f"({fixes:,} fixes: json.loads per line + h3.latlng_to_cell(lat, lng, 11) per fix)"
+        )
+        print()
+        print("heatmetro ingest (whole command, wall clock; ratio = ingest time / baseline mean)")
+        for w, r in runs.items():
+            ratio = r["wall"] / base
+            verdict = "meets" if ratio <= GOAL_RATIO else "misses"
+            print(
+                f"  -w {w}: {r['wall']:6.2f} s  {fixes / r['wall']:10,.0f} fixes/s  "
+                f"ratio {ratio:4.2f}x ({verdict} the <= {GOAL_RATIO}x goal)  "
+                f"peak RSS {r['max_rss'] / MIB:,.0f} MiB largest process (time -v), "
+                f"{r['tree_rss'] / MIB:,.0f} MiB all processes (sampled)"
+            )
+        print(f"  summary: {runs[1]['summary']}")
+
+        dbs = {w: sqlite3.connect(tmp / f"w{w}" / "state" / "heatmetro.db") for w in runs}
+        same = all(
+            table_digest(dbs[1], sql) == table_digest(dbs[2], sql)
+            for sql in (
+                "SELECT * FROM activities ORDER BY activity_id",
+                "SELECT * FROM athlete_months ORDER BY athlete_id, month, layer",
+            )
+        )
+        print(
+            f"  -w 1 and -w 2 stores identical (activities, athlete_months): {'yes' if same else 'NO'}"
+        )
+        print()
+        compactness(dbs[1], tmp / "w1" / "state")
+        for db in dbs.values():
+            db.close()
+    return 0
+
+
+def compactness(db: sqlite3.Connection, state: Path) -> None:
+    one = lambda sql: db.execute(sql).fetchone()  # noqa: E731
+    n_rows, heat, edges, hexes, od = one(
+        "SELECT count(*), coalesce(sum(length(heat)), 0), coalesce(sum(length(edges)), 0), "
+        "coalesce(sum(length(hexagons)), 0), coalesce(sum(length(od)), 0) FROM athlete_months"
+    )
+    n_am, n_athletes = one(
+        "SELECT count(*), count(DISTINCT athlete_id) FROM "
+        "(SELECT DISTINCT athlete_id, month FROM athlete_months)"
+    )
+    am_activities = one("SELECT coalesce(sum(activities), 0) FROM athlete_months")[0]
+    sizes = {
+        "heat": (heat, HEAT_DTYPE.itemsize),
+        "edges": (edges, EDGE_DTYPE.itemsize),
+        "hexagons": (hexes, HEX_DTYPE.itemsize),
+        "od": (od, OD_DTYPE.itemsize),
+    }
+    agg_bytes = heat + edges + hexes + od
+    entries = sum(b // s for b, s in sizes.values())
+    print("store: athlete_months (what a snapshot reads)")
+    print(
+        f"  {n_rows:,} rows (athlete x month x layer) = {n_am:,} athlete-months of {n_athletes:,} athletes, "
+        f"{am_activities:,} activities ({am_activities / max(n_am, 1):.2f} per athlete-month)"
+    )
+    for name, (b, s) in sizes.items():
+        print(f"  {name:9s} {b / MIB:8.2f} MiB  {b // s:10,} entries x {s} B")
+    per_am = agg_bytes / max(n_am, 1)
+    print(
+        f"  total     {agg_bytes / MIB:8.2f} MiB  {entries:10,} entries: "
+        f"{agg_bytes / max(entries, 1):.1f} B per aggregate entry, "
+        f"{entries / max(n_am, 1):,.0f} entries = {per_am / 1024:,.1f} KiB per athlete-month"
+    )
+    n_all, n_act, path_b, a_heat, a_edges, a_hex, a_od = one(
+        "SELECT count(*), sum(status = 'active'), coalesce(sum(length(path)), 0), coalesce(sum(length(heat)), 0), "
+        "coalesce(sum(length(edges)), 0), coalesce(sum(length(hexagons)), 0), "
+        "coalesce(sum(length(od)), 0) FROM activities"
+    )
+    act_bytes = path_b + a_heat + a_edges + a_hex + a_od
+    print(
+        f"store: activities: {n_all:,} rows ({n_act:,} active), path {path_b / MIB:.2f} MiB "
+        f"({path_b // PATH_DTYPE.itemsize:,} cells x {PATH_DTYPE.itemsize} B), per-activity aggregates "
+        f"{(act_bytes - path_b) / MIB:.2f} MiB; {act_bytes / max(n_act, 1) / 1024:.1f} KiB per active activity"
+    )
+    files = [state / "heatmetro.db", state / "heatmetro.db-wal"]
+    db_size = sum(p.stat().st_size for p in files if p.exists())
+    rec = sum(p.stat().st_size for p in (state / "recovery").glob("*") if p.is_file())
+    print(f"  SQLite file {db_size / MIB:.1f} MiB; Bytewax recovery folder {rec / MIB:.1f} MiB")
+    print()
+
+    am_year = CITY_ATHLETES * CITY_MONTHS
+    city_agg = am_year * per_am
+    per_act = act_bytes / max(n_act, 1)
+    acts_per_am = am_activities / max(n_am, 1)
+    city_act = am_year * acts_per_am * per_act
+    heavy = HEAVY_ACTIVITIES_PER_MONTH / max(acts_per_am, 1e-9)
+    print(
+        f"a year of a {CITY_ATHLETES:,}-athlete city (assumes every athlete active in all "
+        f"{CITY_MONTHS} months = {am_year:,} athlete-months, each like the measured average: "
+        f"{acts_per_am:.2f} activities, {per_am / 1024:.1f} KiB of aggregates)"
+    )
+    print(
+        f"  athlete_months {city_agg / MIB:10,.0f} MiB = {city_agg / RAM_BYTES:6.1%} of this machine's 24 GiB"
+    )
+    print(
+        f"  activities     {city_act / MIB:10,.0f} MiB on disk ({per_act / 1024:.1f} KiB per active activity)"
+    )
+    print(
+        f"  upper bound at {HEAVY_ACTIVITIES_PER_MONTH} activities per athlete-month (x{heavy:.1f}, entries "
+        f"assumed to grow linearly although repeated routes share cells): athlete_months "
+        f"{city_agg * heavy / MIB:,.0f} MiB = {city_agg * heavy / RAM_BYTES:.1%} of 24 GiB"
+    )
+    print()
+
+    plain = AthleteSettings()
+    zoned = AthleteSettings(
+        updated_ms=1_700_000_000_000,
+        opt_out=False,
+        hide_start_end_m=400.0,
+        zones=(Zone(42.3195, -72.645, 400.0), Zone(42.3295, -72.625, 250.0)),
+    )
+    p_plain, p_zoned = len(pickle.dumps(plain)), len(pickle.dumps(zoned))
+    print(
+        "Bytewax state: one AthleteSettings per athlete (the only keyed state): "
+        f"pickle.dumps = {p_plain} B (defaults), {p_zoned} B (hide 400 m, 2 zones)"
+    )
+    for w in (1, 2):
+        print(
+            f"  {CITY_ATHLETES:,} athletes over {w} worker(s): {CITY_ATHLETES // w:,} per worker x "
+            f"{p_zoned} B = {CITY_ATHLETES // w * p_zoned / MIB:.1f} MiB per worker (pickled size)"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""``heatmetro ingest`` as a user runs it: real Bytewax, real SQLite, real files.
+
+The invariants of DESIGN.md, black box: bad input never stops the stream, replay and
+halves change nothing, worker counts agree, a SIGKILL loses and doubles nothing,
+erasure publishes what the stream without the athlete publishes, and nothing inside a
+privacy zone or a hidden start/end of real rides is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import h3.api.basic_int as h3
+import numpy as np
+import orjson
+import pytest
+
+from flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
+from heatmetro.geo import haversine_m, step_lengths_m
+from state.records import PATH_DTYPE, from_blob
+from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.streams import (
+    NORTH_EAST,
+    NORTH_WEST,
+    NORTHAMPTON_EAST,
+    NORTHAMPTON_WEST,
+    activity,
+    athlete,
+    deleted,
+    line,
+    to_jsonl,
+)
+from tests.test_contract import BAD
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+T0 = datetime(2021, 6, 2, 11, tzinfo=UTC)  # a Wednesday
+ELM = line(NORTHAMPTON_WEST, NORTHAMPTON_EAST)
+NORTH = line(NORTH_WEST, NORTH_EAST)
+MIDDLE = {"lat": 42.3195, "lng": -72.6350, "radius_m": 150}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def new_project(folder: Path, **overrides: Any) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_config(folder, **overrides)
+
+
+def ingest(run_cli: Run, cfg: Path, *inputs: str | Path, workers: int = 1, **kw: Any) -> Any:
+    return run_cli("ingest", "-c", cfg, *inputs, "-w", str(workers), **kw)
+
+
+def db_of(cfg: Path) -> Path:
+    return cfg.parent / "state" / "heatmetro.db"
+
+
+def tables(cfg: Path) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+    """The store's content by key (dead letters aside: they name their source file)."""
+    con = sqlite3.connect(f"file:{db_of(cfg)}?mode=ro", uri=True)
+    try:
+        return {
+            "athletes": con.execute("SELECT * FROM athletes ORDER BY athlete_id").fetchall(),
+            "activities": con.execute("SELECT * FROM activities ORDER BY activity_id").fetchall(),
+            "athlete_months": con.execute(
+                "SELECT * FROM athlete_months ORDER BY athlete_id, month, layer"
+            ).fetchall(),
+        }
+    finally:
+        con.close()
+
+
+def stats(run_cli: Run, cfg: Path) -> dict[str, Any]:
+    return json.loads(run_cli("stats", "-c", cfg, "--json").stdout)
+
+
+def site_files(cfg: Path) -> dict[str, str]:
+    """Every published file under site/ (through the symlink) -> sha256."""
+    root = (cfg.parent / "site").resolve()
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def write(path: Path, events: list[dict[str, Any]]) -> Path:
+    path.write_bytes(to_jsonl(events))
+    return path
+
+
+def day(n: float, hours: float = 0) -> datetime:
+    return T0 + timedelta(days=n, hours=hours)
+
+
+def synthetic_stream() -> list[dict[str, Any]]:
+    """Six athletes on two Northampton streets in June 2021, with every kind of change."""
+    ev: list[dict[str, Any]] = [
+        athlete("a0", hide_start_end_m=100),
+        athlete("a1", hide_start_end_m=0),
+        athlete("a2", privacy_zones=[MIDDLE]),
+    ]
+    for i in range(6):
+        a = f"a{i}"
+        ev.append(activity(f"{a}-elm", a, ELM, start=day(i), commute=i % 2 == 0))
+        ev.append(activity(f"{a}-north", a, NORTH[::-1], start=day(i, 8)))
+        ev.append(activity(f"{a}-run", a, NORTH, start=day(i, 20), sport_type="Run"))
+    ev += [
+        activity("a3-secret", "a3", ELM, start=day(9), visibility="followers_only"),
+        activity("a4-nomap", "a4", ELM, start=day(9), hide_map=True),
+        deleted("a5-run", "a5", updated=day(12)),
+        activity("a1-north", "a1", NORTH[::-1], start=day(1, 8), updated=day(13),
+                 visibility="only_me"),
+        athlete("a3", updated=datetime(2021, 6, 20, tzinfo=UTC), privacy_zones=[MIDDLE]),
+        athlete("a4", updated=datetime(2021, 6, 21, tzinfo=UTC), hide_start_end_m=600),
+        activity("a0-short", "a0", ELM[:20], start=day(14)),
+    ]  # fmt: skip
+    return ev
+
+
+@pytest.fixture(scope="session")
+def june(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled June 2018 ValleyBike month as a stream (283 events)."""
+    out = tmp_path_factory.mktemp("june") / "june2018.jsonl"
+    write_jsonl(valleybike_events([DATA_DIR / "june2018.csv.gz"]), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def october_doubled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """October 2020 twice over (the second copy under other ids): ~3,000 activities."""
+    out = tmp_path_factory.mktemp("october") / "october2x.jsonl"
+    events = list(valleybike_events([DATA_DIR / "october2020.csv.gz"]))
+    again = []
+    for e in events:
+        e2 = dict(e, athlete_id=e["athlete_id"] + "-b")
+        if "activity_id" in e:
+            e2["activity_id"] = e["activity_id"] + "-b"
+        again.append(e2)
+    write_jsonl(events + again, out)
+    return out
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_records_go_to_dead_letters_and_the_rest_is_stored(run_cli: Run, project: Path) -> None:
+    cfg = project / "config.toml"
+    good = synthetic_stream()[:9]  # 3 athlete events, then a0..a1's six activities
+    lines: list[bytes] = []
+    expected: dict[int, list[str]] = {}
+    bad = iter(BAD)
+    for e in good:
+        lines.append(orjson.dumps(e))
+        case_id, raw, patterns = next(bad)
+        lines.append(raw)
+        expected[len(lines)] = patterns
+    for case_id, raw, patterns in bad:  # the rest of the bad kinds, one after another
+        assert b"\n" not in raw, case_id
+        lines.append(raw)
+        expected[len(lines)] = patterns
+    lines.append(b"")  # a blank line is skipped, but still counts as a line
+    lines.append(b"\xff\xfe not utf-8")
+    expected[len(lines)] = [r"^invalid JSON"]
+    lines.append(orjson.dumps(activity("last", "a1", ELM, start=day(3))))
+    stream = project / "mixed.jsonl"
+    stream.write_bytes(b"\n".join(lines) + b"\n")
+
+    proc = ingest(run_cli, cfg, stream, check=False, env=cli_env(HEATMETRO_QUIET="0"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"{len(expected)} dead letters" in proc.stdout
+
+    dead = [
+        json.loads(x) for x in (project / "state" / "dead_letters.jsonl").read_text().splitlines()
+    ]
+    assert [d["position"] for d in dead] == sorted(expected)
+    import re
+
+    for d in dead:
+        assert d["source"] == str(stream.resolve())
+        assert "\n" not in d["reason"]
+        for pattern in expected[d["position"]]:
+            assert re.search(pattern, d["reason"]), (d["position"], pattern, d["reason"])
+        assert d["raw"] == lines[d["position"] - 1].decode("utf-8", errors="replace")
+    # Every good record is in the store.
+    ids = {r[0] for r in tables(cfg)["activities"]}
+    assert ids == {e["activity_id"] for e in good if e["kind"] == "activity"} | {"last"}
+    s = stats(run_cli, cfg)
+    assert s["dead_letters"] == len(expected) and s["athletes"] == 3
+    assert s["activities_by_status"] == {"active": 7}
+
+
+def test_missing_input_is_a_clean_error(run_cli: Run, project: Path) -> None:
+    proc = run_cli("ingest", "-c", project / "config.toml", project / "nope.jsonl", check=False)
+    assert proc.returncode == 1
+    assert "nope.jsonl" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def test_replay_and_halves_give_the_same_store(run_cli: Run, tmp_path: Path) -> None:
+    events = synthetic_stream()
+    whole = write(tmp_path / "whole.jsonl", events)
+    a = new_project(tmp_path / "a")
+    ingest(run_cli, a, whole)
+    ref = tables(a)
+    assert len(ref["activities"]) == 21 and len(ref["athlete_months"]) >= 10
+
+    ingest(run_cli, a, whole)  # resumes at the end: nothing new
+    assert tables(a) == ref
+    copy = write(tmp_path / "copy.jsonl", events)  # every event delivered again
+    ingest(run_cli, a, copy)
+    assert tables(a) == ref
+
+    b = new_project(tmp_path / "b")
+    half = len(events) // 2
+    ingest(run_cli, b, write(tmp_path / "first.jsonl", events[:half]))
+    ingest(run_cli, b, write(tmp_path / "second.jsonl", events[half:]))
+    assert tables(b) == ref
+
+    # Appending to a file already read picks up only the new lines.
+    c = new_project(tmp_path / "c")
+    growing = write(tmp_path / "growing.jsonl", events[:half])
+    ingest(run_cli, c, growing)
+    with growing.open("ab") as fh:
+        fh.write(to_jsonl(events[half:]))
+    ingest(run_cli, c, growing)
+    assert tables(c) == ref
+
+
+def test_stdin_is_an_input(run_cli: Run, tmp_path: Path) -> None:
+    events = synthetic_stream()
+    a, b = new_project(tmp_path / "a"), new_project(tmp_path / "b")
+    ingest(run_cli, a, write(tmp_path / "s.jsonl", events))
+    ingest(run_cli, b, "-", stdin=to_jsonl(events) + b"{oops\n")
+    assert tables(b) == tables(a)
+    dead = (tmp_path / "b" / "state" / "dead_letters.jsonl").read_text().splitlines()
+    assert len(dead) == 1
+    assert json.loads(dead[0])["source"] == "-"
+    assert json.loads(dead[0])["position"] == len(events) + 1
+
+
+def test_stats_json_matches_the_stream(run_cli: Run, project: Path) -> None:
+    cfg = project / "config.toml"
+    events = [
+        athlete("p1"),
+        athlete("p2", aggregate_opt_out=True),
+        activity("ok1", "p1", ELM, start=day(0)),
+        activity("ok2", "p1", NORTH, start=day(1)),
+        activity("ok3", "p3", ELM, start=day(2)),  # no athlete event: defaults
+        activity("fo", "p1", ELM, start=day(3), visibility="followers_only"),
+        activity("me", "p3", ELM, start=day(3), visibility="only_me"),
+        activity("nomap", "p3", ELM, start=day(4), hide_map=True),
+        activity("out", "p2", ELM, start=day(5)),
+        activity("tiny", "p1", ELM[:30], start=day(6)),  # 150 m: all hidden start/end
+        activity("gone", "p3", NORTH, start=day(7)),
+        deleted("gone", "p3", updated=day(8)),
+        deleted("never-seen", "p3", updated=day(8)),
+    ]
+    stream = write(project / "s.jsonl", events)
+    stream.write_bytes(stream.read_bytes() + b"not json\n[]\n")
+    ingest(run_cli, cfg, stream)
+    s = stats(run_cli, cfg)
+    assert s["activities_by_status"] == {
+        "active": 3, "hidden": 3, "opted_out": 1, "empty": 1, "deleted": 2,
+    }  # fmt: skip
+    assert s["activities"] == 10
+    assert s["athletes"] == 2 and s["athletes_opted_out"] == 1
+    assert s["athletes_contributing"] == 2  # p1 and p3
+    assert s["dead_letters"] == 2
+    assert s["months"] == ["2021-06"]
+    assert s["aggregate_rows"] == 2  # p1 and p3, ride layer
+    con = sqlite3.connect(db_of(cfg))
+    cells = con.execute(
+        "SELECT sum(length(path)) / ? FROM activities", (PATH_DTYPE.itemsize,)
+    ).fetchone()[0]
+    con.close()
+    assert s["path_cells"] == cells > 0
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def test_two_workers_store_what_one_does(run_cli: Run, tmp_path: Path, june: Path) -> None:
+    one, two = new_project(tmp_path / "one"), new_project(tmp_path / "two")
+    ingest(run_cli, one, june)
+    ingest(run_cli, two, june, workers=2)
+    t1 = tables(one)
+    assert len(t1["activities"]) > 200 and t1["athlete_months"]
+    assert tables(two) == t1
+
+
+# --------------------------------------------------------------------------- crash
+
+
+def _kill_after(cfg: Path, stream: Path, seconds: float) -> bool:
+    """Start ingest, SIGKILL it after ``seconds``; True if it was still running."""
+    proc = subprocess.Popen(
+        [*HEATMETRO, "ingest", "-c", str(cfg), str(stream)],
+        env=cli_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        proc.wait(timeout=seconds)
+        return False
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
+
+
+def test_sigkill_and_rerun_store_what_one_run_does(
+    run_cli: Run, tmp_path: Path, october_doubled: Path
+) -> None:
+    ref = new_project(tmp_path / "ref")
+    t = time.monotonic()
+    ingest(run_cli, ref, october_doubled)
+    whole_s = time.monotonic() - t
+    expected = tables(ref)
+    assert len(expected["activities"]) > 2000
+
+    rng = random.Random()
+    kills = sorted(rng.uniform(0.5, 3.0) for _ in range(2))
+    crashed = new_project(tmp_path / "crashed")
+    killed = [_kill_after(crashed, october_doubled, k) for k in kills]
+    assert any(killed), f"ingest ({whole_s:.1f} s) finished before every kill at {kills}"
+    ingest(run_cli, crashed, october_doubled)
+    got = tables(crashed)
+    assert len(got["activities"]) == len(expected["activities"]), kills
+    assert got == expected, f"kills at {kills} s"
+
+
+# --------------------------------------------------------------------------- erasure
+
+
+def _publish(run_cli: Run, cfg: Path, events: list[dict[str, Any]]) -> dict[str, str]:
+    ingest(run_cli, cfg, write(cfg.parent / "s.jsonl", events))
+    run_cli(
+        "snapshot", "-c", cfg, "--month", "2021-06", env=cli_env(SOURCE_DATE_EPOCH="1700000000")
+    )
+    return site_files(cfg)
+
+
+def test_erasure_publishes_what_the_stream_without_them_does(run_cli: Run, tmp_path: Path) -> None:
+    events = synthetic_stream()
+    # Opt-out of a2 after everything (and one of their activities arriving after it).
+    optout = [
+        *events,
+        athlete("a2", updated=datetime(2021, 7, 1, tzinfo=UTC), aggregate_opt_out=True),
+        activity("a2-late", "a2", ELM, start=day(20)),
+    ]
+    without = [e for e in events if e["athlete_id"] != "a2"]
+    # A delete of one activity vs the stream without it.
+    deleting = [*events, deleted("a0-elm", "a0", updated=day(25))]
+    skipping = [e for e in events if e.get("activity_id") != "a0-elm"]
+
+    sites = {
+        name: _publish(run_cli, new_project(tmp_path / name), evs)
+        for name, evs in [
+            ("full", events), ("optout", optout), ("without", without),
+            ("deleting", deleting), ("skipping", skipping),
+        ]
+    }  # fmt: skip
+    full = sites["full"]
+    assert any(k.startswith("metro/") and k.endswith(".csv") for k in full)
+    assert any(k.startswith("tiles/") and k.endswith(".png") for k in full)
+    assert any(k.startswith("members/tiles/") for k in full)
+    # The erased athlete or activity did show: the test can tell.
+    assert sites["without"] != full and sites["skipping"] != full
+    assert sites["optout"] == sites["without"]
+    assert sites["deleting"] == sites["skipping"]
+
+
+# --------------------------------------------------------------------------- real rides
+
+
+def _along(pts: np.ndarray) -> np.ndarray:
+    return np.r_[0.0, np.cumsum(step_lengths_m(pts[:, 0], pts[:, 1]))]
+
+
+def test_real_rides_keep_nothing_near_homes_or_ends(
+    run_cli: Run, project: Path, june: Path
+) -> None:
+    cfg = project / "config.toml"
+    ingest(run_cli, cfg, june)
+    events = [orjson.loads(x) for x in june.read_bytes().splitlines()]
+    settings = {e["athlete_id"]: e for e in events if e["kind"] == "athlete"}
+    rides = {e["activity_id"]: e for e in events if e["kind"] == "activity"}
+    con = sqlite3.connect(db_of(cfg))
+    rows = con.execute(
+        "SELECT activity_id, athlete_id, path FROM activities WHERE status = 'active'"
+    ).fetchall()
+    con.close()
+    assert len(rows) > 50
+    zoned_checked = hidden_checked = inside_zone_raw = 0
+    for activity_id, athlete_id, blob in rows:
+        path = from_blob(blob, PATH_DTYPE)
+        assert len(path)
+        ll = np.array([h3.cell_to_latlng(int(c)) for c in path["cell"]])
+        raw = np.asarray(rides[activity_id]["streams"]["latlng"], dtype=np.float64)
+        t = np.asarray(rides[activity_id]["streams"]["time"], dtype=np.float64)
+        for zone in settings[athlete_id]["privacy_zones"]:
+            d = haversine_m(ll[:, 0], ll[:, 1], zone["lat"], zone["lng"])
+            assert d.min() > zone["radius_m"], (activity_id, zone, d.min())
+            inside_zone_raw += bool(
+                (
+                    haversine_m(raw[:, 0], raw[:, 1], zone["lat"], zone["lng"]) <= zone["radius_m"]
+                ).any()
+            )
+            zoned_checked += 1
+        hide = settings[athlete_id]["hide_start_end_m"]
+        if hide > 0:
+            along = _along(raw)
+            # Cells are entered no earlier than the track passed `hide` metres, and no
+            # later than the last moment `hide` metres remained (times of raw fixes).
+            first_ok = t[np.argmax(along >= hide)]
+            last_ok = t[np.flatnonzero(along[-1] - along >= hide)[-1]]
+            assert path["t"].min() >= first_ok - 1e-3, activity_id
+            assert path["t"].max() <= last_ok + 1e-3, activity_id
+            hidden_checked += 1
+    # Real zones, really crossed by real rides: the checks were not vacuous.
+    assert zoned_checked >= 3 and inside_zone_raw >= 1 and hidden_checked > 30
