@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from flows.importers.valleybike import bundled_csvs, valleybike_events, write_jsonl  # noqa: E402
+from site_builder.load import window_months  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data" / "valleybike"
 SHARED_MONTHS = (
@@ -110,12 +111,21 @@ def ingest(project: Path, csvs: list[Path], workers: int) -> None:
     print(f"{proc.stdout.strip()} in {time.perf_counter() - t0:.1f} s")
 
 
-def store_figures(db_path: Path) -> tuple[int, int, str]:
+def latest_month(db_path: Path) -> str:
     with sqlite3.connect(db_path) as db:
-        rows, athletes, month = db.execute(
-            "SELECT count(*), count(DISTINCT athlete_id), max(month) FROM athlete_months"
+        return str(db.execute("SELECT max(month) FROM athlete_months").fetchone()[0])
+
+
+def window_figures(db_path: Path, month: str) -> tuple[int, int]:
+    """``athlete_months`` rows and distinct athletes inside the snapshot's 12-month window."""
+    first, last = window_months(month)
+    with sqlite3.connect(db_path) as db:
+        rows, athletes = db.execute(
+            "SELECT count(*), count(DISTINCT athlete_id) FROM athlete_months "
+            "WHERE month BETWEEN ? AND ?",
+            (first, last),
         ).fetchone()
-    return rows, athletes, month
+    return rows, athletes
 
 
 def scale_up(src: Path, dst: Path, factor: int) -> None:
@@ -135,7 +145,7 @@ def scale_up(src: Path, dst: Path, factor: int) -> None:
 
 
 def timed_snapshot(label: str, project: Path, month: str) -> Run:
-    rows, athletes, _ = store_figures(project / "state" / "heatmetro.db")
+    rows, athletes = window_figures(project / "state" / "heatmetro.db", month)
     cmd = ["/usr/bin/time", "-v", *HEATMETRO, "snapshot", "-q", "-c", str(project / "config.toml")]
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -172,7 +182,7 @@ def main() -> int:
         write_config(base)
         csvs = source_csvs(args.bundled)
         ingest(base, csvs, args.workers)
-        month = store_figures(base / "state" / "heatmetro.db")[2]
+        month = latest_month(base / "state" / "heatmetro.db")
         big = root / f"x{SCALE}"
         scale_up(base, big, SCALE)
 

@@ -171,7 +171,8 @@ def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
     sample = np.ones(len(t), dtype=bool)
     sample[1:] = (bucket[1:] != bucket[:-1]) | ~same_piece
     sample[:-1] |= ~same_piece
-    sample[-1] = True
+    if len(sample):
+        sample[-1] = True
     speed = _speeds(t, seg, piece_along, kbounds)
     idx = np.flatnonzero(sample)
     res = config.heat_resolution
