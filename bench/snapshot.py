@@ -188,7 +188,9 @@ def main() -> int:
 
         runs = [timed_snapshot("1x", base, month), timed_snapshot(f"{SCALE}x", big, month)]
         print(
-            f"\nheatmetro snapshot --month {month}, default zooms 2..16 ({len(csvs)} ValleyBike months)"
+            f"\nheatmetro snapshot --month {month} (window {window_months(month)[0]}..{month}), "
+            f"default zooms 2..16, {len(csvs)} ValleyBike months ingested; "
+            "rows/athletes = athlete_months rows in the window"
         )
         header = f"{'store':<6}{'rows':>9}{'athletes':>10}{'seconds':>9}{'tiles':>8}{'tiles/s':>9}{'peak RSS MB':>13}"
         print(header)

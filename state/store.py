@@ -133,7 +133,9 @@ def stats(db: sqlite_utils.Database) -> dict[str, Any]:
     )
     months = [r[0] for r in db.execute("SELECT DISTINCT month FROM athlete_months ORDER BY month")]
     return {
-        "athletes": one("SELECT count(*) FROM athletes"),
+        "athletes": one(
+            "SELECT count(*) FROM (SELECT athlete_id FROM athletes UNION SELECT athlete_id FROM activities)"
+        ),
         "athletes_contributing": one("SELECT count(DISTINCT athlete_id) FROM athlete_months"),
         "athletes_opted_out": one("SELECT count(*) FROM athletes WHERE opt_out"),
         "activities": one("SELECT count(*) FROM activities"),

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -138,17 +139,10 @@ def june(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def october_doubled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """October 2020 twice over (the second copy under other ids): ~3,000 activities."""
-    out = tmp_path_factory.mktemp("october") / "october2x.jsonl"
-    events = list(valleybike_events([DATA_DIR / "october2020.csv.gz"]))
-    again = []
-    for e in events:
-        e2 = dict(e, athlete_id=e["athlete_id"] + "-b")
-        if "activity_id" in e:
-            e2["activity_id"] = e["activity_id"] + "-b"
-        again.append(e2)
-    write_jsonl(events + again, out)
+def october(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled October 2020 ValleyBike month as a stream (~1,500 events)."""
+    out = tmp_path_factory.mktemp("october") / "october2020.jsonl"
+    write_jsonl(valleybike_events([DATA_DIR / "october2020.csv.gz"]), out)
     return out
 
 
@@ -186,7 +180,6 @@ def test_bad_records_go_to_dead_letters_and_the_rest_is_stored(run_cli: Run, pro
         json.loads(x) for x in (project / "state" / "dead_letters.jsonl").read_text().splitlines()
     ]
     assert [d["position"] for d in dead] == sorted(expected)
-    import re
 
     for d in dead:
         assert d["source"] == str(stream.resolve())
@@ -200,12 +193,6 @@ def test_bad_records_go_to_dead_letters_and_the_rest_is_stored(run_cli: Run, pro
     s = stats(run_cli, cfg)
     assert s["dead_letters"] == len(expected) and s["athletes"] == 3
     assert s["activities_by_status"] == {"active": 7}
-
-
-def test_missing_input_is_a_clean_error(run_cli: Run, project: Path) -> None:
-    proc = run_cli("ingest", "-c", project / "config.toml", project / "nope.jsonl", check=False)
-    assert proc.returncode == 1
-    assert "nope.jsonl" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # --------------------------------------------------------------------------- replay
@@ -230,15 +217,6 @@ def test_replay_and_halves_give_the_same_store(run_cli: Run, tmp_path: Path) -> 
     ingest(run_cli, b, write(tmp_path / "first.jsonl", events[:half]))
     ingest(run_cli, b, write(tmp_path / "second.jsonl", events[half:]))
     assert tables(b) == ref
-
-    # Appending to a file already read picks up only the new lines.
-    c = new_project(tmp_path / "c")
-    growing = write(tmp_path / "growing.jsonl", events[:half])
-    ingest(run_cli, c, growing)
-    with growing.open("ab") as fh:
-        fh.write(to_jsonl(events[half:]))
-    ingest(run_cli, c, growing)
-    assert tables(c) == ref
 
 
 def test_stdin_is_an_input(run_cli: Run, tmp_path: Path) -> None:
@@ -326,21 +304,21 @@ def _kill_after(cfg: Path, stream: Path, seconds: float) -> bool:
 
 
 def test_sigkill_and_rerun_store_what_one_run_does(
-    run_cli: Run, tmp_path: Path, october_doubled: Path
+    run_cli: Run, tmp_path: Path, october: Path
 ) -> None:
     ref = new_project(tmp_path / "ref")
     t = time.monotonic()
-    ingest(run_cli, ref, october_doubled)
+    ingest(run_cli, ref, october)
     whole_s = time.monotonic() - t
     expected = tables(ref)
-    assert len(expected["activities"]) > 2000
+    assert len(expected["activities"]) > 1000
 
-    rng = random.Random()
-    kills = sorted(rng.uniform(0.5, 3.0) for _ in range(2))
+    # Two kills at random moments of a run (the second one during the resumed run).
+    kills = sorted(random.uniform(0.5, max(0.6, min(3.0, 0.9 * whole_s))) for _ in range(2))
     crashed = new_project(tmp_path / "crashed")
-    killed = [_kill_after(crashed, october_doubled, k) for k in kills]
-    assert any(killed), f"ingest ({whole_s:.1f} s) finished before every kill at {kills}"
-    ingest(run_cli, crashed, october_doubled)
+    killed = [_kill_after(crashed, october, k) for k in kills]
+    assert killed[0], f"ingest ({whole_s:.1f} s) finished before the kill at {kills[0]:.2f} s"
+    ingest(run_cli, crashed, october)
     got = tables(crashed)
     assert len(got["activities"]) == len(expected["activities"]), kills
     assert got == expected, f"kills at {kills} s"
@@ -359,32 +337,33 @@ def _publish(run_cli: Run, cfg: Path, events: list[dict[str, Any]]) -> dict[str,
 
 def test_erasure_publishes_what_the_stream_without_them_does(run_cli: Run, tmp_path: Path) -> None:
     events = synthetic_stream()
-    # Opt-out of a2 after everything (and one of their activities arriving after it).
-    optout = [
+    # After everything: a2 opts out (and one more of their rides arrives), and one of
+    # a0's rides is deleted. Published: what the stream without those events publishes.
+    erased = [
         *events,
         athlete("a2", updated=datetime(2021, 7, 1, tzinfo=UTC), aggregate_opt_out=True),
         activity("a2-late", "a2", ELM, start=day(20)),
+        deleted("a0-elm", "a0", updated=day(25)),
     ]
-    without = [e for e in events if e["athlete_id"] != "a2"]
-    # A delete of one activity vs the stream without it.
-    deleting = [*events, deleted("a0-elm", "a0", updated=day(25))]
-    skipping = [e for e in events if e.get("activity_id") != "a0-elm"]
-
+    without = [e for e in events if e["athlete_id"] != "a2" and e.get("activity_id") != "a0-elm"]
     sites = {
         name: _publish(run_cli, new_project(tmp_path / name), evs)
-        for name, evs in [
-            ("full", events), ("optout", optout), ("without", without),
-            ("deleting", deleting), ("skipping", skipping),
-        ]
-    }  # fmt: skip
+        for name, evs in [("full", events), ("erased", erased), ("without", without)]
+    }
     full = sites["full"]
     assert any(k.startswith("metro/") and k.endswith(".csv") for k in full)
     assert any(k.startswith("tiles/") and k.endswith(".png") for k in full)
     assert any(k.startswith("members/tiles/") for k in full)
-    # The erased athlete or activity did show: the test can tell.
-    assert sites["without"] != full and sites["skipping"] != full
-    assert sites["optout"] == sites["without"]
-    assert sites["deleting"] == sites["skipping"]
+    assert "metadata.json" in full and "index.html" in full
+    # What was erased did show (the comparison can tell), in tiles and in Metro files.
+    changed = {k for k in full if full[k] != sites["without"].get(k)}
+    assert any(k.startswith("metro/") for k in changed)
+    assert any(k.endswith(".png") for k in changed)
+    assert sites["erased"] == sites["without"], sorted(
+        k
+        for k in sites["erased"].keys() | sites["without"].keys()
+        if sites["erased"].get(k) != sites["without"].get(k)
+    )
 
 
 # --------------------------------------------------------------------------- real rides

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ def broker() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def produce(address: str, topic: str, values: list[bytes | None]) -> None:
+def produce(address: str, topic: str, values: Sequence[bytes | None]) -> None:
     """Write ``values`` in order to partition 0 of ``topic`` (auto-created)."""
     producer = Producer({"bootstrap.servers": address, "broker.address.family": "v4"})
     errors: list[Any] = []

@@ -359,9 +359,7 @@ def test_a_killed_snapshot_leaves_the_previous_site_serving(
 # --------------------------------------------------------------------------- user mistakes
 
 
-@pytest.mark.parametrize(
-    "month", ["2021-13", "2021-00", "2021-6", "21-06", "June", "2021-06-01", " 2021-06", ""]
-)
+@pytest.mark.parametrize("month", ["2021-13", "2021-6", "21-06", "2021-06-01", " 2021-06", ""])
 def test_bad_month_is_a_clean_error(
     real_store: Path, run_cli: Run, tmp_path: Path, month: str
 ) -> None:
