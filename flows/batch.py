@@ -152,6 +152,7 @@ def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
     cut_s = np.array([j.base["cut_start_m"] for j in jobs])
     cut_e = np.array([j.base["cut_end_m"] for j in jobs])
     keep = (along >= cut_s[aid]) & (along <= total[aid] - cut_e[aid])
+    keep &= kept_count[aid] >= 2  # never moved: nothing to draw or count (as trim.trim)
     starts = keep.copy()
     starts[1:] &= ~keep[:-1] | (step > config.max_gap_fill_m) | ~same_act
     gseg = np.cumsum(starts) - 1  # piece ids, unique across the batch

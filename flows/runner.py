@@ -48,7 +48,7 @@ def run_worker(
     """One Bytewax process: the whole flow (alone) or one member of a cluster."""
     if process_id:  # only the first process may read stdin
         inputs = [i for i in inputs if i != "-"] or []
-    flow = build_flow(config, inputs, follow=follow, allow_empty=bool(process_id))
+    flow = build_flow(config, inputs, follow=follow, allow_empty=addresses is not None)
     cli_main(
         flow,
         workers_per_process=1,

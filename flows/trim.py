@@ -83,7 +83,7 @@ def trim(
     idx, step = clean(lat, lng, t, max_speed)
     lat, lng, t = lat[idx], lng[idx], t[idx]
     dropped = n_in - len(idx)
-    if len(lat) == 0:
+    if len(lat) < 2:  # never moved (a bike left at its dock): nothing to draw or count
         empty = np.zeros(0)
         return TrimmedPoints(empty, empty, empty, np.zeros(0, np.int64), empty, n_in, dropped)
     n = len(lat)

@@ -256,7 +256,8 @@ def test_stats_json_matches_the_stream(run_cli: Run, project: Path) -> None:
         "active": 3, "hidden": 3, "opted_out": 1, "empty": 1, "deleted": 2,
     }  # fmt: skip
     assert s["activities"] == 10
-    assert s["athletes"] == 2 and s["athletes_opted_out"] == 1
+    # p3 sent no athlete event but has activities: still an athlete.
+    assert s["athletes"] == 3 and s["athletes_opted_out"] == 1
     assert s["athletes_contributing"] == 2  # p1 and p3
     assert s["dead_letters"] == 2
     assert s["months"] == ["2021-06"]

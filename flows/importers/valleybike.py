@@ -206,7 +206,7 @@ def read_rides(paths: Iterable[Path]) -> list[Ride]:
     """Read ValleyBike CSVs into cleaned rides, one per route, in no particular order.
 
     Rows with a non-numeric or out-of-range lat/lng or an unreadable time are skipped;
-    rides with fewer than two distinct positions are dropped.
+    every ride is kept with all its fixes (cleaning is ingest's job).
 
     Raises:
         ImportFileError: a file is not a readable gzip CSV with the expected columns.
