@@ -61,50 +61,65 @@ class StoreWriter:
         self.salt, self.hide_jitter_m = salt, hide_jitter_m
 
     def write_batch(self, items: Iterable[StoreItem]) -> None:
+        items = list(items)
         dirty: set[tuple[str, str]] = set()  # (athlete_id, month)
         with immediate(self.db):
+            known = self._versions(items)
+            pending: list[tuple] = []  # type: ignore[type-arg]
             for item in items:
-                if isinstance(item, ActivityChange):
-                    dirty |= self._upsert(item, self._row(item))
-                elif isinstance(item, ActivityDelete):
-                    dirty |= self._upsert(
-                        item,
-                        (item.activity_id, item.athlete_id, item.updated_ms, "deleted")
-                        + (None,) * 18,
-                    )
+                if isinstance(item, ActivityChange | ActivityDelete):
+                    old = known.get(item.activity_id)
+                    if old is not None and old[2] >= item.updated_ms:
+                        continue  # stale or re-delivered: changes nothing
+                    month = item.month if isinstance(item, ActivityChange) else None
+                    if old is not None and old[1]:
+                        dirty.add((old[0], old[1]))
+                    if month:
+                        dirty.add((item.athlete_id, month))
+                    known[item.activity_id] = (item.athlete_id, month, item.updated_ms)
+                    pending.append(self._row(item))
                 elif isinstance(item, SettingsChange):
+                    self._flush(pending)  # settings act on what is stored so far
                     dirty |= self._settings(item)
                 elif isinstance(item, DeadLetter):
                     self.db.execute(
                         "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?)",
                         (item.source, item.position, item.reason, item.raw),
                     )
+            self._flush(pending)
             for athlete_id, month in sorted(dirty):
                 self.recompute(athlete_id, month)
 
+    def _versions(self, items: list[StoreItem]) -> dict[str, tuple[str, str | None, int]]:
+        """(athlete, month, updated_ms) of the stored versions of the batch's activities."""
+        ids = list({i.activity_id for i in items if isinstance(i, ActivityChange | ActivityDelete)})
+        known: dict[str, tuple[str, str | None, int]] = {}
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            rows = self.db.execute(
+                "SELECT activity_id, athlete_id, month, updated_ms FROM activities "
+                f"WHERE activity_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            known.update({r[0]: (r[1], r[2], r[3]) for r in rows})
+        return known
+
+    def _flush(self, pending: list[tuple]) -> None:  # type: ignore[type-arg]
+        if pending:
+            # The WHERE guard in the upsert repeats the version check inside SQLite.
+            self.db.conn.executemany(_UPSERT_ACTIVITY, pending)
+            pending.clear()
+
     @staticmethod
-    def _row(c: ActivityChange) -> tuple:  # type: ignore[type-arg]
+    def _row(c: ActivityChange | ActivityDelete) -> tuple:  # type: ignore[type-arg]
+        if isinstance(c, ActivityDelete):
+            return (c.activity_id, c.athlete_id, c.updated_ms, "deleted") + (None,) * 18
         return (
             c.activity_id, c.athlete_id, c.updated_ms, c.status, c.sport_type, c.layer,
             int(c.commute), c.start_s, c.utc_offset_s, c.month, c.hide_override_m,
             c.cut_start_m, c.cut_end_m, c.zone_key, c.path, c.heat, c.edges, c.hexagons, c.od,
-            c.fixes_in, c.fixes_kept,
-            c.max_speed_ms,
+            c.fixes_in, c.fixes_kept, c.max_speed_ms,
         )  # fmt: skip
-
-    def _upsert(self, item: ActivityChange | ActivityDelete, row: tuple) -> set[tuple[str, str]]:  # type: ignore[type-arg]
-        old = self.db.execute(
-            "SELECT athlete_id, month FROM activities WHERE activity_id = ?", (item.activity_id,)
-        ).fetchone()
-        cur = self.db.execute(_UPSERT_ACTIVITY, row)
-        if cur.rowcount == 0:
-            return set()  # stale or re-delivered: nothing changed
-        touched = set()
-        if old and old[1]:
-            touched.add((old[0], old[1]))
-        if isinstance(item, ActivityChange):
-            touched.add((item.athlete_id, item.month))
-        return touched
 
     def _settings(self, s: SettingsChange) -> set[tuple[str, str]]:
         self.db.execute(
