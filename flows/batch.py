@@ -1,8 +1,9 @@
 """Trim, map to cells and count many activities at once (the ingest hot path).
 
 Each activity done alone costs ~100 small numpy calls, which dominated ingest time.
-Here a whole Bytewax batch is concatenated and done in one pass; the few activities
-that need special care (privacy zones, GPS teleports) take the one-at-a-time path.
+Here a whole Bytewax batch is concatenated and done in one pass; privacy zones are
+applied per activity inside it, and the rare activity with a GPS teleport takes the
+one-at-a-time path.
 
 Every result must be identical to the one-at-a-time path (``finish_one``) whatever
 else is in the batch — a replay after a crash batches differently. So nothing here
@@ -26,7 +27,8 @@ from heatmetro.geo import step_lengths_m
 from state.aggregates import StoredActivity, activity_records, batch_records
 from state.changes import ActivityChange
 from state.records import PATH_DTYPE, to_blob
-from state.settings import EffectiveZone
+from state.path_ops import drop_zone_cells
+from state.settings import EffectiveZone, points_in_zones
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     out: list[ActivityChange | None] = [None] * len(jobs)
     simple = []
     for i, job in enumerate(jobs):
-        if job.zones or len(job.t) < 2:
+        if len(job.t) < 2:
             out[i] = finish_one(job, config)
         else:
             simple.append(i)
@@ -119,7 +121,7 @@ def _per_activity_cumsum(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 
 
 def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
-    """The vectorised path for activities without zones; skips those with teleports."""
+    """The vectorised path; skips activities with teleports (``finish_one`` does those)."""
     k = len(jobs)
     n = np.array([len(j.t) for j in jobs])
     aid = np.repeat(np.arange(k), n)
@@ -153,6 +155,10 @@ def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
     cut_e = np.array([j.base["cut_end_m"] for j in jobs])
     keep = (along >= cut_s[aid]) & (along <= total[aid] - cut_e[aid])
     keep &= kept_count[aid] >= 2  # never moved: nothing to draw or count (as trim.trim)
+    for i, job in enumerate(jobs):
+        if job.zones and kept_count[i]:
+            a, b = bounds[i], bounds[i + 1]
+            keep[a:b] &= ~points_in_zones(lat[a:b], lng[a:b], job.zones)
     starts = keep.copy()
     starts[1:] &= ~keep[:-1] | (step > config.max_gap_fill_m) | ~same_act
     gseg = np.cumsum(starts) - 1  # piece ids, unique across the batch
@@ -208,6 +214,8 @@ def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
         path = np.zeros(b - a, PATH_DTYPE)
         path["cell"], path["t"], path["v"] = cells[a:b], ct[a:b], cv[a:b]
         path["seg"] = cg[a:b] - first_seg[i]
+        if jobs[i].zones:  # no hexagon may overlap a zone (as track_cells.track_path)
+            path = drop_zone_cells(path, config.heat_resolution, jobs[i].zones)
         paths.append(path)
     records = batch_records(
         [_stored(jobs[i], p) for i, p in zip(done, paths, strict=True)],
