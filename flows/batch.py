@@ -26,8 +26,8 @@ from heatmetro.config import Config
 from heatmetro.geo import step_lengths_m
 from state.aggregates import StoredActivity, activity_records, batch_records
 from state.changes import ActivityChange
-from state.records import PATH_DTYPE, to_blob
 from state.path_ops import drop_zone_cells
+from state.records import PATH_DTYPE, to_blob
 from state.settings import EffectiveZone, points_in_zones
 
 
