@@ -18,7 +18,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.batch import TrimJob, finish_batch, finish_one
-from flows.contract import Event, parse_event
+from flows.contract import decode, validate_event
 from flows.fold import AthleteFold
 from flows.sources import JsonlSource, RawRecord, expand_inputs, known_inputs
 from heatmetro.config import Config, load_config
@@ -31,10 +31,14 @@ INPUT_REGISTRY = "inputs.json"  # every input read with this state folder (see J
 RAW_KEEP = 2000  # characters of a bad record kept in the dead-letter file
 
 
-def parse_record(rec: RawRecord) -> tuple[RawRecord, Event] | DeadLetter:
-    """A valid event with its position, or a dead letter saying why not."""
+def decode_record(rec: RawRecord) -> tuple[RawRecord, Any] | DeadLetter:
+    """The record's JSON value with its position, or a dead letter if it is not JSON.
+
+    Only this cheap step runs where the stream is read; the contract is checked by the
+    athlete's worker, so ``-w N`` spreads that work too.
+    """
     try:
-        return rec, parse_event(rec.data)
+        return rec, decode(rec.data)
     except StreamRecordError as exc:
         return DeadLetter(rec.source, rec.position, str(exc), _raw_text(rec.data))
 
@@ -43,19 +47,27 @@ def _raw_text(data: bytes) -> str:
     return data[:RAW_KEEP].decode("utf-8", errors="replace")
 
 
+def _dead(rec: RawRecord, reason: str) -> DeadLetter:
+    return DeadLetter(rec.source, rec.position, reason, _raw_text(rec.data))
+
+
 class FoldStep:
-    """The ``stateful_map`` mapper: per-athlete settings in, store changes out."""
+    """The ``stateful_map`` mapper: validate, then per-athlete settings in, changes out."""
 
     def __init__(self, config: Config) -> None:
         self.fold = AthleteFold(config)
 
     def __call__(self, state: Any, item: Any) -> tuple[Any, list[Any]]:
-        rec, event = item
+        rec, obj = item
+        try:
+            event = validate_event(obj, rec.data)
+        except StreamRecordError as exc:
+            return state, [_dead(rec, str(exc))]
         try:
             return self.fold.plan(state, event, rec.source, rec.position)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
-            reason = f"{event.kind} {getattr(event, 'activity_id', event.athlete_id)}: cannot process: {exc!r}"
-            return state, [DeadLetter(rec.source, rec.position, reason[:500], _raw_text(rec.data))]
+            name = getattr(event, "activity_id", event.athlete_id)
+            return state, [_dead(rec, f"{event.kind} {name}: cannot process: {exc!r}"[:500])]
 
 
 class TrimStep:
@@ -181,9 +193,9 @@ def build_flow(
         msg = "no input: name JSONL files, folders, - for stdin, or kafka://host:port/topic"
         raise HeatmetroError(msg)
     raw = streams[0] if len(streams) == 1 else op.merge("merge", *streams)
-    parsed = op.map("parse", raw, parse_record)  # (RawRecord, Event) | DeadLetter
-    split = op.branch("valid", parsed, _is_valid)
-    keyed = op.key_on("by_athlete", split.trues, _athlete_of)  # (athlete, (rec, ev))
+    decoded = op.map("decode", raw, decode_record)  # (RawRecord, JSON value) | DeadLetter
+    split = op.branch("valid", decoded, _is_valid)
+    keyed = op.key_on("by_athlete", split.trues, _athlete_of)  # (athlete, (rec, value))
     folded = op.stateful_map("fold", keyed, FoldStep(config))  # (athlete, [StoreItem|TrimJob])
     planned = op.flat_map("changes", folded, lambda kv: kv[1])  # StoreItem | TrimJob
     changes = op.flat_map_batch("trim", planned, TrimStep(config))  # StoreItem
@@ -197,7 +209,10 @@ def _is_valid(x: Any) -> bool:
 
 
 def _athlete_of(x: Any) -> str:
-    return str(x[1].athlete_id)
+    # A record without a usable athlete_id still needs a key; its worker rejects it.
+    obj = x[1]
+    athlete = obj.get("athlete_id") if isinstance(obj, dict) else None
+    return athlete if isinstance(athlete, str) else ""
 
 
 def epoch_interval(config: Config) -> timedelta:
