@@ -1,0 +1,71 @@
+"""Every command documents itself, and user mistakes are one clean line, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from heatmetro import __version__
+from heatmetro.cli import build_parser
+
+
+def _commands() -> list[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(sub.choices)
+
+
+def test_the_six_commands_exist() -> None:
+    assert _commands() == ["demo", "import", "ingest", "serve", "snapshot", "stats"]
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help_with_an_example(
+    command: str, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    out = run_cli(command, "--help").stdout
+    assert out.startswith(f"usage: heatmetro {command}")
+    assert re.search(rf"example:\n  heatmetro {command}\b", out), out
+    assert "HEATMETRO_SALT" in out  # the environment overrides are listed
+    for option in ("-c CONFIG", "-q", "-v"):
+        assert option in out
+
+
+def test_version(run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    assert run_cli("--version").stdout.strip() == f"heatmetro {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ingest", "no/such/file.jsonl"), "input no/such/file.jsonl does not exist"),
+        (("stats",), "no store at"),
+        (("snapshot", "--month", "2021-13"), "expected YYYY-MM"),
+        (("serve", "--directory", "no/such/site"), "no site in no/such/site"),
+        (("ingest", "-w", "9", "x"), "--workers must be between 1 and 8"),
+    ],
+)
+def test_user_mistakes_are_one_line(
+    args: tuple[str, ...],
+    message: str,
+    project: Path,
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    proc = run_cli(*args[:1], "-c", project / "config.toml", *args[1:], check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_is_a_clean_error(
+    project: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    (project / "config.toml").write_text("min_athletes = 0\n")
+    proc = run_cli("stats", "-c", project / "config.toml", check=False)
+    assert proc.returncode == 1
+    assert "min_athletes" in proc.stderr and "Traceback" not in proc.stderr
