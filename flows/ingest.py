@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -20,14 +19,13 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from flows.batch import TrimJob, finish_batch, finish_one
 from flows.contract import decode, validate_event
 from flows.fold import AthleteFold
-from flows.sources import JsonlSource, RawRecord, expand_inputs, known_inputs
+from flows.sources import JsonlSource, RawRecord, expand_inputs
 from heatmetro.config import Config, load_config
 from heatmetro.errors import HeatmetroError, StreamRecordError
 from state.changes import DeadLetter, StoreItem
 from state.store import connect
 from state.writer import StoreWriter
 
-INPUT_REGISTRY = "inputs.json"  # every input read with this state folder (see JsonlSource)
 RAW_KEEP = 2000  # characters of a bad record kept in the dead-letter file
 
 
@@ -192,6 +190,7 @@ def build_flow(
     *,
     follow: bool = False,
     allow_empty: bool = False,
+    stdin_elsewhere: bool = False,
 ) -> Dataflow:
     """The ingest dataflow. Without arguments it reads ``HEATMETRO_CONFIG`` and
     ``HEATMETRO_INPUTS`` (``os.pathsep``-separated), for ``python -m bytewax.run``."""
@@ -204,15 +203,15 @@ def build_flow(
 
     flow = Dataflow("heatmetro_ingest")
     streams = []
-    if files or allow_empty:  # cluster members list the same partitions (maybe none)
-        known = known_inputs(config.state_dir / INPUT_REGISTRY)
-        source = JsonlSource(files, follow=follow, known=known)
-        streams.append(op.input("read", flow, source))  # RawRecord
+    # Always built, even for Kafka-only runs: its partitions and recovered state must be
+    # the same in every run and every cluster member.
+    source = JsonlSource(files, follow=follow, with_stdin=not stdin_elsewhere)
+    streams.append(op.input("read", flow, source))  # RawRecord
     for i, url in enumerate(sources):
         from flows.kafka_input import kafka_records
 
         streams.append(kafka_records(flow, f"kafka_{i}", url, follow=follow))  # RawRecord
-    if not streams:
+    if not files and not sources and not allow_empty:
         msg = "no input: name JSONL files, folders, - for stdin, or kafka://host:port/topic"
         raise HeatmetroError(msg)
     raw = streams[0] if len(streams) == 1 else op.merge("merge", *streams)
@@ -236,7 +235,3 @@ def _athlete_of(x: Any) -> str:
     obj = x.obj
     athlete = obj.get("athlete_id") if isinstance(obj, dict) else None
     return athlete if isinstance(athlete, str) else ""
-
-
-def epoch_interval(config: Config) -> timedelta:
-    return timedelta(seconds=config.epoch_s)

@@ -21,8 +21,7 @@ from datetime import timedelta
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from flows.ingest import INPUT_REGISTRY, build_flow
-from flows.sources import expand_inputs, remember_inputs
+from flows.ingest import build_flow
 from heatmetro.config import Config
 from heatmetro.errors import HeatmetroError
 from state.store import connect, export_dead_letters
@@ -52,9 +51,13 @@ def run_worker(
     # time when measured). Collect far less often; reference counting frees them.
     gc.freeze()
     gc.set_threshold(200_000, 50, 100)
-    if process_id:  # only the first process may read stdin
-        inputs = [i for i in inputs if i != "-"] or []
-    flow = build_flow(config, inputs, follow=follow, allow_empty=addresses is not None)
+    flow = build_flow(
+        config,
+        inputs,
+        follow=follow,
+        allow_empty=addresses is not None,  # cluster members must build the same steps
+        stdin_elsewhere=bool(process_id),  # only the first process owns the terminal
+    )
     cli_main(
         flow,
         workers_per_process=1,
@@ -86,8 +89,6 @@ def run_ingest(config: Config, inputs: list[str], *, follow: bool = False, worke
     config.state_dir.mkdir(parents=True, exist_ok=True)
     connect(config.db_path).close()  # create / migrate before the workers race for it
     ensure_recovery(config)
-    files = expand_inputs([i for i in inputs if not i.startswith("kafka://")])
-    remember_inputs(config.state_dir / INPUT_REGISTRY, files)
     if workers == 1:
         run_worker(config, inputs, follow=follow)
     else:

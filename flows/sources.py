@@ -1,21 +1,21 @@
 """Replayable inputs: JSONL files (plain or gzip), folders of them, and stdin.
 
-Each file is one Bytewax partition whose resume state is how far it was read, so a
-rerun after a crash (or after new lines were appended) continues where the last
-snapshot left off. Items are ``RawRecord`` (source, 1-based line number, bytes).
+All files form one Bytewax partition, read in order, whose resume state is how far each
+file was read, so a rerun after a crash (or after new lines were appended) continues
+where the last snapshot left off. Items are ``RawRecord`` (source, 1-based line number,
+bytes).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -77,21 +77,34 @@ def _open(path: str) -> IO[bytes]:
     return open(path, "rb")  # noqa: SIM115 - closed by the partition
 
 
-class _LinePartition(StatefulSourcePartition[RawRecord, FilePosition | None]):
-    def __init__(self, source: str, fh: IO[bytes], pos: FilePosition, follow: bool, head: str):
-        self.source, self.fh, self.follow, self.head = source, fh, follow, head
+class _Reader:
+    """Reads one file (or stdin) line by line from a position."""
+
+    def __init__(self, source: str, fh: IO[bytes], pos: FilePosition, head: str) -> None:
+        self.source, self.fh, self.head = source, fh, head
         self.lines, self.offset = pos.lines, pos.offset
         self._partial = b""
-        self._awake: datetime | None = None
 
-    def next_batch(self) -> list[RawRecord]:
-        self._awake = None
+    @classmethod
+    def open(cls, path: str, resume: FilePosition | None) -> _Reader:
+        head = _head_hash(path)
+        fh = _open(path)
+        pos = FilePosition(0, 0, head)
+        if resume is not None and resume.head == head:  # same file as before: continue
+            pos = resume
+            if path.endswith(".gz"):
+                _skip(fh, resume.offset)
+            else:
+                fh.seek(resume.offset)
+        return cls(path, fh, pos, head)
+
+    def read(self, n: int, *, follow: bool) -> list[RawRecord]:
         out: list[RawRecord] = []
-        for _ in range(BATCH_LINES):
+        for _ in range(n):
             line = self.fh.readline()
             if not line:
                 break
-            if not line.endswith(b"\n") and self.follow:
+            if not line.endswith(b"\n") and follow:
                 self._partial += line  # a writer is mid-line: wait for the rest
                 break
             line, self._partial = self._partial + line, b""
@@ -100,6 +113,79 @@ class _LinePartition(StatefulSourcePartition[RawRecord, FilePosition | None]):
             data = line.strip()
             if data:
                 out.append(RawRecord(self.source, self.lines, data))
+        return out
+
+    def position(self) -> FilePosition:
+        return FilePosition(self.lines, self.offset, self.head)
+
+    def close(self) -> None:
+        if self.fh is not sys.stdin.buffer:
+            self.fh.close()
+
+
+FilePositions = dict[str, FilePosition]
+
+
+class _FilesPartition(StatefulSourcePartition[RawRecord, FilePositions]):
+    """All input files as ONE partition, read one after the other in the given order.
+
+    One partition keeps the stream's order across files, so ingesting a stream split
+    into files gives what the whole stream gives (per-athlete order matters: settings
+    apply to the activities that follow them). The resume state remembers a position
+    for every file ever read, so a rerun with other files still resumes correctly.
+    With ``--follow`` files never end, so they are read in turn instead.
+    """
+
+    def __init__(self, paths: list[str], positions: FilePositions, follow: bool) -> None:
+        self.paths, self.positions, self.follow = paths, dict(positions), follow
+        self.index = 0
+        self.reader: _Reader | None = None
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[RawRecord]:
+        self._awake = None
+        tried = 0
+        while tried < max(len(self.paths), 1):
+            if self.index >= len(self.paths):
+                if not self.follow or not self.paths:
+                    raise StopIteration
+                self.index = 0
+            if self.reader is None:
+                path = self.paths[self.index]
+                self.reader = _Reader.open(path, self.positions.get(path))
+            out = self.reader.read(BATCH_LINES, follow=self.follow)
+            self.positions[self.reader.source] = self.reader.position()
+            if out:
+                return out
+            self.reader.close()
+            self.reader = None
+            self.index += 1
+            tried += 1
+        self._awake = datetime.now(UTC) + FOLLOW_POLL  # following: nothing new anywhere
+        return []
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> FilePositions:
+        return dict(self.positions)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+
+class _StdinPartition(StatefulSourcePartition[RawRecord, None]):
+    """Standard input; it cannot be rewound, so a rerun reads new data from its start."""
+
+    def __init__(self, follow: bool) -> None:
+        self.reader = _Reader(STDIN, sys.stdin.buffer, FilePosition(0, 0, ""), "")
+        self.follow = follow
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[RawRecord]:
+        self._awake = None
+        out = self.reader.read(BATCH_LINES, follow=self.follow)
         if not out:
             if not self.follow:
                 raise StopIteration
@@ -109,79 +195,50 @@ class _LinePartition(StatefulSourcePartition[RawRecord, FilePosition | None]):
     def next_awake(self) -> datetime | None:
         return self._awake
 
-    def snapshot(self) -> FilePosition | None:
-        if self.source == STDIN:
-            return None  # stdin cannot be rewound: a rerun reads new data from the start
-        return FilePosition(self.lines, self.offset, self.head)
-
-    def close(self) -> None:
-        if self.fh is not sys.stdin.buffer:
-            self.fh.close()
+    def snapshot(self) -> None:
+        return None
 
 
-class _Finished(StatefulSourcePartition[RawRecord, FilePosition | None]):
-    """A partition from an earlier run that this run does not read: keeps its position."""
+class _Finished(StatefulSourcePartition[RawRecord, Any]):
+    """A partition this run does not read: keeps its recovered state as it was."""
 
-    def __init__(self, resume_state: FilePosition | None) -> None:
+    def __init__(self, resume_state: Any) -> None:
         self.state = resume_state
 
     def next_batch(self) -> list[RawRecord]:
         raise StopIteration
 
-    def snapshot(self) -> FilePosition | None:
+    def snapshot(self) -> Any:
         return self.state
 
 
-class JsonlSource(FixedPartitionedSource[RawRecord, FilePosition | None]):
-    """One partition per input file (and one for stdin).
+FILES = "files"
 
-    Bytewax refuses to resume when a recovered partition is not listed, so the source
-    also lists every input of earlier runs (``known``) and builds those as finished.
+
+class JsonlSource(FixedPartitionedSource[RawRecord, Any]):
+    """Two fixed partitions: every input file in order (``files``) and stdin (``-``).
+
+    The partition names never change, so recovery works whatever inputs a run names.
+    Only the process that owns the terminal lists stdin (``with_stdin``).
     """
 
-    def __init__(
-        self, inputs: list[str], *, follow: bool = False, known: list[str] | None = None
-    ) -> None:
-        self.inputs = inputs
+    def __init__(self, inputs: list[str], *, follow: bool = False, with_stdin: bool = True) -> None:
+        self.files = [i for i in inputs if i != STDIN]
+        self.stdin = STDIN in inputs
         self.follow = follow
-        self.known = known or []
+        self.with_stdin = with_stdin
 
     def list_parts(self) -> list[str]:
-        return list(dict.fromkeys([*self.known, *self.inputs]))
+        return [FILES, STDIN] if self.with_stdin else [FILES]
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: FilePosition | None
-    ) -> StatefulSourcePartition[RawRecord, FilePosition | None]:
-        if for_part not in self.inputs:
-            return _Finished(resume_state)
+        self, step_id: str, for_part: str, resume_state: Any
+    ) -> StatefulSourcePartition[RawRecord, Any]:
         if for_part == STDIN:
-            return _LinePartition(STDIN, sys.stdin.buffer, FilePosition(0, 0, ""), self.follow, "")
-        head = _head_hash(for_part)
-        fh = _open(for_part)
-        pos = FilePosition(0, 0, head)
-        if resume_state is not None and resume_state.head == head:
-            pos = resume_state
-            if for_part.endswith(".gz"):
-                _skip(fh, resume_state.offset)
-            else:
-                fh.seek(resume_state.offset)
-        return _LinePartition(for_part, fh, pos, self.follow, head)
-
-
-def known_inputs(registry: Path) -> list[str]:
-    """The inputs earlier runs read with this recovery folder."""
-    return list(json.loads(registry.read_text())) if registry.exists() else []
-
-
-def remember_inputs(registry: Path, inputs: list[str]) -> list[str]:
-    """Add ``inputs`` to the registry (done once, before any worker starts)."""
-    known = known_inputs(registry)
-    merged = list(dict.fromkeys([*known, *inputs]))
-    if merged != known:
-        tmp = registry.with_suffix(".tmp")
-        tmp.write_text(json.dumps(merged, indent=1))
-        tmp.replace(registry)
-    return merged
+            return _StdinPartition(self.follow) if self.stdin else _Finished(resume_state)
+        if not self.files:
+            return _Finished(resume_state)
+        return _FilesPartition(self.files, resume_state or {}, self.follow)
 
 
 def _skip(fh: IO[bytes], n: int) -> None:
