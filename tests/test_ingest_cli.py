@@ -315,7 +315,8 @@ def test_sigkill_and_rerun_store_what_one_run_does(
     assert len(expected["activities"]) > 1000
 
     # Two kills at random moments of a run (the second one during the resumed run).
-    kills = sorted(random.uniform(0.5, max(0.6, min(3.0, 0.9 * whole_s))) for _ in range(2))
+    # Kill well inside a run: a rerun can be faster than the measured one on a noisy machine.
+    kills = sorted(random.uniform(0.3, max(0.4, min(3.0, 0.5 * whole_s))) for _ in range(2))
     crashed = new_project(tmp_path / "crashed")
     killed = [_kill_after(crashed, october, k) for k in kills]
     assert killed[0], f"ingest ({whole_s:.1f} s) finished before the kill at {kills[0]:.2f} s"
