@@ -20,7 +20,7 @@ import h3._cy as h3_cy
 import h3.api.basic_int as h3
 import numpy as np
 
-from flows.track_cells import SAMPLE_EDGES, SPEED_WINDOW_S, track_path
+from flows.track_cells import SAMPLE_EDGES, SPEED_WINDOW_S, insert_grid_paths, track_path
 from flows.trim import GPS_NOISE_M, trim
 from heatmetro.config import Config
 from heatmetro.geo import step_lengths_m
@@ -189,7 +189,11 @@ def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
         dtype=np.uint64,
         count=len(idx),
     )
-    ct, cv, cg = t[idx], speed[idx], gseg[idx]
+    # Rounded to float32 now, as the stored path is, so grid-path times interpolate
+    # exactly as in the one-by-one path.
+    ct = t[idx].astype(np.float32).astype(np.float64)
+    cv = speed[idx].astype(np.float32).astype(np.float64)
+    cg = gseg[idx]
     change = np.ones(len(cells), dtype=bool)
     change[1:] = (cells[1:] != cells[:-1]) | (cg[1:] != cg[:-1])
     cells, ct, cv, cg = cells[change], ct[change], cv[change], cg[change]
@@ -203,7 +207,7 @@ def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
         if not nb(a, b)
     ]
     if gaps:
-        cells, ct, cv, cg = _fill_gaps(cells, ct, cv, cg, gaps)
+        cells, ct, cv, cg = insert_grid_paths(cells, ct, cv, cg, gaps)
     paid = np.searchsorted(first_seg, cg, side="right") - 1  # activity of each path row
     pbounds = np.searchsorted(paid, np.arange(k + 1))
 
@@ -243,21 +247,3 @@ def _speeds(t: np.ndarray, seg: np.ndarray, along: np.ndarray, bounds: np.ndarra
         with np.errstate(divide="ignore", invalid="ignore"):
             out[a:b] = np.where(dt > 0, (al[hi] - al[lo]) / dt, np.nan)
     return out
-
-
-def _fill_gaps(cells, t, v, g, gaps):  # type: ignore[no-untyped-def]
-    """Insert H3 grid paths between non-neighbour consecutive cells (as track_cells._fill)."""
-    from flows.track_cells import _grid_fill
-
-    rows: list[tuple[int, float, float, int]] = []
-    cl, tl, vl, gl = cells.tolist(), t.tolist(), v.tolist(), g.tolist()
-    prev = 0
-    for k in gaps:
-        rows.extend(
-            zip(cl[prev : k + 1], tl[prev : k + 1], vl[prev : k + 1], gl[prev : k + 1], strict=True)
-        )
-        rows.extend(_grid_fill(cl[k], tl[k], cl[k + 1], tl[k + 1], gl[k], vl[k]))
-        prev = k + 1
-    rows.extend(zip(cl[prev:], tl[prev:], vl[prev:], gl[prev:], strict=True))
-    arr = np.array(rows, dtype=[("c", "<u8"), ("t", "<f8"), ("v", "<f8"), ("g", "<i8")])
-    return arr["c"], arr["t"], arr["v"], arr["g"]

@@ -97,24 +97,48 @@ def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]
 
 def _fill(path: np.ndarray, gaps: list[int]) -> np.ndarray:
     """Insert the grid path between the non-neighbour pairs at ``gaps``."""
-    rows: list[tuple[int, float, float, int]] = []
-    cells, t, seg = path["cell"].tolist(), path["t"].tolist(), path["seg"].tolist()
-    v = path["v"].tolist()
-    prev = 0
-    for k in gaps:
-        rows.extend(
-            zip(
-                cells[prev : k + 1],
-                t[prev : k + 1],
-                v[prev : k + 1],
-                seg[prev : k + 1],
-                strict=True,
-            )
+    cells, t, v, seg = insert_grid_paths(
+        path["cell"], path["t"].astype(np.float64), path["v"].astype(np.float64),
+        path["seg"].astype(np.int64), gaps,
+    )  # fmt: skip
+    out = np.zeros(len(cells), PATH_DTYPE)
+    out["cell"], out["t"], out["v"], out["seg"] = cells, t, v, seg
+    return out
+
+
+def insert_grid_paths(
+    cells: np.ndarray, t: np.ndarray, v: np.ndarray, piece: np.ndarray, gaps: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The arrays with the H3 grid path inserted after each index in ``gaps``.
+
+    ``t`` and ``v`` must already hold float32 values (what the path stores), so that
+    one-by-one and batched trimming interpolate exactly alike.
+    """
+    fills = [
+        _grid_fill(
+            int(cells[k]),
+            float(t[k]),
+            int(cells[k + 1]),
+            float(t[k + 1]),
+            int(piece[k]),
+            float(v[k]),
         )
-        rows.extend(_grid_fill(cells[k], t[k], cells[k + 1], t[k + 1], seg[k], v[k]))
-        prev = k + 1
-    rows.extend(zip(cells[prev:], t[prev:], v[prev:], seg[prev:], strict=True))
-    return np.array(rows, dtype=PATH_DTYPE)
+        for k in gaps
+    ]
+    counts = [len(f) for f in fills]
+    if not sum(counts):
+        return cells, t, v, piece
+    pos = np.repeat(np.asarray(gaps) + 1, counts)
+    rows = np.array(
+        [r for f in fills for r in f],
+        dtype=[("c", "<u8"), ("t", "<f8"), ("v", "<f8"), ("g", "<i8")],
+    )
+    return (
+        np.insert(cells, pos, rows["c"]),
+        np.insert(t, pos, rows["t"]),
+        np.insert(v, pos, rows["v"]),
+        np.insert(piece, pos, rows["g"]),
+    )
 
 
 def _grid_fill(

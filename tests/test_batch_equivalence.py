@@ -80,7 +80,7 @@ def _track(seed: int, n: int, teleport: bool) -> tuple[np.ndarray, np.ndarray, n
     step = rng.uniform(0, 12, n) * (rng.random(n) > 0.1)  # some repeated fixes
     lat = 42.32 + np.cumsum(step * np.cos(heading)) / 111_195
     lng = -72.63 + np.cumsum(step * np.sin(heading)) / (111_195 * math.cos(math.radians(42.32)))
-    t = np.cumsum(rng.integers(1, 6, n)).astype(np.float64)
+    t = np.cumsum(rng.uniform(0.3, 5.7, n))  # fractional seconds, like 1 Hz devices drift
     if teleport and n > 10:
         lat[n // 2] += 0.05  # 5 km jump for one fix
     return np.round(lat, 7), np.round(lng, 7), t
