@@ -179,7 +179,10 @@ class _StdinPartition(StatefulSourcePartition[RawRecord, None]):
     """Standard input; it cannot be rewound, so a rerun reads new data from its start."""
 
     def __init__(self, follow: bool) -> None:
-        self.reader = _Reader(STDIN, sys.stdin.buffer, FilePosition(0, 0, ""), "")
+        # Each run's stdin is new data: name it by the run's start so its dead letters do
+        # not collide with an earlier run's line numbers.
+        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self.reader = _Reader(f"stdin@{started}", sys.stdin.buffer, FilePosition(0, 0, ""), "")
         self.follow = follow
         self._awake: datetime | None = None
 
