@@ -118,7 +118,7 @@ class AthleteFold:
             commute=ev.commute,
             start_s=start_s,
             utc_offset_s=ev.utc_offset_s,
-            month=local_start.strftime("%Y-%m"),
+            month=f"{local_start.year:04d}-{local_start.month:02d}",
             hide_override_m=ev.hide_start_end_m,
             cut_start_m=cut_start,
             cut_end_m=cut_end,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import h3.api.basic_int as h3
 import numpy as np
 
-from heatmetro.geo import haversine_m, offset_point, secret_uniform
+from heatmetro.geo import haversine_m, offset_point, secret_uniforms
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +53,7 @@ def effective_zones(
     """The jittered zones for ``settings`` (same salt and zone -> same jitter)."""
     out = []
     for z in settings.zones:
-        u_dist = secret_uniform(salt, "zone-d", athlete_id, z.lat, z.lng, z.radius_m)
-        u_bear = secret_uniform(salt, "zone-b", athlete_id, z.lat, z.lng, z.radius_m)
+        u_dist, u_bear = secret_uniforms(salt, "zone", athlete_id, z.lat, z.lng, z.radius_m, n=2)
         d = u_dist * jitter_fraction * z.radius_m
         lat, lng = offset_point(z.lat, z.lng, d, 360.0 * u_bear)
         out.append(EffectiveZone(lat, lng, z.radius_m + d))
@@ -76,8 +75,9 @@ def hide_cuts_m(
     """
     if hide_m <= 0:
         return 0.0, 0.0
-    start = hide_m + jitter_m * secret_uniform(salt, "hide-start", activity_id)
-    end = hide_m + jitter_m * secret_uniform(salt, "hide-end", activity_id)
+    u_start, u_end = secret_uniforms(salt, "hide", activity_id, n=2)
+    start = hide_m + jitter_m * u_start
+    end = hide_m + jitter_m * u_end
     return start, end
 
 
