@@ -141,11 +141,16 @@ def cell_radius_m(cells: np.ndarray) -> np.ndarray:
     return np.sqrt(2.0 * area / (3.0 * math.sqrt(3.0)))
 
 
+# Splats a little larger than the hexagon's circumradius: neighbours then overlap enough
+# that a street reads as a smooth line at street zooms instead of a string of beads.
+SPLAT_SCALE = 1.25
+
+
 def splat_radius_px(radius_m: np.ndarray, lat: np.ndarray, z: int) -> np.ndarray:
-    """Splat radius in pixels: the cell's circumradius at zoom ``z``, at least 1 px.
+    """Splat radius in pixels: ``SPLAT_SCALE`` x the cell's circumradius at zoom ``z``, at least 1 px.
 
     The circumradius (not the inradius, half the centre spacing) makes neighbouring splats
     overlap by half a radius, so a street of adjacent cells reads as one continuous line.
     A disc of radius >= 1 px always contains a pixel centre, so every cell is visible.
     """
-    return np.maximum(np.asarray(radius_m) / m_per_px(lat, z), 1.0)
+    return np.maximum(SPLAT_SCALE * np.asarray(radius_m) / m_per_px(lat, z), 1.0)

@@ -140,9 +140,9 @@ def test_splat_radius_at_street_zoom() -> None:
     cell = np.array([h3i.latlng_to_cell(NORTHAMPTON["lat"], NORTHAMPTON["lng"], RES)], np.uint64)
     r_m = cell_radius_m(cell)
     assert r_m[0] == pytest.approx(h3i.average_hexagon_edge_length(RES, "m"), rel=0.25)
-    # res-11 at z16 near lat 42: ~16 px circumradius; at z2 it would be far below 1 px.
+    # res-11 at z16 near lat 42: ~16 px circumradius, splats 1.25x that; at z2 below 1 px.
     r16 = splat_radius_px(r_m, np.array([NORTHAMPTON["lat"]]), 16)[0]
-    assert 14 < r16 < 19
+    assert 18 < r16 < 24
     assert splat_radius_px(r_m, np.array([NORTHAMPTON["lat"]]), 2)[0] == 1.0
 
 
