@@ -285,10 +285,10 @@ def test_two_workers_store_what_one_does(run_cli: Run, tmp_path: Path, june: Pat
 # --------------------------------------------------------------------------- crash
 
 
-def _kill_after(cfg: Path, stream: Path, seconds: float) -> bool:
+def _kill_after(cfg: Path, stream: Path, seconds: float, workers: int = 1) -> bool:
     """Start ingest, SIGKILL it after ``seconds``; True if it was still running."""
     proc = subprocess.Popen(
-        [*HEATMETRO, "ingest", "-c", str(cfg), str(stream)],
+        [*HEATMETRO, "ingest", "-c", str(cfg), str(stream), "-w", str(workers)],
         env=cli_env(),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -324,6 +324,31 @@ def test_sigkill_and_rerun_store_what_one_run_does(
     got = tables(crashed)
     assert len(got["activities"]) == len(expected["activities"]), kills
     assert got == expected, f"kills at {kills} s"
+
+
+def test_sigkill_of_a_two_process_run_and_rerun(
+    run_cli: Run, tmp_path: Path, october: Path
+) -> None:
+    """Killing `ingest -w 2` kills its worker processes too; the rerun finishes the job."""
+    ref = new_project(tmp_path / "ref")
+    t = time.monotonic()
+    ingest(run_cli, ref, october, workers=2)
+    whole_s = time.monotonic() - t
+    kill_at = random.uniform(0.3, max(0.4, 0.5 * whole_s))
+    for attempt in range(4):  # a run can be faster than the measured one: kill sooner
+        crashed = new_project(tmp_path / f"crashed{attempt}")
+        if _kill_after(crashed, october, kill_at, workers=2):
+            break
+        kill_at /= 2
+    else:
+        pytest.fail(f"ingest -w 2 always finished before the kill ({whole_s:.1f} s run)")
+    time.sleep(0.5)
+    orphans = subprocess.run(
+        ["pgrep", "-f", f"flows.cluster_worker.*{crashed.parent}"], capture_output=True
+    )
+    assert orphans.stdout == b"", "a worker process outlived the killed ingest"
+    ingest(run_cli, crashed, october, workers=2)
+    assert tables(crashed) == tables(ref)
 
 
 # --------------------------------------------------------------------------- erasure
