@@ -24,8 +24,6 @@ class TrimmedPoints:
     t: np.ndarray
     seg: np.ndarray  # piece number; a new piece starts after a zone or a long gap
     step: np.ndarray  # metres from each point to the next (meaningful within a piece)
-    fixes_in: int
-    dropped_noise: int  # duplicates and teleports
 
 
 def clean(
@@ -79,13 +77,11 @@ def trim(
     max_gap_m: float,
 ) -> TrimmedPoints:
     """Clean and privacy-trim one activity's points."""
-    n_in = len(lat)
     idx, step = clean(lat, lng, t, max_speed)
     lat, lng, t = lat[idx], lng[idx], t[idx]
-    dropped = n_in - len(idx)
     if len(lat) < 2:  # never moved (a bike left at its dock): nothing to draw or count
         empty = np.zeros(0)
-        return TrimmedPoints(empty, empty, empty, np.zeros(0, np.int64), empty, n_in, dropped)
+        return TrimmedPoints(empty, empty, empty, np.zeros(0, np.int64), empty)
     n = len(lat)
     if step is None:
         step = step_lengths_m(lat, lng)
@@ -101,4 +97,4 @@ def trim(
     kept = np.flatnonzero(keep)
     # Kept neighbours of one piece are neighbours in the input too, so their step is known.
     kept_step = step[kept[:-1]] if len(kept) > 1 else np.zeros(0)
-    return TrimmedPoints(lat[kept], lng[kept], t[kept], seg[kept], kept_step, n_in, dropped)
+    return TrimmedPoints(lat[kept], lng[kept], t[kept], seg[kept], kept_step)
