@@ -144,10 +144,9 @@ class _FilesPartition(StatefulSourcePartition[RawRecord, FilePositions]):
 
     def next_batch(self) -> list[RawRecord]:
         self._awake = None
-        tried = 0
-        while tried < max(len(self.paths), 1):
+        for _ in range(len(self.paths) + 1):  # at most one full round of the files
             if self.index >= len(self.paths):
-                if not self.follow or not self.paths:
+                if not self.follow:
                     raise StopIteration
                 self.index = 0
             if self.reader is None:
@@ -157,10 +156,9 @@ class _FilesPartition(StatefulSourcePartition[RawRecord, FilePositions]):
             self.positions[self.reader.source] = self.reader.position()
             if out:
                 return out
-            self.reader.close()
+            self.reader.close()  # at its end (for now): on to the next file
             self.reader = None
             self.index += 1
-            tried += 1
         self._awake = datetime.now(UTC) + FOLLOW_POLL  # following: nothing new anywhere
         return []
 
