@@ -46,7 +46,7 @@ from state.records import EDGE_DTYPE, HEAT_DTYPE, HEX_DTYPE, OD_DTYPE, PATH_DTYP
 from state.settings import AthleteSettings, Zone  # noqa: E402
 
 GOAL_RATIO = 1.5
-ROUNDS = 3
+ROUNDS = 5
 RAM_BYTES = 24 * 2**30  # this machine
 CITY_ATHLETES = 50_000
 CITY_MONTHS = 12
