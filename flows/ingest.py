@@ -26,6 +26,7 @@ from state.changes import DeadLetter, StoreItem
 from state.store import connect
 from state.writer import StoreWriter
 
+AGGREGATE_REFRESH_S = 10.0  # rebuild touched athlete-months at most this often (and at the end)
 RAW_KEEP = 2000  # characters of a bad record kept in the dead-letter file
 
 
@@ -124,6 +125,7 @@ class _StorePartition(StatelessSinkPartition[StoreItem]):
             od_res=config.od_resolution,
             salt=config.salt,
             hide_jitter_m=config.hide_jitter_m,
+            refresh_every_s=AGGREGATE_REFRESH_S,
         )
         self.worker = worker
         self.progress = Progress(worker)
@@ -133,6 +135,7 @@ class _StorePartition(StatelessSinkPartition[StoreItem]):
         self.progress.add(items)
 
     def close(self) -> None:
+        self.writer.refresh()
         self.progress.done()
         self.writer.db.close()
 

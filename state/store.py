@@ -8,6 +8,7 @@ Tables:
 * ``athlete_months``: per athlete, local month and sport layer, the aggregates the
   snapshot reads (heat cells, edge crossings, hexagons, OD), derived from ``activities``.
 * ``dead_letters``: records that broke the contract, by source and position.
+* ``dirty_months``: athlete-months whose aggregates are due to be rebuilt.
 """
 
 from __future__ import annotations
@@ -80,6 +81,21 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             reason TEXT NOT NULL,
             raw TEXT NOT NULL,
             PRIMARY KEY (source, position)
+        );
+        """
+    )
+
+
+@migrations()
+def m002_dirty_months(db: sqlite_utils.Database) -> None:
+    # Athlete-months whose aggregates must be rebuilt; written in the same transaction as
+    # the activities, so a crash never loses one (see StoreWriter.refresh).
+    db.executescript(
+        """
+        CREATE TABLE dirty_months (
+            athlete_id TEXT NOT NULL,
+            month TEXT NOT NULL,
+            PRIMARY KEY (athlete_id, month)
         );
         """
     )

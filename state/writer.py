@@ -8,6 +8,7 @@ the rows rather than incremented.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -55,10 +56,16 @@ class StoreWriter:
         od_res: int,
         salt: str,
         hide_jitter_m: float,
+        refresh_every_s: float = 0.0,
     ) -> None:
+        """``refresh_every_s`` > 0 defers rebuilding aggregates: an athlete-month touched by
+        many batches is rebuilt once per interval (and by ``refresh`` at the end), not
+        once per batch."""
         self.db = db
         self.heat_res, self.metro_res, self.od_res = heat_res, metro_res, od_res
         self.salt, self.hide_jitter_m = salt, hide_jitter_m
+        self.refresh_every_s = refresh_every_s
+        self._last_refresh = time.monotonic()
 
     def write_batch(self, items: Iterable[StoreItem]) -> None:
         items = list(items)
@@ -87,8 +94,28 @@ class StoreWriter:
                         (item.source, item.position, item.reason, item.raw),
                     )
             self._flush(pending)
-            for athlete_id, month in sorted(dirty):
-                self.recompute(athlete_id, month)
+            self.db.conn.executemany(
+                "INSERT OR IGNORE INTO dirty_months VALUES (?, ?)", sorted(dirty)
+            )
+            if time.monotonic() - self._last_refresh >= self.refresh_every_s:
+                self._refresh()
+
+    def refresh(self) -> int:
+        """Rebuild every athlete-month marked dirty (by any writer); returns how many."""
+        with immediate(self.db):
+            return self._refresh()
+
+    def _refresh(self) -> int:
+        dirty = self.db.execute(
+            "SELECT athlete_id, month FROM dirty_months ORDER BY athlete_id, month"
+        ).fetchall()
+        for athlete_id, month in dirty:
+            self.recompute(athlete_id, month)
+        self.db.conn.executemany(
+            "DELETE FROM dirty_months WHERE athlete_id = ? AND month = ?", dirty
+        )
+        self._last_refresh = time.monotonic()
+        return len(dirty)
 
     def _versions(self, items: list[StoreItem]) -> dict[str, tuple[str, str | None, int]]:
         """(athlete, month, updated_ms) of the stored versions of the batch's activities."""
@@ -261,7 +288,8 @@ def apply_pending_privacy(db: sqlite_utils.Database, config) -> int:  # type: ig
 
     Ingest already does this as settings arrive; running it again here makes the
     snapshot correct even for a store written by an interrupted or older ingest.
-    Returns how many athlete-months were rebuilt.
+    Also rebuilds the aggregates ingest left marked dirty. Returns how many
+    athlete-months were rebuilt.
     """
     writer = StoreWriter(
         db,
@@ -281,6 +309,6 @@ def apply_pending_privacy(db: sqlite_utils.Database, config) -> int:  # type: ig
                 heat_res=config.heat_resolution, metro_res=config.metro_resolution,
                 od_res=config.od_resolution,
             )  # fmt: skip
-        for athlete_id, month in sorted(changed):
-            writer.recompute(athlete_id, month)
-    return len(changed)
+        # With what an interrupted ingest left marked, rebuild everything that is due.
+        db.conn.executemany("INSERT OR IGNORE INTO dirty_months VALUES (?, ?)", sorted(changed))
+        return writer._refresh()
