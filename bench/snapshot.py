@@ -35,18 +35,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from flows.importers.valleybike import bundled_csvs, valleybike_events, write_jsonl  # noqa: E402
+from flows.importers.valleybike import (  # noqa: E402
+    bundled_csvs,
+    shared_csvs,
+    valleybike_events,
+    write_jsonl,
+)
 from site_builder.load import window_months  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data" / "valleybike"
-SHARED_MONTHS = (
-    "june2018.csv.gz",
-    "june2020.csv.gz",
-    "october2020.csv.gz",
-    "december2020.csv.gz",
-    "january2021.csv.gz",
-    "february2021.csv.gz",
-)
 HEATMETRO = [sys.executable, "-m", "heatmetro.cli"]
 SCALE = 10
 BENCH_SALT = "bench-salt-not-secret"
@@ -84,10 +80,7 @@ def write_config(project: Path) -> Path:
 
 
 def source_csvs(bundled: bool) -> list[Path]:
-    shared = [SHARED / name for name in SHARED_MONTHS]
-    if not bundled and all(p.is_file() for p in shared):
-        return shared
-    return bundled_csvs()
+    return (shared_csvs() if not bundled else []) or bundled_csvs()
 
 
 def ingest(project: Path, csvs: list[Path], workers: int) -> None:

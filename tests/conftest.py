@@ -91,3 +91,24 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def june2018_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled real June 2018 ValleyBike rides, ingested and published through the CLI
+    (fixture config, ``SOURCE_DATE_EPOCH`` set). Tests only read it."""
+    from flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
+
+    project = tmp_path_factory.mktemp("june2018-site")
+    config = str(write_config(project))
+    events = project / "june2018.jsonl"
+    write_jsonl(valleybike_events([DATA_DIR / "june2018.csv.gz"]), events)
+    env = cli_env(SOURCE_DATE_EPOCH="1700000000")
+    for args in (
+        ["ingest", "-c", config, str(events)],
+        ["snapshot", "-c", config, "--month", "2018-06"],
+    ):
+        subprocess.run(
+            [*HEATMETRO, *args], check=True, capture_output=True, env=env, cwd=REPO, timeout=300
+        )
+    return (project / "site").resolve()

@@ -19,7 +19,6 @@ from pathlib import Path
 import h3
 import pytest
 
-from flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
 from site_builder.metro import EDGE_COLUMNS
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.streams import (
@@ -154,21 +153,9 @@ def streets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_metro(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def real_metro(june2018_site: Path) -> Path:
     """Metro files of the bundled real ValleyBike rides of June 2018."""
-    project = tmp_path_factory.mktemp("real")
-    write_config(project)
-    events = project / "june2018.jsonl"
-    write_jsonl(valleybike_events([DATA_DIR / "june2018.csv.gz"]), events)
-    config = str(project / "config.toml")
-    for args in (
-        ["ingest", "-c", config, str(events)],
-        ["snapshot", "-c", config, "--month", "2018-06"],
-    ):
-        subprocess.run(
-            [*HEATMETRO, *args], check=True, capture_output=True, env=SDE_ENV, cwd=REPO, timeout=300
-        )
-    return project / "site" / "metro"
+    return june2018_site / "metro"
 
 
 # --------------------------------------------------------------------------- direction

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +12,9 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser
 
-from flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
 from site_builder.pages import LAYER_LABELS
 from site_builder.serve import start_background
 from tests.browser import chromium_available, heat_mask, heat_pixels, launch, open_site
-from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 
 pytestmark = [
     pytest.mark.browser,
@@ -31,22 +28,9 @@ VALLEY = (42.2, -72.75, 42.45, -72.45)
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def site(june2018_site: Path) -> Path:
     """The published site of the bundled June 2018 rides (fixture config's zooms)."""
-    project = tmp_path_factory.mktemp("e2e")
-    write_config(project)
-    events = project / "june2018.jsonl"
-    write_jsonl(valleybike_events([DATA_DIR / "june2018.csv.gz"]), events)
-    config = str(project / "config.toml")
-    env = cli_env(SOURCE_DATE_EPOCH="1700000000")
-    for args in (
-        ["ingest", "-c", config, str(events)],
-        ["snapshot", "-c", config, "--month", "2018-06"],
-    ):
-        subprocess.run(
-            [*HEATMETRO, *args], check=True, capture_output=True, env=env, cwd=REPO, timeout=300
-        )
-    return (project / "site").resolve()
+    return june2018_site
 
 
 @pytest.fixture(scope="module")
