@@ -69,3 +69,36 @@ def test_bad_config_is_a_clean_error(
     proc = run_cli("stats", "-c", project / "config.toml", check=False)
     assert proc.returncode == 1
     assert "min_athletes" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_serve_previews_the_published_site_on_localhost(project: Path) -> None:
+    from tests.conftest import HEATMETRO, REPO, cli_env
+
+    site = project / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<!doctype html><title>heat</title>")
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [*HEATMETRO, "serve", "-c", str(project / "config.toml"), "--port", str(port)],
+        env=cli_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        body = b""
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as r:
+                    assert r.status == 200
+                    body = r.read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert b"<title>heat</title>" in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
