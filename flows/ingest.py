@@ -118,14 +118,8 @@ class TrimStep:
 
 class _StorePartition(StatelessSinkPartition[StoreItem]):
     def __init__(self, config: Config, worker: int) -> None:
-        self.writer = StoreWriter(
-            connect(config.db_path),
-            heat_res=config.heat_resolution,
-            metro_res=config.metro_resolution,
-            od_res=config.od_resolution,
-            salt=config.salt,
-            hide_jitter_m=config.hide_jitter_m,
-            refresh_every_s=AGGREGATE_REFRESH_S,
+        self.writer = StoreWriter.for_config(
+            connect(config.db_path), config, refresh_every_s=AGGREGATE_REFRESH_S
         )
         self.worker = worker
         self.progress = Progress(worker)

@@ -78,7 +78,7 @@ def run_snapshot(
     finally:
         db.close()
     build = new_build_dir(config.out_dir, month)
-    tiles = _write_tiles(window, config, build, quiet=quiet)
+    n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet)
     metro_dir = build / "metro"
     metro_dir.mkdir()
     metro_rows = write_metro(
@@ -93,8 +93,6 @@ def run_snapshot(
         ),
         metro_dir,
     )
-    bounds = tiles.pop("__bounds__", None)
-    n_tiles = sum(v for k, v in tiles.items())
     layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
     counts = {
         "athletes": window.athletes,
@@ -116,7 +114,7 @@ def run_snapshot(
             max_zoom=config.max_zoom,
             hide_start_end_m=config.default_hide_start_end_m,
             hide_jitter_m=config.hide_jitter_m,
-            bounds=bounds,  # type: ignore[arg-type]
+            bounds=bounds,
             layers=layers,
             counts=counts,
             version=__version__,
@@ -134,8 +132,11 @@ def run_snapshot(
     )  # fmt: skip
 
 
-def _write_tiles(window: WindowData, config: Config, build: Path, *, quiet: bool) -> dict:  # type: ignore[type-arg]
-    out: dict = {}  # type: ignore[type-arg]
+def _write_tiles(
+    window: WindowData, config: Config, build: Path, *, quiet: bool
+) -> tuple[int, tuple[float, float, float, float] | None]:
+    """Every layer's tile pyramid; (tiles written, bounds of the ``all`` heat or None)."""
+    total = 0
     bounds = None
     for layer, lh in window.heat.items():
         stats = write_heat_tiles(
@@ -150,16 +151,16 @@ def _write_tiles(window: WindowData, config: Config, build: Path, *, quiet: bool
             palette=True,  # indexed PNGs: 4x faster to encode, half the size, same pixels
         )
         n = sum(stats.tiles_per_zoom.values())
-        out[layer] = n
+        total += n
         if layer == "all" and n:
             bounds = stats.bounds
         if not quiet and n:
+            rate = n / max(stats.seconds, 1e-9)
             print(
-                f"tiles {layer:<6} {n:>7,} in {stats.seconds:.1f} s ({n / max(stats.seconds, 1e-9):,.0f}/s)",
+                f"tiles {layer:<6} {n:>7,} in {stats.seconds:.1f} s ({rate:,.0f}/s)",
                 file=sys.stderr,
             )
-    out["__bounds__"] = bounds
-    return out
+    return total, bounds
 
 
 def _write_metadata(build, window, config, counts, metro_rows, when, bounds) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 import sqlite_utils
 
+from heatmetro.config import Config
 from state.aggregates import StoredActivity, activity_records, merge_records
 from state.changes import ActivityChange, ActivityDelete, DeadLetter, SettingsChange, StoreItem
 from state.path_ops import cut_path_ends, drop_zone_cells
@@ -66,6 +67,21 @@ class StoreWriter:
         self.salt, self.hide_jitter_m = salt, hide_jitter_m
         self.refresh_every_s = refresh_every_s
         self._last_refresh = time.monotonic()
+
+    @classmethod
+    def for_config(
+        cls, db: sqlite_utils.Database, config: Config, *, refresh_every_s: float = 0.0
+    ) -> StoreWriter:
+        """A writer with the resolutions and secrets of ``config``."""
+        return cls(
+            db,
+            heat_res=config.heat_resolution,
+            metro_res=config.metro_resolution,
+            od_res=config.od_resolution,
+            salt=config.salt,
+            hide_jitter_m=config.hide_jitter_m,
+            refresh_every_s=refresh_every_s,
+        )
 
     def write_batch(self, items: Iterable[StoreItem]) -> None:
         items = list(items)
@@ -283,7 +299,7 @@ def _zkey(z: EffectiveZone) -> tuple[float, float, float]:
     return (round(z.lat, 7), round(z.lng, 7), round(z.radius_m, 3))
 
 
-def apply_pending_privacy(db: sqlite_utils.Database, config) -> int:  # type: ignore[no-untyped-def]
+def apply_pending_privacy(db: sqlite_utils.Database, config: Config) -> int:
     """Before a snapshot: make every athlete's stored data obey their newest settings.
 
     Ingest already does this as settings arrive; running it again here makes the
@@ -291,14 +307,7 @@ def apply_pending_privacy(db: sqlite_utils.Database, config) -> int:  # type: ig
     Also rebuilds the aggregates ingest left marked dirty. Returns how many
     athlete-months were rebuilt.
     """
-    writer = StoreWriter(
-        db,
-        heat_res=config.heat_resolution,
-        metro_res=config.metro_resolution,
-        od_res=config.od_resolution,
-        salt=config.salt,
-        hide_jitter_m=config.hide_jitter_m,
-    )
+    writer = StoreWriter.for_config(db, config)
     changed: set[tuple[str, str]] = set()
     with immediate(db):
         for (athlete_id,) in db.execute(
