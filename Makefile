@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean serve
+.PHONY: demo test lint typecheck layers unit wheel-check bench clean serve
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (Bytewax ships wheels for CPython 3.11/3.12 only)"; exit 1; }
@@ -26,10 +26,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+layers: $(STAMP)
+	$(BIN)/lint-imports
+
 unit: $(STAMP)
 	$(BIN)/pytest -n 2 -q
 
-test: lint typecheck unit
+wheel-check: $(STAMP)
+	PY=$(PY) .ci/wheel_check
+
+test: lint typecheck layers unit wheel-check
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

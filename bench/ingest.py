@@ -36,14 +36,14 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from flows.importers.valleybike import (  # noqa: E402
+from heatmetro.flows.importers.valleybike import (  # noqa: E402
     bundled_csvs,
     shared_csvs,
     valleybike_events,
     write_jsonl,
 )
-from state.records import EDGE_DTYPE, HEAT_DTYPE, HEX_DTYPE, OD_DTYPE, PATH_DTYPE  # noqa: E402
-from state.settings import AthleteSettings, Zone  # noqa: E402
+from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, HEX_DTYPE, OD_DTYPE, PATH_DTYPE  # noqa: E402
+from heatmetro.state.settings import AthleteSettings, Zone  # noqa: E402
 
 GOAL_RATIO = 1.5
 ROUNDS = 5

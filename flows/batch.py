@@ -20,15 +20,15 @@ import h3._cy as h3_cy
 import h3.api.basic_int as h3
 import numpy as np
 
-from flows.track_cells import SAMPLE_EDGES, SPEED_WINDOW_S, insert_grid_paths, track_path
-from flows.trim import GPS_NOISE_M, trim
-from heatmetro.config import Config
-from heatmetro.geo import step_lengths_m
-from state.aggregates import StoredActivity, activity_records, batch_records
-from state.changes import ActivityChange
-from state.path_ops import drop_zone_cells
-from state.records import PATH_DTYPE, to_blob
-from state.settings import EffectiveZone, points_in_zones
+from heatmetro.core.config import Config
+from heatmetro.core.geo import step_lengths_m
+from heatmetro.flows.track_cells import SAMPLE_EDGES, SPEED_WINDOW_S, insert_grid_paths, track_path
+from heatmetro.flows.trim import GPS_NOISE_M, trim
+from heatmetro.state.aggregates import StoredActivity, activity_records, batch_records
+from heatmetro.state.changes import ActivityChange
+from heatmetro.state.path_ops import drop_zone_cells
+from heatmetro.state.records import PATH_DTYPE, to_blob
+from heatmetro.state.settings import EffectiveZone, points_in_zones
 
 
 @dataclass(frozen=True, slots=True)

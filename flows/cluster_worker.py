@@ -6,8 +6,8 @@ import json
 import os
 import sys
 
-from flows.runner import run_worker
-from heatmetro.config import Config
+from heatmetro.core.config import Config
+from heatmetro.flows.runner import run_worker
 
 
 def main(argv: list[str]) -> None:

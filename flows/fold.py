@@ -13,13 +13,19 @@ from typing import Any
 import numpy as np
 import orjson
 
-from flows.batch import TrimJob, finish_one
-from flows.contract import ActivityDeletedEvent, ActivityEvent, AthleteEvent, Event, epoch_ms
-from flows.sports import layer_of, max_speed_ms
-from heatmetro.config import Config
-from state.changes import ActivityChange, ActivityDelete, SettingsChange, StoreItem
-from state.records import PATH_DTYPE, to_blob
-from state.settings import (
+from heatmetro.core.config import Config
+from heatmetro.core.contract import (
+    ActivityDeletedEvent,
+    ActivityEvent,
+    AthleteEvent,
+    Event,
+    epoch_ms,
+)
+from heatmetro.core.sports import layer_of, max_speed_ms
+from heatmetro.flows.batch import TrimJob, finish_one
+from heatmetro.state.changes import ActivityChange, ActivityDelete, SettingsChange, StoreItem
+from heatmetro.state.records import PATH_DTYPE, to_blob
+from heatmetro.state.settings import (
     AthleteSettings,
     EffectiveZone,
     Zone,
@@ -48,7 +54,7 @@ class AthleteFold:
         self, settings: AthleteSettings | None, event: Event, source: str = "", position: int = 0
     ) -> tuple[AthleteSettings, list[StoreItem | TrimJob]]:
         """Like ``apply`` but contributing activities come back as ``TrimJob`` to be
-        finished in batches (``flows.batch``)."""
+        finished in batches (``heatmetro.flows.batch``)."""
         settings = settings or AthleteSettings()
         if isinstance(event, AthleteEvent):
             new, changes = self._settings(settings, event)

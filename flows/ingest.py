@@ -2,7 +2,7 @@
 
 Run it with ``heatmetro ingest`` or directly with Bytewax::
 
-    HEATMETRO_INPUTS=events.jsonl python -m bytewax.run "flows.ingest:build_flow()" -r db -s 2 -b 0
+    HEATMETRO_INPUTS=events.jsonl python -m bytewax.run "heatmetro.flows.ingest:build_flow()" -r db -s 2 -b 0
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from flows.batch import TrimJob, finish_batch, finish_one
-from flows.contract import decode, validate_event
-from flows.fold import AthleteFold
-from flows.sources import JsonlSource, RawRecord, expand_inputs
-from heatmetro.config import Config, load_config
-from heatmetro.errors import HeatmetroError, StreamRecordError
-from state.changes import DeadLetter, StoreItem
-from state.store import connect
-from state.writer import StoreWriter
+from heatmetro.core.config import Config, load_config
+from heatmetro.core.contract import decode, validate_event
+from heatmetro.core.errors import HeatmetroError, StreamRecordError
+from heatmetro.flows.batch import TrimJob, finish_batch, finish_one
+from heatmetro.flows.fold import AthleteFold
+from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
+from heatmetro.state.changes import DeadLetter, StoreItem
+from heatmetro.state.store import connect
+from heatmetro.state.writer import StoreWriter
 
 AGGREGATE_REFRESH_S = 10.0  # rebuild touched athlete-months at most this often (and at the end)
 RAW_KEEP = 2000  # characters of a bad record kept in the dead-letter file
@@ -205,7 +205,7 @@ def build_flow(
     source = JsonlSource(files, follow=follow, with_stdin=not stdin_elsewhere)
     streams.append(op.input("read", flow, source))  # RawRecord
     for i, url in enumerate(sources):
-        from flows.kafka_input import kafka_records
+        from heatmetro.flows.kafka_input import kafka_records
 
         streams.append(kafka_records(flow, f"kafka_{i}", url, follow=follow))  # RawRecord
     if not files and not sources and not allow_empty:

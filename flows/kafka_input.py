@@ -26,8 +26,8 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from flows.sources import RawRecord
-from heatmetro.errors import InputError
+from heatmetro.core.errors import InputError
+from heatmetro.flows.sources import RawRecord
 
 SCHEME = "kafka://"
 METADATA_TIMEOUT_S = 15.0  # how long to wait for the brokers before giving up

@@ -21,10 +21,10 @@ from datetime import timedelta
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from flows.ingest import build_flow
-from heatmetro.config import Config
-from heatmetro.errors import HeatmetroError
-from state.store import connect, export_dead_letters
+from heatmetro.core.config import Config
+from heatmetro.core.errors import HeatmetroError
+from heatmetro.flows.ingest import build_flow
+from heatmetro.state.store import connect, export_dead_letters
 
 # Recovery partitions are fixed when the folder is created; runs may use up to this
 # many workers (Bytewax can resume with any worker count).
@@ -99,7 +99,7 @@ def run_ingest(config: Config, inputs: list[str], *, follow: bool = False, worke
                 [
                     sys.executable,
                     "-m",
-                    "flows.cluster_worker",
+                    "heatmetro.flows.cluster_worker",
                     str(i),
                     json.dumps(addresses),
                     json.dumps(inputs),

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from heatmetro.errors import InputError
+from heatmetro.core.errors import InputError
 
 BATCH_LINES = 1024  # big enough to vectorise trimming well, small enough to stay responsive
 FOLLOW_POLL = timedelta(milliseconds=500)

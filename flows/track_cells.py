@@ -11,10 +11,10 @@ import h3._cy as h3_cy  # the int API minus its wrapper: this loop runs per GPS 
 import h3.api.basic_int as h3
 import numpy as np
 
-from flows.trim import TrimmedPoints
-from state.path_ops import drop_zone_cells
-from state.records import PATH_DTYPE
-from state.settings import EffectiveZone
+from heatmetro.flows.trim import TrimmedPoints
+from heatmetro.state.path_ops import drop_zone_cells
+from heatmetro.state.records import PATH_DTYPE
+from heatmetro.state.settings import EffectiveZone
 
 SAMPLE_EDGES = 1.0
 

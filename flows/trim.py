@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from heatmetro.geo import step_lengths_m
-from state.settings import EffectiveZone, points_in_zones
+from heatmetro.core.geo import step_lengths_m
+from heatmetro.state.settings import EffectiveZone, points_in_zones
 
 GPS_NOISE_M = 10.0  # jitter a still receiver shows; not counted as movement when checking speed
 
@@ -49,7 +49,7 @@ def clean(
 
 def _drop_teleports(lat, lng, t, idx, max_speed):  # type: ignore[no-untyped-def]
     """Greedy: keep a fix only if reachable from the last kept one (rare, so a loop)."""
-    from heatmetro.geo import haversine_m
+    from heatmetro.core.geo import haversine_m
 
     kept = [int(idx[0])]
     for i in idx[1:].tolist():

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from heatmetro import __version__
-from heatmetro.config import ENV_OVERRIDES, load_config
-from heatmetro.errors import HeatmetroError
+from heatmetro.core.config import ENV_OVERRIDES, load_config
+from heatmetro.core.errors import HeatmetroError
 
 EPILOG_ENV = (
     "environment:\n"
@@ -28,8 +28,8 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from flows.runner import run_ingest, warn_default_salt
-    from state.store import connect, stats
+    from heatmetro.flows.runner import run_ingest, warn_default_salt
+    from heatmetro.state.store import connect, stats
 
     config = _config(args)
     warn_default_salt(config)
@@ -55,7 +55,7 @@ def _fmt_status(by_status: dict[str, int]) -> str:
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
-    from state.store import connect, stats
+    from heatmetro.state.store import connect, stats
 
     config = _config(args)
     db = connect(config.db_path, create=False)
@@ -83,7 +83,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from site_builder.snapshot import run_snapshot
+    from heatmetro.site_builder.snapshot import run_snapshot
 
     config = _config(args)
     result = run_snapshot(config, month=args.month, quiet=args.quiet)
@@ -95,7 +95,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     import orjson
 
-    from flows.importers.tracks import import_tracks
+    from heatmetro.flows.importers.tracks import import_tracks
 
     failures: list[str] = []
 
@@ -128,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from site_builder.serve import serve
+    from heatmetro.site_builder.serve import serve
 
     config = _config(args)
     directory = Path(args.directory) if args.directory else config.out_dir

@@ -11,11 +11,16 @@ import os
 import time
 from pathlib import Path
 
-from flows.importers.valleybike import bundled_csvs, shared_csvs, valleybike_events, write_jsonl
-from flows.runner import run_ingest
-from heatmetro.config import load_config
-from site_builder.snapshot import run_snapshot
-from state.store import connect, stats
+from heatmetro.core.config import load_config
+from heatmetro.flows.importers.valleybike import (
+    bundled_csvs,
+    shared_csvs,
+    valleybike_events,
+    write_jsonl,
+)
+from heatmetro.flows.runner import run_ingest
+from heatmetro.site_builder.snapshot import run_snapshot
+from heatmetro.state.store import connect, stats
 
 DEMO_SALT = "heatmetro-demo-salt"  # demo only: real deployments set HEATMETRO_SALT
 
@@ -54,7 +59,7 @@ def run_demo(*, config_path: str | None, workers: int, all_data: bool, serve: bo
     print(f"  or    heatmetro serve -c {config_path or 'config.toml'}   (http://127.0.0.1:8000/)")
     print(f"  Metro files: {site}/metro/index.html")
     if serve:
-        from site_builder.serve import serve as serve_site
+        from heatmetro.site_builder.serve import serve as serve_site
 
         serve_site(Path(site), 8000, ready=lambda url: print(f"serving at {url} (Ctrl-C stops)"))
     return 0

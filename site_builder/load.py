@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import sqlite_utils
 
-from site_builder.window import LayerHeat, WindowData
-from state.records import (
+from heatmetro.site_builder.window import LayerHeat, WindowData
+from heatmetro.state.records import (
     EDGE_DTYPE,
     EDGE_KEY,
     HEAT_DTYPE,

@@ -7,7 +7,7 @@
 * ``hexagons.csv`` and ``od.csv``: H3 res-8 counts and origin -> destination counts;
 * ``README.md`` (data dictionary), a deterministic zip of all of them, and ``index.html``.
 
-The counting, suppression and rounding live in ``site_builder.metro_tables``; this module
+The counting, suppression and rounding live in ``heatmetro.site_builder.metro_tables``; this module
 only formats. Column names and their descriptions are defined once here and rendered
 into the README, so the dictionary cannot drift from the files.
 """
@@ -31,8 +31,8 @@ import h3
 import jinja2
 import numpy as np
 
-from heatmetro.errors import ConfigError
-from site_builder.metro_tables import (
+from heatmetro.core.errors import ConfigError
+from heatmetro.site_builder.metro_tables import (
     BANDS,
     DirectionTable,
     Publication,
@@ -41,10 +41,10 @@ from site_builder.metro_tables import (
     cell_table,
     direction_table,
 )
-from site_builder.window import WindowData
-from state.records import LAYERS
+from heatmetro.site_builder.templates import environment
+from heatmetro.site_builder.window import WindowData
+from heatmetro.state.records import LAYERS
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "site_template"
 DIRECTIONS = ("forward", "reverse")
 ZIP_MIN_DATE = datetime(1980, 1, 1, tzinfo=UTC)  # the earliest time a zip entry can hold
 
@@ -311,13 +311,7 @@ def _sha256(path: Path) -> str:
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-        # HTML is escaped; the Markdown README is not (it is not HTML).
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
+    return environment(None, html_only_escape=True)
 
 
 def write_metro(window: WindowData, settings: MetroSettings, metro_dir: Path) -> dict[str, int]:

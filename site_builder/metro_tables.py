@@ -1,7 +1,7 @@
 """Metro counts as numpy tables: grouping, distinct people, suppression and rounding.
 
 This module turns the per-athlete records of a ``WindowData`` layer into published
-counts; ``site_builder.metro`` only formats and writes them. Every function here is
+counts; ``heatmetro.site_builder.metro`` only formats and writes them. Every function here is
 vectorised: the window can hold millions of (athlete, edge, hour, ...) rows, so nothing
 loops in Python per input row.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from h3.api import basic_int as h3i
 
-from heatmetro.errors import PublishError
+from heatmetro.core.errors import PublishError
 
 # Local-time bands of the crossing hour: (name, first hour, hour after the last).
 BANDS: tuple[tuple[str, int, int], ...] = (

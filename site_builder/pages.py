@@ -28,10 +28,11 @@ import folium
 from branca.element import Element, Figure
 from folium.map import CustomPane, LayerControl
 from folium.raster_layers import TileLayer
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 from markupsafe import Markup
 
-from heatmetro.errors import PublishError
+from heatmetro.core.errors import PublishError
+from heatmetro.site_builder.templates import environment, static_files
 
 #: Heat layers in the order the layer switcher lists them, with their labels.
 LAYER_LABELS: dict[str, str] = {
@@ -49,7 +50,6 @@ HEAT_ATTRIBUTION = "heatmetro · data: the contributing athletes"
 HEAT_PANE = "heat"  # Leaflet gives the pane the class ``leaflet-heat-pane``.
 HEAT_PANE_Z = 410  # above the basemap (tilePane, 200) and overlays (400), below markers
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "site_template"
 ASSETS = "assets"
 LEAFLET_FILES = ("leaflet.js", "leaflet.css")
 
@@ -122,7 +122,8 @@ def write_pages(out_root: Path, meta: SiteMeta, *, template_dir: Path | None = N
     Args:
         out_root: the site's root folder (created if missing).
         meta: what this build publishes.
-        template_dir: templates and ``static/`` to use; defaults to ``site_template/``.
+        template_dir: the operator's template overrides (``template_dir`` in the config);
+            anything not there comes from the shipped ``site_template/``.
 
     Returns:
         Every file written, in a stable order.
@@ -132,7 +133,6 @@ def write_pages(out_root: Path, meta: SiteMeta, *, template_dir: Path | None = N
         jinja2.UndefinedError: a template uses a variable that is not given.
     """
     _check(meta)
-    template_dir = template_dir or TEMPLATE_DIR
     env = make_environment(template_dir)
     out_root.mkdir(parents=True, exist_ok=True)
     written = _copy_assets(out_root, template_dir)
@@ -156,18 +156,13 @@ def write_pages(out_root: Path, meta: SiteMeta, *, template_dir: Path | None = N
     return written
 
 
-def make_environment(template_dir: Path) -> Environment:
+def make_environment(template_dir: Path | None) -> Environment:
     """The jinja2 environment for the site templates.
 
     ``StrictUndefined`` turns a misspelt or missing variable into a build failure
     instead of a silently empty spot on a published page.
     """
-    env = Environment(
-        loader=FileSystemLoader(template_dir),
-        autoescape=True,
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
+    env = environment(template_dir)
     env.filters["thousands"] = lambda n: f"{n:,}"
     env.filters["metres"] = lambda m: f"{m:,.0f} m"
     return env
@@ -301,7 +296,7 @@ def _check(meta: SiteMeta) -> None:
         raise PublishError(msg)
 
 
-def _copy_assets(out_root: Path, template_dir: Path) -> list[Path]:
+def _copy_assets(out_root: Path, template_dir: Path | None) -> list[Path]:
     """Copy Leaflet and the site's own static files into ``out_root/assets/``."""
     written: list[Path] = []
     leaflet_src = resources.files("js_lib_leaflet") / "static" / "js_lib_leaflet"
@@ -311,11 +306,7 @@ def _copy_assets(out_root: Path, template_dir: Path) -> list[Path]:
     images = sorted((p for p in (leaflet_src / "images").iterdir()), key=lambda p: p.name)
     # leaflet.css points at images/ (layer-control icon, default marker).
     sources += [(p, leaflet_dst / "images" / p.name) for p in images]
-    static = template_dir / "static"
-    if static.is_dir():
-        for path in sorted(static.rglob("*")):
-            if path.is_file():
-                sources.append((path, out_root / ASSETS / path.relative_to(static)))
+    sources += [(src, out_root / ASSETS / name) for name, src in static_files(template_dir)]
     for src, dst in sources:
         dst.parent.mkdir(parents=True, exist_ok=True)
         with src.open("rb") as fin, dst.open("wb") as fout:

@@ -12,16 +12,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from heatmetro import __version__
-from heatmetro.config import Config
-from heatmetro.errors import PublishError
-from site_builder.load import load_window
-from site_builder.metro import MetroSettings, write_metro
-from site_builder.pages import SiteMeta, write_pages
-from site_builder.publish import new_build_dir, publish
-from site_builder.tiles import write_heat_tiles
-from site_builder.window import WindowData
-from state.store import connect
-from state.writer import apply_pending_privacy
+from heatmetro.core.config import Config
+from heatmetro.core.errors import PublishError
+from heatmetro.site_builder.load import load_window
+from heatmetro.site_builder.metro import MetroSettings, write_metro
+from heatmetro.site_builder.pages import SiteMeta, write_pages
+from heatmetro.site_builder.publish import new_build_dir, publish
+from heatmetro.site_builder.tiles import write_heat_tiles
+from heatmetro.site_builder.window import WindowData
+from heatmetro.state.store import connect
+from heatmetro.state.writer import apply_pending_privacy
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ def run_snapshot(
             basemap_attribution=config.basemap_attribution,
             has_metro=True,
         ),
+        template_dir=config.template_dir,
     )
     _write_metadata(build, window, config, counts, metro_rows, when, bounds)
     publish(build, config.out_dir)

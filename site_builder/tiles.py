@@ -31,7 +31,7 @@ import numpy as np
 from h3.api import basic_int as h3i
 from PIL import Image
 
-from site_builder.tile_math import (
+from heatmetro.site_builder.tile_math import (
     TILE_SIZE,
     cell_radius_m,
     lnglat_to_global_px,

@@ -32,7 +32,7 @@ class WindowData:
     """Everything a snapshot publishes from, for the window ``first_month..month``.
 
     ``edges``, ``hexagons`` and ``od`` hold, per layer, the records of
-    ``state.records`` (``EDGE_DTYPE``, ``HEX_DTYPE``, ``OD_DTYPE``) with a leading
+    ``heatmetro.state.records`` (``EDGE_DTYPE``, ``HEX_DTYPE``, ``OD_DTYPE``) with a leading
     ``athlete`` int32 field (an index local to this snapshot, never an identifier),
     one row per athlete and key. They are NOT thresholded yet: the Metro writer counts
     distinct athletes, suppresses below ``min_athletes`` and rounds.

@@ -12,7 +12,7 @@ import h3._cy as h3_cy  # the int API minus its wrapper (hot path)
 import h3.api.basic_int as h3
 import numpy as np
 
-from state.records import (
+from heatmetro.state.records import (
     EDGE_DTYPE,
     EDGE_KEY,
     HEAT_DTYPE,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import h3.api.basic_int as h3
 import numpy as np
 
-from heatmetro.geo import step_lengths_m
-from state.settings import EffectiveZone, cells_touching_zones
+from heatmetro.core.geo import step_lengths_m
+from heatmetro.state.settings import EffectiveZone, cells_touching_zones
 
 
 def drop_rows(path: np.ndarray, drop: np.ndarray) -> np.ndarray:

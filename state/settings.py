@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import h3.api.basic_int as h3
 import numpy as np
 
-from heatmetro.geo import haversine_m, offset_point, secret_uniforms
+from heatmetro.core.geo import haversine_m, offset_point, secret_uniforms
 
 
 @dataclass(frozen=True, slots=True)

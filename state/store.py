@@ -21,8 +21,8 @@ import orjson
 import sqlite_utils
 from sqlite_utils import Migrations
 
-from heatmetro.errors import StoreError
-from state.records import EDGE_DTYPE, HEAT_DTYPE, PATH_DTYPE
+from heatmetro.core.errors import StoreError
+from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, PATH_DTYPE
 
 migrations = Migrations("heatmetro")
 

@@ -15,11 +15,17 @@ import numpy as np
 import orjson
 import sqlite_utils
 
-from heatmetro.config import Config
-from state.aggregates import StoredActivity, activity_records, merge_records
-from state.changes import ActivityChange, ActivityDelete, DeadLetter, SettingsChange, StoreItem
-from state.path_ops import cut_path_ends, drop_zone_cells
-from state.records import (
+from heatmetro.core.config import Config
+from heatmetro.state.aggregates import StoredActivity, activity_records, merge_records
+from heatmetro.state.changes import (
+    ActivityChange,
+    ActivityDelete,
+    DeadLetter,
+    SettingsChange,
+    StoreItem,
+)
+from heatmetro.state.path_ops import cut_path_ends, drop_zone_cells
+from heatmetro.state.records import (
     EDGE_DTYPE,
     HEAT_DTYPE,
     HEX_DTYPE,
@@ -28,8 +34,8 @@ from state.records import (
     from_blob,
     to_blob,
 )
-from state.settings import EffectiveZone, hide_cuts_m
-from state.store import immediate
+from heatmetro.state.settings import EffectiveZone, hide_cuts_m
+from heatmetro.state.store import immediate
 
 _ACTIVITY_COLS = (
     "activity_id", "athlete_id", "updated_ms", "status", "sport_type", "layer", "commute",

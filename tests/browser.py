@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Route, sync_playwright
 
-from site_builder.serve import start_background
+from heatmetro.site_builder.serve import start_background
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

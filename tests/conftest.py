@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from heatmetro.config import Config, load_config
-from state.store import connect
+from heatmetro.core.config import Config, load_config
+from heatmetro.state.store import connect
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -97,7 +97,7 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 def june2018_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled real June 2018 ValleyBike rides, ingested and published through the CLI
     (fixture config, ``SOURCE_DATE_EPOCH`` set). Tests only read it."""
-    from flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
+    from heatmetro.flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
 
     project = tmp_path_factory.mktemp("june2018-site")
     config = str(write_config(project))

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.batch import TrimJob, finish_batch, finish_one
-from flows.contract import ActivityEvent, parse_event
-from flows.importers.valleybike import bundled_csvs, valleybike_events
-from heatmetro.config import Config
-from state.records import PATH_DTYPE, from_blob
-from state.settings import EffectiveZone
+from heatmetro.core.config import Config
+from heatmetro.core.contract import ActivityEvent, parse_event
+from heatmetro.flows.batch import TrimJob, finish_batch, finish_one
+from heatmetro.flows.importers.valleybike import bundled_csvs, valleybike_events
+from heatmetro.state.records import PATH_DTYPE, from_blob
+from heatmetro.state.settings import EffectiveZone
 
 CONFIG = Config(salt="batch-test")
 

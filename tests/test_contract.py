@@ -10,14 +10,14 @@ import numpy as np
 import orjson
 import pytest
 
-from flows.contract import (
+from heatmetro.core.contract import (
     ActivityDeletedEvent,
     ActivityEvent,
     AthleteEvent,
     Track,
     parse_event,
 )
-from heatmetro.errors import HeatmetroError, StreamRecordError
+from heatmetro.core.errors import HeatmetroError, StreamRecordError
 from tests.streams import activity, athlete, deleted
 
 PTS = [[42.3195, -72.645], [42.3196, -72.6449], [42.3197, -72.6448]]

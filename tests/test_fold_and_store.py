@@ -14,15 +14,15 @@ import orjson
 import pytest
 import sqlite_utils
 
-from flows.contract import parse_event
-from flows.fold import AthleteFold
-from heatmetro.config import Config
-from heatmetro.geo import haversine_m
-from state.changes import SettingsChange, StoreItem
-from state.path_ops import cell_centres
-from state.records import HEAT_DTYPE, PATH_DTYPE, from_blob
-from state.settings import AthleteSettings, EffectiveZone, cells_touching_zones
-from state.writer import StoreWriter
+from heatmetro.core.config import Config
+from heatmetro.core.contract import parse_event
+from heatmetro.core.geo import haversine_m
+from heatmetro.flows.fold import AthleteFold
+from heatmetro.state.changes import SettingsChange, StoreItem
+from heatmetro.state.path_ops import cell_centres
+from heatmetro.state.records import HEAT_DTYPE, PATH_DTYPE, from_blob
+from heatmetro.state.settings import AthleteSettings, EffectiveZone, cells_touching_zones
+from heatmetro.state.writer import StoreWriter
 from tests.streams import (
     NORTH_EAST,
     NORTH_WEST,
@@ -244,7 +244,7 @@ def test_withdrawn_activity_leaves_no_trace(
     assert r["status"] in ("deleted", "hidden")
     assert not r["path"] and not r["heat"] and not r["edges"]
     # Exactly what a store that never saw r1 holds for the athlete.
-    from state.store import connect
+    from heatmetro.state.store import connect
 
     other = Harness(config, connect(tmp_path / "other.db"))
     other.send(ride("r2", "a1", NORTH, hours=3))

@@ -20,16 +20,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from flows.contract import parse_event
-from flows.importers.tracks import import_tracks, platform_sport
-from flows.importers.valleybike import (
+from heatmetro.core.contract import parse_event
+from heatmetro.core.errors import ImportFileError
+from heatmetro.flows.importers.tracks import import_tracks, platform_sport
+from heatmetro.flows.importers.valleybike import (
     DATA_DIR,
     bundled_csvs,
     shared_csvs,
     valleybike_events,
     write_jsonl,
 )
-from heatmetro.errors import ImportFileError
 
 SHARED = Path("/work/shared/data")
 FIT_DIR, GPX_DIR = SHARED / "tracks" / "fit", SHARED / "tracks" / "gpx"

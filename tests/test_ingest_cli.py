@@ -27,9 +27,9 @@ import numpy as np
 import orjson
 import pytest
 
-from flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
-from heatmetro.geo import haversine_m, step_lengths_m
-from state.records import PATH_DTYPE, from_blob
+from heatmetro.core.geo import haversine_m, step_lengths_m
+from heatmetro.flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
+from heatmetro.state.records import PATH_DTYPE, from_blob
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.streams import (
     NORTH_EAST,
@@ -344,7 +344,7 @@ def test_sigkill_of_a_two_process_run_and_rerun(
         pytest.fail(f"ingest -w 2 always finished before the kill ({whole_s:.1f} s run)")
     time.sleep(0.5)
     orphans = subprocess.run(
-        ["pgrep", "-f", f"flows.cluster_worker.*{crashed.parent}"], capture_output=True
+        ["pgrep", "-f", f"heatmetro.flows.cluster_worker.*{crashed.parent}"], capture_output=True
     )
     assert orphans.stdout == b"", "a worker process outlived the killed ingest"
     ingest(run_cli, crashed, october, workers=2)

@@ -18,7 +18,7 @@ import pytest
 import sqlite_utils
 from confluent_kafka import Producer
 
-from heatmetro.config import load_config
+from heatmetro.core.config import load_config
 from tests.conftest import TEST_SALT, write_config
 from tests.streams import NORTH_EAST, NORTH_WEST, activity, athlete, line, street_rides, to_jsonl
 

@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heatmetro.errors import PublishError
-from site_builder.metro import (
+from heatmetro.core.errors import PublishError
+from heatmetro.site_builder.metro import (
     EDGE_COLUMNS,
     HEX_COLUMNS,
     HOURLY_COLUMNS,
@@ -35,9 +35,9 @@ from site_builder.metro import (
     MetroSettings,
     write_metro,
 )
-from site_builder.metro_tables import Publication, bearing_deg
-from site_builder.window import WindowData
-from state.records import EDGE_DTYPE, HEX_DTYPE, OD_DTYPE, with_athlete
+from heatmetro.site_builder.metro_tables import Publication, bearing_deg
+from heatmetro.site_builder.window import WindowData
+from heatmetro.state.records import EDGE_DTYPE, HEX_DTYPE, OD_DTYPE, with_athlete
 
 NORTHAMPTON = (42.3251, -72.6412)  # Main Street, Northampton MA (lat, lng)
 DATA_FILES = ("edges.csv", "edges.geojson", "edges_hourly.csv", "hexagons.csv", "od.csv")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +15,10 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from heatmetro.errors import PublishError
-from site_builder.pages import TEMPLATE_DIR, SiteMeta, write_pages
-from site_builder.serve import start_background
+from heatmetro.core.errors import PublishError
+from heatmetro.site_builder.pages import SiteMeta, write_pages
+from heatmetro.site_builder.serve import start_background
+from heatmetro.site_builder.templates import shipped_templates
 
 META = SiteMeta(
     month="2026-03",
@@ -214,12 +214,12 @@ def test_about_escapes_what_it_is_given(tmp_path: Path) -> None:
 
 
 def test_a_missing_template_variable_fails_the_build(tmp_path: Path) -> None:
+    # An operator override of one template: the rest still comes from the package.
     templates = tmp_path / "templates"
-    shutil.copytree(TEMPLATE_DIR, templates)
-    about = templates / "about.html.j2"
-    about.write_text(
-        about.read_text(encoding="utf-8").replace("{{ meta.round_to }}", "{{ meta_round_to }}"),
-        encoding="utf-8",
+    templates.mkdir()
+    shipped = (shipped_templates() / "about.html.j2").read_text(encoding="utf-8")
+    (templates / "about.html.j2").write_text(
+        shipped.replace("{{ meta.round_to }}", "{{ meta_round_to }}"), encoding="utf-8"
     )
     with pytest.raises(jinja2.UndefinedError, match="meta_round_to"):
         write_pages(tmp_path / "site", META, template_dir=templates)
@@ -262,7 +262,7 @@ def test_serve_answers_on_loopback_only(tmp_path: Path) -> None:
 def test_serve_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     root = build(tmp_path)
     code = (
-        "from pathlib import Path; from site_builder.serve import serve; "
+        "from pathlib import Path; from heatmetro.site_builder.serve import serve; "
         f"serve(Path({str(root)!r}), 0)"
     )
     proc = subprocess.Popen(
@@ -278,3 +278,24 @@ def test_serve_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and err == ""
+
+
+def test_an_operator_template_dir_overrides_one_page_and_one_static_file(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    (templates / "static").mkdir(parents=True)
+    shipped = (shipped_templates() / "about.html.j2").read_text(encoding="utf-8")
+    (templates / "about.html.j2").write_text(
+        shipped.replace("</h1>", " (Example City)</h1>", 1), encoding="utf-8"
+    )
+    (templates / "static" / "heatmetro.css").write_text("body { color: teal; }\n", encoding="utf-8")
+    root = tmp_path / "site"
+    write_pages(root, META, template_dir=templates)
+    assert "(Example City)</h1>" in (root / "about.html").read_text(encoding="utf-8")
+    assert (root / "assets" / "heatmetro.css").read_text(
+        encoding="utf-8"
+    ) == "body { color: teal; }\n"
+    # Everything not overridden is the shipped version.
+    assert (root / "assets" / "heatmetro.js").read_bytes() == (
+        shipped_templates() / "static" / "heatmetro.js"
+    ).read_bytes()
+    assert "(Example City)" not in (root / "index.html").read_text(encoding="utf-8")

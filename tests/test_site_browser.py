@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser
 
-from site_builder.pages import SiteMeta, write_pages
-from site_builder.serve import start_background
+from heatmetro.site_builder.pages import SiteMeta, write_pages
+from heatmetro.site_builder.serve import start_background
 from tests.browser import chromium_available, heat_mask, heat_pixels, launch, open_site
 
 pytestmark = [

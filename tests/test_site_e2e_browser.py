@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser
 
-from site_builder.pages import LAYER_LABELS
-from site_builder.serve import start_background
+from heatmetro.site_builder.pages import LAYER_LABELS
+from heatmetro.site_builder.serve import start_background
 from tests.browser import chromium_available, heat_mask, heat_pixels, launch, open_site
 
 pytestmark = [

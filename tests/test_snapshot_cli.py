@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
-from site_builder.tile_math import TILE_SIZE, lnglat_to_global_px, m_per_px
+from heatmetro.flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
+from heatmetro.site_builder.tile_math import TILE_SIZE, lnglat_to_global_px, m_per_px
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.streams import (
     NORTH_EAST,

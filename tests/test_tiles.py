@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from site_builder.tile_math import (
+from heatmetro.site_builder.tile_math import (
     MAX_LAT,
     cell_radius_m,
     lnglat_to_global_px,
@@ -24,7 +24,7 @@ from site_builder.tile_math import (
     splat_radius_px,
     tile_bounds,
 )
-from site_builder.tiles import (
+from heatmetro.site_builder.tiles import (
     MIN_ALPHA,
     encode_png,
     equalise,

@@ -16,21 +16,21 @@ import orjson
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from flows.contract import parse_event
-from flows.fold import AthleteFold
-from flows.trim import trim
-from heatmetro.config import Config
-from heatmetro.geo import EARTH_RADIUS_M, haversine_m, offset_point, secret_uniform
-from state.aggregates import cells_to_parent
-from state.records import PATH_DTYPE, from_blob
-from state.settings import (
+from heatmetro.core.config import Config
+from heatmetro.core.contract import parse_event
+from heatmetro.core.geo import EARTH_RADIUS_M, haversine_m, offset_point, secret_uniform
+from heatmetro.flows.fold import AthleteFold
+from heatmetro.flows.trim import trim
+from heatmetro.state.aggregates import cells_to_parent
+from heatmetro.state.records import PATH_DTYPE, from_blob
+from heatmetro.state.settings import (
     AthleteSettings,
     Zone,
     effective_zones,
     hide_cuts_m,
 )
-from state.store import connect
-from state.writer import StoreWriter
+from heatmetro.state.store import connect
+from heatmetro.state.writer import StoreWriter
 from tests.conftest import TEST_SALT
 from tests.streams import activity, athlete, deleted
 

@@ -1,7 +1,7 @@
 """Reading GPX, FIT and TCX files into a ``Track`` (times and positions), and sport names.
 
 Every parser raises ``ImportFileError`` with a one-line reason for a file that cannot
-give a usable track; ``flows.importers.tracks`` turns tracks into stream events.
+give a usable track; ``heatmetro.flows.importers.tracks`` turns tracks into stream events.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import fitdecode
 import gpxpy
 import gpxpy.gpx
 
-from heatmetro.errors import ImportFileError
+from heatmetro.core.errors import ImportFileError
 
 VISIBILITIES = ("everyone", "followers_only", "only_me")
 TRACK_SUFFIXES = (".gpx", ".fit", ".tcx")

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from flows.importers.formats import (
+from heatmetro.core.errors import ImportFileError
+from heatmetro.flows.importers.formats import (
     GPS_EPOCH,
     MAX_MEMBER_BYTES,
     PARSERS,
@@ -32,7 +33,6 @@ from flows.importers.formats import (
     Track,
     platform_sport,
 )
-from heatmetro.errors import ImportFileError
 
 OnError = Callable[[Path, str], None]
 

@@ -8,7 +8,7 @@ events, byte for byte, without any global random state.
 
 Usage::
 
-    python -m flows.importers.valleybike OUT.jsonl.gz [--shared]
+    python -m heatmetro.flows.importers.valleybike OUT.jsonl.gz [--shared]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import orjson
 
-from heatmetro.errors import ImportFileError
+from heatmetro.core.errors import ImportFileError
 
 DATA_DIR = Path(__file__).parent / "data"
 SHARED_DIR = Path("/work/shared/data/valleybike")
@@ -394,7 +394,7 @@ def write_jsonl(events: Iterable[dict], path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.importers.valleybike OUT [--shared]``: write the demo stream."""
+    """``python -m heatmetro.flows.importers.valleybike OUT [--shared]``: write the demo stream."""
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0].startswith("-"):
         print(__doc__, file=sys.stderr)

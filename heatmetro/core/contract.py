@@ -24,7 +24,7 @@ from pydantic import (
     ValidationError,
 )
 
-from heatmetro.errors import StreamRecordError
+from heatmetro.core.errors import StreamRecordError
 
 Visibility = Literal["everyone", "followers_only", "only_me"]
 MAX_HIDE_M = 1609.0  # one mile: the platforms' largest hide distance

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from heatmetro.errors import ConfigError
+from heatmetro.core.errors import ConfigError
 
 ENV_OVERRIDES = {
     "HEATMETRO_SALT": "salt",
@@ -46,6 +46,7 @@ class Config(BaseModel):
     max_zoom: int = Field(16, ge=0, le=22)
     basemap_url: str = ""
     basemap_attribution: str = ""
+    template_dir: Path | None = None
     heat_resolution: int = Field(11, ge=5, le=13)
     metro_resolution: int = Field(10, ge=5, le=12)
     od_resolution: int = Field(8, ge=4, le=10)
@@ -111,8 +112,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         if os.environ.get(env):
             values[key] = os.environ[env]
     values.update({k: v for k, v in overrides.items() if v is not None})
-    for key in ("state_dir", "out_dir"):
-        if key in values:
+    for key in ("state_dir", "out_dir", "template_dir"):
+        if values.get(key) is not None:
             p = Path(values[key])
             values[key] = p if p.is_absolute() else (base / p)
     try:
