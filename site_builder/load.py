@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import sqlite_utils
 
 from heatmetro.site_builder.window import LayerHeat, WindowData
 from heatmetro.state.records import (
@@ -26,6 +25,7 @@ from heatmetro.state.records import (
     group_sum,
     with_athlete,
 )
+from heatmetro.state.view import ReadView
 
 
 def window_months(month: str) -> tuple[str, str]:
@@ -44,20 +44,14 @@ class _Rows:
 
 
 def load_window(
-    db: sqlite_utils.Database, month: str, *, min_athletes: int, max_per_athlete: int
+    view: ReadView, month: str, *, min_athletes: int, max_per_athlete: int
 ) -> WindowData:
     first, last = window_months(month)
-    rows = db.execute(
-        "SELECT m.athlete_id, m.layer, m.activities, m.heat, m.edges, m.hexagons, m.od "
-        "FROM athlete_months m LEFT JOIN athletes a ON a.athlete_id = m.athlete_id "
-        "WHERE m.month BETWEEN ? AND ? AND coalesce(a.opt_out, 0) = 0 "
-        "ORDER BY m.athlete_id, m.month, m.layer",
-        (first, last),
-    ).fetchall()
+    rows = view.window_rows(first, last)  # opted-out athletes already left out
     index: dict[str, int] = {}
     per_layer: dict[str, _Rows] = {layer: _Rows([], [], [], []) for layer in LAYERS}
     activities = 0
-    for athlete_id, layer, n_act, heat, edges, hexes, od in rows:
+    for athlete_id, _month, layer, n_act, heat, edges, hexes, od in rows:
         i = index.setdefault(athlete_id, len(index))
         activities += n_act
         targets = [per_layer["all"]] + ([per_layer[layer]] if layer in per_layer else [])

@@ -21,7 +21,7 @@ from heatmetro.site_builder.publish import new_build_dir, publish
 from heatmetro.site_builder.tiles import write_heat_tiles
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.store import connect
-from heatmetro.state.writer import apply_pending_privacy
+from heatmetro.state.view import ReadView
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,13 @@ def run_snapshot(
     month = _check_month(month) if month is not None else last_complete_month(when)
     db = connect(config.db_path, create=False)
     try:
-        apply_pending_privacy(db, config)
-        window = load_window(
-            db, month, min_athletes=config.min_athletes, max_per_athlete=config.max_per_athlete
-        )
+        with ReadView([db]) as view:  # read-only: ingest may keep committing meanwhile
+            window = load_window(
+                view,
+                month,
+                min_athletes=config.min_athletes,
+                max_per_athlete=config.max_per_athlete,
+            )
     finally:
         db.close()
     build = new_build_dir(config.out_dir, month)

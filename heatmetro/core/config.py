@@ -52,6 +52,8 @@ class Config(BaseModel):
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
     epoch_s: float = Field(2.0, gt=0)
+    shards: int = Field(16, ge=1, le=1024)
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _check_orders(self) -> Config:
