@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import shutil
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,7 +30,7 @@ import jinja2
 import numpy as np
 
 from heatmetro.core.cells import cell_centres
-from heatmetro.core.errors import ConfigError
+from heatmetro.core.environment import source_date_epoch
 from heatmetro.core.months import check_month
 from heatmetro.site_builder.metro_tables import (
     BANDS,
@@ -278,14 +277,7 @@ def _write_edges(
 
 def _zip_date_time() -> tuple[int, int, int, int, int, int]:
     """Entry timestamp: ``SOURCE_DATE_EPOCH`` if set (reproducible builds), else 1980-01-01."""
-    raw = os.environ.get("SOURCE_DATE_EPOCH")
-    when = ZIP_MIN_DATE
-    if raw:
-        try:
-            when = max(datetime.fromtimestamp(int(raw), tz=UTC), ZIP_MIN_DATE)
-        except (ValueError, OverflowError, OSError) as err:
-            msg = f"metro zip: SOURCE_DATE_EPOCH = {raw!r}: not a usable Unix time"
-            raise ConfigError(msg) from err
+    when = max(source_date_epoch() or ZIP_MIN_DATE, ZIP_MIN_DATE)
     return (when.year, when.month, when.day, when.hour, when.minute, when.second)
 
 
