@@ -8,7 +8,6 @@ machine serves ``metrics_port + i`` so local processes do not collide.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
@@ -74,15 +73,3 @@ def process_metrics(port: int) -> IngestMetrics | None:
         _METRICS = IngestMetrics()
         start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
     return _METRICS
-
-
-def unregister_all() -> None:  # for tests that build metrics twice in one process
-    global _METRICS  # noqa: PLW0603
-    if _METRICS is not None:
-        for c in list(REGISTRY._collector_to_names):  # noqa: SLF001
-            if isinstance(c, Counter | Gauge | Histogram):
-                REGISTRY.unregister(c)
-    _METRICS = None
-
-
-__all__: list[Any] = ["IngestMetrics", "process_metrics"]

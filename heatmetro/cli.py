@@ -7,7 +7,6 @@ is the one place where ``HeatmetroError`` is turned into that.
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -27,22 +26,25 @@ EPILOG_ENV = (
 
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     config = load_config(args.config)
-    args.db_path = config.db_path  # named in store errors
+    args.db_path = config.store_dir  # named in store errors
     return config
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from heatmetro.flows.runner import run_ingest, warn_default_salt
-    from heatmetro.state.store import connect, stats
+    from heatmetro.state.shards import ShardedStore
 
     config = _config(args)
     warn_default_salt(config)
-    if args.quiet:
-        os.environ["HEATMETRO_QUIET"] = "1"
-    dead = run_ingest(config, args.inputs or ["-"], follow=args.follow, workers=args.workers)
-    db = connect(config.db_path)
-    s = stats(db)
-    db.close()
+    dead = run_ingest(
+        config,
+        args.inputs or ["-"],
+        follow=args.follow,
+        workers=args.workers,
+        member=_member(args),
+        quiet=args.quiet,
+    )
+    s = ShardedStore.open(config.state_dir, config.shards).stats()
     if not args.quiet:
         print(
             f"ingested: {s['athletes']:,} athletes, {s['activities']:,} activities "
@@ -50,6 +52,33 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             + (f" -> {config.dead_letter_path}" if dead else "")
         )
     return 0
+
+
+def _member(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """This process's place in a cluster (``-a``/``-i``/``-w``), or None when alone."""
+    from heatmetro.flows.runner import ClusterMember, parse_addresses
+
+    if args.addresses is None:
+        if args.process_id is not None:
+            msg = "-i needs -a (the addresses of every process)"
+            raise HeatmetroError(msg)
+        return None
+    if args.process_id is None:
+        msg = "-a needs -i (this process's index in the addresses)"
+        raise HeatmetroError(msg)
+    addresses = parse_addresses(args.addresses, args.process_id)
+    return ClusterMember(addresses, args.process_id, getattr(args, "workers", 1))
+
+
+def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-a",
+        "--addresses",
+        help='every process of a cluster, "host:port;host:port" (as python -m bytewax.run)',
+    )
+    p.add_argument(
+        "-i", "--process-id", type=int, help="this process's index in --addresses (0, 1, ...)"
+    )
 
 
 def _fmt_status(by_status: dict[str, int]) -> str:
@@ -65,17 +94,18 @@ def _fmt_faults(faults: dict[str, int]) -> str:
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
-    from heatmetro.state.store import connect, stats
+    from heatmetro.state.shards import ShardedStore
 
     config = _config(args)
-    db = connect(config.db_path, create=False)
-    s = stats(db)
-    db.close()
+    s = ShardedStore.open(config.state_dir, config.shards).stats()
     if args.json:
         print(json.dumps(s, indent=2, sort_keys=True))
         return 0
     months = s["months"]
-    print(f"store            {config.db_path} ({s['db_bytes'] / 1e6:,.1f} MB)")
+    print(
+        f"store            {config.store_dir} ({s['db_bytes'] / 1e6:,.1f} MB, "
+        f"{s['shards_local']} of {s['shards']} shards here)"
+    )
     print(
         f"athletes         {s['athletes']:,} ({s['athletes_contributing']:,} contributing, {s['athletes_opted_out']:,} opted out)"
     )
@@ -197,8 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="worker processes (a Bytewax cluster on 127.0.0.1; default 1, at most 8)",
+        help="worker processes (a Bytewax cluster on 127.0.0.1; default 1, at most 8); "
+        "with -a: worker threads per process, as in python -m bytewax.run",
     )
+    _add_cluster_flags(p)
 
     p = add("stats", cmd_stats, "print what the store holds", "heatmetro stats --json")
     p.add_argument("--json", action="store_true", help="machine-readable output")

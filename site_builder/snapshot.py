@@ -20,7 +20,7 @@ from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish
 from heatmetro.site_builder.tiles import write_heat_tiles
 from heatmetro.site_builder.window import WindowData
-from heatmetro.state.store import connect
+from heatmetro.state.shards import ShardedStore
 from heatmetro.state.view import ReadView
 
 
@@ -56,9 +56,9 @@ def run_snapshot(
     t0 = time.monotonic()
     when = build_time()
     month = check_month(month, what="--month") if month is not None else last_complete_month(when)
-    db = connect(config.db_path, create=False)
+    dbs = ShardedStore.open(config.state_dir, config.shards).connect_all()
     try:
-        with ReadView([db]) as view:  # read-only: ingest may keep committing meanwhile
+        with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
             window = load_window(
                 view,
                 month,
@@ -66,7 +66,8 @@ def run_snapshot(
                 max_per_athlete=config.max_per_athlete,
             )
     finally:
-        db.close()
+        for db in dbs:
+            db.close()
     build = new_build_dir(config.out_dir, month)
     try:
         n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet)

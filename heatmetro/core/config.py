@@ -72,8 +72,9 @@ class Config(BaseModel):
         return self
 
     @property
-    def db_path(self) -> Path:
-        return self.state_dir / "heatmetro.db"
+    def store_dir(self) -> Path:
+        """Where the store's shard files are (``state/shards.py``)."""
+        return self.state_dir / "shards"
 
     @property
     def recovery_dir(self) -> Path:
