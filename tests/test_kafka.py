@@ -117,9 +117,7 @@ def test_kafka_topic_ingests_like_jsonl_and_resumes(
     assert [(s, p) for s, p, _ in dead] == [(f"kafka:{TOPIC}:0", 2), (f"kafka:{TOPIC}:0", 5)]
     assert dead[0][2].startswith("invalid JSON")
     assert dead[1][2].startswith("invalid JSON: Input is a zero-length, empty document")
-    exported = [
-        orjson.loads(x) for x in (store / "dead_letters.jsonl").read_bytes().splitlines()
-    ]
+    exported = [orjson.loads(x) for x in (store / "dead_letters.jsonl").read_bytes().splitlines()]
     assert [(d["source"], d["position"]) for d in exported] == [(s, p) for s, p, _ in dead]
 
     # The same stream as a JSONL file gives the same store.
