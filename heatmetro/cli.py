@@ -123,11 +123,66 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shards(args: argparse.Namespace) -> int:
+    from heatmetro.state.shard_moves import export_files, import_files
+    from heatmetro.state.shards import ShardedStore
+
+    config = _config(args)
+    if args.action == "list":
+        store = ShardedStore.open(config.state_dir, config.shards)
+        print(f"{len(store.local())} of {store.shards} shards in {store.dir}")
+        for shard in store.local():
+            path = store.path(shard)
+            size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+            print(f"  {path.name}  {size / 1e6:8.1f} MB")
+        parts = sorted(config.recovery_dir.glob("part-*.sqlite3"))
+        print(f"recovery partitions here: {', '.join(p.name for p in parts) or '-'}")
+        return 0
+    if args.action == "export":
+        if not args.to:
+            msg = "shards export needs --to FOLDER"
+            raise HeatmetroError(msg)
+        store = ShardedStore.open(config.state_dir, config.shards)
+        moved = export_files(
+            store,
+            config.recovery_dir,
+            _numbers(args.shards, "--shards"),
+            _numbers(args.recovery, "--recovery"),
+            Path(args.to),
+        )
+    else:
+        store = ShardedStore.open(config.state_dir, config.shards, create=True, owned=[])
+        moved = import_files(store, config.recovery_dir, [Path(f) for f in args.files])
+    for path in moved:
+        print(f"moved {path}")
+    return 0
+
+
+def _numbers(text: str, flag: str) -> list[int]:
+    try:
+        return sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        msg = f"{flag} {text!r}: expected numbers separated by commas"
+        raise HeatmetroError(msg) from None
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from heatmetro.site_builder.snapshot import run_snapshot
 
     config = _config(args)
-    result = run_snapshot(config, month=args.month, quiet=args.quiet)
+    member = _member(args)
+    if member is None:
+        result = run_snapshot(config, month=args.month, quiet=args.quiet)
+    else:
+        from heatmetro.site_builder.distributed import run_distributed_snapshot
+
+        result = run_distributed_snapshot(
+            config,
+            addresses=member.addresses,
+            process_id=member.process_id,
+            month=args.month,
+            quiet=args.quiet,
+        )
     if not args.quiet:
         print(result.summary())
     return 0
@@ -236,6 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add(
+        "shards",
+        cmd_shards,
+        "list this machine's shards, or move whole shard files when machines change",
+        "heatmetro shards export --shards 1,3 --recovery 1,3 --to /tmp/move  (docs/scaling.md)",
+    )
+    p.add_argument("action", nargs="?", default="list", choices=["list", "export", "import"])
+    p.add_argument(
+        "files", nargs="*", metavar="FILE", help="import: NNNN.db / part-N.sqlite3 files"
+    )
+    p.add_argument("--shards", default="", help="export: shard numbers, e.g. 1,3,5")
+    p.add_argument("--recovery", default="", help="export: recovery partitions, e.g. 1,3")
+    p.add_argument("--to", help="export: folder to move the files into")
+
+    p = add(
         "snapshot",
         cmd_snapshot,
         "publish the heatmap site and Metro files for a month",
@@ -244,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--month", help="YYYY-MM, last month of the 12-month window (default: last complete month)"
     )
+    _add_cluster_flags(p)
 
     p = add(
         "import",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,9 +69,34 @@ def run_snapshot(
     finally:
         for db in dbs:
             db.close()
+    n_tiles = build_site(window, config, when, quiet=quiet)
+    return SnapshotResult(
+        window.month, window.first_month, config.out_dir, window.athletes, window.activities,
+        n_tiles, time.monotonic() - t0,
+    )  # fmt: skip
+
+
+def build_site(
+    window: WindowData,
+    config: Config,
+    when: datetime,
+    *,
+    quiet: bool = False,
+    owns: Callable[[int, int, int], bool] | None = None,
+    pages: bool = True,
+) -> int:
+    """Write and atomically publish the site of ``window``; returns the tile count.
+
+    A member of a distributed snapshot writes only the tiles it ``owns``; only the one
+    with ``pages`` writes the pages, Metro files and metadata (docs/scaling.md).
+    """
+    month = window.month
     build = new_build_dir(config.out_dir, month)
     try:
-        n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet)
+        n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet, owns=owns)
+        if not pages:
+            publish(build, config.out_dir)
+            return n_tiles
         metro_dir = build / "metro"
         metro_dir.mkdir()
         metro_rows = write_metro(
@@ -126,14 +152,16 @@ def run_snapshot(
     except BaseException:  # Ctrl-C or a bug: still never a half-written site
         discard(build)
         raise
-    return SnapshotResult(
-        window.month, window.first_month, config.out_dir, window.athletes, window.activities,
-        n_tiles, time.monotonic() - t0,
-    )  # fmt: skip
+    return n_tiles
 
 
 def _write_tiles(
-    window: WindowData, config: Config, build: Path, *, quiet: bool
+    window: WindowData,
+    config: Config,
+    build: Path,
+    *,
+    quiet: bool,
+    owns: Callable[[int, int, int], bool] | None = None,
 ) -> tuple[int, tuple[float, float, float, float] | None]:
     """Every layer's tile pyramid; (tiles written, bounds of the ``all`` heat or None)."""
     total = 0
@@ -149,6 +177,7 @@ def _write_tiles(
             max_zoom=config.max_zoom,
             heat_resolution=config.heat_resolution,
             palette=True,  # indexed PNGs: 4x faster to encode, half the size, same pixels
+            owns=owns,
         )
         n = sum(stats.tiles_per_zoom.values())
         total += n

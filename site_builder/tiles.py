@@ -22,7 +22,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,6 +331,7 @@ def write_heat_tiles(
     max_zoom: int,
     heat_resolution: int,
     palette: bool = False,
+    owns: Callable[[int, int, int], bool] | None = None,
 ) -> TileStats:
     """Write the heat tile pyramid of one layer.
 
@@ -348,6 +349,8 @@ def write_heat_tiles(
         heat_resolution: H3 resolution of ``cells``.
         palette: write indexed PNGs (same pixels once decoded, half the bytes, ~4x faster
             to encode); see :func:`encode_png`. Default RGBA.
+        owns: in a distributed snapshot, whether this process writes tile ``(z, x, y)``;
+            every tile is still drawn and counted, so counts match a one-process build.
 
     Returns:
         Tiles written per zoom, the drawn bounds and the time taken.
@@ -397,11 +400,13 @@ def write_heat_tiles(
             radius = splat_radius_px(lvl.radius_m, lvl.lat, z)
             made: set[int] = set()
             for x, y, tile in _render_zoom(px, py, radius, lvl.level, z):
+                counts[z] += 1
+                if owns is not None and not owns(z, x, y):
+                    continue
                 if x not in made:
                     (zdir / str(x)).mkdir(parents=True, exist_ok=True)
                     made.add(x)
                 pending.append(pool.submit(_write_tile, zdir / str(x) / f"{y}.png", tile, palette))
-                counts[z] += 1
                 while len(pending) > 4 * workers:
                     pending.popleft().result()  # also surfaces write errors
         while pending:
