@@ -20,7 +20,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from heatmetro.core.config import Config, load_config
 from heatmetro.core.contract import decode, validate_event
 from heatmetro.core.errors import HeatmetroError, StreamRecordError
-from heatmetro.flows.batch import TrimJob, finish_batch, finish_one
+from heatmetro.flows.batch import TrimJob, finish_batch
 from heatmetro.flows.fatal import end_run_on_environment_error
 from heatmetro.flows.fold import AthleteFold
 from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
@@ -112,7 +112,7 @@ class TrimStep:
 
     def _one(self, job: TrimJob) -> StoreItem:
         try:
-            return finish_one(job, self.config)
+            return finish_batch([job], self.config)[0]
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             reason = f"activity {job.base['activity_id']}: cannot process: {exc!r}"
             return DeadLetter(job.source, job.position, reason[:500], "")

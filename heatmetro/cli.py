@@ -56,6 +56,12 @@ def _fmt_status(by_status: dict[str, int]) -> str:
     return ", ".join(f"{n:,} {k}" for k, n in sorted(by_status.items())) or "none"
 
 
+def _fmt_faults(faults: dict[str, int]) -> str:
+    from heatmetro.state.store import GPS_FAULTS
+
+    return "; ".join(f"{faults[k]:,} {label}" for k, label in GPS_FAULTS.items())
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
@@ -75,6 +81,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     )
     print(f"activities       {s['activities']:,} ({_fmt_status(s['activities_by_status'])})")
     print(f"path cells       {s['path_cells']:,}")
+    print(f"GPS faults       {_fmt_faults(s['gps_faults'])}")
     print(
         f"aggregates       {s['aggregate_rows']:,} athlete-month-layer rows: {s['heat_entries']:,} cells, {s['edge_entries']:,} edge entries"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from heatmetro import __version__
 from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error, source_date_epoch
 from heatmetro.core.errors import PublishError
+from heatmetro.core.months import check_month, last_complete_month
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.metro import MetroSettings, write_metro
 from heatmetro.site_builder.pages import SiteMeta, write_pages
@@ -50,26 +50,12 @@ def build_time() -> datetime:
     return source_date_epoch() or datetime.now(UTC)
 
 
-def last_complete_month(now: datetime) -> str:
-    index = now.year * 12 + now.month - 1 - 1
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
-def _check_month(month: str) -> str:
-    # strptime alone accepts "2021-6" and " 2021-06"; months are compared as text in the
-    # store, so only the exact zero-padded form is a usable window end.
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month) or month < "0001-01":
-        msg = f"--month {month!r}: expected YYYY-MM, e.g. 2021-02"
-        raise PublishError(msg)
-    return month
-
-
 def run_snapshot(
     config: Config, *, month: str | None = None, quiet: bool = False
 ) -> SnapshotResult:
     t0 = time.monotonic()
     when = build_time()
-    month = _check_month(month) if month is not None else last_complete_month(when)
+    month = check_month(month, what="--month") if month is not None else last_complete_month(when)
     db = connect(config.db_path, create=False)
     try:
         apply_pending_privacy(db, config)

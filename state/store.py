@@ -102,6 +102,28 @@ def m002_dirty_months(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_gps_faults(db: sqlite_utils.Database) -> None:
+    # GPS faults cleaned from each stored activity version (``heatmetro stats`` sums them).
+    for col in (
+        "spike_fixes",
+        "bad_end_fixes",
+        "vehicle_fixes",
+        "vehicle_stretches",
+        "pause_splits",
+    ):
+        db.execute(f"ALTER TABLE activities ADD COLUMN {col} INTEGER")
+
+
+GPS_FAULTS = {
+    "spike_fixes": "fixes dropped as spikes",
+    "bad_end_fixes": "bad first/last fixes dropped (cold starts)",
+    "vehicle_fixes": "fixes dropped as too fast for the sport",
+    "vehicle_stretches": "stretches cut as vehicles",
+    "pause_splits": "splits at clock jumps or long pauses",
+}
+
+
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
     """Open the store (WAL, patient with other writers) and bring its schema up to date."""
     if db_path.parent.exists() and not db_path.parent.is_dir():
@@ -169,6 +191,17 @@ def stats(db: sqlite_utils.Database) -> dict[str, Any]:
         // EDGE_DTYPE.itemsize,
         "months": months,
         "dead_letters": one("SELECT count(*) FROM dead_letters"),
+        "gps_faults": dict(
+            zip(
+                GPS_FAULTS,
+                db.execute(
+                    "SELECT "
+                    + ", ".join(f"coalesce(sum({c}), 0)" for c in GPS_FAULTS)
+                    + " FROM activities"
+                ).fetchone(),
+                strict=True,
+            )
+        ),
         "db_bytes": sum(p.stat().st_size for p in _db_files(db)),
     }
 
