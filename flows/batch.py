@@ -22,6 +22,7 @@ import numpy as np
 
 from heatmetro.core.config import Config
 from heatmetro.core.geo import step_lengths_m
+from heatmetro.flows.map_match import match_streets
 from heatmetro.flows.track_cells import SAMPLE_EDGES, SPEED_WINDOW_S, insert_grid_paths, track_path
 from heatmetro.flows.trim import GPS_NOISE_M, trim
 from heatmetro.state.aggregates import StoredActivity, activity_records, batch_records
@@ -64,7 +65,9 @@ def finish_one(job: TrimJob, config: Config) -> ActivityChange:
     records = activity_records(
         _stored(job, path), metro_res=config.metro_resolution, od_res=config.od_resolution
     )
-    return _change(job, path, records, len(trimmed.lat))
+    tr = trimmed
+    streets = match_streets(config, job.base["layer"], tr.lat, tr.lng, tr.t, tr.seg, job.zones)
+    return _change(job, path, records, len(trimmed.lat), streets)
 
 
 def _stored(job: TrimJob, path: np.ndarray) -> StoredActivity:
@@ -75,7 +78,7 @@ def _stored(job: TrimJob, path: np.ndarray) -> StoredActivity:
 
 
 def _change(
-    job: TrimJob, path: np.ndarray, records: tuple[np.ndarray, ...], kept: int
+    job: TrimJob, path: np.ndarray, records: tuple[np.ndarray, ...], kept: int, streets: bytes
 ) -> ActivityChange:
     heat, edges, hexes, od = records
     return ActivityChange(
@@ -86,6 +89,7 @@ def _change(
         hexagons=to_blob(hexes),
         od=to_blob(od),
         fixes_kept=kept,
+        streets=streets,
         **job.base,
     )
 
@@ -226,8 +230,14 @@ def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
         metro_res=config.metro_resolution,
         od_res=config.od_resolution,
     )
+    streets = {
+        i: match_streets(
+            config, jobs[i].base["layer"], lat[a:b], lng[a:b], t[a:b], seg[a:b], jobs[i].zones
+        )
+        for i, a, b in zip(done, kbounds[:-1][done].tolist(), kbounds[1:][done].tolist(), strict=True)
+    }
     return {
-        i: _change(jobs[i], p, r, int(fixes_kept[i]))
+        i: _change(jobs[i], p, r, int(fixes_kept[i]), streets[i])
         for i, p, r in zip(done, paths, records, strict=True)
     }
 

@@ -50,6 +50,7 @@ class ActivityChange:
     fixes_in: int
     fixes_kept: int
     max_speed_ms: float
+    streets: bytes = b""  # STREET_DTYPE (state.street_ops), with a base map only
 
 
 @dataclass(frozen=True, slots=True)

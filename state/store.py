@@ -101,6 +101,12 @@ def m002_dirty_months(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_streets(db: sqlite_utils.Database) -> None:
+    # The activity's matched street edges (state.street_ops.STREET_DTYPE), with a base map.
+    db.execute("ALTER TABLE activities ADD COLUMN streets BLOB")
+
+
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
     """Open the store (WAL, patient with other writers) and bring its schema up to date."""
     if not create and not db_path.exists():
