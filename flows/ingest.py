@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -19,7 +20,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from heatmetro.core.config import Config, load_config
 from heatmetro.core.contract import decode, validate_event
 from heatmetro.core.errors import HeatmetroError, StreamRecordError
-from heatmetro.flows.batch import TrimJob, finish_batch, finish_one
+from heatmetro.flows.batch import TrimJob, finish_batch
+from heatmetro.flows.fatal import end_run_on_environment_error
 from heatmetro.flows.fold import AthleteFold
 from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
 from heatmetro.state.changes import DeadLetter, StoreItem
@@ -111,7 +113,7 @@ class TrimStep:
 
     def _one(self, job: TrimJob) -> StoreItem:
         try:
-            return finish_one(job, self.config)
+            return finish_batch([job], self.config)[0]
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             reason = f"activity {job.base['activity_id']}: cannot process: {exc!r}"
             return DeadLetter(job.source, job.position, reason[:500], "")
@@ -119,18 +121,22 @@ class TrimStep:
 
 class _StorePartition(StatelessSinkPartition[StoreItem]):
     def __init__(self, config: Config, worker: int) -> None:
-        self.writer = StoreWriter.for_config(
-            connect(config.db_path), config, refresh_every_s=AGGREGATE_REFRESH_S
-        )
+        self.guard = partial(end_run_on_environment_error, config.db_path)
+        with self.guard():
+            self.writer = StoreWriter.for_config(
+                connect(config.db_path), config, refresh_every_s=AGGREGATE_REFRESH_S
+            )
         self.worker = worker
         self.progress = Progress(worker)
 
     def write_batch(self, items: list[StoreItem]) -> None:
-        self.writer.write_batch(items)
+        with self.guard():  # a full disk or corrupt store: one line, not a panic
+            self.writer.write_batch(items)
         self.progress.add(items)
 
     def close(self) -> None:
-        self.writer.refresh()
+        with self.guard():
+            self.writer.refresh()
         self.progress.done()
         self.writer.db.close()
 

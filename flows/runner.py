@@ -86,7 +86,6 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 def run_ingest(config: Config, inputs: list[str], *, follow: bool = False, workers: int = 1) -> int:
     """Ingest ``inputs`` into the store; returns the number of dead letters now on file."""
-    config.state_dir.mkdir(parents=True, exist_ok=True)
     connect(config.db_path).close()  # create / migrate before the workers race for it
     ensure_recovery(config)
     if workers == 1:

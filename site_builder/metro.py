@@ -17,8 +17,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import re
 import shutil
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,13 +29,14 @@ import h3
 import jinja2
 import numpy as np
 
-from heatmetro.core.errors import ConfigError
+from heatmetro.core.cells import cell_centres
+from heatmetro.core.environment import source_date_epoch
+from heatmetro.core.months import check_month
 from heatmetro.site_builder.metro_tables import (
     BANDS,
     DirectionTable,
     Publication,
     bearing_deg,
-    cell_centres,
     cell_table,
     direction_table,
 )
@@ -278,14 +277,7 @@ def _write_edges(
 
 def _zip_date_time() -> tuple[int, int, int, int, int, int]:
     """Entry timestamp: ``SOURCE_DATE_EPOCH`` if set (reproducible builds), else 1980-01-01."""
-    raw = os.environ.get("SOURCE_DATE_EPOCH")
-    when = ZIP_MIN_DATE
-    if raw:
-        try:
-            when = max(datetime.fromtimestamp(int(raw), tz=UTC), ZIP_MIN_DATE)
-        except (ValueError, OverflowError, OSError) as err:
-            msg = f"metro zip: SOURCE_DATE_EPOCH = {raw!r}: not a usable Unix time"
-            raise ConfigError(msg) from err
+    when = max(source_date_epoch() or ZIP_MIN_DATE, ZIP_MIN_DATE)
     return (when.year, when.month, when.day, when.hour, when.minute, when.second)
 
 
@@ -332,9 +324,7 @@ def write_metro(window: WindowData, settings: MetroSettings, metro_dir: Path) ->
     """
     for name in ("month", "first_month"):
         value = getattr(settings, name)
-        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
-            msg = f"metro: settings.{name} = {value!r}: expected YYYY-MM"
-            raise ConfigError(msg)
+        check_month(value, what=f"metro: settings.{name} =")
     pub = Publication(settings.min_athletes, settings.round_to)
 
     n_edges = _write_edges(

@@ -43,6 +43,7 @@ _ACTIVITY_COLS = (
     "activity_id", "athlete_id", "updated_ms", "status", "sport_type", "layer", "commute",
     "start_s", "utc_offset_s", "month", "hide_override_m", "cut_start_m", "cut_end_m",
     "zone_key", "path", "heat", "edges", "hexagons", "od", "fixes_in", "fixes_kept", "max_speed_ms",
+    "spike_fixes", "bad_end_fixes", "vehicle_fixes", "vehicle_stretches", "pause_splits",
     "streets",
 )  # fmt: skip
 _UPSERT_ACTIVITY = (
@@ -168,12 +169,16 @@ class StoreWriter:
     @staticmethod
     def _row(c: ActivityChange | ActivityDelete) -> tuple:  # type: ignore[type-arg]
         if isinstance(c, ActivityDelete):
-            return (c.activity_id, c.athlete_id, c.updated_ms, "deleted") + (None,) * 19
+            return (c.activity_id, c.athlete_id, c.updated_ms, "deleted") + (None,) * (
+                len(_ACTIVITY_COLS) - 4
+            )
         return (
             c.activity_id, c.athlete_id, c.updated_ms, c.status, c.sport_type, c.layer,
             int(c.commute), c.start_s, c.utc_offset_s, c.month, c.hide_override_m,
             c.cut_start_m, c.cut_end_m, c.zone_key, c.path, c.heat, c.edges, c.hexagons, c.od,
-            c.fixes_in, c.fixes_kept, c.max_speed_ms, c.streets or None,
+            c.fixes_in, c.fixes_kept, c.max_speed_ms,
+            c.spike_fixes, c.bad_end_fixes, c.vehicle_fixes, c.vehicle_stretches, c.pause_splits,
+            c.streets or None,
         )  # fmt: skip
 
     def _settings(self, s: SettingsChange) -> set[tuple[str, str]]:

@@ -28,7 +28,9 @@ import orjson
 import pytest
 
 from heatmetro.core.geo import haversine_m, step_lengths_m
-from heatmetro.flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
+from heatmetro.flows.importers.jsonl import write_jsonl
+from heatmetro.flows.importers.valleybike import valleybike_events
+from heatmetro.flows.importers.valleybike_csv import DATA_DIR
 from heatmetro.state.records import PATH_DTYPE, from_blob
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.streams import (
