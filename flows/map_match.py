@@ -46,6 +46,7 @@ MAX_ROUTE_M = 1500.0
 SEG_M = 25.0  # edges are cut into pieces this long for the KD-tree
 NOISE_BACK_M = 15.0  # on a one-way edge, moving back this little is GPS noise, not travel
 MIN_NET_M = 15.0
+SMOOTH_FIXES = 3  # fixes averaged before matching (see _smooth)
 SPUR_M = 30.0  # out-and-back hops shorter than this are noise (see _cancel_spurs)  # a track inside one edge must move this far along it to have a direction
 
 
@@ -129,14 +130,32 @@ def match_activity(
     t = np.asarray(t, np.float64)
     bounds = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1], True])
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        keep = _thin(x[a:b], y[a:b])
-        out.extend(_match_piece(g, x[a:b][keep], y[a:b][keep], t[a:b][keep]))
+        px, py = x[a:b], y[a:b]
+        if mode == "foot" and b - a > 2:  # slow: the noise is larger than a step
+            px, py = _smooth(px), _smooth(py)
+        keep = _thin(px, py)
+        out.extend(_match_piece(g, px[keep], py[keep], t[a:b][keep]))
     arr = np.zeros(len(out), STREET_DTYPE)
     if out:
         e, fwd, t_in, t_out, v = zip(*out, strict=True)
         arr["edge"] = net.key[np.array(e, dtype=np.int64)]
         arr["fwd"], arr["t"], arr["t_out"], arr["v"] = fwd, t_in, t_out, v
     return arr
+
+
+def _smooth(v: np.ndarray) -> np.ndarray:
+    """Centred moving average over ``SMOOTH_FIXES`` fixes (shorter at the ends).
+
+    Averaging independent GPS errors shrinks them by sqrt(n): what lets a slow walker's
+    track, whose noise is larger than its step, tell a footway from the next one.
+    """
+    k = min(SMOOTH_FIXES, len(v))
+    if k < 2:
+        return v
+    kernel = np.ones(k)
+    num = np.convolve(v - v[0], kernel, mode="same")
+    den = np.convolve(np.ones(len(v)), kernel, mode="same")
+    return num / den + v[0]
 
 
 def _thin(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -359,7 +378,9 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
     visits: list[dict] = []  # type: ignore[type-arg]
 
     def open_visit(e: int, t_in: float, entry: int | None) -> None:
-        visits.append({"e": e, "t_in": t_in, "entry": entry, "exit": None, "offs": [], "dist": 0.0, "dt": 0.0})
+        visits.append(
+            {"e": e, "t_in": t_in, "entry": entry, "exit": None, "offs": [], "dist": 0.0, "dt": 0.0}
+        )
 
     first = cands[chain[0]]
     open_visit(int(first.edge[states[0]]), float(t[chain[0]]), None)

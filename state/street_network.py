@@ -183,7 +183,7 @@ def parse_pbf(path: Path) -> StreetNetwork:
             .with_filter(osmium.filter.KeyFilter("highway"))
         )
         for obj in fp:
-            if not obj.is_way():
+            if not isinstance(obj, osmium.osm.Way):
                 continue
             tags = {t.k: t.v for t in obj.tags}
             if not _routable(tags):
@@ -249,10 +249,9 @@ def _build(
     seg_len[offsets[1:] - 1] = 0.0  # no length between one edge's end and the next's start
     cum = np.concatenate(([0.0], np.cumsum(seg_len)))
     length = cum[offsets[1:] - 1] - cum[offsets[:-1]]
-    uid = np.array(cols["uid"], dtype=str)
     return StreetNetwork(
         key=np.array([edge_key(u) for u in cols["uid"]], dtype=np.uint64),
-        uid=uid,
+        uid=np.array(cols["uid"], dtype=str),
         way_id=np.array(cols["way"], dtype=np.int64),
         name=np.array(cols["name"], dtype=str),
         highway=np.array(cols["hw"], dtype=str),

@@ -17,7 +17,9 @@ import numpy as np
 from heatmetro.state.settings import EffectiveZone
 from heatmetro.state.street_network import StreetNetwork
 
-STREET_DTYPE = np.dtype([("edge", "<u8"), ("fwd", "u1"), ("t", "<f4"), ("t_out", "<f4"), ("v", "<f4")])
+STREET_DTYPE = np.dtype(
+    [("edge", "<u8"), ("fwd", "u1"), ("t", "<f4"), ("t_out", "<f4"), ("v", "<f4")]
+)
 
 
 def drop_zone_edges(

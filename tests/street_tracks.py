@@ -121,4 +121,6 @@ def noisy_track(
     py = np.interp(s, along, y) + rng.normal(0, sigma_m, len(s))
     out_lat = py / k
     out_lng = px / (k * np.cos(np.radians(lat[0])))
-    return [[round(a, 7), round(b, 7)] for a, b in zip(out_lat.tolist(), out_lng.tolist(), strict=True)]
+    return [
+        [round(a, 7), round(b, 7)] for a, b in zip(out_lat.tolist(), out_lng.tolist(), strict=True)
+    ]
