@@ -26,6 +26,7 @@ from heatmetro.flows.fold import AthleteFold
 from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
 from heatmetro.state.changes import DeadLetter, StoreItem
 from heatmetro.state.store import connect
+from heatmetro.state.street_network import network_for
 from heatmetro.state.writer import StoreWriter
 
 AGGREGATE_REFRESH_S = 10.0  # rebuild touched athlete-months at most this often (and at the end)
@@ -202,6 +203,7 @@ def build_flow(
         config = load_config(os.environ.get("HEATMETRO_CONFIG"))
     if inputs is None:
         inputs = os.environ.get("HEATMETRO_INPUTS", "-").split(os.pathsep)
+    network_for(config)  # a bad base_map fails here, once; workers then load the cache
     sources = [s for s in inputs if s.startswith("kafka://")]
     files = expand_inputs([s for s in inputs if not s.startswith("kafka://")])
 
