@@ -21,6 +21,7 @@ import orjson
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from heatmetro.core.environment import describe_store_error
 from heatmetro.core.errors import StoreError
 from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, PATH_DTYPE
 
@@ -123,23 +124,32 @@ GPS_FAULTS = {
 }
 
 
+@migrations()
+def m004_streets(db: sqlite_utils.Database) -> None:
+    # The activity's matched street edges (state.street_ops.STREET_DTYPE), with a base map.
+    db.execute("ALTER TABLE activities ADD COLUMN streets BLOB")
+
+
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
     """Open the store (WAL, patient with other writers) and bring its schema up to date."""
+    if db_path.parent.exists() and not db_path.parent.is_dir():
+        msg = f"state_dir {db_path.parent} is a file, not a folder"
+        raise StoreError(msg)
     if not create and not db_path.exists():
         msg = f"no store at {db_path}: run `heatmetro ingest` first"
         raise StoreError(msg)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so two Bytewax workers
-    # writing at once queue on the lock instead of failing on a read->write upgrade.
-    conn = sqlite3.connect(db_path, timeout=120, isolation_level=None, check_same_thread=False)
-    db = sqlite_utils.Database(conn)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=120000")
     try:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so two Bytewax workers
+        # writing at once queue on the lock instead of failing on a read->write upgrade.
+        conn = sqlite3.connect(db_path, timeout=120, isolation_level=None, check_same_thread=False)
+        db = sqlite_utils.Database(conn)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=120000")
         migrations.apply(db)
     except sqlite3.DatabaseError as exc:
-        msg = f"store {db_path} cannot be opened: {exc}"
+        msg = describe_store_error(exc, db_path)
         raise StoreError(msg) from None
     return db
 

@@ -48,6 +48,7 @@ class Config(BaseModel):
     basemap_url: str = ""
     basemap_attribution: str = ""
     template_dir: Path | None = None
+    base_map: Path | None = None  # an OpenStreetMap .osm.pbf: Metro counts per street edge
     heat_resolution: int = Field(11, ge=5, le=13)
     metro_resolution: int = Field(10, ge=5, le=12)
     od_resolution: int = Field(8, ge=4, le=10)
@@ -114,7 +115,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         if os.environ.get(env):
             values[key] = os.environ[env]
     values.update({k: v for k, v in overrides.items() if v is not None})
-    for key in ("state_dir", "out_dir", "template_dir"):
+    for key in ("state_dir", "out_dir", "template_dir", "base_map"):
         if values.get(key) is not None:
             p = Path(values[key])
             values[key] = p if p.is_absolute() else (base / p)
