@@ -6,17 +6,24 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import sqlite3
 import struct
 import subprocess
 import sys
+import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from bytewax.connectors.kafka import KafkaSourceMessage
 from fitdecode.utils import compute_crc
 
-from tests.conftest import HEATMETRO, REPO, cli_env
+from heatmetro.flows.kafka_input import to_raw_record
+from heatmetro.flows.sources import JsonlSource
+from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, line, to_jsonl
 
 GPX_HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -177,11 +184,12 @@ def test_every_way_in_is_capped(tmp_path: Path) -> None:
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     proc = run_import(*sorted(tmp_path.iterdir()), "--max-file-bytes", "64K")
-    refused = [line for line in proc.stderr.splitlines() if line.startswith("skipped")]
+    refused = [x for x in proc.stderr.splitlines() if x.startswith("skipped")]
     assert len(refused) == 4, proc.stderr
-    for line in refused:
-        assert "fine.gpx" not in line
-        assert "65,536 bytes" in line and ("refused: uncompressed" in line or "declares" in line)
+    for reason in refused:
+        assert "fine.gpx" not in reason
+        assert "65,536 bytes" in reason
+        assert "refused: uncompressed" in reason or "declares" in reason
     assert len(events(proc)) == 1
 
 
@@ -239,8 +247,108 @@ def test_a_gzip_bomb_is_refused_within_bounded_memory(tmp_path: Path) -> None:
     reasons = [line for line in stderr.splitlines() if line.startswith("skipped")]
     assert code == 1 and stdout == ""
     assert len(reasons) == 2, stderr
-    for line in reasons:
-        assert "refused: uncompressed content is larger than 256 MiB" in line
+    for reason in reasons:
+        assert "refused: uncompressed content is larger than 256 MiB" in reason
     assert "Traceback" not in stderr
     print(f"peak RSS of `heatmetro import` on two 2 GiB bombs: {peak_mb:.0f} MB")
     assert peak_mb < cap_mb + 150, f"peak RSS {peak_mb:.0f} MB"
+
+
+# --------------------------------------------------------------------------- ingest: long records
+
+
+def _long_activity(n_points: int, activity_id: str = "long") -> dict:
+    return activity(activity_id, "a-long", line(NORTHAMPTON_WEST, NORTHAMPTON_EAST, 5.0)
+                    * (n_points // 350 + 1))  # fmt: skip
+
+
+def test_over_long_lines_are_dead_letters_and_the_rest_is_stored(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, max_record_bytes=4096)
+    elm = line(NORTHAMPTON_WEST, NORTHAMPTON_EAST, 50.0)  # ~35 points: ~1 KB of JSON
+    good = [to_jsonl([activity(f"ok{i}", f"a{i}", elm, seconds_per_point=5)]) for i in range(3)]
+    huge = to_jsonl([_long_activity(2000)])  # ~50 KB
+    assert len(good[0]) < 4096 < len(huge)
+    stream = good[0] + huge + good[1] + huge + good[2] + huge.rstrip(b"\n")  # last: no newline
+    (tmp_path / "s.jsonl").write_bytes(stream)
+    (tmp_path / "s.jsonl.gz").write_bytes(gzip.compress(stream))
+    proc = subprocess.run(
+        [*HEATMETRO, "ingest", "-c", str(cfg), str(tmp_path / "s.jsonl"), str(tmp_path / "s.jsonl.gz")],
+        capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    dead = [json.loads(x) for x in (tmp_path / "state/dead_letters.jsonl").read_text().splitlines()]
+    want = f"record of {len(huge) - 1:,} bytes is longer than max_record_bytes = 4,096; not parsed"
+    for name in ("s.jsonl", "s.jsonl.gz"):
+        mine = [d for d in dead if d["source"].endswith(name)]
+        assert [d["position"] for d in mine] == [2, 4, 6], mine
+        assert all(d["reason"] == want for d in mine)
+        assert mine[0]["raw"].startswith('{"kind":"activity","activity_id":"long"')
+    with sqlite3.connect(tmp_path / "state/heatmetro.db") as db:
+        stored = [r[0] for r in db.execute("SELECT activity_id FROM activities ORDER BY 1")]
+    assert stored == ["ok0", "ok1", "ok2"]
+
+
+def _next_batches(part: Any, rounds: int = 20) -> list[Any]:
+    out: list[Any] = []
+    for _ in range(rounds):
+        try:
+            out += part.next_batch()
+        except StopIteration:
+            break
+    return out
+
+
+def test_an_over_long_line_is_never_held_whole(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    with path.open("wb") as fh:  # a 48 MiB line between two short ones
+        fh.write(b'{"a": 1}\n["' + b"x" * (48 * 2**20) + b'"]\n{"b": 2}\n')
+    source = JsonlSource([str(path)], max_record_bytes=2**20)
+    part = source.build_part("read", "files", None)
+    tracemalloc.start()
+    try:
+        records = _next_batches(part)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        part.close()
+    assert [(r.position, r.error is None) for r in records] == [(1, True), (2, False), (3, True)]
+    assert records[1].error.startswith(f"record of {48 * 2**20 + 4:,} bytes")
+    assert len(records[1].data) <= 4096
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB while skipping a 48 MiB line"
+
+
+def test_a_half_written_long_line_resumes_at_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "live.jsonl"
+    first_line = b'{"a": "' + b"x" * 5000 + b'"}\n'  # > 4 KiB: the file's head hash is final
+    path.write_bytes(first_line + b"y" * 7000)  # a writer is mid-way through line 2
+    source = JsonlSource([str(path)], follow=True, max_record_bytes=6000)
+    part = source.build_part("read", "files", None)
+    first = _next_batches(part, 3)
+    assert [r.position for r in first] == [1]
+    mid_line = part.snapshot()
+    assert mid_line[str(path)].offset == len(first_line)  # line 2 not read yet: resume there
+    with path.open("ab") as fh:
+        fh.write(b"y" * 7000 + b'\n{"b": 2}\n')
+    rest = _next_batches(part, 3)
+    part.close()
+    assert [(r.position, r.error is not None) for r in rest] == [(2, True), (3, False)]
+    assert rest[0].error is not None and rest[0].error.startswith("record of 14,000 bytes")
+    assert part.snapshot()[str(path)].offset == path.stat().st_size
+    # A rerun from the snapshot taken mid-line sees the same records.
+    again = source.build_part("read", "files", mid_line)
+    assert [(r.position, r.error is not None) for r in _next_batches(again, 3)] == [
+        (2, True), (3, False)
+    ]  # fmt: skip
+    again.close()
+
+
+def test_an_over_long_kafka_message_becomes_a_dead_letter_record() -> None:
+    def message(value: bytes) -> KafkaSourceMessage:
+        return KafkaSourceMessage(None, value, "t", [], None, 41, 0, None)
+
+    big = to_raw_record(message(b"z" * 5000), max_bytes=4096)
+    assert big.source == "kafka:t:0" and big.position == 41
+    assert big.error == "record of 5,000 bytes is longer than max_record_bytes = 4,096; not parsed"
+    assert big.data == b"z" * 4096
+    fine = to_raw_record(message(b"z" * 4096), max_bytes=4096)
+    assert fine.error is None and fine.data == b"z" * 4096

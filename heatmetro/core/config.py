@@ -23,6 +23,10 @@ ENV_OVERRIDES = {
     "HEATMETRO_OUT_DIR": "out_dir",
 }
 
+# One stream record (a JSONL line, a Kafka message) longer than this is a dead letter,
+# never read whole. 200,000 fixes (the contract's limit) take ~10 MB of JSON.
+DEFAULT_MAX_RECORD_BYTES = 64 * 2**20
+
 # Used only when neither config nor environment gives a salt; `heatmetro ingest` warns.
 DEV_SALT = "heatmetro-development-salt-change-me"
 
@@ -52,6 +56,7 @@ class Config(BaseModel):
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
     epoch_s: float = Field(2.0, gt=0)
+    max_record_bytes: int = Field(DEFAULT_MAX_RECORD_BYTES, ge=1024)
 
     @model_validator(mode="after")
     def _check_orders(self) -> Config:
