@@ -26,6 +26,7 @@ from heatmetro.flows.fold import AthleteFold
 from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
 from heatmetro.state.changes import DeadLetter, StoreItem
 from heatmetro.state.store import connect
+from heatmetro.state.street_network import network_for
 from heatmetro.state.writer import StoreWriter
 
 AGGREGATE_REFRESH_S = 10.0  # rebuild touched athlete-months at most this often (and at the end)
@@ -82,11 +83,12 @@ class FoldStep:
 
     def __init__(self, config: Config) -> None:
         self.fold = AthleteFold(config)
+        self.max_fixes = config.max_fixes_per_activity
 
     def __call__(self, state: Any, item: Any) -> tuple[Any, list[Any]]:  # item: Decoded
         rec = item.rec
         try:
-            event = validate_event(item.obj, rec.data)
+            event = validate_event(item.obj, rec.data, max_fixes=self.max_fixes)
         except StreamRecordError as exc:
             return state, [_dead(rec, str(exc))]
         try:
@@ -203,6 +205,7 @@ def build_flow(
         config = load_config(os.environ.get("HEATMETRO_CONFIG"))
     if inputs is None:
         inputs = os.environ.get("HEATMETRO_INPUTS", "-").split(os.pathsep)
+    network_for(config)  # a bad base_map fails here, once; workers then load the cache
     sources = [s for s in inputs if s.startswith("kafka://")]
     files = expand_inputs([s for s in inputs if not s.startswith("kafka://")])
 

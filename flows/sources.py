@@ -28,7 +28,9 @@ from heatmetro.core.errors import InputError
 from heatmetro.flows.fatal import end_run_on_environment_error
 
 BATCH_LINES = 1024  # big enough to vectorise trimming well, small enough to stay responsive
-BATCH_BYTES = 32 * 2**20  # ... and a batch of long records stays small in memory too
+# ... and a batch ends after this many bytes, so long activities (up to the contract's
+# 200,000 fixes each) do not make a batch of 1,024 of them (GBs once decoded).
+BATCH_BYTES = 4 * 2**20
 SKIP_CHUNK = 1 << 20  # an over-long line is skipped this much at a time
 HEAD_BYTES = 4096  # of an over-long line, kept for its dead letter
 FOLLOW_POLL = timedelta(milliseconds=500)
@@ -147,11 +149,11 @@ class _Reader:
                     break
             line, self._partial = self._partial + line, b""
             self.offset += len(line)
+            size += len(line)
             self.lines += 1
             data = line.strip()
             if data:
                 out.append(RawRecord(self.source, self.lines, data))
-                size += len(data)
         return out
 
     def _finish_long(self, *, newline: bool) -> RawRecord:

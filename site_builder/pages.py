@@ -101,6 +101,7 @@ class SiteMeta:
     basemap_url: str
     basemap_attribution: str
     has_metro: bool
+    osm_attribution: str = ""  # with a street base map: "© OpenStreetMap contributors"
 
 
 @dataclass(frozen=True)

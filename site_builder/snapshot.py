@@ -16,11 +16,13 @@ from heatmetro.core.errors import PublishError
 from heatmetro.core.months import check_month, last_complete_month
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.metro import MetroSettings, write_metro
+from heatmetro.site_builder.metro_streets import load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish
 from heatmetro.site_builder.tiles import write_heat_tiles
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.store import connect
+from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 from heatmetro.state.writer import apply_pending_privacy
 
 
@@ -62,6 +64,7 @@ def run_snapshot(
         window = load_window(
             db, month, min_athletes=config.min_athletes, max_per_athlete=config.max_per_athlete
         )
+        streets = load_streets(db, month, config)  # None without a base map
     finally:
         db.close()
     build = new_build_dir(config.out_dir, month)
@@ -80,6 +83,7 @@ def run_snapshot(
                 build_date=when.strftime("%Y-%m-%d"),
             ),
             metro_dir,
+            streets,
         )
         layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
         counts = {
@@ -110,6 +114,7 @@ def run_snapshot(
                 basemap_url=config.basemap_url,
                 basemap_attribution=config.basemap_attribution,
                 has_metro=True,
+                osm_attribution=OSM_ATTRIBUTION if streets is not None else "",
             ),
             template_dir=config.template_dir,
         )

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import fitdecode
 
+from heatmetro.core.contract import MAX_FIXES_PER_ACTIVITY
 from heatmetro.core.errors import ImportFileError
 
 VISIBILITIES = ("everyone", "followers_only", "only_me")
@@ -27,7 +28,7 @@ FIT_EPOCH = datetime(1989, 12, 31, tzinfo=UTC)
 SEMICIRCLE_DEG = 180 / 2**31
 # The stream contract's bound on one activity: a file with more fixes is refused early,
 # so a parser's memory stays bounded (24 bytes a fix) whatever the file holds.
-MAX_TRACK_FIXES = 200_000
+MAX_TRACK_FIXES = MAX_FIXES_PER_ACTIVITY
 MAX_OFFSET_S = 14 * 3600
 MAX_UNTIMED_SHARE = 0.1  # a GPX segment with more points lacking <time> is not used
 
