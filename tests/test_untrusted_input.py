@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from fitdecode.utils import compute_crc
@@ -24,6 +25,7 @@ from heatmetro.flows.kafka_input import to_raw_record
 from heatmetro.flows.sources import JsonlSource
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, line, to_jsonl
+from tests.test_kafka import broker, produce  # noqa: F401 - the mock broker fixture
 
 GPX_HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -352,3 +354,28 @@ def test_an_over_long_kafka_message_becomes_a_dead_letter_record() -> None:
     assert big.data == b"z" * 4096
     fine = to_raw_record(message(b"z" * 4096), max_bytes=4096)
     assert fine.error is None and fine.data == b"z" * 4096
+
+
+def test_an_over_long_kafka_message_is_a_dead_letter_through_the_cli(
+    broker: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    elm = line(NORTHAMPTON_WEST, NORTHAMPTON_EAST, 50.0)
+    values = [
+        orjson.dumps(activity("k0", "a0", elm, seconds_per_point=5)),
+        orjson.dumps(_long_activity(2000)),  # ~50 KB: under the broker's 1 MB, over ours
+        orjson.dumps(activity("k1", "a1", elm, seconds_per_point=5)),
+    ]
+    produce(broker, "long", values)
+    cfg = write_config(tmp_path, max_record_bytes=4096)
+    proc = subprocess.run(
+        [*HEATMETRO, "ingest", "-c", str(cfg), f"kafka://{broker}/long"],
+        capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(tmp_path / "state/heatmetro.db") as db:
+        dead = db.execute("SELECT source, position, reason FROM dead_letters").fetchall()
+        stored = [r[0] for r in db.execute("SELECT activity_id FROM activities ORDER BY 1")]
+    want = f"record of {len(values[1]):,} bytes is longer than max_record_bytes = 4,096; not parsed"
+    assert dead == [("kafka:long:0", 1, want)]
+    assert stored == ["k0", "k1"]
