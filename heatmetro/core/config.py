@@ -24,6 +24,10 @@ ENV_OVERRIDES = {
     "HEATMETRO_OUT_DIR": "out_dir",
 }
 
+# One stream record (a JSONL line, a Kafka message) longer than this is a dead letter,
+# never read whole. 200,000 fixes (the contract's limit) take ~10 MB of JSON.
+DEFAULT_MAX_RECORD_BYTES = 64 * 2**20
+
 # Used only when neither config nor environment gives a salt; `heatmetro ingest` warns.
 DEV_SALT = "heatmetro-development-salt-change-me"
 
@@ -55,6 +59,7 @@ class Config(BaseModel):
     max_gap_fill_m: float = Field(1000.0, gt=0)
     max_fixes_per_activity: int = Field(MAX_FIXES_PER_ACTIVITY, ge=2, le=10_000_000)
     epoch_s: float = Field(2.0, gt=0)
+    max_record_bytes: int = Field(DEFAULT_MAX_RECORD_BYTES, ge=1024)
 
     @model_validator(mode="after")
     def _check_orders(self) -> Config:
