@@ -32,6 +32,7 @@ from jinja2 import Environment
 from markupsafe import Markup
 
 from heatmetro.core.errors import PublishError
+from heatmetro.core.sports import NIGHT_LAYER, SPORT_LAYER_LABELS
 from heatmetro.site_builder.templates import environment, static_files
 
 #: Heat layers in the order the layer switcher lists them, with their labels.
@@ -41,6 +42,8 @@ LAYER_LABELS: dict[str, str] = {
     "run": "Run/Walk/Hike",
     "water": "Water",
     "winter": "Winter",
+    **SPORT_LAYER_LABELS,  # per-sport layers (config ``sport_layers``), e.g. sport_trailrun
+    NIGHT_LAYER: "Night",
 }
 
 #: Colour schemes, applied in the browser as a CSS ``filter`` on the heat pane.

@@ -73,7 +73,12 @@ def run_snapshot(
     try:
         apply_pending_privacy(db, config)
         window = load_window(
-            db, month, min_athletes=config.min_athletes, max_per_athlete=config.max_per_athlete
+            db,
+            month,
+            min_athletes=config.min_athletes,
+            max_per_athlete=config.max_per_athlete,
+            sport_layers=config.sport_layers,
+            night=config.night_layer,
         )
     finally:
         db.close()
