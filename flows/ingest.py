@@ -21,8 +21,10 @@ from heatmetro.core.contract import decode, validate_event
 from heatmetro.core.errors import HeatmetroError, StreamRecordError
 from heatmetro.flows.batch import TrimJob, finish_batch, finish_one
 from heatmetro.flows.fold import AthleteFold
+from heatmetro.flows.personal import route
 from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
 from heatmetro.state.changes import DeadLetter, StoreItem
+from heatmetro.state.personal_store import PersonalChange, PersonalWriter
 from heatmetro.state.store import connect
 from heatmetro.state.writer import StoreWriter
 
@@ -104,9 +106,13 @@ class TrimStep:
             return items
         try:
             done = iter(finish_batch(jobs, self.config))
-            return [next(done) if isinstance(i, TrimJob) else i for i in items]
+            finished = [(i, next(done)) if isinstance(i, TrimJob) else (i, i) for i in items]
         except Exception:  # noqa: BLE001 - find the culprit one by one
-            return [self._one(i) if isinstance(i, TrimJob) else i for i in items]
+            finished = [(i, self._one(i)) if isinstance(i, TrimJob) else (i, i) for i in items]
+        out: list[Any] = []
+        for item, result in finished:  # public and personal store items
+            out.extend(route(item, result, self.config) if isinstance(item, TrimJob) else [item])
+        return out
 
     def _one(self, job: TrimJob) -> StoreItem:
         try:
@@ -123,15 +129,21 @@ class _StorePartition(StatelessSinkPartition[StoreItem]):
         )
         self.worker = worker
         self.progress = Progress(worker)
+        # The athletes' own maps live in a separate file (state/personal_store.py).
+        self.personal = PersonalWriter.for_config(config) if config.personal_heatmaps else None
 
     def write_batch(self, items: list[StoreItem]) -> None:
-        self.writer.write_batch(items)
-        self.progress.add(items)
+        self.writer.write_batch([i for i in items if not isinstance(i, PersonalChange)])
+        if self.personal is not None:
+            self.personal.write_batch(items)
+        self.progress.add([i for i in items if not isinstance(i, PersonalChange)])
 
     def close(self) -> None:
         self.writer.refresh()
         self.progress.done()
         self.writer.db.close()
+        if self.personal is not None:
+            self.personal.close()
 
 
 class StoreSink(DynamicSink[StoreItem]):

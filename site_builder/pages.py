@@ -299,6 +299,11 @@ def _check(meta: SiteMeta) -> None:
         raise PublishError(msg)
 
 
+def write_assets(out_root: Path, template_dir: Path | None = None) -> list[Path]:
+    """``assets/`` alone, for map pages built outside :func:`write_pages` (weekly, personal)."""
+    return _copy_assets(out_root, template_dir)
+
+
 def _copy_assets(out_root: Path, template_dir: Path | None) -> list[Path]:
     """Copy Leaflet and the site's own static files into ``out_root/assets/``."""
     written: list[Path] = []
