@@ -86,6 +86,20 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from heatmetro.site_builder.snapshot import run_snapshot
 
     config = _config(args)
+    if args.weekly:
+        from heatmetro.site_builder.snapshot import build_time
+        from heatmetro.site_builder.weekly import run_weekly
+
+        if args.month is not None:
+            msg = "--weekly and --month cannot be combined (the weekly map ends --until a day)"
+            raise HeatmetroError(msg)
+        weekly = run_weekly(config, until=args.until, when=build_time(), quiet=args.quiet)
+        if not args.quiet:
+            print(weekly.summary())
+        return 0
+    if args.until is not None:
+        msg = "--until only applies with --weekly"
+        raise HeatmetroError(msg)
     result = run_snapshot(config, month=args.month, quiet=args.quiet)
     if not args.quiet:
         print(result.summary())
@@ -247,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--month", help="YYYY-MM, last month of the 12-month window (default: last complete month)"
+    )
+    p.add_argument(
+        "--weekly",
+        action="store_true",
+        help="publish the last 7 days under out_dir/weekly/ instead (stricter threshold and zoom)",
+    )
+    p.add_argument(
+        "--until", metavar="YYYY-MM-DD", help="with --weekly: the last day (default: yesterday)"
     )
 
     p = add(

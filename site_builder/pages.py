@@ -84,6 +84,9 @@ class SiteMeta:
         basemap_url: Leaflet URL template of a basemap, or ``""`` for none.
         basemap_attribution: the basemap's required attribution (HTML allowed).
         has_metro: link to ``metro/index.html``.
+        weekly_min_athletes: distinct athletes a cell of the weekly map needs.
+        weekly_public_max_zoom: the weekly map's deepest zoom.
+        has_weekly: link to ``weekly/index.html`` (the last 7 days).
     """
 
     month: str
@@ -104,6 +107,9 @@ class SiteMeta:
     basemap_url: str
     basemap_attribution: str
     has_metro: bool
+    weekly_min_athletes: int = 5
+    weekly_public_max_zoom: int = 11
+    has_weekly: bool = False
 
 
 @dataclass(frozen=True)

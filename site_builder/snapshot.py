@@ -19,6 +19,7 @@ from heatmetro.site_builder.metro import MetroSettings, write_metro
 from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import new_build_dir, publish
 from heatmetro.site_builder.tiles import write_heat_tiles
+from heatmetro.site_builder.weekly import carry_weekly, publish_lock
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.store import connect
 from heatmetro.state.writer import apply_pending_privacy
@@ -99,6 +100,7 @@ def run_snapshot(
         metro_dir,
     )
     layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
+    has_weekly = (config.out_dir / "weekly" / "index.html").exists()
     counts = {
         "athletes": window.athletes,
         "activities": window.activities,
@@ -127,11 +129,16 @@ def run_snapshot(
             basemap_url=config.basemap_url,
             basemap_attribution=config.basemap_attribution,
             has_metro=True,
+            weekly_min_athletes=config.weekly_k,
+            weekly_public_max_zoom=config.weekly_max_zoom,
+            has_weekly=has_weekly,
         ),
         template_dir=config.template_dir,
     )
     _write_metadata(build, window, config, counts, metro_rows, when, bounds)
-    publish(build, config.out_dir)
+    with publish_lock(config.out_dir):
+        carry_weekly(config.out_dir, build)  # the weekly map stays published
+        publish(build, config.out_dir)
     return SnapshotResult(
         window.month, window.first_month, config.out_dir, window.athletes, window.activities,
         n_tiles, time.monotonic() - t0,

@@ -49,8 +49,13 @@ def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
         for v, (visibility, hide_map) in enumerate(versions):
             events.append(
                 activity(
-                    f"r{k}", who, street, start=start, sport_type=draw(st.sampled_from(SPORTS)),
-                    visibility=visibility, hide_map=hide_map,
+                    f"r{k}",
+                    who,
+                    street,
+                    start=start,
+                    sport_type=draw(st.sampled_from(SPORTS)),
+                    visibility=visibility,
+                    hide_map=hide_map,
                     updated=start + timedelta(hours=1 + v),
                 )  # fmt: skip
             )
