@@ -36,12 +36,9 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from heatmetro.flows.importers.valleybike import (  # noqa: E402
-    bundled_csvs,
-    shared_csvs,
-    valleybike_events,
-    write_jsonl,
-)
+from heatmetro.flows.importers.jsonl import write_jsonl  # noqa: E402
+from heatmetro.flows.importers.valleybike import valleybike_events  # noqa: E402
+from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs  # noqa: E402
 from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, HEX_DTYPE, OD_DTYPE, PATH_DTYPE  # noqa: E402
 from heatmetro.state.settings import AthleteSettings, Zone  # noqa: E402
 

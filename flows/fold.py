@@ -22,7 +22,7 @@ from heatmetro.core.contract import (
     epoch_ms,
 )
 from heatmetro.core.sports import layer_of, max_speed_ms
-from heatmetro.flows.batch import TrimJob, finish_one
+from heatmetro.flows.batch import TrimJob, finish_batch
 from heatmetro.flows.personal import Routed, route
 from heatmetro.state.changes import ActivityChange, ActivityDelete, SettingsChange, StoreItem
 from heatmetro.state.records import PATH_DTYPE, to_blob
@@ -47,13 +47,13 @@ class AthleteFold:
     def apply(
         self, settings: AthleteSettings | None, event: Event
     ) -> tuple[AthleteSettings, list[Routed]]:
-        """Settings after ``event`` and the store changes it makes (trimmed one by one),
+        """Settings after ``event`` and the store changes it makes (trimmed at once),
         personal-store items included (``flows/personal.py``)."""
         new, items = self.plan(settings, event)
         out: list[Routed] = []
         for i in items:
             if isinstance(i, TrimJob):
-                out.extend(route(i, finish_one(i, self.config), self.config))
+                out.extend(route(i, finish_batch([i], self.config)[0], self.config))
             else:
                 out.append(i)
         return new, out

@@ -9,8 +9,6 @@ nothing a snapshot reads depends on private activities.
 
 from __future__ import annotations
 
-import dataclasses
-
 from heatmetro.core.config import Config
 from heatmetro.flows.batch import TrimJob
 from heatmetro.state.changes import ActivityChange, StoreItem
@@ -24,10 +22,9 @@ def route(job: TrimJob, change: StoreItem, config: Config) -> list[Routed]:
     if not isinstance(change, ActivityChange):  # a dead letter: nothing to route
         return [change]
     out: list[Routed] = []
-    if job.withheld:
+    if job.withheld:  # exactly the path-less row the public store always got
         out.append(
-            dataclasses.replace(
-                change,
+            ActivityChange(
                 status=job.withheld,
                 path=b"",
                 heat=b"",
@@ -35,6 +32,7 @@ def route(job: TrimJob, change: StoreItem, config: Config) -> list[Routed]:
                 hexagons=b"",
                 od=b"",
                 fixes_kept=0,
+                **job.base,
             )  # fmt: skip
         )
     else:

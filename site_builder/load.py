@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import sqlite_utils
 
+from heatmetro.core.months import window_months
 from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat
 from heatmetro.site_builder.window import LayerHeat, WindowData, publishable_heat
 from heatmetro.state.records import (
@@ -53,13 +54,6 @@ def contributing_paths(
             offset,
             from_blob(path, PATH_DTYPE),
         )
-
-
-def window_months(month: str) -> tuple[str, str]:
-    """(first, last) month of the 12-month window ending with ``month``."""
-    year, mon = (int(x) for x in month.split("-"))
-    index = year * 12 + (mon - 1) - 11
-    return f"{index // 12:04d}-{index % 12 + 1:02d}", month
 
 
 @dataclass

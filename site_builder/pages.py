@@ -107,6 +107,7 @@ class SiteMeta:
     basemap_url: str
     basemap_attribution: str
     has_metro: bool
+    osm_attribution: str = ""  # with a street base map: "© OpenStreetMap contributors"
     weekly_min_athletes: int = 5
     weekly_public_max_zoom: int = 11
     has_weekly: bool = False

@@ -15,7 +15,7 @@ What it holds, per activity of every visibility (``everyone``, ``followers_only`
 
 Rules, like the public store: newer ``updated_ms`` wins and re-delivery changes nothing;
 a delete leaves a tombstone; a new zone or a longer hidden distance is cut from what is
-stored (the one implementation of that rule, ``enforce_settings``, runs on this file).
+stored, with the same path operations as the public store (``state/path_ops.py``).
 Opting out of aggregates removes nothing here: the personal map is the athlete's own.
 """
 
@@ -35,9 +35,10 @@ from sqlite_utils import Migrations
 from heatmetro.core.config import Config
 from heatmetro.core.errors import StoreError
 from heatmetro.state.changes import ActivityChange, ActivityDelete, SettingsChange
-from heatmetro.state.records import PATH_DTYPE, from_blob
+from heatmetro.state.path_ops import cut_path_ends, drop_zone_cells
+from heatmetro.state.records import PATH_DTYPE, from_blob, to_blob
+from heatmetro.state.settings import EffectiveZone, hide_cuts_m, zone_key
 from heatmetro.state.store import immediate
-from heatmetro.state.writer import enforce_settings
 
 PERSONAL_DB = "personal.db"
 
@@ -46,8 +47,7 @@ migrations = Migrations("heatmetro_personal")
 
 @migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
-    # Column names follow the public store's where they mean the same thing, so the
-    # "hide more" rule (writer.enforce_settings) runs on this file unchanged.
+    # Column names follow the public store's where they mean the same thing.
     db.executescript(
         """
         CREATE TABLE athletes (
@@ -76,11 +76,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             cut_end_m REAL,
             zone_key TEXT,
             max_speed_ms REAL,
-            path BLOB,
-            heat BLOB,
-            edges BLOB,
-            hexagons BLOB,
-            od BLOB
+            path BLOB
         );
         CREATE INDEX activities_by_athlete_date ON activities (athlete_id, local_date);
         """
@@ -127,7 +123,6 @@ _UPSERT = (
     f"INSERT INTO activities ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))}) "
     "ON CONFLICT(activity_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _COLS[1:])
-    + ", heat = NULL, edges = NULL, hexagons = NULL, od = NULL"
     + " WHERE excluded.updated_ms > activities.updated_ms"
 )
 
@@ -167,14 +162,58 @@ class PersonalWriter:
                         (item.athlete_id, item.updated_ms, item.hide_start_end_m,
                          orjson.dumps(item.zones).decode()),
                     )  # fmt: skip
-                    enforce_settings(
-                        self.db, item.athlete_id, salt=cfg.salt, hide_jitter_m=cfg.hide_jitter_m,
-                        heat_res=cfg.heat_resolution, metro_res=cfg.metro_resolution,
-                        od_res=cfg.od_resolution,
-                    )  # fmt: skip
+                    hide_more(self.db, item.athlete_id, cfg)
 
     def close(self) -> None:
         self.db.close()
+
+
+def hide_more(db: sqlite_utils.Database, athlete_id: str, config: Config) -> int:
+    """Cut the athlete's stored zones and hidden distance from stored paths they do not
+    yet cover (rule 5: hiding more applies backwards). Returns the activities changed.
+
+    Mirrors the public store's ``writer.enforce_settings`` minus the opt-out purge.
+    """
+    row = db.execute(
+        "SELECT hide_start_end_m, zones FROM athletes WHERE athlete_id = ?", (athlete_id,)
+    ).fetchone()
+    if row is None:
+        return 0
+    hide_m, zones_json = row
+    zones = tuple(EffectiveZone(*z) for z in orjson.loads(zones_json))
+    rows = db.execute(
+        "SELECT activity_id, hide_override_m, cut_start_m, cut_end_m, zone_key, path "
+        "FROM activities WHERE athlete_id = ? AND status = 'active' ORDER BY activity_id",
+        (athlete_id,),
+    ).fetchall()
+    changed = 0
+    for aid, override, cut_s, cut_e, key_json, blob in rows:
+        have = {tuple(z) for z in orjson.loads(key_json)}
+        new_zones = tuple(z for z in zones if _zkey(z) not in have)
+        target_s, target_e = cut_s, cut_e
+        if override is None:
+            target_s, target_e = hide_cuts_m(
+                hide_m, activity_id=aid, salt=config.salt, jitter_m=config.hide_jitter_m
+            )
+        extra_s, extra_e = max(0.0, target_s - cut_s), max(0.0, target_e - cut_e)
+        if not new_zones and extra_s < 0.01 and extra_e < 0.01:
+            continue
+        path = cut_path_ends(from_blob(blob, PATH_DTYPE), extra_s, extra_e)
+        path = drop_zone_cells(path, config.heat_resolution, new_zones)
+        key = sorted(have | {_zkey(z) for z in new_zones})
+        db.execute(
+            "UPDATE activities SET path = ?, cut_start_m = ?, cut_end_m = ?, zone_key = ?, "
+            "status = ? WHERE activity_id = ?",
+            (to_blob(path), max(cut_s, target_s), max(cut_e, target_e),
+             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty",
+             aid),
+        )  # fmt: skip
+        changed += 1
+    return changed
+
+
+def _zkey(z: EffectiveZone) -> tuple[float, ...]:
+    return tuple(zone_key((z,))[0])  # what ingest recorded in the row's zone_key
 
 
 def _row(c: PersonalChange) -> tuple[object, ...]:

@@ -37,6 +37,7 @@ from tests.streams import (
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 ELM_MID = ((NORTHAMPTON_WEST[0] + NORTHAMPTON_EAST[0]) / 2, -72.6350)
+ELM_SIDE = (ELM_MID[0], -72.6390)  # 330 m west of the middle, outside p2's later zone
 # A public street in Amherst, ~9 km away: the public site is not empty.
 AMHERST_WEST, AMHERST_EAST = (42.3732, -72.5300), (42.3732, -72.5100)
 AMHERST_MID = (42.3732, -72.5200)
@@ -60,6 +61,12 @@ def events() -> list[dict]:
         deleted("p0-south", "p0", updated=datetime(2021, 6, 20, tzinfo=UTC)),
         # p1 opts out of aggregates afterwards: their own map keeps everything.
         athlete("p1", updated=datetime(2021, 6, 25, tzinfo=UTC), aggregate_opt_out=True),
+        # p2 adds a privacy zone on Elm Street afterwards: hiding more applies backwards.
+        athlete(
+            "p2",
+            updated=datetime(2021, 6, 26, tzinfo=UTC),
+            privacy_zones=[{"lat": ELM_MID[0], "lng": ELM_MID[1], "radius_m": 150}],
+        ),
     ]
     return evs
 
@@ -97,15 +104,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (project / "events.jsonl").write_bytes(to_jsonl(events()))
 
     def run(*args: str) -> None:
-        subprocess.run(
-            [*HEATMETRO, *args], check=True, capture_output=True, env=cli_env(), cwd=REPO,
+        proc = subprocess.run(
+            [*HEATMETRO, *args], capture_output=True, text=True, env=cli_env(), cwd=REPO,
             timeout=300,
         )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
 
     run("ingest", "-c", config, str(project / "events.jsonl"))
     run("snapshot", "-c", config, "--month", "2021-06")
     for who in ("p0", "p1", "p2"):
-        run("personal", "-c", config, "--athlete", who, "--out", str(project / f"me-{who}"))
+        run("personal", "-c", config, "--athlete", who, "--out", str(project / f"me-{who}"),
+            "--show-zones")  # fmt: skip
     return project
 
 
@@ -146,8 +155,11 @@ def test_each_private_rider_sees_the_street_on_their_own_map(built: Path, who: s
     zooms = {int(p.name) for p in (me / "tiles" / "all").iterdir()}
     assert zooms == set(ZOOMS), f"personal tiles should go up to max_zoom: {zooms}"
     for z in ZOOMS:
-        assert tile_alpha(me / "tiles", "all", z, *ELM_MID) > 0, f"{who}: Elm St missing at z{z}"
-        assert tile_alpha(me / "tiles", "ride", z, *ELM_MID) > 0
+        assert tile_alpha(me / "tiles", "all", z, *ELM_SIDE) > 0, f"{who}: Elm St missing at z{z}"
+        assert tile_alpha(me / "tiles", "ride", z, *ELM_SIDE) > 0
+        if z >= 13:  # p2's zone was cut from the stored path; the others' is whole
+            mid = tile_alpha(me / "tiles", "all", z, *ELM_MID)
+            assert (mid == 0) is (who == "p2"), f"{who}: Elm St middle at z{z} = {mid}"
         # Nothing of anyone else's: only p0 rode in Amherst.
         mine = tile_alpha(me / "tiles", "all", z, *AMHERST_MID)
         assert (mine > 0) is (who == "p0"), f"{who}: Amherst at z{z} = {mine}"
@@ -155,6 +167,8 @@ def test_each_private_rider_sees_the_street_on_their_own_map(built: Path, who: s
         assert tile_alpha(me / "tiles", "all", z, *SOUTH_MID) == 0
     page = (me / "index.html").read_text()
     assert "noindex" in page and "Personal Heatmap" in page
+    # --show-zones draws the athlete's own zones (only p2 has one).
+    assert ("L.circle(" in page) is (who == "p2")
     assert "http://" not in page and "https://" not in page  # self-contained
 
 
@@ -162,7 +176,7 @@ def test_filters_and_zones(built: Path, run_cli: Run) -> None:
     config = built / "config.toml"
     out = built / "p0-public-only"
     run_cli("personal", "-c", config, "--athlete", "p0", "--out", out, "--visibility", "everyone")
-    assert tile_alpha(out / "tiles", "all", 12, *ELM_MID) == 0
+    assert tile_alpha(out / "tiles", "all", 12, *ELM_SIDE) == 0
     assert tile_alpha(out / "tiles", "all", 12, *AMHERST_MID) > 0
     # p1's only ride is a commute; dates and sports filter too.
     for args in (["--no-commutes"], ["--from", "2021-06-16"], ["--sport", "Run"]):
@@ -172,7 +186,7 @@ def test_filters_and_zones(built: Path, run_cli: Run) -> None:
     out = built / "p1-range"
     run_cli("personal", "-c", config, "--athlete", "p1", "--out", out, "--from", "2021-06-15",
             "--to", "2021-06-15", "--layer", "ride")  # fmt: skip
-    assert tile_alpha(out / "tiles", "all", 12, *ELM_MID) > 0
+    assert tile_alpha(out / "tiles", "all", 12, *ELM_SIDE) > 0
 
 
 def test_cli_mistakes_are_one_line(built: Path, run_cli: Run) -> None:
