@@ -21,6 +21,7 @@ Opting out of aggregates removes nothing here: the personal map is the athlete's
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -107,7 +108,11 @@ def connect_personal(path: Path, *, create: bool = True) -> sqlite_utils.Databas
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA busy_timeout=120000")
     try:
-        migrations.apply(db)
+        # Worker processes open the file at once; schema changes are not queued by the
+        # busy timeout, so the first one migrates while the others wait on a lock file.
+        with path.with_name(f"{path.name}.migrate.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            migrations.apply(db)
     except sqlite3.DatabaseError as exc:
         msg = f"personal store {path} cannot be opened: {exc}"
         raise StoreError(msg) from None
