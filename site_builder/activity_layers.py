@@ -102,10 +102,11 @@ def layer_heat(
 
 
 def _distinct(aid: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (activity, cell) pairs, sorted."""
+    """Distinct (activity, cell) pairs, sorted (lexsort: far faster than a structured unique)."""
     if len(aid) == 0:
         return aid, cells
-    keys = np.zeros(len(aid), dtype=[("a", "<i8"), ("c", "<u8")])
-    keys["a"], keys["c"] = aid, cells
-    uniq = np.unique(keys)
-    return uniq["a"], uniq["c"]
+    order = np.lexsort((cells, aid))
+    a, c = aid[order], cells[order]
+    first = np.ones(len(a), dtype=bool)
+    first[1:] = (a[1:] != a[:-1]) | (c[1:] != c[:-1])
+    return a[first], c[first]

@@ -66,13 +66,23 @@ def night_rows(cells: np.ndarray, t_utc: np.ndarray, utc_offset_s: np.ndarray) -
     offset = np.asarray(utc_offset_s, dtype=np.int64)
     day = np.floor_divide(np.floor(t_utc).astype(np.int64) + offset, _DAY_S)
     parent = cells_to_parent(np.asarray(cells, dtype=np.uint64), SUN_CELL_RES)
-    keys = np.zeros(n, dtype=[("c", "<u8"), ("d", "<i8"), ("o", "<i8")])
-    keys["c"], keys["d"], keys["o"] = parent, day, offset
-    uniq, inv = np.unique(keys, return_inverse=True)
+    # Group rows by (cell, day, offset) with a lexsort (a structured np.unique is ~10x slower).
+    order = np.lexsort((offset, day, parent))
+    p, d, o = parent[order], day[order], offset[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = (p[1:] != p[:-1]) | (d[1:] != d[:-1]) | (o[1:] != o[:-1])
+    group = np.empty(n, dtype=np.int64)
+    group[order] = np.cumsum(first) - 1
     times = np.array(
-        [sun_times(int(c), int(d), int(o)) for c, d, o in uniq.tolist()], dtype=np.float64
+        [
+            sun_times(c, dd, oo)
+            for c, dd, oo in zip(
+                p[first].tolist(), d[first].tolist(), o[first].tolist(), strict=True
+            )
+        ],
+        dtype=np.float64,
     ).reshape(-1, 2)
-    rise, fall = times[inv.reshape(-1), 0], times[inv.reshape(-1), 1]
+    rise, fall = times[group, 0], times[group, 1]
     return (t_utc < rise) | (t_utc >= fall)
 
 
