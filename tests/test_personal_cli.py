@@ -204,3 +204,35 @@ def test_cli_mistakes_are_one_line(built: Path, run_cli: Run) -> None:
     (other / "thesis.txt").write_text("precious")
     bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", other, check=False)
     assert bad.returncode == 1 and (other / "thesis.txt").read_text() == "precious"
+
+
+def test_personal_site_is_reproducible(built: Path, run_cli: Run) -> None:
+    from tests.conftest import cli_env
+
+    env = cli_env(SOURCE_DATE_EPOCH="1700000000")
+    trees = []
+    for name in ("again-1", "again-2"):
+        out = built / name
+        run_cli("personal", "-c", built / "config.toml", "--athlete", "p0", "--out", out, env=env)
+        trees.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+    assert trees[0] == trees[1] and len(trees[0]) > 5
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
+def test_personal_site_in_chromium_shows_the_street_and_the_zone(built: Path) -> None:
+    from tests.browser import open_site
+
+    with open_site(built / "me-p2") as site:
+        site.wait_for_map()
+        site.wait_for_tiles()
+        shot = site.screenshot(built / "me-p2.png", hide_controls=True)
+        elm = site.region_of((ELM_MID[0] - 0.002, -72.6450, ELM_MID[0] + 0.002, -72.6250))
+        zones = site.page.locator("path.hm-zone").count()
+        assert site.page_errors == [] and site.blocked == [] and site.failed == []
+        assert site.tiles and {status for _, status in site.tiles} == {200}
+        left, top, right, bottom = elm
+        # One rider: every cell is at the top of the ramp (near white) on the dark ground.
+        lit = shot[max(top, 0) : bottom, max(left, 0) : right, 0] > 150
+        assert lit.sum() > 100, "Elm Street not drawn on p2's own map"
+        assert zones == 1, "--show-zones should draw p2's zone"
