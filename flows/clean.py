@@ -98,7 +98,8 @@ def clean_batch(
     inner = ract[pa] == ract[nx]  # consecutive kept runs of one activity
     e, s = rend[pa[inner]], rstart[nx[inner]]
     gap = haversine_m(la[e], ln[e], la[s], ln[s])
-    reachable = (gap - GPS_NOISE_M) <= vmax[a[s]] * np.maximum(tt[s] - tt[e], 1.0)
+    # Two fixes' noise of slack: one noisy step between two good runs is no vehicle.
+    reachable = (gap - WINDOW_NOISE_M) <= vmax[a[s]] * np.maximum(tt[s] - tt[e], 1.0)
     # Why each dropped fix went: what lies between two kept runs is a spike if the
     # second is reachable from the first, else a vehicle; the rest are bad ends, or a
     # vehicle when no run of the activity was long enough.
