@@ -81,11 +81,12 @@ class FoldStep:
 
     def __init__(self, config: Config) -> None:
         self.fold = AthleteFold(config)
+        self.max_fixes = config.max_fixes_per_activity
 
     def __call__(self, state: Any, item: Any) -> tuple[Any, list[Any]]:  # item: Decoded
         rec = item.rec
         try:
-            event = validate_event(item.obj, rec.data)
+            event = validate_event(item.obj, rec.data, max_fixes=self.max_fixes)
         except StreamRecordError as exc:
             return state, [_dead(rec, str(exc))]
         try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from heatmetro.core.contract import MAX_FIXES_PER_ACTIVITY
 from heatmetro.core.errors import ConfigError
 
 ENV_OVERRIDES = {
@@ -52,6 +53,7 @@ class Config(BaseModel):
     metro_resolution: int = Field(10, ge=5, le=12)
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
+    max_fixes_per_activity: int = Field(MAX_FIXES_PER_ACTIVITY, ge=2, le=10_000_000)
     epoch_s: float = Field(2.0, gt=0)
 
     @model_validator(mode="after")
