@@ -49,7 +49,16 @@ def ingest(folder: Path, events: Path, base_map: str | None) -> tuple[float, int
     """Seconds and peak RSS (KiB) of one ``heatmetro ingest``."""
     extra = {"base_map": base_map} if base_map else {}
     write_config(folder, **extra)
-    cmd = ["/usr/bin/time", "-f", "%M", *HEATMETRO, "ingest", "-c", str(folder / "config.toml"), str(events)]
+    cmd = [
+        "/usr/bin/time",
+        "-f",
+        "%M",
+        *HEATMETRO,
+        "ingest",
+        "-c",
+        str(folder / "config.toml"),
+        str(events),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=REPO, check=True)
     seconds = time.perf_counter() - t0
