@@ -25,6 +25,7 @@ from heatmetro.core.config import Config
 from heatmetro.core.geo import step_lengths_m
 from heatmetro.flows.clean import FAULTS, clean_batch
 from heatmetro.flows.grid_fill import insert_grid_paths
+from heatmetro.flows.map_match import match_streets
 from heatmetro.state.aggregates import StoredActivity, batch_records
 from heatmetro.state.changes import ActivityChange
 from heatmetro.state.path_ops import drop_zone_cells
@@ -46,6 +47,11 @@ class TrimJob:
     zones: tuple[EffectiveZone, ...]
     source: str
     position: int
+    # For the personal store (flows/personal.py): the activity's visibility and hide_map,
+    # and the public store's status when it does not contribute ("hidden", "opted_out").
+    visibility: str = "everyone"
+    hide_map: bool = False
+    withheld: str = ""
 
     @property
     def max_speed(self) -> float:
@@ -77,6 +83,7 @@ def _change(
     records: tuple[np.ndarray, ...],
     kept: int,
     faults: np.ndarray,
+    streets: bytes = b"",
 ) -> ActivityChange:
     heat, edges, hexes, od = records
     return ActivityChange(
@@ -87,6 +94,7 @@ def _change(
         hexagons=to_blob(hexes),
         od=to_blob(od),
         fixes_kept=kept,
+        streets=streets,
         **job.base,
         **dict(zip(FAULTS, faults.tolist(), strict=True)),
     )
@@ -116,7 +124,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     # Hidden start/end: along-track distance from each activity's first fix.
     along = _per_activity_cumsum(np.append(step, 0.0), bounds)
     last = np.maximum(bounds[1:] - 1, 0)
-    total = along[last]
+    total = along[last] if len(along) else np.zeros(k)  # cleaning may leave no fix at all
     cut_s = np.array([j.base["cut_start_m"] for j in jobs])
     cut_e = np.array([j.base["cut_end_m"] for j in jobs])
     keep = (along >= cut_s[aid]) & (along <= total[aid] - cut_e[aid])
@@ -191,8 +199,14 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
         metro_res=config.metro_resolution,
         od_res=config.od_resolution,
     )
+    # With a base map: the same trimmed points matched to the streets, per activity.
+    ends = zip(kbounds[:-1].tolist(), kbounds[1:].tolist(), strict=True)
+    streets = [
+        match_streets(config, j.base["layer"], lat[a:b], lng[a:b], t[a:b], seg[a:b], j.zones)
+        for j, (a, b) in zip(jobs, ends, strict=True)
+    ]
     return [
-        _change(j, p, r, int(fixes_kept[i]), cleaned.faults[i])
+        _change(j, p, r, int(fixes_kept[i]), cleaned.faults[i], streets[i])
         for i, (j, p, r) in enumerate(zip(jobs, paths, records, strict=True))
     ]
 

@@ -1,6 +1,6 @@
 """GPS clean-up of many activities at once: which fixes are usable, where tracks split.
 
-Phone GPS mixes honest movement with faults. Each fault becomes (README, "GPS faults"):
+Phone GPS mixes honest movement with faults. Each fault becomes (README, "Messy GPS"):
 
 * repeated positions: dropped (not a fault, a still receiver);
 * a *spike* (a few fixes far off, then back on the track): those fixes are dropped and
@@ -20,9 +20,10 @@ or activities, no recursion; sorting is the costliest step, so O(n log n)):
    activity into *runs*: chains where each fix is reachable from the one before.
 2. A run lasting less than ``MIN_RUN_S`` is dropped (unless it is the activity's only
    run): spikes, cold starts and each fix of a fast vehicle are such runs. Two kept runs
-   are joined if the second is reachable from the first (the dropped fixes between were
-   a spike); if not, the track splits there (a vehicle). Dropped runs before the first
-   or after the last kept run are bad ends.
+   are joined if the second is reachable from the first, with two fixes' noise of slack
+   (the dropped fixes between were a spike; a lone noisy step splits nothing); if not,
+   the track splits there (a vehicle). Dropped runs before the first or after the last
+   kept run are bad ends.
 3. A vehicle slow enough to pass step 1 between frequent fixes (the slack is generous
    at 1 Hz) is caught over time: a fix whose +-``WINDOW_S / 2`` neighbourhood in its
    piece moves faster than the sport allows is dropped, splitting the track there.
@@ -45,6 +46,7 @@ WINDOW_S = 30.0  # the span over which sustained speed is judged
 PAUSE_SPLIT_S = 300.0  # a pause (or clock jump) longer than this splits the track
 _KEY_MS = 1 << 40  # times within a piece, in ms, stay below this (35 years)
 
+_SPIKE, _BAD_END, _VEHICLE = 1, 2, 3  # why a fix was dropped
 FAULTS = ("spike_fixes", "bad_end_fixes", "vehicle_fixes", "vehicle_stretches", "pause_splits")
 
 
@@ -91,60 +93,55 @@ def clean_batch(
     # 2. Short runs dropped; kept runs joined or split.
     runs_of = np.bincount(ract, minlength=k)
     long = (tt[rend] - tt[rstart] >= MIN_RUN_S) | (runs_of[ract] == 1)
-    kept_runs = np.bincount(ract, weights=long, minlength=k).astype(np.int64)
-    # Activities with no run long enough: the whole activity moved too fast (a vehicle).
-    none = (kept_runs == 0) & (runs_of > 0)
-    faults[:, 2] += np.where(none, np.bincount(a, minlength=k), 0)
-    faults[:, 3] += none
+    keep1 = np.repeat(long, rfixes)
     lr = np.flatnonzero(long)
     pa, nx = lr[:-1], lr[1:]
     inner = ract[pa] == ract[nx]  # consecutive kept runs of one activity
-    pa, nx = pa[inner], nx[inner]
-    e, s = rend[pa], rstart[nx]
+    e, s = rend[pa[inner]], rstart[nx[inner]]
     gap = haversine_m(la[e], ln[e], la[s], ln[s])
-    reachable = (gap - GPS_NOISE_M) <= vmax[a[s]] * np.maximum(tt[s] - tt[e], 1.0)
-    between = s - e - 1
-    gact = a[s]
-    faults[:, 0] += np.bincount(gact, weights=np.where(reachable, between, 0), minlength=k).astype(
-        np.int64
-    )
-    faults[:, 2] += np.bincount(gact, weights=np.where(reachable, 0, between), minlength=k).astype(
-        np.int64
-    )
-    faults[:, 3] += np.bincount(gact, weights=~reachable, minlength=k).astype(np.int64)
-    # Bad ends: dropped runs before an activity's first / after its last kept run.
-    short_fixes = np.bincount(ract, weights=np.where(long, 0, rfixes), minlength=k)
-    faults[:, 1] += np.where(none, 0, short_fixes).astype(np.int64) - np.bincount(
-        gact, weights=between, minlength=k
-    ).astype(np.int64)
-
-    keep1 = np.repeat(long, rfixes)
+    # Two fixes' noise of slack: one noisy step between two good runs is no vehicle.
+    reachable = (gap - WINDOW_NOISE_M) <= vmax[a[s]] * np.maximum(tt[s] - tt[e], 1.0)
+    # Why each dropped fix went: what lies between two kept runs is a spike if the
+    # second is reachable from the first, else a vehicle; the rest are bad ends, or a
+    # vehicle when no run of the activity was long enough.
+    why = np.where(reachable, _SPIKE, _VEHICLE)
+    marks = np.bincount(e + 1, why, minlength=m + 1) - np.bincount(s, why, minlength=m + 1)
+    code = np.cumsum(marks[:m]).astype(np.int64)  # ranges between kept runs never overlap
+    any_kept = np.bincount(ract, weights=long, minlength=k) > 0
+    code[~keep1 & (code == 0)] = np.where(any_kept[a], _BAD_END, _VEHICLE)[~keep1 & (code == 0)]
     split1 = np.zeros(m, dtype=bool)
     split1[s[~reachable]] = True
+    jumps = s[~reachable & (s == e + 1)]  # two kept runs, nothing between, unreachable
+
     k1 = np.flatnonzero(keep1)
     tt1, a1, split1 = tt[k1], a[k1], split1[k1]
     piece_first = np.ones(len(k1), dtype=bool)
     act_change = a1[1:] != a1[:-1]
     pause = ~act_change & (np.diff(tt1) > PAUSE_SPLIT_S)
-    faults[:, 4] += np.bincount(a1[1:], weights=pause & ~split1[1:], minlength=k).astype(np.int64)
+    faults[:, 4] = np.bincount(a1[1:], weights=pause & ~split1[1:], minlength=k)
     piece_first[1:] = act_change | pause | split1[1:]
 
     # 3. Sustained speed over a window centred on each fix, within its piece.
     v = _too_fast_over_window(la[k1], ln[k1], tt1, piece_first, vmax[a1])
-    stretch = v.copy()
-    stretch[1:] &= ~(v[:-1] & ~piece_first[1:])  # first fix of each too-fast stretch
-    faults[:, 2] += np.bincount(a1, weights=v, minlength=k).astype(np.int64)
-    faults[:, 3] += np.bincount(a1, weights=stretch, minlength=k).astype(np.int64)
+    code[k1[v]] = _VEHICLE
     after = np.zeros(len(v), dtype=bool)
     after[1:] = v[:-1]  # a kept fix right after a dropped stretch starts a new piece
     keep2 = ~v
     new_piece = (piece_first | after)[keep2]
-    # Whatever was dropped before an activity's first kept fix, it starts a piece.
     idx2 = k1[keep2]
     a2 = a1[keep2]
     new_piece[1:] |= a2[1:] != a2[:-1]
     if len(new_piece):
         new_piece[0] = True
+
+    # Counts: fixes by reason; a vehicle stretch is a run of consecutive vehicle fixes
+    # (or an unreachable jump with none between).
+    for col, c in ((0, _SPIKE), (1, _BAD_END), (2, _VEHICLE)):
+        faults[:, col] = np.bincount(a, weights=code == c, minlength=k)
+    veh = code == _VEHICLE
+    begins = veh.copy()
+    begins[1:] &= ~veh[:-1] | ~same
+    faults[:, 3] = np.bincount(a[begins], minlength=k) + np.bincount(a[jumps], minlength=k)
     return Cleaned(i0[idx2], new_piece, faults)
 
 

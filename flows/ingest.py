@@ -19,9 +19,11 @@ from heatmetro.core.contract import decode, validate_event
 from heatmetro.core.errors import HeatmetroError, StreamRecordError
 from heatmetro.flows.batch import TrimJob, finish_batch
 from heatmetro.flows.fold import AthleteFold
+from heatmetro.flows.personal import route
 from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
 from heatmetro.flows.store_sink import ShardSink, shard_key
 from heatmetro.state.changes import DeadLetter, StoreItem
+from heatmetro.state.street_network import network_for
 
 RAW_KEEP = 2000  # characters of a bad record kept in the dead-letter file
 
@@ -55,6 +57,8 @@ def decode_record(rec: RawRecord) -> Decoded | DeadLetter:
     Only this cheap step runs where the stream is read; the contract is checked by the
     athlete's worker, so ``-w N`` spreads that work too.
     """
+    if rec.error is not None:  # refused where it was read (longer than max_record_bytes)
+        return DeadLetter(rec.source, rec.position, rec.error, _raw_text(rec.data))
     try:
         return Decoded(rec, decode(rec.data))
     except StreamRecordError as exc:
@@ -74,11 +78,12 @@ class FoldStep:
 
     def __init__(self, config: Config) -> None:
         self.fold = AthleteFold(config)
+        self.max_fixes = config.max_fixes_per_activity
 
     def __call__(self, state: Any, item: Any) -> tuple[Any, list[Any]]:  # item: Decoded
         rec = item.rec
         try:
-            event = validate_event(item.obj, rec.data)
+            event = validate_event(item.obj, rec.data, max_fixes=self.max_fixes)
         except StreamRecordError as exc:
             return state, [_dead(rec, str(exc))]
         try:
@@ -100,9 +105,13 @@ class TrimStep:
             return items
         try:
             done = iter(finish_batch(jobs, self.config))
-            return [next(done) if isinstance(i, TrimJob) else i for i in items]
+            finished = [(i, next(done)) if isinstance(i, TrimJob) else (i, i) for i in items]
         except Exception:  # noqa: BLE001 - find the culprit one by one
-            return [self._one(i) if isinstance(i, TrimJob) else i for i in items]
+            finished = [(i, self._one(i)) if isinstance(i, TrimJob) else (i, i) for i in items]
+        out: list[Any] = []
+        for item, result in finished:  # public and personal store items
+            out.extend(route(item, result, self.config) if isinstance(item, TrimJob) else [item])
+        return out
 
     def _one(self, job: TrimJob) -> StoreItem:
         try:
@@ -127,6 +136,7 @@ def build_flow(
         config = load_config(os.environ.get("HEATMETRO_CONFIG"))
     if inputs is None:
         inputs = os.environ.get("HEATMETRO_INPUTS", "-").split(os.pathsep)
+    network_for(config)  # a bad base_map fails here, once; workers then load the cache
     sources = [s for s in inputs if s.startswith("kafka://")]
     files = expand_inputs([s for s in inputs if not s.startswith("kafka://")])
 
@@ -134,12 +144,21 @@ def build_flow(
     streams = []
     # Always built, even for Kafka-only runs: its partitions and recovered state must be
     # the same in every run and every cluster member.
-    source = JsonlSource(files, follow=follow, with_stdin=not stdin_elsewhere)
+    source = JsonlSource(
+        files,
+        follow=follow,
+        with_stdin=not stdin_elsewhere,
+        max_record_bytes=config.max_record_bytes,
+    )
     streams.append(op.input("read", flow, source))  # RawRecord
     for i, url in enumerate(sources):
         from heatmetro.flows.kafka_input import kafka_records
 
-        streams.append(kafka_records(flow, f"kafka_{i}", url, follow=follow))  # RawRecord
+        streams.append(
+            kafka_records(
+                flow, f"kafka_{i}", url, follow=follow, max_record_bytes=config.max_record_bytes
+            )
+        )  # RawRecord
     if not files and not sources and not allow_empty:
         msg = "no input: name JSONL files, folders, - for stdin, or kafka://host:port/topic"
         raise HeatmetroError(msg)

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from bytewax.run import (
     cli_main,  # public: bytewax.run's ``__all__`` (what ``-m bytewax.run`` calls)
 )
 
+from heatmetro.core.cluster import ClusterMember
 from heatmetro.core.config import Config
 from heatmetro.core.errors import HeatmetroError
 from heatmetro.flows.ingest import build_flow
@@ -41,30 +41,6 @@ from heatmetro.state.store import export_dead_letters
 # Recovery partitions are fixed when the folder is created; runs may use up to this
 # many workers (Bytewax can resume with any worker count).
 RECOVERY_PARTITIONS = 8
-
-
-@dataclass(frozen=True)
-class ClusterMember:
-    """``-a``/``-i``/``-w`` of ``python -m bytewax.run``: this process in a cluster."""
-
-    addresses: list[str]
-    process_id: int
-    workers_per_process: int = 1
-
-    def owns(self, part: int) -> bool:
-        """Shards and recovery partitions are dealt round-robin when first created."""
-        return part % len(self.addresses) == self.process_id
-
-
-def parse_addresses(text: str, process_id: int) -> list[str]:
-    addresses = [a.strip() for a in text.split(";") if a.strip()]
-    if not addresses or any(":" not in a for a in addresses):
-        msg = f"-a {text!r}: expected host:port addresses separated by ';'"
-        raise HeatmetroError(msg)
-    if not 0 <= process_id < len(addresses):
-        msg = f"-i {process_id}: expected 0..{len(addresses) - 1} for {len(addresses)} addresses"
-        raise HeatmetroError(msg)
-    return addresses
 
 
 def ensure_recovery(config: Config, member: ClusterMember | None = None) -> None:
@@ -146,7 +122,6 @@ def run_ingest(
     quiet: bool = False,
 ) -> int:
     """Ingest ``inputs`` into the store; returns the number of dead letters now on file."""
-    config.state_dir.mkdir(parents=True, exist_ok=True)
     owned = None if member is None else [s for s in range(config.shards) if member.owns(s)]
     store = ShardedStore.open(config.state_dir, config.shards, create=True, owned=owned)
     ensure_recovery(config, member)

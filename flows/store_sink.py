@@ -20,14 +20,17 @@ from heatmetro.core.errors import StoreError
 from heatmetro.flows.fatal import end_run_on_environment_error
 from heatmetro.flows.metrics import IngestMetrics, process_metrics
 from heatmetro.state.changes import DeadLetter, StoreItem
+from heatmetro.state.personal_store import PersonalChange, PersonalWriter
 from heatmetro.state.shards import ShardedStore, shard_name, shard_of
 from heatmetro.state.writer import StoreWriter
 
 AGGREGATE_REFRESH_S = 10.0  # rebuild touched athlete-months at most this often (and at the end)
 
 
-def routing_key(item: StoreItem) -> str:
+def routing_key(item: StoreItem | PersonalChange) -> str:
     """What places an item: its athlete, or a dead letter's source (no athlete to trust)."""
+    if isinstance(item, PersonalChange):
+        return item.activity.athlete_id
     return item.source if isinstance(item, DeadLetter) else item.athlete_id
 
 
@@ -46,8 +49,9 @@ class _ShardPartition(StatefulSinkPartition[StoreItem, None]):
             )
 
     def write_batch(self, items: list[StoreItem]) -> None:
+        public = [i for i in items if not isinstance(i, PersonalChange)]
         with self.guard():  # a full disk, a corrupt store, a missing shard: one line
-            for it in items:
+            for it in public:
                 if shard_of(routing_key(it), self.sink.config.shards) != self.shard:
                     # Bytewax indexes the *global* sorted list of listed shards: a shard
                     # missing from every process would shift the others. Never write there.
@@ -57,8 +61,9 @@ class _ShardPartition(StatefulSinkPartition[StoreItem, None]):
                     )
                     raise StoreError(msg)
             t0 = time.perf_counter()
-            self.writer.write_batch(items)
-        self.sink.observe(items, time.perf_counter() - t0, self.writer.lock_wait_s)
+            self.writer.write_batch(public)
+            self.sink.write_personal(items)
+        self.sink.observe(public, time.perf_counter() - t0, self.writer.lock_wait_s)
 
     def snapshot(self) -> None:
         return None  # every write is an idempotent upsert: replaying a batch is harmless
@@ -77,6 +82,7 @@ class ShardSink(FixedPartitionedSink[StoreItem, None]):
         self.config = config
         self.quiet = quiet
         self._progress: Progress | None = None
+        self._personal: PersonalWriter | None = None
         self._open = 0
         self._lock = threading.Lock()  # several worker threads of one process share it
 
@@ -90,12 +96,22 @@ class ShardSink(FixedPartitionedSink[StoreItem, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ShardPartition:
         with self._lock:
+            if self._progress is None and self.config.personal_heatmaps:
+                # The athletes' own maps: one separate file per state_dir, written by
+                # this process's partitions in turn (state/personal_store.py).
+                with end_run_on_environment_error():
+                    self._personal = PersonalWriter.for_config(self.config)
             if self._progress is None:
                 self._progress = Progress(quiet=self.quiet, metrics=process_metrics(
                     self.config.metrics_port
                 ))  # fmt: skip
             self._open += 1
         return _ShardPartition(self, int(for_part))
+
+    def write_personal(self, items: list[StoreItem]) -> None:
+        if self._personal is not None:
+            with self._lock:
+                self._personal.write_batch(items)
 
     def observe(self, items: list[StoreItem], batch_s: float, lock_wait_s: float) -> None:
         assert self._progress is not None
@@ -107,6 +123,8 @@ class ShardSink(FixedPartitionedSink[StoreItem, None]):
             self._open -= 1
             if self._open == 0 and self._progress is not None:
                 self._progress.done()
+                if self._personal is not None:
+                    self._personal.close()
 
 
 class Progress:

@@ -17,11 +17,14 @@ from heatmetro.core.errors import PublishError
 from heatmetro.core.months import check_month, last_complete_month
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.metro import MetroSettings, write_metro
+from heatmetro.site_builder.metro_streets import StreetWindow, load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish
 from heatmetro.site_builder.tiles import write_heat_tiles
+from heatmetro.site_builder.weekly import carry_weekly, publish_lock
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.shards import ShardedStore
+from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 from heatmetro.state.view import ReadView
 
 
@@ -65,11 +68,14 @@ def run_snapshot(
                 month,
                 min_athletes=config.min_athletes,
                 max_per_athlete=config.max_per_athlete,
+                sport_layers=config.sport_layers,
+                night=config.night_layer,
             )
+            streets = load_streets(dbs, month, config)  # None without a base map
     finally:
         for db in dbs:
             db.close()
-    n_tiles = build_site(window, config, when, quiet=quiet)
+    n_tiles = build_site(window, config, when, streets=streets, quiet=quiet)
     return SnapshotResult(
         window.month, window.first_month, config.out_dir, window.athletes, window.activities,
         n_tiles, time.monotonic() - t0,
@@ -81,6 +87,7 @@ def build_site(
     config: Config,
     when: datetime,
     *,
+    streets: StreetWindow | None = None,
     quiet: bool = False,
     owns: Callable[[int, int, int], bool] | None = None,
     pages: bool = True,
@@ -110,8 +117,10 @@ def build_site(
                 build_date=when.strftime("%Y-%m-%d"),
             ),
             metro_dir,
+            streets,
         )
         layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
+        has_weekly = (config.out_dir / "weekly" / "index.html").exists()
         counts = {
             "athletes": window.athletes,
             "activities": window.activities,
@@ -140,11 +149,17 @@ def build_site(
                 basemap_url=config.basemap_url,
                 basemap_attribution=config.basemap_attribution,
                 has_metro=True,
+                osm_attribution=OSM_ATTRIBUTION if streets is not None else "",
+                weekly_min_athletes=config.weekly_k,
+                weekly_public_max_zoom=config.weekly_max_zoom,
+                has_weekly=has_weekly,
             ),
             template_dir=config.template_dir,
         )
         _write_metadata(build, window, config, counts, metro_rows, when, bounds)
-        publish(build, config.out_dir)
+        with publish_lock(config.out_dir):
+            carry_weekly(config.out_dir, build)  # the weekly map stays published
+            publish(build, config.out_dir)
     except OSError as exc:  # a full disk mid-build: the old site keeps serving
         discard(build)
         msg = f"cannot write the site in {build.parent}: {describe_os_error(exc)}"

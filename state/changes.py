@@ -57,6 +57,7 @@ class ActivityChange:
     vehicle_fixes: int = 0
     vehicle_stretches: int = 0
     pause_splits: int = 0
+    streets: bytes = b""  # STREET_DTYPE (state.street_ops), with a base map only
 
 
 @dataclass(frozen=True, slots=True)

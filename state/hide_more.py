@@ -13,6 +13,8 @@ from heatmetro.state.aggregates import StoredActivity, activity_records
 from heatmetro.state.path_ops import cut_path_ends, drop_zone_cells
 from heatmetro.state.records import PATH_DTYPE, from_blob, to_blob
 from heatmetro.state.settings import EffectiveZone, hide_cuts_m
+from heatmetro.state.street_network import StreetNetwork
+from heatmetro.state.street_ops import recut_streets
 
 
 def enforce_settings(
@@ -24,6 +26,7 @@ def enforce_settings(
     heat_res: int,
     metro_res: int,
     od_res: int,
+    streets: StreetNetwork | None = None,
 ) -> set[tuple[str, str]]:
     """Make every stored activity of the athlete obey the stored "hide more" settings.
 
@@ -44,7 +47,7 @@ def enforce_settings(
         ).fetchall()
         db.execute(
             "UPDATE activities SET status = 'purged', path = NULL, heat = NULL, edges = NULL, "
-            "hexagons = NULL, od = NULL WHERE athlete_id = ? AND status = 'active'",
+            "hexagons = NULL, od = NULL, streets = NULL WHERE athlete_id = ? AND status = 'active'",
             (athlete_id,),
         )
         db.execute("DELETE FROM athlete_months WHERE athlete_id = ?", (athlete_id,))
@@ -53,11 +56,11 @@ def enforce_settings(
     changed: set[tuple[str, str]] = set()
     rows = db.execute(
         "SELECT activity_id, month, hide_override_m, cut_start_m, cut_end_m, zone_key, path, "
-        "start_s, utc_offset_s, commute, max_speed_ms "
+        "start_s, utc_offset_s, commute, max_speed_ms, streets "
         "FROM activities WHERE athlete_id = ? AND status = 'active'",
         (athlete_id,),
     ).fetchall()
-    for aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax in rows:
+    for aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax, st in rows:
         have = {tuple(z) for z in orjson.loads(key_json)}
         new_zones = tuple(z for z in zones if _zkey(z) not in have)
         target_s, target_e = (cut_s, cut_e)
@@ -69,6 +72,7 @@ def enforce_settings(
         if not new_zones and extra_s < 0.01 and extra_e < 0.01:
             continue
         path = from_blob(blob, PATH_DTYPE)
+        st = recut_streets(st, path, extra_s, extra_e, new_zones, streets)
         path = cut_path_ends(path, extra_s, extra_e)
         path = drop_zone_cells(path, heat_res, new_zones)
         recs = activity_records(
@@ -79,9 +83,10 @@ def enforce_settings(
         key = sorted(have | {_zkey(z) for z in new_zones})
         db.execute(
             "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, cut_start_m = ?, "
-            "cut_end_m = ?, zone_key = ?, status = ? WHERE activity_id = ?",
+            "cut_end_m = ?, zone_key = ?, status = ?, streets = ? WHERE activity_id = ?",
             (to_blob(path), *(to_blob(r) for r in recs), max(cut_s, target_s), max(cut_e, target_e),
-             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", aid),
+             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", st,
+             aid),
         )  # fmt: skip
         changed.add((athlete_id, month))
     return changed

@@ -59,6 +59,9 @@ class ShardedStore:
             StoreError: no store and not ``create``, or the store was made with another
                 number of shards than the config now says.
         """
+        if state_dir.exists() and not state_dir.is_dir():
+            msg = f"state_dir {state_dir} is a file, not a folder"
+            raise StoreError(msg)
         store = cls(state_dir, shards)
         manifest = store.dir / MANIFEST
         if manifest.exists():

@@ -124,6 +124,12 @@ GPS_FAULTS = {
 }
 
 
+@migrations()
+def m004_streets(db: sqlite_utils.Database) -> None:
+    # The activity's matched street edges (state.street_ops.STREET_DTYPE), with a base map.
+    db.execute("ALTER TABLE activities ADD COLUMN streets BLOB")
+
+
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
     """Open the store (WAL, patient with other writers) and bring its schema up to date."""
     if db_path.parent.exists() and not db_path.parent.is_dir():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from operator import itemgetter
 from typing import Any
 
 import sqlite_utils
@@ -38,6 +39,11 @@ class ReadView(AbstractContextManager["ReadView"]):
     def __exit__(self, *_: Any) -> None:
         for db in self.dbs:
             db.execute("ROLLBACK")
+
+    def merged(self, sql: str, params: Sequence[object] = ()) -> Iterator[tuple[Any, ...]]:
+        """``sql`` on every shard, rows merged on their first column (the athlete id; the
+        SQL must order by it first): an athlete's rows come from one shard, in SQL order."""
+        return heapq.merge(*(db.execute(sql, tuple(params)) for db in self.dbs), key=itemgetter(0))
 
     def window_rows(self, first: str, last: str) -> Iterator[MonthRow]:
         """Every contributing athlete-month-layer row in ``first..last``, in

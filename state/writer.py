@@ -25,12 +25,14 @@ from heatmetro.state.changes import (
 from heatmetro.state.hide_more import enforce_settings
 from heatmetro.state.rebuild import RefreshClock, rebuild_dirty
 from heatmetro.state.store import immediate
+from heatmetro.state.street_network import StreetNetwork, network_for
 
 _ACTIVITY_COLS = (
     "activity_id", "athlete_id", "updated_ms", "status", "sport_type", "layer", "commute",
     "start_s", "utc_offset_s", "month", "hide_override_m", "cut_start_m", "cut_end_m",
     "zone_key", "path", "heat", "edges", "hexagons", "od", "fixes_in", "fixes_kept", "max_speed_ms",
     "spike_fixes", "bad_end_fixes", "vehicle_fixes", "vehicle_stretches", "pause_splits",
+    "streets",
 )  # fmt: skip
 _UPSERT_ACTIVITY = (
     f"INSERT INTO activities ({', '.join(_ACTIVITY_COLS)}) "
@@ -54,6 +56,7 @@ class StoreWriter:
         salt: str,
         hide_jitter_m: float,
         refresh_every_s: float = 0.0,
+        streets: StreetNetwork | None = None,
     ) -> None:
         """``refresh_every_s`` > 0 defers rebuilding aggregates: an athlete-month touched by
         many batches is rebuilt once per interval (and by ``refresh`` at the end), not
@@ -62,6 +65,7 @@ class StoreWriter:
         self.heat_res, self.metro_res, self.od_res = heat_res, metro_res, od_res
         self.salt, self.hide_jitter_m = salt, hide_jitter_m
         self.clock = RefreshClock(refresh_every_s)
+        self.streets = streets  # the base map, to cut stored street sequences
         # Wall time of the last batch's write transaction: lock wait + work + commit
         # (what a snapshot or another writer could stretch); ingest reports it.
         self.lock_wait_s = 0.0
@@ -80,6 +84,7 @@ class StoreWriter:
             salt=config.salt,
             hide_jitter_m=config.hide_jitter_m,
             refresh_every_s=refresh_every_s,
+            streets=network_for(config),
         )
 
     def write_batch(self, items: Iterable[StoreItem]) -> None:
@@ -158,6 +163,7 @@ class StoreWriter:
             c.cut_start_m, c.cut_end_m, c.zone_key, c.path, c.heat, c.edges, c.hexagons, c.od,
             c.fixes_in, c.fixes_kept, c.max_speed_ms,
             c.spike_fixes, c.bad_end_fixes, c.vehicle_fixes, c.vehicle_stretches, c.pause_splits,
+            c.streets or None,
         )  # fmt: skip
 
     def _settings(self, s: SettingsChange) -> set[tuple[str, str]]:
@@ -178,4 +184,5 @@ class StoreWriter:
         return enforce_settings(
             self.db, s.athlete_id, salt=self.salt, hide_jitter_m=self.hide_jitter_m,
             heat_res=self.heat_res, metro_res=self.metro_res, od_res=self.od_res,
+            streets=self.streets,
         )  # fmt: skip

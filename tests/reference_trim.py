@@ -44,6 +44,9 @@ class TrimmedPoints:
     step: np.ndarray  # metres from each point to the next (meaningful within a piece)
 
 
+KEPT, SPIKE, BAD_END, VEHICLE = range(4)
+
+
 def _dist(lat: np.ndarray, lng: np.ndarray, i: int, j: int) -> float:
     return float(haversine_m(lat[i : i + 1], lng[i : i + 1], lat[j : j + 1], lng[j : j + 1])[0])
 
@@ -68,32 +71,34 @@ def clean(
         else:
             runs[-1].append(j)
     long = [len(runs) == 1 or tt[r[-1]] - tt[r[0]] >= MIN_RUN_S for r in runs]
-    if not any(long):  # all of it too fast for the sport
-        faults["vehicle_fixes"] += m
-        faults["vehicle_stretches"] += 1
-        return [], [], faults
+    code = [KEPT] * m  # why each (deduplicated) fix was dropped
     kept: list[int] = []
     split: set[int] = set()
-    dropped = 0
+    jumps = 0
+    dropped: list[int] = []
     prev: list[int] | None = None
     for run, ok in zip(runs, long, strict=True):
         if not ok:
-            dropped += len(run)
+            dropped.extend(run)
             continue
         if prev is None:
-            faults["bad_end_fixes"] += dropped
+            for j in dropped:
+                code[j] = BAD_END
         else:
             e, s = prev[-1], run[0]
-            if _dist(la, ln, e, s) - GPS_NOISE_M <= vmax * max(tt[s] - tt[e], 1.0):
-                faults["spike_fixes"] += dropped
+            if _dist(la, ln, e, s) - WINDOW_NOISE_M <= vmax * max(tt[s] - tt[e], 1.0):
+                for j in dropped:
+                    code[j] = SPIKE
             else:
-                faults["vehicle_fixes"] += dropped
-                faults["vehicle_stretches"] += 1
+                for j in dropped:
+                    code[j] = VEHICLE
                 split.add(s)
-        dropped = 0
+                jumps += not dropped
+        dropped = []
         kept.extend(run)
         prev = run
-    faults["bad_end_fixes"] += dropped
+    for j in dropped:
+        code[j] = BAD_END if kept else VEHICLE
     # Pieces: split at vehicles and at long pauses.
     pieces: list[list[int]] = []
     for j in kept:
@@ -120,14 +125,18 @@ def clean(
             span = tt[hi] - tt[lo]
             fast = span > 0 and (_dist(la, ln, lo, hi) - WINDOW_NOISE_M) > vmax * span
             if fast:
-                faults["vehicle_fixes"] += 1
-                if not was_fast:
-                    faults["vehicle_stretches"] += 1
+                code[j] = VEHICLE
             else:
                 out.append(fix[j])
-                new.append(starts_piece or was_fast or not out[:-1])
+                new.append(starts_piece or was_fast or len(out) == 1)
                 starts_piece = False
             was_fast = fast
+    faults["spike_fixes"] = code.count(SPIKE)
+    faults["bad_end_fixes"] = code.count(BAD_END)
+    faults["vehicle_fixes"] = code.count(VEHICLE)
+    faults["vehicle_stretches"] = jumps + sum(
+        1 for j in range(m) if code[j] == VEHICLE and (j == 0 or code[j - 1] != VEHICLE)
+    )
     return out, new, faults
 
 

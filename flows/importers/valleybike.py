@@ -12,9 +12,17 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from heatmetro.core.contract import (
+    ActivityDeletedEvent,
+    ActivityEvent,
+    AthleteEvent,
+    Event,
+    PrivacyZone,
+)
 from heatmetro.flows.importers.valleybike_csv import (
     ATHLETE_UPDATED_AT,
     Ride,
@@ -60,14 +68,21 @@ def athlete_event(user_id: str, rides: list[Ride]) -> dict:
     if u[2] < 0.15 and rides:
         lat, lng = _frequent_end(rides)
         zones.append({"lat": lat, "lng": lng, "radius_m": 200 + 10 * int(u[3] * 21)})
-    return {
-        "kind": "athlete",
-        "athlete_id": "vb-" + sha_hex(user_id)[:12],
-        "updated_at": ATHLETE_UPDATED_AT,
-        "aggregate_opt_out": u[0] < 0.03,
-        "hide_start_end_m": _hide_distance(u[1]),
-        "privacy_zones": zones,
-    }
+    return _json(
+        AthleteEvent,
+        kind="athlete",
+        athlete_id="vb-" + sha_hex(user_id)[:12],
+        updated_at=ATHLETE_UPDATED_AT,
+        aggregate_opt_out=u[0] < 0.03,
+        hide_start_end_m=_hide_distance(u[1]),
+        privacy_zones=[PrivacyZone(**z) for z in zones],
+    )
+
+
+def _json(model: type[Event], **fields: Any) -> dict:
+    """The event as a JSON-ready dict, validated by the contract's own model: the demo
+    stream cannot drift from the contract (an invalid field fails here, not at ingest)."""
+    return model.model_validate(fields).model_dump(mode="json", exclude_none=True)
 
 
 def _iso(moment: datetime) -> str:
@@ -82,19 +97,20 @@ def activity_event(ride: Ride) -> dict:
     """The v1 ``activity`` event for a ride, with drawn visibility/sport/hide_map."""
     u = _draws("activity", ride.route_id)
     visibility = "everyone" if u[0] < 0.85 else "followers_only" if u[0] < 0.95 else "only_me"
-    return {
-        "kind": "activity",
-        "activity_id": ride.activity_id,
-        "athlete_id": ride.athlete_id,
-        "updated_at": _iso(ride.start + timedelta(hours=1)),
-        "sport_type": "EBikeRide" if u[2] < 0.03 else "Ride",
-        "visibility": visibility,
-        "hide_map": u[1] < 0.02,
-        "commute": _is_commute(ride.local_start),
-        "start_date": _iso(ride.start),
-        "utc_offset_s": ride.utc_offset_s,
-        "streams": {"latlng": ride.latlng, "time": ride.time},
-    }
+    return _json(
+        ActivityEvent,
+        kind="activity",
+        activity_id=ride.activity_id,
+        athlete_id=ride.athlete_id,
+        updated_at=_iso(ride.start + timedelta(hours=1)),
+        sport_type="EBikeRide" if u[2] < 0.03 else "Ride",
+        visibility=visibility,
+        hide_map=u[1] < 0.02,
+        commute=_is_commute(ride.local_start),
+        start_date=_iso(ride.start),
+        utc_offset_s=ride.utc_offset_s,
+        streams={"latlng": ride.latlng, "time": ride.time},
+    )
 
 
 def _is_deleted(ride: Ride) -> bool:
@@ -103,12 +119,13 @@ def _is_deleted(ride: Ride) -> bool:
 
 def deleted_event(ride: Ride) -> dict:
     """An ``activity_deleted`` event one day after the activity was last updated."""
-    return {
-        "kind": "activity_deleted",
-        "activity_id": ride.activity_id,
-        "athlete_id": ride.athlete_id,
-        "updated_at": _iso(ride.start + timedelta(days=1, hours=1)),
-    }
+    return _json(
+        ActivityDeletedEvent,
+        kind="activity_deleted",
+        activity_id=ride.activity_id,
+        athlete_id=ride.athlete_id,
+        updated_at=_iso(ride.start + timedelta(days=1, hours=1)),
+    )
 
 
 # --------------------------------------------------------------------------- output
