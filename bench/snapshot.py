@@ -72,7 +72,7 @@ def env() -> dict[str, str]:
 def write_config(project: Path) -> Path:
     """Default zooms and thresholds: only where the store and the site go."""
     path = project / "config.toml"
-    path.write_text('state_dir = "state"\nout_dir = "site"\n')
+    path.write_text('state_dir = "state"\nout_dir = "site"\nshards = 1\n')  # one file to scale up
     return path
 
 
@@ -122,9 +122,8 @@ def scale_up(src: Path, dst: Path, factor: int) -> None:
     """``dst`` = ``src``'s project with every athlete-month row copied ``factor - 1`` times."""
     dst.mkdir()
     write_config(dst)
-    (dst / "state").mkdir()
-    shutil.copy2(src / "state" / "heatmetro.db", dst / "state" / "heatmetro.db")
-    with sqlite3.connect(dst / "state" / "heatmetro.db") as db:
+    shutil.copytree(src / "state" / "shards", dst / "state" / "shards")
+    with sqlite3.connect(dst / "state" / "shards" / "0000.db") as db:
         for k in range(1, factor):
             db.execute(
                 "INSERT INTO athlete_months SELECT athlete_id || ?, month, layer, activities, "
@@ -135,7 +134,7 @@ def scale_up(src: Path, dst: Path, factor: int) -> None:
 
 
 def timed_snapshot(label: str, project: Path, month: str) -> Run:
-    rows, athletes = window_figures(project / "state" / "heatmetro.db", month)
+    rows, athletes = window_figures(project / "state" / "shards" / "0000.db", month)
     cmd = ["/usr/bin/time", "-v", *HEATMETRO, "snapshot", "-q", "-c", str(project / "config.toml")]
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -172,7 +171,7 @@ def main() -> int:
         write_config(base)
         csvs = source_csvs(args.bundled)
         ingest(base, csvs, args.workers)
-        month = latest_month(base / "state" / "heatmetro.db")
+        month = latest_month(base / "state" / "shards" / "0000.db")
         big = root / f"x{SCALE}"
         scale_up(base, big, SCALE)
 

@@ -35,13 +35,15 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from bytewax.run import cli_main
 
 from heatmetro.core.config import Config
+from heatmetro.core.errors import PublishError
 from heatmetro.core.months import check_month, last_complete_month
+from heatmetro.core.sports import NIGHT_LAYER, sport_layer
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.snapshot import SnapshotResult, build_site, build_time
 from heatmetro.site_builder.window import LayerHeat, WindowData
 from heatmetro.state.aggregates import cells_to_parent
 from heatmetro.state.rebuild import MonthRow
-from heatmetro.state.records import group_sum
+from heatmetro.state.records import EDGE_KEY, HEX_KEY, LAYERS, OD_KEY, group_sum
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.view import ReadView
 
@@ -75,7 +77,12 @@ def local_partials(config: Config, month: str) -> tuple[WindowData, list[str]]:
         view = _RecordingView(dbs)
         with view:
             window = load_window(
-                view, month, min_athletes=1, max_per_athlete=config.max_per_athlete
+                view,
+                month,
+                min_athletes=1,
+                max_per_athlete=config.max_per_athlete,
+                sport_layers=config.sport_layers,
+                night=config.night_layer,
             )
             return window, view.athletes
     finally:
@@ -184,8 +191,15 @@ def exchange_flow(items: list[Any], sink: _Collect, processes: int, min_athletes
     return flow
 
 
-def _global_window(local: WindowData, collected: list[Any]) -> WindowData:
-    heat_parts: dict[str, list[Any]] = {layer: [] for layer in local.heat}
+def _layer_order(config: Config) -> list[str]:
+    """Layers in the order ``load_window`` makes them (the pages list them in this order):
+    the sport groups always, then the extra layers that have published cells."""
+    extra = [sport_layer(s) for s in config.sport_layers]
+    return [*LAYERS, *extra, *([NIGHT_LAYER] if config.night_layer else [])]
+
+
+def _global_window(local: WindowData, collected: list[Any], config: Config) -> WindowData:
+    heat_parts: dict[str, list[Any]] = {layer: [] for layer in _layer_order(config)}
     athletes = activities = 0
     metro = []
     for item in collected:
@@ -203,8 +217,9 @@ def _global_window(local: WindowData, collected: list[Any]) -> WindowData:
             order = np.argsort(cells, kind="stable")
             hs = np.concatenate([p[3] for p in parts])[order]
             ats = np.concatenate([p[4] for p in parts])[order]
-            heat[layer] = LayerHeat(layer, cells[order], hs, ats)
-        else:
+            if len(cells) or layer in LAYERS:
+                heat[layer] = LayerHeat(layer, cells[order], hs, ats)
+        elif layer in LAYERS:
             empty = local.heat[layer]
             heat[layer] = LayerHeat(layer, empty.cells[:0], empty.heat[:0], empty.athletes[:0])
     edges, hexes, od = _metro(local, metro)
@@ -231,15 +246,17 @@ def _metro(local: WindowData, metro: list[Any]) -> tuple[dict[str, np.ndarray], 
                 if len(arr):
                     arr["athlete"] = remap[arr["athlete"]]
                 parts.append(arr)
-            arr = np.concatenate(parts)
-            key = tuple(n for n in arr.dtype.names or () if n not in _SUMS)
-            table[layer] = group_sum(
-                arr, key, tuple(n for n in _SUMS if n in (arr.dtype.names or ()))
-            )
+            key, sums = _GROUPS[pos]
+            table[layer] = group_sum(np.concatenate(parts), ("athlete", *key), sums)
     return out
 
 
-_SUMS = ("n", "trips", "speed_sum", "speed_n")
+# As ``load_window`` merges them (edges, hexagons, OD): the same keys, the same sums.
+_GROUPS = (
+    (EDGE_KEY, ("trips", "speed_sum", "speed_n")),
+    (HEX_KEY, ("trips", "speed_sum", "speed_n")),
+    (OD_KEY, ("trips",)),
+)
 
 
 def run_distributed_snapshot(
@@ -251,6 +268,12 @@ def run_distributed_snapshot(
     quiet: bool = False,
 ) -> SnapshotResult:
     """This process's part of a cluster snapshot (every process runs the same command)."""
+    if config.base_map is not None:
+        msg = (
+            "a cluster snapshot does not publish street counts (base_map) yet: "
+            "run the snapshot on one machine with all shards, or unset base_map"
+        )
+        raise PublishError(msg)
     t0 = time.monotonic()
     when = build_time()
     month = check_month(month, what="--month") if month is not None else last_complete_month(when)
@@ -263,7 +286,7 @@ def run_distributed_snapshot(
         flow, workers_per_process=1, process_id=process_id, addresses=addresses,
         epoch_interval=timedelta(seconds=3600),
     )  # fmt: skip
-    window = _global_window(local, sink.items)
+    window = _global_window(local, sink.items, config)
     n = len(addresses)
     n_tiles = build_site(
         window, config, when, quiet=quiet, pages=process_id == 0,
