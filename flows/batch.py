@@ -22,7 +22,15 @@ import numpy as np
 
 from heatmetro.core.config import Config
 from heatmetro.core.geo import step_lengths_m
-from heatmetro.flows.track_cells import SAMPLE_EDGES, SPEED_WINDOW_S, insert_grid_paths, track_path
+from heatmetro.core.sports import is_ebike
+from heatmetro.flows.metro_path import metro_paths
+from heatmetro.flows.track_cells import (
+    SAMPLE_EDGES,
+    SPEED_WINDOW_S,
+    insert_grid_paths,
+    smoothed_speed,
+    track_path,
+)
 from heatmetro.flows.trim import GPS_NOISE_M, trim
 from heatmetro.state.aggregates import StoredActivity, activity_records, batch_records
 from heatmetro.state.changes import ActivityChange
@@ -61,21 +69,28 @@ def finish_one(job: TrimJob, config: Config) -> ActivityChange:
         max_gap_m=config.max_gap_fill_m,
     )
     path = track_path(trimmed, res=config.heat_resolution, zones=job.zones)
-    records = activity_records(
-        _stored(job, path), metro_res=config.metro_resolution, od_res=config.od_resolution
-    )
-    return _change(job, path, records, len(trimmed.lat))
+    metro = metro_paths(
+        trimmed.lat, trimmed.lng, trimmed.t, smoothed_speed(trimmed), trimmed.seg,
+        np.zeros(1, np.int64), [job.zones], res=config.metro_resolution,
+    )[0]  # fmt: skip
+    records = activity_records(_stored(job, path, metro), od_res=config.od_resolution)
+    return _change(job, path, metro, records, len(trimmed.lat))
 
 
-def _stored(job: TrimJob, path: np.ndarray) -> StoredActivity:
+def _stored(job: TrimJob, path: np.ndarray, metro: np.ndarray) -> StoredActivity:
     b = job.base
     return StoredActivity(
-        b["activity_id"], path, b["start_s"], b["utc_offset_s"], b["commute"], b["max_speed_ms"]
-    )
+        b["activity_id"], path, metro, b["start_s"], b["utc_offset_s"], b["commute"],
+        b["max_speed_ms"], ebike=is_ebike(b["sport_type"]),
+    )  # fmt: skip
 
 
 def _change(
-    job: TrimJob, path: np.ndarray, records: tuple[np.ndarray, ...], kept: int
+    job: TrimJob,
+    path: np.ndarray,
+    metro: np.ndarray,
+    records: tuple[np.ndarray, ...],
+    kept: int,
 ) -> ActivityChange:
     heat, edges, hexes, od = records
     return ActivityChange(
@@ -85,6 +100,7 @@ def _change(
         edges=to_blob(edges),
         hexagons=to_blob(hexes),
         od=to_blob(od),
+        metro_path=to_blob(metro),
         fixes_kept=kept,
         **job.base,
     )
@@ -221,13 +237,15 @@ def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
         if jobs[i].zones:  # no hexagon may overlap a zone (as track_cells.track_path)
             path = drop_zone_cells(path, config.heat_resolution, jobs[i].zones)
         paths.append(path)
+    metro = metro_paths(
+        lat, lng, t, speed, gseg, first_seg, [j.zones for j in jobs], res=config.metro_resolution
+    )
     records = batch_records(
-        [_stored(jobs[i], p) for i, p in zip(done, paths, strict=True)],
-        metro_res=config.metro_resolution,
+        [_stored(jobs[i], p, metro[i]) for i, p in zip(done, paths, strict=True)],
         od_res=config.od_resolution,
     )
     return {
-        i: _change(jobs[i], p, r, int(fixes_kept[i]))
+        i: _change(jobs[i], p, metro[i], r, int(fixes_kept[i]))
         for i, p, r in zip(done, paths, records, strict=True)
     }
 

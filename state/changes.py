@@ -50,6 +50,7 @@ class ActivityChange:
     fixes_in: int
     fixes_kept: int
     max_speed_ms: float
+    metro_path: bytes = b""  # PATH_DTYPE at the Metro resolution (crossings by hysteresis)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import orjson
 import sqlite_utils
 
 from heatmetro.core.config import Config
+from heatmetro.core.sports import is_ebike
 from heatmetro.state.aggregates import StoredActivity, activity_records, merge_records
 from heatmetro.state.changes import (
     ActivityChange,
@@ -41,6 +42,7 @@ _ACTIVITY_COLS = (
     "activity_id", "athlete_id", "updated_ms", "status", "sport_type", "layer", "commute",
     "start_s", "utc_offset_s", "month", "hide_override_m", "cut_start_m", "cut_end_m",
     "zone_key", "path", "heat", "edges", "hexagons", "od", "fixes_in", "fixes_kept", "max_speed_ms",
+    "metro_path",
 )  # fmt: skip
 _UPSERT_ACTIVITY = (
     f"INSERT INTO activities ({', '.join(_ACTIVITY_COLS)}) "
@@ -162,12 +164,12 @@ class StoreWriter:
     @staticmethod
     def _row(c: ActivityChange | ActivityDelete) -> tuple:  # type: ignore[type-arg]
         if isinstance(c, ActivityDelete):
-            return (c.activity_id, c.athlete_id, c.updated_ms, "deleted") + (None,) * 18
+            return (c.activity_id, c.athlete_id, c.updated_ms, "deleted") + (None,) * 19
         return (
             c.activity_id, c.athlete_id, c.updated_ms, c.status, c.sport_type, c.layer,
             int(c.commute), c.start_s, c.utc_offset_s, c.month, c.hide_override_m,
             c.cut_start_m, c.cut_end_m, c.zone_key, c.path, c.heat, c.edges, c.hexagons, c.od,
-            c.fixes_in, c.fixes_kept, c.max_speed_ms,
+            c.fixes_in, c.fixes_kept, c.max_speed_ms, c.metro_path,
         )  # fmt: skip
 
     def _settings(self, s: SettingsChange) -> set[tuple[str, str]]:
@@ -258,7 +260,8 @@ def enforce_settings(
         ).fetchall()
         db.execute(
             "UPDATE activities SET status = 'purged', path = NULL, heat = NULL, edges = NULL, "
-            "hexagons = NULL, od = NULL WHERE athlete_id = ? AND status = 'active'",
+            "hexagons = NULL, od = NULL, metro_path = NULL "
+            "WHERE athlete_id = ? AND status = 'active'",
             (athlete_id,),
         )
         db.execute("DELETE FROM athlete_months WHERE athlete_id = ?", (athlete_id,))
@@ -267,11 +270,13 @@ def enforce_settings(
     changed: set[tuple[str, str]] = set()
     rows = db.execute(
         "SELECT activity_id, month, hide_override_m, cut_start_m, cut_end_m, zone_key, path, "
-        "start_s, utc_offset_s, commute, max_speed_ms "
+        "start_s, utc_offset_s, commute, max_speed_ms, metro_path, sport_type "
         "FROM activities WHERE athlete_id = ? AND status = 'active'",
         (athlete_id,),
     ).fetchall()
-    for aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax in rows:
+    for row in rows:
+        aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax = row[:11]
+        metro_blob, sport = row[11:]
         have = {tuple(z) for z in orjson.loads(key_json)}
         new_zones = tuple(z for z in zones if _zkey(z) not in have)
         target_s, target_e = (cut_s, cut_e)
@@ -285,16 +290,20 @@ def enforce_settings(
         path = from_blob(blob, PATH_DTYPE)
         path = cut_path_ends(path, extra_s, extra_e)
         path = drop_zone_cells(path, heat_res, new_zones)
+        metro = from_blob(metro_blob, PATH_DTYPE)
+        metro = drop_zone_cells(cut_path_ends(metro, extra_s, extra_e), metro_res, new_zones)
         recs = activity_records(
-            StoredActivity(aid, path, start_s, off, bool(commute), vmax),
-            metro_res=metro_res,
+            StoredActivity(
+                aid, path, metro, start_s, off, bool(commute), vmax, ebike=is_ebike(sport or "")
+            ),
             od_res=od_res,
         )
         key = sorted(have | {_zkey(z) for z in new_zones})
         db.execute(
-            "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, cut_start_m = ?, "
+            "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, metro_path = ?, "
+            "cut_start_m = ?, "
             "cut_end_m = ?, zone_key = ?, status = ? WHERE activity_id = ?",
-            (to_blob(path), *(to_blob(r) for r in recs), max(cut_s, target_s), max(cut_e, target_e),
+            (to_blob(path), *(to_blob(r) for r in recs), to_blob(metro), max(cut_s, target_s), max(cut_e, target_e),
              orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", aid),
         )  # fmt: skip
         changed.add((athlete_id, month))

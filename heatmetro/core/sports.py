@@ -50,3 +50,12 @@ def layer_of(sport_type: str) -> str:
 
 def max_speed_ms(sport_type: str) -> float:
     return _MAX_SPEED_SPORT.get(sport_type, _MAX_SPEED[layer_of(sport_type)])
+
+
+# E-bikes count in the ride layer but are published apart (``ebike_ride_count``): planners
+# size lanes and parking differently for them.
+EBIKE_SPORTS = frozenset({"EBikeRide", "EMountainBikeRide"})
+
+
+def is_ebike(sport_type: str) -> bool:
+    return sport_type in EBIKE_SPORTS
