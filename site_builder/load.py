@@ -48,7 +48,7 @@ def load_window(
 ) -> WindowData:
     first, last = window_months(month)
     rows = db.execute(
-        "SELECT m.athlete_id, m.layer, m.activities, m.heat, m.edges, m.hexagons, m.od "
+        "SELECT m.athlete_id, m.month, m.layer, m.activities, m.heat, m.edges, m.hexagons, m.od "
         "FROM athlete_months m LEFT JOIN athletes a ON a.athlete_id = m.athlete_id "
         "WHERE m.month BETWEEN ? AND ? AND coalesce(a.opt_out, 0) = 0 "
         "ORDER BY m.athlete_id, m.month, m.layer",
@@ -57,15 +57,16 @@ def load_window(
     index: dict[str, int] = {}
     per_layer: dict[str, _Rows] = {layer: _Rows([], [], [], []) for layer in LAYERS}
     activities = 0
-    for athlete_id, layer, n_act, heat, edges, hexes, od in rows:
+    for athlete_id, month, layer, n_act, heat, edges, hexes, od in rows:
         i = index.setdefault(athlete_id, len(index))
         activities += n_act
         targets = [per_layer["all"]] + ([per_layer[layer]] if layer in per_layer else [])
+        when = month_index(month)
         arrays = (
             with_athlete(from_blob(heat, HEAT_DTYPE), i),
-            with_athlete(from_blob(edges, EDGE_DTYPE), i),
-            with_athlete(from_blob(hexes, HEX_DTYPE), i),
-            with_athlete(from_blob(od, OD_DTYPE), i),
+            _with_fields(with_athlete(from_blob(edges, EDGE_DTYPE), i), when, layer == "ride"),
+            _with_fields(with_athlete(from_blob(hexes, HEX_DTYPE), i), when),
+            _with_fields(with_athlete(from_blob(od, OD_DTYPE), i), when),
         )
         for t in targets:
             t.heat.append(arrays[0])
@@ -80,14 +81,24 @@ def load_window(
             return with_athlete(np.zeros(0, dtype), 0)
         return group_sum(np.concatenate(parts), ("athlete", *key), sums)
 
+    def merged_by_month(
+        parts: list[np.ndarray], dtype: np.dtype, key: tuple[str, ...], sums: tuple[str, ...]
+    ) -> np.ndarray:
+        if not parts:
+            ride = True if dtype == EDGE_DTYPE else None
+            return _with_fields(with_athlete(np.zeros(0, dtype), 0), 0, ride)
+        return group_sum(np.concatenate(parts), ("athlete", "month", *key), sums)
+
     heat_out: dict[str, LayerHeat] = {}
     edges_out, hex_out, od_out = {}, {}, {}
     for layer, r in per_layer.items():
         per_athlete = merged(r.heat, HEAT_DTYPE, ("cell",), ("n",))
         heat_out[layer] = publishable_heat(layer, per_athlete, min_athletes, max_per_athlete)
-        edges_out[layer] = merged(r.edges, EDGE_DTYPE, EDGE_KEY, ("trips", "speed_sum", "speed_n"))
-        hex_out[layer] = merged(r.hexagons, HEX_DTYPE, HEX_KEY, ("trips", "speed_sum", "speed_n"))
-        od_out[layer] = merged(r.od, OD_DTYPE, OD_KEY, ("trips",))
+        edge_key = (*EDGE_KEY, "ride")
+        sums = ("trips", "speed_sum", "speed_n")
+        edges_out[layer] = merged_by_month(r.edges, EDGE_DTYPE, edge_key, sums)
+        hex_out[layer] = merged_by_month(r.hexagons, HEX_DTYPE, HEX_KEY, sums)
+        od_out[layer] = merged_by_month(r.od, OD_DTYPE, OD_KEY, ("trips",))
     return WindowData(
         month=last,
         first_month=first,
@@ -99,6 +110,29 @@ def load_window(
         activities=activities,
         counts={f"cells_{k}": len(v.cells) for k, v in heat_out.items()},
     )
+
+
+def month_index(month: str) -> int:
+    """``YYYY-MM`` as months since year 0 (what the Metro records' ``month`` field holds)."""
+    year, mon = (int(x) for x in month.split("-"))
+    return year * 12 + mon - 1
+
+
+def _with_fields(arr: np.ndarray, month: int, ride: bool | None = None) -> np.ndarray:
+    """``arr`` with the local ``month`` of its athlete-month (and, for edges, ``ride``).
+
+    Metro publishes per month too, and splits rides from e-bike rides in every layer,
+    so both must survive the merge of athlete-months into a layer.
+    """
+    extra = [("month", "<u2")] + ([("ride", "u1")] if ride is not None else [])
+    names = arr.dtype.names or ()
+    out = np.zeros(len(arr), np.dtype([*[(n, arr.dtype[n]) for n in names], *extra]))
+    for n in names:
+        out[n] = arr[n]
+    out["month"] = month
+    if ride is not None:
+        out["ride"] = ride
+    return out
 
 
 def publishable_heat(

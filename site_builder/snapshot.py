@@ -90,6 +90,10 @@ def run_snapshot(
             first_month=window.first_month,
             version=__version__,
             build_date=when.strftime("%Y-%m-%d"),
+            epsilon=config.metro_epsilon,
+            delta=config.metro_delta,
+            salt=config.salt,
+            base_map=str(getattr(config, "base_map", None) or "") or None,
         ),
         metro_dir,
     )

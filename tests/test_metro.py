@@ -27,20 +27,30 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heatmetro.core.errors import PublishError
-from heatmetro.site_builder.metro import (
+from heatmetro.site_builder.metro import MetroSettings, write_metro
+from heatmetro.site_builder.metro_columns import (
     EDGE_COLUMNS,
     HEX_COLUMNS,
     HOURLY_COLUMNS,
     OD_COLUMNS,
-    MetroSettings,
-    write_metro,
 )
 from heatmetro.site_builder.metro_tables import Publication, bearing_deg
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.records import EDGE_DTYPE, HEX_DTYPE, OD_DTYPE, with_athlete
 
 NORTHAMPTON = (42.3251, -72.6412)  # Main Street, Northampton MA (lat, lng)
-DATA_FILES = ("edges.csv", "edges.geojson", "edges_hourly.csv", "hexagons.csv", "od.csv")
+CSV_FILES = (
+    "edges.csv",
+    "edges_hourly.csv",
+    "edges_hourly_wide.csv",
+    "edges_monthly.csv",
+    "hexagons.csv",
+    "hexagons_monthly.csv",
+    "od.csv",
+    "od_monthly.csv",
+)
+DATA_FILES = (*CSV_FILES, "edges.geojson", "metro.gpkg")
+GPKG_LAYERS = ("edges", "hexagons", "od")
 ALL_FILES = (*DATA_FILES, "README.md", "heatmetro-metro-2021-02.zip")
 COUNT_SUFFIX = "_count"
 
@@ -266,8 +276,9 @@ def test_min_athletes_minus_one_people_publish_no_row_anywhere(tmp_path: Path) -
             ods([0, 1], cell8, cell8),
         ),
     )
-    assert counts == {name: 0 for name in DATA_FILES}
-    for name in ("edges.csv", "edges_hourly.csv", "hexagons.csv", "od.csv"):
+    expected = {name: 0 for name in (*CSV_FILES, "edges.geojson")}
+    assert counts == expected | {f"metro.gpkg:{layer}": 0 for layer in GPKG_LAYERS}
+    for name in CSV_FILES:
         assert read_csv(tmp_path / name) == []
     assert json.loads((tmp_path / "edges.geojson").read_text())["features"] == []
 
@@ -302,6 +313,7 @@ def test_hexagons_and_od_counts(tmp_path: Path) -> None:
         "trip_count": "15",  # 16 -> 15
         "people_count": "10",  # 8 -> 10
         "average_speed_kmh": "14.4",  # 4 m/s
+        "average_speed_ms": "4.0",
     }
     od_row = only(read_csv(tmp_path / "od.csv"))
     assert list(od_row) == [c.name for c in OD_COLUMNS]
@@ -348,10 +360,19 @@ def test_no_athlete_index_or_identifier_column_is_published(tmp_path: Path) -> N
     for name in ALL_FILES:
         if name.endswith(".zip"):
             continue
-        text = (tmp_path / name).read_text(encoding="utf-8")
+        if name.endswith(".gpkg"):  # binary: read every feature back through GDAL
+            args = ["ogrinfo", "-ro", "-al", "-q", name]
+            text = subprocess.run(
+                args, capture_output=True, text=True, check=True, cwd=tmp_path
+            ).stdout
+            assert "OGRFeature(edges)" in text
+            for column in ("athlete", "activity"):
+                assert column not in text.lower(), name
+        else:
+            text = (tmp_path / name).read_text(encoding="utf-8")
         for athlete in athletes:
             assert str(athlete) not in text, name
-    for name in ("edges.csv", "edges_hourly.csv", "hexagons.csv", "od.csv"):
+    for name in CSV_FILES:
         header = (tmp_path / name).read_text().splitlines()[0].lower()
         assert "athlete" not in header and "activity" not in header
 

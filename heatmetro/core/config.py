@@ -52,6 +52,8 @@ class Config(BaseModel):
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
     epoch_s: float = Field(2.0, gt=0)
+    metro_epsilon: float | None = Field(None, gt=0)  # None: exact Metro counts (no DP noise)
+    metro_delta: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _check_orders(self) -> Config:
