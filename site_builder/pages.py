@@ -81,6 +81,7 @@ class SiteMeta:
         basemap_url: Leaflet URL template of a basemap, or ``""`` for none.
         basemap_attribution: the basemap's required attribution (HTML allowed).
         has_metro: link to ``metro/index.html``.
+        metro_epsilon, metro_delta: differential privacy of the Metro counts (``None``: off).
     """
 
     month: str
@@ -101,6 +102,8 @@ class SiteMeta:
     basemap_url: str
     basemap_attribution: str
     has_metro: bool
+    metro_epsilon: float | None = None
+    metro_delta: float | None = None
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,8 @@ def run_snapshot(
             basemap_url=config.basemap_url,
             basemap_attribution=config.basemap_attribution,
             has_metro=True,
+            metro_epsilon=config.metro_epsilon,
+            metro_delta=config.metro_delta,
         ),
         template_dir=config.template_dir,
     )
