@@ -110,6 +110,7 @@ def write_metro(
             msg = f"metro: settings.{name} = {value!r}: expected YYYY-MM"
             raise ConfigError(msg)
     when = file_time()
+    attribution = OSM_ATTRIBUTION if settings.base_map else None
     noise = DpNoise.create(settings.epsilon, settings.delta, settings.salt)
     pub = Publication(settings.min_athletes, settings.round_to, noise)
 
@@ -119,7 +120,9 @@ def write_metro(
     od = od_rows(window_data, pub)
     rows = {
         "edges.csv": write_csv(metro_dir / "edges.csv", cols.EDGE_COLUMNS, edges),
-        "edges.geojson": write_geojson(metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges),
+        "edges.geojson": write_geojson(
+            metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges, attribution
+        ),
         "edges_hourly.csv": write_csv(
             metro_dir / "edges_hourly.csv", cols.HOURLY_COLUMNS, hourly_rows(window_data, pub)
         ),
@@ -146,7 +149,7 @@ def write_metro(
     }
     tables = {"edges": edges, "hexagons": hexagons, "od": od}
     layers = {name: (kind, c, tables[name]) for name, (kind, c, _) in cols.GPKG_LAYERS.items()}
-    for layer, n in write_gpkg(metro_dir / "metro.gpkg", layers, when).items():
+    for layer, n in write_gpkg(metro_dir / "metro.gpkg", layers, when, attribution).items():
         rows[f"metro.gpkg:{layer}"] = n
 
     names = [c.name for c in cols.EDGE_MONTHLY_COLUMNS]
@@ -161,7 +164,7 @@ def write_metro(
         "gpkg_layers": cols.GPKG_LAYERS,
         "descriptions": cols.FILE_DESCRIPTIONS,
         "dp": noise,
-        "osm_attribution": OSM_ATTRIBUTION if settings.base_map else None,
+        "osm_attribution": attribution,
     }
     env = environment(None, html_only_escape=True)
     readme = env.get_template("metro_README.md.j2").render(context)

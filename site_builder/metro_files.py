@@ -30,10 +30,13 @@ def write_csv(path: Path, columns: Sequence[Column], rows: Rows) -> int:
     return len(rows)
 
 
-def write_geojson(path: Path, columns: Sequence[Column], rows: Rows) -> int:
+def write_geojson(
+    path: Path, columns: Sequence[Column], rows: Rows, attribution: str | None = None
+) -> int:
     """A FeatureCollection of LineStrings, one feature per text line, keys sorted.
 
-    Properties are the CSV's values (``None`` becomes ``null``).
+    Properties are the CSV's values (``None`` becomes ``null``). ``attribution`` (the
+    base map's licence notice) goes in a top-level ``attribution`` member.
     """
     names = [c.name for c in columns]
     assert rows.geometry is not None
@@ -46,7 +49,12 @@ def write_geojson(path: Path, columns: Sequence[Column], rows: Rows) -> int:
                 "type": "Feature",
             }
             f.write(("\n" if n == 0 else ",\n") + json.dumps(feature, sort_keys=True))
-        f.write('\n],"type":"FeatureCollection"}\n')
+        tail = (
+            ""
+            if attribution is None
+            else f',"attribution":{json.dumps(attribution, ensure_ascii=False)}'
+        )
+        f.write(f'\n]{tail},"type":"FeatureCollection"}}\n')
     return len(rows)
 
 

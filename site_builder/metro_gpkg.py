@@ -57,8 +57,12 @@ def write_gpkg(
     path: Path,
     layers: Mapping[str, tuple[str, Sequence[Column], Rows]],
     when: datetime,
+    attribution: str | None = None,
 ) -> dict[str, int]:
-    """Write each ``name: (geometry type, columns, rows)`` as a layer; return rows per layer."""
+    """Write each ``name: (geometry type, columns, rows)`` as a layer; return rows per layer.
+
+    ``attribution`` (the base map's licence notice) becomes each layer's description.
+    """
     path.unlink(missing_ok=True)
     stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": stamp})
@@ -80,6 +84,7 @@ def write_gpkg(
                 geometry_type=kind,
                 crs="EPSG:4326",
                 append=path.exists(),
+                layer_options={"DESCRIPTION": attribution} if attribution else None,
             )
             written[name] = len(rows)
     finally:

@@ -149,7 +149,12 @@ def window(
 
 
 def build(
-    out: Path, data: WindowData, *, min_athletes: int = 3, round_to: int = 5
+    out: Path,
+    data: WindowData,
+    *,
+    min_athletes: int = 3,
+    round_to: int = 5,
+    base_map: str | None = None,
 ) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     cfg = MetroSettings(
@@ -159,6 +164,7 @@ def build(
         first_month="2020-03",
         version="0.1.0",
         build_date="2021-03-01",
+        base_map=base_map,
     )
     return write_metro(data, cfg, out)
 
@@ -549,3 +555,25 @@ def test_published_counts_respect_threshold_and_rounding(
                 t = trips[(e, f)]
                 expected = max(floor, (2 * t + round_to) // (2 * round_to) * round_to)
                 assert int(row[f"{direction}_trip_count"]) == expected
+
+
+# --- base-map attribution --------------------------------------------------------------
+
+OSM = "© OpenStreetMap contributors"
+
+
+def test_osm_attribution_only_with_a_base_map(tmp_path: Path) -> None:
+    data = window(edges([0, 1, 2], NORTH), hexes([0, 1, 2], HOME8))
+    build(tmp_path / "plain", data)
+    build(tmp_path / "osm", data, base_map="city.osm.pbf")
+    for name in ("README.md", "index.html", "edges.geojson"):
+        assert OSM not in (tmp_path / "plain" / name).read_text(encoding="utf-8"), name
+        assert OSM in (tmp_path / "osm" / name).read_text(encoding="utf-8"), name
+    assert json.loads((tmp_path / "osm" / "edges.geojson").read_text())["attribution"] == OSM
+    if shutil.which("ogrinfo"):
+        for folder, want in (("plain", False), ("osm", True)):
+            info = subprocess.run(
+                ["ogrinfo", "-ro", "-so", "metro.gpkg", "edges"],
+                capture_output=True, text=True, check=True, cwd=tmp_path / folder,
+            ).stdout  # fmt: skip
+            assert (OSM in info) is want, info
