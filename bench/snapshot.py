@@ -35,13 +35,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from heatmetro.flows.importers.valleybike import (  # noqa: E402
-    bundled_csvs,
-    shared_csvs,
-    valleybike_events,
-    write_jsonl,
-)
-from heatmetro.site_builder.load import window_months  # noqa: E402
+from heatmetro.core.months import window_months  # noqa: E402
+from heatmetro.flows.importers.jsonl import write_jsonl  # noqa: E402
+from heatmetro.flows.importers.valleybike import valleybike_events  # noqa: E402
+from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs  # noqa: E402
 
 HEATMETRO = [sys.executable, "-m", "heatmetro.cli"]
 SCALE = 10

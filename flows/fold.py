@@ -22,7 +22,7 @@ from heatmetro.core.contract import (
     epoch_ms,
 )
 from heatmetro.core.sports import layer_of, max_speed_ms
-from heatmetro.flows.batch import TrimJob, finish_one
+from heatmetro.flows.batch import TrimJob, finish_batch
 from heatmetro.state.changes import ActivityChange, ActivityDelete, SettingsChange, StoreItem
 from heatmetro.state.records import PATH_DTYPE, to_blob
 from heatmetro.state.settings import (
@@ -46,9 +46,11 @@ class AthleteFold:
     def apply(
         self, settings: AthleteSettings | None, event: Event
     ) -> tuple[AthleteSettings, list[StoreItem]]:
-        """Settings after ``event`` and the store changes it makes (trimmed one by one)."""
+        """Settings after ``event`` and the store changes it makes (trimmed at once)."""
         new, items = self.plan(settings, event)
-        return new, [finish_one(i, self.config) if isinstance(i, TrimJob) else i for i in items]
+        return new, [
+            finish_batch([i], self.config)[0] if isinstance(i, TrimJob) else i for i in items
+        ]
 
     def plan(
         self, settings: AthleteSettings | None, event: Event, source: str = "", position: int = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -19,11 +20,13 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from heatmetro.core.config import Config, load_config
 from heatmetro.core.contract import decode, validate_event
 from heatmetro.core.errors import HeatmetroError, StreamRecordError
-from heatmetro.flows.batch import TrimJob, finish_batch, finish_one
+from heatmetro.flows.batch import TrimJob, finish_batch
+from heatmetro.flows.fatal import end_run_on_environment_error
 from heatmetro.flows.fold import AthleteFold
 from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
 from heatmetro.state.changes import DeadLetter, StoreItem
 from heatmetro.state.store import connect
+from heatmetro.state.street_network import network_for
 from heatmetro.state.writer import StoreWriter
 
 AGGREGATE_REFRESH_S = 10.0  # rebuild touched athlete-months at most this often (and at the end)
@@ -78,11 +81,12 @@ class FoldStep:
 
     def __init__(self, config: Config) -> None:
         self.fold = AthleteFold(config)
+        self.max_fixes = config.max_fixes_per_activity
 
     def __call__(self, state: Any, item: Any) -> tuple[Any, list[Any]]:  # item: Decoded
         rec = item.rec
         try:
-            event = validate_event(item.obj, rec.data)
+            event = validate_event(item.obj, rec.data, max_fixes=self.max_fixes)
         except StreamRecordError as exc:
             return state, [_dead(rec, str(exc))]
         try:
@@ -110,7 +114,7 @@ class TrimStep:
 
     def _one(self, job: TrimJob) -> StoreItem:
         try:
-            return finish_one(job, self.config)
+            return finish_batch([job], self.config)[0]
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             reason = f"activity {job.base['activity_id']}: cannot process: {exc!r}"
             return DeadLetter(job.source, job.position, reason[:500], "")
@@ -118,18 +122,22 @@ class TrimStep:
 
 class _StorePartition(StatelessSinkPartition[StoreItem]):
     def __init__(self, config: Config, worker: int) -> None:
-        self.writer = StoreWriter.for_config(
-            connect(config.db_path), config, refresh_every_s=AGGREGATE_REFRESH_S
-        )
+        self.guard = partial(end_run_on_environment_error, config.db_path)
+        with self.guard():
+            self.writer = StoreWriter.for_config(
+                connect(config.db_path), config, refresh_every_s=AGGREGATE_REFRESH_S
+            )
         self.worker = worker
         self.progress = Progress(worker)
 
     def write_batch(self, items: list[StoreItem]) -> None:
-        self.writer.write_batch(items)
+        with self.guard():  # a full disk or corrupt store: one line, not a panic
+            self.writer.write_batch(items)
         self.progress.add(items)
 
     def close(self) -> None:
-        self.writer.refresh()
+        with self.guard():
+            self.writer.refresh()
         self.progress.done()
         self.writer.db.close()
 
@@ -195,6 +203,7 @@ def build_flow(
         config = load_config(os.environ.get("HEATMETRO_CONFIG"))
     if inputs is None:
         inputs = os.environ.get("HEATMETRO_INPUTS", "-").split(os.pathsep)
+    network_for(config)  # a bad base_map fails here, once; workers then load the cache
     sources = [s for s in inputs if s.startswith("kafka://")]
     files = expand_inputs([s for s in inputs if not s.startswith("kafka://")])
 

@@ -30,7 +30,7 @@ import h3.api.basic_int as h3
 import numpy as np
 
 from heatmetro.core.geo import EARTH_RADIUS_M
-from heatmetro.flows.track_cells import insert_grid_paths
+from heatmetro.flows.grid_fill import insert_grid_paths
 from heatmetro.state.path_ops import drop_zone_cells
 from heatmetro.state.records import PATH_DTYPE
 from heatmetro.state.settings import EffectiveZone

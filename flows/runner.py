@@ -12,6 +12,7 @@ import ctypes
 import gc
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,9 +33,19 @@ RECOVERY_PARTITIONS = 8
 
 
 def ensure_recovery(config: Config) -> None:
-    if not config.recovery_dir.exists():
-        config.recovery_dir.mkdir(parents=True)
-        init_db_dir(config.recovery_dir, RECOVERY_PARTITIONS)
+    """Create the recovery partitions once, atomically.
+
+    They are made in a scratch folder and renamed into place: a run killed while creating
+    them (SIGKILL in the first second) must not leave a folder with some of the
+    partitions, which Bytewax refuses to resume from.
+    """
+    if config.recovery_dir.exists():
+        return
+    scratch = config.recovery_dir.with_name(config.recovery_dir.name + ".creating")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    init_db_dir(scratch, RECOVERY_PARTITIONS)
+    scratch.rename(config.recovery_dir)
 
 
 def run_worker(
@@ -86,7 +97,6 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 def run_ingest(config: Config, inputs: list[str], *, follow: bool = False, workers: int = 1) -> int:
     """Ingest ``inputs`` into the store; returns the number of dead letters now on file."""
-    config.state_dir.mkdir(parents=True, exist_ok=True)
     connect(config.db_path).close()  # create / migrate before the workers race for it
     ensure_recovery(config)
     if workers == 1:

@@ -22,6 +22,9 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from heatmetro.core.errors import InputError
 
 BATCH_LINES = 1024  # big enough to vectorise trimming well, small enough to stay responsive
+# ... and a batch ends after this many bytes, so long activities (up to the contract's
+# 200,000 fixes each) do not make a batch of 1,024 of them (GBs once decoded).
+BATCH_BYTES = 4 * 2**20
 FOLLOW_POLL = timedelta(milliseconds=500)
 STDIN = "-"
 
@@ -100,7 +103,10 @@ class _Reader:
 
     def read(self, n: int, *, follow: bool) -> list[RawRecord]:
         out: list[RawRecord] = []
+        size = 0
         for _ in range(n):
+            if size >= BATCH_BYTES:
+                break
             line = self.fh.readline()
             if not line:
                 break
@@ -109,6 +115,7 @@ class _Reader:
                 break
             line, self._partial = self._partial + line, b""
             self.offset += len(line)
+            size += len(line)
             self.lines += 1
             data = line.strip()
             if data:

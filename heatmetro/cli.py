@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from heatmetro import __version__
 from heatmetro.core.config import ENV_OVERRIDES, load_config
+from heatmetro.core.environment import describe_os_error, describe_store_error, user_caused
 from heatmetro.core.errors import HeatmetroError
 
 EPILOG_ENV = (
@@ -24,7 +26,9 @@ EPILOG_ENV = (
 
 
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    return load_config(args.config)
+    config = load_config(args.config)
+    args.db_path = config.db_path  # named in store errors
+    return config
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -52,6 +56,12 @@ def _fmt_status(by_status: dict[str, int]) -> str:
     return ", ".join(f"{n:,} {k}" for k, n in sorted(by_status.items())) or "none"
 
 
+def _fmt_faults(faults: dict[str, int]) -> str:
+    from heatmetro.state.store import GPS_FAULTS
+
+    return "; ".join(f"{faults[k]:,} {label}" for k, label in GPS_FAULTS.items())
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
@@ -71,6 +81,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     )
     print(f"activities       {s['activities']:,} ({_fmt_status(s['activities_by_status'])})")
     print(f"path cells       {s['path_cells']:,}")
+    print(f"GPS faults       {_fmt_faults(s['gps_faults'])}")
     print(
         f"aggregates       {s['aggregate_rows']:,} athlete-month-layer rows: {s['heat_entries']:,} cells, {s['edge_entries']:,} edge entries"
     )
@@ -135,11 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not (directory / "index.html").exists():
         msg = f"no site in {directory}: run `heatmetro snapshot` (or `make demo`) first"
         raise HeatmetroError(msg)
-    serve(
-        directory,
-        args.port,
-        ready=lambda url: print(f"serving {directory} at {url} (Ctrl-C stops)"),
-    )
+    serve(directory, args.port)  # prints "Serving DIR at URL (Ctrl-C to stop)" when ready
     return 0
 
 
@@ -248,11 +255,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except HeatmetroError as exc:
-        print(f"heatmetro {args.command}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # User mistakes and a broken environment (full disk, corrupt store, port in use)
+        # become one line; anything else is a bug and keeps its traceback.
+        cause = user_caused(exc)
+        if cause is None:
+            raise
+        print(f"heatmetro {args.command}: error: {_one_line(cause, args)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException, args: argparse.Namespace) -> str:
+    if isinstance(exc, HeatmetroError):
+        return str(exc)
+    if isinstance(exc, sqlite3.Error):
+        return describe_store_error(exc, getattr(args, "db_path", "(unknown path)"))
+    assert isinstance(exc, OSError)
+    return describe_os_error(exc)
 
 
 if __name__ == "__main__":

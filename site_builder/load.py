@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import sqlite_utils
 
+from heatmetro.core.months import month_index, window_months
 from heatmetro.site_builder.window import LayerHeat, WindowData
 from heatmetro.state.records import (
     EDGE_DTYPE,
@@ -26,13 +27,6 @@ from heatmetro.state.records import (
     group_sum,
     with_athlete,
 )
-
-
-def window_months(month: str) -> tuple[str, str]:
-    """(first, last) month of the 12-month window ending with ``month``."""
-    year, mon = (int(x) for x in month.split("-"))
-    index = year * 12 + (mon - 1) - 11
-    return f"{index // 12:04d}-{index % 12 + 1:02d}", month
 
 
 @dataclass
@@ -110,12 +104,6 @@ def load_window(
         activities=activities,
         counts={f"cells_{k}": len(v.cells) for k, v in heat_out.items()},
     )
-
-
-def month_index(month: str) -> int:
-    """``YYYY-MM`` as months since year 0 (what the Metro records' ``month`` field holds)."""
-    year, mon = (int(x) for x in month.split("-"))
-    return year * 12 + mon - 1
 
 
 def _with_fields(arr: np.ndarray, month: int, ride: bool | None = None) -> np.ndarray:

@@ -13,8 +13,6 @@ the chart in ``metro_chart``; the optional differentially-private noise in ``met
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,24 +20,28 @@ from typing import Any
 
 from markupsafe import Markup
 
-from heatmetro.core.errors import ConfigError
+from heatmetro.core.environment import source_date_epoch
+from heatmetro.core.months import check_month
 from heatmetro.site_builder import metro_columns as cols
 from heatmetro.site_builder.metro_chart import chart_svg, monthly_totals, window
 from heatmetro.site_builder.metro_dp import DpNoise
 from heatmetro.site_builder.metro_files import sha256, write_csv, write_geojson, write_zip
 from heatmetro.site_builder.metro_gpkg import write_gpkg
 from heatmetro.site_builder.metro_rows import (
+    direction_values,
     edge_rows,
     hexagon_rows,
     hourly_rows,
     hourly_wide_rows,
     od_rows,
 )
+from heatmetro.site_builder.metro_streets import FILES as STREET_FILES
+from heatmetro.site_builder.metro_streets import StreetWindow, write_streets
 from heatmetro.site_builder.metro_tables import BANDS, Publication
 from heatmetro.site_builder.templates import environment
 from heatmetro.site_builder.window import WindowData
+from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 
-OSM_ATTRIBUTION = "© OpenStreetMap contributors"
 FILE_TIME_FLOOR = datetime(1980, 1, 1, tzinfo=UTC)  # the earliest time a zip entry can hold
 
 
@@ -76,18 +78,14 @@ def file_time() -> datetime:
 
     Never the wall clock, so two builds of the same data are byte-identical.
     """
-    raw = os.environ.get("SOURCE_DATE_EPOCH")
-    if not raw:
-        return FILE_TIME_FLOOR
-    try:
-        return max(datetime.fromtimestamp(int(raw), tz=UTC), FILE_TIME_FLOOR)
-    except (ValueError, OverflowError, OSError) as err:
-        msg = f"metro: SOURCE_DATE_EPOCH = {raw!r}: not a usable Unix time"
-        raise ConfigError(msg) from err
+    return max(source_date_epoch() or FILE_TIME_FLOOR, FILE_TIME_FLOOR)
 
 
 def write_metro(
-    window_data: WindowData, settings: MetroSettings, metro_dir: Path
+    window_data: WindowData,
+    settings: MetroSettings,
+    metro_dir: Path,
+    streets: StreetWindow | None = None,
 ) -> dict[str, int]:
     """Write every Metro file into ``metro_dir`` (which exists).
 
@@ -95,6 +93,8 @@ def write_metro(
         window_data: the snapshot window, not yet thresholded.
         settings: privacy numbers, month and build identity.
         metro_dir: output folder, usually ``out/metro``.
+        streets: with a base map, the street records (``metro_streets``): adds the
+            ``streets*`` files.
 
     Returns:
         Data rows per file name (the GeoPackage as ``metro.gpkg:<layer>``).
@@ -105,12 +105,9 @@ def write_metro(
             the privacy budget is out of range.
     """
     for name in ("month", "first_month"):
-        value = getattr(settings, name)
-        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
-            msg = f"metro: settings.{name} = {value!r}: expected YYYY-MM"
-            raise ConfigError(msg)
+        check_month(getattr(settings, name), what=f"metro: settings.{name} =")
     when = file_time()
-    attribution = OSM_ATTRIBUTION if settings.base_map else None
+    attribution = OSM_ATTRIBUTION if settings.base_map or streets is not None else None
     noise = DpNoise.create(settings.epsilon, settings.delta, settings.salt)
     pub = Publication(settings.min_athletes, settings.round_to, noise)
 
@@ -147,6 +144,10 @@ def write_metro(
             od_rows(window_data, pub, monthly=True),
         ),
     }
+    descriptions = dict(cols.FILE_DESCRIPTIONS)
+    if streets is not None:  # a base map: counts per OSM street edge too
+        rows |= write_streets(streets, pub, metro_dir, cols.direction_columns, direction_values)
+        descriptions = {**STREET_FILES, **descriptions}
     tables = {"edges": edges, "hexagons": hexagons, "od": od}
     layers = {name: (kind, c, tables[name]) for name, (kind, c, _) in cols.GPKG_LAYERS.items()}
     for layer, n in write_gpkg(metro_dir / "metro.gpkg", layers, when, attribution).items():
@@ -160,9 +161,9 @@ def write_metro(
         "settings": settings,
         "floor": pub.floor,
         "bands": BANDS,
-        "tables": cols.DICTIONARY,
+        "tables": [*cols.DICTIONARY, *(streets.tables if streets is not None else [])],
         "gpkg_layers": cols.GPKG_LAYERS,
-        "descriptions": cols.FILE_DESCRIPTIONS,
+        "descriptions": descriptions,
         "dp": noise,
         "osm_attribution": attribution,
     }
@@ -171,13 +172,13 @@ def write_metro(
     (metro_dir / "README.md").write_bytes(readme.encode("utf-8"))
 
     stem = f"heatmetro-metro-{settings.month}"
-    members = [metro_dir / name for name in cols.FILE_DESCRIPTIONS]
+    members = [metro_dir / name for name in descriptions]
     write_zip(metro_dir / f"{stem}.zip", stem, members, when)
 
     downloads = [
         {
             "name": p.name,
-            "description": cols.FILE_DESCRIPTIONS.get(p.name, "All of the files above, zipped"),
+            "description": descriptions.get(p.name, "All of the files above, zipped"),
             "size": p.stat().st_size,
             "rows": rows.get(p.name),
             "sha256": sha256(p),

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from html import escape
 
-from heatmetro.site_builder.metro_rows import Rows, month_text
+from heatmetro.core.months import month_index, month_of_index
+from heatmetro.site_builder.metro_rows import Rows
 from heatmetro.state.records import LAYERS
 
 COLOURS = {
@@ -37,12 +38,7 @@ def monthly_totals(
 
 def window(first: str, last: str) -> list[str]:
     """Every month ``first..last`` as ``YYYY-MM``."""
-
-    def index(m: str) -> int:
-        year, mon = (int(x) for x in m.split("-"))
-        return year * 12 + mon - 1
-
-    return [month_text(i) for i in range(index(first), index(last) + 1)]
+    return [month_of_index(i) for i in range(month_index(first), month_index(last) + 1)]
 
 
 def chart_svg(totals: dict[str, dict[str, int]], months: list[str]) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import h3
 import numpy as np
 
+from heatmetro.core.cells import cell_centres
+from heatmetro.core.months import month_index, month_of_index
 from heatmetro.site_builder.metro_columns import HOURS
 from heatmetro.site_builder.metro_tables import (
     BANDS,
@@ -20,7 +22,6 @@ from heatmetro.site_builder.metro_tables import (
     DirectionTable,
     Publication,
     bearing_deg,
-    cell_centres,
     cell_table,
     dense_index,
     direction_table,
@@ -41,10 +42,6 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.values)
-
-
-def month_text(index: int) -> str:
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
 def _layers(by_layer: dict[str, np.ndarray]) -> list[str]:
@@ -70,7 +67,7 @@ def _edge_ids(a: np.ndarray, b: np.ndarray) -> list[str]:
 
 
 def _months(keys: dict[str, np.ndarray]) -> list[Value]:
-    return [month_text(m) for m in keys["month"].tolist()]
+    return [month_of_index(m) for m in keys["month"].tolist()]
 
 
 def _with_month(arr: np.ndarray, default: int) -> np.ndarray:
@@ -85,7 +82,7 @@ def _with_month(arr: np.ndarray, default: int) -> np.ndarray:
     return out
 
 
-def _direction_values(t: DirectionTable) -> list[list[Value]]:
+def direction_values(t: DirectionTable) -> list[list[Value]]:
     """Columns of a ``DirectionTable`` in ``direction_columns`` order."""
     cols = [_counts(t.trips[:, d]) for d in (0, 1)]
     cols += [_counts(t.people[:, d]) for d in (0, 1)]
@@ -122,7 +119,7 @@ def edge_rows(window: WindowData, pub: Publication, *, monthly: bool = False) ->
         cols: list[Sequence[Value]] = [_edge_ids(a, b), [layer] * len(t)]
         if monthly:
             cols.append(_months(t.keys))
-        cols += [*_direction_values(t), _decimals(bearing)]
+        cols += [*direction_values(t), _decimals(bearing)]
         values += zip(*cols, strict=True)
         geometry += lines
     return Rows(values, geometry)
@@ -139,7 +136,7 @@ def hourly_rows(window: WindowData, pub: Publication) -> Rows:
             [layer] * len(t),
             t.keys["hour"].tolist(),
             day,
-            *_direction_values(t),
+            *direction_values(t),
         ]
         values += zip(*cols, strict=True)
     return Rows(values)
@@ -210,5 +207,4 @@ def _hexagon(cell: int) -> Coords:
 
 
 def _default_month(window: WindowData) -> int:
-    year, mon = (int(x) for x in window.month.split("-"))
-    return year * 12 + mon - 1
+    return month_index(window.month)

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from h3.api import basic_int as h3i
 
 from heatmetro.core.errors import PublishError
 from heatmetro.site_builder.metro_dp import DpNoise
@@ -386,14 +385,6 @@ def cell_table(arr: np.ndarray, key: tuple[str, ...], pub: Publication) -> CellT
         speed_kmh=kmh[shown, 0],
         speed_ms=ms[shown, 0],
     )
-
-
-def cell_centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre ``(lat, lng)`` in degrees of each H3 cell (each distinct cell looked up once)."""
-    inverse, first = _groups(cells)
-    latlng = np.array([h3i.cell_to_latlng(c) for c in cells[first].tolist()], dtype=np.float64)
-    latlng = latlng.reshape(-1, 2)
-    return latlng[inverse, 0], latlng[inverse, 1]
 
 
 def bearing_deg(

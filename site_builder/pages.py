@@ -102,6 +102,7 @@ class SiteMeta:
     basemap_url: str
     basemap_attribution: str
     has_metro: bool
+    osm_attribution: str = ""  # with a street base map: "© OpenStreetMap contributors"
     metro_epsilon: float | None = None
     metro_delta: float | None = None
 

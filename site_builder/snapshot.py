@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -13,14 +11,18 @@ from pathlib import Path
 
 from heatmetro import __version__
 from heatmetro.core.config import Config
+from heatmetro.core.environment import describe_os_error, source_date_epoch
 from heatmetro.core.errors import PublishError
+from heatmetro.core.months import check_month, last_complete_month
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.metro import MetroSettings, write_metro
+from heatmetro.site_builder.metro_streets import load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
-from heatmetro.site_builder.publish import new_build_dir, publish
+from heatmetro.site_builder.publish import discard, new_build_dir, publish
 from heatmetro.site_builder.tiles import write_heat_tiles
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.store import connect
+from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 from heatmetro.state.writer import apply_pending_privacy
 
 
@@ -42,25 +44,12 @@ class SnapshotResult:
 
 
 def build_time() -> datetime:
-    """``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now."""
-    sde = os.environ.get("SOURCE_DATE_EPOCH")
-    if sde:
-        return datetime.fromtimestamp(int(sde), tz=UTC)
-    return datetime.now(UTC)
+    """``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now.
 
-
-def last_complete_month(now: datetime) -> str:
-    index = now.year * 12 + now.month - 1 - 1
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
-def _check_month(month: str) -> str:
-    # strptime alone accepts "2021-6" and " 2021-06"; months are compared as text in the
-    # store, so only the exact zero-padded form is a usable window end.
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month) or month < "0001-01":
-        msg = f"--month {month!r}: expected YYYY-MM, e.g. 2021-02"
-        raise PublishError(msg)
-    return month
+    Raises:
+        ConfigError: ``SOURCE_DATE_EPOCH`` is set but not a usable Unix time.
+    """
+    return source_date_epoch() or datetime.now(UTC)
 
 
 def run_snapshot(
@@ -68,71 +57,82 @@ def run_snapshot(
 ) -> SnapshotResult:
     t0 = time.monotonic()
     when = build_time()
-    month = _check_month(month) if month is not None else last_complete_month(when)
+    month = check_month(month, what="--month") if month is not None else last_complete_month(when)
     db = connect(config.db_path, create=False)
     try:
         apply_pending_privacy(db, config)
         window = load_window(
             db, month, min_athletes=config.min_athletes, max_per_athlete=config.max_per_athlete
         )
+        streets = load_streets(db, month, config)  # None without a base map
     finally:
         db.close()
     build = new_build_dir(config.out_dir, month)
-    n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet)
-    metro_dir = build / "metro"
-    metro_dir.mkdir()
-    metro_rows = write_metro(
-        window,
-        MetroSettings(
-            min_athletes=config.min_athletes,
-            round_to=config.round_to,
-            month=window.month,
-            first_month=window.first_month,
-            version=__version__,
-            build_date=when.strftime("%Y-%m-%d"),
-            epsilon=config.metro_epsilon,
-            delta=config.metro_delta,
-            salt=config.salt,
-            base_map=str(getattr(config, "base_map", None) or "") or None,
-        ),
-        metro_dir,
-    )
-    layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
-    counts = {
-        "athletes": window.athletes,
-        "activities": window.activities,
-        "cells": len(window.heat["all"].cells),
-        "tiles": n_tiles,
-        "edges": metro_rows.get("edges.csv", 0),
-    }
-    write_pages(
-        build,
-        SiteMeta(
-            month=window.month,
-            first_month=window.first_month,
-            min_athletes=config.min_athletes,
-            max_per_athlete=config.max_per_athlete,
-            round_to=config.round_to,
-            min_zoom=config.min_zoom,
-            public_max_zoom=config.public_max_zoom,
-            max_zoom=config.max_zoom,
-            hide_start_end_m=config.default_hide_start_end_m,
-            hide_jitter_m=config.hide_jitter_m,
-            bounds=bounds,
-            layers=layers,
-            counts=counts,
-            version=__version__,
-            build_date=when.strftime("%Y-%m-%d"),
-            basemap_url=config.basemap_url,
-            basemap_attribution=config.basemap_attribution,
-            has_metro=True,
-            metro_epsilon=config.metro_epsilon,
-            metro_delta=config.metro_delta,
-        ),
-        template_dir=config.template_dir,
-    )
-    _write_metadata(build, window, config, counts, metro_rows, when, bounds)
-    publish(build, config.out_dir)
+    try:
+        n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet)
+        metro_dir = build / "metro"
+        metro_dir.mkdir()
+        metro_rows = write_metro(
+            window,
+            MetroSettings(
+                min_athletes=config.min_athletes,
+                round_to=config.round_to,
+                month=window.month,
+                first_month=window.first_month,
+                version=__version__,
+                build_date=when.strftime("%Y-%m-%d"),
+                epsilon=config.metro_epsilon,
+                delta=config.metro_delta,
+                salt=config.salt,
+                base_map=str(config.base_map) if config.base_map else None,
+            ),
+            metro_dir,
+            streets,
+        )
+        layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
+        counts = {
+            "athletes": window.athletes,
+            "activities": window.activities,
+            "cells": len(window.heat["all"].cells),
+            "tiles": n_tiles,
+            "edges": metro_rows.get("edges.csv", 0),
+        }
+        write_pages(
+            build,
+            SiteMeta(
+                month=window.month,
+                first_month=window.first_month,
+                min_athletes=config.min_athletes,
+                max_per_athlete=config.max_per_athlete,
+                round_to=config.round_to,
+                min_zoom=config.min_zoom,
+                public_max_zoom=config.public_max_zoom,
+                max_zoom=config.max_zoom,
+                hide_start_end_m=config.default_hide_start_end_m,
+                hide_jitter_m=config.hide_jitter_m,
+                bounds=bounds,
+                layers=layers,
+                counts=counts,
+                version=__version__,
+                build_date=when.strftime("%Y-%m-%d"),
+                basemap_url=config.basemap_url,
+                basemap_attribution=config.basemap_attribution,
+                has_metro=True,
+                osm_attribution=OSM_ATTRIBUTION if streets is not None else "",
+                metro_epsilon=config.metro_epsilon,
+                metro_delta=config.metro_delta,
+            ),
+            template_dir=config.template_dir,
+        )
+        _write_metadata(build, window, config, counts, metro_rows, when, bounds)
+        publish(build, config.out_dir)
+    except OSError as exc:  # a full disk mid-build: the old site keeps serving
+        discard(build)
+        msg = f"cannot write the site in {build.parent}: {describe_os_error(exc)}"
+        raise PublishError(msg) from exc
+    except BaseException:  # Ctrl-C or a bug: still never a half-written site
+        discard(build)
+        raise
     return SnapshotResult(
         window.month, window.first_month, config.out_dir, window.athletes, window.activities,
         n_tiles, time.monotonic() - t0,

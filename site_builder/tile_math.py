@@ -21,11 +21,11 @@ from h3.api import basic_int as h3i
 
 TILE_SIZE = 256
 #: Web-Mercator sphere radius (EPSG:3857), metres.
-EARTH_RADIUS_M = 6378137.0
+WEB_MERCATOR_RADIUS_M = 6378137.0
 #: The latitude where Web Mercator is square: tiles stop here.
 MAX_LAT = 85.0511287798066
 #: Ground metres per pixel at the equator at zoom 0.
-EQUATOR_M_PER_PX = 2.0 * math.pi * EARTH_RADIUS_M / TILE_SIZE
+EQUATOR_M_PER_PX = 2.0 * math.pi * WEB_MERCATOR_RADIUS_M / TILE_SIZE
 #: Latitude at which the H3 resolution per zoom is chosen. Fixed (not taken from the data)
 #: so that adding activities in Norway never changes the tiles of a town in Ohio; 45 deg is
 #: where most activity is, and elsewhere within 0-60 deg hexagons are at most 2x off.

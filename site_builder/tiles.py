@@ -31,6 +31,7 @@ import numpy as np
 from h3.api import basic_int as h3i
 from PIL import Image
 
+from heatmetro.core.cells import cell_centres
 from heatmetro.site_builder.tile_math import (
     TILE_SIZE,
     cell_radius_m,
@@ -167,10 +168,10 @@ def _levels(
             )
             cur_cells, cur_heat = _sum_by_cell(parents, cur_heat)
             cur_res = res
-        latlng = np.array([h3i.cell_to_latlng(c) for c in cur_cells.tolist()], dtype=np.float64)
+        lat, lng = cell_centres(cur_cells)
         out[res] = _Level(
-            lat=latlng[:, 0],
-            lng=latlng[:, 1],
+            lat=lat,
+            lng=lng,
             radius_m=cell_radius_m(cur_cells),
             level=np.rint(255.0 * equalise(cur_heat)).astype(np.uint8),
         )

@@ -7,9 +7,9 @@ on the side of removing more.
 
 from __future__ import annotations
 
-import h3.api.basic_int as h3
 import numpy as np
 
+from heatmetro.core.cells import cell_centres
 from heatmetro.core.geo import step_lengths_m
 from heatmetro.state.settings import EffectiveZone, cells_touching_zones
 
@@ -34,13 +34,6 @@ def drop_zone_cells(path: np.ndarray, res: int, zones: tuple[EffectiveZone, ...]
     if not zones or len(path) == 0:
         return path
     return drop_rows(path, cells_touching_zones(path["cell"], res, zones))
-
-
-def cell_centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lat, lng) arrays of the centres of ``cells`` (h3 once per distinct cell)."""
-    uniq, inv = np.unique(cells, return_inverse=True)
-    ll = np.array([h3.cell_to_latlng(int(c)) for c in uniq], dtype=np.float64).reshape(-1, 2)
-    return ll[inv, 0], ll[inv, 1]
 
 
 def cut_path_ends(path: np.ndarray, start_m: float, end_m: float) -> np.ndarray:

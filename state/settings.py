@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import h3.api.basic_int as h3
 import numpy as np
 
+from heatmetro.core.cells import cell_centres
 from heatmetro.core.geo import haversine_m, offset_point, secret_uniforms
 
 
@@ -103,9 +104,8 @@ def cells_touching_zones(
     if not zones or len(cells) == 0:
         return np.zeros(len(cells), dtype=bool)
     circum = 1.5 * h3.average_hexagon_edge_length(res, "m")
-    uniq, inv = np.unique(cells, return_inverse=True)
-    centres = np.array([h3.cell_to_latlng(int(c)) for c in uniq], dtype=np.float64)
-    hit = np.zeros(len(uniq), dtype=bool)
+    lat, lng = cell_centres(cells)
+    hit = np.zeros(len(cells), dtype=bool)
     for z in zones:
-        hit |= haversine_m(centres[:, 0], centres[:, 1], z.lat, z.lng) <= z.radius_m + circum
-    return hit[inv]
+        hit |= haversine_m(lat, lng, z.lat, z.lng) <= z.radius_m + circum
+    return hit

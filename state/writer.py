@@ -37,12 +37,15 @@ from heatmetro.state.records import (
 )
 from heatmetro.state.settings import EffectiveZone, hide_cuts_m
 from heatmetro.state.store import immediate
+from heatmetro.state.street_network import StreetNetwork, network_for
+from heatmetro.state.street_ops import recut_streets
 
 _ACTIVITY_COLS = (
     "activity_id", "athlete_id", "updated_ms", "status", "sport_type", "layer", "commute",
     "start_s", "utc_offset_s", "month", "hide_override_m", "cut_start_m", "cut_end_m",
     "zone_key", "path", "heat", "edges", "hexagons", "od", "fixes_in", "fixes_kept", "max_speed_ms",
-    "metro_path",
+    "spike_fixes", "bad_end_fixes", "vehicle_fixes", "vehicle_stretches", "pause_splits",
+    "streets", "metro_path",
 )  # fmt: skip
 _UPSERT_ACTIVITY = (
     f"INSERT INTO activities ({', '.join(_ACTIVITY_COLS)}) "
@@ -66,6 +69,7 @@ class StoreWriter:
         salt: str,
         hide_jitter_m: float,
         refresh_every_s: float = 0.0,
+        streets: StreetNetwork | None = None,
     ) -> None:
         """``refresh_every_s`` > 0 defers rebuilding aggregates: an athlete-month touched by
         many batches is rebuilt once per interval (and by ``refresh`` at the end), not
@@ -74,6 +78,7 @@ class StoreWriter:
         self.heat_res, self.metro_res, self.od_res = heat_res, metro_res, od_res
         self.salt, self.hide_jitter_m = salt, hide_jitter_m
         self.refresh_every_s = refresh_every_s
+        self.streets = streets  # the base map, to cut stored street sequences
         self._last_refresh = time.monotonic()
 
     @classmethod
@@ -89,6 +94,7 @@ class StoreWriter:
             salt=config.salt,
             hide_jitter_m=config.hide_jitter_m,
             refresh_every_s=refresh_every_s,
+            streets=network_for(config),
         )
 
     def write_batch(self, items: Iterable[StoreItem]) -> None:
@@ -164,12 +170,16 @@ class StoreWriter:
     @staticmethod
     def _row(c: ActivityChange | ActivityDelete) -> tuple:  # type: ignore[type-arg]
         if isinstance(c, ActivityDelete):
-            return (c.activity_id, c.athlete_id, c.updated_ms, "deleted") + (None,) * 19
+            return (c.activity_id, c.athlete_id, c.updated_ms, "deleted") + (None,) * (
+                len(_ACTIVITY_COLS) - 4
+            )
         return (
             c.activity_id, c.athlete_id, c.updated_ms, c.status, c.sport_type, c.layer,
             int(c.commute), c.start_s, c.utc_offset_s, c.month, c.hide_override_m,
             c.cut_start_m, c.cut_end_m, c.zone_key, c.path, c.heat, c.edges, c.hexagons, c.od,
-            c.fixes_in, c.fixes_kept, c.max_speed_ms, c.metro_path,
+            c.fixes_in, c.fixes_kept, c.max_speed_ms,
+            c.spike_fixes, c.bad_end_fixes, c.vehicle_fixes, c.vehicle_stretches, c.pause_splits,
+            c.streets or None, c.metro_path,
         )  # fmt: skip
 
     def _settings(self, s: SettingsChange) -> set[tuple[str, str]]:
@@ -190,6 +200,7 @@ class StoreWriter:
         return enforce_settings(
             self.db, s.athlete_id, salt=self.salt, hide_jitter_m=self.hide_jitter_m,
             heat_res=self.heat_res, metro_res=self.metro_res, od_res=self.od_res,
+            streets=self.streets,
         )  # fmt: skip
 
     def recompute(self, athlete_id: str, month: str) -> None:
@@ -240,6 +251,7 @@ def enforce_settings(
     heat_res: int,
     metro_res: int,
     od_res: int,
+    streets: StreetNetwork | None = None,
 ) -> set[tuple[str, str]]:
     """Make every stored activity of the athlete obey the stored "hide more" settings.
 
@@ -260,7 +272,7 @@ def enforce_settings(
         ).fetchall()
         db.execute(
             "UPDATE activities SET status = 'purged', path = NULL, heat = NULL, edges = NULL, "
-            "hexagons = NULL, od = NULL, metro_path = NULL "
+            "hexagons = NULL, od = NULL, streets = NULL, metro_path = NULL "
             "WHERE athlete_id = ? AND status = 'active'",
             (athlete_id,),
         )
@@ -270,13 +282,13 @@ def enforce_settings(
     changed: set[tuple[str, str]] = set()
     rows = db.execute(
         "SELECT activity_id, month, hide_override_m, cut_start_m, cut_end_m, zone_key, path, "
-        "start_s, utc_offset_s, commute, max_speed_ms, metro_path, sport_type "
+        "start_s, utc_offset_s, commute, max_speed_ms, streets, metro_path, sport_type "
         "FROM activities WHERE athlete_id = ? AND status = 'active'",
         (athlete_id,),
     ).fetchall()
     for row in rows:
         aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax = row[:11]
-        metro_blob, sport = row[11:]
+        st, metro_blob, sport = row[11:]
         have = {tuple(z) for z in orjson.loads(key_json)}
         new_zones = tuple(z for z in zones if _zkey(z) not in have)
         target_s, target_e = (cut_s, cut_e)
@@ -288,6 +300,7 @@ def enforce_settings(
         if not new_zones and extra_s < 0.01 and extra_e < 0.01:
             continue
         path = from_blob(blob, PATH_DTYPE)
+        st = recut_streets(st, path, extra_s, extra_e, new_zones, streets)
         path = cut_path_ends(path, extra_s, extra_e)
         path = drop_zone_cells(path, heat_res, new_zones)
         metro = from_blob(metro_blob, PATH_DTYPE)
@@ -300,11 +313,11 @@ def enforce_settings(
         )
         key = sorted(have | {_zkey(z) for z in new_zones})
         db.execute(
-            "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, metro_path = ?, "
-            "cut_start_m = ?, "
-            "cut_end_m = ?, zone_key = ?, status = ? WHERE activity_id = ?",
-            (to_blob(path), *(to_blob(r) for r in recs), to_blob(metro), max(cut_s, target_s), max(cut_e, target_e),
-             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", aid),
+            "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, cut_start_m = ?, "
+            "cut_end_m = ?, zone_key = ?, status = ?, streets = ?, metro_path = ? WHERE activity_id = ?",
+            (to_blob(path), *(to_blob(r) for r in recs), max(cut_s, target_s), max(cut_e, target_e),
+             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", st,
+             to_blob(metro), aid),
         )  # fmt: skip
         changed.add((athlete_id, month))
     return changed
@@ -331,7 +344,7 @@ def apply_pending_privacy(db: sqlite_utils.Database, config: Config) -> int:
             changed |= enforce_settings(
                 db, athlete_id, salt=config.salt, hide_jitter_m=config.hide_jitter_m,
                 heat_res=config.heat_resolution, metro_res=config.metro_resolution,
-                od_res=config.od_resolution,
+                od_res=config.od_resolution, streets=writer.streets,
             )  # fmt: skip
         # With what an interrupted ingest left marked, rebuild everything that is due.
         db.conn.executemany("INSERT OR IGNORE INTO dirty_months VALUES (?, ?)", sorted(changed))

@@ -14,12 +14,12 @@ import orjson
 import pytest
 import sqlite_utils
 
+from heatmetro.core.cells import cell_centres
 from heatmetro.core.config import Config
 from heatmetro.core.contract import parse_event
 from heatmetro.core.geo import haversine_m
 from heatmetro.flows.fold import AthleteFold
 from heatmetro.state.changes import SettingsChange, StoreItem
-from heatmetro.state.path_ops import cell_centres
 from heatmetro.state.records import HEAT_DTYPE, PATH_DTYPE, from_blob
 from heatmetro.state.settings import AthleteSettings, EffectiveZone, cells_touching_zones
 from heatmetro.state.writer import StoreWriter

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from heatmetro.core.contract import MAX_FIXES_PER_ACTIVITY
 from heatmetro.core.errors import ConfigError
 
 ENV_OVERRIDES = {
@@ -47,10 +48,12 @@ class Config(BaseModel):
     basemap_url: str = ""
     basemap_attribution: str = ""
     template_dir: Path | None = None
+    base_map: Path | None = None  # an OpenStreetMap .osm.pbf: Metro counts per street edge
     heat_resolution: int = Field(11, ge=5, le=13)
     metro_resolution: int = Field(10, ge=5, le=12)
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
+    max_fixes_per_activity: int = Field(MAX_FIXES_PER_ACTIVITY, ge=2, le=10_000_000)
     epoch_s: float = Field(2.0, gt=0)
     metro_epsilon: float | None = Field(None, gt=0)  # None: exact Metro counts (no DP noise)
     metro_delta: float | None = Field(None, gt=0, lt=1)
@@ -114,7 +117,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         if os.environ.get(env):
             values[key] = os.environ[env]
     values.update({k: v for k, v in overrides.items() if v is not None})
-    for key in ("state_dir", "out_dir", "template_dir"):
+    for key in ("state_dir", "out_dir", "template_dir", "base_map"):
         if values.get(key) is not None:
             p = Path(values[key])
             values[key] = p if p.is_absolute() else (base / p)
