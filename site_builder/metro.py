@@ -13,6 +13,7 @@ the chart in ``metro_chart``; the optional differentially-private noise in ``met
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +27,9 @@ from heatmetro.site_builder import metro_columns as cols
 from heatmetro.site_builder.metro_chart import chart_svg, monthly_totals, window
 from heatmetro.site_builder.metro_dp import DpNoise
 from heatmetro.site_builder.metro_files import sha256, write_csv, write_geojson, write_zip
-from heatmetro.site_builder.metro_gpkg import write_gpkg
+from heatmetro.site_builder.metro_gpkg import Named, rows_from_geojson, write_gpkg
 from heatmetro.site_builder.metro_rows import (
+    Rows,
     direction_values,
     edge_rows,
     hexagon_rows,
@@ -149,7 +151,13 @@ def write_metro(
         rows |= write_streets(streets, pub, metro_dir, cols.direction_columns, direction_values)
         descriptions = {**STREET_FILES, **descriptions}
     tables = {"edges": edges, "hexagons": hexagons, "od": od}
-    layers = {name: (kind, c, tables[name]) for name, (kind, c, _) in cols.GPKG_LAYERS.items()}
+    layers: dict[str, tuple[str, Sequence[Named], Rows]] = {
+        name: (kind, c, tables[name]) for name, (kind, c, _) in cols.GPKG_LAYERS.items()
+    }
+    if streets is not None:  # the OSM street edges as a layer too, with their polylines
+        street_columns = streets.tables[0][1]
+        street_rows = rows_from_geojson(metro_dir / "streets.geojson", street_columns)
+        layers["streets"] = ("LineString", street_columns, street_rows)
     for layer, n in write_gpkg(metro_dir / "metro.gpkg", layers, when, attribution).items():
         rows[f"metro.gpkg:{layer}"] = n
 
@@ -162,7 +170,7 @@ def write_metro(
         "floor": pub.floor,
         "bands": BANDS,
         "tables": [*cols.DICTIONARY, *(streets.tables if streets is not None else [])],
-        "gpkg_layers": cols.GPKG_LAYERS,
+        "gpkg_layers": cols.GPKG_LAYERS | ({"streets": cols.GPKG_STREETS} if streets else {}),
         "descriptions": descriptions,
         "dp": noise,
         "osm_attribution": attribution,

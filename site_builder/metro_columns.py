@@ -101,6 +101,13 @@ GPKG_LAYERS = {
     "od": ("LineString", OD_COLUMNS, "line from the origin cell's centre to the destination's"),
 }
 
+# With a base map: the layer of OSM street edges (columns of streets.csv).
+GPKG_STREETS: tuple[str, list[Column], str] = (
+    "LineString",
+    [],
+    "the street edge's own polyline; columns of streets.csv",
+)
+
 FILE_DESCRIPTIONS = {
     "edges.csv": "Per street segment and layer: trips and people per direction, over the window",
     "edges.geojson": "edges.csv as lines from cell a's centre to cell b's, for GIS",
@@ -111,7 +118,8 @@ FILE_DESCRIPTIONS = {
     "hexagons_monthly.csv": "hexagons.csv per local month of the window",
     "od.csv": "Trips and people from origin cell to destination cell (H3 res 8), per layer",
     "od_monthly.csv": "od.csv per local month of the window",
-    "metro.gpkg": "GeoPackage with layers edges (lines), hexagons (polygons) and od (lines)",
+    "metro.gpkg": "GeoPackage: layers edges (lines), hexagons (polygons), od (lines), and "
+    "streets (lines) with a base map",
     "README.md": "Data dictionary: every column, the window and the privacy rules",
 }
 

@@ -10,16 +10,17 @@ unless ``OGR_CURRENT_DATE`` is set, so it is set to the build time for the write
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyogrio
 import pyogrio.raw
 
-from heatmetro.site_builder.metro_columns import Column
 from heatmetro.site_builder.metro_rows import Coords, Rows
 
 _WKB_LINESTRING, _WKB_POLYGON = 2, 3
@@ -34,11 +35,28 @@ def _wkb(kind: str, coords: Coords) -> bytes:
 
 
 def _kind(column: str) -> str:
-    if column.endswith("_count") or column == "hour":
+    if column.endswith("_count") or column in ("hour", "osm_reference_id"):
         return "int"
-    if column.endswith(("_kmh", "_ms", "_deg")):
+    if column.endswith(("_kmh", "_ms", "_deg")) or column == "length_m":
         return "float"
     return "text"
+
+
+class Named(Protocol):
+    """A column as the writers know it (``metro_columns.Column`` and the street columns)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+def rows_from_geojson(path: Path, columns: Sequence[Named]) -> Rows:
+    """A written FeatureCollection of LineStrings read back as rows (for the street layer,
+    whose rows ``metro_streets`` writes straight to its own files)."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    names = [c.name for c in columns]
+    values = [tuple(f["properties"][n] for n in names) for f in doc["features"]]
+    geometry = [[(x, y) for x, y in f["geometry"]["coordinates"]] for f in doc["features"]]
+    return Rows(values, geometry)
 
 
 def _field(column: str, values: Sequence[object]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -55,7 +73,7 @@ def _field(column: str, values: Sequence[object]) -> tuple[np.ndarray, np.ndarra
 
 def write_gpkg(
     path: Path,
-    layers: Mapping[str, tuple[str, Sequence[Column], Rows]],
+    layers: Mapping[str, tuple[str, Sequence[Named], Rows]],
     when: datetime,
     attribution: str | None = None,
 ) -> dict[str, int]:

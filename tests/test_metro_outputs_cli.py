@@ -279,3 +279,16 @@ def test_differentially_private_counts(metro: Path, noisy: Path) -> None:
     about = (noisy.parent / "about.html").read_text(encoding="utf-8")
     assert "ε = 1.0, δ = 1e-06" in about
     assert "Differential privacy is off" in (metro.parent / "about.html").read_text("utf-8")
+
+
+def test_data_dictionary_lists_every_column_of_every_file(metro: Path) -> None:
+    readme = (metro / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([a-z0-9_]+)` \|", readme, flags=re.M))
+    csvs = sorted(metro.glob("*.csv"))
+    assert len(csvs) >= 8
+    for path in csvs:
+        header = path.read_text(encoding="utf-8").splitlines()[0].split(",")
+        missing = [c for c in header if c not in documented]
+        assert not missing, f"{path.name}: undocumented columns {missing}"
+        assert f"`{path.name}`" in readme, f"{path.name} is not described"
+    assert "`metro.gpkg`" in readme and "δ" in readme and "ε" in readme

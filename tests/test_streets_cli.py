@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -152,6 +154,22 @@ def test_geojson_has_each_edges_own_polyline_and_the_osm_attribution(net, scenar
     for column in header:
         assert f"`{column}`" in (metro / "README.md").read_text(encoding="utf-8")
     assert not any("athlete" in c or "activity" in c for c in header)
+
+
+@pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="needs gdal-bin's ogrinfo")
+def test_geopackage_has_a_streets_layer_with_every_street_column(net, scenario) -> None:  # type: ignore[no-untyped-def]
+    _, metro = scenario
+    info = subprocess.run(
+        ["ogrinfo", "-ro", "-so", "metro.gpkg", "streets"],
+        capture_output=True, text=True, check=True, cwd=metro,
+    ).stdout  # fmt: skip
+    assert "Geometry: Line String" in info
+    assert f"Feature Count: {len(rows(metro))}" in info
+    assert "© OpenStreetMap contributors" in info
+    header = (metro / "streets.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    for column in header:
+        assert re.search(rf"^{column}: (Integer64|Real|String) ", info, flags=re.M), column
+    assert re.search(r"^osm_reference_id: Integer64 ", info, flags=re.M)
 
 
 def test_erasure_with_a_base_map_is_byte_identical(net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
