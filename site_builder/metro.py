@@ -110,7 +110,7 @@ def write_metro(
         check_month(getattr(settings, name), what=f"metro: settings.{name} =")
     when = file_time()
     attribution = OSM_ATTRIBUTION if settings.base_map or streets is not None else None
-    noise = DpNoise.create(settings.epsilon, settings.delta, settings.salt)
+    noise = DpNoise.create(settings.epsilon, settings.delta, settings.salt, settings.month)
     pub = Publication(settings.min_athletes, settings.round_to, noise)
 
     edges = edge_rows(window_data, pub)

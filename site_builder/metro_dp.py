@@ -21,6 +21,7 @@ Algorithm 3).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from heatmetro.core.errors import ConfigError
 MAX_TRIPS_PER_PERSON = 10  # a daily commuter's month on one street, in one direction
 
 
+@functools.lru_cache(maxsize=32)  # a binary search over OpenDP maps: once per budget
 def _calibrate(epsilon: float, delta: float | None, sensitivity: int) -> float:
     """The smallest noise scale OpenDP certifies for ``sensitivity`` within the budget."""
     try:
@@ -96,8 +98,15 @@ class DpNoise:
     _rng: np.random.Generator = field(repr=False, default_factory=np.random.default_rng)
 
     @classmethod
-    def create(cls, epsilon: float | None, delta: float | None, salt: str) -> DpNoise | None:
-        """``None`` when ``epsilon`` is unset (exact counts)."""
+    def create(
+        cls, epsilon: float | None, delta: float | None, salt: str, release: str
+    ) -> DpNoise | None:
+        """``None`` when ``epsilon`` is unset (exact counts).
+
+        ``release`` (the snapshot month) is part of the seed: a rebuild of the same month
+        draws the same noise, but two months never share it (otherwise subtracting two
+        releases with the same layout would cancel the noise out).
+        """
         if epsilon is None:
             if delta is not None:
                 msg = f"metro_delta = {delta}: set metro_epsilon too (delta alone means nothing)"
@@ -109,7 +118,7 @@ class DpNoise:
         if delta is not None and not 0 < delta < 1:
             msg = f"metro_delta = {delta}: expected 0 < delta < 1"
             raise ConfigError(msg)
-        seed = hashlib.sha256(f"heatmetro-metro-dp\0{salt}".encode()).digest()
+        seed = hashlib.sha256(f"heatmetro-metro-dp\0{salt}\0{release}".encode()).digest()
         rng = np.random.default_rng(int.from_bytes(seed[:16], "little"))
         return cls(
             epsilon=epsilon,

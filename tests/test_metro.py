@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heatmetro.core.errors import PublishError
+from heatmetro.core.errors import ConfigError, PublishError
 from heatmetro.site_builder.metro import MetroSettings, write_metro
 from heatmetro.site_builder.metro_columns import (
     EDGE_COLUMNS,
@@ -34,6 +34,7 @@ from heatmetro.site_builder.metro_columns import (
     HOURLY_COLUMNS,
     OD_COLUMNS,
 )
+from heatmetro.site_builder.metro_dp import DpNoise
 from heatmetro.site_builder.metro_tables import Publication, bearing_deg
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.records import EDGE_DTYPE, HEX_DTYPE, OD_DTYPE, with_athlete
@@ -577,3 +578,43 @@ def test_osm_attribution_only_with_a_base_map(tmp_path: Path) -> None:
                 capture_output=True, text=True, check=True, cwd=tmp_path / folder,
             ).stdout  # fmt: skip
             assert (OSM in info) is want, info
+
+
+# --- differential privacy ----------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 400), min_size=1, max_size=40),
+    people=st.lists(st.integers(0, 12), min_size=40, max_size=40),
+    min_athletes=st.integers(1, 6),
+    round_to=st.sampled_from([1, 5, 10]),
+    delta=st.sampled_from([None, 1e-6]),
+)
+def test_noisy_counts_obey_the_publication_rules(
+    counts: list[int], people: list[int], min_athletes: int, round_to: int, delta: float | None
+) -> None:
+    noise = DpNoise.create(1.0, delta, "salt", "2021-02")
+    c = np.array(counts, dtype=np.int64)
+    p = np.array(people[: len(counts)], dtype=np.int64)
+    got = Publication(min_athletes, round_to, noise).publish(c, p)
+    shown = p >= min_athletes
+    assert (got[~shown] == -1).all()
+    assert (got[shown] % round_to == 0).all()
+    assert (got[shown] >= max(round_to, min_athletes)).all()
+
+
+def test_noise_is_seeded_by_salt_and_month_and_changes_counts() -> None:
+    counts = np.arange(100, 200, dtype=np.int64)
+
+    def noisy(salt: str, month: str) -> list[int]:
+        noise = DpNoise.create(0.5, None, salt, month)
+        return Publication(3, 1, noise).publish(counts, counts).tolist()
+
+    assert noisy("s", "2021-02") == noisy("s", "2021-02")  # a rebuild is byte-identical
+    assert noisy("s", "2021-02") != noisy("s", "2021-03")  # a new release, new noise
+    assert noisy("s", "2021-02") != noisy("t", "2021-02")
+    assert sum(a != b for a, b in zip(noisy("s", "2021-02"), counts.tolist(), strict=True)) > 50
+    with pytest.raises(ConfigError, match="metro_delta"):
+        DpNoise.create(None, 1e-6, "s", "2021-02")
+    assert DpNoise.create(None, None, "s", "2021-02") is None
