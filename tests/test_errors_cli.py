@@ -271,3 +271,16 @@ def test_a_full_disk_during_snapshot_keeps_the_previous_site(project: Path) -> N
     assert_one_line_error(proc, "file size limit", ".site.builds")
     assert tree_hashes(project / "site") == before
     assert leftovers(project) == []
+
+
+def test_a_corrupt_recovery_file_is_one_line_and_its_advice_works(project: Path) -> None:
+    before = store_rows(project)
+    part = project / "state" / "recovery" / "part-3.sqlite3"
+    _garbage_all(part)
+    proc = _run(project, COMMANDS[0])
+    err = assert_one_line_error(proc, f"recovery file {part} is corrupt", "remove")
+    assert store_rows(project) == before
+    shutil.rmtree(project / "state" / "recovery")  # what the message says to do
+    rerun = _run(project, COMMANDS[0])
+    assert rerun.returncode == 0, (err, rerun.stderr)
+    assert store_rows(project) == before  # the same input again changes nothing
