@@ -34,7 +34,9 @@ def end_run_on_environment_error(db_path: Path | None = None) -> Iterator[None]:
             line = describe_store_error(exc, db_path or "(unknown)")
         else:
             line = describe_os_error(exc)
-        print(f"heatmetro ingest: error: {line}; rerun to resume", file=sys.stderr, flush=True)
+        if not isinstance(exc, HeatmetroError):  # the environment: fix it, then rerun
+            line += "; rerun to resume"
+        print(f"heatmetro ingest: error: {line}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(EXIT_CODE)
 

@@ -7,6 +7,7 @@ or lies under one; a full disk with ``RLIMIT_FSIZE`` (writes then fail with EFBI
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import resource
@@ -284,3 +285,17 @@ def test_a_corrupt_recovery_file_is_one_line_and_its_advice_works(project: Path)
     rerun = _run(project, COMMANDS[0])
     assert rerun.returncode == 0, (err, rerun.stderr)
     assert store_rows(project) == before  # the same input again changes nothing
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [(b"not gzip at all", "Not a gzipped file"), (gzip.compress(b"{}\n" * 50_000)[:100], "ended")],
+    ids=["not-gzip", "truncated"],
+)
+def test_a_broken_gzip_input_is_one_line_naming_it(project: Path, data: bytes, why: str) -> None:
+    before = store_rows(project)
+    broken = project / "broken.jsonl.gz"
+    broken.write_bytes(data)
+    proc = heatmetro("ingest", "-c", project / "config.toml", broken)
+    assert_one_line_error(proc, f"input {broken} cannot be read", why)
+    assert store_rows(project) == before
