@@ -47,6 +47,11 @@ class TrimJob:
     zones: tuple[EffectiveZone, ...]
     source: str
     position: int
+    # For the personal store (flows/personal.py): the activity's visibility and hide_map,
+    # and the public store's status when it does not contribute ("hidden", "opted_out").
+    visibility: str = "everyone"
+    hide_map: bool = False
+    withheld: str = ""
 
     @property
     def max_speed(self) -> float:

@@ -23,8 +23,10 @@ from heatmetro.core.errors import HeatmetroError, StreamRecordError
 from heatmetro.flows.batch import TrimJob, finish_batch
 from heatmetro.flows.fatal import end_run_on_environment_error
 from heatmetro.flows.fold import AthleteFold
+from heatmetro.flows.personal import route
 from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
 from heatmetro.state.changes import DeadLetter, StoreItem
+from heatmetro.state.personal_store import PersonalChange, PersonalWriter
 from heatmetro.state.store import connect
 from heatmetro.state.street_network import network_for
 from heatmetro.state.writer import StoreWriter
@@ -110,9 +112,13 @@ class TrimStep:
             return items
         try:
             done = iter(finish_batch(jobs, self.config))
-            return [next(done) if isinstance(i, TrimJob) else i for i in items]
+            finished = [(i, next(done)) if isinstance(i, TrimJob) else (i, i) for i in items]
         except Exception:  # noqa: BLE001 - find the culprit one by one
-            return [self._one(i) if isinstance(i, TrimJob) else i for i in items]
+            finished = [(i, self._one(i)) if isinstance(i, TrimJob) else (i, i) for i in items]
+        out: list[Any] = []
+        for item, result in finished:  # public and personal store items
+            out.extend(route(item, result, self.config) if isinstance(item, TrimJob) else [item])
+        return out
 
     def _one(self, job: TrimJob) -> StoreItem:
         try:
@@ -131,17 +137,25 @@ class _StorePartition(StatelessSinkPartition[StoreItem]):
             )
         self.worker = worker
         self.progress = Progress(worker)
+        # The athletes' own maps live in a separate file (state/personal_store.py).
+        with self.guard():
+            self.personal = PersonalWriter.for_config(config) if config.personal_heatmaps else None
 
     def write_batch(self, items: list[StoreItem]) -> None:
+        public = [i for i in items if not isinstance(i, PersonalChange)]
         with self.guard():  # a full disk or corrupt store: one line, not a panic
-            self.writer.write_batch(items)
-        self.progress.add(items)
+            self.writer.write_batch(public)
+            if self.personal is not None:
+                self.personal.write_batch(items)
+        self.progress.add(public)
 
     def close(self) -> None:
         with self.guard():
             self.writer.refresh()
         self.progress.done()
         self.writer.db.close()
+        if self.personal is not None:
+            self.personal.close()
 
 
 class StoreSink(DynamicSink[StoreItem]):

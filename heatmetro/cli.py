@@ -98,10 +98,67 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from heatmetro.site_builder.snapshot import run_snapshot
 
     config = _config(args)
+    if args.weekly:
+        from heatmetro.site_builder.snapshot import build_time
+        from heatmetro.site_builder.weekly import run_weekly
+
+        if args.month is not None:
+            msg = "--weekly and --month cannot be combined (the weekly map ends --until a day)"
+            raise HeatmetroError(msg)
+        weekly = run_weekly(config, until=args.until, when=build_time(), quiet=args.quiet)
+        if not args.quiet:
+            print(weekly.summary())
+        return 0
+    if args.until is not None:
+        msg = "--until only applies with --weekly"
+        raise HeatmetroError(msg)
     result = run_snapshot(config, month=args.month, quiet=args.quiet)
     if not args.quiet:
         print(result.summary())
     return 0
+
+
+def cmd_personal(args: argparse.Namespace) -> int:
+    from heatmetro.site_builder.personal import build_personal
+    from heatmetro.site_builder.snapshot import build_time
+    from heatmetro.state.personal_store import PersonalFilter
+
+    for flag, value in (("--from", args.date_from), ("--to", args.date_to)):
+        if value is not None and not _is_date(value):
+            msg = f"{flag} {value!r}: expected YYYY-MM-DD, e.g. 2021-06-30"
+            raise HeatmetroError(msg)
+    flt = PersonalFilter(
+        date_from=args.date_from,
+        date_to=args.date_to,
+        sports=tuple(args.sport or ()),
+        layers=tuple(args.layer or ()),
+        commutes=args.commutes,
+        visibilities=tuple(args.visibility or PersonalFilter.visibilities),
+    )
+    result = build_personal(
+        _config(args),
+        args.athlete,
+        Path(args.out),
+        flt,
+        show_zones=args.show_zones,
+        build_date=build_time().strftime("%Y-%m-%d"),
+    )
+    if not args.quiet:
+        print(result.summary())
+    return 0
+
+
+def _is_date(text: str) -> bool:
+    import re
+    from datetime import date
+
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -229,6 +286,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--month", help="YYYY-MM, last month of the 12-month window (default: last complete month)"
+    )
+    p.add_argument(
+        "--weekly",
+        action="store_true",
+        help="publish the last 7 days under out_dir/weekly/ instead (stricter threshold and zoom)",
+    )
+    p.add_argument(
+        "--until", metavar="YYYY-MM-DD", help="with --weekly: the last day (default: yesterday)"
+    )
+
+    p = add(
+        "personal",
+        cmd_personal,
+        "build one athlete's own private heatmap (all their visibilities, no threshold)",
+        "heatmetro personal -c config.toml --athlete a-17 --out private/a-17 --from 2021-01-01",
+    )
+    p.add_argument("--athlete", required=True, metavar="ID", help="the athlete's id")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder of the site (replaced)")
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="first local start date")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="last local start date")
+    p.add_argument(
+        "--sport", action="append", metavar="TYPE", help="only this sport type (repeatable)"
+    )
+    p.add_argument(
+        "--layer",
+        action="append",
+        choices=["ride", "run", "water", "winter", "other"],
+        help="only this sport group (repeatable)",
+    )
+    p.add_argument(
+        "--commutes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="include activities marked as commutes (default: yes)",
+    )
+    p.add_argument(
+        "--visibility",
+        action="append",
+        choices=["everyone", "followers_only", "only_me"],
+        help="only this visibility (repeatable; default: all three)",
+    )
+    p.add_argument(
+        "--show-zones",
+        action="store_true",
+        help="draw your privacy zones as circles (what is inside them is never stored)",
     )
 
     p = add(
