@@ -439,7 +439,7 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
         along = ex_cost
 
         def at(d: float, t0: float = t0, dt: float = dt, dist: float = dist) -> float:
-            return t0 + (dt * d / dist if dist > 0 else 0.0)
+            return t0 + (dt * min(max(d / dist, 0.0), 1.0) if dist > 0 else 0.0)
 
         for e, fwd in routes.path_edges(ex_node, en_node) if ex_node != en_node else []:
             length = float(net.length_m[e])
@@ -460,7 +460,7 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
         fwd = _direction(net, vis)
         if fwd is None:
             continue
-        t_out = visits[k + 1]["t_in"] if k + 1 < len(visits) else t_end
+        t_out = max(visits[k + 1]["t_in"] if k + 1 < len(visits) else t_end, vis["t_in"])
         speed = vis["dist"] / vis["dt"] if vis["dt"] > 0 else float("nan")
         out.append((vis["e"], int(fwd), vis["t_in"], t_out, speed))
     return _cancel_spurs(net, out)
