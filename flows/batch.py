@@ -47,6 +47,11 @@ class TrimJob:
     zones: tuple[EffectiveZone, ...]
     source: str
     position: int
+    # For the personal store (flows/personal.py): the activity's visibility and hide_map,
+    # and the public store's status when it does not contribute ("hidden", "opted_out").
+    visibility: str = "everyone"
+    hide_map: bool = False
+    withheld: str = ""
 
     @property
     def max_speed(self) -> float:
@@ -119,7 +124,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     # Hidden start/end: along-track distance from each activity's first fix.
     along = _per_activity_cumsum(np.append(step, 0.0), bounds)
     last = np.maximum(bounds[1:] - 1, 0)
-    total = along[last]
+    total = along[last] if len(along) else np.zeros(k)  # cleaning may leave no fix at all
     cut_s = np.array([j.base["cut_start_m"] for j in jobs])
     cut_e = np.array([j.base["cut_end_m"] for j in jobs])
     keep = (along >= cut_s[aid]) & (along <= total[aid] - cut_e[aid])

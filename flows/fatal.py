@@ -23,7 +23,7 @@ EXIT_CODE = 1
 
 
 @contextmanager
-def end_run_on_environment_error(db_path: Path) -> Iterator[None]:
+def end_run_on_environment_error(db_path: Path | None = None) -> Iterator[None]:
     """Turn an environment error (``OSError``, SQLite, a store error) into one line and an exit."""
     try:
         yield
@@ -31,7 +31,7 @@ def end_run_on_environment_error(db_path: Path) -> Iterator[None]:
         if isinstance(exc, HeatmetroError):
             line = str(exc)
         elif isinstance(exc, sqlite3.Error):
-            line = describe_store_error(exc, db_path)
+            line = describe_store_error(exc, db_path or "(unknown)")
         else:
             line = describe_os_error(exc)
         print(f"heatmetro ingest: error: {line}; rerun to resume", file=sys.stderr, flush=True)

@@ -23,8 +23,10 @@ from heatmetro.core.errors import HeatmetroError, StreamRecordError
 from heatmetro.flows.batch import TrimJob, finish_batch
 from heatmetro.flows.fatal import end_run_on_environment_error
 from heatmetro.flows.fold import AthleteFold
+from heatmetro.flows.personal import route
 from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
 from heatmetro.state.changes import DeadLetter, StoreItem
+from heatmetro.state.personal_store import PersonalChange, PersonalWriter
 from heatmetro.state.store import connect
 from heatmetro.state.street_network import network_for
 from heatmetro.state.writer import StoreWriter
@@ -62,6 +64,8 @@ def decode_record(rec: RawRecord) -> Decoded | DeadLetter:
     Only this cheap step runs where the stream is read; the contract is checked by the
     athlete's worker, so ``-w N`` spreads that work too.
     """
+    if rec.error is not None:  # refused where it was read (longer than max_record_bytes)
+        return DeadLetter(rec.source, rec.position, rec.error, _raw_text(rec.data))
     try:
         return Decoded(rec, decode(rec.data))
     except StreamRecordError as exc:
@@ -108,9 +112,13 @@ class TrimStep:
             return items
         try:
             done = iter(finish_batch(jobs, self.config))
-            return [next(done) if isinstance(i, TrimJob) else i for i in items]
+            finished = [(i, next(done)) if isinstance(i, TrimJob) else (i, i) for i in items]
         except Exception:  # noqa: BLE001 - find the culprit one by one
-            return [self._one(i) if isinstance(i, TrimJob) else i for i in items]
+            finished = [(i, self._one(i)) if isinstance(i, TrimJob) else (i, i) for i in items]
+        out: list[Any] = []
+        for item, result in finished:  # public and personal store items
+            out.extend(route(item, result, self.config) if isinstance(item, TrimJob) else [item])
+        return out
 
     def _one(self, job: TrimJob) -> StoreItem:
         try:
@@ -129,17 +137,25 @@ class _StorePartition(StatelessSinkPartition[StoreItem]):
             )
         self.worker = worker
         self.progress = Progress(worker)
+        # The athletes' own maps live in a separate file (state/personal_store.py).
+        with self.guard():
+            self.personal = PersonalWriter.for_config(config) if config.personal_heatmaps else None
 
     def write_batch(self, items: list[StoreItem]) -> None:
+        public = [i for i in items if not isinstance(i, PersonalChange)]
         with self.guard():  # a full disk or corrupt store: one line, not a panic
-            self.writer.write_batch(items)
-        self.progress.add(items)
+            self.writer.write_batch(public)
+            if self.personal is not None:
+                self.personal.write_batch(items)
+        self.progress.add(public)
 
     def close(self) -> None:
         with self.guard():
             self.writer.refresh()
         self.progress.done()
         self.writer.db.close()
+        if self.personal is not None:
+            self.personal.close()
 
 
 class StoreSink(DynamicSink[StoreItem]):
@@ -211,12 +227,21 @@ def build_flow(
     streams = []
     # Always built, even for Kafka-only runs: its partitions and recovered state must be
     # the same in every run and every cluster member.
-    source = JsonlSource(files, follow=follow, with_stdin=not stdin_elsewhere)
+    source = JsonlSource(
+        files,
+        follow=follow,
+        with_stdin=not stdin_elsewhere,
+        max_record_bytes=config.max_record_bytes,
+    )
     streams.append(op.input("read", flow, source))  # RawRecord
     for i, url in enumerate(sources):
         from heatmetro.flows.kafka_input import kafka_records
 
-        streams.append(kafka_records(flow, f"kafka_{i}", url, follow=follow))  # RawRecord
+        streams.append(
+            kafka_records(
+                flow, f"kafka_{i}", url, follow=follow, max_record_bytes=config.max_record_bytes
+            )
+        )  # RawRecord
     if not files and not sources and not allow_empty:
         msg = "no input: name JSONL files, folders, - for stdin, or kafka://host:port/topic"
         raise HeatmetroError(msg)

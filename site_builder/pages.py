@@ -32,6 +32,7 @@ from jinja2 import Environment
 from markupsafe import Markup
 
 from heatmetro.core.errors import PublishError
+from heatmetro.core.sports import NIGHT_LAYER, SPORT_LAYER_LABELS
 from heatmetro.site_builder.templates import environment, static_files
 
 #: Heat layers in the order the layer switcher lists them, with their labels.
@@ -41,6 +42,8 @@ LAYER_LABELS: dict[str, str] = {
     "run": "Run/Walk/Hike",
     "water": "Water",
     "winter": "Winter",
+    **SPORT_LAYER_LABELS,  # per-sport layers (config ``sport_layers``), e.g. sport_trailrun
+    NIGHT_LAYER: "Night",
 }
 
 #: Colour schemes, applied in the browser as a CSS ``filter`` on the heat pane.
@@ -81,6 +84,9 @@ class SiteMeta:
         basemap_url: Leaflet URL template of a basemap, or ``""`` for none.
         basemap_attribution: the basemap's required attribution (HTML allowed).
         has_metro: link to ``metro/index.html``.
+        weekly_min_athletes: distinct athletes a cell of the weekly map needs.
+        weekly_public_max_zoom: the weekly map's deepest zoom.
+        has_weekly: link to ``weekly/index.html`` (the last 7 days).
     """
 
     month: str
@@ -102,6 +108,9 @@ class SiteMeta:
     basemap_attribution: str
     has_metro: bool
     osm_attribution: str = ""  # with a street base map: "© OpenStreetMap contributors"
+    weekly_min_athletes: int = 5
+    weekly_public_max_zoom: int = 11
+    has_weekly: bool = False
 
 
 @dataclass(frozen=True)
@@ -295,6 +304,11 @@ def _check(meta: SiteMeta) -> None:
             f"{meta.min_zoom}, {meta.public_max_zoom}, {meta.max_zoom}"
         )
         raise PublishError(msg)
+
+
+def write_assets(out_root: Path, template_dir: Path | None = None) -> list[Path]:
+    """``assets/`` alone, for map pages built outside :func:`write_pages` (weekly, personal)."""
+    return _copy_assets(out_root, template_dir)
 
 
 def _copy_assets(out_root: Path, template_dir: Path | None) -> list[Path]:

@@ -20,6 +20,7 @@ from heatmetro.site_builder.metro_streets import load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish
 from heatmetro.site_builder.tiles import write_heat_tiles
+from heatmetro.site_builder.weekly import carry_weekly, publish_lock
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.store import connect
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
@@ -62,7 +63,12 @@ def run_snapshot(
     try:
         apply_pending_privacy(db, config)
         window = load_window(
-            db, month, min_athletes=config.min_athletes, max_per_athlete=config.max_per_athlete
+            db,
+            month,
+            min_athletes=config.min_athletes,
+            max_per_athlete=config.max_per_athlete,
+            sport_layers=config.sport_layers,
+            night=config.night_layer,
         )
         streets = load_streets(db, month, config)  # None without a base map
     finally:
@@ -86,6 +92,7 @@ def run_snapshot(
             streets,
         )
         layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
+        has_weekly = (config.out_dir / "weekly" / "index.html").exists()
         counts = {
             "athletes": window.athletes,
             "activities": window.activities,
@@ -115,11 +122,16 @@ def run_snapshot(
                 basemap_attribution=config.basemap_attribution,
                 has_metro=True,
                 osm_attribution=OSM_ATTRIBUTION if streets is not None else "",
+                weekly_min_athletes=config.weekly_k,
+                weekly_public_max_zoom=config.weekly_max_zoom,
+                has_weekly=has_weekly,
             ),
             template_dir=config.template_dir,
         )
         _write_metadata(build, window, config, counts, metro_rows, when, bounds)
-        publish(build, config.out_dir)
+        with publish_lock(config.out_dir):
+            carry_weekly(config.out_dir, build)  # the weekly map stays published
+            publish(build, config.out_dir)
     except OSError as exc:  # a full disk mid-build: the old site keeps serving
         discard(build)
         msg = f"cannot write the site in {build.parent}: {describe_os_error(exc)}"

@@ -86,7 +86,7 @@ def clean(
                 code[j] = BAD_END
         else:
             e, s = prev[-1], run[0]
-            if _dist(la, ln, e, s) - GPS_NOISE_M <= vmax * max(tt[s] - tt[e], 1.0):
+            if _dist(la, ln, e, s) - WINDOW_NOISE_M <= vmax * max(tt[s] - tt[e], 1.0):
                 for j in dropped:
                     code[j] = SPIKE
             else:
