@@ -41,7 +41,6 @@ RADIUS_M = 40.0  # candidate edges within this of a fix
 MAX_CANDIDATES = 6
 THIN_M = 12.0
 CHUNK = 96  # fixes per routing subgraph
-MARGIN_M = 250.0  # subgraph reaches this far beyond the chunk's fixes
 MAX_ROUTE_M = 1500.0
 SEG_M = 25.0  # edges are cut into pieces this long for the KD-tree
 NOISE_BACK_M = 15.0  # on a one-way edge, moving back this little is GPS noise, not travel
@@ -231,8 +230,12 @@ class _Routes:
     def __init__(self, g: Graph, x: np.ndarray, y: np.ndarray, sources: np.ndarray, limit: float):
         net = g.net
         self.u = net.u
-        lo_x, hi_x = x.min() - MARGIN_M, x.max() + MARGIN_M
-        lo_y, hi_y = y.min() - MARGIN_M, y.max() + MARGIN_M
+        # Every point of a route no longer than ``limit`` between two points near the
+        # fixes lies within limit / 2 of one of them (+ RADIUS_M: candidates are that
+        # far from their fix): nothing farther can be on a route we would accept.
+        margin = limit / 2 + RADIUS_M
+        lo_x, hi_x = x.min() - margin, x.max() + margin
+        lo_y, hi_y = y.min() - margin, y.max() + margin
         bb = g.bbox
         near = (bb[:, 0] <= hi_x) & (bb[:, 2] >= lo_x) & (bb[:, 1] <= hi_y) & (bb[:, 3] >= lo_y)
         near &= g.allowed > 0
