@@ -13,6 +13,7 @@ from pathlib import Path
 from heatmetro import __version__
 from heatmetro.core.config import Config
 from heatmetro.core.months import check_month, last_complete_month
+from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.metro import MetroSettings, write_metro
 from heatmetro.site_builder.pages import SiteMeta, write_pages
@@ -108,6 +109,8 @@ def run_snapshot(
             basemap_url=config.basemap_url,
             basemap_attribution=config.basemap_attribution,
             has_metro=True,
+            view=densest_view(window.heat["all"].cells, window.heat["all"].heat),
+            tiles_format=config.tiles_format,
         ),
         template_dir=config.template_dir,
     )
