@@ -73,6 +73,35 @@ def intensity(heat: np.ndarray) -> np.ndarray:
     return MIN_INTENSITY + (1.0 - MIN_INTENSITY) * t
 
 
+# Centres and radii of the cells seen so far, per resolution (sorted ids): every layer of
+# a snapshot draws mostly the same cells, and these are one h3 call per cell.
+_GEOMETRY: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+_GEOMETRY_MAX = 4_000_000  # cells kept per resolution (~130 MB at most)
+
+
+def cell_geometry(cells: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lat, lng, radius_m)`` of sorted unique ``cells`` of resolution ``res``, memoised."""
+    known = _GEOMETRY.get(res)
+    if known is None:
+        known = (np.zeros(0, np.uint64), np.zeros(0), np.zeros(0), np.zeros(0))
+    ids, lat, lng, rad = known
+    pos = np.minimum(np.searchsorted(ids, cells), max(ids.size - 1, 0))
+    have = (ids[pos] == cells) if ids.size else np.zeros(cells.size, dtype=bool)
+    new = cells[~have]
+    if new.size:
+        nlat, nlng = cell_centres(new)
+        ids = np.concatenate([ids, new])
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        lat = np.concatenate([lat, nlat])[order]
+        lng = np.concatenate([lng, nlng])[order]
+        rad = np.concatenate([rad, cell_radius_m(new)])[order]
+        if ids.size <= _GEOMETRY_MAX:
+            _GEOMETRY[res] = (ids, lat, lng, rad)
+        pos = np.searchsorted(ids, cells)
+    return lat[pos], lng[pos], rad[pos]
+
+
 def levels_for(
     cells: np.ndarray, heat: np.ndarray, heat_resolution: int, resolutions: set[int]
 ) -> dict[int, Level]:
@@ -87,13 +116,13 @@ def levels_for(
         if res < cur_res:
             cur_cells, cur_heat = sum_by_cell(cells_to_parent(cur_cells, res), cur_heat)
             cur_res = res
-        lat, lng = cell_centres(cur_cells)
+        lat, lng, radius = cell_geometry(cur_cells, res)
         out[res] = Level(
             cells=cur_cells,
             heat=cur_heat,
             lat=lat,
             lng=lng,
-            radius_m=cell_radius_m(cur_cells),
+            radius_m=radius,
             level=np.rint(255.0 * intensity(cur_heat)).astype(np.uint8),
         )
     return out

@@ -41,7 +41,7 @@ from heatmetro.site_builder.tile_math import (
     resolution_for_zoom,
     splat_radius_px,
 )
-from heatmetro.site_builder.tile_output import make_sink
+from heatmetro.site_builder.tile_output import PngTreeSink, make_sink
 
 __all__ = ["TileStats", "default_workers", "encode_png", "write_heat_tiles"]
 
@@ -88,8 +88,20 @@ def default_workers() -> int:
 _PLANS: dict[int, ZoomPlan] = {}
 
 
+# Set with _PLANS for a PNG tree: workers then write their tiles themselves (creating
+# files is a good part of the cost, and parallel too), and hand back b"" for each.
+_TREE: list[PngTreeSink] = []
+
+
 def _render_job(z: int, tiles: np.ndarray) -> list[tuple[int, bytes]]:
-    return [(t, encode_png(levels)) for t, levels in render_tiles(_PLANS[z], tiles)]
+    out = []
+    for t, levels in render_tiles(_PLANS[z], tiles):
+        data = encode_png(levels)
+        if _TREE:
+            _TREE[0].put(z, *_PLANS[z].tile_xy(t), data)
+            data = b""
+        out.append((t, data))
+    return out
 
 
 def write_heat_tiles(
@@ -165,6 +177,7 @@ def write_heat_tiles(
     old = cache.load(layer, tiles_format) if cache is not None else None
     ids, digests, unchanged, was_written = [], [], [], []
     _PLANS.clear()
+    _TREE[:] = [sink] if isinstance(sink, PngTreeSink) else []
     for z in zooms:
         lvl = levels[res_of[z]]
         px, py = lnglat_to_global_px(lvl.lng, lvl.lat, z)
@@ -192,23 +205,25 @@ def write_heat_tiles(
             for t, data in results:
                 x, y = plan.tile_xy(t)
                 if data is None:
-                    if not sink.reuse(z, x, y):  # the old file is gone: draw it after all
-                        fresh = _render_job(z, np.array([t]))
-                        if not fresh:
-                            continue
-                        sink.put(z, x, y, fresh[0][1])
-                        rendered += 1
-                    else:
+                    if sink.reuse(z, x, y):
                         reused += 1
-                else:
+                        lit[t] = True
+                        continue
+                    # The old file is gone: draw the tile after all.
+                    fresh = _render_job(z, np.array([t]))
+                    if not fresh:
+                        continue
+                    data = fresh[0][1]
+                if data:
                     sink.put(z, x, y, data)
-                    rendered += 1
+                rendered += 1
                 lit[t] = True
             counts[z] = int(lit.sum())
             written.append(lit)
         sink.close(bounds)
     finally:
         _PLANS.clear()
+        _TREE.clear()
     if cache is not None:
         order = np.argsort(np.concatenate(ids), kind="stable")
         cache.save(

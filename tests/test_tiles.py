@@ -136,10 +136,10 @@ def test_splat_radius_at_street_zoom() -> None:
     cell = np.array([h3i.latlng_to_cell(NORTHAMPTON["lat"], NORTHAMPTON["lng"], RES)], np.uint64)
     r_m = cell_radius_m(cell)
     assert r_m[0] == pytest.approx(h3i.average_hexagon_edge_length(RES, "m"), rel=0.25)
-    # res-11 at z16 near lat 42: ~16 px circumradius, splats 1.25x that; at z2 below 1 px.
+    # res-11 at z16 near lat 42: ~16 px circumradius; at z2 the smallest visible disc.
     r16 = splat_radius_px(r_m, np.array([NORTHAMPTON["lat"]]), 16)[0]
-    assert 18 < r16 < 24
-    assert splat_radius_px(r_m, np.array([NORTHAMPTON["lat"]]), 2)[0] == 1.0
+    assert 14 < r16 < 19
+    assert splat_radius_px(r_m, np.array([NORTHAMPTON["lat"]]), 2)[0] == 0.71
 
 
 def test_intensity_is_a_stable_log_scale() -> None:
@@ -460,3 +460,78 @@ def test_pmtiles_archives_hold_the_same_tiles(tmp_path: Path) -> None:
             for (z, x, y), data in all_tiles(reader.get_bytes):
                 got[str(tile_path(Path(), "all", z, x, y, ZOOMS["public_max_zoom"]))] = data
     assert got == all_files(tmp_path / "png")
+
+
+# --- streets are lines at street zoom ---------------------------------------------------
+
+M_PER_DEG_LAT = 111_320.0
+
+
+def ridden_cells(lat: float, lng0: float, lng1: float, offset_m: float, res: int) -> np.ndarray:
+    """The res-``res`` cells of an east-west ride ``offset_m`` north of ``lat`` (a fix a metre)."""
+    n = int((lng1 - lng0) * M_PER_DEG_LAT * math.cos(math.radians(lat)))
+    lats = np.full(n, lat + offset_m / M_PER_DEG_LAT)
+    lngs = np.linspace(lng0, lng1, n)
+    return np.unique([h3i.latlng_to_cell(a, b, res) for a, b in zip(lats, lngs, strict=True)])
+
+
+def test_z16_streets_30_m_apart_are_two_thin_lines_and_a_street_of_two_is_dark(
+    tmp_path: Path,
+) -> None:
+    from heatmetro.site_builder.load import publishable_heat
+    from heatmetro.state.records import HEAT_DTYPE, with_athlete
+
+    res, z = 13, 16
+    lat0, lng0, lng1 = 42.3200, -72.6400, -72.6330  # ~575 m of street
+    streets = {  # street: (metres north of lat0, riders)
+        "A": (0.0, 3),
+        "B": (30.0, 3),
+        "C": (60.0, 2),  # one rider short of min_athletes
+    }
+    rows, athlete = [], 0
+    for north, riders in streets.values():
+        for _ in range(riders):
+            cells = ridden_cells(lat0 + north / M_PER_DEG_LAT, lng0, lng1, 0.0, res)
+            arr = np.zeros(cells.size, HEAT_DTYPE)
+            arr["cell"], arr["n"] = cells, 1
+            rows.append(with_athlete(arr, athlete))
+            athlete += 1
+    published = publishable_heat("all", np.concatenate(rows), 3, 10)
+    write_heat_tiles(
+        published.cells, published.heat, layer="all", out_root=tmp_path, min_zoom=z,
+        public_max_zoom=z, max_zoom=z, heat_resolution=res,
+    )  # fmt: skip
+
+    # Stitch the z16 tiles around the streets; look at the columns of the middle 80%.
+    x0, y0 = lnglat_to_tile(lng0, lat0 + 90 / M_PER_DEG_LAT, z)
+    x1, y1 = lnglat_to_tile(lng1, lat0 - 30 / M_PER_DEG_LAT, z)
+    alpha = np.zeros(((y1 - y0 + 1) * 256, (x1 - x0 + 1) * 256), np.uint8)
+    for x in range(x0, x1 + 1):
+        for y in range(y0, y1 + 1):
+            path = tile_path(tmp_path, "all", z, x, y, z)
+            if path.exists():
+                alpha[(y - y0) * 256 : (y - y0 + 1) * 256, (x - x0) * 256 : (x - x0 + 1) * 256] = (
+                    decode(path)[:, :, 3]
+                )
+    gx0, gy0 = 256 * x0, 256 * y0
+
+    def row_of(north_m: float) -> int:
+        return int(lnglat_to_global_px(lng0, lat0 + north_m / M_PER_DEG_LAT, z)[1]) - gy0
+
+    c0, c1 = (int(lnglat_to_global_px(v, lat0, z)[0]) - gx0 for v in (lng0, lng1))
+    cols = range(c0 + (c1 - c0) // 10, c1 - (c1 - c0) // 10)
+    ra, rb, rc = row_of(0.0), row_of(30.0), row_of(60.0)
+    assert rb < ra - 15  # 30 m is ~17 px at z16 here
+    for col in cols:
+        lit = np.flatnonzero(alpha[:, col] > 0)
+        line_a = lit[np.abs(lit - ra) <= 8]
+        line_b = lit[np.abs(lit - rb) <= 8]
+        # Continuous: every column of each street is lit, close to the street.
+        assert line_a.size and line_b.size, f"column {col}: a street has a hole"
+        # Thin: at most 8 px across; and separate: unlit rows between the two.
+        assert line_a.max() - line_a.min() + 1 <= 8 and line_b.max() - line_b.min() + 1 <= 8
+        assert not (alpha[line_b.max() + 1 : line_a.min(), col] > 0).all()
+        assert (alpha[line_b.max() + 1 : line_a.min(), col] == 0).any()
+        # The street of two riders draws nothing, nor does anything else.
+        assert set(lit.tolist()) <= set(line_a.tolist()) | set(line_b.tolist())
+    assert not alpha[max(rc - 8, 0) : rc + 9].any()

@@ -55,7 +55,7 @@ class Config(BaseModel):
     tiles_format: Literal["png", "pmtiles"] = "png"
     tile_workers: int = Field(0, ge=0, le=256)
     template_dir: Path | None = None
-    heat_resolution: int = Field(11, ge=5, le=13)
+    heat_resolution: int = Field(13, ge=5, le=13)
     metro_resolution: int = Field(10, ge=5, le=12)
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
