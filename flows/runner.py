@@ -12,6 +12,7 @@ import ctypes
 import gc
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,9 +33,15 @@ RECOVERY_PARTITIONS = 8
 
 
 def ensure_recovery(config: Config) -> None:
-    if not config.recovery_dir.exists():
-        config.recovery_dir.mkdir(parents=True)
-        init_db_dir(config.recovery_dir, RECOVERY_PARTITIONS)
+    if config.recovery_dir.exists():
+        return
+    # Created beside and renamed into place: a run killed while the partitions are being
+    # made must not leave a folder that looks complete and cannot be resumed.
+    tmp = config.recovery_dir.with_name(config.recovery_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    init_db_dir(tmp, RECOVERY_PARTITIONS)
+    tmp.rename(config.recovery_dir)
 
 
 def run_worker(
