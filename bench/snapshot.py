@@ -69,11 +69,13 @@ def env() -> dict[str, str]:
     )
 
 
-def write_config(project: Path, res: int, *, out: str = "site", workers: int = 0) -> Path:
-    path = project / "config.toml"
+def write_config(
+    project: Path, res: int, *, out: str = "site", workers: int = 0, fmt: str = "png"
+) -> Path:
+    path = project / f"{out}.toml"
     path.write_text(
         f'state_dir = "state"\nout_dir = "{out}"\nheat_resolution = {res}\n'
-        f'tile_workers = {workers}\nbasemap_url = ""\n'
+        f'tile_workers = {workers}\nbasemap_url = ""\ntiles_format = "{fmt}"\n'
     )
     return path
 
@@ -94,7 +96,7 @@ def track_km(events: list[dict]) -> float:
 
 
 def ingest(project: Path, events_file: Path, workers: int) -> None:
-    cmd = [*HEATMETRO, "ingest", "-c", str(project / "config.toml"), "-w", str(workers)]
+    cmd = [*HEATMETRO, "ingest", "-c", str(project / "site.toml"), "-w", str(workers)]
     proc = subprocess.run(
         [*cmd, str(events_file)], env=env(), cwd=REPO, capture_output=True, text=True
     )
@@ -176,28 +178,34 @@ def main() -> int:
         for res in (11, 13):
             project = root / f"res{res}"
             project.mkdir()
-            write_config(project, res)
+            write_config(project, res)  # site.toml
             ingest(project, events_file, args.workers)
             projects[res] = project
         db13 = projects[13] / "state" / "heatmetro.db"
         month = latest_month(db13)
         size = {res: store_bytes(p / "state" / "heatmetro.db") for res, p in projects.items()}
 
-        full11 = snapshot("res 11", projects[11], projects[11] / "config.toml", month)
-        one = snapshot(
-            "res 13, 1 core",
-            projects[13],
-            write_config(projects[13], 13, out="one", workers=1),
-            month,
-        )
-        # Last before the change: the tile manifests then describe this published build.
-        full13 = snapshot("res 13", projects[13], write_config(projects[13], 13), month)
+        p13 = projects[13]
+        full11 = snapshot("res 11, png", projects[11], projects[11] / "site.toml", month)
+        runs = [full11]
+        one = {}
+        for fmt in ("png", "pmtiles"):
+            cfg = write_config(p13, 13, out=f"one-{fmt}", workers=1, fmt=fmt)
+            one[fmt] = snapshot(f"{fmt}, 1 core", p13, cfg, month)
+            runs.append(one[fmt])
+        # Last before the change: the tile manifests then describe these published builds.
+        full = {}
+        for fmt in ("png", "pmtiles"):
+            full[fmt] = snapshot(fmt, p13, write_config(p13, 13, out=fmt, fmt=fmt), month)
+            runs.append(full[fmt])
         changed = change_one_percent(db13)
-        rebuild = snapshot("1% rebuild", projects[13], projects[13] / "config.toml", month)
-        fresh = snapshot(
-            "1% full", projects[13], write_config(projects[13], 13, out="fresh"), month
-        )
-        identical = same_tree(projects[13] / "site", projects[13] / "fresh")
+        rebuild, fresh, identical = {}, {}, {}
+        for fmt in ("png", "pmtiles"):
+            rebuild[fmt] = snapshot(f"{fmt}, 1% rebuild", p13, p13 / f"{fmt}.toml", month)
+            cfg = write_config(p13, 13, out=f"fresh-{fmt}", fmt=fmt)
+            fresh[fmt] = snapshot(f"{fmt}, 1% full", p13, cfg, month)
+            identical[fmt] = same_tree(p13 / fmt, p13 / f"fresh-{fmt}")
+            runs += [rebuild[fmt], fresh[fmt]]
 
         first, _ = window_months(month)
         print(
@@ -208,32 +216,29 @@ def main() -> int:
         for res in (11, 13):
             print(f"  res {res}: {size[res] / km:8,.0f} bytes/km")
         print(f"  ratio res13/res11: {size[13] / size[11]:.2f}x")
-        print(
-            f"\n{'run':<16}{'seconds':>9}{'tiles':>8}{'tile s':>8}{'tiles/s':>9}{'reused':>8}{'RSS MB':>8}"
-        )
-        for r in (full11, full13, one, rebuild, fresh):
+        head = f"{'run (res 13 unless said)':<26}{'seconds':>8}{'tiles':>7}{'tile s':>7}"
+        print(f"\n{head}{'tiles/s':>8}{'reused':>7}{'RSS MB':>7}")
+        for r in runs:
             rate = r.tiles / r.tile_seconds if r.tile_seconds else 0.0
             print(
-                f"{r.label:<16}{r.seconds:>9.2f}{r.tiles:>8,}{r.tile_seconds:>8.2f}"
-                f"{rate:>9,.0f}{r.reused:>8,}{r.peak_rss_mb:>8,.0f}"
+                f"{r.label:<26}{r.seconds:>8.2f}{r.tiles:>7,}{r.tile_seconds:>7.2f}"
+                f"{rate:>8,.0f}{r.reused:>7,}{r.peak_rss_mb:>7,.0f}"
             )
+        png = full["png"]
         print(
-            f"\nsnapshot time res13/res11: {full13.seconds / full11.seconds:.2f}x "
-            f"(tile stage {full13.tile_seconds / max(full11.tile_seconds, 1e-9):.2f}x)"
+            f"\nsnapshot time res13/res11 (png): {png.seconds / full11.seconds:.2f}x "
+            f"(tile stage {png.tile_seconds / max(full11.tile_seconds, 1e-9):.2f}x)"
         )
-        print(
-            f"tiles/s per core (tile stage, tile_workers = 1): {one.tiles / one.tile_seconds:,.0f}"
-        )
-        print(
-            f"parallel speed-up of the tile stage on {cores} cores: "
-            f"{one.tile_seconds / max(full13.tile_seconds, 1e-9):.2f}x"
-        )
-        print(
-            f"1% rebuild ({changed} athletes changed): {rebuild.seconds / fresh.seconds:.1%} of a "
-            f"full build's time (tile stage {rebuild.tile_seconds / max(fresh.tile_seconds, 1e-9):.1%}), "
-            f"{rebuild.reused:,} of {rebuild.tiles:,} tiles reused; "
-            f"byte-identical to the full build: {'yes' if identical else 'NO'}"
-        )
+        for fmt in ("png", "pmtiles"):
+            o, f, r, n = one[fmt], full[fmt], rebuild[fmt], fresh[fmt]
+            print(
+                f"{fmt}: {o.tiles / o.tile_seconds:,.0f} tiles/s per core (tile stage, "
+                f"tile_workers = 1); tile stage {o.tile_seconds / max(f.tile_seconds, 1e-9):.2f}x "
+                f"faster on {cores} cores; 1% rebuild ({changed} athletes): "
+                f"{r.seconds / n.seconds:.0%} of a full build's time, tile stage "
+                f"{r.tile_seconds / max(n.tile_seconds, 1e-9):.0%}, {r.reused:,} of {r.tiles:,} "
+                f"tiles reused, byte-identical: {'yes' if identical[fmt] else 'NO'}"
+            )
     finally:
         if args.keep:
             print(f"kept {root}")

@@ -19,8 +19,13 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
-from pmtiles.reader import Reader
-from pmtiles.tile import Compression, TileType, zxy_to_tileid
+from pmtiles.tile import (
+    Compression,
+    TileType,
+    deserialize_directory,
+    deserialize_header,
+    zxy_to_tileid,
+)
 from pmtiles.writer import Writer
 
 __all__ = ["FORMATS", "PmtilesSink", "PngTreeSink", "TileSink", "make_sink"]
@@ -89,7 +94,7 @@ class PmtilesSink:
         self._zooms: dict[bool, tuple[int, int]] = {}
         self._zoom: int | None = None
         self._pending: list[tuple[int, bytes]] = []
-        self._readers: dict[bool, Reader | None] = {}
+        self._readers: dict[bool, tuple[mmap.mmap | None, dict[int, tuple[int, int]]]] = {}
         self._previous = previous
 
     def archive(self, members: bool, root: Path | None = None) -> Path:
@@ -118,23 +123,34 @@ class PmtilesSink:
             self._zoom = z
         self._pending.append((zxy_to_tileid(z, x, y), data))
 
-    def _reader(self, members: bool) -> Reader | None:
+    def _index(self, members: bool) -> tuple[mmap.mmap | None, dict[int, tuple[int, int]]]:
+        """The previous archive and where each of its tiles is (read once, not per tile)."""
         if members not in self._readers:
             path = self.archive(members, self._previous) if self._previous else None
-            reader = None
-            if path is not None and path.is_file():
+            data, where = None, {}
+            if path is not None and path.is_file() and path.stat().st_size:
                 with path.open("rb") as fh:
                     data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-                reader = Reader(lambda offset, length: data[offset : offset + length])
-            self._readers[members] = reader
+                header = deserialize_header(data[:127])
+                dirs = [(header["root_offset"], header["root_length"])]
+                while dirs:
+                    offset, length = dirs.pop()
+                    for e in deserialize_directory(data[offset : offset + length]):
+                        if e.run_length == 0:  # a leaf directory
+                            dirs.append((header["leaf_directory_offset"] + e.offset, e.length))
+                            continue
+                        start = header["tile_data_offset"] + e.offset
+                        for i in range(e.run_length):
+                            where[e.tile_id + i] = (start, e.length)
+            self._readers[members] = (data, where)
         return self._readers[members]
 
     def reuse(self, z: int, x: int, y: int) -> bool:
-        reader = self._reader(z > self.public)
-        data = reader.get(z, x, y) if reader is not None else None
-        if not data:
+        data, where = self._index(z > self.public)
+        found = where.get(zxy_to_tileid(z, x, y))
+        if data is None or found is None:
             return False
-        self.put(z, x, y, data)
+        self.put(z, x, y, data[found[0] : found[0] + found[1]])
         return True
 
     def close(self, bounds: tuple[float, float, float, float]) -> None:

@@ -49,6 +49,8 @@ __all__ = ["TileStats", "default_workers", "encode_png", "write_heat_tiles"]
 RENDER_VERSION = 2
 #: Tiles per job handed to a worker process: big enough to amortise the hand-over.
 CHUNK_TILES = 128
+#: Fewer tiles to draw than this are drawn in this process: starting workers costs more.
+MIN_PARALLEL_TILES = 1000
 _LAYER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _HEADER = png_header(LUT, TILE_SIZE, TILE_SIZE)
 
@@ -256,7 +258,7 @@ def _render_all(
     for i, z in enumerate(zooms):
         todo = np.flatnonzero(~unchanged[i])
         jobs.extend((z, todo[k : k + CHUNK_TILES]) for k in range(0, todo.size, CHUNK_TILES))
-    if workers > 1 and len(jobs) > 1:
+    if workers > 1 and sum(t.size for _, t in jobs) >= MIN_PARALLEL_TILES:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
             done = pool.map(_render_job, [z for z, _ in jobs], [t for _, t in jobs])

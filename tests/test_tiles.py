@@ -390,7 +390,15 @@ def two_streets() -> tuple[np.ndarray, np.ndarray]:
     return cells, np.random.default_rng(5).integers(3, 40, cells.size).astype(float)
 
 
-def test_workers_write_the_same_bytes(tmp_path: Path) -> None:
+@pytest.fixture
+def parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Use worker processes even for the few tiles of a test."""
+    import heatmetro.site_builder.tiles as tiles_module
+
+    monkeypatch.setattr(tiles_module, "MIN_PARALLEL_TILES", 0)
+
+
+def test_workers_write_the_same_bytes(tmp_path: Path, parallel: None) -> None:
     cells, heat = two_streets()
     for w in (1, 2):
         write_heat_tiles(
@@ -401,34 +409,41 @@ def test_workers_write_the_same_bytes(tmp_path: Path) -> None:
     assert len(one) > 20 and one == all_files(tmp_path / "2")
 
 
-def test_rebuild_renders_only_changed_tiles_and_matches_a_full_build(tmp_path: Path) -> None:
+def all_output(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.suffix in (".png", ".pmtiles")
+    }
+
+
+@pytest.mark.parametrize("fmt", ["png", "pmtiles"])
+def test_rebuild_renders_only_changed_tiles_and_matches_a_full_build(
+    tmp_path: Path, fmt: str, parallel: None
+) -> None:
     cells, heat = two_streets()
     first = tmp_path / "000001-a"
     cache = TileCache(tmp_path / "cache", None, first.name)
-    full = write_heat_tiles(
-        cells, heat, layer="all", out_root=first, heat_resolution=RES, cache=cache, **ZOOMS
-    )
+    kw = {"layer": "all", "heat_resolution": RES, "tiles_format": fmt, **ZOOMS}
+    full = write_heat_tiles(cells, heat, out_root=first, cache=cache, **kw)  # type: ignore[arg-type]
     assert full.reused == 0 and full.rendered == sum(full.tiles_per_zoom.values())
     # One cell near the end of a street gets busier: a few tiles change, not the rest.
     changed = heat.copy()
     changed[0] += 1
     second = tmp_path / "000002-b"
     cache = TileCache(tmp_path / "cache", first, second.name)
-    again = write_heat_tiles(
-        cells, changed, layer="all", out_root=second, heat_resolution=RES, cache=cache,
-        workers=2, **ZOOMS,
-    )  # fmt: skip
+    again = write_heat_tiles(cells, changed, out_root=second, cache=cache, workers=2, **kw)  # type: ignore[arg-type]
     reference = tmp_path / "reference"
-    write_heat_tiles(cells, changed, layer="all", out_root=reference, heat_resolution=RES, **ZOOMS)
-    assert all_files(second) == all_files(reference)
-    assert all_files(second) != all_files(first)
+    write_heat_tiles(cells, changed, out_root=reference, **kw)  # type: ignore[arg-type]
+    assert all_output(second) == all_output(reference)
+    assert all_output(second) != all_output(first)
     assert again.reused > 0.8 * full.rendered and 0 < again.rendered < 0.2 * full.rendered
-    # Reused tiles are links to the published build's files, not copies.
-    linked = [p for p in second.rglob("*.png") if p.stat().st_nlink == 2]
-    assert len(linked) == again.reused
+    if fmt == "png":  # reused tiles are links to the published build's files, not copies
+        linked = [p for p in second.rglob("*.png") if p.stat().st_nlink == 2]
+        assert len(linked) == again.reused
     # A manifest of a build that was never published is not trusted.
     stale = TileCache(tmp_path / "cache", first, "000003-c")
-    assert stale.load("all", "png") is None
+    assert stale.load("all", fmt) is None
 
 
 def test_pmtiles_archives_hold_the_same_tiles(tmp_path: Path) -> None:
