@@ -9,9 +9,13 @@ JSONL stream, then in the same run:
 2. ``heatmetro ingest`` of the file into a fresh project with ``-w 1`` and ``-w 2``, each
    a subprocess under ``/usr/bin/time -v`` (peak RSS), timed wall-clock as a whole
    command (start-up, recovery snapshots and SQLite commits included);
-3. the store's size per aggregate entry and per athlete-month, extrapolated to a city.
+3. the store's size per aggregate entry and per athlete-month, extrapolated to a city;
+4. clean vs messy: the same number of fixes of messy phone GPS (``bench/messy_tracks.py``:
+   buses, cold starts, spikes, clock jumps, still watches, 100,000-fix hikes) ingested
+   with ``-w 1`` right after the clean stream, in interleaved rounds: fixes/s of each,
+   the ratio of their per-fix costs (goal: messy <= 1.5x clean), and peak RSS.
 
-Usage: ``make bench`` or ``.venv/bin/python bench/ingest.py``.
+Usage: ``make bench`` or ``.venv/bin/python bench/ingest.py`` (``--messy`` runs only 4).
 """
 
 from __future__ import annotations
@@ -36,17 +40,16 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from heatmetro.flows.importers.valleybike import (  # noqa: E402
-    bundled_csvs,
-    shared_csvs,
-    valleybike_events,
-    write_jsonl,
-)
+from heatmetro.flows.importers.jsonl import write_jsonl  # noqa: E402
+from heatmetro.flows.importers.valleybike import valleybike_events  # noqa: E402
+from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs  # noqa: E402
 from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, HEX_DTYPE, OD_DTYPE, PATH_DTYPE  # noqa: E402
 from heatmetro.state.settings import AthleteSettings, Zone  # noqa: E402
 
 GOAL_RATIO = 1.5
+MESSY_GOAL = 1.5  # messy phone GPS may cost at most this much more per fix than clean
 ROUNDS = 5
+MESSY_ROUNDS = 3
 RAM_BYTES = 24 * 2**30  # this machine
 CITY_ATHLETES = 50_000
 CITY_MONTHS = 12
@@ -155,8 +158,73 @@ def table_digest(db: sqlite3.Connection, sql: str) -> str:
     return h.hexdigest()[:16]
 
 
+def messy_vs_clean(clean: Path, tmp: Path) -> None:
+    """Ingest ``clean`` and as many fixes of messy tracks, interleaved; print the ratio."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from messy_tracks import messy_events
+    from messy_tracks import write_jsonl as write_messy
+
+    clean_fixes = 0
+    with clean.open("rb") as fh:
+        for line in fh:
+            obj = orjson.loads(line)
+            if obj["kind"] == "activity":
+                clean_fixes += len(obj["streams"]["time"])
+    messy = tmp / "messy.jsonl"
+    n_events, messy_fixes = write_messy(messy_events(clean_fixes, seed=2021), messy)
+    print(
+        f"messy stream: {n_events:,} events, {messy_fixes:,} fixes "
+        f"(clean: {clean_fixes:,}); bench/messy_tracks.py, seed 2021"
+    )
+    runs: dict[str, list[dict[str, Any]]] = {"clean": [], "messy": []}
+    for k in range(MESSY_ROUNDS):
+        for name, stream in (("clean", clean), ("messy", messy)):
+            runs[name].append(ingest(stream, tmp / f"m{k}{name}", 1))
+        c, m = runs["clean"][-1]["wall"], runs["messy"][-1]["wall"]
+        print(
+            f"round {k + 1}: clean {c:5.2f} s ({clean_fixes / c:,.0f} fixes/s)   "
+            f"messy {m:5.2f} s ({messy_fixes / m:,.0f} fixes/s)   per fix {(m / messy_fixes) / (c / clean_fixes):4.2f}x"
+        )
+    ratios = sorted(
+        (m["wall"] / messy_fixes) / (c["wall"] / clean_fixes)
+        for c, m in zip(runs["clean"], runs["messy"], strict=True)
+    )
+    med = ratios[len(ratios) // 2]
+    print("messy / clean cost per fix, `heatmetro ingest -w 1` (whole command), median of rounds")
+    for name, fixes in (("clean", clean_fixes), ("messy", messy_fixes)):
+        walls = sorted(r["wall"] for r in runs[name])
+        peak = max(r["max_rss"] for r in runs[name])
+        print(
+            f"  {name}: {fixes / walls[len(walls) // 2]:,.0f} fixes/s, peak RSS {peak / MIB:,.0f} MiB"
+        )
+    verdict = "meets" if med <= MESSY_GOAL else "misses"
+    print(
+        f"  ratio {med:4.2f}x [{ratios[0]:4.2f}x .. {ratios[-1]:4.2f}x] "
+        f"({verdict} the <= {MESSY_GOAL}x goal)"
+    )
+    db = sqlite3.connect(tmp / f"m{MESSY_ROUNDS - 1}messy" / "state" / "heatmetro.db")
+    cols = ("spike_fixes", "bad_end_fixes", "vehicle_fixes", "vehicle_stretches", "pause_splits")
+    sums = db.execute(
+        f"SELECT {', '.join(f'sum({c})' for c in cols)}, sum(status = 'active'), count(*) "
+        "FROM activities"
+    ).fetchone()
+    dead = db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+    db.close()
+    print(
+        "  messy store: "
+        + ", ".join(f"{v:,} {c}" for c, v in zip(cols, sums, strict=False))
+        + f"; {sums[-2]:,} of {sums[-1]:,} activities active, {dead} dead letters"
+    )
+
+
 def main() -> int:
     csvs = shared_csvs() or bundled_csvs()
+    if "--messy" in sys.argv[1:]:
+        with tempfile.TemporaryDirectory(prefix="heatmetro-bench-") as tmp_s:
+            tmp = Path(tmp_s)
+            write_jsonl(valleybike_events(csvs), tmp / "valleybike.jsonl")
+            messy_vs_clean(tmp / "valleybike.jsonl", tmp)
+        return 0
     which = "shared (6 months)" if shared_csvs() else "bundled (2 months)"
     with tempfile.TemporaryDirectory(prefix="heatmetro-bench-") as tmp_s:
         tmp = Path(tmp_s)
@@ -224,6 +292,8 @@ def main() -> int:
         compactness(dbs[1], Path(f"{tmp_last}1") / "state")
         for db in dbs.values():
             db.close()
+        print()
+        messy_vs_clean(stream, tmp)
     return 0
 
 

@@ -41,12 +41,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from heatmetro.core.months import window_months  # noqa: E402
-from heatmetro.flows.importers.valleybike import (  # noqa: E402
-    bundled_csvs,
-    shared_csvs,
-    valleybike_events,
-    write_jsonl,
-)
+from heatmetro.flows.importers.jsonl import write_jsonl  # noqa: E402
+from heatmetro.flows.importers.valleybike import valleybike_events  # noqa: E402
+from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs  # noqa: E402
 
 HEATMETRO = [sys.executable, "-m", "heatmetro.cli"]
 BENCH_SALT = "bench-salt-not-secret"

@@ -1,14 +1,16 @@
-"""Trim, map to cells and count many activities at once (the ingest hot path).
+"""Clean, trim, map to cells and count many activities at once (the ingest hot path).
 
 Each activity done alone costs ~100 small numpy calls, which dominated ingest time.
-Here a whole Bytewax batch is concatenated and done in one pass; privacy zones are
-applied per activity inside it, and the rare activity with a GPS teleport takes the
-one-at-a-time path.
+Here a whole Bytewax batch is concatenated and done in one pass: GPS faults are
+cleaned (``clean``), then the privacy rules cut the hidden start/end along the track
+and the zones (applied per activity), the track splits where fixes were removed or a
+gap is too long, and one point per hexagon edge of track is mapped to an H3 cell, with
+the grid path filled in between cells that are not neighbours.
 
-Every result must be identical to the one-at-a-time path (``finish_one``) whatever
-else is in the batch — a replay after a crash batches differently. So nothing here
-sums across activities: running sums are per activity, everything else is element-wise
-or integer.
+This is the only implementation. Each result must be the same whatever else is in the
+batch (a replay after a crash batches differently), so nothing sums across activities:
+running sums are per activity, everything else is element-wise or integer. The tests
+hold it against a plain one-activity-at-a-time reference (``tests/reference_trim.py``).
 """
 
 from __future__ import annotations
@@ -16,19 +18,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import h3._cy as h3_cy
 import h3.api.basic_int as h3
 import numpy as np
 
 from heatmetro.core.config import Config
 from heatmetro.core.geo import step_lengths_m
-from heatmetro.flows.track_cells import SAMPLE_EDGES, SPEED_WINDOW_S, insert_grid_paths, track_path
-from heatmetro.flows.trim import GPS_NOISE_M, trim
-from heatmetro.state.aggregates import StoredActivity, activity_records, batch_records
+from heatmetro.flows.clean import FAULTS, clean_batch
+from heatmetro.flows.grid_fill import insert_grid_paths
+from heatmetro.flows.map_match import match_streets
+from heatmetro.state.aggregates import StoredActivity, batch_records
 from heatmetro.state.changes import ActivityChange
 from heatmetro.state.path_ops import drop_zone_cells
 from heatmetro.state.records import PATH_DTYPE, to_blob
 from heatmetro.state.settings import EffectiveZone, points_in_zones
+
+SAMPLE_EDGES = 1.0  # one sample per hexagon edge of track keeps every crossed cell within a step
+SPEED_WINDOW_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,70 +47,15 @@ class TrimJob:
     zones: tuple[EffectiveZone, ...]
     source: str
     position: int
+    # For the personal store (flows/personal.py): the activity's visibility and hide_map,
+    # and the public store's status when it does not contribute ("hidden", "opted_out").
+    visibility: str = "everyone"
+    hide_map: bool = False
+    withheld: str = ""
 
     @property
     def max_speed(self) -> float:
         return float(self.base["max_speed_ms"])
-
-
-def finish_one(job: TrimJob, config: Config) -> ActivityChange:
-    """The reference path: one activity, step by step."""
-    trimmed = trim(
-        job.lat,
-        job.lng,
-        job.t,
-        cut_start_m=job.base["cut_start_m"],
-        cut_end_m=job.base["cut_end_m"],
-        zones=job.zones,
-        max_speed=job.max_speed,
-        max_gap_m=config.max_gap_fill_m,
-    )
-    path = track_path(trimmed, res=config.heat_resolution, zones=job.zones)
-    records = activity_records(
-        _stored(job, path), metro_res=config.metro_resolution, od_res=config.od_resolution
-    )
-    return _change(job, path, records, len(trimmed.lat))
-
-
-def _stored(job: TrimJob, path: np.ndarray) -> StoredActivity:
-    b = job.base
-    return StoredActivity(
-        b["activity_id"], path, b["start_s"], b["utc_offset_s"], b["commute"], b["max_speed_ms"]
-    )
-
-
-def _change(
-    job: TrimJob, path: np.ndarray, records: tuple[np.ndarray, ...], kept: int
-) -> ActivityChange:
-    heat, edges, hexes, od = records
-    return ActivityChange(
-        status="active" if len(path) else "empty",
-        path=to_blob(path),
-        heat=to_blob(heat),
-        edges=to_blob(edges),
-        hexagons=to_blob(hexes),
-        od=to_blob(od),
-        fixes_kept=kept,
-        **job.base,
-    )
-
-
-def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
-    """``[finish_one(j) for j in jobs]``, computed together."""
-    out: list[ActivityChange | None] = [None] * len(jobs)
-    simple = []
-    for i, job in enumerate(jobs):
-        if len(job.t) < 2:
-            out[i] = finish_one(job, config)
-        else:
-            simple.append(i)
-    if simple:
-        for i, change in _batch([jobs[i] for i in simple], config).items():
-            out[simple[i]] = change
-        for i in simple:
-            if out[i] is None:  # had a teleport: the careful path
-                out[i] = finish_one(jobs[i], config)
-    return [c for c in out if c is not None]
 
 
 def _per_activity_cumsum(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -120,47 +70,71 @@ def _per_activity_cumsum(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else along
 
 
-def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
-    """The vectorised path; skips activities with teleports (``finish_one`` does those)."""
+def _stored(job: TrimJob, path: np.ndarray) -> StoredActivity:
+    b = job.base
+    return StoredActivity(
+        b["activity_id"], path, b["start_s"], b["utc_offset_s"], b["commute"], b["max_speed_ms"]
+    )
+
+
+def _change(
+    job: TrimJob,
+    path: np.ndarray,
+    records: tuple[np.ndarray, ...],
+    kept: int,
+    faults: np.ndarray,
+    streets: bytes = b"",
+) -> ActivityChange:
+    heat, edges, hexes, od = records
+    return ActivityChange(
+        status="active" if len(path) else "empty",
+        path=to_blob(path),
+        heat=to_blob(heat),
+        edges=to_blob(edges),
+        hexagons=to_blob(hexes),
+        od=to_blob(od),
+        fixes_kept=kept,
+        streets=streets,
+        **job.base,
+        **dict(zip(FAULTS, faults.tolist(), strict=True)),
+    )
+
+
+def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
+    """The store changes of ``jobs``; each the same whatever else is in the batch."""
+    if not jobs:
+        return []
     k = len(jobs)
     n = np.array([len(j.t) for j in jobs])
     aid = np.repeat(np.arange(k), n)
-    lat = np.concatenate([j.lat for j in jobs])
-    lng = np.concatenate([j.lng for j in jobs])
+    lat = np.concatenate([j.lat for j in jobs]).astype(np.float64)
+    lng = np.concatenate([j.lng for j in jobs]).astype(np.float64)
     t = np.concatenate([j.t for j in jobs]).astype(np.float64)
     vmax = np.array([j.max_speed for j in jobs])
 
-    # Clean: drop repeated positions, set aside activities with a teleport.
-    moved = np.ones(len(lat), dtype=bool)
-    moved[1:] = (lat[1:] != lat[:-1]) | (lng[1:] != lng[:-1]) | (aid[1:] != aid[:-1])
-    lat, lng, t, aid = lat[moved], lng[moved], t[moved], aid[moved]
+    # Clean: the usable fixes, where the track splits, and the faults seen.
+    cleaned = clean_batch(lat, lng, t, aid, vmax)
+    lat, lng, t, aid = (x[cleaned.idx] for x in (lat, lng, t, aid))
+    split = cleaned.new_piece
     step = step_lengths_m(lat, lng)
     same_act = aid[1:] == aid[:-1]
-    fast = same_act & ((step - GPS_NOISE_M) > vmax[aid[1:]] * np.maximum(np.diff(t), 1.0))
-    if fast.any():
-        ok = ~np.isin(aid, np.unique(aid[1:][fast]))
-        lat, lng, t, aid = lat[ok], lng[ok], t[ok], aid[ok]
-        step = step_lengths_m(lat, lng)
-        same_act = aid[1:] == aid[:-1]
-    if len(aid) == 0:
-        return {}
     bounds = np.searchsorted(aid, np.arange(k + 1))
     kept_count = np.diff(bounds)
 
     # Hidden start/end: along-track distance from each activity's first fix.
     along = _per_activity_cumsum(np.append(step, 0.0), bounds)
     last = np.maximum(bounds[1:] - 1, 0)
-    total = along[last]
+    total = along[last] if len(along) else np.zeros(k)  # cleaning may leave no fix at all
     cut_s = np.array([j.base["cut_start_m"] for j in jobs])
     cut_e = np.array([j.base["cut_end_m"] for j in jobs])
     keep = (along >= cut_s[aid]) & (along <= total[aid] - cut_e[aid])
-    keep &= kept_count[aid] >= 2  # never moved: nothing to draw or count (as trim.trim)
+    keep &= kept_count[aid] >= 2  # never moved: nothing to draw or count
     for i, job in enumerate(jobs):
         if job.zones and kept_count[i]:
             a, b = bounds[i], bounds[i + 1]
             keep[a:b] &= ~points_in_zones(lat[a:b], lng[a:b], job.zones)
     starts = keep.copy()
-    starts[1:] &= ~keep[:-1] | (step > config.max_gap_fill_m) | ~same_act
+    starts[1:] &= ~keep[:-1] | (step > config.max_gap_fill_m) | ~same_act | split[1:]
     gseg = np.cumsum(starts) - 1  # piece ids, unique across the batch
     first_seg = np.concatenate(([0], np.cumsum(starts)))[bounds[:-1]]  # per activity
     kept = np.flatnonzero(keep)
@@ -183,7 +157,7 @@ def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
     speed = _speeds(t, seg, piece_along, kbounds)
     idx = np.flatnonzero(sample)
     res = config.heat_resolution
-    to_cell = h3_cy.latlng_to_cell
+    to_cell = h3.latlng_to_cell
     cells = np.fromiter(
         (to_cell(a, b, res) for a, b in zip(lat[idx].tolist(), lng[idx].tolist(), strict=True)),
         dtype=np.uint64,
@@ -198,7 +172,7 @@ def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
     change[1:] = (cells[1:] != cells[:-1]) | (cg[1:] != cg[:-1])
     cells, ct, cv, cg = cells[change], ct[change], cv[change], cg[change]
     inner = np.flatnonzero(cg[1:] == cg[:-1])
-    nb = h3_cy.are_neighbor_cells
+    nb = h3.are_neighbor_cells
     gaps = [
         i
         for i, a, b in zip(
@@ -211,29 +185,39 @@ def _batch(jobs: list[TrimJob], config: Config) -> dict[int, ActivityChange]:
     paid = np.searchsorted(first_seg, cg, side="right") - 1  # activity of each path row
     pbounds = np.searchsorted(paid, np.arange(k + 1))
 
-    done = [i for i in range(k) if kept_count[i] > 0]  # the others had a teleport
     paths = []
-    for i in done:
+    for i in range(k):
         a, b = pbounds[i], pbounds[i + 1]
         path = np.zeros(b - a, PATH_DTYPE)
         path["cell"], path["t"], path["v"] = cells[a:b], ct[a:b], cv[a:b]
         path["seg"] = cg[a:b] - first_seg[i]
-        if jobs[i].zones:  # no hexagon may overlap a zone (as track_cells.track_path)
+        if jobs[i].zones:  # no hexagon may overlap a zone
             path = drop_zone_cells(path, config.heat_resolution, jobs[i].zones)
         paths.append(path)
     records = batch_records(
-        [_stored(jobs[i], p) for i, p in zip(done, paths, strict=True)],
+        [_stored(j, p) for j, p in zip(jobs, paths, strict=True)],
         metro_res=config.metro_resolution,
         od_res=config.od_resolution,
     )
-    return {
-        i: _change(jobs[i], p, r, int(fixes_kept[i]))
-        for i, p, r in zip(done, paths, records, strict=True)
-    }
+    # With a base map: the same trimmed points matched to the streets, per activity.
+    ends = zip(kbounds[:-1].tolist(), kbounds[1:].tolist(), strict=True)
+    streets = [
+        match_streets(config, j.base["layer"], lat[a:b], lng[a:b], t[a:b], seg[a:b], j.zones)
+        for j, (a, b) in zip(jobs, ends, strict=True)
+    ]
+    return [
+        _change(j, p, r, int(fixes_kept[i]), cleaned.faults[i], streets[i])
+        for i, (j, p, r) in enumerate(zip(jobs, paths, records, strict=True))
+    ]
 
 
 def _speeds(t: np.ndarray, seg: np.ndarray, along: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """``track_cells.smoothed_speed`` for each activity slice (same arithmetic)."""
+    """Speed (m/s) at each point over about +-15 s of its own piece; NaN if unknown.
+
+    Cell-centre distances over cell-entry times are too coarse for speeds (a track
+    running along a cell border zig-zags between cells), so speed comes from the points.
+    Offsetting time by piece keeps each window inside its piece (``t`` rises).
+    """
     out = np.full(len(t), np.nan)
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         if b - a < 2:

@@ -22,7 +22,8 @@ from heatmetro.core.contract import (
     epoch_ms,
 )
 from heatmetro.core.sports import layer_of, max_speed_ms
-from heatmetro.flows.batch import TrimJob, finish_one
+from heatmetro.flows.batch import TrimJob, finish_batch
+from heatmetro.flows.personal import Routed, route
 from heatmetro.state.changes import ActivityChange, ActivityDelete, SettingsChange, StoreItem
 from heatmetro.state.records import PATH_DTYPE, to_blob
 from heatmetro.state.settings import (
@@ -45,10 +46,17 @@ class AthleteFold:
 
     def apply(
         self, settings: AthleteSettings | None, event: Event
-    ) -> tuple[AthleteSettings, list[StoreItem]]:
-        """Settings after ``event`` and the store changes it makes (trimmed one by one)."""
+    ) -> tuple[AthleteSettings, list[Routed]]:
+        """Settings after ``event`` and the store changes it makes (trimmed at once),
+        personal-store items included (``flows/personal.py``)."""
         new, items = self.plan(settings, event)
-        return new, [finish_one(i, self.config) if isinstance(i, TrimJob) else i for i in items]
+        out: list[Routed] = []
+        for i in items:
+            if isinstance(i, TrimJob):
+                out.extend(route(i, finish_batch([i], self.config)[0], self.config))
+            else:
+                out.append(i)
+        return new, out
 
     def plan(
         self, settings: AthleteSettings | None, event: Event, source: str = "", position: int = 0
@@ -132,8 +140,17 @@ class AthleteFold:
             fixes_in=n_in,
             max_speed_ms=max_speed_ms(ev.sport_type),
         )
+        withheld = ""
         if settings.opt_out or ev.visibility != "everyone" or ev.hide_map:
-            status = "opted_out" if settings.opt_out else "hidden"
+            withheld = "opted_out" if settings.opt_out else "hidden"
+        if withheld and cfg.personal_heatmaps:
+            # Trimmed like a public one, for the owner's personal store only (routing).
+            return TrimJob(
+                base, track.lat, track.lng, track.t, zones, source, position,
+                visibility=ev.visibility, hide_map=ev.hide_map, withheld=withheld,
+            )  # fmt: skip
+        if withheld:
+            status = withheld
             return ActivityChange(
                 status=status,
                 path=_EMPTY_PATH,
@@ -144,4 +161,6 @@ class AthleteFold:
                 fixes_kept=0,
                 **base,
             )  # type: ignore[arg-type]
-        return TrimJob(base, track.lat, track.lng, track.t, zones, source, position)
+        return TrimJob(
+            base, track.lat, track.lng, track.t, zones, source, position, visibility=ev.visibility
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -19,11 +20,15 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from heatmetro.core.config import Config, load_config
 from heatmetro.core.contract import decode, validate_event
 from heatmetro.core.errors import HeatmetroError, StreamRecordError
-from heatmetro.flows.batch import TrimJob, finish_batch, finish_one
+from heatmetro.flows.batch import TrimJob, finish_batch
+from heatmetro.flows.fatal import end_run_on_environment_error
 from heatmetro.flows.fold import AthleteFold
+from heatmetro.flows.personal import route
 from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
 from heatmetro.state.changes import DeadLetter, StoreItem
+from heatmetro.state.personal_store import PersonalChange, PersonalWriter
 from heatmetro.state.store import connect
+from heatmetro.state.street_network import network_for
 from heatmetro.state.writer import StoreWriter
 
 AGGREGATE_REFRESH_S = 10.0  # rebuild touched athlete-months at most this often (and at the end)
@@ -59,6 +64,8 @@ def decode_record(rec: RawRecord) -> Decoded | DeadLetter:
     Only this cheap step runs where the stream is read; the contract is checked by the
     athlete's worker, so ``-w N`` spreads that work too.
     """
+    if rec.error is not None:  # refused where it was read (longer than max_record_bytes)
+        return DeadLetter(rec.source, rec.position, rec.error, _raw_text(rec.data))
     try:
         return Decoded(rec, decode(rec.data))
     except StreamRecordError as exc:
@@ -78,11 +85,12 @@ class FoldStep:
 
     def __init__(self, config: Config) -> None:
         self.fold = AthleteFold(config)
+        self.max_fixes = config.max_fixes_per_activity
 
     def __call__(self, state: Any, item: Any) -> tuple[Any, list[Any]]:  # item: Decoded
         rec = item.rec
         try:
-            event = validate_event(item.obj, rec.data)
+            event = validate_event(item.obj, rec.data, max_fixes=self.max_fixes)
         except StreamRecordError as exc:
             return state, [_dead(rec, str(exc))]
         try:
@@ -104,13 +112,17 @@ class TrimStep:
             return items
         try:
             done = iter(finish_batch(jobs, self.config))
-            return [next(done) if isinstance(i, TrimJob) else i for i in items]
+            finished = [(i, next(done)) if isinstance(i, TrimJob) else (i, i) for i in items]
         except Exception:  # noqa: BLE001 - find the culprit one by one
-            return [self._one(i) if isinstance(i, TrimJob) else i for i in items]
+            finished = [(i, self._one(i)) if isinstance(i, TrimJob) else (i, i) for i in items]
+        out: list[Any] = []
+        for item, result in finished:  # public and personal store items
+            out.extend(route(item, result, self.config) if isinstance(item, TrimJob) else [item])
+        return out
 
     def _one(self, job: TrimJob) -> StoreItem:
         try:
-            return finish_one(job, self.config)
+            return finish_batch([job], self.config)[0]
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             reason = f"activity {job.base['activity_id']}: cannot process: {exc!r}"
             return DeadLetter(job.source, job.position, reason[:500], "")
@@ -118,20 +130,32 @@ class TrimStep:
 
 class _StorePartition(StatelessSinkPartition[StoreItem]):
     def __init__(self, config: Config, worker: int) -> None:
-        self.writer = StoreWriter.for_config(
-            connect(config.db_path), config, refresh_every_s=AGGREGATE_REFRESH_S
-        )
+        self.guard = partial(end_run_on_environment_error, config.db_path)
+        with self.guard():
+            self.writer = StoreWriter.for_config(
+                connect(config.db_path), config, refresh_every_s=AGGREGATE_REFRESH_S
+            )
         self.worker = worker
         self.progress = Progress(worker)
+        # The athletes' own maps live in a separate file (state/personal_store.py).
+        with self.guard():
+            self.personal = PersonalWriter.for_config(config) if config.personal_heatmaps else None
 
     def write_batch(self, items: list[StoreItem]) -> None:
-        self.writer.write_batch(items)
-        self.progress.add(items)
+        public = [i for i in items if not isinstance(i, PersonalChange)]
+        with self.guard():  # a full disk or corrupt store: one line, not a panic
+            self.writer.write_batch(public)
+            if self.personal is not None:
+                self.personal.write_batch(items)
+        self.progress.add(public)
 
     def close(self) -> None:
-        self.writer.refresh()
+        with self.guard():
+            self.writer.refresh()
         self.progress.done()
         self.writer.db.close()
+        if self.personal is not None:
+            self.personal.close()
 
 
 class StoreSink(DynamicSink[StoreItem]):
@@ -195,6 +219,7 @@ def build_flow(
         config = load_config(os.environ.get("HEATMETRO_CONFIG"))
     if inputs is None:
         inputs = os.environ.get("HEATMETRO_INPUTS", "-").split(os.pathsep)
+    network_for(config)  # a bad base_map fails here, once; workers then load the cache
     sources = [s for s in inputs if s.startswith("kafka://")]
     files = expand_inputs([s for s in inputs if not s.startswith("kafka://")])
 
@@ -202,12 +227,21 @@ def build_flow(
     streams = []
     # Always built, even for Kafka-only runs: its partitions and recovered state must be
     # the same in every run and every cluster member.
-    source = JsonlSource(files, follow=follow, with_stdin=not stdin_elsewhere)
+    source = JsonlSource(
+        files,
+        follow=follow,
+        with_stdin=not stdin_elsewhere,
+        max_record_bytes=config.max_record_bytes,
+    )
     streams.append(op.input("read", flow, source))  # RawRecord
     for i, url in enumerate(sources):
         from heatmetro.flows.kafka_input import kafka_records
 
-        streams.append(kafka_records(flow, f"kafka_{i}", url, follow=follow))  # RawRecord
+        streams.append(
+            kafka_records(
+                flow, f"kafka_{i}", url, follow=follow, max_record_bytes=config.max_record_bytes
+            )
+        )  # RawRecord
     if not files and not sources and not allow_empty:
         msg = "no input: name JSONL files, folders, - for stdin, or kafka://host:port/topic"
         raise HeatmetroError(msg)

@@ -33,15 +33,19 @@ RECOVERY_PARTITIONS = 8
 
 
 def ensure_recovery(config: Config) -> None:
+    """Create the recovery partitions once, atomically.
+
+    They are made in a scratch folder and renamed into place: a run killed while creating
+    them (SIGKILL in the first second) must not leave a folder with some of the
+    partitions, which Bytewax refuses to resume from.
+    """
     if config.recovery_dir.exists():
         return
-    # Created beside and renamed into place: a run killed while the partitions are being
-    # made must not leave a folder that looks complete and cannot be resumed.
-    tmp = config.recovery_dir.with_name(config.recovery_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    init_db_dir(tmp, RECOVERY_PARTITIONS)
-    tmp.rename(config.recovery_dir)
+    scratch = config.recovery_dir.with_name(config.recovery_dir.name + ".creating")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    init_db_dir(scratch, RECOVERY_PARTITIONS)
+    scratch.rename(config.recovery_dir)
 
 
 def run_worker(
@@ -93,7 +97,6 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 def run_ingest(config: Config, inputs: list[str], *, follow: bool = False, workers: int = 1) -> int:
     """Ingest ``inputs`` into the store; returns the number of dead letters now on file."""
-    config.state_dir.mkdir(parents=True, exist_ok=True)
     connect(config.db_path).close()  # create / migrate before the workers race for it
     ensure_recovery(config)
     if workers == 1:

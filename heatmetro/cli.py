@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from heatmetro import __version__
 from heatmetro.core.config import ENV_OVERRIDES, load_config
+from heatmetro.core.environment import describe_os_error, describe_store_error, user_caused
 from heatmetro.core.errors import HeatmetroError
+from heatmetro.flows.importers.capped import DEFAULT_MAX_FILE_BYTES
 
 EPILOG_ENV = (
     "environment:\n"
@@ -24,7 +27,9 @@ EPILOG_ENV = (
 
 
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    return load_config(args.config)
+    config = load_config(args.config)
+    args.db_path = config.db_path  # named in store errors
+    return config
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -52,6 +57,12 @@ def _fmt_status(by_status: dict[str, int]) -> str:
     return ", ".join(f"{n:,} {k}" for k, n in sorted(by_status.items())) or "none"
 
 
+def _fmt_faults(faults: dict[str, int]) -> str:
+    from heatmetro.state.store import GPS_FAULTS
+
+    return "; ".join(f"{faults[k]:,} {label}" for k, label in GPS_FAULTS.items())
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
@@ -71,6 +82,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     )
     print(f"activities       {s['activities']:,} ({_fmt_status(s['activities_by_status'])})")
     print(f"path cells       {s['path_cells']:,}")
+    print(f"GPS faults       {_fmt_faults(s['gps_faults'])}")
     print(
         f"aggregates       {s['aggregate_rows']:,} athlete-month-layer rows: {s['heat_entries']:,} cells, {s['edge_entries']:,} edge entries"
     )
@@ -86,10 +98,67 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from heatmetro.site_builder.snapshot import run_snapshot
 
     config = _config(args)
+    if args.weekly:
+        from heatmetro.site_builder.snapshot import build_time
+        from heatmetro.site_builder.weekly import run_weekly
+
+        if args.month is not None:
+            msg = "--weekly and --month cannot be combined (the weekly map ends --until a day)"
+            raise HeatmetroError(msg)
+        weekly = run_weekly(config, until=args.until, when=build_time(), quiet=args.quiet)
+        if not args.quiet:
+            print(weekly.summary())
+        return 0
+    if args.until is not None:
+        msg = "--until only applies with --weekly"
+        raise HeatmetroError(msg)
     result = run_snapshot(config, month=args.month, quiet=args.quiet)
     if not args.quiet:
         print(result.summary())
     return 0
+
+
+def cmd_personal(args: argparse.Namespace) -> int:
+    from heatmetro.site_builder.personal import build_personal
+    from heatmetro.site_builder.snapshot import build_time
+    from heatmetro.state.personal_store import PersonalFilter
+
+    for flag, value in (("--from", args.date_from), ("--to", args.date_to)):
+        if value is not None and not _is_date(value):
+            msg = f"{flag} {value!r}: expected YYYY-MM-DD, e.g. 2021-06-30"
+            raise HeatmetroError(msg)
+    flt = PersonalFilter(
+        date_from=args.date_from,
+        date_to=args.date_to,
+        sports=tuple(args.sport or ()),
+        layers=tuple(args.layer or ()),
+        commutes=args.commutes,
+        visibilities=tuple(args.visibility or PersonalFilter.visibilities),
+    )
+    result = build_personal(
+        _config(args),
+        args.athlete,
+        Path(args.out),
+        flt,
+        show_zones=args.show_zones,
+        build_date=build_time().strftime("%Y-%m-%d"),
+    )
+    if not args.quiet:
+        print(result.summary())
+    return 0
+
+
+def _is_date(text: str) -> bool:
+    import re
+    from datetime import date
+
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -103,6 +172,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         failures.append(f"{path}: {reason}")
         print(f"skipped {path}: {reason}", file=sys.stderr)
 
+    def on_warning(path: Path, note: str) -> None:
+        print(f"{path}: {note}", file=sys.stderr)
+
     out = sys.stdout.buffer
     n = 0
     for event in import_tracks(
@@ -111,6 +183,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         visibility=args.visibility,
         sport_type=args.sport_type,
         on_error=on_error,
+        on_warning=on_warning,
+        max_file_bytes=args.max_file_bytes,
     ):
         out.write(orjson.dumps(event) + b"\n")
         n += 1
@@ -135,12 +209,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not (directory / "index.html").exists():
         msg = f"no site in {directory}: run `heatmetro snapshot` (or `make demo`) first"
         raise HeatmetroError(msg)
-    serve(
-        directory,
-        args.port,
-        ready=lambda url: print(f"serving {directory} at {url} (Ctrl-C stops)"),
-    )
+    serve(directory, args.port)  # prints "Serving DIR at URL (Ctrl-C to stop)" when ready
     return 0
+
+
+def byte_size(text: str) -> int:
+    """``65536``, ``64K``, ``256M``, ``1G`` -> bytes (binary units)."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+    number, unit = text.strip().upper().removesuffix("B"), ""
+    if number[-1:] in units:
+        number, unit = number[:-1], number[-1]
+    if not number.isdigit() or int(number) * units[unit] < 1:
+        msg = f"{text!r}: expected a positive size such as 65536, 64K, 256M or 1G"
+        raise argparse.ArgumentTypeError(msg)
+    return int(number) * units[unit]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +287,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--month", help="YYYY-MM, last month of the 12-month window (default: last complete month)"
     )
+    p.add_argument(
+        "--weekly",
+        action="store_true",
+        help="publish the last 7 days under out_dir/weekly/ instead (stricter threshold and zoom)",
+    )
+    p.add_argument(
+        "--until", metavar="YYYY-MM-DD", help="with --weekly: the last day (default: yesterday)"
+    )
+
+    p = add(
+        "personal",
+        cmd_personal,
+        "build one athlete's own private heatmap (all their visibilities, no threshold)",
+        "heatmetro personal -c config.toml --athlete a-17 --out private/a-17 --from 2021-01-01",
+    )
+    p.add_argument("--athlete", required=True, metavar="ID", help="the athlete's id")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder of the site (replaced)")
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="first local start date")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="last local start date")
+    p.add_argument(
+        "--sport", action="append", metavar="TYPE", help="only this sport type (repeatable)"
+    )
+    p.add_argument(
+        "--layer",
+        action="append",
+        choices=["ride", "run", "water", "winter", "other"],
+        help="only this sport group (repeatable)",
+    )
+    p.add_argument(
+        "--commutes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="include activities marked as commutes (default: yes)",
+    )
+    p.add_argument(
+        "--visibility",
+        action="append",
+        choices=["everyone", "followers_only", "only_me"],
+        help="only this visibility (repeatable; default: all three)",
+    )
+    p.add_argument(
+        "--show-zones",
+        action="store_true",
+        help="draw your privacy zones as circles (what is inside them is never stored)",
+    )
 
     p = add(
         "import",
@@ -218,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--visibility", default="everyone", choices=["everyone", "followers_only", "only_me"]
     )
     p.add_argument("--sport-type", help="override the sport type found in the files")
+    p.add_argument(
+        "--max-file-bytes",
+        type=byte_size,
+        default=DEFAULT_MAX_FILE_BYTES,
+        metavar="SIZE",
+        help="refuse a file whose uncompressed content is larger (e.g. 64M, 1G; default 256M)",
+    )
 
     p = add(
         "demo",
@@ -248,11 +382,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except HeatmetroError as exc:
-        print(f"heatmetro {args.command}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # User mistakes and a broken environment (full disk, corrupt store, port in use)
+        # become one line; anything else is a bug and keeps its traceback.
+        cause = user_caused(exc)
+        if cause is None:
+            raise
+        print(f"heatmetro {args.command}: error: {_one_line(cause, args)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException, args: argparse.Namespace) -> str:
+    if isinstance(exc, HeatmetroError):
+        return str(exc)
+    if isinstance(exc, sqlite3.Error):
+        return describe_store_error(exc, getattr(args, "db_path", "(unknown path)"))
+    assert isinstance(exc, OSError)
+    return describe_os_error(exc)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,9 @@ import time
 from pathlib import Path
 
 from heatmetro.core.config import load_config
-from heatmetro.flows.importers.valleybike import (
-    bundled_csvs,
-    shared_csvs,
-    valleybike_events,
-    write_jsonl,
-)
+from heatmetro.flows.importers.jsonl import write_jsonl
+from heatmetro.flows.importers.valleybike import valleybike_events
+from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs
 from heatmetro.flows.runner import run_ingest
 from heatmetro.site_builder.snapshot import run_snapshot
 from heatmetro.state.store import connect, stats

@@ -7,13 +7,15 @@ per athlete (with a local index, never the id) for the Metro writer to threshold
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import sqlite_utils
 
 from heatmetro.core.months import window_months
-from heatmetro.site_builder.window import LayerHeat, WindowData
+from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat
+from heatmetro.site_builder.window import LayerHeat, WindowData, publishable_heat
 from heatmetro.state.records import (
     EDGE_DTYPE,
     EDGE_KEY,
@@ -23,10 +25,35 @@ from heatmetro.state.records import (
     LAYERS,
     OD_DTYPE,
     OD_KEY,
+    PATH_DTYPE,
     from_blob,
     group_sum,
     with_athlete,
 )
+
+
+def contributing_paths(
+    db: sqlite_utils.Database, where: str, params: tuple[object, ...]
+) -> Iterator[ActivityPath]:
+    """The public store's contributing activities matching ``where`` (SQL on ``a.``),
+    athletes numbered locally in id order (opted-out athletes skipped, as above)."""
+    index: dict[str, int] = {}
+    rows = db.execute(
+        "SELECT a.athlete_id, a.layer, a.sport_type, a.start_s, a.utc_offset_s, a.path "
+        "FROM activities a LEFT JOIN athletes s ON s.athlete_id = a.athlete_id "
+        f"WHERE a.status = 'active' AND coalesce(s.opt_out, 0) = 0 AND {where} "
+        "ORDER BY a.athlete_id, a.activity_id",
+        params,
+    )
+    for athlete_id, layer, sport, start_s, offset, path in rows:
+        yield ActivityPath(
+            index.setdefault(athlete_id, len(index)),
+            layer,
+            sport,
+            start_s,
+            offset,
+            from_blob(path, PATH_DTYPE),
+        )
 
 
 @dataclass
@@ -38,8 +65,16 @@ class _Rows:
 
 
 def load_window(
-    db: sqlite_utils.Database, month: str, *, min_athletes: int, max_per_athlete: int
+    db: sqlite_utils.Database,
+    month: str,
+    *,
+    min_athletes: int,
+    max_per_athlete: int,
+    sport_layers: tuple[str, ...] = (),
+    night: bool = False,
 ) -> WindowData:
+    """The window ending with ``month``: month layers from the aggregates, plus the
+    per-sport and night layers asked for, counted from the window's stored paths."""
     first, last = window_months(month)
     rows = db.execute(
         "SELECT m.athlete_id, m.layer, m.activities, m.heat, m.edges, m.hexagons, m.od "
@@ -82,6 +117,16 @@ def load_window(
         edges_out[layer] = merged(r.edges, EDGE_DTYPE, EDGE_KEY, ("trips", "speed_sum", "speed_n"))
         hex_out[layer] = merged(r.hexagons, HEX_DTYPE, HEX_KEY, ("trips", "speed_sum", "speed_n"))
         od_out[layer] = merged(r.od, OD_DTYPE, OD_KEY, ("trips",))
+    if sport_layers or night:
+        extra = layer_heat(
+            contributing_paths(db, "a.month BETWEEN ? AND ?", (first, last)),
+            group_layers=False,
+            sport_layers=sport_layers,
+            night=night,
+            min_athletes=min_athletes,
+            max_per_athlete=max_per_athlete,
+        )
+        heat_out.update(extra)
     return WindowData(
         month=last,
         first_month=first,
@@ -93,21 +138,3 @@ def load_window(
         activities=activities,
         counts={f"cells_{k}": len(v.cells) for k, v in heat_out.items()},
     )
-
-
-def publishable_heat(
-    layer: str, per_athlete: np.ndarray, min_athletes: int, max_per_athlete: int
-) -> LayerHeat:
-    """Cap each athlete's weight per cell, then keep cells with enough distinct athletes.
-
-    ``per_athlete`` has one row per (athlete, cell) with the athlete's activity count.
-    """
-    if len(per_athlete) == 0:
-        empty = np.zeros(0, np.uint64)
-        return LayerHeat(layer, empty, np.zeros(0), np.zeros(0, np.uint32))
-    capped = np.minimum(per_athlete["n"], max_per_athlete).astype(np.float64)
-    cells, inv = np.unique(per_athlete["cell"], return_inverse=True)
-    heat = np.bincount(inv, weights=capped, minlength=len(cells))
-    athletes = np.bincount(inv, minlength=len(cells)).astype(np.uint32)
-    keep = athletes >= min_athletes
-    return LayerHeat(layer, cells[keep], heat[keep], athletes[keep])

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import shutil
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,8 +30,10 @@ import jinja2
 import numpy as np
 
 from heatmetro.core.cells import cell_centres
-from heatmetro.core.errors import ConfigError
+from heatmetro.core.environment import source_date_epoch
 from heatmetro.core.months import check_month
+from heatmetro.site_builder.metro_streets import FILES as STREET_FILES
+from heatmetro.site_builder.metro_streets import StreetWindow, write_streets
 from heatmetro.site_builder.metro_tables import (
     BANDS,
     DirectionTable,
@@ -44,6 +45,7 @@ from heatmetro.site_builder.metro_tables import (
 from heatmetro.site_builder.templates import environment
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.records import LAYERS
+from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 
 DIRECTIONS = ("forward", "reverse")
 ZIP_MIN_DATE = datetime(1980, 1, 1, tzinfo=UTC)  # the earliest time a zip entry can hold
@@ -278,14 +280,7 @@ def _write_edges(
 
 def _zip_date_time() -> tuple[int, int, int, int, int, int]:
     """Entry timestamp: ``SOURCE_DATE_EPOCH`` if set (reproducible builds), else 1980-01-01."""
-    raw = os.environ.get("SOURCE_DATE_EPOCH")
-    when = ZIP_MIN_DATE
-    if raw:
-        try:
-            when = max(datetime.fromtimestamp(int(raw), tz=UTC), ZIP_MIN_DATE)
-        except (ValueError, OverflowError, OSError) as err:
-            msg = f"metro zip: SOURCE_DATE_EPOCH = {raw!r}: not a usable Unix time"
-            raise ConfigError(msg) from err
+    when = max(source_date_epoch() or ZIP_MIN_DATE, ZIP_MIN_DATE)
     return (when.year, when.month, when.day, when.hour, when.minute, when.second)
 
 
@@ -314,13 +309,20 @@ def _environment() -> jinja2.Environment:
     return environment(None, html_only_escape=True)
 
 
-def write_metro(window: WindowData, settings: MetroSettings, metro_dir: Path) -> dict[str, int]:
+def write_metro(
+    window: WindowData,
+    settings: MetroSettings,
+    metro_dir: Path,
+    streets: StreetWindow | None = None,
+) -> dict[str, int]:
     """Write every Metro file into ``metro_dir`` (which exists).
 
     Args:
         window: the snapshot window, not yet thresholded.
         settings: privacy numbers, month and build identity.
         metro_dir: output folder, usually ``out/metro``.
+        streets: with a base map, the street records (``metro_streets``): adds the
+            ``streets*`` files.
 
     Returns:
         Data rows per file name (``edges.csv``, ``edges.geojson``, ``edges_hourly.csv``,
@@ -349,6 +351,10 @@ def write_metro(window: WindowData, settings: MetroSettings, metro_dir: Path) ->
         ),
         "od.csv": _write_csv(metro_dir / "od.csv", OD_COLUMNS, _od_rows(window, pub)),
     }
+    descriptions = dict(FILE_DESCRIPTIONS)
+    if streets is not None:  # a base map: counts per OSM street edge too
+        rows |= write_streets(streets, pub, metro_dir, _direction_columns, _direction_values)
+        descriptions = {**STREET_FILES, **descriptions}
 
     env = _environment()
     context: dict[str, Any] = {
@@ -360,20 +366,22 @@ def write_metro(window: WindowData, settings: MetroSettings, metro_dir: Path) ->
             ("edges_hourly.csv", HOURLY_COLUMNS),
             ("hexagons.csv", HEX_COLUMNS),
             ("od.csv", OD_COLUMNS),
+            *(streets.tables if streets is not None else []),
         ],
-        "descriptions": FILE_DESCRIPTIONS,
+        "descriptions": descriptions,
+        "osm_attribution": OSM_ATTRIBUTION if streets is not None else "",
     }
     readme = env.get_template("metro_README.md.j2").render(context)
     (metro_dir / "README.md").write_bytes(readme.encode("utf-8"))
 
     stem = f"heatmetro-metro-{settings.month}"
-    members = [metro_dir / name for name in FILE_DESCRIPTIONS]
+    members = [metro_dir / name for name in descriptions]
     _write_zip(metro_dir / f"{stem}.zip", stem, members)
 
     downloads = [
         {
             "name": p.name,
-            "description": FILE_DESCRIPTIONS.get(p.name, "All of the files above, zipped"),
+            "description": descriptions.get(p.name, "All of the files above, zipped"),
             "size": p.stat().st_size,
             "rows": rows.get(p.name),
             "sha256": _sha256(p),

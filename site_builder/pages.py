@@ -33,6 +33,7 @@ from jinja2 import Environment
 from markupsafe import Markup
 
 from heatmetro.core.errors import PublishError
+from heatmetro.core.sports import NIGHT_LAYER, SPORT_LAYER_LABELS
 from heatmetro.site_builder.templates import environment, static_files
 from heatmetro.site_builder.tile_colours import SCHEME_LABELS, scheme_gradient, scheme_tables
 
@@ -43,6 +44,8 @@ LAYER_LABELS: dict[str, str] = {
     "run": "Run/Walk/Hike",
     "water": "Water",
     "winter": "Winter",
+    **SPORT_LAYER_LABELS,  # per-sport layers (config ``sport_layers``), e.g. sport_trailrun
+    NIGHT_LAYER: "Night",
 }
 
 #: Colour schemes ``(value, label)``; all but "hot" are SVG filters over the hot tiles.
@@ -83,6 +86,9 @@ class SiteMeta:
         basemap_url: Leaflet URL template of a basemap, or ``""`` for none.
         basemap_attribution: the basemap's required attribution (HTML allowed).
         has_metro: link to ``metro/index.html``.
+        weekly_min_athletes: distinct athletes a cell of the weekly map needs.
+        weekly_public_max_zoom: the weekly map's deepest zoom.
+        has_weekly: link to ``weekly/index.html`` (the last 7 days).
         view: ``(south, west, north, east)`` the map opens on (the densest heat);
             ``None`` = ``bounds``.
         tiles_format: ``png`` (a ``{z}/{x}/{y}.png`` tree) or ``pmtiles`` (one archive
@@ -107,6 +113,10 @@ class SiteMeta:
     basemap_url: str
     basemap_attribution: str
     has_metro: bool
+    osm_attribution: str = ""  # with a street base map: "© OpenStreetMap contributors"
+    weekly_min_athletes: int = 5
+    weekly_public_max_zoom: int = 11
+    has_weekly: bool = False
     view: tuple[float, float, float, float] | None = None
     tiles_format: str = "png"
 
@@ -375,6 +385,11 @@ def _check(meta: SiteMeta) -> None:
             f"{meta.min_zoom}, {meta.public_max_zoom}, {meta.max_zoom}"
         )
         raise PublishError(msg)
+
+
+def write_assets(out_root: Path, template_dir: Path | None = None) -> list[Path]:
+    """``assets/`` alone, for map pages built outside :func:`write_pages` (weekly, personal)."""
+    return _copy_assets(out_root, template_dir)
 
 
 def _copy_assets(out_root: Path, template_dir: Path | None) -> list[Path]:

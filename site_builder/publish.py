@@ -35,6 +35,11 @@ def new_build_dir(out_dir: Path, label: str) -> Path:
     return build
 
 
+def discard(build: Path) -> None:
+    """Remove an unfinished build (the published site is untouched)."""
+    shutil.rmtree(build, ignore_errors=True)
+
+
 def publish(build: Path, out_dir: Path) -> Path:
     """Make ``build`` the published site in one atomic step; returns its final folder."""
     final = build.with_name(build.name.removesuffix(".partial"))

@@ -7,6 +7,7 @@ holds the ``members/`` tiles that a real host keeps behind authentication.
 
 from __future__ import annotations
 
+import errno
 import io
 import re
 import threading
@@ -15,6 +16,8 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from heatmetro.core.errors import PublishError
 
 HOST = "127.0.0.1"
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
@@ -71,11 +74,23 @@ def _make_server(out_dir: Path, port: int) -> ThreadingHTTPServer:
         msg = f"serve: {out_dir} is not a folder; run `heatmetro snapshot` first"
         raise FileNotFoundError(msg)
     handler = partial(_QuietHandler, directory=str(out_dir))
-    return ThreadingHTTPServer((HOST, port), handler)
+    try:
+        return ThreadingHTTPServer((HOST, port), handler)
+    except OSError as exc:
+        hint = "; pick another with --port" if exc.errno == errno.EADDRINUSE else ""
+        msg = f"cannot listen on {HOST}:{port}: {exc.strerror}{hint}"
+        raise PublishError(msg) from None
 
 
 def _url(server: ThreadingHTTPServer) -> str:
-    return f"http://{HOST}:{server.server_address[1]}/"
+    """The address the socket is really bound to (not the one asked for)."""
+    host, port = server.socket.getsockname()[:2]
+    return f"http://{host}:{port}/"
+
+
+def ready_line(out_dir: Path, url: str) -> str:
+    """What ``heatmetro serve`` prints once it listens (tests wait for it)."""
+    return f"Serving {out_dir} at {url} (Ctrl-C to stop)"
 
 
 def serve(out_dir: Path, port: int = 8000, *, ready: Callable[[str], None] | None = None) -> None:
@@ -88,7 +103,7 @@ def serve(out_dir: Path, port: int = 8000, *, ready: Callable[[str], None] | Non
 
     Raises:
         FileNotFoundError: ``out_dir`` does not exist.
-        OSError: the port is taken.
+        PublishError: the port is taken (or cannot be bound).
     """
     with _make_server(out_dir, port) as server:
         url = _url(server)
@@ -96,7 +111,7 @@ def serve(out_dir: Path, port: int = 8000, *, ready: Callable[[str], None] | Non
             if ready is not None:
                 ready(url)
             else:
-                print(f"Serving {out_dir} at {url} (Ctrl-C to stop)", flush=True)
+                print(ready_line(out_dir, url), flush=True)
             server.serve_forever()
         except KeyboardInterrupt:
             # Ctrl-C is the normal way out of a preview: no traceback.

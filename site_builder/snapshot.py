@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -12,16 +11,21 @@ from pathlib import Path
 
 from heatmetro import __version__
 from heatmetro.core.config import Config
+from heatmetro.core.environment import describe_os_error, source_date_epoch
+from heatmetro.core.errors import PublishError
 from heatmetro.core.months import check_month, last_complete_month
 from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.metro import MetroSettings, write_metro
+from heatmetro.site_builder.metro_streets import load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
-from heatmetro.site_builder.publish import new_build_dir, publish
+from heatmetro.site_builder.publish import discard, new_build_dir, publish
 from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
+from heatmetro.site_builder.weekly import carry_weekly, publish_lock
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.store import connect
+from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 from heatmetro.state.writer import apply_pending_privacy
 
 
@@ -43,11 +47,12 @@ class SnapshotResult:
 
 
 def build_time() -> datetime:
-    """``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now."""
-    sde = os.environ.get("SOURCE_DATE_EPOCH")
-    if sde:
-        return datetime.fromtimestamp(int(sde), tz=UTC)
-    return datetime.now(UTC)
+    """``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now.
+
+    Raises:
+        ConfigError: ``SOURCE_DATE_EPOCH`` is set but not a usable Unix time.
+    """
+    return source_date_epoch() or datetime.now(UTC)
 
 
 def run_snapshot(
@@ -60,62 +65,84 @@ def run_snapshot(
     try:
         apply_pending_privacy(db, config)
         window = load_window(
-            db, month, min_athletes=config.min_athletes, max_per_athlete=config.max_per_athlete
+            db,
+            month,
+            min_athletes=config.min_athletes,
+            max_per_athlete=config.max_per_athlete,
+            sport_layers=config.sport_layers,
+            night=config.night_layer,
         )
+        streets = load_streets(db, month, config)  # None without a base map
     finally:
         db.close()
     build = new_build_dir(config.out_dir, month)
-    n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet)
-    metro_dir = build / "metro"
-    metro_dir.mkdir()
-    metro_rows = write_metro(
-        window,
-        MetroSettings(
-            min_athletes=config.min_athletes,
-            round_to=config.round_to,
-            month=window.month,
-            first_month=window.first_month,
-            version=__version__,
-            build_date=when.strftime("%Y-%m-%d"),
-        ),
-        metro_dir,
-    )
-    layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
-    counts = {
-        "athletes": window.athletes,
-        "activities": window.activities,
-        "cells": len(window.heat["all"].cells),
-        "tiles": n_tiles,
-        "edges": metro_rows.get("edges.csv", 0),
-    }
-    write_pages(
-        build,
-        SiteMeta(
-            month=window.month,
-            first_month=window.first_month,
-            min_athletes=config.min_athletes,
-            max_per_athlete=config.max_per_athlete,
-            round_to=config.round_to,
-            min_zoom=config.min_zoom,
-            public_max_zoom=config.public_max_zoom,
-            max_zoom=config.max_zoom,
-            hide_start_end_m=config.default_hide_start_end_m,
-            hide_jitter_m=config.hide_jitter_m,
-            bounds=bounds,
-            layers=layers,
-            counts=counts,
-            version=__version__,
-            build_date=when.strftime("%Y-%m-%d"),
-            basemap_url=config.basemap_url,
-            basemap_attribution=config.basemap_attribution,
-            has_metro=True,
-            view=densest_view(window.heat["all"].cells, window.heat["all"].heat),
-            tiles_format=config.tiles_format,
-        ),
-        template_dir=config.template_dir,
-    )
-    _write_metadata(build, window, config, counts, metro_rows, when, bounds)
-    publish(build, config.out_dir)
+    try:
+        n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet)
+        metro_dir = build / "metro"
+        metro_dir.mkdir()
+        metro_rows = write_metro(
+            window,
+            MetroSettings(
+                min_athletes=config.min_athletes,
+                round_to=config.round_to,
+                month=window.month,
+                first_month=window.first_month,
+                version=__version__,
+                build_date=when.strftime("%Y-%m-%d"),
+            ),
+            metro_dir,
+            streets,
+        )
+        layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
+        has_weekly = (config.out_dir / "weekly" / "index.html").exists()
+        counts = {
+            "athletes": window.athletes,
+            "activities": window.activities,
+            "cells": len(window.heat["all"].cells),
+            "tiles": n_tiles,
+            "edges": metro_rows.get("edges.csv", 0),
+        }
+        write_pages(
+            build,
+            SiteMeta(
+                month=window.month,
+                first_month=window.first_month,
+                min_athletes=config.min_athletes,
+                max_per_athlete=config.max_per_athlete,
+                round_to=config.round_to,
+                min_zoom=config.min_zoom,
+                public_max_zoom=config.public_max_zoom,
+                max_zoom=config.max_zoom,
+                hide_start_end_m=config.default_hide_start_end_m,
+                hide_jitter_m=config.hide_jitter_m,
+                bounds=bounds,
+                layers=layers,
+                counts=counts,
+                version=__version__,
+                build_date=when.strftime("%Y-%m-%d"),
+                basemap_url=config.basemap_url,
+                basemap_attribution=config.basemap_attribution,
+                has_metro=True,
+                osm_attribution=OSM_ATTRIBUTION if streets is not None else "",
+                weekly_min_athletes=config.weekly_k,
+                weekly_public_max_zoom=config.weekly_max_zoom,
+                has_weekly=has_weekly,
+                view=densest_view(window.heat["all"].cells, window.heat["all"].heat),
+                tiles_format=config.tiles_format,
+            ),
+            template_dir=config.template_dir,
+        )
+        _write_metadata(build, window, config, counts, metro_rows, when, bounds)
+        with publish_lock(config.out_dir):
+            carry_weekly(config.out_dir, build)  # the weekly map stays published
+            publish(build, config.out_dir)
+    except OSError as exc:  # a full disk mid-build: the old site keeps serving
+        discard(build)
+        msg = f"cannot write the site in {build.parent}: {describe_os_error(exc)}"
+        raise PublishError(msg) from exc
+    except BaseException:  # Ctrl-C or a bug: still never a half-written site
+        discard(build)
+        raise
     return SnapshotResult(
         window.month, window.first_month, config.out_dir, window.athletes, window.activities,
         n_tiles, time.monotonic() - t0,

@@ -47,3 +47,21 @@ class WindowData:
     athletes: int
     activities: int
     counts: dict[str, int] = field(default_factory=dict)
+
+
+def publishable_heat(
+    layer: str, per_athlete: np.ndarray, min_athletes: int, max_per_athlete: int
+) -> LayerHeat:
+    """Cap each athlete's weight per cell, then keep cells with enough distinct athletes.
+
+    ``per_athlete`` has one row per (athlete, cell) with the athlete's activity count.
+    """
+    if len(per_athlete) == 0:
+        empty = np.zeros(0, np.uint64)
+        return LayerHeat(layer, empty, np.zeros(0), np.zeros(0, np.uint32))
+    capped = np.minimum(per_athlete["n"], max_per_athlete).astype(np.float64)
+    cells, inv = np.unique(per_athlete["cell"], return_inverse=True)
+    heat = np.bincount(inv, weights=capped, minlength=len(cells))
+    athletes = np.bincount(inv, minlength=len(cells)).astype(np.uint32)
+    keep = athletes >= min_athletes
+    return LayerHeat(layer, cells[keep], heat[keep], athletes[keep])

@@ -50,6 +50,14 @@ class ActivityChange:
     fixes_in: int
     fixes_kept: int
     max_speed_ms: float
+    # GPS faults cleaned away (``heatmetro.flows.clean``); stored per activity version, so
+    # a replay or a re-run after a crash leaves the same counts.
+    spike_fixes: int = 0
+    bad_end_fixes: int = 0
+    vehicle_fixes: int = 0
+    vehicle_stretches: int = 0
+    pause_splits: int = 0
+    streets: bytes = b""  # STREET_DTYPE (state.street_ops), with a base map only
 
 
 @dataclass(frozen=True, slots=True)

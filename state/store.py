@@ -21,6 +21,7 @@ import orjson
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from heatmetro.core.environment import describe_store_error
 from heatmetro.core.errors import StoreError
 from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, PATH_DTYPE
 
@@ -101,23 +102,54 @@ def m002_dirty_months(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_gps_faults(db: sqlite_utils.Database) -> None:
+    # GPS faults cleaned from each stored activity version (``heatmetro stats`` sums them).
+    for col in (
+        "spike_fixes",
+        "bad_end_fixes",
+        "vehicle_fixes",
+        "vehicle_stretches",
+        "pause_splits",
+    ):
+        db.execute(f"ALTER TABLE activities ADD COLUMN {col} INTEGER")
+
+
+GPS_FAULTS = {
+    "spike_fixes": "fixes dropped as spikes",
+    "bad_end_fixes": "bad first/last fixes dropped (cold starts)",
+    "vehicle_fixes": "fixes dropped as too fast for the sport",
+    "vehicle_stretches": "stretches cut as vehicles",
+    "pause_splits": "splits at clock jumps or long pauses",
+}
+
+
+@migrations()
+def m004_streets(db: sqlite_utils.Database) -> None:
+    # The activity's matched street edges (state.street_ops.STREET_DTYPE), with a base map.
+    db.execute("ALTER TABLE activities ADD COLUMN streets BLOB")
+
+
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
     """Open the store (WAL, patient with other writers) and bring its schema up to date."""
+    if db_path.parent.exists() and not db_path.parent.is_dir():
+        msg = f"state_dir {db_path.parent} is a file, not a folder"
+        raise StoreError(msg)
     if not create and not db_path.exists():
         msg = f"no store at {db_path}: run `heatmetro ingest` first"
         raise StoreError(msg)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so two Bytewax workers
-    # writing at once queue on the lock instead of failing on a read->write upgrade.
-    conn = sqlite3.connect(db_path, timeout=120, isolation_level=None, check_same_thread=False)
-    db = sqlite_utils.Database(conn)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=120000")
     try:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so two Bytewax workers
+        # writing at once queue on the lock instead of failing on a read->write upgrade.
+        conn = sqlite3.connect(db_path, timeout=120, isolation_level=None, check_same_thread=False)
+        db = sqlite_utils.Database(conn)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=120000")
         migrations.apply(db)
     except sqlite3.DatabaseError as exc:
-        msg = f"store {db_path} cannot be opened: {exc}"
+        msg = describe_store_error(exc, db_path)
         raise StoreError(msg) from None
     return db
 
@@ -165,6 +197,17 @@ def stats(db: sqlite_utils.Database) -> dict[str, Any]:
         // EDGE_DTYPE.itemsize,
         "months": months,
         "dead_letters": one("SELECT count(*) FROM dead_letters"),
+        "gps_faults": dict(
+            zip(
+                GPS_FAULTS,
+                db.execute(
+                    "SELECT "
+                    + ", ".join(f"coalesce(sum({c}), 0)" for c in GPS_FAULTS)
+                    + " FROM activities"
+                ).fetchone(),
+                strict=True,
+            )
+        ),
         "db_bytes": sum(p.stat().st_size for p in _db_files(db)),
     }
 

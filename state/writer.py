@@ -36,11 +36,15 @@ from heatmetro.state.records import (
 )
 from heatmetro.state.settings import EffectiveZone, hide_cuts_m
 from heatmetro.state.store import immediate
+from heatmetro.state.street_network import StreetNetwork, network_for
+from heatmetro.state.street_ops import recut_streets
 
 _ACTIVITY_COLS = (
     "activity_id", "athlete_id", "updated_ms", "status", "sport_type", "layer", "commute",
     "start_s", "utc_offset_s", "month", "hide_override_m", "cut_start_m", "cut_end_m",
     "zone_key", "path", "heat", "edges", "hexagons", "od", "fixes_in", "fixes_kept", "max_speed_ms",
+    "spike_fixes", "bad_end_fixes", "vehicle_fixes", "vehicle_stretches", "pause_splits",
+    "streets",
 )  # fmt: skip
 _UPSERT_ACTIVITY = (
     f"INSERT INTO activities ({', '.join(_ACTIVITY_COLS)}) "
@@ -64,6 +68,7 @@ class StoreWriter:
         salt: str,
         hide_jitter_m: float,
         refresh_every_s: float = 0.0,
+        streets: StreetNetwork | None = None,
     ) -> None:
         """``refresh_every_s`` > 0 defers rebuilding aggregates: an athlete-month touched by
         many batches is rebuilt once per interval (and by ``refresh`` at the end), not
@@ -72,6 +77,7 @@ class StoreWriter:
         self.heat_res, self.metro_res, self.od_res = heat_res, metro_res, od_res
         self.salt, self.hide_jitter_m = salt, hide_jitter_m
         self.refresh_every_s = refresh_every_s
+        self.streets = streets  # the base map, to cut stored street sequences
         self._last_refresh = time.monotonic()
 
     @classmethod
@@ -87,6 +93,7 @@ class StoreWriter:
             salt=config.salt,
             hide_jitter_m=config.hide_jitter_m,
             refresh_every_s=refresh_every_s,
+            streets=network_for(config),
         )
 
     def write_batch(self, items: Iterable[StoreItem]) -> None:
@@ -162,12 +169,16 @@ class StoreWriter:
     @staticmethod
     def _row(c: ActivityChange | ActivityDelete) -> tuple:  # type: ignore[type-arg]
         if isinstance(c, ActivityDelete):
-            return (c.activity_id, c.athlete_id, c.updated_ms, "deleted") + (None,) * 18
+            return (c.activity_id, c.athlete_id, c.updated_ms, "deleted") + (None,) * (
+                len(_ACTIVITY_COLS) - 4
+            )
         return (
             c.activity_id, c.athlete_id, c.updated_ms, c.status, c.sport_type, c.layer,
             int(c.commute), c.start_s, c.utc_offset_s, c.month, c.hide_override_m,
             c.cut_start_m, c.cut_end_m, c.zone_key, c.path, c.heat, c.edges, c.hexagons, c.od,
             c.fixes_in, c.fixes_kept, c.max_speed_ms,
+            c.spike_fixes, c.bad_end_fixes, c.vehicle_fixes, c.vehicle_stretches, c.pause_splits,
+            c.streets or None,
         )  # fmt: skip
 
     def _settings(self, s: SettingsChange) -> set[tuple[str, str]]:
@@ -188,6 +199,7 @@ class StoreWriter:
         return enforce_settings(
             self.db, s.athlete_id, salt=self.salt, hide_jitter_m=self.hide_jitter_m,
             heat_res=self.heat_res, metro_res=self.metro_res, od_res=self.od_res,
+            streets=self.streets,
         )  # fmt: skip
 
     def recompute(self, athlete_id: str, month: str) -> None:
@@ -238,6 +250,7 @@ def enforce_settings(
     heat_res: int,
     metro_res: int,
     od_res: int,
+    streets: StreetNetwork | None = None,
 ) -> set[tuple[str, str]]:
     """Make every stored activity of the athlete obey the stored "hide more" settings.
 
@@ -258,7 +271,7 @@ def enforce_settings(
         ).fetchall()
         db.execute(
             "UPDATE activities SET status = 'purged', path = NULL, heat = NULL, edges = NULL, "
-            "hexagons = NULL, od = NULL WHERE athlete_id = ? AND status = 'active'",
+            "hexagons = NULL, od = NULL, streets = NULL WHERE athlete_id = ? AND status = 'active'",
             (athlete_id,),
         )
         db.execute("DELETE FROM athlete_months WHERE athlete_id = ?", (athlete_id,))
@@ -267,11 +280,11 @@ def enforce_settings(
     changed: set[tuple[str, str]] = set()
     rows = db.execute(
         "SELECT activity_id, month, hide_override_m, cut_start_m, cut_end_m, zone_key, path, "
-        "start_s, utc_offset_s, commute, max_speed_ms "
+        "start_s, utc_offset_s, commute, max_speed_ms, streets "
         "FROM activities WHERE athlete_id = ? AND status = 'active'",
         (athlete_id,),
     ).fetchall()
-    for aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax in rows:
+    for aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax, st in rows:
         have = {tuple(z) for z in orjson.loads(key_json)}
         new_zones = tuple(z for z in zones if _zkey(z) not in have)
         target_s, target_e = (cut_s, cut_e)
@@ -283,6 +296,7 @@ def enforce_settings(
         if not new_zones and extra_s < 0.01 and extra_e < 0.01:
             continue
         path = from_blob(blob, PATH_DTYPE)
+        st = recut_streets(st, path, extra_s, extra_e, new_zones, streets)
         path = cut_path_ends(path, extra_s, extra_e)
         path = drop_zone_cells(path, heat_res, new_zones)
         recs = activity_records(
@@ -293,9 +307,10 @@ def enforce_settings(
         key = sorted(have | {_zkey(z) for z in new_zones})
         db.execute(
             "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, cut_start_m = ?, "
-            "cut_end_m = ?, zone_key = ?, status = ? WHERE activity_id = ?",
+            "cut_end_m = ?, zone_key = ?, status = ?, streets = ? WHERE activity_id = ?",
             (to_blob(path), *(to_blob(r) for r in recs), max(cut_s, target_s), max(cut_e, target_e),
-             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", aid),
+             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", st,
+             aid),
         )  # fmt: skip
         changed.add((athlete_id, month))
     return changed
@@ -322,7 +337,7 @@ def apply_pending_privacy(db: sqlite_utils.Database, config: Config) -> int:
             changed |= enforce_settings(
                 db, athlete_id, salt=config.salt, hide_jitter_m=config.hide_jitter_m,
                 heat_res=config.heat_resolution, metro_res=config.metro_resolution,
-                od_res=config.od_resolution,
+                od_res=config.od_resolution, streets=writer.streets,
             )  # fmt: skip
         # With what an interrupted ingest left marked, rebuild everything that is due.
         db.conn.executemany("INSERT OR IGNORE INTO dirty_months VALUES (?, ?)", sorted(changed))

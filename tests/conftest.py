@@ -97,7 +97,9 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 def june2018_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled real June 2018 ValleyBike rides, ingested and published through the CLI
     (fixture config, ``SOURCE_DATE_EPOCH`` set). Tests only read it."""
-    from heatmetro.flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
+    from heatmetro.flows.importers.jsonl import write_jsonl
+    from heatmetro.flows.importers.valleybike import valleybike_events
+    from heatmetro.flows.importers.valleybike_csv import DATA_DIR
 
     project = tmp_path_factory.mktemp("june2018-site")
     config = str(write_config(project))

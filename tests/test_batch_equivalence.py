@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 
 from heatmetro.core.config import Config
 from heatmetro.core.contract import ActivityEvent, parse_event
-from heatmetro.flows.batch import TrimJob, finish_batch, finish_one
-from heatmetro.flows.importers.valleybike import bundled_csvs, valleybike_events
+from heatmetro.flows.batch import TrimJob, finish_batch
+from heatmetro.flows.importers.valleybike import valleybike_events
+from heatmetro.flows.importers.valleybike_csv import bundled_csvs
 from heatmetro.state.records import PATH_DTYPE, from_blob
 from heatmetro.state.settings import EffectiveZone
+from tests.reference_trim import finish_one
 
 CONFIG = Config(salt="batch-test")
 

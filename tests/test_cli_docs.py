@@ -20,8 +20,8 @@ def _commands() -> list[str]:
     return sorted(sub.choices)
 
 
-def test_the_six_commands_exist() -> None:
-    assert _commands() == ["demo", "import", "ingest", "serve", "snapshot", "stats"]
+def test_the_commands_exist() -> None:
+    assert _commands() == ["demo", "import", "ingest", "personal", "serve", "snapshot", "stats"]
 
 
 @pytest.mark.parametrize("command", _commands())
@@ -47,6 +47,7 @@ def test_version(run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> No
         (("stats",), "no store at"),
         (("snapshot", "--month", "2021-13"), "expected YYYY-MM"),
         (("serve", "--directory", "no/such/site"), "no site in no/such/site"),
+        (("personal", "--athlete", "a-1", "--out", "x"), "no personal store at"),
         (("ingest", "-w", "9", "x"), "--workers must be between 1 and 8"),
     ],
 )

@@ -22,14 +22,10 @@ import pytest
 
 from heatmetro.core.contract import parse_event
 from heatmetro.core.errors import ImportFileError
+from heatmetro.flows.importers.jsonl import write_jsonl
 from heatmetro.flows.importers.tracks import import_tracks, platform_sport
-from heatmetro.flows.importers.valleybike import (
-    DATA_DIR,
-    bundled_csvs,
-    shared_csvs,
-    valleybike_events,
-    write_jsonl,
-)
+from heatmetro.flows.importers.valleybike import valleybike_events
+from heatmetro.flows.importers.valleybike_csv import DATA_DIR, bundled_csvs, shared_csvs
 
 SHARED = Path("/work/shared/data")
 FIT_DIR, GPX_DIR = SHARED / "tracks" / "fit", SHARED / "tracks" / "gpx"

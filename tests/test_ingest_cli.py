@@ -28,7 +28,9 @@ import orjson
 import pytest
 
 from heatmetro.core.geo import haversine_m, step_lengths_m
-from heatmetro.flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
+from heatmetro.flows.importers.jsonl import write_jsonl
+from heatmetro.flows.importers.valleybike import valleybike_events
+from heatmetro.flows.importers.valleybike_csv import DATA_DIR
 from heatmetro.state.records import PATH_DTYPE, from_blob
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.streams import (
@@ -285,8 +287,47 @@ def test_two_workers_store_what_one_does(run_cli: Run, tmp_path: Path, june: Pat
 # --------------------------------------------------------------------------- crash
 
 
-def _kill_after(cfg: Path, stream: Path, seconds: float, workers: int = 1) -> bool:
-    """Start ingest, SIGKILL it after ``seconds``; True if it was still running."""
+WORKER_MODULE = "heatmetro.flows.cluster_worker"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:  # gone
+        return ""
+
+
+def _worker_children(parent: int) -> list[int]:
+    """Pids of the ingest worker processes whose parent is ``parent`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name may hold spaces
+        if ppid == parent and WORKER_MODULE in _cmdline(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Still running as an ingest worker (not a zombie, and the pid not reused)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and WORKER_MODULE in _cmdline(pid)
+
+
+def _kill_after(
+    cfg: Path, stream: Path, seconds: float, workers: int = 1, seen: list[int] | None = None
+) -> bool:
+    """Start ingest, SIGKILL it after ``seconds``; True if it was still running.
+
+    ``seen`` receives the pids of its worker processes alive just before the kill."""
     proc = subprocess.Popen(
         [*HEATMETRO, "ingest", "-c", str(cfg), str(stream), "-w", str(workers)],
         env=cli_env(),
@@ -299,6 +340,8 @@ def _kill_after(cfg: Path, stream: Path, seconds: float, workers: int = 1) -> bo
         proc.wait(timeout=seconds)
         return False
     except subprocess.TimeoutExpired:
+        if seen is not None:
+            seen.extend(_worker_children(proc.pid))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         return True
@@ -335,18 +378,23 @@ def test_sigkill_of_a_two_process_run_and_rerun(
     ingest(run_cli, ref, october, workers=2)
     whole_s = time.monotonic() - t
     kill_at = random.uniform(0.3, max(0.4, 0.5 * whole_s))
-    for attempt in range(4):  # a run can be faster than the measured one: kill sooner
+    workers: list[int] = []
+    for attempt in range(6):
         crashed = new_project(tmp_path / f"crashed{attempt}")
-        if _kill_after(crashed, october, kill_at, workers=2):
+        workers.clear()
+        if not _kill_after(crashed, october, kill_at, workers=2, seen=workers):
+            kill_at /= 2  # a run can be faster than the measured one: kill sooner
+        elif not workers:
+            kill_at *= 1.5  # killed before it started its worker: kill later
+        else:
             break
-        kill_at /= 2
     else:
-        pytest.fail(f"ingest -w 2 always finished before the kill ({whole_s:.1f} s run)")
-    time.sleep(0.5)
-    orphans = subprocess.run(
-        ["pgrep", "-f", f"heatmetro.flows.cluster_worker.*{crashed.parent}"], capture_output=True
-    )
-    assert orphans.stdout == b"", "a worker process outlived the killed ingest"
+        pytest.fail(f"no kill of ingest -w 2 while its worker ran ({whole_s:.1f} s run)")
+    assert len(workers) == 1, workers  # -w 2: this process and one child
+    deadline = time.monotonic() + 10
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, workers)), f"worker {workers} outlived the killed ingest"
     ingest(run_cli, crashed, october, workers=2)
     assert tables(crashed) == tables(ref)
 

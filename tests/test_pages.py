@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import signal
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,7 +12,6 @@ import pytest
 
 from heatmetro.core.errors import PublishError
 from heatmetro.site_builder.pages import SiteMeta, write_pages
-from heatmetro.site_builder.serve import start_background
 from heatmetro.site_builder.templates import shipped_templates
 
 META = SiteMeta(
@@ -240,44 +234,6 @@ def test_write_pages_returns_what_it_wrote(tmp_path: Path) -> None:
     written = write_pages(root, META)
     assert root / "index.html" in written and root / "about.html" in written
     assert sorted(written) == sorted(p for p in root.rglob("*") if p.is_file())
-
-
-def test_serve_answers_on_loopback_only(tmp_path: Path) -> None:
-    root = build(tmp_path)
-    url, stop = start_background(root)
-    try:
-        assert url.startswith("http://127.0.0.1:")
-        with urllib.request.urlopen(url) as resp:  # noqa: S310 -- loopback test server
-            assert resp.status == 200
-            assert b"heatmetro" in resp.read()
-        with urllib.request.urlopen(url + "assets/leaflet/leaflet.js") as resp:  # noqa: S310
-            assert "javascript" in resp.headers["Content-Type"]
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(url + "tiles/all/1/0/0.png")  # noqa: S310
-        assert err.value.code == 404
-    finally:
-        stop()
-
-
-def test_serve_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    root = build(tmp_path)
-    code = (
-        "from pathlib import Path; from heatmetro.site_builder.serve import serve; "
-        f"serve(Path({str(root)!r}), 0)"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert re.match(r"Serving .* at http://127\.0\.0\.1:\d+/ \(Ctrl-C to stop\)", line), line
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0 and err == ""
 
 
 def test_an_operator_template_dir_overrides_one_page_and_one_static_file(tmp_path: Path) -> None:

@@ -23,7 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from heatmetro.flows.importers.valleybike import DATA_DIR, valleybike_events, write_jsonl
+from heatmetro.flows.importers.jsonl import write_jsonl
+from heatmetro.flows.importers.valleybike import valleybike_events
+from heatmetro.flows.importers.valleybike_csv import DATA_DIR
 from heatmetro.site_builder.tile_math import TILE_SIZE, lnglat_to_global_px, m_per_px
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.streams import (

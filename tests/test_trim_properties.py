@@ -20,7 +20,6 @@ from heatmetro.core.config import Config
 from heatmetro.core.contract import parse_event
 from heatmetro.core.geo import EARTH_RADIUS_M, haversine_m, offset_point, secret_uniform
 from heatmetro.flows.fold import AthleteFold
-from heatmetro.flows.trim import trim
 from heatmetro.state.aggregates import cells_to_parent
 from heatmetro.state.records import PATH_DTYPE, from_blob
 from heatmetro.state.settings import (
@@ -32,6 +31,7 @@ from heatmetro.state.settings import (
 from heatmetro.state.store import connect
 from heatmetro.state.writer import StoreWriter
 from tests.conftest import TEST_SALT
+from tests.reference_trim import trim
 from tests.streams import activity, athlete, deleted
 
 CENTRE = (42.3195, -72.6350)  # Northampton, MA

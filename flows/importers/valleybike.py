@@ -1,250 +1,34 @@
-"""ValleyBike bike-share CSVs -> v1 stream events (athlete, activity, activity_deleted).
+"""ValleyBike rides -> v1 stream events (athlete, activity, activity_deleted): the demo stream.
 
-The CSVs hold one GPS fix per row (``route_id,user_id,bike,time,longitude,latitude``) with
-``time`` in US Eastern *local clock* time and no zone. Each ``route_id`` becomes one
-activity and each ``user_id`` one athlete. The data carries no privacy settings, so a
-realistic spread is drawn from a hash of the ids: the same input always gives the same
-events, byte for byte, without any global random state.
-
-Usage::
-
-    python -m heatmetro.flows.importers.valleybike OUT.jsonl.gz [--shared]
+Each ``route_id`` becomes one activity and each ``user_id`` one athlete. The data carries
+no privacy settings, so a realistic spread is drawn from a hash of the ids: the same input
+always gives the same events, byte for byte, without any global random state.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import io
-import sys
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import numpy as np
-import orjson
 
-from heatmetro.core.errors import ImportFileError
-
-DATA_DIR = Path(__file__).parent / "data"
-SHARED_DIR = Path("/work/shared/data/valleybike")
-BUNDLED_FILES = ("june2018.csv.gz", "october2020.csv.gz")
-SHARED_FILES = (
-    "june2018.csv.gz",
-    "june2020.csv.gz",
-    "october2020.csv.gz",
-    "december2020.csv.gz",
-    "january2021.csv.gz",
-    "february2021.csv.gz",
+from heatmetro.core.contract import (
+    ActivityDeletedEvent,
+    ActivityEvent,
+    AthleteEvent,
+    Event,
+    PrivacyZone,
 )
-COLUMNS = ("route_id", "user_id", "time", "longitude", "latitude")
-EASTERN = ZoneInfo("America/New_York")
-# Athlete settings carry an old timestamp so that they are never "stale" against the
-# activities, whatever order a consumer sees them in.
-ATHLETE_UPDATED_AT = "2000-01-01T00:00:00Z"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Ride:
-    """One cleaned ride: fixes sorted by time, seconds relative to ``start``."""
-
-    route_id: str
-    user_id: str
-    start: datetime  # UTC, whole seconds
-    utc_offset_s: int
-    latlng: list[list[float]]
-    time: list[int]
-
-    @property
-    def activity_id(self) -> str:
-        """Stable activity id: ``vb-`` + 16 hex of sha256(route_id)."""
-        return "vb-" + _sha(self.route_id)[:16]
-
-    @property
-    def athlete_id(self) -> str:
-        """Stable athlete id: ``vb-`` + 12 hex of sha256(user_id)."""
-        return "vb-" + _sha(self.user_id)[:12]
-
-    @property
-    def local_start(self) -> datetime:
-        """Start on the local wall clock (naive on purpose: it is only read for hour/day)."""
-        return (self.start + timedelta(seconds=self.utc_offset_s)).replace(tzinfo=None)
-
-
-def bundled_csvs() -> list[Path]:
-    """The two months shipped with the package for the demo (MIT, see data/LICENSE)."""
-    return [DATA_DIR / name for name in BUNDLED_FILES]
-
-
-def shared_csvs() -> list[Path]:
-    """All six months from the shared data folder, or ``[]`` when it is absent."""
-    paths = [SHARED_DIR / name for name in SHARED_FILES]
-    return paths if all(p.is_file() for p in paths) else []
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _read_columns(path: Path) -> dict[str, list[str]]:
-    """Read one CSV into string columns; rows of the wrong width are dropped."""
-    try:
-        data = gzip.decompress(path.read_bytes())
-        split = data.find(b"\n")
-        header = data[: split if split >= 0 else len(data)].decode("utf-8").strip().split(",")
-        raw = data[split + 1 :].rstrip(b"\n") if split >= 0 else b""
-        body = raw.decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
-        msg = f"valleybike: {path}: cannot read gzip CSV: {exc}"
-        raise ImportFileError(msg) from exc
-    missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        msg = f"valleybike: {path}: missing column(s) {missing} in header {header}"
-        raise ImportFileError(msg)
-    columns = _split_uniform(raw, body, len(header)) or _split_csv(body, len(header))
-    return {c: columns[header.index(c)] for c in COLUMNS}
-
-
-def _split_uniform(raw: bytes, body: str, width: int) -> list[list[str]] | None:
-    """Fast path: split an unquoted CSV whose every line has ``width`` fields.
-
-    One ``str.split`` over the whole text is several times faster than ``csv.reader``
-    building a list per row; any quote or ragged line sends us to the csv module instead.
-    """
-    if not raw or b'"' in raw or b"\r" in raw:
-        return None
-    arr = np.frombuffer(raw, dtype=np.uint8)
-    line_ends = np.append(np.flatnonzero(arr == ord("\n")), len(arr))
-    commas = np.flatnonzero(arr == ord(","))
-    per_line = np.diff(np.searchsorted(commas, line_ends), prepend=0)
-    if not np.all(per_line == width - 1):
-        return None
-    flat = body.replace("\n", ",").split(",")
-    return [flat[i::width] for i in range(width)]
-
-
-def _split_csv(body: str, width: int) -> list[list[str]]:
-    """Slow path for messy files: the csv module, dropping rows of the wrong width."""
-    rows = [row for row in csv.reader(io.StringIO(body)) if len(row) == width]
-    if not rows:
-        return [[] for _ in range(width)]
-    return [list(col) for col in zip(*rows, strict=True)]
-
-
-def _to_floats(values: list[str]) -> np.ndarray:
-    """Parse coordinates; a non-numeric value (``NA``, empty) becomes NaN."""
-    try:
-        return np.array(values, dtype=np.float64)
-    except ValueError:
-        out = np.empty(len(values), dtype=np.float64)
-        for i, value in enumerate(values):
-            try:
-                out[i] = float(value)
-            except ValueError:
-                out[i] = np.nan
-        return out
-
-
-def _to_clock_seconds(values: list[str]) -> np.ndarray:
-    """Local clock time as seconds (naive, as if UTC); unparsable -> NaT.
-
-    Fractional seconds are truncated ([:19]); the streams carry whole seconds anyway.
-    """
-    clipped = [v[:19] for v in values]
-    try:
-        stamps = np.array(clipped, dtype="datetime64[s]")
-    except ValueError:
-        stamps = np.array([_one_stamp(v) for v in clipped], dtype="datetime64[s]")
-    return stamps
-
-
-def _one_stamp(value: str) -> np.datetime64:
-    try:
-        return np.datetime64(value, "s")
-    except ValueError:
-        return np.datetime64("NaT", "s")
-
-
-def _utc_offset(clock_s: int) -> int:
-    """UTC offset in seconds of a US Eastern local clock reading (fold=0 when ambiguous)."""
-    local = datetime(1970, 1, 1) + timedelta(seconds=clock_s)  # noqa: DTZ001 - wall clock
-    offset = local.replace(tzinfo=EASTERN).utcoffset()
-    return int(offset.total_seconds()) if offset is not None else 0
-
-
-def _make_ride(
-    route_id: str, user_id: str, clock: np.ndarray, lat: np.ndarray, lng: np.ndarray
-) -> Ride | None:
-    """Build a ride from one route's sorted fixes (all of them, as the bike logged them).
-
-    Repeated dock fixes and rides that never moved stay in the stream on purpose:
-    cleaning GPS is ingest's job, and the benchmark must see the real 1.6 M fixes.
-    """
-    if len(clock) == 0:
-        return None
-    first, last = _utc_offset(int(clock[0])), _utc_offset(int(clock[-1]))
-    if first == last:
-        utc = clock - first
-    else:  # the ride spans a DST switch: convert fix by fix
-        utc = clock - np.array([_utc_offset(int(c)) for c in clock], dtype=np.int64)
-    utc = np.maximum.accumulate(utc)  # keep times non-decreasing across the fall-back hour
-    start = _EPOCH + timedelta(seconds=int(utc[0]))
-    latlng = np.column_stack((np.round(lat, 6), np.round(lng, 6))).tolist()
-    return Ride(route_id, user_id, start, first, latlng, (utc - utc[0]).tolist())
-
-
-def read_rides(paths: Iterable[Path]) -> list[Ride]:
-    """Read ValleyBike CSVs into cleaned rides, one per route, in no particular order.
-
-    Rows with a non-numeric or out-of-range lat/lng or an unreadable time are skipped;
-    every ride is kept with all its fixes (cleaning is ingest's job).
-
-    Raises:
-        ImportFileError: a file is not a readable gzip CSV with the expected columns.
-    """
-    unique = sorted({Path(p).resolve() for p in paths})
-    cols: dict[str, list[str]] = {c: [] for c in COLUMNS}
-    for path in unique:
-        for name, values in _read_columns(path).items():
-            cols[name].extend(values)
-    lat, lng = _to_floats(cols["latitude"]), _to_floats(cols["longitude"])
-    clock = _to_clock_seconds(cols["time"])
-    valid = (
-        (np.abs(lat) <= 90) & (np.abs(lng) <= 180) & ~((lat == 0) & (lng == 0)) & ~np.isnat(clock)
-    )  # NaN compares False, so non-numeric values fail the range tests too
-    idx = np.flatnonzero(valid)
-    # A dict codes the route ids far faster than np.unique sorting 1.6M long strings.
-    codes: dict[str, int] = {}
-    route_ids = cols["route_id"]
-    route_code = np.array(
-        [codes.setdefault(route_ids[i], len(codes)) for i in idx.tolist()], dtype=np.int64
-    )
-    routes = list(codes)
-    secs = clock[idx].astype(np.int64)
-    order = np.lexsort((secs, route_code))
-    idx, route_code, secs = idx[order], route_code[order], secs[order]
-    bounds = np.flatnonzero(np.diff(route_code)) + 1
-    rides = []
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(idx)], strict=True):
-        if hi <= lo:
-            continue
-        rows = idx[lo:hi]
-        ride = _make_ride(
-            str(routes[route_code[lo]]), cols["user_id"][rows[0]], secs[lo:hi], lat[rows], lng[rows]
-        )
-        if ride is not None:
-            rides.append(ride)
-    return rides
-
+from heatmetro.flows.importers.valleybike_csv import (
+    ATHLETE_UPDATED_AT,
+    Ride,
+    read_rides,
+    sha_hex,
+)
 
 # --------------------------------------------------------------------------- settings
 
@@ -284,14 +68,21 @@ def athlete_event(user_id: str, rides: list[Ride]) -> dict:
     if u[2] < 0.15 and rides:
         lat, lng = _frequent_end(rides)
         zones.append({"lat": lat, "lng": lng, "radius_m": 200 + 10 * int(u[3] * 21)})
-    return {
-        "kind": "athlete",
-        "athlete_id": "vb-" + _sha(user_id)[:12],
-        "updated_at": ATHLETE_UPDATED_AT,
-        "aggregate_opt_out": u[0] < 0.03,
-        "hide_start_end_m": _hide_distance(u[1]),
-        "privacy_zones": zones,
-    }
+    return _json(
+        AthleteEvent,
+        kind="athlete",
+        athlete_id="vb-" + sha_hex(user_id)[:12],
+        updated_at=ATHLETE_UPDATED_AT,
+        aggregate_opt_out=u[0] < 0.03,
+        hide_start_end_m=_hide_distance(u[1]),
+        privacy_zones=[PrivacyZone(**z) for z in zones],
+    )
+
+
+def _json(model: type[Event], **fields: Any) -> dict:
+    """The event as a JSON-ready dict, validated by the contract's own model: the demo
+    stream cannot drift from the contract (an invalid field fails here, not at ingest)."""
+    return model.model_validate(fields).model_dump(mode="json", exclude_none=True)
 
 
 def _iso(moment: datetime) -> str:
@@ -306,19 +97,20 @@ def activity_event(ride: Ride) -> dict:
     """The v1 ``activity`` event for a ride, with drawn visibility/sport/hide_map."""
     u = _draws("activity", ride.route_id)
     visibility = "everyone" if u[0] < 0.85 else "followers_only" if u[0] < 0.95 else "only_me"
-    return {
-        "kind": "activity",
-        "activity_id": ride.activity_id,
-        "athlete_id": ride.athlete_id,
-        "updated_at": _iso(ride.start + timedelta(hours=1)),
-        "sport_type": "EBikeRide" if u[2] < 0.03 else "Ride",
-        "visibility": visibility,
-        "hide_map": u[1] < 0.02,
-        "commute": _is_commute(ride.local_start),
-        "start_date": _iso(ride.start),
-        "utc_offset_s": ride.utc_offset_s,
-        "streams": {"latlng": ride.latlng, "time": ride.time},
-    }
+    return _json(
+        ActivityEvent,
+        kind="activity",
+        activity_id=ride.activity_id,
+        athlete_id=ride.athlete_id,
+        updated_at=_iso(ride.start + timedelta(hours=1)),
+        sport_type="EBikeRide" if u[2] < 0.03 else "Ride",
+        visibility=visibility,
+        hide_map=u[1] < 0.02,
+        commute=_is_commute(ride.local_start),
+        start_date=_iso(ride.start),
+        utc_offset_s=ride.utc_offset_s,
+        streams={"latlng": ride.latlng, "time": ride.time},
+    )
 
 
 def _is_deleted(ride: Ride) -> bool:
@@ -327,12 +119,13 @@ def _is_deleted(ride: Ride) -> bool:
 
 def deleted_event(ride: Ride) -> dict:
     """An ``activity_deleted`` event one day after the activity was last updated."""
-    return {
-        "kind": "activity_deleted",
-        "activity_id": ride.activity_id,
-        "athlete_id": ride.athlete_id,
-        "updated_at": _iso(ride.start + timedelta(days=1, hours=1)),
-    }
+    return _json(
+        ActivityDeletedEvent,
+        kind="activity_deleted",
+        activity_id=ride.activity_id,
+        athlete_id=ride.athlete_id,
+        updated_at=_iso(ride.start + timedelta(days=1, hours=1)),
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -364,46 +157,3 @@ def valleybike_events(paths: Iterable[Path]) -> Iterator[dict]:
         yield activity_event(ride)
         if _is_deleted(ride):
             yield deleted_event(ride)
-
-
-def write_jsonl(events: Iterable[dict], path: Path) -> int:
-    """Write events as compact JSON lines; gzip (mtime 0, no name) when path ends in .gz.
-
-    The file is written beside the target and renamed, so a reader never sees half a file.
-
-    Returns:
-        The number of events written.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    count = 0
-    with open(tmp, "wb") as raw:
-        # Empty filename and mtime=0 keep the gzip header identical across runs.
-        out: io.BufferedIOBase = (
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
-            if path.suffix == ".gz"
-            else raw
-        )
-        for event in events:
-            out.write(orjson.dumps(event) + b"\n")
-            count += 1
-        if out is not raw:
-            out.close()
-    tmp.replace(path)
-    return count
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m heatmetro.flows.importers.valleybike OUT [--shared]``: write the demo stream."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0].startswith("-"):
-        print(__doc__, file=sys.stderr)
-        return 2
-    paths = shared_csvs() if "--shared" in args else bundled_csvs()
-    count = write_jsonl(valleybike_events(paths), Path(args[0]))
-    print(f"wrote {count} events from {len(paths)} files to {args[0]}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from heatmetro.core.contract import MAX_FIXES_PER_ACTIVITY
 from heatmetro.core.errors import ConfigError
+from heatmetro.core.sports import DEFAULT_SPORT_LAYERS, KNOWN_SPORTS
 
 ENV_OVERRIDES = {
     "HEATMETRO_SALT": "salt",
@@ -28,6 +30,10 @@ OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 OSM_ATTRIBUTION = (
     '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
 )
+
+# One stream record (a JSONL line, a Kafka message) longer than this is a dead letter,
+# never read whole. 200,000 fixes (the contract's limit) take ~10 MB of JSON.
+DEFAULT_MAX_RECORD_BYTES = 64 * 2**20
 
 # Used only when neither config nor environment gives a salt; `heatmetro ingest` warns.
 DEV_SALT = "heatmetro-development-salt-change-me"
@@ -55,11 +61,24 @@ class Config(BaseModel):
     tiles_format: Literal["png", "pmtiles"] = "png"
     tile_workers: int = Field(0, ge=0, le=256)
     template_dir: Path | None = None
+    base_map: Path | None = None  # an OpenStreetMap .osm.pbf: Metro counts per street edge
     heat_resolution: int = Field(13, ge=5, le=13)
     metro_resolution: int = Field(10, ge=5, le=12)
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
+    max_fixes_per_activity: int = Field(MAX_FIXES_PER_ACTIVITY, ge=2, le=10_000_000)
     epoch_s: float = Field(2.0, gt=0)
+    max_record_bytes: int = Field(DEFAULT_MAX_RECORD_BYTES, ge=1024)
+    # Layers beyond the five sport groups (see README "Layers").
+    sport_layers: tuple[str, ...] = DEFAULT_SPORT_LAYERS
+    night_layer: bool = True
+    # The weekly map: a short window leaks more, so it is stricter (never looser than
+    # min_athletes / public_max_zoom, whatever is set here).
+    weekly_min_athletes: int = Field(5, ge=1)
+    weekly_public_max_zoom: int = Field(11, ge=0, le=22)
+    # Keep each athlete's own non-public activities in state_dir/personal.db for
+    # `heatmetro personal` (never read by a snapshot).
+    personal_heatmaps: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -84,7 +103,21 @@ class Config(BaseModel):
                 f"got {self.od_resolution}, {self.metro_resolution}, {self.heat_resolution}"
             )
             raise ValueError(msg)
+        unknown = sorted(set(self.sport_layers) - set(KNOWN_SPORTS))
+        if unknown:
+            msg = f"sport_layers: unknown sport type(s) {unknown}; known: {', '.join(KNOWN_SPORTS)}"
+            raise ValueError(msg)
         return self
+
+    @property
+    def weekly_k(self) -> int:
+        """Distinct athletes a weekly cell needs: the stricter of the two settings."""
+        return max(self.weekly_min_athletes, self.min_athletes)
+
+    @property
+    def weekly_max_zoom(self) -> int:
+        """Deepest weekly tile zoom: the stricter of the two settings (and >= min_zoom)."""
+        return max(min(self.weekly_public_max_zoom, self.public_max_zoom), self.min_zoom)
 
     @property
     def db_path(self) -> Path:
@@ -129,7 +162,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         if os.environ.get(env):
             values[key] = os.environ[env]
     values.update({k: v for k, v in overrides.items() if v is not None})
-    for key in ("state_dir", "out_dir", "template_dir"):
+    for key in ("state_dir", "out_dir", "template_dir", "base_map"):
         if values.get(key) is not None:
             p = Path(values[key])
             values[key] = p if p.is_absolute() else (base / p)

@@ -28,6 +28,9 @@ from heatmetro.core.errors import StreamRecordError
 
 Visibility = Literal["everyone", "followers_only", "only_me"]
 MAX_HIDE_M = 1609.0  # one mile: the platforms' largest hide distance
+# The bound on one record: 55 hours at 1 Hz. Every step after parsing is at most
+# n log n in the fixes, so this bounds one activity's work (config: max_fixes_per_activity).
+MAX_FIXES_PER_ACTIVITY = 200_000
 
 
 def epoch_ms(ts: datetime) -> int:
@@ -127,13 +130,13 @@ def _reason(exc: ValidationError, raw: bytes | str) -> str:
     return f"{name}: {path}{shown}: {err['msg'].lower()}"
 
 
-def parse_event(raw: bytes | str) -> Event:
+def parse_event(raw: bytes | str, *, max_fixes: int = MAX_FIXES_PER_ACTIVITY) -> Event:
     """Validate one message against the v1 contract.
 
     Raises:
         StreamRecordError: with a one-line reason naming the record and the value.
     """
-    return validate_event(decode(raw), raw)
+    return validate_event(decode(raw), raw, max_fixes=max_fixes)
 
 
 def decode(raw: bytes | str) -> Any:
@@ -144,14 +147,14 @@ def decode(raw: bytes | str) -> Any:
         raise StreamRecordError(_invalid_json_reason(raw, exc)) from None
 
 
-def validate_event(obj: Any, raw: bytes | str) -> Event:
+def validate_event(obj: Any, raw: bytes | str, *, max_fixes: int = MAX_FIXES_PER_ACTIVITY) -> Event:
     """Step 2 of ``parse_event``: the contract (done by the athlete's worker)."""
     try:
         event = _EVENT.validate_python(obj)
     except ValidationError as exc:
         raise StreamRecordError(_reason(exc, raw)) from None
     if isinstance(event, ActivityEvent):
-        return event.model_copy(update={"streams": check_streams(event)})
+        return event.model_copy(update={"streams": check_streams(event, max_fixes)})
     return event
 
 
@@ -194,8 +197,9 @@ def _invalid_json_reason(raw: bytes | str, exc: orjson.JSONDecodeError) -> str:
     return f"{name}: {path} = {text}: not a finite number (NaN/Infinity are not valid JSON)"
 
 
-def check_streams(event: ActivityEvent) -> Track:
-    """Rules pydantic types cannot say cheaply: shape, ranges, finiteness, monotonic time."""
+def check_streams(event: ActivityEvent, max_fixes: int = MAX_FIXES_PER_ACTIVITY) -> Track:
+    """Rules pydantic types cannot say cheaply: size, shape, ranges, finiteness, monotonic
+    time."""
     name = f"activity {event.activity_id}"
     streams = event.streams
     if not isinstance(streams, dict) or "latlng" not in streams or "time" not in streams:
@@ -212,6 +216,12 @@ def check_streams(event: ActivityEvent) -> Track:
         )
         raise StreamRecordError(msg)
     n = len(latlng)
+    if n > max_fixes:
+        msg = (
+            f"{name}: {n:,} fixes: more than the limit of {max_fixes:,} per activity "
+            "(max_fixes_per_activity)"
+        )
+        raise StreamRecordError(msg)
     try:
         # numpy infers the type, so a string or a nested list shows up as a non-numeric
         # dtype; map(len) (in C) finds a pair that is not a pair.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 _LAYER = {
     "ride": (
         "Ride",
@@ -50,3 +52,30 @@ def layer_of(sport_type: str) -> str:
 
 def max_speed_ms(sport_type: str) -> float:
     return _MAX_SPEED_SPORT.get(sport_type, _MAX_SPEED[layer_of(sport_type)])
+
+
+#: Every sport type heatmetro knows by name (the others count in ``all`` only).
+KNOWN_SPORTS = tuple(sport for sports in _LAYER.values() for sport in sports)
+#: Per-sport layers built when the config does not say (``sport_layers``): the sports whose
+#: places differ most from their group's (trails, gravel roads) and are asked for most.
+DEFAULT_SPORT_LAYERS = ("TrailRun", "MountainBikeRide", "GravelRide", "Hike")
+#: The layer of activity parts recorded between sunset and sunrise.
+NIGHT_LAYER = "night"
+
+
+def sport_layer(sport_type: str) -> str:
+    """The per-sport layer name of a sport type: ``sport_trailrun`` for ``TrailRun``.
+
+    Lower case, like every layer name: it is a folder in tile URLs, and static hosts
+    differ on whether ``TrailRun`` and ``trailrun`` are the same path.
+    """
+    return f"sport_{sport_type.lower()}"
+
+
+def sport_label(sport_type: str) -> str:
+    """``MountainBikeRide`` -> ``Mountain Bike Ride`` (for the layer switcher)."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", sport_type)
+
+
+#: Labels of every possible per-sport layer, in the order the page lists them.
+SPORT_LAYER_LABELS = {sport_layer(s): sport_label(s) for s in KNOWN_SPORTS}

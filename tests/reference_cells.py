@@ -1,20 +1,17 @@
-"""Trimmed points -> the ordered H3 cells of the track (the only thing ever stored).
-
-h3 has no vector API, so the hot path keeps h3 calls low: points closer together than
-half a hexagon add nothing and are skipped, and the grid path is only asked for between
-cells that are not already neighbours.
+"""Reference (tests only): trimmed points of ONE activity -> the ordered H3 cells of its
+track, written plainly. ``heatmetro.flows.batch`` must give exactly this for every
+activity, whatever batch it is in (``tests/test_batch_equivalence.py``).
 """
 
 from __future__ import annotations
 
-import h3._cy as h3_cy  # the int API minus its wrapper: this loop runs per GPS fix
 import h3.api.basic_int as h3
 import numpy as np
 
-from heatmetro.flows.trim import TrimmedPoints
 from heatmetro.state.path_ops import drop_zone_cells
 from heatmetro.state.records import PATH_DTYPE
 from heatmetro.state.settings import EffectiveZone
+from tests.reference_trim import TrimmedPoints
 
 SAMPLE_EDGES = 1.0
 
@@ -68,7 +65,7 @@ def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]
     # Sampling about once per hexagon width keeps every cell the track crosses within one
     # grid step of a sample; the grid path fills the rest. (h3 calls are the hot path.)
     idx = sample_points(pts, SAMPLE_EDGES * h3.average_hexagon_edge_length(res, "m"))
-    to_cell = h3_cy.latlng_to_cell
+    to_cell = h3.latlng_to_cell
     cells = np.fromiter(
         (
             to_cell(a, b, res)
@@ -87,7 +84,7 @@ def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]
     path["cell"], path["t"], path["seg"], path["v"] = cells, t, seg, v
     # Consecutive cells of one piece that are not neighbours need the grid path between.
     same = np.flatnonzero(seg[1:] == seg[:-1])
-    neighbours = h3_cy.are_neighbor_cells
+    neighbours = h3.are_neighbor_cells
     ca, cb = cells[same].tolist(), cells[same + 1].tolist()
     gaps = [k for k, a, b in zip(same.tolist(), ca, cb, strict=True) if not neighbours(a, b)]
     if gaps:

@@ -1,0 +1,168 @@
+"""GPS clean-up of many activities at once: which fixes are usable, where tracks split.
+
+Phone GPS mixes honest movement with faults. Each fault becomes (README, "Messy GPS"):
+
+* repeated positions: dropped (not a fault, a still receiver);
+* a *spike* (a few fixes far off, then back on the track): those fixes are dropped and
+  the track goes on unbroken;
+* bad first/last fixes (a cold start far away): dropped, the rest kept;
+* a *vehicle* stretch (faster than the sport allows, e.g. a walk on a bus): not drawn,
+  the track splits there, the honest parts before and after are kept;
+* a clock jump or a pause longer than ``PAUSE_SPLIT_S``: the track splits;
+* a still device jittering for hours: its jitter stays within its spot (only the
+  occasional jump is dropped as a spike).
+
+How, in a fixed number of numpy passes over the whole batch (no loop over fixes, runs
+or activities, no recursion; sorting is the costliest step, so O(n log n)):
+
+1. A *step* between consecutive fixes is *impossible* when it is longer than the
+   sport's top speed allows (``GPS_NOISE_M`` of slack). Impossible steps cut the
+   activity into *runs*: chains where each fix is reachable from the one before.
+2. A run lasting less than ``MIN_RUN_S`` is dropped (unless it is the activity's only
+   run): spikes, cold starts and each fix of a fast vehicle are such runs. Two kept runs
+   are joined if the second is reachable from the first, with two fixes' noise of slack
+   (the dropped fixes between were a spike; a lone noisy step splits nothing); if not,
+   the track splits there (a vehicle). Dropped runs before the first or after the last
+   kept run are bad ends.
+3. A vehicle slow enough to pass step 1 between frequent fixes (the slack is generous
+   at 1 Hz) is caught over time: a fix whose +-``WINDOW_S / 2`` neighbourhood in its
+   piece moves faster than the sport allows is dropped, splitting the track there.
+
+Nothing sums across activities, so an activity is cleaned the same in any batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from heatmetro.core.geo import haversine_m, step_lengths_m
+
+GPS_NOISE_M = 10.0  # jitter a still receiver shows; not counted as movement between fixes
+WINDOW_NOISE_M = 2 * GPS_NOISE_M  # two fixes' worth of noise over a window
+MIN_RUN_S = 30.0  # a chain of plausible fixes shorter than this between impossible steps is a fault
+WINDOW_S = 30.0  # the span over which sustained speed is judged
+PAUSE_SPLIT_S = 300.0  # a pause (or clock jump) longer than this splits the track
+_KEY_MS = 1 << 40  # times within a piece, in ms, stay below this (35 years)
+
+_SPIKE, _BAD_END, _VEHICLE = 1, 2, 3  # why a fix was dropped
+FAULTS = ("spike_fixes", "bad_end_fixes", "vehicle_fixes", "vehicle_stretches", "pause_splits")
+
+
+@dataclass(frozen=True, slots=True)
+class Cleaned:
+    """The usable fixes of a batch and where their pieces start."""
+
+    idx: np.ndarray  # indexes of the kept fixes in the input, in order
+    new_piece: np.ndarray  # bool per kept fix: a piece starts here (always at an activity's first)
+    faults: np.ndarray  # (k, len(FAULTS)) int64 counts per activity
+
+
+def clean_batch(
+    lat: np.ndarray, lng: np.ndarray, t: np.ndarray, aid: np.ndarray, vmax: np.ndarray
+) -> Cleaned:
+    """Clean the fixes of ``k = len(vmax)`` activities, concatenated in ``aid`` order.
+
+    ``aid`` is each fix's activity (non-decreasing); ``t`` rises within an activity (the
+    contract checks it); ``vmax`` is each activity's top speed in m/s.
+    """
+    k = len(vmax)
+    faults = np.zeros((k, len(FAULTS)), dtype=np.int64)
+    # Repeated positions add nothing.
+    moved = np.ones(len(lat), dtype=bool)
+    moved[1:] = (lat[1:] != lat[:-1]) | (lng[1:] != lng[:-1]) | (aid[1:] != aid[:-1])
+    i0 = np.flatnonzero(moved)
+    la, ln, tt, a = lat[i0], lng[i0], t[i0], aid[i0]
+    m = len(i0)
+    if m == 0:
+        return Cleaned(i0, np.zeros(0, dtype=bool), faults)
+
+    # 1. Runs: broken at impossible steps and between activities.
+    same = a[1:] == a[:-1]
+    step = step_lengths_m(la, ln)
+    dt = np.diff(tt)
+    impossible = same & ((step - GPS_NOISE_M) > vmax[a[1:]] * np.maximum(dt, 1.0))
+    first = np.ones(m, dtype=bool)
+    first[1:] = impossible | ~same
+    rstart = np.flatnonzero(first)
+    rend = np.append(rstart[1:] - 1, m - 1)
+    ract = a[rstart]
+    rfixes = rend - rstart + 1
+
+    # 2. Short runs dropped; kept runs joined or split.
+    runs_of = np.bincount(ract, minlength=k)
+    long = (tt[rend] - tt[rstart] >= MIN_RUN_S) | (runs_of[ract] == 1)
+    keep1 = np.repeat(long, rfixes)
+    lr = np.flatnonzero(long)
+    pa, nx = lr[:-1], lr[1:]
+    inner = ract[pa] == ract[nx]  # consecutive kept runs of one activity
+    e, s = rend[pa[inner]], rstart[nx[inner]]
+    gap = haversine_m(la[e], ln[e], la[s], ln[s])
+    # Two fixes' noise of slack: one noisy step between two good runs is no vehicle.
+    reachable = (gap - WINDOW_NOISE_M) <= vmax[a[s]] * np.maximum(tt[s] - tt[e], 1.0)
+    # Why each dropped fix went: what lies between two kept runs is a spike if the
+    # second is reachable from the first, else a vehicle; the rest are bad ends, or a
+    # vehicle when no run of the activity was long enough.
+    why = np.where(reachable, _SPIKE, _VEHICLE)
+    marks = np.bincount(e + 1, why, minlength=m + 1) - np.bincount(s, why, minlength=m + 1)
+    code = np.cumsum(marks[:m]).astype(np.int64)  # ranges between kept runs never overlap
+    any_kept = np.bincount(ract, weights=long, minlength=k) > 0
+    code[~keep1 & (code == 0)] = np.where(any_kept[a], _BAD_END, _VEHICLE)[~keep1 & (code == 0)]
+    split1 = np.zeros(m, dtype=bool)
+    split1[s[~reachable]] = True
+    jumps = s[~reachable & (s == e + 1)]  # two kept runs, nothing between, unreachable
+
+    k1 = np.flatnonzero(keep1)
+    tt1, a1, split1 = tt[k1], a[k1], split1[k1]
+    piece_first = np.ones(len(k1), dtype=bool)
+    act_change = a1[1:] != a1[:-1]
+    pause = ~act_change & (np.diff(tt1) > PAUSE_SPLIT_S)
+    faults[:, 4] = np.bincount(a1[1:], weights=pause & ~split1[1:], minlength=k)
+    piece_first[1:] = act_change | pause | split1[1:]
+
+    # 3. Sustained speed over a window centred on each fix, within its piece.
+    v = _too_fast_over_window(la[k1], ln[k1], tt1, piece_first, vmax[a1])
+    code[k1[v]] = _VEHICLE
+    after = np.zeros(len(v), dtype=bool)
+    after[1:] = v[:-1]  # a kept fix right after a dropped stretch starts a new piece
+    keep2 = ~v
+    new_piece = (piece_first | after)[keep2]
+    idx2 = k1[keep2]
+    a2 = a1[keep2]
+    new_piece[1:] |= a2[1:] != a2[:-1]
+    if len(new_piece):
+        new_piece[0] = True
+
+    # Counts: fixes by reason; a vehicle stretch is a run of consecutive vehicle fixes
+    # (or an unreachable jump with none between).
+    for col, c in ((0, _SPIKE), (1, _BAD_END), (2, _VEHICLE)):
+        faults[:, col] = np.bincount(a, weights=code == c, minlength=k)
+    veh = code == _VEHICLE
+    begins = veh.copy()
+    begins[1:] &= ~veh[:-1] | ~same
+    faults[:, 3] = np.bincount(a[begins], minlength=k) + np.bincount(a[jumps], minlength=k)
+    return Cleaned(i0[idx2], new_piece, faults)
+
+
+def _too_fast_over_window(
+    lat: np.ndarray, lng: np.ndarray, t: np.ndarray, piece_first: np.ndarray, vmax: np.ndarray
+) -> np.ndarray:
+    """Fixes whose +-WINDOW_S/2 neighbourhood (within their piece) moves faster than vmax.
+
+    Times become integer keys (piece number, then milliseconds since the piece began),
+    so one sorted search finds every window, exactly and whatever else is in the batch.
+    """
+    n = len(t)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    piece = np.cumsum(piece_first) - 1
+    start_of = np.flatnonzero(piece_first)
+    rel_ms = np.rint((t - t[start_of][piece]) * 1000.0)
+    key = piece * _KEY_MS + np.minimum(rel_ms, _KEY_MS - 1).astype(np.int64)
+    half = int(WINDOW_S * 500)
+    lo = np.searchsorted(key, key - half)
+    hi = np.searchsorted(key, key + half, side="right") - 1
+    span = t[hi] - t[lo]
+    dist = haversine_m(lat[lo], lng[lo], lat[hi], lng[hi])
+    return (span > 0) & ((dist - WINDOW_NOISE_M) > vmax * span)

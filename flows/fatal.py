@@ -1,0 +1,39 @@
+"""A broken environment inside a running dataflow ends the run with one line.
+
+An exception raised inside a Bytewax step becomes a Rust panic with a multi-line
+report. A full disk, a corrupt store or an input that vanished is not a bug, so the
+step prints one line and exits at once instead. That is as safe as a SIGKILL, which
+ingest survives by design: the failed batch's transaction was rolled back, and the
+rerun resumes from the last recovery snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from heatmetro.core.environment import describe_os_error, describe_store_error
+from heatmetro.core.errors import HeatmetroError
+
+EXIT_CODE = 1
+
+
+@contextmanager
+def end_run_on_environment_error(db_path: Path | None = None) -> Iterator[None]:
+    """Turn an environment error (``OSError``, SQLite, a store error) into one line and an exit."""
+    try:
+        yield
+    except (HeatmetroError, OSError, sqlite3.DatabaseError) as exc:
+        if isinstance(exc, HeatmetroError):
+            line = str(exc)
+        elif isinstance(exc, sqlite3.Error):
+            line = describe_store_error(exc, db_path or "(unknown)")
+        else:
+            line = describe_os_error(exc)
+        print(f"heatmetro ingest: error: {line}; rerun to resume", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(EXIT_CODE)

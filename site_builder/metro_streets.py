@@ -1,0 +1,217 @@
+"""Metro counts per OSM street edge: ``metro/streets.csv``, ``streets.geojson``, ``streets_hourly.csv``.
+
+Written only when the config names a ``base_map``. Each row is one street edge (the part
+of an OSM way between two intersections) and layer, with the same count columns as
+``edges.csv``; *forward* is the way's digitised direction. The H3 files stay as they are
+(they cover tracks off the street network too), so both can be compared.
+
+The records come straight from the activities' stored street sequences (read here,
+after the snapshot has applied every "hide more" setting): a trip counts once per edge
+and direction, at the local hour it entered the edge. Thresholds, rounding and the
+count columns are those of ``metro_tables`` and ``metro``, so the privacy rules are the
+same code as for the H3 edges.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from heatmetro.core.config import Config
+from heatmetro.core.months import window_months
+from heatmetro.site_builder.metro_tables import Publication, direction_table
+from heatmetro.state.records import EDGE_DTYPE, LAYERS, group_sum, with_athlete
+from heatmetro.state.street_network import ATTRIBUTION, LICENSE, StreetNetwork, network_for
+from heatmetro.state.street_ops import STREET_DTYPE
+
+FILES = {
+    "streets.csv": "Per OSM street edge and layer: trips and people per direction (base map)",
+    "streets.geojson": "streets.csv with each street edge's own polyline, for GIS",
+    "streets_hourly.csv": "streets.csv by local hour and weekday/weekend",
+}
+_KEY = ("a", "b", "fwd", "hour", "weekend", "commute")
+_SUMS = ("trips", "speed_sum", "speed_n")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    description: str
+
+
+@dataclass
+class StreetWindow:
+    """Per-athlete street records of the window, by layer (``a`` = edge index, ``b`` = 0)."""
+
+    net: StreetNetwork
+    records: dict[str, np.ndarray]
+    tables: list[tuple[str, list[Any]]] = field(default_factory=list)
+
+
+_WINDOW_SQL = (
+    "SELECT a.athlete_id, a.activity_id, a.layer, a.start_s, a.utc_offset_s, a.commute, "
+    "a.max_speed_ms, a.streets FROM activities a "
+    "LEFT JOIN athletes s ON s.athlete_id = a.athlete_id "
+    "WHERE a.status = 'active' AND a.month BETWEEN ? AND ? AND a.streets IS NOT NULL "
+    "AND coalesce(s.opt_out, 0) = 0 ORDER BY a.athlete_id, a.activity_id"
+)
+
+
+def load_streets(
+    dbs: sqlite_utils.Database | Sequence[sqlite_utils.Database], month: str, config: Config
+) -> StreetWindow | None:
+    """The window's street records, or None without a base map.
+
+    ``dbs`` is the store, or all shards of it: rows are merged in (athlete, activity)
+    order, so the result does not depend on how athletes are spread over shards.
+    """
+    net = network_for(config)
+    if net is None:
+        return None
+    first, last = window_months(month)
+    shards = [dbs] if isinstance(dbs, sqlite_utils.Database) else list(dbs)
+    rows = heapq.merge(*(db.execute(_WINDOW_SQL, (first, last)) for db in shards))
+    index: dict[str, int] = {}
+    parts: dict[str, list[np.ndarray]] = {layer: [] for layer in LAYERS}
+    for athlete_id, _, layer, start_s, offset, commute, vmax, blob in rows:
+        recs = activity_street_records(
+            net, np.frombuffer(blob, STREET_DTYPE), start_s + offset, bool(commute), vmax
+        )
+        if not len(recs):
+            continue
+        recs = with_athlete(recs, index.setdefault(athlete_id, len(index)))
+        parts["all"].append(recs)
+        if layer in parts and layer != "all":
+            parts[layer].append(recs)
+    records = {
+        layer: group_sum(np.concatenate(p), ("athlete", *_KEY), _SUMS)
+        for layer, p in parts.items()
+        if p
+    }
+    return StreetWindow(net, records)
+
+
+def activity_street_records(
+    net: StreetNetwork, streets: np.ndarray, local_start_s: int, commute: bool, vmax: float
+) -> np.ndarray:
+    """One activity's edge crossings as ``EDGE_DTYPE`` rows (``a`` = edge index).
+
+    A trip counts once per edge and direction (its first pass), like the H3 edges.
+    """
+    idx = net.index_of(streets["edge"])
+    streets, idx = streets[idx >= 0], idx[idx >= 0]  # edges gone from a newer extract
+    pair = idx.astype(np.int64) * 2 + streets["fwd"]
+    _, first = np.unique(pair, return_index=True)
+    first = np.sort(first)
+    s, e = streets[first], idx[first]
+    out = np.zeros(len(s), EDGE_DTYPE)
+    local = local_start_s + np.floor(s["t"].astype(np.float64)).astype(np.int64)
+    v = s["v"].astype(np.float64)
+    ok = np.isfinite(v) & (v <= vmax)
+    out["a"], out["b"], out["fwd"] = e, 0, s["fwd"]
+    out["hour"] = (local // 3600) % 24
+    out["weekend"] = ((local // 86400) + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+    out["commute"] = commute
+    out["trips"] = 1
+    out["speed_sum"] = np.where(ok, v, 0.0)
+    out["speed_n"] = ok
+    return out
+
+
+def _street_columns(direction_columns: list[Any]) -> list[Column]:
+    return [
+        Column("edge_uid", "Street edge: '{OSM way id}:{first node id}-{last node id}'"),
+        Column("osm_reference_id", "The OpenStreetMap way the edge belongs to"),
+        Column("street_name", "The way's name tag (empty when unnamed)"),
+        Column("highway", "The way's highway tag (street class: primary, residential, cycleway ...)"),
+        Column("oneway", "The way's oneway tag as mapped (yes, -1, no, or empty)"),
+        Column("layer", "Activity layer: all, ride, run (run, walk, hike), water or winter"),
+        *(
+            Column(c.name, c.description.replace("(a to b)", "(the way's digitised direction)")
+                   .replace("(b to a)", "(against the way's direction)"))
+            for c in direction_columns
+        ),
+        Column("length_m", "Length of the edge's polyline in metres (1 decimal)"),
+    ]  # fmt: skip
+
+
+def write_streets(
+    sw: StreetWindow, pub: Publication, metro_dir: Path, columns: Any, values: Any
+) -> dict[str, int]:
+    """Write the street files; ``columns(with_bands=)`` / ``values(table)`` are the
+    count columns of ``metro`` (so the two sets of files cannot drift apart)."""
+    main_cols = _street_columns(columns(with_bands=True))
+    hourly_cols = _street_columns(columns(with_bands=False))
+    hourly_cols[6:6] = [
+        Column("hour", "Local hour the trip entered the edge, 0-23"),
+        Column("day_type", "weekday (Monday-Friday) or weekend, local time"),
+    ]
+    sw.tables = [
+        ("streets.csv and streets.geojson", main_cols),
+        ("streets_hourly.csv", hourly_cols),
+    ]
+    net = sw.net
+    n = 0
+    names = [c.name for c in main_cols]
+    with (
+        (metro_dir / "streets.csv").open("w", encoding="utf-8", newline="") as fc,
+        (metro_dir / "streets.geojson").open("w", encoding="utf-8", newline="\n") as fg,
+    ):
+        table = csv.writer(fc, lineterminator="\n")
+        table.writerow(names)
+        head = {"attribution": ATTRIBUTION, "license": LICENSE, "type": "FeatureCollection"}
+        fg.write(json.dumps(head, sort_keys=True, ensure_ascii=False)[:-1] + ',"features":[')
+        for row, edge in _rows(sw, pub, values, hourly=False):
+            table.writerow(row)
+            lat, lng = net.polyline(edge)
+            coords = np.round(np.column_stack([lng, lat]), 7).tolist()
+            feature = {
+                "geometry": {"coordinates": coords, "type": "LineString"},
+                "properties": dict(zip(names, row, strict=True)),
+                "type": "Feature",
+            }
+            fg.write(
+                ("\n" if n == 0 else ",\n")
+                + json.dumps(feature, sort_keys=True, ensure_ascii=False)
+            )
+            n += 1
+        fg.write("\n]}\n")
+    hourly = 0
+    with (metro_dir / "streets_hourly.csv").open("w", encoding="utf-8", newline="") as fh:
+        out = csv.writer(fh, lineterminator="\n")
+        out.writerow([c.name for c in hourly_cols])
+        for row, _ in _rows(sw, pub, values, hourly=True):
+            out.writerow(row)
+            hourly += 1
+    return {"streets.csv": n, "streets.geojson": n, "streets_hourly.csv": hourly}
+
+
+def _rows(
+    sw: StreetWindow, pub: Publication, values: Any, *, hourly: bool
+) -> Iterator[tuple[list[Any], int]]:
+    net = sw.net
+    layers = [k for k in LAYERS if k in sw.records]
+    key = ("a", "hour", "weekend") if hourly else ("a",)
+    for layer in layers:
+        t = direction_table(sw.records[layer], key, pub, with_bands=not hourly)
+        edges = t.keys["a"].astype(np.int64)
+        # Rows by edge_uid (text), so the order does not depend on the extract's numbering.
+        uids = net.uid[edges]
+        order = np.lexsort((t.keys["weekend"], t.keys["hour"], uids) if hourly else (uids,))
+        cols = [list(c) for c in values(t)]
+        for r in order.tolist():
+            e = int(edges[r])
+            lead = [str(net.uid[e]), int(net.way_id[e]), str(net.name[e]), str(net.highway[e]),
+                    str(net.oneway[e]), layer]  # fmt: skip
+            if hourly:
+                day = "weekend" if t.keys["weekend"][r] else "weekday"
+                lead += [int(t.keys["hour"][r]), day]
+            yield [*lead, *(c[r] for c in cols), round(float(net.length_m[e]), 1)], e

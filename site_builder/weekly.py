@@ -1,0 +1,224 @@
+"""``heatmetro snapshot --weekly``: the last 7 days, published under ``out_dir/weekly/``.
+
+A short window leaks more than a year: one person's regular route stands out. So the
+weekly map is stricter than the monthly one: a cell needs ``weekly_min_athletes``
+distinct athletes (default 5) and tiles stop at ``weekly_public_max_zoom`` (default 11),
+with no members tree. Activities are filed by their local start date and read from the
+stored per-activity paths (the month aggregates are too coarse for 7 days).
+
+Publishing, without disturbing the monthly site's atomic swap: each weekly build is a
+folder in ``.{out}.weekly.builds/`` beside ``out_dir``; ``out_dir/weekly`` is a relative
+symbolic link to the current one, replaced with one atomic rename. The monthly snapshot
+carries the link into each new monthly build (``carry_weekly``), and both publish
+steps hold one lock file, so neither loses the other's work.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from heatmetro import __version__
+from heatmetro.core.config import Config
+from heatmetro.core.errors import PublishError
+from heatmetro.site_builder.activity_layers import layer_heat
+from heatmetro.site_builder.load import contributing_paths
+from heatmetro.site_builder.map_page import PageText, page_meta, write_layer_tiles, write_map_page
+from heatmetro.state.store import connect
+from heatmetro.state.writer import apply_pending_privacy
+
+WEEKLY = "weekly"
+DAYS = 7
+KEEP_BUILDS = 2
+
+
+@dataclass(frozen=True)
+class WeeklyResult:
+    first: str
+    until: str
+    out_dir: Path
+    athletes: int
+    activities: int
+    tiles: int
+    seconds: float
+
+    def summary(self) -> str:
+        return (
+            f"published weekly {self.first}..{self.until}: {self.athletes:,} athletes, "
+            f"{self.activities:,} activities, {self.tiles:,} tiles in {self.seconds:.1f} s "
+            f"-> {self.out_dir}"
+        )
+
+
+def parse_until(text: str | None, now: datetime) -> date:
+    """``--until`` (default: yesterday, the last complete day)."""
+    if text is None:
+        return now.date() - timedelta(days=1)
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        msg = f"--until {text!r}: expected YYYY-MM-DD, e.g. 2021-06-20"
+        raise PublishError(msg) from None
+
+
+def run_weekly(
+    config: Config, *, until: str | None, when: datetime, quiet: bool = False
+) -> WeeklyResult:
+    t0 = time.monotonic()
+    last = parse_until(until, when)
+    first = last - timedelta(days=DAYS - 1)
+    if not (config.out_dir / "index.html").exists():
+        msg = (
+            f"no published site in {config.out_dir}: run `heatmetro snapshot` first "
+            "(the weekly map is published inside it)"
+        )
+        raise PublishError(msg)
+    db = connect(config.db_path, create=False)
+    try:
+        apply_pending_privacy(db, config)
+        lo = _epoch(first)
+        hi = _epoch(last + timedelta(days=1))
+        months = sorted({(first + timedelta(days=d)).strftime("%Y-%m") for d in range(DAYS)})
+        acts = list(
+            contributing_paths(
+                db,
+                f"a.month IN ({', '.join('?' * len(months))}) "
+                "AND a.start_s + a.utc_offset_s >= ? AND a.start_s + a.utc_offset_s < ?",
+                (*months, lo, hi),
+            )
+        )
+    finally:
+        db.close()
+    heat = layer_heat(
+        acts,
+        group_layers=True,
+        sport_layers=config.sport_layers,
+        night=config.night_layer,
+        min_athletes=config.weekly_k,
+        max_per_athlete=config.max_per_athlete,
+    )
+    athletes = len({a.athlete for a in acts})
+    with publish_lock(config.out_dir):
+        build = _new_build(config.out_dir, last.isoformat())
+        n_tiles, bounds = write_layer_tiles(heat, build, config, max_zoom=config.weekly_max_zoom)
+        counts = {"athletes": athletes, "activities": len(acts), "tiles": n_tiles}
+        meta = page_meta(
+            config, first=first.isoformat(), last=last.isoformat(),
+            max_zoom=config.weekly_max_zoom, min_athletes=config.weekly_k, layers=tuple(heat),
+            bounds=bounds, counts=counts, version=__version__,
+            build_date=when.strftime("%Y-%m-%d"),
+        )  # fmt: skip
+        page = PageText(
+            title=f"Weekly heatmap {first} to {last}",
+            heading="Last 7 days",
+            window=f"Public activities started {first} to {last} (local dates)",
+            empty="No heat is published for this week.",
+            legend="Activities per cell, equalised",
+            links=(
+                ("../index.html", "Global Heatmap"),
+                ("../about.html#weekly", "Why less detail"),
+            ),
+            notes=(
+                f"Stricter than the monthly map: a spot needs {config.weekly_k} different "
+                f"people, and the map stops at zoom {config.weekly_max_zoom}.",
+            ),
+        )
+        write_map_page(build, meta, page, template_dir=config.template_dir)
+        (build / "metadata.json").write_text(
+            json.dumps(
+                {
+                    "software": {"name": "heatmetro", "version": __version__},
+                    "window": {"first_day": first.isoformat(), "last_day": last.isoformat()},
+                    "built_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "thresholds": {
+                        "min_athletes": config.weekly_k,
+                        "max_per_athlete": config.max_per_athlete,
+                        "max_zoom": config.weekly_max_zoom,
+                        "min_zoom": config.min_zoom,
+                    },
+                    "counts": counts,
+                    "cells_per_layer": {k: len(v.cells) for k, v in heat.items()},
+                },
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n"
+        )
+        _publish(build, config.out_dir)
+    return WeeklyResult(
+        first.isoformat(), last.isoformat(), config.out_dir / WEEKLY, athletes, len(acts),
+        n_tiles, time.monotonic() - t0,
+    )  # fmt: skip
+
+
+def _epoch(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+def weekly_builds_dir(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.weekly.builds"
+
+
+@contextmanager
+def publish_lock(out_dir: Path) -> Iterator[None]:
+    """One publisher at a time for ``out_dir`` (monthly and weekly share the tree)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with (out_dir.parent / f".{out_dir.name}.publish.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def carry_weekly(out_dir: Path, build: Path) -> bool:
+    """Give a new monthly ``build`` the published weekly map's link; True if there is one.
+
+    Call it holding ``publish_lock``. The link stays relative, so the site still works
+    when the whole folder is copied elsewhere (``cp -rL``/``rsync -L`` to a CDN).
+    """
+    current = out_dir / WEEKLY
+    if not current.is_symlink() or not current.exists():
+        return False
+    target = current.resolve()
+    (build / WEEKLY).symlink_to(os.path.relpath(target, build), target_is_directory=True)
+    return True
+
+
+def _new_build(out_dir: Path, label: str) -> Path:
+    root = weekly_builds_dir(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob("*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
+    n = 1 + max(
+        (int(p.name.split("-")[0]) for p in root.iterdir() if p.name.split("-")[0].isdigit()),
+        default=0,
+    )
+    build = root / f"{n:06d}-{label}.partial"
+    build.mkdir()
+    return build
+
+
+def _publish(build: Path, out_dir: Path) -> None:
+    """Swap ``out_dir/weekly`` to ``build`` with one rename; prune old weekly builds."""
+    final = build.with_name(build.name.removesuffix(".partial"))
+    build.rename(final)
+    site = out_dir.resolve()
+    link = site / f".{WEEKLY}.link-{os.getpid()}"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(os.path.relpath(final, site), target_is_directory=True)
+    link.replace(site / WEEKLY)
+    done = sorted(p for p in final.parent.iterdir() if not p.name.endswith(".partial"))
+    for old in done[:-KEEP_BUILDS]:
+        shutil.rmtree(old, ignore_errors=True)

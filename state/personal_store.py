@@ -1,0 +1,303 @@
+"""The personal store: each athlete's own activities, for their private heatmap only.
+
+It is a separate SQLite file, ``state_dir/personal.db``, not a table of the public store,
+so that the separation is structural: the snapshot (public tiles, members tiles, Metro
+files, the weekly map) opens ``heatmetro.db`` only and never imports this module, which
+an import-linter contract and a test check. ``heatmetro personal`` is its only reader.
+
+What it holds, per activity of every visibility (``everyone``, ``followers_only``,
+``only_me``, ``hide_map``, and activities of opted-out athletes):
+
+* the same privacy-trimmed path the public store would hold: hidden start/end and
+  privacy zones are cut on ingest here too, so even this store never holds the
+  athlete's doorstep (DESIGN rule 4: "trimmed by their zones");
+* the metadata the personal map filters on (sport, local date, commute, visibility).
+
+Rules, like the public store: newer ``updated_ms`` wins and re-delivery changes nothing;
+a delete leaves a tombstone; a new zone or a longer hidden distance is cut from what is
+stored, with the same path operations as the public store (``state/path_ops.py``).
+Opting out of aggregates removes nothing here: the personal map is the athlete's own.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import sqlite_utils
+from sqlite_utils import Migrations
+
+from heatmetro.core.config import Config
+from heatmetro.core.errors import StoreError
+from heatmetro.state.changes import ActivityChange, ActivityDelete, SettingsChange
+from heatmetro.state.path_ops import cut_path_ends, drop_zone_cells
+from heatmetro.state.records import PATH_DTYPE, from_blob, to_blob
+from heatmetro.state.settings import EffectiveZone, hide_cuts_m, zone_key
+from heatmetro.state.store import immediate
+
+PERSONAL_DB = "personal.db"
+
+migrations = Migrations("heatmetro_personal")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    # Column names follow the public store's where they mean the same thing.
+    db.executescript(
+        """
+        CREATE TABLE athletes (
+            athlete_id TEXT PRIMARY KEY,
+            updated_ms INTEGER NOT NULL,
+            opt_out INTEGER NOT NULL DEFAULT 0,  -- always 0: opting out keeps your own map
+            hide_start_end_m REAL NOT NULL,
+            zones TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE TABLE activities (
+            activity_id TEXT PRIMARY KEY,
+            athlete_id TEXT NOT NULL,
+            updated_ms INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            visibility TEXT,
+            hide_map INTEGER,
+            sport_type TEXT,
+            layer TEXT,
+            commute INTEGER,
+            start_s INTEGER,
+            utc_offset_s INTEGER,
+            local_date TEXT,
+            month TEXT,
+            hide_override_m REAL,
+            cut_start_m REAL,
+            cut_end_m REAL,
+            zone_key TEXT,
+            max_speed_ms REAL,
+            path BLOB
+        );
+        CREATE INDEX activities_by_athlete_date ON activities (athlete_id, local_date);
+        """
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalChange:
+    """An activity version for its owner's personal map (any visibility)."""
+
+    activity: ActivityChange  # the trimmed version (status active or empty)
+    visibility: str
+    hide_map: bool
+
+
+def personal_db_path(state_dir: Path) -> Path:
+    return state_dir / PERSONAL_DB
+
+
+def connect_personal(path: Path, *, create: bool = True) -> sqlite_utils.Database:
+    """Open (and migrate) the personal store; WAL and patient, like the public one."""
+    if not create and not path.exists():
+        msg = f"no personal store at {path}: ingest with personal_heatmaps = true first"
+        raise StoreError(msg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=120, isolation_level=None, check_same_thread=False)
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA busy_timeout=120000")
+    try:
+        # Worker processes open the file at once; schema changes are not queued by the
+        # busy timeout, so the first one migrates while the others wait on a lock file.
+        with path.with_name(f"{path.name}.migrate.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            migrations.apply(db)
+    except sqlite3.DatabaseError as exc:
+        msg = f"personal store {path} cannot be opened: {exc}"
+        raise StoreError(msg) from None
+    return db
+
+
+_COLS = (
+    "activity_id", "athlete_id", "updated_ms", "status", "visibility", "hide_map",
+    "sport_type", "layer", "commute", "start_s", "utc_offset_s", "local_date", "month",
+    "hide_override_m", "cut_start_m", "cut_end_m", "zone_key", "max_speed_ms", "path",
+)  # fmt: skip
+_UPSERT = (
+    f"INSERT INTO activities ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))}) "
+    "ON CONFLICT(activity_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLS[1:])
+    + " WHERE excluded.updated_ms > activities.updated_ms"
+)
+
+
+def local_date(start_s: int, utc_offset_s: int) -> str:
+    return datetime.fromtimestamp(start_s + utc_offset_s, tz=UTC).strftime("%Y-%m-%d")
+
+
+class PersonalWriter:
+    """Applies ingest's items to the personal store; every write is an idempotent upsert."""
+
+    def __init__(self, db: sqlite_utils.Database, config: Config) -> None:
+        self.db, self.config = db, config
+
+    @classmethod
+    def for_config(cls, config: Config) -> PersonalWriter:
+        return cls(connect_personal(personal_db_path(config.state_dir)), config)
+
+    def write_batch(self, items: Iterable[object]) -> None:
+        cfg = self.config
+        with immediate(self.db):
+            for item in items:
+                if isinstance(item, PersonalChange):
+                    self.db.execute(_UPSERT, _row(item))
+                elif isinstance(item, ActivityDelete):
+                    self.db.execute(
+                        _UPSERT,
+                        (item.activity_id, item.athlete_id, item.updated_ms, "deleted")
+                        + (None,) * (len(_COLS) - 4),
+                    )
+                elif isinstance(item, SettingsChange):
+                    self.db.execute(
+                        "INSERT INTO athletes VALUES (?, ?, 0, ?, ?) ON CONFLICT(athlete_id) "
+                        "DO UPDATE SET updated_ms = excluded.updated_ms, "
+                        "hide_start_end_m = excluded.hide_start_end_m, zones = excluded.zones "
+                        "WHERE excluded.updated_ms > athletes.updated_ms",
+                        (item.athlete_id, item.updated_ms, item.hide_start_end_m,
+                         orjson.dumps(item.zones).decode()),
+                    )  # fmt: skip
+                    hide_more(self.db, item.athlete_id, cfg)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def hide_more(db: sqlite_utils.Database, athlete_id: str, config: Config) -> int:
+    """Cut the athlete's stored zones and hidden distance from stored paths they do not
+    yet cover (rule 5: hiding more applies backwards). Returns the activities changed.
+
+    Mirrors the public store's ``writer.enforce_settings`` minus the opt-out purge.
+    """
+    row = db.execute(
+        "SELECT hide_start_end_m, zones FROM athletes WHERE athlete_id = ?", (athlete_id,)
+    ).fetchone()
+    if row is None:
+        return 0
+    hide_m, zones_json = row
+    zones = tuple(EffectiveZone(*z) for z in orjson.loads(zones_json))
+    rows = db.execute(
+        "SELECT activity_id, hide_override_m, cut_start_m, cut_end_m, zone_key, path "
+        "FROM activities WHERE athlete_id = ? AND status = 'active' ORDER BY activity_id",
+        (athlete_id,),
+    ).fetchall()
+    changed = 0
+    for aid, override, cut_s, cut_e, key_json, blob in rows:
+        have = {tuple(z) for z in orjson.loads(key_json)}
+        new_zones = tuple(z for z in zones if _zkey(z) not in have)
+        target_s, target_e = cut_s, cut_e
+        if override is None:
+            target_s, target_e = hide_cuts_m(
+                hide_m, activity_id=aid, salt=config.salt, jitter_m=config.hide_jitter_m
+            )
+        extra_s, extra_e = max(0.0, target_s - cut_s), max(0.0, target_e - cut_e)
+        if not new_zones and extra_s < 0.01 and extra_e < 0.01:
+            continue
+        path = cut_path_ends(from_blob(blob, PATH_DTYPE), extra_s, extra_e)
+        path = drop_zone_cells(path, config.heat_resolution, new_zones)
+        key = sorted(have | {_zkey(z) for z in new_zones})
+        db.execute(
+            "UPDATE activities SET path = ?, cut_start_m = ?, cut_end_m = ?, zone_key = ?, "
+            "status = ? WHERE activity_id = ?",
+            (to_blob(path), max(cut_s, target_s), max(cut_e, target_e),
+             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty",
+             aid),
+        )  # fmt: skip
+        changed += 1
+    return changed
+
+
+def _zkey(z: EffectiveZone) -> tuple[float, ...]:
+    return tuple(zone_key((z,))[0])  # what ingest recorded in the row's zone_key
+
+
+def _row(c: PersonalChange) -> tuple[object, ...]:
+    a = c.activity
+    return (
+        a.activity_id, a.athlete_id, a.updated_ms, a.status, c.visibility, int(c.hide_map),
+        a.sport_type, a.layer, int(a.commute), a.start_s, a.utc_offset_s,
+        local_date(a.start_s, a.utc_offset_s), a.month, a.hide_override_m, a.cut_start_m,
+        a.cut_end_m, a.zone_key, a.max_speed_ms, a.path,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PersonalFilter:
+    """What the personal map shows, as on the platforms' personal heatmaps."""
+
+    date_from: str | None = None  # YYYY-MM-DD, local start date, inclusive
+    date_to: str | None = None
+    sports: tuple[str, ...] = ()  # sport types; empty = every sport
+    layers: tuple[str, ...] = ()  # sport groups (ride, run, water, winter, other)
+    commutes: bool = True  # include commutes
+    visibilities: tuple[str, ...] = ("everyone", "followers_only", "only_me")
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalActivity:
+    activity_id: str
+    sport_type: str
+    layer: str
+    start_s: int
+    utc_offset_s: int
+    commute: bool
+    visibility: str
+    path: np.ndarray  # PATH_DTYPE
+
+
+def athlete_activities(
+    db: sqlite_utils.Database, athlete_id: str, flt: PersonalFilter
+) -> list[PersonalActivity]:
+    """The athlete's own stored activities that pass ``flt``, in id order."""
+    where = ["athlete_id = ?", "status = 'active'"]
+    params: list[object] = [athlete_id]
+    if flt.date_from:
+        where.append("local_date >= ?")
+        params.append(flt.date_from)
+    if flt.date_to:
+        where.append("local_date <= ?")
+        params.append(flt.date_to)
+    for column, values in (
+        ("sport_type", flt.sports),
+        ("layer", flt.layers),
+        ("visibility", flt.visibilities),
+    ):
+        if values:
+            where.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+    if not flt.commutes:
+        where.append("commute = 0")
+    rows = db.execute(
+        "SELECT activity_id, sport_type, layer, start_s, utc_offset_s, commute, visibility, path "
+        f"FROM activities WHERE {' AND '.join(where)} ORDER BY activity_id",
+        params,
+    ).fetchall()
+    return [
+        PersonalActivity(aid, sport, layer, start, off, bool(com), vis, from_blob(p, PATH_DTYPE))
+        for aid, sport, layer, start, off, com, vis, p in rows
+    ]
+
+
+def athlete_zones(db: sqlite_utils.Database, athlete_id: str) -> list[tuple[float, float, float]]:
+    """The athlete's effective privacy zones (lat, lng, radius_m) as applied to the data."""
+    row = db.execute("SELECT zones FROM athletes WHERE athlete_id = ?", (athlete_id,)).fetchone()
+    return [tuple(z) for z in orjson.loads(row[0])] if row else []  # type: ignore[misc]
+
+
+def knows_athlete(db: sqlite_utils.Database, athlete_id: str) -> bool:
+    row = db.execute(
+        "SELECT 1 FROM activities WHERE athlete_id = ? UNION SELECT 1 FROM athletes "
+        "WHERE athlete_id = ? LIMIT 1",
+        (athlete_id, athlete_id),
+    ).fetchone()
+    return row is not None

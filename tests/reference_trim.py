@@ -1,0 +1,227 @@
+"""Reference (tests only): GPS cleaning and privacy trimming of ONE activity, written as
+plainly as possible (loops, one fix at a time).
+
+The product has one implementation, vectorised over a batch (``heatmetro.flows.clean``
+and ``heatmetro.flows.batch``). This is the oracle the tests hold it to, bit for bit:
+the same rules, the same constants, written independently.
+
+Order matters: clean first (so a teleport cannot stretch the hidden distance), then cut
+the hidden start/end along the track, then remove privacy zones and split there, then
+split at gaps too long to bridge.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from heatmetro.core.config import Config
+from heatmetro.core.geo import haversine_m, step_lengths_m
+from heatmetro.flows.batch import TrimJob
+from heatmetro.flows.clean import (
+    FAULTS,
+    GPS_NOISE_M,
+    MIN_RUN_S,
+    PAUSE_SPLIT_S,
+    WINDOW_NOISE_M,
+    WINDOW_S,
+)
+from heatmetro.state.aggregates import StoredActivity, activity_records
+from heatmetro.state.changes import ActivityChange
+from heatmetro.state.records import to_blob
+from heatmetro.state.settings import EffectiveZone, points_in_zones
+
+
+@dataclass(frozen=True, slots=True)
+class TrimmedPoints:
+    lat: np.ndarray
+    lng: np.ndarray
+    t: np.ndarray
+    seg: np.ndarray  # piece number; a new piece starts after a zone or a long gap
+    step: np.ndarray  # metres from each point to the next (meaningful within a piece)
+
+
+KEPT, SPIKE, BAD_END, VEHICLE = range(4)
+
+
+def _dist(lat: np.ndarray, lng: np.ndarray, i: int, j: int) -> float:
+    return float(haversine_m(lat[i : i + 1], lng[i : i + 1], lat[j : j + 1], lng[j : j + 1])[0])
+
+
+def clean(
+    lat: np.ndarray, lng: np.ndarray, t: np.ndarray, vmax: float
+) -> tuple[list[int], list[bool], dict[str, int]]:
+    """Indexes of the usable fixes, whether each starts a piece, and the faults counted."""
+    faults = dict.fromkeys(FAULTS, 0)
+    n = len(lat)
+    fix = [i for i in range(n) if i == 0 or (lat[i], lng[i]) != (lat[i - 1], lng[i - 1])]
+    la, ln, tt = lat[fix], lng[fix], t[fix]
+    m = len(fix)
+    if m == 0:
+        return [], [], faults
+    step = step_lengths_m(la, ln)
+    # Runs of fixes each reachable from the one before.
+    runs: list[list[int]] = [[0]]
+    for j in range(1, m):
+        if (step[j - 1] - GPS_NOISE_M) > vmax * max(tt[j] - tt[j - 1], 1.0):
+            runs.append([j])
+        else:
+            runs[-1].append(j)
+    long = [len(runs) == 1 or tt[r[-1]] - tt[r[0]] >= MIN_RUN_S for r in runs]
+    code = [KEPT] * m  # why each (deduplicated) fix was dropped
+    kept: list[int] = []
+    split: set[int] = set()
+    jumps = 0
+    dropped: list[int] = []
+    prev: list[int] | None = None
+    for run, ok in zip(runs, long, strict=True):
+        if not ok:
+            dropped.extend(run)
+            continue
+        if prev is None:
+            for j in dropped:
+                code[j] = BAD_END
+        else:
+            e, s = prev[-1], run[0]
+            if _dist(la, ln, e, s) - WINDOW_NOISE_M <= vmax * max(tt[s] - tt[e], 1.0):
+                for j in dropped:
+                    code[j] = SPIKE
+            else:
+                for j in dropped:
+                    code[j] = VEHICLE
+                split.add(s)
+                jumps += not dropped
+        dropped = []
+        kept.extend(run)
+        prev = run
+    for j in dropped:
+        code[j] = BAD_END if kept else VEHICLE
+    # Pieces: split at vehicles and at long pauses.
+    pieces: list[list[int]] = []
+    for j in kept:
+        if not pieces:
+            pieces.append([j])
+        elif j in split:
+            pieces.append([j])
+        elif tt[j] - tt[pieces[-1][-1]] > PAUSE_SPLIT_S:
+            faults["pause_splits"] += 1
+            pieces.append([j])
+        else:
+            pieces[-1].append(j)
+    # Sustained speed over +-WINDOW_S/2 (milliseconds from the piece's start).
+    out: list[int] = []
+    new: list[bool] = []
+    half = int(WINDOW_S * 500)
+    for piece in pieces:
+        keys = [int(np.minimum(np.rint((tt[j] - tt[piece[0]]) * 1000.0), 2**40 - 1)) for j in piece]
+        starts_piece = True
+        was_fast = False
+        for q, j in enumerate(piece):
+            lo = piece[bisect.bisect_left(keys, keys[q] - half)]
+            hi = piece[bisect.bisect_right(keys, keys[q] + half) - 1]
+            span = tt[hi] - tt[lo]
+            fast = span > 0 and (_dist(la, ln, lo, hi) - WINDOW_NOISE_M) > vmax * span
+            if fast:
+                code[j] = VEHICLE
+            else:
+                out.append(fix[j])
+                new.append(starts_piece or was_fast or len(out) == 1)
+                starts_piece = False
+            was_fast = fast
+    faults["spike_fixes"] = code.count(SPIKE)
+    faults["bad_end_fixes"] = code.count(BAD_END)
+    faults["vehicle_fixes"] = code.count(VEHICLE)
+    faults["vehicle_stretches"] = jumps + sum(
+        1 for j in range(m) if code[j] == VEHICLE and (j == 0 or code[j - 1] != VEHICLE)
+    )
+    return out, new, faults
+
+
+def trim(
+    lat: np.ndarray,
+    lng: np.ndarray,
+    t: np.ndarray,
+    *,
+    cut_start_m: float,
+    cut_end_m: float,
+    zones: tuple[EffectiveZone, ...],
+    max_speed: float,
+    max_gap_m: float,
+) -> TrimmedPoints:
+    """Clean and privacy-trim one activity's points."""
+    return trim_with_faults(
+        lat, lng, t, cut_start_m=cut_start_m, cut_end_m=cut_end_m, zones=zones,
+        max_speed=max_speed, max_gap_m=max_gap_m,
+    )[0]  # fmt: skip
+
+
+def trim_with_faults(
+    lat: np.ndarray,
+    lng: np.ndarray,
+    t: np.ndarray,
+    *,
+    cut_start_m: float,
+    cut_end_m: float,
+    zones: tuple[EffectiveZone, ...],
+    max_speed: float,
+    max_gap_m: float,
+) -> tuple[TrimmedPoints, dict[str, int]]:
+    idx, new_piece, faults = clean(lat, lng, t, max_speed)
+    lat, lng, t = lat[idx], lng[idx], t[idx]
+    if len(lat) < 2:  # never moved (a bike left at its dock): nothing to draw or count
+        empty = np.zeros(0)
+        return TrimmedPoints(empty, empty, empty, np.zeros(0, np.int64), empty), faults
+    n = len(lat)
+    step = step_lengths_m(lat, lng)
+    along = np.zeros(n)
+    np.cumsum(step, out=along[1:])
+    keep = (along >= cut_start_m) & (along <= along[-1] - cut_end_m)
+    if zones:
+        keep &= ~points_in_zones(lat, lng, zones)
+    # A new piece starts at the first kept point after a removed one, after a long gap,
+    # or where cleaning split the track.
+    starts = keep.copy()
+    starts[1:] &= ~keep[:-1] | (step > max_gap_m) | np.asarray(new_piece[1:], dtype=bool)
+    seg = np.cumsum(starts) - 1
+    kept = np.flatnonzero(keep)
+    # Kept neighbours of one piece are neighbours in the input too, so their step is known.
+    kept_step = step[kept[:-1]] if len(kept) > 1 else np.zeros(0)
+    return TrimmedPoints(lat[kept], lng[kept], t[kept], seg[kept], kept_step), faults
+
+
+def finish_one(job: TrimJob, config: Config) -> ActivityChange:
+    """The store change of one activity, step by step."""
+    from tests.reference_cells import track_path
+
+    trimmed, faults = trim_with_faults(
+        job.lat.astype(np.float64),
+        job.lng.astype(np.float64),
+        job.t.astype(np.float64),
+        cut_start_m=job.base["cut_start_m"],
+        cut_end_m=job.base["cut_end_m"],
+        zones=job.zones,
+        max_speed=job.max_speed,
+        max_gap_m=config.max_gap_fill_m,
+    )
+    path = track_path(trimmed, res=config.heat_resolution, zones=job.zones)
+    b: dict[str, Any] = job.base
+    stored = StoredActivity(
+        b["activity_id"], path, b["start_s"], b["utc_offset_s"], b["commute"], b["max_speed_ms"]
+    )
+    heat, edges, hexes, od = activity_records(
+        stored, metro_res=config.metro_resolution, od_res=config.od_resolution
+    )
+    return ActivityChange(
+        status="active" if len(path) else "empty",
+        path=to_blob(path),
+        heat=to_blob(heat),
+        edges=to_blob(edges),
+        hexagons=to_blob(hexes),
+        od=to_blob(od),
+        fixes_kept=len(trimmed.lat),
+        **b,
+        **faults,
+    )

@@ -1,0 +1,273 @@
+"""A user mistake or a broken environment gives one line on stderr, never a traceback,
+and leaves the store and the published site as they were (real CLI, real files).
+
+Tests run as root, so "permission denied" is simulated with a state_dir that is a file
+or lies under one; a full disk with ``RLIMIT_FSIZE`` (writes then fail with EFBIG).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.streams import (
+    NORTH_EAST,
+    NORTH_WEST,
+    NORTHAMPTON_EAST,
+    NORTHAMPTON_WEST,
+    activity,
+    line,
+    to_jsonl,
+)
+
+SDE = "1700000000"
+MONTH = "2021-06"
+
+
+def heatmetro(
+    *args: str | Path, env: dict[str, str] | None = None, fsize: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process; ``fsize`` caps the size of any file it writes."""
+
+    def limit() -> None:  # in the child: a write past the cap fails with EFBIG
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))  # type: ignore[arg-type]
+
+    return subprocess.run(
+        [*HEATMETRO, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env or cli_env(SOURCE_DATE_EPOCH=SDE),
+        cwd=REPO,
+        timeout=120,
+        preexec_fn=limit if fsize else None,  # noqa: PLW1509 - the test has no threads
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    err = proc.stderr.strip()
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in err and "panicked" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("heatmetro "), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (links followed) -> sha256; the link target too."""
+    out = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+           for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+    out["<target>"] = str(root.resolve())
+    return out
+
+
+def leftovers(project: Path) -> list[str]:
+    return sorted(p.name for p in (project / ".site.builds").iterdir() if "partial" in p.name)
+
+
+def store_rows(project: Path) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+    con = sqlite3.connect(f"file:{project / 'state' / 'heatmetro.db'}?mode=ro", uri=True)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return {
+            t: con.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()  # noqa: S608
+            for t in ("athletes", "activities", "athlete_months")
+        }
+    finally:
+        con.close()
+
+
+def small_stream() -> bytes:
+    elm = line(NORTHAMPTON_WEST, NORTHAMPTON_EAST)
+    return to_jsonl([activity(f"s{i}", f"a{i}", elm) for i in range(4)])
+
+
+def big_stream() -> bytes:
+    north = line(NORTH_WEST, NORTH_EAST)
+    return to_jsonl(
+        [
+            activity(f"b{i}", f"b{i % 7}", north, start=datetime(2021, 6, 3 + i % 20, tzinfo=UTC))
+            for i in range(300)
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with a small store and a published site."""
+    project = tmp_path_factory.mktemp("published")
+    write_config(project)
+    (project / "small.jsonl").write_bytes(small_stream())
+    (project / "big.jsonl").write_bytes(big_stream())
+    cfg = project / "config.toml"
+    for args in (("ingest", "-c", cfg, project / "small.jsonl"), ("snapshot", "-c", cfg, "-q")):
+        proc = heatmetro(*args, "--month", MONTH) if args[0] == "snapshot" else heatmetro(*args)
+        assert proc.returncode == 0, proc.stderr
+    return project
+
+
+@pytest.fixture
+def project(published: Path, tmp_path: Path) -> Path:
+    """A private copy of ``published`` (the site stays a relative link)."""
+    copy = tmp_path / "p"
+    shutil.copytree(published, copy, symlinks=True)
+    return copy
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "99999999999999999999", "２０２１"])
+def test_bad_source_date_epoch_is_one_line_and_keeps_the_site(project: Path, value: str) -> None:
+    before = tree_hashes(project / "site")
+    proc = heatmetro(
+        "snapshot", "-c", project / "config.toml", "--month", MONTH,
+        env=cli_env(SOURCE_DATE_EPOCH=value),
+    )  # fmt: skip
+    assert_one_line_error(proc, "SOURCE_DATE_EPOCH", "expected whole seconds")
+    assert tree_hashes(project / "site") == before
+    assert leftovers(project) == []
+
+
+def test_good_source_date_epoch_is_stamped(project: Path) -> None:
+    proc = heatmetro("snapshot", "-c", project / "config.toml", "--month", MONTH, "-q",
+                     env=cli_env(SOURCE_DATE_EPOCH="0"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert '"built_at": "1970-01-01T00:00:00Z"' in (project / "site/metadata.json").read_text()
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def test_a_port_in_use_is_one_line(project: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = heatmetro("serve", "-c", project / "config.toml", "--port", str(port))
+    assert_one_line_error(proc, f"127.0.0.1:{port}", "in use", "--port")
+
+
+# --------------------------------------------------------------------------- state dir
+
+Commands = list[tuple[str, ...]]
+COMMANDS: Commands = [("ingest", "small.jsonl"), ("stats",), ("snapshot", "--month", MONTH)]
+
+
+def _run(project: Path, command: tuple[str, ...], **kw: object) -> subprocess.CompletedProcess[str]:
+    args = [project / a if a.endswith(".jsonl") else a for a in command[1:]]
+    return heatmetro(command[0], "-c", project / "config.toml", *args, **kw)  # type: ignore[arg-type]
+
+
+def _a_file(state: Path) -> Path:
+    state.write_text("not a folder")
+    return state
+
+
+def _under_a_file(state: Path) -> Path:
+    state.write_text("not a folder")
+    return state / "sub"
+
+
+def _store_is_a_folder(state: Path) -> Path:
+    (state / "heatmetro.db").mkdir(parents=True)
+    return state
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [(_a_file, "is a file, not a folder"), (_under_a_file, "sub"), (_store_is_a_folder, ".db")],
+)
+def test_an_unusable_state_dir_is_one_line(
+    project: Path, command: tuple[str, ...], make: Callable[[Path], Path], needle: str
+) -> None:
+    state = make(project / "elsewhere")
+    before = tree_hashes(project / "site")
+    proc = _run(
+        project, command, env=cli_env(SOURCE_DATE_EPOCH=SDE, HEATMETRO_STATE_DIR=str(state))
+    )
+    assert_one_line_error(proc, needle)
+    assert tree_hashes(project / "site") == before
+
+
+# --------------------------------------------------------------------------- corrupt store
+
+
+def _garbage_all(db: Path) -> None:
+    db.write_bytes(os.urandom(64 * 1024))
+
+
+def _garbage_after_header(db: Path) -> None:
+    size = db.stat().st_size
+    with db.open("r+b") as fh:  # the header and page 1 survive, every other page is noise
+        fh.seek(4096)
+        fh.write(os.urandom(size - 4096))
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("spoil", [_garbage_all, _garbage_after_header])
+def test_a_corrupt_store_is_one_line_and_left_alone(
+    project: Path, command: tuple[str, ...], spoil: Callable[[Path], None]
+) -> None:
+    db = project / "state" / "heatmetro.db"
+    for side in ("-wal", "-shm"):
+        Path(f"{db}{side}").unlink(missing_ok=True)
+    spoil(db)
+    spoiled = db.read_bytes()
+    before = tree_hashes(project / "site")
+    proc = _run(project, command)
+    assert_one_line_error(proc, f"store {db} is corrupt (")
+    assert db.read_bytes() == spoiled  # never "repaired" into something else
+    assert tree_hashes(project / "site") == before
+
+
+# --------------------------------------------------------------------------- full disk
+
+
+def test_a_full_disk_during_ingest_is_one_line_and_a_rerun_completes(
+    project: Path, tmp_path: Path
+) -> None:
+    cfg = project / "config.toml"
+    db = project / "state" / "heatmetro.db"
+    proc = heatmetro(
+        "ingest", "-c", cfg, project / "big.jsonl", fsize=db.stat().st_size + 64 * 1024
+    )
+    assert_one_line_error(proc, str(db), "rerun to resume")
+    store_rows(project)  # integrity_check: no half-written page or transaction
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    write_config(ref)
+    for stream in ("small.jsonl", "big.jsonl"):
+        assert heatmetro("ingest", "-c", ref / "config.toml", project / stream).returncode == 0
+    rerun = heatmetro("ingest", "-c", cfg, project / "big.jsonl")
+    assert rerun.returncode == 0, rerun.stderr
+    assert store_rows(project) == store_rows(ref)
+
+
+def test_a_full_disk_during_snapshot_keeps_the_previous_site(project: Path) -> None:
+    before = tree_hashes(project / "site")
+    biggest = max(p.stat().st_size for p in (project / "site").resolve().rglob("*") if p.is_file())
+    db_size = (project / "state" / "heatmetro.db").stat().st_size
+    assert db_size < biggest - 8192, "the store must fit under the cap, a site file not"
+    proc = heatmetro(
+        "snapshot", "-c", project / "config.toml", "--month", MONTH, "-q", fsize=biggest - 4096
+    )
+    assert_one_line_error(proc, "file size limit", ".site.builds")
+    assert tree_hashes(project / "site") == before
+    assert leftovers(project) == []

@@ -1,0 +1,321 @@
+"""GPS cleaning: honest track kept, injected faults dropped and counted, work linear.
+
+Tracks are walks (top speed 5 m/s) with faults injected where we know the truth:
+spikes, cold starts / bad last fixes, vehicle stretches (a bus), clock jumps.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from heatmetro.core.config import Config
+from heatmetro.core.geo import EARTH_RADIUS_M
+from heatmetro.core.sports import max_speed_ms
+from heatmetro.flows.batch import TrimJob, finish_batch
+from heatmetro.flows.clean import FAULTS, clean_batch
+from tests.reference_trim import clean as reference_clean
+from tests.reference_trim import finish_one
+
+CENTRE = (42.3195, -72.6350)
+WALK = max_speed_ms("Walk")
+SAFE_M = 50.0  # honest fixes at least this far from any fault must all be kept
+
+HONEST, SPIKE, BAD_END, VEHICLE = range(4)
+
+
+@dataclass
+class Scenario:
+    x: np.ndarray  # metres east of CENTRE
+    y: np.ndarray  # metres north
+    t: np.ndarray
+    label: np.ndarray  # HONEST / SPIKE / BAD_END / VEHICLE per fix
+    part: np.ndarray  # honest part number (-1 for faults)
+    vehicles: int
+    jumps: int
+    args: tuple[Any, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"build{self.args}"
+
+    @property
+    def lat(self) -> np.ndarray:
+        return np.round(CENTRE[0] + np.degrees(self.y / EARTH_RADIUS_M), 7)
+
+    @property
+    def lng(self) -> np.ndarray:
+        c = math.cos(math.radians(CENTRE[0]))
+        return np.round(CENTRE[1] + np.degrees(self.x / (EARTH_RADIUS_M * c)), 7)
+
+
+def build(
+    seed: int, parts: int, links: list[str], spikes: list[int], cold: int, bad_last: int, hz1: bool
+) -> Scenario:
+    """A walk of ``parts`` honest parts joined by a bus or a clock jump, with faults."""
+    rng = np.random.default_rng(seed)
+    xs: list[float] = []
+    ys: list[float] = []
+    ts: list[float] = []
+    lab: list[int] = []
+    part: list[int] = []
+    x = y = t = 0.0
+    heading = rng.uniform(0, 2 * math.pi)
+
+    def dt() -> float:
+        return 1.0 if hz1 else float(rng.uniform(1.0, 3.0))
+
+    def add(px: float, py: float, label: int, p: int = -1) -> None:
+        xs.append(px)
+        ys.append(py)
+        ts.append(t)
+        lab.append(label)
+        part.append(p)
+
+    vehicles = jumps = 0
+    for p in range(parts):
+        if p:
+            if links[p - 1] == "bus":
+                vehicles += 1
+                speed, end = rng.uniform(12, 25), t + rng.uniform(120, 600)
+                while t < end:
+                    step = dt()
+                    t += step
+                    heading += rng.normal(0, 0.02)
+                    x += speed * step * math.cos(heading)
+                    y += speed * step * math.sin(heading)
+                    add(x, y, VEHICLE)
+            else:
+                jumps += 1
+                t += rng.uniform(600, 7200)  # the clock jumps; the walker has not moved
+        speed, end = rng.uniform(0.7, 1.6), t + rng.uniform(150, 400)
+        start = len(xs)
+        while t < end:
+            step = dt()
+            t += step
+            heading += rng.normal(0, 0.2)
+            x += speed * step * math.cos(heading)
+            y += speed * step * math.sin(heading)
+            add(x + rng.normal(0, 1.5), y + rng.normal(0, 1.5), HONEST, p)
+        # Spikes: 1-3 fixes thrown 300 m - 3 km off, at 1/3 and 2/3 of the part.
+        n_part = len(xs) - start
+        for w in range(spikes[p]):
+            at = start + (w + 1) * n_part // 3
+            d, b = rng.uniform(300, 3000), rng.uniform(0, 2 * math.pi)
+            for j in range(at, at + int(rng.integers(1, 4))):
+                xs[j] += d * math.cos(b)
+                ys[j] += d * math.sin(b)
+                lab[j], part[j] = SPIKE, -1
+    # Cold start before, bad last fixes after: far away, a few seconds apart.
+    far = rng.uniform(2000, 50000), rng.uniform(0, 2 * math.pi)
+    t0 = -cold * 3.0
+    head = [
+        (xs[0] + far[0] * math.cos(far[1]) + i, ys[0] + far[0] * math.sin(far[1]), t0 + 3.0 * i)
+        for i in range(cold)
+    ]
+    for i in range(bad_last):
+        t += 2.0
+        add(x - far[0] * math.cos(far[1]) + i, y - far[0] * math.sin(far[1]), BAD_END)
+    hx = [h[0] for h in head]
+    hy = [h[1] for h in head]
+    ht = [h[2] for h in head]
+    arr = np.asarray
+    return Scenario(
+        arr(hx + xs),
+        arr(hy + ys),
+        arr(ht + ts) + cold * 3.0,
+        arr([BAD_END] * cold + lab),
+        arr([-1] * cold + part),
+        vehicles,
+        jumps,
+        (seed, parts, links, spikes, cold, bad_last, hz1),
+    )
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    parts = draw(st.integers(1, 3))
+    return build(
+        seed=draw(st.integers(0, 2**32 - 1)),
+        parts=parts,
+        links=draw(st.lists(st.sampled_from(["bus", "jump"]), min_size=2, max_size=2)),
+        spikes=draw(st.lists(st.integers(0, 2), min_size=3, max_size=3)),
+        cold=draw(st.integers(0, 3)),
+        bad_last=draw(st.integers(0, 2)),
+        hz1=draw(st.booleans()),
+    )
+
+
+def _clean(sc: Scenario) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    aid = np.zeros(len(sc.t), dtype=np.int64)
+    out = clean_batch(sc.lat, sc.lng, sc.t, aid, np.array([WALK]))
+    return out.idx, out.new_piece, dict(zip(FAULTS, out.faults[0].tolist(), strict=True))
+
+
+def _distance_to(sc: Scenario, bad: np.ndarray) -> np.ndarray:
+    """Metres from each fix to the nearest fix in ``bad`` (inf if none)."""
+    if not bad.any():
+        return np.full(len(sc.t), np.inf)
+    pts = np.stack([sc.x, sc.y], axis=1)
+    d = np.full(len(sc.t), np.inf)
+    for chunk in np.array_split(np.flatnonzero(bad), max(1, bad.sum() // 200)):
+        diff = pts[:, None, :] - pts[None, chunk, :]
+        d = np.minimum(d, np.sqrt((diff**2).sum(axis=2)).min(axis=1))
+    return d
+
+
+CLEANING = settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@CLEANING
+@given(sc=scenarios())
+def test_cleaning_keeps_the_honest_track_and_drops_the_faults(sc: Scenario) -> None:
+    idx, new_piece, faults = _clean(sc)
+    kept = np.zeros(len(sc.t), dtype=bool)
+    kept[idx] = True
+    honest = sc.label == HONEST
+    # Every injected fault is dropped (a bus stop where the walk goes on is no fault).
+    faulty = ~honest & (_distance_to(sc, honest) >= SAFE_M)
+    assert not kept[faulty].any(), np.flatnonzero(kept & faulty)
+    # Every honest fix clear of the faults is kept.
+    safe = honest & (_distance_to(sc, ~honest) >= SAFE_M)
+    lost = np.flatnonzero(safe & ~kept)
+    assert not len(lost), f"honest fixes dropped: {lost[:10]}"
+    # The track splits at each bus and clock jump, and nowhere else: one piece per part.
+    piece = np.cumsum(new_piece) - 1
+    assert piece[-1] + 1 == sc.part.max() + 1
+    part = sc.part[idx]
+    pairs = {(int(p), int(q)) for p, q in zip(part, piece, strict=True) if p >= 0}
+    assert sorted(pairs) == [(p, p) for p in range(sc.part.max() + 1)]
+    # Each fault is counted for what it is.
+    assert faults["spike_fixes"] == (sc.label == SPIKE).sum()
+    assert faults["bad_end_fixes"] == (sc.label == BAD_END).sum()
+    assert faults["vehicle_stretches"] == sc.vehicles
+    assert faults["vehicle_fixes"] >= (faulty & (sc.label == VEHICLE)).sum()
+    assert faults["pause_splits"] == sc.jumps
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(scs=st.lists(scenarios(), min_size=1, max_size=3))
+def test_vectorised_cleaning_equals_the_plain_reference(scs: list[Scenario]) -> None:
+    """Batched over several activities, exactly what the one-fix-at-a-time loop gives."""
+    lat = np.concatenate([s.lat for s in scs])
+    lng = np.concatenate([s.lng for s in scs])
+    t = np.concatenate([s.t for s in scs])
+    aid = np.repeat(np.arange(len(scs)), [len(s.t) for s in scs])
+    out = clean_batch(lat, lng, t, aid, np.full(len(scs), WALK))
+    offset = 0
+    for i, s in enumerate(scs):
+        idx, new, faults = reference_clean(s.lat, s.lng, s.t, WALK)
+        mine = out.idx[aid[out.idx] == i] - offset
+        assert mine.tolist() == idx
+        assert out.new_piece[aid[out.idx] == i].tolist() == new
+        assert dict(zip(FAULTS, out.faults[i].tolist(), strict=True)) == faults
+        offset += len(s.t)
+
+
+def test_whole_store_change_equals_the_reference_on_faulty_walks() -> None:
+    config = Config(salt="clean-test")
+    jobs = []
+    for i, seed in enumerate(range(6)):
+        sc = build(seed, parts=3, links=["bus", "jump"], spikes=[1, 2, 1], cold=2, bad_last=1,
+                   hz1=bool(i % 2))  # fmt: skip
+        base: dict[str, Any] = {
+            "activity_id": f"w{i}", "athlete_id": "a", "updated_ms": 1, "sport_type": "Walk",
+            "layer": "run", "commute": False, "start_s": 1_600_000_000, "utc_offset_s": 0,
+            "month": "2020-09", "hide_override_m": None, "cut_start_m": 100.0,
+            "cut_end_m": 80.0, "zone_key": "[]", "fixes_in": len(sc.t), "max_speed_ms": WALK,
+        }  # fmt: skip
+        jobs.append(TrimJob(base, sc.lat, sc.lng, sc.t, (), "test", i))
+    batched = finish_batch(jobs, config)
+    assert batched == [finish_one(j, config) for j in jobs]
+    assert all(c.vehicle_stretches == 1 and c.pause_splits == 1 for c in batched)
+    assert all(c.status == "active" for c in batched)
+
+
+def test_a_walk_recorded_wholly_on_a_train_is_empty_and_counted() -> None:
+    """Nothing survives cleaning, in a batch of its own or beside an honest walk."""
+    config = Config(salt="clean-test")
+    train = build(3, parts=1, links=[], spikes=[0], cold=0, bad_last=0, hz1=False)
+    t = np.arange(300, dtype=np.float64) * 4.0
+    lat = CENTRE[0] + np.degrees(t * 40.0 / EARTH_RADIUS_M)  # 40 m/s due north
+    lng = np.full(300, CENTRE[1])
+    base: dict[str, Any] = {
+        "activity_id": "train", "athlete_id": "a", "updated_ms": 1, "sport_type": "Walk",
+        "layer": "run", "commute": False, "start_s": 1_600_000_000, "utc_offset_s": 0,
+        "month": "2020-09", "hide_override_m": None, "cut_start_m": 0.0, "cut_end_m": 0.0,
+        "zone_key": "[]", "fixes_in": 300, "max_speed_ms": WALK,
+    }  # fmt: skip
+    job = TrimJob(base, lat, lng, t, (), "test", 0)
+    walk = TrimJob({**base, "activity_id": "walk"}, train.lat, train.lng, train.t, (), "t", 1)
+    (alone,) = finish_batch([job], config)
+    assert alone.status == "empty" and alone.fixes_kept == 0
+    assert alone.vehicle_fixes == 300 and alone.vehicle_stretches == 1
+    together = finish_batch([job, walk], config)
+    assert together[0] == alone and together[1].status == "active"
+    assert together == [finish_one(job, config), finish_one(walk, config)]
+
+
+# --------------------------------------------------------------------------- linear work
+
+
+def _messy(n: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """~n fixes: walk with a bus, a clock jump, spikes and a cold start every ~1,000 fixes."""
+    lat: list[np.ndarray] = []
+    lng: list[np.ndarray] = []
+    t: list[np.ndarray] = []
+    shift = 0.0
+    for k in range(max(1, n // 1000)):
+        sc = build(seed + k, parts=3, links=["bus", "jump"], spikes=[2, 2, 2], cold=2,
+                   bad_last=1, hz1=bool(k % 2))  # fmt: skip
+        lat.append(sc.lat)
+        lng.append(sc.lng)
+        t.append(sc.t + shift)
+        shift += sc.t[-1] + 10.0
+    return np.concatenate(lat), np.concatenate(lng), np.concatenate(t)
+
+
+def _count_calls(fn: Any, *args: Any) -> tuple[int, int]:
+    """Python and C function calls made by ``fn(*args)``, and the deepest Python stack."""
+    calls = 0
+    depth = deepest = 0
+
+    def prof(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls, depth, deepest
+        if event in ("call", "c_call"):
+            calls += 1
+        if event == "call":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif event == "return":
+            depth -= 1
+
+    sys.setprofile(prof)
+    try:
+        fn(*args)
+    finally:
+        sys.setprofile(None)
+    return calls, deepest
+
+
+def test_cleaning_makes_the_same_numpy_passes_whatever_the_length() -> None:
+    """No loop over fixes, runs or activities and no recursion: cleaning 1,000 or 60,000
+    messy fixes (60x the faults) makes exactly the same calls, each one numpy pass
+    (element-wise, bincount, cumsum or searchsorted: at most n log n)."""
+    counts = []
+    for n in (1_000, 60_000):
+        lat, lng, t = _messy(n)
+        aid = np.zeros(len(t), dtype=np.int64)
+        out = clean_batch(lat, lng, t, aid, np.array([WALK]))
+        assert out.faults[0, FAULTS.index("vehicle_stretches")] >= n // 1000
+        counts.append(_count_calls(clean_batch, lat, lng, t, aid, np.array([WALK])))
+    (small, small_depth), (big, big_depth) = counts
+    assert small == big, counts
+    assert big_depth == small_depth <= 6, counts

@@ -1,0 +1,238 @@
+"""Personal heatmaps end to end through the CLI: ``ingest`` -> ``snapshot`` -> ``personal``.
+
+Three people ride Elm Street privately (``only_me``, ``followers_only``, a hidden map):
+three is the public threshold, yet the public site shows no heat there at any zoom in
+any layer and the Metro files have no row there, while each rider's personal site shows
+the street. A personal site shows the athlete's own public streets and nothing of
+anyone else's; a deleted activity disappears from it; opting out keeps it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import h3
+import numpy as np
+import pytest
+from PIL import Image
+
+from heatmetro.core.geo import haversine_m
+from heatmetro.site_builder.tile_math import TILE_SIZE, lnglat_to_global_px
+from tests.streams import (
+    NORTHAMPTON_EAST,
+    NORTHAMPTON_WEST,
+    activity,
+    athlete,
+    deleted,
+    line,
+    to_jsonl,
+)
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+ELM_MID = ((NORTHAMPTON_WEST[0] + NORTHAMPTON_EAST[0]) / 2, -72.6350)
+ELM_SIDE = (ELM_MID[0], -72.6390)  # 330 m west of the middle, outside p2's later zone
+# A public street in Amherst, ~9 km away: the public site is not empty.
+AMHERST_WEST, AMHERST_EAST = (42.3732, -72.5300), (42.3732, -72.5100)
+AMHERST_MID = (42.3732, -72.5200)
+# A third street, ridden privately once by p0 and then deleted.
+SOUTH_WEST, SOUTH_EAST = (42.3000, -72.6450), (42.3000, -72.6250)
+SOUTH_MID = (42.3000, -72.6350)
+ZOOMS = range(10, 15)  # the fixture config: min_zoom 10, public 12, max 14
+JUNE = datetime(2021, 6, 15, 11, 0, tzinfo=UTC)
+
+
+def events() -> list[dict]:
+    elm = line(NORTHAMPTON_WEST, NORTHAMPTON_EAST)
+    amherst = line(AMHERST_WEST, AMHERST_EAST)
+    evs = [
+        activity("p0-elm", "p0", elm, visibility="only_me"),
+        activity("p1-elm", "p1", elm, visibility="followers_only", commute=True),
+        activity("p2-elm", "p2", elm, hide_map=True),
+        # p0 also rides in public with two others: p0's own public street.
+        *[activity(f"{a}-amh", a, amherst) for a in ("p0", "q1", "q2")],
+        activity("p0-south", "p0", line(SOUTH_WEST, SOUTH_EAST), visibility="only_me"),
+        deleted("p0-south", "p0", updated=datetime(2021, 6, 20, tzinfo=UTC)),
+        # p1 opts out of aggregates afterwards: their own map keeps everything.
+        athlete("p1", updated=datetime(2021, 6, 25, tzinfo=UTC), aggregate_opt_out=True),
+        # p2 adds a privacy zone on Elm Street afterwards: hiding more applies backwards.
+        athlete(
+            "p2",
+            updated=datetime(2021, 6, 26, tzinfo=UTC),
+            privacy_zones=[{"lat": ELM_MID[0], "lng": ELM_MID[1], "radius_m": 150}],
+        ),
+    ]
+    return evs
+
+
+def tile_alpha(root: Path, layer: str, z: int, lat: float, lng: float, half: int = 3) -> int:
+    """Highest alpha within ``half`` px of the point, reading ``root/{layer}/{z}/...``."""
+    px, py = (float(v) for v in lnglat_to_global_px(lng=lng, lat=lat, z=z))
+    best = 0
+    for gx in range(int(px) - half, int(px) + half + 1):
+        for gy in range(int(py) - half, int(py) + half + 1):
+            path = root / layer / str(z) / str(gx // TILE_SIZE) / f"{gy // TILE_SIZE}.png"
+            if path.is_file():
+                rgba = np.asarray(Image.open(path).convert("RGBA"))
+                best = max(best, int(rgba[gy % TILE_SIZE, gx % TILE_SIZE, 3]))
+    return best
+
+
+def public_alpha(site: Path, layer: str, z: int, lat: float, lng: float) -> int:
+    root = site / "tiles" if z <= 12 else site / "members" / "tiles"
+    return tile_alpha(root, layer, z, lat, lng)
+
+
+def near(cell: str, point: tuple[float, float], metres: float) -> bool:
+    lat, lng = h3.cell_to_latlng(cell)
+    return float(haversine_m(lat, lng, point[0], point[1])) < metres
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with the events ingested, the public site and three personal sites."""
+    from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+
+    project = tmp_path_factory.mktemp("personal")
+    config = str(write_config(project))
+    (project / "events.jsonl").write_bytes(to_jsonl(events()))
+
+    def run(*args: str) -> None:
+        proc = subprocess.run(
+            [*HEATMETRO, *args], capture_output=True, text=True, env=cli_env(), cwd=REPO,
+            timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+
+    run("ingest", "-c", config, str(project / "events.jsonl"))
+    run("snapshot", "-c", config, "--month", "2021-06")
+    for who in ("p0", "p1", "p2"):
+        run("personal", "-c", config, "--athlete", who, "--out", str(project / f"me-{who}"),
+            "--show-zones")  # fmt: skip
+    return project
+
+
+def test_public_site_never_shows_the_privately_ridden_street(built: Path) -> None:
+    site = built / "site"
+    layers = [p.name for p in (site / "tiles").iterdir()]
+    assert "all" in layers
+    for z in ZOOMS:
+        assert public_alpha(site, "all", z, *AMHERST_MID) > 0, f"public street missing at z{z}"
+        for layer in layers:
+            for f in (0.2, 0.5, 0.8):
+                lng = NORTHAMPTON_WEST[1] + (NORTHAMPTON_EAST[1] - NORTHAMPTON_WEST[1]) * f
+                assert public_alpha(site, layer, z, ELM_MID[0], lng) == 0, (
+                    f"private street drawn in public layer {layer} at z{z}"
+                )
+    for name, columns in (
+        ("edges.csv", ("edge_id",)),
+        ("edges_hourly.csv", ("edge_id",)),
+        ("hexagons.csv", ("hex_id",)),
+        ("od.csv", ("origin_hex_id", "destination_hex_id")),
+    ):
+        with (site / "metro" / name).open() as fh:
+            rows = list(csv.DictReader(fh))
+        assert rows, f"{name}: the public street should have rows"
+        for row in rows:
+            for col in columns:
+                for cell in row[col].split("-"):
+                    assert not near(cell, ELM_MID, 2000), f"{name} has a row at Elm Street: {row}"
+    meta = json.loads((site / "metadata.json").read_text())
+    assert meta["counts"]["athletes"] == 3  # p0, q1, q2 in Amherst; no private rider counted
+
+
+@pytest.mark.parametrize("who", ["p0", "p1", "p2"])
+def test_each_private_rider_sees_the_street_on_their_own_map(built: Path, who: str) -> None:
+    me = built / f"me-{who}"
+    assert (me / "index.html").is_file()
+    assert not (me / "members").exists(), "a personal site keeps every zoom under tiles/"
+    zooms = {int(p.name) for p in (me / "tiles" / "all").iterdir()}
+    assert zooms == set(ZOOMS), f"personal tiles should go up to max_zoom: {zooms}"
+    for z in ZOOMS:
+        assert tile_alpha(me / "tiles", "all", z, *ELM_SIDE) > 0, f"{who}: Elm St missing at z{z}"
+        assert tile_alpha(me / "tiles", "ride", z, *ELM_SIDE) > 0
+        if z >= 13:  # p2's zone was cut from the stored path; the others' is whole
+            mid = tile_alpha(me / "tiles", "all", z, *ELM_MID)
+            assert (mid == 0) is (who == "p2"), f"{who}: Elm St middle at z{z} = {mid}"
+        # Nothing of anyone else's: only p0 rode in Amherst.
+        mine = tile_alpha(me / "tiles", "all", z, *AMHERST_MID)
+        assert (mine > 0) is (who == "p0"), f"{who}: Amherst at z{z} = {mine}"
+        # The deleted activity is gone from the personal map too.
+        assert tile_alpha(me / "tiles", "all", z, *SOUTH_MID) == 0
+    page = (me / "index.html").read_text()
+    assert "noindex" in page and "Personal Heatmap" in page
+    # --show-zones draws the athlete's own zones (only p2 has one).
+    assert ("L.circle(" in page) is (who == "p2")
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_filters_and_zones(built: Path, run_cli: Run) -> None:
+    config = built / "config.toml"
+    out = built / "p0-public-only"
+    run_cli("personal", "-c", config, "--athlete", "p0", "--out", out, "--visibility", "everyone")
+    assert tile_alpha(out / "tiles", "all", 12, *ELM_SIDE) == 0
+    assert tile_alpha(out / "tiles", "all", 12, *AMHERST_MID) > 0
+    # p1's only ride is a commute; dates and sports filter too.
+    for args in (["--no-commutes"], ["--from", "2021-06-16"], ["--sport", "Run"]):
+        out = built / f"p1-{math.floor(len(str(args)))}-{args[0].strip('-')}"
+        run_cli("personal", "-c", config, "--athlete", "p1", "--out", out, *args)
+        assert not list((out / "tiles").rglob("*.png")), f"{args} left heat"
+    out = built / "p1-range"
+    run_cli("personal", "-c", config, "--athlete", "p1", "--out", out, "--from", "2021-06-15",
+            "--to", "2021-06-15", "--layer", "ride")  # fmt: skip
+    assert tile_alpha(out / "tiles", "all", 12, *ELM_SIDE) > 0
+
+
+def test_cli_mistakes_are_one_line(built: Path, run_cli: Run) -> None:
+    config = built / "config.toml"
+    bad = run_cli(
+        "personal", "-c", config, "--athlete", "nobody", "--out", built / "x", check=False
+    )
+    assert bad.returncode == 1 and "nobody" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", built / "y", "--from",
+                  "2021-13-01", check=False)  # fmt: skip
+    assert bad.returncode == 1 and "--from" in bad.stderr and "Traceback" not in bad.stderr
+    # Never replaces a folder that is not a heatmap site.
+    other = built / "documents"
+    other.mkdir()
+    (other / "thesis.txt").write_text("precious")
+    bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", other, check=False)
+    assert bad.returncode == 1 and (other / "thesis.txt").read_text() == "precious"
+
+
+def test_personal_site_is_reproducible(built: Path, run_cli: Run) -> None:
+    from tests.conftest import cli_env
+
+    env = cli_env(SOURCE_DATE_EPOCH="1700000000")
+    trees = []
+    for name in ("again-1", "again-2"):
+        out = built / name
+        run_cli("personal", "-c", built / "config.toml", "--athlete", "p0", "--out", out, env=env)
+        trees.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+    assert trees[0] == trees[1] and len(trees[0]) > 5
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
+def test_personal_site_in_chromium_shows_the_street_and_the_zone(built: Path) -> None:
+    from tests.browser import open_site
+
+    with open_site(built / "me-p2") as site:
+        site.wait_for_map()
+        site.wait_for_tiles()
+        shot = site.screenshot(built / "me-p2.png", hide_controls=True)
+        elm = site.region_of((ELM_MID[0] - 0.002, -72.6450, ELM_MID[0] + 0.002, -72.6250))
+        zones = site.page.locator("path.hm-zone").count()
+        assert site.page_errors == [] and site.blocked == [] and site.failed == []
+        assert site.tiles and {status for _, status in site.tiles} == {200}
+        left, top, right, bottom = elm
+        # One rider: every cell is at the top of the ramp (near white) on the dark ground.
+        lit = shot[max(top, 0) : bottom, max(left, 0) : right, 0] > 150
+        assert lit.sum() > 100, "Elm Street not drawn on p2's own map"
+        assert zones == 1, "--show-zones should draw p2's zone"

@@ -1,0 +1,171 @@
+"""Metro on an OSM street base map, through the CLI, on the real Helsinki extract.
+
+Noisy tracks (seeded, sigma 5 m) are routed along real streets of
+``../shared/data/osm/helsinki.osm.pbf``; ``heatmetro ingest`` map-matches them and
+``heatmetro snapshot`` writes ``metro/streets.*``. The published rows must sit on the
+edges ridden, in the direction ridden, and nowhere else: not on a parallel street ~25 m
+away, not against a one-way street for bikes (while walkers the other way still count).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heatmetro.state.street_network import StreetNetwork
+from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.streams import activity, athlete, to_jsonl
+from tests.street_tracks import HELSINKI, Route, by_uid, helsinki, noisy_track, route_through
+
+pytestmark = pytest.mark.skipif(not HELSINKI.is_file(), reason=f"{HELSINKI} is absent")
+
+SDE_ENV = cli_env(SOURCE_DATE_EPOCH="1700000000")
+PEOPLE = 4  # per route: above min_athletes = 3
+# Two cycleways ~25 m apart (found in the extract: every point of the middle of one is
+# 24-27 m from the other); only the first is ridden.
+RIDDEN = "38966499:331822733-581077545"
+PARALLEL = "538562840:409705484-409705445"
+# Kirkkokatu: a one-way residential street (oneway=yes, no contraflow for bikes).
+ONE_WAY = "36730359:343813967-324694810"
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> StreetNetwork:
+    return helsinki(tmp_path_factory.mktemp("network"))
+
+
+def _events(net: StreetNetwork, routes: dict[str, tuple[Route, str]], prefix: str = "") -> list:
+    """``PEOPLE`` athletes per route, each with their own noise (hidden ends off)."""
+    events = []
+    for r, (name, (route, sport)) in enumerate(sorted(routes.items())):
+        for p in range(PEOPLE):
+            who = f"{prefix}{name}-{p}"
+            speed = 5.0 if sport == "Ride" else 3.0
+            pts = noisy_track(net, route, seed=1000 * r + p, speed_ms=speed)
+            events.append(athlete(who, hide_start_end_m=0))
+            events.append(activity(f"{who}-1", who, pts, sport_type=sport))
+    return events
+
+
+def build(project: Path, events: list, workers: int = 1, **config: object) -> Path:
+    project.mkdir(parents=True, exist_ok=True)
+    write_config(project, base_map=str(HELSINKI), **config)
+    path = project / "events.jsonl"
+    path.write_bytes(to_jsonl(events))
+    cfg = str(project / "config.toml")
+    ingest = ["ingest", "-c", cfg, str(path), "-w", str(workers)]
+    for args in (ingest, ["snapshot", "-c", cfg, "--month", "2021-06"]):
+        proc = subprocess.run(
+            [*HEATMETRO, *args], capture_output=True, text=True, env=SDE_ENV, cwd=REPO, timeout=300
+        )
+        assert proc.returncode == 0, f"heatmetro {args[0]} failed:\n{proc.stderr}"
+    return project / "site" / "metro"
+
+
+def rows(metro: Path, name: str = "streets.csv") -> list[dict[str, str]]:
+    with (metro / name).open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def published(metro: Path, layer: str) -> dict[str, tuple[bool, bool]]:
+    """edge_uid -> (forward shown, reverse shown) for ``layer``."""
+    return {
+        r["edge_uid"]: (r["forward_trip_count"] != "", r["reverse_trip_count"] != "")
+        for r in rows(metro)
+        if r["layer"] == layer
+    }
+
+
+@pytest.fixture(scope="module")
+def scenario(net: StreetNetwork, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    ridden = route_through(net, by_uid(net, RIDDEN), True, bike=True)
+    legal = route_through(net, by_uid(net, ONE_WAY), True, bike=True)
+    against = route_through(net, by_uid(net, ONE_WAY), False, bike=False)
+    routes = {"cyc": (ridden, "Ride"), "one": (legal, "Ride"), "walk": (against, "Run")}
+    metro = build(tmp_path_factory.mktemp("streets"), _events(net, routes))
+    return routes, metro
+
+
+def test_counts_land_on_the_edges_ridden_in_the_direction_ridden(net, scenario) -> None:  # type: ignore[no-untyped-def]
+    routes, metro = scenario
+    for layer, names in (("ride", ("cyc", "one")), ("run", ("walk",))):
+        truth = {(str(net.uid[e]), fwd) for n in names for e, fwd in routes[n][0]}
+        got = {
+            (uid, d)
+            for uid, (f, r) in published(metro, layer).items()
+            for d in (True, False)
+            if (f, r)[not d]
+        }
+        length = {str(u): float(m) for u, m in zip(net.uid, net.length_m, strict=True)}
+        ridden_m = sum(length[u] for u, _ in truth)
+        hit_m = sum(length[u] for u, d in truth & got)
+        wrong_way = {(u, d) for u, d in got if (u, not d) in truth and (u, d) not in truth}
+        elsewhere_m = sum(length[u] for u, d in got - truth if (u, not d) not in truth)
+        assert hit_m >= 0.85 * ridden_m, (
+            f"{layer}: only {hit_m:.0f} of {ridden_m:.0f} m ridden were counted"
+        )
+        assert not wrong_way, f"{layer}: counted against the direction ridden: {sorted(wrong_way)}"
+        # Junctions of short sidewalk and crossing edges leave a little ambiguity; the
+        # threshold (3 people) keeps one athlete's slip off the files.
+        assert elsewhere_m <= 0.1 * ridden_m, f"{layer}: {elsewhere_m:.0f} m counted off the routes"
+
+
+def test_the_parallel_street_30_m_away_gets_nothing(net, scenario) -> None:  # type: ignore[no-untyped-def]
+    _, metro = scenario
+    ride = published(metro, "ride")
+    assert ride[RIDDEN] == (True, False)
+    every = {r["edge_uid"] for r in rows(metro)}
+    assert PARALLEL not in every
+    # Streets far from every route get nothing at all.
+    assert len(every) < len(net) // 10
+
+
+def test_one_way_street_bikes_legal_way_walkers_both(net, scenario) -> None:  # type: ignore[no-untyped-def]
+    _, metro = scenario
+    row = {r["layer"]: r for r in rows(metro) if r["edge_uid"] == ONE_WAY}
+    assert row["ride"]["forward_trip_count"] == "5" and row["ride"]["reverse_trip_count"] == ""
+    assert row["run"]["reverse_trip_count"] == "5" and row["run"]["forward_trip_count"] == ""
+    assert row["ride"]["street_name"] == "Kirkkokatu" and row["ride"]["oneway"] == "yes"
+    assert row["ride"]["osm_reference_id"] == ONE_WAY.split(":")[0]
+    assert row["all"]["forward_people_count"] == "5" and row["all"]["reverse_people_count"] == "5"
+
+
+def test_geojson_has_each_edges_own_polyline_and_the_osm_attribution(net, scenario) -> None:  # type: ignore[no-untyped-def]
+    _, metro = scenario
+    doc = json.loads((metro / "streets.geojson").read_text(encoding="utf-8"))
+    assert doc["attribution"] == "© OpenStreetMap contributors"
+    feature = next(
+        f for f in doc["features"]
+        if f["properties"]["edge_uid"] == ONE_WAY and f["properties"]["layer"] == "ride"
+    )  # fmt: skip
+    lat, lng = net.polyline(by_uid(net, ONE_WAY))
+    assert np.allclose(feature["geometry"]["coordinates"], np.column_stack([lng, lat]), atol=1e-6)
+    assert "© OpenStreetMap contributors" in (metro / "README.md").read_text(encoding="utf-8")
+    assert "© OpenStreetMap contributors" in (metro / "index.html").read_text(encoding="utf-8")
+    about = (metro.parent / "about.html").read_text(encoding="utf-8")
+    assert "© OpenStreetMap contributors" in about
+    header = (metro / "streets.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    for column in header:
+        assert f"`{column}`" in (metro / "README.md").read_text(encoding="utf-8")
+    assert not any("athlete" in c or "activity" in c for c in header)
+
+
+def test_erasure_with_a_base_map_is_byte_identical(net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Stream + one athlete's opt-out publishes what the stream without them publishes
+    (the second build also runs 2 worker processes: matching is per activity, so the
+    worker count changes nothing)."""
+    route = route_through(net, by_uid(net, RIDDEN), True, bike=True)
+    base = _events(net, {"cyc": (route, "Ride")})
+    extra = _events(net, {"cyc": (route, "Ride")}, prefix="x")[:2]  # one more athlete
+    opt_out = athlete("xcyc-0", hide_start_end_m=0, aggregate_opt_out=True)
+    opt_out["updated_at"] = "2021-07-01T00:00:00Z"
+    with_them = build(tmp_path / "a", [*base[:4], *extra, *base[4:], opt_out])
+    without = build(tmp_path / "b", base, workers=2)
+    for name in ("streets.csv", "streets.geojson", "streets_hourly.csv"):
+        assert (with_them / name).read_bytes() == (without / name).read_bytes(), name
+    assert rows(without)  # the comparison is not between two empty files

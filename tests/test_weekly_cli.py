@@ -1,0 +1,85 @@
+"""``heatmetro snapshot --weekly`` through the CLI: its stricter k and zoom, its window
+of local start dates, and its publish beside the monthly site's atomic swap."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, line, to_jsonl
+from tests.test_personal_cli import tile_alpha
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+MID = (NORTHAMPTON_WEST[0], -72.6350)
+ELM = line(NORTHAMPTON_WEST, NORTHAMPTON_EAST)
+
+
+def ride(who: str, day: int, hour: int = 15) -> dict:
+    start = datetime(2021, 6, day, hour, 0, tzinfo=UTC)
+    return activity(f"{who}-{day}-{hour}", who, ELM, start=start)
+
+
+def weekly_zooms(site: Path) -> set[int]:
+    return {int(p.relative_to(site / "weekly" / "tiles").parts[1]) for p in
+            (site / "weekly" / "tiles").rglob("*.png")}  # fmt: skip
+
+
+def test_weekly_map_needs_five_people_and_stops_at_zoom_11(project: Path, run_cli: Run) -> None:
+    config = project / "config.toml"
+    site = project / "site"
+
+    def ingest(events: list[dict], name: str) -> None:
+        (project / name).write_bytes(to_jsonl(events))
+        run_cli("ingest", "-c", config, project / name)
+
+    # Four people in the week of 2021-06-14..20, and a fifth whose ride started on
+    # 2021-06-14 02:00 UTC, i.e. 2021-06-13 22:00 local time (UTC-4): not in the week.
+    ingest([ride(f"a{i}", 15 + i) for i in range(4)] + [ride("a4", 14, hour=2)], "one.jsonl")
+    run_cli("snapshot", "-c", config, "--month", "2021-06")
+    assert tile_alpha(site / "tiles", "all", 11, *MID) > 0  # 5 >= 3 on the monthly map
+    monthly_index = (site / "index.html").read_bytes()
+
+    out = run_cli("snapshot", "-c", config, "--weekly", "--until", "2021-06-20",
+                  env=None).stdout  # fmt: skip
+    weekly = site / "weekly"
+    assert (weekly / "index.html").is_file()
+    for z in (10, 11):
+        assert tile_alpha(weekly / "tiles", "all", z, *MID) == 0, f"4 people lit z{z}"
+    meta = json.loads((weekly / "metadata.json").read_text())
+    assert meta["thresholds"]["min_athletes"] == 5 and meta["thresholds"]["max_zoom"] == 11
+    assert meta["window"] == {"first_day": "2021-06-14", "last_day": "2021-06-20"}
+    assert meta["counts"]["athletes"] == 4, out
+    # The monthly site is untouched by the weekly publish.
+    assert (site / "index.html").read_bytes() == monthly_index
+
+    # A fifth person rides on Saturday: now the week has heat, but never past zoom 11.
+    ingest([ride("a5", 19)], "two.jsonl")
+    run_cli("snapshot", "-c", config, "--weekly", "--until", "2021-06-20")
+    for z in (10, 11):
+        assert tile_alpha(weekly / "tiles", "all", z, *MID) > 0, f"5 people, no heat at z{z}"
+    assert weekly_zooms(site) == {10, 11}
+    assert not (weekly / "members").exists()
+    page = (weekly / "index.html").read_text()
+    assert "tiles/all/{z}/{x}/{y}.png" in page and "2021-06-14" in page
+
+    # The next monthly build keeps the weekly map and links to it; about.html explains.
+    run_cli("snapshot", "-c", config, "--month", "2021-06")
+    assert tile_alpha(site / "weekly" / "tiles", "all", 11, *MID) > 0
+    assert 'href="weekly/index.html"' in (site / "index.html").read_text()
+    about = (site / "about.html").read_text()
+    assert "2024" in about and "<strong>5</strong>" in about and "<strong>11</strong>" in about
+
+
+def test_weekly_cli_mistakes(project: Path, run_cli: Run) -> None:
+    config = project / "config.toml"
+    for args, message in (
+        (["--weekly", "--until", "2021-6-20"], "expected YYYY-MM-DD"),
+        (["--until", "2021-06-20"], "only applies with --weekly"),
+        (["--weekly", "--month", "2021-06"], "cannot be combined"),
+    ):
+        proc = run_cli("snapshot", "-c", config, *args, check=False)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
