@@ -5,6 +5,10 @@ report. A full disk, a corrupt store or an input that vanished is not a bug, so 
 step prints one line and exits at once instead. That is as safe as a SIGKILL, which
 ingest survives by design: the failed batch's transaction was rolled back, and the
 rerun resumes from the last recovery snapshot.
+
+Two more ways a run would otherwise end badly are caught here: a corrupt recovery file
+(Bytewax panics on opening it) and a dead cluster member (the others would wait for it
+forever).
 """
 
 from __future__ import annotations
