@@ -97,6 +97,9 @@ def build_personal(
         counts={"activities": len(acts), "tiles": n_tiles},
         version=__version__,
         build_date=build_date,
+        # No remote basemap on a private map: its tile requests would tell a third party
+        # which streets (home!) the athlete looks at.
+        basemap=False,
     )
     page = PageText(
         title="Personal heatmap",
