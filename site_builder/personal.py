@@ -106,7 +106,7 @@ def build_personal(
         heading="Personal Heatmap",
         window=f"Your own activities, {span}: {len(acts):,}",
         empty="None of your activities matches these filters.",
-        legend="Your activities per cell, equalised",
+        legend="Your activities per cell, log scale",
         notes=(
             "Private: only you should see this map. It includes your followers-only and "
             "only-me activities.",
