@@ -169,3 +169,23 @@ def test_erasure_with_a_base_map_is_byte_identical(net, tmp_path: Path) -> None:
     for name in ("streets.csv", "streets.geojson", "streets_hourly.csv"):
         assert (with_them / name).read_bytes() == (without / name).read_bytes(), name
     assert rows(without)  # the comparison is not between two empty files
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "no such file"), (b"not a pbf", "cannot read it as OSM data")],
+)
+def test_a_bad_base_map_is_one_line_and_a_non_zero_exit(
+    tmp_path: Path, content: bytes | None, reason: str
+) -> None:
+    if content is not None:
+        (tmp_path / "city.osm.pbf").write_bytes(content)
+    write_config(tmp_path, base_map="city.osm.pbf")
+    (tmp_path / "events.jsonl").write_bytes(b"")
+    proc = subprocess.run(
+        [*HEATMETRO, "ingest", "-c", str(tmp_path / "config.toml"), str(tmp_path / "events.jsonl")],
+        capture_output=True, text=True, env=SDE_ENV, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1 and f"city.osm.pbf: {reason}" in errors[0], proc.stderr
