@@ -78,6 +78,7 @@ def page_meta(
     counts: dict[str, int],
     version: str,
     build_date: str,
+    basemap: bool = True,
 ) -> SiteMeta:
     """The ``SiteMeta`` of a map whose every tile is under ``tiles/`` up to ``max_zoom``."""
     return SiteMeta(
@@ -96,8 +97,8 @@ def page_meta(
         counts=counts,
         version=version,
         build_date=build_date,
-        basemap_url=config.basemap_url,
-        basemap_attribution=config.basemap_attribution,
+        basemap_url=config.basemap_url if basemap else "",
+        basemap_attribution=config.basemap_attribution if basemap else "",
         has_metro=False,
     )
 

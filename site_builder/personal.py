@@ -97,13 +97,16 @@ def build_personal(
         counts={"activities": len(acts), "tiles": n_tiles},
         version=__version__,
         build_date=build_date,
+        # No remote basemap on a private map: its tile requests would tell a third party
+        # which streets (home!) the athlete looks at.
+        basemap=False,
     )
     page = PageText(
         title="Personal heatmap",
         heading="Personal Heatmap",
         window=f"Your own activities, {span}: {len(acts):,}",
         empty="None of your activities matches these filters.",
-        legend="Your activities per cell, equalised",
+        legend="Your activities per cell, log scale",
         notes=(
             "Private: only you should see this map. It includes your followers-only and "
             "only-me activities.",

@@ -4,7 +4,7 @@ Coarser zooms draw PARENT cells (``cells_to_parent`` of the published cells, hea
 never anything re-read from the store.
 
 The level of a cell is a stable log scale, not a histogram equalisation over all cells:
-``log(heat) / log(ref)`` where ``ref`` is the zoom's 99th-percentile heat rounded UP to a
+``log(1 + heat) / log(1 + ref)`` where ``ref`` is the zoom's 99th-percentile heat rounded UP to a
 power of two. A quiet town and a busy city both read (the log compresses a 100x
 difference into a few ramp steps and the top 1% saturates), and, because ``ref`` moves
 only when the busiest cells double, a change to a few athletes changes the levels of the
@@ -56,7 +56,10 @@ def reference_heat(heat: np.ndarray) -> float:
 
 
 def intensity(heat: np.ndarray) -> np.ndarray:
-    """Intensity of each cell in ``[MIN_INTENSITY, 1]``: ``log(heat) / log(ref)``, clipped.
+    """Intensity of each cell in ``[MIN_INTENSITY, 1]``: ``log(1 + heat) / log(1 + ref)``, clipped.
+
+    ``1 +`` keeps a map where every cell has heat 1 (one athlete's own map) mid-ramp
+    instead of at its darkest.
 
     Args:
         heat: heat per cell (activity counts, capped per athlete).
@@ -69,7 +72,7 @@ def intensity(heat: np.ndarray) -> np.ndarray:
     if heat.size == 0:
         return np.zeros(0, dtype=np.float64)
     ref = reference_heat(heat)
-    t = np.clip(np.log(np.maximum(heat, 1.0)) / math.log(ref), 0.0, 1.0)
+    t = np.clip(np.log1p(np.maximum(heat, 0.0)) / math.log1p(ref), 0.0, 1.0)
     return MIN_INTENSITY + (1.0 - MIN_INTENSITY) * t
 
 

@@ -123,7 +123,7 @@ def run_weekly(
             heading="Last 7 days",
             window=f"Public activities started {first} to {last} (local dates)",
             empty="No heat is published for this week.",
-            legend="Activities per cell, equalised",
+            legend="Activities per cell, log scale",
             links=(
                 ("../index.html", "Global Heatmap"),
                 ("../about.html#weekly", "Why less detail"),

@@ -124,7 +124,7 @@ def test_index_only_lists_layers_that_have_tiles(tmp_path: Path) -> None:
 
 def test_index_shows_legend_schemes_links_and_members_note(tmp_path: Path) -> None:
     page = read(build(tmp_path), "index.html")
-    assert "Activities per cell, equalised" in page.text
+    assert "Activities per cell, log scale" in page.text
     assert "low" in page.text and "high" in page.text
     assert all(s in page.text for s in ("Hot", "Blue", "Gray"))
     assert "about.html" in page.links and "metro/index.html" in page.links
