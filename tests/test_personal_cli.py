@@ -198,6 +198,11 @@ def test_cli_mistakes_are_one_line(built: Path, run_cli: Run) -> None:
     bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", built / "y", "--from",
                   "2021-13-01", check=False)  # fmt: skip
     assert bad.returncode == 1 and "--from" in bad.stderr and "Traceback" not in bad.stderr
+    # Never inside the public site, which is copied to a CDN.
+    bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", built / "site" / "me",
+                  check=False)  # fmt: skip
+    assert bad.returncode == 1 and "public site" in bad.stderr
+    assert not (built / "site" / "me").exists()
     # Never replaces a folder that is not a heatmap site.
     other = built / "documents"
     other.mkdir()
