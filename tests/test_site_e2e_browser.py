@@ -84,9 +84,9 @@ def test_map_shows_the_real_heat_offline(
 def test_ride_layer_shows_what_the_data_holds(base_url: str, browser: Browser, meta: dict) -> None:
     """June 2018 ValleyBike is all bikes: 'Ride' has exactly the cells of 'All', so the
     switch must fetch the ride tiles and draw the same picture; layers without cells are
-    not offered at all."""
-    offered = [LAYER_LABELS[k] for k in LAYER_LABELS if meta["cells_per_layer"][k] > 0]
-    assert offered == ["All", "Ride"]
+    not offered at all. (Evening rides after sunset also make a 'Night' layer.)"""
+    offered = [LAYER_LABELS[k] for k in LAYER_LABELS if meta["cells_per_layer"].get(k, 0) > 0]
+    assert offered == ["All", "Ride", "Night"]
     assert meta["cells_per_layer"]["ride"] == meta["cells_per_layer"]["all"]
     south, west, north, east = meta["bounds"]
     with open_site(base_url, browser=browser) as site:
@@ -106,7 +106,7 @@ def test_ride_layer_shows_what_the_data_holds(base_url: str, browser: Browser, m
         assert site.page_errors == [] and site.blocked == []
         assert site.console_errors_except_missing_tiles() == []
     assert [label.strip() for label in labels] == offered
-    assert checked == [False, True]
+    assert checked == [False, True, False]
     assert ride_tiles and all("/tiles/ride/" in u for u, _ in ride_tiles)
     assert 200 in {s for _, s in ride_tiles}
     assert before.sum() > 300
