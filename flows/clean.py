@@ -1,6 +1,6 @@
 """GPS clean-up of many activities at once: which fixes are usable, where tracks split.
 
-Phone GPS mixes honest movement with faults. Each fault becomes (README, "GPS faults"):
+Phone GPS mixes honest movement with faults. Each fault becomes (README, "Messy GPS"):
 
 * repeated positions: dropped (not a fault, a still receiver);
 * a *spike* (a few fixes far off, then back on the track): those fixes are dropped and
@@ -20,9 +20,10 @@ or activities, no recursion; sorting is the costliest step, so O(n log n)):
    activity into *runs*: chains where each fix is reachable from the one before.
 2. A run lasting less than ``MIN_RUN_S`` is dropped (unless it is the activity's only
    run): spikes, cold starts and each fix of a fast vehicle are such runs. Two kept runs
-   are joined if the second is reachable from the first (the dropped fixes between were
-   a spike); if not, the track splits there (a vehicle). Dropped runs before the first
-   or after the last kept run are bad ends.
+   are joined if the second is reachable from the first, with two fixes' noise of slack
+   (the dropped fixes between were a spike; a lone noisy step splits nothing); if not,
+   the track splits there (a vehicle). Dropped runs before the first or after the last
+   kept run are bad ends.
 3. A vehicle slow enough to pass step 1 between frequent fixes (the slack is generous
    at 1 Hz) is caught over time: a fix whose +-``WINDOW_S / 2`` neighbourhood in its
    piece moves faster than the sport allows is dropped, splitting the track there.

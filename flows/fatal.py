@@ -17,13 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from heatmetro.core.environment import describe_os_error, describe_store_error
-from heatmetro.core.errors import HeatmetroError
+from heatmetro.core.errors import HeatmetroError, StoreError
 
 EXIT_CODE = 1
 
 
 @contextmanager
-def end_run_on_environment_error(db_path: Path) -> Iterator[None]:
+def end_run_on_environment_error(db_path: Path | None = None) -> Iterator[None]:
     """Turn an environment error (``OSError``, SQLite, a store error) into one line and an exit."""
     try:
         yield
@@ -31,9 +31,33 @@ def end_run_on_environment_error(db_path: Path) -> Iterator[None]:
         if isinstance(exc, HeatmetroError):
             line = str(exc)
         elif isinstance(exc, sqlite3.Error):
-            line = describe_store_error(exc, db_path)
+            line = describe_store_error(exc, db_path or "(unknown)")
         else:
             line = describe_os_error(exc)
-        print(f"heatmetro ingest: error: {line}; rerun to resume", file=sys.stderr, flush=True)
+        if not isinstance(exc, HeatmetroError):  # the environment: fix it, then rerun
+            line += "; rerun to resume"
+        print(f"heatmetro ingest: error: {line}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(EXIT_CODE)
+
+
+def check_recovery_parts(recovery_dir: Path) -> None:
+    """Refuse, in one line, a recovery folder Bytewax could not open (it would panic).
+
+    Raises:
+        StoreError: a part is not a readable SQLite file.
+    """
+    for part in sorted(recovery_dir.glob("part-*.sqlite3")):
+        try:
+            con = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
+            try:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            msg = (
+                f"recovery file {part} is corrupt ({exc}); remove {recovery_dir} to re-read "
+                "the inputs from their start (the store is kept: re-delivered events change "
+                "nothing)"
+            )
+            raise StoreError(msg) from None

@@ -64,6 +64,8 @@ def decode_record(rec: RawRecord) -> Decoded | DeadLetter:
     Only this cheap step runs where the stream is read; the contract is checked by the
     athlete's worker, so ``-w N`` spreads that work too.
     """
+    if rec.error is not None:  # refused where it was read (longer than max_record_bytes)
+        return DeadLetter(rec.source, rec.position, rec.error, _raw_text(rec.data))
     try:
         return Decoded(rec, decode(rec.data))
     except StreamRecordError as exc:
@@ -225,12 +227,21 @@ def build_flow(
     streams = []
     # Always built, even for Kafka-only runs: its partitions and recovered state must be
     # the same in every run and every cluster member.
-    source = JsonlSource(files, follow=follow, with_stdin=not stdin_elsewhere)
+    source = JsonlSource(
+        files,
+        follow=follow,
+        with_stdin=not stdin_elsewhere,
+        max_record_bytes=config.max_record_bytes,
+    )
     streams.append(op.input("read", flow, source))  # RawRecord
     for i, url in enumerate(sources):
         from heatmetro.flows.kafka_input import kafka_records
 
-        streams.append(kafka_records(flow, f"kafka_{i}", url, follow=follow))  # RawRecord
+        streams.append(
+            kafka_records(
+                flow, f"kafka_{i}", url, follow=follow, max_record_bytes=config.max_record_bytes
+            )
+        )  # RawRecord
     if not files and not sources and not allow_empty:
         msg = "no input: name JSONL files, folders, - for stdin, or kafka://host:port/topic"
         raise HeatmetroError(msg)

@@ -9,6 +9,9 @@ every process builds the source and Bytewax gives each Kafka partition to one wo
 Items are ``RawRecord(source="kafka:{topic}:{partition}", position=offset, data=value)``.
 A message without a value (a tombstone) or delivered as a Kafka error becomes a record
 with empty data, which the parse step dead-letters as an empty (invalid JSON) document.
+A message longer than ``max_record_bytes`` becomes a dead letter at once, keeping only
+its first bytes: it is never copied or parsed. (librdkafka has received it whole by
+then; the brokers' own ``message.max.bytes``, 1 MB by default, bounds that.)
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, KafkaException
 from confluent_kafka.admin import AdminClient
 
+from heatmetro.core.config import DEFAULT_MAX_RECORD_BYTES
 from heatmetro.core.errors import InputError
-from heatmetro.flows.sources import RawRecord
+from heatmetro.flows.sources import HEAD_BYTES, RawRecord, too_long
 
 SCHEME = "kafka://"
 METADATA_TIMEOUT_S = 15.0  # how long to wait for the brokers before giving up
@@ -82,8 +86,12 @@ def parse_kafka_url(url: str) -> KafkaUrl:
     return KafkaUrl(brokers, topic)
 
 
-def to_raw_record(msg: KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]) -> RawRecord:
-    """One Kafka message (or error) as a ``RawRecord``; no value -> empty data."""
+def to_raw_record(
+    msg: KafkaSourceMessage[Any, Any] | KafkaError[Any, Any],
+    max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> RawRecord:
+    """One Kafka message (or error) as a ``RawRecord``; no value -> empty data; a value
+    longer than ``max_bytes`` -> its head and an ``error`` (a dead letter)."""
     if isinstance(msg, KafkaError):
         print(
             f"kafka:{msg.msg.topic}:{msg.msg.partition} offset {msg.msg.offset}: "
@@ -93,7 +101,10 @@ def to_raw_record(msg: KafkaSourceMessage[Any, Any] | KafkaError[Any, Any]) -> R
         m, data = msg.msg, b""
     else:
         m, data = msg, msg.value if msg.value is not None else b""
-    return RawRecord(f"kafka:{m.topic}:{m.partition}", int(m.offset or 0), bytes(data))
+    source, offset = f"kafka:{m.topic}:{m.partition}", int(m.offset or 0)
+    if len(data) > max_bytes:
+        return RawRecord(source, offset, bytes(data[:HEAD_BYTES]), too_long(len(data), max_bytes))
+    return RawRecord(source, offset, bytes(data))
 
 
 class _Partition(StatefulSourcePartition[RawRecord, int | None]):
@@ -102,9 +113,12 @@ class _Partition(StatefulSourcePartition[RawRecord, int | None]):
     and an error not tied to a message carries none (-1001), which must never become
     the offset a rerun starts from."""
 
-    def __init__(self, inner: StatefulSourcePartition[Any, int | None], start: int | None):
+    def __init__(
+        self, inner: StatefulSourcePartition[Any, int | None], start: int | None, max_bytes: int
+    ):
         self.inner = inner
         self.next_offset = start
+        self.max_bytes = max_bytes
 
     def next_batch(self) -> list[RawRecord]:
         out: list[RawRecord] = []
@@ -113,7 +127,7 @@ class _Partition(StatefulSourcePartition[RawRecord, int | None]):
             if m.offset is None or m.offset < 0:  # a client-level error, not a message
                 print(f"kafka:{m.topic}:{m.partition}: {getattr(item, 'err', '')}", file=sys.stderr)
                 continue
-            out.append(to_raw_record(item))
+            out.append(to_raw_record(item, self.max_bytes))
             self.next_offset = m.offset + 1
         return out
 
@@ -131,8 +145,11 @@ class HeatmetroKafkaSource(FixedPartitionedSource[RawRecord, int | None]):
     """Bytewax's ``KafkaSource`` for one topic, yielding ``RawRecord`` items and failing
     fast (``InputError``) when the brokers do not answer."""
 
-    def __init__(self, url: KafkaUrl, *, follow: bool) -> None:
+    def __init__(
+        self, url: KafkaUrl, *, follow: bool, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    ) -> None:
         self.url = url
+        self.max_record_bytes = max_record_bytes
         self.kafka = KafkaSource(
             url.brokers,
             [url.topic],
@@ -147,7 +164,7 @@ class HeatmetroKafkaSource(FixedPartitionedSource[RawRecord, int | None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         inner = self.kafka.build_part(step_id, for_part, resume_state)
-        return _Partition(inner, resume_state)
+        return _Partition(inner, resume_state, self.max_record_bytes)
 
 
 def topic_partitions(url: KafkaUrl) -> list[int]:
@@ -171,7 +188,14 @@ def topic_partitions(url: KafkaUrl) -> list[int]:
     return sorted(topic.partitions)
 
 
-def kafka_records(flow: Dataflow, step_id: str, url: str, *, follow: bool) -> Stream[RawRecord]:
+def kafka_records(
+    flow: Dataflow,
+    step_id: str,
+    url: str,
+    *,
+    follow: bool,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> Stream[RawRecord]:
     """The messages of the topic in ``url`` as ``RawRecord`` items.
 
     Raises:
@@ -180,4 +204,5 @@ def kafka_records(flow: Dataflow, step_id: str, url: str, *, follow: bool) -> St
     """
     parsed = parse_kafka_url(url)
     topic_partitions(parsed)  # fail here, as a clean CLI error, rather than inside Bytewax
-    return op.input(step_id, flow, HeatmetroKafkaSource(parsed, follow=follow))
+    source = HeatmetroKafkaSource(parsed, follow=follow, max_record_bytes=max_record_bytes)
+    return op.input(step_id, flow, source)

@@ -40,8 +40,7 @@ BETA_M = 8.0  # tolerated difference between route and straight-line distance (t
 RADIUS_M = 40.0  # candidate edges within this of a fix
 MAX_CANDIDATES = 6
 THIN_M = 12.0
-CHUNK = 48  # fixes per routing subgraph
-MARGIN_M = 250.0  # subgraph reaches this far beyond the chunk's fixes
+CHUNK = 96  # fixes per routing subgraph
 MAX_ROUTE_M = 1500.0
 SEG_M = 25.0  # edges are cut into pieces this long for the KD-tree
 NOISE_BACK_M = 15.0  # on a one-way edge, moving back this little is GPS noise, not travel
@@ -131,8 +130,8 @@ def match_activity(
     bounds = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1], True])
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         px, py = x[a:b], y[a:b]
-        if mode == "foot" and b - a > 2:  # slow: the noise is larger than a step
-            px, py = _smooth(px), _smooth(py)
+        if b - a > 2 and np.median(np.hypot(np.diff(px), np.diff(py))) < THIN_M:
+            px, py = _smooth(px), _smooth(py)  # dense fixes: noise is a good part of a step
         keep = _thin(px, py)
         out.extend(_match_piece(g, px[keep], py[keep], t[a:b][keep]))
     arr = np.zeros(len(out), STREET_DTYPE)
@@ -180,32 +179,49 @@ class _Cands:
 
 
 def _candidates(g: Graph, x: np.ndarray, y: np.ndarray) -> list[_Cands]:
-    reach = RADIUS_M + SEG_M / 2
+    """Per fix, up to ``MAX_CANDIDATES`` edges within ``RADIUS_M``, nearest first.
+
+    Rows are padded to ``MAX_CANDIDATES`` (edge -1, log-likelihood -inf) so the
+    transitions of many fixes can be computed as one array.
+    """
+    n, kk = len(x), MAX_CANDIDATES
     k = min(32, max(len(g.piece_edge), 1))
-    dist, idx = g.tree.query(np.column_stack([x, y]), k=k, distance_upper_bound=reach)
-    dist, idx = dist.reshape(len(x), k), idx.reshape(len(x), k)
-    out = []
-    for i in range(len(x)):
-        found = idx[i][np.isfinite(dist[i])]
-        if not len(found):
-            out.append(_Cands(np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
-            continue
-        va = g.piece_a[found]
-        ax, ay, bx, by = g.x[va], g.y[va], g.x[va + 1], g.y[va + 1]
-        dx, dy = bx - ax, by - ay
-        ll = np.maximum(dx * dx + dy * dy, 1e-9)
-        f = np.clip(((x[i] - ax) * dx + (y[i] - ay) * dy) / ll, 0.0, 1.0)
-        d = np.hypot(ax + f * dx - x[i], ay + f * dy - y[i])
-        off = g.cum[va] + f * np.sqrt(ll)
-        edge = g.piece_edge[found]
-        order = np.lexsort((d, edge))  # nearest piece of each edge first
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = edge[order][1:] != edge[order][:-1]
-        best = order[first]
-        best = best[d[best] <= RADIUS_M]
-        best = best[np.argsort(d[best], kind="stable")][:MAX_CANDIDATES]
-        out.append(_Cands(edge[best], off[best], -0.5 * (d[best] / SIGMA_M) ** 2))
-    return out
+    dist, idx = g.tree.query(
+        np.column_stack([x, y]), k=k, distance_upper_bound=RADIUS_M + SEG_M / 2
+    )
+    dist, idx = dist.reshape(n, k), idx.reshape(n, k)
+    found = np.isfinite(dist)
+    va = g.piece_a[np.where(found, idx, 0)]
+    ax, ay, bx, by = g.x[va], g.y[va], g.x[va + 1], g.y[va + 1]
+    dx, dy = bx - ax, by - ay
+    ll = np.maximum(dx * dx + dy * dy, 1e-9)
+    px, py = x[:, None], y[:, None]
+    f = np.clip(((px - ax) * dx + (py - ay) * dy) / ll, 0.0, 1.0)
+    d = np.where(found, np.hypot(ax + f * dx - px, ay + f * dy - py), np.inf)
+    off = g.cum[va] + f * np.sqrt(ll)
+    edge = np.where(found, g.piece_edge[np.where(found, idx, 0)], -1)
+    # Keep each edge's nearest piece only: sort by (row, edge, distance), mark repeats.
+    row = np.repeat(np.arange(n), k)
+    order = np.lexsort((d.ravel(), edge.ravel(), row))
+    repeat = np.zeros(n * k, dtype=bool)
+    fe, fr = edge.ravel()[order], row[order]
+    repeat[1:] = (fe[1:] == fe[:-1]) & (fr[1:] == fr[:-1])
+    dflat = d.ravel().copy()
+    dflat[order[repeat]] = np.inf
+    d = dflat.reshape(n, k)
+    d[d > RADIUS_M] = np.inf
+    best = np.argsort(d, axis=1, kind="stable")[:, :kk]
+    bd = np.take_along_axis(d, best, axis=1)
+    ok = np.isfinite(bd)
+    if best.shape[1] < kk:  # fewer pieces in the whole map than candidates per fix
+        pad = kk - best.shape[1]
+        best = np.pad(best, ((0, 0), (0, pad)))
+        bd = np.pad(bd, ((0, 0), (0, pad)), constant_values=np.inf)
+        ok = np.pad(ok, ((0, 0), (0, pad)))
+    ce = np.where(ok, np.take_along_axis(edge, best, axis=1), -1)
+    co = np.where(ok, np.take_along_axis(off, best, axis=1), 0.0)
+    lp = np.where(ok, -0.5 * (np.where(ok, bd, 0.0) / SIGMA_M) ** 2, -np.inf)
+    return [_Cands(ce[i], co[i], lp[i]) for i in range(n)]
 
 
 class _Routes:
@@ -214,8 +230,12 @@ class _Routes:
     def __init__(self, g: Graph, x: np.ndarray, y: np.ndarray, sources: np.ndarray, limit: float):
         net = g.net
         self.u = net.u
-        lo_x, hi_x = x.min() - MARGIN_M, x.max() + MARGIN_M
-        lo_y, hi_y = y.min() - MARGIN_M, y.max() + MARGIN_M
+        # Every point of a route no longer than ``limit`` between two points near the
+        # fixes lies within limit / 2 of one of them (+ RADIUS_M: candidates are that
+        # far from their fix): nothing farther can be on a route we would accept.
+        margin = limit / 2 + RADIUS_M
+        lo_x, hi_x = x.min() - margin, x.max() + margin
+        lo_y, hi_y = y.min() - margin, y.max() + margin
         bb = g.bbox
         near = (bb[:, 0] <= hi_x) & (bb[:, 2] >= lo_x) & (bb[:, 1] <= hi_y) & (bb[:, 3] >= lo_y)
         near &= g.allowed > 0
@@ -272,44 +292,53 @@ class _Routes:
         return out
 
 
-def _transition(
-    g: Graph, routes: _Routes, ca: _Cands, cb: _Cands, gc: float
+def _transitions(
+    g: Graph, routes: _Routes, cands: list[_Cands], x: np.ndarray, y: np.ndarray, lo: int, hi: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Log-likelihoods [Ka, Kb], route distances, and which way each route goes:
-    option 0 stays on the edge; 1..4 = (exit end, entry end) of (start|end) x (start|end)."""
+    """Transitions from fix ``i - 1`` to ``i`` for every ``i`` in ``lo+1..hi``, at once.
+
+    Returns log-likelihoods ``[S, K, K]``, route distances and which way each route
+    goes: option 0 stays on the edge; 1..4 = (exit end, entry end) of
+    (start|end) x (start|end).
+    """
     net = g.net
-    ea, eb = ca.edge[:, None], cb.edge[None, :]
-    oa, ob = ca.off[:, None], cb.off[None, :]
+    e_all = np.stack([c.edge for c in cands[lo : hi + 1]])
+    o_all = np.stack([c.off for c in cands[lo : hi + 1]])
+    valid = e_all >= 0
+    # Padding gets a real edge of the chunk (its results are masked out below).
+    e_all = np.where(valid, e_all, e_all[valid][0] if valid.any() else 0)
+    ea, eb = e_all[:-1, :, None], e_all[1:, None, :]
+    oa, ob = o_all[:-1, :, None], o_all[1:, None, :]
+    gc = np.hypot(np.diff(x[lo : hi + 1]), np.diff(y[lo : hi + 1]))[:, None, None]
     la, lb = net.length_m[ea], net.length_m[eb]
     alla, allb = g.allowed[ea], g.allowed[eb]
+    shape = np.broadcast_shapes(ea.shape, eb.shape)
     inf = np.inf
-    options = []
     d = ob - oa
-    same = ea == eb
-    ok_same = same & (
+    ok_same = (ea == eb) & (
         ((d >= 0) & ((alla & FWD) > 0))
         | ((d <= 0) & ((alla & REV) > 0))
         | (np.abs(d) <= NOISE_BACK_M)
     )
-    options.append(np.where(ok_same, np.abs(d), inf))
+    options = [np.where(ok_same, np.abs(d), inf)]
     for exit_end in (0, 1):  # 0: leave by the start node (reverse), 1: by the end node
-        ex_cost = np.where(exit_end == 1, la - oa, oa)
+        ex_cost = la - oa if exit_end == 1 else oa
         ex_ok = (alla & (FWD if exit_end == 1 else REV)) > 0
         ex_node = net.v[ea] if exit_end == 1 else net.u[ea]
         for entry_end in (0, 1):  # 0: enter at the start (forward), 1: at the end
-            en_cost = np.where(entry_end == 0, ob, lb - ob)
+            en_cost = ob if entry_end == 0 else lb - ob
             en_ok = (allb & (FWD if entry_end == 0 else REV)) > 0
             en_node = net.u[eb] if entry_end == 0 else net.v[eb]
             mid = routes.between(
-                np.broadcast_to(ex_node, same.shape).ravel(),
-                np.broadcast_to(en_node, same.shape).ravel(),
-            ).reshape(same.shape)
+                np.broadcast_to(ex_node, shape).ravel(), np.broadcast_to(en_node, shape).ravel()
+            ).reshape(shape)
             options.append(np.where(ex_ok & en_ok, ex_cost + mid + en_cost, inf))
     stack = np.stack(options)
     which = np.argmin(stack, axis=0)
     route = np.take_along_axis(stack, which[None], axis=0)[0]
+    pair_ok = valid[:-1, :, None] & valid[1:, None, :] & np.isfinite(route)
     with np.errstate(invalid="ignore"):
-        logp = np.where(np.isfinite(route), -np.abs(route - gc) / BETA_M, -np.inf)
+        logp = np.where(pair_ok, -np.abs(route - gc) / BETA_M, -np.inf)
     return logp, route, which
 
 
@@ -320,28 +349,30 @@ def _match_piece(
     if len(x) < 2:
         return []
     cands = _candidates(g, x, y)
+    has = np.array([c.edge[0] >= 0 for c in cands])
     visits: list[tuple[int, int, float, float, float]] = []
     chain: list[int] = []  # fixes of the current Viterbi run
     score = np.zeros(0)
     back: list[np.ndarray] = []
     trans: list[tuple[np.ndarray, np.ndarray, _Routes]] = []
+    chunk_lo, chunk_hi = 0, 0
+    logp = route = which = np.zeros((0, 0, 0))
     routes: _Routes | None = None
-    routes_upto = -1
     for i in range(len(x)):
         c = cands[i]
-        if not len(c.edge):
+        if not has[i]:
             visits += _finish(g, chain, score, back, trans, cands, t)
             chain, back, trans = [], [], []
             continue
         if not chain:
             chain, score = [i], c.logp.copy()
             continue
-        j = chain[-1]
-        if routes is None or i > routes_upto:
-            routes, routes_upto = _routes_for(g, x, y, cands, j), min(j + CHUNK, len(x) - 1)
-        gc = float(np.hypot(x[i] - x[j], y[i] - y[j]))
-        logp, route, which = _transition(g, routes, cands[j], c, gc)
-        total = score[:, None] + logp
+        if routes is None or i > chunk_hi:  # chain[-1] == i - 1 always
+            chunk_lo, chunk_hi = i - 1, min(i - 1 + CHUNK, len(x) - 1)
+            routes = _routes_for(g, x, y, cands, chunk_lo, chunk_hi)
+            logp, route, which = _transitions(g, routes, cands, x, y, chunk_lo, chunk_hi)
+        s = i - 1 - chunk_lo
+        total = score[:, None] + logp[s]
         best = np.argmax(total, axis=0)
         new = total[best, np.arange(len(c.edge))] + c.logp
         if not np.isfinite(new).any():  # no way along the streets: start a new run
@@ -350,19 +381,21 @@ def _match_piece(
             continue
         chain.append(i)
         back.append(best)
-        trans.append((route, which, routes))
+        trans.append((route[s], which[s], routes))
         score = new
     visits += _finish(g, chain, score, back, trans, cands, t)
     return visits
 
 
-def _routes_for(g: Graph, x: np.ndarray, y: np.ndarray, cands: list[_Cands], j: int) -> _Routes:
-    hi = min(j + CHUNK, len(x) - 1) + 1
-    edges = np.concatenate([c.edge for c in cands[j:hi]])
+def _routes_for(
+    g: Graph, x: np.ndarray, y: np.ndarray, cands: list[_Cands], lo: int, hi: int
+) -> _Routes:
+    edges = np.concatenate([c.edge for c in cands[lo : hi + 1]])
+    edges = edges[edges >= 0]
     sources = np.unique(np.concatenate([g.net.u[edges], g.net.v[edges]]))
-    gcs = np.hypot(np.diff(x[j:hi]), np.diff(y[j:hi]))
+    gcs = np.hypot(np.diff(x[lo : hi + 1]), np.diff(y[lo : hi + 1]))
     limit = min(MAX_ROUTE_M, 2.0 * float(gcs.max(initial=0.0)) + 4 * RADIUS_M)
-    return _Routes(g, x[j:hi], y[j:hi], sources, limit)
+    return _Routes(g, x[lo : hi + 1], y[lo : hi + 1], sources, limit)
 
 
 def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-def]
@@ -409,7 +442,7 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
         along = ex_cost
 
         def at(d: float, t0: float = t0, dt: float = dt, dist: float = dist) -> float:
-            return t0 + (dt * d / dist if dist > 0 else 0.0)
+            return t0 + (dt * min(max(d / dist, 0.0), 1.0) if dist > 0 else 0.0)
 
         for e, fwd in routes.path_edges(ex_node, en_node) if ex_node != en_node else []:
             length = float(net.length_m[e])
@@ -430,7 +463,7 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
         fwd = _direction(net, vis)
         if fwd is None:
             continue
-        t_out = visits[k + 1]["t_in"] if k + 1 < len(visits) else t_end
+        t_out = max(visits[k + 1]["t_in"] if k + 1 < len(visits) else t_end, vis["t_in"])
         speed = vis["dist"] / vis["dt"] if vis["dt"] > 0 else float("nan")
         out.append((vis["e"], int(fwd), vis["t_in"], t_out, speed))
     return _cancel_spurs(net, out)

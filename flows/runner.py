@@ -24,6 +24,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from heatmetro.core.config import Config
 from heatmetro.core.errors import HeatmetroError
+from heatmetro.flows.fatal import check_recovery_parts
 from heatmetro.flows.ingest import build_flow
 from heatmetro.state.store import connect, export_dead_letters
 
@@ -99,6 +100,7 @@ def run_ingest(config: Config, inputs: list[str], *, follow: bool = False, worke
     """Ingest ``inputs`` into the store; returns the number of dead letters now on file."""
     connect(config.db_path).close()  # create / migrate before the workers race for it
     ensure_recovery(config)
+    check_recovery_parts(config.recovery_dir)  # Bytewax would panic on a corrupt one
     if workers == 1:
         run_worker(config, inputs, follow=follow)
     else:

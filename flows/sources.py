@@ -4,6 +4,10 @@ All files form one Bytewax partition, read in order, whose resume state is how f
 file was read, so a rerun after a crash (or after new lines were appended) continues
 where the last snapshot left off. Items are ``RawRecord`` (source, 1-based line number,
 bytes).
+
+A line longer than ``max_record_bytes`` is never held whole: it is read in bounded
+chunks up to its newline and becomes a record carrying only its first bytes and an
+``error``, which the ingest turns into a dead letter.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import sys
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,12 +25,16 @@ from typing import IO, Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from heatmetro.core.config import DEFAULT_MAX_RECORD_BYTES
 from heatmetro.core.errors import InputError
+from heatmetro.flows.fatal import end_run_on_environment_error
 
 BATCH_LINES = 1024  # big enough to vectorise trimming well, small enough to stay responsive
 # ... and a batch ends after this many bytes, so long activities (up to the contract's
 # 200,000 fixes each) do not make a batch of 1,024 of them (GBs once decoded).
 BATCH_BYTES = 4 * 2**20
+SKIP_CHUNK = 1 << 20  # an over-long line is skipped this much at a time
+HEAD_BYTES = 4096  # of an over-long line, kept for its dead letter
 FOLLOW_POLL = timedelta(milliseconds=500)
 STDIN = "-"
 
@@ -32,8 +42,13 @@ STDIN = "-"
 @dataclass(frozen=True, slots=True)
 class RawRecord:
     source: str
-    position: int  # line number, 1-based
-    data: bytes
+    position: int  # line number, 1-based (a Kafka offset for Kafka)
+    data: bytes  # the record, or only its head when ``error`` is set
+    error: str | None = None  # refused by the source (too long): a dead letter
+
+
+def too_long(n: int, limit: int) -> str:
+    return f"record of {n:,} bytes is longer than max_record_bytes = {limit:,}; not parsed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +96,24 @@ def _open(path: str) -> IO[bytes]:
 
 
 class _Reader:
-    """Reads one file (or stdin) line by line from a position."""
+    """Reads one file (or stdin) line by line from a position, never a line past the limit.
 
-    def __init__(self, source: str, fh: IO[bytes], pos: FilePosition, head: str) -> None:
+    ``offset`` and ``lines`` count complete lines only, so a snapshot taken while a line is
+    half-written (``--follow``) or half-skipped resumes at that line's start.
+    """
+
+    def __init__(
+        self, source: str, fh: IO[bytes], pos: FilePosition, head: str, max_bytes: int
+    ) -> None:
         self.source, self.fh, self.head = source, fh, head
         self.lines, self.offset = pos.lines, pos.offset
+        self.max_bytes = max_bytes
         self._partial = b""
+        self._long_head = b""
+        self._long_size = 0  # > 0 while skipping the rest of an over-long line
 
     @classmethod
-    def open(cls, path: str, resume: FilePosition | None) -> _Reader:
+    def open(cls, path: str, resume: FilePosition | None, max_bytes: int) -> _Reader:
         head = _head_hash(path)
         fh = _open(path)
         pos = FilePosition(0, 0, head)
@@ -99,20 +123,32 @@ class _Reader:
                 _skip(fh, resume.offset)
             else:
                 fh.seek(resume.offset)
-        return cls(path, fh, pos, head)
+        return cls(path, fh, pos, head, max_bytes)
 
     def read(self, n: int, *, follow: bool) -> list[RawRecord]:
         out: list[RawRecord] = []
         size = 0
-        for _ in range(n):
-            if size >= BATCH_BYTES:
-                break
-            line = self.fh.readline()
+        while len(out) < n and size < BATCH_BYTES:
+            if self._long_size:
+                chunk = self.fh.readline(SKIP_CHUNK)
+                if not chunk and follow:
+                    break  # a writer is mid-line: wait for its end
+                self._long_size += len(chunk)
+                if chunk and not chunk.endswith(b"\n"):
+                    continue
+                out.append(self._finish_long(newline=bool(chunk)))
+                continue
+            line = self.fh.readline(self.max_bytes + 1 - len(self._partial))
             if not line:
                 break
-            if not line.endswith(b"\n") and follow:
-                self._partial += line  # a writer is mid-line: wait for the rest
-                break
+            if not line.endswith(b"\n"):
+                if len(self._partial) + len(line) > self.max_bytes:  # too long: skip the rest
+                    self._long_head = (self._partial + line)[:HEAD_BYTES]
+                    self._long_size, self._partial = len(self._partial) + len(line), b""
+                    continue
+                if follow:
+                    self._partial += line  # a writer is mid-line: wait for the rest
+                    break
             line, self._partial = self._partial + line, b""
             self.offset += len(line)
             size += len(line)
@@ -121,6 +157,14 @@ class _Reader:
             if data:
                 out.append(RawRecord(self.source, self.lines, data))
         return out
+
+    def _finish_long(self, *, newline: bool) -> RawRecord:
+        self.offset += self._long_size
+        self.lines += 1
+        length = self._long_size - newline  # the record's own bytes
+        rec = RawRecord(self.source, self.lines, self._long_head, too_long(length, self.max_bytes))
+        self._long_head, self._long_size = b"", 0
+        return rec
 
     def position(self) -> FilePosition:
         return FilePosition(self.lines, self.offset, self.head)
@@ -143,8 +187,11 @@ class _FilesPartition(StatefulSourcePartition[RawRecord, FilePositions]):
     With ``--follow`` files never end, so they are read in turn instead.
     """
 
-    def __init__(self, paths: list[str], positions: FilePositions, follow: bool) -> None:
+    def __init__(
+        self, paths: list[str], positions: FilePositions, follow: bool, max_bytes: int
+    ) -> None:
         self.paths, self.positions, self.follow = paths, dict(positions), follow
+        self.max_bytes = max_bytes
         self.index = 0
         self.reader: _Reader | None = None
         self._awake: datetime | None = None
@@ -156,10 +203,12 @@ class _FilesPartition(StatefulSourcePartition[RawRecord, FilePositions]):
                 if not self.follow:
                     raise StopIteration
                 self.index = 0
-            if self.reader is None:
-                path = self.paths[self.index]
-                self.reader = _Reader.open(path, self.positions.get(path))
-            out = self.reader.read(BATCH_LINES, follow=self.follow)
+            path = self.paths[self.index]
+            # A file that vanished or a broken .gz ends the run in one line naming it.
+            with end_run_on_environment_error(), _naming(path):
+                if self.reader is None:
+                    self.reader = _Reader.open(path, self.positions.get(path), self.max_bytes)
+                out = self.reader.read(BATCH_LINES, follow=self.follow)
             self.positions[self.reader.source] = self.reader.position()
             if out:
                 return out
@@ -183,11 +232,13 @@ class _FilesPartition(StatefulSourcePartition[RawRecord, FilePositions]):
 class _StdinPartition(StatefulSourcePartition[RawRecord, None]):
     """Standard input; it cannot be rewound, so a rerun reads new data from its start."""
 
-    def __init__(self, follow: bool) -> None:
+    def __init__(self, follow: bool, max_bytes: int) -> None:
         # Each run's stdin is new data: name it by the run's start so its dead letters do
         # not collide with an earlier run's line numbers.
         started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        self.reader = _Reader(f"stdin@{started}", sys.stdin.buffer, FilePosition(0, 0, ""), "")
+        self.reader = _Reader(
+            f"stdin@{started}", sys.stdin.buffer, FilePosition(0, 0, ""), "", max_bytes
+        )
         self.follow = follow
         self._awake: datetime | None = None
 
@@ -230,7 +281,15 @@ class JsonlSource(FixedPartitionedSource[RawRecord, Any]):
     Only the process that owns the terminal lists stdin (``with_stdin``).
     """
 
-    def __init__(self, inputs: list[str], *, follow: bool = False, with_stdin: bool = True) -> None:
+    def __init__(
+        self,
+        inputs: list[str],
+        *,
+        follow: bool = False,
+        with_stdin: bool = True,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ) -> None:
+        self.max_record_bytes = max_record_bytes
         self.files = [i for i in inputs if i != STDIN]
         self.stdin = STDIN in inputs
         self.follow = follow
@@ -243,10 +302,22 @@ class JsonlSource(FixedPartitionedSource[RawRecord, Any]):
         self, step_id: str, for_part: str, resume_state: Any
     ) -> StatefulSourcePartition[RawRecord, Any]:
         if for_part == STDIN:
-            return _StdinPartition(self.follow) if self.stdin else _Finished(resume_state)
+            if not self.stdin:
+                return _Finished(resume_state)
+            return _StdinPartition(self.follow, self.max_record_bytes)
         if not self.files:
             return _Finished(resume_state)
-        return _FilesPartition(self.files, resume_state or {}, self.follow)
+        return _FilesPartition(self.files, resume_state or {}, self.follow, self.max_record_bytes)
+
+
+@contextmanager
+def _naming(path: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, EOFError, zlib.error) as exc:
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        msg = f"input {path} cannot be read: {what}"
+        raise InputError(msg) from None
 
 
 def _skip(fh: IO[bytes], n: int) -> None:

@@ -17,6 +17,7 @@ from heatmetro import __version__
 from heatmetro.core.config import ENV_OVERRIDES, load_config
 from heatmetro.core.environment import describe_os_error, describe_store_error, user_caused
 from heatmetro.core.errors import HeatmetroError
+from heatmetro.flows.importers.capped import DEFAULT_MAX_FILE_BYTES
 
 EPILOG_ENV = (
     "environment:\n"
@@ -171,6 +172,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         failures.append(f"{path}: {reason}")
         print(f"skipped {path}: {reason}", file=sys.stderr)
 
+    def on_warning(path: Path, note: str) -> None:
+        print(f"{path}: {note}", file=sys.stderr)
+
     out = sys.stdout.buffer
     n = 0
     for event in import_tracks(
@@ -179,6 +183,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         visibility=args.visibility,
         sport_type=args.sport_type,
         on_error=on_error,
+        on_warning=on_warning,
+        max_file_bytes=args.max_file_bytes,
     ):
         out.write(orjson.dumps(event) + b"\n")
         n += 1
@@ -205,6 +211,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise HeatmetroError(msg)
     serve(directory, args.port)  # prints "Serving DIR at URL (Ctrl-C to stop)" when ready
     return 0
+
+
+def byte_size(text: str) -> int:
+    """``65536``, ``64K``, ``256M``, ``1G`` -> bytes (binary units)."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+    number, unit = text.strip().upper().removesuffix("B"), ""
+    if number[-1:] in units:
+        number, unit = number[:-1], number[-1]
+    if not number.isdigit() or int(number) * units[unit] < 1:
+        msg = f"{text!r}: expected a positive size such as 65536, 64K, 256M or 1G"
+        raise argparse.ArgumentTypeError(msg)
+    return int(number) * units[unit]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--visibility", default="everyone", choices=["everyone", "followers_only", "only_me"]
     )
     p.add_argument("--sport-type", help="override the sport type found in the files")
+    p.add_argument(
+        "--max-file-bytes",
+        type=byte_size,
+        default=DEFAULT_MAX_FILE_BYTES,
+        metavar="SIZE",
+        help="refuse a file whose uncompressed content is larger (e.g. 64M, 1G; default 256M)",
+    )
 
     p = add(
         "demo",

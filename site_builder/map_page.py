@@ -17,6 +17,7 @@ from heatmetro.site_builder.pages import (
     SiteMeta,
     build_map,
     make_environment,
+    scheme_styles,
     write_assets,
 )
 from heatmetro.site_builder.tiles import write_heat_tiles
@@ -57,7 +58,6 @@ def write_layer_tiles(
             public_max_zoom=max_zoom,
             max_zoom=max_zoom,
             heat_resolution=config.heat_resolution,
-            palette=True,
         )
         n = sum(stats.tiles_per_zoom.values())
         total += n
@@ -115,6 +115,7 @@ def write_map_page(
         schemes=SCHEMES,
         layer_labels=LAYER_LABELS,
         heat_attribution=HEAT_ATTRIBUTION,
+        scheme_styles=scheme_styles(),
     )
     path = out_root / "index.html"
     with path.open("w", encoding="utf-8", newline="") as fh:

@@ -15,8 +15,9 @@ same code as for the H3 edges.
 from __future__ import annotations
 
 import csv
+import heapq
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,22 +56,32 @@ class StreetWindow:
     tables: list[tuple[str, list[Any]]] = field(default_factory=list)
 
 
-def load_streets(db: sqlite_utils.Database, month: str, config: Config) -> StreetWindow | None:
-    """The window's street records, or None without a base map."""
+_WINDOW_SQL = (
+    "SELECT a.athlete_id, a.activity_id, a.layer, a.start_s, a.utc_offset_s, a.commute, "
+    "a.max_speed_ms, a.streets FROM activities a "
+    "LEFT JOIN athletes s ON s.athlete_id = a.athlete_id "
+    "WHERE a.status = 'active' AND a.month BETWEEN ? AND ? AND a.streets IS NOT NULL "
+    "AND coalesce(s.opt_out, 0) = 0 ORDER BY a.athlete_id, a.activity_id"
+)
+
+
+def load_streets(
+    dbs: sqlite_utils.Database | Sequence[sqlite_utils.Database], month: str, config: Config
+) -> StreetWindow | None:
+    """The window's street records, or None without a base map.
+
+    ``dbs`` is the store, or all shards of it: rows are merged in (athlete, activity)
+    order, so the result does not depend on how athletes are spread over shards.
+    """
     net = network_for(config)
     if net is None:
         return None
     first, last = window_months(month)
-    rows = db.execute(
-        "SELECT a.athlete_id, a.layer, a.start_s, a.utc_offset_s, a.commute, a.max_speed_ms, "
-        "a.streets FROM activities a LEFT JOIN athletes s ON s.athlete_id = a.athlete_id "
-        "WHERE a.status = 'active' AND a.month BETWEEN ? AND ? AND a.streets IS NOT NULL "
-        "AND coalesce(s.opt_out, 0) = 0 ORDER BY a.athlete_id, a.activity_id",
-        (first, last),
-    ).fetchall()
+    shards = [dbs] if isinstance(dbs, sqlite_utils.Database) else list(dbs)
+    rows = heapq.merge(*(db.execute(_WINDOW_SQL, (first, last)) for db in shards))
     index: dict[str, int] = {}
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in LAYERS}
-    for athlete_id, layer, start_s, offset, commute, vmax, blob in rows:
+    for athlete_id, _, layer, start_s, offset, commute, vmax, blob in rows:
         recs = activity_street_records(
             net, np.frombuffer(blob, STREET_DTYPE), start_s + offset, bool(commute), vmax
         )

@@ -6,6 +6,7 @@ trips on an edge always come from the activities that lit its cells.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import h3._cy as h3_cy  # the int API minus its wrapper (hot path)
@@ -72,6 +73,8 @@ def _crossings(cells: np.ndarray, piece: np.ndarray, t: np.ndarray, v: np.ndarra
     new_run[1:] = (parents[1:] != parents[:-1]) | (piece[1:] != piece[:-1])
     rows = np.flatnonzero(new_run)
     rp, rs = parents[rows], piece[rows]
+    if len(cells):
+        rp, rs, rows = _drop_border_bounces(rp, rs, rows, len(cells), _bounce_rows(cells, res))
     cross = rs[1:] == rs[:-1]
     prev, nxt = rp[:-1][cross], rp[1:][cross]
     row = rows[1:][cross]
@@ -83,6 +86,41 @@ def _crossings(cells: np.ndarray, piece: np.ndarray, t: np.ndarray, v: np.ndarra
         if not all(ok):
             prev, nxt, rt, rv, row = _fill_gaps(prev, nxt, rt, rv, row, ok)
     return prev, nxt, rt, rv, row
+
+
+def _bounce_rows(cells: np.ndarray, metro_res: int) -> int:
+    """Path rows of a visit to a metro cell short enough to be GPS noise along its border.
+
+    Half a metro hexagon's edge of fine cells: 5 rows of res 13 under res 10, and 0 for
+    res 11, whose cells are already wider than that (so nothing changes there).
+    """
+    heat_res = int((int(cells[0]) >> 52) & 0xF)
+    spacing = math.sqrt(3.0) * h3.average_hexagon_edge_length(heat_res, "m")
+    return int(h3.average_hexagon_edge_length(metro_res, "m") / 2 // spacing)
+
+
+def _drop_border_bounces(rp, rs, rows, n, max_rows):  # type: ignore[no-untyped-def]
+    """Remove A -> B -> A visits to B of at most ``max_rows`` path rows (noise, not travel).
+
+    A track running along a metro cell border at a fine heat resolution flickers between
+    the two cells; each flicker would count as a crossing each way.
+    """
+    if max_rows <= 0:
+        return rp, rs, rows
+    while len(rp) >= 3:
+        same_piece_next = rs[1:] == rs[:-1]
+        length = np.diff(np.append(rows, n))  # rows up to the next run (or the path end)
+        bounce = (rp[:-2] == rp[2:]) & same_piece_next[:-1] & same_piece_next[1:]
+        bounce &= length[1:-1] <= max_rows
+        if not bounce.any():
+            break
+        keep = np.ones(len(rp), dtype=bool)
+        keep[1:-1] = ~bounce
+        rp, rs, rows = rp[keep], rs[keep], rows[keep]
+        merge = np.ones(len(rp), dtype=bool)
+        merge[1:] = (rp[1:] != rp[:-1]) | (rs[1:] != rs[:-1])
+        rp, rs, rows = rp[merge], rs[merge], rows[merge]
+    return rp, rs, rows
 
 
 def _fill_gaps(prev, nxt, t, v, row, ok):  # type: ignore[no-untyped-def]

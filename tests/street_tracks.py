@@ -71,18 +71,22 @@ def route_through(
         score[avoid] = np.inf
         return int(np.argmin(score))
 
-    d_after, p_after = dijkstra(graph, indices=exit_, return_predecessors=True)
-    end = far_node(d_after, entry)
-    d_before, p_before = dijkstra(graph.T.tocsr(), indices=entry, return_predecessors=True)
-    start = far_node(d_before, exit_)
-
     def walk(pred: np.ndarray, src: int, dst: int) -> list[int]:
         nodes = [dst]
         while nodes[-1] != src:
             nodes.append(int(pred[nodes[-1]]))
         return nodes[::-1]
 
+    d_before, p_before = dijkstra(graph.T.tocsr(), indices=entry, return_predecessors=True)
+    start = far_node(d_before, exit_)
     before = walk(p_before, entry, start)[::-1]  # start ... entry (reverse graph)
+    # The way on must not come back over the way in (a real ride rarely loops at once).
+    ahead = graph.tolil()
+    for node in before:
+        ahead[node, :] = 0
+        ahead[:, node] = 0
+    d_after, p_after = dijkstra(ahead.tocsr(), indices=exit_, return_predecessors=True)
+    end = far_node(d_after, entry)
     after = walk(p_after, exit_, end)
     route: Route = []
     for a, b in zip(before[:-1], before[1:], strict=True):

@@ -7,6 +7,7 @@ or lies under one; a full disk with ``RLIMIT_FSIZE`` (writes then fail with EFBI
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import resource
@@ -271,3 +272,30 @@ def test_a_full_disk_during_snapshot_keeps_the_previous_site(project: Path) -> N
     assert_one_line_error(proc, "file size limit", ".site.builds")
     assert tree_hashes(project / "site") == before
     assert leftovers(project) == []
+
+
+def test_a_corrupt_recovery_file_is_one_line_and_its_advice_works(project: Path) -> None:
+    before = store_rows(project)
+    part = project / "state" / "recovery" / "part-3.sqlite3"
+    _garbage_all(part)
+    proc = _run(project, COMMANDS[0])
+    err = assert_one_line_error(proc, f"recovery file {part} is corrupt", "remove")
+    assert store_rows(project) == before
+    shutil.rmtree(project / "state" / "recovery")  # what the message says to do
+    rerun = _run(project, COMMANDS[0])
+    assert rerun.returncode == 0, (err, rerun.stderr)
+    assert store_rows(project) == before  # the same input again changes nothing
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [(b"not gzip at all", "Not a gzipped file"), (gzip.compress(b"{}\n" * 50_000)[:100], "ended")],
+    ids=["not-gzip", "truncated"],
+)
+def test_a_broken_gzip_input_is_one_line_naming_it(project: Path, data: bytes, why: str) -> None:
+    before = store_rows(project)
+    broken = project / "broken.jsonl.gz"
+    broken.write_bytes(data)
+    proc = heatmetro("ingest", "-c", project / "config.toml", broken)
+    assert_one_line_error(proc, f"input {broken} cannot be read", why)
+    assert store_rows(project) == before

@@ -240,6 +240,29 @@ def test_whole_store_change_equals_the_reference_on_faulty_walks() -> None:
     assert all(c.status == "active" for c in batched)
 
 
+def test_a_walk_recorded_wholly_on_a_train_is_empty_and_counted() -> None:
+    """Nothing survives cleaning, in a batch of its own or beside an honest walk."""
+    config = Config(salt="clean-test")
+    train = build(3, parts=1, links=[], spikes=[0], cold=0, bad_last=0, hz1=False)
+    t = np.arange(300, dtype=np.float64) * 4.0
+    lat = CENTRE[0] + np.degrees(t * 40.0 / EARTH_RADIUS_M)  # 40 m/s due north
+    lng = np.full(300, CENTRE[1])
+    base: dict[str, Any] = {
+        "activity_id": "train", "athlete_id": "a", "updated_ms": 1, "sport_type": "Walk",
+        "layer": "run", "commute": False, "start_s": 1_600_000_000, "utc_offset_s": 0,
+        "month": "2020-09", "hide_override_m": None, "cut_start_m": 0.0, "cut_end_m": 0.0,
+        "zone_key": "[]", "fixes_in": 300, "max_speed_ms": WALK,
+    }  # fmt: skip
+    job = TrimJob(base, lat, lng, t, (), "test", 0)
+    walk = TrimJob({**base, "activity_id": "walk"}, train.lat, train.lng, train.t, (), "t", 1)
+    (alone,) = finish_batch([job], config)
+    assert alone.status == "empty" and alone.fixes_kept == 0
+    assert alone.vehicle_fixes == 300 and alone.vehicle_stretches == 1
+    together = finish_batch([job, walk], config)
+    assert together[0] == alone and together[1].status == "active"
+    assert together == [finish_one(job, config), finish_one(walk, config)]
+
+
 # --------------------------------------------------------------------------- linear work
 
 

@@ -26,6 +26,7 @@ import orjson
 from heatmetro.core.contract import MAX_FIXES_PER_ACTIVITY
 from heatmetro.core.geo import haversine_m
 from heatmetro.state.records import PATH_DTYPE, from_blob
+from tests.conftest import write_config
 from tests.streams import activity, street_rides, to_jsonl
 from tests.test_snapshot_cli import alpha_near, global_px, rgba_window
 
@@ -138,3 +139,13 @@ def test_fix_limit_is_a_dead_letter_and_the_stream_goes_on(project: Path, run_cl
     # ... and the odd jump of the jitter is dropped as a spike.
     assert spikes > 0
     assert "fixes dropped as spikes" in run_cli("stats", "-c", cfg).stdout
+
+
+def test_fix_limit_comes_from_the_config(tmp_path: Path, run_cli: Run) -> None:
+    cfg = write_config(tmp_path, max_fixes_per_activity=100)
+    events = tmp_path / "two.jsonl"
+    events.write_bytes(_jitter_watch(100, "w-100") + _jitter_watch(101, "w-101"))
+    run_cli("ingest", "-c", cfg, events)
+    dead = (tmp_path / "state" / "dead_letters.jsonl").read_text()
+    assert "activity w-101: 101 fixes: more than the limit of 100 per activity" in dead
+    assert "w-100" not in dead

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlite_utils
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from heatmetro.core.config import load_config
 from tests.conftest import TEST_SALT, write_config
@@ -66,6 +66,22 @@ def produce(
             producer.produce(topic, value=value, key=keys[i], on_delivery=_collect(errors))
     assert producer.flush(10) == 0, "messages left undelivered"
     assert not errors, errors
+
+
+def messages_per_partition(address: str, topic: str) -> dict[int, int]:
+    """Partition -> number of messages in it (high minus low watermark)."""
+    consumer = Consumer(
+        {"bootstrap.servers": address, "group.id": "count", "broker.address.family": "v4"}
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        out = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            out[p] = high - low
+        return out
+    finally:
+        consumer.close()
 
 
 def _collect(errors: list[Any]) -> Callable[[Any, Any], None]:
@@ -178,6 +194,9 @@ def test_kafka_partitions_spread_over_two_processes(
     # Keyed by athlete: the auto-created topic has several partitions.
     keys = [e["athlete_id"].encode() for e in events]
     produce(broker, "spread", [orjson.dumps(e) for e in events], keys)
+    # The premise, checked: the messages really sit in more than one partition.
+    filled = [n for n in messages_per_partition(broker, "spread").values() if n]
+    assert len(filled) >= 2 and sum(filled) == len(events), filled
 
     cfg, store = new_project(tmp_path / "w2")
     # Every process builds the same flow (flows/runner.py); a mismatch made timely panic

@@ -52,13 +52,14 @@ def _events(net: StreetNetwork, routes: dict[str, tuple[Route, str]], prefix: st
     return events
 
 
-def build(project: Path, events: list, **config: object) -> Path:
+def build(project: Path, events: list, workers: int = 1, **config: object) -> Path:
     project.mkdir(parents=True, exist_ok=True)
     write_config(project, base_map=str(HELSINKI), **config)
     path = project / "events.jsonl"
     path.write_bytes(to_jsonl(events))
     cfg = str(project / "config.toml")
-    for args in (["ingest", "-c", cfg, str(path)], ["snapshot", "-c", cfg, "--month", "2021-06"]):
+    ingest = ["ingest", "-c", cfg, str(path), "-w", str(workers)]
+    for args in (ingest, ["snapshot", "-c", cfg, "--month", "2021-06"]):
         proc = subprocess.run(
             [*HEATMETRO, *args], capture_output=True, text=True, env=SDE_ENV, cwd=REPO, timeout=300
         )
@@ -155,14 +156,36 @@ def test_geojson_has_each_edges_own_polyline_and_the_osm_attribution(net, scenar
 
 
 def test_erasure_with_a_base_map_is_byte_identical(net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Stream + one athlete's opt-out publishes what the stream without them publishes."""
+    """Stream + one athlete's opt-out publishes what the stream without them publishes
+    (the second build also runs 2 worker processes: matching is per activity, so the
+    worker count changes nothing)."""
     route = route_through(net, by_uid(net, RIDDEN), True, bike=True)
     base = _events(net, {"cyc": (route, "Ride")})
     extra = _events(net, {"cyc": (route, "Ride")}, prefix="x")[:2]  # one more athlete
     opt_out = athlete("xcyc-0", hide_start_end_m=0, aggregate_opt_out=True)
     opt_out["updated_at"] = "2021-07-01T00:00:00Z"
     with_them = build(tmp_path / "a", [*base[:4], *extra, *base[4:], opt_out])
-    without = build(tmp_path / "b", base)
+    without = build(tmp_path / "b", base, workers=2)
     for name in ("streets.csv", "streets.geojson", "streets_hourly.csv"):
         assert (with_them / name).read_bytes() == (without / name).read_bytes(), name
     assert rows(without)  # the comparison is not between two empty files
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "no such file"), (b"not a pbf", "cannot read it as OSM data")],
+)
+def test_a_bad_base_map_is_one_line_and_a_non_zero_exit(
+    tmp_path: Path, content: bytes | None, reason: str
+) -> None:
+    if content is not None:
+        (tmp_path / "city.osm.pbf").write_bytes(content)
+    write_config(tmp_path, base_map="city.osm.pbf")
+    (tmp_path / "events.jsonl").write_bytes(b"")
+    proc = subprocess.run(
+        [*HEATMETRO, "ingest", "-c", str(tmp_path / "config.toml"), str(tmp_path / "events.jsonl")],
+        capture_output=True, text=True, env=SDE_ENV, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1 and f"city.osm.pbf: {reason}" in errors[0], proc.stderr

@@ -173,7 +173,8 @@ def test_no_stored_cell_overlaps_an_effective_zone(
     )  # fmt: skip
     settings_, _ = FOLD.apply(None, parse_event(orjson.dumps(ath)))
     out = FOLD.apply(settings_, parse_event(orjson.dumps(activity("r-1", "a-1", pts))))[1]
-    (change,) = [c for c in out if isinstance(c, ActivityChange)]  # the public store's row
+    # The public store's change (the personal store gets its own copy, checked elsewhere).
+    (change,) = [c for c in out if isinstance(c, ActivityChange)]
     path = from_blob(change.path, PATH_DTYPE)
     assert (change.status == "active") == (len(path) > 0)
     eff = FOLD.zones(settings_, "a-1")

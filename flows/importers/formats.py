@@ -1,22 +1,22 @@
-"""Reading GPX, FIT and TCX files into a ``Track`` (times and positions), and sport names.
+"""The ``Track`` a parser extracts, FIT files read into one, and sport names.
 
-Every parser raises ``ImportFileError`` with a one-line reason for a file that cannot
-give a usable track; ``heatmetro.flows.importers.tracks`` turns tracks into stream events.
+GPX and TCX are read in ``xml_tracks``. Every parser reads a stream, raises
+``ImportFileError`` with a one-line reason for a file that cannot give a usable track,
+and skips (and counts) single points it cannot read; ``tracks`` turns tracks into
+stream events.
 """
 
 from __future__ import annotations
 
-import io
 import warnings
-import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import BinaryIO
 
 import fitdecode
-import gpxpy
-import gpxpy.gpx
 
+from heatmetro.core.contract import MAX_FIXES_PER_ACTIVITY
 from heatmetro.core.errors import ImportFileError
 
 VISIBILITIES = ("everyone", "followers_only", "only_me")
@@ -26,7 +26,9 @@ TRACK_SUFFIXES = (".gpx", ".fit", ".tcx")
 GPS_EPOCH = datetime(1980, 1, 6, tzinfo=UTC)
 FIT_EPOCH = datetime(1989, 12, 31, tzinfo=UTC)
 SEMICIRCLE_DEG = 180 / 2**31
-MAX_MEMBER_BYTES = 256 * 2**20  # refuse zip members that would inflate past this
+# The stream contract's bound on one activity: a file with more fixes is refused early,
+# so a parser's memory stays bounded (24 bytes a fix) whatever the file holds.
+MAX_TRACK_FIXES = MAX_FIXES_PER_ACTIVITY
 MAX_OFFSET_S = 14 * 3600
 MAX_UNTIMED_SHARE = 0.1  # a GPX segment with more points lacking <time> is not used
 
@@ -62,13 +64,18 @@ VIRTUAL_SPORTS = ("VirtualRide", "VirtualRun")
 
 @dataclass
 class Track:
-    """What a parser extracts: timed fixes, a detected sport and the local offset."""
+    """What a parser extracts: timed fixes, a detected sport and the local offset.
 
-    times: list[datetime] = field(default_factory=list)  # tz-aware
-    lats: list[float] = field(default_factory=list)
-    lngs: list[float] = field(default_factory=list)
+    Compact arrays (24 bytes a fix) rather than lists of objects: a long file's track
+    stays small. Times are UTC epoch microseconds.
+    """
+
+    times: array[int] = field(default_factory=lambda: array("q"))
+    lats: array[float] = field(default_factory=lambda: array("d"))
+    lngs: array[float] = field(default_factory=lambda: array("d"))
     sport_type: str | None = None
     utc_offset_s: int = 0
+    skipped: int = 0  # points present but unreadable (no latitude, bad number, bad time)
 
 
 def platform_sport(name: str | None) -> str | None:
@@ -108,6 +115,11 @@ def _fit_time(value: object) -> datetime | None:
     return None
 
 
+def _epoch_us(moment: datetime) -> int:
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def _local_offset(timestamp: object, local: object) -> int | None:
     """UTC offset from an activity message, rounded to 15 min; None if implausible."""
     utc, loc = _fit_time(timestamp), _fit_time(local)
@@ -117,11 +129,12 @@ def _local_offset(timestamp: object, local: object) -> int | None:
     return offset if abs(offset) <= MAX_OFFSET_S else None
 
 
-def parse_fit(data: bytes) -> Track:
-    """Read a FIT file (semicircle positions) into a Track.
+def parse_fit(stream: BinaryIO, max_fixes: int = MAX_TRACK_FIXES) -> Track:
+    """Read a FIT stream (semicircle positions) into a Track.
 
     Raises:
-        ImportFileError: corrupt, truncated or CRC-failing file (the reason in the message).
+        ImportFileError: corrupt, truncated or CRC-failing file (the reason in the message),
+            or more than ``max_fixes`` fixes.
     """
     track = Track()
     sports: list[tuple[float, str]] = []
@@ -129,10 +142,13 @@ def parse_fit(data: bytes) -> Track:
         with warnings.catch_warnings():
             # fitdecode warns about odd field sizes it then decodes fine (Coros files).
             warnings.simplefilter("ignore")
-            reader = fitdecode.FitReader(io.BytesIO(data), check_crc=fitdecode.CrcCheck.RAISE)
+            reader = fitdecode.FitReader(stream, check_crc=fitdecode.CrcCheck.RAISE)
             for frame in reader:
                 if isinstance(frame, fitdecode.FitDataMessage):
                     _fit_message(frame, track, sports)
+                    if len(track.times) > max_fixes:
+                        msg = f"more than {max_fixes:,} GPS fixes (the stream contract's limit)"
+                        raise ImportFileError(msg)
     except fitdecode.FitCRCError as exc:
         msg = f"FIT checksum mismatch, file is corrupt ({exc})"
         raise ImportFileError(msg) from exc
@@ -152,12 +168,16 @@ def _fit_message(
 ) -> None:
     get = frame.get_value
     if frame.name == "record":
-        when = _fit_time(get("timestamp", fallback=None))
         lat, lng = get("position_lat", fallback=None), get("position_long", fallback=None)
-        if when is not None and isinstance(lat, int) and isinstance(lng, int):
-            track.times.append(when)
-            track.lats.append(lat * SEMICIRCLE_DEG)
-            track.lngs.append(lng * SEMICIRCLE_DEG)
+        if lat is None and lng is None:
+            return  # no GPS in this record (indoors, or before the first fix)
+        when = _fit_time(get("timestamp", fallback=None))
+        if when is None or not isinstance(lat, int) or not isinstance(lng, int):
+            track.skipped += 1
+            return
+        track.times.append(_epoch_us(when))
+        track.lats.append(lat * SEMICIRCLE_DEG)
+        track.lngs.append(lng * SEMICIRCLE_DEG)
     elif frame.name in ("session", "sport"):
         sport = _fit_sport(get("sport", fallback=None), get("sub_sport", fallback=None))
         if sport is not None:
@@ -169,104 +189,3 @@ def _fit_message(
         )
         if offset is not None:
             track.utc_offset_s = offset
-
-
-# --------------------------------------------------------------------------- GPX, TCX
-
-
-def parse_gpx(data: bytes) -> Track:
-    """Read a GPX 1.0/1.1 file: track segments in order, else routes, into a Track.
-
-    Raises:
-        ImportFileError: not parseable as GPX.
-    """
-    try:
-        gpx = gpxpy.parse(data.decode("utf-8-sig"))  # -sig: some exporters write a BOM
-    except (gpxpy.gpx.GPXException, UnicodeDecodeError, ValueError) as exc:
-        msg = f"not a valid GPX file: {exc}"
-        raise ImportFileError(msg) from exc
-    segments: list[list[gpxpy.gpx.GPXTrackPoint] | list[gpxpy.gpx.GPXRoutePoint]]
-    segments = [s.points for t in gpx.tracks for s in t.segments if s.points]
-    segments += [r.points for r in gpx.routes if r.points]
-    if not segments:
-        msg = "no track or route points (waypoints only?)"
-        raise ImportFileError(msg)
-    # Garmin units save an untimed, simplified copy of each track beside the timed
-    # "ACTIVE LOG": use only segments that are (almost) fully timed.
-    timed = [
-        seg for seg in segments if sum(p.time is None for p in seg) <= MAX_UNTIMED_SHARE * len(seg)
-    ]
-    if not timed:
-        total = sum(len(seg) for seg in segments)
-        untimed = sum(p.time is None for seg in segments for p in seg)
-        msg = f"no timestamps on {untimed} of {total} points"
-        raise ImportFileError(msg)
-    types = [t.type for t in gpx.tracks if t.type] + [r.type for r in gpx.routes if r.type]
-    track = Track(sport_type=platform_sport(types[0]) if types else None)
-    for point in (p for seg in timed for p in seg):
-        when: datetime | None = point.time
-        if when is None:
-            continue
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        if not track.times:  # times written with +01:00 tell us the local offset
-            offset = when.utcoffset()
-            track.utc_offset_s = int(offset.total_seconds()) if offset else 0
-        track.times.append(when.astimezone(UTC))
-        track.lats.append(point.latitude)
-        track.lngs.append(point.longitude)
-    return track
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _child_text(element: ET.Element, name: str) -> str | None:
-    for child in element.iter():
-        if _local(child.tag) == name:
-            return child.text
-    return None
-
-
-def parse_tcx(data: bytes) -> Track:
-    """Read a Garmin TCX file (namespaces matched by local name) into a Track.
-
-    Raises:
-        ImportFileError: invalid XML or a bad time/coordinate value.
-    """
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        msg = f"not a valid TCX file: {exc}"
-        raise ImportFileError(msg) from exc
-    track = Track()
-    for element in root.iter():
-        tag = _local(element.tag)
-        if tag == "Activity" and track.sport_type is None:
-            track.sport_type = platform_sport(element.get("Sport"))
-        elif tag == "Trackpoint":
-            _tcx_point(element, track)
-    return track
-
-
-def _tcx_point(element: ET.Element, track: Track) -> None:
-    when, lat, lng = (
-        _child_text(element, n) for n in ("Time", "LatitudeDegrees", "LongitudeDegrees")
-    )
-    if not (when and lat and lng):
-        return  # trackpoints without Position are HR/cadence samples, not fixes
-    try:
-        moment = datetime.fromisoformat(when.strip())
-        track.lats.append(float(lat))
-        track.lngs.append(float(lng))
-    except ValueError as exc:
-        msg = f"bad trackpoint value (time {when!r}, lat {lat!r}, lng {lng!r})"
-        raise ImportFileError(msg) from exc
-    track.times.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-
-
-PARSERS: dict[str, Callable[[bytes], Track]] = {
-    ".fit": parse_fit,
-    ".gpx": parse_gpx,
-    ".tcx": parse_tcx,
-}

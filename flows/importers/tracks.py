@@ -13,27 +13,31 @@ same id and the stream consumer treats it as a re-delivery.
 from __future__ import annotations
 
 import csv
-import gzip
-import hashlib
 import io
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import IO, BinaryIO
 
 from heatmetro.core.errors import ImportFileError
+from heatmetro.flows.importers.capped import DEFAULT_MAX_FILE_BYTES, capped, size_text
 from heatmetro.flows.importers.formats import (
     GPS_EPOCH,
-    MAX_MEMBER_BYTES,
-    PARSERS,
+    MAX_TRACK_FIXES,
     TRACK_SUFFIXES,
     VIRTUAL_SPORTS,
     VISIBILITIES,
     Track,
+    parse_fit,
     platform_sport,
 )
+from heatmetro.flows.importers.xml_tracks import XML_PARSERS
 
+PARSERS: dict[str, Callable[[BinaryIO, int], Track]] = {".fit": parse_fit, **XML_PARSERS}
+MAX_CSV_BYTES = 64 * 2**20  # an export's activities.csv: one row per activity
 OnError = Callable[[Path, str], None]
 
 
@@ -44,7 +48,7 @@ def _iso(moment: datetime) -> str:
 def _clean_streams(track: Track) -> tuple[datetime, list[list[float]], list[int]]:
     """Drop invalid fixes and fixes that go back in time; return start and streams."""
     latlng: list[list[float]] = []
-    times: list[datetime] = []
+    times: list[int] = []
     for when, lat, lng in zip(track.times, track.lats, track.lngs, strict=True):
         if not (-90 <= lat <= 90 and -180 <= lng <= 180) or (lat == 0 and lng == 0):
             continue  # (0, 0) is what receivers write before they have a fix
@@ -53,13 +57,15 @@ def _clean_streams(track: Track) -> tuple[datetime, list[list[float]], list[int]
         times.append(when)
         latlng.append([round(lat, 6), round(lng, 6)])
     if len(latlng) < 2:
-        msg = f"no usable GPS track ({len(latlng)} fix(es) with position and time)"
+        unreadable = f", {track.skipped} unreadable point(s)" if track.skipped else ""
+        msg = f"no usable GPS track ({len(latlng)} fix(es) with position and time{unreadable})"
         raise ImportFileError(msg)
-    start = times[0].replace(microsecond=0)
+    start_s = times[0] // 1_000_000  # whole seconds, as the contract's start_date
+    start = datetime.fromtimestamp(start_s, tz=UTC)
     if start < GPS_EPOCH:
         msg = f"device clock not set: start time {_iso(start)} is before GPS existed"
         raise ImportFileError(msg)
-    return start, latlng, [int((t - start).total_seconds()) for t in times]
+    return start, latlng, [(t // 1_000_000) - start_s if t >= 0 else 0 for t in times]
 
 
 def track_event(
@@ -97,46 +103,57 @@ class _Options:
     athlete_id: str
     visibility: str
     sport_type: str | None
+    max_file_bytes: int
+    on_error: OnError
+    on_warning: OnError
 
 
-def _convert(name: str, data: bytes, opts: _Options, listed_sport: str | None) -> dict:
-    """One file's bytes -> event; every failure becomes an ImportFileError with a reason."""
+def _convert(
+    name: str, raw: IO[bytes], opts: _Options, listed_sport: str | None
+) -> tuple[dict, int]:
+    """One file's (compressed) stream -> (event, points skipped as unreadable).
+
+    Raises:
+        ImportFileError: the file gives no usable track; the reason in the message.
+    """
     kind = _kind(name)
     if kind is None:
         msg = "unsupported file type (expected .gpx, .fit, .tcx, optionally .gz, or .zip)"
         raise ImportFileError(msg)
-    if name.lower().endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            msg = f"broken gzip: {exc}"
-            raise ImportFileError(msg) from exc
-    track = PARSERS[kind](data)
+    reader, stream = capped(raw, opts.max_file_bytes, gz=name.lower().endswith(".gz"))
+    track = PARSERS[kind](stream, MAX_TRACK_FIXES)
+    reader.drain()  # the id hashes the whole content, read to its end (still capped)
     sport = opts.sport_type or listed_sport or track.sport_type or "Ride"
     if sport in VIRTUAL_SPORTS:
         msg = f"virtual activity ({sport}): its GPS positions are simulated"
         raise ImportFileError(msg)
-    activity_id = f"{opts.athlete_id}:{hashlib.sha256(data).hexdigest()[:16]}"
-    return track_event(
+    event = track_event(
         track,
-        activity_id=activity_id,
+        activity_id=f"{opts.athlete_id}:{reader.digest()[:16]}",
         athlete_id=opts.athlete_id,
         visibility=opts.visibility,
         sport_type=sport,
     )
+    return event, track.skipped
 
 
 def _guarded(
-    path: Path, name: str, data: bytes, opts: _Options, listed: str | None, on_error: OnError
+    path: Path, name: str, open_raw: Callable[[], IO[bytes]], opts: _Options, listed: str | None
 ) -> dict | None:
     try:
-        return _convert(name, data, opts, listed)
+        with open_raw() as raw:
+            event, skipped = _convert(name, raw, opts, listed)
+        if skipped:
+            opts.on_warning(path, f"skipped {skipped} unreadable point(s)")
+        return event
     except ImportFileError as exc:
-        on_error(path, str(exc))
+        opts.on_error(path, str(exc))
+    except OSError as exc:
+        opts.on_error(path, f"cannot read file: {exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 - parsers raise anything on hostile input
-        # gpxpy/fitdecode raise assorted built-ins on malformed input; one bad file must
+        # fitdecode raises assorted built-ins on malformed input; one bad file must
         # never stop an import of hundreds.
-        on_error(path, f"unreadable file: {type(exc).__name__}: {exc}")
+        opts.on_error(path, f"unreadable file: {type(exc).__name__}: {exc}")
     return None
 
 
@@ -145,7 +162,11 @@ def _listed_sports(archive: zipfile.ZipFile) -> dict[str, str]:
     names = [n for n in archive.namelist() if PurePosixPath(n).name == "activities.csv"]
     if not names:
         return {}
-    text = archive.read(names[0]).decode("utf-8-sig", errors="replace")
+    with archive.open(names[0]) as fh:
+        data = fh.read(MAX_CSV_BYTES + 1)
+    if len(data) > MAX_CSV_BYTES:
+        return {}  # an absurd listing is ignored; the files' own sports are used
+    text = data.decode("utf-8-sig", errors="replace")
     sports: dict[str, str] = {}
     for row in csv.DictReader(io.StringIO(text)):
         filename, sport = row.get("Filename") or "", platform_sport(row.get("Activity Type"))
@@ -154,27 +175,36 @@ def _listed_sports(archive: zipfile.ZipFile) -> dict[str, str]:
     return sports
 
 
-def _zip_events(path: Path, opts: _Options, on_error: OnError) -> Iterator[dict]:
+def _zip_events(path: Path, opts: _Options) -> Iterator[dict]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        on_error(path, f"not a readable zip file: {exc}")
+        opts.on_error(path, f"not a readable zip file: {exc}")
         return
     with archive:
-        listed = _listed_sports(archive)
+        try:
+            listed = _listed_sports(archive)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            opts.on_error(path / "activities.csv", f"cannot extract from zip: {exc}")
+            listed = {}
         for info in sorted(archive.infolist(), key=lambda i: i.filename):
             if info.is_dir() or "__MACOSX" in info.filename or _kind(info.filename) is None:
                 continue
             member = path / info.filename
-            if info.file_size > MAX_MEMBER_BYTES:
-                on_error(member, f"member too large ({info.file_size} bytes)")
+            if info.file_size > opts.max_file_bytes:  # the declared size: refuse early
+                opts.on_error(
+                    member,
+                    f"refused: member declares {size_text(info.file_size)}, more than "
+                    f"{size_text(opts.max_file_bytes)} (--max-file-bytes)",
+                )
                 continue
-            try:
-                data = archive.read(info)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                on_error(member, f"cannot extract from zip: {exc}")
-                continue
-            event = _guarded(member, info.filename, data, opts, listed.get(info.filename), on_error)
+            event = _guarded(
+                member,
+                info.filename,
+                partial(archive.open, info),
+                opts,
+                listed.get(info.filename),
+            )
             if event is not None:
                 yield event
 
@@ -197,6 +227,8 @@ def import_tracks(
     visibility: str = "everyone",
     sport_type: str | None = None,
     on_error: OnError,
+    on_warning: OnError | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> Iterator[dict]:
     """Turn track files, folders and export zips into v1 ``activity`` events.
 
@@ -207,6 +239,10 @@ def import_tracks(
         visibility: ``everyone``, ``followers_only`` or ``only_me`` for every activity.
         sport_type: Force a sport; else the export CSV's type, the file's own, or "Ride".
         on_error: Called as ``on_error(path, reason)`` for each file that is skipped.
+        on_warning: Called as ``on_warning(path, note)`` for a file imported with losses
+            (``skipped 2 unreadable point(s)``).
+        max_file_bytes: Refuse a file (or zip member) whose *uncompressed* content is
+            larger; it is read as a stream, so memory stays bounded whatever the file.
 
     Yields:
         One event per usable file, in input order; a file seen twice is yielded once.
@@ -220,25 +256,25 @@ def import_tracks(
     if visibility not in VISIBILITIES:
         msg = f"import: visibility {visibility!r} is not one of {', '.join(VISIBILITIES)}"
         raise ImportFileError(msg)
+    if max_file_bytes < 1:
+        msg = f"import: --max-file-bytes must be positive (got {max_file_bytes})"
+        raise ImportFileError(msg)
     forced = platform_sport(sport_type) or sport_type if sport_type else None
-    opts = _Options(athlete_id, visibility, forced)
+    opts = _Options(
+        athlete_id, visibility, forced, max_file_bytes, on_error, on_warning or (lambda p, n: None)
+    )
     seen: set[str] = set()
     for path in _expand(paths):
-        for event in _events_of(path, opts, on_error):
+        for event in _events_of(path, opts):
             if event["activity_id"] not in seen:
                 seen.add(event["activity_id"])
                 yield event
 
 
-def _events_of(path: Path, opts: _Options, on_error: OnError) -> Iterator[dict]:
+def _events_of(path: Path, opts: _Options) -> Iterator[dict]:
     if path.suffix.lower() == ".zip":
-        yield from _zip_events(path, opts, on_error)
+        yield from _zip_events(path, opts)
         return
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        on_error(path, f"cannot read file: {exc.strerror or exc}")
-        return
-    event = _guarded(path, path.name, data, opts, None, on_error)
+    event = _guarded(path, path.name, lambda: path.open("rb"), opts, None)
     if event is not None:
         yield event

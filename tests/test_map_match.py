@@ -1,0 +1,134 @@
+"""The HMM map matcher on the real Helsinki extract: one-way rules, bounded work, no map.
+
+The CLI tests (``test_streets_cli.py``) check what planners get; these check the
+matcher's own promises on seeded noisy tracks (sigma 5 m) routed along the streets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import heatmetro.flows.map_match as mm
+from heatmetro.state.street_network import FWD, REV, StreetNetwork
+from tests.street_tracks import HELSINKI, by_uid, helsinki, noisy_track, route_through
+
+pytestmark = pytest.mark.skipif(not HELSINKI.is_file(), reason=f"{HELSINKI} is absent")
+KIRKKOKATU = "36730359:343813967-324694810"  # oneway=yes, no contraflow for bikes
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> StreetNetwork:
+    return helsinki(tmp_path_factory.mktemp("network"))
+
+
+def match(net: StreetNetwork, mode: str, pts: list[list[float]]) -> np.ndarray:
+    p = np.array(pts)
+    n = len(p)
+    return mm.match_activity(net, mode, p[:, 0], p[:, 1], np.arange(n, dtype=float), np.zeros(n))
+
+
+def visits(net: StreetNetwork, m: np.ndarray) -> list[tuple[str, bool]]:
+    idx = net.index_of(m["edge"])
+    return [(str(net.uid[i]), bool(f)) for i, f in zip(idx, m["fwd"], strict=True)]
+
+
+def test_bikes_are_never_matched_against_a_one_way_street_walkers_are(net) -> None:  # type: ignore[no-untyped-def]
+    # A track along Kirkkokatu against its one-way direction (a walker's route).
+    route = route_through(net, by_uid(net, KIRKKOKATU), False, bike=False)
+    pts = noisy_track(net, route, seed=3, speed_ms=3.0)
+    assert (KIRKKOKATU, False) in visits(net, match(net, "foot", pts))
+    assert (KIRKKOKATU, False) not in visits(net, match(net, "bike", pts))
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(pick=st.integers(0, 10**6), seed=st.integers(0, 10**6), forward=st.booleans())
+def test_a_bike_match_only_goes_ways_bikes_may_go(net, pick: int, seed: int, forward: bool) -> None:  # type: ignore[no-untyped-def]
+    usable = np.flatnonzero((net.length_m > 30) & (net.bike > 0))
+    edge = int(usable[pick % len(usable)])
+    if not net.bike[edge] & (FWD if forward else REV):
+        forward = not forward
+    m = match(
+        net, "bike", noisy_track(net, route_through(net, edge, forward, bike=True), seed=seed)
+    )
+    idx = net.index_of(m["edge"])
+    allowed = np.where(m["fwd"] == 1, net.bike[idx] & FWD, net.bike[idx] & REV)
+    assert (allowed > 0).all(), "a bike was matched against a one-way street or onto steps"
+
+
+def test_work_grows_linearly_with_the_fixes(net, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Shortest-path work (sources x subgraph nodes, summed) for a ride and for the same
+    ride four times over: at most ~4x, not 16x."""
+    work: list[int] = []
+    real = mm._Routes.__init__
+
+    def counting(self, *args, **kw):  # type: ignore[no-untyped-def]
+        real(self, *args, **kw)
+        work.append(len(self.src) * len(self.nodes))
+
+    monkeypatch.setattr(mm._Routes, "__init__", counting)
+    route = route_through(net, by_uid(net, KIRKKOKATU), True, bike=True, around_m=500)
+    there = noisy_track(net, route, seed=1)
+    back = noisy_track(net, [(e, not f) for e, f in reversed(route)], seed=2)
+    match(net, "foot", there)
+    once = sum(work)
+    work.clear()
+    match(net, "foot", there + back + there + back)
+    assert 0 < sum(work) <= 5 * once, f"work {once} for one ride, {sum(work)} for four"
+
+
+def test_a_track_far_from_every_street_matches_nothing_and_routes_nothing(net, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    built: list[int] = []
+    real = mm._Routes.__init__
+    monkeypatch.setattr(
+        mm._Routes, "__init__", lambda self, *a, **k: (built.append(1), real(self, *a, **k))[1]
+    )
+    route = route_through(net, by_uid(net, KIRKKOKATU), True, bike=True)
+    far = [[lat + 0.05, lng] for lat, lng in noisy_track(net, route, seed=4)]  # 5.5 km north
+    assert len(match(net, "bike", far)) == 0
+    assert not built
+
+
+def test_matching_is_deterministic(net: StreetNetwork, tmp_path: Path) -> None:
+    route = route_through(net, by_uid(net, KIRKKOKATU), True, bike=True)
+    pts = noisy_track(net, route, seed=5)
+    assert match(net, "bike", pts).tobytes() == match(net, "bike", pts).tobytes()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 10**6),
+    n=st.integers(1, 250),
+    kind=st.sampled_from(["walk", "still", "jumps", "vertices", "leaves the map"]),
+    mode=st.sampled_from(["bike", "foot"]),
+)
+def test_any_track_gives_an_ordered_sequence_within_its_time(net, seed, n, kind, mode) -> None:  # type: ignore[no-untyped-def]
+    """GPS faults, standing still, teleports, fixes exactly on nodes, pieces: the matcher
+    never fails, and every visit lies within the track's own time span, in order."""
+    rng = np.random.default_rng(seed)
+    lat0, lng0 = 60.164 + 0.015 * rng.random(), 24.935 + 0.018 * rng.random()
+    walk_lat = lat0 + np.cumsum(rng.normal(0, 1e-4, n))
+    walk_lng = lng0 + np.cumsum(rng.normal(0, 2e-4, n))
+    if kind == "still":
+        walk_lat, walk_lng = np.full(n, lat0), np.full(n, lng0)
+    elif kind == "jumps":
+        walk_lat, walk_lng = lat0 + rng.normal(0, 0.01, n), lng0 + rng.normal(0, 0.02, n)
+    elif kind == "vertices":
+        on = rng.integers(0, len(net.lat), n)
+        walk_lat, walk_lng = net.lat[on], net.lng[on]
+    elif kind == "leaves the map":
+        walk_lat[n // 2 :] += 0.1
+    t = np.sort(rng.integers(0, 3 * n + 1, n)).astype(float)
+    seg = np.sort(rng.integers(0, 3, n))
+    m = mm.match_activity(net, mode, walk_lat, walk_lng, t, seg)
+    assert (m["t_out"] >= m["t"]).all() and (m["t"][1:] >= m["t"][:-1] - 1e-3).all()
+    assert (m["t"] >= t.min()).all() and (m["t_out"] <= t.max()).all()
+    assert (net.index_of(m["edge"]) >= 0).all()
