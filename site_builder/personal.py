@@ -94,6 +94,7 @@ def build_personal(
         min_athletes=1,
         layers=tuple(heat),
         bounds=bounds,
+        heat=heat,
         counts={"activities": len(acts), "tiles": n_tiles},
         version=__version__,
         build_date=build_date,
