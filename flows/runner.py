@@ -24,7 +24,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from heatmetro.core.config import Config
 from heatmetro.core.errors import HeatmetroError
-from heatmetro.flows.fatal import check_recovery_parts
+from heatmetro.flows.fatal import check_recovery_parts, watch_children
 from heatmetro.flows.ingest import build_flow
 from heatmetro.state.store import connect, export_dead_letters
 
@@ -122,6 +122,7 @@ def run_ingest(config: Config, inputs: list[str], *, follow: bool = False, worke
             )  # fmt: skip
             for i in range(1, workers)
         ]
+        watch_children(children)
         try:
             run_worker(config, inputs, follow=follow, process_id=0, addresses=addresses)
         finally:

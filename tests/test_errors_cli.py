@@ -16,6 +16,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from tests.streams import (
     line,
     to_jsonl,
 )
+from tests.test_ingest_cli import _worker_children
 
 SDE = "1700000000"
 MONTH = "2021-06"
@@ -299,3 +301,41 @@ def test_a_broken_gzip_input_is_one_line_naming_it(project: Path, data: bytes, w
     proc = heatmetro("ingest", "-c", project / "config.toml", broken)
     assert_one_line_error(proc, f"input {broken} cannot be read", why)
     assert store_rows(project) == before
+
+
+def test_a_dead_worker_process_ends_a_cluster_run_in_one_line(project: Path) -> None:
+    """`ingest -w 2` whose second process dies must not hang (timely waits for a lost
+    peer forever): it ends in one line, and a rerun completes."""
+    north = line(NORTH_WEST, NORTH_EAST)
+    stream = project / "long.jsonl"
+    stream.write_bytes(
+        to_jsonl([activity(f"w{i}", f"w{i % 40}", north,
+                           start=datetime(2021, 6, 1 + i % 28, tzinfo=UTC)) for i in range(800)])
+    )  # fmt: skip
+    cfg = project / "config.toml"
+    proc = subprocess.Popen(
+        [*HEATMETRO, "ingest", "-c", str(cfg), str(stream), "-w", "2"],
+        env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (workers := _worker_children(proc.pid)) and time.monotonic() < deadline:
+            assert proc.poll() is None, "ingest ended before its worker process started"
+            time.sleep(0.05)
+        assert len(workers) == 1, workers
+        time.sleep(0.5)  # well inside the run
+        assert proc.poll() is None, "ingest ended before the kill"
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)  # a hang fails here
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    assert (
+        err.strip()
+        == "heatmetro ingest: error: worker process 1 ended with code -9; rerun to resume"
+    )
+    rerun = heatmetro("ingest", "-c", cfg, stream, "-w", "2")
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(store_rows(project)["activities"]) == 4 + 800
