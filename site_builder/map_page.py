@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heatmetro.core.config import Config
+from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.pages import (
     HEAT_ATTRIBUTION,
     LAYER_LABELS,
@@ -20,7 +21,7 @@ from heatmetro.site_builder.pages import (
     scheme_styles,
     write_assets,
 )
-from heatmetro.site_builder.tiles import write_heat_tiles
+from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
 from heatmetro.site_builder.window import LayerHeat
 
 
@@ -58,6 +59,7 @@ def write_layer_tiles(
             public_max_zoom=max_zoom,
             max_zoom=max_zoom,
             heat_resolution=config.heat_resolution,
+            workers=config.tile_workers or default_workers(),
         )
         n = sum(stats.tiles_per_zoom.values())
         total += n
@@ -75,6 +77,7 @@ def page_meta(
     min_athletes: int,
     layers: tuple[str, ...],
     bounds: tuple[float, float, float, float] | None,
+    heat: dict[str, LayerHeat],
     counts: dict[str, int],
     version: str,
     build_date: str,
@@ -100,6 +103,8 @@ def page_meta(
         basemap_url=config.basemap_url if basemap else "",
         basemap_attribution=config.basemap_attribution if basemap else "",
         has_metro=False,
+        # Open on the densest heat, as the Global Heatmap does.
+        view=densest_view(heat["all"].cells, heat["all"].heat) if "all" in heat else None,
     )
 
 

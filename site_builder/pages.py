@@ -51,6 +51,10 @@ LAYER_LABELS: dict[str, str] = {
 #: Colour schemes ``(value, label)``; all but "hot" are SVG filters over the hot tiles.
 SCHEMES: tuple[tuple[str, str], ...] = tuple(SCHEME_LABELS.items())
 
+#: The weekly map's "all" layer, offered in the monthly page's switcher once published.
+WEEKLY_TILES = "weekly/tiles/all"
+WEEKLY_LABEL = "Last 7 days"
+
 HEAT_ATTRIBUTION = "heatmetro · data: the contributing athletes"
 HEAT_PANE = "heat"  # Leaflet gives the pane the class ``leaflet-heat-pane``.
 HEAT_PANE_Z = 410  # above the basemap (tilePane, 200) and overlays (400), below markers
@@ -250,6 +254,22 @@ def build_map(meta: SiteMeta) -> MapParts:
                 pane=HEAT_PANE,
                 class_name=f"heat-{layer}",
                 **options,
+            ).add_to(fmap)
+        )
+    if meta.has_weekly and meta.tiles_format == "png":
+        # The last 7 days (snapshot --weekly) as one more choice; its own, lower zoom cap.
+        heat_layers.append(
+            TileLayer(
+                tiles=f"{WEEKLY_TILES}/{{z}}/{{x}}/{{y}}.png",
+                attr=HEAT_ATTRIBUTION,
+                name=WEEKLY_LABEL,
+                overlay=False,
+                show=False,
+                min_zoom=meta.min_zoom,
+                max_zoom=meta.max_zoom,
+                max_native_zoom=meta.weekly_public_max_zoom,
+                pane=HEAT_PANE,
+                class_name="heat-weekly",
             ).add_to(fmap)
         )
     if meta.layers:

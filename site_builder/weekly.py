@@ -115,7 +115,7 @@ def run_weekly(
         meta = page_meta(
             config, first=first.isoformat(), last=last.isoformat(),
             max_zoom=config.weekly_max_zoom, min_athletes=config.weekly_k, layers=tuple(heat),
-            bounds=bounds, counts=counts, version=__version__,
+            bounds=bounds, heat=heat, counts=counts, version=__version__,
             build_date=when.strftime("%Y-%m-%d"),
         )  # fmt: skip
         page = PageText(
