@@ -1,18 +1,22 @@
-"""Benchmark ``heatmetro snapshot`` on real ValleyBike rides and on a 10x scale-up.
+"""Benchmark ``heatmetro snapshot``: street lines (res 13) vs res 11, parallel and incremental.
 
-Steps:
+Steps, all through the real CLI on real ValleyBike rides (the six months in
+``../shared/data/valleybike``, or the two bundled months with ``--bundled``):
 
-1. Convert the six ValleyBike months from ``../shared/data/valleybike`` (or the two bundled
-   months when that folder is absent) to stream events and ingest them once, with the CLI,
-   into a temporary project using the DEFAULT config zooms (2..16, public up to 12).
-2. Time ``heatmetro snapshot`` for the latest month under ``/usr/bin/time -v``: wall time,
-   peak RSS, tiles written per second.
-3. Copy the store and multiply it by 10: every ``athlete_months`` row is copied nine times
-   with the athlete id suffixed ``-1`` .. ``-9`` (same cells: 10x the athletes and rows),
-   then time the snapshot of that store the same way.
+1. Ingest the same events twice: ``heat_resolution = 11`` (before: streets as ~40 px
+   bands of discs) and ``13`` (after: streets as lines). Report the store's bytes per km
+   of GPS track (trimmed paths + per-athlete heat aggregates) for each.
+2. Full snapshot of each (every core), under ``/usr/bin/time -v``: wall time, peak RSS;
+   and the res-13 one with ``tile_workers = 1``: tiles/s of ONE core in the tile stage
+   (the sum of the per-layer figures the CLI prints).
+3. Change 1% of the athletes (every 100th: their athlete-month rows are dropped, as an
+   opt-out would), rebuild incrementally on top of the published build, and compare
+   with a full build of the changed store in a fresh folder: time ratio and
+   byte-identical output.
 
-Prints a table and the growth ratio 10x/1x; times are wall clock on a noisy machine, so
-compare the ratio, not the absolute seconds. Usage::
+Times are wall clock on a noisy shared machine: read the ratios, not the seconds.
+Projects live in ``bench/.runs/`` (this machine's /tmp is slow at creating files).
+Usage::
 
     .venv/bin/python bench/snapshot.py [--bundled] [--keep] [--workers N]
 """
@@ -20,7 +24,8 @@ compare the ratio, not the absolute seconds. Usage::
 from __future__ import annotations
 
 import argparse
-import json
+import filecmp
+import math
 import os
 import re
 import shutil
@@ -41,64 +46,67 @@ from heatmetro.flows.importers.valleybike import valleybike_events  # noqa: E402
 from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs  # noqa: E402
 
 HEATMETRO = [sys.executable, "-m", "heatmetro.cli"]
-SCALE = 10
 BENCH_SALT = "bench-salt-not-secret"
+RUNS = REPO / "bench" / ".runs"
 
 
 @dataclass(frozen=True)
 class Run:
     label: str
-    rows: int
-    athletes: int
     seconds: float
     tiles: int
+    tile_seconds: float
+    reused: int
     peak_rss_mb: float
-
-    @property
-    def tiles_per_s(self) -> float:
-        return self.tiles / self.seconds if self.seconds > 0 else 0.0
 
 
 def env() -> dict[str, str]:
     return dict(
-        os.environ,
-        HEATMETRO_SALT=BENCH_SALT,
-        HEATMETRO_QUIET="1",
-        PYTHONPATH=str(REPO),
-        SOURCE_DATE_EPOCH="1700000000",
+        os.environ, HEATMETRO_SALT=BENCH_SALT, PYTHONPATH=str(REPO), SOURCE_DATE_EPOCH="1700000000"
     )
 
 
-def write_config(project: Path) -> Path:
-    """Default zooms and thresholds: only where the store and the site go."""
-    path = project / "config.toml"
-    path.write_text('state_dir = "state"\nout_dir = "site"\nshards = 1\n')  # one file to scale up
+def write_config(
+    project: Path, res: int, *, out: str = "site", workers: int = 0, fmt: str = "png"
+) -> Path:
+    path = project / f"{out}.toml"
+    path.write_text(
+        f'state_dir = "state"\nout_dir = "{out}"\nheat_resolution = {res}\nshards = 1\n'
+        f'tile_workers = {workers}\nbasemap_url = ""\ntiles_format = "{fmt}"\n'
+    )
     return path
 
 
-def source_csvs(bundled: bool) -> list[Path]:
-    return (shared_csvs() if not bundled else []) or bundled_csvs()
+def track_km(events: list[dict]) -> float:
+    """Kilometres of GPS track in the activity events (haversine between fixes)."""
+    total = 0.0
+    for ev in events:
+        pts = ev.get("streams", {}).get("latlng") or []
+        for (a, b), (c, d) in zip(pts, pts[1:], strict=False):
+            p1, p2 = math.radians(a), math.radians(c)
+            h = (
+                math.sin((p2 - p1) / 2) ** 2
+                + math.cos(p1) * math.cos(p2) * math.sin(math.radians(d - b) / 2) ** 2
+            )
+            total += 2 * 6_371_008.8 * math.asin(math.sqrt(h))
+    return total / 1000.0
 
 
-def ingest(project: Path, csvs: list[Path], workers: int) -> None:
-    events = project / "events.jsonl.gz"
-    t0 = time.perf_counter()
-    n = write_jsonl(valleybike_events(csvs), events)
-    print(f"converted {len(csvs)} CSV files -> {n:,} events in {time.perf_counter() - t0:.1f} s")
-    t0 = time.perf_counter()
-    cmd = [
-        *HEATMETRO,
-        "ingest",
-        "-c",
-        str(project / "config.toml"),
-        "-w",
-        str(workers),
-        str(events),
-    ]
-    proc = subprocess.run(cmd, env=env(), cwd=REPO, capture_output=True, text=True)
+def ingest(project: Path, events_file: Path, workers: int) -> None:
+    cmd = [*HEATMETRO, "ingest", "-c", str(project / "site.toml"), "-w", str(workers)]
+    proc = subprocess.run(
+        [*cmd, str(events_file)], env=env(), cwd=REPO, capture_output=True, text=True
+    )
     if proc.returncode:
         sys.exit(f"ingest failed:\n{proc.stderr}")
-    print(f"{proc.stdout.strip()} in {time.perf_counter() - t0:.1f} s")
+
+
+def store_bytes(db_path: Path) -> int:
+    """Bytes of the trimmed paths and the per-athlete heat aggregates."""
+    with sqlite3.connect(db_path) as db:
+        paths = db.execute("SELECT coalesce(sum(length(path)), 0) FROM activities").fetchone()[0]
+        heat = db.execute("SELECT coalesce(sum(length(heat)), 0) FROM athlete_months").fetchone()[0]
+    return int(paths) + int(heat)
 
 
 def latest_month(db_path: Path) -> str:
@@ -106,94 +114,128 @@ def latest_month(db_path: Path) -> str:
         return str(db.execute("SELECT max(month) FROM athlete_months").fetchone()[0])
 
 
-def window_figures(db_path: Path, month: str) -> tuple[int, int]:
-    """``athlete_months`` rows and distinct athletes inside the snapshot's 12-month window."""
-    first, last = window_months(month)
-    with sqlite3.connect(db_path) as db:
-        rows, athletes = db.execute(
-            "SELECT count(*), count(DISTINCT athlete_id) FROM athlete_months "
-            "WHERE month BETWEEN ? AND ?",
-            (first, last),
-        ).fetchone()
-    return rows, athletes
-
-
-def scale_up(src: Path, dst: Path, factor: int) -> None:
-    """``dst`` = ``src``'s project with every athlete-month row copied ``factor - 1`` times."""
-    dst.mkdir()
-    write_config(dst)
-    shutil.copytree(src / "state" / "shards", dst / "state" / "shards")
-    with sqlite3.connect(dst / "state" / "shards" / "0000.db") as db:
-        for k in range(1, factor):
-            db.execute(
-                "INSERT INTO athlete_months SELECT athlete_id || ?, month, layer, activities, "
-                "heat, edges, hexagons, od FROM athlete_months WHERE athlete_id NOT LIKE '%-_'",
-                (f"-{k}",),
-            )
-        db.commit()
-
-
-def timed_snapshot(label: str, project: Path, month: str) -> Run:
-    rows, athletes = window_figures(project / "state" / "shards" / "0000.db", month)
-    cmd = ["/usr/bin/time", "-v", *HEATMETRO, "snapshot", "-q", "-c", str(project / "config.toml")]
+def snapshot(label: str, project: Path, config: Path, month: str) -> Run:
+    cmd = ["/usr/bin/time", "-v", *HEATMETRO, "snapshot", "-c", str(config), "--month", month]
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [*cmd, "--month", month], env=env(), cwd=REPO, capture_output=True, text=True
-    )
+    proc = subprocess.run(cmd, env=env(), cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"snapshot {label} failed:\n{proc.stderr}")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    meta = json.loads((project / "site" / "metadata.json").read_text())
+    layers = re.findall(r"tiles \S+\s+([\d,]+) in ([\d.]+) s .*?([\d,]+) unchanged", proc.stderr)
     return Run(
         label=label,
-        rows=rows,
-        athletes=athletes,
         seconds=seconds,
-        tiles=int(meta["counts"]["tiles"]),
+        tiles=sum(int(n.replace(",", "")) for n, _, _ in layers),
+        tile_seconds=sum(float(s) for _, s, _ in layers),
+        reused=sum(int(r.replace(",", "")) for _, _, r in layers),
         peak_rss_mb=int(rss.group(1)) / 1024 if rss else float("nan"),
     )
+
+
+def change_one_percent(db_path: Path) -> int:
+    """Drop the athlete-month rows of every 100th athlete (sorted ids); how many athletes."""
+    with sqlite3.connect(db_path) as db:
+        ids = [
+            r[0] for r in db.execute("SELECT DISTINCT athlete_id FROM athlete_months ORDER BY 1")
+        ]
+        gone = ids[::100]
+        db.executemany("DELETE FROM athlete_months WHERE athlete_id = ?", [(a,) for a in gone])
+        db.commit()
+    return len(gone)
+
+
+def same_tree(a: Path, b: Path) -> bool:
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    if files_a != files_b:
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(a, b, [str(p) for p in files_a], shallow=False)
+    return not mismatch and not errors
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundled", action="store_true", help="use the two bundled months only")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary projects")
+    parser.add_argument("--keep", action="store_true", help="keep the projects")
     parser.add_argument("--workers", type=int, default=2, help="ingest workers (default 2)")
     args = parser.parse_args()
     if not Path("/usr/bin/time").is_file():
         sys.exit("needs /usr/bin/time (Debian package `time`) for peak memory")
-
-    root = Path(tempfile.mkdtemp(prefix="heatmetro-bench-"))
+    cores = len(os.sched_getaffinity(0))
+    RUNS.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="snapshot-", dir=RUNS))
     try:
-        base = root / "x1"
-        base.mkdir()
-        write_config(base)
-        csvs = source_csvs(args.bundled)
-        ingest(base, csvs, args.workers)
-        month = latest_month(base / "state" / "shards" / "0000.db")
-        big = root / f"x{SCALE}"
-        scale_up(base, big, SCALE)
+        csvs = (shared_csvs() if not args.bundled else []) or bundled_csvs()
+        events = list(valleybike_events(csvs))
+        km = track_km([e for e in events if e.get("kind") == "activity"])
+        events_file = root / "events.jsonl.gz"
+        write_jsonl(iter(events), events_file)
+        projects = {}
+        for res in (11, 13):
+            project = root / f"res{res}"
+            project.mkdir()
+            write_config(project, res)  # site.toml
+            ingest(project, events_file, args.workers)
+            projects[res] = project
+        db13 = projects[13] / "state" / "shards" / "0000.db"
+        month = latest_month(db13)
+        size = {res: store_bytes(p / "state" / "shards" / "0000.db") for res, p in projects.items()}
 
-        runs = [timed_snapshot("1x", base, month), timed_snapshot(f"{SCALE}x", big, month)]
+        p13 = projects[13]
+        full11 = snapshot("res 11, png", projects[11], projects[11] / "site.toml", month)
+        runs = [full11]
+        one = {}
+        for fmt in ("png", "pmtiles"):
+            cfg = write_config(p13, 13, out=f"one-{fmt}", workers=1, fmt=fmt)
+            one[fmt] = snapshot(f"{fmt}, 1 core", p13, cfg, month)
+            runs.append(one[fmt])
+        # Last before the change: the tile manifests then describe these published builds.
+        full = {}
+        for fmt in ("png", "pmtiles"):
+            full[fmt] = snapshot(fmt, p13, write_config(p13, 13, out=fmt, fmt=fmt), month)
+            runs.append(full[fmt])
+        changed = change_one_percent(db13)
+        rebuild, fresh, identical = {}, {}, {}
+        for fmt in ("png", "pmtiles"):
+            rebuild[fmt] = snapshot(f"{fmt}, 1% rebuild", p13, p13 / f"{fmt}.toml", month)
+            cfg = write_config(p13, 13, out=f"fresh-{fmt}", fmt=fmt)
+            fresh[fmt] = snapshot(f"{fmt}, 1% full", p13, cfg, month)
+            identical[fmt] = same_tree(p13 / fmt, p13 / f"fresh-{fmt}")
+            runs += [rebuild[fmt], fresh[fmt]]
+
+        first, _ = window_months(month)
         print(
-            f"\nheatmetro snapshot --month {month} (window {window_months(month)[0]}..{month}), "
-            f"default zooms 2..16, {len(csvs)} ValleyBike months ingested; "
-            "rows/athletes = athlete_months rows in the window"
+            f"heatmetro snapshot --month {month} (window {first}..{month}), {len(csvs)} "
+            f"ValleyBike months, {km:,.0f} km of GPS track, zooms 2..16, {cores} cores"
         )
-        header = f"{'store':<6}{'rows':>9}{'athletes':>10}{'seconds':>9}{'tiles':>8}{'tiles/s':>9}{'peak RSS MB':>13}"
-        print(header)
-        print("-" * len(header))
+        print("\nstore (trimmed paths + heat aggregates) per km of track")
+        for res in (11, 13):
+            print(f"  res {res}: {size[res] / km:8,.0f} bytes/km")
+        print(f"  ratio res13/res11: {size[13] / size[11]:.2f}x")
+        head = f"{'run (res 13 unless said)':<26}{'seconds':>8}{'tiles':>7}{'tile s':>7}"
+        print(f"\n{head}{'tiles/s':>8}{'reused':>7}{'RSS MB':>7}")
         for r in runs:
+            rate = r.tiles / r.tile_seconds if r.tile_seconds else 0.0
             print(
-                f"{r.label:<6}{r.rows:>9,}{r.athletes:>10,}{r.seconds:>9.1f}{r.tiles:>8,}"
-                f"{r.tiles_per_s:>9,.0f}{r.peak_rss_mb:>13,.0f}"
+                f"{r.label:<26}{r.seconds:>8.2f}{r.tiles:>7,}{r.tile_seconds:>7.2f}"
+                f"{rate:>8,.0f}{r.reused:>7,}{r.peak_rss_mb:>7,.0f}"
             )
-        one, ten = runs
+        png = full["png"]
         print(
-            f"growth {SCALE}x/1x: time {ten.seconds / one.seconds:.2f}x, "
-            f"peak RSS {ten.peak_rss_mb / one.peak_rss_mb:.2f}x, tiles {ten.tiles / max(one.tiles, 1):.2f}x"
+            f"\nsnapshot time res13/res11 (png): {png.seconds / full11.seconds:.2f}x "
+            f"(tile stage {png.tile_seconds / max(full11.tile_seconds, 1e-9):.2f}x)"
         )
+        for fmt in ("png", "pmtiles"):
+            o, f, r, n = one[fmt], full[fmt], rebuild[fmt], fresh[fmt]
+            print(
+                f"{fmt}: {o.tiles / o.tile_seconds:,.0f} tiles/s per core (tile stage, "
+                f"tile_workers = 1); tile stage {o.tile_seconds / max(f.tile_seconds, 1e-9):.2f}x "
+                f"faster on {cores} cores; 1% rebuild ({changed} athletes): "
+                f"{r.seconds / n.seconds:.0%} of a full build's time, tile stage "
+                f"{r.tile_seconds / max(n.tile_seconds, 1e-9):.0%}, {r.reused:,} of {r.tiles:,} "
+                f"tiles reused, byte-identical: {'yes' if identical[fmt] else 'NO'}"
+            )
     finally:
         if args.keep:
             print(f"kept {root}")

@@ -23,9 +23,11 @@ import numpy as np
 
 from heatmetro.core.config import Config
 from heatmetro.core.geo import step_lengths_m
+from heatmetro.core.sports import is_ebike
 from heatmetro.flows.clean import FAULTS, clean_batch
 from heatmetro.flows.grid_fill import insert_grid_paths
 from heatmetro.flows.map_match import match_streets
+from heatmetro.flows.metro_path import metro_paths
 from heatmetro.state.aggregates import StoredActivity, batch_records
 from heatmetro.state.changes import ActivityChange
 from heatmetro.state.path_ops import drop_zone_cells
@@ -70,16 +72,18 @@ def _per_activity_cumsum(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else along
 
 
-def _stored(job: TrimJob, path: np.ndarray) -> StoredActivity:
+def _stored(job: TrimJob, path: np.ndarray, metro: np.ndarray) -> StoredActivity:
     b = job.base
     return StoredActivity(
-        b["activity_id"], path, b["start_s"], b["utc_offset_s"], b["commute"], b["max_speed_ms"]
-    )
+        b["activity_id"], path, metro, b["start_s"], b["utc_offset_s"], b["commute"],
+        b["max_speed_ms"], ebike=is_ebike(b["sport_type"]),
+    )  # fmt: skip
 
 
 def _change(
     job: TrimJob,
     path: np.ndarray,
+    metro: np.ndarray,
     records: tuple[np.ndarray, ...],
     kept: int,
     faults: np.ndarray,
@@ -93,6 +97,7 @@ def _change(
         edges=to_blob(edges),
         hexagons=to_blob(hexes),
         od=to_blob(od),
+        metro_path=to_blob(metro),
         fixes_kept=kept,
         streets=streets,
         **job.base,
@@ -194,9 +199,12 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
         if jobs[i].zones:  # no hexagon may overlap a zone
             path = drop_zone_cells(path, config.heat_resolution, jobs[i].zones)
         paths.append(path)
+    # Metro cells from the same trimmed points, at the Metro resolution, with hysteresis.
+    metro = metro_paths(
+        lat, lng, t, speed, gseg, first_seg, [j.zones for j in jobs], res=config.metro_resolution
+    )
     records = batch_records(
-        [_stored(j, p) for j, p in zip(jobs, paths, strict=True)],
-        metro_res=config.metro_resolution,
+        [_stored(j, p, m) for j, p, m in zip(jobs, paths, metro, strict=True)],
         od_res=config.od_resolution,
     )
     # With a base map: the same trimmed points matched to the streets, per activity.
@@ -206,8 +214,8 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
         for j, (a, b) in zip(jobs, ends, strict=True)
     ]
     return [
-        _change(j, p, r, int(fixes_kept[i]), cleaned.faults[i], streets[i])
-        for i, (j, p, r) in enumerate(zip(jobs, paths, records, strict=True))
+        _change(j, p, m, r, int(fixes_kept[i]), cleaned.faults[i], streets[i])
+        for i, (j, p, m, r) in enumerate(zip(jobs, paths, metro, records, strict=True))
     ]
 
 

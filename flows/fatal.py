@@ -5,19 +5,26 @@ report. A full disk, a corrupt store or an input that vanished is not a bug, so 
 step prints one line and exits at once instead. That is as safe as a SIGKILL, which
 ingest survives by design: the failed batch's transaction was rolled back, and the
 rerun resumes from the last recovery snapshot.
+
+Two more ways a run would otherwise end badly are caught here: a corrupt recovery file
+(Bytewax panics on opening it) and a dead cluster member (the others would wait for it
+forever).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from heatmetro.core.environment import describe_os_error, describe_store_error
-from heatmetro.core.errors import HeatmetroError
+from heatmetro.core.errors import HeatmetroError, StoreError
 
 EXIT_CODE = 1
 
@@ -34,6 +41,57 @@ def end_run_on_environment_error(db_path: Path | None = None) -> Iterator[None]:
             line = describe_store_error(exc, db_path or "(unknown)")
         else:
             line = describe_os_error(exc)
-        print(f"heatmetro ingest: error: {line}; rerun to resume", file=sys.stderr, flush=True)
+        if not isinstance(exc, HeatmetroError):  # the environment: fix it, then rerun
+            line += "; rerun to resume"
+        print(f"heatmetro ingest: error: {line}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(EXIT_CODE)
+
+
+def check_recovery_parts(recovery_dir: Path) -> None:
+    """Refuse, in one line, a recovery folder Bytewax could not open (it would panic).
+
+    Raises:
+        StoreError: a part is not a readable SQLite file.
+    """
+    for part in sorted(recovery_dir.glob("part-*.sqlite3")):
+        try:
+            con = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
+            try:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            msg = (
+                f"recovery file {part} is corrupt ({exc}); remove {recovery_dir} to re-read "
+                "the inputs from their start (the store is kept: re-delivered events change "
+                "nothing)"
+            )
+            raise StoreError(msg) from None
+
+
+def watch_children(children: Sequence[subprocess.Popen[bytes]]) -> None:
+    """End this process too when a cluster member dies before finishing.
+
+    Timely waits for a lost peer forever, so a member that ended on a full disk (having
+    said why) or was killed would leave ``ingest -w N`` hanging. Dying is safe (as safe
+    as a SIGKILL); the other members follow (``PR_SET_PDEATHSIG``).
+    """
+
+    def watch() -> None:
+        while True:
+            for i, child in enumerate(children, start=1):
+                code = child.poll()
+                if code is None or code == 0:
+                    continue
+                if code != EXIT_CODE:  # it could not say why itself (killed, crashed)
+                    print(
+                        f"heatmetro ingest: error: worker process {i} ended with code {code}; "
+                        "rerun to resume",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                os._exit(EXIT_CODE)
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, name="heatmetro-watch-workers", daemon=True).start()

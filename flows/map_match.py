@@ -41,7 +41,6 @@ RADIUS_M = 40.0  # candidate edges within this of a fix
 MAX_CANDIDATES = 6
 THIN_M = 12.0
 CHUNK = 96  # fixes per routing subgraph
-MARGIN_M = 250.0  # subgraph reaches this far beyond the chunk's fixes
 MAX_ROUTE_M = 1500.0
 SEG_M = 25.0  # edges are cut into pieces this long for the KD-tree
 NOISE_BACK_M = 15.0  # on a one-way edge, moving back this little is GPS noise, not travel
@@ -231,8 +230,12 @@ class _Routes:
     def __init__(self, g: Graph, x: np.ndarray, y: np.ndarray, sources: np.ndarray, limit: float):
         net = g.net
         self.u = net.u
-        lo_x, hi_x = x.min() - MARGIN_M, x.max() + MARGIN_M
-        lo_y, hi_y = y.min() - MARGIN_M, y.max() + MARGIN_M
+        # Every point of a route no longer than ``limit`` between two points near the
+        # fixes lies within limit / 2 of one of them (+ RADIUS_M: candidates are that
+        # far from their fix): nothing farther can be on a route we would accept.
+        margin = limit / 2 + RADIUS_M
+        lo_x, hi_x = x.min() - margin, x.max() + margin
+        lo_y, hi_y = y.min() - margin, y.max() + margin
         bb = g.bbox
         near = (bb[:, 0] <= hi_x) & (bb[:, 2] >= lo_x) & (bb[:, 1] <= hi_y) & (bb[:, 3] >= lo_y)
         near &= g.allowed > 0
@@ -439,7 +442,7 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
         along = ex_cost
 
         def at(d: float, t0: float = t0, dt: float = dt, dist: float = dist) -> float:
-            return t0 + (dt * d / dist if dist > 0 else 0.0)
+            return t0 + (dt * min(max(d / dist, 0.0), 1.0) if dist > 0 else 0.0)
 
         for e, fwd in routes.path_edges(ex_node, en_node) if ex_node != en_node else []:
             length = float(net.length_m[e])
@@ -460,7 +463,7 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
         fwd = _direction(net, vis)
         if fwd is None:
             continue
-        t_out = visits[k + 1]["t_in"] if k + 1 < len(visits) else t_end
+        t_out = max(visits[k + 1]["t_in"] if k + 1 < len(visits) else t_end, vis["t_in"])
         speed = vis["dist"] / vis["dt"] if vis["dt"] > 0 else float("nan")
         out.append((vis["e"], int(fwd), vis["t_in"], t_out, speed))
     return _cancel_spurs(net, out)

@@ -18,11 +18,12 @@ Routed = StoreItem | PersonalChange
 
 
 def route(job: TrimJob, change: StoreItem, config: Config) -> list[Routed]:
-    """The items one finished ``TrimJob`` makes (``change`` is its trimmed version)."""
-    if not isinstance(change, ActivityChange):  # a dead letter: nothing to route
-        return [change]
+    """The items one finished ``TrimJob`` makes (``change``: its trimmed version, or a
+    dead letter when trimming failed)."""
     out: list[Routed] = []
-    if job.withheld:  # exactly the path-less row the public store always got
+    if job.withheld:
+        # Exactly the path-less row the public store always got, even when trimming for
+        # the personal store failed: it is what hides an older public version.
         out.append(
             ActivityChange(
                 status=job.withheld,
@@ -35,6 +36,10 @@ def route(job: TrimJob, change: StoreItem, config: Config) -> list[Routed]:
                 **job.base,
             )  # fmt: skip
         )
+        if not isinstance(change, ActivityChange):
+            return [*out, change]
+    elif not isinstance(change, ActivityChange):
+        return [change]
     else:
         out.append(change)
     if config.personal_heatmaps:

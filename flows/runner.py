@@ -34,6 +34,7 @@ from bytewax.run import (
 from heatmetro.core.cluster import ClusterMember
 from heatmetro.core.config import Config
 from heatmetro.core.errors import HeatmetroError
+from heatmetro.flows.fatal import check_recovery_parts, watch_children
 from heatmetro.flows.ingest import build_flow
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.store import export_dead_letters
@@ -125,6 +126,7 @@ def run_ingest(
     owned = None if member is None else [s for s in range(config.shards) if member.owns(s)]
     store = ShardedStore.open(config.state_dir, config.shards, create=True, owned=owned)
     ensure_recovery(config, member)
+    check_recovery_parts(config.recovery_dir)  # Bytewax would panic on a corrupt one
     if member is not None:
         run_worker(
             config, inputs, follow=follow, process_id=member.process_id,
@@ -160,6 +162,7 @@ def _run_local_cluster(
         )  # fmt: skip
         for i in range(1, workers)
     ]
+    watch_children(children)
     try:
         run_worker(config, inputs, follow=follow, process_id=0, addresses=addresses, quiet=quiet)
     finally:

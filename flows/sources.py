@@ -15,7 +15,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import sys
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -201,11 +203,12 @@ class _FilesPartition(StatefulSourcePartition[RawRecord, FilePositions]):
                 if not self.follow:
                     raise StopIteration
                 self.index = 0
-            if self.reader is None:
-                path = self.paths[self.index]
-                with end_run_on_environment_error():  # e.g. the file vanished: one line
+            path = self.paths[self.index]
+            # A file that vanished or a broken .gz ends the run in one line naming it.
+            with end_run_on_environment_error(), _naming(path):
+                if self.reader is None:
                     self.reader = _Reader.open(path, self.positions.get(path), self.max_bytes)
-            out = self.reader.read(BATCH_LINES, follow=self.follow)
+                out = self.reader.read(BATCH_LINES, follow=self.follow)
             self.positions[self.reader.source] = self.reader.position()
             if out:
                 return out
@@ -305,6 +308,16 @@ class JsonlSource(FixedPartitionedSource[RawRecord, Any]):
         if not self.files:
             return _Finished(resume_state)
         return _FilesPartition(self.files, resume_state or {}, self.follow, self.max_record_bytes)
+
+
+@contextmanager
+def _naming(path: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, EOFError, zlib.error) as exc:
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        msg = f"input {path} cannot be read: {what}"
+        raise InputError(msg) from None
 
 
 def _skip(fh: IO[bytes], n: int) -> None:

@@ -56,5 +56,5 @@ def run_demo(*, config_path: str | None, workers: int, all_data: bool, serve: bo
     if serve:
         from heatmetro.site_builder.serve import serve as serve_site
 
-        serve_site(Path(site), 8000, ready=lambda url: print(f"serving at {url} (Ctrl-C stops)"))
+        serve_site(Path(site), 8000)  # prints "Serving DIR at URL (Ctrl-C to stop)"
     return 0

@@ -268,6 +268,9 @@ def run_distributed_snapshot(
     quiet: bool = False,
 ) -> SnapshotResult:
     """This process's part of a cluster snapshot (every process runs the same command)."""
+    if config.tiles_format != "png":
+        msg = f"a cluster snapshot writes png tiles (one file each), not {config.tiles_format}"
+        raise PublishError(msg)
     if config.base_map is not None:
         msg = (
             "a cluster snapshot does not publish street counts (base_map) yet: "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from heatmetro.core.months import window_months
+from heatmetro.core.months import month_index, window_months
 from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat
 from heatmetro.site_builder.window import LayerHeat, WindowData, publishable_heat
 from heatmetro.state.records import (
@@ -81,15 +81,16 @@ def load_window(
     index: dict[str, int] = {}
     per_layer: dict[str, _Rows] = {layer: _Rows([], [], [], []) for layer in LAYERS}
     activities = 0
-    for athlete_id, _month, layer, n_act, heat, edges, hexes, od in rows:
+    for athlete_id, month, layer, n_act, heat, edges, hexes, od in rows:
         i = index.setdefault(athlete_id, len(index))
         activities += n_act
         targets = [per_layer["all"]] + ([per_layer[layer]] if layer in per_layer else [])
+        when = month_index(month)
         arrays = (
             with_athlete(from_blob(heat, HEAT_DTYPE), i),
-            with_athlete(from_blob(edges, EDGE_DTYPE), i),
-            with_athlete(from_blob(hexes, HEX_DTYPE), i),
-            with_athlete(from_blob(od, OD_DTYPE), i),
+            _with_fields(with_athlete(from_blob(edges, EDGE_DTYPE), i), when, layer == "ride"),
+            _with_fields(with_athlete(from_blob(hexes, HEX_DTYPE), i), when),
+            _with_fields(with_athlete(from_blob(od, OD_DTYPE), i), when),
         )
         for t in targets:
             t.heat.append(arrays[0])
@@ -104,14 +105,24 @@ def load_window(
             return with_athlete(np.zeros(0, dtype), 0)
         return group_sum(np.concatenate(parts), ("athlete", *key), sums)
 
+    def merged_by_month(
+        parts: list[np.ndarray], dtype: np.dtype, key: tuple[str, ...], sums: tuple[str, ...]
+    ) -> np.ndarray:
+        if not parts:
+            ride = True if dtype == EDGE_DTYPE else None
+            return _with_fields(with_athlete(np.zeros(0, dtype), 0), 0, ride)
+        return group_sum(np.concatenate(parts), ("athlete", "month", *key), sums)
+
     heat_out: dict[str, LayerHeat] = {}
     edges_out, hex_out, od_out = {}, {}, {}
     for layer, r in per_layer.items():
         per_athlete = merged(r.heat, HEAT_DTYPE, ("cell",), ("n",))
         heat_out[layer] = publishable_heat(layer, per_athlete, min_athletes, max_per_athlete)
-        edges_out[layer] = merged(r.edges, EDGE_DTYPE, EDGE_KEY, ("trips", "speed_sum", "speed_n"))
-        hex_out[layer] = merged(r.hexagons, HEX_DTYPE, HEX_KEY, ("trips", "speed_sum", "speed_n"))
-        od_out[layer] = merged(r.od, OD_DTYPE, OD_KEY, ("trips",))
+        edge_key = (*EDGE_KEY, "ride")
+        sums = ("trips", "speed_sum", "speed_n")
+        edges_out[layer] = merged_by_month(r.edges, EDGE_DTYPE, edge_key, sums)
+        hex_out[layer] = merged_by_month(r.hexagons, HEX_DTYPE, HEX_KEY, sums)
+        od_out[layer] = merged_by_month(r.od, OD_DTYPE, OD_KEY, ("trips",))
     if sport_layers or night:
         extra = layer_heat(
             contributing_paths(view, "a.month BETWEEN ? AND ?", (first, last)),
@@ -133,3 +144,20 @@ def load_window(
         activities=activities,
         counts={f"cells_{k}": len(v.cells) for k, v in heat_out.items()},
     )
+
+
+def _with_fields(arr: np.ndarray, month: int, ride: bool | None = None) -> np.ndarray:
+    """``arr`` with the local ``month`` of its athlete-month (and, for edges, ``ride``).
+
+    Metro publishes per month too, and splits rides from e-bike rides in every layer,
+    so both must survive the merge of athlete-months into a layer.
+    """
+    extra = [("month", "<u2")] + ([("ride", "u1")] if ride is not None else [])
+    names = arr.dtype.names or ()
+    out = np.zeros(len(arr), np.dtype([*[(n, arr.dtype[n]) for n in names], *extra]))
+    for n in names:
+        out[n] = arr[n]
+    out["month"] = month
+    if ride is not None:
+        out["ride"] = ride
+    return out

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heatmetro.core.config import Config
+from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.pages import (
     HEAT_ATTRIBUTION,
     LAYER_LABELS,
@@ -17,9 +18,10 @@ from heatmetro.site_builder.pages import (
     SiteMeta,
     build_map,
     make_environment,
+    scheme_styles,
     write_assets,
 )
-from heatmetro.site_builder.tiles import write_heat_tiles
+from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
 from heatmetro.site_builder.window import LayerHeat
 
 
@@ -57,7 +59,7 @@ def write_layer_tiles(
             public_max_zoom=max_zoom,
             max_zoom=max_zoom,
             heat_resolution=config.heat_resolution,
-            palette=True,
+            workers=config.tile_workers or default_workers(),
         )
         n = sum(stats.tiles_per_zoom.values())
         total += n
@@ -75,9 +77,11 @@ def page_meta(
     min_athletes: int,
     layers: tuple[str, ...],
     bounds: tuple[float, float, float, float] | None,
+    heat: dict[str, LayerHeat],
     counts: dict[str, int],
     version: str,
     build_date: str,
+    basemap: bool = True,
 ) -> SiteMeta:
     """The ``SiteMeta`` of a map whose every tile is under ``tiles/`` up to ``max_zoom``."""
     return SiteMeta(
@@ -96,9 +100,11 @@ def page_meta(
         counts=counts,
         version=version,
         build_date=build_date,
-        basemap_url=config.basemap_url,
-        basemap_attribution=config.basemap_attribution,
+        basemap_url=config.basemap_url if basemap else "",
+        basemap_attribution=config.basemap_attribution if basemap else "",
         has_metro=False,
+        # Open on the densest heat, as the Global Heatmap does.
+        view=densest_view(heat["all"].cells, heat["all"].heat) if "all" in heat else None,
     )
 
 
@@ -115,6 +121,7 @@ def write_map_page(
         schemes=SCHEMES,
         layer_labels=LAYER_LABELS,
         heat_attribution=HEAT_ATTRIBUTION,
+        scheme_styles=scheme_styles(),
     )
     path = out_root / "index.html"
     with path.open("w", encoding="utf-8", newline="") as fh:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from heatmetro.core.errors import PublishError
+from heatmetro.site_builder.metro_dp import DpNoise
 
 # Local-time bands of the crossing hour: (name, first hour, hour after the last).
 BANDS: tuple[tuple[str, int, int], ...] = (
@@ -53,6 +54,7 @@ class Publication:
 
     min_athletes: int
     round_to: int
+    noise: DpNoise | None = None
 
     def __post_init__(self) -> None:
         if self.min_athletes < 1 or self.round_to < 1:
@@ -73,8 +75,21 @@ class Publication:
         """
         return -(-self.min_athletes // self.round_to) * self.round_to
 
-    def publish(self, counts: np.ndarray, people: np.ndarray) -> np.ndarray:
-        """Rounded ``counts`` where ``people >= min_athletes``, else ``SUPPRESSED``."""
+    @property
+    def max_trips(self) -> int | None:
+        """Per-person bound on one count's trips (only with differential privacy)."""
+        return self.noise.max_trips if self.noise else None
+
+    def publish(
+        self, counts: np.ndarray, people: np.ndarray, *, is_people: bool = False
+    ) -> np.ndarray:
+        """Rounded ``counts`` where ``people >= min_athletes``, else ``SUPPRESSED``.
+
+        With differential privacy the counts get their calibrated noise first; the
+        threshold is still on the exact number of people.
+        """
+        if self.noise is not None:
+            counts = self.noise.add(counts, people=is_people)
         r = self.round_to
         # floor(x / r + 1/2) in integers: half up, no float error.
         rounded = (2 * counts + r) // (2 * r) * r
@@ -170,11 +185,25 @@ def _distinct_people(cell: np.ndarray, athlete: np.ndarray, size: int) -> np.nda
     return np.bincount(sc[new], minlength=size)
 
 
+def _clipped_trips(
+    cell: np.ndarray, athlete: np.ndarray, trips: np.ndarray, clip: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One row per (cell, athlete) with that person's trips there capped at ``clip``."""
+    order = np.lexsort((athlete, cell))
+    sc, sa = cell[order], athlete[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (sc[1:] != sc[:-1]) | (sa[1:] != sa[:-1])
+    starts = np.flatnonzero(new)
+    per_person = np.add.reduceat(trips[order].astype(np.int64), starts) if len(starts) else starts
+    return sc[starts], np.minimum(per_person, clip)
+
+
 def count_cells(
     row: np.ndarray,
     col: np.ndarray,
     shape: tuple[int, int],
     arr: np.ndarray,
+    clip: int | None = None,
 ) -> Cells:
     """Sum trips and speed and count distinct athletes per ``(row, col)``.
 
@@ -195,19 +224,24 @@ def count_cells(
 
     has_speed = "speed_n" in (arr.dtype.names or ())
     zeros = np.zeros(shape)
+    trips = np.rint(total("trips")).astype(np.int64)
+    if clip is not None:  # differential privacy: bound each person's part of a count
+        where, capped = _clipped_trips(cell, arr["athlete"], arr["trips"], clip)
+        trips = np.bincount(where, weights=capped, minlength=size).astype(np.int64).reshape(shape)
     return Cells(
-        trips=np.rint(total("trips")).astype(np.int64),
+        trips=trips,
         people=_distinct_people(cell, arr["athlete"], size).reshape(shape).astype(np.int64),
         speed_sum=total("speed_sum") if has_speed else zeros,
         speed_n=np.rint(total("speed_n")).astype(np.int64) if has_speed else zeros,
     )
 
 
-def _speed_kmh(cells: Cells, shown: np.ndarray) -> np.ndarray:
-    """Average speed in km/h, 1 decimal, ``nan`` where hidden or unmeasured."""
+def _speeds(cells: Cells, shown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average speed in km/h (1 decimal) and m/s (2 decimals); ``nan`` where hidden."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        kmh = cells.speed_sum / cells.speed_n * MPS_TO_KMH
-    return np.where(shown & (cells.speed_n > 0), np.round(kmh, 1), np.nan)
+        ms = cells.speed_sum / cells.speed_n
+    ok = shown & (cells.speed_n > 0)
+    return np.where(ok, np.round(ms * MPS_TO_KMH, 1), np.nan), np.where(ok, np.round(ms, 2), np.nan)
 
 
 def _checked(arr: np.ndarray, fields: tuple[str, ...], what: str) -> np.ndarray:
@@ -229,7 +263,8 @@ class DirectionTable:
     Attributes:
         keys: the row key fields (``a``, ``b`` and for hourly ``hour``, ``weekend``).
         trips, people, commute, leisure: published counts.
-        speed_kmh: average speed, ``nan`` when suppressed or unmeasured.
+        rides, ebike_rides: trips by bike other than e-bike, and by e-bike (ride layer).
+        speed_kmh, speed_ms: average speed, ``nan`` when suppressed or unmeasured.
         total: ``[rows]``, forward + reverse of the published counts.
         bands: ``[rows, 2, len(BANDS)]`` trips per time-of-day band (edges only).
     """
@@ -239,7 +274,10 @@ class DirectionTable:
     people: np.ndarray
     commute: np.ndarray
     leisure: np.ndarray
+    rides: np.ndarray
+    ebike_rides: np.ndarray
     speed_kmh: np.ndarray
+    speed_ms: np.ndarray
     total: np.ndarray
     bands: np.ndarray | None
 
@@ -273,17 +311,25 @@ def direction_table(
     n_rows = len(first)
     direction = 1 - arr["fwd"].astype(np.int64)  # 0 forward, 1 reverse
 
-    total = count_cells(row, direction, (n_rows, 2), arr)
+    total = count_cells(row, direction, (n_rows, 2), arr, pub.max_trips)
     shown = total.people >= pub.min_athletes
     trips = pub.publish(total.trips, total.people)
 
     def sub(column: np.ndarray, n_sub: int) -> np.ndarray:
-        cells = count_cells(row, direction * n_sub + column, (n_rows, 2 * n_sub), arr)
+        cells = count_cells(
+            row, direction * n_sub + column, (n_rows, 2 * n_sub), arr, pub.max_trips
+        )
         counts = pub.publish(cells.trips, cells.people).reshape(n_rows, 2, n_sub)
         return np.where(shown[:, :, None], counts, SUPPRESSED)
 
     # Column 0 = commute, 1 = leisure.
     kinds = sub(1 - arr["commute"].astype(np.int64), 2)
+    # Column 0 = ride other than e-bike, 1 = e-bike ride, 2 = not a ride.
+    names = arr.dtype.names or ()
+    ride = arr["ride"] != 0 if "ride" in names else np.zeros(len(arr), dtype=bool)
+    ebike = arr["ebike"] != 0 if "ebike" in names else np.zeros(len(arr), dtype=bool)
+    bikes = sub(np.where(ride, ebike.astype(np.int64), 2), 3)
+    kmh, ms = _speeds(total, shown)
     bands = sub(_BAND_OF_HOUR[arr["hour"].astype(np.int64)], len(BANDS)) if with_bands else None
 
     keep = shown.any(axis=1)  # a row with both directions hidden is not written at all
@@ -291,10 +337,13 @@ def direction_table(
     return DirectionTable(
         keys={k: arr[k][rows] for k in key},
         trips=trips[keep],
-        people=pub.publish(total.people, total.people)[keep],
+        people=pub.publish(total.people, total.people, is_people=True)[keep],
         commute=kinds[keep, :, 0],
         leisure=kinds[keep, :, 1],
-        speed_kmh=_speed_kmh(total, shown)[keep],
+        rides=bikes[keep, :, 0],
+        ebike_rides=bikes[keep, :, 1],
+        speed_kmh=kmh[keep],
+        speed_ms=ms[keep],
         total=np.where(trips >= 0, trips, 0).sum(axis=1)[keep],
         bands=None if bands is None else bands[keep],
     )
@@ -307,13 +356,14 @@ class CellTable:
     Attributes:
         keys: the key fields (``cell``, or ``o`` and ``d``).
         trips, people: published counts (rows below the threshold are dropped).
-        speed_kmh: average speed, ``nan`` when unmeasured (hexagons only).
+        speed_kmh, speed_ms: average speed, ``nan`` when unmeasured (hexagons only).
     """
 
     keys: dict[str, np.ndarray]
     trips: np.ndarray
     people: np.ndarray
     speed_kmh: np.ndarray
+    speed_ms: np.ndarray
 
     def __len__(self) -> int:
         return len(self.trips)
@@ -324,14 +374,16 @@ def cell_table(arr: np.ndarray, key: tuple[str, ...], pub: Publication) -> CellT
     arr = _checked(arr, key, "/".join(key))
     n = len(arr)
     row, first = dense_index(*(arr[k] for k in key))
-    cells = count_cells(row, np.zeros(n, np.int64), (len(first), 1), arr)
+    cells = count_cells(row, np.zeros(n, np.int64), (len(first), 1), arr, pub.max_trips)
     shown = cells.people[:, 0] >= pub.min_athletes
     rows = first[shown]
+    kmh, ms = _speeds(cells, cells.people >= pub.min_athletes)
     return CellTable(
         keys={k: arr[k][rows] for k in key},
         trips=pub.publish(cells.trips, cells.people)[shown, 0],
-        people=pub.publish(cells.people, cells.people)[shown, 0],
-        speed_kmh=_speed_kmh(cells, cells.people >= pub.min_athletes)[shown, 0],
+        people=pub.publish(cells.people, cells.people, is_people=True)[shown, 0],
+        speed_kmh=kmh[shown, 0],
+        speed_ms=ms[shown, 0],
     )
 
 

@@ -28,12 +28,14 @@ import folium
 from branca.element import Element, Figure
 from folium.map import CustomPane, LayerControl
 from folium.raster_layers import TileLayer
+from folium.template import Template
 from jinja2 import Environment
 from markupsafe import Markup
 
 from heatmetro.core.errors import PublishError
 from heatmetro.core.sports import NIGHT_LAYER, SPORT_LAYER_LABELS
 from heatmetro.site_builder.templates import environment, static_files
+from heatmetro.site_builder.tile_colours import SCHEME_LABELS, scheme_gradient, scheme_tables
 
 #: Heat layers in the order the layer switcher lists them, with their labels.
 LAYER_LABELS: dict[str, str] = {
@@ -46,8 +48,12 @@ LAYER_LABELS: dict[str, str] = {
     NIGHT_LAYER: "Night",
 }
 
-#: Colour schemes, applied in the browser as a CSS ``filter`` on the heat pane.
-SCHEMES: tuple[tuple[str, str], ...] = (("hot", "Hot"), ("blue", "Blue"), ("gray", "Gray"))
+#: Colour schemes ``(value, label)``; all but "hot" are SVG filters over the hot tiles.
+SCHEMES: tuple[tuple[str, str], ...] = tuple(SCHEME_LABELS.items())
+
+#: The weekly map's "all" layer, offered in the monthly page's switcher once published.
+WEEKLY_TILES = "weekly/tiles/all"
+WEEKLY_LABEL = "Last 7 days"
 
 HEAT_ATTRIBUTION = "heatmetro · data: the contributing athletes"
 HEAT_PANE = "heat"  # Leaflet gives the pane the class ``leaflet-heat-pane``.
@@ -87,6 +93,11 @@ class SiteMeta:
         weekly_min_athletes: distinct athletes a cell of the weekly map needs.
         weekly_public_max_zoom: the weekly map's deepest zoom.
         has_weekly: link to ``weekly/index.html`` (the last 7 days).
+        view: ``(south, west, north, east)`` the map opens on (the densest heat);
+            ``None`` = ``bounds``.
+        tiles_format: ``png`` (a ``{z}/{x}/{y}.png`` tree) or ``pmtiles`` (one archive
+            per layer, read with the vendored pmtiles.js).
+        metro_epsilon, metro_delta: differential privacy of the Metro counts (``None``: off).
     """
 
     month: str
@@ -111,6 +122,10 @@ class SiteMeta:
     weekly_min_athletes: int = 5
     weekly_public_max_zoom: int = 11
     has_weekly: bool = False
+    view: tuple[float, float, float, float] | None = None
+    tiles_format: str = "png"
+    metro_epsilon: float | None = None
+    metro_delta: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,8 @@ class MapParts:
     """The rendered folium map, split the way ``index.html.j2`` places it."""
 
     name: str  # the global JS variable holding the L.Map
+    heat_layers: tuple[str, ...]  # the global JS variables holding the heat layers
+    retina: bool  # the heat layers can use the next zoom's tiles on high-DPI screens
     head: Markup
     body: Markup
     script: Markup
@@ -152,6 +169,7 @@ def write_pages(out_root: Path, meta: SiteMeta, *, template_dir: Path | None = N
         "layer_labels": LAYER_LABELS,
         "schemes": SCHEMES,
         "heat_attribution": HEAT_ATTRIBUTION,
+        "scheme_styles": scheme_styles(),
     }
     pages = {
         "index.html": env.get_template("index.html.j2").render(map=build_map(meta), **common),
@@ -198,6 +216,8 @@ def build_map(meta: SiteMeta) -> MapParts:
     # Instance attributes shadow folium's class-level CDN lists (JSCSSMixin reads
     # self.default_js): only our relative copy of Leaflet, nothing from the internet.
     fmap.default_js = [("leaflet", f"{ASSETS}/leaflet/leaflet.js")]
+    if meta.tiles_format == "pmtiles":
+        fmap.default_js.append(("pmtiles", f"{ASSETS}/pmtiles.js"))
     fmap.default_css = [("leaflet_css", f"{ASSETS}/leaflet/leaflet.css")]
 
     if meta.basemap_url:
@@ -216,31 +236,113 @@ def build_map(meta: SiteMeta) -> MapParts:
         south, west, north, east = meta.bounds
         # Leaflet then never asks for tiles outside the heat: no stream of 404s.
         options["bounds"] = [[south, west], [north, east]]
+    layer_cls = PmtilesLayer if meta.tiles_format == "pmtiles" else TileLayer
+    suffix = ".pmtiles" if meta.tiles_format == "pmtiles" else "/{z}/{x}/{y}.png"
+    heat_layers = []
     for i, layer in enumerate(_ordered_layers(meta)):
-        TileLayer(
-            tiles=f"tiles/{layer}/{{z}}/{{x}}/{{y}}.png",  # relative: works from any sub-path
-            attr=HEAT_ATTRIBUTION,
-            name=LAYER_LABELS[layer],
-            overlay=False,  # base layers = radio buttons, one sport at a time
-            show=i == 0,
-            min_zoom=meta.min_zoom,
-            max_zoom=meta.max_zoom,
-            # Public tiles stop here; Leaflet scales them up for closer zooms.
-            max_native_zoom=meta.public_max_zoom,
-            pane=HEAT_PANE,
-            class_name=f"heat-{layer}",
-            **options,
-        ).add_to(fmap)
+        heat_layers.append(
+            layer_cls(
+                tiles=f"tiles/{layer}{suffix}",  # relative: works from any sub-path
+                attr=HEAT_ATTRIBUTION,
+                name=LAYER_LABELS[layer],
+                overlay=False,  # base layers = radio buttons, one sport at a time
+                show=i == 0,
+                min_zoom=meta.min_zoom,
+                max_zoom=meta.max_zoom,
+                # Public tiles stop here; Leaflet scales them up for closer zooms.
+                max_native_zoom=meta.public_max_zoom,
+                pane=HEAT_PANE,
+                class_name=f"heat-{layer}",
+                **options,
+            ).add_to(fmap)
+        )
+    if meta.has_weekly and meta.tiles_format == "png":
+        # The last 7 days (snapshot --weekly) as one more choice; its own, lower zoom cap.
+        heat_layers.append(
+            TileLayer(
+                tiles=f"{WEEKLY_TILES}/{{z}}/{{x}}/{{y}}.png",
+                attr=HEAT_ATTRIBUTION,
+                name=WEEKLY_LABEL,
+                overlay=False,
+                show=False,
+                min_zoom=meta.min_zoom,
+                max_zoom=meta.max_zoom,
+                max_native_zoom=meta.weekly_public_max_zoom,
+                pane=HEAT_PANE,
+                class_name="heat-weekly",
+            ).add_to(fmap)
+        )
     if meta.layers:
         LayerControl(position="topright", collapsed=False).add_to(fmap)
-    if meta.bounds is not None:
-        south, west, north, east = meta.bounds
+    view = meta.view or meta.bounds
+    if view is not None:
+        south, west, north, east = view
         # A single street would otherwise open at street level, far past the public tiles.
         fmap.fit_bounds([[south, west], [north, east]], max_zoom=meta.public_max_zoom)
         # Without a start zoom Leaflet holds every layer back until fitBounds sets the
         # view, so no tiles are fetched for a throwaway view first.
         fmap.options.pop("zoom", None)
-    return _render(fmap)
+    parts = _render(fmap)
+    return MapParts(
+        name=parts.name,
+        # Names are final only after _render has numbered the elements.
+        heat_layers=tuple(layer.get_name() for layer in heat_layers),
+        # pmtiles.js's layer is a GridLayer: it has no zoomOffset to borrow tiles from.
+        retina=meta.tiles_format == "png",
+        head=parts.head,
+        body=parts.body,
+        script=parts.script,
+    )
+
+
+class PmtilesLayer(TileLayer):
+    """A heat layer read from a PMTiles archive by pmtiles.js (``leafletRasterLayer``).
+
+    The archive's URL is made absolute against the page, because pmtiles.js fetches it
+    with ``fetch`` and HTTP range requests (so a PMTiles site needs an HTTP server).
+    """
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+            var {{ this.get_name() }} = pmtiles.leafletRasterLayer(
+                new pmtiles.PMTiles(new URL({{ this.tiles|tojson }}, document.baseURI).href),
+                {{ this.options|tojavascript }}
+            );
+        {% endmacro %}
+        """
+    )
+
+
+def scheme_styles() -> Markup:
+    """The SVG filters and CSS of the colour schemes other than "hot" (see tile_colours)."""
+    filters, rules = [], []
+    for scheme in SCHEME_LABELS:
+        rules.append(
+            f'[data-scheme="{scheme}"] .hm-legend-bar {{ background: {scheme_gradient(scheme)}; }}'
+        )
+        if scheme == "hot":
+            continue
+        funcs = "".join(
+            f'<feFunc{c} type="table" tableValues="{" ".join(f"{v:g}" for v in values)}"/>'
+            for c, values in zip("RGB", scheme_tables(scheme), strict=True)
+        )
+        filters.append(
+            f'<filter id="hm-scheme-{scheme}" color-interpolation-filters="sRGB">'
+            # the hot ramp's green, which rises with intensity, into every channel...
+            '<feColorMatrix type="matrix" values="0 1 0 0 0 0 1 0 0 0 0 1 0 0 0 0 0 0 1 0"/>'
+            # ...then looked up in the scheme's palette
+            f"<feComponentTransfer>{funcs}</feComponentTransfer></filter>"
+        )
+        rules.append(
+            f'[data-scheme="{scheme}"] .leaflet-heat-pane {{ filter: url(#hm-scheme-{scheme}); }}'
+        )
+    svg = (
+        '<svg class="hm-filters" width="0" height="0" aria-hidden="true">'
+        + "".join(filters)
+        + "</svg>"
+    )
+    return Markup(f"{svg}\n<style>\n" + "\n".join(rules) + "\n</style>")  # noqa: S704 -- our own constants
 
 
 def _render(fmap: folium.Map) -> MapParts:
@@ -264,6 +366,8 @@ def _render(fmap: folium.Map) -> MapParts:
 
     return MapParts(
         name=fmap.get_name(),
+        heat_layers=(),
+        retina=False,
         head=stable(figure.header.render()),
         body=stable(figure.html.render()),
         script=stable(figure.script.render()),

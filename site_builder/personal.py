@@ -63,7 +63,7 @@ def build_personal(
 ) -> PersonalResult:
     """Write the athlete's personal site to ``out_dir`` (replacing what was there)."""
     t0 = time.monotonic()
-    _check_out(out_dir)
+    _check_out(out_dir, config)
     db = connect_personal(personal_db_path(config.state_dir), create=False)
     try:
         if not knows_athlete(db, athlete_id):
@@ -94,16 +94,20 @@ def build_personal(
         min_athletes=1,
         layers=tuple(heat),
         bounds=bounds,
+        heat=heat,
         counts={"activities": len(acts), "tiles": n_tiles},
         version=__version__,
         build_date=build_date,
+        # No remote basemap on a private map: its tile requests would tell a third party
+        # which streets (home!) the athlete looks at.
+        basemap=False,
     )
     page = PageText(
         title="Personal heatmap",
         heading="Personal Heatmap",
         window=f"Your own activities, {span}: {len(acts):,}",
         empty="None of your activities matches these filters.",
-        legend="Your activities per cell, equalised",
+        legend="Your activities per cell, log scale",
         notes=(
             "Private: only you should see this map. It includes your followers-only and "
             "only-me activities.",
@@ -127,8 +131,15 @@ def _span(flt: PersonalFilter) -> str:
     return "all time"
 
 
-def _check_out(out_dir: Path) -> None:
-    """Only ever replace an empty folder or an earlier heatmap site."""
+def _check_out(out_dir: Path, config: Config) -> None:
+    """Only ever replace an empty folder or an earlier heatmap site, and never write a
+    private map where the public site is published from (it would be copied to the CDN)."""
+    public = [config.out_dir, config.out_dir.parent / f".{config.out_dir.name}.builds"]
+    target = out_dir.resolve()
+    for root in public:
+        if target == root.resolve() or root.resolve() in target.parents:
+            msg = f"--out {out_dir}: inside the public site {root}; a personal map is private"
+            raise PublishError(msg)
     if out_dir.is_file() or (
         out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "index.html").exists()
     ):

@@ -8,6 +8,8 @@ holds the ``members/`` tiles that a real host keeps behind authentication.
 from __future__ import annotations
 
 import errno
+import io
+import re
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -18,6 +20,7 @@ from typing import Any
 from heatmetro.core.errors import PublishError
 
 HOST = "127.0.0.1"
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -37,7 +40,33 @@ class _QuietHandler(SimpleHTTPRequestHandler):
     def end_headers(self) -> None:
         # A preview is rebuilt often; a cached tile from the previous build would lie.
         self.send_header("Cache-Control", "no-store")
+        self.send_header("Accept-Ranges", "bytes")
         super().end_headers()
+
+    def send_head(self):  # type: ignore[no-untyped-def]
+        """Answer ``Range: bytes=a-b`` with 206 and that slice, as CDNs do (PMTiles needs it)."""
+        match = _RANGE.fullmatch(self.headers.get("Range", "").strip())
+        path = Path(self.translate_path(self.path))
+        if match is None or not path.is_file():
+            return super().send_head()
+        size = path.stat().st_size
+        first = int(match.group(1))
+        last = min(int(match.group(2)) if match.group(2) else size - 1, size - 1)
+        if first >= size or last < first:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        with path.open("rb") as fh:
+            fh.seek(first)
+            body = fh.read(last - first + 1)
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
 
 
 def _make_server(out_dir: Path, port: int) -> ThreadingHTTPServer:

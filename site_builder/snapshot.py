@@ -15,12 +15,14 @@ from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error, source_date_epoch
 from heatmetro.core.errors import PublishError
 from heatmetro.core.months import check_month, last_complete_month
+from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.metro import MetroSettings, write_metro
 from heatmetro.site_builder.metro_streets import StreetWindow, load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish
-from heatmetro.site_builder.tiles import write_heat_tiles
+from heatmetro.site_builder.tile_cache import TileCache
+from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
 from heatmetro.site_builder.weekly import carry_weekly, publish_lock
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.shards import ShardedStore
@@ -115,6 +117,10 @@ def build_site(
                 first_month=window.first_month,
                 version=__version__,
                 build_date=when.strftime("%Y-%m-%d"),
+                epsilon=config.metro_epsilon,
+                delta=config.metro_delta,
+                salt=config.salt,
+                base_map=str(config.base_map) if config.base_map else None,
             ),
             metro_dir,
             streets,
@@ -153,6 +159,10 @@ def build_site(
                 weekly_min_athletes=config.weekly_k,
                 weekly_public_max_zoom=config.weekly_max_zoom,
                 has_weekly=has_weekly,
+                view=densest_view(window.heat["all"].cells, window.heat["all"].heat),
+                tiles_format=config.tiles_format,
+                metro_epsilon=config.metro_epsilon,
+                metro_delta=config.metro_delta,
             ),
             template_dir=config.template_dir,
         )
@@ -181,6 +191,13 @@ def _write_tiles(
     """Every layer's tile pyramid; (tiles written, bounds of the ``all`` heat or None)."""
     total = 0
     bounds = None
+    # Unchanged tiles are linked from the published build (see tile_cache).
+    published = config.out_dir.resolve() if config.out_dir.is_symlink() else None
+    cache = (
+        TileCache(config.state_dir / "tile_cache", published, build.name.removesuffix(".partial"))
+        if owns is None  # a cluster member's build holds only its own tiles: nothing to reuse
+        else None
+    )
     for layer, lh in window.heat.items():
         stats = write_heat_tiles(
             lh.cells,
@@ -191,7 +208,9 @@ def _write_tiles(
             public_max_zoom=config.public_max_zoom,
             max_zoom=config.max_zoom,
             heat_resolution=config.heat_resolution,
-            palette=True,  # indexed PNGs: 4x faster to encode, half the size, same pixels
+            tiles_format=config.tiles_format,
+            cache=cache,
+            workers=config.tile_workers or default_workers(),
             owns=owns,
         )
         n = sum(stats.tiles_per_zoom.values())
@@ -201,7 +220,8 @@ def _write_tiles(
         if not quiet and n:
             rate = n / max(stats.seconds, 1e-9)
             print(
-                f"tiles {layer:<6} {n:>7,} in {stats.seconds:.1f} s ({rate:,.0f}/s)",
+                f"tiles {layer:<6} {n:>7,} in {stats.seconds:.1f} s ({rate:,.0f}/s, "
+                f"{stats.reused:,} unchanged)",
                 file=sys.stderr,
             )
     return total, bounds

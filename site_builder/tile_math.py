@@ -33,6 +33,10 @@ REFERENCE_LAT = 45.0
 #: The widest a hexagon (centre-to-centre spacing) may be, in pixels, at the resolution
 #: chosen for a zoom. Coarser cells would draw visible blobs; finer ones waste work.
 MAX_HEX_PX = 4.0
+#: From this zoom on the published cells themselves are drawn, never their parents: a
+#: parent would smear a street's heat up to its own size (~50 m for res 11) sideways,
+#: into a privacy zone's gap or onto the next street.
+STREET_ZOOM = 13
 
 
 class TileBounds(NamedTuple):
@@ -103,7 +107,8 @@ def resolution_for_zoom(z: int, heat_resolution: int) -> int:
 
     The coarsest resolution whose hexagons (centre spacing, ``sqrt(3)`` edge lengths) are at
     most ``MAX_HEX_PX`` pixels wide at ``REFERENCE_LAT``; never finer than
-    ``heat_resolution``, the resolution the privacy threshold was applied at. Each
+    ``heat_resolution``, the resolution the privacy threshold was applied at, and exactly
+    that from ``STREET_ZOOM`` on. Each
     resolution is ~2.65x finer than the previous, so the chosen hexagons are 1.5-4 px wide.
 
     Args:
@@ -113,6 +118,8 @@ def resolution_for_zoom(z: int, heat_resolution: int) -> int:
     Returns:
         An H3 resolution in ``0..heat_resolution``.
     """
+    if z >= STREET_ZOOM:
+        return heat_resolution
     scale = float(m_per_px(REFERENCE_LAT, z))
     for res in range(heat_resolution + 1):
         width_px = math.sqrt(3.0) * h3.average_hexagon_edge_length(res, "m") / scale
@@ -141,16 +148,18 @@ def cell_radius_m(cells: np.ndarray) -> np.ndarray:
     return np.sqrt(2.0 * area / (3.0 * math.sqrt(3.0)))
 
 
-# Splats a little larger than the hexagon's circumradius: neighbours then overlap enough
-# that a street reads as a smooth line at street zooms instead of a string of beads.
-SPLAT_SCALE = 1.25
+# Splats as large as the hexagon's circumradius: the disc covers its hexagon, so
+# neighbouring cells of a street always overlap and the street reads as one line.
+SPLAT_SCALE = 1.0
+#: Any disc this wide holds a pixel centre (a pixel's half diagonal is 0.7071 px), so every
+#: cell is visible, with the least smear around it.
+MIN_SPLAT_PX = 0.71
 
 
 def splat_radius_px(radius_m: np.ndarray, lat: np.ndarray, z: int) -> np.ndarray:
-    """Splat radius in pixels: ``SPLAT_SCALE`` x the cell's circumradius at zoom ``z``, at least 1 px.
+    """Splat radius in pixels: ``SPLAT_SCALE`` x the cell's circumradius at zoom ``z``, at least ``MIN_SPLAT_PX``.
 
     The circumradius (not the inradius, half the centre spacing) makes neighbouring splats
-    overlap by half a radius, so a street of adjacent cells reads as one continuous line.
-    A disc of radius >= 1 px always contains a pixel centre, so every cell is visible.
+    overlap, so a street of adjacent cells reads as one continuous line.
     """
-    return np.maximum(SPLAT_SCALE * np.asarray(radius_m) / m_per_px(lat, z), 1.0)
+    return np.maximum(SPLAT_SCALE * np.asarray(radius_m) / m_per_px(lat, z), MIN_SPLAT_PX)

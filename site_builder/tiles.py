@@ -1,75 +1,58 @@
-"""Heat tiles: the PNG pyramid of one layer, drawn from published H3 cell counts.
+"""Heat tiles: the pyramid of one layer, drawn from published H3 cell counts.
 
 The cells given here already passed the privacy threshold (rule 7), so every one may be
-drawn. Coarser zooms draw PARENT cells (``cell_to_parent`` of those published cells, heat
-summed), never anything re-read from the store. Zooms up to ``public_max_zoom`` go to
-``tiles/``, deeper ones to ``members/tiles/`` (rule 8).
+drawn; coarser zooms draw their parents (``tile_levels``). Zooms up to
+``public_max_zoom`` go to ``tiles/``, deeper ones to ``members/tiles/`` (rule 8).
 
-Drawing, per zoom:
-
-* each cell is a disc ("splat") centred on the cell centre, radius = the hexagon's
-  circumradius in pixels (>= 1 px), in *global* pixel coordinates, so a pixel's value depends
-  only on where it is and on the cells, never on which tile is being drawn: no seams;
-* intensity is histogram-equalised (rank CDF of the zoom's cell heats) into [0.25, 1], so
-  a quiet town and a busy city both read, and the faintest published street stays visible;
-* overlapping splats take the maximum (they don't add up), then a "hot" ramp colours it.
+One job per module: ``tile_levels`` (heat -> ramp level per resolution), ``raster``
+(cells -> pixels), ``png`` (pixels -> bytes), ``tile_cache`` (what changed since the
+published build), ``tile_output`` (PNG tree or PMTiles). This module runs them: it plans
+every zoom, renders the tiles whose inputs changed over all cores, and hands the bytes,
+in a fixed order, to the sink.
 """
 
 from __future__ import annotations
 
-import io
+import multiprocessing
 import os
 import re
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from h3.api import basic_int as h3i
-from PIL import Image
 
-from heatmetro.core.cells import cell_centres
+from heatmetro.site_builder.png import encode_indexed_png, png_header
+from heatmetro.site_builder.raster import ZoomPlan, plan_zoom, render_tiles
+from heatmetro.site_builder.tile_cache import (
+    Manifest,
+    TileCache,
+    settings_digest,
+    tile_digests,
+    tile_ids,
+)
+from heatmetro.site_builder.tile_colours import LUT
+from heatmetro.site_builder.tile_levels import levels_for, sum_by_cell
 from heatmetro.site_builder.tile_math import (
     TILE_SIZE,
-    cell_radius_m,
     lnglat_to_global_px,
-    lnglat_to_tile,
     resolution_for_zoom,
     splat_radius_px,
-    tile_bounds,
 )
+from heatmetro.site_builder.tile_output import PngTreeSink, make_sink
 
-__all__ = [
-    "TileStats",
-    "encode_png",
-    "equalise",
-    "heat_ramp",
-    "levels_to_rgba",
-    "lnglat_to_global_px",
-    "lnglat_to_tile",
-    "tile_bounds",
-    "write_heat_tiles",
-]
+__all__ = ["TileStats", "default_workers", "encode_png", "write_heat_tiles"]
 
-#: Lowest intensity any published cell gets: the quietest street must still be seen.
-MIN_INTENSITY = 0.25
-#: Alpha of the faintest heat pixel; the top of the ramp is opaque.
-MIN_ALPHA = 150
-#: Colour stops of the "hot" ramp by intensity: dark red, red, orange, yellow, near-white.
-_RAMP_STOPS: tuple[tuple[float, int, int, int], ...] = (
-    (0.25, 110, 0, 0),
-    (0.40, 190, 10, 0),
-    (0.55, 240, 60, 0),
-    (0.70, 255, 140, 0),
-    (0.85, 255, 215, 40),
-    (1.00, 255, 255, 225),
-)
-#: Candidate pixels generated per batch; bounds memory (~50 bytes each) at street zooms.
-_BATCH_PIXELS = 1 << 20
+#: Bump when the drawing changes: every cached tile is then rendered again.
+RENDER_VERSION = 2
+#: Tiles per job handed to a worker process: big enough to amortise the hand-over.
+CHUNK_TILES = 128
+#: Fewer tiles to draw than this are drawn in this process: starting workers costs more.
+MIN_PARALLEL_TILES = 1000
 _LAYER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_HEADER = png_header(LUT, TILE_SIZE, TILE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -81,243 +64,46 @@ class TileStats:
         bounds: ``(south, west, north, east)`` of the drawn cell centres in degrees
             (Leaflet's ``fitBounds`` order); all zero for empty input.
         seconds: wall time spent.
+        rendered: tiles drawn and encoded in this call.
+        reused: tiles taken unchanged from the previous build.
     """
 
     tiles_per_zoom: dict[int, int]
     bounds: tuple[float, float, float, float]
     seconds: float
+    rendered: int = 0
+    reused: int = 0
 
 
-@dataclass(frozen=True)
-class _Level:
-    """Cells of one H3 resolution with everything drawing needs (shared by zooms)."""
-
-    lat: np.ndarray
-    lng: np.ndarray
-    radius_m: np.ndarray
-    level: np.ndarray  # uint8 ramp index 64..255 (0 is "no heat")
+def encode_png(levels: np.ndarray) -> bytes:
+    """PNG bytes of a ``(256, 256)`` tile of ramp levels (indexed, the hot ramp as palette)."""
+    return encode_indexed_png(levels, _HEADER)
 
 
-def heat_ramp() -> np.ndarray:
-    """The colour lookup table: ``(256, 4)`` uint8 RGBA indexed by ``round(255 * intensity)``.
-
-    Index 0 is exactly transparent ``(0, 0, 0, 0)``; indices below ``255 * MIN_INTENSITY``
-    are never drawn but still get the darkest colour so the table has no holes.
-    """
-    t = np.arange(256, dtype=np.float64) / 255.0
-    stops = np.array(_RAMP_STOPS, dtype=np.float64)
-    lut = np.empty((256, 4), dtype=np.uint8)
-    for channel in range(3):
-        lut[:, channel] = np.rint(np.interp(t, stops[:, 0], stops[:, channel + 1]))
-    frac = np.clip((t - MIN_INTENSITY) / (1.0 - MIN_INTENSITY), 0.0, 1.0)
-    lut[:, 3] = np.rint(MIN_ALPHA + (255 - MIN_ALPHA) * frac)
-    lut[0] = 0
-    return lut
+def default_workers() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-_LUT = heat_ramp()
-# The same table with each RGBA entry as one uint32: gathering 4-byte words is ~10x faster
-# than gathering a (256, 4) table, and viewing back gives the bytes in the same order.
-_LUT32 = np.ascontiguousarray(_LUT).view(np.uint32).reshape(256)
-_PALETTE_RGB = _LUT[:, :3].tobytes()
-_PALETTE_ALPHA = _LUT[:, 3].tobytes()
+# Plans of the zooms being drawn. Worker processes are forked after it is filled, so
+# they read it from inherited memory instead of receiving megabytes of arrays per job.
+_PLANS: dict[int, ZoomPlan] = {}
 
 
-def equalise(heat: np.ndarray) -> np.ndarray:
-    """Histogram-equalised intensity of each cell in ``[MIN_INTENSITY, 1]``.
-
-    A cell's intensity is the fraction of cells whose heat is <= its own (the empirical
-    CDF), so equal heats get equal intensities and the busiest cell gets 1. Ranks rather
-    than raw counts keep a quiet town and a busy city both readable on one map.
-
-    Args:
-        heat: heat per cell (any real values).
-
-    Returns:
-        float64 intensities, same shape as ``heat``.
-    """
-    if heat.size == 0:
-        return np.zeros(0, dtype=np.float64)
-    _, inverse, counts = np.unique(heat, return_inverse=True, return_counts=True)
-    cdf = np.cumsum(counts) / heat.size
-    return MIN_INTENSITY + (1.0 - MIN_INTENSITY) * cdf[inverse.reshape(-1)]
+# Set with _PLANS for a PNG tree: workers then write their tiles themselves (creating
+# files is a good part of the cost, and parallel too), and hand back b"" for each.
+_TREE: list[PngTreeSink] = []
 
 
-def _sum_by_cell(cells: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unique sorted cells with their heat summed (parents of many children, duplicates)."""
-    unique, inverse = np.unique(cells, return_inverse=True)
-    return unique, np.bincount(inverse.reshape(-1), weights=heat, minlength=unique.size)
-
-
-def _levels(
-    cells: np.ndarray, heat: np.ndarray, heat_resolution: int, resolutions: set[int]
-) -> dict[int, _Level]:
-    """Drawing inputs for every resolution needed, coarsening step by step.
-
-    Parents are taken from the previous (finer, already aggregated) resolution rather than
-    from the heat-resolution cells each time: fewer h3 calls, the same parents.
-    """
-    out: dict[int, _Level] = {}
-    cur_cells, cur_heat, cur_res = cells, heat, heat_resolution
-    for res in sorted(resolutions, reverse=True):
-        if res < cur_res:
-            parents = np.fromiter(
-                (h3i.cell_to_parent(c, res) for c in cur_cells.tolist()),
-                dtype=np.uint64,
-                count=cur_cells.size,
-            )
-            cur_cells, cur_heat = _sum_by_cell(parents, cur_heat)
-            cur_res = res
-        lat, lng = cell_centres(cur_cells)
-        out[res] = _Level(
-            lat=lat,
-            lng=lng,
-            radius_m=cell_radius_m(cur_cells),
-            level=np.rint(255.0 * equalise(cur_heat)).astype(np.uint8),
-        )
+def _render_job(z: int, tiles: np.ndarray) -> list[tuple[int, bytes]]:
+    out = []
+    for t, levels in render_tiles(_PLANS[z], tiles):
+        data = encode_png(levels)
+        if _TREE:
+            _TREE[0].put(z, *_PLANS[z].tile_xy(t), data)
+            data = b""
+        out.append((t, data))
     return out
-
-
-def _cell_tile_pairs(
-    px: np.ndarray, py: np.ndarray, radius: np.ndarray, z: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every (cell, tile) whose splat bounding box touches the tile, sorted by tile.
-
-    Returns ``(cell index, raw tile x, tile y, tile key)``. Raw x may be -1 or ``2**z`` for a
-    splat crossing the antimeridian; the key uses the wrapped x so such pixels land in the
-    tile on the other side of the world.
-    """
-    n = 1 << z
-    tx0 = np.floor((px - radius) / TILE_SIZE).astype(np.int64)
-    tx1 = np.floor((px + radius) / TILE_SIZE).astype(np.int64)
-    ty0 = np.clip(np.floor((py - radius) / TILE_SIZE).astype(np.int64), 0, n - 1)
-    ty1 = np.clip(np.floor((py + radius) / TILE_SIZE).astype(np.int64), 0, n - 1)
-    nx = tx1 - tx0 + 1
-    per_cell = nx * (ty1 - ty0 + 1)
-    cell = np.repeat(np.arange(px.size, dtype=np.int64), per_cell)
-    j = np.arange(cell.size, dtype=np.int64) - np.repeat(np.cumsum(per_cell) - per_cell, per_cell)
-    tx_raw = tx0[cell] + j % nx[cell]
-    ty = ty0[cell] + j // nx[cell]
-    key = np.mod(tx_raw, n) * n + ty
-    order = np.argsort(key, kind="stable")  # stable: deterministic order within a tile
-    return cell[order], tx_raw[order], ty[order], key[order]
-
-
-def _render_zoom(
-    px: np.ndarray, py: np.ndarray, radius: np.ndarray, level: np.ndarray, z: int
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield ``(x, y, levels)`` for every tile with heat at zoom ``z``, sorted by ``(x, y)``.
-
-    ``levels`` is a ``(256, 256)`` uint8 array of ramp indices (0 = no heat).
-
-    Splats are rasterised in batches of whole tiles (bounding memory at street zooms): each
-    (cell, tile) pair writes the part of its disc inside that tile, as horizontal spans.
-    """
-    n = 1 << z
-    cell, tx_raw, ty, key = _cell_tile_pairs(px, py, radius, z)
-    # Upper bound of the pixels a pair writes: its disc's bounding square.
-    cost = (2 * np.ceil(radius[cell]).astype(np.int64) + 2) ** 2
-    tile_start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    tile_end = np.r_[tile_start[1:], key.size]
-    tile_cost = np.cumsum(np.add.reduceat(cost, tile_start))
-    b0 = 0
-    while b0 < tile_start.size:
-        # Grow the batch by whole tiles up to the pixel budget (at least one tile).
-        spent_before = int(tile_cost[b0 - 1]) if b0 else 0
-        fit = int(np.searchsorted(tile_cost, spent_before + _BATCH_PIXELS, side="right"))
-        b1 = max(b0 + 1, fit)
-        sel = slice(int(tile_start[b0]), int(tile_end[b1 - 1]))
-        c = cell[sel]
-        buf = np.zeros((b1 - b0) * TILE_SIZE * TILE_SIZE, dtype=np.uint8)
-        local_tile = _runs(tile_end[b0:b1] - tile_start[b0:b1])[0]
-        _rasterise(
-            buf,
-            px=px[c] - (tx_raw[sel] * TILE_SIZE),  # tile-local, still exact in float64
-            py=py[c] - (ty[sel] * TILE_SIZE),
-            radius=radius[c],
-            level=level[c],
-            local_tile=local_tile,
-        )
-        tiles = buf.reshape(b1 - b0, TILE_SIZE, TILE_SIZE)
-        lit = buf.reshape(b1 - b0, -1).any(axis=1)
-        for t in np.flatnonzero(lit).tolist():
-            k = int(key[tile_start[b0 + t]])
-            yield k // n, k % n, tiles[t]
-        b0 = b1
-
-
-def _runs(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For runs of the given lengths: each element's run index and its offset in the run.
-
-    ``_runs([2, 0, 3])`` is ``([0, 0, 2, 2, 2], [0, 1, 0, 1, 2])``: the vectorised form of
-    ``for i, n in enumerate(lengths): for j in range(n)``.
-    """
-    run = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
-    starts = np.cumsum(lengths) - lengths
-    return run, np.arange(run.size, dtype=np.int64) - starts[run]
-
-
-def _rasterise(
-    buf: np.ndarray,
-    *,
-    px: np.ndarray,
-    py: np.ndarray,
-    radius: np.ndarray,
-    level: np.ndarray,
-    local_tile: np.ndarray,
-) -> None:
-    """Max-composite splats into ``buf`` (tiles of 256x256, flattened), one span per row.
-
-    Coordinates are relative to each pair's tile. A pixel is lit when its centre
-    ``(x + 0.5, y + 0.5)`` lies within the radius of the cell centre; each row's span is
-    computed from the cell alone and only then clipped to the tile, so the same pixel gets
-    the same answer from either side of a tile border (no seams). ``maximum.at`` is used
-    because, unlike fancy assignment, it is defined for repeated indices.
-    """
-    half = np.ceil(radius).astype(np.int64) + 1  # rows -half..half cover radius + 0.5
-    rows_per = 2 * half + 1
-    pair, dy = _runs(rows_per)
-    y = np.floor(py).astype(np.int64)[pair] - half[pair] + dy
-    dy2 = (y + 0.5 - py[pair]) ** 2
-    keep = (y >= 0) & (y < TILE_SIZE) & (dy2 <= radius[pair] ** 2)
-    pair, y = pair[keep], y[keep]
-    w = np.sqrt(radius[pair] ** 2 - dy2[keep])
-    x0 = np.maximum(np.ceil(px[pair] - w - 0.5).astype(np.int64), 0)
-    x1 = np.minimum(np.floor(px[pair] + w - 0.5).astype(np.int64), TILE_SIZE - 1)
-    length = np.maximum(x1 - x0 + 1, 0)
-    row, dx = _runs(length)
-    x = x0[row] + dx
-    index = (local_tile[pair[row]] * TILE_SIZE + y[row]) * TILE_SIZE + x
-    np.maximum.at(buf, index, level[pair[row]])
-
-
-def levels_to_rgba(levels: np.ndarray) -> np.ndarray:
-    """Colour a ``(256, 256)`` array of ramp indices: ``(256, 256, 4)`` uint8 RGBA."""
-    return _LUT32[levels].view(np.uint8).reshape(*levels.shape, 4)
-
-
-def encode_png(levels: np.ndarray, *, palette: bool = False) -> bytes:
-    """PNG bytes of a tile, with fixed settings and no metadata: equal input, equal bytes.
-
-    Args:
-        levels: ``(256, 256)`` uint8 ramp indices.
-        palette: write an indexed PNG (the ramp as palette, its alphas as ``tRNS``) instead
-            of RGBA. It decodes to exactly the same RGBA pixels, is about half the size and
-            about 4x faster to encode, since zlib sees one byte per pixel instead of four.
-    """
-    out = io.BytesIO()
-    if palette:
-        image = Image.fromarray(levels, "P")
-        image.putpalette(_PALETTE_RGB)
-        image.save(out, format="PNG", optimize=False, compress_level=6, transparency=_PALETTE_ALPHA)
-    else:
-        image = Image.fromarray(levels_to_rgba(levels), "RGBA")
-        image.save(out, format="PNG", optimize=False, compress_level=6)
-    return out.getvalue()
-
-
-def _write_tile(path: Path, levels: np.ndarray, palette: bool) -> None:
-    path.write_bytes(encode_png(levels, palette=palette))
 
 
 def write_heat_tiles(
@@ -330,13 +116,16 @@ def write_heat_tiles(
     public_max_zoom: int,
     max_zoom: int,
     heat_resolution: int,
-    palette: bool = False,
+    tiles_format: str = "png",
+    cache: TileCache | None = None,
+    workers: int = 1,
     owns: Callable[[int, int, int], bool] | None = None,
 ) -> TileStats:
     """Write the heat tile pyramid of one layer.
 
     Tiles go to ``out_root/tiles/{layer}/{z}/{x}/{y}.png`` for ``min_zoom..public_max_zoom``
-    and ``out_root/members/tiles/{layer}/{z}/{x}/{y}.png`` above; only tiles with heat.
+    and ``out_root/members/tiles/{layer}/...`` above (or to one ``{layer}.pmtiles`` per
+    tree); only tiles with heat.
 
     Args:
         cells: uint64 H3 cells at ``heat_resolution``, already privacy-thresholded.
@@ -347,16 +136,19 @@ def write_heat_tiles(
         public_max_zoom: last zoom written under the public ``tiles/`` tree.
         max_zoom: last zoom written (under ``members/tiles/`` when above the public one).
         heat_resolution: H3 resolution of ``cells``.
-        palette: write indexed PNGs (same pixels once decoded, half the bytes, ~4x faster
-            to encode); see :func:`encode_png`. Default RGBA.
-        owns: in a distributed snapshot, whether this process writes tile ``(z, x, y)``;
-            every tile is still drawn and counted, so counts match a one-process build.
+        tiles_format: ``png`` (a file per tile) or ``pmtiles`` (one archive per tree).
+        cache: manifests of the published build: unchanged tiles are reused from it.
+        workers: processes rendering tiles (1 = in this process).
+        owns: in a cluster snapshot, whether this process writes tile ``(z, x, y)``
+            (png, no cache); every tile is still drawn and counted, so the counts and
+            everything derived from them match a one-process build.
 
     Returns:
-        Tiles written per zoom, the drawn bounds and the time taken.
+        Tiles written per zoom, the drawn bounds, the time taken, rendered/reused counts.
 
     Raises:
-        ValueError: on mismatched arrays, an unsafe layer name or inconsistent zooms.
+        ValueError: on mismatched arrays, an unsafe layer name, inconsistent zooms or an
+            unknown format.
     """
     started = time.perf_counter()
     cells = np.asarray(cells, dtype=np.uint64).reshape(-1)
@@ -370,14 +162,16 @@ def write_heat_tiles(
     if not 0 <= min_zoom <= max_zoom or not 0 <= heat_resolution <= 15:
         msg = f"tiles {layer}: bad zooms {min_zoom}..{max_zoom} or resolution {heat_resolution}"
         raise ValueError(msg)
+    previous = cache.previous if cache is not None else None
+    sink = make_sink(tiles_format, out_root, layer, public_max_zoom, previous)
     zooms = range(min_zoom, max_zoom + 1)
     counts = dict.fromkeys(zooms, 0)
     if cells.size == 0:
         return TileStats(tiles_per_zoom=counts, bounds=(0.0, 0.0, 0.0, 0.0), seconds=0.0)
 
-    cells, heat = _sum_by_cell(cells, heat)  # tolerate duplicates: they are one cell
+    cells, heat = sum_by_cell(cells, heat)  # tolerate duplicates: they are one cell
     res_of = {z: resolution_for_zoom(z, heat_resolution) for z in zooms}
-    levels = _levels(cells, heat, heat_resolution, set(res_of.values()) | {heat_resolution})
+    levels = levels_for(cells, heat, heat_resolution, set(res_of.values()) | {heat_resolution})
     top = levels[heat_resolution]
     bounds = (
         float(top.lat.min()),
@@ -386,29 +180,117 @@ def write_heat_tiles(
         float(top.lng.max()),
     )
 
-    # PNG encoding is most of the time and Pillow releases the GIL while it compresses:
-    # encode on threads. The bytes do not depend on the order, so the output stays
-    # deterministic. Only a few tiles per worker wait, bounding memory at street zooms.
-    workers = min(4, os.cpu_count() or 1)
-    pending: deque[Future[None]] = deque()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for z in zooms:
-            lvl = levels[res_of[z]]
-            root = out_root / "tiles" if z <= public_max_zoom else out_root / "members" / "tiles"
-            zdir = root / layer / str(z)
-            px, py = lnglat_to_global_px(lvl.lng, lvl.lat, z)
-            radius = splat_radius_px(lvl.radius_m, lvl.lat, z)
-            made: set[int] = set()
-            for x, y, tile in _render_zoom(px, py, radius, lvl.level, z):
-                counts[z] += 1
+    old = cache.load(layer, tiles_format) if cache is not None else None
+    ids, digests, unchanged, was_written = [], [], [], []
+    _PLANS.clear()
+    _TREE[:] = [sink] if isinstance(sink, PngTreeSink) else []
+    for z in zooms:
+        lvl = levels[res_of[z]]
+        px, py = lnglat_to_global_px(lvl.lng, lvl.lat, z)
+        plan = plan_zoom(px, py, splat_radius_px(lvl.radius_m, lvl.lat, z), lvl.level, z)
+        _PLANS[z] = plan
+        settings = settings_digest(
+            version=RENDER_VERSION, format=tiles_format, z=z, res=res_of[z],
+            public=z <= public_max_zoom, tile=TILE_SIZE,
+        )  # fmt: skip
+        ids.append(tile_ids(z, plan.tile_key))
+        digests.append(tile_digests(plan, lvl.cells, settings))
+        if old is not None:
+            same, wrote = old.lookup(ids[-1], digests[-1])
+        else:
+            same = wrote = np.zeros(plan.tile_key.size, dtype=bool)
+        unchanged.append(same)
+        was_written.append(wrote)
+
+    written: list[np.ndarray] = []
+    rendered = reused = 0
+    try:
+        for z, results in _render_all(zooms, unchanged, was_written, workers):
+            plan = _PLANS[z]
+            lit = np.zeros(plan.tile_key.size, dtype=bool)
+            for t, data in results:
+                x, y = plan.tile_xy(t)
                 if owns is not None and not owns(z, x, y):
+                    lit[t] = bool(data)  # another process writes it
                     continue
-                if x not in made:
-                    (zdir / str(x)).mkdir(parents=True, exist_ok=True)
-                    made.add(x)
-                pending.append(pool.submit(_write_tile, zdir / str(x) / f"{y}.png", tile, palette))
-                while len(pending) > 4 * workers:
-                    pending.popleft().result()  # also surfaces write errors
-        while pending:
-            pending.popleft().result()
-    return TileStats(tiles_per_zoom=counts, bounds=bounds, seconds=time.perf_counter() - started)
+                if data is None:
+                    if sink.reuse(z, x, y):
+                        reused += 1
+                        lit[t] = True
+                        continue
+                    # The old file is gone: draw the tile after all.
+                    fresh = _render_job(z, np.array([t]))
+                    if not fresh:
+                        continue
+                    data = fresh[0][1]
+                if data:
+                    sink.put(z, x, y, data)
+                rendered += 1
+                lit[t] = True
+            counts[z] = int(lit.sum())
+            written.append(lit)
+        sink.close(bounds)
+    finally:
+        _PLANS.clear()
+        _TREE.clear()
+    if cache is not None:
+        order = np.argsort(np.concatenate(ids), kind="stable")
+        cache.save(
+            layer,
+            tiles_format,
+            Manifest(
+                ids=np.concatenate(ids)[order],
+                digests=np.concatenate(digests)[order],
+                written=np.concatenate(written)[order],
+            ),
+        )
+    return TileStats(
+        tiles_per_zoom=counts,
+        bounds=bounds,
+        seconds=time.perf_counter() - started,
+        rendered=rendered,
+        reused=reused,
+    )
+
+
+def _render_all(
+    zooms: range, unchanged: list[np.ndarray], was_written: list[np.ndarray], workers: int
+) -> Iterator[tuple[int, list[tuple[int, bytes | None]]]]:
+    """Per zoom, ``(tile, bytes)`` of rendered tiles and ``(tile, None)`` of reusable ones.
+
+    Results come back in zoom order and, within a zoom, in tile order, whatever the
+    number of workers: the output does not depend on scheduling.
+    """
+    jobs: list[tuple[int, np.ndarray]] = []
+    for i, z in enumerate(zooms):
+        todo = np.flatnonzero(~unchanged[i])
+        jobs.extend((z, todo[k : k + CHUNK_TILES]) for k in range(0, todo.size, CHUNK_TILES))
+    if workers > 1 and sum(t.size for _, t in jobs) >= MIN_PARALLEL_TILES:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+            done = pool.map(_render_job, [z for z, _ in jobs], [t for _, t in jobs])
+            yield from _merge(zooms, unchanged, was_written, jobs, done)
+    else:
+        done = (_render_job(z, t) for z, t in jobs)
+        yield from _merge(zooms, unchanged, was_written, jobs, done)
+
+
+def _merge(zooms, unchanged, was_written, jobs, done):  # type: ignore[no-untyped-def]
+    results = iter(done)
+    job_zooms = iter(z for z, _ in jobs)
+    pending: list[tuple[int, list[tuple[int, bytes]]]] = []
+    for i, z in enumerate(zooms):
+        got: list[tuple[int, bytes | None]] = [
+            (int(t), None) for t in np.flatnonzero(was_written[i])
+        ]
+        while True:
+            if not pending:
+                jz = next(job_zooms, None)
+                if jz is None:
+                    break
+                pending.append((jz, next(results)))
+            if pending[0][0] != z:
+                break
+            got.extend(pending.pop(0)[1])
+        got.sort(key=lambda r: r[0])
+        yield z, got

@@ -116,7 +116,7 @@ def run_weekly(
         meta = page_meta(
             config, first=first.isoformat(), last=last.isoformat(),
             max_zoom=config.weekly_max_zoom, min_athletes=config.weekly_k, layers=tuple(heat),
-            bounds=bounds, counts=counts, version=__version__,
+            bounds=bounds, heat=heat, counts=counts, version=__version__,
             build_date=when.strftime("%Y-%m-%d"),
         )  # fmt: skip
         page = PageText(
@@ -124,7 +124,7 @@ def run_weekly(
             heading="Last 7 days",
             window=f"Public activities started {first} to {last} (local dates)",
             empty="No heat is published for this week.",
-            legend="Activities per cell, equalised",
+            legend="Activities per cell, log scale",
             links=(
                 ("../index.html", "Global Heatmap"),
                 ("../about.html#weekly", "Why less detail"),

@@ -34,7 +34,9 @@ class WindowData:
     ``edges``, ``hexagons`` and ``od`` hold, per layer, the records of
     ``heatmetro.state.records`` (``EDGE_DTYPE``, ``HEX_DTYPE``, ``OD_DTYPE``) with a leading
     ``athlete`` int32 field (an index local to this snapshot, never an identifier),
-    one row per athlete and key. They are NOT thresholded yet: the Metro writer counts
+    one row per athlete, local month and key: a ``month`` field (months since year 0,
+    see ``heatmetro.core.months.month_index``) and, on edges, ``ride`` (the record is of the ride layer,
+    so planners can tell rides from e-bike rides). They are NOT thresholded yet: the Metro writer counts
     distinct athletes, suppresses below ``min_athletes`` and rounds.
     """
 

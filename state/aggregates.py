@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import h3._cy as h3_cy  # the int API minus its wrapper (hot path)
 import h3.api.basic_int as h3
 import numpy as np
 
@@ -30,11 +29,13 @@ class StoredActivity:
     """What the aggregates need of one contributing activity."""
 
     activity_id: str
-    path: np.ndarray  # PATH_DTYPE
+    path: np.ndarray  # PATH_DTYPE at the heat resolution
+    metro_path: np.ndarray  # PATH_DTYPE at the Metro resolution (see flows.metro_path)
     start_s: int  # UTC epoch seconds of start_date
     utc_offset_s: int
     commute: bool
     max_speed_ms: float
+    ebike: bool = False  # EBikeRide / EMountainBikeRide: counted apart from other rides
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,47 +62,29 @@ def cells_to_parent(cells: np.ndarray, res: int) -> np.ndarray:
     return out | np.uint64((1 << ((15 - res) * 3)) - 1)
 
 
-def _crossings(cells: np.ndarray, piece: np.ndarray, t: np.ndarray, v: np.ndarray, res: int):  # type: ignore[no-untyped-def]
-    """Consecutive distinct metro cells within each piece: (prev, next, t, v, row of next).
+def _crossings(cells: np.ndarray, piece: np.ndarray, t: np.ndarray, v: np.ndarray):  # type: ignore[no-untyped-def]
+    """Consecutive distinct Metro cells within each piece: (prev, next, t, v, row of next).
 
-    ``piece`` identifies a piece of track (unique across activities).
+    ``piece`` identifies a piece of track (unique across activities). The Metro path is
+    built with hysteresis and grid-filled on ingest (``heatmetro.flows.metro_path``), so
+    consecutive cells of a piece are neighbours; a cut made later by "hide more" only
+    splits pieces. A pair that is not (a store written by an older version) is skipped.
     """
-    parents = cells_to_parent(cells, res)
-    # Collapse runs of the same parent within a piece; keep when/how fast each run began.
-    new_run = np.ones(len(parents), dtype=bool)
-    new_run[1:] = (parents[1:] != parents[:-1]) | (piece[1:] != piece[:-1])
+    new_run = np.ones(len(cells), dtype=bool)
+    new_run[1:] = (cells[1:] != cells[:-1]) | (piece[1:] != piece[:-1])
     rows = np.flatnonzero(new_run)
-    rp, rs = parents[rows], piece[rows]
+    rc, rs = cells[rows], piece[rows]
     cross = rs[1:] == rs[:-1]
-    prev, nxt = rp[:-1][cross], rp[1:][cross]
+    prev, nxt = rc[:-1][cross], rc[1:][cross]
     row = rows[1:][cross]
-    rt, rv = t[row], v[row]
-    # Parents of adjacent fine cells are almost always adjacent; fill the rare gap.
     if len(prev):
-        neighbours = h3_cy.are_neighbor_cells
-        ok = [neighbours(a, b) for a, b in zip(prev.tolist(), nxt.tolist(), strict=True)]
-        if not all(ok):
-            prev, nxt, rt, rv, row = _fill_gaps(prev, nxt, rt, rv, row, ok)
-    return prev, nxt, rt, rv, row
-
-
-def _fill_gaps(prev, nxt, t, v, row, ok):  # type: ignore[no-untyped-def]
-    rows: list[tuple[int, int, float, float, int]] = []
-    for a, b, tb, vb, r, good in zip(
-        prev.tolist(), nxt.tolist(), t.tolist(), v.tolist(), row.tolist(), ok, strict=True
-    ):
-        if good:
-            rows.append((a, b, tb, vb, r))
-            continue
-        try:
-            line = h3.grid_path_cells(a, b)
-        except Exception:  # noqa: BLE001 - h3 cannot path across some pentagons: skip
-            continue
-        rows.extend((line[k], line[k + 1], tb, vb, r) for k in range(len(line) - 1))
-    arr = np.array(
-        rows, dtype=[("p", "<u8"), ("n", "<u8"), ("t", "<f8"), ("v", "<f8"), ("r", "<i8")]
-    ).reshape(-1)
-    return arr["p"], arr["n"], arr["t"], arr["v"], arr["r"]
+        ok = np.fromiter(
+            (h3.are_neighbor_cells(a, b) for a, b in zip(prev.tolist(), nxt.tolist(), strict=True)),
+            dtype=bool,
+            count=len(prev),
+        )
+        prev, nxt, row = prev[ok], nxt[ok], row[ok]
+    return prev, nxt, t[row], v[row], row
 
 
 def _first_of_groups(*keys: np.ndarray) -> np.ndarray:
@@ -117,14 +100,14 @@ def _first_of_groups(*keys: np.ndarray) -> np.ndarray:
 
 
 def activity_records(
-    act: StoredActivity, *, metro_res: int, od_res: int
+    act: StoredActivity, *, od_res: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One activity's heat cells, edge crossings, hexagon trips and OD pair."""
-    return batch_records([act], metro_res=metro_res, od_res=od_res)[0]
+    return batch_records([act], od_res=od_res)[0]
 
 
 def batch_records(
-    acts: list[StoredActivity], *, metro_res: int, od_res: int
+    acts: list[StoredActivity], *, od_res: int
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """``activity_records`` for many activities in one vectorised pass.
 
@@ -137,13 +120,6 @@ def batch_records(
     aid = np.repeat(np.arange(k), sizes)
     bounds = np.concatenate(([0], np.cumsum(sizes)))
     cells = path["cell"]
-    # Pieces numbered across the batch: activity i's pieces follow activity i-1's.
-    seg_span = np.array(
-        [int(a.path["seg"].max()) + 1 if len(a.path) else 0 for a in acts], dtype=np.int64
-    )
-    seg_base = np.concatenate(([0], np.cumsum(seg_span)))[:-1]
-    piece = path["seg"].astype(np.int64) + seg_base[aid]
-
     # Heat: each activity counts once per cell.
     hrow = _first_of_groups(aid, cells)
     heat_aid, heat_cells = aid[hrow], cells[hrow]
@@ -152,11 +128,19 @@ def batch_records(
     heat["cell"], heat["n"] = heat_cells[horder], 1
     heat_bounds = np.searchsorted(heat_aid[horder], np.arange(k + 1))
 
-    # Edges: the first crossing of each edge and direction per activity.
-    prev, nxt, ct, cv, row = _crossings(
-        cells, piece, path["t"].astype(np.float64), path["v"].astype(np.float64), metro_res
+    # Edges: the first crossing of each edge and direction per activity, on the Metro path.
+    msizes = np.array([len(a.metro_path) for a in acts], dtype=np.int64)
+    mpath = concat([a.metro_path for a in acts], PATH_DTYPE)
+    maid = np.repeat(np.arange(k), msizes)
+    mspan = np.array(
+        [int(a.metro_path["seg"].max()) + 1 if len(a.metro_path) else 0 for a in acts],
+        dtype=np.int64,
     )
-    xaid = aid[row]
+    mpiece = mpath["seg"].astype(np.int64) + np.concatenate(([0], np.cumsum(mspan)))[:-1][maid]
+    prev, nxt, ct, cv, row = _crossings(
+        mpath["cell"], mpiece, mpath["t"].astype(np.float64), mpath["v"].astype(np.float64)
+    )
+    xaid = maid[row]
     if len(prev) > 1:
         first = _first_of_groups(xaid, prev, nxt)
         prev, nxt, ct, cv, xaid = prev[first], nxt[first], ct[first], cv[first], xaid[first]
@@ -173,6 +157,7 @@ def batch_records(
     # 1970-01-01 was a Thursday (weekday 3 when Monday is 0).
     edges["weekend"] = ((local // 86400) + 3) % 7 >= 5
     edges["commute"] = commute[xaid]
+    edges["ebike"] = np.array([a.ebike for a in acts], dtype=bool)[xaid] if k else False
     edges["trips"] = 1
     edges["speed_sum"] = np.where(speed_ok, cv, 0.0)
     edges["speed_n"] = speed_ok

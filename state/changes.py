@@ -58,6 +58,7 @@ class ActivityChange:
     vehicle_stretches: int = 0
     pause_splits: int = 0
     streets: bytes = b""  # STREET_DTYPE (state.street_ops), with a base map only
+    metro_path: bytes = b""  # PATH_DTYPE at the Metro resolution (crossings by hysteresis)
 
 
 @dataclass(frozen=True, slots=True)

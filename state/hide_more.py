@@ -9,6 +9,7 @@ from __future__ import annotations
 import orjson
 import sqlite_utils
 
+from heatmetro.core.sports import is_ebike
 from heatmetro.state.aggregates import StoredActivity, activity_records
 from heatmetro.state.path_ops import cut_path_ends, drop_zone_cells
 from heatmetro.state.records import PATH_DTYPE, from_blob, to_blob
@@ -47,7 +48,8 @@ def enforce_settings(
         ).fetchall()
         db.execute(
             "UPDATE activities SET status = 'purged', path = NULL, heat = NULL, edges = NULL, "
-            "hexagons = NULL, od = NULL, streets = NULL WHERE athlete_id = ? AND status = 'active'",
+            "hexagons = NULL, od = NULL, streets = NULL, metro_path = NULL "
+            "WHERE athlete_id = ? AND status = 'active'",
             (athlete_id,),
         )
         db.execute("DELETE FROM athlete_months WHERE athlete_id = ?", (athlete_id,))
@@ -56,11 +58,13 @@ def enforce_settings(
     changed: set[tuple[str, str]] = set()
     rows = db.execute(
         "SELECT activity_id, month, hide_override_m, cut_start_m, cut_end_m, zone_key, path, "
-        "start_s, utc_offset_s, commute, max_speed_ms, streets "
+        "start_s, utc_offset_s, commute, max_speed_ms, streets, metro_path, sport_type "
         "FROM activities WHERE athlete_id = ? AND status = 'active'",
         (athlete_id,),
     ).fetchall()
-    for aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax, st in rows:
+    for row in rows:
+        aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax = row[:11]
+        st, metro_blob, sport = row[11:]
         have = {tuple(z) for z in orjson.loads(key_json)}
         new_zones = tuple(z for z in zones if _zkey(z) not in have)
         target_s, target_e = (cut_s, cut_e)
@@ -75,18 +79,21 @@ def enforce_settings(
         st = recut_streets(st, path, extra_s, extra_e, new_zones, streets)
         path = cut_path_ends(path, extra_s, extra_e)
         path = drop_zone_cells(path, heat_res, new_zones)
+        metro = from_blob(metro_blob, PATH_DTYPE)
+        metro = drop_zone_cells(cut_path_ends(metro, extra_s, extra_e), metro_res, new_zones)
         recs = activity_records(
-            StoredActivity(aid, path, start_s, off, bool(commute), vmax),
-            metro_res=metro_res,
+            StoredActivity(
+                aid, path, metro, start_s, off, bool(commute), vmax, ebike=is_ebike(sport or "")
+            ),
             od_res=od_res,
         )
         key = sorted(have | {_zkey(z) for z in new_zones})
         db.execute(
             "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, cut_start_m = ?, "
-            "cut_end_m = ?, zone_key = ?, status = ?, streets = ? WHERE activity_id = ?",
+            "cut_end_m = ?, zone_key = ?, status = ?, streets = ?, metro_path = ? WHERE activity_id = ?",
             (to_blob(path), *(to_blob(r) for r in recs), max(cut_s, target_s), max(cut_e, target_e),
              orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", st,
-             aid),
+             to_blob(metro), aid),
         )  # fmt: skip
         changed.add((athlete_id, month))
     return changed

@@ -12,7 +12,8 @@ saved as raw little-endian bytes in a SQLite BLOB (``to_blob`` / ``from_blob``).
   through each heat cell.
 * ``EDGE_DTYPE``: per athlete-month-layer, crossings of Metro edges. An edge is a pair of
   adjacent cells ``a < b`` (as integers); ``fwd`` is 1 when travel went from ``a`` to ``b``.
-  ``hour``/``weekend`` are local time of the crossing; ``commute`` is the activity's flag.
+  ``hour``/``weekend`` are local time of the crossing; ``commute`` is the activity's flag;
+  ``ebike`` marks an e-bike ride (EBikeRide, EMountainBikeRide).
 * ``HEX_DTYPE``: per athlete-month-layer, trips through each OD-resolution cell.
 * ``OD_DTYPE``: per athlete-month-layer, trips from origin cell ``o`` to destination ``d``
   (OD resolution, first and last cell of the trimmed track).
@@ -35,6 +36,7 @@ EDGE_DTYPE = np.dtype(
         ("hour", "u1"),
         ("weekend", "u1"),
         ("commute", "u1"),
+        ("ebike", "u1"),
         ("trips", "<u4"),
         ("speed_sum", "<f8"),
         ("speed_n", "<u4"),
@@ -44,7 +46,7 @@ HEX_DTYPE = np.dtype([("cell", "<u8"), ("trips", "<u4"), ("speed_sum", "<f8"), (
 OD_DTYPE = np.dtype([("o", "<u8"), ("d", "<u8"), ("trips", "<u4")])
 
 # Keys that identify one row of each aggregate (everything but the summed fields).
-EDGE_KEY = ("a", "b", "fwd", "hour", "weekend", "commute")
+EDGE_KEY = ("a", "b", "fwd", "hour", "weekend", "commute", "ebike")
 HEX_KEY = ("cell",)
 OD_KEY = ("o", "d")
 

@@ -130,6 +130,21 @@ def m004_streets(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE activities ADD COLUMN streets BLOB")
 
 
+@migrations()
+def m005_metro_path(db: sqlite_utils.Database) -> None:
+    # Metro crossings now come from their own path (Metro resolution, hysteresis) and
+    # edge records gained an ``ebike`` field. The raw points behind older stores are
+    # gone, so their activities keep counting in the heatmap but drop out of Metro
+    # until re-ingested: missing counts, never wrong ones.
+    db.executescript(
+        """
+        ALTER TABLE activities ADD COLUMN metro_path BLOB;
+        UPDATE activities SET edges = NULL WHERE edges IS NOT NULL;
+        UPDATE athlete_months SET edges = x'';
+        """
+    )
+
+
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
     """Open the store (WAL, patient with other writers) and bring its schema up to date."""
     if db_path.parent.exists() and not db_path.parent.is_dir():

@@ -42,6 +42,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 LOCAL_PREFIXES = ("http://127.0.0.1", "file://", "data:", "blob:")
+#: The default basemap (OpenStreetMap's tiles): aborted like everything remote, and the
+#: page must still show its heat without it.
+BASEMAP_PREFIX = "https://tile.openstreetmap.org/"
 VIEWPORT = (1000, 700)
 
 _HIDE_CONTROLS_JS = """hide => {
@@ -107,7 +110,13 @@ class SitePage:
             e
             for e in self.console_errors
             if not ("status of 404" in e and "/tiles/" in e and e.endswith(".png)"))
+            and not e.endswith(f"({BASEMAP_PREFIX}")
+            and f"({BASEMAP_PREFIX}" not in e
         ]
+
+    def blocked_except_basemap(self) -> list[str]:
+        """``blocked`` without the basemap's tiles: what else tried to leave 127.0.0.1."""
+        return [u for u in self.blocked if not u.startswith(BASEMAP_PREFIX)]
 
     def wait_for_map(self, timeout_ms: int = 10_000) -> None:
         """Wait until Leaflet is loaded and every visible tile has finished loading."""
@@ -197,6 +206,7 @@ def open_site(
     browser: Browser | None = None,
     viewport: tuple[int, int] = VIEWPORT,
     path: str = "",
+    device_scale_factor: float = 1.0,
 ) -> Iterator[SitePage]:
     """Open a site in Chromium with the network cut off from everything but 127.0.0.1.
 
@@ -205,6 +215,7 @@ def open_site(
         browser: a browser from :func:`launch` to reuse; a new one otherwise.
         viewport: ``(width, height)`` in CSS pixels.
         path: appended to the served folder's URL (e.g. ``"about.html"``).
+        device_scale_factor: device pixels per CSS pixel (2 = a high-DPI screen).
 
     Yields:
         The open page, after ``load``; call :meth:`SitePage.wait_for_map` for maps.
@@ -219,6 +230,7 @@ def open_site(
         with nullcontext(browser) if browser else launch() as chromium:
             context = chromium.new_context(
                 viewport={"width": viewport[0], "height": viewport[1]},
+                device_scale_factor=device_scale_factor,
                 service_workers="block",
             )
             page = context.new_page()

@@ -20,6 +20,7 @@ import numpy as np
 
 from heatmetro.core.config import Config
 from heatmetro.core.geo import haversine_m, step_lengths_m
+from heatmetro.core.sports import is_ebike
 from heatmetro.flows.batch import TrimJob
 from heatmetro.flows.clean import (
     FAULTS,
@@ -195,6 +196,7 @@ def trim_with_faults(
 def finish_one(job: TrimJob, config: Config) -> ActivityChange:
     """The store change of one activity, step by step."""
     from tests.reference_cells import track_path
+    from tests.reference_metro import metro_path
 
     trimmed, faults = trim_with_faults(
         job.lat.astype(np.float64),
@@ -207,13 +209,13 @@ def finish_one(job: TrimJob, config: Config) -> ActivityChange:
         max_gap_m=config.max_gap_fill_m,
     )
     path = track_path(trimmed, res=config.heat_resolution, zones=job.zones)
+    metro = metro_path(trimmed, res=config.metro_resolution, zones=job.zones)
     b: dict[str, Any] = job.base
     stored = StoredActivity(
-        b["activity_id"], path, b["start_s"], b["utc_offset_s"], b["commute"], b["max_speed_ms"]
-    )
-    heat, edges, hexes, od = activity_records(
-        stored, metro_res=config.metro_resolution, od_res=config.od_resolution
-    )
+        b["activity_id"], path, metro, b["start_s"], b["utc_offset_s"], b["commute"],
+        b["max_speed_ms"], ebike=is_ebike(b["sport_type"]),
+    )  # fmt: skip
+    heat, edges, hexes, od = activity_records(stored, od_res=config.od_resolution)
     return ActivityChange(
         status="active" if len(path) else "empty",
         path=to_blob(path),
@@ -221,6 +223,7 @@ def finish_one(job: TrimJob, config: Config) -> ActivityChange:
         edges=to_blob(edges),
         hexagons=to_blob(hexes),
         od=to_blob(od),
+        metro_path=to_blob(metro),
         fixes_kept=len(trimmed.lat),
         **b,
         **faults,

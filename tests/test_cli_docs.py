@@ -63,6 +63,7 @@ def test_user_mistakes_are_one_line(
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one line, as promised
 
 
 def test_bad_config_is_a_clean_error(

@@ -7,6 +7,7 @@ or lies under one; a full disk with ``RLIMIT_FSIZE`` (writes then fail with EFBI
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import resource
@@ -15,6 +16,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,7 @@ from tests.streams import (
     line,
     to_jsonl,
 )
+from tests.test_ingest_cli import _worker_children
 
 SDE = "1700000000"
 MONTH = "2021-06"
@@ -278,3 +281,68 @@ def test_a_full_disk_during_snapshot_keeps_the_previous_site(project: Path) -> N
     assert_one_line_error(proc, "file size limit", ".site.builds")
     assert tree_hashes(project / "site") == before
     assert leftovers(project) == []
+
+
+def test_a_corrupt_recovery_file_is_one_line_and_its_advice_works(project: Path) -> None:
+    before = store_rows(project)
+    part = project / "state" / "recovery" / "part-3.sqlite3"
+    _garbage_all(part)
+    proc = _run(project, COMMANDS[0])
+    err = assert_one_line_error(proc, f"recovery file {part} is corrupt", "remove")
+    assert store_rows(project) == before
+    shutil.rmtree(project / "state" / "recovery")  # what the message says to do
+    rerun = _run(project, COMMANDS[0])
+    assert rerun.returncode == 0, (err, rerun.stderr)
+    assert store_rows(project) == before  # the same input again changes nothing
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [(b"not gzip at all", "Not a gzipped file"), (gzip.compress(b"{}\n" * 50_000)[:100], "ended")],
+    ids=["not-gzip", "truncated"],
+)
+def test_a_broken_gzip_input_is_one_line_naming_it(project: Path, data: bytes, why: str) -> None:
+    before = store_rows(project)
+    broken = project / "broken.jsonl.gz"
+    broken.write_bytes(data)
+    proc = heatmetro("ingest", "-c", project / "config.toml", broken)
+    assert_one_line_error(proc, f"input {broken} cannot be read", why)
+    assert store_rows(project) == before
+
+
+def test_a_dead_worker_process_ends_a_cluster_run_in_one_line(project: Path) -> None:
+    """`ingest -w 2` whose second process dies must not hang (timely waits for a lost
+    peer forever): it ends in one line, and a rerun completes."""
+    north = line(NORTH_WEST, NORTH_EAST)
+    stream = project / "long.jsonl"
+    stream.write_bytes(
+        to_jsonl([activity(f"w{i}", f"w{i % 40}", north,
+                           start=datetime(2021, 6, 1 + i % 28, tzinfo=UTC)) for i in range(800)])
+    )  # fmt: skip
+    cfg = project / "config.toml"
+    proc = subprocess.Popen(
+        [*HEATMETRO, "ingest", "-c", str(cfg), str(stream), "-w", "2"],
+        env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (workers := _worker_children(proc.pid)) and time.monotonic() < deadline:
+            assert proc.poll() is None, "ingest ended before its worker process started"
+            time.sleep(0.05)
+        assert len(workers) == 1, workers
+        time.sleep(0.5)  # well inside the run
+        assert proc.poll() is None, "ingest ended before the kill"
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)  # a hang fails here
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    assert (
+        err.strip()
+        == "heatmetro ingest: error: worker process 1 ended with code -9; rerun to resume"
+    )
+    rerun = heatmetro("ingest", "-c", cfg, stream, "-w", "2")
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(store_rows(project)["activities"]) == 4 + 800

@@ -99,3 +99,36 @@ def test_matching_is_deterministic(net: StreetNetwork, tmp_path: Path) -> None:
     route = route_through(net, by_uid(net, KIRKKOKATU), True, bike=True)
     pts = noisy_track(net, route, seed=5)
     assert match(net, "bike", pts).tobytes() == match(net, "bike", pts).tobytes()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 10**6),
+    n=st.integers(1, 250),
+    kind=st.sampled_from(["walk", "still", "jumps", "vertices", "leaves the map"]),
+    mode=st.sampled_from(["bike", "foot"]),
+)
+def test_any_track_gives_an_ordered_sequence_within_its_time(net, seed, n, kind, mode) -> None:  # type: ignore[no-untyped-def]
+    """GPS faults, standing still, teleports, fixes exactly on nodes, pieces: the matcher
+    never fails, and every visit lies within the track's own time span, in order."""
+    rng = np.random.default_rng(seed)
+    lat0, lng0 = 60.164 + 0.015 * rng.random(), 24.935 + 0.018 * rng.random()
+    walk_lat = lat0 + np.cumsum(rng.normal(0, 1e-4, n))
+    walk_lng = lng0 + np.cumsum(rng.normal(0, 2e-4, n))
+    if kind == "still":
+        walk_lat, walk_lng = np.full(n, lat0), np.full(n, lng0)
+    elif kind == "jumps":
+        walk_lat, walk_lng = lat0 + rng.normal(0, 0.01, n), lng0 + rng.normal(0, 0.02, n)
+    elif kind == "vertices":
+        on = rng.integers(0, len(net.lat), n)
+        walk_lat, walk_lng = net.lat[on], net.lng[on]
+    elif kind == "leaves the map":
+        walk_lat[n // 2 :] += 0.1
+    t = np.sort(rng.integers(0, 3 * n + 1, n)).astype(float)
+    seg = np.sort(rng.integers(0, 3, n))
+    m = mm.match_activity(net, mode, walk_lat, walk_lng, t, seg)
+    assert (m["t_out"] >= m["t"]).all() and (m["t"][1:] >= m["t"][:-1] - 1e-3).all()
+    assert (m["t"] >= t.min()).all() and (m["t_out"] <= t.max()).all()
+    assert (net.index_of(m["edge"]) >= 0).all()

@@ -26,21 +26,32 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heatmetro.core.errors import PublishError
-from heatmetro.site_builder.metro import (
+from heatmetro.core.errors import ConfigError, PublishError
+from heatmetro.site_builder.metro import MetroSettings, write_metro
+from heatmetro.site_builder.metro_columns import (
     EDGE_COLUMNS,
     HEX_COLUMNS,
     HOURLY_COLUMNS,
     OD_COLUMNS,
-    MetroSettings,
-    write_metro,
 )
+from heatmetro.site_builder.metro_dp import DpNoise
 from heatmetro.site_builder.metro_tables import Publication, bearing_deg
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.records import EDGE_DTYPE, HEX_DTYPE, OD_DTYPE, with_athlete
 
 NORTHAMPTON = (42.3251, -72.6412)  # Main Street, Northampton MA (lat, lng)
-DATA_FILES = ("edges.csv", "edges.geojson", "edges_hourly.csv", "hexagons.csv", "od.csv")
+CSV_FILES = (
+    "edges.csv",
+    "edges_hourly.csv",
+    "edges_hourly_wide.csv",
+    "edges_monthly.csv",
+    "hexagons.csv",
+    "hexagons_monthly.csv",
+    "od.csv",
+    "od_monthly.csv",
+)
+DATA_FILES = (*CSV_FILES, "edges.geojson", "metro.gpkg")
+GPKG_LAYERS = ("edges", "hexagons", "od")
 ALL_FILES = (*DATA_FILES, "README.md", "heatmetro-metro-2021-02.zip")
 COUNT_SUFFIX = "_count"
 
@@ -139,7 +150,12 @@ def window(
 
 
 def build(
-    out: Path, data: WindowData, *, min_athletes: int = 3, round_to: int = 5
+    out: Path,
+    data: WindowData,
+    *,
+    min_athletes: int = 3,
+    round_to: int = 5,
+    base_map: str | None = None,
 ) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     cfg = MetroSettings(
@@ -149,6 +165,7 @@ def build(
         first_month="2020-03",
         version="0.1.0",
         build_date="2021-03-01",
+        base_map=base_map,
     )
     return write_metro(data, cfg, out)
 
@@ -266,8 +283,9 @@ def test_min_athletes_minus_one_people_publish_no_row_anywhere(tmp_path: Path) -
             ods([0, 1], cell8, cell8),
         ),
     )
-    assert counts == {name: 0 for name in DATA_FILES}
-    for name in ("edges.csv", "edges_hourly.csv", "hexagons.csv", "od.csv"):
+    expected = {name: 0 for name in (*CSV_FILES, "edges.geojson")}
+    assert counts == expected | {f"metro.gpkg:{layer}": 0 for layer in GPKG_LAYERS}
+    for name in CSV_FILES:
         assert read_csv(tmp_path / name) == []
     assert json.loads((tmp_path / "edges.geojson").read_text())["features"] == []
 
@@ -302,6 +320,7 @@ def test_hexagons_and_od_counts(tmp_path: Path) -> None:
         "trip_count": "15",  # 16 -> 15
         "people_count": "10",  # 8 -> 10
         "average_speed_kmh": "14.4",  # 4 m/s
+        "average_speed_ms": "4.0",
     }
     od_row = only(read_csv(tmp_path / "od.csv"))
     assert list(od_row) == [c.name for c in OD_COLUMNS]
@@ -348,10 +367,19 @@ def test_no_athlete_index_or_identifier_column_is_published(tmp_path: Path) -> N
     for name in ALL_FILES:
         if name.endswith(".zip"):
             continue
-        text = (tmp_path / name).read_text(encoding="utf-8")
+        if name.endswith(".gpkg"):  # binary: read every feature back through GDAL
+            args = ["ogrinfo", "-ro", "-al", "-q", name]
+            text = subprocess.run(
+                args, capture_output=True, text=True, check=True, cwd=tmp_path
+            ).stdout
+            assert "OGRFeature(edges)" in text
+            for column in ("athlete", "activity"):
+                assert column not in text.lower(), name
+        else:
+            text = (tmp_path / name).read_text(encoding="utf-8")
         for athlete in athletes:
             assert str(athlete) not in text, name
-    for name in ("edges.csv", "edges_hourly.csv", "hexagons.csv", "od.csv"):
+    for name in CSV_FILES:
         header = (tmp_path / name).read_text().splitlines()[0].lower()
         assert "athlete" not in header and "activity" not in header
 
@@ -528,3 +556,65 @@ def test_published_counts_respect_threshold_and_rounding(
                 t = trips[(e, f)]
                 expected = max(floor, (2 * t + round_to) // (2 * round_to) * round_to)
                 assert int(row[f"{direction}_trip_count"]) == expected
+
+
+# --- base-map attribution --------------------------------------------------------------
+
+OSM = "© OpenStreetMap contributors"
+
+
+def test_osm_attribution_only_with_a_base_map(tmp_path: Path) -> None:
+    data = window(edges([0, 1, 2], NORTH), hexes([0, 1, 2], HOME8))
+    build(tmp_path / "plain", data)
+    build(tmp_path / "osm", data, base_map="city.osm.pbf")
+    for name in ("README.md", "index.html", "edges.geojson"):
+        assert OSM not in (tmp_path / "plain" / name).read_text(encoding="utf-8"), name
+        assert OSM in (tmp_path / "osm" / name).read_text(encoding="utf-8"), name
+    assert json.loads((tmp_path / "osm" / "edges.geojson").read_text())["attribution"] == OSM
+    if shutil.which("ogrinfo"):
+        for folder, want in (("plain", False), ("osm", True)):
+            info = subprocess.run(
+                ["ogrinfo", "-ro", "-so", "metro.gpkg", "edges"],
+                capture_output=True, text=True, check=True, cwd=tmp_path / folder,
+            ).stdout  # fmt: skip
+            assert (OSM in info) is want, info
+
+
+# --- differential privacy ----------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 400), min_size=1, max_size=40),
+    people=st.lists(st.integers(0, 12), min_size=40, max_size=40),
+    min_athletes=st.integers(1, 6),
+    round_to=st.sampled_from([1, 5, 10]),
+    delta=st.sampled_from([None, 1e-6]),
+)
+def test_noisy_counts_obey_the_publication_rules(
+    counts: list[int], people: list[int], min_athletes: int, round_to: int, delta: float | None
+) -> None:
+    noise = DpNoise.create(1.0, delta, "salt", "2021-02")
+    c = np.array(counts, dtype=np.int64)
+    p = np.array(people[: len(counts)], dtype=np.int64)
+    got = Publication(min_athletes, round_to, noise).publish(c, p)
+    shown = p >= min_athletes
+    assert (got[~shown] == -1).all()
+    assert (got[shown] % round_to == 0).all()
+    assert (got[shown] >= max(round_to, min_athletes)).all()
+
+
+def test_noise_is_seeded_by_salt_and_month_and_changes_counts() -> None:
+    counts = np.arange(100, 200, dtype=np.int64)
+
+    def noisy(salt: str, month: str) -> list[int]:
+        noise = DpNoise.create(0.5, None, salt, month)
+        return Publication(3, 1, noise).publish(counts, counts).tolist()
+
+    assert noisy("s", "2021-02") == noisy("s", "2021-02")  # a rebuild is byte-identical
+    assert noisy("s", "2021-02") != noisy("s", "2021-03")  # a new release, new noise
+    assert noisy("s", "2021-02") != noisy("t", "2021-02")
+    assert sum(a != b for a, b in zip(noisy("s", "2021-02"), counts.tolist(), strict=True)) > 50
+    with pytest.raises(ConfigError, match="metro_delta"):
+        DpNoise.create(None, 1e-6, "s", "2021-02")
+    assert DpNoise.create(None, None, "s", "2021-02") is None

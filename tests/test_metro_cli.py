@@ -19,7 +19,7 @@ from pathlib import Path
 import h3
 import pytest
 
-from heatmetro.site_builder.metro import EDGE_COLUMNS
+from heatmetro.site_builder.metro_columns import EDGE_COLUMNS
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.streams import (
     NORTH_EAST,

@@ -124,7 +124,7 @@ def test_index_only_lists_layers_that_have_tiles(tmp_path: Path) -> None:
 
 def test_index_shows_legend_schemes_links_and_members_note(tmp_path: Path) -> None:
     page = read(build(tmp_path), "index.html")
-    assert "Activities per cell, equalised" in page.text
+    assert "Activities per cell, log scale" in page.text
     assert "low" in page.text and "high" in page.text
     assert all(s in page.text for s in ("Hot", "Blue", "Gray"))
     assert "about.html" in page.links and "metro/index.html" in page.links
@@ -255,3 +255,62 @@ def test_an_operator_template_dir_overrides_one_page_and_one_static_file(tmp_pat
         shipped_templates() / "static" / "heatmetro.js"
     ).read_bytes()
     assert "(Example City)" not in (root / "index.html").read_text(encoding="utf-8")
+
+
+# --- where the map opens, colour schemes, PMTiles -----------------------------------------
+
+
+def test_map_opens_on_the_densest_heat_not_the_whole_extent(tmp_path: Path) -> None:
+    import h3.api.basic_int as h3
+    import numpy as np
+
+    from heatmetro.site_builder.heat_view import densest_view
+
+    def cells_between(a: tuple[float, float], b: tuple[float, float]) -> list[int]:
+        return h3.grid_path_cells(h3.latlng_to_cell(*a, 11), h3.latlng_to_cell(*b, 11))
+
+    city = cells_between((42.31, -72.64), (42.36, -72.55))
+    # A group ride in Paris: published too (three people), but it is not where people ride.
+    paris = sorted(h3.grid_disk(h3.latlng_to_cell(48.85, 2.35, 11), 4))
+    cells = np.array(city + paris, dtype=np.uint64)
+    heat = np.r_[np.full(len(city), 5.0), np.full(len(paris), 9.0)]
+    view = densest_view(cells, heat)
+    assert view is not None
+    south, west, north, east = view
+    assert 42.30 < south < north < 42.37 and -72.65 < west < east < -72.54
+    assert densest_view(np.zeros(0, np.uint64), np.zeros(0)) is None
+
+    bounds = (42.31, -72.64, 48.86, 2.36)  # the whole extent, Paris included
+    page = read(build(tmp_path, dataclasses.replace(META, bounds=bounds, view=view)), "index.html")
+    fit = re.search(
+        r"fitBounds\(\s*\[\[([-\d.]+), ([-\d.]+)\], \[([-\d.]+), ([-\d.]+)\]\]", page.script
+    )
+    assert fit is not None
+    assert [float(v) for v in fit.groups()] == pytest.approx(list(view))
+
+
+def test_every_scheme_is_offered_with_its_filter(tmp_path: Path) -> None:
+    html = (build(tmp_path) / "index.html").read_text()
+    page = Page(html)
+    for label in ("Hot", "Blue", "Purple", "Gray", "Blue-red"):
+        assert label in page.text
+    for scheme in ("blue", "purple", "gray", "bluered"):
+        assert f'<filter id="hm-scheme-{scheme}"' in html
+        assert (
+            f'[data-scheme="{scheme}"] .leaflet-heat-pane {{ filter: url(#hm-scheme-{scheme}); }}'
+            in html
+        )
+
+
+def test_pmtiles_page_reads_archives_with_the_vendored_library(tmp_path: Path) -> None:
+    root = build(tmp_path, dataclasses.replace(META, tiles_format="pmtiles"))
+    page = read(root, "index.html")
+    assert "assets/pmtiles.js" in page.resources
+    assert (root / "assets" / "pmtiles.js").is_file()
+    assert (
+        "BSD" in (root / "assets" / "LICENSE-pmtiles.txt").read_text()
+        or "Redistribution" in (root / "assets" / "LICENSE-pmtiles.txt").read_text()
+    )
+    assert 'new pmtiles.PMTiles(new URL("tiles/all.pmtiles"' in page.script
+    assert "{z}" not in page.script
+    assert all(not r.startswith(("http:", "https:", "//")) for r in page.resources)

@@ -1,7 +1,8 @@
 """Property: private activities never change what a snapshot reads.
 
 For any mix of visibilities (and ``hide_map``, and later visibility changes), the
-public window — month layers, per-sport and night layers, Metro records, counts —
+public window — month layers, per-sport and night layers, Metro records, counts, and
+the weekly map's layers —
 equals the window of the stream holding only the activities whose final version is
 public. The personal store meanwhile receives every one of them. Real SQLite stores,
 the real fold (trimming) and writers; no dataflow, to keep each example fast.
@@ -21,7 +22,8 @@ from hypothesis import strategies as st
 from heatmetro.core.config import Config
 from heatmetro.core.contract import validate_event
 from heatmetro.flows.fold import AthleteFold
-from heatmetro.site_builder.load import load_window
+from heatmetro.site_builder.activity_layers import layer_heat
+from heatmetro.site_builder.load import contributing_paths, load_window
 from heatmetro.state.personal_store import PersonalWriter, connect_personal, personal_db_path
 from heatmetro.state.store import connect
 from heatmetro.state.view import ReadView
@@ -98,6 +100,18 @@ def window(db: Any) -> Any:
         )
 
 
+def weekly(db: Any) -> dict[str, Any]:
+    """The weekly map's layers for 2021-06-11..17, as ``snapshot --weekly`` reads them."""
+    lo, hi = 1623369600, 1623369600 + 7 * 86400  # local midnight 2021-06-11 .. 06-18
+    acts = contributing_paths(
+        db, "a.start_s + a.utc_offset_s >= ? AND a.start_s + a.utc_offset_s < ?", (lo, hi)
+    )
+    return layer_heat(
+        acts, group_layers=True, sport_layers=("Run",), night=True, min_athletes=2,
+        max_per_athlete=10,
+    )  # fmt: skip
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
 def test_public_window_equals_the_window_of_public_activities_alone(
@@ -107,6 +121,7 @@ def test_public_window_equals_the_window_of_public_activities_alone(
         db_all, personal_rows = ingest(events, Path(tmp) / "all")
         db_pub, _ = ingest(public_only(events), Path(tmp) / "pub")
         got, want = window(db_all), window(db_pub)
+        got_week, want_week = weekly(db_all), weekly(db_pub)
         db_all.close()
         db_pub.close()
     # Every activity reached the personal store, whatever its visibility.
@@ -118,6 +133,10 @@ def test_public_window_equals_the_window_of_public_activities_alone(
         assert np.array_equal(mine.cells, heat.cells), layer
         assert np.array_equal(mine.heat, heat.heat), layer
         assert np.array_equal(mine.athletes, heat.athletes), layer
+    assert sorted(got_week) == sorted(want_week)
+    for layer, heat in want_week.items():
+        assert np.array_equal(got_week[layer].cells, heat.cells), f"weekly {layer}"
+        assert np.array_equal(got_week[layer].heat, heat.heat), f"weekly {layer}"
     for name in ("edges", "hexagons", "od"):
         mine, theirs = getattr(got, name), getattr(want, name)
         assert sorted(mine) == sorted(theirs)

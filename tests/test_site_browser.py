@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,19 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser
 
+from heatmetro.core.config import OSM_ATTRIBUTION, OSM_TILES
 from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.serve import start_background
-from tests.browser import chromium_available, heat_mask, heat_pixels, launch, open_site
+from heatmetro.site_builder.tile_colours import scheme_tables
+from heatmetro.site_builder.tiles import write_heat_tiles
+from tests.browser import (
+    BASEMAP_PREFIX,
+    chromium_available,
+    heat_mask,
+    heat_pixels,
+    launch,
+    open_site,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -65,28 +76,30 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("site")
     _write_tiles(root, "all", RED, vertical=False)
     _write_tiles(root, "ride", YELLOW, vertical=True)
-    meta = SiteMeta(
-        month="2026-03",
-        first_month="2025-04",
-        min_athletes=3,
-        max_per_athlete=10,
-        round_to=5,
-        min_zoom=9,  # the tests' pyramid starts at 9: nothing below may be asked for
-        public_max_zoom=PUBLIC_MAX_ZOOM,
-        max_zoom=16,
-        hide_start_end_m=200.0,
-        hide_jitter_m=150.0,
-        bounds=BOUNDS,
-        layers=("all", "ride"),
-        counts={"athletes": 42, "activities": 1234},
-        version="0.1.0",
-        build_date="2026-04-01",
-        basemap_url="",
-        basemap_attribution="",
-        has_metro=False,
-    )
-    write_pages(root, meta)
+    write_pages(root, META)
     return root
+
+
+META = SiteMeta(
+    month="2026-03",
+    first_month="2025-04",
+    min_athletes=3,
+    max_per_athlete=10,
+    round_to=5,
+    min_zoom=9,  # the tests' pyramid starts at 9: nothing below may be asked for
+    public_max_zoom=PUBLIC_MAX_ZOOM,
+    max_zoom=16,
+    hide_start_end_m=200.0,
+    hide_jitter_m=150.0,
+    bounds=BOUNDS,
+    layers=("all", "ride"),
+    counts={"athletes": 42, "activities": 1234},
+    version="0.1.0",
+    build_date="2026-04-01",
+    basemap_url="",
+    basemap_attribution="",
+    has_metro=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +196,107 @@ def test_about_page_renders(site: Path, browser: Browser) -> None:
         assert page.page_errors == [] and page.blocked == [] and page.console_errors == []
     assert "at least 3 different people" in text
     assert "1,234" in text
+
+
+# --- high-DPI tiles, colour schemes, the default basemap, PMTiles ------------------------
+
+
+def test_high_dpi_screens_get_the_next_zooms_tiles(base_url: str, browser: Browser) -> None:
+    with open_site(base_url, browser=browser, device_scale_factor=2) as site:
+        site.wait_for_map()
+        zoom = site.page.evaluate("heatmetro.map.getZoom()")
+        sizes = site.page.evaluate(
+            "[...document.querySelectorAll('.leaflet-heat-pane img.leaflet-tile')]"
+            ".filter(i => i.naturalWidth).map(i => [i.naturalWidth, i.width])"
+        )
+        shot = site.screenshot(hide_controls=True)
+        assert site.page_errors == [] and site.blocked == [] and site.console_errors == []
+    assert zoom == PUBLIC_MAX_ZOOM
+    # At map zoom 12 the public pyramid's zoom-12 tiles are drawn at half size: 256 image
+    # pixels in 128 CSS pixels, i.e. one tile pixel per screen pixel. No 13s (members).
+    assert site.tiles and all(f"{base_url}tiles/all/12/" in u for u, _ in site.tiles)
+    assert sizes and all(s == [256, 128] for s in sizes), sizes
+    assert heat_mask(shot).sum() > 4 * 2000  # device pixels
+
+
+# Per scheme, the colour the page must show for the "all" layer's band (hot green 40).
+SCHEME_NAMES = [("Blue", "blue"), ("Purple", "purple"), ("Gray", "gray"), ("Blue-red", "bluered")]
+
+
+@pytest.mark.parametrize(("label", "scheme"), SCHEME_NAMES)
+def test_each_scheme_has_its_own_palette(
+    base_url: str, browser: Browser, label: str, scheme: str
+) -> None:
+    with open_site(base_url, browser=browser) as site:
+        site.wait_for_map()
+        left, top, right, bottom = site.region_of(BOUNDS)
+        hot = site.screenshot(hide_controls=True)[top:bottom, left:right]
+        site.click_radio(label)
+        shot = site.screenshot(hide_controls=True)[top:bottom, left:right]
+        assert site.page_errors == [] and site.console_errors == []
+    band = heat_mask(hot)
+    assert band.sum() > 2000
+    # The expected colour of the band: the scheme's table at green 40, over the dark
+    # ground with the band's alpha (255: RED is opaque).
+    tables = np.array(scheme_tables(scheme, 255))
+    expected = np.rint(255 * tables[:, RED[1]])
+    got = np.median(shot[band].astype(float), axis=0)
+    assert np.abs(got - expected).max() <= 12, (got, expected)
+
+
+def test_heat_shows_when_the_default_basemap_is_unreachable(
+    tmp_path: Path, browser: Browser
+) -> None:
+    root = tmp_path / "site"
+    _write_tiles(root, "all", RED, vertical=False)
+    meta = dataclasses.replace(
+        META, layers=("all",), basemap_url=OSM_TILES, basemap_attribution=OSM_ATTRIBUTION
+    )
+    write_pages(root, meta)
+    with open_site(root, browser=browser) as site:
+        site.wait_for_map()
+        left, top, right, bottom = site.region_of(BOUNDS)
+        shot = site.screenshot(hide_controls=True)
+        attribution = site.page.inner_text(".leaflet-control-attribution")
+        assert site.page_errors == []
+        assert site.blocked and all(u.startswith(BASEMAP_PREFIX) for u in site.blocked)
+    assert "OpenStreetMap contributors" in attribution
+    assert heat_pixels(shot, (left, top, right, bottom)) > 2000
+
+
+def street_cells(south: float, west: float, north: float, east: float) -> np.ndarray:
+    """Res-11 cells along the diagonal and a horizontal street of the box."""
+    import h3.api.basic_int as h3
+
+    def path(a: tuple[float, float], b: tuple[float, float]) -> list[int]:
+        return h3.grid_path_cells(h3.latlng_to_cell(*a, 11), h3.latlng_to_cell(*b, 11))
+
+    mid = (south + north) / 2
+    cells = path((south, west), (north, east)) + path((mid, west), (mid, east))
+    return np.unique(np.array(cells, dtype=np.uint64))
+
+
+def test_pmtiles_site_shows_heat_offline(tmp_path: Path, browser: Browser) -> None:
+    root = tmp_path / "pm"
+    inner = (42.30, -72.70, 42.36, -72.56)
+    cells = street_cells(*inner)
+    stats = write_heat_tiles(
+        cells, np.full(cells.size, 5.0), layer="all", out_root=root, min_zoom=9,
+        public_max_zoom=PUBLIC_MAX_ZOOM, max_zoom=16, heat_resolution=11, tiles_format="pmtiles",
+    )  # fmt: skip
+    meta = dataclasses.replace(
+        META, layers=("all",), bounds=stats.bounds, tiles_format="pmtiles",
+        basemap_url=OSM_TILES, basemap_attribution=OSM_ATTRIBUTION,
+    )  # fmt: skip
+    write_pages(root, meta)
+    assert not list((root / "tiles").rglob("*.png"))  # one archive per tree, no PNG files
+    with open_site(root, browser=browser) as site:
+        site.wait_for_map()
+        region = site.region_of(stats.bounds)
+        shot = site.screenshot(hide_controls=True)
+        archive = [(u, s) for u, s in site.tiles if u.endswith("/tiles/all.pmtiles")]
+        assert site.page_errors == [] and site.failed == []
+        assert site.blocked_except_basemap() == []  # nothing but the aborted basemap left
+    assert archive and {s for _, s in archive} == {206}  # read with HTTP range requests
+    assert all("/members/" not in u for u, _ in site.tiles)
+    assert heat_pixels(shot, region) > 300

@@ -65,7 +65,8 @@ def test_map_shows_the_real_heat_offline(
 
         assert site.leaflet_loaded()
         assert site.page_errors == []
-        assert site.blocked == [], "the page tried to leave 127.0.0.1"
+        # The default OSM basemap was asked for (and aborted); nothing else left 127.0.0.1.
+        assert site.blocked and site.blocked_except_basemap() == []
         assert site.failed == []
         assert site.console_errors_except_missing_tiles() == []
     statuses = {status for _, status in site.tiles}
@@ -85,8 +86,10 @@ def test_ride_layer_shows_what_the_data_holds(base_url: str, browser: Browser, m
     """June 2018 ValleyBike is all bikes: 'Ride' has exactly the cells of 'All', so the
     switch must fetch the ride tiles and draw the same picture; layers without cells are
     not offered at all."""
-    offered = [LAYER_LABELS[k] for k in LAYER_LABELS if meta["cells_per_layer"][k] > 0]
-    assert offered == ["All", "Ride"]
+    offered = [LAYER_LABELS[k] for k in LAYER_LABELS if meta["cells_per_layer"].get(k, 0) > 0]
+    # Rides after sunset also make the Night layer; no other sport group has any cells.
+    assert offered == ["All", "Ride", "Night"]
+    assert 0 < meta["cells_per_layer"]["night"] < meta["cells_per_layer"]["all"]
     assert meta["cells_per_layer"]["ride"] == meta["cells_per_layer"]["all"]
     south, west, north, east = meta["bounds"]
     with open_site(base_url, browser=browser) as site:
@@ -103,10 +106,10 @@ def test_ride_layer_shows_what_the_data_holds(base_url: str, browser: Browser, m
             "[...document.querySelectorAll('.leaflet-control-layers-base input')]"
             ".map(i => i.checked)"
         )
-        assert site.page_errors == [] and site.blocked == []
+        assert site.page_errors == [] and site.blocked_except_basemap() == []
         assert site.console_errors_except_missing_tiles() == []
     assert [label.strip() for label in labels] == offered
-    assert checked == [False, True]
+    assert checked == [False, True, False]  # All, Ride (chosen), Night
     assert ride_tiles and all("/tiles/ride/" in u for u, _ in ride_tiles)
     assert 200 in {s for _, s in ride_tiles}
     assert before.sum() > 300
@@ -175,3 +178,46 @@ def test_metro_downloads_resolve_and_match_their_sha256(
     # Every link on the page (back to the map, README, zip) resolves.
     assert others and set(others.values()) == {200}, others
     assert np.all([href.startswith(base_url) for href in others])
+
+
+def test_pmtiles_site_from_the_cli_shows_heat_and_rebuilds_identically(
+    june2018_site: Path, browser: Browser, tmp_path: Path
+) -> None:
+    """The same store published with ``tiles_format = "pmtiles"``, twice (the second
+    build reuses every tile), then looked at in Chromium with only 127.0.0.1 reachable."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+
+    shutil.copytree(june2018_site.parent.parent / "state", tmp_path / "state")
+    config = write_config(tmp_path, tiles_format="pmtiles")
+    env = cli_env(SOURCE_DATE_EPOCH="1700000000")
+    env.pop("HEATMETRO_QUIET")
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [*HEATMETRO, "snapshot", "-c", str(config), "--month", "2018-06"],
+            capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=True,
+        )  # fmt: skip
+        site = (tmp_path / "site").resolve()
+        runs.append((proc.stderr, (site / "tiles" / "all.pmtiles").read_bytes()))
+    assert runs[0][1] == runs[1][1]  # byte-identical archives
+    assert " 0 unchanged" in runs[0][0] and " 0 unchanged" not in runs[1][0], runs[1][0]
+    assert not list((site / "tiles").rglob("*.png"))
+    meta = json.loads((site / "metadata.json").read_text())
+
+    url, stop = start_background(site)
+    try:
+        with open_site(url, browser=browser) as page:
+            page.wait_for_map()
+            region = page.region_of(tuple(meta["bounds"]))  # type: ignore[arg-type]
+            shot = page.screenshot(hide_controls=True)
+            assert page.page_errors == [] and page.failed == []
+            assert page.blocked_except_basemap() == []
+        archive = {s for u, s in page.tiles if u.endswith("/tiles/all.pmtiles")}
+    finally:
+        stop()
+    assert archive == {206}
+    left, top, right, bottom = region
+    assert heat_pixels(shot, (left - 12, top - 12, right + 12, bottom + 12)) > 300

@@ -55,3 +55,55 @@ def test_a_larger_hide_distance_drops_visits_outside_the_cut_path(tmp_path: Path
     out = np.frombuffer(recut_streets(seq.tobytes(), path, 0.0, 200.0, (), net), STREET_DTYPE)
     assert len(out) and out["t_out"].max() < 30  # the last visit went with the hidden end
     assert recut_streets(seq.tobytes(), path, 0.0, 0.0, (), net) == seq.tobytes()
+
+
+def test_the_store_cuts_street_sequences_when_an_athlete_hides_more(
+    tmp_path: Path, fresh_db
+) -> None:  # type: ignore[no-untyped-def]
+    """Through the real fold and writer: a later zone, a larger hide distance and an
+    opt-out each cut what is stored (the zone's jitter is applied, as on ingest)."""
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from heatmetro.core.config import load_config
+    from heatmetro.core.contract import parse_event
+    from heatmetro.flows.fold import AthleteFold
+    from heatmetro.state.writer import StoreWriter
+    from tests.conftest import TEST_SALT
+    from tests.streams import activity, athlete
+    from tests.street_tracks import noisy_track, route_through
+
+    config = load_config(None, state_dir=tmp_path / "state", base_map=HELSINKI, salt=TEST_SALT)
+    net = helsinki(config.state_dir)
+    fold, writer = AthleteFold(config), StoreWriter.for_config(fresh_db, config)
+    settings = None
+
+    def send(event: dict) -> None:  # type: ignore[type-arg]
+        nonlocal settings
+        settings, items = fold.apply(settings, parse_event(orjson.dumps(event)))
+        writer.write_batch(items)
+
+    def stored() -> list[str]:
+        (blob,) = fresh_db.execute("SELECT streets FROM activities").fetchone()
+        idx = net.index_of(np.frombuffer(blob or b"", STREET_DTYPE)["edge"])
+        return [str(net.uid[i]) for i in idx]
+
+    def later(day: int) -> datetime:
+        return datetime(2021, 7, day, tzinfo=UTC)
+
+    route = route_through(net, by_uid(net, KIRKKOKATU), True, bike=True)
+    send(athlete("a", hide_start_end_m=0))
+    send(activity("r1", "a", noisy_track(net, route, seed=9)))
+    first = stored()
+    assert KIRKKOKATU in first and len(first) > 10
+    lat, lng = net.polyline(by_uid(net, KIRKKOKATU))
+    zone = {"lat": float(lat[len(lat) // 2]), "lng": float(lng[len(lng) // 2]), "radius_m": 20}
+    send(athlete("a", hide_start_end_m=0, privacy_zones=[zone], updated=later(1)))
+    after_zone = stored()
+    assert KIRKKOKATU not in after_zone and 0 < len(after_zone) < len(first)
+    send(athlete("a", hide_start_end_m=300, privacy_zones=[zone], updated=later(2)))
+    after_hide = stored()
+    assert len(after_hide) < len(after_zone) and set(after_hide) <= set(after_zone)
+    send(athlete("a", aggregate_opt_out=True, updated=later(3)))
+    assert stored() == []

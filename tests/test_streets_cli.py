@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -155,6 +157,22 @@ def test_geojson_has_each_edges_own_polyline_and_the_osm_attribution(net, scenar
     assert not any("athlete" in c or "activity" in c for c in header)
 
 
+@pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="needs gdal-bin's ogrinfo")
+def test_geopackage_has_a_streets_layer_with_every_street_column(net, scenario) -> None:  # type: ignore[no-untyped-def]
+    _, metro = scenario
+    info = subprocess.run(
+        ["ogrinfo", "-ro", "-so", "metro.gpkg", "streets"],
+        capture_output=True, text=True, check=True, cwd=metro,
+    ).stdout  # fmt: skip
+    assert "Geometry: Line String" in info
+    assert f"Feature Count: {len(rows(metro))}" in info
+    assert "© OpenStreetMap contributors" in info
+    header = (metro / "streets.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    for column in header:
+        assert re.search(rf"^{column}: (Integer64|Real|String) ", info, flags=re.M), column
+    assert re.search(r"^osm_reference_id: Integer64 ", info, flags=re.M)
+
+
 def test_erasure_with_a_base_map_is_byte_identical(net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Stream + one athlete's opt-out publishes what the stream without them publishes
     (the second build also runs 2 worker processes: matching is per activity, so the
@@ -169,3 +187,23 @@ def test_erasure_with_a_base_map_is_byte_identical(net, tmp_path: Path) -> None:
     for name in ("streets.csv", "streets.geojson", "streets_hourly.csv"):
         assert (with_them / name).read_bytes() == (without / name).read_bytes(), name
     assert rows(without)  # the comparison is not between two empty files
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "no such file"), (b"not a pbf", "cannot read it as OSM data")],
+)
+def test_a_bad_base_map_is_one_line_and_a_non_zero_exit(
+    tmp_path: Path, content: bytes | None, reason: str
+) -> None:
+    if content is not None:
+        (tmp_path / "city.osm.pbf").write_bytes(content)
+    write_config(tmp_path, base_map="city.osm.pbf")
+    (tmp_path / "events.jsonl").write_bytes(b"")
+    proc = subprocess.run(
+        [*HEATMETRO, "ingest", "-c", str(tmp_path / "config.toml"), str(tmp_path / "events.jsonl")],
+        capture_output=True, text=True, env=SDE_ENV, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1 and f"city.osm.pbf: {reason}" in errors[0], proc.stderr

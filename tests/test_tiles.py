@@ -15,6 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from heatmetro.site_builder.tile_cache import TileCache
+from heatmetro.site_builder.tile_colours import MIN_ALPHA, heat_ramp, levels_to_rgba
+from heatmetro.site_builder.tile_levels import intensity, reference_heat
 from heatmetro.site_builder.tile_math import (
     MAX_LAT,
     cell_radius_m,
@@ -24,14 +27,7 @@ from heatmetro.site_builder.tile_math import (
     splat_radius_px,
     tile_bounds,
 )
-from heatmetro.site_builder.tiles import (
-    MIN_ALPHA,
-    encode_png,
-    equalise,
-    heat_ramp,
-    levels_to_rgba,
-    write_heat_tiles,
-)
+from heatmetro.site_builder.tiles import encode_png, write_heat_tiles
 
 RES = 11
 NORTHAMPTON = {"lat": 42.32, "lng": -72.63}
@@ -140,21 +136,29 @@ def test_splat_radius_at_street_zoom() -> None:
     cell = np.array([h3i.latlng_to_cell(NORTHAMPTON["lat"], NORTHAMPTON["lng"], RES)], np.uint64)
     r_m = cell_radius_m(cell)
     assert r_m[0] == pytest.approx(h3i.average_hexagon_edge_length(RES, "m"), rel=0.25)
-    # res-11 at z16 near lat 42: ~16 px circumradius, splats 1.25x that; at z2 below 1 px.
+    # res-11 at z16 near lat 42: ~16 px circumradius; at z2 the smallest visible disc.
     r16 = splat_radius_px(r_m, np.array([NORTHAMPTON["lat"]]), 16)[0]
-    assert 18 < r16 < 24
-    assert splat_radius_px(r_m, np.array([NORTHAMPTON["lat"]]), 2)[0] == 1.0
+    assert 14 < r16 < 19
+    assert splat_radius_px(r_m, np.array([NORTHAMPTON["lat"]]), 2)[0] == 0.71
 
 
-def test_equalise_ranks_ties_and_range() -> None:
+def test_intensity_is_a_stable_log_scale() -> None:
     heat = np.array([5.0, 1.0, 5.0, 100.0, 2.0])
-    got = equalise(heat)
+    got = intensity(heat)
     assert got[0] == got[2]  # ties equal
-    assert got[3] == 1.0 and got.min() >= 0.25
+    assert got[3] > 0.95 and got.min() == got[1] < 0.5 and got.min() >= 0.25
+    assert intensity(np.r_[np.ones(200), 128.0, 500.0])[-2:].tolist() == [1.0, 1.0]  # top 1%
     assert list(np.argsort(got, kind="stable")) == [1, 4, 0, 2, 3]
-    # A city 100x busier than a town gets the same spread of intensities.
-    np.testing.assert_allclose(equalise(heat * 100), got)
-    assert list(equalise(np.array([7.0, 7.0]))) == [1.0, 1.0]
+    # The reference is the 99th percentile rounded up to a power of two...
+    assert reference_heat(heat) == 128.0 and reference_heat(np.array([3.0])) == 4.0
+    # ...so raising one quiet cell leaves every other cell's intensity as it was: the
+    # property that lets a rebuild re-render only the tiles a change touched.
+    changed = heat.copy()
+    changed[4] = 3.0
+    same = np.arange(5) != 4
+    np.testing.assert_array_equal(intensity(changed)[same], got[same])
+    # A city 100x busier than a town still spreads over the whole ramp.
+    assert intensity(heat * 100).min() < 0.7 and intensity(heat * 100).max() > 0.95
 
 
 def test_ramp_is_hot_and_visible() -> None:
@@ -168,13 +172,11 @@ def test_ramp_is_hot_and_visible() -> None:
     assert tuple(lut[64, :3]) < (130, 20, 20) and min(lut[255, :3]) > 200  # dark red .. white
 
 
-def test_palette_png_decodes_to_the_rgba_png() -> None:
+def test_png_decodes_to_the_ramp_colours() -> None:
     rng = np.random.default_rng(1)
     levels = rng.integers(0, 256, (256, 256)).astype(np.uint8)
     levels[:100] = 0
-    rgba = decode_bytes(encode_png(levels))
-    assert np.array_equal(rgba, levels_to_rgba(levels))
-    assert np.array_equal(decode_bytes(encode_png(levels, palette=True)), rgba)
+    assert np.array_equal(decode_bytes(encode_png(levels)), levels_to_rgba(levels))
 
 
 def decode_bytes(data: bytes) -> np.ndarray:
@@ -263,7 +265,7 @@ def reference_tile(cells: np.ndarray, heat: np.ndarray, x: int, y: int, z: int) 
     latlng = np.array([h3i.cell_to_latlng(int(c)) for c in cells])
     px, py = lnglat_to_global_px(latlng[:, 1], latlng[:, 0], z)
     radius = splat_radius_px(cell_radius_m(cells), latlng[:, 0], z)
-    level = np.rint(255 * equalise(heat)).astype(np.uint8)
+    level = np.rint(255 * intensity(heat)).astype(np.uint8)
     out = np.zeros((256, 256), np.uint8)
     gy, gx = np.mgrid[0:256, 0:256] + 0.5
     for cx, cy, r, lev in zip(px - 256 * x, py - 256 * y, radius, level, strict=True):
@@ -377,3 +379,174 @@ def test_heat_only_near_cells(points: list[tuple[float, float, int]]) -> None:
                 d = np.hypot(gx[:, None] - px[None, :], gy[:, None] - py[None, :])
                 assert (d <= radii[None, :] + 2).any(axis=1).all(), path
         assert written == sum(stats.tiles_per_zoom.values())
+
+
+# --- parallel, incremental and PMTiles output ------------------------------------------
+
+
+def two_streets() -> tuple[np.ndarray, np.ndarray]:
+    cells = np.concatenate([street(STREET_A, STREET_B), street((42.30, -72.60), (42.34, -72.66))])
+    cells = np.unique(cells)
+    return cells, np.random.default_rng(5).integers(3, 40, cells.size).astype(float)
+
+
+@pytest.fixture
+def parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Use worker processes even for the few tiles of a test."""
+    import heatmetro.site_builder.tiles as tiles_module
+
+    monkeypatch.setattr(tiles_module, "MIN_PARALLEL_TILES", 0)
+
+
+def test_workers_write_the_same_bytes(tmp_path: Path, parallel: None) -> None:
+    cells, heat = two_streets()
+    for w in (1, 2):
+        write_heat_tiles(
+            cells, heat, layer="all", out_root=tmp_path / str(w), heat_resolution=RES,
+            workers=w, **ZOOMS,
+        )  # fmt: skip
+    one = all_files(tmp_path / "1")
+    assert len(one) > 20 and one == all_files(tmp_path / "2")
+
+
+def all_output(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.suffix in (".png", ".pmtiles")
+    }
+
+
+@pytest.mark.parametrize("fmt", ["png", "pmtiles"])
+def test_rebuild_renders_only_changed_tiles_and_matches_a_full_build(
+    tmp_path: Path, fmt: str, parallel: None
+) -> None:
+    cells, heat = two_streets()
+    first = tmp_path / "000001-a"
+    cache = TileCache(tmp_path / "cache", None, first.name)
+    kw = {"layer": "all", "heat_resolution": RES, "tiles_format": fmt, **ZOOMS}
+    full = write_heat_tiles(cells, heat, out_root=first, cache=cache, **kw)  # type: ignore[arg-type]
+    assert full.reused == 0 and full.rendered == sum(full.tiles_per_zoom.values())
+    # One cell near the end of a street gets busier: a few tiles change, not the rest.
+    changed = heat.copy()
+    changed[0] += 1
+    second = tmp_path / "000002-b"
+    cache = TileCache(tmp_path / "cache", first, second.name)
+    again = write_heat_tiles(cells, changed, out_root=second, cache=cache, workers=2, **kw)  # type: ignore[arg-type]
+    reference = tmp_path / "reference"
+    write_heat_tiles(cells, changed, out_root=reference, **kw)  # type: ignore[arg-type]
+    assert all_output(second) == all_output(reference)
+    assert all_output(second) != all_output(first)
+    assert again.reused > 0.8 * full.rendered and 0 < again.rendered < 0.2 * full.rendered
+    if fmt == "png":  # reused tiles are links to the published build's files, not copies
+        linked = [p for p in second.rglob("*.png") if p.stat().st_nlink == 2]
+        assert len(linked) == again.reused
+    # A manifest of a build that was never published is not trusted.
+    stale = TileCache(tmp_path / "cache", first, "000003-c")
+    assert stale.load("all", fmt) is None
+
+
+def test_pmtiles_archives_hold_the_same_tiles(tmp_path: Path) -> None:
+    from pmtiles.reader import MmapSource, Reader, all_tiles
+
+    cells, heat = two_streets()
+    write_heat_tiles(
+        cells, heat, layer="all", out_root=tmp_path / "png", heat_resolution=RES, **ZOOMS
+    )
+    for name in ("pm1", "pm2"):
+        write_heat_tiles(
+            cells, heat, layer="all", out_root=tmp_path / name, heat_resolution=RES,
+            tiles_format="pmtiles", **ZOOMS,
+        )  # fmt: skip
+    public = tmp_path / "pm1" / "tiles" / "all.pmtiles"
+    members = tmp_path / "pm1" / "members" / "tiles" / "all.pmtiles"
+    assert public.read_bytes() == (tmp_path / "pm2" / "tiles" / "all.pmtiles").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "pm1").rglob("*") if p.is_file()) == [
+        "all.pmtiles",
+        "all.pmtiles",
+    ]
+    got: dict[str, bytes] = {}
+    for archive in (public, members):
+        with archive.open("rb") as fh:
+            reader = Reader(MmapSource(fh))
+            header = reader.header()
+            zooms = (header["min_zoom"], header["max_zoom"])
+            assert zooms == ((2, 12) if archive == public else (13, 16))
+            for (z, x, y), data in all_tiles(reader.get_bytes):
+                got[str(tile_path(Path(), "all", z, x, y, ZOOMS["public_max_zoom"]))] = data
+    assert got == all_files(tmp_path / "png")
+
+
+# --- streets are lines at street zoom ---------------------------------------------------
+
+M_PER_DEG_LAT = 111_320.0
+
+
+def ridden_cells(lat: float, lng0: float, lng1: float, offset_m: float, res: int) -> np.ndarray:
+    """The res-``res`` cells of an east-west ride ``offset_m`` north of ``lat`` (a fix a metre)."""
+    n = int((lng1 - lng0) * M_PER_DEG_LAT * math.cos(math.radians(lat)))
+    lats = np.full(n, lat + offset_m / M_PER_DEG_LAT)
+    lngs = np.linspace(lng0, lng1, n)
+    return np.unique([h3i.latlng_to_cell(a, b, res) for a, b in zip(lats, lngs, strict=True)])
+
+
+def test_z16_streets_30_m_apart_are_two_thin_lines_and_a_street_of_two_is_dark(
+    tmp_path: Path,
+) -> None:
+    from heatmetro.site_builder.load import publishable_heat
+    from heatmetro.state.records import HEAT_DTYPE, with_athlete
+
+    res, z = 13, 16
+    lat0, lng0, lng1 = 42.3200, -72.6400, -72.6330  # ~575 m of street
+    streets = {  # street: (metres north of lat0, riders)
+        "A": (0.0, 3),
+        "B": (30.0, 3),
+        "C": (60.0, 2),  # one rider short of min_athletes
+    }
+    rows, athlete = [], 0
+    for north, riders in streets.values():
+        for _ in range(riders):
+            cells = ridden_cells(lat0 + north / M_PER_DEG_LAT, lng0, lng1, 0.0, res)
+            arr = np.zeros(cells.size, HEAT_DTYPE)
+            arr["cell"], arr["n"] = cells, 1
+            rows.append(with_athlete(arr, athlete))
+            athlete += 1
+    published = publishable_heat("all", np.concatenate(rows), 3, 10)
+    write_heat_tiles(
+        published.cells, published.heat, layer="all", out_root=tmp_path, min_zoom=z,
+        public_max_zoom=z, max_zoom=z, heat_resolution=res,
+    )  # fmt: skip
+
+    # Stitch the z16 tiles around the streets; look at the columns of the middle 80%.
+    x0, y0 = lnglat_to_tile(lng0, lat0 + 90 / M_PER_DEG_LAT, z)
+    x1, y1 = lnglat_to_tile(lng1, lat0 - 30 / M_PER_DEG_LAT, z)
+    alpha = np.zeros(((y1 - y0 + 1) * 256, (x1 - x0 + 1) * 256), np.uint8)
+    for x in range(x0, x1 + 1):
+        for y in range(y0, y1 + 1):
+            path = tile_path(tmp_path, "all", z, x, y, z)
+            if path.exists():
+                alpha[(y - y0) * 256 : (y - y0 + 1) * 256, (x - x0) * 256 : (x - x0 + 1) * 256] = (
+                    decode(path)[:, :, 3]
+                )
+    gx0, gy0 = 256 * x0, 256 * y0
+
+    def row_of(north_m: float) -> int:
+        return int(lnglat_to_global_px(lng0, lat0 + north_m / M_PER_DEG_LAT, z)[1]) - gy0
+
+    c0, c1 = (int(lnglat_to_global_px(v, lat0, z)[0]) - gx0 for v in (lng0, lng1))
+    cols = range(c0 + (c1 - c0) // 10, c1 - (c1 - c0) // 10)
+    ra, rb, rc = row_of(0.0), row_of(30.0), row_of(60.0)
+    assert rb < ra - 15  # 30 m is ~17 px at z16 here
+    for col in cols:
+        lit = np.flatnonzero(alpha[:, col] > 0)
+        line_a = lit[np.abs(lit - ra) <= 8]
+        line_b = lit[np.abs(lit - rb) <= 8]
+        # Continuous: every column of each street is lit, close to the street.
+        assert line_a.size and line_b.size, f"column {col}: a street has a hole"
+        # Thin: at most 8 px across; and separate: unlit rows between the two.
+        assert line_a.max() - line_a.min() + 1 <= 8 and line_b.max() - line_b.min() + 1 <= 8
+        assert not (alpha[line_b.max() + 1 : line_a.min(), col] > 0).all()
+        assert (alpha[line_b.max() + 1 : line_a.min(), col] == 0).any()
+        # The street of two riders draws nothing, nor does anything else.
+        assert set(lit.tolist()) <= set(line_a.tolist()) | set(line_b.tolist())
+    assert not alpha[max(rc - 8, 0) : rc + 9].any()

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, line, to_jsonl
 from tests.test_personal_cli import tile_alpha
 
@@ -68,7 +70,11 @@ def test_weekly_map_needs_five_people_and_stops_at_zoom_11(project: Path, run_cl
     # The next monthly build keeps the weekly map and links to it; about.html explains.
     run_cli("snapshot", "-c", config, "--month", "2021-06")
     assert tile_alpha(site / "weekly" / "tiles", "all", 11, *MID) > 0
-    assert 'href="weekly/index.html"' in (site / "index.html").read_text()
+    index = (site / "index.html").read_text()
+    assert 'href="weekly/index.html"' in index
+    # ...and offers it in the layer switcher, natively only up to zoom 11.
+    assert '"weekly/tiles/all/{z}/{x}/{y}.png"' in index and "Last 7 days" in index
+    assert '"maxNativeZoom": 11' in index
     about = (site / "about.html").read_text()
     assert "2024" in about and "<strong>5</strong>" in about and "<strong>11</strong>" in about
 
@@ -83,3 +89,24 @@ def test_weekly_cli_mistakes(project: Path, run_cli: Run) -> None:
         proc = run_cli("snapshot", "-c", config, *args, check=False)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
+def test_monthly_page_switches_to_the_weekly_layer_in_chromium(project: Path, run_cli: Run) -> None:
+    from tests.browser import open_site
+
+    config = project / "config.toml"
+    (project / "week.jsonl").write_bytes(to_jsonl([ride(f"a{i}", 15 + i) for i in range(5)]))
+    run_cli("ingest", "-c", config, project / "week.jsonl")
+    run_cli("snapshot", "-c", config, "--month", "2021-06")
+    run_cli("snapshot", "-c", config, "--weekly", "--until", "2021-06-20")
+    run_cli("snapshot", "-c", config, "--month", "2021-06")  # now the page offers the week
+    with open_site(project / "site") as site:
+        site.wait_for_map()
+        before = len(site.tiles)
+        site.click_layer("Last 7 days")
+        weekly = site.tiles[before:]
+        assert site.page_errors == [] and site.blocked_except_basemap() == []
+    assert weekly and all("/weekly/tiles/all/" in u for u, _ in weekly), weekly
+    assert 200 in {status for _, status in weekly}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,6 +24,12 @@ ENV_OVERRIDES = {
     "HEATMETRO_STATE_DIR": "state_dir",
     "HEATMETRO_OUT_DIR": "out_dir",
 }
+
+#: The default basemap: OpenStreetMap's standard tiles, with the attribution they require.
+OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+OSM_ATTRIBUTION = (
+    '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
+)
 
 # One stream record (a JSONL line, a Kafka message) longer than this is a dead letter,
 # never read whole. 200,000 fixes (the contract's limit) take ~10 MB of JSON.
@@ -50,11 +56,13 @@ class Config(BaseModel):
     min_zoom: int = Field(2, ge=0, le=22)
     public_max_zoom: int = Field(12, ge=0, le=22)
     max_zoom: int = Field(16, ge=0, le=22)
-    basemap_url: str = ""
-    basemap_attribution: str = ""
+    basemap_url: str = OSM_TILES
+    basemap_attribution: str = OSM_ATTRIBUTION
+    tiles_format: Literal["png", "pmtiles"] = "png"
+    tile_workers: int = Field(0, ge=0, le=256)
     template_dir: Path | None = None
     base_map: Path | None = None  # an OpenStreetMap .osm.pbf: Metro counts per street edge
-    heat_resolution: int = Field(11, ge=5, le=13)
+    heat_resolution: int = Field(13, ge=5, le=13)
     metro_resolution: int = Field(10, ge=5, le=12)
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
@@ -73,6 +81,17 @@ class Config(BaseModel):
     personal_heatmaps: bool = True
     shards: int = Field(16, ge=1, le=1024)
     metrics_port: int = Field(0, ge=0, le=65535)
+    metro_epsilon: float | None = Field(None, gt=0)  # None: exact Metro counts (no DP noise)
+    metro_delta: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _basemap_attribution(cls, values: Any) -> Any:
+        # OSM's attribution goes with OSM's tiles only: another basemap must bring its own.
+        if isinstance(values, dict) and "basemap_attribution" not in values:
+            if values.get("basemap_url", OSM_TILES) != OSM_TILES:
+                values = {**values, "basemap_attribution": ""}
+        return values
 
     @model_validator(mode="after")
     def _check_orders(self) -> Config:

@@ -79,3 +79,10 @@ def sport_label(sport_type: str) -> str:
 
 #: Labels of every possible per-sport layer, in the order the page lists them.
 SPORT_LAYER_LABELS = {sport_layer(s): sport_label(s) for s in KNOWN_SPORTS}
+# E-bikes count in the ride layer but are published apart (``ebike_ride_count``): planners
+# size lanes and parking differently for them.
+EBIKE_SPORTS = frozenset({"EBikeRide", "EMountainBikeRide"})
+
+
+def is_ebike(sport_type: str) -> bool:
+    return sport_type in EBIKE_SPORTS

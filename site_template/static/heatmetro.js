@@ -32,8 +32,27 @@ var heatmetro = (function () {
     document.documentElement.setAttribute("data-scheme", scheme);
   }
 
-  function init(map) {
+  function useRetinaTiles(map, layers) {
+    // On a high-DPI screen, draw each heat tile from the next zoom's tiles at half size
+    // (Leaflet's detectRetina, minus its lowering of maxZoom): crisp lines, no extra
+    // tiles to build. The pyramid's last public zoom stays the last one asked for.
+    if ((window.devicePixelRatio || 1) < 1.5) { return; }
+    layers.forEach(function (layer) {
+      if (!layer || layer.options.zoomOffset) { return; }
+      var shown = map.hasLayer(layer);
+      if (shown) { map.removeLayer(layer); }
+      layer.options.tileSize = layer.options.tileSize / 2;
+      layer.options.zoomOffset = 1;
+      layer.options.maxNativeZoom = layer.options.maxNativeZoom - 1;
+      layer.options.minNativeZoom = Math.max(layer.options.minZoom - 1, 0);
+      if (shown) { map.addLayer(layer); }
+    });
+  }
+
+  function init(map, options) {
     if (!map) { return; }
+    options = options || {};
+    if (options.retina) { useRetinaTiles(map, options.heat || []); }
     panelControl(map, "hm-info", "topleft");
     L.control.zoom({ position: "topleft" }).addTo(map);
     titleLayerControl("Activity");

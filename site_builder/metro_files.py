@@ -1,0 +1,80 @@
+"""Deterministic Metro file writers: CSV, GeoJSON, the zip of everything, checksums.
+
+Same input, same bytes: ``\\n`` line ends, sorted JSON keys, fixed zip entry times
+(``SOURCE_DATE_EPOCH``) and modes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import zipfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from heatmetro.site_builder.metro_columns import Column
+from heatmetro.site_builder.metro_rows import Rows
+
+ZIP_MIN_DATE = datetime(1980, 1, 1, tzinfo=UTC)  # the earliest time a zip entry can hold
+
+
+def write_csv(path: Path, columns: Sequence[Column], rows: Rows) -> int:
+    """Write a CSV (``\\n`` line ends, ``None`` as an empty cell); return the data rows."""
+    with path.open("w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow([c.name for c in columns])
+        out.writerows(rows.values)
+    return len(rows)
+
+
+def write_geojson(
+    path: Path, columns: Sequence[Column], rows: Rows, attribution: str | None = None
+) -> int:
+    """A FeatureCollection of LineStrings, one feature per text line, keys sorted.
+
+    Properties are the CSV's values (``None`` becomes ``null``). ``attribution`` (the
+    base map's licence notice) goes in a top-level ``attribution`` member.
+    """
+    names = [c.name for c in columns]
+    assert rows.geometry is not None
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        f.write('{"features":[')
+        for n, (row, coords) in enumerate(zip(rows.values, rows.geometry, strict=True)):
+            feature = {
+                "geometry": {"coordinates": [list(p) for p in coords], "type": "LineString"},
+                "properties": dict(zip(names, row, strict=True)),
+                "type": "Feature",
+            }
+            f.write(("\n" if n == 0 else ",\n") + json.dumps(feature, sort_keys=True))
+        tail = (
+            ""
+            if attribution is None
+            else f',"attribution":{json.dumps(attribution, ensure_ascii=False)}'
+        )
+        f.write(f'\n]{tail},"type":"FeatureCollection"}}\n')
+    return len(rows)
+
+
+def write_zip(path: Path, folder: str, members: Sequence[Path], when: datetime) -> None:
+    """Deterministic zip: sorted entries, fixed time and mode, one top folder."""
+    when = max(when, ZIP_MIN_DATE)
+    date_time = (when.year, when.month, when.day, when.hour, when.minute, when.second)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for member in sorted(members, key=lambda p: p.name):
+            info = zipfile.ZipInfo(f"{folder}/{member.name}", date_time=date_time)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # Unix, whatever OS builds it, so the bytes match
+            info.external_attr = 0o644 << 16
+            with member.open("rb") as src, zf.open(info, "w") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,110 @@
+"""``metro/metro.gpkg``: the Metro tables as a GeoPackage, written through GDAL (pyogrio).
+
+GIS users open one file and get the layers ``edges`` (LineString), ``hexagons``
+(Polygon) and ``od`` (LineString), in WGS 84, with the same columns and values as the
+CSV files. pyogrio's raw API takes numpy arrays and WKB, so no GeoDataFrame is built.
+
+Reproducible bytes: GDAL stamps ``gpkg_contents.last_change`` with the current time
+unless ``OGR_CURRENT_DATE`` is set, so it is set to the build time for the write.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pyogrio
+import pyogrio.raw
+
+from heatmetro.site_builder.metro_rows import Coords, Rows
+
+_WKB_LINESTRING, _WKB_POLYGON = 2, 3
+
+
+def _wkb(kind: str, coords: Coords) -> bytes:
+    """Little-endian WKB of a LineString or a one-ring Polygon."""
+    points = b"".join(struct.pack("<2d", x, y) for x, y in coords)
+    if kind == "LineString":
+        return struct.pack("<BII", 1, _WKB_LINESTRING, len(coords)) + points
+    return struct.pack("<BIII", 1, _WKB_POLYGON, 1, len(coords)) + points
+
+
+def _kind(column: str) -> str:
+    if column.endswith("_count") or column in ("hour", "osm_reference_id"):
+        return "int"
+    if column.endswith(("_kmh", "_ms", "_deg")) or column == "length_m":
+        return "float"
+    return "text"
+
+
+class Named(Protocol):
+    """A column as the writers know it (``metro_columns.Column`` and the street columns)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+def rows_from_geojson(path: Path, columns: Sequence[Named]) -> Rows:
+    """A written FeatureCollection of LineStrings read back as rows (for the street layer,
+    whose rows ``metro_streets`` writes straight to its own files)."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    names = [c.name for c in columns]
+    values = [tuple(f["properties"][n] for n in names) for f in doc["features"]]
+    geometry = [[(x, y) for x, y in f["geometry"]["coordinates"]] for f in doc["features"]]
+    return Rows(values, geometry)
+
+
+def _field(column: str, values: Sequence[object]) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column as pyogrio wants it: typed array, and for integers a null mask."""
+    kind = _kind(column)
+    if kind == "int":
+        missing = np.array([v is None for v in values], dtype=bool)
+        ints = np.array([0 if v is None else v for v in values], dtype=np.int64)
+        return ints, missing
+    if kind == "float":
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64), None
+    return np.array(values, dtype=object), None
+
+
+def write_gpkg(
+    path: Path,
+    layers: Mapping[str, tuple[str, Sequence[Named], Rows]],
+    when: datetime,
+    attribution: str | None = None,
+) -> dict[str, int]:
+    """Write each ``name: (geometry type, columns, rows)`` as a layer; return rows per layer.
+
+    ``attribution`` (the base map's licence notice) becomes each layer's description.
+    """
+    path.unlink(missing_ok=True)
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": stamp})
+    written = {}
+    try:
+        for name, (kind, columns, rows) in layers.items():
+            assert rows.geometry is not None
+            geometry = np.array([_wkb(kind, g) for g in rows.geometry], dtype=object)
+            by_column = list(zip(*rows.values, strict=True)) or [()] * len(columns)
+            fields = [_field(c.name, v) for c, v in zip(columns, by_column, strict=True)]
+            pyogrio.raw.write(
+                str(path),
+                geometry,
+                [f[0] for f in fields],
+                [c.name for c in columns],
+                field_mask=[f[1] for f in fields],
+                layer=name,
+                driver="GPKG",
+                geometry_type=kind,
+                crs="EPSG:4326",
+                append=path.exists(),
+                layer_options={"DESCRIPTION": attribution} if attribution else None,
+            )
+            written[name] = len(rows)
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
+    return written

@@ -1,0 +1,210 @@
+"""Published Metro tables as rows of values (and a geometry), ready for any writer.
+
+``heatmetro.site_builder.metro_tables`` counts, suppresses and rounds; this module turns
+its tables into rows in the column order of ``metro_columns`` and attaches each row's
+geometry (GeoJSON order: lng, lat) for the GeoJSON and GeoPackage writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import h3
+import numpy as np
+
+from heatmetro.core.cells import cell_centres
+from heatmetro.core.months import month_index, month_of_index
+from heatmetro.site_builder.metro_columns import HOURS
+from heatmetro.site_builder.metro_tables import (
+    BANDS,
+    SUPPRESSED,
+    DirectionTable,
+    Publication,
+    bearing_deg,
+    cell_table,
+    dense_index,
+    direction_table,
+)
+from heatmetro.site_builder.window import WindowData
+from heatmetro.state.records import LAYERS
+
+Value = int | float | str | None
+Coords = list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A published table: rows of values and, for the GIS files, one geometry per row."""
+
+    values: list[tuple[Value, ...]]
+    geometry: list[Coords] | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _layers(by_layer: dict[str, np.ndarray]) -> list[str]:
+    """Layers in publication order: the known ones first, then any others by name."""
+    return [k for k in LAYERS if k in by_layer] + sorted(set(by_layer) - set(LAYERS))
+
+
+def _counts(arr: np.ndarray) -> list[Value]:
+    return [None if v < 0 else v for v in arr.tolist()]
+
+
+def _decimals(arr: np.ndarray, places: int = 1) -> list[Value]:
+    # Text-rounded so the CSV, GeoJSON and GeoPackage print the very same number.
+    return [None if v != v else float(f"{v:.{places}f}") for v in arr.tolist()]
+
+
+def _ids(cells: np.ndarray) -> list[str]:
+    return [h3.int_to_str(c) for c in cells.tolist()]
+
+
+def _edge_ids(a: np.ndarray, b: np.ndarray) -> list[str]:
+    return [f"{x}-{y}" for x, y in zip(_ids(a), _ids(b), strict=True)]
+
+
+def _months(keys: dict[str, np.ndarray]) -> list[Value]:
+    return [month_of_index(m) for m in keys["month"].tolist()]
+
+
+def _with_month(arr: np.ndarray, default: int) -> np.ndarray:
+    """Records as ``direction_table`` / ``cell_table`` need them for a monthly key."""
+    if "month" in (arr.dtype.names or ()):
+        return arr
+    names = arr.dtype.names or ()
+    out = np.zeros(len(arr), np.dtype([*[(n, arr.dtype[n]) for n in names], ("month", "<u2")]))
+    for n in names:
+        out[n] = arr[n]
+    out["month"] = default
+    return out
+
+
+def direction_values(t: DirectionTable) -> list[list[Value]]:
+    """Columns of a ``DirectionTable`` in ``direction_columns`` order."""
+    cols = [_counts(t.trips[:, d]) for d in (0, 1)]
+    cols += [_counts(t.people[:, d]) for d in (0, 1)]
+    cols.append(_counts(t.total))
+    for table in (t.commute, t.leisure, t.rides, t.ebike_rides):
+        cols += [_counts(table[:, d]) for d in (0, 1)]
+    if t.bands is not None:
+        cols += [_counts(t.bands[:, d, i]) for i in range(len(BANDS)) for d in (0, 1)]
+    cols += [_decimals(t.speed_kmh[:, d]) for d in (0, 1)]
+    cols += [_decimals(t.speed_ms[:, d], 2) for d in (0, 1)]
+    return cols
+
+
+def _lines(a: np.ndarray, b: np.ndarray) -> tuple[list[Coords], np.ndarray]:
+    """Lines from ``a``'s centre to ``b``'s (6 decimals) and the bearing a -> b."""
+    lat_a, lng_a = cell_centres(a)
+    lat_b, lng_b = cell_centres(b)
+    xy = np.round(np.stack([lng_a, lat_a, lng_b, lat_b], axis=1), 6).tolist()
+    return [[(x1, y1), (x2, y2)] for x1, y1, x2, y2 in xy], bearing_deg(lat_a, lng_a, lat_b, lng_b)
+
+
+def edge_rows(window: WindowData, pub: Publication, *, monthly: bool = False) -> Rows:
+    """``edges.csv`` (or ``edges_monthly.csv``) with each edge's line."""
+    key = ("a", "b", "month") if monthly else ("a", "b")
+    values: list[tuple[Value, ...]] = []
+    geometry: list[Coords] = []
+    default = _default_month(window)
+    for layer in _layers(window.edges):
+        t = direction_table(_with_month(window.edges[layer], default), key, pub, with_bands=True)
+        if not len(t):
+            continue
+        a, b = t.keys["a"], t.keys["b"]
+        lines, bearing = _lines(a, b)
+        cols: list[Sequence[Value]] = [_edge_ids(a, b), [layer] * len(t)]
+        if monthly:
+            cols.append(_months(t.keys))
+        cols += [*direction_values(t), _decimals(bearing)]
+        values += zip(*cols, strict=True)
+        geometry += lines
+    return Rows(values, geometry)
+
+
+def hourly_rows(window: WindowData, pub: Publication) -> Rows:
+    key = ("a", "b", "hour", "weekend")
+    values: list[tuple[Value, ...]] = []
+    for layer in _layers(window.edges):
+        t = direction_table(window.edges[layer], key, pub, with_bands=False)
+        day = ["weekend" if w else "weekday" for w in t.keys["weekend"].tolist()]
+        cols = [
+            _edge_ids(t.keys["a"], t.keys["b"]),
+            [layer] * len(t),
+            t.keys["hour"].tolist(),
+            day,
+            *direction_values(t),
+        ]
+        values += zip(*cols, strict=True)
+    return Rows(values)
+
+
+def hourly_wide_rows(window: WindowData, pub: Publication) -> Rows:
+    """One row per edge and layer: trips and people per direction and local hour.
+
+    Each hour and direction is its own published count (suppressed below
+    ``min_athletes`` people), exactly the hour's totals over weekdays and weekends.
+    """
+    values: list[tuple[Value, ...]] = []
+    for layer in _layers(window.edges):
+        t = direction_table(window.edges[layer], ("a", "b", "hour"), pub, with_bands=False)
+        if not len(t):
+            continue
+        row, first = dense_index(t.keys["a"], t.keys["b"])
+        wide = np.full((len(first), 2, len(HOURS), 2), SUPPRESSED, dtype=np.int64)
+        hour = t.keys["hour"].astype(np.int64)
+        for d in (0, 1):
+            wide[row, d, hour, 0] = t.trips[:, d]
+            wide[row, d, hour, 1] = t.people[:, d]
+        a, b = t.keys["a"][first], t.keys["b"][first]
+        cols: list[Sequence[Value]] = [_edge_ids(a, b), [layer] * len(first)]
+        cols += [_counts(wide[:, d, h, w]) for d in (0, 1) for h in HOURS for w in (0, 1)]
+        values += zip(*cols, strict=True)
+    return Rows(values)
+
+
+def hexagon_rows(window: WindowData, pub: Publication, *, monthly: bool = False) -> Rows:
+    key = ("cell", "month") if monthly else ("cell",)
+    values: list[tuple[Value, ...]] = []
+    geometry: list[Coords] = []
+    default = _default_month(window)
+    for layer in _layers(window.hexagons):
+        t = cell_table(_with_month(window.hexagons[layer], default), key, pub)
+        cols: list[Sequence[Value]] = [_ids(t.keys["cell"]), [layer] * len(t)]
+        if monthly:
+            cols.append(_months(t.keys))
+        cols += [_counts(t.trips), _counts(t.people)]
+        cols += [_decimals(t.speed_kmh), _decimals(t.speed_ms, 2)]
+        values += zip(*cols, strict=True)
+        if not monthly:
+            geometry += [_hexagon(c) for c in t.keys["cell"].tolist()]
+    return Rows(values, None if monthly else geometry)
+
+
+def od_rows(window: WindowData, pub: Publication, *, monthly: bool = False) -> Rows:
+    key = ("o", "d", "month") if monthly else ("o", "d")
+    values: list[tuple[Value, ...]] = []
+    geometry: list[Coords] = []
+    default = _default_month(window)
+    for layer in _layers(window.od):
+        t = cell_table(_with_month(window.od[layer], default), key, pub)
+        cols: list[Sequence[Value]] = [_ids(t.keys["o"]), _ids(t.keys["d"]), [layer] * len(t)]
+        if monthly:
+            cols.append(_months(t.keys))
+        cols += [_counts(t.trips), _counts(t.people)]
+        values += zip(*cols, strict=True)
+        if not monthly and len(t):
+            geometry += _lines(t.keys["o"], t.keys["d"])[0]
+    return Rows(values, None if monthly else geometry)
+
+
+def _hexagon(cell: int) -> Coords:
+    ring = [(round(lng, 6), round(lat, 6)) for lat, lng in h3.cell_to_boundary(h3.int_to_str(cell))]
+    return [*ring, ring[0]]
+
+
+def _default_month(window: WindowData) -> int:
+    return month_index(window.month)

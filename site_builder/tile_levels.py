@@ -1,0 +1,131 @@
+"""Heat per zoom: published cells coarsened to the zoom's H3 resolution and given a ramp level.
+
+Coarser zooms draw PARENT cells (``cells_to_parent`` of the published cells, heat summed),
+never anything re-read from the store.
+
+The level of a cell is a stable log scale, not a histogram equalisation over all cells:
+``log(1 + heat) / log(1 + ref)`` where ``ref`` is the zoom's 99th-percentile heat rounded UP to a
+power of two. A quiet town and a busy city both read (the log compresses a 100x
+difference into a few ramp steps and the top 1% saturates), and, because ``ref`` moves
+only when the busiest cells double, a change to a few athletes changes the levels of the
+cells they touched and of no others: what lets a rebuild re-render only those tiles.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from heatmetro.core.cells import cell_centres
+from heatmetro.site_builder.tile_colours import MIN_INTENSITY
+from heatmetro.site_builder.tile_math import cell_radius_m
+from heatmetro.state.aggregates import cells_to_parent
+
+__all__ = ["Level", "intensity", "levels_for", "reference_heat", "sum_by_cell"]
+
+#: The heat at this quantile of a zoom's cells, rounded up to a power of two, is full intensity.
+REFERENCE_QUANTILE = 0.99
+
+
+@dataclass(frozen=True)
+class Level:
+    """Cells of one H3 resolution with everything drawing needs (shared by zooms)."""
+
+    cells: np.ndarray  # uint64, sorted
+    heat: np.ndarray  # float64
+    lat: np.ndarray
+    lng: np.ndarray
+    radius_m: np.ndarray
+    level: np.ndarray  # uint8 ramp index (64..255; 0 is "no heat")
+
+
+def sum_by_cell(cells: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique sorted cells with their heat summed (parents of many children, duplicates)."""
+    unique, inverse = np.unique(cells, return_inverse=True)
+    return unique, np.bincount(inverse.reshape(-1), weights=heat, minlength=unique.size)
+
+
+def reference_heat(heat: np.ndarray) -> float:
+    """The heat drawn at full intensity: the 99th percentile rounded up to a power of 2 (>= 2)."""
+    if heat.size == 0:
+        return 2.0
+    q = float(np.quantile(heat, REFERENCE_QUANTILE, method="higher"))
+    return float(max(2.0, 2.0 ** math.ceil(math.log2(max(q, 1.0)))))
+
+
+def intensity(heat: np.ndarray) -> np.ndarray:
+    """Intensity of each cell in ``[MIN_INTENSITY, 1]``: ``log(1 + heat) / log(1 + ref)``, clipped.
+
+    ``1 +`` keeps a map where every cell has heat 1 (one athlete's own map) mid-ramp
+    instead of at its darkest.
+
+    Args:
+        heat: heat per cell (activity counts, capped per athlete).
+
+    Returns:
+        float64 intensities, same shape as ``heat``; equal heats get equal intensities,
+        every heat >= ``reference_heat(heat)`` gets 1.
+    """
+    heat = np.asarray(heat, dtype=np.float64)
+    if heat.size == 0:
+        return np.zeros(0, dtype=np.float64)
+    ref = reference_heat(heat)
+    t = np.clip(np.log1p(np.maximum(heat, 0.0)) / math.log1p(ref), 0.0, 1.0)
+    return MIN_INTENSITY + (1.0 - MIN_INTENSITY) * t
+
+
+# Centres and radii of the cells seen so far, per resolution (sorted ids): every layer of
+# a snapshot draws mostly the same cells, and these are one h3 call per cell.
+_GEOMETRY: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+_GEOMETRY_MAX = 4_000_000  # cells kept per resolution (~130 MB at most)
+
+
+def cell_geometry(cells: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lat, lng, radius_m)`` of sorted unique ``cells`` of resolution ``res``, memoised."""
+    known = _GEOMETRY.get(res)
+    if known is None:
+        known = (np.zeros(0, np.uint64), np.zeros(0), np.zeros(0), np.zeros(0))
+    ids, lat, lng, rad = known
+    pos = np.minimum(np.searchsorted(ids, cells), max(ids.size - 1, 0))
+    have = (ids[pos] == cells) if ids.size else np.zeros(cells.size, dtype=bool)
+    new = cells[~have]
+    if new.size:
+        nlat, nlng = cell_centres(new)
+        ids = np.concatenate([ids, new])
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        lat = np.concatenate([lat, nlat])[order]
+        lng = np.concatenate([lng, nlng])[order]
+        rad = np.concatenate([rad, cell_radius_m(new)])[order]
+        if ids.size <= _GEOMETRY_MAX:
+            _GEOMETRY[res] = (ids, lat, lng, rad)
+        pos = np.searchsorted(ids, cells)
+    return lat[pos], lng[pos], rad[pos]
+
+
+def levels_for(
+    cells: np.ndarray, heat: np.ndarray, heat_resolution: int, resolutions: set[int]
+) -> dict[int, Level]:
+    """Drawing inputs for every resolution needed, coarsening step by step.
+
+    Parents come from the previous (finer, already summed) resolution: fewer cells to
+    handle, the same parents.
+    """
+    out: dict[int, Level] = {}
+    cur_cells, cur_heat, cur_res = cells, heat, heat_resolution
+    for res in sorted(resolutions, reverse=True):
+        if res < cur_res:
+            cur_cells, cur_heat = sum_by_cell(cells_to_parent(cur_cells, res), cur_heat)
+            cur_res = res
+        lat, lng, radius = cell_geometry(cur_cells, res)
+        out[res] = Level(
+            cells=cur_cells,
+            heat=cur_heat,
+            lat=lat,
+            lng=lng,
+            radius_m=radius,
+            level=np.rint(255.0 * intensity(cur_heat)).astype(np.uint8),
+        )
+    return out
