@@ -93,11 +93,16 @@ _PLANS: dict[int, ZoomPlan] = {}
 # Set with _PLANS for a PNG tree: workers then write their tiles themselves (creating
 # files is a good part of the cost, and parallel too), and hand back b"" for each.
 _TREE: list[PngTreeSink] = []
+# In a cluster snapshot: which tiles this process writes (the others are only counted).
+_OWNS: list[Callable[[int, int, int], bool]] = []
 
 
 def _render_job(z: int, tiles: np.ndarray) -> list[tuple[int, bytes]]:
     out = []
     for t, levels in render_tiles(_PLANS[z], tiles):
+        if _OWNS and not _OWNS[0](z, *_PLANS[z].tile_xy(t)):
+            out.append((t, b""))  # drawn (it counts), written by its owner in the cluster
+            continue
         data = encode_png(levels)
         if _TREE:
             _TREE[0].put(z, *_PLANS[z].tile_xy(t), data)
@@ -184,6 +189,7 @@ def write_heat_tiles(
     ids, digests, unchanged, was_written = [], [], [], []
     _PLANS.clear()
     _TREE[:] = [sink] if isinstance(sink, PngTreeSink) else []
+    _OWNS[:] = [owns] if owns is not None else []
     for z in zooms:
         lvl = levels[res_of[z]]
         px, py = lnglat_to_global_px(lvl.lng, lvl.lat, z)
@@ -211,7 +217,7 @@ def write_heat_tiles(
             for t, data in results:
                 x, y = plan.tile_xy(t)
                 if owns is not None and not owns(z, x, y):
-                    lit[t] = bool(data)  # another process writes it
+                    lit[t] = True  # another process of the cluster writes it
                     continue
                 if data is None:
                     if sink.reuse(z, x, y):
@@ -233,6 +239,7 @@ def write_heat_tiles(
     finally:
         _PLANS.clear()
         _TREE.clear()
+        _OWNS.clear()
     if cache is not None:
         order = np.argsort(np.concatenate(ids), kind="stable")
         cache.save(

@@ -103,9 +103,14 @@ def window(db: Any) -> Any:
 def weekly(db: Any) -> dict[str, Any]:
     """The weekly map's layers for 2021-06-11..17, as ``snapshot --weekly`` reads them."""
     lo, hi = 1623369600, 1623369600 + 7 * 86400  # local midnight 2021-06-11 .. 06-18
-    acts = contributing_paths(
-        db, "a.start_s + a.utc_offset_s >= ? AND a.start_s + a.utc_offset_s < ?", (lo, hi)
-    )
+    with ReadView([db]) as view:
+        acts = list(
+            contributing_paths(
+                view,
+                "a.start_s + a.utc_offset_s >= ? AND a.start_s + a.utc_offset_s < ?",
+                (lo, hi),
+            )
+        )
     return layer_heat(
         acts, group_layers=True, sport_layers=("Run",), night=True, min_athletes=2,
         max_per_athlete=10,
