@@ -222,3 +222,22 @@ def test_ingest_serves_prometheus_metrics(tmp_path: Path, stream: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
+
+
+def test_the_cluster_runs_through_public_bytewax_api() -> None:
+    """``heatmetro`` starts Bytewax only through ``bytewax.run.cli_main`` (what
+    ``python -m bytewax.run`` calls, listed in its ``__all__``): an upgrade that drops or
+    renames it fails here, not in a cluster."""
+    import inspect
+
+    import bytewax.run
+
+    from heatmetro.flows import runner
+    from heatmetro.site_builder import distributed
+
+    assert "cli_main" in bytewax.run.__all__
+    params = inspect.signature(bytewax.run.cli_main).parameters
+    assert {"flow", "workers_per_process", "process_id", "addresses"} <= set(params)
+    for module in (runner, distributed):
+        assert module.cli_main is bytewax.run.cli_main
+        assert "bytewax._bytewax" not in inspect.getsource(module)
