@@ -144,8 +144,11 @@ def main() -> None:
         subprocess.run([*HEATMETRO, "ingest", "-c", str(cfg), str(events), "-q"],
                        env=env(), cwd=REPO, check=True)  # fmt: skip
         print(f"store: {len(csvs)} months, {n:,} events, ingested in {time.monotonic() - t0:.1f} s")
-        months = sorted({e["start_date"][:7] for e in rides})
-        month = months[-1]
+        month = max(  # the latest month: its 12-month window holds the most
+            e["start_date"][:7]
+            for e in map(orjson.loads, events.read_bytes().splitlines())
+            if e["kind"] == "activity"
+        )
         live = project / "live.jsonl"
         live.touch()
         follow = subprocess.Popen(
