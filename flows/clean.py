@@ -33,14 +33,21 @@ Nothing sums across activities, so an activity is cleaned the same in any batch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from heatmetro.core.geo import haversine_m, step_lengths_m
+from heatmetro.core.geo import EARTH_RADIUS_M, haversine_m, step_lengths_m
 
 GPS_NOISE_M = 10.0  # jitter a still receiver shows; not counted as movement between fixes
 WINDOW_NOISE_M = 2 * GPS_NOISE_M  # two fixes' worth of noise over a window
+NOISE_K = 5.0  # extra slack per metre of the activity's own noise (sigma): 5 sigma per step
+NOISE_CAP_M = 10.0  # sigma estimates above this are capped (slack stays below a 100 m spike)
+# Median distance of a fix from the line between its neighbours, per metre of sigma:
+# independent noise puts it at sigma * sqrt(1.5) per axis (Rayleigh, median 1.177 scale).
+MEDIAN_PER_SIGMA = math.sqrt(1.5) * math.sqrt(2.0 * math.log(2.0))
+M_PER_DEG = math.radians(EARTH_RADIUS_M)
 MIN_RUN_S = 30.0  # a chain of plausible fixes shorter than this between impossible steps is a fault
 WINDOW_S = 30.0  # the span over which sustained speed is judged
 PAUSE_SPLIT_S = 300.0  # a pause (or clock jump) longer than this splits the track
@@ -78,11 +85,15 @@ def clean_batch(
     if m == 0:
         return Cleaned(i0, np.zeros(0, dtype=bool), faults)
 
+    # 0. Each activity's own noise widens every slack below (cheap phones: sigma 5-10 m).
+    extra = NOISE_K * noise_sigma_m(la, ln, tt, a, k)
+
     # 1. Runs: broken at impossible steps and between activities.
     same = a[1:] == a[:-1]
     step = step_lengths_m(la, ln)
     dt = np.diff(tt)
-    impossible = same & ((step - GPS_NOISE_M) > vmax[a[1:]] * np.maximum(dt, 1.0))
+    slack = GPS_NOISE_M + extra[a[1:]]
+    impossible = same & ((step - slack) > vmax[a[1:]] * np.maximum(dt, 1.0))
     first = np.ones(m, dtype=bool)
     first[1:] = impossible | ~same
     rstart = np.flatnonzero(first)
@@ -100,7 +111,7 @@ def clean_batch(
     e, s = rend[pa[inner]], rstart[nx[inner]]
     gap = haversine_m(la[e], ln[e], la[s], ln[s])
     # Two fixes' noise of slack: one noisy step between two good runs is no vehicle.
-    reachable = (gap - WINDOW_NOISE_M) <= vmax[a[s]] * np.maximum(tt[s] - tt[e], 1.0)
+    reachable = (gap - WINDOW_NOISE_M - extra[a[s]]) <= vmax[a[s]] * np.maximum(tt[s] - tt[e], 1.0)
     # Why each dropped fix went: what lies between two kept runs is a spike if the
     # second is reachable from the first, else a vehicle; the rest are bad ends, or a
     # vehicle when no run of the activity was long enough.
@@ -122,7 +133,7 @@ def clean_batch(
     piece_first[1:] = act_change | pause | split1[1:]
 
     # 3. Sustained speed over a window centred on each fix, within its piece.
-    v = _too_fast_over_window(la[k1], ln[k1], tt1, piece_first, vmax[a1])
+    v = _too_fast_over_window(la[k1], ln[k1], tt1, piece_first, vmax[a1], extra[a1])
     code[k1[v]] = _VEHICLE
     after = np.zeros(len(v), dtype=bool)
     after[1:] = v[:-1]  # a kept fix right after a dropped stretch starts a new piece
@@ -145,8 +156,42 @@ def clean_batch(
     return Cleaned(i0[idx2], new_piece, faults)
 
 
+def noise_sigma_m(
+    lat: np.ndarray, lng: np.ndarray, t: np.ndarray, aid: np.ndarray, k: int
+) -> np.ndarray:
+    """Each activity's GPS noise (sigma, metres, capped at ``NOISE_CAP_M``), from the median
+    distance of its fixes from where their neighbours place them (time-weighted midpoint).
+
+    A median, so spikes, cold starts and turns (a minority of fixes) do not move it; one
+    sort over (activity, distance), O(n log n). 0 for activities of fewer than 3 fixes.
+    """
+    sigma = np.zeros(k)
+    if len(t) < 3:
+        return sigma
+    inner = aid[:-2] == aid[2:]  # aid never decreases: both neighbours are of this activity
+    span = t[2:] - t[:-2]
+    w = np.where(span > 0, (t[1:-1] - t[:-2]) / np.where(span > 0, span, 1.0), 0.5)
+    dy = lat[1:-1] - (lat[:-2] + w * (lat[2:] - lat[:-2]))
+    dx = (lng[1:-1] - (lng[:-2] + w * (lng[2:] - lng[:-2]))) * np.cos(np.radians(lat[1:-1]))
+    dev = M_PER_DEG * np.sqrt(dx * dx + dy * dy)
+    dev, act = dev[inner], aid[1:-1][inner]
+    order = np.lexsort((dev, act))
+    dev = dev[order]
+    cnt = np.bincount(act, minlength=k)
+    start = np.cumsum(cnt) - cnt
+    has = np.flatnonzero(cnt)
+    lo, hi = start[has] + (cnt[has] - 1) // 2, start[has] + cnt[has] // 2
+    sigma[has] = np.minimum(0.5 * (dev[lo] + dev[hi]) / MEDIAN_PER_SIGMA, NOISE_CAP_M)
+    return sigma
+
+
 def _too_fast_over_window(
-    lat: np.ndarray, lng: np.ndarray, t: np.ndarray, piece_first: np.ndarray, vmax: np.ndarray
+    lat: np.ndarray,
+    lng: np.ndarray,
+    t: np.ndarray,
+    piece_first: np.ndarray,
+    vmax: np.ndarray,
+    extra: np.ndarray,
 ) -> np.ndarray:
     """Fixes whose +-WINDOW_S/2 neighbourhood (within their piece) moves faster than vmax.
 
@@ -165,4 +210,4 @@ def _too_fast_over_window(
     hi = np.searchsorted(key, key + half, side="right") - 1
     span = t[hi] - t[lo]
     dist = haversine_m(lat[lo], lng[lo], lat[hi], lng[hi])
-    return (span > 0) & ((dist - WINDOW_NOISE_M) > vmax * span)
+    return (span > 0) & ((dist - WINDOW_NOISE_M - extra) > vmax * span)

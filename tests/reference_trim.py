@@ -25,7 +25,11 @@ from heatmetro.flows.batch import TrimJob
 from heatmetro.flows.clean import (
     FAULTS,
     GPS_NOISE_M,
+    M_PER_DEG,
+    MEDIAN_PER_SIGMA,
     MIN_RUN_S,
+    NOISE_CAP_M,
+    NOISE_K,
     PAUSE_SPLIT_S,
     WINDOW_NOISE_M,
     WINDOW_S,
@@ -52,6 +56,22 @@ def _dist(lat: np.ndarray, lng: np.ndarray, i: int, j: int) -> float:
     return float(haversine_m(lat[i : i + 1], lng[i : i + 1], lat[j : j + 1], lng[j : j + 1])[0])
 
 
+def noise_sigma(la: np.ndarray, ln: np.ndarray, tt: np.ndarray) -> float:
+    """The median distance of a fix from its neighbours' time-weighted midpoint, as sigma."""
+    dev: list[float] = []
+    for i in range(1, len(tt) - 1):
+        span = tt[i + 1] - tt[i - 1]
+        w = (tt[i] - tt[i - 1]) / span if span > 0 else 0.5
+        dy = la[i] - (la[i - 1] + w * (la[i + 1] - la[i - 1]))
+        dx = (ln[i] - (ln[i - 1] + w * (ln[i + 1] - ln[i - 1]))) * np.cos(np.radians(la[i]))
+        dev.append(float(M_PER_DEG * np.sqrt(dx * dx + dy * dy)))
+    if not dev:
+        return 0.0
+    dev.sort()
+    mid = 0.5 * (dev[(len(dev) - 1) // 2] + dev[len(dev) // 2])
+    return min(mid / MEDIAN_PER_SIGMA, NOISE_CAP_M)
+
+
 def clean(
     lat: np.ndarray, lng: np.ndarray, t: np.ndarray, vmax: float
 ) -> tuple[list[int], list[bool], dict[str, int]]:
@@ -64,10 +84,11 @@ def clean(
     if m == 0:
         return [], [], faults
     step = step_lengths_m(la, ln)
+    extra = NOISE_K * noise_sigma(la, ln, tt)  # the activity's own noise widens each slack
     # Runs of fixes each reachable from the one before.
     runs: list[list[int]] = [[0]]
     for j in range(1, m):
-        if (step[j - 1] - GPS_NOISE_M) > vmax * max(tt[j] - tt[j - 1], 1.0):
+        if (step[j - 1] - GPS_NOISE_M - extra) > vmax * max(tt[j] - tt[j - 1], 1.0):
             runs.append([j])
         else:
             runs[-1].append(j)
@@ -87,7 +108,7 @@ def clean(
                 code[j] = BAD_END
         else:
             e, s = prev[-1], run[0]
-            if _dist(la, ln, e, s) - WINDOW_NOISE_M <= vmax * max(tt[s] - tt[e], 1.0):
+            if _dist(la, ln, e, s) - WINDOW_NOISE_M - extra <= vmax * max(tt[s] - tt[e], 1.0):
                 for j in dropped:
                     code[j] = SPIKE
             else:
@@ -124,7 +145,7 @@ def clean(
             lo = piece[bisect.bisect_left(keys, keys[q] - half)]
             hi = piece[bisect.bisect_right(keys, keys[q] + half) - 1]
             span = tt[hi] - tt[lo]
-            fast = span > 0 and (_dist(la, ln, lo, hi) - WINDOW_NOISE_M) > vmax * span
+            fast = span > 0 and (_dist(la, ln, lo, hi) - WINDOW_NOISE_M - extra) > vmax * span
             if fast:
                 code[j] = VEHICLE
             else:
