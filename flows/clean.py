@@ -132,8 +132,12 @@ def clean_batch(
     faults[:, 4] = np.bincount(a1[1:], weights=pause & ~split1[1:], minlength=k)
     piece_first[1:] = act_change | pause | split1[1:]
 
-    # 3. Sustained speed over a window centred on each fix, within its piece.
+    # 3. Sustained speed over a window centred on each fix, within its piece; and a
+    # vehicle's tail (or head) left on a piece's first (last) fixes, its steps each within
+    # step 1's noise slack, caught over the span from the piece's end.
     v = _too_fast_over_window(la[k1], ln[k1], tt1, piece_first, vmax[a1], extra[a1])
+    v |= _fast_piece_ends(la[k1], ln[k1], tt1, piece_first, vmax[a1], extra[a1])
+    v = _fill_short_gaps(v, tt1, piece_first)
     code[k1[v]] = _VEHICLE
     after = np.zeros(len(v), dtype=bool)
     after[1:] = v[:-1]  # a kept fix right after a dropped stretch starts a new piece
@@ -152,6 +156,8 @@ def clean_batch(
     veh = code == _VEHICLE
     begins = veh.copy()
     begins[1:] &= ~veh[:-1] | ~same
+    # A jump next to a vehicle stretch is that stretch, not another one.
+    jumps = jumps[(code[jumps - 1] != _VEHICLE) & (code[jumps] != _VEHICLE)]
     faults[:, 3] = np.bincount(a[begins], minlength=k) + np.bincount(a[jumps], minlength=k)
     return Cleaned(i0[idx2], new_piece, faults)
 
@@ -183,6 +189,57 @@ def noise_sigma_m(
     lo, hi = start[has] + (cnt[has] - 1) // 2, start[has] + cnt[has] // 2
     sigma[has] = np.minimum(0.5 * (dev[lo] + dev[hi]) / MEDIAN_PER_SIGMA, NOISE_CAP_M)
     return sigma
+
+
+def _fill_short_gaps(fast: np.ndarray, t: np.ndarray, piece_first: np.ndarray) -> np.ndarray:
+    """``fast`` plus the fixes between two fast ones of a piece at most MIN_RUN_S apart.
+
+    Near a vehicle, noise makes the window's verdict flicker; a fix left between two
+    flagged ones would be a piece of its own, seconds long.
+    """
+    n = len(t)
+    if n == 0:
+        return fast
+    pos = np.arange(n)
+    piece = np.cumsum(piece_first) - 1
+    before = np.maximum.accumulate(np.where(fast, pos, -1))
+    after = np.minimum.accumulate(np.where(fast, pos, n)[::-1])[::-1]
+    inside = (before >= 0) & (after < n)
+    b, a = np.where(inside, before, 0), np.where(inside, after, 0)
+    return fast | (inside & (piece[b] == piece) & (piece[a] == piece) & (t[a] - t[b] <= MIN_RUN_S))
+
+
+def _fast_piece_ends(
+    lat: np.ndarray,
+    lng: np.ndarray,
+    t: np.ndarray,
+    piece_first: np.ndarray,
+    vmax: np.ndarray,
+    extra: np.ndarray,
+) -> np.ndarray:
+    """Fixes of a piece's first (last) ``WINDOW_S`` up to the last (from the first) one
+    that is too far from the piece's first (last) fix for the time between.
+
+    The centred window averages such a stub with the honest fixes after it; measured
+    from the piece's end it is seen whole. Honest movement never trips it (its speed
+    stays under vmax and its noise under the slack), so it only ever cuts vehicle fixes
+    and the honest ones within ``WINDOW_S`` of them.
+    """
+    n = len(t)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    first = np.flatnonzero(piece_first)
+    last = np.append(first[1:] - 1, n - 1)
+    piece = np.cumsum(piece_first) - 1
+    pos = np.arange(n)
+    slack = WINDOW_NOISE_M + extra
+    s, e = first[piece], last[piece]
+    since, until = t - t[s], t[e] - t
+    head = (since <= WINDOW_S) & (haversine_m(lat[s], lng[s], lat, lng) - slack > vmax * since)
+    tail = (until <= WINDOW_S) & (haversine_m(lat, lng, lat[e], lng[e]) - slack > vmax * until)
+    head_to = np.maximum.reduceat(np.where(head, pos, -1), first)
+    tail_from = np.minimum.reduceat(np.where(tail, pos, n), first)
+    return (pos <= head_to[piece]) | (pos >= tail_from[piece])
 
 
 def _too_fast_over_window(

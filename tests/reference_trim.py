@@ -96,7 +96,7 @@ def clean(
     code = [KEPT] * m  # why each (deduplicated) fix was dropped
     kept: list[int] = []
     split: set[int] = set()
-    jumps = 0
+    jump_at: list[int] = []
     dropped: list[int] = []
     prev: list[int] | None = None
     for run, ok in zip(runs, long, strict=True):
@@ -115,7 +115,8 @@ def clean(
                 for j in dropped:
                     code[j] = VEHICLE
                 split.add(s)
-                jumps += not dropped
+                if not dropped:
+                    jump_at.append(s)
         dropped = []
         kept.extend(run)
         prev = run
@@ -139,23 +140,48 @@ def clean(
     half = int(WINDOW_S * 500)
     for piece in pieces:
         keys = [int(np.minimum(np.rint((tt[j] - tt[piece[0]]) * 1000.0), 2**40 - 1)) for j in piece]
-        starts_piece = True
-        was_fast = False
-        for q, j in enumerate(piece):
+        # A vehicle's stub at either end: fast from the piece's first (last) fix.
+        s, e = piece[0], piece[-1]
+        head = [
+            q for q, j in enumerate(piece)
+            if tt[j] - tt[s] <= WINDOW_S
+            and _dist(la, ln, s, j) - WINDOW_NOISE_M - extra > vmax * (tt[j] - tt[s])
+        ]  # fmt: skip
+        tail = [
+            q for q, j in enumerate(piece)
+            if tt[e] - tt[j] <= WINDOW_S
+            and _dist(la, ln, j, e) - WINDOW_NOISE_M - extra > vmax * (tt[e] - tt[j])
+        ]  # fmt: skip
+        head_to = max(head, default=-1)
+        tail_from = min(tail, default=len(piece))
+        fast = []
+        for q in range(len(piece)):
             lo = piece[bisect.bisect_left(keys, keys[q] - half)]
             hi = piece[bisect.bisect_right(keys, keys[q] + half) - 1]
             span = tt[hi] - tt[lo]
-            fast = span > 0 and (_dist(la, ln, lo, hi) - WINDOW_NOISE_M - extra) > vmax * span
-            if fast:
+            over = span > 0 and (_dist(la, ln, lo, hi) - WINDOW_NOISE_M - extra) > vmax * span
+            fast.append(over or q <= head_to or q >= tail_from)
+        # Fixes between two fast ones less than MIN_RUN_S apart are the vehicle's too.
+        flagged = [q for q in range(len(piece)) if fast[q]]
+        for p, r in zip(flagged, flagged[1:], strict=False):
+            if tt[piece[r]] - tt[piece[p]] <= MIN_RUN_S:
+                for q in range(p + 1, r):
+                    fast[q] = True
+        starts_piece = True
+        was_fast = False
+        for q, j in enumerate(piece):
+            if fast[q]:
                 code[j] = VEHICLE
             else:
                 out.append(fix[j])
                 new.append(starts_piece or was_fast or len(out) == 1)
                 starts_piece = False
-            was_fast = fast
+            was_fast = fast[q]
     faults["spike_fixes"] = code.count(SPIKE)
     faults["bad_end_fixes"] = code.count(BAD_END)
     faults["vehicle_fixes"] = code.count(VEHICLE)
+    # A jump next to a vehicle stretch is that stretch, not another one.
+    jumps = sum(1 for j in jump_at if VEHICLE not in (code[j - 1], code[j]))
     faults["vehicle_stretches"] = jumps + sum(
         1 for j in range(m) if code[j] == VEHICLE and (j == 0 or code[j - 1] != VEHICLE)
     )

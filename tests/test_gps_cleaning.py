@@ -25,7 +25,8 @@ from tests.reference_trim import finish_one
 
 CENTRE = (42.3195, -72.6350)
 WALK = max_speed_ms("Walk")
-SAFE_M = 50.0  # honest fixes at least this far from any fault must all be kept
+SAFE_M = 50.0  # honest fixes at least this far from any fault must all be kept...
+SAFE_PER_SIGMA = 5.0  # ... plus this many sigmas of the track's GPS noise (the slack's own)
 
 HONEST, SPIKE, BAD_END, VEHICLE = range(4)
 
@@ -40,6 +41,13 @@ class Scenario:
     vehicles: int
     jumps: int
     args: tuple[Any, ...] = ()
+    sigma: float = 0.0  # GPS noise per axis, metres
+
+    @property
+    def safe_m(self) -> float:
+        """Faults and honest fixes this far apart are told apart (the slack grows with
+        the noise: a fault within a few sigma of the track is indistinguishable)."""
+        return SAFE_M + SAFE_PER_SIGMA * self.sigma
 
     def __repr__(self) -> str:
         return f"build{self.args}"
@@ -55,9 +63,20 @@ class Scenario:
 
 
 def build(
-    seed: int, parts: int, links: list[str], spikes: list[int], cold: int, bad_last: int, hz1: bool
+    seed: int,
+    parts: int,
+    links: list[str],
+    spikes: list[int],
+    cold: int,
+    bad_last: int,
+    every_s: float | None,
+    sigma: float = 1.5,
+    spike_m: float = 300.0,
 ) -> Scenario:
-    """A walk of ``parts`` honest parts joined by a bus or a clock jump, with faults."""
+    """A walk of ``parts`` honest parts joined by a bus or a clock jump, with faults.
+
+    A fix every ``every_s`` seconds (None: 1-3 s at random); every fix, the bus's too,
+    carries independent GPS noise of ``sigma`` metres per axis."""
     rng = np.random.default_rng(seed)
     xs: list[float] = []
     ys: list[float] = []
@@ -68,7 +87,7 @@ def build(
     heading = rng.uniform(0, 2 * math.pi)
 
     def dt() -> float:
-        return 1.0 if hz1 else float(rng.uniform(1.0, 3.0))
+        return every_s if every_s is not None else float(rng.uniform(1.0, 3.0))
 
     def add(px: float, py: float, label: int, p: int = -1) -> None:
         xs.append(px)
@@ -89,7 +108,7 @@ def build(
                     heading += rng.normal(0, 0.02)
                     x += speed * step * math.cos(heading)
                     y += speed * step * math.sin(heading)
-                    add(x, y, VEHICLE)
+                    add(x + rng.normal(0, sigma), y + rng.normal(0, sigma), VEHICLE)
             else:
                 jumps += 1
                 t += rng.uniform(600, 7200)  # the clock jumps; the walker has not moved
@@ -101,12 +120,12 @@ def build(
             heading += rng.normal(0, 0.2)
             x += speed * step * math.cos(heading)
             y += speed * step * math.sin(heading)
-            add(x + rng.normal(0, 1.5), y + rng.normal(0, 1.5), HONEST, p)
-        # Spikes: 1-3 fixes thrown 300 m - 3 km off, at 1/3 and 2/3 of the part.
+            add(x + rng.normal(0, sigma), y + rng.normal(0, sigma), HONEST, p)
+        # Spikes: 1-3 fixes thrown spike_m - 3 km off, at 1/3 and 2/3 of the part.
         n_part = len(xs) - start
         for w in range(spikes[p]):
             at = start + (w + 1) * n_part // 3
-            d, b = rng.uniform(300, 3000), rng.uniform(0, 2 * math.pi)
+            d, b = rng.uniform(spike_m, 3000), rng.uniform(0, 2 * math.pi)
             for j in range(at, at + int(rng.integers(1, 4))):
                 xs[j] += d * math.cos(b)
                 ys[j] += d * math.sin(b)
@@ -133,7 +152,8 @@ def build(
         arr([-1] * cold + part),
         vehicles,
         jumps,
-        (seed, parts, links, spikes, cold, bad_last, hz1),
+        (seed, parts, links, spikes, cold, bad_last, every_s, sigma, spike_m),
+        sigma if sigma > 1.5 else 0.0,  # the first property's 1.5 m keeps its 50 m
     )
 
 
@@ -147,7 +167,24 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         spikes=draw(st.lists(st.integers(0, 2), min_size=3, max_size=3)),
         cold=draw(st.integers(0, 3)),
         bad_last=draw(st.integers(0, 2)),
-        hz1=draw(st.booleans()),
+        every_s=draw(st.sampled_from([1.0, None])),
+    )
+
+
+@st.composite
+def noisy_scenarios(draw: st.DrawFn) -> Scenario:
+    """The same faults on a track with cheap-phone noise (sigma up to 8 m), 1 Hz or 5 s."""
+    parts = draw(st.integers(1, 3))
+    return build(
+        seed=draw(st.integers(0, 2**32 - 1)),
+        parts=parts,
+        links=draw(st.lists(st.sampled_from(["bus", "jump"]), min_size=2, max_size=2)),
+        spikes=draw(st.lists(st.integers(0, 2), min_size=3, max_size=3)),
+        cold=draw(st.integers(0, 3)),
+        bad_last=draw(st.integers(0, 2)),
+        every_s=draw(st.sampled_from([1.0, 5.0])),
+        sigma=draw(st.floats(0.0, 8.0)),
+        spike_m=100.0,
     )
 
 
@@ -177,15 +214,25 @@ CLEANING = settings(
 @CLEANING
 @given(sc=scenarios())
 def test_cleaning_keeps_the_honest_track_and_drops_the_faults(sc: Scenario) -> None:
+    _check_faults(sc)
+
+
+@CLEANING
+@given(sc=noisy_scenarios())
+def test_faults_are_dropped_and_honest_fixes_kept_under_cheap_phone_noise(sc: Scenario) -> None:
+    _check_faults(sc)
+
+
+def _check_faults(sc: Scenario) -> None:
     idx, new_piece, faults = _clean(sc)
     kept = np.zeros(len(sc.t), dtype=bool)
     kept[idx] = True
     honest = sc.label == HONEST
     # Every injected fault is dropped (a bus stop where the walk goes on is no fault).
-    faulty = ~honest & (_distance_to(sc, honest) >= SAFE_M)
+    faulty = ~honest & (_distance_to(sc, honest) >= sc.safe_m)
     assert not kept[faulty].any(), np.flatnonzero(kept & faulty)
     # Every honest fix clear of the faults is kept.
-    safe = honest & (_distance_to(sc, ~honest) >= SAFE_M)
+    safe = honest & (_distance_to(sc, ~honest) >= sc.safe_m)
     lost = np.flatnonzero(safe & ~kept)
     assert not len(lost), f"honest fixes dropped: {lost[:10]}"
     # The track splits at each bus and clock jump, and nowhere else: one piece per part.
@@ -226,7 +273,7 @@ def test_whole_store_change_equals_the_reference_on_faulty_walks() -> None:
     jobs = []
     for i, seed in enumerate(range(6)):
         sc = build(seed, parts=3, links=["bus", "jump"], spikes=[1, 2, 1], cold=2, bad_last=1,
-                   hz1=bool(i % 2))  # fmt: skip
+                   every_s=1.0 if i % 2 else None)  # fmt: skip
         base: dict[str, Any] = {
             "activity_id": f"w{i}", "athlete_id": "a", "updated_ms": 1, "sport_type": "Walk",
             "layer": "run", "commute": False, "start_s": 1_600_000_000, "utc_offset_s": 0,
@@ -243,7 +290,7 @@ def test_whole_store_change_equals_the_reference_on_faulty_walks() -> None:
 def test_a_walk_recorded_wholly_on_a_train_is_empty_and_counted() -> None:
     """Nothing survives cleaning, in a batch of its own or beside an honest walk."""
     config = Config(salt="clean-test")
-    train = build(3, parts=1, links=[], spikes=[0], cold=0, bad_last=0, hz1=False)
+    train = build(3, parts=1, links=[], spikes=[0], cold=0, bad_last=0, every_s=None)
     t = np.arange(300, dtype=np.float64) * 4.0
     lat = CENTRE[0] + np.degrees(t * 40.0 / EARTH_RADIUS_M)  # 40 m/s due north
     lng = np.full(300, CENTRE[1])
@@ -274,7 +321,7 @@ def _messy(n: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     shift = 0.0
     for k in range(max(1, n // 1000)):
         sc = build(seed + k, parts=3, links=["bus", "jump"], spikes=[2, 2, 2], cold=2,
-                   bad_last=1, hz1=bool(k % 2))  # fmt: skip
+                   bad_last=1, every_s=1.0 if k % 2 else None)  # fmt: skip
         lat.append(sc.lat)
         lng.append(sc.lng)
         t.append(sc.t + shift)
