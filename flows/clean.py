@@ -217,13 +217,13 @@ def _fast_piece_ends(
     vmax: np.ndarray,
     extra: np.ndarray,
 ) -> np.ndarray:
-    """Fixes of a piece's first (last) ``WINDOW_S`` up to the last (from the first) one
+    """Fixes of a piece's first (last) ``WINDOW_S / 2`` up to the last (from the first) one
     that is too far from the piece's first (last) fix for the time between.
 
     The centred window averages such a stub with the honest fixes after it; measured
     from the piece's end it is seen whole. Honest movement never trips it (its speed
     stays under vmax and its noise under the slack), so it only ever cuts vehicle fixes
-    and the honest ones within ``WINDOW_S`` of them.
+    and the honest ones within ``WINDOW_S / 2`` of them.
     """
     n = len(t)
     if n == 0:
@@ -235,8 +235,8 @@ def _fast_piece_ends(
     slack = WINDOW_NOISE_M + extra
     s, e = first[piece], last[piece]
     since, until = t - t[s], t[e] - t
-    head = (since <= WINDOW_S) & (haversine_m(lat[s], lng[s], lat, lng) - slack > vmax * since)
-    tail = (until <= WINDOW_S) & (haversine_m(lat, lng, lat[e], lng[e]) - slack > vmax * until)
+    head = (since <= WINDOW_S / 2) & (haversine_m(lat[s], lng[s], lat, lng) - slack > vmax * since)
+    tail = (until <= WINDOW_S / 2) & (haversine_m(lat, lng, lat[e], lng[e]) - slack > vmax * until)
     head_to = np.maximum.reduceat(np.where(head, pos, -1), first)
     tail_from = np.minimum.reduceat(np.where(tail, pos, n), first)
     return (pos <= head_to[piece]) | (pos >= tail_from[piece])

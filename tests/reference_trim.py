@@ -144,12 +144,12 @@ def clean(
         s, e = piece[0], piece[-1]
         head = [
             q for q, j in enumerate(piece)
-            if tt[j] - tt[s] <= WINDOW_S
+            if tt[j] - tt[s] <= WINDOW_S / 2
             and _dist(la, ln, s, j) - WINDOW_NOISE_M - extra > vmax * (tt[j] - tt[s])
         ]  # fmt: skip
         tail = [
             q for q, j in enumerate(piece)
-            if tt[e] - tt[j] <= WINDOW_S
+            if tt[e] - tt[j] <= WINDOW_S / 2
             and _dist(la, ln, j, e) - WINDOW_NOISE_M - extra > vmax * (tt[e] - tt[j])
         ]  # fmt: skip
         head_to = max(head, default=-1)

@@ -19,7 +19,7 @@ from heatmetro.core.config import Config
 from heatmetro.core.geo import EARTH_RADIUS_M
 from heatmetro.core.sports import max_speed_ms
 from heatmetro.flows.batch import TrimJob, finish_batch
-from heatmetro.flows.clean import FAULTS, clean_batch
+from heatmetro.flows.clean import FAULTS, clean_batch, noise_sigma_m
 from tests.reference_trim import clean as reference_clean
 from tests.reference_trim import finish_one
 
@@ -186,6 +186,48 @@ def noisy_scenarios(draw: st.DrawFn) -> Scenario:
         sigma=draw(st.floats(0.0, 8.0)),
         spike_m=100.0,
     )
+
+
+HONEST_SPEED = {"Walk": (0.7, 1.6), "Run": (2.0, 4.5), "Ride": (3.0, 9.0)}
+
+
+def honest_track(
+    seed: int, sport: str, sigma: float, every_s: float, minutes: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Honest movement only, every fix with independent noise of ``sigma`` m per axis."""
+    rng = np.random.default_rng(seed)
+    n = int(minutes * 60 / every_s)
+    speed = rng.uniform(*HONEST_SPEED[sport])
+    heading = rng.uniform(0, 2 * math.pi) + np.cumsum(rng.normal(0, 0.1 * math.sqrt(every_s), n))
+    x = np.cumsum(speed * every_s * np.cos(heading)) + rng.normal(0, sigma, n)
+    y = np.cumsum(speed * every_s * np.sin(heading)) + rng.normal(0, sigma, n)
+    t = np.arange(n) * every_s
+    sc = Scenario(x, y, t, np.zeros(n, np.int64), np.zeros(n, np.int64), 0, 0)
+    return sc.lat, sc.lng, t
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    sport=st.sampled_from(sorted(HONEST_SPEED)),
+    sigma=st.floats(0.0, 8.0),
+    every_s=st.sampled_from([1.0, 5.0]),
+    minutes=st.floats(5.0, 40.0),
+)
+def test_an_honest_track_with_cheap_phone_noise_is_kept(
+    seed: int, sport: str, sigma: float, every_s: float, minutes: float
+) -> None:
+    """Independent noise up to 8 m a fix (cheap phones in cities): >= 95% of the fixes
+    kept, in at most 2 pieces, no vehicle; sigma is estimated (turns between sparse
+    fixes add a little, which only widens the slack)."""
+    lat, lng, t = honest_track(seed, sport, sigma, every_s, minutes)
+    aid = np.zeros(len(t), dtype=np.int64)
+    out = clean_batch(lat, lng, t, aid, np.array([max_speed_ms(sport)]))
+    assert len(out.idx) >= 0.95 * len(t), (len(out.idx), len(t))
+    assert out.new_piece.sum() <= 2, np.flatnonzero(out.new_piece)
+    assert out.faults[0, FAULTS.index("vehicle_stretches")] <= 1
+    est = noise_sigma_m(lat, lng, t, aid, 1)[0]
+    assert 0.7 * sigma - 0.5 <= est <= 1.3 * sigma + 3.0, (est, sigma)
 
 
 def _clean(sc: Scenario) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
