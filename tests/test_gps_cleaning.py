@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from heatmetro.core.config import Config
@@ -259,6 +259,13 @@ def test_cleaning_keeps_the_honest_track_and_drops_the_faults(sc: Scenario) -> N
     _check_faults(sc)
 
 
+# Cases the random search once found (each fails without one part of the cleaner):
+# a bus stub left on the first fixes of the walk after it (caught from the piece's end),
+# a flickering window verdict near a bus (filled), a jump beside a bus (one stretch).
+@example(sc=build(90, 3, ["bus", "bus"], [0, 1, 0], 0, 0, 1.0, 1.5))
+@example(sc=build(193190480, 3, ["bus", "bus"], [2, 0, 1], 3, 1, None, 6.70, 100.0))
+@example(sc=build(3084465756, 3, ["jump", "bus"], [0, 0, 1], 2, 1, 1.0, 7.64, 100.0))
+@example(sc=build(731488007, 3, ["bus", "jump"], [2, 0, 2], 3, 2, 5.0, 7.76, 100.0))
 @CLEANING
 @given(sc=noisy_scenarios())
 def test_faults_are_dropped_and_honest_fixes_kept_under_cheap_phone_noise(sc: Scenario) -> None:
@@ -292,7 +299,7 @@ def _check_faults(sc: Scenario) -> None:
 
 
 @settings(max_examples=15, deadline=None, derandomize=True)
-@given(scs=st.lists(scenarios(), min_size=1, max_size=3))
+@given(scs=st.lists(st.one_of(scenarios(), noisy_scenarios()), min_size=1, max_size=3))
 def test_vectorised_cleaning_equals_the_plain_reference(scs: list[Scenario]) -> None:
     """Batched over several activities, exactly what the one-fix-at-a-time loop gives."""
     lat = np.concatenate([s.lat for s in scs])
