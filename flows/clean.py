@@ -15,18 +15,24 @@ Phone GPS mixes honest movement with faults. Each fault becomes (README, "Messy 
 How, in a fixed number of numpy passes over the whole batch (no loop over fixes, runs
 or activities, no recursion; sorting is the costliest step, so O(n log n)):
 
+0. Each activity's GPS noise sigma is estimated (``noise_sigma_m``: the median distance of
+   a fix from its neighbours' time-weighted midpoint); every slack below grows by
+   ``NOISE_K`` sigma, so a cheap phone's honest jitter (5-10 m) is not taken for faults.
 1. A *step* between consecutive fixes is *impossible* when it is longer than the
-   sport's top speed allows (``GPS_NOISE_M`` of slack). Impossible steps cut the
-   activity into *runs*: chains where each fix is reachable from the one before.
+   sport's top speed allows (``GPS_NOISE_M`` + ``NOISE_K`` sigma of slack). Impossible
+   steps cut the activity into *runs*: chains where each fix is reachable from the one
+   before.
 2. A run lasting less than ``MIN_RUN_S`` is dropped (unless it is the activity's only
    run): spikes, cold starts and each fix of a fast vehicle are such runs. Two kept runs
    are joined if the second is reachable from the first, with two fixes' noise of slack
    (the dropped fixes between were a spike; a lone noisy step splits nothing); if not,
    the track splits there (a vehicle). Dropped runs before the first or after the last
    kept run are bad ends.
-3. A vehicle slow enough to pass step 1 between frequent fixes (the slack is generous
-   at 1 Hz) is caught over time: a fix whose +-``WINDOW_S / 2`` neighbourhood in its
-   piece moves faster than the sport allows is dropped, splitting the track there.
+3. A vehicle slow enough to pass step 1 (the slack is generous between frequent or noisy
+   fixes) is caught over time: a fix whose +-``WINDOW_S / 2`` neighbourhood in its piece
+   moves faster than the sport allows is dropped, splitting the track there. A vehicle's
+   stub left on a piece's first (last) fixes is judged from that end; fixes between two
+   dropped ones less than ``MIN_RUN_S`` apart go with them (noise makes verdicts flicker).
 
 Nothing sums across activities, so an activity is cleaned the same in any batch.
 """

@@ -26,7 +26,7 @@ from tests.reference_trim import finish_one
 CENTRE = (42.3195, -72.6350)
 WALK = max_speed_ms("Walk")
 SAFE_M = 50.0  # honest fixes at least this far from any fault must all be kept...
-SAFE_PER_SIGMA = 5.0  # ... plus this many sigmas of the track's GPS noise (the slack's own)
+SAFE_PER_SIGMA = 6.0  # ... plus this many sigmas of GPS noise (the slack has 5 of its estimate)
 
 HONEST, SPIKE, BAD_END, VEHICLE = range(4)
 
