@@ -119,7 +119,8 @@ def _rss(pid: int) -> int:
 def ingest(stream: Path, folder: Path, workers: int) -> dict[str, Any]:
     """Run ``heatmetro ingest`` in a fresh project; wall seconds and peak RSS."""
     folder.mkdir()
-    (folder / "config.toml").write_text('state_dir = "state"\nout_dir = "site"\n')
+    # One shard: the figures below read one SQLite file (shards: bench/stall.py, docs/scaling.md).
+    (folder / "config.toml").write_text('state_dir = "state"\nout_dir = "site"\nshards = 1\n')
     cmd = [
         "/usr/bin/time",
         "-v",
@@ -202,7 +203,7 @@ def messy_vs_clean(clean: Path, tmp: Path) -> None:
         f"  ratio {med:4.2f}x [{ratios[0]:4.2f}x .. {ratios[-1]:4.2f}x] "
         f"({verdict} the <= {MESSY_GOAL}x goal)"
     )
-    db = sqlite3.connect(tmp / f"m{MESSY_ROUNDS - 1}messy" / "state" / "heatmetro.db")
+    db = sqlite3.connect(tmp / f"m{MESSY_ROUNDS - 1}messy" / "state" / "shards" / "0000.db")
     cols = ("spike_fixes", "bad_end_fixes", "vehicle_fixes", "vehicle_stretches", "pause_splits")
     sums = db.execute(
         f"SELECT {', '.join(f'sum({c})' for c in cols)}, sum(fixes_kept), sum(fixes_in), "
@@ -279,7 +280,7 @@ def main() -> int:
         print(f"  summary: {runs[1]['summary']}")
         tmp_last = tmp / f"r{ROUNDS - 1}w"
 
-        dbs = {w: sqlite3.connect(f"{tmp_last}{w}/state/heatmetro.db") for w in runs}
+        dbs = {w: sqlite3.connect(f"{tmp_last}{w}/state/shards/0000.db") for w in runs}
         same = all(
             table_digest(dbs[1], sql) == table_digest(dbs[2], sql)
             for sql in (
@@ -342,7 +343,7 @@ def compactness(db: sqlite3.Connection, state: Path) -> None:
         f"({path_b // PATH_DTYPE.itemsize:,} cells x {PATH_DTYPE.itemsize} B), per-activity aggregates "
         f"{(act_bytes - path_b) / MIB:.2f} MiB; {act_bytes / max(n_act, 1) / 1024:.1f} KiB per active activity"
     )
-    files = [state / "heatmetro.db", state / "heatmetro.db-wal"]
+    files = [state / "shards" / "0000.db", state / "shards" / "0000.db-wal"]
     db_size = sum(p.stat().st_size for p in files if p.exists())
     rec = sum(p.stat().st_size for p in (state / "recovery").glob("*") if p.is_file())
     print(f"  SQLite file {db_size / MIB:.1f} MiB; Bytewax recovery folder {rec / MIB:.1f} MiB")

@@ -40,6 +40,7 @@ from heatmetro.state.personal_store import (  # noqa: E402
     personal_db_path,
 )
 from heatmetro.state.store import connect  # noqa: E402
+from heatmetro.state.view import ReadView  # noqa: E402
 
 SALT = "bench-salt-not-secret"
 
@@ -58,7 +59,8 @@ def main() -> None:
     csvs = bundled_csvs() if args.bundled else (shared_csvs() or bundled_csvs())
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "config.toml").write_text('state_dir = "state"\nout_dir = "site"\n')
+        # One shard: the queries below read one SQLite file.
+        (root / "config.toml").write_text('state_dir = "state"\nout_dir = "site"\nshards = 1\n')
         events = root / "events.jsonl"
         # In a child process, so the peak RSS printed at the end is this one's work only.
         subprocess.run(
@@ -77,7 +79,8 @@ def main() -> None:
         )  # fmt: skip
         config = load_config(root / "config.toml", salt=SALT)
         groups = config.model_copy(update={"sport_layers": (), "night_layer": False})
-        db = connect(config.db_path)
+        db = connect(config.store_dir / "0000.db")
+        view = ReadView([db])
         month = db.execute("SELECT max(month) FROM athlete_months").fetchone()[0]
         paths = db.execute("SELECT coalesce(sum(length(path)), 0) / 24 FROM activities").fetchone()
         last_day = db.execute(
@@ -87,11 +90,11 @@ def main() -> None:
         print(f"store: {len(csvs)} months of rides, {paths[0]:,} path cells, window ends {month}")
         for r in range(args.rounds):
             _, base = timed(
-                lambda: load_window(db, month, min_athletes=3, max_per_athlete=10)  # noqa: B023
+                lambda: load_window(view, month, min_athletes=3, max_per_athlete=10)  # noqa: B023
             )
             win, extra = timed(
                 lambda: load_window(
-                    db,
+                    view,
                     month,
                     min_athletes=3,
                     max_per_athlete=10,

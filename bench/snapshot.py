@@ -71,7 +71,7 @@ def write_config(
 ) -> Path:
     path = project / f"{out}.toml"
     path.write_text(
-        f'state_dir = "state"\nout_dir = "{out}"\nheat_resolution = {res}\n'
+        f'state_dir = "state"\nout_dir = "{out}"\nheat_resolution = {res}\nshards = 1\n'
         f'tile_workers = {workers}\nbasemap_url = ""\ntiles_format = "{fmt}"\n'
     )
     return path
@@ -178,9 +178,9 @@ def main() -> int:
             write_config(project, res)  # site.toml
             ingest(project, events_file, args.workers)
             projects[res] = project
-        db13 = projects[13] / "state" / "heatmetro.db"
+        db13 = projects[13] / "state" / "shards" / "0000.db"
         month = latest_month(db13)
-        size = {res: store_bytes(p / "state" / "heatmetro.db") for res, p in projects.items()}
+        size = {res: store_bytes(p / "state" / "shards" / "0000.db") for res, p in projects.items()}
 
         p13 = projects[13]
         full11 = snapshot("res 11, png", projects[11], projects[11] / "site.toml", month)

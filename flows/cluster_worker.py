@@ -11,7 +11,7 @@ from heatmetro.flows.runner import run_worker
 
 
 def main(argv: list[str]) -> None:
-    process_id, addresses, inputs, follow = argv
+    process_id, addresses, inputs, follow, quiet = argv
     config = Config.model_validate_json(os.environ["HEATMETRO_CONFIG_JSON"])
     run_worker(
         config,
@@ -19,6 +19,7 @@ def main(argv: list[str]) -> None:
         follow=follow == "1",
         process_id=int(process_id),
         addresses=json.loads(addresses),
+        quiet=quiet == "1",
     )
 
 

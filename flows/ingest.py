@@ -8,30 +8,23 @@ Run it with ``heatmetro ingest`` or directly with Bytewax::
 from __future__ import annotations
 
 import os
-import sys
-import time
 from functools import partial
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from heatmetro.core.config import Config, load_config
 from heatmetro.core.contract import decode, validate_event
 from heatmetro.core.errors import HeatmetroError, StreamRecordError
 from heatmetro.flows.batch import TrimJob, finish_batch
-from heatmetro.flows.fatal import end_run_on_environment_error
 from heatmetro.flows.fold import AthleteFold
 from heatmetro.flows.personal import route
 from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
+from heatmetro.flows.store_sink import ShardSink, shard_key
 from heatmetro.state.changes import DeadLetter, StoreItem
-from heatmetro.state.personal_store import PersonalChange, PersonalWriter
-from heatmetro.state.store import connect
 from heatmetro.state.street_network import network_for
-from heatmetro.state.writer import StoreWriter
 
-AGGREGATE_REFRESH_S = 10.0  # rebuild touched athlete-months at most this often (and at the end)
 RAW_KEEP = 2000  # characters of a bad record kept in the dead-letter file
 
 
@@ -128,83 +121,6 @@ class TrimStep:
             return DeadLetter(job.source, job.position, reason[:500], "")
 
 
-class _StorePartition(StatelessSinkPartition[StoreItem]):
-    def __init__(self, config: Config, worker: int) -> None:
-        self.guard = partial(end_run_on_environment_error, config.db_path)
-        with self.guard():
-            self.writer = StoreWriter.for_config(
-                connect(config.db_path), config, refresh_every_s=AGGREGATE_REFRESH_S
-            )
-        self.worker = worker
-        self.progress = Progress(worker)
-        # The athletes' own maps live in a separate file (state/personal_store.py).
-        with self.guard():
-            self.personal = PersonalWriter.for_config(config) if config.personal_heatmaps else None
-
-    def write_batch(self, items: list[StoreItem]) -> None:
-        public = [i for i in items if not isinstance(i, PersonalChange)]
-        with self.guard():  # a full disk or corrupt store: one line, not a panic
-            self.writer.write_batch(public)
-            if self.personal is not None:
-                self.personal.write_batch(items)
-        self.progress.add(public)
-
-    def close(self) -> None:
-        with self.guard():
-            self.writer.refresh()
-        self.progress.done()
-        self.writer.db.close()
-        if self.personal is not None:
-            self.personal.close()
-
-
-class StoreSink(DynamicSink[StoreItem]):
-    """Each worker writes its own athletes' changes; SQLite serialises the commits."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        return _StorePartition(self.config, worker_index)
-
-
-class Progress:
-    """Activities and points per second on stderr, at most every few seconds."""
-
-    EVERY_S = 5.0
-
-    def __init__(self, worker: int) -> None:
-        self.worker = worker
-        self.quiet = os.environ.get("HEATMETRO_QUIET") == "1"
-        self.t0 = self.last = time.monotonic()
-        self.activities = self.fixes = self.dead = 0
-
-    def add(self, items: list[StoreItem]) -> None:
-        for it in items:
-            if isinstance(it, DeadLetter):
-                self.dead += 1
-            elif hasattr(it, "fixes_in"):
-                self.activities += 1
-                self.fixes += it.fixes_in  # type: ignore[union-attr]
-        now = time.monotonic()
-        if now - self.last >= self.EVERY_S:
-            self.last = now
-            self._print("…")
-
-    def _print(self, tail: str) -> None:
-        if self.quiet or not self.activities + self.dead:
-            return
-        s = max(time.monotonic() - self.t0, 1e-9)
-        print(
-            f"[worker {self.worker}] {self.activities:,} activities ({self.activities / s:,.0f}/s), "
-            f"{self.fixes:,} GPS fixes ({self.fixes / s:,.0f}/s), {self.dead:,} dead letters {tail}",
-            file=sys.stderr,
-        )
-
-    def done(self) -> None:
-        self._print("done")
-
-
 def build_flow(
     config: Config | None = None,
     inputs: list[str] | None = None,
@@ -212,6 +128,7 @@ def build_flow(
     follow: bool = False,
     allow_empty: bool = False,
     stdin_elsewhere: bool = False,
+    quiet: bool = False,
 ) -> Dataflow:
     """The ingest dataflow. Without arguments it reads ``HEATMETRO_CONFIG`` and
     ``HEATMETRO_INPUTS`` (``os.pathsep``-separated), for ``python -m bytewax.run``."""
@@ -253,7 +170,8 @@ def build_flow(
     planned = op.flat_map("changes", folded, lambda kv: kv[1])  # StoreItem | TrimJob
     changes = op.flat_map_batch("trim", planned, TrimStep(config))  # StoreItem
     everything: Any = op.merge("with_dead_letters", changes, split.falses)  # StoreItem
-    op.output("store", everything, StoreSink(config))
+    by_shard = op.map("by_shard", everything, partial(shard_key, config))  # (shard, StoreItem)
+    op.output("store", by_shard, ShardSink(config, quiet=quiet))
     return flow
 
 

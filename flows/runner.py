@@ -1,9 +1,15 @@
 """Run the ingest dataflow with recovery always on (what ``heatmetro ingest`` calls).
 
-``-w N`` runs N Bytewax worker *processes* on 127.0.0.1 (a Bytewax cluster), not
-threads: the per-activity work is Python, so only processes use more than one core.
-Worker 0 runs in this process; the others are children that die with it (Linux
-``PR_SET_PDEATHSIG``), so killing ``heatmetro ingest`` stops the whole run.
+Two ways to run more than one worker, both a Bytewax cluster (timely dataflow over TCP):
+
+* ``-w N`` alone: N worker *processes* on 127.0.0.1 sharing this ``state_dir``, not threads
+  (the per-activity work is Python, so only processes use more than one core). Worker 0
+  runs in this process; the others are children that die with it (Linux
+  ``PR_SET_PDEATHSIG``), so killing ``heatmetro ingest`` stops the whole run.
+* ``-a "host:port;..." -i I [-w W]``: this process is member I of a cluster started by
+  hand (or by Kubernetes), exactly as ``python -m bytewax.run`` means those flags; W is
+  worker threads per process. Each member has its own config and ``state_dir``: it
+  creates and writes only its own shards and recovery partitions (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -12,41 +18,47 @@ import ctypes
 import gc
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
-from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import (
+    cli_main,  # public: bytewax.run's ``__all__`` (what ``-m bytewax.run`` calls)
+)
 
+from heatmetro.core.cluster import ClusterMember
 from heatmetro.core.config import Config
 from heatmetro.core.errors import HeatmetroError
 from heatmetro.flows.fatal import check_recovery_parts, watch_children
 from heatmetro.flows.ingest import build_flow
-from heatmetro.state.store import connect, export_dead_letters
+from heatmetro.state.shards import ShardedStore
+from heatmetro.state.store import export_dead_letters
 
 # Recovery partitions are fixed when the folder is created; runs may use up to this
 # many workers (Bytewax can resume with any worker count).
 RECOVERY_PARTITIONS = 8
 
 
-def ensure_recovery(config: Config) -> None:
-    """Create the recovery partitions once, atomically.
+def ensure_recovery(config: Config, member: ClusterMember | None = None) -> None:
+    """The recovery partitions: all here, or (cluster member) this process's share.
 
-    They are made in a scratch folder and renamed into place: a run killed while creating
-    them (SIGKILL in the first second) must not leave a folder with some of the
-    partitions, which Bytewax refuses to resume from.
+    Bytewax needs the full set of partitions across the cluster, each on one process.
+    Made in a scratch folder and renamed into place, so a kill midway leaves none.
     """
     if config.recovery_dir.exists():
         return
-    scratch = config.recovery_dir.with_name(config.recovery_dir.name + ".creating")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    init_db_dir(scratch, RECOVERY_PARTITIONS)
-    scratch.rename(config.recovery_dir)
+    with tempfile.TemporaryDirectory(dir=config.state_dir) as tmp:
+        init_db_dir(Path(tmp), RECOVERY_PARTITIONS)
+        for part in range(RECOVERY_PARTITIONS):
+            if member is not None and not member.owns(part):
+                (Path(tmp) / f"part-{part}.sqlite3").unlink()
+        Path(tmp).rename(config.recovery_dir)
+        Path(tmp).mkdir()  # for TemporaryDirectory's cleanup
 
 
 def run_worker(
@@ -56,6 +68,8 @@ def run_worker(
     follow: bool,
     process_id: int | None = None,
     addresses: list[str] | None = None,
+    workers_per_process: int = 1,
+    quiet: bool = False,
 ) -> None:
     """One Bytewax process: the whole flow (alone) or one member of a cluster."""
     # Parsed streams are millions of small lists and floats without reference cycles;
@@ -63,16 +77,19 @@ def run_worker(
     # time when measured). Collect far less often; reference counting frees them.
     gc.freeze()
     gc.set_threshold(200_000, 50, 100)
+    if config.metrics_port:  # processes sharing a machine must not share a port
+        config = config.model_copy(update={"metrics_port": config.metrics_port + (process_id or 0)})
     flow = build_flow(
         config,
         inputs,
         follow=follow,
         allow_empty=addresses is not None,  # cluster members must build the same steps
         stdin_elsewhere=bool(process_id),  # only the first process owns the terminal
+        quiet=quiet,
     )
     cli_main(
         flow,
-        workers_per_process=1,
+        workers_per_process=workers_per_process,
         process_id=process_id,
         addresses=addresses,
         epoch_interval=timedelta(seconds=config.epoch_s),
@@ -96,45 +113,63 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def run_ingest(config: Config, inputs: list[str], *, follow: bool = False, workers: int = 1) -> int:
+def run_ingest(
+    config: Config,
+    inputs: list[str],
+    *,
+    follow: bool = False,
+    workers: int = 1,
+    member: ClusterMember | None = None,
+    quiet: bool = False,
+) -> int:
     """Ingest ``inputs`` into the store; returns the number of dead letters now on file."""
-    connect(config.db_path).close()  # create / migrate before the workers race for it
-    ensure_recovery(config)
+    owned = None if member is None else [s for s in range(config.shards) if member.owns(s)]
+    store = ShardedStore.open(config.state_dir, config.shards, create=True, owned=owned)
+    ensure_recovery(config, member)
     check_recovery_parts(config.recovery_dir)  # Bytewax would panic on a corrupt one
-    if workers == 1:
-        run_worker(config, inputs, follow=follow)
+    if member is not None:
+        run_worker(
+            config, inputs, follow=follow, process_id=member.process_id,
+            addresses=member.addresses, workers_per_process=member.workers_per_process,
+            quiet=quiet,
+        )  # fmt: skip
+    elif workers == 1:
+        run_worker(config, inputs, follow=follow, quiet=quiet)
     else:
-        addresses = [f"127.0.0.1:{p}" for p in _free_ports(workers)]
-        env = dict(os.environ, HEATMETRO_CONFIG_JSON=config.model_dump_json())
-        children = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "heatmetro.flows.cluster_worker",
-                    str(i),
-                    json.dumps(addresses),
-                    json.dumps(inputs),
-                    "1" if follow else "0",
-                ],
-                env=env,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet
-            )  # fmt: skip
-            for i in range(1, workers)
-        ]
-        watch_children(children)
-        try:
-            run_worker(config, inputs, follow=follow, process_id=0, addresses=addresses)
-        finally:
-            codes = [c.wait() for c in children]
-        if any(codes):
-            msg = f"ingest worker processes exited with {codes}; rerun to resume"
-            raise HeatmetroError(msg)
-    db = connect(config.db_path)
+        _run_local_cluster(config, inputs, follow=follow, workers=workers, quiet=quiet)
+    return export_dead_letters(store.connect_all(), config.dead_letter_path)
+
+
+def _run_local_cluster(
+    config: Config, inputs: list[str], *, follow: bool, workers: int, quiet: bool
+) -> None:
+    addresses = [f"127.0.0.1:{p}" for p in _free_ports(workers)]
+    env = dict(os.environ, HEATMETRO_CONFIG_JSON=config.model_dump_json())
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "heatmetro.flows.cluster_worker",
+                str(i),
+                json.dumps(addresses),
+                json.dumps(inputs),
+                "1" if follow else "0",
+                "1" if quiet else "0",
+            ],
+            env=env,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet
+        )  # fmt: skip
+        for i in range(1, workers)
+    ]
+    watch_children(children)
     try:
-        return export_dead_letters(db, config.dead_letter_path)
+        run_worker(config, inputs, follow=follow, process_id=0, addresses=addresses, quiet=quiet)
     finally:
-        db.close()
+        codes = [c.wait() for c in children]
+    if any(codes):
+        msg = f"ingest worker processes exited with {codes}; rerun to resume"
+        raise HeatmetroError(msg)
 
 
 def warn_default_salt(config: Config) -> None:

@@ -7,7 +7,6 @@ is the one place where ``HeatmetroError`` is turned into that.
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -28,22 +27,25 @@ EPILOG_ENV = (
 
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     config = load_config(args.config)
-    args.db_path = config.db_path  # named in store errors
+    args.db_path = config.store_dir  # named in store errors
     return config
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from heatmetro.flows.runner import run_ingest, warn_default_salt
-    from heatmetro.state.store import connect, stats
+    from heatmetro.state.shards import ShardedStore
 
     config = _config(args)
     warn_default_salt(config)
-    if args.quiet:
-        os.environ["HEATMETRO_QUIET"] = "1"
-    dead = run_ingest(config, args.inputs or ["-"], follow=args.follow, workers=args.workers)
-    db = connect(config.db_path)
-    s = stats(db)
-    db.close()
+    dead = run_ingest(
+        config,
+        args.inputs or ["-"],
+        follow=args.follow,
+        workers=args.workers,
+        member=_member(args),
+        quiet=args.quiet or not sys.stderr.isatty(),  # progress lines are for a terminal
+    )
+    s = ShardedStore.open(config.state_dir, config.shards).stats()
     if not args.quiet:
         print(
             f"ingested: {s['athletes']:,} athletes, {s['activities']:,} activities "
@@ -51,6 +53,33 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             + (f" -> {config.dead_letter_path}" if dead else "")
         )
     return 0
+
+
+def _member(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """This process's place in a cluster (``-a``/``-i``/``-w``), or None when alone."""
+    from heatmetro.core.cluster import ClusterMember, parse_addresses
+
+    if args.addresses is None:
+        if args.process_id is not None:
+            msg = "-i needs -a (the addresses of every process)"
+            raise HeatmetroError(msg)
+        return None
+    if args.process_id is None:
+        msg = "-a needs -i (this process's index in the addresses)"
+        raise HeatmetroError(msg)
+    addresses = parse_addresses(args.addresses, args.process_id)
+    return ClusterMember(addresses, args.process_id, getattr(args, "workers", 1))
+
+
+def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-a",
+        "--addresses",
+        help='every process of a cluster, "host:port;host:port" (as python -m bytewax.run)',
+    )
+    p.add_argument(
+        "-i", "--process-id", type=int, help="this process's index in --addresses (0, 1, ...)"
+    )
 
 
 def _fmt_status(by_status: dict[str, int]) -> str:
@@ -66,17 +95,18 @@ def _fmt_faults(faults: dict[str, int]) -> str:
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
-    from heatmetro.state.store import connect, stats
+    from heatmetro.state.shards import ShardedStore
 
     config = _config(args)
-    db = connect(config.db_path, create=False)
-    s = stats(db)
-    db.close()
+    s = ShardedStore.open(config.state_dir, config.shards).stats()
     if args.json:
         print(json.dumps(s, indent=2, sort_keys=True))
         return 0
     months = s["months"]
-    print(f"store            {config.db_path} ({s['db_bytes'] / 1e6:,.1f} MB)")
+    print(
+        f"store            {config.store_dir} ({s['db_bytes'] / 1e6:,.1f} MB, "
+        f"{s['shards_local']} of {s['shards']} shards here)"
+    )
     print(
         f"athletes         {s['athletes']:,} ({s['athletes_contributing']:,} contributing, {s['athletes_opted_out']:,} opted out)"
     )
@@ -92,6 +122,49 @@ def cmd_stats(args: argparse.Namespace) -> int:
         + (f" ({config.dead_letter_path})" if s["dead_letters"] else "")
     )
     return 0
+
+
+def cmd_shards(args: argparse.Namespace) -> int:
+    from heatmetro.state.shard_moves import export_files, import_files
+    from heatmetro.state.shards import ShardedStore
+
+    config = _config(args)
+    if args.action == "list":
+        store = ShardedStore.open(config.state_dir, config.shards)
+        print(f"{len(store.local())} of {store.shards} shards in {store.dir}")
+        for shard in store.local():
+            path = store.path(shard)
+            size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+            print(f"  {path.name}  {size / 1e6:8.1f} MB")
+        parts = sorted(config.recovery_dir.glob("part-*.sqlite3"))
+        print(f"recovery partitions here: {', '.join(p.name for p in parts) or '-'}")
+        return 0
+    if args.action == "export":
+        if not args.to:
+            msg = "shards export needs --to FOLDER"
+            raise HeatmetroError(msg)
+        store = ShardedStore.open(config.state_dir, config.shards)
+        moved = export_files(
+            store,
+            config.recovery_dir,
+            _numbers(args.shards, "--shards"),
+            _numbers(args.recovery, "--recovery"),
+            Path(args.to),
+        )
+    else:
+        store = ShardedStore.open(config.state_dir, config.shards, create=True, owned=[])
+        moved = import_files(store, config.recovery_dir, [Path(f) for f in args.files])
+    for path in moved:
+        print(f"moved {path}")
+    return 0
+
+
+def _numbers(text: str, flag: str) -> list[int]:
+    try:
+        return sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        msg = f"{flag} {text!r}: expected numbers separated by commas"
+        raise HeatmetroError(msg) from None
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -112,7 +185,19 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     if args.until is not None:
         msg = "--until only applies with --weekly"
         raise HeatmetroError(msg)
-    result = run_snapshot(config, month=args.month, quiet=args.quiet)
+    member = _member(args)
+    if member is None:
+        result = run_snapshot(config, month=args.month, quiet=args.quiet)
+    else:
+        from heatmetro.site_builder.distributed import run_distributed_snapshot
+
+        result = run_distributed_snapshot(
+            config,
+            addresses=member.addresses,
+            process_id=member.process_id,
+            month=args.month,
+            quiet=args.quiet,
+        )
     if not args.quiet:
         print(result.summary())
     return 0
@@ -272,11 +357,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="worker processes (a Bytewax cluster on 127.0.0.1; default 1, at most 8)",
+        help="worker processes (a Bytewax cluster on 127.0.0.1; default 1, at most 8); "
+        "with -a: worker threads per process, as in python -m bytewax.run",
     )
+    _add_cluster_flags(p)
 
     p = add("stats", cmd_stats, "print what the store holds", "heatmetro stats --json")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add(
+        "shards",
+        cmd_shards,
+        "list this machine's shards, or move whole shard files when machines change",
+        "heatmetro shards export --shards 1,3 --recovery 1,3 --to /tmp/move  (docs/scaling.md)",
+    )
+    p.add_argument("action", nargs="?", default="list", choices=["list", "export", "import"])
+    p.add_argument(
+        "files", nargs="*", metavar="FILE", help="import: NNNN.db / part-N.sqlite3 files"
+    )
+    p.add_argument("--shards", default="", help="export: shard numbers, e.g. 1,3,5")
+    p.add_argument("--recovery", default="", help="export: recovery partitions, e.g. 1,3")
+    p.add_argument("--to", help="export: folder to move the files into")
 
     p = add(
         "snapshot",
@@ -287,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--month", help="YYYY-MM, last month of the 12-month window (default: last complete month)"
     )
+    _add_cluster_flags(p)
     p.add_argument(
         "--weekly",
         action="store_true",

@@ -17,7 +17,7 @@ from heatmetro.flows.importers.valleybike import valleybike_events
 from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs
 from heatmetro.flows.runner import run_ingest
 from heatmetro.site_builder.snapshot import run_snapshot
-from heatmetro.state.store import connect, stats
+from heatmetro.state.shards import ShardedStore
 
 DEMO_SALT = "heatmetro-demo-salt"  # demo only: real deployments set HEATMETRO_SALT
 
@@ -39,9 +39,7 @@ def run_demo(*, config_path: str | None, workers: int, all_data: bool, serve: bo
     else:
         print(f"1/3 stream events already in {events}")
     dead = run_ingest(config, [str(events)], workers=workers)
-    db = connect(config.db_path)
-    s = stats(db)
-    db.close()
+    s = ShardedStore.open(config.state_dir, config.shards).stats()
     print(
         f"2/3 ingested with {workers} worker(s): {s['athletes']:,} athletes, {s['activities']:,} activities "
         f"({', '.join(f'{n:,} {k}' for k, n in sorted(s['activities_by_status'].items()))}), "

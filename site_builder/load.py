@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import sqlite_utils
 
 from heatmetro.core.months import month_index, window_months
 from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat
@@ -30,15 +29,17 @@ from heatmetro.state.records import (
     group_sum,
     with_athlete,
 )
+from heatmetro.state.view import ReadView
 
 
 def contributing_paths(
-    db: sqlite_utils.Database, where: str, params: tuple[object, ...]
+    view: ReadView, where: str, params: tuple[object, ...]
 ) -> Iterator[ActivityPath]:
     """The public store's contributing activities matching ``where`` (SQL on ``a.``),
-    athletes numbered locally in id order (opted-out athletes skipped, as above)."""
+    athletes numbered locally in id order (opted-out athletes skipped, as above), over
+    every shard of the view."""
     index: dict[str, int] = {}
-    rows = db.execute(
+    rows = view.merged(
         "SELECT a.athlete_id, a.layer, a.sport_type, a.start_s, a.utc_offset_s, a.path "
         "FROM activities a LEFT JOIN athletes s ON s.athlete_id = a.athlete_id "
         f"WHERE a.status = 'active' AND coalesce(s.opt_out, 0) = 0 AND {where} "
@@ -65,7 +66,7 @@ class _Rows:
 
 
 def load_window(
-    db: sqlite_utils.Database,
+    view: ReadView,
     month: str,
     *,
     min_athletes: int,
@@ -76,13 +77,7 @@ def load_window(
     """The window ending with ``month``: month layers from the aggregates, plus the
     per-sport and night layers asked for, counted from the window's stored paths."""
     first, last = window_months(month)
-    rows = db.execute(
-        "SELECT m.athlete_id, m.month, m.layer, m.activities, m.heat, m.edges, m.hexagons, m.od "
-        "FROM athlete_months m LEFT JOIN athletes a ON a.athlete_id = m.athlete_id "
-        "WHERE m.month BETWEEN ? AND ? AND coalesce(a.opt_out, 0) = 0 "
-        "ORDER BY m.athlete_id, m.month, m.layer",
-        (first, last),
-    ).fetchall()
+    rows = view.window_rows(first, last)  # opted-out athletes already left out
     index: dict[str, int] = {}
     per_layer: dict[str, _Rows] = {layer: _Rows([], [], [], []) for layer in LAYERS}
     activities = 0
@@ -130,7 +125,7 @@ def load_window(
         od_out[layer] = merged_by_month(r.od, OD_DTYPE, OD_KEY, ("trips",))
     if sport_layers or night:
         extra = layer_heat(
-            contributing_paths(db, "a.month BETWEEN ? AND ?", (first, last)),
+            contributing_paths(view, "a.month BETWEEN ? AND ?", (first, last)),
             group_layers=False,
             sport_layers=sport_layers,
             night=night,

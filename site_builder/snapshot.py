@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,16 +18,16 @@ from heatmetro.core.months import check_month, last_complete_month
 from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.metro import MetroSettings, write_metro
-from heatmetro.site_builder.metro_streets import load_streets
+from heatmetro.site_builder.metro_streets import StreetWindow, load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish
 from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
 from heatmetro.site_builder.weekly import carry_weekly, publish_lock
 from heatmetro.site_builder.window import WindowData
-from heatmetro.state.store import connect
+from heatmetro.state.shards import ShardedStore
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
-from heatmetro.state.writer import apply_pending_privacy
+from heatmetro.state.view import ReadView
 
 
 @dataclass(frozen=True)
@@ -61,23 +62,50 @@ def run_snapshot(
     t0 = time.monotonic()
     when = build_time()
     month = check_month(month, what="--month") if month is not None else last_complete_month(when)
-    db = connect(config.db_path, create=False)
+    dbs = ShardedStore.open(config.state_dir, config.shards).connect_all()
     try:
-        apply_pending_privacy(db, config)
-        window = load_window(
-            db,
-            month,
-            min_athletes=config.min_athletes,
-            max_per_athlete=config.max_per_athlete,
-            sport_layers=config.sport_layers,
-            night=config.night_layer,
-        )
-        streets = load_streets(db, month, config)  # None without a base map
+        with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
+            window = load_window(
+                view,
+                month,
+                min_athletes=config.min_athletes,
+                max_per_athlete=config.max_per_athlete,
+                sport_layers=config.sport_layers,
+                night=config.night_layer,
+            )
+            streets = load_streets(dbs, month, config)  # None without a base map
     finally:
-        db.close()
+        for db in dbs:
+            db.close()
+    n_tiles = build_site(window, config, when, streets=streets, quiet=quiet)
+    return SnapshotResult(
+        window.month, window.first_month, config.out_dir, window.athletes, window.activities,
+        n_tiles, time.monotonic() - t0,
+    )  # fmt: skip
+
+
+def build_site(
+    window: WindowData,
+    config: Config,
+    when: datetime,
+    *,
+    streets: StreetWindow | None = None,
+    quiet: bool = False,
+    owns: Callable[[int, int, int], bool] | None = None,
+    pages: bool = True,
+) -> int:
+    """Write and atomically publish the site of ``window``; returns the tile count.
+
+    A member of a distributed snapshot writes only the tiles it ``owns``; only the one
+    with ``pages`` writes the pages, Metro files and metadata (docs/scaling.md).
+    """
+    month = window.month
     build = new_build_dir(config.out_dir, month)
     try:
-        n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet)
+        n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet, owns=owns)
+        if not pages:
+            publish(build, config.out_dir)
+            return n_tiles
         metro_dir = build / "metro"
         metro_dir.mkdir()
         metro_rows = write_metro(
@@ -149,22 +177,26 @@ def run_snapshot(
     except BaseException:  # Ctrl-C or a bug: still never a half-written site
         discard(build)
         raise
-    return SnapshotResult(
-        window.month, window.first_month, config.out_dir, window.athletes, window.activities,
-        n_tiles, time.monotonic() - t0,
-    )  # fmt: skip
+    return n_tiles
 
 
 def _write_tiles(
-    window: WindowData, config: Config, build: Path, *, quiet: bool
+    window: WindowData,
+    config: Config,
+    build: Path,
+    *,
+    quiet: bool,
+    owns: Callable[[int, int, int], bool] | None = None,
 ) -> tuple[int, tuple[float, float, float, float] | None]:
     """Every layer's tile pyramid; (tiles written, bounds of the ``all`` heat or None)."""
     total = 0
     bounds = None
     # Unchanged tiles are linked from the published build (see tile_cache).
     published = config.out_dir.resolve() if config.out_dir.is_symlink() else None
-    cache = TileCache(
-        config.state_dir / "tile_cache", published, build.name.removesuffix(".partial")
+    cache = (
+        TileCache(config.state_dir / "tile_cache", published, build.name.removesuffix(".partial"))
+        if owns is None  # a cluster member's build holds only its own tiles: nothing to reuse
+        else None
     )
     for layer, lh in window.heat.items():
         stats = write_heat_tiles(
@@ -179,6 +211,7 @@ def _write_tiles(
             tiles_format=config.tiles_format,
             cache=cache,
             workers=config.tile_workers or default_workers(),
+            owns=owns,
         )
         n = sum(stats.tiles_per_zoom.values())
         total += n

@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,11 +93,16 @@ _PLANS: dict[int, ZoomPlan] = {}
 # Set with _PLANS for a PNG tree: workers then write their tiles themselves (creating
 # files is a good part of the cost, and parallel too), and hand back b"" for each.
 _TREE: list[PngTreeSink] = []
+# In a cluster snapshot: which tiles this process writes (the others are only counted).
+_OWNS: list[Callable[[int, int, int], bool]] = []
 
 
 def _render_job(z: int, tiles: np.ndarray) -> list[tuple[int, bytes]]:
     out = []
     for t, levels in render_tiles(_PLANS[z], tiles):
+        if _OWNS and not _OWNS[0](z, *_PLANS[z].tile_xy(t)):
+            out.append((t, b""))  # drawn (it counts), written by its owner in the cluster
+            continue
         data = encode_png(levels)
         if _TREE:
             _TREE[0].put(z, *_PLANS[z].tile_xy(t), data)
@@ -119,6 +124,7 @@ def write_heat_tiles(
     tiles_format: str = "png",
     cache: TileCache | None = None,
     workers: int = 1,
+    owns: Callable[[int, int, int], bool] | None = None,
 ) -> TileStats:
     """Write the heat tile pyramid of one layer.
 
@@ -138,6 +144,9 @@ def write_heat_tiles(
         tiles_format: ``png`` (a file per tile) or ``pmtiles`` (one archive per tree).
         cache: manifests of the published build: unchanged tiles are reused from it.
         workers: processes rendering tiles (1 = in this process).
+        owns: in a cluster snapshot, whether this process writes tile ``(z, x, y)``
+            (png, no cache); every tile is still drawn and counted, so the counts and
+            everything derived from them match a one-process build.
 
     Returns:
         Tiles written per zoom, the drawn bounds, the time taken, rendered/reused counts.
@@ -180,6 +189,7 @@ def write_heat_tiles(
     ids, digests, unchanged, was_written = [], [], [], []
     _PLANS.clear()
     _TREE[:] = [sink] if isinstance(sink, PngTreeSink) else []
+    _OWNS[:] = [owns] if owns is not None else []
     for z in zooms:
         lvl = levels[res_of[z]]
         px, py = lnglat_to_global_px(lvl.lng, lvl.lat, z)
@@ -206,6 +216,9 @@ def write_heat_tiles(
             lit = np.zeros(plan.tile_key.size, dtype=bool)
             for t, data in results:
                 x, y = plan.tile_xy(t)
+                if owns is not None and not owns(z, x, y):
+                    lit[t] = True  # another process of the cluster writes it
+                    continue
                 if data is None:
                     if sink.reuse(z, x, y):
                         reused += 1
@@ -226,6 +239,7 @@ def write_heat_tiles(
     finally:
         _PLANS.clear()
         _TREE.clear()
+        _OWNS.clear()
     if cache is not None:
         order = np.argsort(np.concatenate(ids), kind="stable")
         cache.save(

@@ -32,8 +32,8 @@ from heatmetro.core.errors import PublishError
 from heatmetro.site_builder.activity_layers import layer_heat
 from heatmetro.site_builder.load import contributing_paths
 from heatmetro.site_builder.map_page import PageText, page_meta, write_layer_tiles, write_map_page
-from heatmetro.state.store import connect
-from heatmetro.state.writer import apply_pending_privacy
+from heatmetro.state.shards import ShardedStore
+from heatmetro.state.view import ReadView
 
 WEEKLY = "weekly"
 DAYS = 7
@@ -83,22 +83,23 @@ def run_weekly(
             "(the weekly map is published inside it)"
         )
         raise PublishError(msg)
-    db = connect(config.db_path, create=False)
+    dbs = ShardedStore.open(config.state_dir, config.shards).connect_all()
     try:
-        apply_pending_privacy(db, config)
         lo = _epoch(first)
         hi = _epoch(last + timedelta(days=1))
         months = sorted({(first + timedelta(days=d)).strftime("%Y-%m") for d in range(DAYS)})
-        acts = list(
-            contributing_paths(
-                db,
-                f"a.month IN ({', '.join('?' * len(months))}) "
-                "AND a.start_s + a.utc_offset_s >= ? AND a.start_s + a.utc_offset_s < ?",
-                (*months, lo, hi),
+        with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
+            acts = list(
+                contributing_paths(
+                    view,
+                    f"a.month IN ({', '.join('?' * len(months))}) "
+                    "AND a.start_s + a.utc_offset_s >= ? AND a.start_s + a.utc_offset_s < ?",
+                    (*months, lo, hi),
+                )
             )
-        )
     finally:
-        db.close()
+        for db in dbs:
+            db.close()
     heat = layer_heat(
         acts,
         group_layers=True,

@@ -233,11 +233,15 @@ def _db_files(db: sqlite_utils.Database) -> list[Path]:
     return [p for p in (main, Path(f"{main}-wal")) if p.exists()]
 
 
-def export_dead_letters(db: sqlite_utils.Database, path: Path) -> int:
-    """Rewrite the dead-letter JSONL file from the table (sorted, so it is deterministic)."""
-    rows = db.execute(
-        "SELECT source, position, reason, raw FROM dead_letters ORDER BY source, position"
-    ).fetchall()
+def export_dead_letters(dbs: list[sqlite_utils.Database], path: Path) -> int:
+    """Rewrite the dead-letter JSONL file from the shards' tables (sorted: deterministic).
+
+    Closes the connections."""
+    rows = []
+    for db in dbs:
+        rows += db.execute("SELECT source, position, reason, raw FROM dead_letters").fetchall()
+        db.close()
+    rows.sort(key=lambda r: (r[0], r[1]))
     tmp = path.with_suffix(".tmp")
     with tmp.open("wb") as fh:
         for source, position, reason, raw in rows:

@@ -11,13 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-import numpy as np
 import orjson
 import sqlite_utils
 
 from heatmetro.core.config import Config
-from heatmetro.core.sports import is_ebike
-from heatmetro.state.aggregates import StoredActivity, activity_records, merge_records
 from heatmetro.state.changes import (
     ActivityChange,
     ActivityDelete,
@@ -25,20 +22,10 @@ from heatmetro.state.changes import (
     SettingsChange,
     StoreItem,
 )
-from heatmetro.state.path_ops import cut_path_ends, drop_zone_cells
-from heatmetro.state.records import (
-    EDGE_DTYPE,
-    HEAT_DTYPE,
-    HEX_DTYPE,
-    OD_DTYPE,
-    PATH_DTYPE,
-    from_blob,
-    to_blob,
-)
-from heatmetro.state.settings import EffectiveZone, hide_cuts_m
+from heatmetro.state.hide_more import enforce_settings
+from heatmetro.state.rebuild import RefreshClock, rebuild_dirty
 from heatmetro.state.store import immediate
 from heatmetro.state.street_network import StreetNetwork, network_for
-from heatmetro.state.street_ops import recut_streets
 
 _ACTIVITY_COLS = (
     "activity_id", "athlete_id", "updated_ms", "status", "sport_type", "layer", "commute",
@@ -77,9 +64,12 @@ class StoreWriter:
         self.db = db
         self.heat_res, self.metro_res, self.od_res = heat_res, metro_res, od_res
         self.salt, self.hide_jitter_m = salt, hide_jitter_m
-        self.refresh_every_s = refresh_every_s
+        self.clock = RefreshClock(refresh_every_s)
         self.streets = streets  # the base map, to cut stored street sequences
-        self._last_refresh = time.monotonic()
+        # Wall time of the last batch's write transaction: lock wait + work + commit
+        # (what a snapshot or another writer could stretch); ingest reports it.
+        self.lock_wait_s = 0.0
+        self.commit_s = 0.0
 
     @classmethod
     def for_config(
@@ -100,7 +90,9 @@ class StoreWriter:
     def write_batch(self, items: Iterable[StoreItem]) -> None:
         items = list(items)
         dirty: set[tuple[str, str]] = set()  # (athlete_id, month)
+        t0 = time.perf_counter()
         with immediate(self.db):
+            self.lock_wait_s = time.perf_counter() - t0
             known = self._versions(items)
             pending: list[tuple] = []  # type: ignore[type-arg]
             for item in items:
@@ -127,25 +119,17 @@ class StoreWriter:
             self.db.conn.executemany(
                 "INSERT OR IGNORE INTO dirty_months VALUES (?, ?)", sorted(dirty)
             )
-            if time.monotonic() - self._last_refresh >= self.refresh_every_s:
-                self._refresh()
+            if self.clock.due():
+                rebuild_dirty(self.db)
+                self.clock.reset()
+        self.commit_s = time.perf_counter() - t0
 
     def refresh(self) -> int:
         """Rebuild every athlete-month marked dirty (by any writer); returns how many."""
         with immediate(self.db):
-            return self._refresh()
-
-    def _refresh(self) -> int:
-        dirty = self.db.execute(
-            "SELECT athlete_id, month FROM dirty_months ORDER BY athlete_id, month"
-        ).fetchall()
-        for athlete_id, month in dirty:
-            self.recompute(athlete_id, month)
-        self.db.conn.executemany(
-            "DELETE FROM dirty_months WHERE athlete_id = ? AND month = ?", dirty
-        )
-        self._last_refresh = time.monotonic()
-        return len(dirty)
+            n = rebuild_dirty(self.db)
+        self.clock.reset()
+        return n
 
     def _versions(self, items: list[StoreItem]) -> dict[str, tuple[str, str | None, int]]:
         """(athlete, month, updated_ms) of the stored versions of the batch's activities."""
@@ -202,150 +186,3 @@ class StoreWriter:
             heat_res=self.heat_res, metro_res=self.metro_res, od_res=self.od_res,
             streets=self.streets,
         )  # fmt: skip
-
-    def recompute(self, athlete_id: str, month: str) -> None:
-        """Rebuild one athlete-month's aggregates from its active activities' records."""
-        rows = self.db.execute(
-            "SELECT layer, heat, edges, hexagons, od FROM activities "
-            "WHERE athlete_id = ? AND month = ? AND status = 'active' ORDER BY activity_id",
-            (athlete_id, month),
-        ).fetchall()
-        by_layer: dict[str, list[tuple[np.ndarray, ...]]] = {}
-        for layer, heat, edges, hexes, od in rows:
-            by_layer.setdefault(layer, []).append(
-                (
-                    from_blob(heat, HEAT_DTYPE),
-                    from_blob(edges, EDGE_DTYPE),
-                    from_blob(hexes, HEX_DTYPE),
-                    from_blob(od, OD_DTYPE),
-                )
-            )
-        self.db.execute(
-            "DELETE FROM athlete_months WHERE athlete_id = ? AND month = ?", (athlete_id, month)
-        )
-        for layer in sorted(by_layer):
-            agg = merge_records(by_layer[layer])  # type: ignore[arg-type]
-            if agg.activities == 0:
-                continue
-            self.db.execute(
-                "INSERT INTO athlete_months VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    athlete_id,
-                    month,
-                    layer,
-                    agg.activities,
-                    to_blob(agg.heat),
-                    to_blob(agg.edges),
-                    to_blob(agg.hexagons),
-                    to_blob(agg.od),
-                ),
-            )
-
-
-def enforce_settings(
-    db: sqlite_utils.Database,
-    athlete_id: str,
-    *,
-    salt: str,
-    hide_jitter_m: float,
-    heat_res: int,
-    metro_res: int,
-    od_res: int,
-    streets: StreetNetwork | None = None,
-) -> set[tuple[str, str]]:
-    """Make every stored activity of the athlete obey the stored "hide more" settings.
-
-    Opt-out purges the activities' paths. A larger hide distance or a new zone is cut
-    from the stored cells. Smaller settings change nothing already stored (they only
-    apply to activities ingested afterwards). Returns the athlete-months it changed.
-    """
-    row = db.execute(
-        "SELECT opt_out, hide_start_end_m, zones FROM athletes WHERE athlete_id = ?", (athlete_id,)
-    ).fetchone()
-    if row is None:
-        return set()
-    opt_out, hide_m, zones_json = row
-    if opt_out:
-        months = db.execute(
-            "SELECT DISTINCT month FROM activities WHERE athlete_id = ? AND status = 'active'",
-            (athlete_id,),
-        ).fetchall()
-        db.execute(
-            "UPDATE activities SET status = 'purged', path = NULL, heat = NULL, edges = NULL, "
-            "hexagons = NULL, od = NULL, streets = NULL, metro_path = NULL "
-            "WHERE athlete_id = ? AND status = 'active'",
-            (athlete_id,),
-        )
-        db.execute("DELETE FROM athlete_months WHERE athlete_id = ?", (athlete_id,))
-        return {(athlete_id, m[0]) for m in months}
-    zones = tuple(EffectiveZone(*z) for z in orjson.loads(zones_json))
-    changed: set[tuple[str, str]] = set()
-    rows = db.execute(
-        "SELECT activity_id, month, hide_override_m, cut_start_m, cut_end_m, zone_key, path, "
-        "start_s, utc_offset_s, commute, max_speed_ms, streets, metro_path, sport_type "
-        "FROM activities WHERE athlete_id = ? AND status = 'active'",
-        (athlete_id,),
-    ).fetchall()
-    for row in rows:
-        aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax = row[:11]
-        st, metro_blob, sport = row[11:]
-        have = {tuple(z) for z in orjson.loads(key_json)}
-        new_zones = tuple(z for z in zones if _zkey(z) not in have)
-        target_s, target_e = (cut_s, cut_e)
-        if override is None:
-            target_s, target_e = hide_cuts_m(
-                hide_m, activity_id=aid, salt=salt, jitter_m=hide_jitter_m
-            )
-        extra_s, extra_e = max(0.0, target_s - cut_s), max(0.0, target_e - cut_e)
-        if not new_zones and extra_s < 0.01 and extra_e < 0.01:
-            continue
-        path = from_blob(blob, PATH_DTYPE)
-        st = recut_streets(st, path, extra_s, extra_e, new_zones, streets)
-        path = cut_path_ends(path, extra_s, extra_e)
-        path = drop_zone_cells(path, heat_res, new_zones)
-        metro = from_blob(metro_blob, PATH_DTYPE)
-        metro = drop_zone_cells(cut_path_ends(metro, extra_s, extra_e), metro_res, new_zones)
-        recs = activity_records(
-            StoredActivity(
-                aid, path, metro, start_s, off, bool(commute), vmax, ebike=is_ebike(sport or "")
-            ),
-            od_res=od_res,
-        )
-        key = sorted(have | {_zkey(z) for z in new_zones})
-        db.execute(
-            "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, cut_start_m = ?, "
-            "cut_end_m = ?, zone_key = ?, status = ?, streets = ?, metro_path = ? WHERE activity_id = ?",
-            (to_blob(path), *(to_blob(r) for r in recs), max(cut_s, target_s), max(cut_e, target_e),
-             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", st,
-             to_blob(metro), aid),
-        )  # fmt: skip
-        changed.add((athlete_id, month))
-    return changed
-
-
-def _zkey(z: EffectiveZone) -> tuple[float, float, float]:
-    return (round(z.lat, 7), round(z.lng, 7), round(z.radius_m, 3))
-
-
-def apply_pending_privacy(db: sqlite_utils.Database, config: Config) -> int:
-    """Before a snapshot: make every athlete's stored data obey their newest settings.
-
-    Ingest already does this as settings arrive; running it again here makes the
-    snapshot correct even for a store written by an interrupted or older ingest.
-    Also rebuilds the aggregates ingest left marked dirty. Returns how many
-    athlete-months were rebuilt.
-    """
-    writer = StoreWriter.for_config(db, config)
-    changed: set[tuple[str, str]] = set()
-    with immediate(db):
-        for (athlete_id,) in db.execute(
-            "SELECT athlete_id FROM athletes ORDER BY athlete_id"
-        ).fetchall():
-            changed |= enforce_settings(
-                db, athlete_id, salt=config.salt, hide_jitter_m=config.hide_jitter_m,
-                heat_res=config.heat_resolution, metro_res=config.metro_resolution,
-                od_res=config.od_resolution, streets=writer.streets,
-            )  # fmt: skip
-        # With what an interrupted ingest left marked, rebuild everything that is due.
-        db.conn.executemany("INSERT OR IGNORE INTO dirty_months VALUES (?, ?)", sorted(changed))
-        return writer._refresh()

@@ -21,7 +21,9 @@ def _commands() -> list[str]:
 
 
 def test_the_commands_exist() -> None:
-    assert _commands() == ["demo", "import", "ingest", "personal", "serve", "snapshot", "stats"]
+    assert _commands() == [
+        "demo", "import", "ingest", "personal", "serve", "shards", "snapshot", "stats",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", _commands())

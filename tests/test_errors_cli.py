@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.store_rows import query, shard_files
 from tests.streams import (
     NORTH_EAST,
     NORTH_WEST,
@@ -83,15 +84,20 @@ def leftovers(project: Path) -> list[str]:
 
 
 def store_rows(project: Path) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
-    con = sqlite3.connect(f"file:{project / 'state' / 'heatmetro.db'}?mode=ro", uri=True)
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        return {
-            t: con.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()  # noqa: S608
-            for t in ("athletes", "activities", "athlete_months")
-        }
-    finally:
-        con.close()
+    for shard in shard_files(project / "state"):
+        con = sqlite3.connect(f"file:{shard}?mode=ro", uri=True)
+        try:
+            assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",), shard
+        finally:
+            con.close()
+    return {
+        t: query(project / "state", f"SELECT * FROM {t}")  # noqa: S608
+        for t in ("athletes", "activities", "athlete_months")
+    }
+
+
+def biggest_shard(project: Path) -> Path:
+    return max(shard_files(project / "state"), key=lambda p: p.stat().st_size)
 
 
 def small_stream() -> bytes:
@@ -187,7 +193,8 @@ def _under_a_file(state: Path) -> Path:
 
 
 def _store_is_a_folder(state: Path) -> Path:
-    (state / "heatmetro.db").mkdir(parents=True)
+    (state / "shards" / "0000.db").mkdir(parents=True)
+    (state / "shards" / "store.json").write_text('{"shards": 16}')
     return state
 
 
@@ -227,7 +234,7 @@ def _garbage_after_header(db: Path) -> None:
 def test_a_corrupt_store_is_one_line_and_left_alone(
     project: Path, command: tuple[str, ...], spoil: Callable[[Path], None]
 ) -> None:
-    db = project / "state" / "heatmetro.db"
+    db = biggest_shard(project)
     for side in ("-wal", "-shm"):
         Path(f"{db}{side}").unlink(missing_ok=True)
     spoil(db)
@@ -246,11 +253,11 @@ def test_a_full_disk_during_ingest_is_one_line_and_a_rerun_completes(
     project: Path, tmp_path: Path
 ) -> None:
     cfg = project / "config.toml"
-    db = project / "state" / "heatmetro.db"
+    db = biggest_shard(project)
     proc = heatmetro(
         "ingest", "-c", cfg, project / "big.jsonl", fsize=db.stat().st_size + 64 * 1024
     )
-    assert_one_line_error(proc, str(db), "rerun to resume")
+    assert_one_line_error(proc, str(db.parent), "rerun to resume")
     store_rows(project)  # integrity_check: no half-written page or transaction
 
     ref = tmp_path / "ref"
@@ -266,7 +273,7 @@ def test_a_full_disk_during_ingest_is_one_line_and_a_rerun_completes(
 def test_a_full_disk_during_snapshot_keeps_the_previous_site(project: Path) -> None:
     before = tree_hashes(project / "site")
     biggest = max(p.stat().st_size for p in (project / "site").resolve().rglob("*") if p.is_file())
-    db_size = (project / "state" / "heatmetro.db").stat().st_size
+    db_size = biggest_shard(project).stat().st_size
     assert db_size < biggest - 8192, "the store must fit under the cap, a site file not"
     proc = heatmetro(
         "snapshot", "-c", project / "config.toml", "--month", MONTH, "-q", fsize=biggest - 4096

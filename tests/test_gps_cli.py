@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from heatmetro.core.contract import MAX_FIXES_PER_ACTIVITY
 from heatmetro.core.geo import haversine_m
 from heatmetro.state.records import PATH_DTYPE, from_blob
 from tests.conftest import write_config
+from tests.store_rows import query
 from tests.streams import activity, street_rides, to_jsonl
 from tests.test_snapshot_cli import alpha_near, global_px, rgba_window
 
@@ -129,12 +129,11 @@ def test_fix_limit_is_a_dead_letter_and_the_stream_goes_on(project: Path, run_cl
         "activity still-200001: 200,001 fixes: more than the limit of 200,000 per activity "
         "(max_fixes_per_activity)"
     )
-    con = sqlite3.connect(project / "state" / "heatmetro.db")
-    rows = dict(con.execute("SELECT activity_id, status FROM activities").fetchall())
-    path, spikes = con.execute(
-        "SELECT path, spike_fixes FROM activities WHERE activity_id = 'still-200000'"
-    ).fetchone()
-    con.close()
+    rows = dict(query(project / "state", "SELECT activity_id, status FROM activities"))
+    ((path, spikes),) = query(
+        project / "state",
+        "SELECT path, spike_fixes FROM activities WHERE activity_id = 'still-200000'",
+    )
     assert rows == {"still-200000": "active", "after0-r1": "active"}
     # 55 hours of jitter draw only the watch's own spot (a couple of hexagons)...
     cells = np.unique(from_blob(path, PATH_DTYPE)["cell"]).tolist()

@@ -14,7 +14,6 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from heatmetro.flows.importers.valleybike import valleybike_events
 from heatmetro.flows.importers.valleybike_csv import DATA_DIR
 from heatmetro.state.records import PATH_DTYPE, from_blob
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.store_rows import query
 from tests.streams import (
     NORTH_EAST,
     NORTH_WEST,
@@ -65,23 +65,18 @@ def ingest(run_cli: Run, cfg: Path, *inputs: str | Path, workers: int = 1, **kw:
     return run_cli("ingest", "-c", cfg, *inputs, "-w", str(workers), **kw)
 
 
-def db_of(cfg: Path) -> Path:
-    return cfg.parent / "state" / "heatmetro.db"
+def state_of(cfg: Path) -> Path:
+    return cfg.parent / "state"
 
 
 def tables(cfg: Path) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
-    """The store's content by key (dead letters aside: they name their source file)."""
-    con = sqlite3.connect(f"file:{db_of(cfg)}?mode=ro", uri=True)
-    try:
-        return {
-            "athletes": con.execute("SELECT * FROM athletes ORDER BY athlete_id").fetchall(),
-            "activities": con.execute("SELECT * FROM activities ORDER BY activity_id").fetchall(),
-            "athlete_months": con.execute(
-                "SELECT * FROM athlete_months ORDER BY athlete_id, month, layer"
-            ).fetchall(),
-        }
-    finally:
-        con.close()
+    """The store's content by key, over all shards (dead letters aside: they name their
+    source file)."""
+    return {
+        "athletes": query(state_of(cfg), "SELECT * FROM athletes"),
+        "activities": query(state_of(cfg), "SELECT * FROM activities"),
+        "athlete_months": query(state_of(cfg), "SELECT * FROM athlete_months"),
+    }
 
 
 def stats(run_cli: Run, cfg: Path) -> dict[str, Any]:
@@ -264,11 +259,10 @@ def test_stats_json_matches_the_stream(run_cli: Run, project: Path) -> None:
     assert s["dead_letters"] == 2
     assert s["months"] == ["2021-06"]
     assert s["aggregate_rows"] == 2  # p1 and p3, ride layer
-    con = sqlite3.connect(db_of(cfg))
-    cells = con.execute(
-        "SELECT sum(length(path)) / ? FROM activities", (PATH_DTYPE.itemsize,)
-    ).fetchone()[0]
-    con.close()
+    cells = (
+        sum(n or 0 for (n,) in query(state_of(cfg), "SELECT sum(length(path)) FROM activities"))
+        // PATH_DTYPE.itemsize
+    )
     assert s["path_cells"] == cells > 0
 
 
@@ -456,11 +450,10 @@ def test_real_rides_keep_nothing_near_homes_or_ends(
     events = [orjson.loads(x) for x in june.read_bytes().splitlines()]
     settings = {e["athlete_id"]: e for e in events if e["kind"] == "athlete"}
     rides = {e["activity_id"]: e for e in events if e["kind"] == "activity"}
-    con = sqlite3.connect(db_of(cfg))
-    rows = con.execute(
-        "SELECT activity_id, athlete_id, path FROM activities WHERE status = 'active'"
-    ).fetchall()
-    con.close()
+    rows = query(
+        state_of(cfg),
+        "SELECT activity_id, athlete_id, path FROM activities WHERE status = 'active'",
+    )
     assert len(rows) > 50
     zoned_checked = hidden_checked = inside_zone_raw = 0
     for activity_id, athlete_id, blob in rows:

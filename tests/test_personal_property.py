@@ -26,6 +26,7 @@ from heatmetro.site_builder.activity_layers import layer_heat
 from heatmetro.site_builder.load import contributing_paths, load_window
 from heatmetro.state.personal_store import PersonalWriter, connect_personal, personal_db_path
 from heatmetro.state.store import connect
+from heatmetro.state.view import ReadView
 from heatmetro.state.writer import StoreWriter
 from tests.conftest import TEST_SALT
 from tests.streams import activity, line
@@ -76,7 +77,7 @@ def ingest(events: list[dict[str, Any]], folder: Path) -> tuple[Any, int]:
     """Fold ``events`` into a public store (returned open) and a personal store."""
     config = Config(salt=TEST_SALT, state_dir=folder, min_athletes=2, sport_layers=("Run",))
     fold, state = AthleteFold(config), {}
-    db = connect(config.db_path)
+    db = connect(folder / "public.db")
     writer = StoreWriter.for_config(db, config)
     personal = PersonalWriter.for_config(config)
     for e in events:
@@ -93,17 +94,23 @@ def ingest(events: list[dict[str, Any]], folder: Path) -> tuple[Any, int]:
 
 
 def window(db: Any) -> Any:
-    return load_window(
-        db, "2021-06", min_athletes=2, max_per_athlete=10, sport_layers=("Run",), night=True
-    )
+    with ReadView([db]) as view:
+        return load_window(
+            view, "2021-06", min_athletes=2, max_per_athlete=10, sport_layers=("Run",), night=True
+        )
 
 
 def weekly(db: Any) -> dict[str, Any]:
     """The weekly map's layers for 2021-06-11..17, as ``snapshot --weekly`` reads them."""
     lo, hi = 1623369600, 1623369600 + 7 * 86400  # local midnight 2021-06-11 .. 06-18
-    acts = contributing_paths(
-        db, "a.start_s + a.utc_offset_s >= ? AND a.start_s + a.utc_offset_s < ?", (lo, hi)
-    )
+    with ReadView([db]) as view:
+        acts = list(
+            contributing_paths(
+                view,
+                "a.start_s + a.utc_offset_s >= ? AND a.start_s + a.utc_offset_s < ?",
+                (lo, hi),
+            )
+        )
     return layer_heat(
         acts, group_layers=True, sport_layers=("Run",), night=True, min_athletes=2,
         max_per_athlete=10,

@@ -382,5 +382,5 @@ def test_snapshot_without_a_store_is_a_clean_error(project: Path, run_cli: Run) 
     assert "Traceback" not in proc.stderr
     assert "store" in proc.stderr and "heatmetro ingest" in proc.stderr
     assert str(project / "state") in proc.stderr  # says where it looked
-    assert not (project / "state" / "heatmetro.db").exists(), "a snapshot must not create a store"
+    assert not (project / "state" / "shards").exists(), "a snapshot must not create a store"
     assert not (project / "site").exists()

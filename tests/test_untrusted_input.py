@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from fitdecode.utils import compute_crc
 from heatmetro.flows.kafka_input import to_raw_record
 from heatmetro.flows.sources import JsonlSource
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.store_rows import query
 from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, line, to_jsonl
 from tests.test_kafka import broker, produce  # noqa: F401 - the mock broker fixture
 
@@ -282,8 +282,7 @@ def test_over_long_lines_are_dead_letters_and_the_rest_is_stored(tmp_path: Path)
         assert [d["position"] for d in mine] == [2, 4, 6], mine
         assert all(d["reason"] == want for d in mine)
         assert mine[0]["raw"].startswith('{"kind":"activity","activity_id":"long"')
-    with sqlite3.connect(tmp_path / "state/heatmetro.db") as db:
-        stored = [r[0] for r in db.execute("SELECT activity_id FROM activities ORDER BY 1")]
+    stored = [r[0] for r in query(tmp_path / "state", "SELECT activity_id FROM activities")]
     assert stored == ["ok0", "ok1", "ok2"]
 
 
@@ -370,9 +369,8 @@ def test_an_over_long_kafka_message_is_a_dead_letter_through_the_cli(
         capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    with sqlite3.connect(tmp_path / "state/heatmetro.db") as db:
-        dead = db.execute("SELECT source, position, reason FROM dead_letters").fetchall()
-        stored = [r[0] for r in db.execute("SELECT activity_id FROM activities ORDER BY 1")]
+    dead = query(tmp_path / "state", "SELECT source, position, reason FROM dead_letters")
+    stored = [r[0] for r in query(tmp_path / "state", "SELECT activity_id FROM activities")]
     want = f"record of {len(values[1]):,} bytes is longer than max_record_bytes = 4,096; not parsed"
     assert dead == [("kafka:long:0", 1, want)]
     assert stored == ["k0", "k1"]

@@ -79,6 +79,8 @@ class Config(BaseModel):
     # Keep each athlete's own non-public activities in state_dir/personal.db for
     # `heatmetro personal` (never read by a snapshot).
     personal_heatmaps: bool = True
+    shards: int = Field(16, ge=1, le=1024)
+    metrics_port: int = Field(0, ge=0, le=65535)
     metro_epsilon: float | None = Field(None, gt=0)  # None: exact Metro counts (no DP noise)
     metro_delta: float | None = Field(None, gt=0, lt=1)
 
@@ -122,8 +124,9 @@ class Config(BaseModel):
         return max(min(self.weekly_public_max_zoom, self.public_max_zoom), self.min_zoom)
 
     @property
-    def db_path(self) -> Path:
-        return self.state_dir / "heatmetro.db"
+    def store_dir(self) -> Path:
+        """Where the store's shard files are (``state/shards.py``)."""
+        return self.state_dir / "shards"
 
     @property
     def recovery_dir(self) -> Path:

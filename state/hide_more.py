@@ -1,0 +1,103 @@
+"""Hide-more settings act on what is already stored (issue 8: the store's own API).
+
+Called by ingest in the same transaction that stores the settings, so the store never
+holds settings that its activities do not obey yet.
+"""
+
+from __future__ import annotations
+
+import orjson
+import sqlite_utils
+
+from heatmetro.core.sports import is_ebike
+from heatmetro.state.aggregates import StoredActivity, activity_records
+from heatmetro.state.path_ops import cut_path_ends, drop_zone_cells
+from heatmetro.state.records import PATH_DTYPE, from_blob, to_blob
+from heatmetro.state.settings import EffectiveZone, hide_cuts_m
+from heatmetro.state.street_network import StreetNetwork
+from heatmetro.state.street_ops import recut_streets
+
+
+def enforce_settings(
+    db: sqlite_utils.Database,
+    athlete_id: str,
+    *,
+    salt: str,
+    hide_jitter_m: float,
+    heat_res: int,
+    metro_res: int,
+    od_res: int,
+    streets: StreetNetwork | None = None,
+) -> set[tuple[str, str]]:
+    """Make every stored activity of the athlete obey the stored "hide more" settings.
+
+    Opt-out purges the activities' paths. A larger hide distance or a new zone is cut
+    from the stored cells. Smaller settings change nothing already stored (they only
+    apply to activities ingested afterwards). Returns the athlete-months it changed.
+    """
+    row = db.execute(
+        "SELECT opt_out, hide_start_end_m, zones FROM athletes WHERE athlete_id = ?", (athlete_id,)
+    ).fetchone()
+    if row is None:
+        return set()
+    opt_out, hide_m, zones_json = row
+    if opt_out:
+        months = db.execute(
+            "SELECT DISTINCT month FROM activities WHERE athlete_id = ? AND status = 'active'",
+            (athlete_id,),
+        ).fetchall()
+        db.execute(
+            "UPDATE activities SET status = 'purged', path = NULL, heat = NULL, edges = NULL, "
+            "hexagons = NULL, od = NULL, streets = NULL, metro_path = NULL "
+            "WHERE athlete_id = ? AND status = 'active'",
+            (athlete_id,),
+        )
+        db.execute("DELETE FROM athlete_months WHERE athlete_id = ?", (athlete_id,))
+        return {(athlete_id, m[0]) for m in months}
+    zones = tuple(EffectiveZone(*z) for z in orjson.loads(zones_json))
+    changed: set[tuple[str, str]] = set()
+    rows = db.execute(
+        "SELECT activity_id, month, hide_override_m, cut_start_m, cut_end_m, zone_key, path, "
+        "start_s, utc_offset_s, commute, max_speed_ms, streets, metro_path, sport_type "
+        "FROM activities WHERE athlete_id = ? AND status = 'active'",
+        (athlete_id,),
+    ).fetchall()
+    for row in rows:
+        aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax = row[:11]
+        st, metro_blob, sport = row[11:]
+        have = {tuple(z) for z in orjson.loads(key_json)}
+        new_zones = tuple(z for z in zones if _zkey(z) not in have)
+        target_s, target_e = (cut_s, cut_e)
+        if override is None:
+            target_s, target_e = hide_cuts_m(
+                hide_m, activity_id=aid, salt=salt, jitter_m=hide_jitter_m
+            )
+        extra_s, extra_e = max(0.0, target_s - cut_s), max(0.0, target_e - cut_e)
+        if not new_zones and extra_s < 0.01 and extra_e < 0.01:
+            continue
+        path = from_blob(blob, PATH_DTYPE)
+        st = recut_streets(st, path, extra_s, extra_e, new_zones, streets)
+        path = cut_path_ends(path, extra_s, extra_e)
+        path = drop_zone_cells(path, heat_res, new_zones)
+        metro = from_blob(metro_blob, PATH_DTYPE)
+        metro = drop_zone_cells(cut_path_ends(metro, extra_s, extra_e), metro_res, new_zones)
+        recs = activity_records(
+            StoredActivity(
+                aid, path, metro, start_s, off, bool(commute), vmax, ebike=is_ebike(sport or "")
+            ),
+            od_res=od_res,
+        )
+        key = sorted(have | {_zkey(z) for z in new_zones})
+        db.execute(
+            "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, cut_start_m = ?, "
+            "cut_end_m = ?, zone_key = ?, status = ?, streets = ?, metro_path = ? WHERE activity_id = ?",
+            (to_blob(path), *(to_blob(r) for r in recs), max(cut_s, target_s), max(cut_e, target_e),
+             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", st,
+             to_blob(metro), aid),
+        )  # fmt: skip
+        changed.add((athlete_id, month))
+    return changed
+
+
+def _zkey(z: EffectiveZone) -> tuple[float, float, float]:
+    return (round(z.lat, 7), round(z.lng, 7), round(z.radius_m, 3))

@@ -1,0 +1,95 @@
+"""Move whole shard files (and Bytewax recovery partitions) between machines.
+
+When machines join or leave a cluster, nothing is re-split: each shard file and each
+recovery partition file moves whole to the machine that will own it (docs/scaling.md).
+``export`` checkpoints the WAL into the file, copies it to a folder (for rsync/scp) and
+removes it here; ``import`` checks every athlete in the file belongs to that shard, then
+renames it into place. Both run with the cluster stopped.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
+from heatmetro.core.errors import StoreError
+from heatmetro.state.shards import ShardedStore, shard_of
+
+_SHARD = re.compile(r"(\d{4})\.db")
+_RECOVERY = re.compile(r"part-(\d+)\.sqlite3")
+
+
+def export_files(
+    store: ShardedStore, recovery_dir: Path, shards: list[int], recovery: list[int], dest: Path
+) -> list[Path]:
+    """Move the named shards and recovery partitions of this machine into ``dest``."""
+    here = set(store.local())
+    missing = [s for s in shards if s not in here]
+    if missing:
+        msg = f"shards {missing} are not in {store.dir} (this machine has {sorted(here)})"
+        raise StoreError(msg)
+    parts = [recovery_dir / f"part-{p}.sqlite3" for p in recovery]
+    absent = [p.name for p in parts if not p.exists()]
+    if absent:
+        msg = f"recovery partitions {absent} are not in {recovery_dir}"
+        raise StoreError(msg)
+    dest.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for s in shards:
+        src = store.path(s)
+        con = sqlite3.connect(src)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the main file
+        con.close()
+        moved.append(_move(src, dest / src.name))
+        for extra in (Path(f"{src}-wal"), Path(f"{src}-shm")):
+            extra.unlink(missing_ok=True)
+    moved += [_move(p, dest / p.name) for p in parts]
+    return moved
+
+
+def import_files(store: ShardedStore, recovery_dir: Path, files: list[Path]) -> list[Path]:
+    """Place shard files (``NNNN.db``) and recovery partitions (``part-N.sqlite3``) here."""
+    placed = []
+    for f in files:
+        if m := _SHARD.fullmatch(f.name):
+            shard = int(m.group(1))
+            target = store.path(shard)
+            if shard >= store.shards:
+                msg = f"{f}: shard {shard} does not exist in a store of {store.shards} shards"
+                raise StoreError(msg)
+            _check_athletes(f, shard, store.shards)
+        elif _RECOVERY.fullmatch(f.name):
+            target = recovery_dir / f.name
+        else:
+            msg = f"{f}: not a shard file (NNNN.db) nor a recovery partition (part-N.sqlite3)"
+            raise StoreError(msg)
+        if target.exists():
+            msg = f"{f}: {target} already exists here; a file must live on one machine only"
+            raise StoreError(msg)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        placed.append(_move(f, target))
+    return placed
+
+
+def _check_athletes(path: Path, shard: int, shards: int) -> None:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        ids = con.execute(
+            "SELECT athlete_id FROM athletes UNION SELECT athlete_id FROM activities"
+        ).fetchall()
+    finally:
+        con.close()
+    wrong = next((a for (a,) in ids if shard_of(a, shards) != shard), None)
+    if wrong is not None:
+        msg = f"{path}: holds athletes of another shard than {shard} (of {shards}); not imported"
+        raise StoreError(msg)
+
+
+def _move(src: Path, dst: Path) -> Path:
+    tmp = dst.with_name(dst.name + ".part")
+    shutil.copy2(src, tmp)  # across file systems too; the rename makes it appear whole
+    tmp.replace(dst)
+    src.unlink()
+    return dst

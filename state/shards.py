@@ -1,0 +1,134 @@
+"""The store split into shards: ``state_dir/shards/NNNN.db``, one SQLite file each.
+
+Each athlete lives in exactly one shard, chosen by a stable hash of the athlete id, so
+everything about an athlete (settings, activities, aggregates) is in one file and
+distinct-athlete counts simply add across shards. The number of shards is fixed when the
+store is created and recorded in ``shards/store.json``; a process holds whichever shard
+files are in its own ``state_dir`` (no shared disk, no shared lock). Machines are added
+or removed by moving shard files whole (``heatmetro shards``, docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from heatmetro.core.errors import StoreError
+from heatmetro.state.store import connect, stats
+
+MANIFEST = "store.json"
+_SHARD_FILE = re.compile(r"(\d{4})\.db")
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard of an athlete (or of a dead letter's source): BLAKE2b, stable everywhere."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+def shard_name(shard: int) -> str:
+    return f"{shard:04d}"
+
+
+class ShardedStore:
+    """The shard files of one ``state_dir`` (all of a store, or this machine's part)."""
+
+    def __init__(self, state_dir: Path, shards: int) -> None:
+        self.dir = state_dir / "shards"
+        self.shards = shards
+
+    @classmethod
+    def open(
+        cls,
+        state_dir: Path,
+        shards: int,
+        *,
+        create: bool = False,
+        owned: Iterable[int] | None = None,
+    ) -> ShardedStore:
+        """The store in ``state_dir``; with ``create``, make it (with the ``owned`` shards,
+        default all) if it does not exist yet.
+
+        Raises:
+            StoreError: no store and not ``create``, or the store was made with another
+                number of shards than the config now says.
+        """
+        if state_dir.exists() and not state_dir.is_dir():
+            msg = f"state_dir {state_dir} is a file, not a folder"
+            raise StoreError(msg)
+        store = cls(state_dir, shards)
+        manifest = store.dir / MANIFEST
+        if manifest.exists():
+            recorded = int(json.loads(manifest.read_text())["shards"])
+            if recorded != shards:
+                msg = (
+                    f"store {store.dir} was created with shards = {recorded}, the config says "
+                    f"{shards}: the shard count is fixed when a store is created "
+                    f"(set shards = {recorded}, or re-ingest into a new state_dir)"
+                )
+                raise StoreError(msg)
+            return store
+        if not create:
+            msg = f"no store at {store.dir}: run `heatmetro ingest` first"
+            raise StoreError(msg)
+        store.dir.mkdir(parents=True, exist_ok=True)
+        for s in sorted(set(range(shards) if owned is None else owned)):
+            connect(store.path(s)).close()  # create and migrate before workers race for it
+        tmp = manifest.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"shards": shards, "hash": "blake2b-64 mod shards"}) + "\n")
+        tmp.replace(manifest)
+        return store
+
+    def path(self, shard: int) -> Path:
+        return self.dir / f"{shard_name(shard)}.db"
+
+    def local(self) -> list[int]:
+        """The shards whose files are in this ``state_dir``, in order."""
+        if not self.dir.is_dir():
+            return []
+        found = (_SHARD_FILE.fullmatch(p.name) for p in self.dir.iterdir())
+        return sorted(int(m.group(1)) for m in found if m and int(m.group(1)) < self.shards)
+
+    def connect(self, shard: int) -> sqlite_utils.Database:
+        return connect(self.path(shard))
+
+    def connect_all(self) -> list[sqlite_utils.Database]:
+        return [self.connect(s) for s in self.local()]
+
+    def stats(self) -> dict[str, Any]:
+        """``heatmetro stats`` over this ``state_dir``'s shards (plus ``shards_local``)."""
+        parts = []
+        for db in self.connect_all():
+            try:
+                parts.append(stats(db))
+            finally:
+                db.close()
+        out = merge_stats(parts)
+        out["shards"] = self.shards
+        out["shards_local"] = len(parts)
+        return out
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """``stats`` of several shards as one: counts add (an athlete is in one shard only)."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for k, v in part.items():
+            if isinstance(v, dict):
+                acc = out.setdefault(k, {})
+                for kk, vv in v.items():
+                    acc[kk] = acc.get(kk, 0) + vv
+            elif isinstance(v, list):
+                out[k] = sorted(set(out.get(k, [])) | set(v))
+            else:
+                out[k] = out.get(k, 0) + v
+    for k in ("activities_by_status",):
+        if k in out:
+            out[k] = dict(sorted(out[k].items()))
+    return out
