@@ -155,16 +155,18 @@ def clean_batch(
     if len(new_piece):
         new_piece[0] = True
 
-    # Counts: fixes by reason; a vehicle stretch is a run of consecutive vehicle fixes
-    # (or an unreachable jump with none between).
+    # Counts: fixes by reason; a vehicle stretch is a run of consecutive vehicle fixes,
+    # spikes within it aside (a spike recorded on the bus), or an unreachable jump with
+    # none between.
     for col, c in ((0, _SPIKE), (1, _BAD_END), (2, _VEHICLE)):
         faults[:, col] = np.bincount(a, weights=code == c, minlength=k)
-    veh = code == _VEHICLE
+    not_spike = code != _SPIKE
+    veh, av = code[not_spike] == _VEHICLE, a[not_spike]
     begins = veh.copy()
-    begins[1:] &= ~veh[:-1] | ~same
+    begins[1:] &= ~veh[:-1] | (av[1:] != av[:-1])
     # A jump next to a vehicle stretch is that stretch, not another one.
     jumps = jumps[(code[jumps - 1] != _VEHICLE) & (code[jumps] != _VEHICLE)]
-    faults[:, 3] = np.bincount(a[begins], minlength=k) + np.bincount(a[jumps], minlength=k)
+    faults[:, 3] = np.bincount(av[begins], minlength=k) + np.bincount(a[jumps], minlength=k)
     return Cleaned(i0[idx2], new_piece, faults)
 
 

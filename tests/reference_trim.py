@@ -182,8 +182,10 @@ def clean(
     faults["vehicle_fixes"] = code.count(VEHICLE)
     # A jump next to a vehicle stretch is that stretch, not another one.
     jumps = sum(1 for j in jump_at if VEHICLE not in (code[j - 1], code[j]))
+    # A spike recorded on the bus does not end the bus's stretch.
+    seq = [c for c in code if c != SPIKE]
     faults["vehicle_stretches"] = jumps + sum(
-        1 for j in range(m) if code[j] == VEHICLE and (j == 0 or code[j - 1] != VEHICLE)
+        1 for i, c in enumerate(seq) if c == VEHICLE and (i == 0 or seq[i - 1] != VEHICLE)
     )
     return out, new, faults
 

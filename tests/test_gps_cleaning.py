@@ -332,6 +332,24 @@ def test_vectorised_cleaning_equals_the_plain_reference(scs: list[Scenario]) -> 
         offset += len(s.t)
 
 
+def test_a_spike_recorded_on_the_bus_leaves_one_bus_stretch() -> None:
+    """Walk, bus, walk at 1 Hz with 5 m noise; 2 fixes of the bus ride thrown 500 m off."""
+    rng = np.random.default_rng(5)
+    t = np.arange(1800, dtype=np.float64)
+    x = np.where(
+        t < 600, 1.4 * t, np.where(t < 1200, 840 + 14 * (t - 600), 9240 + 1.4 * (t - 1200))
+    )
+    y = rng.normal(0, 5.0, len(t))
+    y[900:902] += 500.0
+    sc = Scenario(x + rng.normal(0, 5.0, len(t)), y, t, t * 0, t * 0, 1, 0)
+    aid = np.zeros(len(t), dtype=np.int64)
+    out = clean_batch(sc.lat, sc.lng, t, aid, np.array([WALK]))
+    faults = dict(zip(FAULTS, out.faults[0].tolist(), strict=True))
+    assert faults["vehicle_stretches"] == 1 and faults["spike_fixes"] == 2, faults
+    assert out.new_piece.sum() == 2
+    assert reference_clean(sc.lat, sc.lng, t, WALK)[2] == faults
+
+
 def test_whole_store_change_equals_the_reference_on_faulty_walks() -> None:
     config = Config(salt="clean-test")
     jobs = []
