@@ -45,12 +45,13 @@ class Scenario:
 
     @property
     def safe_m(self) -> float:
-        """Faults and honest fixes this far apart are told apart (the slack grows with
-        the noise: a fault within a few sigma of the track is indistinguishable)."""
-        return SAFE_M + SAFE_PER_SIGMA * self.sigma
-
-    def __repr__(self) -> str:
-        return f"build{self.args}"
+        """Faults and honest fixes this far apart are told apart. Under noise the slack
+        grows with it, and a fault within the slack plus one step at top speed of the
+        track (a 2-fix stub of a bus on a walk sampled every 5 s) looks like the track."""
+        if not self.sigma:
+            return SAFE_M
+        every_s = self.args[6] if self.args[6] is not None else 3.0
+        return SAFE_M + SAFE_PER_SIGMA * self.sigma + WALK * every_s
 
     @property
     def lat(self) -> np.ndarray:
