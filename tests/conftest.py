@@ -15,7 +15,20 @@ from heatmetro.core.config import Config, load_config
 from heatmetro.state.store import connect
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """The real recorded data (``../shared/data``): $HEATMETRO_SHARED_DATA, else beside the
+    checkout or beside any parent folder (a git worktree), else the workplace's copy."""
+    candidates = (
+        [Path(os.environ["HEATMETRO_SHARED_DATA"])] if "HEATMETRO_SHARED_DATA" in os.environ else []
+    )
+    candidates += [p / "shared" / "data" for p in REPO.parents]
+    candidates.append(Path("/work/shared/data"))
+    return next((d for d in candidates if d.is_dir()), REPO.parent / "shared" / "data")
+
+
+SHARED_DATA = _shared_data()
 HEATMETRO = [sys.executable, "-m", "heatmetro.cli"]
 TEST_SALT = "test-salt-not-secret"
 

@@ -13,17 +13,9 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from heatmetro.state.street_network import BOTH, FWD, REV, StreetNetwork, load_network
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import SHARED_DATA
 
-# ../shared/data beside the checkout (CI), or beside a parent folder (a git worktree).
-HELSINKI = next(
-    (
-        d / "osm" / "helsinki.osm.pbf"
-        for d in [SHARED_DATA, *(p / "shared" / "data" for p in REPO.parents)]
-        if (d / "osm" / "helsinki.osm.pbf").is_file()
-    ),
-    SHARED_DATA / "osm" / "helsinki.osm.pbf",
-)
+HELSINKI = SHARED_DATA / "osm" / "helsinki.osm.pbf"
 
 Route = list[tuple[int, bool]]  # (edge index, forward)
 

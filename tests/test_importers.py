@@ -26,12 +26,13 @@ from heatmetro.flows.importers.jsonl import write_jsonl
 from heatmetro.flows.importers.tracks import import_tracks, platform_sport
 from heatmetro.flows.importers.valleybike import valleybike_events
 from heatmetro.flows.importers.valleybike_csv import DATA_DIR, bundled_csvs, shared_csvs
+from tests.conftest import SHARED_DATA
 
-SHARED = Path("/work/shared/data")
+SHARED = SHARED_DATA
 FIT_DIR, GPX_DIR = SHARED / "tracks" / "fit", SHARED / "tracks" / "gpx"
 needs_shared = pytest.mark.skipif(
     not (FIT_DIR.is_dir() and GPX_DIR.is_dir()),
-    reason="real track files live in /work/shared/data/tracks, which is absent here",
+    reason=f"real track files live in {SHARED}/tracks, which is absent here",
 )
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 ATHLETE_KEYS = {"kind", "athlete_id", "updated_at", "aggregate_opt_out", "hide_start_end_m",
@@ -250,7 +251,7 @@ def test_unreadable_csv_names_the_file(tmp_path: Path) -> None:
         list(valleybike_events([wrong]))
 
 
-@pytest.mark.skipif(not shared_csvs(), reason="/work/shared/data/valleybike is absent")
+@pytest.mark.skipif(not shared_csvs(), reason="../shared/data/valleybike is absent")
 def test_shared_winter_month_is_eastern_standard_time() -> None:
     (february,) = [p for p in shared_csvs() if p.name == "february2021.csv.gz"]
     events = list(valleybike_events([february]))

@@ -10,6 +10,7 @@ import csv
 import gzip
 import hashlib
 import io
+import os
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ import numpy as np
 from heatmetro.core.errors import ImportFileError
 
 DATA_DIR = Path(__file__).parent / "data"
-SHARED_DIR = Path("/work/shared/data/valleybike")
 BUNDLED_FILES = ("june2018.csv.gz", "october2020.csv.gz")
 SHARED_FILES = (
     "june2018.csv.gz",
@@ -73,9 +73,22 @@ def bundled_csvs() -> list[Path]:
 
 
 def shared_csvs() -> list[Path]:
-    """All six months from the shared data folder, or ``[]`` when it is absent."""
-    paths = [SHARED_DIR / name for name in SHARED_FILES]
-    return paths if all(p.is_file() for p in paths) else []
+    """All six months from the shared data folder, or ``[]`` when it is absent.
+
+    The folder is ``$HEATMETRO_SHARED_DATA/valleybike``, else ``../shared/data/valleybike``
+    beside the working directory, else the workplace's ``/work/shared/data/valleybike``.
+    """
+    roots = (
+        [Path(os.environ["HEATMETRO_SHARED_DATA"])]
+        if os.environ.get("HEATMETRO_SHARED_DATA")
+        else []
+    )
+    roots += [Path.cwd().parent / "shared" / "data", Path("/work/shared/data")]
+    for root in roots:
+        paths = [root / "valleybike" / name for name in SHARED_FILES]
+        if all(p.is_file() for p in paths):
+            return paths
+    return []
 
 
 # --------------------------------------------------------------------------- reading
