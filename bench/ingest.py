@@ -206,7 +206,8 @@ def messy_vs_clean(clean: Path, tmp: Path) -> None:
     db = sqlite3.connect(tmp / f"m{MESSY_ROUNDS - 1}messy" / "state" / "shards" / "0000.db")
     cols = ("spike_fixes", "bad_end_fixes", "vehicle_fixes", "vehicle_stretches", "pause_splits")
     sums = db.execute(
-        f"SELECT {', '.join(f'sum({c})' for c in cols)}, sum(status = 'active'), count(*) "
+        f"SELECT {', '.join(f'sum({c})' for c in cols)}, sum(fixes_kept), sum(fixes_in), "
+        "sum(status = 'active'), count(*) "
         "FROM activities"
     ).fetchone()
     dead = db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
@@ -214,6 +215,7 @@ def messy_vs_clean(clean: Path, tmp: Path) -> None:
     print(
         "  messy store: "
         + ", ".join(f"{v:,} {c}" for c, v in zip(cols, sums, strict=False))
+        + f"; {sums[-4]:,} of {sums[-3]:,} fixes kept after cleaning and hiding"
         + f"; {sums[-2]:,} of {sums[-1]:,} activities active, {dead} dead letters"
     )
 

@@ -2,7 +2,8 @@
 
 Every activity is honest movement with real-world faults mixed in:
 
-* multi-modal days: a walk, run or ride with a bus, car or train stretch in the middle;
+* multi-modal days: a walk, run or ride with a bus, car or train stretch in the middle,
+  every fix with independent GPS noise of 1-8 m (sigma, per activity);
 * cold starts (the first fixes kilometres away) and bad last fixes;
 * spikes (1-4 fixes thrown 100 m - 5 km off, then back on the track);
 * clock jumps (the device clock leaps forward minutes to a day);
@@ -121,14 +122,15 @@ def multimodal_day(rng: np.random.Generator) -> tuple[str, Track]:
     tr = Track(rng, *rng.uniform(-4000, 4000, 2))
     dt = float(rng.choice([1.0, 2.0, 5.0]))
     v = SPORTS[sport]
-    tr.move(rng.uniform(300, 1500), v, dt, 0.15, 3.0)
+    noise = float(rng.uniform(1.0, 8.0))  # independent per fix: cheap phones in cities
+    tr.move(rng.uniform(300, 1500), v, dt, 0.15, noise)
     if rng.random() < 0.7:
-        tr.move(rng.uniform(300, 1500), VEHICLES[sport] * rng.uniform(1, 1.8), dt, 0.03, 3.0)
+        tr.move(rng.uniform(300, 1500), VEHICLES[sport] * rng.uniform(1, 1.8), dt, 0.03, noise)
     if rng.random() < 0.15:
         tr.clock_jump()
     if rng.random() < 0.2:
         tr.still(rng.uniform(60, 900), 8.0)
-    tr.move(rng.uniform(300, 1500), v, dt, 0.15, 3.0)
+    tr.move(rng.uniform(300, 1500), v, dt, 0.15, noise)
     return sport, tr
 
 

@@ -15,32 +15,45 @@ Phone GPS mixes honest movement with faults. Each fault becomes (README, "Messy 
 How, in a fixed number of numpy passes over the whole batch (no loop over fixes, runs
 or activities, no recursion; sorting is the costliest step, so O(n log n)):
 
+0. Each activity's GPS noise sigma is estimated (``noise_sigma_m``: the median distance of
+   a fix from its neighbours' time-weighted midpoint); every slack below grows by
+   ``NOISE_K`` sigma, so a cheap phone's honest jitter (5-10 m) is not taken for faults.
 1. A *step* between consecutive fixes is *impossible* when it is longer than the
-   sport's top speed allows (``GPS_NOISE_M`` of slack). Impossible steps cut the
-   activity into *runs*: chains where each fix is reachable from the one before.
+   sport's top speed allows (``GPS_NOISE_M`` + ``NOISE_K`` sigma of slack). Impossible
+   steps cut the activity into *runs*: chains where each fix is reachable from the one
+   before.
 2. A run lasting less than ``MIN_RUN_S`` is dropped (unless it is the activity's only
    run): spikes, cold starts and each fix of a fast vehicle are such runs. Two kept runs
    are joined if the second is reachable from the first, with two fixes' noise of slack
    (the dropped fixes between were a spike; a lone noisy step splits nothing); if not,
    the track splits there (a vehicle). Dropped runs before the first or after the last
    kept run are bad ends.
-3. A vehicle slow enough to pass step 1 between frequent fixes (the slack is generous
-   at 1 Hz) is caught over time: a fix whose +-``WINDOW_S / 2`` neighbourhood in its
-   piece moves faster than the sport allows is dropped, splitting the track there.
+3. A vehicle slow enough to pass step 1 (the slack is generous between frequent or noisy
+   fixes) is caught over time: a fix whose +-``WINDOW_S / 2`` neighbourhood in its piece
+   moves faster than the sport allows is dropped, splitting the track there. A vehicle's
+   stub left on a piece's first (last) fixes is judged from that end; fixes between two
+   dropped ones less than ``MIN_RUN_S`` apart go with them (noise makes verdicts flicker).
 
 Nothing sums across activities, so an activity is cleaned the same in any batch.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from heatmetro.core.geo import haversine_m, step_lengths_m
+from heatmetro.core.geo import EARTH_RADIUS_M, haversine_m, step_lengths_m
 
 GPS_NOISE_M = 10.0  # jitter a still receiver shows; not counted as movement between fixes
 WINDOW_NOISE_M = 2 * GPS_NOISE_M  # two fixes' worth of noise over a window
+NOISE_K = 5.0  # extra slack per metre of the activity's own noise (sigma): 5 sigma per step
+NOISE_CAP_M = 10.0  # sigma estimates above this are capped (slack stays below a 100 m spike)
+# Median distance of a fix from the line between its neighbours, per metre of sigma:
+# independent noise puts it at sigma * sqrt(1.5) per axis (Rayleigh, median 1.177 scale).
+MEDIAN_PER_SIGMA = math.sqrt(1.5) * math.sqrt(2.0 * math.log(2.0))
+M_PER_DEG = math.radians(EARTH_RADIUS_M)
 MIN_RUN_S = 30.0  # a chain of plausible fixes shorter than this between impossible steps is a fault
 WINDOW_S = 30.0  # the span over which sustained speed is judged
 PAUSE_SPLIT_S = 300.0  # a pause (or clock jump) longer than this splits the track
@@ -78,11 +91,15 @@ def clean_batch(
     if m == 0:
         return Cleaned(i0, np.zeros(0, dtype=bool), faults)
 
+    # 0. Each activity's own noise widens every slack below (cheap phones: sigma 5-10 m).
+    extra = NOISE_K * noise_sigma_m(la, ln, tt, a, k)
+
     # 1. Runs: broken at impossible steps and between activities.
     same = a[1:] == a[:-1]
     step = step_lengths_m(la, ln)
     dt = np.diff(tt)
-    impossible = same & ((step - GPS_NOISE_M) > vmax[a[1:]] * np.maximum(dt, 1.0))
+    slack = GPS_NOISE_M + extra[a[1:]]
+    impossible = same & ((step - slack) > vmax[a[1:]] * np.maximum(dt, 1.0))
     first = np.ones(m, dtype=bool)
     first[1:] = impossible | ~same
     rstart = np.flatnonzero(first)
@@ -100,7 +117,7 @@ def clean_batch(
     e, s = rend[pa[inner]], rstart[nx[inner]]
     gap = haversine_m(la[e], ln[e], la[s], ln[s])
     # Two fixes' noise of slack: one noisy step between two good runs is no vehicle.
-    reachable = (gap - WINDOW_NOISE_M) <= vmax[a[s]] * np.maximum(tt[s] - tt[e], 1.0)
+    reachable = (gap - WINDOW_NOISE_M - extra[a[s]]) <= vmax[a[s]] * np.maximum(tt[s] - tt[e], 1.0)
     # Why each dropped fix went: what lies between two kept runs is a spike if the
     # second is reachable from the first, else a vehicle; the rest are bad ends, or a
     # vehicle when no run of the activity was long enough.
@@ -121,8 +138,12 @@ def clean_batch(
     faults[:, 4] = np.bincount(a1[1:], weights=pause & ~split1[1:], minlength=k)
     piece_first[1:] = act_change | pause | split1[1:]
 
-    # 3. Sustained speed over a window centred on each fix, within its piece.
-    v = _too_fast_over_window(la[k1], ln[k1], tt1, piece_first, vmax[a1])
+    # 3. Sustained speed over a window centred on each fix, within its piece; and a
+    # vehicle's tail (or head) left on a piece's first (last) fixes, its steps each within
+    # step 1's noise slack, caught over the span from the piece's end.
+    v = _too_fast_over_window(la[k1], ln[k1], tt1, piece_first, vmax[a1], extra[a1])
+    v |= _fast_piece_ends(la[k1], ln[k1], tt1, piece_first, vmax[a1], extra[a1])
+    v = _fill_short_gaps(v, tt1, piece_first)
     code[k1[v]] = _VEHICLE
     after = np.zeros(len(v), dtype=bool)
     after[1:] = v[:-1]  # a kept fix right after a dropped stretch starts a new piece
@@ -134,19 +155,108 @@ def clean_batch(
     if len(new_piece):
         new_piece[0] = True
 
-    # Counts: fixes by reason; a vehicle stretch is a run of consecutive vehicle fixes
-    # (or an unreachable jump with none between).
+    # Counts: fixes by reason; a vehicle stretch is a run of consecutive vehicle fixes,
+    # spikes within it aside (a spike recorded on the bus), or an unreachable jump with
+    # none between.
     for col, c in ((0, _SPIKE), (1, _BAD_END), (2, _VEHICLE)):
         faults[:, col] = np.bincount(a, weights=code == c, minlength=k)
-    veh = code == _VEHICLE
+    not_spike = code != _SPIKE
+    veh, av = code[not_spike] == _VEHICLE, a[not_spike]
     begins = veh.copy()
-    begins[1:] &= ~veh[:-1] | ~same
-    faults[:, 3] = np.bincount(a[begins], minlength=k) + np.bincount(a[jumps], minlength=k)
+    begins[1:] &= ~veh[:-1] | (av[1:] != av[:-1])
+    # A jump next to a vehicle stretch is that stretch, not another one.
+    jumps = jumps[(code[jumps - 1] != _VEHICLE) & (code[jumps] != _VEHICLE)]
+    faults[:, 3] = np.bincount(av[begins], minlength=k) + np.bincount(a[jumps], minlength=k)
     return Cleaned(i0[idx2], new_piece, faults)
 
 
+def noise_sigma_m(
+    lat: np.ndarray, lng: np.ndarray, t: np.ndarray, aid: np.ndarray, k: int
+) -> np.ndarray:
+    """Each activity's GPS noise (sigma, metres, capped at ``NOISE_CAP_M``), from the median
+    distance of its fixes from where their neighbours place them (time-weighted midpoint).
+
+    A median, so spikes, cold starts and turns (a minority of fixes) do not move it; one
+    sort over (activity, distance), O(n log n). 0 for activities of fewer than 3 fixes.
+    """
+    sigma = np.zeros(k)
+    if len(t) < 3:
+        return sigma
+    inner = aid[:-2] == aid[2:]  # aid never decreases: both neighbours are of this activity
+    span = t[2:] - t[:-2]
+    w = np.where(span > 0, (t[1:-1] - t[:-2]) / np.where(span > 0, span, 1.0), 0.5)
+    dy = lat[1:-1] - (lat[:-2] + w * (lat[2:] - lat[:-2]))
+    dx = (lng[1:-1] - (lng[:-2] + w * (lng[2:] - lng[:-2]))) * np.cos(np.radians(lat[1:-1]))
+    dev = M_PER_DEG * np.sqrt(dx * dx + dy * dy)
+    dev, act = dev[inner], aid[1:-1][inner]
+    order = np.lexsort((dev, act))
+    dev = dev[order]
+    cnt = np.bincount(act, minlength=k)
+    start = np.cumsum(cnt) - cnt
+    has = np.flatnonzero(cnt)
+    lo, hi = start[has] + (cnt[has] - 1) // 2, start[has] + cnt[has] // 2
+    sigma[has] = np.minimum(0.5 * (dev[lo] + dev[hi]) / MEDIAN_PER_SIGMA, NOISE_CAP_M)
+    return sigma
+
+
+def _fill_short_gaps(fast: np.ndarray, t: np.ndarray, piece_first: np.ndarray) -> np.ndarray:
+    """``fast`` plus the fixes between two fast ones of a piece at most MIN_RUN_S apart.
+
+    Near a vehicle, noise makes the window's verdict flicker; a fix left between two
+    flagged ones would be a piece of its own, seconds long.
+    """
+    n = len(t)
+    if n == 0:
+        return fast
+    pos = np.arange(n)
+    piece = np.cumsum(piece_first) - 1
+    before = np.maximum.accumulate(np.where(fast, pos, -1))
+    after = np.minimum.accumulate(np.where(fast, pos, n)[::-1])[::-1]
+    inside = (before >= 0) & (after < n)
+    b, a = np.where(inside, before, 0), np.where(inside, after, 0)
+    return fast | (inside & (piece[b] == piece) & (piece[a] == piece) & (t[a] - t[b] <= MIN_RUN_S))
+
+
+def _fast_piece_ends(
+    lat: np.ndarray,
+    lng: np.ndarray,
+    t: np.ndarray,
+    piece_first: np.ndarray,
+    vmax: np.ndarray,
+    extra: np.ndarray,
+) -> np.ndarray:
+    """Fixes of a piece's first (last) ``WINDOW_S / 2`` up to the last (from the first) one
+    that is too far from the piece's first (last) fix for the time between.
+
+    The centred window averages such a stub with the honest fixes after it; measured
+    from the piece's end it is seen whole. Honest movement never trips it (its speed
+    stays under vmax and its noise under the slack), so it only ever cuts vehicle fixes
+    and the honest ones within ``WINDOW_S / 2`` of them.
+    """
+    n = len(t)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    first = np.flatnonzero(piece_first)
+    last = np.append(first[1:] - 1, n - 1)
+    piece = np.cumsum(piece_first) - 1
+    pos = np.arange(n)
+    slack = WINDOW_NOISE_M + extra
+    s, e = first[piece], last[piece]
+    since, until = t - t[s], t[e] - t
+    head = (since <= WINDOW_S / 2) & (haversine_m(lat[s], lng[s], lat, lng) - slack > vmax * since)
+    tail = (until <= WINDOW_S / 2) & (haversine_m(lat, lng, lat[e], lng[e]) - slack > vmax * until)
+    head_to = np.maximum.reduceat(np.where(head, pos, -1), first)
+    tail_from = np.minimum.reduceat(np.where(tail, pos, n), first)
+    return (pos <= head_to[piece]) | (pos >= tail_from[piece])
+
+
 def _too_fast_over_window(
-    lat: np.ndarray, lng: np.ndarray, t: np.ndarray, piece_first: np.ndarray, vmax: np.ndarray
+    lat: np.ndarray,
+    lng: np.ndarray,
+    t: np.ndarray,
+    piece_first: np.ndarray,
+    vmax: np.ndarray,
+    extra: np.ndarray,
 ) -> np.ndarray:
     """Fixes whose +-WINDOW_S/2 neighbourhood (within their piece) moves faster than vmax.
 
@@ -165,4 +275,4 @@ def _too_fast_over_window(
     hi = np.searchsorted(key, key + half, side="right") - 1
     span = t[hi] - t[lo]
     dist = haversine_m(lat[lo], lng[lo], lat[hi], lng[hi])
-    return (span > 0) & ((dist - WINDOW_NOISE_M) > vmax * span)
+    return (span > 0) & ((dist - WINDOW_NOISE_M - extra) > vmax * span)

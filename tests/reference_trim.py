@@ -25,7 +25,11 @@ from heatmetro.flows.batch import TrimJob
 from heatmetro.flows.clean import (
     FAULTS,
     GPS_NOISE_M,
+    M_PER_DEG,
+    MEDIAN_PER_SIGMA,
     MIN_RUN_S,
+    NOISE_CAP_M,
+    NOISE_K,
     PAUSE_SPLIT_S,
     WINDOW_NOISE_M,
     WINDOW_S,
@@ -52,6 +56,22 @@ def _dist(lat: np.ndarray, lng: np.ndarray, i: int, j: int) -> float:
     return float(haversine_m(lat[i : i + 1], lng[i : i + 1], lat[j : j + 1], lng[j : j + 1])[0])
 
 
+def noise_sigma(la: np.ndarray, ln: np.ndarray, tt: np.ndarray) -> float:
+    """The median distance of a fix from its neighbours' time-weighted midpoint, as sigma."""
+    dev: list[float] = []
+    for i in range(1, len(tt) - 1):
+        span = tt[i + 1] - tt[i - 1]
+        w = (tt[i] - tt[i - 1]) / span if span > 0 else 0.5
+        dy = la[i] - (la[i - 1] + w * (la[i + 1] - la[i - 1]))
+        dx = (ln[i] - (ln[i - 1] + w * (ln[i + 1] - ln[i - 1]))) * np.cos(np.radians(la[i]))
+        dev.append(float(M_PER_DEG * np.sqrt(dx * dx + dy * dy)))
+    if not dev:
+        return 0.0
+    dev.sort()
+    mid = 0.5 * (dev[(len(dev) - 1) // 2] + dev[len(dev) // 2])
+    return min(mid / MEDIAN_PER_SIGMA, NOISE_CAP_M)
+
+
 def clean(
     lat: np.ndarray, lng: np.ndarray, t: np.ndarray, vmax: float
 ) -> tuple[list[int], list[bool], dict[str, int]]:
@@ -64,10 +84,11 @@ def clean(
     if m == 0:
         return [], [], faults
     step = step_lengths_m(la, ln)
+    extra = NOISE_K * noise_sigma(la, ln, tt)  # the activity's own noise widens each slack
     # Runs of fixes each reachable from the one before.
     runs: list[list[int]] = [[0]]
     for j in range(1, m):
-        if (step[j - 1] - GPS_NOISE_M) > vmax * max(tt[j] - tt[j - 1], 1.0):
+        if (step[j - 1] - GPS_NOISE_M - extra) > vmax * max(tt[j] - tt[j - 1], 1.0):
             runs.append([j])
         else:
             runs[-1].append(j)
@@ -75,7 +96,7 @@ def clean(
     code = [KEPT] * m  # why each (deduplicated) fix was dropped
     kept: list[int] = []
     split: set[int] = set()
-    jumps = 0
+    jump_at: list[int] = []
     dropped: list[int] = []
     prev: list[int] | None = None
     for run, ok in zip(runs, long, strict=True):
@@ -87,14 +108,15 @@ def clean(
                 code[j] = BAD_END
         else:
             e, s = prev[-1], run[0]
-            if _dist(la, ln, e, s) - WINDOW_NOISE_M <= vmax * max(tt[s] - tt[e], 1.0):
+            if _dist(la, ln, e, s) - WINDOW_NOISE_M - extra <= vmax * max(tt[s] - tt[e], 1.0):
                 for j in dropped:
                     code[j] = SPIKE
             else:
                 for j in dropped:
                     code[j] = VEHICLE
                 split.add(s)
-                jumps += not dropped
+                if not dropped:
+                    jump_at.append(s)
         dropped = []
         kept.extend(run)
         prev = run
@@ -118,25 +140,52 @@ def clean(
     half = int(WINDOW_S * 500)
     for piece in pieces:
         keys = [int(np.minimum(np.rint((tt[j] - tt[piece[0]]) * 1000.0), 2**40 - 1)) for j in piece]
-        starts_piece = True
-        was_fast = False
-        for q, j in enumerate(piece):
+        # A vehicle's stub at either end: fast from the piece's first (last) fix.
+        s, e = piece[0], piece[-1]
+        head = [
+            q for q, j in enumerate(piece)
+            if tt[j] - tt[s] <= WINDOW_S / 2
+            and _dist(la, ln, s, j) - WINDOW_NOISE_M - extra > vmax * (tt[j] - tt[s])
+        ]  # fmt: skip
+        tail = [
+            q for q, j in enumerate(piece)
+            if tt[e] - tt[j] <= WINDOW_S / 2
+            and _dist(la, ln, j, e) - WINDOW_NOISE_M - extra > vmax * (tt[e] - tt[j])
+        ]  # fmt: skip
+        head_to = max(head, default=-1)
+        tail_from = min(tail, default=len(piece))
+        fast = []
+        for q in range(len(piece)):
             lo = piece[bisect.bisect_left(keys, keys[q] - half)]
             hi = piece[bisect.bisect_right(keys, keys[q] + half) - 1]
             span = tt[hi] - tt[lo]
-            fast = span > 0 and (_dist(la, ln, lo, hi) - WINDOW_NOISE_M) > vmax * span
-            if fast:
+            over = span > 0 and (_dist(la, ln, lo, hi) - WINDOW_NOISE_M - extra) > vmax * span
+            fast.append(over or q <= head_to or q >= tail_from)
+        # Fixes between two fast ones less than MIN_RUN_S apart are the vehicle's too.
+        flagged = [q for q in range(len(piece)) if fast[q]]
+        for p, r in zip(flagged, flagged[1:], strict=False):
+            if tt[piece[r]] - tt[piece[p]] <= MIN_RUN_S:
+                for q in range(p + 1, r):
+                    fast[q] = True
+        starts_piece = True
+        was_fast = False
+        for q, j in enumerate(piece):
+            if fast[q]:
                 code[j] = VEHICLE
             else:
                 out.append(fix[j])
                 new.append(starts_piece or was_fast or len(out) == 1)
                 starts_piece = False
-            was_fast = fast
+            was_fast = fast[q]
     faults["spike_fixes"] = code.count(SPIKE)
     faults["bad_end_fixes"] = code.count(BAD_END)
     faults["vehicle_fixes"] = code.count(VEHICLE)
+    # A jump next to a vehicle stretch is that stretch, not another one.
+    jumps = sum(1 for j in jump_at if VEHICLE not in (code[j - 1], code[j]))
+    # A spike recorded on the bus does not end the bus's stretch.
+    seq = [c for c in code if c != SPIKE]
     faults["vehicle_stretches"] = jumps + sum(
-        1 for j in range(m) if code[j] == VEHICLE and (j == 0 or code[j - 1] != VEHICLE)
+        1 for i, c in enumerate(seq) if c == VEHICLE and (i == 0 or seq[i - 1] != VEHICLE)
     )
     return out, new, faults
 
