@@ -36,6 +36,8 @@ from heatmetro.core.config import Config
 from heatmetro.core.errors import HeatmetroError
 from heatmetro.flows.fatal import check_recovery_parts, watch_children
 from heatmetro.flows.ingest import build_flow
+from heatmetro.flows.stop import ignore_in_child
+from heatmetro.flows.stop import install as stop_on_signals
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.store import export_dead_letters
 
@@ -111,6 +113,7 @@ def _free_ports(n: int) -> list[int]:
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    ignore_in_child()  # SIGINT/SIGTERM are the parent's to handle (flows/stop.py)
 
 
 def run_ingest(
@@ -122,7 +125,11 @@ def run_ingest(
     member: ClusterMember | None = None,
     quiet: bool = False,
 ) -> int:
-    """Ingest ``inputs`` into the store; returns the number of dead letters now on file."""
+    """Ingest ``inputs`` into the store; returns the number of dead letters now on file.
+
+    SIGINT and SIGTERM end it at once with one line (flows/stop.py); rerun to resume.
+    """
+    stop_on_signals()
     owned = None if member is None else [s for s in range(config.shards) if member.owns(s)]
     store = ShardedStore.open(config.state_dir, config.shards, create=True, owned=owned)
     ensure_recovery(config, member)

@@ -1,0 +1,128 @@
+"""Stopping ``heatmetro ingest`` the normal way: SIGINT (Ctrl-C, to the whole process
+group as a terminal sends it) or SIGTERM (to the main process, as Kubernetes does).
+
+One line, the shell's exit code, no traceback or Rust panic, every shard file intact,
+no worker process left behind, and a rerun ends with the store an uninterrupted run has.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from heatmetro.flows.importers.jsonl import write_jsonl
+from heatmetro.flows.importers.valleybike import valleybike_events
+from heatmetro.flows.importers.valleybike_csv import DATA_DIR
+from tests.conftest import HEATMETRO, REPO, cli_env
+from tests.store_rows import shard_files
+from tests.test_ingest_cli import (
+    Run,
+    _alive,
+    _worker_children,
+    ingest,
+    new_project,
+    tables,
+)
+
+
+@pytest.fixture(scope="module")
+def october(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled October 2020 ValleyBike month (~1,500 events): a run of a few seconds."""
+    out = tmp_path_factory.mktemp("october") / "october2020.jsonl"
+    write_jsonl(valleybike_events([DATA_DIR / "october2020.csv.gz"]), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, october: Path) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+    cfg = new_project(tmp_path_factory.mktemp("ref"))
+    subprocess.run(
+        [*HEATMETRO, "ingest", "-c", str(cfg), str(october)],
+        env=cli_env(), cwd=REPO, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    got = tables(cfg)
+    assert len(got["activities"]) > 1000
+    return got
+
+
+def _activities(state: Path) -> int:
+    n = 0
+    for f in shard_files(state) if (state / "shards").is_dir() else []:
+        try:
+            con = sqlite3.connect(f"file:{f}?mode=ro", uri=True, timeout=0.2)
+            try:
+                n += con.execute("SELECT count(*) FROM activities").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.Error:  # not created yet, or its schema not yet
+            pass
+    return n
+
+
+def _integrity(state: Path) -> list[str]:
+    out = []
+    for f in shard_files(state):
+        con = sqlite3.connect(f)
+        try:
+            out.append(con.execute("PRAGMA integrity_check").fetchone()[0])
+        finally:
+            con.close()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("sig", "workers", "to_group"),
+    [(signal.SIGINT, 1, True), (signal.SIGTERM, 2, False)],
+    ids=["sigint-w1-group", "sigterm-w2-main"],
+)
+def test_signal_stops_follow_cleanly_and_rerun_resumes(
+    run_cli: Run,
+    tmp_path: Path,
+    october: Path,
+    reference: dict[str, list[tuple]],  # type: ignore[type-arg]
+    sig: signal.Signals,
+    workers: int,
+    to_group: bool,
+) -> None:
+    cfg = new_project(tmp_path / "p")
+    state = cfg.parent / "state"
+    proc = subprocess.Popen(
+        [*HEATMETRO, "ingest", "-c", str(cfg), str(october), "--follow", "-w", str(workers)],
+        env=cli_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's job
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while _activities(state) == 0:  # some batches committed: the run is under way
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "nothing ingested within 60 s"
+            time.sleep(0.05)
+        children = _worker_children(proc.pid)
+        assert len(children) == workers - 1
+        if to_group:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    stderr = err.decode()
+    assert "Traceback" not in stderr and "panicked" not in stderr, stderr
+    assert stderr.splitlines() == [f"heatmetro ingest: stopped by {sig.name}; rerun to resume"]
+    assert proc.returncode == 128 + sig, (proc.returncode, stderr)
+    assert _integrity(state) == ["ok"] * len(shard_files(state))
+    deadline = time.monotonic() + 10
+    while any(map(_alive, children)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, children)), f"worker {children} outlived the stopped ingest"
+
+    ingest(run_cli, cfg, october, workers=workers)  # the same input, without --follow
+    assert tables(cfg) == reference
