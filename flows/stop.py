@@ -42,9 +42,11 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    """Stop on SIGINT and SIGTERM from now on (call from the main thread)."""
+    """Stop on SIGINT and SIGTERM from now on (call from the main thread); a signal
+    ignored by the parent (SIGINT of a background job in a script) stays ignored."""
     for s in SIGNALS:
-        signal.signal(s, _handler)
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, _handler)
 
 
 def ignore_in_child() -> None:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import heatmetro.core.early_stop  # first: a signal while loading gives one line
 from heatmetro import __version__
 from heatmetro.core.config import ENV_OVERRIDES, load_config
 from heatmetro.core.environment import describe_os_error, describe_store_error, user_caused
@@ -479,12 +480,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "ingest":  # ingest stops in one line to the end (flows/stop.py)
+        heatmetro.core.early_stop.release()
     if getattr(args, "workers", 1) is not None and not 1 <= getattr(args, "workers", 1) <= 8:
         print("heatmetro: error: --workers must be between 1 and 8", file=sys.stderr)
         return 2
     try:
         return args.func(args)
     except KeyboardInterrupt:
+        print(f"heatmetro {args.command}: stopped by SIGINT", file=sys.stderr)
         return 130
     except Exception as exc:
         # User mistakes and a broken environment (full disk, corrupt store, port in use)
