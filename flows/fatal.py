@@ -48,6 +48,30 @@ def end_run_on_environment_error(db_path: Path | None = None) -> Iterator[None]:
         os._exit(EXIT_CODE)
 
 
+# What timely's network threads panic with when a peer's connection closes.
+_PEER_LOST = ("Send thread panic", "Recv thread panic")
+
+
+@contextmanager
+def end_run_on_lost_peer() -> Iterator[None]:
+    """A cluster member that lost a peer (stopped, killed, its machine gone) ends in one
+    line instead of Bytewax's ``PanicException`` traceback; any other panic is a bug and
+    keeps its traceback. Exits at once: other worker threads may be mid-batch."""
+    try:
+        yield
+    except BaseException as exc:  # PanicException derives from BaseException
+        if type(exc).__name__ != "PanicException" or not str(exc).startswith(_PEER_LOST):
+            raise
+        print(
+            "heatmetro ingest: error: a cluster member stopped or its connection was lost; "
+            "rerun every member to resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        os._exit(EXIT_CODE)
+
+
 def check_recovery_parts(recovery_dir: Path) -> None:
     """Refuse, in one line, a recovery folder Bytewax could not open (it would panic).
 

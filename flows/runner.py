@@ -34,7 +34,7 @@ from bytewax.run import (
 from heatmetro.core.cluster import ClusterMember
 from heatmetro.core.config import Config
 from heatmetro.core.errors import HeatmetroError
-from heatmetro.flows.fatal import check_recovery_parts, watch_children
+from heatmetro.flows.fatal import check_recovery_parts, end_run_on_lost_peer, watch_children
 from heatmetro.flows.ingest import build_flow
 from heatmetro.flows.stop import ignore_in_child
 from heatmetro.flows.stop import install as stop_on_signals
@@ -89,14 +89,15 @@ def run_worker(
         stdin_elsewhere=bool(process_id),  # only the first process owns the terminal
         quiet=quiet,
     )
-    cli_main(
-        flow,
-        workers_per_process=workers_per_process,
-        process_id=process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=config.epoch_s),
-        recovery_config=RecoveryConfig(str(config.recovery_dir), timedelta(0)),
-    )
+    with end_run_on_lost_peer():
+        cli_main(
+            flow,
+            workers_per_process=workers_per_process,
+            process_id=process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=config.epoch_s),
+            recovery_config=RecoveryConfig(str(config.recovery_dir), timedelta(0)),
+        )
 
 
 def _free_ports(n: int) -> list[int]:
