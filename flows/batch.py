@@ -140,17 +140,17 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
             keep[a:b] &= ~points_in_zones(lat[a:b], lng[a:b], job.zones)
     starts = keep.copy()
     starts[1:] &= ~keep[:-1] | (step > config.max_gap_fill_m) | ~same_act | split[1:]
-    gseg = np.cumsum(starts) - 1  # piece ids, unique across the batch
-    first_seg = np.concatenate(([0], np.cumsum(starts)))[bounds[:-1]]  # per activity
+    piece_id = np.cumsum(starts) - 1  # piece ids, unique across the batch
+    first_piece_id = np.concatenate(([0], np.cumsum(starts)))[bounds[:-1]]  # per activity
     kept = np.flatnonzero(keep)
-    lat, lng, t, aid, gseg = lat[kept], lng[kept], t[kept], aid[kept], gseg[kept]
+    lat, lng, t, aid, piece_id = lat[kept], lng[kept], t[kept], aid[kept], piece_id[kept]
     kstep = step[kept[:-1]] if len(kept) > 1 else np.zeros(0)
     fixes_kept = np.bincount(aid, minlength=k)
-    seg = gseg - first_seg[aid]
+    piece = piece_id - first_piece_id[aid]
     kbounds = np.searchsorted(aid, np.arange(k + 1))
 
     # One sample per hexagon edge of track; smoothed speed per point (per activity).
-    same_piece = gseg[1:] == gseg[:-1]
+    same_piece = piece_id[1:] == piece_id[:-1]
     piece_along = _per_activity_cumsum(np.append(np.where(same_piece, kstep, 0.0), 0.0), kbounds)
     spacing = SAMPLE_EDGES * h3.average_hexagon_edge_length(config.heat_resolution, "m")
     bucket = (piece_along / spacing).astype(np.int64)
@@ -159,7 +159,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     sample[:-1] |= ~same_piece
     if len(sample):
         sample[-1] = True
-    speed = _speeds(t, seg, piece_along, kbounds)
+    speed = _speeds(t, piece, piece_along, kbounds)
     idx = np.flatnonzero(sample)
     res = config.heat_resolution
     to_cell = h3.latlng_to_cell
@@ -172,7 +172,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     # exactly as in the one-by-one path.
     ct = t[idx].astype(np.float32).astype(np.float64)
     cv = speed[idx].astype(np.float32).astype(np.float64)
-    cg = gseg[idx]
+    cg = piece_id[idx]
     change = np.ones(len(cells), dtype=bool)
     change[1:] = (cells[1:] != cells[:-1]) | (cg[1:] != cg[:-1])
     cells, ct, cv, cg = cells[change], ct[change], cv[change], cg[change]
@@ -187,7 +187,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     ]
     if gaps:
         cells, ct, cv, cg = insert_grid_paths(cells, ct, cv, cg, gaps)
-    paid = np.searchsorted(first_seg, cg, side="right") - 1  # activity of each path row
+    paid = np.searchsorted(first_piece_id, cg, side="right") - 1  # activity of each path row
     pbounds = np.searchsorted(paid, np.arange(k + 1))
 
     paths = []
@@ -195,13 +195,20 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
         a, b = pbounds[i], pbounds[i + 1]
         path = np.zeros(b - a, PATH_DTYPE)
         path["cell"], path["t"], path["v"] = cells[a:b], ct[a:b], cv[a:b]
-        path["seg"] = cg[a:b] - first_seg[i]
+        path["piece"] = cg[a:b] - first_piece_id[i]
         if jobs[i].zones:  # no hexagon may overlap a zone
             path = drop_zone_cells(path, config.heat_resolution, jobs[i].zones)
         paths.append(path)
     # Metro cells from the same trimmed points, at the Metro resolution, with hysteresis.
     metro = metro_paths(
-        lat, lng, t, speed, gseg, first_seg, [j.zones for j in jobs], res=config.metro_resolution
+        lat,
+        lng,
+        t,
+        speed,
+        piece_id,
+        first_piece_id,
+        [j.zones for j in jobs],
+        res=config.metro_resolution,
     )
     records = batch_records(
         [_stored(j, p, m) for j, p, m in zip(jobs, paths, metro, strict=True)],
@@ -210,7 +217,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     # With a base map: the same trimmed points matched to the streets, per activity.
     ends = zip(kbounds[:-1].tolist(), kbounds[1:].tolist(), strict=True)
     streets = [
-        match_streets(config, j.base["layer"], lat[a:b], lng[a:b], t[a:b], seg[a:b], j.zones)
+        match_streets(config, j.base["layer"], lat[a:b], lng[a:b], t[a:b], piece[a:b], j.zones)
         for j, (a, b) in zip(jobs, ends, strict=True)
     ]
     return [
@@ -219,7 +226,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     ]
 
 
-def _speeds(t: np.ndarray, seg: np.ndarray, along: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+def _speeds(t: np.ndarray, piece: np.ndarray, along: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Speed (m/s) at each point over about +-15 s of its own piece; NaN if unknown.
 
     Cell-centre distances over cell-entry times are too coarse for speeds (a track
@@ -231,7 +238,7 @@ def _speeds(t: np.ndarray, seg: np.ndarray, along: np.ndarray, bounds: np.ndarra
         if b - a < 2:
             continue
         tt = t[a:b]
-        toff = tt + seg[a:b] * 1e7
+        toff = tt + piece[a:b] * 1e7
         lo = np.searchsorted(toff, toff - SPEED_WINDOW_S)
         hi = np.searchsorted(toff, toff + SPEED_WINDOW_S, side="right") - 1
         dt = tt[hi] - tt[lo]

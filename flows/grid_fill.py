@@ -43,7 +43,7 @@ def insert_grid_paths(
 
 
 def _grid_fill(
-    a: int, ta: float, b: int, tb: float, seg: int, v: float
+    a: int, ta: float, b: int, tb: float, piece: int, v: float
 ) -> list[tuple[int, float, float, int]]:
     """Cells strictly between ``a`` and ``b`` on the H3 grid, with interpolated times."""
     try:
@@ -51,4 +51,4 @@ def _grid_fill(
     except Exception:  # noqa: BLE001 - no grid path across some pentagon distortions
         return []
     n = len(line) - 1
-    return [(line[k], ta + (tb - ta) * k / n, v, seg) for k in range(1, n)]
+    return [(line[k], ta + (tb - ta) * k / n, v, piece) for k in range(1, n)]

@@ -118,7 +118,12 @@ def mode_for_layer(layer: str) -> str | None:
 
 
 def match_activity(
-    net: StreetNetwork, mode: str, lat: np.ndarray, lng: np.ndarray, t: np.ndarray, seg: np.ndarray
+    net: StreetNetwork,
+    mode: str,
+    lat: np.ndarray,
+    lng: np.ndarray,
+    t: np.ndarray,
+    piece: np.ndarray,
 ) -> np.ndarray:
     """The street sequence (``STREET_DTYPE``) of a trimmed track, piece by piece."""
     g = graph_for(net, mode)
@@ -127,7 +132,7 @@ def match_activity(
         return np.zeros(0, STREET_DTYPE)
     x, y = project(np.asarray(lat, np.float64), np.asarray(lng, np.float64), g.lat0)
     t = np.asarray(t, np.float64)
-    bounds = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1], True])
+    bounds = np.flatnonzero(np.r_[True, piece[1:] != piece[:-1], True])
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         px, py = x[a:b], y[a:b]
         if b - a > 2 and np.median(np.hypot(np.diff(px), np.diff(py))) < THIN_M:
@@ -520,7 +525,7 @@ def match_streets(
     lat: np.ndarray,
     lng: np.ndarray,
     t: np.ndarray,
-    seg: np.ndarray,
+    piece: np.ndarray,
     zones: tuple[EffectiveZone, ...],
 ) -> bytes:
     """The stored street sequence of one trimmed track (empty without a base map).
@@ -532,4 +537,4 @@ def match_streets(
     net = network_for(config)
     if net is None or mode is None or len(lat) < 2:
         return b""
-    return drop_zone_edges(match_activity(net, mode, lat, lng, t, seg), net, zones).tobytes()
+    return drop_zone_edges(match_activity(net, mode, lat, lng, t, piece), net, zones).tobytes()

@@ -95,7 +95,7 @@ def metro_paths(
         lat, lng, t, v: the trimmed fixes of all activities, activity after activity
             (``t`` seconds since the activity's start, ``v`` smoothed speed in m/s).
         piece: per fix its piece number, increasing and unique across the batch.
-        first_piece: per activity, its first piece number (``seg`` restarts there).
+        first_piece: per activity, its first piece number (``piece`` restarts there).
         zones: per activity, its privacy zones (cells that may overlap one are dropped).
         res: the Metro resolution.
         margin_m: how far past a border a fix must be to move the track there.
@@ -133,6 +133,6 @@ def metro_paths(
         a, b = bounds[i], bounds[i + 1]
         path = np.zeros(b - a, PATH_DTYPE)
         path["cell"], path["t"], path["v"] = cells[a:b], ct[a:b], cv[a:b]
-        path["seg"] = g[a:b] - first_piece[i]
+        path["piece"] = g[a:b] - first_piece[i]
         out.append(drop_zone_cells(path, res, zones[i]))
     return out

@@ -22,7 +22,12 @@ def builds_dir(out_dir: Path) -> Path:
 
 def new_build_dir(out_dir: Path, label: str) -> Path:
     """An empty folder for the next build (unfinished ones from killed runs are removed)."""
-    root = builds_dir(out_dir)
+    return new_build_in(builds_dir(out_dir), label)
+
+
+def new_build_in(root: Path, label: str) -> Path:
+    """An empty ``NNNNNN-label.partial`` folder in ``root``, numbered after the last build;
+    unfinished builds of killed runs are removed first."""
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob("*.partial"):
         shutil.rmtree(stale, ignore_errors=True)

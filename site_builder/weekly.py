@@ -32,6 +32,7 @@ from heatmetro.core.errors import PublishError
 from heatmetro.site_builder.activity_layers import layer_heat
 from heatmetro.site_builder.load import contributing_paths
 from heatmetro.site_builder.map_page import PageText, page_meta, write_layer_tiles, write_map_page
+from heatmetro.site_builder.publish import new_build_in
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.view import ReadView
 
@@ -197,17 +198,7 @@ def carry_weekly(out_dir: Path, build: Path) -> bool:
 
 
 def _new_build(out_dir: Path, label: str) -> Path:
-    root = weekly_builds_dir(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob("*.partial"):
-        shutil.rmtree(stale, ignore_errors=True)
-    n = 1 + max(
-        (int(p.name.split("-")[0]) for p in root.iterdir() if p.name.split("-")[0].isdigit()),
-        default=0,
-    )
-    build = root / f"{n:06d}-{label}.partial"
-    build.mkdir()
-    return build
+    return new_build_in(weekly_builds_dir(out_dir), label)
 
 
 def _publish(build: Path, out_dir: Path) -> None:

@@ -133,10 +133,10 @@ def batch_records(
     mpath = concat([a.metro_path for a in acts], PATH_DTYPE)
     maid = np.repeat(np.arange(k), msizes)
     mspan = np.array(
-        [int(a.metro_path["seg"].max()) + 1 if len(a.metro_path) else 0 for a in acts],
+        [int(a.metro_path["piece"].max()) + 1 if len(a.metro_path) else 0 for a in acts],
         dtype=np.int64,
     )
-    mpiece = mpath["seg"].astype(np.int64) + np.concatenate(([0], np.cumsum(mspan)))[:-1][maid]
+    mpiece = mpath["piece"].astype(np.int64) + np.concatenate(([0], np.cumsum(mspan)))[:-1][maid]
     prev, nxt, ct, cv, row = _crossings(
         mpath["cell"], mpiece, mpath["t"].astype(np.float64), mpath["v"].astype(np.float64)
     )

@@ -19,13 +19,13 @@ def drop_rows(path: np.ndarray, drop: np.ndarray) -> np.ndarray:
     if not drop.any():
         return path
     keep = ~drop
-    seg = path["seg"]
+    piece = path["piece"]
     prev_keep = np.r_[False, keep[:-1]]
-    same_seg = np.r_[False, seg[1:] == seg[:-1]]
-    starts = keep & ~(prev_keep & same_seg)
-    new_seg = np.cumsum(starts) - 1
+    same_piece = np.r_[False, piece[1:] == piece[:-1]]
+    starts = keep & ~(prev_keep & same_piece)
+    new_piece = np.cumsum(starts) - 1
     out = path[keep].copy()
-    out["seg"] = new_seg[keep]
+    out["piece"] = new_piece[keep]
     return out
 
 

@@ -6,7 +6,7 @@ saved as raw little-endian bytes in a SQLite BLOB (``to_blob`` / ``from_blob``).
 * ``PATH_DTYPE``: an activity's privacy-trimmed track as the ordered H3 cells (heat
   resolution) it passed through. ``t`` is seconds since ``start_date`` when the track
   entered the cell; ``v`` the track's smoothed GPS speed there (m/s, NaN when unknown);
-  ``seg`` numbers the pieces the track was split into (privacy zones,
+  ``piece`` numbers the pieces the track was split into (privacy zones,
   long gaps). Raw GPS points are never stored, only this.
 * ``HEAT_DTYPE``: per athlete-month-layer, how many of the athlete's activities went
   through each heat cell.
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PATH_DTYPE = np.dtype([("cell", "<u8"), ("t", "<f4"), ("v", "<f4"), ("seg", "<u2")])
+PATH_DTYPE = np.dtype([("cell", "<u8"), ("t", "<f4"), ("v", "<f4"), ("piece", "<u2")])
 HEAT_DTYPE = np.dtype([("cell", "<u8"), ("n", "<u4")])
 EDGE_DTYPE = np.dtype(
     [

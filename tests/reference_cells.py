@@ -22,7 +22,7 @@ def sample_points(pts: TrimmedPoints, spacing_m: float) -> np.ndarray:
     if n <= 2:
         return np.arange(n)
     step = pts.step
-    same = pts.seg[1:] == pts.seg[:-1]
+    same = pts.piece[1:] == pts.piece[:-1]
     along = np.empty(n)
     along[0] = 0.0
     np.cumsum(np.where(same, step, 0.0), out=along[1:])
@@ -46,11 +46,11 @@ def smoothed_speed(pts: TrimmedPoints) -> np.ndarray:
     n = len(pts.t)
     if n < 2:
         return np.full(n, np.nan)
-    same = pts.seg[1:] == pts.seg[:-1]
+    same = pts.piece[1:] == pts.piece[:-1]
     along = np.zeros(n)
     np.cumsum(np.where(same, pts.step, 0.0), out=along[1:])
     # Keep each window inside its piece by offsetting time between pieces.
-    t = pts.t + pts.seg * 1e7
+    t = pts.t + pts.piece * 1e7
     lo = np.searchsorted(t, t - SPEED_WINDOW_S)
     hi = np.searchsorted(t, t + SPEED_WINDOW_S, side="right") - 1
     dt = pts.t[hi] - pts.t[lo]
@@ -75,15 +75,15 @@ def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]
         count=len(idx),
     )
     t = pts.t[idx]
-    seg = pts.seg[idx]
+    piece = pts.piece[idx]
     v = smoothed_speed(pts)[idx]
     change = np.ones(len(cells), dtype=bool)
-    change[1:] = (cells[1:] != cells[:-1]) | (seg[1:] != seg[:-1])
-    cells, t, seg, v = cells[change], t[change], seg[change], v[change]
+    change[1:] = (cells[1:] != cells[:-1]) | (piece[1:] != piece[:-1])
+    cells, t, piece, v = cells[change], t[change], piece[change], v[change]
     path = np.zeros(len(cells), PATH_DTYPE)
-    path["cell"], path["t"], path["seg"], path["v"] = cells, t, seg, v
+    path["cell"], path["t"], path["piece"], path["v"] = cells, t, piece, v
     # Consecutive cells of one piece that are not neighbours need the grid path between.
-    same = np.flatnonzero(seg[1:] == seg[:-1])
+    same = np.flatnonzero(piece[1:] == piece[:-1])
     neighbours = h3.are_neighbor_cells
     ca, cb = cells[same].tolist(), cells[same + 1].tolist()
     gaps = [k for k, a, b in zip(same.tolist(), ca, cb, strict=True) if not neighbours(a, b)]
@@ -94,12 +94,12 @@ def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]
 
 def _fill(path: np.ndarray, gaps: list[int]) -> np.ndarray:
     """Insert the grid path between the non-neighbour pairs at ``gaps``."""
-    cells, t, v, seg = insert_grid_paths(
+    cells, t, v, piece = insert_grid_paths(
         path["cell"], path["t"].astype(np.float64), path["v"].astype(np.float64),
-        path["seg"].astype(np.int64), gaps,
+        path["piece"].astype(np.int64), gaps,
     )  # fmt: skip
     out = np.zeros(len(cells), PATH_DTYPE)
-    out["cell"], out["t"], out["v"], out["seg"] = cells, t, v, seg
+    out["cell"], out["t"], out["v"], out["piece"] = cells, t, v, piece
     return out
 
 
@@ -139,7 +139,7 @@ def insert_grid_paths(
 
 
 def _grid_fill(
-    a: int, ta: float, b: int, tb: float, seg: int, v: float
+    a: int, ta: float, b: int, tb: float, piece: int, v: float
 ) -> list[tuple[int, float, float, int]]:
     """Cells strictly between ``a`` and ``b`` on the H3 grid, with interpolated times."""
     try:
@@ -147,4 +147,4 @@ def _grid_fill(
     except Exception:  # noqa: BLE001 - no grid path across some pentagon distortions
         return []
     n = len(line) - 1
-    return [(line[k], ta + (tb - ta) * k / n, v, seg) for k in range(1, n)]
+    return [(line[k], ta + (tb - ta) * k / n, v, piece) for k in range(1, n)]

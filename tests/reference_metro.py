@@ -50,18 +50,18 @@ def metro_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]
     speed = smoothed_speed(pts)
     rows: list[tuple[int, float, float, int]] = []
     for i in range(len(pts.lat)):
-        lat, lng, seg = float(pts.lat[i]), float(pts.lng[i]), int(pts.seg[i])
+        lat, lng, piece = float(pts.lat[i]), float(pts.lng[i]), int(pts.piece[i])
         cell = h3.latlng_to_cell(lat, lng, res)
         if depth_m(lat, lng, cell) < CROSSING_MARGIN_M:
             continue  # near a border: the track stays where it firmly was
-        if rows and rows[-1][0] == cell and rows[-1][3] == seg:
+        if rows and rows[-1][0] == cell and rows[-1][3] == piece:
             continue
         t = float(np.float32(pts.t[i]))
         v = float(np.float32(speed[i]))
-        rows.append((cell, t, v, seg))
+        rows.append((cell, t, v, piece))
     path = np.zeros(len(rows), PATH_DTYPE)
-    for k, (cell, t, v, seg) in enumerate(rows):
-        path[k] = (cell, t, v, seg)
+    for k, (cell, t, v, piece) in enumerate(rows):
+        path[k] = (cell, t, v, piece)
     gaps = [
         k
         for k in range(len(rows) - 1)

@@ -45,7 +45,7 @@ class TrimmedPoints:
     lat: np.ndarray
     lng: np.ndarray
     t: np.ndarray
-    seg: np.ndarray  # piece number; a new piece starts after a zone or a long gap
+    piece: np.ndarray  # piece number; a new piece starts after a zone or a long gap
     step: np.ndarray  # metres from each point to the next (meaningful within a piece)
 
 
@@ -235,11 +235,11 @@ def trim_with_faults(
     # or where cleaning split the track.
     starts = keep.copy()
     starts[1:] &= ~keep[:-1] | (step > max_gap_m) | np.asarray(new_piece[1:], dtype=bool)
-    seg = np.cumsum(starts) - 1
+    piece = np.cumsum(starts) - 1
     kept = np.flatnonzero(keep)
     # Kept neighbours of one piece are neighbours in the input too, so their step is known.
     kept_step = step[kept[:-1]] if len(kept) > 1 else np.zeros(0)
-    return TrimmedPoints(lat[kept], lng[kept], t[kept], seg[kept], kept_step), faults
+    return TrimmedPoints(lat[kept], lng[kept], t[kept], piece[kept], kept_step), faults
 
 
 def finish_one(job: TrimJob, config: Config) -> ActivityChange:

@@ -315,7 +315,7 @@ def test_new_zone_is_cut_from_stored_paths(h: Harness, config: Config) -> None:
     assert set(after1["cell"].tolist()) < set(before1["cell"].tolist())
     assert not cells_touching_zones(after1["cell"], config.heat_resolution, eff).any()
     assert _far_from(after1, MIDDLE) > 200  # nothing near the athlete's point
-    assert len(np.unique(after1["seg"])) == 2  # split in two pieces at the zone
+    assert len(np.unique(after1["piece"])) == 2  # split in two pieces at the zone
     # The North street ride is >1 km away: unchanged.
     assert path_of(h.db, "r2").tobytes() == before2.tobytes()
     # The aggregates follow the cut.

@@ -127,8 +127,8 @@ def test_any_track_gives_an_ordered_sequence_within_its_time(net, seed, n, kind,
     elif kind == "leaves the map":
         walk_lat[n // 2 :] += 0.1
     t = np.sort(rng.integers(0, 3 * n + 1, n)).astype(float)
-    seg = np.sort(rng.integers(0, 3, n))
-    m = mm.match_activity(net, mode, walk_lat, walk_lng, t, seg)
+    piece = np.sort(rng.integers(0, 3, n))
+    m = mm.match_activity(net, mode, walk_lat, walk_lng, t, piece)
     assert (m["t_out"] >= m["t"]).all() and (m["t"][1:] >= m["t"][:-1] - 1e-3).all()
     assert (m["t"] >= t.min()).all() and (m["t_out"] <= t.max()).all()
     assert (net.index_of(m["edge"]) >= 0).all()

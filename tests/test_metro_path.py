@@ -45,9 +45,9 @@ def _border() -> tuple[int, int, tuple[float, float], tuple[float, float]]:
 
 def _path(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
     t = np.arange(len(lat), dtype=np.float64)
-    seg = np.zeros(len(lat), dtype=np.int64)
+    piece = np.zeros(len(lat), dtype=np.int64)
     v = np.full(len(lat), 5.0)
-    return metro_paths(lat, lng, t, v, seg, np.zeros(1, np.int64), [()], res=RES)[0]
+    return metro_paths(lat, lng, t, v, piece, np.zeros(1, np.int64), [()], res=RES)[0]
 
 
 def test_depth_is_the_distance_to_the_hexagon_border() -> None:
@@ -120,7 +120,7 @@ def test_no_metro_cell_overlaps_a_zone_and_crossings_join_neighbours(
         assert h3.get_resolution(cell) == RES
         for z in eff:
             assert hexagon_distance_m(cell, z.lat, z.lng) > z.radius_m, (cell, z)
-    for k in np.flatnonzero(metro["seg"][1:] == metro["seg"][:-1]).tolist():
+    for k in np.flatnonzero(metro["piece"][1:] == metro["piece"][:-1]).tolist():
         assert h3.are_neighbor_cells(int(metro["cell"][k]), int(metro["cell"][k + 1]))
     edges = from_blob(change.edges, EDGE_DTYPE)
     for a, b in zip(edges["a"].tolist(), edges["b"].tolist(), strict=True):

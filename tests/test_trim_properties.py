@@ -156,8 +156,8 @@ def test_trimmed_points_respect_cuts_and_zones(
     for zone in zones:  # and so inside no nominal zone either
         assert np.all(haversine_m(out.lat, out.lng, zone[0], zone[1]) > zone[2])
     # Pieces are numbered in order, and a piece never spans a removed fix.
-    assert np.all(np.diff(out.seg) >= 0)
-    same = out.seg[1:] == out.seg[:-1]
+    assert np.all(np.diff(out.piece) >= 0)
+    same = out.piece[1:] == out.piece[:-1]
     assert np.all(np.diff(idx)[same] == 1)
 
 
@@ -183,7 +183,7 @@ def test_no_stored_cell_overlaps_an_effective_zone(
         for z in eff:
             assert hexagon_distance_m(cell, z.lat, z.lng) > z.radius_m, (cell, z)
     # Consecutive cells of one piece are neighbours (the grid path filled the gaps).
-    for k in np.flatnonzero(path["seg"][1:] == path["seg"][:-1]).tolist():
+    for k in np.flatnonzero(path["piece"][1:] == path["piece"][:-1]).tolist():
         a, b = int(path["cell"][k]), int(path["cell"][k + 1])
         assert a == b or h3.are_neighbor_cells(a, b) or h3.grid_distance(a, b) <= 1
 

@@ -1,4 +1,4 @@
-"""The ``Track`` a parser extracts, FIT files read into one, and sport names.
+"""The ``RecordedTrack`` a parser extracts, FIT files read into one, and sport names.
 
 GPX and TCX are read in ``xml_tracks``. Every parser reads a stream, raises
 ``ImportFileError`` with a one-line reason for a file that cannot give a usable track,
@@ -63,7 +63,7 @@ VIRTUAL_SPORTS = ("VirtualRide", "VirtualRun")
 
 
 @dataclass
-class Track:
+class RecordedTrack:
     """What a parser extracts: timed fixes, a detected sport and the local offset.
 
     Compact arrays (24 bytes a fix) rather than lists of objects: a long file's track
@@ -129,14 +129,14 @@ def _local_offset(timestamp: object, local: object) -> int | None:
     return offset if abs(offset) <= MAX_OFFSET_S else None
 
 
-def parse_fit(stream: BinaryIO, max_fixes: int = MAX_TRACK_FIXES) -> Track:
-    """Read a FIT stream (semicircle positions) into a Track.
+def parse_fit(stream: BinaryIO, max_fixes: int = MAX_TRACK_FIXES) -> RecordedTrack:
+    """Read a FIT stream (semicircle positions) into a RecordedTrack.
 
     Raises:
         ImportFileError: corrupt, truncated or CRC-failing file (the reason in the message),
             or more than ``max_fixes`` fixes.
     """
-    track = Track()
+    track = RecordedTrack()
     sports: list[tuple[float, str]] = []
     try:
         with warnings.catch_warnings():
@@ -164,7 +164,7 @@ def parse_fit(stream: BinaryIO, max_fixes: int = MAX_TRACK_FIXES) -> Track:
 
 
 def _fit_message(
-    frame: fitdecode.FitDataMessage, track: Track, sports: list[tuple[float, str]]
+    frame: fitdecode.FitDataMessage, track: RecordedTrack, sports: list[tuple[float, str]]
 ) -> None:
     get = frame.get_value
     if frame.name == "record":

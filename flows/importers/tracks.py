@@ -30,13 +30,13 @@ from heatmetro.flows.importers.formats import (
     TRACK_SUFFIXES,
     VIRTUAL_SPORTS,
     VISIBILITIES,
-    Track,
+    RecordedTrack,
     parse_fit,
     platform_sport,
 )
 from heatmetro.flows.importers.xml_tracks import XML_PARSERS
 
-PARSERS: dict[str, Callable[[BinaryIO, int], Track]] = {".fit": parse_fit, **XML_PARSERS}
+PARSERS: dict[str, Callable[[BinaryIO, int], RecordedTrack]] = {".fit": parse_fit, **XML_PARSERS}
 MAX_CSV_BYTES = 64 * 2**20  # an export's activities.csv: one row per activity
 OnError = Callable[[Path, str], None]
 
@@ -45,7 +45,7 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _clean_streams(track: Track) -> tuple[datetime, list[list[float]], list[int]]:
+def _clean_streams(track: RecordedTrack) -> tuple[datetime, list[list[float]], list[int]]:
     """Drop invalid fixes and fixes that go back in time; return start and streams."""
     latlng: list[list[float]] = []
     times: list[int] = []
@@ -69,7 +69,7 @@ def _clean_streams(track: Track) -> tuple[datetime, list[list[float]], list[int]
 
 
 def track_event(
-    track: Track, *, activity_id: str, athlete_id: str, visibility: str, sport_type: str
+    track: RecordedTrack, *, activity_id: str, athlete_id: str, visibility: str, sport_type: str
 ) -> dict:
     """Build the v1 ``activity`` event; ``updated_at`` = start so re-imports are identical.
 

@@ -18,7 +18,7 @@ from defusedxml.ElementTree import DefusedXMLParser, ParseError
 
 from heatmetro.core.errors import ImportFileError
 from heatmetro.flows.importers.capped import CHUNK
-from heatmetro.flows.importers.formats import MAX_UNTIMED_SHARE, Track, platform_sport
+from heatmetro.flows.importers.formats import MAX_UNTIMED_SHARE, RecordedTrack, platform_sport
 
 _US = 1_000_000
 
@@ -159,7 +159,7 @@ class _GpxTarget(_Target):
         else:
             self.add(seg, when, lat, lng)
 
-    def track(self) -> Track:
+    def track(self) -> RecordedTrack:
         segments = [s for s in self.tracks + self.routes if s.points]
         if not segments:
             if self.skipped:
@@ -178,7 +178,7 @@ class _GpxTarget(_Target):
                 msg = f"no readable point ({self.skipped} unreadable)"
             raise ImportFileError(msg)
         types = [t for t in self.types["trk"] + self.types["rte"] if t]
-        out = Track(sport_type=platform_sport(types[0]) if types else None)
+        out = RecordedTrack(sport_type=platform_sport(types[0]) if types else None)
         out.utc_offset_s = timed[0].offset or 0
         for seg in timed:
             out.times.extend(seg.times)
@@ -217,14 +217,16 @@ class _TcxTarget(_Target):
         else:
             self.add(self.segment, when, lat, lng)
 
-    def track(self) -> Track:
+    def track(self) -> RecordedTrack:
         seg = self.segment
-        out = Track(sport_type=self.sport, utc_offset_s=seg.offset or 0, skipped=self.skipped)
+        out = RecordedTrack(
+            sport_type=self.sport, utc_offset_s=seg.offset or 0, skipped=self.skipped
+        )
         out.times, out.lats, out.lngs = seg.times, seg.lats, seg.lngs
         return out
 
 
-def _parse(stream: BinaryIO, target: _GpxTarget | _TcxTarget, what: str) -> Track:
+def _parse(stream: BinaryIO, target: _GpxTarget | _TcxTarget, what: str) -> RecordedTrack:
     parser = DefusedXMLParser(target=target)
     try:
         while chunk := stream.read(CHUNK):
@@ -239,8 +241,8 @@ def _parse(stream: BinaryIO, target: _GpxTarget | _TcxTarget, what: str) -> Trac
     return target.track()
 
 
-def parse_gpx(stream: BinaryIO, max_fixes: int) -> Track:
-    """Read a GPX 1.0/1.1 stream: track segments in order, then routes, into a Track.
+def parse_gpx(stream: BinaryIO, max_fixes: int) -> RecordedTrack:
+    """Read a GPX 1.0/1.1 stream: track segments in order, then routes, into a RecordedTrack.
 
     Raises:
         ImportFileError: not well-formed XML, entities declared, or no usable points.
@@ -248,8 +250,8 @@ def parse_gpx(stream: BinaryIO, max_fixes: int) -> Track:
     return _parse(stream, _GpxTarget(max_fixes), "GPX")
 
 
-def parse_tcx(stream: BinaryIO, max_fixes: int) -> Track:
-    """Read a Garmin TCX stream (namespaces matched by local name) into a Track.
+def parse_tcx(stream: BinaryIO, max_fixes: int) -> RecordedTrack:
+    """Read a Garmin TCX stream (namespaces matched by local name) into a RecordedTrack.
 
     Raises:
         ImportFileError: not well-formed XML or entities declared.
@@ -257,4 +259,7 @@ def parse_tcx(stream: BinaryIO, max_fixes: int) -> Track:
     return _parse(stream, _TcxTarget(max_fixes), "TCX")
 
 
-XML_PARSERS: dict[str, Callable[[BinaryIO, int], Track]] = {".gpx": parse_gpx, ".tcx": parse_tcx}
+XML_PARSERS: dict[str, Callable[[BinaryIO, int], RecordedTrack]] = {
+    ".gpx": parse_gpx,
+    ".tcx": parse_tcx,
+}
