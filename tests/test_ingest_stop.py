@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -126,3 +127,69 @@ def test_signal_stops_follow_cleanly_and_rerun_resumes(
 
     ingest(run_cli, cfg, october, workers=workers)  # the same input, without --follow
     assert tables(cfg) == reference
+
+
+def _free_addresses(n: int) -> str:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return ";".join(f"127.0.0.1:{s.getsockname()[1]}" for s in socks)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_sigterm_to_one_cluster_member_ends_the_other_in_one_line(
+    tmp_path: Path, october: Path
+) -> None:
+    """Kubernetes stops pods one by one: the stopped member says so, its peer (which
+    cannot go on without it) says why it ended; neither shows a traceback or a panic."""
+    addresses = _free_addresses(2)
+    procs, states = [], []
+    for i in range(2):
+        cfg = new_project(tmp_path / f"m{i}")
+        states.append(cfg.parent / "state")
+        procs.append(
+            subprocess.Popen(
+                [
+                    *HEATMETRO,
+                    "ingest",
+                    "-c",
+                    str(cfg),
+                    str(october),
+                    "--follow",
+                    "-a",
+                    addresses,
+                    "-i",
+                    str(i),
+                ],
+                env=cli_env(),
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )  # fmt: skip
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not all(map(_activities, states)):
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            assert time.monotonic() < deadline, "nothing ingested within 60 s"
+            time.sleep(0.05)
+        os.kill(procs[1].pid, signal.SIGTERM)
+        errs = [p.communicate(timeout=30)[1].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert errs[1].splitlines() == ["heatmetro ingest: stopped by SIGTERM; rerun to resume"]
+    assert procs[1].returncode == 143
+    assert errs[0].splitlines() == [
+        "heatmetro ingest: error: a cluster member stopped or its connection was lost; "
+        "rerun every member to resume"
+    ], errs[0]
+    assert procs[0].returncode == 1
+    for state in states:
+        assert _integrity(state) == ["ok"] * len(shard_files(state))
