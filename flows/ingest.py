@@ -20,7 +20,7 @@ from heatmetro.core.errors import HeatmetroError, StreamRecordError
 from heatmetro.flows.batch import TrimJob, finish_batch
 from heatmetro.flows.fold import AthleteFold
 from heatmetro.flows.personal import route
-from heatmetro.flows.sources import JsonlSource, RawRecord, expand_inputs
+from heatmetro.flows.sources import JsonlSource, StreamMessage, expand_inputs
 from heatmetro.flows.store_sink import ShardSink, shard_key
 from heatmetro.state.changes import DeadLetter, StoreItem
 from heatmetro.state.street_network import network_for
@@ -38,7 +38,7 @@ class Decoded:
 
     __slots__ = ("rec", "_obj")
 
-    def __init__(self, rec: RawRecord, obj: Any = None) -> None:
+    def __init__(self, rec: StreamMessage, obj: Any = None) -> None:
         self.rec, self._obj = rec, obj
 
     @property
@@ -51,7 +51,7 @@ class Decoded:
         return (Decoded, (self.rec,))
 
 
-def decode_record(rec: RawRecord) -> Decoded | DeadLetter:
+def decode_record(rec: StreamMessage) -> Decoded | DeadLetter:
     """The record's JSON value with its position, or a dead letter if it is not JSON.
 
     Only this cheap step runs where the stream is read; the contract is checked by the
@@ -69,7 +69,7 @@ def _raw_text(data: bytes) -> str:
     return data[:RAW_KEEP].decode("utf-8", errors="replace")
 
 
-def _dead(rec: RawRecord, reason: str) -> DeadLetter:
+def _dead(rec: StreamMessage, reason: str) -> DeadLetter:
     return DeadLetter(rec.source, rec.position, reason, _raw_text(rec.data))
 
 
@@ -150,7 +150,7 @@ def build_flow(
         with_stdin=not stdin_elsewhere,
         max_record_bytes=config.max_record_bytes,
     )
-    streams.append(op.input("read", flow, source))  # RawRecord
+    streams.append(op.input("read", flow, source))  # StreamMessage
     for i, url in enumerate(sources):
         from heatmetro.flows.kafka_input import kafka_records
 
@@ -158,7 +158,7 @@ def build_flow(
             kafka_records(
                 flow, f"kafka_{i}", url, follow=follow, max_record_bytes=config.max_record_bytes
             )
-        )  # RawRecord
+        )  # StreamMessage
     if not files and not sources and not allow_empty:
         msg = "no input: name JSONL files, folders, - for stdin, or kafka://host:port/topic"
         raise HeatmetroError(msg)

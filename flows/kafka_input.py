@@ -6,7 +6,7 @@ snapshot (the first run starts at the beginning of the topic). Without ``--follo
 partition ends at the end of the topic as it was when reached. In a multi-process run
 every process builds the source and Bytewax gives each Kafka partition to one worker.
 
-Items are ``RawRecord(source="kafka:{topic}:{partition}", position=offset, data=value)``.
+Items are ``StreamMessage(source="kafka:{topic}:{partition}", position=offset, data=value)``.
 A message without a value (a tombstone) or delivered as a Kafka error becomes a record
 with empty data, which the parse step dead-letters as an empty (invalid JSON) document.
 A message longer than ``max_record_bytes`` becomes a dead letter at once, keeping only
@@ -31,7 +31,7 @@ from confluent_kafka.admin import AdminClient
 
 from heatmetro.core.config import DEFAULT_MAX_RECORD_BYTES
 from heatmetro.core.errors import InputError
-from heatmetro.flows.sources import HEAD_BYTES, RawRecord, too_long
+from heatmetro.flows.sources import HEAD_BYTES, StreamMessage, too_long
 
 SCHEME = "kafka://"
 METADATA_TIMEOUT_S = 15.0  # how long to wait for the brokers before giving up
@@ -89,8 +89,8 @@ def parse_kafka_url(url: str) -> KafkaUrl:
 def to_raw_record(
     msg: KafkaSourceMessage[Any, Any] | KafkaError[Any, Any],
     max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-) -> RawRecord:
-    """One Kafka message (or error) as a ``RawRecord``; no value -> empty data; a value
+) -> StreamMessage:
+    """One Kafka message (or error) as a ``StreamMessage``; no value -> empty data; a value
     longer than ``max_bytes`` -> its head and an ``error`` (a dead letter)."""
     if isinstance(msg, KafkaError):
         print(
@@ -103,12 +103,14 @@ def to_raw_record(
         m, data = msg, msg.value if msg.value is not None else b""
     source, offset = f"kafka:{m.topic}:{m.partition}", int(m.offset or 0)
     if len(data) > max_bytes:
-        return RawRecord(source, offset, bytes(data[:HEAD_BYTES]), too_long(len(data), max_bytes))
-    return RawRecord(source, offset, bytes(data))
+        return StreamMessage(
+            source, offset, bytes(data[:HEAD_BYTES]), too_long(len(data), max_bytes)
+        )
+    return StreamMessage(source, offset, bytes(data))
 
 
-class _Partition(StatefulSourcePartition[RawRecord, int | None]):
-    """Bytewax's Kafka partition, turning messages into ``RawRecord`` and keeping the
+class _Partition(StatefulSourcePartition[StreamMessage, int | None]):
+    """Bytewax's Kafka partition, turning messages into ``StreamMessage`` and keeping the
     resume offset itself: the inner partition would also advance to an error's offset,
     and an error not tied to a message carries none (-1001), which must never become
     the offset a rerun starts from."""
@@ -120,8 +122,8 @@ class _Partition(StatefulSourcePartition[RawRecord, int | None]):
         self.next_offset = start
         self.max_bytes = max_bytes
 
-    def next_batch(self) -> list[RawRecord]:
-        out: list[RawRecord] = []
+    def next_batch(self) -> list[StreamMessage]:
+        out: list[StreamMessage] = []
         for item in self.inner.next_batch():
             m = item.msg if isinstance(item, KafkaError) else item
             if m.offset is None or m.offset < 0:  # a client-level error, not a message
@@ -141,8 +143,8 @@ class _Partition(StatefulSourcePartition[RawRecord, int | None]):
         self.inner.close()
 
 
-class HeatmetroKafkaSource(FixedPartitionedSource[RawRecord, int | None]):
-    """Bytewax's ``KafkaSource`` for one topic, yielding ``RawRecord`` items and failing
+class HeatmetroKafkaSource(FixedPartitionedSource[StreamMessage, int | None]):
+    """Bytewax's ``KafkaSource`` for one topic, yielding ``StreamMessage`` items and failing
     fast (``InputError``) when the brokers do not answer."""
 
     def __init__(
@@ -195,8 +197,8 @@ def kafka_records(
     *,
     follow: bool,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-) -> Stream[RawRecord]:
-    """The messages of the topic in ``url`` as ``RawRecord`` items.
+) -> Stream[StreamMessage]:
+    """The messages of the topic in ``url`` as ``StreamMessage`` items.
 
     Raises:
         InputError: the URL is malformed (checked before anything connects), the

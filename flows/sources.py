@@ -2,7 +2,7 @@
 
 All files form one Bytewax partition, read in order, whose resume state is how far each
 file was read, so a rerun after a crash (or after new lines were appended) continues
-where the last snapshot left off. Items are ``RawRecord`` (source, 1-based line number,
+where the last snapshot left off. Items are ``StreamMessage`` (source, 1-based line number,
 bytes).
 
 A line longer than ``max_record_bytes`` is never held whole: it is read in bounded
@@ -40,10 +40,10 @@ STDIN = "-"
 
 
 @dataclass(frozen=True, slots=True)
-class RawRecord:
+class StreamMessage:
     source: str
     position: int  # line number, 1-based (a Kafka offset for Kafka)
-    data: bytes  # the record, or only its head when ``error`` is set
+    data: bytes  # the message, or only its head when ``error`` is set
     error: str | None = None  # refused by the source (too long): a dead letter
 
 
@@ -125,8 +125,8 @@ class _Reader:
                 fh.seek(resume.offset)
         return cls(path, fh, pos, head, max_bytes)
 
-    def read(self, n: int, *, follow: bool) -> list[RawRecord]:
-        out: list[RawRecord] = []
+    def read(self, n: int, *, follow: bool) -> list[StreamMessage]:
+        out: list[StreamMessage] = []
         size = 0
         while len(out) < n and size < BATCH_BYTES:
             if self._long_size:
@@ -155,14 +155,16 @@ class _Reader:
             self.lines += 1
             data = line.strip()
             if data:
-                out.append(RawRecord(self.source, self.lines, data))
+                out.append(StreamMessage(self.source, self.lines, data))
         return out
 
-    def _finish_long(self, *, newline: bool) -> RawRecord:
+    def _finish_long(self, *, newline: bool) -> StreamMessage:
         self.offset += self._long_size
         self.lines += 1
         length = self._long_size - newline  # the record's own bytes
-        rec = RawRecord(self.source, self.lines, self._long_head, too_long(length, self.max_bytes))
+        rec = StreamMessage(
+            self.source, self.lines, self._long_head, too_long(length, self.max_bytes)
+        )
         self._long_head, self._long_size = b"", 0
         return rec
 
@@ -177,7 +179,7 @@ class _Reader:
 FilePositions = dict[str, FilePosition]
 
 
-class _FilesPartition(StatefulSourcePartition[RawRecord, FilePositions]):
+class _FilesPartition(StatefulSourcePartition[StreamMessage, FilePositions]):
     """All input files as ONE partition, read one after the other in the given order.
 
     One partition keeps the stream's order across files, so ingesting a stream split
@@ -196,7 +198,7 @@ class _FilesPartition(StatefulSourcePartition[RawRecord, FilePositions]):
         self.reader: _Reader | None = None
         self._awake: datetime | None = None
 
-    def next_batch(self) -> list[RawRecord]:
+    def next_batch(self) -> list[StreamMessage]:
         self._awake = None
         for _ in range(len(self.paths) + 1):  # at most one full round of the files
             if self.index >= len(self.paths):
@@ -229,7 +231,7 @@ class _FilesPartition(StatefulSourcePartition[RawRecord, FilePositions]):
             self.reader.close()
 
 
-class _StdinPartition(StatefulSourcePartition[RawRecord, None]):
+class _StdinPartition(StatefulSourcePartition[StreamMessage, None]):
     """Standard input; it cannot be rewound, so a rerun reads new data from its start."""
 
     def __init__(self, follow: bool, max_bytes: int) -> None:
@@ -242,7 +244,7 @@ class _StdinPartition(StatefulSourcePartition[RawRecord, None]):
         self.follow = follow
         self._awake: datetime | None = None
 
-    def next_batch(self) -> list[RawRecord]:
+    def next_batch(self) -> list[StreamMessage]:
         self._awake = None
         out = self.reader.read(BATCH_LINES, follow=self.follow)
         if not out:
@@ -258,13 +260,13 @@ class _StdinPartition(StatefulSourcePartition[RawRecord, None]):
         return None
 
 
-class _Finished(StatefulSourcePartition[RawRecord, Any]):
+class _Finished(StatefulSourcePartition[StreamMessage, Any]):
     """A partition this run does not read: keeps its recovered state as it was."""
 
     def __init__(self, resume_state: Any) -> None:
         self.state = resume_state
 
-    def next_batch(self) -> list[RawRecord]:
+    def next_batch(self) -> list[StreamMessage]:
         raise StopIteration
 
     def snapshot(self) -> Any:
@@ -274,7 +276,7 @@ class _Finished(StatefulSourcePartition[RawRecord, Any]):
 FILES = "files"
 
 
-class JsonlSource(FixedPartitionedSource[RawRecord, Any]):
+class JsonlSource(FixedPartitionedSource[StreamMessage, Any]):
     """Two fixed partitions: every input file in order (``files``) and stdin (``-``).
 
     The partition names never change, so recovery works whatever inputs a run names.
@@ -300,7 +302,7 @@ class JsonlSource(FixedPartitionedSource[RawRecord, Any]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Any
-    ) -> StatefulSourcePartition[RawRecord, Any]:
+    ) -> StatefulSourcePartition[StreamMessage, Any]:
         if for_part == STDIN:
             if not self.stdin:
                 return _Finished(resume_state)
