@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 from isal import isal_zlib
 
-__all__ = ["PNG_SIGNATURE", "encode_indexed_png", "png_header"]
+__all__ = ["PNG_SIGNATURE", "encode_indexed_png", "encode_scanlines", "png_header"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: ISA-L's deflate (the ``isal`` package) at its level 1: a standard zlib stream, ~7x
@@ -30,6 +30,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 _IEND = _chunk(b"IEND", b"")
+_IDAT_CRC = zlib.crc32(b"IDAT")
 
 
 def png_header(lut: np.ndarray, width: int, height: int) -> bytes:
@@ -58,4 +59,23 @@ def encode_indexed_png(levels: np.ndarray, header: bytes) -> bytes:
     h, w = levels.shape
     raw = np.zeros((h, w + 1), dtype=np.uint8)
     raw[:, 1:] = levels
-    return header + _chunk(b"IDAT", isal_zlib.compress(raw.tobytes(), DEFLATE_LEVEL)) + _IEND
+    return encode_scanlines(raw, header)
+
+
+def encode_scanlines(scanlines: np.ndarray, header: bytes) -> bytes:
+    """PNG bytes of an image given as its filtered rows (``(h, w + 1)`` uint8, C order).
+
+    The renderer draws straight into this layout (a 0 filter byte before each row), so
+    the pixels are compressed where they lie: no copy, one ``IDAT`` chunk.
+    """
+    data = isal_zlib.compress(scanlines, DEFLATE_LEVEL)
+    return b"".join(
+        (
+            header,
+            struct.pack(">I", len(data)),
+            b"IDAT",
+            data,
+            struct.pack(">I", zlib.crc32(data, _IDAT_CRC)),
+            _IEND,
+        )
+    )

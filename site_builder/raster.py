@@ -14,7 +14,7 @@ import numpy as np
 
 from heatmetro.site_builder.tile_math import TILE_SIZE
 
-__all__ = ["ZoomPlan", "plan_zoom", "render_tiles", "runs"]
+__all__ = ["ROW_BYTES", "TILE_BYTES", "ZoomPlan", "plan_zoom", "rasterise", "render_tiles", "runs"]
 
 #: Candidate pixels generated per batch; bounds memory (~50 bytes each) at street zooms.
 BATCH_PIXELS = 1 << 20
@@ -84,11 +84,25 @@ def plan_zoom(
     return ZoomPlan(z, px, py, radius, level, cell, tx_raw, ty, key[start], start, end)
 
 
-def render_tiles(plan: ZoomPlan, tiles: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(tile index, levels)`` for the given tiles of ``plan`` that have heat.
+#: Bytes of one tile as PNG scanlines: 256 rows of a filter byte (0) and 256 levels.
+ROW_BYTES = TILE_SIZE + 1
+TILE_BYTES = TILE_SIZE * ROW_BYTES
+#: Tiles drawn per batch at most: bounds the reused buffer (16 x 66 kB: it stays in a core's cache).
+BATCH_TILES = 16
+# One spare tile buffer per process, reused by the next call: a fresh 8 MB buffer would be
+# paged in (zeroed by the kernel) on every batch, which costs more than drawing into it.
+_SPARE: list[np.ndarray] = []
 
-    ``levels`` is a ``(256, 256)`` uint8 array of ramp indices (0 = no heat). Tiles are
-    rasterised in batches up to a pixel budget (bounding memory at street zooms).
+
+def render_tiles(plan: ZoomPlan, tiles: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(tile index, scanlines)`` for the given tiles of ``plan`` that have heat.
+
+    ``scanlines`` is a ``(256, 257)`` uint8 array laid out as a PNG image's filtered
+    rows: a filter byte 0 ("none"), then the row's 256 ramp indices (0 = no heat), so
+    ``scanlines[:, 1:]`` are the levels and the PNG encoder compresses the array as it is.
+    It is valid until the next tile is asked for (the buffer is reused). Tiles are
+    rasterised in batches up to a tile count and a pixel budget (bounding memory at
+    street zooms).
     """
     tiles = np.asarray(tiles, dtype=np.int64)
     if tiles.size == 0:
@@ -102,30 +116,36 @@ def render_tiles(plan: ZoomPlan, tiles: np.ndarray) -> Iterator[tuple[int, np.nd
         np.bincount(t_of, weights=side[plan.pair_cell[pair_idx]] ** 2, minlength=tiles.size)
     )
     pair_bounds = np.r_[0, np.cumsum(n_pairs)]
-    b0 = 0
-    while b0 < tiles.size:
-        spent = float(cost[b0 - 1]) if b0 else 0.0
-        b1 = max(b0 + 1, int(np.searchsorted(cost, spent + BATCH_PIXELS, side="right")))
-        sel = pair_idx[pair_bounds[b0] : pair_bounds[b1]]
-        local = t_of[pair_bounds[b0] : pair_bounds[b1]] - b0
-        c = plan.pair_cell[sel]
-        buf = np.zeros((b1 - b0) * TILE_SIZE * TILE_SIZE, dtype=np.uint8)
-        _rasterise(
-            buf,
-            px=plan.px[c] - plan.pair_tx[sel] * TILE_SIZE,  # tile-local, exact in float64
-            py=plan.py[c] - plan.pair_ty[sel] * TILE_SIZE,
-            radius=plan.radius[c],
-            level=plan.level[c],
-            local_tile=local,
-        )
-        out = buf.reshape(b1 - b0, TILE_SIZE, TILE_SIZE)
-        lit = buf.reshape(b1 - b0, -1).any(axis=1)
-        for t in np.flatnonzero(lit).tolist():
-            yield int(tiles[b0 + t]), out[t]
-        b0 = b1
+    buf = _SPARE.pop() if _SPARE else np.zeros((BATCH_TILES, TILE_SIZE, ROW_BYTES), np.uint8)
+    flat = buf.reshape(-1)
+    lit = np.zeros(0, dtype=np.int64)
+    try:
+        b0 = 0
+        while b0 < tiles.size:
+            spent = float(cost[b0 - 1]) if b0 else 0.0
+            b1 = int(np.searchsorted(cost, spent + BATCH_PIXELS, side="right"))
+            b1 = min(max(b0 + 1, b1), b0 + BATCH_TILES)
+            sel = pair_idx[pair_bounds[b0] : pair_bounds[b1]]
+            c = plan.pair_cell[sel]
+            lit = rasterise(
+                flat,
+                px=plan.px[c] - plan.pair_tx[sel] * TILE_SIZE,  # tile-local, exact in float64
+                py=plan.py[c] - plan.pair_ty[sel] * TILE_SIZE,
+                radius=plan.radius[c],
+                level=plan.level[c],
+                local_tile=t_of[pair_bounds[b0] : pair_bounds[b1]] - b0,
+            )
+            for t in lit.tolist():
+                yield int(tiles[b0 + t]), buf[t]
+            buf[lit] = 0  # only drawn tiles need clearing for the next batch
+            lit = lit[:0]
+            b0 = b1
+    finally:
+        buf[lit] = 0  # the caller stopped early
+        _SPARE[:] = [buf]
 
 
-def _rasterise(
+def rasterise(
     buf: np.ndarray,
     *,
     px: np.ndarray,
@@ -133,24 +153,55 @@ def _rasterise(
     radius: np.ndarray,
     level: np.ndarray,
     local_tile: np.ndarray,
-) -> None:
-    """Max-composite splats into ``buf`` (tiles of 256x256, flattened), one span per row.
+) -> np.ndarray:
+    """Max-composite splats into ``buf`` (flat tiles of ``TILE_BYTES`` scanlines); returns
+    the sorted local indices of the tiles drawn into.
 
     Coordinates are relative to each pair's tile. A pixel is lit when its centre
-    ``(x + 0.5, y + 0.5)`` lies within the radius of the cell centre; each row's span is
-    computed from the cell alone and only then clipped to the tile, so the same pixel gets
-    the same answer from either side of a tile border (no seams). ``maximum.at`` is used
-    because, unlike fancy assignment, it is defined for repeated indices.
+    ``(x + 0.5, y + 0.5)`` lies within the radius of the cell centre, row by row: row
+    ``y`` is in the disc when ``(y + 0.5 - py)**2 <= r**2``, and then spans the pixels
+    from ``ceil(px - w - 0.5)`` to ``floor(px + w - 0.5)`` with ``w = sqrt(r**2 - dy**2)``.
+    Each row's span is computed from the cell alone and only then clipped to the tile,
+    so the same pixel gets the same answer from either side of a tile border (no seams).
+    ``maximum.at`` is used because, unlike fancy assignment, it is defined for repeated
+    indices. Work is per candidate row and per lit pixel, in a few whole-array passes.
     """
-    half = np.ceil(radius).astype(np.int64) + 1  # rows -half..half cover radius + 0.5
-    pair, dy = runs(2 * half + 1)
-    y = np.floor(py).astype(np.int64)[pair] - half[pair] + dy
+    # Candidate rows: every y with |y + 0.5 - py| <= r (one spare at each end against
+    # rounding; the exact test below decides), clipped to the tile.
+    y0 = np.maximum(np.floor(py - radius - 0.5), 0.0).astype(np.int64)
+    y1 = np.minimum(np.ceil(py - 0.5 + radius), TILE_SIZE - 1.0).astype(np.int64)
+    pair, y = expand(y0, np.maximum(y1 - y0 + 1, 0))
     dy2 = (y + 0.5 - py[pair]) ** 2
-    keep = (y >= 0) & (y < TILE_SIZE) & (dy2 <= radius[pair] ** 2)
+    r2 = radius[pair] ** 2
+    keep = np.flatnonzero(dy2 <= r2)
     pair, y = pair[keep], y[keep]
-    w = np.sqrt(radius[pair] ** 2 - dy2[keep])
-    x0 = np.maximum(np.ceil(px[pair] - w - 0.5).astype(np.int64), 0)
-    x1 = np.minimum(np.floor(px[pair] + w - 0.5).astype(np.int64), TILE_SIZE - 1)
-    row, dx = runs(np.maximum(x1 - x0 + 1, 0))
-    index = (local_tile[pair[row]] * TILE_SIZE + y[row]) * TILE_SIZE + x0[row] + dx
-    np.maximum.at(buf, index, level[pair[row]])
+    cx = px[pair]
+    w = np.sqrt(r2[keep] - dy2[keep])
+    x0 = np.maximum(np.ceil(cx - w - 0.5).astype(np.int64), 0)
+    x1 = np.minimum(np.floor(cx + w - 0.5).astype(np.int64), TILE_SIZE - 1)
+    tile = local_tile[pair]
+    row, index = expand(tile * TILE_BYTES + y * ROW_BYTES + 1 + x0, np.maximum(x1 - x0 + 1, 0))
+    np.maximum.at(buf, index, level[pair[row]])  # +1 above: after the filter byte
+    return np.flatnonzero(np.bincount(tile[row], minlength=int(local_tile.max()) + 1))
+
+
+def expand(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The runs ``start[i], start[i] + 1, ..., start[i] + length[i] - 1``, concatenated:
+    ``(i of each element, element)``.
+
+    ``runs`` by another route, faster for many short runs: the run index is a cumulative
+    sum of steps placed where runs begin, then whole-array gathers (``np.repeat`` with
+    counts copies element by element).
+    """
+    total = int(length.sum())
+    if total == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    used = np.flatnonzero(length)
+    first = np.cumsum(length[used]) - length[used]
+    step = np.zeros(total, dtype=np.int64)
+    step[first[1:]] = np.diff(used)
+    step[0] = used[0]
+    run = np.cumsum(step)
+    shift = np.zeros(length.size, dtype=np.int64)
+    shift[used] = start[used] - first
+    return run, shift[run] + np.arange(total, dtype=np.int64)

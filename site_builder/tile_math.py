@@ -19,6 +19,8 @@ import h3
 import numpy as np
 from h3.api import basic_int as h3i
 
+from heatmetro.state.aggregates import cells_to_parent
+
 TILE_SIZE = 256
 #: Web-Mercator sphere radius (EPSG:3857), metres.
 WEB_MERCATOR_RADIUS_M = 6378137.0
@@ -129,22 +131,39 @@ def resolution_for_zoom(z: int, heat_resolution: int) -> int:
     return heat_resolution
 
 
+#: Radii of cells finer than this come from the area of an ancestor up to 3 resolutions up
+#: but not coarser than this (where cells differ more from their parent's shape).
+RADIUS_ANCESTOR_RES = 8
+
+
 def cell_radius_m(cells: np.ndarray) -> np.ndarray:
     """Circumradius of each H3 cell in metres, from its true area.
 
     H3 cells of one resolution vary ~2x in area over the globe, so the average edge
     length would leave gaps between neighbours where cells are large. A regular hexagon of
-    area ``A`` has circumradius ``sqrt(2 A / (3 sqrt 3))``.
+    area ``A`` has circumradius ``sqrt(2 A / (3 sqrt 3))``. ``A`` is the area of the cell's
+    ancestor ``k`` <= 3 resolutions coarser (never coarser than ``RADIUS_ANCESTOR_RES``)
+    over ``7**k`` (aperture 7): area varies smoothly, so this is within 1e-5 of the radius
+    from the cell's own area (measured on 100k res-13 cells), and a street's 300 res-13
+    cells take one h3 call instead of 300.
 
     Args:
-        cells: uint64 H3 cells.
+        cells: uint64 H3 cells (any resolutions).
 
     Returns:
         float64 radii in metres.
     """
-    area = np.fromiter(
-        (h3i.cell_area(c, "m^2") for c in cells.tolist()), dtype=np.float64, count=len(cells)
-    )
+    cells = np.asarray(cells, dtype=np.uint64).reshape(-1)
+    area = np.zeros(cells.size, dtype=np.float64)
+    res_of = ((cells >> np.uint64(52)) & np.uint64(15)).astype(np.int64)
+    for res in np.unique(res_of).tolist():
+        here = res_of == res
+        up = min(3, max(res - RADIUS_ANCESTOR_RES, 0))
+        parents, inverse = np.unique(cells_to_parent(cells[here], res - up), return_inverse=True)
+        parent_area = np.fromiter(
+            (h3i.cell_area(c, "m^2") for c in parents.tolist()), np.float64, count=parents.size
+        )
+        area[here] = parent_area[inverse.reshape(-1)] / float(7**up)
     return np.sqrt(2.0 * area / (3.0 * math.sqrt(3.0)))
 
 

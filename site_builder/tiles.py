@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from heatmetro.site_builder.png import encode_indexed_png, png_header
+from heatmetro.site_builder.png import encode_indexed_png, encode_scanlines, png_header
 from heatmetro.site_builder.raster import ZoomPlan, plan_zoom, render_tiles
 from heatmetro.site_builder.tile_cache import (
     Manifest,
@@ -46,7 +46,7 @@ from heatmetro.site_builder.tile_output import PngTreeSink, make_sink
 __all__ = ["TileStats", "default_workers", "encode_png", "write_heat_tiles"]
 
 #: Bump when the drawing changes: every cached tile is then rendered again.
-RENDER_VERSION = 2
+RENDER_VERSION = 3
 #: Tiles per job handed to a worker process: big enough to amortise the hand-over.
 CHUNK_TILES = 128
 #: Fewer tiles to draw than this are drawn in this process: starting workers costs more.
@@ -99,11 +99,11 @@ _OWNS: list[Callable[[int, int, int], bool]] = []
 
 def _render_job(z: int, tiles: np.ndarray) -> list[tuple[int, bytes]]:
     out = []
-    for t, levels in render_tiles(_PLANS[z], tiles):
+    for t, scanlines in render_tiles(_PLANS[z], tiles):
         if _OWNS and not _OWNS[0](z, *_PLANS[z].tile_xy(t)):
             out.append((t, b""))  # drawn (it counts), written by its owner in the cluster
             continue
-        data = encode_png(levels)
+        data = encode_scanlines(scanlines, _HEADER)
         if _TREE:
             _TREE[0].put(z, *_PLANS[z].tile_xy(t), data)
             data = b""
