@@ -179,10 +179,33 @@ def rasterise(
     w = np.sqrt(r2[keep] - dy2[keep])
     x0 = np.maximum(np.ceil(cx - w - 0.5).astype(np.int64), 0)
     x1 = np.minimum(np.floor(cx + w - 0.5).astype(np.int64), TILE_SIZE - 1)
+    n_px = x1 - x0 + 1
+    drawn = np.flatnonzero(n_px > 0)
+    pair, n_px = pair[drawn], n_px[drawn]
     tile = local_tile[pair]
-    row, index = expand(tile * TILE_BYTES + y * ROW_BYTES + 1 + x0, np.maximum(x1 - x0 + 1, 0))
-    np.maximum.at(buf, index, level[pair[row]])  # +1 above: after the filter byte
-    return np.flatnonzero(np.bincount(tile[row], minlength=int(local_tile.max()) + 1))
+    start = tile * TILE_BYTES + y[drawn] * ROW_BYTES + 1 + x0[drawn]  # +1: the filter byte
+    np.maximum.at(buf, consecutive(start, n_px), repeat_uint8(level[pair], n_px))
+    return np.flatnonzero(np.bincount(tile, minlength=int(local_tile.max()) + 1))
+
+
+def consecutive(start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """``start[i], start[i] + 1, ..., start[i] + length[i] - 1`` for each ``i``, concatenated
+    (every ``length >= 1``): a cumulative sum of ones, with a jump where each run begins."""
+    first = np.cumsum(length) - length
+    step = np.ones(int(first[-1] + length[-1]) if length.size else 0, dtype=np.int64)
+    if length.size:
+        step[first] = start - np.r_[0, start[:-1] + length[:-1] - 1]
+    return np.cumsum(step)
+
+
+def repeat_uint8(values: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """``np.repeat(values, length)`` for uint8 values and every ``length >= 1``, as a
+    cumulative sum wrapping mod 256 (``np.repeat`` copies element by element)."""
+    first = np.cumsum(length) - length
+    step = np.zeros(int(first[-1] + length[-1]) if length.size else 0, dtype=np.uint8)
+    if length.size:
+        step[first] = np.diff(values, prepend=np.uint8(0))  # wraps mod 256, as the sum does
+    return np.cumsum(step, dtype=np.uint8)
 
 
 def expand(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -220,7 +220,7 @@ def _write_tiles(
         if not quiet and n:
             rate = n / max(stats.seconds, 1e-9)
             print(
-                f"tiles {layer:<6} {n:>7,} in {stats.seconds:.1f} s ({rate:,.0f}/s, "
+                f"tiles {layer:<6} {n:>7,} in {stats.seconds:.3f} s ({rate:,.0f}/s, "
                 f"{stats.reused:,} unchanged)",
                 file=sys.stderr,
             )

@@ -101,6 +101,11 @@ class TileCache:
         self.previous = previous
         self.build_name = build_name
 
+    @property
+    def geometry_path(self) -> Path:
+        """Where the drawn cells' centres and radii are kept between snapshots."""
+        return self.folder / "cell_geometry.npz"
+
     def _path(self, layer: str, fmt: str) -> Path:
         return self.folder / f"{layer}.{fmt}.npz"
 

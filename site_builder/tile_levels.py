@@ -14,16 +14,27 @@ cells they touched and of no others: what lets a rebuild re-render only those ti
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+import h3
 import numpy as np
 
 from heatmetro.core.cells import cell_centres
 from heatmetro.site_builder.tile_colours import MIN_INTENSITY
-from heatmetro.site_builder.tile_math import cell_radius_m
+from heatmetro.site_builder.tile_math import RADIUS_ANCESTOR_RES, cell_radius_m
 from heatmetro.state.aggregates import cells_to_parent
 
-__all__ = ["Level", "intensity", "levels_for", "reference_heat", "sum_by_cell"]
+__all__ = [
+    "Level",
+    "intensity",
+    "levels_for",
+    "load_geometry",
+    "reference_heat",
+    "save_geometry",
+    "sum_by_cell",
+]
 
 #: The heat at this quantile of a zoom's cells, rounded up to a power of two, is full intensity.
 REFERENCE_QUANTILE = 0.99
@@ -77,9 +88,55 @@ def intensity(heat: np.ndarray) -> np.ndarray:
 
 
 # Centres and radii of the cells seen so far, per resolution (sorted ids): every layer of
-# a snapshot draws mostly the same cells, and these are one h3 call per cell.
+# a snapshot draws mostly the same cells, and a centre is one h3 call per cell. Kept in
+# state_dir between snapshots too (``load_geometry``/``save_geometry``): next month's
+# snapshot draws mostly the same streets.
 _GEOMETRY: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 _GEOMETRY_MAX = 4_000_000  # cells kept per resolution (~130 MB at most)
+_GREW: set[int] = set()  # resolutions with cells not yet saved
+_LOADED: set[Path] = set()
+#: Names what the saved geometry was computed with: anything else is not trusted.
+GEOMETRY_KEY = (
+    f"h3 {h3.__version__}; radius from the ancestor's area up to res {RADIUS_ANCESTOR_RES}"
+)
+
+
+def load_geometry(path: Path) -> None:
+    """Remember the cell geometry saved in ``path`` (once per process; a missing, torn or
+    foreign file is ignored: the centres are then looked up again)."""
+    if path in _LOADED:
+        return
+    _LOADED.add(path)
+    try:
+        with np.load(path) as data:
+            if str(data["key"]) != GEOMETRY_KEY:
+                return
+            for res in data["resolutions"].tolist():
+                if res not in _GEOMETRY:
+                    _GEOMETRY[res] = tuple(data[f"{k}{res}"] for k in ("ids", "lat", "lng", "rad"))  # type: ignore[assignment]
+    except (OSError, ValueError, KeyError):
+        return
+
+
+def save_geometry(path: Path) -> None:
+    """Write every remembered cell's geometry to ``path`` if new cells were looked up
+    (atomically: write, then rename)."""
+    if not _GREW:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
+    arrays: dict[str, np.ndarray] = {
+        "key": np.array(GEOMETRY_KEY),
+        "resolutions": np.array(sorted(_GEOMETRY)),
+    }
+    arrays |= {
+        f"{k}{res}": a
+        for res, g in _GEOMETRY.items()
+        for k, a in zip(("ids", "lat", "lng", "rad"), g, strict=True)
+    }
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    tmp.replace(path)
+    _GREW.clear()
 
 
 def cell_geometry(cells: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,6 +158,7 @@ def cell_geometry(cells: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray, 
         rad = np.concatenate([rad, cell_radius_m(new)])[order]
         if ids.size <= _GEOMETRY_MAX:
             _GEOMETRY[res] = (ids, lat, lng, rad)
+            _GREW.add(res)
         pos = np.searchsorted(ids, cells)
     return lat[pos], lng[pos], rad[pos]
 

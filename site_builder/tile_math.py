@@ -182,3 +182,23 @@ def splat_radius_px(radius_m: np.ndarray, lat: np.ndarray, z: int) -> np.ndarray
     overlap, so a street of adjacent cells reads as one continuous line.
     """
     return np.maximum(SPLAT_SCALE * np.asarray(radius_m) / m_per_px(lat, z), MIN_SPLAT_PX)
+
+
+class Projected(NamedTuple):
+    """Cells projected once, at zoom 0: ``at(z)`` gives any zoom's by exact scaling."""
+
+    px: np.ndarray
+    py: np.ndarray
+    radius: np.ndarray  # splat radius in pixels before the ``MIN_SPLAT_PX`` floor
+
+    @classmethod
+    def of(cls, lng: np.ndarray, lat: np.ndarray, radius_m: np.ndarray) -> Projected:
+        px, py = lnglat_to_global_px(lng, lat, 0)
+        return cls(px, py, SPLAT_SCALE * np.asarray(radius_m) / m_per_px(lat, 0))
+
+    def at(self, z: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(px, py, radius)`` at zoom ``z``, bit for bit what ``lnglat_to_global_px`` and
+        ``splat_radius_px`` give: zoom ``z`` multiplies or divides by ``2**z`` where
+        those round, and scaling by a power of two commutes with rounding."""
+        scale = float(1 << z)
+        return self.px * scale, self.py * scale, np.maximum(self.radius * scale, MIN_SPLAT_PX)

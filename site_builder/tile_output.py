@@ -58,7 +58,7 @@ class PngTreeSink:
         self.out_root, self.layer, self.public = out_root, layer, public_max_zoom
         self.previous = previous
         self._roots: dict[bool, int] = {}  # members? -> descriptor of {tree}/{layer}
-        self._made: set[tuple[int, int]] = set()
+        self._made: set[tuple[int, int]] = set()  # (z, x) folders made; (z, -1): z's
 
     def _base(self, z: int) -> str:
         return f"tiles/{self.layer}" if z <= self.public else f"members/tiles/{self.layer}"
@@ -72,12 +72,13 @@ class PngTreeSink:
             folder.mkdir(parents=True, exist_ok=True)
             fd = self._roots[members] = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
         if (z, x) not in self._made:
-            for rel in (str(z), f"{z}/{x}"):
-                try:
-                    os.mkdir(rel, dir_fd=fd)
-                except FileExistsError:  # made by a forked worker, or earlier zooms
-                    pass
-            self._made.add((z, x))
+            for key, rel in (((z, -1), str(z)), ((z, x), f"{z}/{x}")):
+                if key not in self._made:
+                    try:
+                        os.mkdir(rel, dir_fd=fd)
+                    except FileExistsError:  # made by a forked worker
+                        pass
+                    self._made.add(key)
         return fd
 
     def put(self, z: int, x: int, y: int, data: bytes) -> None:

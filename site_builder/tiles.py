@@ -34,13 +34,13 @@ from heatmetro.site_builder.tile_cache import (
     tile_ids,
 )
 from heatmetro.site_builder.tile_colours import LUT
-from heatmetro.site_builder.tile_levels import levels_for, sum_by_cell
-from heatmetro.site_builder.tile_math import (
-    TILE_SIZE,
-    lnglat_to_global_px,
-    resolution_for_zoom,
-    splat_radius_px,
+from heatmetro.site_builder.tile_levels import (
+    levels_for,
+    load_geometry,
+    save_geometry,
+    sum_by_cell,
 )
+from heatmetro.site_builder.tile_math import TILE_SIZE, Projected, resolution_for_zoom
 from heatmetro.site_builder.tile_output import PngTreeSink, make_sink
 
 __all__ = ["TileStats", "default_workers", "encode_png", "write_heat_tiles"]
@@ -176,6 +176,8 @@ def write_heat_tiles(
 
     cells, heat = sum_by_cell(cells, heat)  # tolerate duplicates: they are one cell
     res_of = {z: resolution_for_zoom(z, heat_resolution) for z in zooms}
+    if cache is not None:
+        load_geometry(cache.geometry_path)
     levels = levels_for(cells, heat, heat_resolution, set(res_of.values()) | {heat_resolution})
     top = levels[heat_resolution]
     bounds = (
@@ -185,15 +187,17 @@ def write_heat_tiles(
         float(top.lng.max()),
     )
 
+    if cache is not None:
+        save_geometry(cache.geometry_path)
     old = cache.load(layer, tiles_format) if cache is not None else None
     ids, digests, unchanged, was_written = [], [], [], []
     _PLANS.clear()
     _TREE[:] = [sink] if isinstance(sink, PngTreeSink) else []
     _OWNS[:] = [owns] if owns is not None else []
+    projected = {res: Projected.of(lvl.lng, lvl.lat, lvl.radius_m) for res, lvl in levels.items()}
     for z in zooms:
         lvl = levels[res_of[z]]
-        px, py = lnglat_to_global_px(lvl.lng, lvl.lat, z)
-        plan = plan_zoom(px, py, splat_radius_px(lvl.radius_m, lvl.lat, z), lvl.level, z)
+        plan = plan_zoom(*projected[res_of[z]].at(z), lvl.level, z)
         _PLANS[z] = plan
         settings = settings_digest(
             version=RENDER_VERSION, format=tiles_format, z=z, res=res_of[z],
