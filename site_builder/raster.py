@@ -58,9 +58,7 @@ def runs(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``runs([2, 0, 3])`` is ``([0, 0, 2, 2, 2], [0, 1, 0, 1, 2])``: the vectorised form of
     ``for i, n in enumerate(lengths): for j in range(n)``.
     """
-    run = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
-    starts = np.cumsum(lengths) - lengths
-    return run, np.arange(run.size, dtype=np.int64) - starts[run]
+    return expand(np.zeros(lengths.size, dtype=np.int64), lengths)
 
 
 def plan_zoom(
@@ -89,8 +87,11 @@ ROW_BYTES = TILE_SIZE + 1
 TILE_BYTES = TILE_SIZE * ROW_BYTES
 #: Tiles drawn per batch at most: bounds the reused buffer (16 x 66 kB: it stays in a core's cache).
 BATCH_TILES = 16
-# One spare tile buffer per process, reused by the next call: a fresh 8 MB buffer would be
-# paged in (zeroed by the kernel) on every batch, which costs more than drawing into it.
+# Far above the rounding error of pixel coordinates (< 1e-9 px below zoom 30), far below
+# a pixel: widens the candidate rows so that rounding never hides a row from the exact test.
+_HAIR = 1e-6
+# One spare tile buffer per process, reused by the next call: a fresh buffer would be paged
+# in (zeroed by the kernel) on every batch, which costs more than drawing into it.
 _SPARE: list[np.ndarray] = []
 
 
@@ -116,7 +117,11 @@ def render_tiles(plan: ZoomPlan, tiles: np.ndarray) -> Iterator[tuple[int, np.nd
         np.bincount(t_of, weights=side[plan.pair_cell[pair_idx]] ** 2, minlength=tiles.size)
     )
     pair_bounds = np.r_[0, np.cumsum(n_pairs)]
-    buf = _SPARE.pop() if _SPARE else np.zeros((BATCH_TILES, TILE_SIZE, ROW_BYTES), np.uint8)
+    spare = _SPARE.pop() if _SPARE else None
+    if spare is not None and len(spare) >= BATCH_TILES:
+        buf = spare
+    else:
+        buf = np.zeros((BATCH_TILES, TILE_SIZE, ROW_BYTES), np.uint8)
     flat = buf.reshape(-1)
     lit = np.zeros(0, dtype=np.int64)
     try:
@@ -166,10 +171,10 @@ def rasterise(
     ``maximum.at`` is used because, unlike fancy assignment, it is defined for repeated
     indices. Work is per candidate row and per lit pixel, in a few whole-array passes.
     """
-    # Candidate rows: every y with |y + 0.5 - py| <= r (one spare at each end against
-    # rounding; the exact test below decides), clipped to the tile.
-    y0 = np.maximum(np.floor(py - radius - 0.5), 0.0).astype(np.int64)
-    y1 = np.minimum(np.ceil(py - 0.5 + radius), TILE_SIZE - 1.0).astype(np.int64)
+    # Candidate rows: every y with |y + 0.5 - py| <= r, widened by a hair against rounding
+    # (the exact test below decides), clipped to the tile.
+    y0 = np.maximum(np.ceil(py - radius - (0.5 + _HAIR)), 0.0).astype(np.int64)
+    y1 = np.minimum(np.floor(py + radius - (0.5 - _HAIR)), TILE_SIZE - 1.0).astype(np.int64)
     pair, y = expand(y0, np.maximum(y1 - y0 + 1, 0))
     dy2 = (y + 0.5 - py[pair]) ** 2
     r2 = radius[pair] ** 2
@@ -180,7 +185,7 @@ def rasterise(
     x0 = np.maximum(np.ceil(cx - w - 0.5).astype(np.int64), 0)
     x1 = np.minimum(np.floor(cx + w - 0.5).astype(np.int64), TILE_SIZE - 1)
     n_px = x1 - x0 + 1
-    drawn = np.flatnonzero(n_px > 0)
+    drawn = np.flatnonzero((n_px > 0) & (level[pair] > 0))  # level 0 is "no heat"
     pair, n_px = pair[drawn], n_px[drawn]
     tile = local_tile[pair]
     start = tile * TILE_BYTES + y[drawn] * ROW_BYTES + 1 + x0[drawn]  # +1: the filter byte

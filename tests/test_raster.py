@@ -1,0 +1,173 @@
+"""The rasteriser against a plain reference (``tests/reference_raster.py``): random discs,
+across tile borders and the antimeridian, every pixel the same; and the shortcuts around
+it (zooms by exact scaling, cell geometry kept between snapshots) change no byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from h3.api import basic_int as h3i
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from heatmetro.site_builder import raster, tile_levels
+from heatmetro.site_builder.raster import TILE_BYTES, plan_zoom, rasterise, render_tiles
+from heatmetro.site_builder.tile_cache import TileCache
+from heatmetro.site_builder.tile_math import (
+    MIN_SPLAT_PX,
+    Projected,
+    lnglat_to_global_px,
+    splat_radius_px,
+)
+from heatmetro.site_builder.tiles import write_heat_tiles
+from tests.reference_raster import reference_tile, reference_zoom
+
+# Discs in tile pixels: centres up to 12 px outside the tile (they still reach in), radii
+# from the smallest splat to street-zoom sizes, any level that is heat. Half-pixel
+# centres and whole radii put pixel centres exactly on circles: the edge cases of "<=".
+centre = st.one_of(
+    st.floats(-12.0, 268.0, allow_nan=False), st.integers(-24, 536).map(lambda v: v / 2)
+)
+radius = st.one_of(st.floats(MIN_SPLAT_PX, 9.0), st.sampled_from([1.0, 1.5, 2.0, 2.5, 3.0, 5.0]))
+discs = st.lists(
+    st.tuples(centre, centre, radius, st.integers(1, 255)),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(discs, st.integers(0, 2))
+def test_rasterise_equals_the_reference(ds: list[tuple[float, float, float, int]], t: int) -> None:
+    buf = np.zeros(3 * TILE_BYTES, dtype=np.uint8)
+    a = np.array(ds, dtype=np.float64)
+    lit = rasterise(
+        buf, px=a[:, 0], py=a[:, 1], radius=a[:, 2], level=a[:, 3].astype(np.uint8),
+        local_tile=np.full(len(ds), t, dtype=np.int64),
+    )  # fmt: skip
+    rows = buf.reshape(3, 256, 257)
+    want = reference_tile(ds)
+    assert np.array_equal(rows[t, :, 1:], want)
+    assert not rows[:, :, 0].any()  # PNG filter bytes stay "none"
+    assert not np.delete(rows, t, axis=0).any()  # nothing drawn into the other tiles
+    assert lit.tolist() == ([t] if want.any() else [])
+
+
+# Discs in global pixels at zoom 3 (8 x 8 tiles): anywhere, and crowded around tile
+# borders, the antimeridian and the top and bottom edges of the world.
+WORLD3 = 256 * 8
+edges = st.sampled_from([0.0, 256.0, 1024.0, WORLD3 - 256.0, float(WORLD3)])
+coordinate = st.one_of(
+    st.floats(0.0, WORLD3 - 1e-9, allow_nan=False),
+    st.builds(lambda e, d: min(max(e + d, 0.0), WORLD3 - 1e-9), edges, st.floats(-6.0, 6.0)),
+)
+global_discs = st.lists(
+    st.tuples(coordinate, coordinate, st.floats(MIN_SPLAT_PX, 9.0), st.integers(1, 255)),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(global_discs, st.integers(1, 40))
+def test_render_tiles_equals_the_reference_across_borders_and_the_antimeridian(
+    ds: list[tuple[float, float, float, int]], batch_tiles: int
+) -> None:
+    a = np.array(ds, dtype=np.float64)
+    level = a[:, 3].astype(np.uint8)
+    plan = plan_zoom(a[:, 0], a[:, 1], a[:, 2], level, 3)
+    want = reference_zoom(a[:, 0], a[:, 1], a[:, 2], level, 3)
+    old = raster.BATCH_TILES
+    raster.BATCH_TILES = batch_tiles  # batches of any size draw the same
+    try:
+        got = {
+            plan.tile_xy(t): rows[:, 1:].copy()
+            for t, rows in render_tiles(plan, np.arange(plan.tile_key.size))
+        }
+    finally:
+        raster.BATCH_TILES = old
+    assert got.keys() == want.keys()
+    for key, levels in want.items():
+        assert np.array_equal(got[key], levels), key
+
+
+def test_a_caller_that_stops_early_leaves_no_pixels_behind() -> None:
+    a = np.array([[100.0, 100.0, 5.0, 200], [356.0, 100.0, 5.0, 90]])
+    plan = plan_zoom(a[:, 0], a[:, 1], a[:, 2], a[:, 3].astype(np.uint8), 2)
+    tiles = render_tiles(plan, np.arange(plan.tile_key.size))
+    assert next(tiles)[1].any()
+    tiles.close()  # two tiles drawn in the batch, one taken
+    only_second = plan_zoom(a[1:, 0], a[1:, 1], a[1:, 2], a[1:, 3].astype(np.uint8), 2)
+    drawn = [rows.copy() for _, rows in render_tiles(only_second, np.arange(1))]
+    assert len(drawn) == 1 and set(np.unique(drawn[0]).tolist()) == {0, 90}
+
+
+def test_zooms_by_scaling_are_bit_for_bit_the_direct_projection() -> None:
+    rng = np.random.default_rng(11)
+    lng, lat = rng.uniform(-180, 180, 20_000), rng.uniform(-89, 89, 20_000)
+    radius_m = rng.uniform(0.1, 300_000.0, 20_000)
+    projected = Projected.of(lng, lat, radius_m)
+    for z in range(0, 25):
+        px, py, radius = projected.at(z)
+        want_x, want_y = lnglat_to_global_px(lng, lat, z)
+        assert np.array_equal(px, want_x) and np.array_equal(py, want_y), z
+        assert np.array_equal(radius, splat_radius_px(radius_m, lat, z)), z
+
+
+def street_cells() -> tuple[np.ndarray, np.ndarray]:
+    a = h3i.latlng_to_cell(42.311, -72.641, 13)
+    b = h3i.latlng_to_cell(42.313, -72.636, 13)
+    cells = np.unique(np.array(h3i.grid_path_cells(a, b), dtype=np.uint64))
+    return cells, np.arange(1.0, cells.size + 1.0)
+
+
+def build(root: Path, cache: TileCache, cells: np.ndarray, heat: np.ndarray) -> dict[str, bytes]:
+    write_heat_tiles(
+        cells, heat, layer="all", out_root=root, min_zoom=12, public_max_zoom=14, max_zoom=16,
+        heat_resolution=13, cache=cache,
+    )  # fmt: skip
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def forget_geometry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a new process: nothing remembered, no file read yet."""
+    monkeypatch.setattr(tile_levels, "_GEOMETRY", {})
+    monkeypatch.setattr(tile_levels, "_LOADED", set())
+    monkeypatch.setattr(tile_levels, "_GREW", set())
+
+
+def test_cell_geometry_is_kept_in_state_and_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cells, heat = street_cells()
+    forget_geometry(monkeypatch)
+    cache = TileCache(tmp_path / "tile_cache", None, "000001-a")
+    full = build(tmp_path / "a", cache, cells, heat)
+    assert len(full) > 5 and cache.geometry_path.is_file()
+
+    # Another process with the file: the same bytes, and no centre looked up again.
+    forget_geometry(monkeypatch)
+    looked_up: list[int] = []
+    real = tile_levels.cell_centres
+    monkeypatch.setattr(
+        tile_levels, "cell_centres", lambda c: (looked_up.append(len(c)), real(c))[1]
+    )
+    assert build(tmp_path / "b", cache, cells, heat) == full
+    assert looked_up == []
+
+    # The file is what was drawn from: move every centre and the tiles move.
+    with np.load(cache.geometry_path) as data:
+        arrays = dict(data)
+    arrays["lat13"] = arrays["lat13"] + 0.001
+    np.savez(cache.geometry_path, **arrays)
+    forget_geometry(monkeypatch)
+    assert build(tmp_path / "c", cache, cells, heat) != full
+
+    # ... unless it was computed otherwise (another h3, another radius rule): then ignored.
+    arrays["key"] = np.array("h3 0.0; something else")
+    np.savez(cache.geometry_path, **arrays)
+    forget_geometry(monkeypatch)
+    assert build(tmp_path / "d", cache, cells, heat) == full
+    assert looked_up  # looked up again
