@@ -37,13 +37,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.raster_v2 import render_tiles as render_tiles_v2  # noqa: E402
+from heatmetro.core.config import load_config  # noqa: E402
 from heatmetro.core.months import window_months  # noqa: E402
 from heatmetro.flows.importers.jsonl import write_jsonl  # noqa: E402
 from heatmetro.flows.importers.valleybike import valleybike_events  # noqa: E402
 from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs  # noqa: E402
+from heatmetro.site_builder import tiles as tiles_module  # noqa: E402
+from heatmetro.site_builder.load import load_window  # noqa: E402
+from heatmetro.site_builder.png import encode_indexed_png, encode_scanlines  # noqa: E402
+from heatmetro.site_builder.raster import ZoomPlan, plan_zoom, render_tiles  # noqa: E402
+from heatmetro.site_builder.tile_levels import levels_for, sum_by_cell  # noqa: E402
+from heatmetro.site_builder.tile_math import Projected, resolution_for_zoom  # noqa: E402
+from heatmetro.state.shards import ShardedStore  # noqa: E402
+from heatmetro.state.view import ReadView  # noqa: E402
 
 HEATMETRO = [sys.executable, "-m", "heatmetro.cli"]
 BENCH_SALT = "bench-salt-not-secret"
@@ -133,6 +145,77 @@ def snapshot(label: str, project: Path, config: Path, month: str) -> Run:
     )
 
 
+def zoom_plans(config_path: Path, month: str) -> list[ZoomPlan]:
+    """Every layer's plan of every zoom of a project's snapshot, as ``write_heat_tiles``
+    makes them."""
+    os.environ.setdefault("HEATMETRO_SALT", BENCH_SALT)
+    config = load_config(config_path)
+    dbs = ShardedStore.open(config.state_dir, config.shards).connect_all()
+    try:
+        with ReadView(dbs) as view:
+            window = load_window(
+                view, month, min_athletes=config.min_athletes,
+                max_per_athlete=config.max_per_athlete, sport_layers=config.sport_layers,
+                night=config.night_layer,
+            )  # fmt: skip
+    finally:
+        for db in dbs:
+            db.close()
+    zooms = range(config.min_zoom, config.max_zoom + 1)
+    res_of = {z: resolution_for_zoom(z, config.heat_resolution) for z in zooms}
+    plans = []
+    for lh in window.heat.values():
+        if not len(lh.cells):
+            continue
+        cells, heat = sum_by_cell(lh.cells, lh.heat)
+        levels = levels_for(cells, heat, config.heat_resolution, set(res_of.values()))
+        for z in zooms:
+            lvl = levels[res_of[z]]
+            px, py, radius = Projected.of(lvl.lng, lvl.lat, lvl.radius_m).at(z)
+            plans.append(plan_zoom(px, py, radius, lvl.level, z))
+    return plans
+
+
+def draw_and_encode(plans: list[ZoomPlan], baseline: bool) -> tuple[int, float]:
+    """Tiles drawn and PNG-encoded from ``plans`` in this process, and the seconds taken,
+    by the current rasteriser or the RENDER_VERSION 2 one (``bench/raster_v2.py``)."""
+    header = tiles_module._HEADER
+    n = 0
+    t0 = time.perf_counter()
+    for plan in plans:
+        every = np.arange(plan.tile_key.size)
+        if baseline:
+            for _, levels in render_tiles_v2(plan, every):
+                encode_indexed_png(levels, header)
+                n += 1
+        else:
+            for _, scanlines in render_tiles(plan, every):
+                encode_scanlines(scanlines, header)
+                n += 1
+    return n, time.perf_counter() - t0
+
+
+def draw_rate(config_path: Path, month: str, rounds: int = 5) -> str:
+    """Draw + encode, current vs the RENDER_VERSION 2 rasteriser, same plans, same process,
+    alternating: the median ratio and the median tiles/s of each on this one core."""
+    plans = zoom_plans(config_path, month)
+    draw_and_encode(plans, baseline=False)  # warm both up (allocations, caches)
+    draw_and_encode(plans, baseline=True)
+    new, old = [], []
+    for _ in range(rounds):
+        n, s_new = draw_and_encode(plans, baseline=False)
+        _, s_old = draw_and_encode(plans, baseline=True)
+        new.append(s_new)
+        old.append(s_old)
+    ratios = sorted(o / w for o, w in zip(old, new, strict=True))
+    med = rounds // 2
+    return (
+        f"draw + encode, {n:,} tiles in this process ({rounds} rounds, median): "
+        f"{n / sorted(new)[med]:,.0f} tiles/s per core now, {n / sorted(old)[med]:,.0f} with the "
+        f"RENDER_VERSION 2 rasteriser: {ratios[med]:.2f}x [{ratios[0]:.2f}x..{ratios[-1]:.2f}x]"
+    )
+
+
 def change_one_percent(db_path: Path) -> int:
     """Drop the athlete-month rows of every 100th athlete (sorted ids); how many athletes."""
     with sqlite3.connect(db_path) as db:
@@ -195,6 +278,7 @@ def main() -> int:
         for fmt in ("png", "pmtiles"):
             full[fmt] = snapshot(fmt, p13, write_config(p13, 13, out=fmt, fmt=fmt), month)
             runs.append(full[fmt])
+        draw_line = draw_rate(p13 / "site.toml", month)
         changed = change_one_percent(db13)
         rebuild, fresh, identical = {}, {}, {}
         for fmt in ("png", "pmtiles"):
@@ -222,6 +306,7 @@ def main() -> int:
                 f"{rate:>8,.0f}{r.reused:>7,}{r.peak_rss_mb:>7,.0f}"
             )
         png = full["png"]
+        print(f"\n{draw_line}")
         print(
             f"\nsnapshot time res13/res11 (png): {png.seconds / full11.seconds:.2f}x "
             f"(tile stage {png.tile_seconds / max(full11.tile_seconds, 1e-9):.2f}x)"

@@ -64,22 +64,49 @@ def runs(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def plan_zoom(
     px: np.ndarray, py: np.ndarray, radius: np.ndarray, level: np.ndarray, z: int
 ) -> ZoomPlan:
-    """Every (cell, tile) whose splat bounding box touches the tile, grouped by tile."""
+    """Every (cell, tile) whose splat bounding box touches the tile, grouped by tile.
+
+    Within a tile the order of the pairs is fixed by the input but otherwise arbitrary:
+    nothing drawn or digested depends on it (maxima and order-free sums).
+    """
     n = 1 << z
-    tx0 = np.floor((px - radius) / TILE_SIZE).astype(np.int64)
-    tx1 = np.floor((px + radius) / TILE_SIZE).astype(np.int64)
-    ty0 = np.clip(np.floor((py - radius) / TILE_SIZE).astype(np.int64), 0, n - 1)
-    ty1 = np.clip(np.floor((py + radius) / TILE_SIZE).astype(np.int64), 0, n - 1)
-    nx = tx1 - tx0 + 1
-    cell, j = runs(nx * (ty1 - ty0 + 1))
-    tx_raw = tx0[cell] + j % nx[cell]
-    ty = ty0[cell] + j // nx[cell]
-    key = np.mod(tx_raw, n) * n + ty
-    order = np.argsort(key, kind="stable")  # stable: deterministic order within a tile
-    cell, tx_raw, ty, key = cell[order], tx_raw[order], ty[order], key[order]
+    inv = 1.0 / TILE_SIZE  # exact: the same floors as dividing
+    tx0 = np.floor((px - radius) * inv).astype(np.int64)
+    tx1 = np.floor((px + radius) * inv).astype(np.int64)
+    ty0 = np.clip(np.floor((py - radius) * inv).astype(np.int64), 0, n - 1)
+    ty1 = np.clip(np.floor((py + radius) * inv).astype(np.int64), 0, n - 1)
+    nx, ny = tx1 - tx0 + 1, ty1 - ty0 + 1
+    # Most splats lie in one tile; only those crossing a border are expanded.
+    multi = np.flatnonzero((nx > 1) | (ny > 1))
+    if multi.size:
+        single = np.flatnonzero((nx == 1) & (ny == 1))
+        m, j = runs(nx[multi] * ny[multi])
+        crossing = multi[m]
+        cell = np.concatenate([single, crossing])
+        tx_raw = np.concatenate([tx0[single], tx0[crossing] + j % nx[crossing]])
+        ty = np.concatenate([ty0[single], ty0[crossing] + j // nx[crossing]])
+    else:
+        cell, tx_raw, ty = np.arange(px.size, dtype=np.int64), tx0, ty0
+    wx = tx_raw & (n - 1)  # wraps -1 and n across the antimeridian (n is a power of 2)
+    order = _tile_order(wx, ty)
+    cell, tx_raw, ty = cell[order], tx_raw[order], ty[order]
+    key = wx[order] * n + ty
     start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, int)
     end = np.r_[start[1:], key.size].astype(np.int64)
     return ZoomPlan(z, px, py, radius, level, cell, tx_raw, ty, key[start], start, end)
+
+
+def _tile_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A stable order by ``(x, y)``: a radix sort of 16-bit ranks when the tiles span few
+    enough (a city), else a merge sort of the 64-bit keys."""
+    if x.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    x0, y0 = int(x.min()), int(y.min())
+    height = int(y.max()) - y0 + 1
+    if (int(x.max()) - x0 + 1) * height <= 1 << 16:
+        rank = ((x - x0) * height + (y - y0)).astype(np.uint16)
+        return np.argsort(rank, kind="stable")
+    return np.argsort(x * (int(y.max()) + 1) + y, kind="stable")
 
 
 #: Bytes of one tile as PNG scanlines: 256 rows of a filter byte (0) and 256 levels.
