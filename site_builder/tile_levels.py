@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import h3
 import numpy as np
 
-from heatmetro.core.cells import cell_centres
+from heatmetro.core.h3_vector import cells_to_latlng
 from heatmetro.site_builder.tile_colours import MIN_INTENSITY
 from heatmetro.site_builder.tile_math import RADIUS_ANCESTOR_RES, cell_radius_m
 from heatmetro.state.aggregates import cells_to_parent
@@ -88,7 +89,7 @@ def intensity(heat: np.ndarray) -> np.ndarray:
 
 
 # Centres and radii of the cells seen so far, per resolution (sorted ids): every layer of
-# a snapshot draws mostly the same cells, and a centre is one h3 call per cell. Kept in
+# a snapshot draws mostly the same cells, and a centre lookup is not free. Kept in
 # state_dir between snapshots too (``load_geometry``/``save_geometry``): next month's
 # snapshot draws mostly the same streets.
 _GEOMETRY: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -97,7 +98,8 @@ _GREW: set[int] = set()  # resolutions with cells not yet saved
 _LOADED: set[Path] = set()
 #: Names what the saved geometry was computed with: anything else is not trusted.
 GEOMETRY_KEY = (
-    f"h3 {h3.__version__}; radius from the ancestor's area up to res {RADIUS_ANCESTOR_RES}"
+    f"centres h3ronpy {version('h3ronpy')}, areas h3 {h3.__version__}, "
+    f"radius from the ancestor's area up to res {RADIUS_ANCESTOR_RES}"
 )
 
 
@@ -149,7 +151,7 @@ def cell_geometry(cells: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray, 
     have = (ids[pos] == cells) if ids.size else np.zeros(cells.size, dtype=bool)
     new = cells[~have]
     if new.size:
-        nlat, nlng = cell_centres(new)
+        nlat, nlng = cells_to_latlng(new)  # vectorised: ~0.3 us a cell
         ids = np.concatenate([ids, new])
         order = np.argsort(ids, kind="stable")
         ids = ids[order]

@@ -150,9 +150,9 @@ def test_cell_geometry_is_kept_in_state_and_read_back(
     # Another process with the file: the same bytes, and no centre looked up again.
     forget_geometry(monkeypatch)
     looked_up: list[int] = []
-    real = tile_levels.cell_centres
+    real = tile_levels.cells_to_latlng
     monkeypatch.setattr(
-        tile_levels, "cell_centres", lambda c: (looked_up.append(len(c)), real(c))[1]
+        tile_levels, "cells_to_latlng", lambda c: (looked_up.append(len(c)), real(c))[1]
     )
     assert build(tmp_path / "b", cache, cells, heat) == full
     assert looked_up == []
