@@ -8,7 +8,11 @@ Steps, all through the real CLI on real ValleyBike rides (the six months in
    of GPS track (trimmed paths + per-athlete heat aggregates) for each.
 2. Full snapshot of each (every core), under ``/usr/bin/time -v``: wall time, peak RSS;
    and the res-13 one with ``tile_workers = 1``: tiles/s of ONE core in the tile stage
-   (the sum of the per-layer figures the CLI prints).
+   (the sum of the per-layer figures, in ms, the CLI prints). Then, in this process on
+   the same plans, drawing + PNG encoding by the current rasteriser against the
+   RENDER_VERSION 2 one (``bench/raster_v2.py``), alternating: their ratio, and apart
+   the time this machine takes to create that many PNG files (the part of a ``png``
+   tile stage no code here controls).
 3. Change 1% of the athletes (every 100th: their athlete-month rows are dropped, as an
    opt-out would), rebuild incrementally on top of the published build, and compare
    with a full build of the changed store in a fresh folder: time ratio and
@@ -54,6 +58,7 @@ from heatmetro.site_builder.png import encode_indexed_png, encode_scanlines  # n
 from heatmetro.site_builder.raster import ZoomPlan, plan_zoom, render_tiles  # noqa: E402
 from heatmetro.site_builder.tile_levels import levels_for, sum_by_cell  # noqa: E402
 from heatmetro.site_builder.tile_math import Projected, resolution_for_zoom  # noqa: E402
+from heatmetro.site_builder.tile_output import PngTreeSink  # noqa: E402
 from heatmetro.state.shards import ShardedStore  # noqa: E402
 from heatmetro.state.view import ReadView  # noqa: E402
 
@@ -176,43 +181,54 @@ def zoom_plans(config_path: Path, month: str) -> list[ZoomPlan]:
     return plans
 
 
-def draw_and_encode(plans: list[ZoomPlan], baseline: bool) -> tuple[int, float]:
-    """Tiles drawn and PNG-encoded from ``plans`` in this process, and the seconds taken,
+def draw_and_encode(plans: list[ZoomPlan], baseline: bool) -> tuple[list[bytes], float]:
+    """PNG bytes of every tile of ``plans`` drawn in this process, and the seconds taken,
     by the current rasteriser or the RENDER_VERSION 2 one (``bench/raster_v2.py``)."""
     header = tiles_module._HEADER
-    n = 0
+    out = []
     t0 = time.perf_counter()
     for plan in plans:
         every = np.arange(plan.tile_key.size)
         if baseline:
-            for _, levels in render_tiles_v2(plan, every):
-                encode_indexed_png(levels, header)
-                n += 1
+            out += [encode_indexed_png(lv, header) for _, lv in render_tiles_v2(plan, every)]
         else:
-            for _, scanlines in render_tiles(plan, every):
-                encode_scanlines(scanlines, header)
-                n += 1
-    return n, time.perf_counter() - t0
+            out += [encode_scanlines(rows, header) for _, rows in render_tiles(plan, every)]
+    return out, time.perf_counter() - t0
 
 
-def draw_rate(config_path: Path, month: str, rounds: int = 5) -> str:
+def write_files(root: Path, data: list[bytes]) -> float:
+    """Seconds to write ``data`` as a fresh PNG tree the way a snapshot does (40 per folder)."""
+    sink = PngTreeSink(root, "all", 99, None)
+    t0 = time.perf_counter()
+    for i, tile in enumerate(data):
+        sink.put(16, i // 40, i % 40, tile)
+    sink.close((0.0, 0.0, 0.0, 0.0))
+    return time.perf_counter() - t0
+
+
+def draw_rate(config_path: Path, month: str, scratch: Path, rounds: int = 5) -> str:
     """Draw + encode, current vs the RENDER_VERSION 2 rasteriser, same plans, same process,
-    alternating: the median ratio and the median tiles/s of each on this one core."""
+    alternating (the median ratio and tiles/s of each on this one core); and, apart, the
+    time this machine takes to create the PNG files."""
     plans = zoom_plans(config_path, month)
     draw_and_encode(plans, baseline=False)  # warm both up (allocations, caches)
     draw_and_encode(plans, baseline=True)
-    new, old = [], []
-    for _ in range(rounds):
-        n, s_new = draw_and_encode(plans, baseline=False)
+    new, old, files = [], [], []
+    for r in range(rounds):
+        data, s_new = draw_and_encode(plans, baseline=False)
         _, s_old = draw_and_encode(plans, baseline=True)
+        files.append(write_files(scratch / f"files-{r}", data))
         new.append(s_new)
         old.append(s_old)
+    n = len(data)
     ratios = sorted(o / w for o, w in zip(old, new, strict=True))
     med = rounds // 2
     return (
         f"draw + encode, {n:,} tiles in this process ({rounds} rounds, median): "
         f"{n / sorted(new)[med]:,.0f} tiles/s per core now, {n / sorted(old)[med]:,.0f} with the "
-        f"RENDER_VERSION 2 rasteriser: {ratios[med]:.2f}x [{ratios[0]:.2f}x..{ratios[-1]:.2f}x]"
+        f"RENDER_VERSION 2 rasteriser: {ratios[med]:.2f}x [{ratios[0]:.2f}x..{ratios[-1]:.2f}x]; "
+        f"creating their {n:,} PNG files apart: {sorted(files)[med] * 1000:,.0f} ms "
+        f"[{min(files) * 1000:,.0f}..{max(files) * 1000:,.0f}]"
     )
 
 
@@ -278,7 +294,7 @@ def main() -> int:
         for fmt in ("png", "pmtiles"):
             full[fmt] = snapshot(fmt, p13, write_config(p13, 13, out=fmt, fmt=fmt), month)
             runs.append(full[fmt])
-        draw_line = draw_rate(p13 / "site.toml", month)
+        draw_line = draw_rate(p13 / "site.toml", month, root / "scratch")
         changed = change_one_percent(db13)
         rebuild, fresh, identical = {}, {}, {}
         for fmt in ("png", "pmtiles"):
