@@ -136,13 +136,11 @@ def render_tiles(plan: ZoomPlan, tiles: np.ndarray) -> Iterator[tuple[int, np.nd
     if tiles.size == 0:
         return
     n_pairs = plan.tile_end[tiles] - plan.tile_start[tiles]
-    # Upper bound of the pixels each tile's pairs write: their discs' bounding squares.
-    side = 2 * np.ceil(plan.radius).astype(np.int64) + 2
     t_of, off = runs(n_pairs)
     pair_idx = plan.tile_start[tiles][t_of] + off
-    cost = np.cumsum(
-        np.bincount(t_of, weights=side[plan.pair_cell[pair_idx]] ** 2, minlength=tiles.size)
-    )
+    # Upper bound of the pixels each tile's pairs write: their discs' bounding squares.
+    side = 2 * np.ceil(plan.radius[plan.pair_cell[pair_idx]]) + 2
+    cost = np.cumsum(np.bincount(t_of, weights=side * side, minlength=tiles.size))
     pair_bounds = np.r_[0, np.cumsum(n_pairs)]
     spare = _SPARE.pop() if _SPARE else None
     if spare is not None and len(spare) >= BATCH_TILES:
