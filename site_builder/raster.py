@@ -242,9 +242,9 @@ def expand(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """The runs ``start[i], start[i] + 1, ..., start[i] + length[i] - 1``, concatenated:
     ``(i of each element, element)``.
 
-    ``runs`` by another route, faster for many short runs: the run index is a cumulative
-    sum of steps placed where runs begin, then whole-array gathers (``np.repeat`` with
-    counts copies element by element).
+    Faster than ``np.repeat`` (which copies element by element) for many short runs: the
+    run index is a cumulative sum of steps placed where runs begin, then whole-array
+    gathers.
     """
     total = int(length.sum())
     if total == 0:
