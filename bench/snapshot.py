@@ -245,11 +245,17 @@ def change_one_percent(db_path: Path) -> int:
 
 
 def same_tree(a: Path, b: Path) -> bool:
+    """Whether two trees hold the same files with the same bytes (the differences, if
+    any, are printed: a NO must come with its evidence)."""
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     if files_a != files_b:
+        only = sorted(set(files_a) ^ set(files_b))
+        print(f"{a} vs {b}: {len(only)} files in one only: {only[:5]}", file=sys.stderr)
         return False
     _, mismatch, errors = filecmp.cmpfiles(a, b, [str(p) for p in files_a], shallow=False)
+    if mismatch or errors:
+        print(f"{a} vs {b}: differ {mismatch[:5]}, unreadable {errors[:5]}", file=sys.stderr)
     return not mismatch and not errors
 
 
