@@ -35,6 +35,7 @@ from heatmetro.site_builder.tile_cache import (
 )
 from heatmetro.site_builder.tile_colours import LUT
 from heatmetro.site_builder.tile_levels import (
+    GEOMETRY_KEY,
     levels_for,
     load_geometry,
     save_geometry,
@@ -202,6 +203,7 @@ def write_heat_tiles(
         settings = settings_digest(
             version=RENDER_VERSION, format=tiles_format, z=z, res=res_of[z],
             public=z <= public_max_zoom, tile=TILE_SIZE,
+            geometry=GEOMETRY_KEY,  # another h3 may move centres by a bit: draw again
         )  # fmt: skip
         ids.append(tile_ids(z, plan.tile_key))
         digests.append(tile_digests(plan, lvl.cells, settings))
