@@ -70,6 +70,7 @@ def run_snapshot(
                 month,
                 min_athletes=config.min_athletes,
                 max_per_athlete=config.max_per_athlete,
+                threshold_ring=config.threshold_ring,
                 sport_layers=config.sport_layers,
                 night=config.night_layer,
             )
@@ -235,6 +236,7 @@ def _write_metadata(build, window, config, counts, metro_rows, when, bounds) -> 
         "built_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "thresholds": {
             "min_athletes": config.min_athletes,
+            "threshold_ring": config.threshold_ring,
             "max_per_athlete": config.max_per_athlete,
             "round_to": config.round_to,
             "public_max_zoom": config.public_max_zoom,

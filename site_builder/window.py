@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import h3.api.basic_int as h3
 import numpy as np
 
 
@@ -16,7 +17,8 @@ class LayerHeat:
 
     Attributes:
         layer: ``all``, ``ride``, ``run``, ``water`` or ``winter``.
-        cells: H3 cells (uint64) that reached ``min_athletes`` distinct athletes, sorted.
+        cells: ridden H3 cells (uint64) with ``min_athletes`` distinct athletes in the
+            cell or within ``threshold_ring`` rings of it, sorted.
         heat: per cell, the sum over athletes of ``min(activities, max_per_athlete)``.
         athletes: per cell, how many distinct athletes contributed.
     """
@@ -25,6 +27,10 @@ class LayerHeat:
     cells: np.ndarray
     heat: np.ndarray
     athletes: np.ndarray
+    # Partial results only (``publishable_heat(partial=True)``): distinct athletes near
+    # each cell of ``nearby_cells``, for the cluster snapshot to add up before thresholds.
+    nearby_cells: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    nearby: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
 
 
 @dataclass(frozen=True)
@@ -52,11 +58,25 @@ class WindowData:
 
 
 def publishable_heat(
-    layer: str, per_athlete: np.ndarray, min_athletes: int, max_per_athlete: int
+    layer: str,
+    per_athlete: np.ndarray,
+    min_athletes: int,
+    max_per_athlete: int,
+    *,
+    threshold_ring: int,
+    partial: bool = False,
 ) -> LayerHeat:
-    """Cap each athlete's weight per cell, then keep cells with enough distinct athletes.
+    """Cap each athlete's weight per cell, then keep the ridden cells with enough distinct
+    athletes in their neighbourhood: the cell and the cells within ``threshold_ring`` rings.
 
     ``per_athlete`` has one row per (athlete, cell) with the athlete's activity count.
+    Ring 0 is the plain per-cell rule. Ring 1 (7 cells, the area of one cell a resolution
+    coarser but centred on the cell) lets a street ridden by ``min_athletes`` people whose
+    tracks are metres apart read as one line, where few single cells hold all of them.
+
+    ``partial``: no threshold; ``nearby_cells``/``nearby`` then hold this input's distinct
+    athletes around every cell of the neighbourhoods, so that partial results over
+    disjoint sets of athletes add up (the cluster snapshot, ``publish_partials``).
     """
     if len(per_athlete) == 0:
         empty = np.zeros(0, np.uint64)
@@ -65,5 +85,82 @@ def publishable_heat(
     cells, inv = np.unique(per_athlete["cell"], return_inverse=True)
     heat = np.bincount(inv, weights=capped, minlength=len(cells))
     athletes = np.bincount(inv, minlength=len(cells)).astype(np.uint32)
-    keep = athletes >= min_athletes
+    near_cells, near = nearby_athletes(per_athlete["athlete"], cells, inv, threshold_ring)
+    if partial:
+        return LayerHeat(layer, cells, heat, athletes, near_cells, near)
+    keep = near[np.searchsorted(near_cells, cells)] >= min_athletes
     return LayerHeat(layer, cells[keep], heat[keep], athletes[keep])
+
+
+def publish_partials(
+    layer: str,
+    cells: np.ndarray,
+    heat: np.ndarray,
+    athletes: np.ndarray,
+    near_cells: np.ndarray,
+    near: np.ndarray,
+    min_athletes: int,
+) -> LayerHeat:
+    """The threshold of ``publishable_heat`` over partial results of disjoint athletes.
+
+    Each argument array may repeat a cell (one row per part); counts of distinct athletes
+    add up because no athlete is in two parts.
+    """
+    uniq, inv = np.unique(cells, return_inverse=True)
+    # Heat sums are sums of small integers: exact in float64 whatever the order.
+    h = np.bincount(inv, weights=heat, minlength=len(uniq))
+    a = np.bincount(inv, weights=athletes, minlength=len(uniq)).astype(np.uint32)
+    nu, ninv = np.unique(near_cells, return_inverse=True)
+    n = np.bincount(ninv, weights=near, minlength=len(nu))
+    keep = n[np.searchsorted(nu, uniq)] >= min_athletes
+    return LayerHeat(layer, uniq[keep], h[keep], a[keep])
+
+
+_CHUNK_ROWS = 1 << 20  # rows expanded at once (x7 or x19 neighbours): bounds peak memory
+
+
+def nearby_athletes(
+    athlete: np.ndarray, cells: np.ndarray, inv: np.ndarray, ring: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct athletes within ``ring`` rings of each cell near a ridden one.
+
+    Args:
+        athlete: per row, the athlete (rows are distinct (athlete, cell) pairs).
+        cells: the distinct ridden cells, sorted; ``inv`` maps each row to one.
+        ring: 0 (the cell alone), 1 or 2.
+
+    Returns:
+        The cells within ``ring`` of a ridden cell (sorted) and, per cell, the number of
+        distinct athletes who rode it or a cell within ``ring`` rings of it.
+    """
+    if ring == 0:
+        return cells, np.bincount(inv, minlength=len(cells)).astype(np.uint32)
+    disks = _disks(cells, ring)
+    near_cells, flat = np.unique(disks, return_inverse=True)
+    disk_idx = flat.reshape(disks.shape).astype(np.int64)
+    counts = np.zeros(len(near_cells), np.int64)
+    order = np.argsort(athlete, kind="stable")
+    ath = athlete[order].astype(np.int64)
+    row_cell = inv.reshape(-1)[order]
+    # Chunks end at an athlete's last row, so no athlete is counted twice in a cell.
+    step = max(1, _CHUNK_ROWS // disks.shape[1])
+    lo = 0
+    while lo < len(ath):
+        hi = min(lo + step, len(ath))
+        hi = int(np.searchsorted(ath, ath[hi - 1], side="right"))
+        keys = ath[lo:hi, None] * len(near_cells) + disk_idx[row_cell[lo:hi]]
+        distinct = np.unique(keys)
+        counts += np.bincount(distinct % len(near_cells), minlength=len(near_cells))
+        lo = hi
+    return near_cells, counts.astype(np.uint32)
+
+
+def _disks(cells: np.ndarray, ring: int) -> np.ndarray:
+    """Per cell, the cells within ``ring`` rings (pentagons' shorter disks padded with the
+    cell itself; repeats do not change a distinct count)."""
+    width = 1 + 3 * ring * (ring + 1)
+    out = np.repeat(cells[:, None], width, axis=1)
+    for i, c in enumerate(cells.tolist()):
+        disk = h3.grid_disk(c, ring)
+        out[i, : len(disk)] = disk
+    return out

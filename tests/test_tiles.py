@@ -511,7 +511,7 @@ def test_z16_streets_30_m_apart_are_two_thin_lines_and_a_street_of_two_is_dark(
             arr["cell"], arr["n"] = cells, 1
             rows.append(with_athlete(arr, athlete))
             athlete += 1
-    published = publishable_heat("all", np.concatenate(rows), 3, 10)
+    published = publishable_heat("all", np.concatenate(rows), 3, 10, threshold_ring=1)
     write_heat_tiles(
         published.cells, published.heat, layer="all", out_root=tmp_path, min_zoom=z,
         public_max_zoom=z, max_zoom=z, heat_resolution=res,

@@ -63,6 +63,9 @@ class Config(BaseModel):
     template_dir: Path | None = None
     base_map: Path | None = None  # an OpenStreetMap .osm.pbf: Metro counts per street edge
     heat_resolution: int = Field(13, ge=5, le=13)
+    # A heat cell is drawn if ridden and min_athletes distinct athletes rode it or a cell
+    # within this many rings of it (README "Tiles"): 0 = the cell alone.
+    threshold_ring: int = Field(1, ge=0, le=2)
     metro_resolution: int = Field(10, ge=5, le=12)
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
