@@ -41,7 +41,12 @@ from heatmetro.core.months import check_month, last_complete_month
 from heatmetro.core.sports import NIGHT_LAYER, sport_layer
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.snapshot import SnapshotResult, build_site, build_time
-from heatmetro.site_builder.window import LayerHeat, WindowData, publish_partials
+from heatmetro.site_builder.window import (
+    LayerHeat,
+    WindowData,
+    publish_partials,
+    thin_to_lines,
+)
 from heatmetro.state.aggregates import cells_to_parent
 from heatmetro.state.rebuild import MonthRow
 from heatmetro.state.records import EDGE_KEY, HEX_KEY, LAYERS, OD_KEY, group_sum
@@ -169,7 +174,7 @@ def _threshold(min_athletes: int) -> Any:
             np.concatenate([p[i] for p in parts]) for i in range(3, 8)
         )
         lh = publish_partials(parts[0][2], cells, heat, athletes, near_cells, near, min_athletes)
-        return kv[0], ("heat", lh.layer, lh.cells, lh.heat, lh.athletes)
+        return kv[0], ("heat", lh.layer, lh.cells, lh.heat, lh.athletes, lh.nearby_cells)
 
     return finish
 
@@ -218,8 +223,11 @@ def _global_window(local: WindowData, collected: list[Any], config: Config) -> W
             order = np.argsort(cells, kind="stable")
             hs = np.concatenate([p[3] for p in parts])[order]
             ats = np.concatenate([p[4] for p in parts])[order]
-            if len(cells) or layer in LAYERS:
-                heat[layer] = LayerHeat(layer, cells[order], hs, ats)
+            lh = LayerHeat(layer, cells[order], hs, ats)
+            if config.threshold_ring:  # needs every region's cells: after the exchange
+                lh = thin_to_lines(lh, np.sort(np.concatenate([p[5] for p in parts])))
+            if len(lh.cells) or layer in LAYERS:
+                heat[layer] = lh
         elif layer in LAYERS:
             empty = local.heat[layer]
             heat[layer] = LayerHeat(layer, empty.cells[:0], empty.heat[:0], empty.athletes[:0])

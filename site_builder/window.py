@@ -89,7 +89,10 @@ def publishable_heat(
     if partial:
         return LayerHeat(layer, cells, heat, athletes, near_cells, near)
     keep = near[np.searchsorted(near_cells, cells)] >= min_athletes
-    return LayerHeat(layer, cells[keep], heat[keep], athletes[keep])
+    published = LayerHeat(layer, cells[keep], heat[keep], athletes[keep])
+    if not threshold_ring:
+        return published
+    return thin_to_lines(published, near_cells[near >= min_athletes])
 
 
 def publish_partials(
@@ -101,10 +104,12 @@ def publish_partials(
     near: np.ndarray,
     min_athletes: int,
 ) -> LayerHeat:
-    """The threshold of ``publishable_heat`` over partial results of disjoint athletes.
+    """The threshold of ``publishable_heat`` over partial results of disjoint athletes,
+    before ``thin_to_lines`` (which needs every region's cells).
 
     Each argument array may repeat a cell (one row per part); counts of distinct athletes
-    add up because no athlete is in two parts.
+    add up because no athlete is in two parts. ``nearby_cells`` of the result: the cells
+    that met the threshold, ridden or not (``thin_to_lines``'s ``open_cells``).
     """
     uniq, inv = np.unique(cells, return_inverse=True)
     # Heat sums are sums of small integers: exact in float64 whatever the order.
@@ -113,7 +118,8 @@ def publish_partials(
     nu, ninv = np.unique(near_cells, return_inverse=True)
     n = np.bincount(ninv, weights=near, minlength=len(nu))
     keep = n[np.searchsorted(nu, uniq)] >= min_athletes
-    return LayerHeat(layer, uniq[keep], h[keep], a[keep])
+    met = n >= min_athletes
+    return LayerHeat(layer, uniq[keep], h[keep], a[keep], nu[met], n[met].astype(np.uint32))
 
 
 _CHUNK_ROWS = 1 << 20  # rows expanded at once (x7 or x19 neighbours): bounds peak memory
@@ -164,3 +170,88 @@ def _disks(cells: np.ndarray, ring: int) -> np.ndarray:
         disk = h3.grid_disk(c, ring)
         out[i, : len(disk)] = disk
     return out
+
+
+THIN_RING = 2  # each cell looks this many rings around it for the middle of the heat
+
+
+def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
+    """Draw each street as a line through the middle of its heat, not as the band of
+    every lane and GPS error beside it.
+
+    Each published cell gives its heat to the cell holding the middle of its
+    neighbourhood: the centre of the published cells within ``THIN_RING`` rings of it,
+    weighted by their distinct athletes. Across a street those middles fall on one line;
+    along it they move smoothly from cell to cell, so the line is unbroken. Inside an
+    area ridden all over, the middle is the cell itself: nothing moves. Heat is moved,
+    never made, so a coarser zoom (parents, heat summed) sees the same heat.
+
+    Args:
+        lh: the published cells (ridden, threshold met).
+        open_cells: sorted cells that met the threshold whether ridden or not (a middle
+            may fall between two lanes); a cell whose middle is not one keeps its heat.
+
+    Returns:
+        The drawn cells: each met the threshold and lies within the published cells'
+        neighbourhoods. A pure function of its inputs, so a cluster snapshot gets the
+        same once it has gathered them.
+    """
+    n = len(lh.cells)
+    if n == 0:
+        return lh
+    disks = _disks(lh.cells, THIN_RING)
+    pos = np.searchsorted(lh.cells, disks)
+    pos[pos == n] = 0
+    known = lh.cells[pos] == disks  # the published cells of each disk (the centre is one)
+    xyz = _unit_vectors(lh.cells)
+    w = np.where(known, lh.athletes[pos].astype(np.float64), 0.0)
+    middle = np.einsum("ij,ijk->ik", w, xyz[pos])
+    res = h3.get_resolution(int(lh.cells[0]))
+    target = _cells_at(middle, res)
+    at = np.minimum(np.searchsorted(open_cells, target), len(open_cells) - 1)
+    target = np.where(open_cells[at] == target, target, lh.cells)  # no middle: stay
+    # Cells near each other whose middles are not neighbours: join the middles along the
+    # grid, so that a street drawn unbroken stays so (the cells between must meet the
+    # threshold too).
+    voter, cell = [np.arange(n)], [target]
+    a, b = np.nonzero(known & (pos > np.arange(n)[:, None]))
+    b = pos[a, b]
+    moved = target[a] != target[b]
+    a, b = a[moved], b[moved]
+    txyz = _unit_vectors(np.concatenate([target[a], target[b]]))
+    area = np.array([h3.cell_area(c, "rads^2") for c in lh.cells.tolist()]).reshape(-1)
+    step = np.sqrt(2.0 * area / np.sqrt(3.0))  # centre spacing of hexagons of that area
+    far = _norm(txyz[: len(a)] - txyz[len(a) :]) > 1.5 * step[a]
+    for i, j in zip(a[far].tolist(), b[far].tolist(), strict=True):
+        path = np.array(h3.grid_path_cells(int(target[i]), int(target[j]))[1:-1], np.uint64)
+        at = np.minimum(np.searchsorted(open_cells, path), len(open_cells) - 1)
+        path = path[open_cells[at] == path]
+        voter.append(np.full(len(path), i))
+        cell.append(path)
+    voters, cells = np.concatenate(voter), np.concatenate(cell)
+    # Each published cell's heat is shared by its middle and the joins it made.
+    share = lh.heat[voters] / np.bincount(voters, minlength=n)[voters]
+    drawn, inv = np.unique(cells, return_inverse=True)
+    heat = np.bincount(inv.reshape(-1), weights=share, minlength=len(drawn))
+    own = np.minimum(np.searchsorted(lh.cells, drawn), n - 1)
+    athletes = np.where(lh.cells[own] == drawn, lh.athletes[own], 0).astype(np.uint32)
+    return LayerHeat(lh.layer, drawn, heat, athletes)
+
+
+def _cells_at(points: np.ndarray, res: int) -> np.ndarray:
+    """The res-``res`` cell holding each point (vectors, any length, from the centre)."""
+    lat = np.degrees(np.arcsin(points[:, 2] / _norm(points)))
+    lng = np.degrees(np.arctan2(points[:, 1], points[:, 0]))
+    cells = [h3.latlng_to_cell(a, b, res) for a, b in zip(lat.tolist(), lng.tolist(), strict=True)]
+    return np.array(cells, dtype=np.uint64).reshape(-1)
+
+
+def _norm(v: np.ndarray) -> np.ndarray:
+    return np.sqrt((v * v).sum(axis=-1))
+
+
+def _unit_vectors(cells: np.ndarray) -> np.ndarray:
+    """Cell centres as unit vectors (distances compare the same anywhere on the globe)."""
+    latlng = np.radians(np.array([h3.cell_to_latlng(c) for c in cells.tolist()]).reshape(-1, 2))
+    lat, lng = latlng[:, 0], latlng[:, 1]
+    return np.stack([np.cos(lat) * np.cos(lng), np.cos(lat) * np.sin(lng), np.sin(lat)], axis=1)
