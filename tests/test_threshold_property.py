@@ -9,8 +9,12 @@ A cluster snapshot, adding partial results of disjoint athletes, draws the same 
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import h3.api.basic_int as h3
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +25,7 @@ from heatmetro.site_builder.window import (
     thin_to_lines,
 )
 from heatmetro.state.records import HEAT_DTYPE, group_sum, with_athlete
+from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 
 ORIGIN = h3.latlng_to_cell(42.32, -72.63, 13)
 AREA = sorted(h3.grid_disk(ORIGIN, 5))  # 91 res-13 cells, ~70 m across
@@ -90,3 +95,15 @@ def test_partials_of_disjoint_athletes_add_up_to_the_whole(
     np.testing.assert_array_equal(got.cells, want.cells)
     np.testing.assert_array_equal(got.heat, want.heat)
     np.testing.assert_array_equal(got.athletes, want.athletes)
+
+
+@pytest.mark.parametrize(("ring", "res"), [(2, 13), (1, 12), (-1, 13)])
+def test_a_bad_threshold_ring_is_one_line_naming_it(tmp_path: Path, ring: int, res: int) -> None:
+    write_config(tmp_path, threshold_ring=ring, heat_resolution=res)
+    proc = subprocess.run(
+        [*HEATMETRO, "snapshot", "-c", str(tmp_path / "config.toml")],
+        capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=60,
+    )  # fmt: skip
+    err = proc.stderr.strip()
+    assert proc.returncode != 0 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "threshold_ring" in err and f"got {ring} at heat_resolution {res}" in err, err
