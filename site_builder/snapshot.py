@@ -24,7 +24,7 @@ from heatmetro.site_builder.publish import discard, new_build_dir, publish
 from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
 from heatmetro.site_builder.weekly import carry_weekly, publish_lock
-from heatmetro.site_builder.window import WindowData
+from heatmetro.site_builder.window import WindowData, neighbourhood_across_m
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 from heatmetro.state.view import ReadView
@@ -164,6 +164,11 @@ def build_site(
                 tiles_format=config.tiles_format,
                 metro_epsilon=config.metro_epsilon,
                 metro_delta=config.metro_delta,
+                threshold_across_m=(
+                    neighbourhood_across_m(config.heat_resolution, config.threshold_ring)
+                    if config.threshold_ring
+                    else 0
+                ),
             ),
             template_dir=config.template_dir,
         )

@@ -122,6 +122,12 @@ def publish_partials(
     return LayerHeat(layer, uniq[keep], h[keep], a[keep], nu[met], n[met].astype(np.uint32))
 
 
+def neighbourhood_across_m(heat_resolution: int, threshold_ring: int) -> int:
+    """How far across, in metres, the cells a threshold counts over are (on average)."""
+    spacing = np.sqrt(3.0) * h3.average_hexagon_edge_length(heat_resolution, "m")
+    return round(float((2 * threshold_ring + 1) * spacing))
+
+
 _CHUNK_ROWS = 1 << 20  # rows expanded at once (x7 or x19 neighbours): bounds peak memory
 
 
