@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import h3.api.basic_int as h3
 import numpy as np
+from h3 import H3BaseException
 
 
 @dataclass(frozen=True)
@@ -17,10 +18,13 @@ class LayerHeat:
 
     Attributes:
         layer: ``all``, ``ride``, ``run``, ``water`` or ``winter``.
-        cells: ridden H3 cells (uint64) with ``min_athletes`` distinct athletes in the
-            cell or within ``threshold_ring`` rings of it, sorted.
-        heat: per cell, the sum over athletes of ``min(activities, max_per_athlete)``.
-        athletes: per cell, how many distinct athletes contributed.
+        cells: H3 cells (uint64), sorted, each with ``min_athletes`` distinct athletes in
+            the cell or within ``threshold_ring`` rings of it: ridden ones, or with
+            ``thin_to_lines`` the middles of the ridden ones' heat.
+        heat: per cell, the sum over athletes of ``min(activities, max_per_athlete)``
+            (after ``thin_to_lines``: the heat of the cells that handed theirs to it).
+        athletes: per cell, how many distinct athletes rode it (0 for a cell drawn
+            between the lanes of a street by ``thin_to_lines``).
     """
 
     layer: str
@@ -211,7 +215,9 @@ def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
     known = lh.cells[pos] == disks  # the published cells of each disk (the centre is one)
     xyz = _unit_vectors(lh.cells)
     w = np.where(known, lh.athletes[pos].astype(np.float64), 0.0)
-    middle = np.einsum("ij,ijk->ik", w, xyz[pos])
+    middle = np.zeros_like(xyz)
+    for j in range(disks.shape[1]):  # column by column: no (cells, disk, 3) array
+        middle += w[:, j, None] * xyz[pos[:, j]]
     res = h3.get_resolution(int(lh.cells[0]))
     target = _cells_at(middle, res)
     at = np.minimum(np.searchsorted(open_cells, target), len(open_cells) - 1)
@@ -229,7 +235,11 @@ def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
     step = np.sqrt(2.0 * area / np.sqrt(3.0))  # centre spacing of hexagons of that area
     far = _norm(txyz[: len(a)] - txyz[len(a) :]) > 1.5 * step[a]
     for i, j in zip(a[far].tolist(), b[far].tolist(), strict=True):
-        path = np.array(h3.grid_path_cells(int(target[i]), int(target[j]))[1:-1], np.uint64)
+        try:
+            between = h3.grid_path_cells(int(target[i]), int(target[j]))[1:-1]
+        except H3BaseException:  # across a pentagon's distortion: no join
+            continue
+        path = np.array(between, dtype=np.uint64).reshape(-1)
         at = np.minimum(np.searchsorted(open_cells, path), len(open_cells) - 1)
         path = path[open_cells[at] == path]
         voter.append(np.full(len(path), i))
