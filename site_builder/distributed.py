@@ -85,7 +85,7 @@ def local_partials(config: Config, month: str) -> tuple[WindowData, list[str]]:
             window = load_window(
                 view,
                 month,
-                min_athletes=1,
+                min_athletes=config.min_athletes,  # partial: not applied, see publishable_heat
                 max_per_athlete=config.max_per_athlete,
                 threshold_ring=config.threshold_ring,
                 sport_layers=config.sport_layers,

@@ -11,6 +11,8 @@ import h3.api.basic_int as h3
 import numpy as np
 from h3 import H3BaseException
 
+from heatmetro.state.aggregates import cells_to_parent
+
 
 @dataclass(frozen=True)
 class LayerHeat:
@@ -79,8 +81,9 @@ def publishable_heat(
     tracks are metres apart read as one line, where few single cells hold all of them.
 
     ``partial``: no threshold; ``nearby_cells``/``nearby`` then hold this input's distinct
-    athletes around every cell of the neighbourhoods, so that partial results over
-    disjoint sets of athletes add up (the cluster snapshot, ``publish_partials``).
+    athletes around every cell of the neighbourhoods (exact below ``min_athletes``, at
+    least ``min_athletes`` otherwise), so that partial results over disjoint sets of
+    athletes add up to the right decision (the cluster snapshot, ``publish_partials``).
     """
     if len(per_athlete) == 0:
         empty = np.zeros(0, np.uint64)
@@ -89,7 +92,9 @@ def publishable_heat(
     cells, inv = np.unique(per_athlete["cell"], return_inverse=True)
     heat = np.bincount(inv, weights=capped, minlength=len(cells))
     athletes = np.bincount(inv, minlength=len(cells)).astype(np.uint32)
-    near_cells, near = nearby_athletes(per_athlete["athlete"], cells, inv, threshold_ring)
+    near_cells, near = nearby_athletes(
+        per_athlete["athlete"], cells, inv, threshold_ring, max(min_athletes, 1)
+    )
     if partial:
         return LayerHeat(layer, cells, heat, athletes, near_cells, near)
     keep = near[np.searchsorted(near_cells, cells)] >= min_athletes
@@ -136,7 +141,7 @@ _CHUNK_ROWS = 1 << 20  # rows expanded at once (x7 or x19 neighbours): bounds pe
 
 
 def nearby_athletes(
-    athlete: np.ndarray, cells: np.ndarray, inv: np.ndarray, ring: int
+    athlete: np.ndarray, cells: np.ndarray, inv: np.ndarray, ring: int, at_least: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distinct athletes within ``ring`` rings of each cell near a ridden one.
 
@@ -144,42 +149,74 @@ def nearby_athletes(
         athlete: per row, the athlete (rows are distinct (athlete, cell) pairs).
         cells: the distinct ridden cells, sorted; ``inv`` maps each row to one.
         ring: 0 (the cell alone), 1 or 2.
+        at_least: counts below this are exact; a count of this or more may be a lower
+            bound (still at least this). Sums over disjoint athletes then decide
+            ``>= at_least`` exactly.
 
     Returns:
         The cells within ``ring`` of a ridden cell (sorted) and, per cell, the number of
         distinct athletes who rode it or a cell within ``ring`` rings of it.
     """
+    own = np.bincount(inv, minlength=len(cells)).astype(np.uint32)
     if ring == 0:
-        return cells, np.bincount(inv, minlength=len(cells)).astype(np.uint32)
+        return cells, own
     disks = _disks(cells, ring)
     near_cells, flat = np.unique(disks, return_inverse=True)
     disk_idx = flat.reshape(disks.shape).astype(np.int64)
+    # A cell with a neighbour ridden by at_least athletes has at least that many near it:
+    # only the others (the sparse fringe, few rows) need distinct athletes counted.
     counts = np.zeros(len(near_cells), np.int64)
-    order = np.argsort(athlete, kind="stable")
+    np.maximum.at(counts, disk_idx.reshape(-1), np.repeat(own, disks.shape[1]))
+    unsure = counts < at_least
+    expand = np.asarray(unsure[disk_idx].any(axis=1))[inv]
+    order = np.flatnonzero(expand)[np.argsort(athlete[expand], kind="stable")]
     ath = athlete[order].astype(np.int64)
     row_cell = inv.reshape(-1)[order]
+    exact = np.zeros(len(near_cells), np.int64)
     # Chunks end at an athlete's last row, so no athlete is counted twice in a cell.
     step = max(1, _CHUNK_ROWS // disks.shape[1])
     lo = 0
     while lo < len(ath):
         hi = min(lo + step, len(ath))
         hi = int(np.searchsorted(ath, ath[hi - 1], side="right"))
-        keys = ath[lo:hi, None] * len(near_cells) + disk_idx[row_cell[lo:hi]]
-        distinct = np.unique(keys)
-        counts += np.bincount(distinct % len(near_cells), minlength=len(near_cells))
+        near = disk_idx[row_cell[lo:hi]]
+        keys = (ath[lo:hi, None] * len(near_cells) + near)[unsure[near]]
+        exact += np.bincount(np.unique(keys) % len(near_cells), minlength=len(near_cells))
         lo = hi
+    counts[unsure] = exact[unsure]
     return near_cells, counts.astype(np.uint32)
 
 
 def _disks(cells: np.ndarray, ring: int) -> np.ndarray:
-    """Per cell, the cells within ``ring`` rings (pentagons' shorter disks padded with the
-    cell itself; repeats do not change a distinct count)."""
+    """Per cell (sorted, distinct), the cells within ``ring`` rings (pentagons' shorter
+    disks padded with the cell itself; repeats do not change a distinct count).
+
+    One H3 call per cell is most of the threshold's cost, and a snapshot's layers share
+    most cells (each is a subset of ``all``): the disks of the last calls are kept.
+    """
     width = 1 + 3 * ring * (ring + 1)
+    known, table = _DISK_CACHE.get(ring, (np.zeros(0, np.uint64), np.zeros((0, width), np.uint64)))
+    at = np.minimum(np.searchsorted(known, cells), max(len(known) - 1, 0))
+    hit = known[at] == cells if len(known) else np.zeros(len(cells), dtype=bool)
     out = np.repeat(cells[:, None], width, axis=1)
-    for i, c in enumerate(cells.tolist()):
+    out[hit] = table[at[hit]]
+    missing = np.flatnonzero(~hit)
+    for i, c in zip(missing.tolist(), cells[missing].tolist(), strict=True):
         disk = h3.grid_disk(c, ring)
         out[i, : len(disk)] = disk
+    if len(missing):
+        if len(known) + len(missing) > _DISK_CACHE_CELLS:
+            known, table = cells, out  # start over: bounded memory
+        else:
+            merged = np.concatenate([known, cells[missing]])
+            order = np.argsort(merged, kind="stable")
+            known, table = merged[order], np.concatenate([table, out[missing]])[order]
+        _DISK_CACHE[ring] = (known, table)
     return out
+
+
+_DISK_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_DISK_CACHE_CELLS = 4_000_000  # per ring: ~220 MB of ring-1 disks at most
 
 
 THIN_RING = 2  # each cell looks this many rings around it for the middle of the heat
@@ -228,23 +265,33 @@ def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
     voter, cell = [np.arange(n)], [target]
     a, b = np.nonzero(known & (pos > np.arange(n)[:, None]))
     b = pos[a, b]
+    targets, tinv = np.unique(target, return_inverse=True)
+    tinv = tinv.reshape(-1).astype(np.int64)
+    # One join per pair of middles (many neighbours share both): the first pair's.
+    _, first = np.unique(tinv[a] * len(targets) + tinv[b], return_index=True)
+    a, b = a[first], b[first]
     moved = target[a] != target[b]
     a, b = a[moved], b[moved]
-    txyz = _unit_vectors(np.concatenate([target[a], target[b]]))
-    area = np.array([h3.cell_area(c, "rads^2") for c in lh.cells.tolist()]).reshape(-1)
-    step = np.sqrt(2.0 * area / np.sqrt(3.0))  # centre spacing of hexagons of that area
-    far = _norm(txyz[: len(a)] - txyz[len(a) :]) > 1.5 * step[a]
-    for i, j in zip(a[far].tolist(), b[far].tolist(), strict=True):
+    txyz = _unit_vectors(targets)[tinv]
+    step = _spacing(lh.cells, res)
+    gap = _norm(txyz[a] - txyz[b]) / step[a]
+    # Middles two cells apart (the usual gap): the cell between holds their midpoint.
+    two = (gap > 1.5) & (gap < 2.5)
+    mid = _cells_at(txyz[a[two]] + txyz[b[two]], res)
+    voter.append(a[two])
+    cell.append(mid)
+    for i, j in zip(a[gap >= 2.5].tolist(), b[gap >= 2.5].tolist(), strict=True):
         try:
             between = h3.grid_path_cells(int(target[i]), int(target[j]))[1:-1]
         except H3BaseException:  # across a pentagon's distortion: no join
             continue
-        path = np.array(between, dtype=np.uint64).reshape(-1)
-        at = np.minimum(np.searchsorted(open_cells, path), len(open_cells) - 1)
-        path = path[open_cells[at] == path]
-        voter.append(np.full(len(path), i))
-        cell.append(path)
+        voter.append(np.full(len(between), i))
+        cell.append(np.array(between, dtype=np.uint64).reshape(-1))
     voters, cells = np.concatenate(voter), np.concatenate(cell)
+    # Joins only where the threshold is met; the middles are already.
+    at = np.minimum(np.searchsorted(open_cells, cells), len(open_cells) - 1)
+    ok = open_cells[at] == cells
+    voters, cells = voters[ok], cells[ok]
     # Each published cell's heat is shared by its middle and the joins it made.
     share = lh.heat[voters] / np.bincount(voters, minlength=n)[voters]
     drawn, inv = np.unique(cells, return_inverse=True)
@@ -252,6 +299,17 @@ def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
     own = np.minimum(np.searchsorted(lh.cells, drawn), n - 1)
     athletes = np.where(lh.cells[own] == drawn, lh.athletes[own], 0).astype(np.uint32)
     return LayerHeat(lh.layer, drawn, heat, athletes)
+
+
+def _spacing(cells: np.ndarray, res: int) -> np.ndarray:
+    """Centre spacing (radians) of hexagons of each cell's mean area around it: the area
+    of its res-5 ancestor over its 7**(res-5) descendants (H3 cell sizes vary ~2x over the
+    globe, but little within a few km)."""
+    coarse = min(res, 5)
+    parents, inv = np.unique(cells_to_parent(cells, coarse), return_inverse=True)
+    area = np.array([h3.cell_area(int(p), "rads^2") for p in parents.tolist()]).reshape(-1)
+    mean = area[inv.reshape(-1)] / 7.0 ** (res - coarse)
+    return np.sqrt(2.0 * mean / np.sqrt(3.0))
 
 
 def _cells_at(points: np.ndarray, res: int) -> np.ndarray:

@@ -86,7 +86,7 @@ def test_partials_of_disjoint_athletes_add_up_to_the_whole(
 ) -> None:
     """The cluster snapshot's path: each process's partials, added, then thinned."""
     parts = [rows[rows["athlete"] < split], rows[rows["athlete"] >= split]]
-    partials = [publishable_heat("all", p, 1, 10, threshold_ring=ring, partial=True) for p in parts]
+    partials = [publishable_heat("all", p, k, 10, threshold_ring=ring, partial=True) for p in parts]
     cols = [np.concatenate([getattr(p, f) for p in partials]) for f in
             ("cells", "heat", "athletes", "nearby_cells", "nearby")]  # fmt: skip
     gathered = publish_partials("all", cols[0], cols[1], cols[2], cols[3], cols[4], k)
