@@ -256,7 +256,11 @@ def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
     for j in range(disks.shape[1]):  # column by column: no (cells, disk, 3) array
         middle += w[:, j, None] * xyz[pos[:, j]]
     res = h3.get_resolution(int(lh.cells[0]))
-    target = _cells_at(middle, res)
+    step = _spacing(lh.cells, res)
+    # A middle well inside its own cell (half the spacing is the inradius) stays there.
+    target = lh.cells.copy()
+    away = np.flatnonzero(_norm(middle / _norm(middle)[:, None] - xyz) > 0.45 * step)
+    target[away] = _cells_at(middle[away], res)
     at = np.minimum(np.searchsorted(open_cells, target), len(open_cells) - 1)
     target = np.where(open_cells[at] == target, target, lh.cells)  # no middle: stay
     # Cells near each other whose middles are not neighbours: join the middles along the
@@ -273,7 +277,6 @@ def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
     moved = target[a] != target[b]
     a, b = a[moved], b[moved]
     txyz = _unit_vectors(targets)[tinv]
-    step = _spacing(lh.cells, res)
     gap = _norm(txyz[a] - txyz[b]) / step[a]
     # Middles two cells apart (the usual gap): the cell between holds their midpoint.
     two = (gap > 1.5) & (gap < 2.5)
