@@ -160,8 +160,8 @@ def zoom_plans(config_path: Path, month: str) -> list[ZoomPlan]:
         with ReadView(dbs) as view:
             window = load_window(
                 view, month, min_athletes=config.min_athletes,
-                max_per_athlete=config.max_per_athlete, sport_layers=config.sport_layers,
-                night=config.night_layer,
+                max_per_athlete=config.max_per_athlete, threshold_ring=config.threshold_ring,
+                sport_layers=config.sport_layers, night=config.night_layer,
             )  # fmt: skip
     finally:
         for db in dbs:
