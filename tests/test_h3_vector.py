@@ -107,14 +107,30 @@ def test_grid_path_interiors_are_h3_py_grid_paths(batch: tuple[int, list[tuple[i
     assert cells.tolist() == [c for e in expected for c in e]
 
 
+def _across_base_cells(res: int) -> tuple[int, int]:
+    """Two cells 6 apart in different base cells (neither a pentagon's)."""
+    for base in sorted(h3.get_res0_cells()):
+        # A corner of a base cell, where three of them meet.
+        start = h3.latlng_to_cell(*h3.cell_to_boundary(base)[0], res)
+        for cell in sorted(h3.grid_ring(start, 6)):
+            bases = {h3.get_base_cell_number(c) for c in (start, cell)}
+            if len(bases) == 2 and not any(
+                h3.is_pentagon(h3.cell_to_parent(c, 0)) for c in (start, cell)
+            ):
+                return start, cell
+    msg = "no pair found"
+    raise AssertionError(msg)
+
+
 def test_long_paths_and_pentagon_pairs_in_one_call() -> None:
-    """A batch mixing long paths, neighbours and pairs by a pentagon keeps pair order."""
+    """A batch mixing long paths, neighbours, base cell crossings and pairs by a pentagon
+    keeps pair order."""
     pent = sorted(h3.get_pentagons(9))[3]
     ring = sorted(h3.grid_ring(pent, 2))
     town = h3.latlng_to_cell(42.3195, -72.6350, 13)
     far = h3.latlng_to_cell(42.3295, -72.6250, 13)  # ~1.4 km: hundreds of cells between
     pairs = [(town, far), (ring[0], ring[5]), (town, h3.grid_ring(town, 1)[0]), (far, town)]
-    pairs += [(pent, ring[1]), (ring[2], pent)]
+    pairs += [(pent, ring[1]), (ring[2], pent), _across_base_cells(2), _across_base_cells(13)]
     a = np.array([p[0] for p in pairs], dtype=np.uint64)
     b = np.array([p[1] for p in pairs], dtype=np.uint64)
     cells, counts = grid_path_interiors(a, b)
