@@ -121,12 +121,15 @@ def batch_records(
     bounds = np.concatenate(([0], np.cumsum(sizes)))
     cells = path["cell"]
     # Heat: each activity counts once per cell.
-    hrow = _first_of_groups(aid, cells)
-    heat_aid, heat_cells = aid[hrow], cells[hrow]
-    horder = np.lexsort((heat_cells, heat_aid))
-    heat = np.zeros(len(hrow), HEAT_DTYPE)
-    heat["cell"], heat["n"] = heat_cells[horder], 1
-    heat_bounds = np.searchsorted(heat_aid[horder], np.arange(k + 1))
+    # (one sort: the distinct (activity, cell) pairs in sorted order are the records)
+    horder = np.lexsort((cells, aid))
+    heat_aid, heat_cells = aid[horder], cells[horder]
+    hfirst = np.ones(len(horder), dtype=bool)
+    hfirst[1:] = (heat_aid[1:] != heat_aid[:-1]) | (heat_cells[1:] != heat_cells[:-1])
+    heat_aid, heat_cells = heat_aid[hfirst], heat_cells[hfirst]
+    heat = np.zeros(len(heat_cells), HEAT_DTYPE)
+    heat["cell"], heat["n"] = heat_cells, 1
+    heat_bounds = np.searchsorted(heat_aid, np.arange(k + 1))
 
     # Edges: the first crossing of each edge and direction per activity, on the Metro path.
     msizes = np.array([len(a.metro_path) for a in acts], dtype=np.int64)
