@@ -224,7 +224,7 @@ def _local_ij_to_cells(
     out = anchors.copy()
     valid = np.zeros(len(anchors), dtype=bool)
     res_of = ((anchors >> np.uint64(52)) & np.uint64(0xF)).astype(np.int64)
-    for res in np.unique(res_of).tolist():
+    for res in np.flatnonzero(np.bincount(res_of, minlength=16)).tolist():
         rows = np.flatnonzero(res_of == res)
         xi, xj, ai, aj = i[rows], j[rows], anchor_i[rows], anchor_j[rows]
         clean = np.ones(len(rows), dtype=bool)  # no digit out of range so far
