@@ -226,7 +226,8 @@ def _local_ij_to_cells(
     res_of = ((anchors >> np.uint64(52)) & np.uint64(0xF)).astype(np.int64)
     for res in np.flatnonzero(np.bincount(res_of, minlength=16)).tolist():
         rows = np.flatnonzero(res_of == res)
-        xi, xj, ai, aj = i[rows], j[rows], anchor_i[rows], anchor_j[rows]
+        # int32 is ample (|3 i| < 2**25 at res 15) and halves the memory the loop sweeps.
+        xi, xj, ai, aj = (v[rows].astype(np.int32) for v in (i, j, anchor_i, anchor_j))
         clean = np.ones(len(rows), dtype=bool)  # no digit out of range so far
         for r in range(res, 0, -1):
             if r % 2:  # class III resolution: parent by _upAp7, centre child by _downAp7
