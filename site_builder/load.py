@@ -71,11 +71,14 @@ def load_window(
     *,
     min_athletes: int,
     max_per_athlete: int,
+    threshold_ring: int,
     sport_layers: tuple[str, ...] = (),
     night: bool = False,
+    partial: bool = False,
 ) -> WindowData:
     """The window ending with ``month``: month layers from the aggregates, plus the
-    per-sport and night layers asked for, counted from the window's stored paths."""
+    per-sport and night layers asked for, counted from the window's stored paths.
+    ``threshold_ring`` and ``partial``: see ``publishable_heat``."""
     first, last = window_months(month)
     rows = view.window_rows(first, last)  # opted-out athletes already left out
     index: dict[str, int] = {}
@@ -117,7 +120,10 @@ def load_window(
     edges_out, hex_out, od_out = {}, {}, {}
     for layer, r in per_layer.items():
         per_athlete = merged(r.heat, HEAT_DTYPE, ("cell",), ("n",))
-        heat_out[layer] = publishable_heat(layer, per_athlete, min_athletes, max_per_athlete)
+        heat_out[layer] = publishable_heat(
+            layer, per_athlete, min_athletes, max_per_athlete,
+            threshold_ring=threshold_ring, partial=partial,
+        )  # fmt: skip
         edge_key = (*EDGE_KEY, "ride")
         sums = ("trips", "speed_sum", "speed_n")
         edges_out[layer] = merged_by_month(r.edges, EDGE_DTYPE, edge_key, sums)
@@ -131,6 +137,8 @@ def load_window(
             night=night,
             min_athletes=min_athletes,
             max_per_athlete=max_per_athlete,
+            threshold_ring=threshold_ring,
+            partial=partial,
         )
         heat_out.update(extra)
     return WindowData(
