@@ -7,9 +7,11 @@ Hypothesis, near pentagons, the antimeridian and the poles too).
 
 Grid paths are computed here rather than per pair in h3-py because a res-13 track has a
 grid gap at almost every fix: this is H3's own ``gridPathCells`` (local IJK -> cube
-coordinates -> linear interpolation -> cube rounding) run on whole arrays. Pairs that
-touch a pentagon's base cell, where local coordinates are distorted, go to h3-py one
-by one so that the rare hard cases keep H3's own answer.
+coordinates -> linear interpolation -> cube rounding) run on whole arrays, with the
+way back from local IJ to a cell done in numpy inside the anchor's base cell (h3o
+across a base cell's border). Pairs that touch a pentagon's base cell, where local
+coordinates are distorted, go to h3-py one by one so that the rare hard cases keep
+H3's own answer.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _BASE_CELL_MASK = np.uint64(0x7F)
 
 
 class H3InputError(HeatmetroError, ValueError):
-    """Coordinates that H3 cannot index (not finite, or out of range)."""
+    """Coordinates that H3 cannot index (NaN or infinite; H3 wraps any finite value)."""
 
 
 def _numpy(arr: object, dtype: type) -> np.ndarray:
