@@ -146,3 +146,12 @@ def test_empty_inputs() -> None:
     assert [x.shape for x in cells_to_latlng(np.zeros(0, np.uint64))] == [(0,), (0,)]
     cells, counts = grid_path_interiors(np.zeros(0, np.uint64), np.zeros(0, np.uint64))
     assert cells.shape == counts.shape == (0,)
+
+
+def test_tie_breaking_follows_h3s_arithmetic() -> None:
+    """A path whose cube coordinates hit exact halves: h3 4.5 steps by diff * (1 / n);
+    diff / n rounds one cell of this path the other way."""
+    a, b = 0x89F241332B3FFFF, 0x89F241049CFFFFF
+    cells, counts = grid_path_interiors(np.array([a], np.uint64), np.array([b], np.uint64))
+    assert cells.tolist() == _reference_interior(a, b)
+    assert counts.tolist() == [11]
