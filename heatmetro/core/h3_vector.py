@@ -1,8 +1,8 @@
 """Vectorised H3: one call per array instead of one h3-py call per cell.
 
 Backed by h3ronpy (Rust bindings of h3o, a port of the H3 C library). Cells and grid
-paths are exactly what the h3-py loops they replace give; cell centres agree to far
-under a millimetre (``tests/test_h3_vector.py`` holds them against h3-py with
+paths are exactly what the h3-py loops they replace give; cell centres agree to within
+a centimetre (``tests/test_h3_vector.py`` holds them against h3-py with
 Hypothesis, near pentagons, the antimeridian and the poles too).
 
 Grid paths are computed here rather than per pair in h3-py because a res-13 track has a
