@@ -29,9 +29,9 @@ from heatmetro.flows.clean import FAULTS, clean_batch
 from heatmetro.flows.grid_fill import fill_grid_paths
 from heatmetro.flows.map_match import match_streets
 from heatmetro.flows.metro_path import metro_paths
+from heatmetro.flows.zone_cells import drop_zone_cells
 from heatmetro.state.aggregates import StoredActivity, batch_records
 from heatmetro.state.changes import ActivityChange
-from heatmetro.state.path_ops import drop_zone_cells
 from heatmetro.state.records import PATH_DTYPE, to_blob
 from heatmetro.state.settings import EffectiveZone, points_in_zones
 

@@ -28,10 +28,19 @@ def fill_grid_paths(
     n = (counts + 1)[pair]
     ta, tb = t[inner][pair], t[inner + 1][pair]
     fill_t = ta + (tb - ta) * k.astype(np.float64) / n.astype(np.float64)
-    pos = inner[pair] + 1
+    # Row of each inserted cell in the output: after its pair's first cell, in order.
+    is_new = np.zeros(len(cells) + len(fill), dtype=bool)
+    is_new[inner[pair] + 1 + np.arange(len(fill))] = True
     return (
-        np.insert(cells, pos, fill),
-        np.insert(t, pos, fill_t),
-        np.insert(v, pos, v[inner][pair]),
-        np.insert(piece, pos, piece[inner][pair]),
+        _merge(is_new, cells, fill),
+        _merge(is_new, t, fill_t),
+        _merge(is_new, v, v[inner][pair]),
+        _merge(is_new, piece, piece[inner][pair]),
     )
+
+
+def _merge(is_new: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    out = np.empty(len(is_new), dtype=old.dtype)
+    out[~is_new] = old
+    out[is_new] = new
+    return out

@@ -32,7 +32,7 @@ import numpy as np
 from heatmetro.core.geo import EARTH_RADIUS_M
 from heatmetro.core.h3_vector import latlng_to_cells
 from heatmetro.flows.grid_fill import fill_grid_paths
-from heatmetro.state.path_ops import drop_zone_cells
+from heatmetro.flows.zone_cells import drop_zone_cells
 from heatmetro.state.records import PATH_DTYPE
 from heatmetro.state.settings import EffectiveZone
 

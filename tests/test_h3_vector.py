@@ -107,14 +107,30 @@ def test_grid_path_interiors_are_h3_py_grid_paths(batch: tuple[int, list[tuple[i
     assert cells.tolist() == [c for e in expected for c in e]
 
 
+def _across_base_cells(res: int) -> tuple[int, int]:
+    """Two cells 6 apart in different base cells (neither a pentagon's)."""
+    for base in sorted(h3.get_res0_cells()):
+        # A corner of a base cell, where three of them meet.
+        start = h3.latlng_to_cell(*h3.cell_to_boundary(base)[0], res)
+        for cell in sorted(h3.grid_ring(start, 6)):
+            bases = {h3.get_base_cell_number(c) for c in (start, cell)}
+            if len(bases) == 2 and not any(
+                h3.is_pentagon(h3.cell_to_parent(c, 0)) for c in (start, cell)
+            ):
+                return start, cell
+    msg = "no pair found"
+    raise AssertionError(msg)
+
+
 def test_long_paths_and_pentagon_pairs_in_one_call() -> None:
-    """A batch mixing long paths, neighbours and pairs by a pentagon keeps pair order."""
+    """A batch mixing long paths, neighbours, base cell crossings and pairs by a pentagon
+    keeps pair order."""
     pent = sorted(h3.get_pentagons(9))[3]
     ring = sorted(h3.grid_ring(pent, 2))
     town = h3.latlng_to_cell(42.3195, -72.6350, 13)
     far = h3.latlng_to_cell(42.3295, -72.6250, 13)  # ~1.4 km: hundreds of cells between
     pairs = [(town, far), (ring[0], ring[5]), (town, h3.grid_ring(town, 1)[0]), (far, town)]
-    pairs += [(pent, ring[1]), (ring[2], pent)]
+    pairs += [(pent, ring[1]), (ring[2], pent), _across_base_cells(2), _across_base_cells(13)]
     a = np.array([p[0] for p in pairs], dtype=np.uint64)
     b = np.array([p[1] for p in pairs], dtype=np.uint64)
     cells, counts = grid_path_interiors(a, b)
@@ -130,3 +146,12 @@ def test_empty_inputs() -> None:
     assert [x.shape for x in cells_to_latlng(np.zeros(0, np.uint64))] == [(0,), (0,)]
     cells, counts = grid_path_interiors(np.zeros(0, np.uint64), np.zeros(0, np.uint64))
     assert cells.shape == counts.shape == (0,)
+
+
+def test_tie_breaking_follows_h3s_arithmetic() -> None:
+    """A path whose cube coordinates hit exact halves: h3 4.5 steps by diff * (1 / n);
+    diff / n rounds one cell of this path the other way."""
+    a, b = 0x89F241332B3FFFF, 0x89F241049CFFFFF
+    cells, counts = grid_path_interiors(np.array([a], np.uint64), np.array([b], np.uint64))
+    assert cells.tolist() == _reference_interior(a, b)
+    assert counts.tolist() == [11]

@@ -1,15 +1,17 @@
 """Vectorised H3: one call per array instead of one h3-py call per cell.
 
 Backed by h3ronpy (Rust bindings of h3o, a port of the H3 C library). Cells and grid
-paths are exactly what the h3-py loops they replace give; cell centres agree to far
-under a millimetre (``tests/test_h3_vector.py`` holds them against h3-py with
+paths are exactly what the h3-py loops they replace give; cell centres agree to within
+a centimetre (``tests/test_h3_vector.py`` holds them against h3-py with
 Hypothesis, near pentagons, the antimeridian and the poles too).
 
 Grid paths are computed here rather than per pair in h3-py because a res-13 track has a
 grid gap at almost every fix: this is H3's own ``gridPathCells`` (local IJK -> cube
-coordinates -> linear interpolation -> cube rounding) run on whole arrays. Pairs that
-touch a pentagon's base cell, where local coordinates are distorted, go to h3-py one
-by one so that the rare hard cases keep H3's own answer.
+coordinates -> linear interpolation -> cube rounding) run on whole arrays, with the
+way back from local IJ to a cell done in numpy inside the anchor's base cell (h3o
+across a base cell's border). Pairs that touch a pentagon's base cell, where local
+coordinates are distorted, go to h3-py one by one so that the rare hard cases keep
+H3's own answer.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _BASE_CELL_MASK = np.uint64(0x7F)
 
 
 class H3InputError(HeatmetroError, ValueError):
-    """Coordinates that H3 cannot index (not finite, or out of range)."""
+    """Coordinates that H3 cannot index (NaN or infinite; H3 wraps any finite value)."""
 
 
 def _numpy(arr: object, dtype: type) -> np.ndarray:
@@ -177,16 +179,76 @@ def _interpolate(
     dx, dy, dz = np.abs(rx - x), np.abs(ry - y), np.abs(rz - z)
     fix_x = (dx > dy) & (dx > dz)
     fix_y = ~fix_x & (dy > dz)
-    fix_z = ~fix_x & ~fix_y
     rx = np.where(fix_x, -ry - rz, rx)
     ry = np.where(fix_y, -rx - rz, ry)
-    rz = np.where(fix_z, -rx - ry, rz)
     if total == 0:
         return np.zeros(0, dtype=np.uint64), np.ones(len(dist), dtype=bool)
     # Cube (x, y, z) -> IJK (-x, y, 0) -> local IJ (-x, y) (normalising shifts i and j alike).
-    found = h3ronpy.localij_to_cells(
-        anchors[pair], (-rx).astype(np.int32), ry.astype(np.int32), set_failing_to_invalid=True
-    )
-    cells, valid = _with_nulls(found, np.uint64)
+    i, j = (-rx).astype(np.int64), ry.astype(np.int64)
+    owner = anchors[pair]
+    cells, valid = _local_ij_to_cells(owner, i, j, (-start[0])[pair], start[1][pair])
+    if not valid.all():  # across a base cell's border: h3o's full local frame decides
+        miss = np.flatnonzero(~valid)
+        found = h3ronpy.localij_to_cells(
+            owner[miss],
+            i[miss].astype(np.int32),
+            j[miss].astype(np.int32),
+            set_failing_to_invalid=True,
+        )
+        cells[miss], valid[miss] = _with_nulls(found, np.uint64)
     ok_pair = np.bincount(pair[~valid], minlength=len(dist)) == 0
     return cells[ok_pair[pair]], ok_pair
+
+
+# Local IJ offset (di + 1) * 3 + (dj + 1) of a child from its parent's centre child -> the
+# H3 digit (IJK unit vectors: K = (-1, -1), J = (0, 1), JK = (-1, 0), I = (1, 0),
+# IK = (0, -1), IJ = (1, 1)); 7 = not a unit vector.
+_DIGIT_OF_OFFSET = np.array([1, 3, 7, 5, 0, 2, 7, 4, 6], dtype=np.uint64)
+
+
+def _round7(n: np.ndarray) -> np.ndarray:
+    """``lround(n / 7)`` for integers: exact, and n / 7 is never a tie."""
+    return (2 * n + 7) // 14
+
+
+def _local_ij_to_cells(
+    anchors: np.ndarray, i: np.ndarray, j: np.ndarray, anchor_i: np.ndarray, anchor_j: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """H3's ``localIjToCell`` for cells in their anchor's own base cell (not a pentagon's).
+
+    In its own base cell a cell's local IJK are its digits' sum (``_h3ToFaceIjk``), so the
+    digits come back by stepping up one resolution at a time (``_upAp7``/``_upAp7r``, then
+    the offset from the parent's centre child), as the C library does. A cell shares every
+    coarser digit with its anchor from the first resolution where their coordinates meet,
+    so each cell stops there (after 2-3 steps for a nearby cell). Cells that never meet
+    their anchor lie in another base cell: ``valid`` is False for them.
+    """
+    out = anchors.copy()
+    valid = np.zeros(len(anchors), dtype=bool)
+    res_of = ((anchors >> np.uint64(52)) & np.uint64(0xF)).astype(np.int64)
+    for res in np.flatnonzero(np.bincount(res_of, minlength=16)).tolist():
+        rows = np.flatnonzero(res_of == res)
+        # int32 is ample (|3 i| < 2**25 at res 15) and halves the memory the loop sweeps.
+        xi, xj, ai, aj = (v[rows].astype(np.int32) for v in (i, j, anchor_i, anchor_j))
+        clean = np.ones(len(rows), dtype=bool)  # no digit out of range so far
+        for r in range(res, 0, -1):
+            if r % 2:  # class III resolution: parent by _upAp7, centre child by _downAp7
+                pi, pj = _round7(3 * xi - xj), _round7(xi + 2 * xj)
+                ci, cj = 2 * pi + pj, 3 * pj - pi
+                ai, aj = _round7(3 * ai - aj), _round7(ai + 2 * aj)
+            else:  # class II: _upAp7r, _downAp7r
+                pi, pj = _round7(2 * xi + xj), _round7(3 * xj - xi)
+                ci, cj = 3 * pi - pj, pi + 2 * pj
+                ai, aj = _round7(2 * ai + aj), _round7(3 * aj - ai)
+            di, dj = xi - ci, xj - cj
+            digit = _DIGIT_OF_OFFSET[np.clip((di + 1) * 3 + (dj + 1), 0, 8)]
+            clean &= (np.abs(di) <= 1) & (np.abs(dj) <= 1) & (digit != 7)
+            shift = np.uint64(3 * (15 - r))
+            out[rows] = (out[rows] & ~(np.uint64(7) << shift)) | (digit << shift)
+            met = (pi == ai) & (pj == aj)
+            valid[rows[met & clean]] = True
+            go = ~met
+            rows, xi, xj, ai, aj, clean = rows[go], pi[go], pj[go], ai[go], aj[go], clean[go]
+            if not len(rows):
+                break
+    return out, valid
