@@ -47,6 +47,23 @@ class SnapshotResult:
         )
 
 
+class Stages:
+    """Wall time of each snapshot stage, for the one-line summary on stderr."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.monotonic()
+
+    def done(self, stage: str) -> None:
+        """``stage`` ended now (it began when the previous one ended)."""
+        now = time.monotonic()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._t
+        self._t = now
+
+    def line(self) -> str:
+        return "stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.seconds.items())
+
+
 def build_time() -> datetime:
     """``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now.
 
@@ -60,6 +77,7 @@ def run_snapshot(
     config: Config, *, month: str | None = None, quiet: bool = False
 ) -> SnapshotResult:
     t0 = time.monotonic()
+    stages = Stages()
     when = build_time()
     month = check_month(month, what="--month") if month is not None else last_complete_month(when)
     dbs = ShardedStore.open(config.state_dir, config.shards).connect_all()
@@ -77,7 +95,10 @@ def run_snapshot(
     finally:
         for db in dbs:
             db.close()
-    n_tiles = build_site(window, config, when, streets=streets, quiet=quiet)
+    stages.done("window")
+    n_tiles = build_site(window, config, when, streets=streets, quiet=quiet, stages=stages)
+    if not quiet:
+        print(stages.line(), file=sys.stderr)
     return SnapshotResult(
         window.month, window.first_month, config.out_dir, window.athletes, window.activities,
         n_tiles, time.monotonic() - t0,
@@ -93,6 +114,7 @@ def build_site(
     quiet: bool = False,
     owns: Callable[[int, int, int], bool] | None = None,
     pages: bool = True,
+    stages: Stages | None = None,
 ) -> int:
     """Write and atomically publish the site of ``window``; returns the tile count.
 
@@ -100,9 +122,11 @@ def build_site(
     with ``pages`` writes the pages, Metro files and metadata (docs/scaling.md).
     """
     month = window.month
+    stages = stages or Stages()
     build = new_build_dir(config.out_dir, month)
     try:
         n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet, owns=owns)
+        stages.done("tiles")
         if not pages:
             publish(build, config.out_dir)
             return n_tiles
@@ -125,6 +149,7 @@ def build_site(
             metro_dir,
             streets,
         )
+        stages.done("metro")
         layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
         has_weekly = (config.out_dir / "weekly" / "index.html").exists()
         counts = {
@@ -167,9 +192,11 @@ def build_site(
             template_dir=config.template_dir,
         )
         _write_metadata(build, window, config, counts, metro_rows, when, bounds)
+        stages.done("pages")
         with publish_lock(config.out_dir):
             carry_weekly(config.out_dir, build)  # the weekly map stays published
             publish(build, config.out_dir)
+        stages.done("publish")
     except OSError as exc:  # a full disk mid-build: the old site keeps serving
         discard(build)
         msg = f"cannot write the site in {build.parent}: {describe_os_error(exc)}"
