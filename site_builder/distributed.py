@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -57,8 +57,10 @@ class _RecordingView(ReadView):
         super().__init__(dbs)
         self.athletes: list[str] = []
 
-    def window_rows(self, first: str, last: str) -> Iterator[MonthRow]:
-        for row in super().window_rows(first, last):
+    def window_rows(
+        self, first: str, last: str, athletes: Collection[str] | None = None
+    ) -> Iterator[MonthRow]:
+        for row in super().window_rows(first, last, athletes):
             if not self.athletes or self.athletes[-1] != row[0]:
                 self.athletes.append(row[0])
             yield row

@@ -14,7 +14,7 @@ from heatmetro import __version__
 from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error, source_date_epoch
 from heatmetro.core.errors import PublishError
-from heatmetro.core.months import check_month, last_complete_month
+from heatmetro.core.months import check_month, last_complete_month, window_months
 from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.metro import MetroSettings, write_metro
@@ -25,6 +25,7 @@ from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
 from heatmetro.site_builder.weekly import carry_weekly, publish_lock
 from heatmetro.site_builder.window import WindowData
+from heatmetro.site_builder.window_cache import CACHE_FILE, load_window_cached
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 from heatmetro.state.view import ReadView
@@ -74,8 +75,14 @@ def build_time() -> datetime:
 
 
 def run_snapshot(
-    config: Config, *, month: str | None = None, quiet: bool = False
+    config: Config, *, month: str | None = None, quiet: bool = False, cache: bool = True
 ) -> SnapshotResult:
+    """Publish the site of the window ending with ``month``.
+
+    With ``cache``, athletes whose rows did not change since the last snapshot are taken
+    from the window cache in ``state_dir`` (``window_cache``); without, everything is
+    read from the store and the cache is left alone.
+    """
     t0 = time.monotonic()
     stages = Stages()
     when = build_time()
@@ -83,14 +90,20 @@ def run_snapshot(
     dbs = ShardedStore.open(config.state_dir, config.shards).connect_all()
     try:
         with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
-            window = load_window(
-                view,
-                month,
-                min_athletes=config.min_athletes,
-                max_per_athlete=config.max_per_athlete,
-                sport_layers=config.sport_layers,
-                night=config.night_layer,
-            )
+            if cache:
+                cache_path = config.state_dir / CACHE_FILE
+                window, report = load_window_cached(view, window_months(month), config, cache_path)
+                if not quiet or report.problem:
+                    print(report.line(), file=sys.stderr)
+            else:
+                window = load_window(
+                    view,
+                    month,
+                    min_athletes=config.min_athletes,
+                    max_per_athlete=config.max_per_athlete,
+                    sport_layers=config.sport_layers,
+                    night=config.night_layer,
+                )
             streets = load_streets(dbs, month, config)  # None without a base map
     finally:
         for db in dbs:
