@@ -46,8 +46,8 @@ FULL_READ_SHARE = 0.5
 class CacheReport:
     """What the window cache did, for the snapshot's summary."""
 
-    athletes: int  # athletes in the cache's parts now (any row or path in the window)
-    read: int  # athletes read from the store (all of them without a usable cache)
+    kept: int  # athletes whose parts came from the cache
+    read: int  # athletes read from the store (all with a row in the window without a cache)
     note: str  # why the cache was not used, or ""
 
     @property
@@ -61,8 +61,7 @@ class CacheReport:
             return f"window cache: {self.note}"
         if self.note:
             return f"window cache: {self.note}; read all {self.read:,} athletes from the store"
-        kept = self.athletes - min(self.read, self.athletes)
-        return f"window cache: {kept:,} athletes kept, {self.read:,} read from the store"
+        return f"window cache: {self.kept:,} athletes kept, {self.read:,} read from the store"
 
 
 def cache_key(config: Config, first: str, last: str) -> str:
@@ -118,12 +117,12 @@ def load_window_cached(
             changed = None
     if cached is None or changed is None:
         parts = read_parts(view, first, last, extra_layers=extra)
-        read = len(parts.ids)
+        kept, read = 0, len(parts.ids)
     else:
         keep = np.array([stamps.get(a) == old_stamps.get(a) for a in old_parts.ids], dtype=bool)
         fresh = read_parts(view, first, last, extra_layers=extra, athletes=changed)
         parts = merge_parts(old_parts, keep, fresh)
-        read = len(changed)
+        kept, read = int(keep.sum()), len(changed)
     note = note if changed is None else ""
     try:
         if changed != []:  # nothing changed: the file already holds these parts
@@ -134,7 +133,7 @@ def load_window_cached(
     window = assemble(
         parts, first, last, min_athletes=config.min_athletes, max_per_athlete=config.max_per_athlete
     )
-    return window, CacheReport(len(parts.ids), read, note)
+    return window, CacheReport(kept, read, note)
 
 
 def merge_parts(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> WindowParts:
