@@ -55,7 +55,7 @@ def too_long(n: int, limit: int) -> str:
 class FilePosition:
     lines: int  # lines fully read
     offset: int  # bytes read (of the decompressed stream for gzip)
-    head: str  # hash of the first bytes, to notice a file replaced by another one
+    head: str  # "hash/n" of the first n bytes, to notice a file replaced by another one
 
 
 def expand_inputs(specs: Iterable[str]) -> list[str]:
@@ -84,9 +84,25 @@ def expand_inputs(specs: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))  # same file named twice is read once
 
 
-def _head_hash(path: str) -> str:
+def _head_hash(path: str, n: int = HEAD_BYTES) -> str:
+    """``"hash/k"`` of the file's first ``k = min(n, size)`` bytes.
+
+    The length is part of the identity: a followed file shorter than ``HEAD_BYTES`` that
+    grows is still the same file when its first ``k`` bytes are, so reading resumes
+    instead of starting over.
+    """
     with _open(path) as fh:
-        return hashlib.sha256(fh.read(4096)).hexdigest()[:16]
+        head = fh.read(n)
+    return f"{hashlib.sha256(head).hexdigest()[:16]}/{len(head)}"
+
+
+def _same_file(path: str, head: str) -> bool:
+    """Whether ``path`` still starts with the bytes ``head`` was computed from."""
+    digest, _, n = head.partition("/")
+    if not n:  # written before the length was recorded: the first HEAD_BYTES bytes
+        with _open(path) as fh:
+            return hashlib.sha256(fh.read(HEAD_BYTES)).hexdigest()[:16] == digest
+    return _head_hash(path, int(n)) == head
 
 
 def _open(path: str) -> IO[bytes]:
@@ -111,14 +127,17 @@ class _Reader:
         self._partial = b""
         self._long_head = b""
         self._long_size = 0  # > 0 while skipping the rest of an over-long line
+        # The last read stopped at the end of the data (for now, when following), not
+        # at a batch limit: a batch of blank lines only is empty but not the end.
+        self.at_end = False
 
     @classmethod
     def open(cls, path: str, resume: FilePosition | None, max_bytes: int) -> _Reader:
         head = _head_hash(path)
         fh = _open(path)
         pos = FilePosition(0, 0, head)
-        if resume is not None and resume.head == head:  # same file as before: continue
-            pos = resume
+        if resume is not None and _same_file(path, resume.head):  # same file: continue
+            pos = FilePosition(resume.lines, resume.offset, head)
             if path.endswith(".gz"):
                 _skip(fh, resume.offset)
             else:
@@ -128,10 +147,12 @@ class _Reader:
     def read(self, n: int, *, follow: bool) -> list[StreamMessage]:
         out: list[StreamMessage] = []
         size = 0
+        self.at_end = False
         while len(out) < n and size < BATCH_BYTES:
             if self._long_size:
                 chunk = self.fh.readline(SKIP_CHUNK)
                 if not chunk and follow:
+                    self.at_end = True
                     break  # a writer is mid-line: wait for its end
                 self._long_size += len(chunk)
                 if chunk and not chunk.endswith(b"\n"):
@@ -140,6 +161,7 @@ class _Reader:
                 continue
             line = self.fh.readline(self.max_bytes + 1 - len(self._partial))
             if not line:
+                self.at_end = True
                 break
             if not line.endswith(b"\n"):
                 if len(self._partial) + len(line) > self.max_bytes:  # too long: skip the rest
@@ -148,6 +170,7 @@ class _Reader:
                     continue
                 if follow:
                     self._partial += line  # a writer is mid-line: wait for the rest
+                    self.at_end = True
                     break
             line, self._partial = self._partial + line, b""
             self.offset += len(line)
@@ -212,7 +235,7 @@ class _FilesPartition(StatefulSourcePartition[StreamMessage, FilePositions]):
                     self.reader = _Reader.open(path, self.positions.get(path), self.max_bytes)
                 out = self.reader.read(BATCH_LINES, follow=self.follow)
             self.positions[self.reader.source] = self.reader.position()
-            if out:
+            if out or not self.reader.at_end:
                 return out
             self.reader.close()  # at its end (for now): on to the next file
             self.reader = None
@@ -247,7 +270,7 @@ class _StdinPartition(StatefulSourcePartition[StreamMessage, None]):
     def next_batch(self) -> list[StreamMessage]:
         self._awake = None
         out = self.reader.read(BATCH_LINES, follow=self.follow)
-        if not out:
+        if not out and self.reader.at_end:
             if not self.follow:
                 raise StopIteration
             self._awake = datetime.now(UTC) + FOLLOW_POLL

@@ -41,9 +41,16 @@ class PageText:
 
 
 def write_layer_tiles(
-    heat: dict[str, LayerHeat], out_root: Path, config: Config, *, max_zoom: int
+    heat: dict[str, LayerHeat],
+    out_root: Path,
+    config: Config,
+    *,
+    max_zoom: int,
+    tiles_format: str = "png",
 ) -> tuple[int, tuple[float, float, float, float] | None]:
     """Every layer's tiles under ``out_root/tiles/`` up to ``max_zoom`` (no members tree).
+
+    ``tiles_format`` is ``png`` (a tree) or ``pmtiles`` (``tiles/{layer}.pmtiles``).
 
     Returns (tiles written, bounds of the ``all`` layer or of the first layer with heat).
     """
@@ -59,6 +66,7 @@ def write_layer_tiles(
             public_max_zoom=max_zoom,
             max_zoom=max_zoom,
             heat_resolution=config.heat_resolution,
+            tiles_format=tiles_format,
             workers=config.tile_workers or default_workers(),
         )
         n = sum(stats.tiles_per_zoom.values())
@@ -82,6 +90,7 @@ def page_meta(
     version: str,
     build_date: str,
     basemap: bool = True,
+    tiles_format: str = "png",
 ) -> SiteMeta:
     """The ``SiteMeta`` of a map whose every tile is under ``tiles/`` up to ``max_zoom``."""
     return SiteMeta(
@@ -105,6 +114,7 @@ def page_meta(
         has_metro=False,
         # Open on the densest heat, as the Global Heatmap does.
         view=densest_view(heat["all"].cells, heat["all"].heat) if "all" in heat else None,
+        tiles_format=tiles_format,
     )
 
 

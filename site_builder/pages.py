@@ -93,6 +93,7 @@ class SiteMeta:
         weekly_min_athletes: distinct athletes a cell of the weekly map needs.
         weekly_public_max_zoom: the weekly map's deepest zoom.
         has_weekly: link to ``weekly/index.html`` (the last 7 days).
+        weekly_format: the published weekly map's tile format (``png`` or ``pmtiles``).
         view: ``(south, west, north, east)`` the map opens on (the densest heat);
             ``None`` = ``bounds``.
         tiles_format: ``png`` (a ``{z}/{x}/{y}.png`` tree) or ``pmtiles`` (one archive
@@ -122,6 +123,7 @@ class SiteMeta:
     weekly_min_athletes: int = 5
     weekly_public_max_zoom: int = 11
     has_weekly: bool = False
+    weekly_format: str = "png"
     view: tuple[float, float, float, float] | None = None
     tiles_format: str = "png"
     metro_epsilon: float | None = None
@@ -216,7 +218,7 @@ def build_map(meta: SiteMeta) -> MapParts:
     # Instance attributes shadow folium's class-level CDN lists (JSCSSMixin reads
     # self.default_js): only our relative copy of Leaflet, nothing from the internet.
     fmap.default_js = [("leaflet", f"{ASSETS}/leaflet/leaflet.js")]
-    if meta.tiles_format == "pmtiles":
+    if meta.tiles_format == "pmtiles" or (meta.has_weekly and meta.weekly_format == "pmtiles"):
         fmap.default_js.append(("pmtiles", f"{ASSETS}/pmtiles.js"))
     fmap.default_css = [("leaflet_css", f"{ASSETS}/leaflet/leaflet.css")]
 
@@ -256,11 +258,12 @@ def build_map(meta: SiteMeta) -> MapParts:
                 **options,
             ).add_to(fmap)
         )
-    if meta.has_weekly and meta.tiles_format == "png":
+    if meta.has_weekly:
         # The last 7 days (snapshot --weekly) as one more choice; its own, lower zoom cap.
+        weekly_pmtiles = meta.weekly_format == "pmtiles"
         heat_layers.append(
-            TileLayer(
-                tiles=f"{WEEKLY_TILES}/{{z}}/{{x}}/{{y}}.png",
+            (PmtilesLayer if weekly_pmtiles else TileLayer)(
+                tiles=WEEKLY_TILES + (".pmtiles" if weekly_pmtiles else "/{z}/{x}/{y}.png"),
                 attr=HEAT_ATTRIBUTION,
                 name=WEEKLY_LABEL,
                 overlay=False,

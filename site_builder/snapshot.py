@@ -23,7 +23,7 @@ from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish
 from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
-from heatmetro.site_builder.weekly import carry_weekly, publish_lock
+from heatmetro.site_builder.weekly import carry_weekly, publish_lock, published_weekly_format
 from heatmetro.site_builder.window import WindowData
 from heatmetro.site_builder.window_cache import CACHE_FILE, load_window_cached
 from heatmetro.state.shards import ShardedStore
@@ -164,7 +164,7 @@ def build_site(
         )
         stages.done("metro")
         layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
-        has_weekly = (config.out_dir / "weekly" / "index.html").exists()
+        weekly_format = published_weekly_format(config.out_dir)
         counts = {
             "athletes": window.athletes,
             "activities": window.activities,
@@ -196,7 +196,8 @@ def build_site(
                 osm_attribution=OSM_ATTRIBUTION if streets is not None else "",
                 weekly_min_athletes=config.weekly_k,
                 weekly_public_max_zoom=config.weekly_max_zoom,
-                has_weekly=has_weekly,
+                has_weekly=weekly_format is not None,
+                weekly_format=weekly_format or "png",
                 view=densest_view(window.heat["all"].cells, window.heat["all"].heat),
                 tiles_format=config.tiles_format,
                 metro_epsilon=config.metro_epsilon,

@@ -112,13 +112,15 @@ def run_weekly(
     athletes = len({a.athlete for a in acts})
     with publish_lock(config.out_dir):
         build = _new_build(config.out_dir, last.isoformat())
-        n_tiles, bounds = write_layer_tiles(heat, build, config, max_zoom=config.weekly_max_zoom)
+        n_tiles, bounds = write_layer_tiles(
+            heat, build, config, max_zoom=config.weekly_max_zoom, tiles_format=config.tiles_format
+        )
         counts = {"athletes": athletes, "activities": len(acts), "tiles": n_tiles}
         meta = page_meta(
             config, first=first.isoformat(), last=last.isoformat(),
             max_zoom=config.weekly_max_zoom, min_athletes=config.weekly_k, layers=tuple(heat),
             bounds=bounds, heat=heat, counts=counts, version=__version__,
-            build_date=when.strftime("%Y-%m-%d"),
+            build_date=when.strftime("%Y-%m-%d"), tiles_format=config.tiles_format,
         )  # fmt: skip
         page = PageText(
             title=f"Weekly heatmap {first} to {last}",
@@ -181,6 +183,18 @@ def publish_lock(out_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def published_weekly_format(out_dir: Path) -> str | None:
+    """The published weekly map's tile format (``png`` or ``pmtiles``), None without one.
+
+    Read from the files, not the config: the monthly page must point at what the last
+    weekly build wrote, even if ``tiles_format`` changed since.
+    """
+    weekly = out_dir / WEEKLY
+    if not (weekly / "index.html").exists():
+        return None
+    return "pmtiles" if any((weekly / "tiles").glob("*.pmtiles")) else "png"
 
 
 def carry_weekly(out_dir: Path, build: Path) -> bool:

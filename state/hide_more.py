@@ -11,9 +11,9 @@ import sqlite_utils
 
 from heatmetro.core.sports import is_ebike
 from heatmetro.state.aggregates import StoredActivity, activity_records
-from heatmetro.state.path_ops import cut_path_ends, drop_zone_cells
+from heatmetro.state.hide_more_plan import plan_hide_more
 from heatmetro.state.records import PATH_DTYPE, from_blob, to_blob
-from heatmetro.state.settings import EffectiveZone, hide_cuts_m
+from heatmetro.state.settings import EffectiveZone
 from heatmetro.state.street_network import StreetNetwork
 from heatmetro.state.street_ops import recut_streets
 
@@ -65,39 +65,27 @@ def enforce_settings(
     for row in rows:
         aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax = row[:11]
         st, metro_blob, sport = row[11:]
-        have = {tuple(z) for z in orjson.loads(key_json)}
-        new_zones = tuple(z for z in zones if _zkey(z) not in have)
-        target_s, target_e = (cut_s, cut_e)
-        if override is None:
-            target_s, target_e = hide_cuts_m(
-                hide_m, activity_id=aid, salt=salt, jitter_m=hide_jitter_m
-            )
-        extra_s, extra_e = max(0.0, target_s - cut_s), max(0.0, target_e - cut_e)
-        if not new_zones and extra_s < 0.01 and extra_e < 0.01:
+        plan = plan_hide_more(
+            activity_id=aid, hide_override_m=override, cut_start_m=cut_s, cut_end_m=cut_e,
+            zone_key_json=key_json, hide_m=hide_m, zones=zones, salt=salt, jitter_m=hide_jitter_m,
+        )  # fmt: skip
+        if plan is None:
             continue
         path = from_blob(blob, PATH_DTYPE)
-        st = recut_streets(st, path, extra_s, extra_e, new_zones, streets)
-        path = cut_path_ends(path, extra_s, extra_e)
-        path = drop_zone_cells(path, heat_res, new_zones)
-        metro = from_blob(metro_blob, PATH_DTYPE)
-        metro = drop_zone_cells(cut_path_ends(metro, extra_s, extra_e), metro_res, new_zones)
+        st = recut_streets(st, path, plan.extra_start_m, plan.extra_end_m, plan.new_zones, streets)
+        path = plan.cut(path, heat_res)
+        metro = plan.cut(from_blob(metro_blob, PATH_DTYPE), metro_res)
         recs = activity_records(
             StoredActivity(
                 aid, path, metro, start_s, off, bool(commute), vmax, ebike=is_ebike(sport or "")
             ),
             od_res=od_res,
         )
-        key = sorted(have | {_zkey(z) for z in new_zones})
         db.execute(
             "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, cut_start_m = ?, "
             "cut_end_m = ?, zone_key = ?, status = ?, streets = ?, metro_path = ? WHERE activity_id = ?",
-            (to_blob(path), *(to_blob(r) for r in recs), max(cut_s, target_s), max(cut_e, target_e),
-             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty", st,
-             to_blob(metro), aid),
+            (to_blob(path), *(to_blob(r) for r in recs), plan.cut_start_m, plan.cut_end_m,
+             plan.zone_key_json, "active" if len(path) else "empty", st, to_blob(metro), aid),
         )  # fmt: skip
         changed.add((athlete_id, month))
     return changed
-
-
-def _zkey(z: EffectiveZone) -> tuple[float, float, float]:
-    return (round(z.lat, 7), round(z.lng, 7), round(z.radius_m, 3))

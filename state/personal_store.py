@@ -36,9 +36,9 @@ from sqlite_utils import Migrations
 from heatmetro.core.config import Config
 from heatmetro.core.errors import StoreError
 from heatmetro.state.changes import ActivityChange, ActivityDelete, SettingsChange
-from heatmetro.state.path_ops import cut_path_ends, drop_zone_cells
+from heatmetro.state.hide_more_plan import plan_hide_more
 from heatmetro.state.records import PATH_DTYPE, from_blob, to_blob
-from heatmetro.state.settings import EffectiveZone, hide_cuts_m, zone_key
+from heatmetro.state.settings import EffectiveZone
 from heatmetro.state.store import immediate
 
 PERSONAL_DB = "personal.db"
@@ -177,7 +177,8 @@ def hide_more(db: sqlite_utils.Database, athlete_id: str, config: Config) -> int
     """Cut the athlete's stored zones and hidden distance from stored paths they do not
     yet cover (rule 5: hiding more applies backwards). Returns the activities changed.
 
-    Mirrors the public store's ``writer.enforce_settings`` minus the opt-out purge.
+    The same rule as the public store's ``hide_more.enforce_settings`` (one
+    ``plan_hide_more``), minus the opt-out purge.
     """
     row = db.execute(
         "SELECT hide_start_end_m, zones FROM athletes WHERE athlete_id = ?", (athlete_id,)
@@ -193,32 +194,22 @@ def hide_more(db: sqlite_utils.Database, athlete_id: str, config: Config) -> int
     ).fetchall()
     changed = 0
     for aid, override, cut_s, cut_e, key_json, blob in rows:
-        have = {tuple(z) for z in orjson.loads(key_json)}
-        new_zones = tuple(z for z in zones if _zkey(z) not in have)
-        target_s, target_e = cut_s, cut_e
-        if override is None:
-            target_s, target_e = hide_cuts_m(
-                hide_m, activity_id=aid, salt=config.salt, jitter_m=config.hide_jitter_m
-            )
-        extra_s, extra_e = max(0.0, target_s - cut_s), max(0.0, target_e - cut_e)
-        if not new_zones and extra_s < 0.01 and extra_e < 0.01:
+        plan = plan_hide_more(
+            activity_id=aid, hide_override_m=override, cut_start_m=cut_s, cut_end_m=cut_e,
+            zone_key_json=key_json, hide_m=hide_m, zones=zones, salt=config.salt,
+            jitter_m=config.hide_jitter_m,
+        )  # fmt: skip
+        if plan is None:
             continue
-        path = cut_path_ends(from_blob(blob, PATH_DTYPE), extra_s, extra_e)
-        path = drop_zone_cells(path, config.heat_resolution, new_zones)
-        key = sorted(have | {_zkey(z) for z in new_zones})
+        path = plan.cut(from_blob(blob, PATH_DTYPE), config.heat_resolution)
         db.execute(
             "UPDATE activities SET path = ?, cut_start_m = ?, cut_end_m = ?, zone_key = ?, "
             "status = ? WHERE activity_id = ?",
-            (to_blob(path), max(cut_s, target_s), max(cut_e, target_e),
-             orjson.dumps([list(k) for k in key]).decode(), "active" if len(path) else "empty",
-             aid),
+            (to_blob(path), plan.cut_start_m, plan.cut_end_m, plan.zone_key_json,
+             "active" if len(path) else "empty", aid),
         )  # fmt: skip
         changed += 1
     return changed
-
-
-def _zkey(z: EffectiveZone) -> tuple[float, ...]:
-    return tuple(zone_key((z,))[0])  # what ingest recorded in the row's zone_key
 
 
 def _row(c: PersonalChange) -> tuple[object, ...]:

@@ -93,20 +93,32 @@ def test_weekly_cli_mistakes(project: Path, run_cli: Run) -> None:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
-def test_monthly_page_switches_to_the_weekly_layer_in_chromium(project: Path, run_cli: Run) -> None:
+@pytest.mark.parametrize("tiles_format", ["png", "pmtiles"])
+def test_monthly_page_switches_to_the_weekly_layer_in_chromium(
+    project: Path, run_cli: Run, tiles_format: str
+) -> None:
     from tests.browser import open_site
+    from tests.conftest import write_config
 
-    config = project / "config.toml"
+    config = write_config(project, tiles_format=tiles_format)
     (project / "week.jsonl").write_bytes(to_jsonl([ride(f"a{i}", 15 + i) for i in range(5)]))
     run_cli("ingest", "-c", config, project / "week.jsonl")
     run_cli("snapshot", "-c", config, "--month", "2021-06")
     run_cli("snapshot", "-c", config, "--weekly", "--until", "2021-06-20")
     run_cli("snapshot", "-c", config, "--month", "2021-06")  # now the page offers the week
+    weekly_tiles = project / "site" / "weekly" / "tiles"
+    if tiles_format == "pmtiles":  # one archive per layer, as the monthly map
+        assert (weekly_tiles / "all.pmtiles").is_file() and not list(weekly_tiles.rglob("*.png"))
     with open_site(project / "site") as site:
         site.wait_for_map()
         before = len(site.tiles)
         site.click_layer("Last 7 days")
+        site.wait_for_tiles()
         weekly = site.tiles[before:]
         assert site.page_errors == [] and site.blocked_except_basemap() == []
-    assert weekly and all("/weekly/tiles/all/" in u for u, _ in weekly), weekly
-    assert 200 in {status for _, status in weekly}
+    assert weekly and all("/weekly/tiles/all" in u for u, _ in weekly), weekly
+    statuses = {status for _, status in weekly}
+    if tiles_format == "pmtiles":  # byte ranges of the one archive
+        assert statuses == {206}, weekly
+    else:  # a PNG per tile (404 where the week has no heat)
+        assert 200 in statuses and statuses <= {200, 404}, weekly

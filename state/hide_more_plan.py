@@ -1,0 +1,83 @@
+"""What a stored activity must lose to obey its athlete's current "hide more" settings.
+
+One rule for both stores (rule 5: hiding more applies backwards): the public store
+(``hide_more.enforce_settings``) and the personal store (``personal_store.hide_more``)
+both ask :func:`plan_hide_more` and apply the cuts it returns to their own columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from heatmetro.state.path_ops import cut_path_ends, drop_zone_cells
+from heatmetro.state.settings import EffectiveZone, hide_cuts_m, zone_key
+
+#: Cuts smaller than this (metres) are rounding, not a larger hide distance.
+MIN_EXTRA_M = 0.01
+
+
+@dataclass(frozen=True)
+class HidePlan:
+    """The cuts one stored activity still needs, and its bookkeeping afterwards.
+
+    Attributes:
+        new_zones: zones not yet cut from the stored path.
+        extra_start_m, extra_end_m: metres still to remove at each end.
+        cut_start_m, cut_end_m: the activity's total cuts once applied.
+        zone_key_json: the activity's ``zone_key`` column once applied.
+    """
+
+    new_zones: tuple[EffectiveZone, ...]
+    extra_start_m: float
+    extra_end_m: float
+    cut_start_m: float
+    cut_end_m: float
+    zone_key_json: str
+
+    def cut(self, path: np.ndarray, res: int) -> np.ndarray:
+        """``path`` (a stored path at resolution ``res``) with the extra ends and zones removed."""
+        return drop_zone_cells(
+            cut_path_ends(path, self.extra_start_m, self.extra_end_m), res, self.new_zones
+        )
+
+
+def plan_hide_more(
+    *,
+    activity_id: str,
+    hide_override_m: float | None,
+    cut_start_m: float,
+    cut_end_m: float,
+    zone_key_json: str,
+    hide_m: float,
+    zones: tuple[EffectiveZone, ...],
+    salt: str,
+    jitter_m: float,
+) -> HidePlan | None:
+    """The cuts an activity stored with the given columns needs; None when it obeys already.
+
+    An activity with its own hide distance (``hide_override_m``) keeps it; the others
+    follow the athlete's ``hide_m`` (with the activity's secret jitter). Smaller settings
+    never give anything back: cuts only grow.
+    """
+    have = {tuple(z) for z in orjson.loads(zone_key_json)}
+    new_zones = tuple(z for z in zones if tuple(zone_key((z,))[0]) not in have)
+    target_s, target_e = cut_start_m, cut_end_m
+    if hide_override_m is None:
+        target_s, target_e = hide_cuts_m(
+            hide_m, activity_id=activity_id, salt=salt, jitter_m=jitter_m
+        )
+    extra_s, extra_e = max(0.0, target_s - cut_start_m), max(0.0, target_e - cut_end_m)
+    if not new_zones and extra_s < MIN_EXTRA_M and extra_e < MIN_EXTRA_M:
+        return None
+    key = sorted(have | {tuple(zone_key((z,))[0]) for z in new_zones})
+    return HidePlan(
+        new_zones=new_zones,
+        extra_start_m=extra_s,
+        extra_end_m=extra_e,
+        cut_start_m=max(cut_start_m, target_s),
+        cut_end_m=max(cut_end_m, target_e),
+        zone_key_json=orjson.dumps([list(k) for k in key]).decode(),
+    )

@@ -1,0 +1,71 @@
+"""Reading input files: nothing after a run of blank lines is lost, and a small followed
+file that grows is resumed, not read again from its start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from heatmetro.core.config import DEFAULT_MAX_RECORD_BYTES
+from heatmetro.flows.sources import BATCH_BYTES, StreamMessage, _FilesPartition
+from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, line, to_jsonl
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def read_all(part: _FilesPartition, rounds: int = 100) -> list[StreamMessage]:
+    """Batches until the partition ends, or until it only waits (following)."""
+    out: list[StreamMessage] = []
+    for _ in range(rounds):
+        try:
+            batch = part.next_batch()
+        except StopIteration:
+            break
+        out.extend(batch)
+        if not batch and part.next_awake() is not None:
+            break  # following: nothing new for now
+    return out
+
+
+def test_activity_after_megabytes_of_blank_lines_is_ingested(project: Path, run_cli: Run) -> None:
+    # Blank lines are skipped, but they fill batches: two whole batches' worth of them
+    # used to read as the end of the file, and the activity after them was never read.
+    blank = b" " * (BATCH_BYTES // 2) + b"\n"
+    ride = activity("r-1", "a-1", line(NORTHAMPTON_WEST, NORTHAMPTON_EAST))
+    (project / "in.jsonl").write_bytes(blank * 5 + to_jsonl([ride]))
+    run_cli("ingest", "-c", project / "config.toml", project / "in.jsonl")
+    stats = json.loads(run_cli("stats", "-c", project / "config.toml", "--json").stdout)
+    assert stats["activities"] == 1 and stats["dead_letters"] == 0, stats
+
+
+def test_followed_small_file_resumes_where_it_was_when_it_grows(tmp_path: Path) -> None:
+    path = tmp_path / "live.jsonl"
+    path.write_bytes(b'{"n": 1}\n{"n": 2}\n')  # far shorter than the 4 KiB head hash
+    part = _FilesPartition([str(path)], {}, follow=True, max_bytes=DEFAULT_MAX_RECORD_BYTES)
+    assert [(m.position, m.data) for m in read_all(part)] == [(1, b'{"n": 1}'), (2, b'{"n": 2}')]
+
+    with path.open("ab") as fh:
+        fh.write(b'{"n": 3}\n')
+    assert [(m.position, m.data) for m in read_all(part)] == [(3, b'{"n": 3}')]
+
+    # ...also after a restart from the snapshot, once the file has grown again.
+    with path.open("ab") as fh:
+        fh.write(b'{"n": 4}\n')
+    again = _FilesPartition(
+        [str(path)], part.snapshot(), follow=True, max_bytes=DEFAULT_MAX_RECORD_BYTES
+    )
+    assert [(m.position, m.data) for m in read_all(again)] == [(4, b'{"n": 4}')]
+
+
+def test_a_replaced_file_is_read_from_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "live.jsonl"
+    path.write_bytes(b'{"n": 1}\n')
+    part = _FilesPartition([str(path)], {}, follow=False, max_bytes=DEFAULT_MAX_RECORD_BYTES)
+    assert len(read_all(part)) == 1
+    path.write_bytes(b'{"m": 1}\n{"m": 2}\n')  # another file under the same name
+    again = _FilesPartition(
+        [str(path)], part.snapshot(), follow=False, max_bytes=DEFAULT_MAX_RECORD_BYTES
+    )
+    assert [m.position for m in read_all(again)] == [1, 2]
