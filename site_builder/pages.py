@@ -17,18 +17,14 @@ Two properties matter more than looks:
 
 from __future__ import annotations
 
-import re
+import hashlib
+import json
+import os
 import shutil
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
-from typing import Any
 
-import folium
-from branca.element import Element, Figure
-from folium.map import CustomPane, LayerControl
-from folium.raster_layers import TileLayer
-from folium.template import Template
 from jinja2 import Environment
 from markupsafe import Markup
 
@@ -61,10 +57,6 @@ HEAT_PANE_Z = 410  # above the basemap (tilePane, 200) and overlays (400), below
 
 ASSETS = "assets"
 LEAFLET_FILES = ("leaflet.js", "leaflet.css")
-
-# folium/branca element names end in "_" + 32 hex digits from os.urandom. Only that shape
-# is touched: a basemap URL may carry a 32-hex API key, which must survive.
-_RANDOM_ID = re.compile(r"(?<=[a-z]_)[0-9a-f]{32}(?![0-9a-f])")
 
 
 @dataclass(frozen=True)
@@ -142,7 +134,13 @@ class MapParts:
     script: Markup
 
 
-def write_pages(out_root: Path, meta: SiteMeta, *, template_dir: Path | None = None) -> list[Path]:
+def write_pages(
+    out_root: Path,
+    meta: SiteMeta,
+    *,
+    template_dir: Path | None = None,
+    map_cache: Path | None = None,
+) -> list[Path]:
     """Write ``index.html``, ``about.html`` and ``assets/`` under ``out_root``.
 
     Call it after the tiles are written: the page only points at ``tiles/{layer}/``
@@ -153,6 +151,7 @@ def write_pages(out_root: Path, meta: SiteMeta, *, template_dir: Path | None = N
         meta: what this build publishes.
         template_dir: the operator's template overrides (``template_dir`` in the config);
             anything not there comes from the shipped ``site_template/``.
+        map_cache: a file keeping the rendered map for the next build (``cached_map``).
 
     Returns:
         Every file written, in a stable order.
@@ -174,7 +173,9 @@ def write_pages(out_root: Path, meta: SiteMeta, *, template_dir: Path | None = N
         "scheme_styles": scheme_styles(),
     }
     pages = {
-        "index.html": env.get_template("index.html.j2").render(map=build_map(meta), **common),
+        "index.html": env.get_template("index.html.j2").render(
+            map=cached_map(meta, map_cache), **common
+        ),
         "about.html": env.get_template("about.html.j2").render(**common),
     }
     for name, html in pages.items():
@@ -200,121 +201,63 @@ def make_environment(template_dir: Path | None) -> Environment:
 
 def build_map(meta: SiteMeta) -> MapParts:
     """Build the folium map for ``meta`` and render it into deterministic parts."""
-    if meta.bounds is not None:
-        south, west, north, east = meta.bounds
-        location = [(south + north) / 2, (west + east) / 2]
-    else:
-        location = [20.0, 0.0]  # a world view when there is no heat yet
-    fmap = folium.Map(
-        location=location,
-        zoom_start=max(meta.min_zoom, 2),
-        tiles=None,
-        zoom_control=False,  # heatmetro.js adds it under the title panel
-        control_scale=True,
-    )
-    # Map() only passes min/max zoom to a tile layer it creates; with tiles=None they
-    # must go to the L.map options directly or the map would zoom past the pyramid.
-    fmap.options.update(min_zoom=meta.min_zoom, max_zoom=meta.max_zoom)
-    # Instance attributes shadow folium's class-level CDN lists (JSCSSMixin reads
-    # self.default_js): only our relative copy of Leaflet, nothing from the internet.
-    fmap.default_js = [("leaflet", f"{ASSETS}/leaflet/leaflet.js")]
-    if meta.tiles_format == "pmtiles" or (meta.has_weekly and meta.weekly_format == "pmtiles"):
-        fmap.default_js.append(("pmtiles", f"{ASSETS}/pmtiles.js"))
-    fmap.default_css = [("leaflet_css", f"{ASSETS}/leaflet/leaflet.css")]
+    # folium (with branca and their templates) costs ~0.4 s to import and compile: only
+    # when a map is drawn, not when the map cache already holds it.
+    from heatmetro.site_builder.folium_map import render_map
 
-    if meta.basemap_url:
-        TileLayer(
-            tiles=meta.basemap_url,
-            attr=meta.basemap_attribution,
-            name="basemap",
-            control=False,  # always on, under whichever heat layer is chosen
-            min_zoom=meta.min_zoom,
-            max_zoom=meta.max_zoom,
-        ).add_to(fmap)
-
-    CustomPane(HEAT_PANE, z_index=HEAT_PANE_Z).add_to(fmap)
-    options: dict[str, Any] = {}
-    if meta.bounds is not None:
-        south, west, north, east = meta.bounds
-        # Leaflet then never asks for tiles outside the heat: no stream of 404s.
-        options["bounds"] = [[south, west], [north, east]]
-    layer_cls = PmtilesLayer if meta.tiles_format == "pmtiles" else TileLayer
-    suffix = ".pmtiles" if meta.tiles_format == "pmtiles" else "/{z}/{x}/{y}.png"
-    heat_layers = []
-    for i, layer in enumerate(_ordered_layers(meta)):
-        heat_layers.append(
-            layer_cls(
-                tiles=f"tiles/{layer}{suffix}",  # relative: works from any sub-path
-                attr=HEAT_ATTRIBUTION,
-                name=LAYER_LABELS[layer],
-                overlay=False,  # base layers = radio buttons, one sport at a time
-                show=i == 0,
-                min_zoom=meta.min_zoom,
-                max_zoom=meta.max_zoom,
-                # Public tiles stop here; Leaflet scales them up for closer zooms.
-                max_native_zoom=meta.public_max_zoom,
-                pane=HEAT_PANE,
-                class_name=f"heat-{layer}",
-                **options,
-            ).add_to(fmap)
-        )
-    if meta.has_weekly:
-        # The last 7 days (snapshot --weekly) as one more choice; its own, lower zoom cap.
-        weekly_pmtiles = meta.weekly_format == "pmtiles"
-        heat_layers.append(
-            (PmtilesLayer if weekly_pmtiles else TileLayer)(
-                tiles=WEEKLY_TILES + (".pmtiles" if weekly_pmtiles else "/{z}/{x}/{y}.png"),
-                attr=HEAT_ATTRIBUTION,
-                name=WEEKLY_LABEL,
-                overlay=False,
-                show=False,
-                min_zoom=meta.min_zoom,
-                max_zoom=meta.max_zoom,
-                max_native_zoom=meta.weekly_public_max_zoom,
-                pane=HEAT_PANE,
-                class_name="heat-weekly",
-            ).add_to(fmap)
-        )
-    if meta.layers:
-        LayerControl(position="topright", collapsed=False).add_to(fmap)
-    view = meta.view or meta.bounds
-    if view is not None:
-        south, west, north, east = view
-        # A single street would otherwise open at street level, far past the public tiles.
-        fmap.fit_bounds([[south, west], [north, east]], max_zoom=meta.public_max_zoom)
-        # Without a start zoom Leaflet holds every layer back until fitBounds sets the
-        # view, so no tiles are fetched for a throwaway view first.
-        fmap.options.pop("zoom", None)
-    parts = _render(fmap)
-    return MapParts(
-        name=parts.name,
-        # Names are final only after _render has numbered the elements.
-        heat_layers=tuple(layer.get_name() for layer in heat_layers),
-        # pmtiles.js's layer is a GridLayer: it has no zoomOffset to borrow tiles from.
-        retina=meta.tiles_format == "png",
-        head=parts.head,
-        body=parts.body,
-        script=parts.script,
-    )
+    return render_map(meta)
 
 
-class PmtilesLayer(TileLayer):
-    """A heat layer read from a PMTiles archive by pmtiles.js (``leafletRasterLayer``).
+def cached_map(meta: SiteMeta, cache: Path | None) -> MapParts:
+    """``build_map(meta)``, reused from ``cache`` (a JSON file) when its inputs are the
+    same: the map depends on the bounds, view, layers, zooms and basemap, not on the
+    counts, so a rebuild where a few athletes changed usually draws the same map."""
+    if cache is None:
+        return build_map(meta)
+    key = _map_key(meta)
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+        if data["key"] == key:
+            return MapParts(
+                name=str(data["name"]),
+                heat_layers=tuple(str(n) for n in data["heat_layers"]),
+                retina=bool(data["retina"]),
+                head=Markup(str(data["head"])),  # noqa: S704 -- our own folium render, cached
+                body=Markup(str(data["body"])),  # noqa: S704
+                script=Markup(str(data["script"])),  # noqa: S704
+            )
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or unreadable: draw it
+    parts = build_map(meta)
+    data = {
+        "key": key,
+        **{f: getattr(parts, f) for f in ("name", "retina", "head", "body", "script")},
+    }
+    data["heat_layers"] = list(parts.heat_layers)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        tmp.replace(cache)  # atomic: a reader sees the old map or the new one
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no cache: the next build draws the map again
+    return parts
 
-    The archive's URL is made absolute against the page, because pmtiles.js fetches it
-    with ``fetch`` and HTTP range requests (so a PMTiles site needs an HTTP server).
-    """
 
-    _template = Template(
-        """
-        {% macro script(this, kwargs) %}
-            var {{ this.get_name() }} = pmtiles.leafletRasterLayer(
-                new pmtiles.PMTiles(new URL({{ this.tiles|tojson }}, document.baseURI).href),
-                {{ this.options|tojavascript }}
-            );
-        {% endmacro %}
-        """
-    )
+def _map_key(meta: SiteMeta) -> str:
+    """Digest of everything ``build_map`` reads, and of the code and folium version."""
+    fields = (
+        "bounds", "view", "min_zoom", "max_zoom", "public_max_zoom", "tiles_format",
+        "has_weekly", "weekly_format", "weekly_public_max_zoom", "basemap_url",
+        "basemap_attribution",
+    )  # fmt: skip
+    inputs = {f: getattr(meta, f) for f in fields}
+    inputs["layers"] = _ordered_layers(meta)
+    here = Path(__file__).resolve().parent
+    code = b"".join((here / f).read_bytes() for f in ("pages.py", "folium_map.py"))
+    inputs["code"] = hashlib.sha256(code).hexdigest()
+    inputs["folium"] = metadata.version("folium")
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def scheme_styles() -> Markup:
@@ -346,48 +289,6 @@ def scheme_styles() -> Markup:
         + "</svg>"
     )
     return Markup(f"{svg}\n<style>\n" + "\n".join(rules) + "\n</style>")  # noqa: S704 -- our own constants
-
-
-def _render(fmap: folium.Map) -> MapParts:
-    """Render the map's figure into head/body/script with stable element names."""
-    figure = fmap.get_root()
-    assert isinstance(figure, Figure)
-    # Our base template declares the charset itself.
-    figure.header._children.pop("meta_http", None)
-    _stabilise_ids(figure)
-    # What Figure.render() does, minus its page skeleton: the children render into the
-    # figure's header/html/script elements, which we then render separately.
-    for child in figure._children.values():
-        child.render()
-    names: dict[str, str] = {}
-
-    def stable(text: str) -> Markup:
-        # Elements created during render() (e.g. the "add to map" calls) got random ids
-        # after _stabilise_ids ran; any that reach the output are numbered here.
-        out = _RANDOM_ID.sub(lambda m: names.setdefault(m.group(0), f"r{len(names)}"), text)
-        return Markup(out.strip() + "\n")  # noqa: S704 -- folium's own escaped output
-
-    return MapParts(
-        name=fmap.get_name(),
-        heat_layers=(),
-        retina=False,
-        head=stable(figure.header.render()),
-        body=stable(figure.html.render()),
-        script=stable(figure.script.render()),
-    )
-
-
-def _stabilise_ids(root: Element) -> None:
-    """Replace branca's random element ids by counters in tree order."""
-    counter = 0
-    stack: list[Element] = [root]
-    while stack:
-        element = stack.pop(0)
-        element._id = f"{counter}"
-        counter += 1
-        if isinstance(element, Figure):
-            stack.extend([element.header, element.html, element.script])
-        stack.extend(element._children.values())
 
 
 def _ordered_layers(meta: SiteMeta) -> list[str]:

@@ -30,6 +30,8 @@ from heatmetro.state.shards import ShardedStore
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 from heatmetro.state.view import ReadView
 
+MAP_CACHE = "map_cache.json"  # in state_dir: the rendered map of the last build (pages)
+
 
 @dataclass(frozen=True)
 class SnapshotResult:
@@ -109,7 +111,9 @@ def run_snapshot(
         for db in dbs:
             db.close()
     stages.done("window")
-    n_tiles = build_site(window, config, when, streets=streets, quiet=quiet, stages=stages)
+    n_tiles = build_site(
+        window, config, when, streets=streets, quiet=quiet, stages=stages, map_cache=cache
+    )
     if not quiet:
         print(stages.line(), file=sys.stderr)
     return SnapshotResult(
@@ -128,11 +132,13 @@ def build_site(
     owns: Callable[[int, int, int], bool] | None = None,
     pages: bool = True,
     stages: Stages | None = None,
+    map_cache: bool = False,
 ) -> int:
     """Write and atomically publish the site of ``window``; returns the tile count.
 
     A member of a distributed snapshot writes only the tiles it ``owns``; only the one
     with ``pages`` writes the pages, Metro files and metadata (docs/scaling.md).
+    With ``map_cache``, the rendered map is kept in ``state_dir`` for the next build.
     """
     month = window.month
     stages = stages or Stages()
@@ -204,6 +210,7 @@ def build_site(
                 metro_delta=config.metro_delta,
             ),
             template_dir=config.template_dir,
+            map_cache=config.state_dir / MAP_CACHE if map_cache else None,
         )
         _write_metadata(build, window, config, counts, metro_rows, when, bounds)
         stages.done("pages")
