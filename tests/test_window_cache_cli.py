@@ -42,7 +42,30 @@ from tests.test_snapshot_cli import (
 # A third street ~1.1 km south of Elm Street, ridden by four people who never change.
 SOUTH_WEST = (42.3095, -72.6450)
 SOUTH_EAST = (42.3095, -72.6250)
+# Three more parallel streets, 1.1 km apart, three riders each: one of them will lower
+# their visibility, add a privacy zone, or hide a mile at both ends.
+MORE = {"v": 42.2995, "z": 42.2895, "h": 42.2795}
 LATER = datetime(2021, 6, 25, tzinfo=UTC)
+
+
+def _street(prefix: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    return (MORE[prefix], SOUTH_WEST[1]), (MORE[prefix], SOUTH_EAST[1])
+
+
+def _changes() -> list[dict]:
+    """Every kind of change that must shrink what is published."""
+    mid = along(*_street("z"), 0.5)
+    return [
+        athlete("n0", updated=LATER, aggregate_opt_out=True),
+        deleted("elm2-r1", "elm2", updated=LATER),
+        activity("v1-r1", "v1", line(*_street("v")), visibility="only_me", updated=LATER),
+        athlete(
+            "z1", updated=LATER, privacy_zones=[{"lat": mid[0], "lng": mid[1], "radius_m": 700}]
+        ),
+        athlete("h1", updated=LATER, hide_start_end_m=1609.0),
+    ]
+
+
 CACHE = Path("state") / "window_cache.npz"
 
 
@@ -53,6 +76,7 @@ def _streets() -> list[dict]:
         *street_rides(3, prefix="elm"),  # exactly the 3 athletes a cell needs
         *[activity(f"n{i}-r1", f"n{i}", north) for i in range(3)],
         *[activity(f"s{i}-r1", f"s{i}", south) for i in range(4)],
+        *[activity(f"{p}{i}-r1", f"{p}{i}", line(*_street(p))) for p in MORE for i in range(3)],
     ]
 
 
@@ -86,7 +110,7 @@ def _full_build_of(project: Path, dst: Path, run_cli: Run) -> Path:
     return dst / "site"
 
 
-def test_opt_out_and_deletion_never_survive_the_incremental_rebuild(
+def test_opt_out_deletion_visibility_zone_and_hide_never_survive_a_rebuild(
     project: Path, run_cli: Run, tmp_path: Path
 ) -> None:
     ingest(run_cli, project, _streets(), "streets")
@@ -97,32 +121,26 @@ def test_opt_out_and_deletion_never_survive_the_incremental_rebuild(
     elm = along(NORTHAMPTON_WEST, NORTHAMPTON_EAST, 0.5)
     north = along(NORTH_WEST, NORTH_EAST, 0.5)
     south = along(SOUTH_WEST, SOUTH_EAST, 0.5)
+    gone = {"deleted": elm, "opted out": north}
+    gone.update({f"changed ({p})": along(*_street(p), 0.5) for p in MORE})
     for z in ZOOMS:
-        for where in (elm, north, south):
+        for where in (south, *gone.values()):
             assert alpha_near(site, "all", z, *where) > 0, f"a street not drawn at z{z}"
     edges_before = csv_rows(site / "metro" / "edges.csv")
 
-    # n0 opts out, elm2 deletes their ride: both streets fall below 3 athletes.
-    ingest(
-        run_cli,
-        project,
-        [
-            athlete("n0", updated=LATER, aggregate_opt_out=True),
-            deleted("elm2-r1", "elm2", updated=LATER),
-        ],
-        "changes",
-    )
+    # One athlete per street makes a change: each street falls below 3 athletes there.
+    ingest(run_cli, project, _changes(), "changes")
     again = snapshot(run_cli, project, env=SDE_ENV)
     for z in ZOOMS:
-        assert alpha_near(site, "all", z, *elm) == 0, f"deleted ride still drawn at z{z}"
-        assert alpha_near(site, "all", z, *north) == 0, f"opted-out athlete still drawn at z{z}"
+        for what, where in gone.items():
+            assert alpha_near(site, "all", z, *where) == 0, f"{what}: still drawn at z{z}"
         assert alpha_near(site, "all", z, *south) > 0, f"unchanged street lost at z{z}"
     edges_after = csv_rows(site / "metro" / "edges.csv")
     assert 0 < len(edges_after) < len(edges_before), "Metro must drop the two streets' edges"
 
-    # Incremental: only the two changed athletes were read from the store.
+    # Incremental: only the five changed athletes were read from the store.
     assert _stderr_line(again.stderr, "window cache:") == (
-        "window cache: 8 athletes kept, 2 read from the store"
+        "window cache: 14 athletes kept, 5 read from the store"
     )
     fresh = _full_build_of(project, tmp_path / "fresh", run_cli)
     a, b = tree(site.resolve()), tree(fresh.resolve())
@@ -147,9 +165,9 @@ def test_a_damaged_cache_is_one_line_and_a_full_read(project: Path, run_cli: Run
         proc = snapshot(run_cli, project, env=SDE_ENV)
         assert "Traceback" not in proc.stderr
         line_ = _stderr_line(proc.stderr, "window cache:")
-        assert expect in line_ and "read all 10 athletes from the store" in line_, line_
+        assert expect in line_ and "read all 19 athletes from the store" in line_, line_
         built = tree((project / "site").resolve())
         assert built == reference, f"{expect}: the site changed"
     # ... and the cache was rewritten whole: the next build keeps everyone.
     proc = snapshot(run_cli, project, env=SDE_ENV)
-    assert "window cache: 10 athletes kept, 0 read" in proc.stderr
+    assert "window cache: 19 athletes kept, 0 read" in proc.stderr
