@@ -24,6 +24,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment
 from markupsafe import Markup
@@ -211,37 +212,48 @@ def build_map(meta: SiteMeta) -> MapParts:
 def cached_map(meta: SiteMeta, cache: Path | None) -> MapParts:
     """``build_map(meta)``, reused from ``cache`` (a JSON file) when its inputs are the
     same: the map depends on the bounds, view, layers, zooms and basemap, not on the
-    counts, so a rebuild where a few athletes changed usually draws the same map."""
+    counts, so a rebuild where a few athletes changed usually draws the same map. The
+    file keeps the last few maps (sites of one store in both tile formats share it)."""
     if cache is None:
         return build_map(meta)
     key = _map_key(meta)
+    maps = _read_maps(cache)
     try:
-        data = json.loads(cache.read_text(encoding="utf-8"))
-        if data["key"] == key:
-            return MapParts(
-                name=str(data["name"]),
-                heat_layers=tuple(str(n) for n in data["heat_layers"]),
-                retina=bool(data["retina"]),
-                head=Markup(str(data["head"])),  # noqa: S704 -- our own folium render, cached
-                body=Markup(str(data["body"])),  # noqa: S704
-                script=Markup(str(data["script"])),  # noqa: S704
-            )
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # none yet, or unreadable: draw it
+        hit = maps[key]
+        return MapParts(
+            name=str(hit["name"]),
+            heat_layers=tuple(str(n) for n in hit["heat_layers"]),
+            retina=bool(hit["retina"]),
+            head=Markup(str(hit["head"])),  # noqa: S704 -- our own folium render, cached
+            body=Markup(str(hit["body"])),  # noqa: S704
+            script=Markup(str(hit["script"])),  # noqa: S704
+        )
+    except (KeyError, TypeError):
+        pass  # not drawn yet (or a damaged entry): draw it
     parts = build_map(meta)
-    data = {
-        "key": key,
-        **{f: getattr(parts, f) for f in ("name", "retina", "head", "body", "script")},
-    }
-    data["heat_layers"] = list(parts.heat_layers)
+    entry = {f: getattr(parts, f) for f in ("name", "retina", "head", "body", "script")}
+    entry["heat_layers"] = list(parts.heat_layers)
+    maps.pop(key, None)
+    maps = {**dict(list(maps.items())[-(MAP_CACHE_ENTRIES - 1) :]), key: entry}
     tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        tmp.replace(cache)  # atomic: a reader sees the old map or the new one
+        tmp.write_text(json.dumps(maps), encoding="utf-8")
+        tmp.replace(cache)  # atomic: a reader sees the old maps or the new ones
     except OSError:
         tmp.unlink(missing_ok=True)  # no cache: the next build draws the map again
     return parts
+
+
+MAP_CACHE_ENTRIES = 4
+
+
+def _read_maps(cache: Path) -> dict[str, Any]:
+    try:
+        maps = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return maps if isinstance(maps, dict) else {}
 
 
 def _map_key(meta: SiteMeta) -> str:
