@@ -266,7 +266,10 @@ def _map_key(meta: SiteMeta) -> str:
     inputs = {f: getattr(meta, f) for f in fields}
     inputs["layers"] = _ordered_layers(meta)
     here = Path(__file__).resolve().parent
-    code = b"".join((here / f).read_bytes() for f in ("pages.py", "folium_map.py"))
+    try:
+        code = b"".join((here / f).read_bytes() for f in ("pages.py", "folium_map.py"))
+    except OSError:  # not installed as files: a key no cache can match
+        code = os.urandom(16)
     inputs["code"] = hashlib.sha256(code).hexdigest()
     inputs["folium"] = metadata.version("folium")
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
