@@ -26,6 +26,7 @@ from heatmetro.site_builder.pages import (
     MapParts,
     SiteMeta,
     _ordered_layers,
+    map_centre,
 )
 
 # folium/branca element names end in "_" + 32 hex digits from os.urandom. Only that shape
@@ -36,8 +37,7 @@ _RANDOM_ID = re.compile(r"(?<=[a-z]_)[0-9a-f]{32}(?![0-9a-f])")
 def render_map(meta: SiteMeta) -> MapParts:
     """Build the folium map for ``meta`` and render it into deterministic parts."""
     if meta.bounds is not None:
-        south, west, north, east = meta.bounds
-        location = [(south + north) / 2, (west + east) / 2]
+        location = list(map_centre(meta.bounds))
     else:
         location = [20.0, 0.0]  # a world view when there is no heat yet
     fmap = folium.Map(

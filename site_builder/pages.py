@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
@@ -209,43 +210,89 @@ def build_map(meta: SiteMeta) -> MapParts:
     return render_map(meta)
 
 
+def map_centre(bounds: tuple[float, float, float, float]) -> tuple[float, float]:
+    """Where the map is centred before it fits its view: the middle of ``bounds``."""
+    south, west, north, east = bounds
+    return (south + north) / 2, (west + east) / 2
+
+
+# The map's text depends on the bounds and the view only through their numbers and the
+# centre: it is drawn once with these stand-ins, cached, and each build writes its own
+# numbers in their place (one regex pass). Odd values no real map would have.
+_STAND_IN_BOUNDS = (
+    -81.11111111111111,
+    -171.22222222222223,
+    -82.33333333333333,
+    -172.44444444444446,
+)
+_STAND_IN_VIEW = (-83.55555555555556, -173.66666666666666, -84.77777777777777, -174.88888888888889)
+_TEXT = ("head", "body", "script")
+
+
+def _numbers(meta: SiteMeta) -> list[float]:
+    assert meta.bounds is not None and meta.view is not None
+    return [*meta.bounds, *meta.view, *map_centre(meta.bounds)]
+
+
 def cached_map(meta: SiteMeta, cache: Path | None) -> MapParts:
-    """``build_map(meta)``, reused from ``cache`` (a JSON file) when its inputs are the
-    same: the map depends on the bounds, view, layers, zooms and basemap, not on the
-    counts, so a rebuild where a few athletes changed usually draws the same map. The
-    file keeps the last few maps (sites of one store in both tile formats share it)."""
-    if cache is None:
+    """``build_map(meta)``, drawn once per set of map settings and kept in ``cache`` (a
+    JSON file): the map depends on the layers, zooms, formats and basemap, which rarely
+    change, and on the bounds and view, which are written in for each build. So a
+    rebuild does not import folium. The file keeps the last few maps (sites of one
+    store in both tile formats share it)."""
+    if cache is None or meta.bounds is None or meta.view is None:
         return build_map(meta)
-    key = _map_key(meta)
+    stand_in = replace(meta, bounds=_STAND_IN_BOUNDS, view=_STAND_IN_VIEW)
+    key = _map_key(stand_in)
     maps = _read_maps(cache)
-    try:
-        hit = maps[key]
-        return MapParts(
-            name=str(hit["name"]),
-            heat_layers=tuple(str(n) for n in hit["heat_layers"]),
-            retina=bool(hit["retina"]),
-            head=Markup(str(hit["head"])),  # noqa: S704 -- our own folium render, cached
-            body=Markup(str(hit["body"])),  # noqa: S704
-            script=Markup(str(hit["script"])),  # noqa: S704
-        )
-    except (KeyError, TypeError):
-        pass  # not drawn yet (or a damaged entry): draw it
-    parts = build_map(meta)
-    entry = {f: getattr(parts, f) for f in ("name", "retina", "head", "body", "script")}
-    entry["heat_layers"] = list(parts.heat_layers)
-    maps.pop(key, None)
-    maps = {**dict(list(maps.items())[-(MAP_CACHE_ENTRIES - 1) :]), key: entry}
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(maps), encoding="utf-8")
-        tmp.replace(cache)  # atomic: a reader sees the old maps or the new ones
-    except OSError:
-        tmp.unlink(missing_ok=True)  # no cache: the next build draws the map again
-    return parts
+    entry = maps.get(key)
+    if not _usable(entry):
+        entry = _entry(build_map(stand_in))
+        if not _usable(entry):  # folium wrote a stand-in some other way: no caching
+            return build_map(meta)
+        maps.pop(key, None)
+        maps = {**dict(list(maps.items())[-(MAP_CACHE_ENTRIES - 1) :]), key: entry}
+        _write_maps(cache, maps)
+    assert entry is not None
+    numbers = dict(zip((repr(x) for x in _numbers(stand_in)), _numbers(meta), strict=True))
+    pattern = re.compile("|".join(re.escape(k) for k in numbers))
+
+    def filled(text: str) -> Markup:
+        return Markup(pattern.sub(lambda m: repr(numbers[m.group(0)]), text))  # noqa: S704 -- our own folium render, cached
+
+    return MapParts(
+        name=str(entry["name"]),
+        heat_layers=tuple(str(n) for n in entry["heat_layers"]),
+        retina=bool(entry["retina"]),
+        head=filled(entry["head"]),
+        body=filled(entry["body"]),
+        script=filled(entry["script"]),
+    )
 
 
 MAP_CACHE_ENTRIES = 4
+
+
+def _entry(parts: MapParts) -> dict[str, Any]:
+    entry: dict[str, Any] = {f: str(getattr(parts, f)) for f in ("name", *_TEXT)}
+    entry["retina"] = parts.retina
+    entry["heat_layers"] = list(parts.heat_layers)
+    return entry
+
+
+def _usable(entry: object) -> bool:
+    """A well-formed entry whose text holds every stand-in, and only as a whole number
+    (a stand-in cut short, e.g. rounded, would survive the substitution)."""
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(f), str) for f in _TEXT):
+        return False
+    if not isinstance(entry.get("name"), str) or not isinstance(entry.get("heat_layers"), list):
+        return False
+    text = "".join(entry[f] for f in _TEXT)
+    for x in (*_STAND_IN_BOUNDS, *_STAND_IN_VIEW):
+        whole, prefix = repr(x), repr(x)[:6]
+        if whole not in text or text.count(prefix) != text.count(whole):
+            return False
+    return True
 
 
 def _read_maps(cache: Path) -> dict[str, Any]:
@@ -256,6 +303,16 @@ def _read_maps(cache: Path) -> dict[str, Any]:
     return maps if isinstance(maps, dict) else {}
 
 
+def _write_maps(cache: Path, maps: dict[str, Any]) -> None:
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(maps), encoding="utf-8")
+        tmp.replace(cache)  # atomic: a reader sees the old maps or the new ones
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no cache: the next build draws the map again
+
+
 def _map_key(meta: SiteMeta) -> str:
     """Digest of everything ``build_map`` reads, and of the code and folium version."""
     fields = (
@@ -263,7 +320,7 @@ def _map_key(meta: SiteMeta) -> str:
         "has_weekly", "weekly_format", "weekly_public_max_zoom", "basemap_url",
         "basemap_attribution",
     )  # fmt: skip
-    inputs = {f: getattr(meta, f) for f in fields}
+    inputs: dict[str, Any] = {f: getattr(meta, f) for f in fields}
     inputs["layers"] = _ordered_layers(meta)
     here = Path(__file__).resolve().parent
     try:
