@@ -59,7 +59,8 @@ class Run:
     tile_seconds: float
     reused: int
     peak_rss_mb: float
-    stages: dict[str, float]
+    stages: dict[str, tuple[float, float]]  # wall and CPU seconds per stage
+    cpu_seconds: float  # user + system, the process and its children
 
 
 def env() -> dict[str, str]:
@@ -133,12 +134,18 @@ def snapshot(label: str, project: Path, config: Path, month: str, *extra: str) -
         tile_seconds=sum(float(s) for _, s, _ in layers),
         reused=sum(int(r.replace(",", "")) for _, _, r in layers),
         peak_rss_mb=int(rss.group(1)) / 1024 if rss else float("nan"),
-        stages={k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+) s", _stages(proc.stderr))},
+        stages={
+            k: (float(w), float(c))
+            for k, w, c in re.findall(r"(\w+) ([\d.]+)/([\d.]+)", _stages(proc.stderr))
+        },
+        cpu_seconds=sum(
+            float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr)
+        ),
     )
 
 
 def _stages(stderr: str) -> str:
-    lines = [ln for ln in stderr.splitlines() if ln.startswith("stages: ")]
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("stages ")]
     return lines[-1] if lines else ""
 
 
@@ -248,10 +255,16 @@ def main() -> int:
                 f"{r.tile_seconds / max(n.tile_seconds, 1e-9):.0%}, {r.reused:,} of {r.tiles:,} "
                 f"tiles reused, byte-identical: {'yes' if identical[fmt] else 'NO'}"
             )
-            shares = ", ".join(
-                f"{k} {r.stages.get(k, 0.0):.2f}/{v:.2f} s" for k, v in n.stages.items()
+            print(
+                f"  CPU time (user + system; steadier than wall time on a shared machine): "
+                f"{r.cpu_seconds:.2f} / {n.cpu_seconds:.2f} s = {r.cpu_seconds / n.cpu_seconds:.0%}"
             )
-            print(f"  {fmt} 1% rebuild/full by stage: {shares}")
+            for i, what in enumerate(("wall", "CPU")):
+                shares = ", ".join(
+                    f"{k} {r.stages.get(k, (0.0, 0.0))[i]:.2f}/{v[i]:.2f}"
+                    for k, v in n.stages.items()
+                )
+                print(f"  {fmt} 1% rebuild/full by stage, {what} s: {shares}")
     finally:
         if args.keep:
             print(f"kept {root}")

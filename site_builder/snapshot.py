@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -51,20 +52,33 @@ class SnapshotResult:
 
 
 class Stages:
-    """Wall time of each snapshot stage, for the one-line summary on stderr."""
+    """Wall and CPU time of each snapshot stage, for the one-line summary on stderr.
+
+    CPU time (this process and its finished tile workers) barely moves when other jobs
+    share the machine, so it compares builds where wall time cannot.
+    """
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self._t = time.monotonic()
+        self._c = _cpu()
 
     def done(self, stage: str) -> None:
         """``stage`` ended now (it began when the previous one ended)."""
-        now = time.monotonic()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._t
-        self._t = now
+        now, cpu = time.monotonic(), _cpu()
+        self.wall[stage] = self.wall.get(stage, 0.0) + now - self._t
+        self.cpu[stage] = self.cpu.get(stage, 0.0) + cpu - self._c
+        self._t, self._c = now, cpu
 
     def line(self) -> str:
-        return "stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.seconds.items())
+        parts = (f"{k} {v:.2f}/{self.cpu[k]:.2f}" for k, v in self.wall.items())
+        return "stages (wall/cpu s): " + ", ".join(parts)
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def build_time() -> datetime:
