@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-cache",
         action="store_true",
-        help="read the whole window from the store (no window cache in state_dir)",
+        help="read the whole window from the store (the window cache in state_dir is rewritten)",
     )
     p.add_argument(
         "--weekly",

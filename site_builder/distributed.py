@@ -41,6 +41,7 @@ from heatmetro.core.sports import NIGHT_LAYER, sport_layer
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.snapshot import SnapshotResult, build_site, build_time
 from heatmetro.site_builder.window import LayerHeat, WindowData
+from heatmetro.site_builder.window_cache import CACHE_FILE
 from heatmetro.state.aggregates import cells_to_parent
 from heatmetro.state.rebuild import MonthRow
 from heatmetro.state.records import EDGE_KEY, HEX_KEY, LAYERS, OD_KEY, group_sum
@@ -283,6 +284,9 @@ def run_distributed_snapshot(
     when = build_time()
     month = check_month(month, what="--month") if month is not None else last_complete_month(when)
     local, athletes = local_partials(config, month)
+    # Cluster members keep no window cache: drop one a one-machine snapshot left, so no
+    # derived rows outlive a deletion in the store.
+    (config.state_dir / CACHE_FILE).unlink(missing_ok=True)
     sink = _Collect(process_id)
     flow = exchange_flow(
         _partial_items(local, athletes, process_id), sink, len(addresses), config.min_athletes

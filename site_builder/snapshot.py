@@ -17,7 +17,6 @@ from heatmetro.core.environment import describe_os_error, source_date_epoch
 from heatmetro.core.errors import PublishError
 from heatmetro.core.months import check_month, last_complete_month, window_months
 from heatmetro.site_builder.heat_view import densest_view
-from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.metro import MetroSettings, write_metro
 from heatmetro.site_builder.metro_streets import StreetWindow, load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
@@ -97,7 +96,7 @@ def run_snapshot(
 
     With ``cache``, athletes whose rows did not change since the last snapshot are taken
     from the window cache in ``state_dir`` (``window_cache``); without, everything is
-    read from the store and the cache is left alone.
+    read from the store (and the cache rewritten from it).
     """
     t0 = time.monotonic()
     stages = Stages()
@@ -106,20 +105,11 @@ def run_snapshot(
     dbs = ShardedStore.open(config.state_dir, config.shards).connect_all()
     try:
         with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
-            if cache:
-                cache_path = config.state_dir / CACHE_FILE
-                window, report = load_window_cached(view, window_months(month), config, cache_path)
-                if not quiet or report.problem:
-                    print(report.line(), file=sys.stderr)
-            else:
-                window = load_window(
-                    view,
-                    month,
-                    min_athletes=config.min_athletes,
-                    max_per_athlete=config.max_per_athlete,
-                    sport_layers=config.sport_layers,
-                    night=config.night_layer,
-                )
+            window, report = load_window_cached(
+                view, window_months(month), config, config.state_dir / CACHE_FILE, reuse=cache
+            )
+            if not quiet or report.problem:
+                print(report.line(), file=sys.stderr)
             streets = load_streets(dbs, month, config)  # None without a base map
     finally:
         for db in dbs:

@@ -54,7 +54,7 @@ class CacheReport:
     def problem(self) -> bool:
         """The cache was there but unusable, or could not be saved (worth a line even
         when quiet)."""
-        return self.note not in ("", "none yet")
+        return self.note not in ("", "none yet", "not used")
 
     def line(self) -> str:
         if self.note.startswith("not saved"):
@@ -100,10 +100,16 @@ def _code_digest() -> str:
 
 
 def load_window_cached(
-    view: ReadView, month_window: tuple[str, str], config: Config, cache_path: Path
+    view: ReadView,
+    month_window: tuple[str, str],
+    config: Config,
+    cache_path: Path,
+    *,
+    reuse: bool = True,
 ) -> tuple[WindowData, CacheReport]:
     """``load.load_window`` of the window ``(first, last)``, reusing the parts cached at
-    ``cache_path`` for athletes whose stamp is unchanged, and saving the new parts there."""
+    ``cache_path`` for athletes whose stamp is unchanged (unless not ``reuse``), and
+    saving the new parts there (so the file never keeps what the store no longer has)."""
     first, last = month_window
     extra = (config.sport_layers, config.night_layer)
     names = layer_names(
@@ -111,7 +117,7 @@ def load_window_cached(
     )
     key = cache_key(config, first, last)
     stamps = view.stamps()  # in the view's read transaction: consistent with its rows
-    cached, note = read_cache(cache_path, key, part_dtypes(names))
+    cached, note = read_cache(cache_path, key, part_dtypes(names)) if reuse else (None, "not used")
     changed: list[str] | None = None
     if cached is not None:
         old_parts, old_stamps = cached

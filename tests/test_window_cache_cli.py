@@ -171,3 +171,9 @@ def test_a_damaged_cache_is_one_line_and_a_full_read(project: Path, run_cli: Run
     # ... and the cache was rewritten whole: the next build keeps everyone.
     proc = snapshot(run_cli, project, env=SDE_ENV)
     assert "window cache: 19 athletes kept, 0 read" in proc.stderr
+    # --no-cache reads everything, and still leaves a cache that matches the store.
+    (project / CACHE).write_bytes(good[:100])
+    config = project / "config.toml"
+    proc = run_cli("snapshot", "-c", config, "--month", "2021-06", "--no-cache", env=SDE_ENV)
+    assert "window cache: not used; read all 19 athletes from the store" in proc.stderr
+    assert "window cache: 19 athletes kept, 0 read" in snapshot(run_cli, project).stderr
