@@ -142,6 +142,7 @@ def write_pages(
     *,
     template_dir: Path | None = None,
     map_cache: Path | None = None,
+    reuse_map: bool = True,
 ) -> list[Path]:
     """Write ``index.html``, ``about.html`` and ``assets/`` under ``out_root``.
 
@@ -154,6 +155,7 @@ def write_pages(
         template_dir: the operator's template overrides (``template_dir`` in the config);
             anything not there comes from the shipped ``site_template/``.
         map_cache: a file keeping the rendered map for the next build (``cached_map``).
+        reuse_map: draw the map from ``map_cache`` when it holds it (else refresh it).
 
     Returns:
         Every file written, in a stable order.
@@ -176,7 +178,7 @@ def write_pages(
     }
     pages = {
         "index.html": env.get_template("index.html.j2").render(
-            map=cached_map(meta, map_cache), **common
+            map=cached_map(meta, map_cache, reuse=reuse_map), **common
         ),
         "about.html": env.get_template("about.html.j2").render(**common),
     }
@@ -234,18 +236,19 @@ def _numbers(meta: SiteMeta) -> list[float]:
     return [*meta.bounds, *meta.view, *map_centre(meta.bounds)]
 
 
-def cached_map(meta: SiteMeta, cache: Path | None) -> MapParts:
+def cached_map(meta: SiteMeta, cache: Path | None, *, reuse: bool = True) -> MapParts:
     """``build_map(meta)``, drawn once per set of map settings and kept in ``cache`` (a
     JSON file): the map depends on the layers, zooms, formats and basemap, which rarely
     change, and on the bounds and view, which are written in for each build. So a
     rebuild does not import folium. The file keeps the last few maps (sites of one
-    store in both tile formats share it)."""
+    store in both tile formats share it). Without ``reuse`` the map is drawn directly
+    and the file refreshed for the next build."""
     if cache is None or meta.bounds is None or meta.view is None:
         return build_map(meta)
     stand_in = replace(meta, bounds=_STAND_IN_BOUNDS, view=_STAND_IN_VIEW)
     key = _map_key(stand_in)
     maps = _read_maps(cache)
-    entry = maps.get(key)
+    entry = maps.get(key) if reuse else None
     if not _usable(entry):
         entry = _entry(build_map(stand_in))
         if not _usable(entry):  # folium wrote a stand-in some other way: no caching
@@ -253,6 +256,8 @@ def cached_map(meta: SiteMeta, cache: Path | None) -> MapParts:
         maps.pop(key, None)
         maps = {**dict(list(maps.items())[-(MAP_CACHE_ENTRIES - 1) :]), key: entry}
         _write_maps(cache, maps)
+        if not reuse:
+            return build_map(meta)
     assert entry is not None
     numbers = dict(zip((repr(x) for x in _numbers(stand_in)), _numbers(meta), strict=True))
     pattern = re.compile("|".join(re.escape(k) for k in numbers))

@@ -116,8 +116,9 @@ def run_snapshot(
             db.close()
     stages.done("window")
     n_tiles = build_site(
-        window, config, when, streets=streets, quiet=quiet, stages=stages, map_cache=cache
-    )
+        window, config, when, streets=streets, quiet=quiet, stages=stages, map_cache=True,
+        reuse=cache,
+    )  # fmt: skip
     if not quiet:
         print(stages.line(), file=sys.stderr)
     return SnapshotResult(
@@ -137,12 +138,14 @@ def build_site(
     pages: bool = True,
     stages: Stages | None = None,
     map_cache: bool = False,
+    reuse: bool = True,
 ) -> int:
     """Write and atomically publish the site of ``window``; returns the tile count.
 
     A member of a distributed snapshot writes only the tiles it ``owns``; only the one
     with ``pages`` writes the pages, Metro files and metadata (docs/scaling.md).
-    With ``map_cache``, the rendered map is kept in ``state_dir`` for the next build.
+    With ``map_cache``, the rendered map is kept in ``state_dir`` for the next build (and
+    taken from there if ``reuse``).
     """
     month = window.month
     stages = stages or Stages()
@@ -215,6 +218,7 @@ def build_site(
             ),
             template_dir=config.template_dir,
             map_cache=config.state_dir / MAP_CACHE if map_cache else None,
+            reuse_map=reuse,
         )
         _write_metadata(build, window, config, counts, metro_rows, when, bounds)
         stages.done("pages")
