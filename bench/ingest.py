@@ -8,7 +8,8 @@ JSONL stream, then in the same run:
    (the machines are noisy) and averaged;
 2. ``heatmetro ingest`` of the file into a fresh project with ``-w 1`` and ``-w 2``, each
    a subprocess under ``/usr/bin/time -v`` (peak RSS), timed wall-clock as a whole
-   command (start-up, recovery snapshots and SQLite commits included);
+   command (start-up, recovery snapshots and SQLite commits included); and ``-w 1`` at
+   ``heat_resolution = 11`` too, for what the default res 13 costs over it (goal <= 1.3x);
 3. the store's size per aggregate entry and per athlete-month, extrapolated to a city;
 4. clean vs messy: the same number of fixes of messy phone GPS (``bench/messy_tracks.py``:
    buses, cold starts, spikes, clock jumps, still watches, 100,000-fix hikes) ingested
@@ -47,6 +48,8 @@ from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, HEX_DTYPE, OD_DTYPE,
 from heatmetro.state.settings import AthleteSettings, Zone  # noqa: E402
 
 GOAL_RATIO = 1.5
+RES_GOAL = 1.3  # ingest at heat_resolution 13 may cost at most this much more than at 11
+LOW_RES = 11
 MESSY_GOAL = 1.5  # messy phone GPS may cost at most this much more per fix than clean
 ROUNDS = 5
 MESSY_ROUNDS = 3
@@ -116,11 +119,14 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def ingest(stream: Path, folder: Path, workers: int) -> dict[str, Any]:
+def ingest(stream: Path, folder: Path, workers: int, res: int | None = None) -> dict[str, Any]:
     """Run ``heatmetro ingest`` in a fresh project; wall seconds and peak RSS."""
     folder.mkdir()
     # One shard: the figures below read one SQLite file (shards: bench/stall.py, docs/scaling.md).
-    (folder / "config.toml").write_text('state_dir = "state"\nout_dir = "site"\nshards = 1\n')
+    extra = f"heat_resolution = {res}\n" if res else ""
+    (folder / "config.toml").write_text(
+        f'state_dir = "state"\nout_dir = "site"\nshards = 1\n{extra}'
+    )
     cmd = [
         "/usr/bin/time",
         "-v",
@@ -144,8 +150,10 @@ def ingest(stream: Path, folder: Path, workers: int) -> dict[str, Any]:
     if proc.returncode:
         sys.exit(f"ingest -w {workers} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
     m = re.search(rb"Maximum resident set size \(kbytes\): (\d+)", err)
+    cpu = sum(float(x) for x in re.findall(rb"(?:User|System) time \(seconds\): ([\d.]+)", err))
     return {
         "wall": wall,
+        "cpu": cpu,  # user + system of the command and its waited-for children
         "max_rss": int(m.group(1)) * 1024 if m else 0,
         "tree_rss": tree_peak,
         "summary": out.decode().strip(),
@@ -248,16 +256,24 @@ def main() -> int:
         # Interleaved rounds: this machine's speed drifts by up to 2x within minutes,
         # so each ingest is compared with the baseline measured right before it.
         rounds: list[tuple[float, dict[int, dict[str, Any]]]] = []
+        res_ratios: list[float] = []
+        cpu_ratios: list[float] = []  # CPU seconds: less swayed by other load than wall time
         fixes = 0
         for k in range(ROUNDS):
             b, fixes = baseline(stream)
             runs = {w: ingest(stream, tmp / f"r{k}w{w}", w) for w in (1, 2)}
+            low = ingest(stream, tmp / f"r{k}low", 1, LOW_RES)
             rounds.append((b, runs))
+            res_ratios.append(runs[1]["wall"] / low["wall"])
+            cpu_ratios.append(runs[1]["cpu"] / low["cpu"])
             print(
                 f"round {k + 1}: baseline {b:5.2f} s ({fixes / b:,.0f} fixes/s)   "
                 + "   ".join(
                     f"-w {w} {r['wall']:5.2f} s = {r['wall'] / b:4.2f}x" for w, r in runs.items()
                 )
+                + f"   -w 1 res {LOW_RES} {low['wall']:5.2f} s = {low['wall'] / b:4.2f}x"
+                + f"   res 13 / res {LOW_RES} {res_ratios[-1]:4.2f}x "
+                + f"(CPU {runs[1]['cpu']:5.2f} s / {low['cpu']:5.2f} s = {cpu_ratios[-1]:4.2f}x)"
             )
         print(
             f"({fixes:,} fixes; baseline = json.loads per line + h3.latlng_to_cell(lat, lng, 11) "
@@ -275,6 +291,14 @@ def main() -> int:
                 f"  -w {w}: ratio {med:4.2f}x [{ratios[0]:4.2f}x] ({verdict} the <= {GOAL_RATIO}x goal), "
                 f"{fixes / walls[len(walls) // 2]:,.0f} fixes/s, peak RSS {last['max_rss'] / MIB:,.0f} MiB "
                 f"largest process, {last['tree_rss'] / MIB:,.0f} MiB all processes"
+            )
+        for what, rs in (("wall", res_ratios), ("CPU", cpu_ratios)):
+            rs.sort()
+            med = rs[len(rs) // 2]
+            verdict = "meets" if med <= RES_GOAL else "misses"
+            print(
+                f"  -w 1 at heat_resolution 13 (default) / at {LOW_RES}, {what} time: {med:4.2f}x "
+                f"[{rs[0]:4.2f}x .. {rs[-1]:4.2f}x] ({verdict} the <= {RES_GOAL}x goal)"
             )
         runs = rounds[-1][1]
         print(f"  summary: {runs[1]['summary']}")

@@ -90,7 +90,9 @@ def main() -> None:
         print(f"store: {len(csvs)} months of rides, {paths[0]:,} path cells, window ends {month}")
         for r in range(args.rounds):
             _, base = timed(
-                lambda: load_window(view, month, min_athletes=3, max_per_athlete=10)  # noqa: B023
+                lambda: load_window(
+                    view, month, min_athletes=3, max_per_athlete=10, threshold_ring=1
+                )  # noqa: B023
             )
             win, extra = timed(
                 lambda: load_window(
@@ -98,6 +100,7 @@ def main() -> None:
                     month,
                     min_athletes=3,
                     max_per_athlete=10,
+                    threshold_ring=1,
                     sport_layers=config.sport_layers,
                     night=True,
                 )  # fmt: skip

@@ -23,14 +23,15 @@ import numpy as np
 
 from heatmetro.core.config import Config
 from heatmetro.core.geo import step_lengths_m
+from heatmetro.core.h3_vector import latlng_to_cells
 from heatmetro.core.sports import is_ebike
 from heatmetro.flows.clean import FAULTS, clean_batch
-from heatmetro.flows.grid_fill import insert_grid_paths
+from heatmetro.flows.grid_fill import fill_grid_paths
 from heatmetro.flows.map_match import match_streets
 from heatmetro.flows.metro_path import metro_paths
+from heatmetro.flows.zone_cells import drop_zone_cells
 from heatmetro.state.aggregates import StoredActivity, batch_records
 from heatmetro.state.changes import ActivityChange
-from heatmetro.state.path_ops import drop_zone_cells
 from heatmetro.state.records import PATH_DTYPE, to_blob
 from heatmetro.state.settings import EffectiveZone, points_in_zones
 
@@ -161,13 +162,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
         sample[-1] = True
     speed = _speeds(t, piece, piece_along, kbounds)
     idx = np.flatnonzero(sample)
-    res = config.heat_resolution
-    to_cell = h3.latlng_to_cell
-    cells = np.fromiter(
-        (to_cell(a, b, res) for a, b in zip(lat[idx].tolist(), lng[idx].tolist(), strict=True)),
-        dtype=np.uint64,
-        count=len(idx),
-    )
+    cells = latlng_to_cells(lat[idx], lng[idx], config.heat_resolution)
     # Rounded to float32 now, as the stored path is, so grid-path times interpolate
     # exactly as in the one-by-one path.
     ct = t[idx].astype(np.float32).astype(np.float64)
@@ -175,18 +170,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     cg = piece_id[idx]
     change = np.ones(len(cells), dtype=bool)
     change[1:] = (cells[1:] != cells[:-1]) | (cg[1:] != cg[:-1])
-    cells, ct, cv, cg = cells[change], ct[change], cv[change], cg[change]
-    inner = np.flatnonzero(cg[1:] == cg[:-1])
-    nb = h3.are_neighbor_cells
-    gaps = [
-        i
-        for i, a, b in zip(
-            inner.tolist(), cells[inner].tolist(), cells[inner + 1].tolist(), strict=True
-        )
-        if not nb(a, b)
-    ]
-    if gaps:
-        cells, ct, cv, cg = insert_grid_paths(cells, ct, cv, cg, gaps)
+    cells, ct, cv, cg = fill_grid_paths(cells[change], ct[change], cv[change], cg[change])
     paid = np.searchsorted(first_piece_id, cg, side="right") - 1  # activity of each path row
     pbounds = np.searchsorted(paid, np.arange(k + 1))
 

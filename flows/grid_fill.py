@@ -2,53 +2,45 @@
 
 from __future__ import annotations
 
-import h3.api.basic_int as h3
 import numpy as np
 
+from heatmetro.core.h3_vector import grid_path_interiors
 
-def insert_grid_paths(
-    cells: np.ndarray, t: np.ndarray, v: np.ndarray, piece: np.ndarray, gaps: list[int]
+
+def fill_grid_paths(
+    cells: np.ndarray, t: np.ndarray, v: np.ndarray, piece: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The arrays with the H3 grid path inserted after each index in ``gaps``.
+    """The arrays with ``h3.grid_path_cells`` inserted between consecutive distinct cells
+    of one piece that are not neighbours (each inserted cell gets an interpolated time,
+    the speed and the piece of the cell before it).
 
-    ``t`` and ``v`` must already hold float32 values (what the path stores), so that
-    interpolated times are the same whichever batch an activity was in. Each gap spans
-    at most ``max_gap_fill_m`` (longer steps split the track), so the work is linear.
+    ``cells`` must not repeat a cell within a piece twice in a row. ``t`` and ``v`` must
+    already hold float32 values (what the path stores), so that interpolated times are
+    the same whichever batch an activity was in. Each step spans at most
+    ``max_gap_fill_m`` (longer steps split the track), so the work is linear.
     """
-    fills = [
-        _grid_fill(
-            int(cells[k]),
-            float(t[k]),
-            int(cells[k + 1]),
-            float(t[k + 1]),
-            int(piece[k]),
-            float(v[k]),
-        )
-        for k in gaps
-    ]
-    counts = [len(f) for f in fills]
-    if not sum(counts):
+    inner = np.flatnonzero(piece[1:] == piece[:-1])
+    fill, counts = grid_path_interiors(cells[inner], cells[inner + 1])
+    if not len(fill):
         return cells, t, v, piece
-    pos = np.repeat(np.asarray(gaps) + 1, counts)
-    rows = np.array(
-        [r for f in fills for r in f],
-        dtype=[("c", "<u8"), ("t", "<f8"), ("v", "<f8"), ("g", "<i8")],
-    )
+    pair = np.repeat(np.arange(len(inner)), counts)
+    k = np.arange(len(fill)) - np.repeat(np.cumsum(counts) - counts, counts) + 1
+    n = (counts + 1)[pair]
+    ta, tb = t[inner][pair], t[inner + 1][pair]
+    fill_t = ta + (tb - ta) * k.astype(np.float64) / n.astype(np.float64)
+    # Row of each inserted cell in the output: after its pair's first cell, in order.
+    is_new = np.zeros(len(cells) + len(fill), dtype=bool)
+    is_new[inner[pair] + 1 + np.arange(len(fill))] = True
     return (
-        np.insert(cells, pos, rows["c"]),
-        np.insert(t, pos, rows["t"]),
-        np.insert(v, pos, rows["v"]),
-        np.insert(piece, pos, rows["g"]),
+        _merge(is_new, cells, fill),
+        _merge(is_new, t, fill_t),
+        _merge(is_new, v, v[inner][pair]),
+        _merge(is_new, piece, piece[inner][pair]),
     )
 
 
-def _grid_fill(
-    a: int, ta: float, b: int, tb: float, piece: int, v: float
-) -> list[tuple[int, float, float, int]]:
-    """Cells strictly between ``a`` and ``b`` on the H3 grid, with interpolated times."""
-    try:
-        line = h3.grid_path_cells(a, b)
-    except Exception:  # noqa: BLE001 - no grid path across some pentagon distortions
-        return []
-    n = len(line) - 1
-    return [(line[k], ta + (tb - ta) * k / n, v, piece) for k in range(1, n)]
+def _merge(is_new: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    out = np.empty(len(is_new), dtype=old.dtype)
+    out[~is_new] = old
+    out[is_new] = new
+    return out

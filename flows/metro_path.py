@@ -30,8 +30,9 @@ import h3.api.basic_int as h3
 import numpy as np
 
 from heatmetro.core.geo import EARTH_RADIUS_M
-from heatmetro.flows.grid_fill import insert_grid_paths
-from heatmetro.state.path_ops import drop_zone_cells
+from heatmetro.core.h3_vector import latlng_to_cells
+from heatmetro.flows.grid_fill import fill_grid_paths
+from heatmetro.flows.zone_cells import drop_zone_cells
 from heatmetro.state.records import PATH_DTYPE
 from heatmetro.state.settings import EffectiveZone
 
@@ -103,11 +104,7 @@ def metro_paths(
     Each activity's path depends only on its own fixes, so batching never changes it.
     """
     k = len(first_piece)
-    cells = np.fromiter(
-        (h3.latlng_to_cell(a, b, res) for a, b in zip(lat.tolist(), lng.tolist(), strict=True)),
-        dtype=np.uint64,
-        count=len(lat),
-    )
+    cells = latlng_to_cells(lat, lng, res)
     firm = np.flatnonzero(depth_m(lat, lng, cells) >= margin_m) if len(cells) else cells
     cells, g = cells[firm], np.asarray(piece, dtype=np.int64)[firm]
     # Stored as float32, so round now: grid-path times interpolate the stored values.
@@ -115,17 +112,7 @@ def metro_paths(
     cv = v[firm].astype(np.float32).astype(np.float64)
     change = np.ones(len(cells), dtype=bool)
     change[1:] = (cells[1:] != cells[:-1]) | (g[1:] != g[:-1])
-    cells, ct, cv, g = cells[change], ct[change], cv[change], g[change]
-    inner = np.flatnonzero(g[1:] == g[:-1])
-    gaps = [
-        i
-        for i, a, b in zip(
-            inner.tolist(), cells[inner].tolist(), cells[inner + 1].tolist(), strict=True
-        )
-        if not h3.are_neighbor_cells(a, b)
-    ]
-    if gaps:
-        cells, ct, cv, g = insert_grid_paths(cells, ct, cv, g, gaps)
+    cells, ct, cv, g = fill_grid_paths(cells[change], ct[change], cv[change], g[change])
     owner = np.searchsorted(first_piece, g, side="right") - 1
     bounds = np.searchsorted(owner, np.arange(k + 1))
     out = []

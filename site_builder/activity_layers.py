@@ -47,6 +47,8 @@ def layer_heat(
     night: bool,
     min_athletes: int,
     max_per_athlete: int,
+    threshold_ring: int,
+    partial: bool = False,
 ) -> dict[str, LayerHeat]:
     """Publishable heat of each requested layer (layers without heat are left out).
 
@@ -57,6 +59,7 @@ def layer_heat(
         night: build the ``night`` layer.
         min_athletes: distinct athletes a cell needs.
         max_per_athlete: cap on one athlete's activities counted in a cell.
+        threshold_ring, partial: see ``publishable_heat``.
     """
     acts = list(activities)
     out: dict[str, LayerHeat] = {}
@@ -66,7 +69,10 @@ def layer_heat(
         acts, group_layers=group_layers, sport_layers=sport_layers, night=night
     )
     for name, per_athlete in counts.items():
-        heat = publishable_heat(name, per_athlete, min_athletes, max_per_athlete)
+        heat = publishable_heat(
+            name, per_athlete, min_athletes, max_per_athlete,
+            threshold_ring=threshold_ring, partial=partial,
+        )  # fmt: skip
         if len(heat.cells):
             out[name] = heat
     return out

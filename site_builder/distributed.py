@@ -1,8 +1,9 @@
 """``heatmetro snapshot -a "host:port;..." -i I``: the snapshot as one Bytewax cluster job.
 
 Each process reads only its own shards (one consistent read view) and computes partial
-per-cell sums before any threshold: per layer and cell, the capped heat and the number of
-distinct athletes. Both add across processes because an athlete lives in one shard only.
+per-cell sums before any threshold: per layer and cell, the capped heat, the number of
+distinct athletes, and the distinct athletes in the cell's neighbourhood (``threshold_ring``).
+All add across processes because an athlete lives in one shard only.
 A Bytewax dataflow (timely over TCP, the same cluster flags as ingest) exchanges them:
 
 1. partials are keyed by region (the cell's H3 parent at ``REGION_RES``) and summed on the
@@ -40,7 +41,12 @@ from heatmetro.core.months import check_month, last_complete_month
 from heatmetro.core.sports import NIGHT_LAYER, sport_layer
 from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.snapshot import SnapshotResult, build_site, build_time
-from heatmetro.site_builder.window import LayerHeat, WindowData
+from heatmetro.site_builder.window import (
+    LayerHeat,
+    WindowData,
+    publish_partials,
+    thin_to_lines,
+)
 from heatmetro.site_builder.window_cache import CACHE_FILE
 from heatmetro.state.aggregates import cells_to_parent
 from heatmetro.state.rebuild import MonthRow
@@ -82,10 +88,12 @@ def local_partials(config: Config, month: str) -> tuple[WindowData, list[str]]:
             window = load_window(
                 view,
                 month,
-                min_athletes=1,
+                min_athletes=config.min_athletes,  # partial: not applied, see publishable_heat
                 max_per_athlete=config.max_per_athlete,
+                threshold_ring=config.threshold_ring,
                 sport_layers=config.sport_layers,
                 night=config.night_layer,
+                partial=True,
             )
             return window, view.athletes
     finally:
@@ -99,10 +107,12 @@ def _partial_items(window: WindowData, athletes: list[str], process: int) -> lis
         if not len(lh.cells):
             continue
         regions = cells_to_parent(lh.cells, REGION_RES)
-        for region in np.unique(regions):
-            sel = regions == region
+        near_regions = cells_to_parent(lh.nearby_cells, REGION_RES)
+        # A cell and its neighbourhood count are keyed by the cell's own region.
+        for region in np.unique(np.concatenate([regions, near_regions])):
+            sel, nsel = regions == region, near_regions == region
             items.append(("heat", f"{layer}/{int(region):x}", layer, lh.cells[sel], lh.heat[sel],
-                          lh.athletes[sel]))  # fmt: skip
+                          lh.athletes[sel], lh.nearby_cells[nsel], lh.nearby[nsel]))  # fmt: skip
     items.append(("metro", process, athletes, window.edges, window.hexagons, window.od))
     items.append(("count", window.athletes, window.activities))
     return items
@@ -163,15 +173,11 @@ class _Into(StatefulSinkPartition[Any, None]):
 def _threshold(min_athletes: int) -> Any:
     def finish(kv: tuple[str, list[Any]]) -> tuple[str, Any]:
         parts = kv[1]
-        cells = np.concatenate([p[3] for p in parts])
-        heat = np.concatenate([p[4] for p in parts])
-        athletes = np.concatenate([p[5] for p in parts])
-        uniq, inv = np.unique(cells, return_inverse=True)
-        # Heat sums are sums of small integers: exact in float64 whatever the order.
-        h = np.bincount(inv, weights=heat, minlength=len(uniq))
-        a = np.bincount(inv, weights=athletes, minlength=len(uniq)).astype(np.uint32)
-        keep = a >= min_athletes
-        return kv[0], ("heat", parts[0][2], uniq[keep], h[keep], a[keep])
+        cells, heat, athletes, near_cells, near = (
+            np.concatenate([p[i] for p in parts]) for i in range(3, 8)
+        )
+        lh = publish_partials(parts[0][2], cells, heat, athletes, near_cells, near, min_athletes)
+        return kv[0], ("heat", lh.layer, lh.cells, lh.heat, lh.athletes, lh.nearby_cells)
 
     return finish
 
@@ -220,8 +226,11 @@ def _global_window(local: WindowData, collected: list[Any], config: Config) -> W
             order = np.argsort(cells, kind="stable")
             hs = np.concatenate([p[3] for p in parts])[order]
             ats = np.concatenate([p[4] for p in parts])[order]
-            if len(cells) or layer in LAYERS:
-                heat[layer] = LayerHeat(layer, cells[order], hs, ats)
+            lh = LayerHeat(layer, cells[order], hs, ats)
+            if config.threshold_ring:  # needs every region's cells: after the exchange
+                lh = thin_to_lines(lh, np.sort(np.concatenate([p[5] for p in parts])))
+            if len(lh.cells) or layer in LAYERS:
+                heat[layer] = lh
         elif layer in LAYERS:
             empty = local.heat[layer]
             heat[layer] = LayerHeat(layer, empty.cells[:0], empty.heat[:0], empty.athletes[:0])

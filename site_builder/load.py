@@ -213,23 +213,32 @@ def assemble(
     *,
     min_athletes: int,
     max_per_athlete: int,
+    threshold_ring: int,
+    partial: bool = False,
 ) -> WindowData:
     """The ``WindowData`` of ``parts``: athletes renumbered as the store's reading order
-    numbers them, heat thresholded (``publishable_heat``), Metro records left per athlete."""
+    numbers them, heat thresholded (``publishable_heat``), Metro records left per athlete.
+    ``threshold_ring`` and ``partial``: see ``publishable_heat``."""
     row_index = (np.cumsum(parts.has_rows) - 1).astype(np.int32)
     path_index = (np.cumsum(parts.has_paths) - 1).astype(np.int32)
     heat_out: dict[str, LayerHeat] = {}
     metro: dict[str, dict[str, np.ndarray]] = {"edges": {}, "hexagons": {}, "od": {}}
     for layer in LAYERS:
         per_athlete = _remap(parts.arrays[f"heat/{layer}"].copy(), row_index)
-        heat_out[layer] = publishable_heat(layer, per_athlete, min_athletes, max_per_athlete)
+        heat_out[layer] = publishable_heat(
+            layer, per_athlete, min_athletes, max_per_athlete,
+            threshold_ring=threshold_ring, partial=partial,
+        )  # fmt: skip
         for kind, table in metro.items():
             table[layer] = _remap(parts.arrays[f"{kind}/{layer}"].copy(), row_index)
     for name, arr in parts.arrays.items():
         if name.startswith("extra/"):
             layer = name.removeprefix("extra/")
             per_athlete = _remap(arr.copy(), path_index)
-            heat = publishable_heat(layer, per_athlete, min_athletes, max_per_athlete)
+            heat = publishable_heat(
+                layer, per_athlete, min_athletes, max_per_athlete,
+                threshold_ring=threshold_ring, partial=partial,
+            )  # fmt: skip
             if len(heat.cells):
                 heat_out[layer] = heat
     return WindowData(
@@ -251,14 +260,20 @@ def load_window(
     *,
     min_athletes: int,
     max_per_athlete: int,
+    threshold_ring: int,
     sport_layers: tuple[str, ...] = (),
     night: bool = False,
+    partial: bool = False,
 ) -> WindowData:
     """The window ending with ``month``: month layers from the aggregates, plus the
-    per-sport and night layers asked for, counted from the window's stored paths."""
+    per-sport and night layers asked for, counted from the window's stored paths.
+    ``threshold_ring`` and ``partial``: see ``publishable_heat``."""
     first, last = window_months(month)
     parts = read_parts(view, first, last, extra_layers=(sport_layers, night))
-    return assemble(parts, first, last, min_athletes=min_athletes, max_per_athlete=max_per_athlete)
+    return assemble(
+        parts, first, last, min_athletes=min_athletes, max_per_athlete=max_per_athlete,
+        threshold_ring=threshold_ring, partial=partial,
+    )  # fmt: skip
 
 
 def _with_fields(arr: np.ndarray, month: int, ride: bool | None = None) -> np.ndarray:

@@ -93,6 +93,8 @@ class SiteMeta:
         tiles_format: ``png`` (a ``{z}/{x}/{y}.png`` tree) or ``pmtiles`` (one archive
             per layer, read with the vendored pmtiles.js).
         metro_epsilon, metro_delta: differential privacy of the Metro counts (``None``: off).
+        threshold_across_m: metres across the patch of cells, centred on a heat cell, in
+            which ``min_athletes`` people must have been (``threshold_ring``); 0: the cell.
     """
 
     month: str
@@ -122,6 +124,7 @@ class SiteMeta:
     tiles_format: str = "png"
     metro_epsilon: float | None = None
     metro_delta: float | None = None
+    threshold_across_m: int = 0  # the patch a heat cell's threshold counts over; 0: the cell
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ def build_personal(
         night=config.night_layer,
         min_athletes=1,  # the athlete's own data: no threshold, no cap
         max_per_athlete=NO_CAP,
+        threshold_ring=0,
     )
     build = _fresh_dir(out_dir)
     n_tiles, bounds = write_layer_tiles(heat, build, config, max_zoom=config.max_zoom)

@@ -24,7 +24,7 @@ from heatmetro.site_builder.publish import discard, new_build_dir, publish
 from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
 from heatmetro.site_builder.weekly import carry_weekly, publish_lock, published_weekly_format
-from heatmetro.site_builder.window import WindowData
+from heatmetro.site_builder.window import WindowData, neighbourhood_across_m
 from heatmetro.site_builder.window_cache import CACHE_FILE, load_window_cached
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
@@ -215,6 +215,11 @@ def build_site(
                 tiles_format=config.tiles_format,
                 metro_epsilon=config.metro_epsilon,
                 metro_delta=config.metro_delta,
+                threshold_across_m=(
+                    neighbourhood_across_m(config.heat_resolution, config.threshold_ring)
+                    if config.threshold_ring
+                    else 0
+                ),
             ),
             template_dir=config.template_dir,
             map_cache=config.state_dir / MAP_CACHE if map_cache else None,
@@ -291,6 +296,7 @@ def _write_metadata(build, window, config, counts, metro_rows, when, bounds) -> 
         "built_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "thresholds": {
             "min_athletes": config.min_athletes,
+            "threshold_ring": config.threshold_ring,
             "max_per_athlete": config.max_per_athlete,
             "round_to": config.round_to,
             "public_max_zoom": config.public_max_zoom,

@@ -108,6 +108,7 @@ def run_weekly(
         night=config.night_layer,
         min_athletes=config.weekly_k,
         max_per_athlete=config.max_per_athlete,
+        threshold_ring=config.threshold_ring,
     )
     athletes = len({a.athlete for a in acts})
     with publish_lock(config.out_dir):
@@ -146,6 +147,7 @@ def run_weekly(
                     "built_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "thresholds": {
                         "min_athletes": config.weekly_k,
+                        "threshold_ring": config.threshold_ring,
                         "max_per_athlete": config.max_per_athlete,
                         "max_zoom": config.weekly_max_zoom,
                         "min_zoom": config.min_zoom,

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import h3.api.basic_int as h3
 import numpy as np
+from h3 import H3BaseException
+
+from heatmetro.state.aggregates import cells_to_parent
 
 
 @dataclass(frozen=True)
@@ -16,15 +20,23 @@ class LayerHeat:
 
     Attributes:
         layer: ``all``, ``ride``, ``run``, ``water`` or ``winter``.
-        cells: H3 cells (uint64) that reached ``min_athletes`` distinct athletes, sorted.
-        heat: per cell, the sum over athletes of ``min(activities, max_per_athlete)``.
-        athletes: per cell, how many distinct athletes contributed.
+        cells: H3 cells (uint64), sorted, each with ``min_athletes`` distinct athletes in
+            the cell or within ``threshold_ring`` rings of it: ridden ones, or with
+            ``thin_to_lines`` the middles of the ridden ones' heat.
+        heat: per cell, the sum over athletes of ``min(activities, max_per_athlete)``
+            (after ``thin_to_lines``: the heat of the cells that handed theirs to it).
+        athletes: per cell, how many distinct athletes rode it (0 for a cell drawn
+            between the lanes of a street by ``thin_to_lines``).
     """
 
     layer: str
     cells: np.ndarray
     heat: np.ndarray
     athletes: np.ndarray
+    # Partial results only (``publishable_heat(partial=True)``): distinct athletes near
+    # each cell of ``nearby_cells``, for the cluster snapshot to add up before thresholds.
+    nearby_cells: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    nearby: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
 
 
 @dataclass(frozen=True)
@@ -52,11 +64,26 @@ class WindowData:
 
 
 def publishable_heat(
-    layer: str, per_athlete: np.ndarray, min_athletes: int, max_per_athlete: int
+    layer: str,
+    per_athlete: np.ndarray,
+    min_athletes: int,
+    max_per_athlete: int,
+    *,
+    threshold_ring: int,
+    partial: bool = False,
 ) -> LayerHeat:
-    """Cap each athlete's weight per cell, then keep cells with enough distinct athletes.
+    """Cap each athlete's weight per cell, then keep the ridden cells with enough distinct
+    athletes in their neighbourhood: the cell and the cells within ``threshold_ring`` rings.
 
     ``per_athlete`` has one row per (athlete, cell) with the athlete's activity count.
+    Ring 0 is the plain per-cell rule. Ring 1 (7 cells, the area of one cell a resolution
+    coarser but centred on the cell) lets a street ridden by ``min_athletes`` people whose
+    tracks are metres apart read as one line, where few single cells hold all of them.
+
+    ``partial``: no threshold; ``nearby_cells``/``nearby`` then hold this input's distinct
+    athletes around every cell of the neighbourhoods (exact below ``min_athletes``, at
+    least ``min_athletes`` otherwise), so that partial results over disjoint sets of
+    athletes add up to the right decision (the cluster snapshot, ``publish_partials``).
     """
     if len(per_athlete) == 0:
         empty = np.zeros(0, np.uint64)
@@ -65,5 +92,243 @@ def publishable_heat(
     cells, inv = np.unique(per_athlete["cell"], return_inverse=True)
     heat = np.bincount(inv, weights=capped, minlength=len(cells))
     athletes = np.bincount(inv, minlength=len(cells)).astype(np.uint32)
-    keep = athletes >= min_athletes
-    return LayerHeat(layer, cells[keep], heat[keep], athletes[keep])
+    near_cells, near = nearby_athletes(
+        per_athlete["athlete"], cells, inv, threshold_ring, max(min_athletes, 1)
+    )
+    if partial:
+        return LayerHeat(layer, cells, heat, athletes, near_cells, near)
+    keep = near[np.searchsorted(near_cells, cells)] >= min_athletes
+    published = LayerHeat(layer, cells[keep], heat[keep], athletes[keep])
+    if not threshold_ring:
+        return published
+    return thin_to_lines(published, near_cells[near >= min_athletes])
+
+
+def publish_partials(
+    layer: str,
+    cells: np.ndarray,
+    heat: np.ndarray,
+    athletes: np.ndarray,
+    near_cells: np.ndarray,
+    near: np.ndarray,
+    min_athletes: int,
+) -> LayerHeat:
+    """The threshold of ``publishable_heat`` over partial results of disjoint athletes,
+    before ``thin_to_lines`` (which needs every region's cells).
+
+    Each argument array may repeat a cell (one row per part); counts of distinct athletes
+    add up because no athlete is in two parts. ``nearby_cells`` of the result: the cells
+    that met the threshold, ridden or not (``thin_to_lines``'s ``open_cells``).
+    """
+    uniq, inv = np.unique(cells, return_inverse=True)
+    # Heat sums are sums of small integers: exact in float64 whatever the order.
+    h = np.bincount(inv, weights=heat, minlength=len(uniq))
+    a = np.bincount(inv, weights=athletes, minlength=len(uniq)).astype(np.uint32)
+    nu, ninv = np.unique(near_cells, return_inverse=True)
+    n = np.bincount(ninv, weights=near, minlength=len(nu))
+    keep = n[np.searchsorted(nu, uniq)] >= min_athletes
+    met = n >= min_athletes
+    return LayerHeat(layer, uniq[keep], h[keep], a[keep], nu[met], n[met].astype(np.uint32))
+
+
+def neighbourhood_across_m(heat_resolution: int, threshold_ring: int) -> int:
+    """How far across, in metres, the cells a threshold counts over are (on average)."""
+    spacing = np.sqrt(3.0) * h3.average_hexagon_edge_length(heat_resolution, "m")
+    return round(float((2 * threshold_ring + 1) * spacing))
+
+
+_CHUNK_ROWS = 1 << 20  # rows expanded at once (x7 or x19 neighbours): bounds peak memory
+
+
+def nearby_athletes(
+    athlete: np.ndarray, cells: np.ndarray, inv: np.ndarray, ring: int, at_least: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct athletes within ``ring`` rings of each cell near a ridden one.
+
+    Args:
+        athlete: per row, the athlete (rows are distinct (athlete, cell) pairs).
+        cells: the distinct ridden cells, sorted; ``inv`` maps each row to one.
+        ring: 0 (the cell alone), 1 or 2.
+        at_least: counts below this are exact; a count of this or more may be a lower
+            bound (still at least this). Sums over disjoint athletes then decide
+            ``>= at_least`` exactly.
+
+    Returns:
+        The cells within ``ring`` of a ridden cell (sorted) and, per cell, the number of
+        distinct athletes who rode it or a cell within ``ring`` rings of it.
+    """
+    own = np.bincount(inv, minlength=len(cells)).astype(np.uint32)
+    if ring == 0:
+        return cells, own
+    disks = _disks(cells, ring)
+    near_cells, flat = np.unique(disks, return_inverse=True)
+    disk_idx = flat.reshape(disks.shape).astype(np.int64)
+    # A cell with a neighbour ridden by at_least athletes has at least that many near it:
+    # only the others (the sparse fringe, few rows) need distinct athletes counted.
+    counts = np.zeros(len(near_cells), np.int64)
+    np.maximum.at(counts, disk_idx.reshape(-1), np.repeat(own, disks.shape[1]))
+    unsure = counts < at_least
+    expand = np.asarray(unsure[disk_idx].any(axis=1))[inv]
+    order = np.flatnonzero(expand)[np.argsort(athlete[expand], kind="stable")]
+    ath = athlete[order].astype(np.int64)
+    row_cell = inv.reshape(-1)[order]
+    exact = np.zeros(len(near_cells), np.int64)
+    # Chunks end at an athlete's last row, so no athlete is counted twice in a cell.
+    step = max(1, _CHUNK_ROWS // disks.shape[1])
+    lo = 0
+    while lo < len(ath):
+        hi = min(lo + step, len(ath))
+        hi = int(np.searchsorted(ath, ath[hi - 1], side="right"))
+        near = disk_idx[row_cell[lo:hi]]
+        keys = (ath[lo:hi, None] * len(near_cells) + near)[unsure[near]]
+        exact += np.bincount(np.unique(keys) % len(near_cells), minlength=len(near_cells))
+        lo = hi
+    counts[unsure] = exact[unsure]
+    return near_cells, counts.astype(np.uint32)
+
+
+def _disks(cells: np.ndarray, ring: int) -> np.ndarray:
+    """Per cell (sorted, distinct), the cells within ``ring`` rings (pentagons' shorter
+    disks padded with the cell itself; repeats do not change a distinct count).
+
+    One H3 call per cell is most of the threshold's cost, and a snapshot's layers share
+    most cells (each is a subset of ``all``): the disks of the last calls are kept.
+    """
+    width = 1 + 3 * ring * (ring + 1)
+    known, table = _DISK_CACHE.get(ring, (np.zeros(0, np.uint64), np.zeros((0, width), np.uint64)))
+    at = np.minimum(np.searchsorted(known, cells), max(len(known) - 1, 0))
+    hit = known[at] == cells if len(known) else np.zeros(len(cells), dtype=bool)
+    out = np.repeat(cells[:, None], width, axis=1)
+    out[hit] = table[at[hit]]
+    missing = np.flatnonzero(~hit)
+    for i, c in zip(missing.tolist(), cells[missing].tolist(), strict=True):
+        disk = h3.grid_disk(c, ring)
+        out[i, : len(disk)] = disk
+    if len(missing):
+        if len(known) + len(missing) > _DISK_CACHE_CELLS:
+            known, table = cells, out  # start over: bounded memory
+        else:
+            merged = np.concatenate([known, cells[missing]])
+            order = np.argsort(merged, kind="stable")
+            known, table = merged[order], np.concatenate([table, out[missing]])[order]
+        _DISK_CACHE[ring] = (known, table)
+    return out
+
+
+_DISK_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_DISK_CACHE_CELLS = 4_000_000  # per ring: ~220 MB of ring-1 disks at most
+
+
+THIN_RING = 2  # each cell looks this many rings around it for the middle of the heat
+
+
+def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
+    """Draw each street as a line through the middle of its heat, not as the band of
+    every lane and GPS error beside it.
+
+    Each published cell gives its heat to the cell holding the middle of its
+    neighbourhood: the centre of the published cells within ``THIN_RING`` rings of it,
+    weighted by their distinct athletes. Across a street those middles fall on one line;
+    along it they move smoothly from cell to cell, so the line is unbroken. Inside an
+    area ridden all over, the middle is the cell itself: nothing moves. Heat is moved,
+    never made, so a coarser zoom (parents, heat summed) sees the same heat.
+
+    Args:
+        lh: the published cells (ridden, threshold met).
+        open_cells: sorted cells that met the threshold whether ridden or not (a middle
+            may fall between two lanes); a cell whose middle is not one keeps its heat.
+
+    Returns:
+        The drawn cells: each met the threshold and lies within the published cells'
+        neighbourhoods. A pure function of its inputs, so a cluster snapshot gets the
+        same once it has gathered them.
+    """
+    n = len(lh.cells)
+    if n == 0:
+        return lh
+    disks = _disks(lh.cells, THIN_RING)
+    pos = np.searchsorted(lh.cells, disks)
+    pos[pos == n] = 0
+    known = lh.cells[pos] == disks  # the published cells of each disk (the centre is one)
+    xyz = _unit_vectors(lh.cells)
+    w = np.where(known, lh.athletes[pos].astype(np.float64), 0.0)
+    middle = np.zeros_like(xyz)
+    for j in range(disks.shape[1]):  # column by column: no (cells, disk, 3) array
+        middle += w[:, j, None] * xyz[pos[:, j]]
+    res = h3.get_resolution(int(lh.cells[0]))
+    step = _spacing(lh.cells, res)
+    # A middle well inside its own cell (half the spacing is the inradius) stays there.
+    target = lh.cells.copy()
+    away = np.flatnonzero(_norm(middle / _norm(middle)[:, None] - xyz) > 0.45 * step)
+    target[away] = _cells_at(middle[away], res)
+    at = np.minimum(np.searchsorted(open_cells, target), len(open_cells) - 1)
+    target = np.where(open_cells[at] == target, target, lh.cells)  # no middle: stay
+    # Cells near each other whose middles are not neighbours: join the middles along the
+    # grid, so that a street drawn unbroken stays so (the cells between must meet the
+    # threshold too).
+    voter, cell = [np.arange(n)], [target]
+    a, b = np.nonzero(known & (pos > np.arange(n)[:, None]))
+    b = pos[a, b]
+    targets, tinv = np.unique(target, return_inverse=True)
+    tinv = tinv.reshape(-1).astype(np.int64)
+    # One join per pair of middles (many neighbours share both): the first pair's.
+    _, first = np.unique(tinv[a] * len(targets) + tinv[b], return_index=True)
+    a, b = a[first], b[first]
+    moved = target[a] != target[b]
+    a, b = a[moved], b[moved]
+    txyz = _unit_vectors(targets)[tinv]
+    gap = _norm(txyz[a] - txyz[b]) / step[a]
+    # Middles two cells apart (the usual gap): the cell between holds their midpoint.
+    two = (gap > 1.5) & (gap < 2.5)
+    mid = _cells_at(txyz[a[two]] + txyz[b[two]], res)
+    voter.append(a[two])
+    cell.append(mid)
+    for i, j in zip(a[gap >= 2.5].tolist(), b[gap >= 2.5].tolist(), strict=True):
+        try:
+            between = h3.grid_path_cells(int(target[i]), int(target[j]))[1:-1]
+        except H3BaseException:  # across a pentagon's distortion: no join
+            continue
+        voter.append(np.full(len(between), i))
+        cell.append(np.array(between, dtype=np.uint64).reshape(-1))
+    voters, cells = np.concatenate(voter), np.concatenate(cell)
+    # Joins only where the threshold is met; the middles are already.
+    at = np.minimum(np.searchsorted(open_cells, cells), len(open_cells) - 1)
+    ok = open_cells[at] == cells
+    voters, cells = voters[ok], cells[ok]
+    # Each published cell's heat is shared by its middle and the joins it made.
+    share = lh.heat[voters] / np.bincount(voters, minlength=n)[voters]
+    drawn, inv = np.unique(cells, return_inverse=True)
+    heat = np.bincount(inv.reshape(-1), weights=share, minlength=len(drawn))
+    own = np.minimum(np.searchsorted(lh.cells, drawn), n - 1)
+    athletes = np.where(lh.cells[own] == drawn, lh.athletes[own], 0).astype(np.uint32)
+    return LayerHeat(lh.layer, drawn, heat, athletes)
+
+
+def _spacing(cells: np.ndarray, res: int) -> np.ndarray:
+    """Centre spacing (radians) of hexagons of each cell's mean area around it: the area
+    of its res-5 ancestor over its 7**(res-5) descendants (H3 cell sizes vary ~2x over the
+    globe, but little within a few km)."""
+    coarse = min(res, 5)
+    parents, inv = np.unique(cells_to_parent(cells, coarse), return_inverse=True)
+    area = np.array([h3.cell_area(int(p), "rads^2") for p in parents.tolist()]).reshape(-1)
+    mean = area[inv.reshape(-1)] / 7.0 ** (res - coarse)
+    return np.sqrt(2.0 * mean / np.sqrt(3.0))
+
+
+def _cells_at(points: np.ndarray, res: int) -> np.ndarray:
+    """The res-``res`` cell holding each point (vectors, any length, from the centre)."""
+    lat = np.degrees(np.arcsin(points[:, 2] / _norm(points)))
+    lng = np.degrees(np.arctan2(points[:, 1], points[:, 0]))
+    cells = [h3.latlng_to_cell(a, b, res) for a, b in zip(lat.tolist(), lng.tolist(), strict=True)]
+    return np.array(cells, dtype=np.uint64).reshape(-1)
+
+
+def _norm(v: np.ndarray) -> np.ndarray:
+    return np.sqrt((v * v).sum(axis=-1))
+
+
+def _unit_vectors(cells: np.ndarray) -> np.ndarray:
+    """Cell centres as unit vectors (distances compare the same anywhere on the globe)."""
+    latlng = np.radians(np.array([h3.cell_to_latlng(c) for c in cells.tolist()]).reshape(-1, 2))
+    lat, lng = latlng[:, 0], latlng[:, 1]
+    return np.stack([np.cos(lat) * np.cos(lng), np.cos(lat) * np.sin(lng), np.sin(lat)], axis=1)

@@ -75,7 +75,12 @@ def cache_key(config: Config, first: str, last: str) -> str:
         "sport_layers": list(config.sport_layers),
         "night": config.night_layer,
         "resolutions": [config.heat_resolution, config.metro_resolution, config.od_resolution],
-        "thresholds": [config.min_athletes, config.max_per_athlete, config.round_to],
+        "thresholds": [
+            config.min_athletes,
+            config.max_per_athlete,
+            config.round_to,
+            config.threshold_ring,
+        ],
         "salt": hashlib.sha256(config.salt.encode()).hexdigest(),
         "shards": config.shards,
     }
@@ -140,8 +145,9 @@ def load_window_cached(
         cache_path.unlink(missing_ok=True)  # and nothing stale stays behind
         note = f"not saved ({describe_os_error(exc)})"
     window = assemble(
-        parts, first, last, min_athletes=config.min_athletes, max_per_athlete=config.max_per_athlete
-    )
+        parts, first, last, min_athletes=config.min_athletes,
+        max_per_athlete=config.max_per_athlete, threshold_ring=config.threshold_ring,
+    )  # fmt: skip
     return window, CacheReport(kept, read, note)
 
 

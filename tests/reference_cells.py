@@ -8,7 +8,6 @@ from __future__ import annotations
 import h3.api.basic_int as h3
 import numpy as np
 
-from heatmetro.flows.grid_fill import insert_grid_paths
 from heatmetro.state.path_ops import drop_zone_cells
 from heatmetro.state.records import PATH_DTYPE
 from heatmetro.state.settings import EffectiveZone
@@ -94,11 +93,17 @@ def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]
 
 
 def _fill(path: np.ndarray, gaps: list[int]) -> np.ndarray:
-    """Insert the grid path between the non-neighbour pairs at ``gaps``."""
-    cells, t, v, piece = insert_grid_paths(
-        path["cell"], path["t"].astype(np.float64), path["v"].astype(np.float64),
-        path["piece"].astype(np.int64), gaps,
-    )  # fmt: skip
-    out = np.zeros(len(cells), PATH_DTYPE)
-    out["cell"], out["t"], out["v"], out["piece"] = cells, t, v, piece
-    return out
+    """Insert h3-py's grid path, one pair at a time, between the pairs at ``gaps``."""
+    rows, at = [], set(gaps)
+    for k, row in enumerate(path.tolist()):
+        rows.append(row)
+        if k in at:
+            cell, t, v, piece = row
+            t_next = float(path["t"][k + 1])
+            try:
+                line = h3.grid_path_cells(int(cell), int(path["cell"][k + 1]))
+            except Exception:  # noqa: BLE001 - no grid path across some pentagon distortions
+                continue
+            n = len(line) - 1
+            rows += [(c, t + (t_next - t) * i / n, v, piece) for i, c in enumerate(line[1:-1], 1)]
+    return np.array(rows, dtype=PATH_DTYPE)

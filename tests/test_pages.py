@@ -202,6 +202,14 @@ def test_about_shows_this_builds_numbers(tmp_path: Path) -> None:
     assert all("://" not in r for r in page.resources)
 
 
+def test_about_explains_the_threshold_patch_when_there_is_one(tmp_path: Path) -> None:
+    assert "patch" not in read(build(tmp_path / "a"), "about.html").text  # the cell alone
+    meta = dataclasses.replace(META, threshold_across_m=21)
+    text = read(build(tmp_path / "b", meta), "about.html").text
+    assert "at least 4 different people went there in the window (there or right beside" in text
+    assert "in a patch about 21 m across centred on the spot" in text
+
+
 def test_about_escapes_what_it_is_given(tmp_path: Path) -> None:
     meta = dataclasses.replace(META, version="<script>alert(1)</script>")
     html = (build(tmp_path, meta) / "about.html").read_text(encoding="utf-8")

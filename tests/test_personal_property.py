@@ -96,7 +96,13 @@ def ingest(events: list[dict[str, Any]], folder: Path) -> tuple[Any, int]:
 def window(db: Any) -> Any:
     with ReadView([db]) as view:
         return load_window(
-            view, "2021-06", min_athletes=2, max_per_athlete=10, sport_layers=("Run",), night=True
+            view,
+            "2021-06",
+            min_athletes=2,
+            max_per_athlete=10,
+            threshold_ring=1,
+            sport_layers=("Run",),
+            night=True,
         )
 
 
@@ -113,7 +119,7 @@ def weekly(db: Any) -> dict[str, Any]:
         )
     return layer_heat(
         acts, group_layers=True, sport_layers=("Run",), night=True, min_athletes=2,
-        max_per_athlete=10,
+        max_per_athlete=10, threshold_ring=1,
     )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -207,6 +208,10 @@ def test_street_of_min_athletes_minus_one_shows_nothing_then_lights_up(
     assert edges, "3 people on a street must publish Metro rows"
     meta = json.loads((site / "metadata.json").read_text())
     assert meta["counts"]["cells"] > 0 and meta["counts"]["edges"] == len(edges)
+    # The rule as published: the patch a spot's people are counted in, with its size.
+    assert meta["thresholds"]["threshold_ring"] == 1
+    about = re.sub(r"<[^>]+>", "", (site / "about.html").read_text())
+    assert "in a patch about 21 m across" in " ".join(about.split())
 
 
 # --------------------------------------------------------------------------- zoom trees

@@ -34,7 +34,7 @@ def _events(prefix: str, n: int, hours0: float = 0) -> list[dict[str, Any]]:
 
 def _window(db: Any, config: Config) -> WindowData:
     with ReadView([db]) as view:
-        return load_window(view, "2021-06", min_athletes=3, max_per_athlete=10)
+        return load_window(view, "2021-06", min_athletes=3, max_per_athlete=10, threshold_ring=1)
 
 
 def _assert_same(a: WindowData, b: WindowData) -> None:
@@ -76,7 +76,7 @@ def test_view_reads_what_was_committed_when_it_began_and_never_blocks_commits(
         # ingest keeps committing (new athletes in the same month, then a rebuild) ...
         ingest.send(*_events("b", 4, hours0=10))
         ingest.writer.refresh()
-        got = load_window(view, "2021-06", min_athletes=3, max_per_athlete=10)
+        got = load_window(view, "2021-06", min_athletes=3, max_per_athlete=10, threshold_ring=1)
     # ... and the view still shows exactly what was committed when it began.
     _assert_same(got, expected)
     assert _window(reader, config).athletes == 9  # a new view sees the new commits

@@ -14,6 +14,7 @@ from h3.api import basic_int as h3i
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from scipy import ndimage
 
 from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tile_colours import MIN_ALPHA, heat_ramp, levels_to_rgba
@@ -511,7 +512,7 @@ def test_z16_streets_30_m_apart_are_two_thin_lines_and_a_street_of_two_is_dark(
             arr["cell"], arr["n"] = cells, 1
             rows.append(with_athlete(arr, athlete))
             athlete += 1
-    published = publishable_heat("all", np.concatenate(rows), 3, 10)
+    published = publishable_heat("all", np.concatenate(rows), 3, 10, threshold_ring=1)
     write_heat_tiles(
         published.cells, published.heat, layer="all", out_root=tmp_path, min_zoom=z,
         public_max_zoom=z, max_zoom=z, heat_resolution=res,
@@ -550,3 +551,90 @@ def test_z16_streets_30_m_apart_are_two_thin_lines_and_a_street_of_two_is_dark(
         # The street of two riders draws nothing, nor does anything else.
         assert set(lit.tolist()) <= set(line_a.tolist()) | set(line_b.tolist())
     assert not alpha[max(rc - 8, 0) : rc + 9].any()
+
+
+def noisy_ride(
+    lat: float, lng0: float, lng1: float, offset_m: float, rng: np.random.Generator, res: int
+) -> np.ndarray:
+    """Res-``res`` cells of an east-west ride ``offset_m`` north of ``lat``, with GPS noise:
+    a north-south error of sd 2 m drawn every 10 m and varying smoothly between (a fix a metre)."""
+    n = int((lng1 - lng0) * M_PER_DEG_LAT * math.cos(math.radians(lat)))
+    knots = rng.normal(0.0, 2.0, n // 10 + 2)
+    error = np.interp(np.arange(n), np.arange(len(knots)) * 10.0, knots)
+    lats = lat + (offset_m + error) / M_PER_DEG_LAT
+    lngs = np.linspace(lng0, lng1, n)
+    cells = [h3i.latlng_to_cell(a, b, res) for a, b in zip(lats, lngs, strict=True)]
+    return np.unique(np.array(cells, dtype=np.uint64))
+
+
+def stitched_alpha(root: Path, z: int, west: float, north: float, east: float, south: float):  # type: ignore[no-untyped-def]
+    """Alpha of the z-``z`` tiles covering the box, stitched; and the box's first global pixel."""
+    x0, y0 = lnglat_to_tile(west, north, z)
+    x1, y1 = lnglat_to_tile(east, south, z)
+    alpha = np.zeros(((y1 - y0 + 1) * 256, (x1 - x0 + 1) * 256), np.uint8)
+    for x in range(x0, x1 + 1):
+        for y in range(y0, y1 + 1):
+            path = tile_path(root, "all", z, x, y, z)
+            if path.exists():
+                alpha[(y - y0) * 256 : (y - y0 + 1) * 256, (x - x0) * 256 : (x - x0 + 1) * 256] = (
+                    decode(path)[:, :, 3]
+                )
+    return alpha, 256 * x0, 256 * y0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_z16_street_of_exactly_min_athletes_with_tracks_metres_apart_is_one_line(
+    tmp_path: Path, seed: int
+) -> None:
+    """Exactly min_athletes riders on a street, each in their own lane (0, 4 and 8 m north
+    of the kerb) with GPS noise: few res-13 cells hold all three, so a per-cell threshold
+    draws dashes. With the threshold over each cell's neighbourhood (``threshold_ring``)
+    the street is one line in every column, at most 8 px wide; a street 30 m north stays
+    a second line, and a street of two riders 30 m further draws nothing."""
+    from heatmetro.core.config import Config
+    from heatmetro.site_builder.window import publishable_heat
+    from heatmetro.state.records import HEAT_DTYPE, with_athlete
+
+    k, res, z = 3, 13, 16
+    lat0, lng0, lng1 = 42.3200, -72.6400, -72.6330  # ~575 m of street
+    lanes = (0.0, 4.0, 8.0)
+    streets = {"A": (0.0, k), "B": (30.0, k), "C": (60.0, k - 1)}  # kerb north of lat0, riders
+    rng = np.random.default_rng(seed)
+    rows = []
+    for north, riders in streets.values():
+        for lane in lanes[:riders]:
+            cells = noisy_ride(lat0 + north / M_PER_DEG_LAT, lng0, lng1, lane, rng, res)
+            arr = np.zeros(cells.size, HEAT_DTYPE)
+            arr["cell"], arr["n"] = cells, 1
+            rows.append(with_athlete(arr, len(rows)))
+    ring = Config().threshold_ring
+    published = publishable_heat("all", np.concatenate(rows), k, 10, threshold_ring=ring)
+    write_heat_tiles(
+        published.cells, published.heat, layer="all", out_root=tmp_path, min_zoom=z,
+        public_max_zoom=z, max_zoom=z, heat_resolution=res,
+    )  # fmt: skip
+    alpha, gx0, gy0 = stitched_alpha(
+        tmp_path, z, lng0, lat0 + 90 / M_PER_DEG_LAT, lng1, lat0 - 30 / M_PER_DEG_LAT
+    )
+
+    def row_of(north_m: float) -> int:
+        return int(lnglat_to_global_px(lng0, lat0 + north_m / M_PER_DEG_LAT, z)[1]) - gy0
+
+    c0, c1 = (int(lnglat_to_global_px(v, lat0, z)[0]) - gx0 for v in (lng0, lng1))
+    ra, rb, rc = row_of(4.0), row_of(34.0), row_of(64.0)  # the middle lanes
+    assert rb < ra - 15  # 30 m is ~17 px at z16 here
+    for col in range(c0 + (c1 - c0) // 10, c1 - (c1 - c0) // 10):
+        lit = np.flatnonzero(alpha[:, col] > 0)
+        line_a = lit[np.abs(lit - ra) <= 8]
+        line_b = lit[np.abs(lit - rb) <= 8]
+        assert line_a.size and line_b.size, f"column {col}: a street has a hole (dashes)"
+        assert line_a.max() - line_a.min() + 1 <= 8, f"column {col}: street A is too wide"
+        assert line_b.max() - line_b.min() + 1 <= 8, f"column {col}: street B is too wide"
+        assert (alpha[line_b.max() + 1 : line_a.min(), col] == 0).any()  # two lines, apart
+        assert set(lit.tolist()) <= set(line_a.tolist()) | set(line_b.tolist())
+    # One line each: the lit pixels near a street are one 8-connected piece.
+    cols = slice(c0 + (c1 - c0) // 10, c1 - (c1 - c0) // 10)
+    for r in (ra, rb):
+        _, pieces = ndimage.label(alpha[r - 8 : r + 9, cols] > 0, structure=np.ones((3, 3)))
+        assert pieces == 1, f"the street at row {r} is {pieces} pieces"
+    assert not alpha[max(rc - 8, 0) : rc + 9].any(), "the street of two riders is drawn"

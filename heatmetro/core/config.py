@@ -63,6 +63,10 @@ class Config(BaseModel):
     template_dir: Path | None = None
     base_map: Path | None = None  # an OpenStreetMap .osm.pbf: Metro counts per street edge
     heat_resolution: int = Field(13, ge=5, le=13)
+    # A heat cell is drawn if min_athletes distinct athletes rode it or a cell within this
+    # many rings of it (README "Tiles"): 0 = the cell alone; default 1 at heat_resolution
+    # 13 (a neighbourhood the size of one res-12 cell), else 0.
+    threshold_ring: int = -1
     metro_resolution: int = Field(10, ge=5, le=12)
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
@@ -93,8 +97,23 @@ class Config(BaseModel):
                 values = {**values, "basemap_attribution": ""}
         return values
 
+    @model_validator(mode="before")
+    @classmethod
+    def _threshold_ring(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("threshold_ring") is None:
+            fine = int(values.get("heat_resolution", 13)) >= 13
+            values = {**values, "threshold_ring": 1 if fine else 0}
+        return values
+
     @model_validator(mode="after")
     def _check_orders(self) -> Config:
+        if self.threshold_ring not in (0, 1) or (self.threshold_ring and self.heat_resolution < 13):
+            msg = (
+                f"threshold_ring must be 0 or 1, and 1 only at heat_resolution 13 (the "
+                f"neighbourhood must not be coarser than a res-12 cell), got {self.threshold_ring} "
+                f"at heat_resolution {self.heat_resolution}"
+            )
+            raise ValueError(msg)
         if not self.min_zoom <= self.public_max_zoom <= self.max_zoom:
             msg = (
                 f"zooms must satisfy min_zoom <= public_max_zoom <= max_zoom, got "
