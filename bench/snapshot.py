@@ -14,9 +14,10 @@ Steps, all through the real CLI on real ValleyBike rides (the six months in
    the time this machine takes to create that many PNG files (the part of a ``png``
    tile stage no code here controls).
 3. Change 1% of the athletes (every 100th: their athlete-month rows are dropped, as an
-   opt-out would), rebuild incrementally on top of the published build, and compare
-   with a full build of the changed store in a fresh folder: time ratio and
-   byte-identical output.
+   opt-out would), rebuild incrementally on top of the published build (tile cache and
+   the window cache of ``state_dir`` as the last full build left them), and compare
+   with a full build of the changed store in a fresh folder (``--no-cache``): time
+   ratio, per stage (the CLI's ``stages:`` line) and byte-identical output.
 
 Times are wall clock on a noisy shared machine: read the ratios, not the seconds.
 Projects live in ``bench/.runs/`` (this machine's /tmp is slow at creating files).
@@ -75,6 +76,8 @@ class Run:
     tile_seconds: float
     reused: int
     peak_rss_mb: float
+    stages: dict[str, tuple[float, float]]  # wall and CPU seconds per stage
+    cpu_seconds: float  # user + system, the process and its children
 
 
 def env() -> dict[str, str]:
@@ -131,8 +134,9 @@ def latest_month(db_path: Path) -> str:
         return str(db.execute("SELECT max(month) FROM athlete_months").fetchone()[0])
 
 
-def snapshot(label: str, project: Path, config: Path, month: str) -> Run:
+def snapshot(label: str, project: Path, config: Path, month: str, *extra: str) -> Run:
     cmd = ["/usr/bin/time", "-v", *HEATMETRO, "snapshot", "-c", str(config), "--month", month]
+    cmd += extra
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env(), cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
@@ -147,6 +151,13 @@ def snapshot(label: str, project: Path, config: Path, month: str) -> Run:
         tile_seconds=sum(float(s) for _, s, _ in layers),
         reused=sum(int(r.replace(",", "")) for _, _, r in layers),
         peak_rss_mb=int(rss.group(1)) / 1024 if rss else float("nan"),
+        stages={
+            k: (float(w), float(c))
+            for k, w, c in re.findall(r"(\w+) ([\d.]+)/([\d.]+)", _stages(proc.stderr))
+        },
+        cpu_seconds=sum(
+            float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr)
+        ),
     )
 
 
@@ -232,6 +243,11 @@ def draw_rate(config_path: Path, month: str, scratch: Path, rounds: int = 5) -> 
     )
 
 
+def _stages(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("stages ")]
+    return lines[-1] if lines else ""
+
+
 def change_one_percent(db_path: Path) -> int:
     """Drop the athlete-month rows of every 100th athlete (sorted ids); how many athletes."""
     with sqlite3.connect(db_path) as db:
@@ -288,25 +304,31 @@ def main() -> int:
         size = {res: store_bytes(p / "state" / "shards" / "0000.db") for res, p in projects.items()}
 
         p13 = projects[13]
-        full11 = snapshot("res 11, png", projects[11], projects[11] / "site.toml", month)
+        full11 = snapshot(
+            "res 11, png", projects[11], projects[11] / "site.toml", month, "--no-cache"
+        )
         runs = [full11]
         one = {}
         for fmt in ("png", "pmtiles"):
             cfg = write_config(p13, 13, out=f"one-{fmt}", workers=1, fmt=fmt)
-            one[fmt] = snapshot(f"{fmt}, 1 core", p13, cfg, month)
+            one[fmt] = snapshot(f"{fmt}, 1 core", p13, cfg, month, "--no-cache")
             runs.append(one[fmt])
         # Last before the change: the tile manifests then describe these published builds.
         full = {}
         for fmt in ("png", "pmtiles"):
-            full[fmt] = snapshot(fmt, p13, write_config(p13, 13, out=fmt, fmt=fmt), month)
+            cfg = write_config(p13, 13, out=fmt, fmt=fmt)
+            full[fmt] = snapshot(fmt, p13, cfg, month, "--no-cache")  # fills the window cache
             runs.append(full[fmt])
         draw_line = draw_rate(p13 / "site.toml", month, root / "scratch")
+        window_cache = p13 / "state" / "window_cache.npz"
+        before = window_cache.read_bytes()  # as the last full build left it
         changed = change_one_percent(db13)
         rebuild, fresh, identical = {}, {}, {}
         for fmt in ("png", "pmtiles"):
+            window_cache.write_bytes(before)  # each format's rebuild starts from it
             rebuild[fmt] = snapshot(f"{fmt}, 1% rebuild", p13, p13 / f"{fmt}.toml", month)
             cfg = write_config(p13, 13, out=f"fresh-{fmt}", fmt=fmt)
-            fresh[fmt] = snapshot(f"{fmt}, 1% full", p13, cfg, month)
+            fresh[fmt] = snapshot(f"{fmt}, 1% full", p13, cfg, month, "--no-cache")
             identical[fmt] = same_tree(p13 / fmt, p13 / f"fresh-{fmt}")
             runs += [rebuild[fmt], fresh[fmt]]
 
@@ -343,6 +365,16 @@ def main() -> int:
                 f"{r.tile_seconds / max(n.tile_seconds, 1e-9):.0%}, {r.reused:,} of {r.tiles:,} "
                 f"tiles reused, byte-identical: {'yes' if identical[fmt] else 'NO'}"
             )
+            print(
+                f"  CPU time (user + system; steadier than wall time on a shared machine): "
+                f"{r.cpu_seconds:.2f} / {n.cpu_seconds:.2f} s = {r.cpu_seconds / n.cpu_seconds:.0%}"
+            )
+            for i, what in enumerate(("wall", "CPU")):
+                shares = ", ".join(
+                    f"{k} {r.stages.get(k, (0.0, 0.0))[i]:.2f}/{v[i]:.2f}"
+                    for k, v in n.stages.items()
+                )
+                print(f"  {fmt} 1% rebuild/full by stage, {what} s: {shares}")
     finally:
         if args.keep:
             print(f"kept {root}")

@@ -188,7 +188,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         raise HeatmetroError(msg)
     member = _member(args)
     if member is None:
-        result = run_snapshot(config, month=args.month, quiet=args.quiet)
+        result = run_snapshot(config, month=args.month, quiet=args.quiet, cache=not args.no_cache)
     else:
         from heatmetro.site_builder.distributed import run_distributed_snapshot
 
@@ -390,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--month", help="YYYY-MM, last month of the 12-month window (default: last complete month)"
     )
     _add_cluster_flags(p)
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="read the whole window from the store (the window cache in state_dir is rewritten)",
+    )
     p.add_argument(
         "--weekly",
         action="store_true",

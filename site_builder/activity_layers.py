@@ -24,7 +24,7 @@ from heatmetro.state.aggregates import concat
 from heatmetro.state.night import night_rows
 from heatmetro.state.records import LAYERS, PATH_DTYPE, group_sum
 
-_PER_ATHLETE = np.dtype([("athlete", "<i4"), ("cell", "<u8"), ("n", "<u4")])
+PER_ATHLETE = np.dtype([("athlete", "<i4"), ("cell", "<u8"), ("n", "<u4")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,42 @@ def layer_heat(
     out: dict[str, LayerHeat] = {}
     if not acts:
         return out
+    counts = per_athlete_counts(
+        acts, group_layers=group_layers, sport_layers=sport_layers, night=night
+    )
+    for name, per_athlete in counts.items():
+        heat = publishable_heat(
+            name, per_athlete, min_athletes, max_per_athlete,
+            threshold_ring=threshold_ring, partial=partial,
+        )  # fmt: skip
+        if len(heat.cells):
+            out[name] = heat
+    return out
+
+
+def layer_names(*, group_layers: bool, sport_layers: tuple[str, ...], night: bool) -> list[str]:
+    """The layers ``per_athlete_counts`` makes, in order."""
+    return [
+        *(LAYERS if group_layers else ()),
+        *(sport_layer(s) for s in sport_layers),
+        *([NIGHT_LAYER] if night else []),
+    ]
+
+
+def per_athlete_counts(
+    acts: list[ActivityPath],
+    *,
+    group_layers: bool,
+    sport_layers: tuple[str, ...],
+    night: bool,
+) -> dict[str, np.ndarray]:
+    """Per requested layer (``layer_names``), one row per (athlete, cell): how many of
+    the athlete's activities reached the cell (``PER_ATHLETE``, sorted, before any
+    threshold). An athlete's rows depend on their own activities only, so the window
+    cache can keep them per athlete."""
+    names = layer_names(group_layers=group_layers, sport_layers=sport_layers, night=night)
+    if not acts:
+        return {name: np.zeros(0, PER_ATHLETE) for name in names}
     sizes = np.array([len(a.path) for a in acts], dtype=np.int64)
     path = concat([a.path for a in acts], PATH_DTYPE)
     aid = np.repeat(np.arange(len(acts)), sizes)
@@ -74,36 +110,31 @@ def layer_heat(
     # Each activity counts once per cell: its distinct cells.
     cell_aid, cells = _distinct(aid, path["cell"])
 
-    def publish(name: str, chosen_aid: np.ndarray, chosen_cells: np.ndarray) -> None:
-        per_athlete = np.zeros(len(chosen_aid), _PER_ATHLETE)
+    def count(chosen_aid: np.ndarray, chosen_cells: np.ndarray) -> np.ndarray:
+        per_athlete = np.zeros(len(chosen_aid), PER_ATHLETE)
         per_athlete["athlete"], per_athlete["cell"], per_athlete["n"] = (
             athlete[chosen_aid],
             chosen_cells,
             1,
         )
-        per_athlete = group_sum(per_athlete, ("athlete", "cell"), ("n",))
-        heat = publishable_heat(
-            name, per_athlete, min_athletes, max_per_athlete,
-            threshold_ring=threshold_ring, partial=partial,
-        )  # fmt: skip
-        if len(heat.cells):
-            out[name] = heat
+        return group_sum(per_athlete, ("athlete", "cell"), ("n",))
 
     def by_activity(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = keep[cell_aid]
         return cell_aid[rows], cells[rows]
 
+    out: dict[str, np.ndarray] = {}
     if group_layers:
-        publish("all", cell_aid, cells)
+        out["all"] = count(cell_aid, cells)
         for name in LAYERS[1:]:
-            publish(name, *by_activity(layer == name))
+            out[name] = count(*by_activity(layer == name))
     for sport_type in sport_layers:
-        publish(sport_layer(sport_type), *by_activity(sport == sport_type))
+        out[sport_layer(sport_type)] = count(*by_activity(sport == sport_type))
     if night:
         start = np.array([a.start_s for a in acts], dtype=np.float64)
         offset = np.array([a.utc_offset_s for a in acts], dtype=np.int64)
         dark = night_rows(path["cell"], start[aid] + path["t"], offset[aid])
-        publish(NIGHT_LAYER, *_distinct(aid[dark], path["cell"][dark]))
+        out[NIGHT_LAYER] = count(*_distinct(aid[dark], path["cell"][dark]))
     return out
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -47,6 +47,7 @@ from heatmetro.site_builder.window import (
     publish_partials,
     thin_to_lines,
 )
+from heatmetro.site_builder.window_cache import CACHE_FILE
 from heatmetro.state.aggregates import cells_to_parent
 from heatmetro.state.rebuild import MonthRow
 from heatmetro.state.records import EDGE_KEY, HEX_KEY, LAYERS, OD_KEY, group_sum
@@ -63,8 +64,10 @@ class _RecordingView(ReadView):
         super().__init__(dbs)
         self.athletes: list[str] = []
 
-    def window_rows(self, first: str, last: str) -> Iterator[MonthRow]:
-        for row in super().window_rows(first, last):
+    def window_rows(
+        self, first: str, last: str, athletes: Collection[str] | None = None
+    ) -> Iterator[MonthRow]:
+        for row in super().window_rows(first, last, athletes):
             if not self.athletes or self.athletes[-1] != row[0]:
                 self.athletes.append(row[0])
             yield row
@@ -290,6 +293,9 @@ def run_distributed_snapshot(
     when = build_time()
     month = check_month(month, what="--month") if month is not None else last_complete_month(when)
     local, athletes = local_partials(config, month)
+    # Cluster members keep no window cache: drop one a one-machine snapshot left, so no
+    # derived rows outlive a deletion in the store.
+    (config.state_dir / CACHE_FILE).unlink(missing_ok=True)
     sink = _Collect(process_id)
     flow = exchange_flow(
         _partial_items(local, athletes, process_id), sink, len(addresses), config.min_athletes

@@ -7,13 +7,18 @@ per athlete (with a local index, never the id) for the Metro writer to threshold
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from heatmetro.core.months import month_index, window_months
-from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat
+from heatmetro.site_builder.activity_layers import (
+    PER_ATHLETE,
+    ActivityPath,
+    layer_names,
+    per_athlete_counts,
+)
 from heatmetro.site_builder.window import LayerHeat, WindowData, publishable_heat
 from heatmetro.state.records import (
     EDGE_DTYPE,
@@ -29,15 +34,18 @@ from heatmetro.state.records import (
     group_sum,
     with_athlete,
 )
-from heatmetro.state.view import ReadView
+from heatmetro.state.view import ReadView, only_athletes
 
 
 def contributing_paths(
-    view: ReadView, where: str, params: tuple[object, ...]
+    view: ReadView,
+    where: str,
+    params: tuple[object, ...],
+    ids: list[str] | None = None,
 ) -> Iterator[ActivityPath]:
     """The public store's contributing activities matching ``where`` (SQL on ``a.``),
     athletes numbered locally in id order (opted-out athletes skipped, as above), over
-    every shard of the view."""
+    every shard of the view. ``ids``, when given, receives the athletes' ids in index order."""
     index: dict[str, int] = {}
     rows = view.merged(
         "SELECT a.athlete_id, a.layer, a.sport_type, a.start_s, a.utc_offset_s, a.path "
@@ -47,6 +55,8 @@ def contributing_paths(
         params,
     )
     for athlete_id, layer, sport, start_s, offset, path in rows:
+        if ids is not None and athlete_id not in index:
+            ids.append(athlete_id)
         yield ActivityPath(
             index.setdefault(athlete_id, len(index)),
             layer,
@@ -65,6 +75,185 @@ class _Rows:
     od: list[np.ndarray]
 
 
+KINDS = ("heat", "edges", "hexagons", "od")
+
+
+def part_dtypes(extra_layers: list[str]) -> dict[str, np.dtype]:
+    """The arrays of a ``WindowParts`` and their record layouts."""
+    kinds = {
+        "heat": with_athlete(np.zeros(0, HEAT_DTYPE), 0).dtype,
+        "edges": _with_fields(with_athlete(np.zeros(0, EDGE_DTYPE), 0), 0, True).dtype,
+        "hexagons": _with_fields(with_athlete(np.zeros(0, HEX_DTYPE), 0), 0).dtype,
+        "od": _with_fields(with_athlete(np.zeros(0, OD_DTYPE), 0), 0).dtype,
+    }
+    out = {f"{kind}/{layer}": dt for layer in LAYERS for kind, dt in kinds.items()}
+    out.update({f"extra/{name}": PER_ATHLETE for name in extra_layers})
+    return out
+
+
+@dataclass
+class WindowParts:
+    """The window per athlete, before any threshold: what ``load_window`` publishes from.
+
+    Every array has one row per (athlete, key) with ``athlete`` an index into ``ids``
+    (sorted), rows sorted by (athlete, key): exactly the merge of all athletes' rows,
+    so the parts of unchanged athletes can be kept and the others replaced (the window
+    cache). ``has_rows``: the athlete has month aggregates in the window (they are
+    numbered by ``load_window``); ``has_paths``: contributing activities (extra layers).
+    """
+
+    ids: list[str]
+    activities: np.ndarray
+    has_rows: np.ndarray
+    has_paths: np.ndarray
+    arrays: dict[str, np.ndarray]
+
+
+def read_parts(
+    view: ReadView,
+    first: str,
+    last: str,
+    *,
+    extra_layers: tuple[tuple[str, ...], bool],
+    athletes: Collection[str] | None = None,
+) -> WindowParts:
+    """The parts of ``athletes`` (everyone when None) read from the store.
+
+    ``extra_layers``: the sport types with their own layer, and whether to count night.
+    """
+    sport_layers, night = extra_layers
+    rows = view.window_rows(first, last) if athletes is None else (
+        view.window_rows(first, last, athletes)
+    )  # fmt: skip
+    index: dict[str, int] = {}
+    per_layer: dict[str, _Rows] = {layer: _Rows([], [], [], []) for layer in LAYERS}
+    n_act: list[int] = []
+    for athlete_id, month, layer, n, heat, edges, hexes, od in rows:
+        i = index.setdefault(athlete_id, len(index))
+        if i == len(n_act):
+            n_act.append(0)
+        n_act[i] += n
+        targets = [per_layer["all"]] + ([per_layer[layer]] if layer in per_layer else [])
+        when = month_index(month)
+        arrays = (
+            with_athlete(from_blob(heat, HEAT_DTYPE), i),
+            _with_fields(with_athlete(from_blob(edges, EDGE_DTYPE), i), when, layer == "ride"),
+            _with_fields(with_athlete(from_blob(hexes, HEX_DTYPE), i), when),
+            _with_fields(with_athlete(from_blob(od, OD_DTYPE), i), when),
+        )
+        for t in targets:
+            t.heat.append(arrays[0])
+            t.edges.append(arrays[1])
+            t.hexagons.append(arrays[2])
+            t.od.append(arrays[3])
+    path_ids: list[str] = []
+    names = layer_names(group_layers=False, sport_layers=sport_layers, night=night)
+    extra: dict[str, np.ndarray] = {name: np.zeros(0, PER_ATHLETE) for name in names}
+    if names:
+        where, params = only_athletes("a.athlete_id", athletes)
+        acts = list(
+            contributing_paths(
+                view, f"a.month BETWEEN ? AND ? AND {where}", (first, last, *params), path_ids
+            )
+        )
+        extra = per_athlete_counts(acts, group_layers=False, sport_layers=sport_layers, night=night)
+    # Both lists are in id order, so are their union and the maps into it.
+    row_ids = list(index)
+    ids = sorted(set(row_ids) | set(path_ids))
+    pos = {a: i for i, a in enumerate(ids)}
+    row_to = np.array([pos[a] for a in row_ids], dtype=np.int32)
+    path_to = np.array([pos[a] for a in path_ids], dtype=np.int32)
+    dtypes = part_dtypes(names)
+    out: dict[str, np.ndarray] = {}
+    for layer, r in per_layer.items():
+        for kind, parts in zip(KINDS, (r.heat, r.edges, r.hexagons, r.od), strict=True):
+            name = f"{kind}/{layer}"
+            if not parts:
+                out[name] = np.zeros(0, dtypes[name])
+                continue
+            merged = group_sum(np.concatenate(parts), _KEYS[kind], _SUMS[kind])
+            out[name] = _remap(merged, row_to)
+    for name, arr in extra.items():
+        out[f"extra/{name}"] = _remap(arr, path_to)
+    activities = np.zeros(len(ids), np.int64)
+    activities[row_to] = n_act
+    has_rows = np.zeros(len(ids), bool)
+    has_rows[row_to] = True
+    has_paths = np.zeros(len(ids), bool)
+    has_paths[path_to] = True
+    return WindowParts(ids, activities, has_rows, has_paths, out)
+
+
+# Per kind, the key rows are merged (and sorted) on, and the fields summed.
+_KEYS = {
+    "heat": ("athlete", "cell"),
+    "edges": ("athlete", "month", *EDGE_KEY, "ride"),
+    "hexagons": ("athlete", "month", *HEX_KEY),
+    "od": ("athlete", "month", *OD_KEY),
+}
+_SUMS = {
+    "heat": ("n",),
+    "edges": ("trips", "speed_sum", "speed_n"),
+    "hexagons": ("trips", "speed_sum", "speed_n"),
+    "od": ("trips",),
+}
+
+
+def _remap(arr: np.ndarray, to: np.ndarray) -> np.ndarray:
+    """``arr`` with its ``athlete`` index mapped through ``to`` (in place: arr is ours)."""
+    if len(arr):
+        arr["athlete"] = to[arr["athlete"]]
+    return arr
+
+
+def assemble(
+    parts: WindowParts,
+    first: str,
+    last: str,
+    *,
+    min_athletes: int,
+    max_per_athlete: int,
+    threshold_ring: int,
+    partial: bool = False,
+) -> WindowData:
+    """The ``WindowData`` of ``parts``: athletes renumbered as the store's reading order
+    numbers them, heat thresholded (``publishable_heat``), Metro records left per athlete.
+    ``threshold_ring`` and ``partial``: see ``publishable_heat``."""
+    row_index = (np.cumsum(parts.has_rows) - 1).astype(np.int32)
+    path_index = (np.cumsum(parts.has_paths) - 1).astype(np.int32)
+    heat_out: dict[str, LayerHeat] = {}
+    metro: dict[str, dict[str, np.ndarray]] = {"edges": {}, "hexagons": {}, "od": {}}
+    for layer in LAYERS:
+        per_athlete = _remap(parts.arrays[f"heat/{layer}"].copy(), row_index)
+        heat_out[layer] = publishable_heat(
+            layer, per_athlete, min_athletes, max_per_athlete,
+            threshold_ring=threshold_ring, partial=partial,
+        )  # fmt: skip
+        for kind, table in metro.items():
+            table[layer] = _remap(parts.arrays[f"{kind}/{layer}"].copy(), row_index)
+    for name, arr in parts.arrays.items():
+        if name.startswith("extra/"):
+            layer = name.removeprefix("extra/")
+            per_athlete = _remap(arr.copy(), path_index)
+            heat = publishable_heat(
+                layer, per_athlete, min_athletes, max_per_athlete,
+                threshold_ring=threshold_ring, partial=partial,
+            )  # fmt: skip
+            if len(heat.cells):
+                heat_out[layer] = heat
+    return WindowData(
+        month=last,
+        first_month=first,
+        heat=heat_out,
+        edges=metro["edges"],
+        hexagons=metro["hexagons"],
+        od=metro["od"],
+        athletes=int(parts.has_rows.sum()),
+        activities=int(parts.activities.sum()),
+        counts={f"cells_{k}": len(v.cells) for k, v in heat_out.items()},
+    )
+
+
 def load_window(
     view: ReadView,
     month: str,
@@ -80,78 +269,11 @@ def load_window(
     per-sport and night layers asked for, counted from the window's stored paths.
     ``threshold_ring`` and ``partial``: see ``publishable_heat``."""
     first, last = window_months(month)
-    rows = view.window_rows(first, last)  # opted-out athletes already left out
-    index: dict[str, int] = {}
-    per_layer: dict[str, _Rows] = {layer: _Rows([], [], [], []) for layer in LAYERS}
-    activities = 0
-    for athlete_id, month, layer, n_act, heat, edges, hexes, od in rows:
-        i = index.setdefault(athlete_id, len(index))
-        activities += n_act
-        targets = [per_layer["all"]] + ([per_layer[layer]] if layer in per_layer else [])
-        when = month_index(month)
-        arrays = (
-            with_athlete(from_blob(heat, HEAT_DTYPE), i),
-            _with_fields(with_athlete(from_blob(edges, EDGE_DTYPE), i), when, layer == "ride"),
-            _with_fields(with_athlete(from_blob(hexes, HEX_DTYPE), i), when),
-            _with_fields(with_athlete(from_blob(od, OD_DTYPE), i), when),
-        )
-        for t in targets:
-            t.heat.append(arrays[0])
-            t.edges.append(arrays[1])
-            t.hexagons.append(arrays[2])
-            t.od.append(arrays[3])
-
-    def merged(
-        parts: list[np.ndarray], dtype: np.dtype, key: tuple[str, ...], sums: tuple[str, ...]
-    ) -> np.ndarray:
-        if not parts:
-            return with_athlete(np.zeros(0, dtype), 0)
-        return group_sum(np.concatenate(parts), ("athlete", *key), sums)
-
-    def merged_by_month(
-        parts: list[np.ndarray], dtype: np.dtype, key: tuple[str, ...], sums: tuple[str, ...]
-    ) -> np.ndarray:
-        if not parts:
-            ride = True if dtype == EDGE_DTYPE else None
-            return _with_fields(with_athlete(np.zeros(0, dtype), 0), 0, ride)
-        return group_sum(np.concatenate(parts), ("athlete", "month", *key), sums)
-
-    heat_out: dict[str, LayerHeat] = {}
-    edges_out, hex_out, od_out = {}, {}, {}
-    for layer, r in per_layer.items():
-        per_athlete = merged(r.heat, HEAT_DTYPE, ("cell",), ("n",))
-        heat_out[layer] = publishable_heat(
-            layer, per_athlete, min_athletes, max_per_athlete,
-            threshold_ring=threshold_ring, partial=partial,
-        )  # fmt: skip
-        edge_key = (*EDGE_KEY, "ride")
-        sums = ("trips", "speed_sum", "speed_n")
-        edges_out[layer] = merged_by_month(r.edges, EDGE_DTYPE, edge_key, sums)
-        hex_out[layer] = merged_by_month(r.hexagons, HEX_DTYPE, HEX_KEY, sums)
-        od_out[layer] = merged_by_month(r.od, OD_DTYPE, OD_KEY, ("trips",))
-    if sport_layers or night:
-        extra = layer_heat(
-            contributing_paths(view, "a.month BETWEEN ? AND ?", (first, last)),
-            group_layers=False,
-            sport_layers=sport_layers,
-            night=night,
-            min_athletes=min_athletes,
-            max_per_athlete=max_per_athlete,
-            threshold_ring=threshold_ring,
-            partial=partial,
-        )
-        heat_out.update(extra)
-    return WindowData(
-        month=last,
-        first_month=first,
-        heat=heat_out,
-        edges=edges_out,
-        hexagons=hex_out,
-        od=od_out,
-        athletes=len(index),
-        activities=activities,
-        counts={f"cells_{k}": len(v.cells) for k, v in heat_out.items()},
-    )
+    parts = read_parts(view, first, last, extra_layers=(sport_layers, night))
+    return assemble(
+        parts, first, last, min_athletes=min_athletes, max_per_athlete=max_per_athlete,
+        threshold_ring=threshold_ring, partial=partial,
+    )  # fmt: skip
 
 
 def _with_fields(arr: np.ndarray, month: int, ride: bool | None = None) -> np.ndarray:

@@ -17,18 +17,16 @@ Two properties matter more than looks:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shutil
-from dataclasses import dataclass
-from importlib import resources
+from dataclasses import dataclass, replace
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-import folium
-from branca.element import Element, Figure
-from folium.map import CustomPane, LayerControl
-from folium.raster_layers import TileLayer
-from folium.template import Template
 from jinja2 import Environment
 from markupsafe import Markup
 
@@ -61,10 +59,6 @@ HEAT_PANE_Z = 410  # above the basemap (tilePane, 200) and overlays (400), below
 
 ASSETS = "assets"
 LEAFLET_FILES = ("leaflet.js", "leaflet.css")
-
-# folium/branca element names end in "_" + 32 hex digits from os.urandom. Only that shape
-# is touched: a basemap URL may carry a 32-hex API key, which must survive.
-_RANDOM_ID = re.compile(r"(?<=[a-z]_)[0-9a-f]{32}(?![0-9a-f])")
 
 
 @dataclass(frozen=True)
@@ -145,7 +139,14 @@ class MapParts:
     script: Markup
 
 
-def write_pages(out_root: Path, meta: SiteMeta, *, template_dir: Path | None = None) -> list[Path]:
+def write_pages(
+    out_root: Path,
+    meta: SiteMeta,
+    *,
+    template_dir: Path | None = None,
+    map_cache: Path | None = None,
+    reuse_map: bool = True,
+) -> list[Path]:
     """Write ``index.html``, ``about.html`` and ``assets/`` under ``out_root``.
 
     Call it after the tiles are written: the page only points at ``tiles/{layer}/``
@@ -156,6 +157,8 @@ def write_pages(out_root: Path, meta: SiteMeta, *, template_dir: Path | None = N
         meta: what this build publishes.
         template_dir: the operator's template overrides (``template_dir`` in the config);
             anything not there comes from the shipped ``site_template/``.
+        map_cache: a file keeping the rendered map for the next build (``cached_map``).
+        reuse_map: draw the map from ``map_cache`` when it holds it (else refresh it).
 
     Returns:
         Every file written, in a stable order.
@@ -177,7 +180,9 @@ def write_pages(out_root: Path, meta: SiteMeta, *, template_dir: Path | None = N
         "scheme_styles": scheme_styles(),
     }
     pages = {
-        "index.html": env.get_template("index.html.j2").render(map=build_map(meta), **common),
+        "index.html": env.get_template("index.html.j2").render(
+            map=cached_map(meta, map_cache, reuse=reuse_map), **common
+        ),
         "about.html": env.get_template("about.html.j2").render(**common),
     }
     for name, html in pages.items():
@@ -203,121 +208,136 @@ def make_environment(template_dir: Path | None) -> Environment:
 
 def build_map(meta: SiteMeta) -> MapParts:
     """Build the folium map for ``meta`` and render it into deterministic parts."""
-    if meta.bounds is not None:
-        south, west, north, east = meta.bounds
-        location = [(south + north) / 2, (west + east) / 2]
-    else:
-        location = [20.0, 0.0]  # a world view when there is no heat yet
-    fmap = folium.Map(
-        location=location,
-        zoom_start=max(meta.min_zoom, 2),
-        tiles=None,
-        zoom_control=False,  # heatmetro.js adds it under the title panel
-        control_scale=True,
-    )
-    # Map() only passes min/max zoom to a tile layer it creates; with tiles=None they
-    # must go to the L.map options directly or the map would zoom past the pyramid.
-    fmap.options.update(min_zoom=meta.min_zoom, max_zoom=meta.max_zoom)
-    # Instance attributes shadow folium's class-level CDN lists (JSCSSMixin reads
-    # self.default_js): only our relative copy of Leaflet, nothing from the internet.
-    fmap.default_js = [("leaflet", f"{ASSETS}/leaflet/leaflet.js")]
-    if meta.tiles_format == "pmtiles" or (meta.has_weekly and meta.weekly_format == "pmtiles"):
-        fmap.default_js.append(("pmtiles", f"{ASSETS}/pmtiles.js"))
-    fmap.default_css = [("leaflet_css", f"{ASSETS}/leaflet/leaflet.css")]
+    # folium (with branca and their templates) costs ~0.4 s to import and compile: only
+    # when a map is drawn, not when the map cache already holds it.
+    from heatmetro.site_builder.folium_map import render_map
 
-    if meta.basemap_url:
-        TileLayer(
-            tiles=meta.basemap_url,
-            attr=meta.basemap_attribution,
-            name="basemap",
-            control=False,  # always on, under whichever heat layer is chosen
-            min_zoom=meta.min_zoom,
-            max_zoom=meta.max_zoom,
-        ).add_to(fmap)
+    return render_map(meta)
 
-    CustomPane(HEAT_PANE, z_index=HEAT_PANE_Z).add_to(fmap)
-    options: dict[str, Any] = {}
-    if meta.bounds is not None:
-        south, west, north, east = meta.bounds
-        # Leaflet then never asks for tiles outside the heat: no stream of 404s.
-        options["bounds"] = [[south, west], [north, east]]
-    layer_cls = PmtilesLayer if meta.tiles_format == "pmtiles" else TileLayer
-    suffix = ".pmtiles" if meta.tiles_format == "pmtiles" else "/{z}/{x}/{y}.png"
-    heat_layers = []
-    for i, layer in enumerate(_ordered_layers(meta)):
-        heat_layers.append(
-            layer_cls(
-                tiles=f"tiles/{layer}{suffix}",  # relative: works from any sub-path
-                attr=HEAT_ATTRIBUTION,
-                name=LAYER_LABELS[layer],
-                overlay=False,  # base layers = radio buttons, one sport at a time
-                show=i == 0,
-                min_zoom=meta.min_zoom,
-                max_zoom=meta.max_zoom,
-                # Public tiles stop here; Leaflet scales them up for closer zooms.
-                max_native_zoom=meta.public_max_zoom,
-                pane=HEAT_PANE,
-                class_name=f"heat-{layer}",
-                **options,
-            ).add_to(fmap)
-        )
-    if meta.has_weekly:
-        # The last 7 days (snapshot --weekly) as one more choice; its own, lower zoom cap.
-        weekly_pmtiles = meta.weekly_format == "pmtiles"
-        heat_layers.append(
-            (PmtilesLayer if weekly_pmtiles else TileLayer)(
-                tiles=WEEKLY_TILES + (".pmtiles" if weekly_pmtiles else "/{z}/{x}/{y}.png"),
-                attr=HEAT_ATTRIBUTION,
-                name=WEEKLY_LABEL,
-                overlay=False,
-                show=False,
-                min_zoom=meta.min_zoom,
-                max_zoom=meta.max_zoom,
-                max_native_zoom=meta.weekly_public_max_zoom,
-                pane=HEAT_PANE,
-                class_name="heat-weekly",
-            ).add_to(fmap)
-        )
-    if meta.layers:
-        LayerControl(position="topright", collapsed=False).add_to(fmap)
-    view = meta.view or meta.bounds
-    if view is not None:
-        south, west, north, east = view
-        # A single street would otherwise open at street level, far past the public tiles.
-        fmap.fit_bounds([[south, west], [north, east]], max_zoom=meta.public_max_zoom)
-        # Without a start zoom Leaflet holds every layer back until fitBounds sets the
-        # view, so no tiles are fetched for a throwaway view first.
-        fmap.options.pop("zoom", None)
-    parts = _render(fmap)
+
+def map_centre(bounds: tuple[float, float, float, float]) -> tuple[float, float]:
+    """Where the map is centred before it fits its view: the middle of ``bounds``."""
+    south, west, north, east = bounds
+    return (south + north) / 2, (west + east) / 2
+
+
+# The map's text depends on the bounds and the view only through their numbers and the
+# centre: it is drawn once with these stand-ins, cached, and each build writes its own
+# numbers in their place (one regex pass). Odd values no real map would have.
+_STAND_IN_BOUNDS = (
+    -81.11111111111111,
+    -171.22222222222223,
+    -82.33333333333333,
+    -172.44444444444446,
+)
+_STAND_IN_VIEW = (-83.55555555555556, -173.66666666666666, -84.77777777777777, -174.88888888888889)
+_TEXT = ("head", "body", "script")
+
+
+def _numbers(meta: SiteMeta) -> list[float]:
+    assert meta.bounds is not None and meta.view is not None
+    return [*meta.bounds, *meta.view, *map_centre(meta.bounds)]
+
+
+def cached_map(meta: SiteMeta, cache: Path | None, *, reuse: bool = True) -> MapParts:
+    """``build_map(meta)``, drawn once per set of map settings and kept in ``cache`` (a
+    JSON file): the map depends on the layers, zooms, formats and basemap, which rarely
+    change, and on the bounds and view, which are written in for each build. So a
+    rebuild does not import folium. The file keeps the last few maps (sites of one
+    store in both tile formats share it). Without ``reuse`` the map is drawn directly
+    and the file refreshed for the next build."""
+    if cache is None or meta.bounds is None or meta.view is None:
+        return build_map(meta)
+    stand_in = replace(meta, bounds=_STAND_IN_BOUNDS, view=_STAND_IN_VIEW)
+    key = _map_key(stand_in)
+    maps = _read_maps(cache)
+    entry = maps.get(key) if reuse else None
+    if not _usable(entry):
+        entry = _entry(build_map(stand_in))
+        if not _usable(entry):  # folium wrote a stand-in some other way: no caching
+            return build_map(meta)
+        maps.pop(key, None)
+        maps = {**dict(list(maps.items())[-(MAP_CACHE_ENTRIES - 1) :]), key: entry}
+        _write_maps(cache, maps)
+        if not reuse:
+            return build_map(meta)
+    assert entry is not None
+    numbers = dict(zip((repr(x) for x in _numbers(stand_in)), _numbers(meta), strict=True))
+    pattern = re.compile("|".join(re.escape(k) for k in numbers))
+
+    def filled(text: str) -> Markup:
+        return Markup(pattern.sub(lambda m: repr(numbers[m.group(0)]), text))  # noqa: S704 -- our own folium render, cached
+
     return MapParts(
-        name=parts.name,
-        # Names are final only after _render has numbered the elements.
-        heat_layers=tuple(layer.get_name() for layer in heat_layers),
-        # pmtiles.js's layer is a GridLayer: it has no zoomOffset to borrow tiles from.
-        retina=meta.tiles_format == "png",
-        head=parts.head,
-        body=parts.body,
-        script=parts.script,
+        name=str(entry["name"]),
+        heat_layers=tuple(str(n) for n in entry["heat_layers"]),
+        retina=bool(entry["retina"]),
+        head=filled(entry["head"]),
+        body=filled(entry["body"]),
+        script=filled(entry["script"]),
     )
 
 
-class PmtilesLayer(TileLayer):
-    """A heat layer read from a PMTiles archive by pmtiles.js (``leafletRasterLayer``).
+MAP_CACHE_ENTRIES = 4
 
-    The archive's URL is made absolute against the page, because pmtiles.js fetches it
-    with ``fetch`` and HTTP range requests (so a PMTiles site needs an HTTP server).
-    """
 
-    _template = Template(
-        """
-        {% macro script(this, kwargs) %}
-            var {{ this.get_name() }} = pmtiles.leafletRasterLayer(
-                new pmtiles.PMTiles(new URL({{ this.tiles|tojson }}, document.baseURI).href),
-                {{ this.options|tojavascript }}
-            );
-        {% endmacro %}
-        """
-    )
+def _entry(parts: MapParts) -> dict[str, Any]:
+    entry: dict[str, Any] = {f: str(getattr(parts, f)) for f in ("name", *_TEXT)}
+    entry["retina"] = parts.retina
+    entry["heat_layers"] = list(parts.heat_layers)
+    return entry
+
+
+def _usable(entry: object) -> bool:
+    """A well-formed entry whose text holds every stand-in, and only as a whole number
+    (a stand-in cut short, e.g. rounded, would survive the substitution)."""
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(f), str) for f in _TEXT):
+        return False
+    if not isinstance(entry.get("name"), str) or not isinstance(entry.get("heat_layers"), list):
+        return False
+    text = "".join(entry[f] for f in _TEXT)
+    for x in (*_STAND_IN_BOUNDS, *_STAND_IN_VIEW):
+        whole, prefix = repr(x), repr(x)[:6]
+        if whole not in text or text.count(prefix) != text.count(whole):
+            return False
+    return True
+
+
+def _read_maps(cache: Path) -> dict[str, Any]:
+    try:
+        maps = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return maps if isinstance(maps, dict) else {}
+
+
+def _write_maps(cache: Path, maps: dict[str, Any]) -> None:
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(maps), encoding="utf-8")
+        tmp.replace(cache)  # atomic: a reader sees the old maps or the new ones
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no cache: the next build draws the map again
+
+
+def _map_key(meta: SiteMeta) -> str:
+    """Digest of everything ``build_map`` reads, and of the code and folium version."""
+    fields = (
+        "bounds", "view", "min_zoom", "max_zoom", "public_max_zoom", "tiles_format",
+        "has_weekly", "weekly_format", "weekly_public_max_zoom", "basemap_url",
+        "basemap_attribution",
+    )  # fmt: skip
+    inputs: dict[str, Any] = {f: getattr(meta, f) for f in fields}
+    inputs["layers"] = _ordered_layers(meta)
+    here = Path(__file__).resolve().parent
+    try:
+        code = b"".join((here / f).read_bytes() for f in ("pages.py", "folium_map.py"))
+    except OSError:  # not installed as files: a key no cache can match
+        code = os.urandom(16)
+    inputs["code"] = hashlib.sha256(code).hexdigest()
+    inputs["folium"] = metadata.version("folium")
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def scheme_styles() -> Markup:
@@ -349,48 +369,6 @@ def scheme_styles() -> Markup:
         + "</svg>"
     )
     return Markup(f"{svg}\n<style>\n" + "\n".join(rules) + "\n</style>")  # noqa: S704 -- our own constants
-
-
-def _render(fmap: folium.Map) -> MapParts:
-    """Render the map's figure into head/body/script with stable element names."""
-    figure = fmap.get_root()
-    assert isinstance(figure, Figure)
-    # Our base template declares the charset itself.
-    figure.header._children.pop("meta_http", None)
-    _stabilise_ids(figure)
-    # What Figure.render() does, minus its page skeleton: the children render into the
-    # figure's header/html/script elements, which we then render separately.
-    for child in figure._children.values():
-        child.render()
-    names: dict[str, str] = {}
-
-    def stable(text: str) -> Markup:
-        # Elements created during render() (e.g. the "add to map" calls) got random ids
-        # after _stabilise_ids ran; any that reach the output are numbered here.
-        out = _RANDOM_ID.sub(lambda m: names.setdefault(m.group(0), f"r{len(names)}"), text)
-        return Markup(out.strip() + "\n")  # noqa: S704 -- folium's own escaped output
-
-    return MapParts(
-        name=fmap.get_name(),
-        heat_layers=(),
-        retina=False,
-        head=stable(figure.header.render()),
-        body=stable(figure.html.render()),
-        script=stable(figure.script.render()),
-    )
-
-
-def _stabilise_ids(root: Element) -> None:
-    """Replace branca's random element ids by counters in tree order."""
-    counter = 0
-    stack: list[Element] = [root]
-    while stack:
-        element = stack.pop(0)
-        element._id = f"{counter}"
-        counter += 1
-        if isinstance(element, Figure):
-            stack.extend([element.header, element.html, element.script])
-        stack.extend(element._children.values())
 
 
 def _ordered_layers(meta: SiteMeta) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -14,9 +15,8 @@ from heatmetro import __version__
 from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error, source_date_epoch
 from heatmetro.core.errors import PublishError
-from heatmetro.core.months import check_month, last_complete_month
+from heatmetro.core.months import check_month, last_complete_month, window_months
 from heatmetro.site_builder.heat_view import densest_view
-from heatmetro.site_builder.load import load_window
 from heatmetro.site_builder.metro import MetroSettings, write_metro
 from heatmetro.site_builder.metro_streets import StreetWindow, load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
@@ -25,9 +25,12 @@ from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
 from heatmetro.site_builder.weekly import carry_weekly, publish_lock, published_weekly_format
 from heatmetro.site_builder.window import WindowData, neighbourhood_across_m
+from heatmetro.site_builder.window_cache import CACHE_FILE, load_window_cached
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 from heatmetro.state.view import ReadView
+
+MAP_CACHE = "map_cache.json"  # in state_dir: the rendered map of the last build (pages)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,36 @@ class SnapshotResult:
         )
 
 
+class Stages:
+    """Wall and CPU time of each snapshot stage, for the one-line summary on stderr.
+
+    CPU time (this process and its finished tile workers) barely moves when other jobs
+    share the machine, so it compares builds where wall time cannot.
+    """
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._t = time.monotonic()
+        self._c = _cpu()
+
+    def done(self, stage: str) -> None:
+        """``stage`` ended now (it began when the previous one ended)."""
+        now, cpu = time.monotonic(), _cpu()
+        self.wall[stage] = self.wall.get(stage, 0.0) + now - self._t
+        self.cpu[stage] = self.cpu.get(stage, 0.0) + cpu - self._c
+        self._t, self._c = now, cpu
+
+    def line(self) -> str:
+        parts = (f"{k} {v:.2f}/{self.cpu[k]:.2f}" for k, v in self.wall.items())
+        return "stages (wall/cpu s): " + ", ".join(parts)
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def build_time() -> datetime:
     """``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now.
 
@@ -57,28 +90,37 @@ def build_time() -> datetime:
 
 
 def run_snapshot(
-    config: Config, *, month: str | None = None, quiet: bool = False
+    config: Config, *, month: str | None = None, quiet: bool = False, cache: bool = True
 ) -> SnapshotResult:
+    """Publish the site of the window ending with ``month``.
+
+    With ``cache``, athletes whose rows did not change since the last snapshot are taken
+    from the window cache in ``state_dir`` (``window_cache``); without, everything is
+    read from the store (and the cache rewritten from it).
+    """
     t0 = time.monotonic()
+    stages = Stages()
     when = build_time()
     month = check_month(month, what="--month") if month is not None else last_complete_month(when)
     dbs = ShardedStore.open(config.state_dir, config.shards).connect_all()
     try:
         with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
-            window = load_window(
-                view,
-                month,
-                min_athletes=config.min_athletes,
-                max_per_athlete=config.max_per_athlete,
-                threshold_ring=config.threshold_ring,
-                sport_layers=config.sport_layers,
-                night=config.night_layer,
+            window, report = load_window_cached(
+                view, window_months(month), config, config.state_dir / CACHE_FILE, reuse=cache
             )
+            if not quiet or report.problem:
+                print(report.line(), file=sys.stderr)
             streets = load_streets(dbs, month, config)  # None without a base map
     finally:
         for db in dbs:
             db.close()
-    n_tiles = build_site(window, config, when, streets=streets, quiet=quiet)
+    stages.done("window")
+    n_tiles = build_site(
+        window, config, when, streets=streets, quiet=quiet, stages=stages, map_cache=True,
+        reuse=cache,
+    )  # fmt: skip
+    if not quiet:
+        print(stages.line(), file=sys.stderr)
     return SnapshotResult(
         window.month, window.first_month, config.out_dir, window.athletes, window.activities,
         n_tiles, time.monotonic() - t0,
@@ -94,16 +136,23 @@ def build_site(
     quiet: bool = False,
     owns: Callable[[int, int, int], bool] | None = None,
     pages: bool = True,
+    stages: Stages | None = None,
+    map_cache: bool = False,
+    reuse: bool = True,
 ) -> int:
     """Write and atomically publish the site of ``window``; returns the tile count.
 
     A member of a distributed snapshot writes only the tiles it ``owns``; only the one
     with ``pages`` writes the pages, Metro files and metadata (docs/scaling.md).
+    With ``map_cache``, the rendered map is kept in ``state_dir`` for the next build (and
+    taken from there if ``reuse``).
     """
     month = window.month
+    stages = stages or Stages()
     build = new_build_dir(config.out_dir, month)
     try:
         n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet, owns=owns)
+        stages.done("tiles")
         if not pages:
             publish(build, config.out_dir)
             return n_tiles
@@ -126,6 +175,7 @@ def build_site(
             metro_dir,
             streets,
         )
+        stages.done("metro")
         layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
         weekly_format = published_weekly_format(config.out_dir)
         counts = {
@@ -172,11 +222,15 @@ def build_site(
                 ),
             ),
             template_dir=config.template_dir,
+            map_cache=config.state_dir / MAP_CACHE if map_cache else None,
+            reuse_map=reuse,
         )
         _write_metadata(build, window, config, counts, metro_rows, when, bounds)
+        stages.done("pages")
         with publish_lock(config.out_dir):
             carry_weekly(config.out_dir, build)  # the weekly map stays published
             publish(build, config.out_dir)
+        stages.done("publish")
     except OSError as exc:  # a full disk mid-build: the old site keeps serving
         discard(build)
         msg = f"cannot write the site in {build.parent}: {describe_os_error(exc)}"

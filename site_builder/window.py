@@ -9,8 +9,13 @@ from dataclasses import dataclass, field
 
 import h3.api.basic_int as h3
 import numpy as np
-from h3 import H3BaseException
 
+from heatmetro.core.h3_vector import (
+    cells_to_latlng,
+    grid_disks,
+    grid_path_interiors,
+    latlng_to_cells,
+)
 from heatmetro.state.aggregates import cells_to_parent
 
 
@@ -191,8 +196,8 @@ def _disks(cells: np.ndarray, ring: int) -> np.ndarray:
     """Per cell (sorted, distinct), the cells within ``ring`` rings (pentagons' shorter
     disks padded with the cell itself; repeats do not change a distinct count).
 
-    One H3 call per cell is most of the threshold's cost, and a snapshot's layers share
-    most cells (each is a subset of ``all``): the disks of the last calls are kept.
+    A snapshot's layers share most cells (each is a subset of ``all``): the disks of the
+    last calls are kept.
     """
     width = 1 + 3 * ring * (ring + 1)
     known, table = _DISK_CACHE.get(ring, (np.zeros(0, np.uint64), np.zeros((0, width), np.uint64)))
@@ -201,9 +206,7 @@ def _disks(cells: np.ndarray, ring: int) -> np.ndarray:
     out = np.repeat(cells[:, None], width, axis=1)
     out[hit] = table[at[hit]]
     missing = np.flatnonzero(~hit)
-    for i, c in zip(missing.tolist(), cells[missing].tolist(), strict=True):
-        disk = h3.grid_disk(c, ring)
-        out[i, : len(disk)] = disk
+    out[missing] = grid_disks(cells[missing], ring)
     if len(missing):
         if len(known) + len(missing) > _DISK_CACHE_CELLS:
             known, table = cells, out  # start over: bounded memory
@@ -283,13 +286,11 @@ def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
     mid = _cells_at(txyz[a[two]] + txyz[b[two]], res)
     voter.append(a[two])
     cell.append(mid)
-    for i, j in zip(a[gap >= 2.5].tolist(), b[gap >= 2.5].tolist(), strict=True):
-        try:
-            between = h3.grid_path_cells(int(target[i]), int(target[j]))[1:-1]
-        except H3BaseException:  # across a pentagon's distortion: no join
-            continue
-        voter.append(np.full(len(between), i))
-        cell.append(np.array(between, dtype=np.uint64).reshape(-1))
+    far_a, far_b = a[gap >= 2.5], b[gap >= 2.5]
+    # H3's grid paths, all at once (none across a pentagon's distortion: no join there).
+    between, per_pair = grid_path_interiors(target[far_a], target[far_b])
+    voter.append(np.repeat(far_a, per_pair))
+    cell.append(between)
     voters, cells = np.concatenate(voter), np.concatenate(cell)
     # Joins only where the threshold is met; the middles are already.
     at = np.minimum(np.searchsorted(open_cells, cells), len(open_cells) - 1)
@@ -319,8 +320,7 @@ def _cells_at(points: np.ndarray, res: int) -> np.ndarray:
     """The res-``res`` cell holding each point (vectors, any length, from the centre)."""
     lat = np.degrees(np.arcsin(points[:, 2] / _norm(points)))
     lng = np.degrees(np.arctan2(points[:, 1], points[:, 0]))
-    cells = [h3.latlng_to_cell(a, b, res) for a, b in zip(lat.tolist(), lng.tolist(), strict=True)]
-    return np.array(cells, dtype=np.uint64).reshape(-1)
+    return latlng_to_cells(lat, lng, res)
 
 
 def _norm(v: np.ndarray) -> np.ndarray:
@@ -329,6 +329,5 @@ def _norm(v: np.ndarray) -> np.ndarray:
 
 def _unit_vectors(cells: np.ndarray) -> np.ndarray:
     """Cell centres as unit vectors (distances compare the same anywhere on the globe)."""
-    latlng = np.radians(np.array([h3.cell_to_latlng(c) for c in cells.tolist()]).reshape(-1, 2))
-    lat, lng = latlng[:, 0], latlng[:, 1]
+    lat, lng = (np.radians(v) for v in cells_to_latlng(cells))
     return np.stack([np.cos(lat) * np.cos(lng), np.cos(lat) * np.sin(lng), np.sin(lat)], axis=1)

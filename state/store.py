@@ -9,6 +9,8 @@ Tables:
   snapshot reads (heat cells, edge crossings, hexagons, OD), derived from ``activities``.
 * ``dead_letters``: records that broke the contract, by source and position.
 * ``dirty_months``: athlete-months whose aggregates are due to be rebuilt.
+* ``athlete_stamps``: per athlete, a random stamp redrawn by triggers whenever any of
+  their rows above changes (the snapshot's window cache, ``site_builder.window_cache``).
 """
 
 from __future__ import annotations
@@ -143,6 +145,39 @@ def m005_metro_path(db: sqlite_utils.Database) -> None:
         UPDATE athlete_months SET edges = x'';
         """
     )
+
+
+# Every table an athlete's published window is derived from (opt-out, settings, paths,
+# aggregates, pending rebuilds): any write to one of their rows redraws their stamp.
+STAMPED_TABLES = ("athletes", "activities", "athlete_months", "dirty_months")
+
+
+def _stamp(athlete: str) -> str:
+    # DELETE then INSERT, no conflict clause: the outer statement's ON CONFLICT policy
+    # (an INSERT OR IGNORE) would otherwise apply to the trigger's insert too.
+    return (
+        f"DELETE FROM athlete_stamps WHERE athlete_id = {athlete}; "
+        f"INSERT INTO athlete_stamps VALUES ({athlete}, randomblob(16));"
+    )
+
+
+@migrations()
+def m006_athlete_stamps(db: sqlite_utils.Database) -> None:
+    # Random, not a counter: a store restored from a backup keeps stamps that match its
+    # rows, and a stamp drawn later can never repeat one a cache saw (2^-128).
+    db.execute("CREATE TABLE athlete_stamps (athlete_id TEXT PRIMARY KEY, stamp BLOB NOT NULL)")
+    union = " UNION ".join(f"SELECT athlete_id FROM {t}" for t in STAMPED_TABLES)
+    db.execute(f"INSERT INTO athlete_stamps SELECT athlete_id, randomblob(16) FROM ({union})")
+    for t in STAMPED_TABLES:
+        db.executescript(
+            f"""
+            CREATE TRIGGER {t}_stamp_insert AFTER INSERT ON {t} BEGIN {_stamp("NEW.athlete_id")} END;
+            CREATE TRIGGER {t}_stamp_delete AFTER DELETE ON {t} BEGIN {_stamp("OLD.athlete_id")} END;
+            CREATE TRIGGER {t}_stamp_update AFTER UPDATE ON {t} BEGIN
+                {_stamp("OLD.athlete_id")} {_stamp("NEW.athlete_id")}
+            END;
+            """
+        )
 
 
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:

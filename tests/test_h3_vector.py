@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heatmetro.core.geo import haversine_m
-from heatmetro.core.h3_vector import cells_to_latlng, grid_path_interiors, latlng_to_cells
+from heatmetro.core.h3_vector import (
+    cells_to_latlng,
+    grid_disks,
+    grid_path_interiors,
+    latlng_to_cells,
+)
 
 RESOLUTIONS = st.integers(0, 15)
 LAT = st.floats(-90.0, 90.0, allow_nan=False)
@@ -155,3 +160,15 @@ def test_tie_breaking_follows_h3s_arithmetic() -> None:
     cells, counts = grid_path_interiors(np.array([a], np.uint64), np.array([b], np.uint64))
     assert cells.tolist() == _reference_interior(a, b)
     assert counts.tolist() == [11]
+
+
+@settings(max_examples=100, deadline=None)
+@given(point_batches(), st.integers(0, 2))
+def test_grid_disks_are_h3_py_disks(batch: tuple[int, list[tuple[float, float]]], k: int) -> None:
+    res, pts = batch
+    cells = np.array([h3.latlng_to_cell(a, b, res) for a, b in pts], dtype=np.uint64)
+    got = grid_disks(cells, k)
+    assert got.shape == (cells.size, 1 + 3 * k * (k + 1))
+    for c, row in zip(cells.tolist(), got.tolist(), strict=True):
+        assert set(row) == set(h3.grid_disk(c, k))
+        assert row == sorted(row)  # one order, whichever library listed the disk

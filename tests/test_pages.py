@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import random
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -322,3 +324,22 @@ def test_pmtiles_page_reads_archives_with_the_vendored_library(tmp_path: Path) -
     assert 'new pmtiles.PMTiles(new URL("tiles/all.pmtiles"' in page.script
     assert "{z}" not in page.script
     assert all(not r.startswith(("http:", "https:", "//")) for r in page.resources)
+
+
+@pytest.mark.parametrize("tiles_format", ["png", "pmtiles"])
+def test_the_cached_map_is_the_map_drawn_for_these_bounds(
+    tmp_path: Path, tiles_format: str
+) -> None:
+    """The map cache draws once with stand-in numbers and writes each build's bounds and
+    view in: the result must be the map drawn directly, whatever the numbers."""
+    from heatmetro.site_builder.pages import build_map, cached_map
+
+    cache = tmp_path / "map_cache.json"
+    rng = random.Random(7)
+    for _ in range(4):
+        s, w = rng.uniform(-60, 60), rng.uniform(-170, 170)
+        n, e = s + rng.uniform(1e-4, 2), w + rng.choice([1e-4, 0.5, 3.25])
+        view = (s + (n - s) / 4, w + (e - w) / 3, n, e)
+        meta = dataclasses.replace(META, bounds=(s, w, n, e), view=view, tiles_format=tiles_format)
+        assert cached_map(meta, cache) == build_map(meta), f"bounds {meta.bounds}"
+    assert len(json.loads(cache.read_text())) == 1  # drawn once, filled in four times

@@ -1,0 +1,277 @@
+"""The incremental window: keep the per-athlete parts of the last snapshot in ``state_dir``.
+
+A monthly rebuild where 1% of the athletes changed should not re-read and re-derive the
+other 99% from the store. The parts of each athlete (``load.WindowParts``) depend only on
+their own rows, and every write to those rows redraws the athlete's random stamp
+(``athlete_stamps``, kept by triggers in the store). So the cache holds the parts with
+the stamps they were read under; a snapshot reads the stamps, keeps the parts of the
+athletes whose stamp is unchanged and reads only the others from the store. An opt-out,
+a deleted activity, a hide-more setting or a new zone writes the athlete's rows, so
+their old parts are dropped before anything is published: the result is the same as
+reading everything, byte for byte (tests/test_window_cache_cli.py).
+
+The file is written atomically (a temporary file, then a rename) and checked on read:
+anything unexpected (unreadable, another format, another key, inconsistent arrays) means
+one line on stderr and a full read. The key covers what the parts depend on (window
+months, extra layers, resolutions, thresholds, salt, the code that derives them);
+thresholds are applied after the cache, but a change of them rebuilds anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from heatmetro import __version__
+from heatmetro.core.config import Config
+from heatmetro.core.environment import describe_os_error
+from heatmetro.site_builder.activity_layers import layer_names
+from heatmetro.site_builder.load import WindowParts, assemble, part_dtypes, read_parts
+from heatmetro.site_builder.window import WindowData
+from heatmetro.state.view import ReadView
+
+CACHE_FORMAT = 1
+CACHE_FILE = "window_cache.npz"
+_PER_ID = ("activities", "has_rows", "has_paths")
+# Reading a changed athlete costs a lookup: past this share, one pass over everything.
+FULL_READ_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    """What the window cache did, for the snapshot's summary."""
+
+    kept: int  # athletes whose parts came from the cache
+    read: int  # athletes read from the store (all with a row in the window without a cache)
+    note: str  # why the cache was not used, or ""
+
+    @property
+    def problem(self) -> bool:
+        """The cache was there but unusable, or could not be saved (worth a line even
+        when quiet)."""
+        return self.note not in ("", "none yet", "not used")
+
+    def line(self) -> str:
+        if self.note.startswith("not saved"):
+            return f"window cache: {self.note}"
+        if self.note:
+            return f"window cache: {self.note}; read all {self.read:,} athletes from the store"
+        return f"window cache: {self.kept:,} athletes kept, {self.read:,} read from the store"
+
+
+def cache_key(config: Config, first: str, last: str) -> str:
+    """Digest of everything the cached parts depend on (never the salt itself)."""
+    fields = {
+        "format": CACHE_FORMAT,
+        "version": __version__,
+        "code": _code_digest(),
+        "numpy": np.__version__,
+        "window": [first, last],
+        "sport_layers": list(config.sport_layers),
+        "night": config.night_layer,
+        "resolutions": [config.heat_resolution, config.metro_resolution, config.od_resolution],
+        "thresholds": [
+            config.min_athletes,
+            config.max_per_athlete,
+            config.round_to,
+            config.threshold_ring,
+        ],
+        "salt": hashlib.sha256(config.salt.encode()).hexdigest(),
+        "shards": config.shards,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _code_digest() -> str:
+    """The source of the store layer and of the modules that derive the parts: any edit
+    to them (a new rule in how rows become parts) invalidates the cache."""
+    here = Path(__file__).resolve().parent
+    state = here.parent / "state"
+    files = sorted(state.glob("*.py")) + [
+        here / f"{m}.py" for m in ("load", "activity_layers", "window", "window_cache")
+    ]
+    h = hashlib.sha256()
+    try:
+        for f in files:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    except OSError:  # not installed as files: a key no cache can match (always a full read)
+        return os.urandom(16).hex()
+    return h.hexdigest()
+
+
+def load_window_cached(
+    view: ReadView,
+    month_window: tuple[str, str],
+    config: Config,
+    cache_path: Path,
+    *,
+    reuse: bool = True,
+) -> tuple[WindowData, CacheReport]:
+    """``load.load_window`` of the window ``(first, last)``, reusing the parts cached at
+    ``cache_path`` for athletes whose stamp is unchanged (unless not ``reuse``), and
+    saving the new parts there (so the file never keeps what the store no longer has)."""
+    first, last = month_window
+    extra = (config.sport_layers, config.night_layer)
+    names = layer_names(
+        group_layers=False, sport_layers=config.sport_layers, night=config.night_layer
+    )
+    key = cache_key(config, first, last)
+    stamps = view.stamps()  # in the view's read transaction: consistent with its rows
+    cached, note = read_cache(cache_path, key, part_dtypes(names)) if reuse else (None, "not used")
+    changed: list[str] | None = None
+    if cached is not None:
+        old_parts, old_stamps = cached
+        changed = sorted(a for a, s in stamps.items() if old_stamps.get(a) != s)
+        if len(changed) > FULL_READ_SHARE * max(len(stamps), 1):
+            changed = None
+    if cached is None or changed is None:
+        parts = read_parts(view, first, last, extra_layers=extra)
+        kept, read = 0, len(parts.ids)
+    else:
+        keep = np.array([stamps.get(a) == old_stamps.get(a) for a in old_parts.ids], dtype=bool)
+        fresh = read_parts(view, first, last, extra_layers=extra, athletes=changed)
+        parts = merge_parts(old_parts, keep, fresh)
+        kept, read = int(keep.sum()), len(changed)
+    note = note if changed is None else ""
+    try:
+        if changed != []:  # nothing changed: the file already holds these parts
+            write_cache(cache_path, key, parts, stamps)
+    except OSError as exc:  # a full disk: this build still publishes; the next reads all
+        cache_path.unlink(missing_ok=True)  # and nothing stale stays behind
+        note = f"not saved ({describe_os_error(exc)})"
+    window = assemble(
+        parts, first, last, min_athletes=config.min_athletes,
+        max_per_athlete=config.max_per_athlete, threshold_ring=config.threshold_ring,
+    )  # fmt: skip
+    return window, CacheReport(kept, read, note)
+
+
+def merge_parts(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> WindowParts:
+    """The parts of ``old``'s athletes where ``keep``, plus all of ``fresh`` (disjoint).
+
+    Both are sorted by athlete, so the result is slices of each in id order: with few
+    changed athletes, a few long runs of ``old`` with ``fresh`` rows between them.
+    """
+    kept_ids = [a for a, k in zip(old.ids, keep.tolist(), strict=True) if k]
+    ids = sorted(kept_ids + fresh.ids)
+    source = {a: (0, i) for i, a in enumerate(old.ids) if keep[i]}
+    source.update({a: (1, i) for i, a in enumerate(fresh.ids)})
+    order = [source[a] for a in ids]  # (which parts, index there) of each new athlete
+    # Runs of consecutive athletes of one source: (source, first index, last index + 1).
+    runs: list[list[int]] = []
+    for src, i in order:
+        if runs and runs[-1][0] == src and runs[-1][2] == i:
+            runs[-1][2] = i + 1
+        else:
+            runs.append([src, i, i + 1])
+    per_id = {}
+    for name in _PER_ID:
+        both = (getattr(old, name), getattr(fresh, name))
+        per_id[name] = np.concatenate([both[src][a:b] for src, a, b in runs] or [both[0][:0]])
+    arrays = {}
+    for name, o in old.arrays.items():
+        both = (o, fresh.arrays[name])
+        bounds = [np.searchsorted(arr["athlete"], np.arange(n + 1)) for arr, n in
+                  zip(both, (len(old.ids), len(fresh.ids)), strict=True)]  # fmt: skip
+        pieces = [both[src][bounds[src][a] : bounds[src][b]] for src, a, b in runs]
+        out = np.concatenate(pieces) if pieces else o[:0].copy()
+        rows = [np.diff(bounds[src][a : b + 1]) for src, a, b in runs]
+        per_athlete = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        out["athlete"] = np.repeat(np.arange(len(ids), dtype=np.int32), per_athlete)
+        arrays[name] = out
+    return WindowParts(ids, per_id["activities"], per_id["has_rows"], per_id["has_paths"], arrays)
+
+
+def read_cache(
+    path: Path, key: str, dtypes: dict[str, np.dtype]
+) -> tuple[tuple[WindowParts, dict[str, bytes]] | None, str]:
+    """(parts, stamps) from the cache file, or (None, why not) when it cannot be used."""
+    if not path.exists():
+        return None, "none yet"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(npz["meta"].tobytes())
+            if meta.get("format") != CACHE_FORMAT:
+                return None, f"format {meta.get('format')!r}, not {CACHE_FORMAT}"
+            if meta.get("key") != key:
+                return None, "built for another window, configuration or code version"
+            ids = meta["ids"]
+            stamps = {a: bytes.fromhex(s) for a, s in meta["stamps"].items()}
+            per_id = {name: npz[name] for name in _PER_ID}
+            aliases = meta.get("aliases", {})
+            stored = {name: npz[f"part/{name}"] for name in dtypes if name not in aliases}
+            arrays = {name: stored[aliases.get(name, name)] for name in dtypes}
+    except Exception as exc:  # noqa: BLE001 - any unreadable cache means: read the store
+        return None, f"unreadable {path.name} ({type(exc).__name__})"
+    problem = _inconsistency(ids, per_id, arrays, dtypes)
+    if problem:
+        return None, f"inconsistent {path.name} ({problem})"
+    parts = WindowParts(ids, per_id["activities"], per_id["has_rows"], per_id["has_paths"], arrays)
+    return (parts, stamps), ""
+
+
+def _inconsistency(
+    ids: object,
+    per_id: dict[str, np.ndarray],
+    arrays: dict[str, np.ndarray],
+    dtypes: dict[str, np.dtype],
+) -> str:
+    if not isinstance(ids, list) or not all(isinstance(a, str) for a in ids):
+        return "athlete ids"
+    if ids != sorted(set(ids)):
+        return "athlete order"
+    expected = {
+        "activities": np.dtype(np.int64),
+        "has_rows": np.dtype(bool),
+        "has_paths": np.dtype(bool),
+    }
+    for name, arr in per_id.items():
+        if arr.dtype != expected[name] or arr.shape != (len(ids),):
+            return name
+    for name, arr in arrays.items():
+        if arr.dtype != dtypes[name] or arr.ndim != 1:
+            return name
+        if len(arr):
+            who = arr["athlete"]
+            if who.min() < 0 or who.max() >= len(ids) or np.any(np.diff(who) < 0):
+                return f"{name} athletes"
+    return ""
+
+
+def write_cache(path: Path, key: str, parts: WindowParts, stamps: dict[str, bytes]) -> None:
+    """Save ``parts`` atomically: readers see the old file or the new one, never a mix.
+
+    Not synced to disk: a file torn by a crash fails the checks on read (a full read).
+    """
+    meta = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "ids": parts.ids,
+        "stamps": {a: s.hex() for a, s in stamps.items()},
+    }
+    # A layer that holds every activity (all rides) repeats ``all``: stored once.
+    aliases: dict[str, str] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for name, arr in parts.arrays.items():
+        same = f"{name.split('/')[0]}/all"
+        if name != same and same in parts.arrays and np.array_equal(arr, parts.arrays[same]):
+            aliases[name] = same
+        else:
+            arrays[f"part/{name}"] = arr
+    meta["aliases"] = aliases
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    arrays.update({name: getattr(parts, name) for name in _PER_ID})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            np.savez(fh, allow_pickle=False, **arrays)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,179 @@
+"""The incremental snapshot (window cache in ``state_dir``) through the real CLI.
+
+A rebuild after an opt-out or a deleted activity reads only the changed athletes from
+the store; it must publish exactly what a full build from scratch publishes: the
+athlete's cells gone from the tiles and the Metro counts, byte for byte the same site.
+A damaged cache costs one line on stderr and a full read, never a wrong site.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import write_config
+from tests.streams import (
+    NORTH_EAST,
+    NORTH_WEST,
+    NORTHAMPTON_EAST,
+    NORTHAMPTON_WEST,
+    activity,
+    athlete,
+    deleted,
+    line,
+    street_rides,
+)
+from tests.test_snapshot_cli import (
+    SDE_ENV,
+    ZOOMS,
+    Run,
+    along,
+    alpha_near,
+    csv_rows,
+    ingest,
+    snapshot,
+    tree,
+)
+
+# A third street ~1.1 km south of Elm Street, ridden by four people who never change.
+SOUTH_WEST = (42.3095, -72.6450)
+SOUTH_EAST = (42.3095, -72.6250)
+# Three more parallel streets, 1.1 km apart, three riders each: one of them will lower
+# their visibility, add a privacy zone, or hide a mile at both ends.
+MORE = {"v": 42.2995, "z": 42.2895, "h": 42.2795}
+LATER = datetime(2021, 6, 25, tzinfo=UTC)
+
+
+def _street(prefix: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    return (MORE[prefix], SOUTH_WEST[1]), (MORE[prefix], SOUTH_EAST[1])
+
+
+def _changes() -> list[dict]:
+    """Every kind of change that must shrink what is published."""
+    mid = along(*_street("z"), 0.5)
+    return [
+        athlete("n0", updated=LATER, aggregate_opt_out=True),
+        deleted("elm2-r1", "elm2", updated=LATER),
+        activity("v1-r1", "v1", line(*_street("v")), visibility="only_me", updated=LATER),
+        athlete(
+            "z1", updated=LATER, privacy_zones=[{"lat": mid[0], "lng": mid[1], "radius_m": 700}]
+        ),
+        athlete("h1", updated=LATER, hide_start_end_m=1609.0),
+    ]
+
+
+CACHE = Path("state") / "window_cache.npz"
+
+
+def _streets() -> list[dict]:
+    south = line(SOUTH_WEST, SOUTH_EAST)
+    north = line(NORTH_WEST, NORTH_EAST)
+    return [
+        *street_rides(3, prefix="elm"),  # exactly the 3 athletes a cell needs
+        *[activity(f"n{i}-r1", f"n{i}", north) for i in range(3)],
+        *[activity(f"s{i}-r1", f"s{i}", south) for i in range(4)],
+        *[activity(f"{p}{i}-r1", f"{p}{i}", line(*_street(p))) for p in MORE for i in range(3)],
+    ]
+
+
+def _stderr_line(proc_stderr: str, prefix: str) -> str:
+    lines = [ln for ln in proc_stderr.splitlines() if ln.startswith(prefix)]
+    assert len(lines) == 1, proc_stderr
+    return lines[0]
+
+
+def _npz(project: Path, meta: dict | None) -> bytes:
+    """A well-formed cache file with ``meta``, or (None) the real one with its athletes
+    listed in reverse order."""
+    with np.load(project / CACHE) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    if meta is None:
+        meta = json.loads(arrays["meta"].tobytes())
+        meta["ids"] = meta["ids"][::-1]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    out = project / "damaged.npz"
+    np.savez(out, **arrays)
+    return out.read_bytes()
+
+
+def _full_build_of(project: Path, dst: Path, run_cli: Run) -> Path:
+    """A full build from scratch of ``project``'s store: a copy without any cache."""
+    dst.mkdir()
+    write_config(dst)
+    shutil.copytree(project / "state" / "shards", dst / "state" / "shards")
+    proc = snapshot(run_cli, dst, env=SDE_ENV)
+    assert "window cache: none yet" in proc.stderr
+    return dst / "site"
+
+
+def test_opt_out_deletion_visibility_zone_and_hide_never_survive_a_rebuild(
+    project: Path, run_cli: Run, tmp_path: Path
+) -> None:
+    ingest(run_cli, project, _streets(), "streets")
+    first = snapshot(run_cli, project, env=SDE_ENV)
+    assert "window cache: none yet" in first.stderr
+    assert (project / CACHE).is_file()
+    site = project / "site"
+    elm = along(NORTHAMPTON_WEST, NORTHAMPTON_EAST, 0.5)
+    north = along(NORTH_WEST, NORTH_EAST, 0.5)
+    south = along(SOUTH_WEST, SOUTH_EAST, 0.5)
+    gone = {"deleted": elm, "opted out": north}
+    gone.update({f"changed ({p})": along(*_street(p), 0.5) for p in MORE})
+    for z in ZOOMS:
+        for where in (south, *gone.values()):
+            assert alpha_near(site, "all", z, *where) > 0, f"a street not drawn at z{z}"
+    edges_before = csv_rows(site / "metro" / "edges.csv")
+
+    # One athlete per street makes a change: each street falls below 3 athletes there.
+    ingest(run_cli, project, _changes(), "changes")
+    again = snapshot(run_cli, project, env=SDE_ENV)
+    for z in ZOOMS:
+        for what, where in gone.items():
+            assert alpha_near(site, "all", z, *where) == 0, f"{what}: still drawn at z{z}"
+        assert alpha_near(site, "all", z, *south) > 0, f"unchanged street lost at z{z}"
+    edges_after = csv_rows(site / "metro" / "edges.csv")
+    assert 0 < len(edges_after) < len(edges_before), "Metro must drop the two streets' edges"
+
+    # Incremental: only the five changed athletes were read from the store.
+    assert _stderr_line(again.stderr, "window cache:") == (
+        "window cache: 14 athletes kept, 5 read from the store"
+    )
+    fresh = _full_build_of(project, tmp_path / "fresh", run_cli)
+    a, b = tree(site.resolve()), tree(fresh.resolve())
+    assert sorted(a) == sorted(b)
+    differ = [name for name in a if a[name] != b[name]]
+    assert differ == [], f"{len(differ)} files differ from a full build, e.g. {differ[:5]}"
+
+
+def test_a_damaged_cache_is_one_line_and_a_full_read(project: Path, run_cli: Run) -> None:
+    ingest(run_cli, project, _streets(), "streets")
+    snapshot(run_cli, project, env=SDE_ENV)
+    reference = tree((project / "site").resolve())
+    good = (project / CACHE).read_bytes()
+
+    damages = {
+        "unreadable window_cache.npz": good[: len(good) // 2],  # torn write
+        "format 999, not 1": _npz(project, {"format": 999}),
+        "inconsistent window_cache.npz (athlete order)": _npz(project, None),
+    }
+    for expect, damaged in damages.items():
+        (project / CACHE).write_bytes(damaged)
+        proc = snapshot(run_cli, project, env=SDE_ENV)
+        assert "Traceback" not in proc.stderr
+        line_ = _stderr_line(proc.stderr, "window cache:")
+        assert expect in line_ and "read all 19 athletes from the store" in line_, line_
+        built = tree((project / "site").resolve())
+        assert built == reference, f"{expect}: the site changed"
+    # ... and the cache was rewritten whole: the next build keeps everyone.
+    proc = snapshot(run_cli, project, env=SDE_ENV)
+    assert "window cache: 19 athletes kept, 0 read" in proc.stderr
+    # --no-cache reads everything, and still leaves a cache that matches the store.
+    (project / CACHE).write_bytes(good[:100])
+    config = project / "config.toml"
+    proc = run_cli("snapshot", "-c", config, "--month", "2021-06", "--no-cache", env=SDE_ENV)
+    assert "window cache: not used; read all 19 athletes from the store" in proc.stderr
+    assert "window cache: 19 athletes kept, 0 read" in snapshot(run_cli, project).stderr
