@@ -19,6 +19,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.valleybike_project import write_events  # noqa: E402
 from heatmetro.flows.importers.valleybike_csv import bundled_csvs  # noqa: E402
 
 X0, Y0, Z = 19544, 24248, 16  # the top-left tile: Northampton's rail trail and Route 5
@@ -42,15 +43,7 @@ def main() -> None:
             f"heat_resolution = {args.heat_resolution}\n{ring}"
         )
         events = root / "events.jsonl"
-        subprocess.run(
-            [sys.executable, "-c",
-             "import sys; from pathlib import Path; "
-             "from heatmetro.flows.importers.jsonl import write_jsonl; "
-             "from heatmetro.flows.importers.valleybike import valleybike_events; "
-             "write_jsonl(valleybike_events([Path(c) for c in sys.argv[2:]]), Path(sys.argv[1]))",
-             str(events), *map(str, bundled_csvs())],
-            check=True,
-        )  # fmt: skip
+        write_events(events, bundled_csvs())
         cli = [sys.executable, "-m", "heatmetro.cli"]
         config = str(root / "config.toml")
         subprocess.run(

@@ -18,29 +18,20 @@ from __future__ import annotations
 
 import argparse
 import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.valleybike_project import SALT, ingest, timed, write_events  # noqa: E402
 from heatmetro.core.config import load_config  # noqa: E402
 from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs  # noqa: E402
 from heatmetro.site_builder.load import load_window  # noqa: E402
 from heatmetro.site_builder.snapshot import run_snapshot  # noqa: E402
 from heatmetro.state.store import connect  # noqa: E402
 from heatmetro.state.view import ReadView  # noqa: E402
-
-SALT = "bench-salt-not-secret"
-
-
-def timed(fn):  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -53,20 +44,8 @@ def main() -> None:
         root = Path(tmp)
         (root / "config.toml").write_text('state_dir = "state"\nout_dir = "site"\nshards = 1\n')
         events = root / "events.jsonl"
-        subprocess.run(
-            [sys.executable, "-c",
-             "import sys; from pathlib import Path; "
-             "from heatmetro.flows.importers.jsonl import write_jsonl; "
-             "from heatmetro.flows.importers.valleybike import valleybike_events; "
-             "write_jsonl(valleybike_events([Path(c) for c in sys.argv[2:]]), Path(sys.argv[1]))",
-             str(events), *map(str, csvs)],
-            check=True,
-        )  # fmt: skip
-        subprocess.run(
-            [sys.executable, "-m", "heatmetro.cli", "ingest", "-q", "-w", "2", "-c",
-             str(root / "config.toml"), str(events)],
-            check=True, env={"HEATMETRO_SALT": SALT, "PATH": "/usr/bin:/bin"}, cwd=REPO,
-        )  # fmt: skip
+        write_events(events, csvs)
+        ingest(root / "config.toml", events)
         config = load_config(root / "config.toml", salt=SALT)
         db = connect(config.store_dir / "0000.db")
         month = db.execute("SELECT max(month) FROM athlete_months").fetchone()[0]
