@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.valleybike_project import SALT, ingest, timed, write_events  # noqa: E402
+from bench.valleybike_project import SALT, one_shard_store, timed  # noqa: E402
 from heatmetro.core.config import load_config  # noqa: E402
 from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs  # noqa: E402
 from heatmetro.site_builder.load import load_window  # noqa: E402
@@ -50,12 +50,7 @@ def main() -> None:
     csvs = bundled_csvs() if args.bundled else (shared_csvs() or bundled_csvs())
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        # One shard: the queries below read one SQLite file.
-        (root / "config.toml").write_text('state_dir = "state"\nout_dir = "site"\nshards = 1\n')
-        events = root / "events.jsonl"
-        # In a child process, so the peak RSS printed at the end is this one's work only.
-        write_events(events, csvs)
-        ingest(root / "config.toml", events)
+        one_shard_store(root, csvs)
         config = load_config(root / "config.toml", salt=SALT)
         groups = config.model_copy(update={"sport_layers": (), "night_layer": False})
         db = connect(config.store_dir / "0000.db")

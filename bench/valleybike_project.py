@@ -40,6 +40,19 @@ def ingest(config: Path, events: Path, *, workers: int = 2, salt: str = SALT) ->
     )  # fmt: skip
 
 
+def one_shard_store(root: Path, csvs: Sequence[Path]) -> Path:
+    """``csvs`` ingested into a one-shard store under ``root``; returns its config.toml.
+
+    One shard, so a bench's queries read one SQLite file (``state/shards/0000.db``).
+    """
+    config = root / "config.toml"
+    config.write_text('state_dir = "state"\nout_dir = "site"\nshards = 1\n')
+    events = root / "events.jsonl"
+    write_events(events, csvs)
+    ingest(config, events)
+    return config
+
+
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
     """``fn()`` and the wall seconds it took."""
     t0 = time.perf_counter()
