@@ -19,6 +19,7 @@ from heatmetro.site_builder.activity_layers import (
     layer_names,
     per_athlete_counts,
 )
+from heatmetro.site_builder.threshold_cache import LayerThresholds
 from heatmetro.site_builder.window import LayerHeat, WindowData, publishable_heat
 from heatmetro.state.records import (
     EDGE_DTYPE,
@@ -215,30 +216,38 @@ def assemble(
     max_per_athlete: int,
     threshold_ring: int,
     partial: bool = False,
+    thresholds: LayerThresholds | None = None,
 ) -> WindowData:
     """The ``WindowData`` of ``parts``: athletes renumbered as the store's reading order
     numbers them, heat thresholded (``publishable_heat``), Metro records left per athlete.
-    ``threshold_ring`` and ``partial``: see ``publishable_heat``."""
+    ``threshold_ring`` and ``partial``: see ``publishable_heat``. ``thresholds`` (unused
+    with ``partial``): decides each layer's heat instead, reusing the last build's where
+    it can, and keeps the states for the next (``threshold_cache``)."""
+
+    def heat_of(layer: str, per_athlete: np.ndarray) -> LayerHeat:
+        if thresholds is not None and not partial:
+            return thresholds(
+                layer, per_athlete, min_athletes, max_per_athlete, threshold_ring=threshold_ring
+            )
+        return publishable_heat(
+            layer, per_athlete, min_athletes, max_per_athlete,
+            threshold_ring=threshold_ring, partial=partial,
+        )  # fmt: skip
+
     row_index = (np.cumsum(parts.has_rows) - 1).astype(np.int32)
     path_index = (np.cumsum(parts.has_paths) - 1).astype(np.int32)
     heat_out: dict[str, LayerHeat] = {}
     metro: dict[str, dict[str, np.ndarray]] = {"edges": {}, "hexagons": {}, "od": {}}
     for layer in LAYERS:
         per_athlete = _remap(parts.arrays[f"heat/{layer}"].copy(), row_index)
-        heat_out[layer] = publishable_heat(
-            layer, per_athlete, min_athletes, max_per_athlete,
-            threshold_ring=threshold_ring, partial=partial,
-        )  # fmt: skip
+        heat_out[layer] = heat_of(layer, per_athlete)
         for kind, table in metro.items():
             table[layer] = _remap(parts.arrays[f"{kind}/{layer}"].copy(), row_index)
     for name, arr in parts.arrays.items():
         if name.startswith("extra/"):
             layer = name.removeprefix("extra/")
             per_athlete = _remap(arr.copy(), path_index)
-            heat = publishable_heat(
-                layer, per_athlete, min_athletes, max_per_athlete,
-                threshold_ring=threshold_ring, partial=partial,
-            )  # fmt: skip
+            heat = heat_of(layer, per_athlete)
             if len(heat.cells):
                 heat_out[layer] = heat
     return WindowData(

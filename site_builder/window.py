@@ -90,23 +90,60 @@ def publishable_heat(
     least ``min_athletes`` otherwise), so that partial results over disjoint sets of
     athletes add up to the right decision (the cluster snapshot, ``publish_partials``).
     """
+    if not partial:
+        return threshold(
+            layer, per_athlete, min_athletes, max_per_athlete, threshold_ring=threshold_ring
+        )[0]
     if len(per_athlete) == 0:
-        empty = np.zeros(0, np.uint64)
-        return LayerHeat(layer, empty, np.zeros(0), np.zeros(0, np.uint32))
-    capped = np.minimum(per_athlete["n"], max_per_athlete).astype(np.float64)
-    cells, inv = np.unique(per_athlete["cell"], return_inverse=True)
-    heat = np.bincount(inv, weights=capped, minlength=len(cells))
-    athletes = np.bincount(inv, minlength=len(cells)).astype(np.uint32)
+        return _empty(layer)
+    cells, inv, heat, athletes = cell_totals(per_athlete, max_per_athlete)
     near_cells, near = nearby_athletes(
         per_athlete["athlete"], cells, inv, threshold_ring, max(min_athletes, 1)
     )
-    if partial:
-        return LayerHeat(layer, cells, heat, athletes, near_cells, near)
+    return LayerHeat(layer, cells, heat, athletes, near_cells, near)
+
+
+def threshold(
+    layer: str,
+    per_athlete: np.ndarray,
+    min_athletes: int,
+    max_per_athlete: int,
+    *,
+    threshold_ring: int,
+) -> tuple[LayerHeat, np.ndarray]:
+    """``publishable_heat`` (not partial), and the sorted cells that met the threshold,
+    ridden or not (``thin_to_lines``'s ``open_cells``): what an incremental rebuild
+    keeps of it (``threshold_cache``)."""
+    if len(per_athlete) == 0:
+        return _empty(layer), np.zeros(0, np.uint64)
+    cells, inv, heat, athletes = cell_totals(per_athlete, max_per_athlete)
+    near_cells, near = nearby_athletes(
+        per_athlete["athlete"], cells, inv, threshold_ring, max(min_athletes, 1)
+    )
+    open_cells = near_cells[near >= min_athletes]
     keep = near[np.searchsorted(near_cells, cells)] >= min_athletes
     published = LayerHeat(layer, cells[keep], heat[keep], athletes[keep])
     if not threshold_ring:
-        return published
-    return thin_to_lines(published, near_cells[near >= min_athletes])
+        return published, open_cells
+    return thin_to_lines(published, open_cells), open_cells
+
+
+def cell_totals(
+    per_athlete: np.ndarray, max_per_athlete: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ridden cells (sorted), each row's index among them, and per cell the capped
+    heat and the distinct athletes. Heat sums small integers: exact in float64, so the
+    same bits whatever the order of the rows."""
+    capped = np.minimum(per_athlete["n"], max_per_athlete).astype(np.float64)
+    cells, inv = np.unique(per_athlete["cell"], return_inverse=True)
+    inv = inv.reshape(-1)
+    heat = np.bincount(inv, weights=capped, minlength=len(cells))
+    athletes = np.bincount(inv, minlength=len(cells)).astype(np.uint32)
+    return cells, inv, heat, athletes
+
+
+def _empty(layer: str) -> LayerHeat:
+    return LayerHeat(layer, np.zeros(0, np.uint64), np.zeros(0), np.zeros(0, np.uint32))
 
 
 def publish_partials(

@@ -15,6 +15,11 @@ anything unexpected (unreadable, another format, another key, inconsistent array
 one line on stderr and a full read. The key covers what the parts depend on (window
 months, extra layers, resolutions, thresholds, salt, the code that derives them);
 thresholds are applied after the cache, but a change of them rebuilds anyway.
+
+The same file keeps each layer's threshold state (``threshold_cache``: the cells that met
+the threshold and the drawn heat), written with the parts they were computed from: a
+rebuild redoes the threshold only near the cells the changed athletes rode, before or
+after. A state that fails its checks costs one line on stderr and a full threshold.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error
 from heatmetro.site_builder.activity_layers import layer_names
 from heatmetro.site_builder.load import WindowParts, assemble, part_dtypes, read_parts
-from heatmetro.site_builder.window import WindowData
+from heatmetro.site_builder.threshold_cache import LayerThresholds, ThresholdState
+from heatmetro.site_builder.window import LayerHeat, WindowData
 from heatmetro.state.view import ReadView
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 CACHE_FILE = "window_cache.npz"
 _PER_ID = ("activities", "has_rows", "has_paths")
 # Reading a changed athlete costs a lookup: past this share, one pass over everything.
@@ -49,19 +55,24 @@ class CacheReport:
     kept: int  # athletes whose parts came from the cache
     read: int  # athletes read from the store (all with a row in the window without a cache)
     note: str  # why the cache was not used, or ""
+    threshold_note: str = ""  # why the kept parts' threshold states were not, or ""
+    thresholds: str = ""  # how the threshold went, when the cache was used
 
     @property
     def problem(self) -> bool:
         """The cache was there but unusable, or could not be saved (worth a line even
         when quiet)."""
-        return self.note not in ("", "none yet", "not used")
+        return self.note not in ("", "none yet", "not used") or bool(self.threshold_note)
 
     def line(self) -> str:
         if self.note.startswith("not saved"):
             return f"window cache: {self.note}"
         if self.note:
             return f"window cache: {self.note}; read all {self.read:,} athletes from the store"
-        return f"window cache: {self.kept:,} athletes kept, {self.read:,} read from the store"
+        line = f"window cache: {self.kept:,} athletes kept, {self.read:,} read from the store"
+        if self.threshold_note:
+            return f"{line}; {self.threshold_note}: threshold computed whole"
+        return f"{line}; {self.thresholds}" if self.thresholds else line
 
 
 def cache_key(config: Config, first: str, last: str) -> str:
@@ -93,7 +104,8 @@ def _code_digest() -> str:
     here = Path(__file__).resolve().parent
     state = here.parent / "state"
     files = sorted(state.glob("*.py")) + [
-        here / f"{m}.py" for m in ("load", "activity_layers", "window", "window_cache")
+        here / f"{m}.py"
+        for m in ("load", "activity_layers", "window", "window_cache", "threshold_cache")
     ]
     h = hashlib.sha256()
     try:
@@ -124,31 +136,51 @@ def load_window_cached(
     stamps = view.stamps()  # in the view's read transaction: consistent with its rows
     cached, note = read_cache(cache_path, key, part_dtypes(names)) if reuse else (None, "not used")
     changed: list[str] | None = None
+    thresholds, threshold_note, used = LayerThresholds(), "", False
     if cached is not None:
-        old_parts, old_stamps = cached
-        changed = sorted(a for a, s in stamps.items() if old_stamps.get(a) != s)
+        changed = sorted(a for a, s in stamps.items() if cached.stamps.get(a) != s)
         if len(changed) > FULL_READ_SHARE * max(len(stamps), 1):
             changed = None
     if cached is None or changed is None:
         parts = read_parts(view, first, last, extra_layers=extra)
         kept, read = 0, len(parts.ids)
     else:
-        keep = np.array([stamps.get(a) == old_stamps.get(a) for a in old_parts.ids], dtype=bool)
+        old = cached.parts
+        keep = np.array([stamps.get(a) == cached.stamps.get(a) for a in old.ids], dtype=bool)
         fresh = read_parts(view, first, last, extra_layers=extra, athletes=changed)
-        parts = merge_parts(old_parts, keep, fresh)
+        parts = merge_parts(old, keep, fresh)
         kept, read = int(keep.sum()), len(changed)
+        threshold_note = cached.threshold_note
+        if cached.thresholds is not None:
+            thresholds = LayerThresholds(cached.thresholds, changed_cells(old, keep, fresh))
+            used = bool(changed)
     note = note if changed is None else ""
-    try:
-        if changed != []:  # nothing changed: the file already holds these parts
-            write_cache(cache_path, key, parts, stamps)
-    except OSError as exc:  # a full disk: this build still publishes; the next reads all
-        cache_path.unlink(missing_ok=True)  # and nothing stale stays behind
-        note = f"not saved ({describe_os_error(exc)})"
     window = assemble(
         parts, first, last, min_athletes=config.min_athletes,
         max_per_athlete=config.max_per_athlete, threshold_ring=config.threshold_ring,
+        thresholds=thresholds,
     )  # fmt: skip
-    return window, CacheReport(kept, read, note)
+    try:
+        # Nothing changed and the states were read: the file already holds all this.
+        if changed != [] or threshold_note:
+            write_cache(cache_path, key, parts, stamps, thresholds.states)
+    except OSError as exc:  # a full disk: this build still publishes; the next reads all
+        cache_path.unlink(missing_ok=True)  # and nothing stale stays behind
+        note = f"not saved ({describe_os_error(exc)})"
+    summary = thresholds.summary() if used and not note else ""
+    return window, CacheReport(kept, read, note, threshold_note if not note else "", summary)
+
+
+def changed_cells(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> dict[str, np.ndarray]:
+    """Per heat layer, the cells of the athletes not kept from ``old`` (changed or gone)
+    and of those read ``fresh``: where the threshold may decide differently."""
+    out = {}
+    for name, arr in old.arrays.items():
+        kind, _, layer = name.partition("/")
+        if kind in ("heat", "extra"):
+            gone = arr["cell"][~keep[arr["athlete"]]]
+            out[layer] = np.unique(np.concatenate([gone, fresh.arrays[name]["cell"]]))
+    return out
 
 
 def merge_parts(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> WindowParts:
@@ -187,10 +219,23 @@ def merge_parts(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> Windo
     return WindowParts(ids, per_id["activities"], per_id["has_rows"], per_id["has_paths"], arrays)
 
 
-def read_cache(
-    path: Path, key: str, dtypes: dict[str, np.dtype]
-) -> tuple[tuple[WindowParts, dict[str, bytes]] | None, str]:
-    """(parts, stamps) from the cache file, or (None, why not) when it cannot be used."""
+@dataclass(frozen=True)
+class Cached:
+    """What the cache file holds: the parts, the stamps they were read under, and the
+    threshold states computed from them (None, with why not, when unusable)."""
+
+    parts: WindowParts
+    stamps: dict[str, bytes]
+    thresholds: dict[str, ThresholdState] | None
+    threshold_note: str
+
+
+_STATE = {"open": np.dtype(np.uint64), "cells": np.dtype(np.uint64),
+          "heat": np.dtype(np.float64), "athletes": np.dtype(np.uint32)}  # fmt: skip
+
+
+def read_cache(path: Path, key: str, dtypes: dict[str, np.dtype]) -> tuple[Cached | None, str]:
+    """What the cache file holds, or (None, why not) when it cannot be used."""
     if not path.exists():
         return None, "none yet"
     try:
@@ -206,13 +251,42 @@ def read_cache(
             aliases = meta.get("aliases", {})
             stored = {name: npz[f"part/{name}"] for name in dtypes if name not in aliases}
             arrays = {name: stored[aliases.get(name, name)] for name in dtypes}
+            layers = meta.get("thresholds", [])
+            states = {
+                layer: {f: npz[f"threshold/{layer}/{f}"] for f in _STATE}
+                for layer in (layers if isinstance(layers, list) else [])
+            }
     except Exception as exc:  # noqa: BLE001 - any unreadable cache means: read the store
         return None, f"unreadable {path.name} ({type(exc).__name__})"
     problem = _inconsistency(ids, per_id, arrays, dtypes)
     if problem:
         return None, f"inconsistent {path.name} ({problem})"
     parts = WindowParts(ids, per_id["activities"], per_id["has_rows"], per_id["has_paths"], arrays)
-    return (parts, stamps), ""
+    thresholds, threshold_note = _threshold_states(states)
+    return Cached(parts, stamps, thresholds, threshold_note), ""
+
+
+def _threshold_states(
+    states: dict[str, dict[str, np.ndarray]],
+) -> tuple[dict[str, ThresholdState] | None, str]:
+    """The threshold states, checked (sorted distinct cells, matching arrays, every
+    drawn cell one that met the threshold), or (None, what is wrong)."""
+    out = {}
+    for layer, arrays in states.items():
+        for name, arr in arrays.items():
+            if arr.dtype != _STATE[name] or arr.ndim != 1:
+                return None, f"threshold state of {layer} ({name})"
+        cells, open_cells = arrays["cells"], arrays["open"]
+        if not len(cells) == len(arrays["heat"]) == len(arrays["athletes"]):
+            return None, f"threshold state of {layer} (lengths)"
+        if not (_increasing(cells) and _increasing(open_cells)):
+            return None, f"threshold state of {layer} (order)"
+        at = np.minimum(np.searchsorted(open_cells, cells), max(len(open_cells) - 1, 0))
+        if len(cells) and (not len(open_cells) or np.any(open_cells[at] != cells)):
+            return None, f"threshold state of {layer} (drawn below threshold)"
+        drawn = LayerHeat(layer, cells, arrays["heat"], arrays["athletes"])
+        out[layer] = ThresholdState(open_cells, drawn)
+    return out, ""
 
 
 def _inconsistency(
@@ -243,8 +317,19 @@ def _inconsistency(
     return ""
 
 
-def write_cache(path: Path, key: str, parts: WindowParts, stamps: dict[str, bytes]) -> None:
-    """Save ``parts`` atomically: readers see the old file or the new one, never a mix.
+def _increasing(cells: np.ndarray) -> bool:
+    return bool(np.all(cells[1:] > cells[:-1]))  # not np.diff: unsigned, it wraps around
+
+
+def write_cache(
+    path: Path,
+    key: str,
+    parts: WindowParts,
+    stamps: dict[str, bytes],
+    thresholds: dict[str, ThresholdState] | None = None,
+) -> None:
+    """Save ``parts`` (and the threshold states computed from them) atomically: readers
+    see the old file or the new one, never a mix.
 
     Not synced to disk: a file torn by a crash fails the checks on read (a full read).
     """
@@ -264,6 +349,12 @@ def write_cache(path: Path, key: str, parts: WindowParts, stamps: dict[str, byte
         else:
             arrays[f"part/{name}"] = arr
     meta["aliases"] = aliases
+    meta["thresholds"] = sorted(thresholds or {})
+    for layer, state in (thresholds or {}).items():
+        arrays[f"threshold/{layer}/open"] = state.open_cells
+        arrays[f"threshold/{layer}/cells"] = state.drawn.cells
+        arrays[f"threshold/{layer}/heat"] = state.drawn.heat
+        arrays[f"threshold/{layer}/athletes"] = state.drawn.athletes
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     arrays.update({name: getattr(parts, name) for name in _PER_ID})
     path.parent.mkdir(parents=True, exist_ok=True)

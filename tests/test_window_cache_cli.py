@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from heatmetro.site_builder.window_cache import CACHE_FORMAT
 from tests.conftest import write_config
 from tests.streams import (
     NORTH_EAST,
@@ -86,12 +87,15 @@ def _stderr_line(proc_stderr: str, prefix: str) -> str:
     return lines[0]
 
 
-def _npz(project: Path, meta: dict | None) -> bytes:
+def _npz(project: Path, meta: dict | None, swap: str = "") -> bytes:
     """A well-formed cache file with ``meta``, or (None) the real one with its athletes
-    listed in reverse order."""
+    listed in reverse order (or, with ``swap``, that array's first two values swapped)."""
     with np.load(project / CACHE) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    if meta is None:
+    if swap:
+        arrays[swap][:2] = arrays[swap][1::-1].copy()
+        meta = json.loads(arrays["meta"].tobytes())
+    elif meta is None:
         meta = json.loads(arrays["meta"].tobytes())
         meta["ids"] = meta["ids"][::-1]
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
@@ -138,9 +142,11 @@ def test_opt_out_deletion_visibility_zone_and_hide_never_survive_a_rebuild(
     edges_after = csv_rows(site / "metro" / "edges.csv")
     assert 0 < len(edges_after) < len(edges_before), "Metro must drop the two streets' edges"
 
-    # Incremental: only the five changed athletes were read from the store.
+    # Incremental: only the five changed athletes were read from the store, and the
+    # threshold redone only near their cells (the south street's drawn heat was kept).
     assert _stderr_line(again.stderr, "window cache:") == (
-        "window cache: 14 athletes kept, 5 read from the store"
+        "window cache: 14 athletes kept, 5 read from the store; "
+        "threshold redone near the changes in 10 of 10 layers"
     )
     fresh = _full_build_of(project, tmp_path / "fresh", run_cli)
     a, b = tree(site.resolve()), tree(fresh.resolve())
@@ -157,15 +163,19 @@ def test_a_damaged_cache_is_one_line_and_a_full_read(project: Path, run_cli: Run
 
     damages = {
         "unreadable window_cache.npz": good[: len(good) // 2],  # torn write
-        "format 999, not 1": _npz(project, {"format": 999}),
+        f"format 999, not {CACHE_FORMAT}": _npz(project, {"format": 999}),
         "inconsistent window_cache.npz (athlete order)": _npz(project, None),
+        # The parts are fine: kept, and only the threshold is computed whole.
+        "19 athletes kept, 0 read from the store; threshold state of all (order): threshold"
+        " computed whole": _npz(project, None, swap="threshold/all/cells"),
     }
     for expect, damaged in damages.items():
         (project / CACHE).write_bytes(damaged)
         proc = snapshot(run_cli, project, env=SDE_ENV)
         assert "Traceback" not in proc.stderr
         line_ = _stderr_line(proc.stderr, "window cache:")
-        assert expect in line_ and "read all 19 athletes from the store" in line_, line_
+        whole = "read all 19 athletes from the store" in line_ or "threshold state" in expect
+        assert expect in line_ and whole, line_
         built = tree((project / "site").resolve())
         assert built == reference, f"{expect}: the site changed"
     # ... and the cache was rewritten whole: the next build keeps everyone.

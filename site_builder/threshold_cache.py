@@ -1,0 +1,224 @@
+"""The incremental privacy threshold: redo ``window.threshold`` only near changed athletes.
+
+A rebuild where few athletes changed keeps, per layer, what the last build decided (the
+cells that met the threshold, and the drawn heat after ``thin_to_lines``) and recomputes
+only where a decision can change. The result is exactly the full computation's (same
+cells, same float bits, same order): the published site is byte-identical to a
+``--no-cache`` build (tests/test_threshold_cache.py, tests/test_window_cache_cli.py).
+
+Why the reach is enough. Let C be the cells the changed athletes rode, before or after
+(only there do per-cell heat and athletes change). With ``threshold_ring`` R:
+
+* A cell's threshold decision reads the athletes within R of it: only cells within R of
+  C (``near``) can flip, and deciding them reads the ridden cells within 2R of C.
+* ``thin_to_lines`` is local. A published cell v moves its heat to the middle of the
+  published cells within ``THIN_RING`` (2) of v, which lies within 2 of v; it joins
+  that middle to the middles of published cells within 2 of it (grid paths or
+  midpoints: all within 4 of v); the pair's join is made by the first pair in grid
+  order with the same two middles, found among cells within 4 of v whose partners lie
+  within 6, whose middles read cells within 8. So what v hands out (cells and shares)
+  lands within ``_LANDS`` (4) of v and depends on the inputs within ``_READS`` (8) of v,
+  and a drawn cell's heat is the sum of what the cells within 4 of it hand out, in an
+  order (voter, then pair of middles, by cell id) that any subset of cells keeps.
+* So drawn cells farther than 12 from ``near`` are unchanged, and those within 12 are
+  exactly what thinning the published cells within 24 of ``near`` gives them.
+
+Pentagons distort the grid (the geometry above assumes hexagons): any change near one
+means a full computation, as does a change reaching more than ``FULL_SHARE`` of the
+published cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import h3.api.basic_int as h3
+import numpy as np
+
+from heatmetro.core.h3_vector import grid_disks
+from heatmetro.site_builder.window import (
+    THIN_RING,
+    LayerHeat,
+    cell_totals,
+    nearby_athletes,
+    thin_to_lines,
+    threshold,
+)
+
+_LANDS = 2 * THIN_RING  # how far from a published cell its heat and joins land
+_READS = 4 * THIN_RING  # how far from it the inputs its share depends on lie
+_REACH = _LANDS + _READS  # drawn cells changed: within this of a changed decision
+# Thinning a region costs about its share of a full thinning, plus the reach around it.
+FULL_SHARE = 0.5
+_PENTAGON_BASES = np.array(
+    sorted(h3.get_base_cell_number(p) for p in h3.get_pentagons(0)), np.uint64
+)
+
+
+@dataclass(frozen=True)
+class ThresholdState:
+    """What a layer's next build reuses: the sorted cells that met the threshold
+    (ridden or not) and the drawn heat."""
+
+    open_cells: np.ndarray
+    drawn: LayerHeat
+
+
+class LayerThresholds:
+    """The threshold of each layer of one build, from scratch or from ``previous``.
+
+    Args:
+        previous: per layer, the last build's state (None: compute everything).
+        changed: per layer, the cells the changed athletes rode in the last build or
+            ride now (a layer without an entry: compute it from scratch).
+    """
+
+    def __init__(
+        self,
+        previous: dict[str, ThresholdState] | None = None,
+        changed: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        self.previous = previous or {}
+        self.changed = changed or {}
+        self.states: dict[str, ThresholdState] = {}
+        self.whole: list[str] = []  # layers computed from scratch (the others: near changes)
+        # Layers often repeat one another (every activity a ride: ``ride`` is ``all``).
+        self._done: list[tuple[np.ndarray, ThresholdState, bool]] = []
+
+    def __call__(
+        self,
+        layer: str,
+        per_athlete: np.ndarray,
+        min_athletes: int,
+        max_per_athlete: int,
+        *,
+        threshold_ring: int,
+    ) -> LayerHeat:
+        """``window.publishable_heat`` of the layer (not partial), exactly."""
+        for rows, state, whole in self._done:
+            if np.array_equal(rows, per_athlete):  # a pure function of the rows
+                return self._keep(layer, state.open_cells, state.drawn, whole)
+        previous, changed = self.previous.get(layer), self.changed.get(layer)
+        result = None
+        if previous is not None and changed is not None:
+            result = incremental_threshold(
+                layer, per_athlete, min_athletes, max_per_athlete,
+                threshold_ring=threshold_ring, previous=previous, changed=changed,
+            )  # fmt: skip
+        if result is None:
+            drawn, open_cells = threshold(
+                layer, per_athlete, min_athletes, max_per_athlete, threshold_ring=threshold_ring
+            )
+        else:
+            drawn, open_cells = result
+        self._done.append((per_athlete, ThresholdState(open_cells, drawn), result is None))
+        return self._keep(layer, open_cells, drawn, result is None)
+
+    def _keep(self, layer: str, open_cells: np.ndarray, drawn: LayerHeat, whole: bool) -> LayerHeat:
+        drawn = LayerHeat(layer, drawn.cells, drawn.heat, drawn.athletes)
+        self.states[layer] = ThresholdState(open_cells, drawn)
+        if whole:
+            self.whole.append(layer)
+        return drawn
+
+    def summary(self) -> str:
+        """How the layers were decided, for the snapshot's cache line."""
+        near = len(self.states) - len(self.whole)
+        return f"threshold redone near the changes in {near} of {len(self.states)} layers"
+
+
+def incremental_threshold(
+    layer: str,
+    per_athlete: np.ndarray,
+    min_athletes: int,
+    max_per_athlete: int,
+    *,
+    threshold_ring: int,
+    previous: ThresholdState,
+    changed: np.ndarray,
+    full_share: float = FULL_SHARE,
+) -> tuple[LayerHeat, np.ndarray] | None:
+    """``window.threshold`` of ``per_athlete``, given the state of the last build and the
+    cells where athletes changed since; None when a full computation is the way (the
+    change reaches more than ``full_share`` of the published cells, or a pentagon)."""
+    ring = threshold_ring
+    changed = np.unique(changed)
+    if len(changed) == 0:
+        return previous.drawn, previous.open_cells
+    if len(per_athlete) == 0:
+        return None
+    reach = max(2 * ring, ring + 2 * _REACH) if ring else 0
+    region, dist = grid_distances(changed, reach)
+    if touches_pentagon(region):
+        return None
+    cells, inv, heat, athletes = cell_totals(per_athlete, max_per_athlete)
+    # Decisions that may flip: the cells within ring of a change; they read 2 rings out.
+    near = region[dist <= ring]
+    reads = _member(cells, region[dist <= 2 * ring])
+    rows = np.flatnonzero(reads[inv])
+    local = (np.cumsum(reads) - 1)[inv[rows]]
+    near_cells, counts = nearby_athletes(
+        per_athlete["athlete"][rows], cells[reads], local, ring, max(min_athletes, 1)
+    )
+    met = near_cells[(counts >= min_athletes) & _member(near_cells, near)]
+    kept = previous.open_cells[~_member(previous.open_cells, near)]
+    open_cells = np.union1d(kept, met).astype(np.uint64)
+    keep = _member(cells, open_cells)
+    published = LayerHeat(layer, cells[keep], heat[keep], athletes[keep])
+    if not ring:
+        return published, open_cells
+    inner = region[dist <= ring + _REACH]  # drawn cells that may change
+    sub = _member(published.cells, region[dist <= ring + 2 * _REACH])  # ... what they read
+    if sub.sum() > full_share * len(published.cells):
+        return None
+    part = thin_to_lines(
+        LayerHeat(layer, published.cells[sub], published.heat[sub], published.athletes[sub]),
+        open_cells,
+    )
+    new = _member(part.cells, inner)
+    old = previous.drawn
+    same = ~_member(old.cells, inner)
+    cells_out = np.concatenate([old.cells[same], part.cells[new]])
+    order = np.argsort(cells_out, kind="stable")
+    drawn = LayerHeat(
+        layer,
+        cells_out[order],
+        np.concatenate([old.heat[same], part.heat[new]])[order],
+        np.concatenate([old.athletes[same], part.athletes[new]])[order],
+    )
+    if not _member(drawn.cells, open_cells).all():  # never draw a cell below threshold
+        return None
+    return drawn, open_cells
+
+
+def grid_distances(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cells within ``k`` rings of ``cells`` (sorted) and each one's grid distance
+    to the nearest of them (rings added one at a time: work in the area, not k**2 per
+    cell)."""
+    region = np.unique(cells)
+    dist = np.zeros(len(region), np.int64)
+    frontier = region
+    for d in range(1, k + 1):
+        ring = np.unique(grid_disks(frontier, 1))
+        frontier = ring[~_member(ring, region)]
+        if len(frontier) == 0:
+            break
+        merged = np.concatenate([region, frontier])
+        order = np.argsort(merged, kind="stable")
+        region = merged[order]
+        dist = np.concatenate([dist, np.full(len(frontier), d, np.int64)])[order]
+    return region, dist
+
+
+def touches_pentagon(cells: np.ndarray) -> bool:
+    """Whether any cell lies in one of the 12 base cells holding a pentagon."""
+    base = (cells >> np.uint64(45)) & np.uint64(0x7F)
+    return bool(np.isin(base, _PENTAGON_BASES).any())
+
+
+def _member(cells: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Per cell, whether it is in ``sorted_set`` (sorted, distinct)."""
+    if len(sorted_set) == 0:
+        return np.zeros(len(cells), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, cells), len(sorted_set) - 1)
+    return np.asarray(sorted_set[at] == cells)
