@@ -147,37 +147,36 @@ def incremental_threshold(
         return previous.drawn, previous.open_cells
     if len(per_athlete) == 0:
         return None
-    reach = max(2 * ring, ring + 2 * _REACH) if ring else 0
-    region, dist = grid_distances(changed, reach)
+    thin = ring > 0
+    inner = ring + (_REACH if thin else 0)  # drawn cells that may change
+    reads = ring + (2 * _REACH if thin else 0)  # ... and the published cells they read
+    region, dist = grid_distances(changed, max(2 * ring, reads))
     if touches_pentagon(region):
         return None
-    cells, inv, heat, athletes = cell_totals(per_athlete, max_per_athlete)
+    # Only the rows in reach are read: per-cell totals are the athletes' rows there.
+    rows = per_athlete[_member(per_athlete["cell"], region)]
+    cells, inv, heat, athletes = cell_totals(rows, max_per_athlete)
     # Decisions that may flip: the cells within ring of a change; they read 2 rings out.
     near = region[dist <= ring]
-    reads = _member(cells, region[dist <= 2 * ring])
-    rows = np.flatnonzero(reads[inv])
-    local = (np.cumsum(reads) - 1)[inv[rows]]
+    decide = _member(cells, region[dist <= 2 * ring])
+    at = np.flatnonzero(decide[inv])
     near_cells, counts = nearby_athletes(
-        per_athlete["athlete"][rows], cells[reads], local, ring, max(min_athletes, 1)
-    )
+        rows["athlete"][at], cells[decide], (np.cumsum(decide) - 1)[inv[at]], ring,
+        max(min_athletes, 1),
+    )  # fmt: skip
     met = near_cells[(counts >= min_athletes) & _member(near_cells, near)]
     kept = previous.open_cells[~_member(previous.open_cells, near)]
-    open_cells = np.union1d(kept, met).astype(np.uint64)
-    keep = _member(cells, open_cells)
-    published = LayerHeat(layer, cells[keep], heat[keep], athletes[keep])
-    if not ring:
-        return published, open_cells
-    inner = region[dist <= ring + _REACH]  # drawn cells that may change
-    sub = _member(published.cells, region[dist <= ring + 2 * _REACH])  # ... what they read
-    if sub.sum() > full_share * len(published.cells):
+    open_cells = np.insert(kept, np.searchsorted(kept, met), met)  # disjoint, sorted
+    pub = _member(cells, open_cells) & _member(cells, region[dist <= reads])
+    if pub.sum() > full_share * len(previous.drawn.cells):
         return None
-    part = thin_to_lines(
-        LayerHeat(layer, published.cells[sub], published.heat[sub], published.athletes[sub]),
-        open_cells,
-    )
-    new = _member(part.cells, inner)
+    part = LayerHeat(layer, cells[pub], heat[pub], athletes[pub])
+    if thin:
+        part = thin_to_lines(part, open_cells)
+    redo = region[dist <= inner]
+    new = _member(part.cells, redo)
     old = previous.drawn
-    same = ~_member(old.cells, inner)
+    same = ~_member(old.cells, redo)
     cells_out = np.concatenate([old.cells[same], part.cells[new]])
     order = np.argsort(cells_out, kind="stable")
     drawn = LayerHeat(
@@ -193,21 +192,21 @@ def incremental_threshold(
 
 def grid_distances(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The cells within ``k`` rings of ``cells`` (sorted) and each one's grid distance
-    to the nearest of them (rings added one at a time: work in the area, not k**2 per
+    to the nearest of them. Breadth first: a neighbour of a cell at distance d is at d - 1,
+    d or d + 1, so each ring is found from the last two (work in the area, not k**2 per
     cell)."""
-    region = np.unique(cells)
-    dist = np.zeros(len(region), np.int64)
-    frontier = region
-    for d in range(1, k + 1):
-        ring = np.unique(grid_disks(frontier, 1))
-        frontier = ring[~_member(ring, region)]
-        if len(frontier) == 0:
+    rings, before = [np.unique(cells)], np.zeros(0, np.uint64)
+    for _ in range(k):
+        around = np.unique(grid_disks(rings[-1], 1))
+        out = around[~(_member(around, rings[-1]) | _member(around, before))]
+        if len(out) == 0:
             break
-        merged = np.concatenate([region, frontier])
-        order = np.argsort(merged, kind="stable")
-        region = merged[order]
-        dist = np.concatenate([dist, np.full(len(frontier), d, np.int64)])[order]
-    return region, dist
+        before = rings[-1]
+        rings.append(out)
+    region = np.concatenate(rings)
+    dist = np.repeat(np.arange(len(rings)), [len(r) for r in rings])
+    order = np.argsort(region, kind="stable")
+    return region[order], dist[order]
 
 
 def touches_pentagon(cells: np.ndarray) -> bool:

@@ -99,7 +99,7 @@ def test_a_rebuild_near_the_changes_is_the_full_computation(
     previous("all", before, k, cap, threshold_ring=ring)
     got = incremental_threshold(
         "all", after, k, cap, threshold_ring=ring, previous=previous.states["all"],
-        changed=changed, full_share=1.0,  # never falls back: the splice itself is tested
+        changed=changed, full_share=np.inf,  # never falls back: the splice itself is tested
     )  # fmt: skip
     assert got is not None or len(after) == 0
     if got is not None:
