@@ -24,8 +24,8 @@ Why the reach is enough. Let C be the cells the changed athletes rode, before or
   exactly what thinning the published cells within 24 of ``near`` gives them.
 
 Pentagons distort the grid (the geometry above assumes hexagons): any change near one
-means a full computation, as does a change reaching more than ``FULL_SHARE`` of the
-published cells.
+means a full computation, as does a change whose reach holds more than ``FULL_SHARE``
+of the rows (the work of redoing it is about that share of a full computation).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from heatmetro.site_builder.window import (
 _LANDS = 2 * THIN_RING  # how far from a published cell its heat and joins land
 _READS = 4 * THIN_RING  # how far from it the inputs its share depends on lie
 _REACH = _LANDS + _READS  # drawn cells changed: within this of a changed decision
-# Thinning a region costs about its share of a full thinning, plus the reach around it.
+# Redoing the rows in reach costs about their share of a full computation, plus the reach.
 FULL_SHARE = 0.5
 _PENTAGON_BASES = np.array(
     sorted(h3.get_base_cell_number(p) for p in h3.get_pentagons(0)), np.uint64
@@ -140,7 +140,8 @@ def incremental_threshold(
 ) -> tuple[LayerHeat, np.ndarray] | None:
     """``window.threshold`` of ``per_athlete``, given the state of the last build and the
     cells where athletes changed since; None when a full computation is the way (the
-    change reaches more than ``full_share`` of the published cells, or a pentagon)."""
+    rows within reach of the change are more than ``full_share`` of all, or a pentagon
+    is near)."""
     ring = threshold_ring
     changed = np.unique(changed)
     if len(changed) == 0:
@@ -155,6 +156,8 @@ def incremental_threshold(
         return None
     # Only the rows in reach are read: per-cell totals are the athletes' rows there.
     rows = per_athlete[_member(per_athlete["cell"], region)]
+    if len(rows) > full_share * len(per_athlete):
+        return None
     cells, inv, heat, athletes = cell_totals(rows, max_per_athlete)
     # Decisions that may flip: the cells within ring of a change; they read 2 rings out.
     near = region[dist <= ring]
@@ -168,8 +171,6 @@ def incremental_threshold(
     kept = previous.open_cells[~_member(previous.open_cells, near)]
     open_cells = np.insert(kept, np.searchsorted(kept, met), met)  # disjoint, sorted
     pub = _member(cells, open_cells) & _member(cells, region[dist <= reads])
-    if pub.sum() > full_share * len(previous.drawn.cells):
-        return None
     part = LayerHeat(layer, cells[pub], heat[pub], athletes[pub])
     if thin:
         part = thin_to_lines(part, open_cells)

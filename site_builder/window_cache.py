@@ -172,14 +172,27 @@ def load_window_cached(
 
 
 def changed_cells(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> dict[str, np.ndarray]:
-    """Per heat layer, the cells of the athletes not kept from ``old`` (changed or gone)
-    and of those read ``fresh``: where the threshold may decide differently."""
+    """Per heat layer, the cells where an athlete not kept from ``old`` (changed or gone)
+    has another row (or none) in ``fresh``: where the threshold may decide differently.
+    A cell the athlete rode as often before as now changes no total, so one more ride
+    is a change along that ride only."""
+    gone = {a for a, k in zip(old.ids, keep.tolist(), strict=True) if not k}
+    code = {a: i for i, a in enumerate(sorted(gone | set(fresh.ids)))}
+    old_code = np.array([code.get(a, -1) for a in old.ids], np.int64)
+    fresh_code = np.array([code[a] for a in fresh.ids], np.int64)
     out = {}
     for name, arr in old.arrays.items():
         kind, _, layer = name.partition("/")
-        if kind in ("heat", "extra"):
-            gone = arr["cell"][~keep[arr["athlete"]]]
-            out[layer] = np.unique(np.concatenate([gone, fresh.arrays[name]["cell"]]))
+        if kind not in ("heat", "extra"):
+            continue
+        before, now = arr[~keep[arr["athlete"]]], fresh.arrays[name]
+        rows = np.zeros(len(before) + len(now), [("a", "<i8"), ("cell", "<u8"), ("n", "<u4")])
+        rows["a"] = np.concatenate([old_code[before["athlete"]], fresh_code[now["athlete"]]])
+        rows["cell"] = np.concatenate([before["cell"], now["cell"]])
+        rows["n"] = np.concatenate([before["n"], now["n"]])
+        # Each side has one row per (athlete, cell): a row found twice is the same on both.
+        distinct, count = np.unique(rows, return_counts=True)
+        out[layer] = np.unique(distinct["cell"][count == 1])
     return out
 
 

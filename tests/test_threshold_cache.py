@@ -57,23 +57,27 @@ def rows_of(rides: dict[int, list[int]], counts: dict[int, int]) -> np.ndarray:
 
 @st.composite
 def change(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows before, rows after, cells of the athletes who changed, before or after)."""
+    """(rows before, rows after, the cells where an athlete's row changed)."""
     streets = draw(st.lists(street(), min_size=1, max_size=4))
     n = draw(st.integers(1, 14))
     before = {a: draw(ride(streets)) for a in range(n)}
     counts = {a: draw(st.integers(1, 6)) for a in range(n + 4)}
     after = dict(before)
     for a in range(n):
-        what = draw(st.sampled_from(["keep", "keep", "keep", "gone", "redrawn"]))
+        what = draw(st.sampled_from(["keep", "keep", "keep", "gone", "redrawn", "more"]))
         if what == "gone":  # an opt-out, a deleted account, every ride hidden
             del after[a]
         elif what == "redrawn":
             after[a] = draw(ride(streets))
+        elif what == "more":  # one more ride: the rows it adds to or leaves alone
+            after[a] = before[a] + draw(ride(streets))
     for a in range(n, n + draw(st.integers(0, 3))):  # new athletes
         after[a] = draw(ride(streets))
-    changed = [a for a in range(n + 4) if before.get(a) != after.get(a)]
-    cells = [c for a in changed for c in before.get(a, []) + after.get(a, [])]
-    return rows_of(before, counts), rows_of(after, counts), np.array(cells, np.uint64)
+    old, new = rows_of(before, counts), rows_of(after, counts)
+    # As ``window_cache.changed_cells``: the cells of rows found on one side only.
+    both = np.concatenate([old, new])
+    distinct, count = np.unique(both, return_counts=True)
+    return old, new, distinct["cell"][count == 1]
 
 
 def assert_same(got: LayerHeat, want: LayerHeat) -> None:

@@ -142,11 +142,12 @@ def test_opt_out_deletion_visibility_zone_and_hide_never_survive_a_rebuild(
     edges_after = csv_rows(site / "metro" / "edges.csv")
     assert 0 < len(edges_after) < len(edges_before), "Metro must drop the two streets' edges"
 
-    # Incremental: only the five changed athletes were read from the store, and the
-    # threshold redone only near their cells (the south street's drawn heat was kept).
+    # Incremental: only the five changed athletes were read from the store. Five of the
+    # eight streets changed: more than half the rows in reach, so ``all`` and ``ride``
+    # were thresholded whole (the other layers, without those athletes, were kept).
     assert _stderr_line(again.stderr, "window cache:") == (
         "window cache: 14 athletes kept, 5 read from the store; "
-        "threshold redone near the changes in 10 of 10 layers"
+        "threshold redone near the changes in 8 of 10 layers"
     )
     fresh = _full_build_of(project, tmp_path / "fresh", run_cli)
     a, b = tree(site.resolve()), tree(fresh.resolve())
@@ -187,3 +188,53 @@ def test_a_damaged_cache_is_one_line_and_a_full_read(project: Path, run_cli: Run
     proc = run_cli("snapshot", "-c", config, "--month", "2021-06", "--no-cache", env=SDE_ENV)
     assert "window cache: not used; read all 19 athletes from the store" in proc.stderr
     assert "window cache: 19 athletes kept, 0 read" in snapshot(run_cli, project).stderr
+
+
+# A wide avenue: riders spread over lanes metres apart, which thinning draws as one
+# line through their middle. Lanes 4 m apart (latitude degrees per metre: 1/111,195).
+LANE = 4.0 / 111_195.0
+AVENUE_WEST, AVENUE_EAST = (42.3145, -72.6450), (42.3145, -72.6250)
+
+
+def _lane(k: int, f0: float = 0.0, f1: float = 1.0) -> list[list[float]]:
+    a, b = along(AVENUE_WEST, AVENUE_EAST, f0), along(AVENUE_WEST, AVENUE_EAST, f1)
+    return line((a[0] + k * LANE, a[1]), (b[0] + k * LANE, b[1]))
+
+
+def test_a_rebuild_after_lane_changes_draws_the_avenue_as_a_full_build(
+    project: Path, run_cli: Run, tmp_path: Path
+) -> None:
+    """Changes on part of a multi-lane avenue move its middle line there: the rebuild
+    redoes the threshold and thinning near them only, and publishes what a build from
+    scratch publishes (every file, byte for byte)."""
+    lanes = [
+        activity(f"l{i}-r1", f"l{i}", _lane(k))
+        for i, k in enumerate([-2, -1, 0, 0, 1, 2, 3, -1, 1])
+    ]
+    # Riders of a stretch in the middle only (the rebuild redoes ~150 m around it).
+    stretch = [activity(f"s{i}-r1", f"s{i}", _lane(k, 0.4, 0.6)) for i, k in enumerate([-3, 4])]
+    ingest(run_cli, project, lanes + stretch, "lanes")
+    snapshot(run_cli, project, env=SDE_ENV)
+    changes = [
+        athlete("s0", updated=LATER, aggregate_opt_out=True),  # the south lane thins
+        deleted("s1-r1", "s1", updated=LATER),
+        activity("m0-r1", "m0", _lane(5, 0.45, 0.55), updated=LATER),  # a new rider
+        activity("l6-r2", "l6", _lane(-4, 0.42, 0.5), updated=LATER),  # one more ride
+    ]
+    ingest(run_cli, project, changes, "changes")
+    again = snapshot(run_cli, project, env=SDE_ENV)
+    assert _stderr_line(again.stderr, "window cache:") == (
+        "window cache: 8 athletes kept, 4 read from the store; "
+        "threshold redone near the changes in 10 of 10 layers"
+    )
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    write_config(fresh)
+    shutil.copytree(project / "state" / "shards", fresh / "state" / "shards")
+    config = fresh / "config.toml"
+    proc = run_cli("snapshot", "-c", config, "--month", "2021-06", "--no-cache", env=SDE_ENV)
+    assert "window cache: not used" in proc.stderr
+    a, b = tree((project / "site").resolve()), tree((fresh / "site").resolve())
+    assert sorted(a) == sorted(b)
+    differ = [name for name in a if a[name] != b[name]]
+    assert differ == [], f"{len(differ)} files differ from a full build, e.g. {differ[:5]}"
