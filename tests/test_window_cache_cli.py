@@ -193,7 +193,8 @@ def test_a_damaged_cache_is_one_line_and_a_full_read(project: Path, run_cli: Run
 # A wide avenue: riders spread over lanes metres apart, which thinning draws as one
 # line through their middle. Lanes 4 m apart (latitude degrees per metre: 1/111,195).
 LANE = 4.0 / 111_195.0
-AVENUE_WEST, AVENUE_EAST = (42.3145, -72.6450), (42.3145, -72.6250)
+# 4 km long: a stretch of its middle keeps some track after its ends are hidden.
+AVENUE_WEST, AVENUE_EAST = (42.3145, -72.6600), (42.3145, -72.6100)
 
 
 def _lane(k: int, f0: float = 0.0, f1: float = 1.0) -> list[list[float]]:
@@ -212,14 +213,14 @@ def test_a_rebuild_after_lane_changes_draws_the_avenue_as_a_full_build(
         for i, k in enumerate([-2, -1, 0, 0, 1, 2, 3, -1, 1])
     ]
     # Riders of a stretch in the middle only (the rebuild redoes ~150 m around it).
-    stretch = [activity(f"s{i}-r1", f"s{i}", _lane(k, 0.4, 0.6)) for i, k in enumerate([-3, 4])]
+    stretch = [activity(f"s{i}-r1", f"s{i}", _lane(k, 0.35, 0.65)) for i, k in enumerate([-3, 4])]
     ingest(run_cli, project, lanes + stretch, "lanes")
     snapshot(run_cli, project, env=SDE_ENV)
     changes = [
         athlete("s0", updated=LATER, aggregate_opt_out=True),  # the south lane thins
         deleted("s1-r1", "s1", updated=LATER),
-        activity("m0-r1", "m0", _lane(5, 0.45, 0.55), updated=LATER),  # a new rider
-        activity("l6-r2", "l6", _lane(-4, 0.42, 0.5), updated=LATER),  # one more ride
+        activity("m0-r1", "m0", _lane(5, 0.38, 0.62), updated=LATER),  # a new rider
+        activity("l6-r2", "l6", _lane(-4, 0.36, 0.6), updated=LATER),  # one more ride
     ]
     ingest(run_cli, project, changes, "changes")
     again = snapshot(run_cli, project, env=SDE_ENV)
@@ -238,3 +239,10 @@ def test_a_rebuild_after_lane_changes_draws_the_avenue_as_a_full_build(
     assert sorted(a) == sorted(b)
     differ = [name for name in a if a[name] != b[name]]
     assert differ == [], f"{len(differ)} files differ from a full build, e.g. {differ[:5]}"
+    # Tiles quantise heat to colours: the drawn heat itself, as each build kept it for
+    # the next, must be the same arrays bit for bit too.
+    with np.load(project / CACHE) as got, np.load(fresh / CACHE) as want:
+        names = [n for n in want.files if n.startswith("threshold/")]
+        assert names and sorted(names) == sorted(n for n in got.files if n.startswith("threshold/"))
+        for name in names:
+            assert got[name].tobytes() == want[name].tobytes(), name
