@@ -69,8 +69,10 @@ class LayerThresholds:
 
     Args:
         previous: per layer, the last build's state (None: compute everything).
-        changed: per layer, the cells the changed athletes rode in the last build or
-            ride now (a layer without an entry: compute it from scratch).
+        changed: per layer, the cells where a changed athlete's rows differ between the
+            last build and this one (a layer without an entry: computed from scratch).
+            A layer with changes is redone near all layers' changes: more cells than
+            its own, which is still exact, and the rings around them are found once.
     """
 
     def __init__(
@@ -80,6 +82,9 @@ class LayerThresholds:
     ) -> None:
         self.previous = previous or {}
         self.changed = changed or {}
+        every = [c for c in self.changed.values() if len(c)]
+        self._union = np.unique(np.concatenate(every)) if every else np.zeros(0, np.uint64)
+        self._rings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.states: dict[str, ThresholdState] = {}
         self.whole: list[str] = []  # layers computed from scratch (the others: near changes)
         # Layers often repeat one another (every activity a ride: ``ride`` is ``all``).
@@ -101,9 +106,15 @@ class LayerThresholds:
         previous, changed = self.previous.get(layer), self.changed.get(layer)
         result = None
         if previous is not None and changed is not None:
+            if len(changed):
+                changed = self._union
+            reach = _reach(threshold_ring)
+            if len(changed) and reach not in self._rings:
+                self._rings[reach] = grid_distances(changed, reach)
             result = incremental_threshold(
                 layer, per_athlete, min_athletes, max_per_athlete,
                 threshold_ring=threshold_ring, previous=previous, changed=changed,
+                rings=self._rings.get(reach),
             )  # fmt: skip
         if result is None:
             drawn, open_cells = threshold(
@@ -137,21 +148,23 @@ def incremental_threshold(
     previous: ThresholdState,
     changed: np.ndarray,
     full_share: float = FULL_SHARE,
+    rings: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[LayerHeat, np.ndarray] | None:
     """``window.threshold`` of ``per_athlete``, given the state of the last build and the
     cells where athletes changed since; None when a full computation is the way (the
     rows within reach of the change are more than ``full_share`` of all, or a pentagon
-    is near)."""
+    is near). ``rings``: ``grid_distances(changed, _reach(threshold_ring))``, if known."""
     ring = threshold_ring
     changed = np.unique(changed)
     if len(changed) == 0:
         return previous.drawn, previous.open_cells
     if len(per_athlete) == 0:
-        return None
+        empty = not len(previous.drawn.cells) and not len(previous.open_cells)
+        return (previous.drawn, previous.open_cells) if empty else None
     thin = ring > 0
     inner = ring + (_REACH if thin else 0)  # drawn cells that may change
     reads = ring + (2 * _REACH if thin else 0)  # ... and the published cells they read
-    region, dist = grid_distances(changed, max(2 * ring, reads))
+    region, dist = rings if rings is not None else grid_distances(changed, _reach(ring))
     if touches_pentagon(region):
         return None
     # Only the rows in reach are read: per-cell totals are the athletes' rows there.
@@ -189,6 +202,11 @@ def incremental_threshold(
     if not _member(drawn.cells, open_cells).all():  # never draw a cell below threshold
         return None
     return drawn, open_cells
+
+
+def _reach(ring: int) -> int:
+    """How many rings around the changes ``incremental_threshold`` looks."""
+    return max(2 * ring, ring + 2 * _REACH) if ring else 0
 
 
 def grid_distances(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -92,9 +92,15 @@ SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[Healt
 
 
 @SETTINGS
-@given(data=change(), k=st.integers(1, 4), cap=st.integers(1, 5), ring=st.integers(0, 2))
+@given(
+    data=change(),
+    k=st.integers(1, 4),
+    cap=st.integers(1, 5),
+    ring=st.integers(0, 2),
+    more=st.lists(st.sampled_from(ENDS), max_size=5),
+)
 def test_a_rebuild_near_the_changes_is_the_full_computation(
-    data: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, cap: int, ring: int
+    data: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, cap: int, ring: int, more: list[int]
 ) -> None:
     before, after, changed = data
     old, old_open = threshold("all", before, k, cap, threshold_ring=ring)
@@ -109,8 +115,10 @@ def test_a_rebuild_near_the_changes_is_the_full_computation(
     if got is not None:
         assert_same(got[0], want)
         np.testing.assert_array_equal(got[1], want_open)
-    # The per-build object: each layer from the last build's state, or computed again.
-    rebuild = LayerThresholds(previous.states, {"all": changed, "ride": changed})
+    # The per-build object: each layer from the last build's state, or computed again;
+    # redone near the changes of every layer (here: cells that did not change as well).
+    other = np.array(more, np.uint64)
+    rebuild = LayerThresholds(previous.states, {"all": changed, "ride": changed, "x": other})
     assert_same(rebuild("all", after, k, cap, threshold_ring=ring), want)
     ride = rebuild("ride", after, k, cap, threshold_ring=ring)  # the same rows: reused
     assert ride.layer == "ride"
