@@ -191,8 +191,14 @@ def changed_cells(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> dic
         rows["cell"] = np.concatenate([before["cell"], now["cell"]])
         rows["n"] = np.concatenate([before["n"], now["n"]])
         # Each side has one row per (athlete, cell): a row found twice is the same on both.
-        distinct, count = np.unique(rows, return_counts=True)
-        out[layer] = np.unique(distinct["cell"][count == 1])
+        rows = rows[np.lexsort((rows["n"], rows["cell"], rows["a"]))]
+        same = np.ones(max(len(rows) - 1, 0), dtype=bool)
+        for field in ("a", "cell", "n"):
+            same &= rows[field][1:] == rows[field][:-1]
+        twice = np.zeros(len(rows), dtype=bool)
+        twice[1:] |= same
+        twice[:-1] |= same
+        out[layer] = np.unique(rows["cell"][~twice])
     return out
 
 
