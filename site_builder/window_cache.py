@@ -18,8 +18,8 @@ thresholds are applied after the cache, but a change of them rebuilds anyway.
 
 The same file keeps each layer's threshold state (``threshold_cache``: the cells that met
 the threshold and the drawn heat), written with the parts they were computed from: a
-rebuild redoes the threshold only near the cells the changed athletes rode, before or
-after. A state that fails its checks costs one line on stderr and a full threshold.
+rebuild redoes the threshold only near the cells where a changed athlete's rows differ.
+A state that fails its checks costs one line on stderr and a full threshold.
 """
 
 from __future__ import annotations
@@ -271,8 +271,9 @@ def read_cache(path: Path, key: str, dtypes: dict[str, np.dtype]) -> tuple[Cache
             stored = {name: npz[f"part/{name}"] for name in dtypes if name not in aliases}
             arrays = {name: stored[aliases.get(name, name)] for name in dtypes}
             layers = meta.get("thresholds", [])
+            same = meta.get("threshold_aliases", {})
             states = {
-                layer: {f: npz[f"threshold/{layer}/{f}"] for f in _STATE}
+                layer: {f: npz[f"threshold/{same.get(layer, layer)}/{f}"] for f in _STATE}
                 for layer in (layers if isinstance(layers, list) else [])
             }
     except Exception as exc:  # noqa: BLE001 - any unreadable cache means: read the store
@@ -336,6 +337,13 @@ def _inconsistency(
     return ""
 
 
+def _same_arrays(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
+    return all(
+        x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+        for x, y in zip(a, b, strict=True)
+    )
+
+
 def _increasing(cells: np.ndarray) -> bool:
     return bool(np.all(cells[1:] > cells[:-1]))  # not np.diff: unsigned, it wraps around
 
@@ -369,11 +377,18 @@ def write_cache(
             arrays[f"part/{name}"] = arr
     meta["aliases"] = aliases
     meta["thresholds"] = sorted(thresholds or {})
+    copies: dict[str, str] = {}
+    meta["threshold_aliases"] = copies
+    written: dict[str, tuple[np.ndarray, ...]] = {}
     for layer, state in (thresholds or {}).items():
-        arrays[f"threshold/{layer}/open"] = state.open_cells
-        arrays[f"threshold/{layer}/cells"] = state.drawn.cells
-        arrays[f"threshold/{layer}/heat"] = state.drawn.heat
-        arrays[f"threshold/{layer}/athletes"] = state.drawn.athletes
+        four = (state.open_cells, state.drawn.cells, state.drawn.heat, state.drawn.athletes)
+        alias = next((w for w, v in written.items() if _same_arrays(v, four)), None)
+        if alias is not None:  # ``ride`` when it is ``all``: stored once
+            copies[layer] = alias
+            continue
+        written[layer] = four
+        for name, arr in zip(("open", "cells", "heat", "athletes"), four, strict=True):
+            arrays[f"threshold/{layer}/{name}"] = arr
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     arrays.update({name: getattr(parts, name) for name in _PER_ID})
     path.parent.mkdir(parents=True, exist_ok=True)
