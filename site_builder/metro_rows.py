@@ -15,6 +15,7 @@ import numpy as np
 
 from heatmetro.core.cells import cell_centres
 from heatmetro.core.months import month_index, month_of_index
+from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_columns import HOURS
 from heatmetro.site_builder.metro_tables import (
     BANDS,
@@ -24,7 +25,8 @@ from heatmetro.site_builder.metro_tables import (
     bearing_deg,
     cell_table,
     dense_index,
-    direction_table,
+    direction_sums,
+    publish_directions,
 )
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.records import LAYERS
@@ -96,6 +98,23 @@ def direction_values(t: DirectionTable) -> list[list[Value]]:
     return cols
 
 
+def _table(
+    layer: str,
+    arr: np.ndarray,
+    key: tuple[str, ...],
+    pub: Publication,
+    cache: MetroCache | None,
+    *,
+    with_bands: bool,
+) -> DirectionTable:
+    """``direction_table``, with the sums from ``cache`` (recounting only changed edges)."""
+    if cache is None:
+        sums = direction_sums(arr, key, pub.max_trips, with_bands=with_bands)
+    else:
+        sums = cache.sums(layer, arr, key, with_bands=with_bands)
+    return publish_directions(sums, pub)
+
+
 def _lines(a: np.ndarray, b: np.ndarray) -> tuple[list[Coords], np.ndarray]:
     """Lines from ``a``'s centre to ``b``'s (6 decimals) and the bearing a -> b."""
     lat_a, lng_a = cell_centres(a)
@@ -104,14 +123,17 @@ def _lines(a: np.ndarray, b: np.ndarray) -> tuple[list[Coords], np.ndarray]:
     return [[(x1, y1), (x2, y2)] for x1, y1, x2, y2 in xy], bearing_deg(lat_a, lng_a, lat_b, lng_b)
 
 
-def edge_rows(window: WindowData, pub: Publication, *, monthly: bool = False) -> Rows:
+def edge_rows(
+    window: WindowData, pub: Publication, *, monthly: bool = False, cache: MetroCache | None = None
+) -> Rows:
     """``edges.csv`` (or ``edges_monthly.csv``) with each edge's line."""
     key = ("a", "b", "month") if monthly else ("a", "b")
     values: list[tuple[Value, ...]] = []
     geometry: list[Coords] = []
     default = _default_month(window)
     for layer in _layers(window.edges):
-        t = direction_table(_with_month(window.edges[layer], default), key, pub, with_bands=True)
+        arr = _with_month(window.edges[layer], default)
+        t = _table(layer, arr, key, pub, cache, with_bands=True)
         if not len(t):
             continue
         a, b = t.keys["a"], t.keys["b"]
@@ -125,11 +147,11 @@ def edge_rows(window: WindowData, pub: Publication, *, monthly: bool = False) ->
     return Rows(values, geometry)
 
 
-def hourly_rows(window: WindowData, pub: Publication) -> Rows:
+def hourly_rows(window: WindowData, pub: Publication, cache: MetroCache | None = None) -> Rows:
     key = ("a", "b", "hour", "weekend")
     values: list[tuple[Value, ...]] = []
     for layer in _layers(window.edges):
-        t = direction_table(window.edges[layer], key, pub, with_bands=False)
+        t = _table(layer, window.edges[layer], key, pub, cache, with_bands=False)
         day = ["weekend" if w else "weekday" for w in t.keys["weekend"].tolist()]
         cols = [
             _edge_ids(t.keys["a"], t.keys["b"]),
@@ -142,7 +164,7 @@ def hourly_rows(window: WindowData, pub: Publication) -> Rows:
     return Rows(values)
 
 
-def hourly_wide_rows(window: WindowData, pub: Publication) -> Rows:
+def hourly_wide_rows(window: WindowData, pub: Publication, cache: MetroCache | None = None) -> Rows:
     """One row per edge and layer: trips and people per direction and local hour.
 
     Each hour and direction is its own published count (suppressed below
@@ -150,7 +172,7 @@ def hourly_wide_rows(window: WindowData, pub: Publication) -> Rows:
     """
     values: list[tuple[Value, ...]] = []
     for layer in _layers(window.edges):
-        t = direction_table(window.edges[layer], ("a", "b", "hour"), pub, with_bands=False)
+        t = _table(layer, window.edges[layer], ("a", "b", "hour"), pub, cache, with_bands=False)
         if not len(t):
             continue
         row, first = dense_index(t.keys["a"], t.keys["b"])
