@@ -261,7 +261,11 @@ def _write_tiles(
     # Unchanged tiles are linked from the published build (see tile_cache).
     published = config.out_dir.resolve() if config.out_dir.is_symlink() else None
     cache = (
-        TileCache(config.state_dir / "tile_cache", published, build.name.removesuffix(".partial"))
+        TileCache(
+            config.state_dir / "tile_cache",
+            published,
+            build.with_name(build.name.removesuffix(".partial")),
+        )
         if owns is None  # a cluster member's build holds only its own tiles: nothing to reuse
         else None
     )

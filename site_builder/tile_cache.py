@@ -9,8 +9,10 @@ the same inputs always give the same bytes, so the result is byte-identical to a
 build.
 
 The manifest lives in ``state_dir`` (it is not published: digests of members tiles are
-nobody's business), one file per layer and format, naming the build it describes; a
-manifest of another build (say, a snapshot that died before publishing) is ignored.
+nobody's business), one file per layer and format, naming the build it describes by its
+full path; a manifest of another build (a snapshot that died before publishing, or the
+site of another ``out_dir`` sharing the ``state_dir``, whose builds have the same names)
+is ignored.
 """
 
 from __future__ import annotations
@@ -93,13 +95,13 @@ class TileCache:
     Args:
         folder: where manifests live (``state_dir/tile_cache``).
         previous: the published build's folder (``out_dir`` resolved), or ``None``.
-        build_name: the final folder name of the build being written.
+        build: the final folder of the build being written (where it will be published).
     """
 
-    def __init__(self, folder: Path, previous: Path | None, build_name: str) -> None:
+    def __init__(self, folder: Path, previous: Path | None, build: Path) -> None:
         self.folder = folder
-        self.previous = previous
-        self.build_name = build_name
+        self.previous = previous.resolve() if previous is not None else None
+        self.build = build.resolve()
 
     @property
     def geometry_path(self) -> Path:
@@ -116,7 +118,7 @@ class TileCache:
             return None
         try:
             with np.load(path) as data:
-                if str(data["build"]) != self.previous.name:
+                if str(data["build"]) != str(self.previous):
                     return None
                 return Manifest(data["ids"], data["digests"], data["written"])
         except (OSError, ValueError, KeyError):
@@ -129,7 +131,7 @@ class TileCache:
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
         np.savez(
             tmp,
-            build=np.array(self.build_name),
+            build=np.array(str(self.build)),
             ids=manifest.ids,
             digests=manifest.digests,
             written=manifest.written,

@@ -46,8 +46,9 @@ from heatmetro.site_builder.tile_output import PngTreeSink, make_sink
 
 __all__ = ["TileStats", "default_workers", "encode_png", "write_heat_tiles"]
 
-#: Bump when the drawing changes: every cached tile is then rendered again.
-RENDER_VERSION = 3
+#: Bump when the drawing or the encoding changes: every cached tile is then rendered again
+#: (4: zlib's run-length strategy instead of ISA-L).
+RENDER_VERSION = 4
 #: Tiles per job handed to a worker process: big enough to amortise the hand-over.
 CHUNK_TILES = 128
 #: Fewer tiles to draw than this are drawn in this process: starting workers costs more.

@@ -143,7 +143,7 @@ def test_cell_geometry_is_kept_in_state_and_read_back(
 ) -> None:
     cells, heat = street_cells()
     forget_geometry(monkeypatch)
-    cache = TileCache(tmp_path / "tile_cache", None, "000001-a")
+    cache = TileCache(tmp_path / "tile_cache", None, tmp_path / "000001-a")
     full = build(tmp_path / "a", cache, cells, heat)
     assert len(full) > 5 and cache.geometry_path.is_file()
 

@@ -424,7 +424,7 @@ def test_rebuild_renders_only_changed_tiles_and_matches_a_full_build(
 ) -> None:
     cells, heat = two_streets()
     first = tmp_path / "000001-a"
-    cache = TileCache(tmp_path / "cache", None, first.name)
+    cache = TileCache(tmp_path / "cache", None, first)
     kw = {"layer": "all", "heat_resolution": RES, "tiles_format": fmt, **ZOOMS}
     full = write_heat_tiles(cells, heat, out_root=first, cache=cache, **kw)  # type: ignore[arg-type]
     assert full.reused == 0 and full.rendered == sum(full.tiles_per_zoom.values())
@@ -432,7 +432,7 @@ def test_rebuild_renders_only_changed_tiles_and_matches_a_full_build(
     changed = heat.copy()
     changed[0] += 1
     second = tmp_path / "000002-b"
-    cache = TileCache(tmp_path / "cache", first, second.name)
+    cache = TileCache(tmp_path / "cache", first, second)
     again = write_heat_tiles(cells, changed, out_root=second, cache=cache, workers=2, **kw)  # type: ignore[arg-type]
     reference = tmp_path / "reference"
     write_heat_tiles(cells, changed, out_root=reference, **kw)  # type: ignore[arg-type]
@@ -443,8 +443,12 @@ def test_rebuild_renders_only_changed_tiles_and_matches_a_full_build(
         linked = [p for p in second.rglob("*.png") if p.stat().st_nlink == 2]
         assert len(linked) == again.reused
     # A manifest of a build that was never published is not trusted.
-    stale = TileCache(tmp_path / "cache", first, "000003-c")
+    stale = TileCache(tmp_path / "cache", first, tmp_path / "000003-c")
     assert stale.load("all", fmt) is None
+    # Nor one of another site (another out_dir, same state_dir) whose build has this name.
+    elsewhere = TileCache(tmp_path / "cache", tmp_path / "other" / second.name, tmp_path / "x")
+    assert elsewhere.load("all", fmt) is None
+    assert TileCache(tmp_path / "cache", second, tmp_path / "x").load("all", fmt) is not None
 
 
 def test_pmtiles_archives_hold_the_same_tiles(tmp_path: Path) -> None:
