@@ -34,6 +34,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,6 +141,8 @@ class _Mismatch(Exception):
 
 
 def _concat_cells(parts: list[Cells]) -> Cells:
+    # An empty table's sums may be ints (np.bincount of nothing): only rows count.
+    parts = [c for c in parts if len(c.trips)] or parts[-1:]
     for name in _CELLS:
         if len({getattr(c, name).dtype for c in parts}) != 1:
             raise _Mismatch(name)
@@ -291,7 +294,7 @@ class MetroCache:
                 for name, key in meta["tables"].items():
                     keys = {k: npz[f"table/{name}/key/{k}"] for k in key}
                     parts = {
-                        p: Cells(*(npz[f"table/{name}/{p}/{c}"] for c in _CELLS))
+                        p: _load_cells(npz, f"table/{name}/{p}", sub=p != "total")
                         if f"table/{name}/{p}/trips" in npz.files
                         else None
                         for p in _PARTS
@@ -332,9 +335,13 @@ class MetroCache:
                 arrays[f"table/{name}/key/{k}"] = v
             for p in _PARTS:
                 cells = getattr(t, p)
-                if cells is not None:
-                    for c in _CELLS:
-                        arrays[f"table/{name}/{p}/{c}"] = getattr(cells, c)
+                # Sub-counts carry no speeds (zeros): trips and people only.
+                for c in _CELLS if p == "total" else _CELLS[:2]:
+                    if cells is not None:
+                        values = getattr(cells, c)
+                        arrays[f"table/{name}/{p}/{c}"] = (
+                            values if c == "speed_sum" else _narrow(values)
+                        )
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
@@ -346,6 +353,32 @@ class MetroCache:
             tmp.unlink(missing_ok=True)
             self.path.unlink(missing_ok=True)
             self.note = f"not saved ({describe_os_error(exc)})"
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """Counts as int32 when they fit (a third of the file is counts; most are small)."""
+    if values.dtype == np.int64 and (not values.size or int(np.abs(values).max()) < 2**31):
+        return values.astype(np.int32)
+    return values
+
+
+def _load_cells(npz: Any, prefix: str, *, sub: bool) -> Cells:
+    """Counts back as int64; a sub-count's speeds as the zeros ``direction_sums`` gives."""
+
+    def counts(name: str) -> np.ndarray:
+        values = npz[f"{prefix}/{name}"]
+        if values.dtype not in (np.int32, np.int64):
+            raise ValueError(f"{prefix}/{name} dtype {values.dtype}")  # noqa: EM102, TRY003
+        return values.astype(np.int64)
+
+    trips, people = counts("trips"), counts("people")
+    if sub:
+        zeros = np.zeros(trips.shape)
+        return Cells(trips, people, zeros, zeros)
+    speed_n = npz[f"{prefix}/speed_n"]
+    if speed_n.dtype == np.int32:
+        speed_n = speed_n.astype(np.int64)
+    return Cells(trips, people, npz[f"{prefix}/speed_sum"], speed_n)
 
 
 def _inconsistency(layers: dict[str, LayerState], tables: dict[str, DirectionSums]) -> str:

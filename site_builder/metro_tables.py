@@ -204,6 +204,8 @@ def count_cells(
     shape: tuple[int, int],
     arr: np.ndarray,
     clip: int | None = None,
+    *,
+    speeds: bool = True,
 ) -> Cells:
     """Sum trips and speed and count distinct athletes per ``(row, col)``.
 
@@ -213,6 +215,7 @@ def count_cells(
         shape: ``(rows, cols)`` of the result.
         arr: the input records (fields ``athlete``, ``trips`` and, if present,
             ``speed_sum`` / ``speed_n``).
+        speeds: also sum the speeds (else ``speed_sum`` / ``speed_n`` are zeros).
     """
     n_rows, n_cols = shape
     size = n_rows * n_cols
@@ -222,7 +225,7 @@ def count_cells(
         # bincount sums in float64: exact for integer counts far beyond any real total.
         return np.bincount(cell, weights=arr[field], minlength=size).reshape(shape)
 
-    has_speed = "speed_n" in (arr.dtype.names or ())
+    has_speed = speeds and "speed_n" in (arr.dtype.names or ())
     zeros = np.zeros(shape)
     trips = np.rint(total("trips")).astype(np.int64)
     if clip is not None:  # differential privacy: bound each person's part of a count
@@ -292,7 +295,8 @@ class DirectionSums:
     Groups are sorted by their key tuple. ``total`` is ``[groups, 2]`` (forward,
     reverse); the sub-counts are ``[groups, 2 * n]`` laid out direction-major:
     ``kinds`` n = 2 (commute, leisure), ``bikes`` n = 3 (ride other than e-bike, e-bike
-    ride, not a ride), ``bands`` n = ``len(BANDS)``. Each group depends only on the
+    ride, not a ride), ``bands`` n = ``len(BANDS)``; those hold trips and people only
+    (their speed fields are zeros). Each group depends only on the
     records of its own key, so ``metro_cache`` can recompute some groups and keep the
     others.
     """
@@ -328,8 +332,9 @@ def direction_sums(
     n_rows = len(first)
     direction = 1 - arr["fwd"].astype(np.int64)  # 0 forward, 1 reverse
 
-    def sub(column: np.ndarray, n_sub: int) -> Cells:
-        return count_cells(row, direction * n_sub + column, (n_rows, 2 * n_sub), arr, max_trips)
+    def sub(column: np.ndarray, n_sub: int) -> Cells:  # speeds are published per direction only
+        shape = (n_rows, 2 * n_sub)
+        return count_cells(row, direction * n_sub + column, shape, arr, max_trips, speeds=False)
 
     names = arr.dtype.names or ()
     ride = arr["ride"] != 0 if "ride" in names else np.zeros(len(arr), dtype=bool)
