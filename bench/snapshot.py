@@ -78,6 +78,7 @@ class Run:
     peak_rss_mb: float
     stages: dict[str, tuple[float, float]]  # wall and CPU seconds per stage
     cpu_seconds: float  # user + system, the process and its children
+    metro_cache: str = ""  # the CLI's "metro cache: ..." line
 
 
 def env() -> dict[str, str]:
@@ -157,6 +158,9 @@ def snapshot(label: str, project: Path, config: Path, month: str, *extra: str) -
         },
         cpu_seconds=sum(
             float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr)
+        ),
+        metro_cache=next(
+            (ln for ln in proc.stderr.splitlines() if ln.startswith("metro cache:")), ""
         ),
     )
 
@@ -376,6 +380,7 @@ def main() -> int:
                     for k, v in n.stages.items()
                 )
                 print(f"  {fmt} 1% rebuild/full by stage, {what} s: {shares}")
+            print(f"  rebuild's {r.metro_cache}")
     finally:
         if args.keep:
             print(f"kept {root}")
