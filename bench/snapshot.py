@@ -14,8 +14,8 @@ Steps, all through the real CLI on real ValleyBike rides (the six months in
    the time this machine takes to create that many PNG files (the part of a ``png``
    tile stage no code here controls).
 3. Change 1% of the athletes (every 100th: their athlete-month rows are dropped, as an
-   opt-out would), rebuild incrementally on top of the published build (tile cache and
-   the window cache of ``state_dir`` as the last full build left them), and compare
+   opt-out would), rebuild incrementally on top of the published build (tile cache,
+   window and Metro caches of ``state_dir`` as the last full build left them), compare
    with a full build of the changed store in a fresh folder (``--no-cache``): time
    ratio, per stage (the CLI's ``stages:`` line) and byte-identical output.
 
@@ -78,6 +78,7 @@ class Run:
     peak_rss_mb: float
     stages: dict[str, tuple[float, float]]  # wall and CPU seconds per stage
     cpu_seconds: float  # user + system, the process and its children
+    metro_cache: str = ""  # the CLI's "metro cache: ..." line
 
 
 def env() -> dict[str, str]:
@@ -157,6 +158,9 @@ def snapshot(label: str, project: Path, config: Path, month: str, *extra: str) -
         },
         cpu_seconds=sum(
             float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr)
+        ),
+        metro_cache=next(
+            (ln for ln in proc.stderr.splitlines() if ln.startswith("metro cache:")), ""
         ),
     )
 
@@ -320,12 +324,13 @@ def main() -> int:
             full[fmt] = snapshot(fmt, p13, cfg, month, "--no-cache")  # fills the window cache
             runs.append(full[fmt])
         draw_line = draw_rate(p13 / "site.toml", month, root / "scratch")
-        window_cache = p13 / "state" / "window_cache.npz"
-        before = window_cache.read_bytes()  # as the last full build left it
+        caches = [p13 / "state" / name for name in ("window_cache.npz", "metro_cache.npz")]
+        before = [c.read_bytes() for c in caches]  # as the last full build left them
         changed = change_one_percent(db13)
         rebuild, fresh, identical = {}, {}, {}
         for fmt in ("png", "pmtiles"):
-            window_cache.write_bytes(before)  # each format's rebuild starts from it
+            for c, b in zip(caches, before, strict=True):
+                c.write_bytes(b)  # each format's rebuild starts from them
             rebuild[fmt] = snapshot(f"{fmt}, 1% rebuild", p13, p13 / f"{fmt}.toml", month)
             cfg = write_config(p13, 13, out=f"fresh-{fmt}", fmt=fmt)
             fresh[fmt] = snapshot(f"{fmt}, 1% full", p13, cfg, month, "--no-cache")
@@ -375,6 +380,7 @@ def main() -> int:
                     for k, v in n.stages.items()
                 )
                 print(f"  {fmt} 1% rebuild/full by stage, {what} s: {shares}")
+            print(f"  rebuild's {r.metro_cache}")
     finally:
         if args.keep:
             print(f"kept {root}")

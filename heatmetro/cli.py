@@ -393,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-cache",
         action="store_true",
-        help="read the whole window from the store (the window cache in state_dir is rewritten)",
+        help="read the whole window from the store and count every Metro edge (the window "
+        "and Metro caches in state_dir are rewritten)",
     )
     p.add_argument(
         "--weekly",

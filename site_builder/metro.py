@@ -24,6 +24,7 @@ from markupsafe import Markup
 from heatmetro.core.environment import source_date_epoch
 from heatmetro.core.months import check_month
 from heatmetro.site_builder import metro_columns as cols
+from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_chart import chart_svg, monthly_totals, window
 from heatmetro.site_builder.metro_dp import DpNoise
 from heatmetro.site_builder.metro_files import sha256, write_csv, write_geojson, write_zip
@@ -88,6 +89,7 @@ def write_metro(
     settings: MetroSettings,
     metro_dir: Path,
     streets: StreetWindow | None = None,
+    cache: MetroCache | None = None,
 ) -> dict[str, int]:
     """Write every Metro file into ``metro_dir`` (which exists).
 
@@ -97,6 +99,8 @@ def write_metro(
         metro_dir: output folder, usually ``out/metro``.
         streets: with a base map, the street records (``metro_streets``): adds the
             ``streets*`` files.
+        cache: the edge tables' sums of the last build (``metro_cache``): only edges
+            of changed athletes are recounted; this build's sums are saved back to it.
 
     Returns:
         Data rows per file name (the GeoPackage as ``metro.gpkg:<layer>``).
@@ -113,8 +117,10 @@ def write_metro(
     noise = DpNoise.create(settings.epsilon, settings.delta, settings.salt, settings.month)
     pub = Publication(settings.min_athletes, settings.round_to, noise)
 
-    edges = edge_rows(window_data, pub)
-    edges_monthly = edge_rows(window_data, pub, monthly=True)
+    if cache is not None:
+        cache.open(pub.max_trips)
+    edges = edge_rows(window_data, pub, cache=cache)
+    edges_monthly = edge_rows(window_data, pub, monthly=True, cache=cache)
     hexagons = hexagon_rows(window_data, pub)
     od = od_rows(window_data, pub)
     rows = {
@@ -123,12 +129,14 @@ def write_metro(
             metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges, attribution
         ),
         "edges_hourly.csv": write_csv(
-            metro_dir / "edges_hourly.csv", cols.HOURLY_COLUMNS, hourly_rows(window_data, pub)
+            metro_dir / "edges_hourly.csv",
+            cols.HOURLY_COLUMNS,
+            hourly_rows(window_data, pub, cache),
         ),
         "edges_hourly_wide.csv": write_csv(
             metro_dir / "edges_hourly_wide.csv",
             cols.HOURLY_WIDE_COLUMNS,
-            hourly_wide_rows(window_data, pub),
+            hourly_wide_rows(window_data, pub, cache),
         ),
         "edges_monthly.csv": write_csv(
             metro_dir / "edges_monthly.csv", cols.EDGE_MONTHLY_COLUMNS, edges_monthly
@@ -146,6 +154,8 @@ def write_metro(
             od_rows(window_data, pub, monthly=True),
         ),
     }
+    if cache is not None:
+        cache.save()
     descriptions = dict(cols.FILE_DESCRIPTIONS)
     if streets is not None:  # a base map: counts per OSM street edge too
         rows |= write_streets(streets, pub, metro_dir, cols.direction_columns, direction_values)

@@ -7,7 +7,7 @@ geometry (GeoJSON order: lng, lat) for the GeoJSON and GeoPackage writers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import h3
@@ -15,6 +15,7 @@ import numpy as np
 
 from heatmetro.core.cells import cell_centres
 from heatmetro.core.months import month_index, month_of_index
+from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_columns import HOURS
 from heatmetro.site_builder.metro_tables import (
     BANDS,
@@ -24,7 +25,8 @@ from heatmetro.site_builder.metro_tables import (
     bearing_deg,
     cell_table,
     dense_index,
-    direction_table,
+    direction_sums,
+    publish_directions,
 )
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.records import LAYERS
@@ -96,6 +98,23 @@ def direction_values(t: DirectionTable) -> list[list[Value]]:
     return cols
 
 
+def _table(
+    layer: str,
+    arr: np.ndarray,
+    key: tuple[str, ...],
+    pub: Publication,
+    cache: MetroCache | None,
+    *,
+    with_bands: bool,
+) -> DirectionTable:
+    """``direction_table``, with the sums from ``cache`` (recounting only changed edges)."""
+    if cache is None:
+        sums = direction_sums(arr, key, pub.max_trips, with_bands=with_bands)
+    else:
+        sums = cache.sums(layer, arr, key, with_bands=with_bands)
+    return publish_directions(sums, pub)
+
+
 def _lines(a: np.ndarray, b: np.ndarray) -> tuple[list[Coords], np.ndarray]:
     """Lines from ``a``'s centre to ``b``'s (6 decimals) and the bearing a -> b."""
     lat_a, lng_a = cell_centres(a)
@@ -104,55 +123,90 @@ def _lines(a: np.ndarray, b: np.ndarray) -> tuple[list[Coords], np.ndarray]:
     return [[(x1, y1), (x2, y2)] for x1, y1, x2, y2 in xy], bearing_deg(lat_a, lng_a, lat_b, lng_b)
 
 
-def edge_rows(window: WindowData, pub: Publication, *, monthly: bool = False) -> Rows:
-    """``edges.csv`` (or ``edges_monthly.csv``) with each edge's line."""
-    key = ("a", "b", "month") if monthly else ("a", "b")
+def _twin(
+    parts: dict[str, np.ndarray], layer: str, done: dict[str, _Built], pub: Publication
+) -> _Built | None:
+    """What an earlier layer with the very same records built (a sport layer that holds
+    every activity repeats ``all``: ValleyBike's ``ride``); never with differential
+    privacy, where each layer's counts draw their own noise."""
+    if pub.noise is not None:
+        return None
+    arr = parts[layer]
+    for other, built in done.items():
+        o = parts[other]
+        if o is arr or (o.dtype == arr.dtype and o.shape == arr.shape and np.array_equal(o, arr)):
+            return built
+    return None
+
+
+# Per layer: the columns before the layer column, those after it, and the geometry.
+_Built = tuple[list[Sequence[Value]], list[Sequence[Value]], list[Coords]]
+
+
+def _edge_layers(
+    window: WindowData,
+    pub: Publication,
+    build: Callable[[str], _Built],
+) -> tuple[list[tuple[Value, ...]], list[Coords]]:
+    """Rows (and geometry) of every edge layer: ``build(layer)``'s columns with the
+    layer's name between the leading and trailing ones."""
     values: list[tuple[Value, ...]] = []
     geometry: list[Coords] = []
-    default = _default_month(window)
+    done: dict[str, _Built] = {}
     for layer in _layers(window.edges):
-        t = direction_table(_with_month(window.edges[layer], default), key, pub, with_bands=True)
+        built = _twin(window.edges, layer, done, pub) or build(layer)
+        done[layer] = built
+        lead, tail, lines = built
+        n = len(lead[0]) if lead else 0
+        values += zip(*lead, [layer] * n, *tail, strict=True)
+        geometry += lines
+    return values, geometry
+
+
+def edge_rows(
+    window: WindowData, pub: Publication, *, monthly: bool = False, cache: MetroCache | None = None
+) -> Rows:
+    """``edges.csv`` (or ``edges_monthly.csv``) with each edge's line."""
+    key = ("a", "b", "month") if monthly else ("a", "b")
+    default = _default_month(window)
+
+    def build(layer: str) -> _Built:
+        arr = _with_month(window.edges[layer], default)
+        t = _table(layer, arr, key, pub, cache, with_bands=True)
         if not len(t):
-            continue
+            return [[]], [], []
         a, b = t.keys["a"], t.keys["b"]
         lines, bearing = _lines(a, b)
-        cols: list[Sequence[Value]] = [_edge_ids(a, b), [layer] * len(t)]
-        if monthly:
-            cols.append(_months(t.keys))
-        cols += [*direction_values(t), _decimals(bearing)]
-        values += zip(*cols, strict=True)
-        geometry += lines
-    return Rows(values, geometry)
+        tail: list[Sequence[Value]] = [_months(t.keys)] if monthly else []
+        tail += [*direction_values(t), _decimals(bearing)]
+        return [_edge_ids(a, b)], tail, lines
+
+    return Rows(*_edge_layers(window, pub, build))
 
 
-def hourly_rows(window: WindowData, pub: Publication) -> Rows:
+def hourly_rows(window: WindowData, pub: Publication, cache: MetroCache | None = None) -> Rows:
     key = ("a", "b", "hour", "weekend")
-    values: list[tuple[Value, ...]] = []
-    for layer in _layers(window.edges):
-        t = direction_table(window.edges[layer], key, pub, with_bands=False)
+
+    def build(layer: str) -> _Built:
+        t = _table(layer, window.edges[layer], key, pub, cache, with_bands=False)
         day = ["weekend" if w else "weekday" for w in t.keys["weekend"].tolist()]
-        cols = [
-            _edge_ids(t.keys["a"], t.keys["b"]),
-            [layer] * len(t),
-            t.keys["hour"].tolist(),
-            day,
-            *direction_values(t),
-        ]
-        values += zip(*cols, strict=True)
-    return Rows(values)
+        tail = [t.keys["hour"].tolist(), day, *direction_values(t)]
+        return [_edge_ids(t.keys["a"], t.keys["b"])], tail, []
+
+    return Rows(_edge_layers(window, pub, build)[0])
 
 
-def hourly_wide_rows(window: WindowData, pub: Publication) -> Rows:
+def hourly_wide_rows(window: WindowData, pub: Publication, cache: MetroCache | None = None) -> Rows:
     """One row per edge and layer: trips and people per direction and local hour.
 
     Each hour and direction is its own published count (suppressed below
     ``min_athletes`` people), exactly the hour's totals over weekdays and weekends.
     """
-    values: list[tuple[Value, ...]] = []
-    for layer in _layers(window.edges):
-        t = direction_table(window.edges[layer], ("a", "b", "hour"), pub, with_bands=False)
+
+    def build(layer: str) -> _Built:
+        t = _table(layer, window.edges[layer], ("a", "b", "hour"), pub, cache, with_bands=False)
         if not len(t):
-            continue
+            return [[]], [], []
         row, first = dense_index(t.keys["a"], t.keys["b"])
         wide = np.full((len(first), 2, len(HOURS), 2), SUPPRESSED, dtype=np.int64)
         hour = t.keys["hour"].astype(np.int64)
@@ -160,10 +214,12 @@ def hourly_wide_rows(window: WindowData, pub: Publication) -> Rows:
             wide[row, d, hour, 0] = t.trips[:, d]
             wide[row, d, hour, 1] = t.people[:, d]
         a, b = t.keys["a"][first], t.keys["b"][first]
-        cols: list[Sequence[Value]] = [_edge_ids(a, b), [layer] * len(first)]
-        cols += [_counts(wide[:, d, h, w]) for d in (0, 1) for h in HOURS for w in (0, 1)]
-        values += zip(*cols, strict=True)
-    return Rows(values)
+        tail: list[Sequence[Value]] = [
+            _counts(wide[:, d, h, w]) for d in (0, 1) for h in HOURS for w in (0, 1)
+        ]
+        return [_edge_ids(a, b)], tail, []
+
+    return Rows(_edge_layers(window, pub, build)[0])
 
 
 def hexagon_rows(window: WindowData, pub: Publication, *, monthly: bool = False) -> Rows:

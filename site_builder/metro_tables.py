@@ -204,6 +204,8 @@ def count_cells(
     shape: tuple[int, int],
     arr: np.ndarray,
     clip: int | None = None,
+    *,
+    speeds: bool = True,
 ) -> Cells:
     """Sum trips and speed and count distinct athletes per ``(row, col)``.
 
@@ -213,6 +215,7 @@ def count_cells(
         shape: ``(rows, cols)`` of the result.
         arr: the input records (fields ``athlete``, ``trips`` and, if present,
             ``speed_sum`` / ``speed_n``).
+        speeds: also sum the speeds (else ``speed_sum`` / ``speed_n`` are zeros).
     """
     n_rows, n_cols = shape
     size = n_rows * n_cols
@@ -222,7 +225,7 @@ def count_cells(
         # bincount sums in float64: exact for integer counts far beyond any real total.
         return np.bincount(cell, weights=arr[field], minlength=size).reshape(shape)
 
-    has_speed = "speed_n" in (arr.dtype.names or ())
+    has_speed = speeds and "speed_n" in (arr.dtype.names or ())
     zeros = np.zeros(shape)
     trips = np.rint(total("trips")).astype(np.int64)
     if clip is not None:  # differential privacy: bound each person's part of a count
@@ -285,20 +288,38 @@ class DirectionTable:
         return len(self.total)
 
 
-def direction_table(
-    arr: np.ndarray, key: tuple[str, ...], pub: Publication, *, with_bands: bool
-) -> DirectionTable:
-    """Group edge records on ``key`` and publish counts per direction.
+@dataclass(frozen=True)
+class DirectionSums:
+    """Raw sums of edge records grouped on a key, before any publication rule.
 
-    Each published number stands on its own group of people: a direction shows only
-    if ``min_athletes`` people crossed that way, and within it a commute, leisure or
-    band count shows only if ``min_athletes`` people made those trips (otherwise one
-    person's habits could be read off, and a true 0 could not be published at all).
+    Groups are sorted by their key tuple. ``total`` is ``[groups, 2]`` (forward,
+    reverse); the sub-counts are ``[groups, 2 * n]`` laid out direction-major:
+    ``kinds`` n = 2 (commute, leisure), ``bikes`` n = 3 (ride other than e-bike, e-bike
+    ride, not a ride), ``bands`` n = ``len(BANDS)``; those hold trips and people only
+    (their speed fields are zeros). Each group depends only on the
+    records of its own key, so ``metro_cache`` can recompute some groups and keep the
+    others.
+    """
+
+    keys: dict[str, np.ndarray]
+    total: Cells
+    kinds: Cells
+    bikes: Cells
+    bands: Cells | None
+
+    def __len__(self) -> int:
+        return len(self.total.trips)
+
+
+def direction_sums(
+    arr: np.ndarray, key: tuple[str, ...], max_trips: int | None, *, with_bands: bool
+) -> DirectionSums:
+    """Group edge records on ``key`` and sum them per direction (and sub-count column).
 
     Args:
         arr: ``EDGE_DTYPE`` records with the ``athlete`` field.
         key: row key, ``("a", "b")`` or ``("a", "b", "hour", "weekend")``.
-        pub: the privacy numbers.
+        max_trips: per-person bound on a count's trips (differential privacy) or None.
         with_bands: also count the time-of-day bands.
     """
     arr = _checked(arr, ("a", "b", "fwd", "hour", "weekend", "commute"), "edge")
@@ -311,31 +332,59 @@ def direction_table(
     n_rows = len(first)
     direction = 1 - arr["fwd"].astype(np.int64)  # 0 forward, 1 reverse
 
-    total = count_cells(row, direction, (n_rows, 2), arr, pub.max_trips)
-    shown = total.people >= pub.min_athletes
-    trips = pub.publish(total.trips, total.people)
+    def sub(column: np.ndarray, n_sub: int) -> Cells:  # speeds are published per direction only
+        shape = (n_rows, 2 * n_sub)
+        return count_cells(row, direction * n_sub + column, shape, arr, max_trips, speeds=False)
 
-    def sub(column: np.ndarray, n_sub: int) -> np.ndarray:
-        cells = count_cells(
-            row, direction * n_sub + column, (n_rows, 2 * n_sub), arr, pub.max_trips
-        )
-        counts = pub.publish(cells.trips, cells.people).reshape(n_rows, 2, n_sub)
-        return np.where(shown[:, :, None], counts, SUPPRESSED)
-
-    # Column 0 = commute, 1 = leisure.
-    kinds = sub(1 - arr["commute"].astype(np.int64), 2)
-    # Column 0 = ride other than e-bike, 1 = e-bike ride, 2 = not a ride.
     names = arr.dtype.names or ()
     ride = arr["ride"] != 0 if "ride" in names else np.zeros(len(arr), dtype=bool)
     ebike = arr["ebike"] != 0 if "ebike" in names else np.zeros(len(arr), dtype=bool)
-    bikes = sub(np.where(ride, ebike.astype(np.int64), 2), 3)
+    return DirectionSums(
+        keys={k: arr[k][first] for k in key},
+        total=count_cells(row, direction, (n_rows, 2), arr, max_trips),
+        # Column 0 = commute, 1 = leisure.
+        kinds=sub(1 - arr["commute"].astype(np.int64), 2),
+        # Column 0 = ride other than e-bike, 1 = e-bike ride, 2 = not a ride.
+        bikes=sub(np.where(ride, ebike.astype(np.int64), 2), 3),
+        bands=sub(_BAND_OF_HOUR[arr["hour"].astype(np.int64)], len(BANDS)) if with_bands else None,
+    )
+
+
+def direction_table(
+    arr: np.ndarray, key: tuple[str, ...], pub: Publication, *, with_bands: bool
+) -> DirectionTable:
+    """Group edge records on ``key`` and publish counts per direction (see
+    ``direction_sums`` for the arguments and ``publish_directions`` for the rules)."""
+    return publish_directions(direction_sums(arr, key, pub.max_trips, with_bands=with_bands), pub)
+
+
+def publish_directions(sums: DirectionSums, pub: Publication) -> DirectionTable:
+    """Apply the privacy rules to grouped sums.
+
+    Each published number stands on its own group of people: a direction shows only
+    if ``min_athletes`` people crossed that way, and within it a commute, leisure or
+    band count shows only if ``min_athletes`` people made those trips (otherwise one
+    person's habits could be read off, and a true 0 could not be published at all).
+    The order of the ``publish`` calls is fixed: with differential privacy each draws
+    the next noise from the release's seeded generator.
+    """
+    total = sums.total
+    n_rows = len(sums)
+    shown = total.people >= pub.min_athletes
+    trips = pub.publish(total.trips, total.people)
+
+    def sub(cells: Cells, n_sub: int) -> np.ndarray:
+        counts = pub.publish(cells.trips, cells.people).reshape(n_rows, 2, n_sub)
+        return np.where(shown[:, :, None], counts, SUPPRESSED)
+
+    kinds = sub(sums.kinds, 2)
+    bikes = sub(sums.bikes, 3)
     kmh, ms = _speeds(total, shown)
-    bands = sub(_BAND_OF_HOUR[arr["hour"].astype(np.int64)], len(BANDS)) if with_bands else None
+    bands = sub(sums.bands, len(BANDS)) if sums.bands is not None else None
 
     keep = shown.any(axis=1)  # a row with both directions hidden is not written at all
-    rows = first[keep]
     return DirectionTable(
-        keys={k: arr[k][rows] for k in key},
+        keys={k: v[keep] for k, v in sums.keys.items()},
         trips=trips[keep],
         people=pub.publish(total.people, total.people, is_people=True)[keep],
         commute=kinds[keep, :, 0],

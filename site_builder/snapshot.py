@@ -18,6 +18,8 @@ from heatmetro.core.errors import PublishError
 from heatmetro.core.months import check_month, last_complete_month, window_months
 from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.metro import MetroSettings, write_metro
+from heatmetro.site_builder.metro_cache import CACHE_FILE as METRO_CACHE
+from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_streets import StreetWindow, load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish
@@ -144,8 +146,8 @@ def build_site(
 
     A member of a distributed snapshot writes only the tiles it ``owns``; only the one
     with ``pages`` writes the pages, Metro files and metadata (docs/scaling.md).
-    With ``map_cache``, the rendered map is kept in ``state_dir`` for the next build (and
-    taken from there if ``reuse``).
+    With ``map_cache``, the rendered map and the Metro edge sums are kept in ``state_dir``
+    for the next build (and taken from there if ``reuse``).
     """
     month = window.month
     stages = stages or Stages()
@@ -158,6 +160,7 @@ def build_site(
             return n_tiles
         metro_dir = build / "metro"
         metro_dir.mkdir()
+        metro_cache = MetroCache(config.state_dir / METRO_CACHE, reuse) if map_cache else None
         metro_rows = write_metro(
             window,
             MetroSettings(
@@ -174,7 +177,10 @@ def build_site(
             ),
             metro_dir,
             streets,
+            metro_cache,
         )
+        if metro_cache is not None and (not quiet or metro_cache.problem):
+            print(metro_cache.line(), file=sys.stderr)
         stages.done("metro")
         layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
         weekly_format = published_weekly_format(config.out_dir)

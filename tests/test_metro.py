@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heatmetro.core.errors import ConfigError, PublishError
+from heatmetro.site_builder import metro_rows
 from heatmetro.site_builder.metro import MetroSettings, write_metro
 from heatmetro.site_builder.metro_columns import (
     EDGE_COLUMNS,
@@ -618,3 +619,24 @@ def test_noise_is_seeded_by_salt_and_month_and_changes_counts() -> None:
     with pytest.raises(ConfigError, match="metro_delta"):
         DpNoise.create(None, 1e-6, "s", "2021-02")
     assert DpNoise.create(None, None, "s", "2021-02") is None
+
+
+def test_a_layer_repeating_all_is_written_as_if_counted_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sport layer with the very records of ``all`` (ValleyBike's ``ride``) reuses the
+    rows built for ``all``: the files must be those of counting it on its own."""
+    data = np.concatenate([edges([0, 1, 2, 3], NORTH), edges([4, 5, 6], EAST, fwd=0)])
+    twin = window(data)
+    twin.edges["ride"] = data.copy()  # equal, not the same object
+    build(tmp_path / "reused", twin)
+    monkeypatch.setattr(metro_rows, "_twin", lambda *_: None)
+    build(tmp_path / "counted", twin)
+    reused, counted = (
+        {p.name: p.read_bytes() for p in (tmp_path / d).iterdir()} for d in ("reused", "counted")
+    )
+    assert reused == counted
+    assert {r["layer"] for r in read_csv(tmp_path / "reused" / "edges_hourly.csv")} == {
+        "all",
+        "ride",
+    }

@@ -1,0 +1,150 @@
+"""The incremental Metro counts (``state_dir/metro_cache.npz``) through the real CLI.
+
+A rebuild after a few athletes changed recounts only the edges of their old and new
+records; every Metro file must still be byte for byte what a full build from scratch
+writes, with differential privacy on (its noise is drawn in table order from a
+per-release seed, so one count out of place would shift every later one). A damaged
+cache costs one line on stderr and a full count, never a wrong file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import write_config
+from tests.streams import activity, deleted, line
+from tests.test_snapshot_cli import SDE_ENV, Run, csv_rows, ingest, snapshot, tree
+from tests.test_window_cache_cli import LATER
+
+# Five parallel streets 1.1 km apart, five riders each; a sixth street ridden by three.
+LNG = (-72.6450, -72.6250)
+STREETS = {f"w{i}": 42.3395 - 0.011 * i for i in range(5)}
+CACHE = Path("state") / "metro_cache.npz"
+DP = {"metro_epsilon": 1.0}
+
+
+def _street(name: str) -> list[list[float]]:
+    lat = STREETS[name]
+    return line((lat, LNG[0]), (lat, LNG[1]))
+
+
+def _rides() -> list[dict]:
+    return [activity(f"{s}p{i}-r1", f"{s}p{i}", _street(s)) for s in STREETS for i in range(5)] + [
+        activity(f"{s}p{i}-r2", f"{s}p{i}", _street(s)) for s in ("w0", "w1") for i in range(2)
+    ]
+
+
+def _changes() -> list[dict]:
+    """One street loses a rider (gone from the window), two a trip, one gains a rider."""
+    return [
+        deleted("w3p0-r1", "w3p0", updated=LATER),
+        deleted("w1p0-r1", "w1p0", updated=LATER),
+        deleted("w0p1-r2", "w0p1", updated=LATER),
+        activity("w2new-r1", "w2new", _street("w2"), updated=LATER),
+    ]
+
+
+def _metro(site: Path) -> dict[str, bytes]:
+    return tree((site / "metro").resolve())
+
+
+def _gpkg_edges(path: Path) -> list[tuple]:
+    """The GeoPackage's edge rows as GIS software reads them (SQLite)."""
+    with sqlite3.connect(path) as db:
+        return db.execute(
+            "SELECT edge_id, layer, forward_trip_count, forward_people_count FROM edges "
+            "ORDER BY edge_id, layer"
+        ).fetchall()
+
+
+def _npz(project: Path, *, meta: dict | None = None, arrays: dict | None = None) -> bytes:
+    """The real cache file with some of its metadata or arrays replaced."""
+    with np.load(project / CACHE) as npz:
+        content = {k: npz[k] for k in npz.files}
+    old = json.loads(content["meta"].tobytes())
+    content["meta"] = np.frombuffer(json.dumps({**old, **(meta or {})}).encode(), np.uint8)
+    content.update(arrays or {})
+    out = project / "damaged.npz"
+    np.savez(out, **content)
+    return out.read_bytes()
+
+
+def _metro_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("metro cache:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def _full_build_of(project: Path, dst: Path, run_cli: Run) -> Path:
+    dst.mkdir()
+    write_config(dst, **DP)
+    shutil.copytree(project / "state" / "shards", dst / "state" / "shards")
+    proc = snapshot(run_cli, dst, env=SDE_ENV)
+    assert "metro cache: none yet; counted every edge" in proc.stderr
+    return dst / "site"
+
+
+def test_a_rebuild_recounts_only_changed_edges_and_writes_the_same_files(
+    tmp_path: Path, run_cli: Run
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    write_config(project, **DP)
+    ingest(run_cli, project, _rides(), "rides")
+    first = snapshot(run_cli, project, env=SDE_ENV)
+    assert _metro_line(first.stderr) == "metro cache: none yet; counted every edge"
+    site = project / "site"
+    before = _gpkg_edges(site / "metro" / "metro.gpkg")
+    assert len(before) == len(csv_rows(site / "metro" / "edges.csv")) > 0
+
+    ingest(run_cli, project, _changes(), "changes")
+    again = snapshot(run_cli, project, env=SDE_ENV)
+    found = re.fullmatch(
+        r"metro cache: ([\d,]+) edges recounted, the others' counts kept",
+        _metro_line(again.stderr),
+    )
+    assert found, again.stderr
+    recounted = int(found.group(1).replace(",", ""))
+    after = _gpkg_edges(site / "metro" / "metro.gpkg")
+    # Four of the five streets changed, in both layers (all, ride): some edges kept.
+    assert 0 < recounted < len({row[0] for row in after}) * 2
+    assert after != before, "the changes must show in the published counts"
+
+    fresh = _full_build_of(project, tmp_path / "fresh", run_cli)
+    a, b = _metro(site), _metro(fresh)
+    assert sorted(a) == sorted(b)
+    differ = [name for name in a if a[name] != b[name]]
+    assert differ == [], f"Metro files differ from a full build: {differ}"
+    assert _gpkg_edges(fresh / "metro" / "metro.gpkg") == after
+
+
+def test_a_damaged_metro_cache_is_one_line_and_a_full_count(tmp_path: Path, run_cli: Run) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    write_config(project, **DP)
+    ingest(run_cli, project, _rides(), "rides")
+    snapshot(run_cli, project, env=SDE_ENV)
+    reference = _metro(project / "site")
+    good = (project / CACHE).read_bytes()
+    for expect, damaged in {
+        "unreadable metro_cache.npz": good[: len(good) // 2],  # a torn write
+        "inconsistent metro_cache.npz (layer all records)": _npz(
+            project, arrays={"layer/all/owner": np.full(3, 10**6, np.int64)}
+        ),
+    }.items():
+        (project / CACHE).write_bytes(damaged)
+        proc = snapshot(run_cli, project, env=SDE_ENV, check=False)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        line_ = _metro_line(proc.stderr)
+        assert line_.startswith(f"metro cache: {expect}") and "counted every edge" in line_
+        assert _metro(project / "site") == reference, f"{expect}: the Metro files changed"
+    # The cache was rewritten whole: the next build keeps every edge.
+    proc = snapshot(run_cli, project, env=SDE_ENV)
+    assert _metro_line(proc.stderr) == "metro cache: 0 edges recounted, the others' counts kept"
+    assert _metro(project / "site") == reference
