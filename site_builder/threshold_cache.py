@@ -6,8 +6,9 @@ only where a decision can change. The result is exactly the full computation's (
 cells, same float bits, same order): the published site is byte-identical to a
 ``--no-cache`` build (tests/test_threshold_cache.py, tests/test_window_cache_cli.py).
 
-Why the reach is enough. Let C be the cells the changed athletes rode, before or after
-(only there do per-cell heat and athletes change). With ``threshold_ring`` R:
+Why the reach is enough. Let C be the cells where a changed athlete's rows differ
+(gone, new, or another count: only there do per-cell heat and athletes change; any
+larger set works too). With ``threshold_ring`` R:
 
 * A cell's threshold decision reads the athletes within R of it: only cells within R of
   C (``near``) can flip, and deciding them reads the ridden cells within 2R of C.
@@ -26,6 +27,8 @@ Why the reach is enough. Let C be the cells the changed athletes rode, before or
 Pentagons distort the grid (the geometry above assumes hexagons): any change near one
 means a full computation, as does a change whose reach holds more than ``FULL_SHARE``
 of the rows (the work of redoing it is about that share of a full computation).
+The threshold decisions are exact whatever the geometry, and every drawn cell of the
+result is checked to be one that met the threshold (else: a full computation).
 """
 
 from __future__ import annotations
