@@ -79,6 +79,7 @@ class Run:
     stages: dict[str, tuple[float, float]]  # wall and CPU seconds per stage
     cpu_seconds: float  # user + system, the process and its children
     metro_cache: str = ""  # the CLI's "metro cache: ..." line
+    window_cache: str = ""  # the CLI's "window cache: ..." line (threshold redone or whole)
 
 
 def env() -> dict[str, str]:
@@ -161,6 +162,9 @@ def snapshot(label: str, project: Path, config: Path, month: str, *extra: str) -
         ),
         metro_cache=next(
             (ln for ln in proc.stderr.splitlines() if ln.startswith("metro cache:")), ""
+        ),
+        window_cache=next(
+            (ln for ln in proc.stderr.splitlines() if ln.startswith("window cache:")), ""
         ),
     )
 
@@ -381,6 +385,7 @@ def main() -> int:
                 )
                 print(f"  {fmt} 1% rebuild/full by stage, {what} s: {shares}")
             print(f"  rebuild's {r.metro_cache}")
+            print(f"  rebuild's {r.window_cache}")
     finally:
         if args.keep:
             print(f"kept {root}")
