@@ -88,7 +88,7 @@ def assert_same(got: LayerHeat, want: LayerHeat) -> None:
     assert got.heat.dtype == want.heat.dtype and got.athletes.dtype == want.athletes.dtype
 
 
-SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
