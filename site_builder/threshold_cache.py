@@ -219,7 +219,9 @@ def grid_distances(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     cell)."""
     rings, before = [np.unique(cells)], np.zeros(0, np.uint64)
     for _ in range(k):
-        around = np.unique(grid_disks(rings[-1], 1))
+        around = grid_disks(rings[-1], 1).reshape(-1)
+        around.sort()  # then drop repeats: cheaper than np.unique's hashing here
+        around = around[np.concatenate(([True], around[1:] != around[:-1]))]
         out = around[~(_member(around, rings[-1]) | _member(around, before))]
         if len(out) == 0:
             break
