@@ -235,21 +235,19 @@ def assemble(
         )  # fmt: skip
 
     row_index = (np.cumsum(parts.has_rows) - 1).astype(np.int32)
-    path_index = (np.cumsum(parts.has_paths) - 1).astype(np.int32)
     heat_out: dict[str, LayerHeat] = {}
     metro: dict[str, dict[str, np.ndarray]] = {"edges": {}, "hexagons": {}, "od": {}}
     for layer in LAYERS:
-        per_athlete = _remap(parts.arrays[f"heat/{layer}"].copy(), row_index)
-        heat_out[layer] = heat_of(layer, per_athlete)
+        # A threshold counts distinct athletes: any one-to-one numbering decides the
+        # same (and heat sums integers), so the heat rows go as they are, not copied.
+        heat_out[layer] = heat_of(layer, parts.arrays[f"heat/{layer}"])
         for kind, table in metro.items():
             table[layer] = _remap(parts.arrays[f"{kind}/{layer}"].copy(), row_index)
     for name, arr in parts.arrays.items():
         if name.startswith("extra/"):
-            layer = name.removeprefix("extra/")
-            per_athlete = _remap(arr.copy(), path_index)
-            heat = heat_of(layer, per_athlete)
+            heat = heat_of(name.removeprefix("extra/"), arr)
             if len(heat.cells):
-                heat_out[layer] = heat
+                heat_out[heat.layer] = heat
     return WindowData(
         month=last,
         first_month=first,

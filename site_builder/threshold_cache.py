@@ -104,7 +104,9 @@ class LayerThresholds:
     ) -> LayerHeat:
         """``window.publishable_heat`` of the layer (not partial), exactly."""
         for rows, state, whole in self._done:  # the threshold is a function of the rows
-            if rows.dtype == per_athlete.dtype and np.array_equal(rows, per_athlete):
+            if rows is per_athlete or (
+                rows.dtype == per_athlete.dtype and np.array_equal(rows, per_athlete)
+            ):
                 return self._keep(layer, state.open_cells, state.drawn, whole)
         previous, changed = self.previous.get(layer), self.changed.get(layer)
         result = None

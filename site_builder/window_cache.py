@@ -224,9 +224,17 @@ def merge_parts(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> Windo
     for name in _PER_ID:
         both = (getattr(old, name), getattr(fresh, name))
         per_id[name] = np.concatenate([both[src][a:b] for src, a, b in runs] or [both[0][:0]])
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for name, o in old.arrays.items():
         both = (o, fresh.arrays[name])
+        # A layer that repeats another in both (``ride`` is ``all``): the same merge,
+        # shared, so later steps see one array (and compare it to itself for free).
+        twin = next(
+            (n for n in arrays if old.arrays[n] is o and _same_rows(fresh.arrays[n], both[1])), None
+        )
+        if twin is not None:
+            arrays[name] = arrays[twin]
+            continue
         bounds = [np.searchsorted(arr["athlete"], np.arange(n + 1)) for arr, n in
                   zip(both, (len(old.ids), len(fresh.ids)), strict=True)]  # fmt: skip
         pieces = [both[src][bounds[src][a] : bounds[src][b]] for src, a, b in runs]
@@ -337,6 +345,10 @@ def _inconsistency(
     return ""
 
 
+def _same_rows(a: np.ndarray, b: np.ndarray) -> bool:
+    return a is b or (a.dtype == b.dtype and np.array_equal(a, b))
+
+
 def _same_arrays(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
     return all(
         x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
@@ -371,7 +383,7 @@ def write_cache(
     arrays: dict[str, np.ndarray] = {}
     for name, arr in parts.arrays.items():
         same = f"{name.split('/')[0]}/all"
-        if name != same and same in parts.arrays and np.array_equal(arr, parts.arrays[same]):
+        if name != same and same in parts.arrays and _same_rows(arr, parts.arrays[same]):
             aliases[name] = same
         else:
             arrays[f"part/{name}"] = arr
