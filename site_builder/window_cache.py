@@ -351,7 +351,7 @@ def _same_rows(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _same_arrays(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
     return all(
-        x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+        x is y or (x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes())
         for x, y in zip(a, b, strict=True)
     )
 
