@@ -218,8 +218,8 @@ def assemble(
     partial: bool = False,
     thresholds: LayerThresholds | None = None,
 ) -> WindowData:
-    """The ``WindowData`` of ``parts``: athletes renumbered as the store's reading order
-    numbers them, heat thresholded (``publishable_heat``), Metro records left per athlete.
+    """The ``WindowData`` of ``parts``: heat thresholded (``publishable_heat``), Metro
+    records left per athlete, renumbered as the store's reading order numbers them.
     ``threshold_ring`` and ``partial``: see ``publishable_heat``. ``thresholds`` (unused
     with ``partial``): decides each layer's heat instead, reusing the last build's where
     it can, and keeps the states for the next (``threshold_cache``)."""
