@@ -237,6 +237,22 @@ def test_geojson_line_runs_from_a_to_b_in_lng_lat_order(tmp_path: Path) -> None:
     assert props["forward_trip_count"] == 5 and props["reverse_trip_count"] is None
 
 
+def test_geojson_is_one_feature_per_line_with_the_csv_values(tmp_path: Path) -> None:
+    data = np.concatenate([edges([0, 1, 2], NORTH, speed_mps=4.37), edges([3, 4, 5], EAST, fwd=0)])
+    build(tmp_path, window(data))
+    lines = (tmp_path / "edges.geojson").read_text(encoding="utf-8").split("\n")
+    assert lines[0] == '{"features":[' and lines[-1] == ""
+    features = [json.loads(line.removesuffix(",")) for line in lines[1:-2]]
+    with (tmp_path / "edges.csv").open(encoding="utf-8", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(features) == len(table) == 4
+    for feature, row in zip(features, table, strict=True):
+        props = feature["properties"]
+        assert list(props) == sorted(row)
+        # The very same text for every value (floats: shortest round-trip text).
+        assert {k: "" if v is None else str(v) for k, v in props.items()} == row
+
+
 # --- hours, bands, day types -----------------------------------------------------------
 
 
