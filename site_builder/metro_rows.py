@@ -56,16 +56,19 @@ def _counts(arr: np.ndarray) -> list[Value]:
 
 
 def _decimals(arr: np.ndarray, places: int = 1) -> list[Value]:
-    # Text-rounded so the CSV, GeoJSON and GeoPackage print the very same number.
-    return [None if v != v else float(f"{v:.{places}f}") for v in arr.tolist()]
+    # Decimal-rounded so the CSV, GeoJSON and GeoPackage print the very same number:
+    # ``round`` is correctly rounded, the float of ``f"{v:.1f}"`` (not ``np.round``,
+    # which scales first: 0.35 -> 0.4, where the text says 0.3).
+    return [None if v != v else round(v, places) for v in arr.tolist()]
 
 
 def _ids(cells: np.ndarray) -> list[str]:
-    return [h3.int_to_str(c) for c in cells.tolist()]
+    # An H3 index's string is its lowercase hex (``h3.int_to_str``), without the calls.
+    return [f"{c:x}" for c in cells.tolist()]
 
 
 def _edge_ids(a: np.ndarray, b: np.ndarray) -> list[str]:
-    return [f"{x}-{y}" for x, y in zip(_ids(a), _ids(b), strict=True)]
+    return [f"{x:x}-{y:x}" for x, y in zip(a.tolist(), b.tolist(), strict=True)]
 
 
 def _months(keys: dict[str, np.ndarray]) -> list[Value]:
