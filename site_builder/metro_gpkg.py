@@ -10,13 +10,13 @@ unless ``OGR_CURRENT_DATE`` is set, so it is set to the build time for the write
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import orjson
 import pyogrio
 import pyogrio.raw
 
@@ -64,7 +64,7 @@ class Named(Protocol):
 def rows_from_geojson(path: Path, columns: Sequence[Named]) -> Rows:
     """A written FeatureCollection of LineStrings read back as rows (for the street layer,
     whose rows ``metro_streets`` writes straight to its own files)."""
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = orjson.loads(path.read_bytes())
     names = [c.name for c in columns]
     values = [tuple(f["properties"][n] for n in names) for f in doc["features"]]
     geometry = [[(x, y) for x, y in f["geometry"]["coordinates"]] for f in doc["features"]]
