@@ -10,14 +10,13 @@ unless ``OGR_CURRENT_DATE`` is set, so it is set to the build time for the write
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import orjson
 import pyogrio
 import pyogrio.raw
 
@@ -26,12 +25,25 @@ from heatmetro.site_builder.metro_rows import Coords, Rows
 _WKB_LINESTRING, _WKB_POLYGON = 2, 3
 
 
-def _wkb(kind: str, coords: Coords) -> bytes:
-    """Little-endian WKB of a LineString or a one-ring Polygon."""
-    points = b"".join(struct.pack("<2d", x, y) for x, y in coords)
-    if kind == "LineString":
-        return struct.pack("<BII", 1, _WKB_LINESTRING, len(coords)) + points
-    return struct.pack("<BIII", 1, _WKB_POLYGON, 1, len(coords)) + points
+def _wkbs(kind: str, geometry: Sequence[Coords]) -> np.ndarray:
+    """Little-endian WKB of each LineString or one-ring Polygon, as pyogrio's object
+    array: geometries of one point count are packed by numpy (a packed record per row:
+    byte order, type, [rings,] points, x y pairs), then cut apart."""
+    out = np.empty(len(geometry), dtype=object)
+    sizes = np.fromiter((len(g) for g in geometry), dtype=np.int64, count=len(geometry))
+    head = [("order", "u1"), ("type", "<u4")] + ([("rings", "<u4")] if kind != "LineString" else [])
+    for n in np.unique(sizes).tolist():
+        at = np.flatnonzero(sizes == n)
+        rec = np.zeros(len(at), np.dtype([*head, ("n", "<u4"), ("xy", "<f8", (n, 2))]))
+        rec["order"] = 1
+        rec["type"] = _WKB_LINESTRING if kind == "LineString" else _WKB_POLYGON
+        if kind != "LineString":
+            rec["rings"] = 1
+        rec["n"] = n
+        rec["xy"] = np.array([geometry[i] for i in at.tolist()], dtype=np.float64).reshape(-1, n, 2)
+        data, size = rec.tobytes(), rec.dtype.itemsize
+        out[at] = [data[i : i + size] for i in range(0, len(data), size)]
+    return out
 
 
 def _kind(column: str) -> str:
@@ -52,7 +64,7 @@ class Named(Protocol):
 def rows_from_geojson(path: Path, columns: Sequence[Named]) -> Rows:
     """A written FeatureCollection of LineStrings read back as rows (for the street layer,
     whose rows ``metro_streets`` writes straight to its own files)."""
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = orjson.loads(path.read_bytes())
     names = [c.name for c in columns]
     values = [tuple(f["properties"][n] for n in names) for f in doc["features"]]
     geometry = [[(x, y) for x, y in f["geometry"]["coordinates"]] for f in doc["features"]]
@@ -88,7 +100,7 @@ def write_gpkg(
     try:
         for name, (kind, columns, rows) in layers.items():
             assert rows.geometry is not None
-            geometry = np.array([_wkb(kind, g) for g in rows.geometry], dtype=object)
+            geometry = _wkbs(kind, rows.geometry)
             by_column = list(zip(*rows.values, strict=True)) or [()] * len(columns)
             fields = [_field(c.name, v) for c, v in zip(columns, by_column, strict=True)]
             pyogrio.raw.write(

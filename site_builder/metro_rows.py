@@ -56,16 +56,19 @@ def _counts(arr: np.ndarray) -> list[Value]:
 
 
 def _decimals(arr: np.ndarray, places: int = 1) -> list[Value]:
-    # Text-rounded so the CSV, GeoJSON and GeoPackage print the very same number.
-    return [None if v != v else float(f"{v:.{places}f}") for v in arr.tolist()]
+    # Decimal-rounded so the CSV, GeoJSON and GeoPackage print the very same number:
+    # ``round`` is correctly rounded, the float of ``f"{v:.1f}"`` (not ``np.round``,
+    # which scales first: 0.35 -> 0.4, where the text says 0.3).
+    return [None if v != v else round(v, places) for v in arr.tolist()]
 
 
 def _ids(cells: np.ndarray) -> list[str]:
-    return [h3.int_to_str(c) for c in cells.tolist()]
+    # An H3 index's string is its lowercase hex (``h3.int_to_str``), without the calls.
+    return [f"{c:x}" for c in cells.tolist()]
 
 
 def _edge_ids(a: np.ndarray, b: np.ndarray) -> list[str]:
-    return [f"{x}-{y}" for x, y in zip(_ids(a), _ids(b), strict=True)]
+    return [f"{x:x}-{y:x}" for x, y in zip(a.tolist(), b.tolist(), strict=True)]
 
 
 def _months(keys: dict[str, np.ndarray]) -> list[Value]:
@@ -115,12 +118,16 @@ def _table(
     return publish_directions(sums, pub)
 
 
-def _lines(a: np.ndarray, b: np.ndarray) -> tuple[list[Coords], np.ndarray]:
-    """Lines from ``a``'s centre to ``b``'s (6 decimals) and the bearing a -> b."""
+def _lines(a: np.ndarray, b: np.ndarray, *, coords: bool = True) -> tuple[list[Coords], np.ndarray]:
+    """Lines from ``a``'s centre to ``b``'s (6 decimals; none without ``coords``) and the
+    bearing a -> b."""
     lat_a, lng_a = cell_centres(a)
     lat_b, lng_b = cell_centres(b)
+    bearing = bearing_deg(lat_a, lng_a, lat_b, lng_b)
+    if not coords:
+        return [], bearing
     xy = np.round(np.stack([lng_a, lat_a, lng_b, lat_b], axis=1), 6).tolist()
-    return [[(x1, y1), (x2, y2)] for x1, y1, x2, y2 in xy], bearing_deg(lat_a, lng_a, lat_b, lng_b)
+    return [[(x1, y1), (x2, y2)] for x1, y1, x2, y2 in xy], bearing
 
 
 def _twin(
@@ -166,7 +173,7 @@ def _edge_layers(
 def edge_rows(
     window: WindowData, pub: Publication, *, monthly: bool = False, cache: MetroCache | None = None
 ) -> Rows:
-    """``edges.csv`` (or ``edges_monthly.csv``) with each edge's line."""
+    """``edges.csv`` with each edge's line (or ``edges_monthly.csv``, no GIS file: none)."""
     key = ("a", "b", "month") if monthly else ("a", "b")
     default = _default_month(window)
 
@@ -176,12 +183,13 @@ def edge_rows(
         if not len(t):
             return [[]], [], []
         a, b = t.keys["a"], t.keys["b"]
-        lines, bearing = _lines(a, b)
+        lines, bearing = _lines(a, b, coords=not monthly)
         tail: list[Sequence[Value]] = [_months(t.keys)] if monthly else []
         tail += [*direction_values(t), _decimals(bearing)]
         return [_edge_ids(a, b)], tail, lines
 
-    return Rows(*_edge_layers(window, pub, build))
+    values, geometry = _edge_layers(window, pub, build)
+    return Rows(values, None if monthly else geometry)
 
 
 def hourly_rows(window: WindowData, pub: Publication, cache: MetroCache | None = None) -> Rows:

@@ -13,6 +13,7 @@ import json
 import math
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import zipfile
@@ -27,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heatmetro.core.errors import ConfigError, PublishError
-from heatmetro.site_builder import metro_rows
+from heatmetro.site_builder import metro_gpkg, metro_rows
 from heatmetro.site_builder.metro import MetroSettings, write_metro
 from heatmetro.site_builder.metro_columns import (
     EDGE_COLUMNS,
@@ -235,6 +236,22 @@ def test_geojson_line_runs_from_a_to_b_in_lng_lat_order(tmp_path: Path) -> None:
     props = features[0]["properties"]
     assert list(props) == sorted(c.name for c in EDGE_COLUMNS)
     assert props["forward_trip_count"] == 5 and props["reverse_trip_count"] is None
+
+
+def test_geojson_is_one_feature_per_line_with_the_csv_values(tmp_path: Path) -> None:
+    data = np.concatenate([edges([0, 1, 2], NORTH, speed_mps=4.37), edges([3, 4, 5], EAST, fwd=0)])
+    build(tmp_path, window(data))
+    lines = (tmp_path / "edges.geojson").read_text(encoding="utf-8").split("\n")
+    assert lines[0] == '{"features":[' and lines[-1] == ""
+    features = [json.loads(line.removesuffix(",")) for line in lines[1:-2]]
+    with (tmp_path / "edges.csv").open(encoding="utf-8", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(features) == len(table) == 4
+    for feature, row in zip(features, table, strict=True):
+        props = feature["properties"]
+        assert list(props) == sorted(row)
+        # The very same text for every value (floats: shortest round-trip text).
+        assert {k: "" if v is None else str(v) for k, v in props.items()} == row
 
 
 # --- hours, bands, day types -----------------------------------------------------------
@@ -640,3 +657,40 @@ def test_a_layer_repeating_all_is_written_as_if_counted_on_its_own(
         "all",
         "ride",
     }
+
+
+# --- encodings of the writers ----------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(-89, 89), st.floats(-179, 179), st.integers(0, 15)), max_size=20)
+)
+def test_cell_ids_are_h3_strings(points: list[tuple[float, float, int]]) -> None:
+    cells = [h3.latlng_to_cell(lat, lng, res) for lat, lng, res in points]
+    ints = np.array([h3.str_to_int(c) for c in cells], dtype=np.uint64)
+    assert metro_rows._ids(ints) == cells
+    pairs = [f"{a}-{b}" for a, b in zip(cells, cells[::-1], strict=True)]
+    assert metro_rows._edge_ids(ints, ints[::-1]) == pairs
+
+
+def _wkb_reference(kind: str, coords: list[tuple[float, float]]) -> bytes:
+    points = b"".join(struct.pack("<2d", x, y) for x, y in coords)
+    if kind == "LineString":
+        return struct.pack("<BII", 1, 2, len(coords)) + points
+    return struct.pack("<BIII", 1, 3, 1, len(coords)) + points
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["LineString", "Polygon"]),
+    st.lists(
+        st.lists(st.tuples(st.floats(-180, 180), st.floats(-90, 90)), min_size=2, max_size=8),
+        max_size=12,
+    ),
+)
+def test_gpkg_geometry_is_standard_wkb(
+    kind: str, geometry: list[list[tuple[float, float]]]
+) -> None:
+    wkbs = metro_gpkg._wkbs(kind, geometry)
+    assert [bytes(w) for w in wkbs] == [_wkb_reference(kind, g) for g in geometry]
