@@ -109,7 +109,10 @@ class TileCache:
         return self.folder / "cell_geometry.npz"
 
     def _path(self, layer: str, fmt: str) -> Path:
-        return self.folder / f"{layer}.{fmt}.npz"
+        # One set per site (its builds' folder): two out_dirs sharing a state_dir keep
+        # their own manifests instead of overwriting each other's.
+        site = hashlib.sha256(str(self.build.parent).encode()).hexdigest()[:12]
+        return self.folder / f"{layer}.{fmt}.{site}.npz"
 
     def load(self, layer: str, fmt: str) -> Manifest | None:
         """The manifest of ``layer`` if it describes the published build, else ``None``."""

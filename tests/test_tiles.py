@@ -451,6 +451,19 @@ def test_rebuild_renders_only_changed_tiles_and_matches_a_full_build(
     assert TileCache(tmp_path / "cache", second, tmp_path / "x").load("all", fmt) is not None
 
 
+def test_sites_sharing_a_state_dir_keep_their_own_manifests(tmp_path: Path) -> None:
+    cells, heat = two_streets()
+    kw = {"layer": "all", "heat_resolution": RES, **ZOOMS}
+    state = tmp_path / "state" / "tile_cache"
+    a1, b1 = tmp_path / ".a.builds" / "000001-m", tmp_path / ".b.builds" / "000001-m"
+    write_heat_tiles(cells, heat, out_root=a1, cache=TileCache(state, None, a1), **kw)  # type: ignore[arg-type]
+    write_heat_tiles(cells, heat, out_root=b1, cache=TileCache(state, None, b1), **kw)  # type: ignore[arg-type]
+    # Site a's next build still finds a's manifest: b's build did not replace it.
+    a2 = tmp_path / ".a.builds" / "000002-m"
+    again = write_heat_tiles(cells, heat, out_root=a2, cache=TileCache(state, a1, a2), **kw)  # type: ignore[arg-type]
+    assert again.rendered == 0 and again.reused == sum(again.tiles_per_zoom.values()) > 0
+
+
 def test_pmtiles_archives_hold_the_same_tiles(tmp_path: Path) -> None:
     from pmtiles.reader import MmapSource, Reader, all_tiles
 
