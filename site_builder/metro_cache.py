@@ -40,26 +40,15 @@ import numpy as np
 
 from heatmetro.core.environment import describe_os_error
 from heatmetro.site_builder.metro_tables import Cells, DirectionSums, direction_sums
+from heatmetro.site_builder.mix64 import GOLDEN, mix64
 
 CACHE_FORMAT = 1
 CACHE_FILE = "metro_cache.npz"
 # Past this share of changed athletes, one full count is cheaper than the bookkeeping.
 FULL_SHARE = 0.5
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _CELLS = ("trips", "people", "speed_sum", "speed_n")
 _PARTS = ("total", "kinds", "bikes", "bands")
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, vectorised (as in ``tile_cache``)."""
-    x = np.asarray(x, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
 
 
 def _as_u64(values: np.ndarray) -> np.ndarray:
@@ -75,7 +64,7 @@ def row_hashes(arr: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         for i, name in enumerate(arr.dtype.names or ()):
             if name != "athlete":
-                h = _mix(h + _mix(_as_u64(arr[name]) ^ (_GOLDEN * np.uint64(i + 1))))
+                h = mix64(h + mix64(_as_u64(arr[name]) ^ (GOLDEN * np.uint64(i + 1))))
     return h
 
 
@@ -83,7 +72,7 @@ def edge_hashes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """64 bits of each edge ``(a, b)``: equal edges, equal hashes (a collision only
     recounts an edge that did not need it)."""
     with np.errstate(over="ignore"):
-        return _mix(_mix(a) ^ np.asarray(b, dtype=np.uint64))
+        return mix64(mix64(a) ^ np.asarray(b, dtype=np.uint64))
 
 
 @dataclass(frozen=True)
@@ -105,12 +94,12 @@ class LayerState:
         owner_sorted = np.cumsum(start) - 1
         position = np.arange(len(who)) - starts[owner_sorted]
         with np.errstate(over="ignore"):
-            h = _mix(row_hashes(arr)[order] + position.astype(np.uint64) * _GOLDEN)
+            h = mix64(row_hashes(arr)[order] + position.astype(np.uint64) * GOLDEN)
             if len(starts):
                 d1 = np.add.reduceat(h, starts, dtype=np.uint64)
-                d2 = np.bitwise_xor.reduceat(_mix(h + _GOLDEN), starts)
+                d2 = np.bitwise_xor.reduceat(mix64(h + GOLDEN), starts)
                 rows = np.diff(np.append(starts, len(who))).astype(np.uint64)
-                digests = np.stack([_mix(d1 ^ rows), d2], axis=1)
+                digests = np.stack([mix64(d1 ^ rows), d2], axis=1)
             else:
                 digests = np.zeros((0, 2), dtype=np.uint64)
         owner = np.empty(len(arr), dtype=np.int64)

@@ -25,22 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from heatmetro.site_builder.mix64 import GOLDEN, mix64
 from heatmetro.site_builder.raster import ZoomPlan
 
 __all__ = ["Manifest", "TileCache", "settings_digest", "tile_digests", "tile_ids"]
-
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, vectorised: a well-spread 64-bit hash of each value."""
-    x = np.asarray(x, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
 
 
 def settings_digest(**settings: object) -> int:
@@ -61,13 +49,13 @@ def tile_digests(plan: ZoomPlan, cells: np.ndarray, settings: int) -> np.ndarray
     if plan.tile_key.size == 0:
         return np.zeros((0, 2), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        base = _mix(cells ^ (plan.level.astype(np.uint64) * _GOLDEN))
+        base = mix64(cells ^ (plan.level.astype(np.uint64) * GOLDEN))
         h1 = base[plan.pair_cell]
-        h2 = _mix(h1 + _GOLDEN)
+        h2 = mix64(h1 + GOLDEN)
         s = np.uint64(settings)
         d1 = np.add.reduceat(h1, plan.tile_start, dtype=np.uint64)
         d2 = np.bitwise_xor.reduceat(h2, plan.tile_start)
-        return np.stack([_mix(d1 ^ s), _mix(d2 + s + np.uint64(plan.z))], axis=1)
+        return np.stack([mix64(d1 ^ s), mix64(d2 + s + np.uint64(plan.z))], axis=1)
 
 
 @dataclass(frozen=True)
