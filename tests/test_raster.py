@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from h3.api import basic_int as h3i
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from heatmetro.site_builder import raster, tile_levels
@@ -26,11 +26,19 @@ from tests.reference_raster import reference_tile, reference_zoom
 
 # Discs in tile pixels: centres up to 12 px outside the tile (they still reach in), radii
 # from the smallest splat to street-zoom sizes, any level that is heat. Half-pixel
-# centres and whole radii put pixel centres exactly on circles: the edge cases of "<=".
+# (and quarter-pixel) centres and whole (and 0.75) radii put pixel centres exactly on
+# circles: the edge cases of "<=".
 centre = st.one_of(
-    st.floats(-12.0, 268.0, allow_nan=False), st.integers(-24, 536).map(lambda v: v / 2)
+    st.floats(-12.0, 268.0, allow_nan=False),
+    st.integers(-24, 536).map(lambda v: v / 2),
+    st.integers(-48, 1072).map(lambda v: v / 4),  # with r = 0.75: circles through centres
 )
-radius = st.one_of(st.floats(MIN_SPLAT_PX, 9.0), st.sampled_from([1.0, 1.5, 2.0, 2.5, 3.0, 5.0]))
+# Radii near the smallest splat (most discs at street zooms) are drawn too.
+radius = st.one_of(
+    st.floats(MIN_SPLAT_PX, 9.0),
+    st.floats(MIN_SPLAT_PX, 0.99),
+    st.sampled_from([MIN_SPLAT_PX, 0.75, 0.98, 0.99, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0]),
+)
 discs = st.lists(
     st.tuples(centre, centre, radius, st.integers(1, 255)),
     min_size=1,
@@ -40,6 +48,10 @@ discs = st.lists(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(discs, st.integers(0, 2))
+# A pixel centre exactly on the circle, at its top or bottom (w = 0): one pixel in that
+# row, for a small disc and a larger one (random draws rarely hit it).
+@example([(10.5, 10.25, 0.75, 7), (40.5, 40.75, 0.75, 9)], 0)
+@example([(10.5, 10.25, 1.25, 7), (40.5, 40.75, 1.25, 9)], 1)
 def test_rasterise_equals_the_reference(ds: list[tuple[float, float, float, int]], t: int) -> None:
     buf = np.zeros(3 * TILE_BYTES, dtype=np.uint8)
     a = np.array(ds, dtype=np.float64)
