@@ -24,7 +24,7 @@ from heatmetro.site_builder.metro_streets import StreetWindow, load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish
 from heatmetro.site_builder.tile_cache import TileCache
-from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
+from heatmetro.site_builder.tiles import LayerHeat, default_workers, write_layers_tiles
 from heatmetro.site_builder.weekly import carry_weekly, publish_lock, published_weekly_format
 from heatmetro.site_builder.window import WindowData, neighbourhood_across_m
 from heatmetro.site_builder.window_cache import CACHE_FILE, load_window_cached
@@ -269,21 +269,20 @@ def _write_tiles(
         if owns is None  # a cluster member's build holds only its own tiles: nothing to reuse
         else None
     )
-    for layer, lh in window.heat.items():
-        stats = write_heat_tiles(
-            lh.cells,
-            lh.heat,
-            layer=layer,
-            out_root=build,
-            min_zoom=config.min_zoom,
-            public_max_zoom=config.public_max_zoom,
-            max_zoom=config.max_zoom,
-            heat_resolution=config.heat_resolution,
-            tiles_format=config.tiles_format,
-            cache=cache,
-            workers=config.tile_workers or default_workers(),
-            owns=owns,
-        )
+    # All layers through one pool of workers: a fork per layer cost more than it drew.
+    every = write_layers_tiles(
+        [LayerHeat(layer, lh.cells, lh.heat) for layer, lh in window.heat.items()],
+        out_root=build,
+        min_zoom=config.min_zoom,
+        public_max_zoom=config.public_max_zoom,
+        max_zoom=config.max_zoom,
+        heat_resolution=config.heat_resolution,
+        tiles_format=config.tiles_format,
+        cache=cache,
+        workers=config.tile_workers or default_workers(),
+        owns=owns,
+    )
+    for layer, stats in every.items():
         n = sum(stats.tiles_per_zoom.values())
         total += n
         if layer == "all" and n:

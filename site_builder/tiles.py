@@ -17,9 +17,9 @@ import multiprocessing
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +42,16 @@ from heatmetro.site_builder.tile_levels import (
     sum_by_cell,
 )
 from heatmetro.site_builder.tile_math import TILE_SIZE, Projected, resolution_for_zoom
-from heatmetro.site_builder.tile_output import PngTreeSink, make_sink
+from heatmetro.site_builder.tile_output import PngTreeSink, TileSink, make_sink
 
-__all__ = ["TileStats", "default_workers", "encode_png", "write_heat_tiles"]
+__all__ = [
+    "LayerHeat",
+    "TileStats",
+    "default_workers",
+    "encode_png",
+    "write_heat_tiles",
+    "write_layers_tiles",
+]
 
 #: Bump when the drawing or the encoding changes: every cached tile is then rendered again
 #: (4: zlib's run-length strategy instead of ISA-L).
@@ -87,30 +94,68 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-# Plans of the zooms being drawn. Worker processes are forked after it is filled, so
-# they read it from inherited memory instead of receiving megabytes of arrays per job.
-_PLANS: dict[int, ZoomPlan] = {}
+# Plans of the zooms being drawn, keyed by (layer, zoom). Worker processes are forked
+# after every layer is planned, so they read them from inherited memory instead of
+# receiving megabytes of arrays per job, and one pool serves the whole snapshot.
+_PLANS: dict[tuple[str, int], ZoomPlan] = {}
 
 
-# Set with _PLANS for a PNG tree: workers then write their tiles themselves (creating
+# Per layer written as a PNG tree: workers then write their tiles themselves (creating
 # files is a good part of the cost, and parallel too), and hand back b"" for each.
-_TREE: list[PngTreeSink] = []
+_TREE: dict[str, PngTreeSink] = {}
 # In a cluster snapshot: which tiles this process writes (the others are only counted).
 _OWNS: list[Callable[[int, int, int], bool]] = []
 
+_Key = tuple[str, int]
 
-def _render_job(z: int, tiles: np.ndarray) -> list[tuple[int, bytes]]:
+
+def _render_job(key: _Key, tiles: np.ndarray) -> list[tuple[int, bytes]]:
+    layer, z = key
+    plan = _PLANS[key]
+    tree = _TREE.get(layer)
     out = []
-    for t, scanlines in render_tiles(_PLANS[z], tiles):
-        if _OWNS and not _OWNS[0](z, *_PLANS[z].tile_xy(t)):
+    for t, scanlines in render_tiles(plan, tiles):
+        if _OWNS and not _OWNS[0](z, *plan.tile_xy(t)):
             out.append((t, b""))  # drawn (it counts), written by its owner in the cluster
             continue
         data = encode_scanlines(scanlines, _HEADER)
-        if _TREE:
-            _TREE[0].put(z, *_PLANS[z].tile_xy(t), data)
+        if tree is not None:
+            tree.put(z, *plan.tile_xy(t), data)
             data = b""
         out.append((t, data))
     return out
+
+
+@dataclass(frozen=True)
+class LayerHeat:
+    """The published cells of one layer: ``layer`` name, uint64 ``cells``, their ``heat``."""
+
+    layer: str
+    cells: np.ndarray
+    heat: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Zooms:
+    min_zoom: int
+    public_max_zoom: int
+    max_zoom: int
+    heat_resolution: int
+    tiles_format: str
+
+
+@dataclass
+class _Planned:
+    """One layer between planning and writing: what to draw, what to reuse."""
+
+    layer: str
+    sink: TileSink
+    bounds: tuple[float, float, float, float]
+    seconds: float
+    ids: list[np.ndarray] = field(default_factory=list)
+    digests: list[np.ndarray] = field(default_factory=list)
+    unchanged: list[np.ndarray] = field(default_factory=list)
+    was_written: list[np.ndarray] = field(default_factory=list)
 
 
 def write_heat_tiles(
@@ -157,154 +202,257 @@ def write_heat_tiles(
         ValueError: on mismatched arrays, an unsafe layer name, inconsistent zooms or an
             unknown format.
     """
+    stats = write_layers_tiles(
+        [LayerHeat(layer, cells, heat)],
+        out_root=out_root, min_zoom=min_zoom, public_max_zoom=public_max_zoom,
+        max_zoom=max_zoom, heat_resolution=heat_resolution, tiles_format=tiles_format,
+        cache=cache, workers=workers, owns=owns,
+    )  # fmt: skip
+    return stats[layer]
+
+
+def write_layers_tiles(
+    layers: Sequence[LayerHeat],
+    *,
+    out_root: Path,
+    min_zoom: int,
+    public_max_zoom: int,
+    max_zoom: int,
+    heat_resolution: int,
+    tiles_format: str = "png",
+    cache: TileCache | None = None,
+    workers: int = 1,
+    owns: Callable[[int, int, int], bool] | None = None,
+) -> dict[str, TileStats]:
+    """Write the tile pyramids of several layers, drawn by one pool of workers.
+
+    As :func:`write_heat_tiles` for each layer, with the same bytes; but every layer is
+    planned first and the tiles of all of them are drawn by one set of worker processes,
+    forked once: a fork of a big process costs more than a layer of a city has to draw.
+    The plans of all layers are held at once (a few MB per layer at city scale).
+
+    Returns:
+        The stats of each layer, in the order given; a layer's ``seconds`` are its
+        planning plus the time spent waiting for and writing its tiles, so they add up
+        to the wall time of the call.
+
+    Raises:
+        ValueError: as :func:`write_heat_tiles`, or on a layer named twice.
+    """
+    names = [lh.layer for lh in layers]
+    if len(set(names)) != len(names):
+        msg = f"tiles: a layer is named twice in {names}"
+        raise ValueError(msg)
+    zooms = _Zooms(min_zoom, public_max_zoom, max_zoom, heat_resolution, tiles_format)
+    stats: dict[str, TileStats] = {}
+    planned: list[_Planned] = []
+    try:
+        _OWNS[:] = [owns] if owns is not None else []
+        for lh in layers:
+            got = _plan_layer(lh, out_root, zooms, cache)
+            if isinstance(got, TileStats):
+                stats[lh.layer] = got
+            else:
+                planned.append(got)
+        written = _write_planned(planned, zooms, cache, workers, owns)
+    finally:
+        _PLANS.clear()
+        _TREE.clear()
+        _OWNS.clear()
+    return {name: stats[name] if name in stats else written[name] for name in names}
+
+
+def _plan_layer(
+    lh: LayerHeat, out_root: Path, zs: _Zooms, cache: TileCache | None
+) -> _Planned | TileStats:
+    """Plan every zoom of a layer into ``_PLANS`` (or the stats of an empty layer)."""
     started = time.perf_counter()
-    cells = np.asarray(cells, dtype=np.uint64).reshape(-1)
-    heat = np.asarray(heat, dtype=np.float64).reshape(-1)
+    layer = lh.layer
+    cells = np.asarray(lh.cells, dtype=np.uint64).reshape(-1)
+    heat = np.asarray(lh.heat, dtype=np.float64).reshape(-1)
     if cells.size != heat.size:
         msg = f"tiles {layer}: {cells.size} cells but {heat.size} heat values"
         raise ValueError(msg)
     if not _LAYER_NAME.fullmatch(layer):
         msg = f"tiles: layer name {layer!r} is not a safe directory name"
         raise ValueError(msg)
-    if not 0 <= min_zoom <= max_zoom or not 0 <= heat_resolution <= 15:
-        msg = f"tiles {layer}: bad zooms {min_zoom}..{max_zoom} or resolution {heat_resolution}"
+    if not 0 <= zs.min_zoom <= zs.max_zoom or not 0 <= zs.heat_resolution <= 15:
+        msg = (
+            f"tiles {layer}: bad zooms {zs.min_zoom}..{zs.max_zoom} "
+            f"or resolution {zs.heat_resolution}"
+        )
         raise ValueError(msg)
     previous = cache.previous if cache is not None else None
-    sink = make_sink(tiles_format, out_root, layer, public_max_zoom, previous)
-    zooms = range(min_zoom, max_zoom + 1)
-    counts = dict.fromkeys(zooms, 0)
+    sink = make_sink(zs.tiles_format, out_root, layer, zs.public_max_zoom, previous)
+    zooms = range(zs.min_zoom, zs.max_zoom + 1)
     if cells.size == 0:
+        counts = dict.fromkeys(zooms, 0)
         return TileStats(tiles_per_zoom=counts, bounds=(0.0, 0.0, 0.0, 0.0), seconds=0.0)
 
     cells, heat = sum_by_cell(cells, heat)  # tolerate duplicates: they are one cell
-    res_of = {z: resolution_for_zoom(z, heat_resolution) for z in zooms}
+    res_of = {z: resolution_for_zoom(z, zs.heat_resolution) for z in zooms}
     if cache is not None:
         load_geometry(cache.geometry_path)
-    levels = levels_for(cells, heat, heat_resolution, set(res_of.values()) | {heat_resolution})
-    top = levels[heat_resolution]
+    levels = levels_for(
+        cells, heat, zs.heat_resolution, set(res_of.values()) | {zs.heat_resolution}
+    )
+    top = levels[zs.heat_resolution]
     bounds = (
         float(top.lat.min()),
         float(top.lng.min()),
         float(top.lat.max()),
         float(top.lng.max()),
     )
-
     if cache is not None:
         save_geometry(cache.geometry_path)
-    old = cache.load(layer, tiles_format) if cache is not None else None
-    ids, digests, unchanged, was_written = [], [], [], []
-    _PLANS.clear()
-    _TREE[:] = [sink] if isinstance(sink, PngTreeSink) else []
-    _OWNS[:] = [owns] if owns is not None else []
+    old = cache.load(layer, zs.tiles_format) if cache is not None else None
+    if isinstance(sink, PngTreeSink):
+        _TREE[layer] = sink
+    out = _Planned(layer, sink, bounds, 0.0)
     projected = {res: Projected.of(lvl.lng, lvl.lat, lvl.radius_m) for res, lvl in levels.items()}
     for z in zooms:
         lvl = levels[res_of[z]]
         plan = plan_zoom(*projected[res_of[z]].at(z), lvl.level, z)
-        _PLANS[z] = plan
+        _PLANS[layer, z] = plan
         settings = settings_digest(
-            version=RENDER_VERSION, format=tiles_format, z=z, res=res_of[z],
-            public=z <= public_max_zoom, tile=TILE_SIZE,
+            version=RENDER_VERSION, format=zs.tiles_format, z=z, res=res_of[z],
+            public=z <= zs.public_max_zoom, tile=TILE_SIZE,
             geometry=GEOMETRY_KEY,  # another h3 may move centres by a bit: draw again
         )  # fmt: skip
-        ids.append(tile_ids(z, plan.tile_key))
-        digests.append(tile_digests(plan, lvl.cells, settings))
+        out.ids.append(tile_ids(z, plan.tile_key))
+        out.digests.append(tile_digests(plan, lvl.cells, settings))
         if old is not None:
-            same, wrote = old.lookup(ids[-1], digests[-1])
+            same, wrote = old.lookup(out.ids[-1], out.digests[-1])
         else:
             same = wrote = np.zeros(plan.tile_key.size, dtype=bool)
-        unchanged.append(same)
-        was_written.append(wrote)
+        out.unchanged.append(same)
+        out.was_written.append(wrote)
+    out.seconds = time.perf_counter() - started
+    return out
 
-    written: list[np.ndarray] = []
-    rendered = reused = 0
+
+def _write_planned(
+    planned: list[_Planned],
+    zs: _Zooms,
+    cache: TileCache | None,
+    workers: int,
+    owns: Callable[[int, int, int], bool] | None,
+) -> dict[str, TileStats]:
+    """Draw the planned layers' changed tiles over ``workers`` processes, write them in order."""
+    zooms = range(zs.min_zoom, zs.max_zoom + 1)
+    keys = [(p.layer, z) for p in planned for z in zooms]
+    unchanged = [u for p in planned for u in p.unchanged]
+    was_written = [w for p in planned for w in p.was_written]
+    results = _render_all(keys, unchanged, was_written, workers)
     try:
-        for z, results in _render_all(zooms, unchanged, was_written, workers):
-            plan = _PLANS[z]
+        return _write_in_order(planned, zs, results, cache, owns)
+    finally:
+        results.close()  # shuts the pool down, also on an error
+
+
+def _write_in_order(
+    planned: list[_Planned],
+    zs: _Zooms,
+    results: Iterator[tuple[_Key, list[tuple[int, bytes | None]]]],
+    cache: TileCache | None,
+    owns: Callable[[int, int, int], bool] | None,
+) -> dict[str, TileStats]:
+    """Each layer's tiles into its sink, its manifest into the cache, its stats."""
+    zooms = range(zs.min_zoom, zs.max_zoom + 1)
+    out = {}
+    mark = time.perf_counter()
+    for p in planned:
+        counts = dict.fromkeys(zooms, 0)
+        written: list[np.ndarray] = []
+        rendered = reused = 0
+        for z in zooms:
+            key, got = next(results)  # in the order of the keys: (p.layer, z)
+            plan = _PLANS[key]
             lit = np.zeros(plan.tile_key.size, dtype=bool)
-            for t, data in results:
+            for t, data in got:
                 x, y = plan.tile_xy(t)
                 if owns is not None and not owns(z, x, y):
                     lit[t] = True  # another process of the cluster writes it
                     continue
                 if data is None:
-                    if sink.reuse(z, x, y):
+                    if p.sink.reuse(z, x, y):
                         reused += 1
                         lit[t] = True
                         continue
                     # The old file is gone: draw the tile after all.
-                    fresh = _render_job(z, np.array([t]))
+                    fresh = _render_job(key, np.array([t]))
                     if not fresh:
                         continue
                     data = fresh[0][1]
                 if data:
-                    sink.put(z, x, y, data)
+                    p.sink.put(z, x, y, data)
                 rendered += 1
                 lit[t] = True
             counts[z] = int(lit.sum())
             written.append(lit)
-        sink.close(bounds)
-    finally:
-        _PLANS.clear()
-        _TREE.clear()
-        _OWNS.clear()
-    if cache is not None:
-        order = np.argsort(np.concatenate(ids), kind="stable")
-        cache.save(
-            layer,
-            tiles_format,
-            Manifest(
-                ids=np.concatenate(ids)[order],
-                digests=np.concatenate(digests)[order],
-                written=np.concatenate(written)[order],
-            ),
+        p.sink.close(p.bounds)
+        if cache is not None:
+            order = np.argsort(np.concatenate(p.ids), kind="stable")
+            cache.save(
+                p.layer,
+                zs.tiles_format,
+                Manifest(
+                    ids=np.concatenate(p.ids)[order],
+                    digests=np.concatenate(p.digests)[order],
+                    written=np.concatenate(written)[order],
+                ),
+            )
+        now = time.perf_counter()
+        out[p.layer] = TileStats(
+            tiles_per_zoom=counts,
+            bounds=p.bounds,
+            seconds=p.seconds + now - mark,
+            rendered=rendered,
+            reused=reused,
         )
-    return TileStats(
-        tiles_per_zoom=counts,
-        bounds=bounds,
-        seconds=time.perf_counter() - started,
-        rendered=rendered,
-        reused=reused,
-    )
+        mark = now
+    return out
 
 
 def _render_all(
-    zooms: range, unchanged: list[np.ndarray], was_written: list[np.ndarray], workers: int
-) -> Iterator[tuple[int, list[tuple[int, bytes | None]]]]:
-    """Per zoom, ``(tile, bytes)`` of rendered tiles and ``(tile, None)`` of reusable ones.
+    keys: list[_Key], unchanged: list[np.ndarray], was_written: list[np.ndarray], workers: int
+) -> Generator[tuple[_Key, list[tuple[int, bytes | None]]], None, None]:
+    """Per (layer, zoom), ``(tile, bytes)`` of rendered tiles and ``(tile, None)`` of
+    reusable ones.
 
-    Results come back in zoom order and, within a zoom, in tile order, whatever the
-    number of workers: the output does not depend on scheduling.
+    Results come back in the order of ``keys`` and, within one, in tile order, whatever
+    the number of workers: the output does not depend on scheduling.
     """
-    jobs: list[tuple[int, np.ndarray]] = []
-    for i, z in enumerate(zooms):
+    jobs: list[tuple[_Key, np.ndarray]] = []
+    for i, key in enumerate(keys):
         todo = np.flatnonzero(~unchanged[i])
-        jobs.extend((z, todo[k : k + CHUNK_TILES]) for k in range(0, todo.size, CHUNK_TILES))
+        jobs.extend((key, todo[k : k + CHUNK_TILES]) for k in range(0, todo.size, CHUNK_TILES))
     if workers > 1 and sum(t.size for _, t in jobs) >= MIN_PARALLEL_TILES:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-            done = pool.map(_render_job, [z for z, _ in jobs], [t for _, t in jobs])
-            yield from _merge(zooms, unchanged, was_written, jobs, done)
+            done = pool.map(_render_job, [k for k, _ in jobs], [t for _, t in jobs])
+            yield from _merge(keys, was_written, jobs, done)
     else:
-        done = (_render_job(z, t) for z, t in jobs)
-        yield from _merge(zooms, unchanged, was_written, jobs, done)
+        done = (_render_job(k, t) for k, t in jobs)
+        yield from _merge(keys, was_written, jobs, done)
 
 
-def _merge(zooms, unchanged, was_written, jobs, done):  # type: ignore[no-untyped-def]
+def _merge(keys, was_written, jobs, done):  # type: ignore[no-untyped-def]
     results = iter(done)
-    job_zooms = iter(z for z, _ in jobs)
-    pending: list[tuple[int, list[tuple[int, bytes]]]] = []
-    for i, z in enumerate(zooms):
+    job_keys = iter(k for k, _ in jobs)
+    pending: list[tuple[_Key, list[tuple[int, bytes]]]] = []
+    for i, key in enumerate(keys):
         got: list[tuple[int, bytes | None]] = [
             (int(t), None) for t in np.flatnonzero(was_written[i])
         ]
         while True:
             if not pending:
-                jz = next(job_zooms, None)
-                if jz is None:
+                jk = next(job_keys, None)
+                if jk is None:
                     break
-                pending.append((jz, next(results)))
-            if pending[0][0] != z:
+                pending.append((jk, next(results)))
+            if pending[0][0] != key:
                 break
             got.extend(pending.pop(0)[1])
         got.sort(key=lambda r: r[0])
-        yield z, got
+        yield key, got

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import math
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import TypedDict
 
@@ -28,7 +30,12 @@ from heatmetro.site_builder.tile_math import (
     splat_radius_px,
     tile_bounds,
 )
-from heatmetro.site_builder.tiles import encode_png, write_heat_tiles
+from heatmetro.site_builder.tiles import (
+    LayerHeat,
+    encode_png,
+    write_heat_tiles,
+    write_layers_tiles,
+)
 
 RES = 11
 NORTHAMPTON = {"lat": 42.32, "lng": -72.63}
@@ -408,6 +415,88 @@ def test_workers_write_the_same_bytes(tmp_path: Path, parallel: None) -> None:
         )  # fmt: skip
     one = all_files(tmp_path / "1")
     assert len(one) > 20 and one == all_files(tmp_path / "2")
+
+
+def some_layers() -> list[LayerHeat]:
+    cells, heat = two_streets()
+    ride = street(STREET_A, STREET_B)
+    return [
+        LayerHeat("all", cells, heat),
+        LayerHeat("empty", np.zeros(0, dtype=np.uint64), np.zeros(0)),
+        LayerHeat("ride", ride, np.arange(ride.size, dtype=float) + 3),
+        LayerHeat("night", cells[::3], heat[::3] * 2),
+    ]
+
+
+class CountingPool(ProcessPoolExecutor):
+    """A real pool that counts how many were started."""
+
+    started = 0
+
+    def __init__(self, max_workers: int, mp_context: BaseContext) -> None:
+        type(self).started += 1
+        super().__init__(max_workers=max_workers, mp_context=mp_context)
+
+
+@pytest.mark.parametrize("fmt", ["png", "pmtiles"])
+def test_layers_through_one_pool_write_the_bytes_of_one_layer_at_a_time(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import heatmetro.site_builder.tiles as tiles_module
+
+    layers = some_layers()
+    kw = {"heat_resolution": RES, "tiles_format": fmt, **ZOOMS}
+    alone = {
+        lh.layer: write_heat_tiles(lh.cells, lh.heat, layer=lh.layer, out_root=tmp_path / "1", **kw)  # type: ignore[arg-type]
+        for lh in layers
+    }
+    ride = sum(alone["ride"].tiles_per_zoom.values())
+    # Each layer has fewer tiles than the bar, all of them together more: one pool.
+    monkeypatch.setattr(tiles_module, "MIN_PARALLEL_TILES", ride + 1)
+    monkeypatch.setattr(tiles_module, "ProcessPoolExecutor", CountingPool)
+    CountingPool.started = 0
+    for w in (1, 2, 3):
+        stats = write_layers_tiles(layers, out_root=tmp_path / f"w{w}", workers=w, **kw)  # type: ignore[arg-type]
+        assert list(stats) == [lh.layer for lh in layers]
+        for name, got in stats.items():
+            want = alone[name]
+            assert (got.tiles_per_zoom, got.bounds, got.rendered) == (
+                want.tiles_per_zoom, want.bounds, want.rendered,
+            )  # fmt: skip
+        assert all_output(tmp_path / f"w{w}") == all_output(tmp_path / "1")
+    assert CountingPool.started == 2  # once for 2 workers, once for 3, never per layer
+    assert len(all_output(tmp_path / "1")) > (40 if fmt == "png" else 3)
+    assert sum(alone["empty"].tiles_per_zoom.values()) == 0 < ride
+    with pytest.raises(ValueError, match="named twice"):
+        write_layers_tiles(layers + layers[:1], out_root=tmp_path / "x", **kw)  # type: ignore[arg-type]
+
+
+def test_layers_through_one_pool_reuse_their_own_unchanged_tiles(
+    tmp_path: Path, parallel: None
+) -> None:
+    layers = some_layers()
+    kw = {"heat_resolution": RES, **ZOOMS}
+    first = tmp_path / "000001-a"
+    full = write_layers_tiles(
+        layers,
+        out_root=first,
+        cache=TileCache(tmp_path / "cache", None, first),
+        **kw,  # type: ignore[arg-type]
+    )
+    # Only the ride layer changes; the others are reused whole from the first build.
+    ride = layers[2]
+    layers[2] = LayerHeat("ride", ride.cells, ride.heat + np.eye(1, ride.heat.size).ravel())
+    second = tmp_path / "000002-b"
+    again = write_layers_tiles(
+        layers, out_root=second, cache=TileCache(tmp_path / "cache", first, second),
+        workers=2, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    write_layers_tiles(layers, out_root=tmp_path / "reference", **kw)  # type: ignore[arg-type]
+    assert all_output(second) == all_output(tmp_path / "reference") != all_output(first)
+    for name in ("all", "night"):
+        assert again[name].rendered == 0
+        assert again[name].reused == full[name].rendered > 0
+    assert 0 < again["ride"].rendered < full["ride"].rendered
 
 
 def all_output(root: Path) -> dict[str, bytes]:
