@@ -136,7 +136,9 @@ class LayerHeat:
 
 
 @dataclass(frozen=True)
-class _Zooms:
+class _Settings:
+    """What every layer of one call shares."""
+
     min_zoom: int
     public_max_zoom: int
     max_zoom: int
@@ -244,18 +246,18 @@ def write_layers_tiles(
     if len(set(names)) != len(names):
         msg = f"tiles: a layer is named twice in {names}"
         raise ValueError(msg)
-    zooms = _Zooms(min_zoom, public_max_zoom, max_zoom, heat_resolution, tiles_format)
+    zs = _Settings(min_zoom, public_max_zoom, max_zoom, heat_resolution, tiles_format)
     stats: dict[str, TileStats] = {}
     planned: list[_Planned] = []
     try:
         _OWNS[:] = [owns] if owns is not None else []
         for lh in layers:
-            got = _plan_layer(lh, out_root, zooms, cache)
+            got = _plan_layer(lh, out_root, zs, cache)
             if isinstance(got, TileStats):
                 stats[lh.layer] = got
             else:
                 planned.append(got)
-        written = _write_planned(planned, zooms, cache, workers, owns)
+        written = _write_planned(planned, zs, cache, workers, owns)
     finally:
         _PLANS.clear()
         _TREE.clear()
@@ -264,7 +266,7 @@ def write_layers_tiles(
 
 
 def _plan_layer(
-    lh: LayerHeat, out_root: Path, zs: _Zooms, cache: TileCache | None
+    lh: LayerHeat, out_root: Path, zs: _Settings, cache: TileCache | None
 ) -> _Planned | TileStats:
     """Plan every zoom of a layer into ``_PLANS`` (or the stats of an empty layer)."""
     started = time.perf_counter()
@@ -334,7 +336,7 @@ def _plan_layer(
 
 def _write_planned(
     planned: list[_Planned],
-    zs: _Zooms,
+    zs: _Settings,
     cache: TileCache | None,
     workers: int,
     owns: Callable[[int, int, int], bool] | None,
@@ -353,7 +355,7 @@ def _write_planned(
 
 def _write_in_order(
     planned: list[_Planned],
-    zs: _Zooms,
+    zs: _Settings,
     results: Iterator[tuple[_Key, list[tuple[int, bytes | None]]]],
     cache: TileCache | None,
     owns: Callable[[int, int, int], bool] | None,
