@@ -246,8 +246,37 @@ def rasterise(
     pair, n_px = pair[drawn], n_px[drawn]
     base = local_tile * TILE_BYTES + 1  # +1: each row's filter byte
     start = base[pair] + y[drawn] * ROW_BYTES + x0[drawn]
-    np.maximum.at(buf, *span_pixels(start, n_px, level[pair]))
+    max_spans(buf, start, n_px, level[pair])
     return np.flatnonzero(np.bincount(local_tile[pair], minlength=int(local_tile.max()) + 1))
+
+
+#: Spans up to this many pixels are drawn a length at a time (see ``max_spans``).
+SHORT_SPAN = 16
+
+
+def max_spans(buf: np.ndarray, start: np.ndarray, length: np.ndarray, level: np.ndarray) -> None:
+    """``buf[start[i] : start[i] + length[i]] = max(that, level[i])`` for every span.
+
+    Street splats are a few pixels wide, so the spans are grouped by length (a radix
+    sort of small integers) and each group's pixels are one broadcast ``start + [0..L)``;
+    longer spans, rare, go through ``span_pixels``. Max is order-free: same pixels.
+    """
+    short = length <= SHORT_SPAN
+    if not short.all():
+        long_ = np.flatnonzero(~short)
+        np.maximum.at(buf, *span_pixels(start[long_], length[long_], level[long_]))
+        keep = np.flatnonzero(short)
+        start, length, level = start[keep], length[keep], level[keep]
+    order = np.argsort(length.astype(np.uint8), kind="stable")  # a radix sort
+    start, level = start[order], level[order]
+    o = 0
+    for n, count in enumerate(np.bincount(length, minlength=1).tolist()):
+        if count and n:
+            # (n, spans), not (spans, n): numpy's inner loops run along the long axis.
+            pixels = np.arange(n)[:, None] + start[o : o + count]
+            levels = np.broadcast_to(level[o : o + count], pixels.shape)
+            np.maximum.at(buf, pixels.reshape(-1), levels.reshape(-1))
+        o += count
 
 
 def span_pixels(
@@ -260,11 +289,16 @@ def span_pixels(
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
     first = np.cumsum(length) - length
     total = int(first[-1] + length[-1])
+    jump = start.copy()  # from the last pixel of the span before to this span's first
+    jump[1:] -= start[:-1] + length[:-1] - 1
     step = np.ones(total, dtype=np.int64)
-    step[first] = start - np.r_[0, start[:-1] + length[:-1] - 1]
+    step[first] = jump
+    change = level.copy()  # wraps mod 256, as the sum does
+    change[1:] -= level[:-1]
     value = np.zeros(total, dtype=np.uint8)
-    value[first] = np.diff(level, prepend=np.uint8(0))  # wraps mod 256, as the sum does
-    return np.cumsum(step), np.cumsum(value, dtype=np.uint8)
+    value[first] = change
+    # In place: a fresh array per pass would cost more than the sums themselves.
+    return np.cumsum(step, out=step), np.cumsum(value, dtype=np.uint8, out=value)
 
 
 def expand(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
