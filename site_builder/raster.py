@@ -235,17 +235,15 @@ def rasterise(
     y1 = np.minimum(np.floor(py + radius - (0.5 - _HAIR)), TILE_SIZE - 1.0).astype(np.int64)
     pair, y = expand(y0, np.maximum(y1 - y0 + 1, 0))
     w2 = (radius * radius)[pair] - (y + 0.5 - py[pair]) ** 2  # >= 0 exactly when dy2 <= r2
-    keep = np.flatnonzero(w2 >= 0.0)
-    pair, y = pair[keep], y[keep]
     cx = px[pair]
-    w = np.sqrt(w2[keep])
+    w = np.sqrt(np.maximum(w2, 0.0))  # rows outside the disc (w2 < 0) are dropped below
     x0 = np.maximum(np.ceil(cx - w - 0.5).astype(np.int64), 0)
     x1 = np.minimum(np.floor(cx + w - 0.5).astype(np.int64), TILE_SIZE - 1)
     n_px = x1 - x0 + 1
-    drawn = np.flatnonzero(n_px > 0)
-    pair, n_px = pair[drawn], n_px[drawn]
+    drawn = np.flatnonzero((n_px > 0) & (w2 >= 0.0))
+    pair, y, n_px = pair[drawn], y[drawn], n_px[drawn]
     base = local_tile * TILE_BYTES + 1  # +1: each row's filter byte
-    start = base[pair] + y[drawn] * ROW_BYTES + x0[drawn]
+    start = base[pair] + y * ROW_BYTES + x0[drawn]
     max_spans(buf, start, n_px, level[pair])
     return np.flatnonzero(np.bincount(local_tile[pair], minlength=int(local_tile.max()) + 1))
 
