@@ -13,6 +13,7 @@ ones in ``members/tiles/``. Both can take a tile unchanged from the previous bui
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import shutil
@@ -116,6 +117,17 @@ class PngTreeSink:
         self.close((0.0, 0.0, 0.0, 0.0))
 
 
+class _MemoryWriter(Writer):
+    """``pmtiles``' Writer with the tile data held in memory until ``finalize`` rather than
+    in a temporary file: an archive of a city is a few megabytes, and the file costs more
+    to create, write tile by tile and copy back than the memory."""
+
+    def __init__(self, f: object) -> None:
+        super().__init__(f)
+        self.tile_f.close()
+        self.tile_f = io.BytesIO()  # type: ignore[assignment]  # read and written alike
+
+
 class PmtilesSink:
     """Tiles in ``tiles/{layer}.pmtiles`` and ``members/tiles/{layer}.pmtiles``."""
 
@@ -141,7 +153,7 @@ class PmtilesSink:
             path = self.archive(members)
             path.parent.mkdir(parents=True, exist_ok=True)
             fh = path.open("wb")
-            self._writers[members] = (Writer(fh), fh)
+            self._writers[members] = (_MemoryWriter(fh), fh)
         writer = self._writers[members][0]
         xs, ys, blobs = zip(*self._pending, strict=True)
         ids = tile_ids(self._zoom, np.array(xs), np.array(ys))  # all at once: see hilbert
