@@ -134,6 +134,9 @@ BATCH_TILES = 16
 # Far above the rounding error of pixel coordinates (< 1e-9 px below zoom 30), far below
 # a pixel: widens the candidate rows so that rounding never hides a row from the exact test.
 _HAIR = 1e-6
+#: Candidate rows are laid out as a (rows, pairs) grid when it holds at most this many
+#: times the rows there are (splats of one size); else each pair's rows are expanded.
+GRID_SPARE = 2
 # One spare tile buffer per process, reused by the next call: a fresh buffer would be paged
 # in (zeroed by the kernel) on every batch, which costs more than drawing into it.
 _SPARE: list[np.ndarray] = []
@@ -233,17 +236,34 @@ def rasterise(
     # (the exact test below decides), clipped to the tile.
     y0 = np.maximum(np.ceil(py - radius - (0.5 + _HAIR)), 0.0).astype(np.int64)
     y1 = np.minimum(np.floor(py + radius - (0.5 - _HAIR)), TILE_SIZE - 1.0).astype(np.int64)
-    pair, y = expand(y0, np.maximum(y1 - y0 + 1, 0))
-    w2 = (radius * radius)[pair] - (y + 0.5 - py[pair]) ** 2  # >= 0 exactly when dy2 <= r2
-    cx = px[pair]
-    w = np.sqrt(np.maximum(w2, 0.0))  # rows outside the disc (w2 < 0) are dropped below
-    x0 = np.maximum(np.ceil(cx - w - 0.5).astype(np.int64), 0)
-    x1 = np.minimum(np.floor(cx + w - 0.5).astype(np.int64), TILE_SIZE - 1)
-    n_px = x1 - x0 + 1
-    drawn = np.flatnonzero((n_px > 0) & (w2 >= 0.0))
-    pair, y, n_px = pair[drawn], y[drawn], n_px[drawn]
+    rows = np.maximum(y1 - y0 + 1, 0)
+    most = int(rows.max(initial=0))
+    if most * rows.size <= GRID_SPARE * int(rows.sum()):
+        # Splats of one zoom have about one radius, so every pair has about ``most``
+        # candidate rows: a (most, pairs) grid, its spare rows dropped with the rest below.
+        # (rows, pairs), not (pairs, rows): numpy's inner loops run along the long axis.
+        j = np.arange(most)[:, None]
+        y = y0 + j
+        w2 = radius * radius - (y + 0.5 - py) ** 2  # >= 0 exactly when dy2 <= r2
+        w = np.sqrt(np.maximum(w2, 0.0))
+        x0 = np.maximum(np.ceil(px - w - 0.5).astype(np.int64), 0)
+        x1 = np.minimum(np.floor(px + w - 0.5).astype(np.int64), TILE_SIZE - 1)
+        n_px = x1 - x0 + 1
+        drawn = np.flatnonzero((n_px > 0) & (w2 >= 0.0) & (j < rows))
+        pair = drawn % px.size
+        y, x0, n_px = y.reshape(-1)[drawn], x0.reshape(-1)[drawn], n_px.reshape(-1)[drawn]
+    else:  # mixed radii: expand each pair's own rows
+        pair, y = expand(y0, rows)
+        w2 = (radius * radius)[pair] - (y + 0.5 - py[pair]) ** 2
+        cx = px[pair]
+        w = np.sqrt(np.maximum(w2, 0.0))
+        x0 = np.maximum(np.ceil(cx - w - 0.5).astype(np.int64), 0)
+        x1 = np.minimum(np.floor(cx + w - 0.5).astype(np.int64), TILE_SIZE - 1)
+        n_px = x1 - x0 + 1
+        drawn = np.flatnonzero((n_px > 0) & (w2 >= 0.0))
+        pair, y, x0, n_px = pair[drawn], y[drawn], x0[drawn], n_px[drawn]
     base = local_tile * TILE_BYTES + 1  # +1: each row's filter byte
-    start = base[pair] + y * ROW_BYTES + x0[drawn]
+    start = base[pair] + y * ROW_BYTES + x0
     max_spans(buf, start, n_px, level[pair])
     return np.flatnonzero(np.bincount(local_tile[pair], minlength=int(local_tile.max()) + 1))
 
