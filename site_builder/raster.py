@@ -232,6 +232,8 @@ def rasterise(
             level[live],
             local_tile[live],
         )
+    if not px.size:
+        return np.zeros(0, dtype=np.int64)
     # Candidate rows: every y with |y + 0.5 - py| <= r, widened by a hair against rounding
     # (the exact test below decides), clipped to the tile.
     y0 = np.maximum(np.ceil(py - radius - (0.5 + _HAIR)), 0.0).astype(np.int64)
@@ -249,8 +251,10 @@ def rasterise(
         x0 = np.maximum(np.ceil(px - w - 0.5).astype(np.int64), 0)
         x1 = np.minimum(np.floor(px + w - 0.5).astype(np.int64), TILE_SIZE - 1)
         n_px = x1 - x0 + 1
-        drawn = np.flatnonzero((n_px > 0) & (w2 >= 0.0) & (j < rows))
+        in_disc = (n_px > 0) & (w2 >= 0.0) & (j < rows)
+        drawn = np.flatnonzero(in_disc)
         pair = drawn % px.size
+        used = in_disc.any(axis=0)  # pairs that light a pixel
         y, x0, n_px = y.reshape(-1)[drawn], x0.reshape(-1)[drawn], n_px.reshape(-1)[drawn]
     else:  # mixed radii: expand each pair's own rows
         pair, y = expand(y0, rows)
@@ -262,10 +266,14 @@ def rasterise(
         n_px = x1 - x0 + 1
         drawn = np.flatnonzero((n_px > 0) & (w2 >= 0.0))
         pair, y, x0, n_px = pair[drawn], y[drawn], x0[drawn], n_px[drawn]
+        used = np.zeros(px.size, dtype=bool)
+        used[pair] = True
     base = local_tile * TILE_BYTES + 1  # +1: each row's filter byte
     start = base[pair] + y * ROW_BYTES + x0
     max_spans(buf, start, n_px, level[pair])
-    return np.flatnonzero(np.bincount(local_tile[pair], minlength=int(local_tile.max()) + 1))
+    return np.flatnonzero(
+        np.bincount(local_tile, weights=used, minlength=int(local_tile.max()) + 1)
+    )
 
 
 #: Spans up to this many pixels are drawn a length at a time (see ``max_spans``).

@@ -197,3 +197,20 @@ def test_cell_geometry_is_kept_in_state_and_read_back(
     forget_geometry(monkeypatch)
     assert build(tmp_path / "d", cache, cells, heat) == full
     assert looked_up  # looked up again
+
+
+def test_level_zero_discs_draw_nothing_and_light_no_tile() -> None:
+    buf = np.zeros(2 * TILE_BYTES, dtype=np.uint8)
+    a = np.array([[10.0, 10.0, 2.0, 0], [40.0, 40.0, 2.0, 5]])
+    lit = rasterise(
+        buf, px=a[:, 0], py=a[:, 1], radius=a[:, 2], level=a[:, 3].astype(np.uint8),
+        local_tile=np.array([0, 1]),
+    )  # fmt: skip
+    assert lit.tolist() == [1]  # tile 0 holds only "no heat"
+    rows = buf.reshape(2, 256, 257)
+    assert not rows[0].any() and set(np.unique(rows[1]).tolist()) == {0, 5}
+    lit = rasterise(
+        buf, px=a[:1, 0], py=a[:1, 1], radius=a[:1, 2], level=np.zeros(1, np.uint8),
+        local_tile=np.array([0]),
+    )  # fmt: skip
+    assert lit.size == 0
