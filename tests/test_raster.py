@@ -117,6 +117,12 @@ def test_render_tiles_equals_the_reference_across_borders_and_the_antimeridian(
     assert got.keys() == want.keys()
     for key, levels in want.items():
         assert np.array_equal(got[key], levels), key
+    # Any subset of the tiles, not only a run of them (a rebuild draws the changed ones).
+    subset = np.arange(plan.tile_key.size)[1::2]
+    some = {plan.tile_xy(t): rows[:, 1:].copy() for t, rows in render_tiles(plan, subset)}
+    assert some.keys() == {plan.tile_xy(t) for t in subset.tolist()} & want.keys()
+    for key, levels in some.items():
+        assert np.array_equal(levels, want[key]), key
 
 
 def test_a_caller_that_stops_early_leaves_no_pixels_behind() -> None:
