@@ -562,18 +562,18 @@ def test_published_counts_respect_threshold_and_rounding(
             trips[(e, f)] += t
         published = {r["edge_id"]: r for r in read_csv(out / "edges.csv") if r["layer"] == "all"}
         for e, (a, b) in enumerate(_EDGE_CHOICES):
-            row = published.get(f"{h3.int_to_str(a)}-{h3.int_to_str(b)}")
+            edge_row = published.get(f"{h3.int_to_str(a)}-{h3.int_to_str(b)}")
             for f, direction in ((1, "forward"), (0, "reverse")):
                 n = len(people[(e, f)])
                 if n < min_athletes:
-                    assert row is None or row[f"{direction}_people_count"] == ""
+                    assert edge_row is None or edge_row[f"{direction}_people_count"] == ""
                     continue
-                assert row is not None
+                assert edge_row is not None
                 expected = max(floor, (2 * n + round_to) // (2 * round_to) * round_to)
-                assert int(row[f"{direction}_people_count"]) == expected
+                assert int(edge_row[f"{direction}_people_count"]) == expected
                 t = trips[(e, f)]
                 expected = max(floor, (2 * t + round_to) // (2 * round_to) * round_to)
-                assert int(row[f"{direction}_trip_count"]) == expected
+                assert int(edge_row[f"{direction}_trip_count"]) == expected
 
 
 # --- base-map attribution --------------------------------------------------------------
