@@ -245,17 +245,17 @@ def rasterise(
         # candidate rows: a (most, pairs) grid, its spare rows dropped with the rest below.
         # (rows, pairs), not (pairs, rows): numpy's inner loops run along the long axis.
         j = np.arange(most)[:, None]
-        y = y0 + j
-        w2 = radius * radius - (y + 0.5 - py) ** 2  # >= 0 exactly when dy2 <= r2
+        w2 = radius * radius - (((y0 + 0.5) + j) - py) ** 2  # (y + 0.5) - py: y + 0.5 exact
         w = np.sqrt(np.maximum(w2, 0.0))
         x0 = np.maximum(np.ceil(px - w - 0.5).astype(np.int64), 0)
         x1 = np.minimum(np.floor(px + w - 0.5).astype(np.int64), TILE_SIZE - 1)
         n_px = x1 - x0 + 1
         in_disc = (n_px > 0) & (w2 >= 0.0) & (j < rows)
         drawn = np.flatnonzero(in_disc)
-        pair = drawn % px.size
+        row, pair = np.divmod(drawn, px.size)
         used = in_disc.any(axis=0)  # pairs that light a pixel
-        y, x0, n_px = y.reshape(-1)[drawn], x0.reshape(-1)[drawn], n_px.reshape(-1)[drawn]
+        y = y0[pair] + row
+        x0, n_px = x0.reshape(-1)[drawn], n_px.reshape(-1)[drawn]
     else:  # mixed radii: expand each pair's own rows
         pair, y = expand(y0, rows)
         w2 = (radius * radius)[pair] - (y + 0.5 - py[pair]) ** 2
@@ -271,9 +271,9 @@ def rasterise(
     base = local_tile * TILE_BYTES + 1  # +1: each row's filter byte
     start = base[pair] + y * ROW_BYTES + x0
     max_spans(buf, start, n_px, level[pair])
-    return np.flatnonzero(
-        np.bincount(local_tile, weights=used, minlength=int(local_tile.max()) + 1)
-    )
+    lit = np.zeros(int(local_tile.max()) + 1, dtype=bool)
+    lit[local_tile[used]] = True
+    return np.flatnonzero(lit)
 
 
 #: Spans up to this many pixels are drawn a length at a time (see ``max_spans``).
