@@ -60,6 +60,9 @@ ROW_LAYOUTS = {"grid": 10**9, "expanded": 0, "either": raster.GRID_SPARE}
 # A candidate row a hair outside the disc (|y + 0.5 - cy| = r + 1e-7), under a pixel
 # centre: the exact test must drop it though its span would hold one pixel.
 @example([(20.5, 9.4999999, 1.0, 7)], 0)
+# Rows longer than raster.SHORT_SPAN pixels (drawn another way than short ones), beside
+# short ones of another disc.
+@example([(60.3, 60.7, 12.0, 9), (70.0, 61.0, 1.0, 200)], 2)
 def test_rasterise_equals_the_reference(
     layout: str, ds: list[tuple[float, float, float, int]], t: int
 ) -> None:
