@@ -37,6 +37,7 @@ from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error
 from heatmetro.site_builder.activity_layers import layer_names
 from heatmetro.site_builder.load import WindowParts, assemble, part_dtypes, read_parts
+from heatmetro.site_builder.npz_mapped import load_mapped
 from heatmetro.site_builder.threshold_cache import LayerThresholds, ThresholdState
 from heatmetro.site_builder.window import LayerHeat, WindowData
 from heatmetro.state.view import ReadView
@@ -266,24 +267,24 @@ def read_cache(path: Path, key: str, dtypes: dict[str, np.dtype]) -> tuple[Cache
     if not path.exists():
         return None, "none yet"
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(npz["meta"].tobytes())
-            if meta.get("format") != CACHE_FORMAT:
-                return None, f"format {meta.get('format')!r}, not {CACHE_FORMAT}"
-            if meta.get("key") != key:
-                return None, "built for another window, configuration or code version"
-            ids = meta["ids"]
-            stamps = {a: bytes.fromhex(s) for a, s in meta["stamps"].items()}
-            per_id = {name: npz[name] for name in _PER_ID}
-            aliases = meta.get("aliases", {})
-            stored = {name: npz[f"part/{name}"] for name in dtypes if name not in aliases}
-            arrays = {name: stored[aliases.get(name, name)] for name in dtypes}
-            layers = meta.get("thresholds", [])
-            same = meta.get("threshold_aliases", {})
-            states = {
-                layer: {f: npz[f"threshold/{same.get(layer, layer)}/{f}"] for f in _STATE}
-                for layer in (layers if isinstance(layers, list) else [])
-            }
+        npz = load_mapped(path)  # read-only views: a merge copies what it keeps
+        meta = json.loads(npz["meta"].tobytes())
+        if meta.get("format") != CACHE_FORMAT:
+            return None, f"format {meta.get('format')!r}, not {CACHE_FORMAT}"
+        if meta.get("key") != key:
+            return None, "built for another window, configuration or code version"
+        ids = meta["ids"]
+        stamps = {a: bytes.fromhex(s) for a, s in meta["stamps"].items()}
+        per_id = {name: npz[name] for name in _PER_ID}
+        aliases = meta.get("aliases", {})
+        stored = {name: npz[f"part/{name}"] for name in dtypes if name not in aliases}
+        arrays = {name: stored[aliases.get(name, name)] for name in dtypes}
+        layers = meta.get("thresholds", [])
+        same = meta.get("threshold_aliases", {})
+        states = {
+            layer: {f: npz[f"threshold/{same.get(layer, layer)}/{f}"] for f in _STATE}
+            for layer in (layers if isinstance(layers, list) else [])
+        }
     except Exception as exc:  # noqa: BLE001 - any unreadable cache means: read the store
         return None, f"unreadable {path.name} ({type(exc).__name__})"
     problem = _inconsistency(ids, per_id, arrays, dtypes)
