@@ -41,6 +41,7 @@ import numpy as np
 from heatmetro.core.environment import describe_os_error
 from heatmetro.site_builder.metro_tables import Cells, DirectionSums, direction_sums
 from heatmetro.site_builder.mix64 import GOLDEN, mix64
+from heatmetro.site_builder.npz_mapped import load_mapped
 
 CACHE_FORMAT = 1
 CACHE_FILE = "metro_cache.npz"
@@ -265,33 +266,33 @@ class MetroCache:
         if not self.path.exists():
             return "none yet"
         try:
-            with np.load(self.path, allow_pickle=False) as npz:
-                meta = json.loads(npz["meta"].tobytes())
-                if meta.get("format") != CACHE_FORMAT:
-                    return f"format {meta.get('format')!r}, not {CACHE_FORMAT}"
-                if meta.get("key") != self.key():
-                    return "built for another configuration or code version"
-                layers = {
-                    layer: LayerState(
-                        npz[f"layer/{layer}/digests"],
-                        npz[f"layer/{layer}/owner"],
-                        npz[f"layer/{layer}/edge"],
-                    )
-                    for layer in meta["layers"]
+            npz = load_mapped(self.path)  # read-only views of one memory map
+            meta = json.loads(npz["meta"].tobytes())
+            if meta.get("format") != CACHE_FORMAT:
+                return f"format {meta.get('format')!r}, not {CACHE_FORMAT}"
+            if meta.get("key") != self.key():
+                return "built for another configuration or code version"
+            layers = {
+                layer: LayerState(
+                    npz[f"layer/{layer}/digests"],
+                    npz[f"layer/{layer}/owner"],
+                    npz[f"layer/{layer}/edge"],
+                )
+                for layer in meta["layers"]
+            }
+            tables = {}
+            for name, key in meta["tables"].items():
+                keys = {k: npz[f"table/{name}/key/{k}"] for k in key}
+                parts = {
+                    p: _load_cells(npz, f"table/{name}/{p}", sub=p != "total")
+                    if f"table/{name}/{p}/trips" in npz
+                    else None
+                    for p in _PARTS
                 }
-                tables = {}
-                for name, key in meta["tables"].items():
-                    keys = {k: npz[f"table/{name}/key/{k}"] for k in key}
-                    parts = {
-                        p: _load_cells(npz, f"table/{name}/{p}", sub=p != "total")
-                        if f"table/{name}/{p}/trips" in npz.files
-                        else None
-                        for p in _PARTS
-                    }
-                    total, kinds, bikes = parts["total"], parts["kinds"], parts["bikes"]
-                    if total is None or kinds is None or bikes is None:
-                        return f"inconsistent {self.path.name} (table {name})"
-                    tables[name] = DirectionSums(keys, total, kinds, bikes, parts["bands"])
+                total, kinds, bikes = parts["total"], parts["kinds"], parts["bikes"]
+                if total is None or kinds is None or bikes is None:
+                    return f"inconsistent {self.path.name} (table {name})"
+                tables[name] = DirectionSums(keys, total, kinds, bikes, parts["bands"])
         except Exception as exc:  # noqa: BLE001 - any unreadable cache means: count all
             return f"unreadable {self.path.name} ({type(exc).__name__})"
         problem = _inconsistency(layers, tables)
