@@ -172,6 +172,7 @@ def read_week(view: ReadView, first: date, last: date) -> list[ActivityPath]:
             view,
             f"{start} >= ? AND {start} < ?",
             (_epoch(first), _epoch(last + timedelta(days=1))),
+            sort_in_sql=False,
         )
     )
 
