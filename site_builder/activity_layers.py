@@ -139,7 +139,9 @@ def per_athlete_counts(
     if group_layers:
         out["all"] = count(cell_aid, cells)
         for name in LAYERS[1:]:
-            out[name] = count(*by_activity(layer == name))
+            keep = layer == name
+            # A window of one sport group (a bike-share week) holds the rows of ``all``.
+            out[name] = out["all"].copy() if keep.all() else count(*by_activity(keep))
     for sport_type in sport_layers:
         out[sport_layer(sport_type)] = count(*by_activity(sport == sport_type))
     if night:
