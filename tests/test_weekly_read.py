@@ -6,6 +6,9 @@ rides a second either side of the week's local-date edges), and is made to look 
 store from before the local-start index. The weekly maps published from the two must be
 the same bytes, and reading the week from the big store must cost SQLite what it costs
 on the small one: virtual-machine steps counted by SQLite's own progress handler.
+
+Layers holding the same rows are thresholded once: their heat must still be what each
+would get alone, and layers with as many but other rows must keep their own.
 """
 
 from __future__ import annotations
@@ -14,10 +17,15 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import h3.api.basic_int as h3
+import numpy as np
 import sqlite_utils
 
 from heatmetro.core.config import Config, load_config
+from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat, per_athlete_counts
 from heatmetro.site_builder.weekly import read_week, run_weekly
+from heatmetro.site_builder.window import publishable_heat
+from heatmetro.state.records import PATH_DTYPE
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.view import ReadView
 from tests.conftest import TEST_SALT, write_config
@@ -129,3 +137,37 @@ def test_weekly_reads_only_the_week_and_costs_what_the_week_costs(tmp_path: Path
         got.append(files((config.out_dir / "weekly").resolve()))
     assert got[0] == got[1]
     assert any(name.endswith(".png") for name in got[0])
+
+
+def _path(lat: float, n: int) -> np.ndarray:
+    """A straight east-west track of ``n`` heat cells at latitude ``lat``."""
+    path = np.zeros(n, PATH_DTYPE)
+    path["cell"] = [h3.latlng_to_cell(lat, -72.64 + i * 0.0001, 13) for i in range(n)]
+    path["t"] = np.arange(n, dtype=np.float32)
+    return path
+
+
+def test_layers_with_the_same_rows_get_the_same_heat_and_others_their_own() -> None:
+    # Six people ride one street; the same six run another, as long: the ride and run
+    # layers hold as many rows, but not the same ones. All rides start at 14:00 UTC in
+    # June in Massachusetts (no night layer rows).
+    start = int(datetime(2021, 6, 15, 14, tzinfo=UTC).timestamp())
+    rides = [ActivityPath(i, "ride", "Ride", start, OFFSET_S, _path(42.31, 40)) for i in range(6)]
+    runs = [ActivityPath(i, "run", "Run", start, OFFSET_S, _path(42.32, 40)) for i in range(6)]
+    settings: dict[str, Any] = dict(sport_layers=("Run",), night=False)
+    for acts, same in ((rides, {"all", "ride"}), (rides + runs, {"run", "sport_run"})):
+        got = layer_heat(acts, group_layers=True, min_athletes=5, max_per_athlete=10,
+                         threshold_ring=1, **settings)  # fmt: skip
+        assert same <= set(got)
+        # Each layer as if it were thresholded alone.
+        for name, rows in per_athlete_counts(acts, group_layers=True, **settings).items():
+            alone = publishable_heat(name, rows, 5, 10, threshold_ring=1)
+            if not len(alone.cells):
+                assert name not in got
+                continue
+            assert got[name].layer == name
+            for field in ("cells", "heat", "athletes"):
+                np.testing.assert_array_equal(getattr(got[name], field), getattr(alone, field))
+        first, second = sorted(same)
+        np.testing.assert_array_equal(got[first].cells, got[second].cells)
+    assert not np.array_equal(got["ride"].cells, got["run"].cells)
