@@ -32,6 +32,11 @@ class ZoomPlan:
             antimeridian) and row.
         tile_key: ``x * 2**z + y`` of each tile with at least one pair (wrapped x).
         tile_start, tile_end: each tile's slice of the pair arrays.
+        pair_px, pair_py, pair_radius, pair_level: each pair's splat as drawn, in its
+            tile's pixels (exact in float64): gathered once here, so drawing a run of
+            tiles reads slices instead of gathering per batch.
+        tile_cost: cumulative count, over the tiles, of the pixels in their pairs'
+            bounding squares (what a batch of tiles may write at most).
     """
 
     z: int
@@ -45,6 +50,11 @@ class ZoomPlan:
     tile_key: np.ndarray
     tile_start: np.ndarray
     tile_end: np.ndarray
+    pair_px: np.ndarray
+    pair_py: np.ndarray
+    pair_radius: np.ndarray
+    pair_level: np.ndarray
+    tile_cost: np.ndarray
 
     def tile_xy(self, t: int) -> tuple[int, int]:
         k = int(self.tile_key[t])
@@ -93,7 +103,14 @@ def plan_zoom(
     key = wx[order] * n + ty
     start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, int)
     end = np.r_[start[1:], key.size].astype(np.int64)
-    return ZoomPlan(z, px, py, radius, level, cell, tx_raw, ty, key[start], start, end)
+    pair_radius = radius[cell]
+    side = 2.0 * np.ceil(pair_radius) + 2.0
+    cost = np.cumsum(np.add.reduceat(side * side, start)) if key.size else np.zeros(0)
+    return ZoomPlan(
+        z, px, py, radius, level, cell, tx_raw, ty, key[start], start, end,
+        pair_px=px[cell] - tx_raw * TILE_SIZE, pair_py=py[cell] - ty * TILE_SIZE,
+        pair_radius=pair_radius, pair_level=level[cell], tile_cost=cost,
+    )  # fmt: skip
 
 
 def _tile_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -117,6 +134,9 @@ BATCH_TILES = 16
 # Far above the rounding error of pixel coordinates (< 1e-9 px below zoom 30), far below
 # a pixel: widens the candidate rows so that rounding never hides a row from the exact test.
 _HAIR = 1e-6
+#: Candidate rows are laid out as a (rows, pairs) grid when it holds at most this many
+#: times the rows there are (splats of one size); else each pair's rows are expanded.
+GRID_SPARE = 2
 # One spare tile buffer per process, reused by the next call: a fresh buffer would be paged
 # in (zeroed by the kernel) on every batch, which costs more than drawing into it.
 _SPARE: list[np.ndarray] = []
@@ -135,13 +155,25 @@ def render_tiles(plan: ZoomPlan, tiles: np.ndarray) -> Iterator[tuple[int, np.nd
     tiles = np.asarray(tiles, dtype=np.int64)
     if tiles.size == 0:
         return
-    n_pairs = plan.tile_end[tiles] - plan.tile_start[tiles]
-    t_of, off = runs(n_pairs)
-    pair_idx = plan.tile_start[tiles][t_of] + off
-    # Upper bound of the pixels each tile's pairs write: their discs' bounding squares.
-    side = 2 * np.ceil(plan.radius[plan.pair_cell[pair_idx]]) + 2
-    cost = np.cumsum(np.bincount(t_of, weights=side * side, minlength=tiles.size))
-    pair_bounds = np.r_[0, np.cumsum(n_pairs)]
+    first, last = int(tiles[0]), int(tiles[-1])
+    if last - first + 1 == tiles.size and (tiles.size == 1 or bool((np.diff(tiles) == 1).all())):
+        # A run of tiles (a full build's jobs): their pairs are one slice of the plan.
+        lo = int(plan.tile_start[first])
+        pair_bounds = plan.tile_start[first : last + 1] - lo
+        pair_bounds = np.r_[pair_bounds, plan.tile_end[last] - lo]
+        take: slice | np.ndarray = slice(lo, int(plan.tile_end[last]))
+        t_of = np.repeat(np.arange(tiles.size), np.diff(pair_bounds))
+        before = float(plan.tile_cost[first - 1]) if first else 0.0
+        cost = plan.tile_cost[first : last + 1] - before
+    else:
+        n_pairs = plan.tile_end[tiles] - plan.tile_start[tiles]
+        t_of, off = runs(n_pairs)
+        take = plan.tile_start[tiles][t_of] + off
+        pair_bounds = np.r_[0, np.cumsum(n_pairs)]
+        own = np.diff(np.r_[0.0, plan.tile_cost])[tiles]
+        cost = np.cumsum(own)
+    px, py = plan.pair_px[take], plan.pair_py[take]
+    radius, level = plan.pair_radius[take], plan.pair_level[take]
     spare = _SPARE.pop() if _SPARE else None
     if spare is not None and len(spare) >= BATCH_TILES:
         buf = spare
@@ -155,16 +187,11 @@ def render_tiles(plan: ZoomPlan, tiles: np.ndarray) -> Iterator[tuple[int, np.nd
             spent = float(cost[b0 - 1]) if b0 else 0.0
             b1 = int(np.searchsorted(cost, spent + BATCH_PIXELS, side="right"))
             b1 = min(max(b0 + 1, b1), b0 + BATCH_TILES)
-            sel = pair_idx[pair_bounds[b0] : pair_bounds[b1]]
-            c = plan.pair_cell[sel]
+            sel = slice(int(pair_bounds[b0]), int(pair_bounds[b1]))
             lit = rasterise(
-                flat,
-                px=plan.px[c] - plan.pair_tx[sel] * TILE_SIZE,  # tile-local, exact in float64
-                py=plan.py[c] - plan.pair_ty[sel] * TILE_SIZE,
-                radius=plan.radius[c],
-                level=plan.level[c],
-                local_tile=t_of[pair_bounds[b0] : pair_bounds[b1]] - b0,
-            )
+                flat, px=px[sel], py=py[sel], radius=radius[sel], level=level[sel],
+                local_tile=t_of[sel] - b0,
+            )  # fmt: skip
             for t in lit.tolist():
                 yield int(tiles[b0 + t]), buf[t]
             buf[lit] = 0  # only drawn tiles need clearing for the next batch
@@ -196,46 +223,108 @@ def rasterise(
     ``maximum.at`` is used because, unlike fancy assignment, it is defined for repeated
     indices. Work is per candidate row and per lit pixel, in a few whole-array passes.
     """
+    if level.size and not level.all():  # level 0 is "no heat": never drawn
+        live = np.flatnonzero(level)
+        px, py, radius, level, local_tile = (
+            px[live],
+            py[live],
+            radius[live],
+            level[live],
+            local_tile[live],
+        )
+    if not px.size:
+        return np.zeros(0, dtype=np.int64)
     # Candidate rows: every y with |y + 0.5 - py| <= r, widened by a hair against rounding
     # (the exact test below decides), clipped to the tile.
     y0 = np.maximum(np.ceil(py - radius - (0.5 + _HAIR)), 0.0).astype(np.int64)
     y1 = np.minimum(np.floor(py + radius - (0.5 - _HAIR)), TILE_SIZE - 1.0).astype(np.int64)
-    pair, y = expand(y0, np.maximum(y1 - y0 + 1, 0))
-    dy2 = (y + 0.5 - py[pair]) ** 2
-    r2 = radius[pair] ** 2
-    keep = np.flatnonzero(dy2 <= r2)
-    pair, y = pair[keep], y[keep]
-    cx = px[pair]
-    w = np.sqrt(r2[keep] - dy2[keep])
-    x0 = np.maximum(np.ceil(cx - w - 0.5).astype(np.int64), 0)
-    x1 = np.minimum(np.floor(cx + w - 0.5).astype(np.int64), TILE_SIZE - 1)
-    n_px = x1 - x0 + 1
-    drawn = np.flatnonzero((n_px > 0) & (level[pair] > 0))  # level 0 is "no heat"
-    pair, n_px = pair[drawn], n_px[drawn]
-    tile = local_tile[pair]
-    start = tile * TILE_BYTES + y[drawn] * ROW_BYTES + 1 + x0[drawn]  # +1: the filter byte
-    np.maximum.at(buf, consecutive(start, n_px), repeat_uint8(level[pair], n_px))
-    return np.flatnonzero(np.bincount(tile, minlength=int(local_tile.max()) + 1))
+    rows = np.maximum(y1 - y0 + 1, 0)
+    most = int(rows.max(initial=0))
+    if most * rows.size <= GRID_SPARE * int(rows.sum()):
+        # Splats of one zoom have about one radius, so every pair has about ``most``
+        # candidate rows: a (most, pairs) grid, its spare rows dropped with the rest below.
+        # (rows, pairs), not (pairs, rows): numpy's inner loops run along the long axis.
+        j = np.arange(most)[:, None]
+        y = y0 + j
+        w2 = radius * radius - (y + 0.5 - py) ** 2  # >= 0 exactly when dy2 <= r2
+        w = np.sqrt(np.maximum(w2, 0.0))
+        x0 = np.maximum(np.ceil(px - w - 0.5).astype(np.int64), 0)
+        x1 = np.minimum(np.floor(px + w - 0.5).astype(np.int64), TILE_SIZE - 1)
+        n_px = x1 - x0 + 1
+        in_disc = (n_px > 0) & (w2 >= 0.0) & (j < rows)
+        drawn = np.flatnonzero(in_disc)
+        pair = drawn % px.size
+        used = in_disc.any(axis=0)  # pairs that light a pixel
+        y, x0, n_px = y.reshape(-1)[drawn], x0.reshape(-1)[drawn], n_px.reshape(-1)[drawn]
+    else:  # mixed radii: expand each pair's own rows
+        pair, y = expand(y0, rows)
+        w2 = (radius * radius)[pair] - (y + 0.5 - py[pair]) ** 2
+        cx = px[pair]
+        w = np.sqrt(np.maximum(w2, 0.0))
+        x0 = np.maximum(np.ceil(cx - w - 0.5).astype(np.int64), 0)
+        x1 = np.minimum(np.floor(cx + w - 0.5).astype(np.int64), TILE_SIZE - 1)
+        n_px = x1 - x0 + 1
+        drawn = np.flatnonzero((n_px > 0) & (w2 >= 0.0))
+        pair, y, x0, n_px = pair[drawn], y[drawn], x0[drawn], n_px[drawn]
+        used = np.zeros(px.size, dtype=bool)
+        used[pair] = True
+    base = local_tile * TILE_BYTES + 1  # +1: each row's filter byte
+    start = base[pair] + y * ROW_BYTES + x0
+    max_spans(buf, start, n_px, level[pair])
+    return np.flatnonzero(
+        np.bincount(local_tile, weights=used, minlength=int(local_tile.max()) + 1)
+    )
 
 
-def consecutive(start: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """``start[i], start[i] + 1, ..., start[i] + length[i] - 1`` for each ``i``, concatenated
-    (every ``length >= 1``): a cumulative sum of ones, with a jump where each run begins."""
+#: Spans up to this many pixels are drawn a length at a time (see ``max_spans``).
+SHORT_SPAN = 16
+
+
+def max_spans(buf: np.ndarray, start: np.ndarray, length: np.ndarray, level: np.ndarray) -> None:
+    """``buf[start[i] : start[i] + length[i]] = max(that, level[i])`` for every span.
+
+    Street splats are a few pixels wide, so the spans are grouped by length (a radix
+    sort of small integers) and each group's pixels are one broadcast ``start + [0..L)``;
+    longer spans, rare, go through ``span_pixels``. Max is order-free: same pixels.
+    """
+    short = length <= SHORT_SPAN
+    if not short.all():
+        long_ = np.flatnonzero(~short)
+        np.maximum.at(buf, *span_pixels(start[long_], length[long_], level[long_]))
+        keep = np.flatnonzero(short)
+        start, length, level = start[keep], length[keep], level[keep]
+    order = np.argsort(length.astype(np.uint8), kind="stable")  # a radix sort
+    start, level = start[order], level[order]
+    o = 0
+    for n, count in enumerate(np.bincount(length, minlength=1).tolist()):
+        if count and n:
+            # (n, spans), not (spans, n): numpy's inner loops run along the long axis.
+            pixels = np.arange(n)[:, None] + start[o : o + count]
+            levels = np.broadcast_to(level[o : o + count], pixels.shape)
+            np.maximum.at(buf, pixels.reshape(-1), levels.reshape(-1))
+        o += count
+
+
+def span_pixels(
+    start: np.ndarray, length: np.ndarray, level: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel of the spans ``start[i] .. start[i] + length[i] - 1`` (each ``length >= 1``)
+    and the span's uint8 level for each: ``np.repeat`` done as cumulative sums of steps
+    placed where each span begins (``np.repeat`` copies element by element)."""
+    if not length.size:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
     first = np.cumsum(length) - length
-    step = np.ones(int(first[-1] + length[-1]) if length.size else 0, dtype=np.int64)
-    if length.size:
-        step[first] = start - np.r_[0, start[:-1] + length[:-1] - 1]
-    return np.cumsum(step)
-
-
-def repeat_uint8(values: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """``np.repeat(values, length)`` for uint8 values and every ``length >= 1``, as a
-    cumulative sum wrapping mod 256 (``np.repeat`` copies element by element)."""
-    first = np.cumsum(length) - length
-    step = np.zeros(int(first[-1] + length[-1]) if length.size else 0, dtype=np.uint8)
-    if length.size:
-        step[first] = np.diff(values, prepend=np.uint8(0))  # wraps mod 256, as the sum does
-    return np.cumsum(step, dtype=np.uint8)
+    total = int(first[-1] + length[-1])
+    jump = start.copy()  # from the last pixel of the span before to this span's first
+    jump[1:] -= start[:-1] + length[:-1] - 1
+    step = np.ones(total, dtype=np.int64)
+    step[first] = jump
+    change = level.copy()  # wraps mod 256, as the sum does
+    change[1:] -= level[:-1]
+    value = np.zeros(total, dtype=np.uint8)
+    value[first] = change
+    # In place: a fresh array per pass would cost more than the sums themselves.
+    return np.cumsum(step, out=step), np.cumsum(value, dtype=np.uint8, out=value)
 
 
 def expand(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

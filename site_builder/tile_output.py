@@ -13,24 +13,23 @@ ones in ``members/tiles/``. Both can take a tile unchanged from the previous bui
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import shutil
 from pathlib import Path
 from typing import Protocol
 
-from pmtiles.tile import (
-    Compression,
-    TileType,
-    deserialize_directory,
-    deserialize_header,
-    zxy_to_tileid,
-)
+import numpy as np
+from pmtiles.tile import Compression, TileType, deserialize_directory, deserialize_header
 from pmtiles.writer import Writer
+
+from heatmetro.site_builder.hilbert import tile_ids, tile_zxy
 
 __all__ = ["FORMATS", "PmtilesSink", "PngTreeSink", "TileSink", "make_sink"]
 
 FORMATS = ("png", "pmtiles")
+_Zxy = tuple[int, int, int]
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
 
@@ -118,6 +117,17 @@ class PngTreeSink:
         self.close((0.0, 0.0, 0.0, 0.0))
 
 
+class _MemoryWriter(Writer):
+    """``pmtiles``' Writer with the tile data held in memory until ``finalize`` rather than
+    in a temporary file: an archive of a city is a few megabytes, and the file costs more
+    to create, write tile by tile and copy back than the memory."""
+
+    def __init__(self, f: object) -> None:
+        super().__init__(f)
+        self.tile_f.close()
+        self.tile_f = io.BytesIO()  # type: ignore[assignment]  # read and written alike
+
+
 class PmtilesSink:
     """Tiles in ``tiles/{layer}.pmtiles`` and ``members/tiles/{layer}.pmtiles``."""
 
@@ -126,8 +136,9 @@ class PmtilesSink:
         self._writers: dict[bool, tuple[Writer, object]] = {}
         self._zooms: dict[bool, tuple[int, int]] = {}
         self._zoom: int | None = None
-        self._pending: list[tuple[int, bytes]] = []
-        self._readers: dict[bool, tuple[mmap.mmap | None, dict[int, tuple[int, int]]]] = {}
+        self._pending: list[tuple[int, int, bytes]] = []  # (x, y, data) of self._zoom
+        # Per tree: the previous archive and where each of its tiles (z, x, y) is in it.
+        self._readers: dict[bool, tuple[mmap.mmap | None, dict[_Zxy, tuple[int, int]]]] = {}
         self._previous = previous
 
     def archive(self, members: bool, root: Path | None = None) -> Path:
@@ -142,10 +153,12 @@ class PmtilesSink:
             path = self.archive(members)
             path.parent.mkdir(parents=True, exist_ok=True)
             fh = path.open("wb")
-            self._writers[members] = (Writer(fh), fh)
+            self._writers[members] = (_MemoryWriter(fh), fh)
         writer = self._writers[members][0]
-        for tile_id, data in sorted(self._pending):
-            writer.write_tile(tile_id, data)
+        xs, ys, blobs = zip(*self._pending, strict=True)
+        ids = tile_ids(self._zoom, np.array(xs), np.array(ys))  # all at once: see hilbert
+        for i in np.argsort(ids, kind="stable").tolist():
+            writer.write_tile(int(ids[i]), blobs[i])
         lo, hi = self._zooms.get(members, (self._zoom, self._zoom))
         self._zooms[members] = (min(lo, self._zoom), max(hi, self._zoom))
         self._pending = []
@@ -154,13 +167,15 @@ class PmtilesSink:
         if z != self._zoom:
             self._flush()
             self._zoom = z
-        self._pending.append((zxy_to_tileid(z, x, y), data))
+        self._pending.append((x, y, data))
 
-    def _index(self, members: bool) -> tuple[mmap.mmap | None, dict[int, tuple[int, int]]]:
+    def _index(self, members: bool) -> tuple[mmap.mmap | None, dict[_Zxy, tuple[int, int]]]:
         """The previous archive and where each of its tiles is (read once, not per tile)."""
         if members not in self._readers:
             path = self.archive(members, self._previous) if self._previous else None
             data, where = None, {}
+            ids: list[int] = []
+            spans: list[tuple[int, int]] = []
             if path is not None and path.is_file() and path.stat().st_size:
                 with path.open("rb") as fh:
                     data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -174,13 +189,17 @@ class PmtilesSink:
                             continue
                         start = header["tile_data_offset"] + e.offset
                         for i in range(e.run_length):
-                            where[e.tile_id + i] = (start, e.length)
+                            ids.append(e.tile_id + i)
+                            spans.append((start, e.length))
+                z, x, y = tile_zxy(np.array(ids, dtype=np.int64))
+                keys = zip(z.tolist(), x.tolist(), y.tolist(), strict=True)
+                where = dict(zip(keys, spans, strict=True))
             self._readers[members] = (data, where)
         return self._readers[members]
 
     def reuse(self, z: int, x: int, y: int) -> bool:
         data, where = self._index(z > self.public)
-        found = where.get(zxy_to_tileid(z, x, y))
+        found = where.get((z, x, y))
         if data is None or found is None:
             return False
         self.put(z, x, y, data[found[0] : found[0] + found[1]])

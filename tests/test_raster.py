@@ -46,19 +46,33 @@ discs = st.lists(
 )
 
 
+# The candidate rows' two layouts (``raster.GRID_SPARE``), forced, and the choice made.
+ROW_LAYOUTS = {"grid": 10**9, "expanded": 0, "either": raster.GRID_SPARE}
+
+
+@pytest.mark.parametrize("layout", ROW_LAYOUTS)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(discs, st.integers(0, 2))
 # A pixel centre exactly on the circle, at its top or bottom (w = 0): one pixel in that
 # row, for a small disc and a larger one (random draws rarely hit it).
 @example([(10.5, 10.25, 0.75, 7), (40.5, 40.75, 0.75, 9)], 0)
 @example([(10.5, 10.25, 1.25, 7), (40.5, 40.75, 1.25, 9)], 1)
-def test_rasterise_equals_the_reference(ds: list[tuple[float, float, float, int]], t: int) -> None:
+# A candidate row a hair outside the disc (|y + 0.5 - cy| = r + 1e-7), under a pixel
+# centre: the exact test must drop it though its span would hold one pixel.
+@example([(20.5, 9.4999999, 1.0, 7)], 0)
+def test_rasterise_equals_the_reference(
+    layout: str, ds: list[tuple[float, float, float, int]], t: int
+) -> None:
     buf = np.zeros(3 * TILE_BYTES, dtype=np.uint8)
     a = np.array(ds, dtype=np.float64)
-    lit = rasterise(
-        buf, px=a[:, 0], py=a[:, 1], radius=a[:, 2], level=a[:, 3].astype(np.uint8),
-        local_tile=np.full(len(ds), t, dtype=np.int64),
-    )  # fmt: skip
+    old, raster.GRID_SPARE = raster.GRID_SPARE, ROW_LAYOUTS[layout]
+    try:
+        lit = rasterise(
+            buf, px=a[:, 0], py=a[:, 1], radius=a[:, 2], level=a[:, 3].astype(np.uint8),
+            local_tile=np.full(len(ds), t, dtype=np.int64),
+        )  # fmt: skip
+    finally:
+        raster.GRID_SPARE = old
     rows = buf.reshape(3, 256, 257)
     want = reference_tile(ds)
     assert np.array_equal(rows[t, :, 1:], want)
@@ -103,6 +117,12 @@ def test_render_tiles_equals_the_reference_across_borders_and_the_antimeridian(
     assert got.keys() == want.keys()
     for key, levels in want.items():
         assert np.array_equal(got[key], levels), key
+    # Any subset of the tiles, not only a run of them (a rebuild draws the changed ones).
+    subset = np.arange(plan.tile_key.size)[1::2]
+    some = {plan.tile_xy(t): rows[:, 1:].copy() for t, rows in render_tiles(plan, subset)}
+    assert some.keys() == {plan.tile_xy(t) for t in subset.tolist()} & want.keys()
+    for key, levels in some.items():
+        assert np.array_equal(levels, want[key]), key
 
 
 def test_a_caller_that_stops_early_leaves_no_pixels_behind() -> None:
@@ -183,3 +203,20 @@ def test_cell_geometry_is_kept_in_state_and_read_back(
     forget_geometry(monkeypatch)
     assert build(tmp_path / "d", cache, cells, heat) == full
     assert looked_up  # looked up again
+
+
+def test_level_zero_discs_draw_nothing_and_light_no_tile() -> None:
+    buf = np.zeros(2 * TILE_BYTES, dtype=np.uint8)
+    a = np.array([[10.0, 10.0, 2.0, 0], [40.0, 40.0, 2.0, 5]])
+    lit = rasterise(
+        buf, px=a[:, 0], py=a[:, 1], radius=a[:, 2], level=a[:, 3].astype(np.uint8),
+        local_tile=np.array([0, 1]),
+    )  # fmt: skip
+    assert lit.tolist() == [1]  # tile 0 holds only "no heat"
+    rows = buf.reshape(2, 256, 257)
+    assert not rows[0].any() and set(np.unique(rows[1]).tolist()) == {0, 5}
+    lit = rasterise(
+        buf, px=a[:1, 0], py=a[:1, 1], radius=a[:1, 2], level=np.zeros(1, np.uint8),
+        local_tile=np.array([0]),
+    )  # fmt: skip
+    assert lit.size == 0
