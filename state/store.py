@@ -18,6 +18,7 @@ activity's local start (the weekly map's 7 days).
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,13 @@ def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=120000")
-        migrations.apply(db)
+        if migrations.pending(db):
+            # An upgraded store is opened by every worker process at once, and two that
+            # both saw a migration pending would both apply it (the second fails): the
+            # first migrates while the others wait on a lock file, then find none left.
+            with db_path.with_name(f"{db_path.name}.migrate.lock").open("a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                migrations.apply(db)
     except sqlite3.DatabaseError as exc:
         msg = describe_store_error(exc, db_path)
         raise StoreError(msg) from None

@@ -7,12 +7,14 @@ store from before the local-start index. The weekly maps published from the two 
 the same bytes, and reading the week from the big store must cost SQLite what it costs
 on the small one: virtual-machine steps counted by SQLite's own progress handler.
 
-Layers holding the same rows are thresholded once: their heat must still be what each
+An old store gets the index the first time it is opened, also by several worker
+processes at once. Layers holding the same rows are thresholded once: their heat must still be what each
 would get alone, and layers with as many but other rows must keep their own.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,13 @@ import numpy as np
 import sqlite_utils
 
 from heatmetro.core.config import Config, load_config
+from heatmetro.core.errors import HeatmetroError
 from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat, per_athlete_counts
 from heatmetro.site_builder.weekly import read_week, run_weekly
 from heatmetro.site_builder.window import publishable_heat
 from heatmetro.state.records import PATH_DTYPE
 from heatmetro.state.shards import ShardedStore
+from heatmetro.state.store import connect
 from heatmetro.state.view import ReadView
 from tests.conftest import TEST_SALT, write_config
 from tests.streams import activity
@@ -171,3 +175,38 @@ def test_layers_with_the_same_rows_get_the_same_heat_and_others_their_own() -> N
         first, second = sorted(same)
         np.testing.assert_array_equal(got[first].cells, got[second].cells)
     assert not np.array_equal(got["ride"].cells, got["run"].cells)
+
+
+def _open(path: str, barrier: Any, results: Any) -> None:
+    barrier.wait()  # every process opens the store at the same moment
+    try:
+        connect(Path(path)).close()
+        results.put("ok")
+    except HeatmetroError as exc:
+        results.put(str(exc))
+
+
+def test_an_old_store_opened_by_several_workers_at_once_is_upgraded_once(
+    tmp_path: Path,
+) -> None:
+    # ``ingest -w N`` after an upgrade: every worker opens the store at once, each one
+    # finding the local-start index missing; all must start, and the index be made once.
+    config = build_store(tmp_path / "old", in_week() + around_week())
+    make_old(config)
+    path = str(config.store_dir / "0000.db")
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    workers = [ctx.Process(target=_open, args=(path, barrier, results)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert [results.get(timeout=5) for _ in workers] == ["ok"] * 4
+    db = connect(Path(path))
+    assert db.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'activities_by_local_start'"
+    ).fetchone() == (1,)
+    assert db.execute(
+        "SELECT count(*) FROM _sqlite_migrations WHERE name = 'm007_local_start'"
+    ).fetchone() == (1,)
+    db.close()
