@@ -33,6 +33,9 @@ from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, PATH_DTYPE
 
 migrations = Migrations("heatmetro")
 
+#: Beside the shards: taken while a store's schema is brought up to date.
+MIGRATE_LOCK = ".migrate.lock"
+
 #: An activity's local start in seconds (its day and month are the local ones).
 LOCAL_START = "start_s + utc_offset_s"
 
@@ -215,8 +218,9 @@ def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
         if migrations.pending(db):
             # An upgraded store is opened by every worker process at once, and two that
             # both saw a migration pending would both apply it (the second fails): the
-            # first migrates while the others wait on a lock file, then find none left.
-            with db_path.with_name(f"{db_path.name}.migrate.lock").open("a") as lock:
+            # first migrates while the others wait on a lock file (one per folder, not
+            # one more file per shard), then find none left.
+            with (db_path.parent / MIGRATE_LOCK).open("a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 migrations.apply(db)
     except sqlite3.DatabaseError as exc:
