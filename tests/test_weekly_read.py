@@ -33,7 +33,7 @@ from heatmetro.state.shards import ShardedStore
 from heatmetro.state.store import connect
 from heatmetro.state.view import ReadView
 from tests.conftest import TEST_SALT, write_config
-from tests.streams import activity
+from tests.streams import activity, athlete
 from tests.test_fold_and_store import ELM, NORTH, Harness
 
 OFFSET_S = -4 * 3600  # the rides' local time is UTC-4
@@ -57,6 +57,10 @@ def in_week() -> list[dict[str, Any]]:
     # The week's first and last local seconds belong to it.
     rides.append(ride("first-second", "a0", local(FIRST, 0), NORTH))
     rides.append(ride("last-second", "a1", local(LAST, 86_399), NORTH))
+    # Never on the map: a ride only its athlete may see, and an opted-out athlete's.
+    rides.append(ride("private", "a2", local(FIRST, 9 * 3600)) | {"visibility": "only_me"})
+    rides.append(athlete("out", aggregate_opt_out=True))
+    rides.append(ride("opted-out", "out", local(FIRST, 9 * 3600)))
     return rides
 
 
