@@ -8,8 +8,8 @@ the same bytes, and reading the week from the big store must cost SQLite what it
 on the small one: virtual-machine steps counted by SQLite's own progress handler.
 
 An old store gets the index the first time it is opened, also by several worker
-processes at once. Layers holding the same rows are thresholded once: their heat must still be what each
-would get alone, and layers with as many but other rows must keep their own.
+processes at once. Layers holding the same rows are thresholded once: their heat must
+still be what each would get alone, and layers with as many but other rows keep theirs.
 """
 
 from __future__ import annotations
