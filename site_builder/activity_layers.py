@@ -14,7 +14,7 @@ site, the athlete's personal store for ``heatmetro personal``); nothing here ope
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -68,14 +68,26 @@ def layer_heat(
     counts = per_athlete_counts(
         acts, group_layers=group_layers, sport_layers=sport_layers, night=night
     )
+    decided: list[tuple[np.ndarray, LayerHeat]] = []
     for name, per_athlete in counts.items():
-        heat = publishable_heat(
-            name, per_athlete, min_athletes, max_per_athlete,
-            threshold_ring=threshold_ring, partial=partial,
-        )  # fmt: skip
+        # Layers often hold the same rows (every activity of a bike-share week is a ride):
+        # the threshold is a function of the rows, so decide each distinct input once.
+        same = [h for rows, h in decided if _same_rows(rows, per_athlete)]
+        if same:
+            heat = replace(same[0], layer=name)
+        else:
+            heat = publishable_heat(
+                name, per_athlete, min_athletes, max_per_athlete,
+                threshold_ring=threshold_ring, partial=partial,
+            )  # fmt: skip
+            decided.append((per_athlete, heat))
         if len(heat.cells):
             out[name] = heat
     return out
+
+
+def _same_rows(a: np.ndarray, b: np.ndarray) -> bool:
+    return len(a) == len(b) and bool(np.array_equal(a, b))
 
 
 def layer_names(*, group_layers: bool, sport_layers: tuple[str, ...], night: bool) -> list[str]:
@@ -127,7 +139,9 @@ def per_athlete_counts(
     if group_layers:
         out["all"] = count(cell_aid, cells)
         for name in LAYERS[1:]:
-            out[name] = count(*by_activity(layer == name))
+            keep = layer == name
+            # A window of one sport group (a bike-share week) holds the rows of ``all``.
+            out[name] = out["all"].copy() if keep.all() else count(*by_activity(keep))
     for sport_type in sport_layers:
         out[sport_layer(sport_type)] = count(*by_activity(sport == sport_type))
     if night:

@@ -36,11 +36,12 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from bytewax.run import cli_main
 
 from heatmetro.core.config import Config
+from heatmetro.core.environment import build_time
 from heatmetro.core.errors import PublishError
 from heatmetro.core.months import check_month, last_complete_month
 from heatmetro.core.sports import NIGHT_LAYER, sport_layer
 from heatmetro.site_builder.load import load_window
-from heatmetro.site_builder.snapshot import SnapshotResult, build_site, build_time
+from heatmetro.site_builder.snapshot import SnapshotResult, build_site
 from heatmetro.site_builder.window import (
     LayerHeat,
     WindowData,

@@ -43,19 +43,30 @@ def contributing_paths(
     where: str,
     params: tuple[object, ...],
     ids: list[str] | None = None,
+    *,
+    sort_in_sql: bool = True,
 ) -> Iterator[ActivityPath]:
     """The public store's contributing activities matching ``where`` (SQL on ``a.``),
     athletes numbered locally in id order (opted-out athletes skipped, as above), over
-    every shard of the view. ``ids``, when given, receives the athletes' ids in index order."""
+    every shard of the view, in (athlete id, activity id) order. ``ids``, when given,
+    receives the athletes' ids in index order.
+
+    ``sort_in_sql=False``: each shard's rows are sorted here, for a ``where`` read through
+    an index in another order (SQLite's sorter would copy every path blob; here the
+    rows are only referenced). Same order: ids compare alike as UTF-8 bytes and as str.
+    """
     index: dict[str, int] = {}
-    rows = view.merged(
-        "SELECT a.athlete_id, a.layer, a.sport_type, a.start_s, a.utc_offset_s, a.path "
+    sql = (
+        "SELECT a.athlete_id, a.activity_id, a.layer, a.sport_type, a.start_s, "
+        "a.utc_offset_s, a.path "
         "FROM activities a LEFT JOIN athletes s ON s.athlete_id = a.athlete_id "
-        f"WHERE a.status = 'active' AND coalesce(s.opt_out, 0) = 0 AND {where} "
-        "ORDER BY a.athlete_id, a.activity_id",
-        params,
+        f"WHERE a.status = 'active' AND coalesce(s.opt_out, 0) = 0 AND {where}"
     )
-    for athlete_id, layer, sport, start_s, offset, path in rows:
+    if sort_in_sql:
+        rows = view.merged(f"{sql} ORDER BY a.athlete_id, a.activity_id", params)
+    else:
+        rows = view.merged_sorted(sql, params, columns=2)
+    for athlete_id, _, layer, sport, start_s, offset, path in rows:
         if ids is not None and athlete_id not in index:
             ids.append(athlete_id)
         yield ActivityPath(

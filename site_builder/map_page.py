@@ -21,7 +21,8 @@ from heatmetro.site_builder.pages import (
     scheme_styles,
     write_assets,
 )
-from heatmetro.site_builder.tiles import default_workers, write_heat_tiles
+from heatmetro.site_builder.tiles import LayerHeat as TileLayer
+from heatmetro.site_builder.tiles import default_workers, write_layers_tiles
 from heatmetro.site_builder.window import LayerHeat
 
 
@@ -54,21 +55,20 @@ def write_layer_tiles(
 
     Returns (tiles written, bounds of the ``all`` layer or of the first layer with heat).
     """
+    # Every layer in one call: one pool of workers, forked once, for all their tiles.
+    per_layer = write_layers_tiles(
+        [TileLayer(name, heat[name].cells, heat[name].heat) for name in LAYER_LABELS
+         if name in heat],
+        out_root=out_root,
+        min_zoom=config.min_zoom,
+        public_max_zoom=max_zoom,
+        max_zoom=max_zoom,
+        heat_resolution=config.heat_resolution,
+        tiles_format=tiles_format,
+        workers=config.tile_workers or default_workers(),
+    )  # fmt: skip
     total, bounds = 0, None
-    for layer in [name for name in LAYER_LABELS if name in heat]:
-        lh = heat[layer]
-        stats = write_heat_tiles(
-            lh.cells,
-            lh.heat,
-            layer=layer,
-            out_root=out_root,
-            min_zoom=config.min_zoom,
-            public_max_zoom=max_zoom,
-            max_zoom=max_zoom,
-            heat_resolution=config.heat_resolution,
-            tiles_format=tiles_format,
-            workers=config.tile_workers or default_workers(),
-        )
+    for stats in per_layer.values():
         n = sum(stats.tiles_per_zoom.values())
         total += n
         if n and bounds is None:

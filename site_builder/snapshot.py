@@ -8,12 +8,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from heatmetro import __version__
 from heatmetro.core.config import Config
-from heatmetro.core.environment import describe_os_error, source_date_epoch
+from heatmetro.core.environment import build_time, describe_os_error
 from heatmetro.core.errors import PublishError
 from heatmetro.core.months import check_month, last_complete_month, window_months
 from heatmetro.site_builder.heat_view import densest_view
@@ -80,15 +80,6 @@ class Stages:
 def _cpu() -> float:
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
-
-
-def build_time() -> datetime:
-    """``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now.
-
-    Raises:
-        ConfigError: ``SOURCE_DATE_EPOCH`` is set but not a usable Unix time.
-    """
-    return source_date_epoch() or datetime.now(UTC)
 
 
 def run_snapshot(

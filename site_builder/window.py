@@ -203,12 +203,21 @@ def nearby_athletes(
     if ring == 0:
         return cells, own
     disks = _disks(cells, ring)
-    near_cells, flat = np.unique(disks, return_inverse=True)
-    disk_idx = flat.reshape(disks.shape).astype(np.int64)
+    # The distinct cells of the disks and where each disk's cells are among them: one
+    # argsort serves both that and the maxima below (np.unique + np.maximum.at: ~1.7x).
+    flat_disks = disks.reshape(-1)
+    by_cell = np.argsort(flat_disks)
+    sorted_cells = flat_disks[by_cell]
+    first = np.ones(len(sorted_cells), dtype=bool)
+    np.not_equal(sorted_cells[1:], sorted_cells[:-1], out=first[1:])
+    near_cells = sorted_cells[first]
+    flat = np.empty(len(flat_disks), np.int64)
+    flat[by_cell] = np.cumsum(first) - 1
+    disk_idx = flat.reshape(disks.shape)
     # A cell with a neighbour ridden by at_least athletes has at least that many near it:
     # only the others (the sparse fringe, few rows) need distinct athletes counted.
-    counts = np.zeros(len(near_cells), np.int64)
-    np.maximum.at(counts, disk_idx.reshape(-1), np.repeat(own, disks.shape[1]))
+    ridden_near = np.repeat(own, disks.shape[1])[by_cell]
+    counts = np.maximum.reduceat(ridden_near, np.flatnonzero(first)).astype(np.int64)
     unsure = counts < at_least
     expand = np.asarray(unsure[disk_idx].any(axis=1))[inv]
     order = np.flatnonzero(expand)[np.argsort(athlete[expand], kind="stable")]
@@ -223,10 +232,20 @@ def nearby_athletes(
         hi = int(np.searchsorted(ath, ath[hi - 1], side="right"))
         near = disk_idx[row_cell[lo:hi]]
         keys = (ath[lo:hi, None] * len(near_cells) + near)[unsure[near]]
-        exact += np.bincount(np.unique(keys) % len(near_cells), minlength=len(near_cells))
+        exact += np.bincount(_distinct(keys) % len(near_cells), minlength=len(near_cells))
         lo = hi
     counts[unsure] = exact[unsure]
     return near_cells, counts.astype(np.uint32)
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of ``keys`` (any order; sorted here). ``np.unique`` without
+    an inverse takes a hash table since numpy 2.3: ~14x slower than a sort on these
+    millions of mostly distinct int64 keys."""
+    out = np.sort(keys)
+    first = np.ones(len(out), dtype=bool)
+    np.not_equal(out[1:], out[:-1], out=first[1:])
+    return out[first]
 
 
 def _disks(cells: np.ndarray, ring: int) -> np.ndarray:

@@ -11,10 +11,14 @@ Tables:
 * ``dirty_months``: athlete-months whose aggregates are due to be rebuilt.
 * ``athlete_stamps``: per athlete, a random stamp redrawn by triggers whenever any of
   their rows above changes (the snapshot's window cache, ``site_builder.window_cache``).
+
+Indexes serve the snapshot's reads: by athlete and month, by aggregate month, and by an
+activity's local start (the weekly map's 7 days).
 """
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,12 @@ from heatmetro.core.errors import StoreError
 from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, PATH_DTYPE
 
 migrations = Migrations("heatmetro")
+
+#: Beside the shards: taken while a store's schema is brought up to date.
+MIGRATE_LOCK = ".migrate.lock"
+
+#: An activity's local start in seconds (its day and month are the local ones).
+LOCAL_START = "start_s + utc_offset_s"
 
 
 @migrations()
@@ -180,6 +190,14 @@ def m006_athlete_stamps(db: sqlite_utils.Database) -> None:
         )
 
 
+@migrations()
+def m007_local_start(db: sqlite_utils.Database) -> None:
+    # The weekly map reads 7 days of local start times (``site_builder.weekly``): with this
+    # index that read costs the week's activities, not every activity ever stored.
+    # SQLite uses it only where a query spells this same expression.
+    db.execute(f"CREATE INDEX activities_by_local_start ON activities ({LOCAL_START})")
+
+
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
     """Open the store (WAL, patient with other writers) and bring its schema up to date."""
     if db_path.parent.exists() and not db_path.parent.is_dir():
@@ -197,7 +215,14 @@ def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=120000")
-        migrations.apply(db)
+        if migrations.pending(db):
+            # An upgraded store is opened by every worker process at once, and two that
+            # both saw a migration pending would both apply it (the second fails): the
+            # first migrates while the others wait on a lock file (one per folder, not
+            # one more file per shard), then find none left.
+            with (db_path.parent / MIGRATE_LOCK).open("a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                migrations.apply(db)
     except sqlite3.DatabaseError as exc:
         msg = describe_store_error(exc, db_path)
         raise StoreError(msg) from None

@@ -46,6 +46,17 @@ class ReadView(AbstractContextManager["ReadView"]):
         SQL must order by it first): an athlete's rows come from one shard, in SQL order."""
         return heapq.merge(*(db.execute(sql, tuple(params)) for db in self.dbs), key=itemgetter(0))
 
+    def merged_sorted(
+        self, sql: str, params: Sequence[object] = (), *, columns: int
+    ) -> Iterator[tuple[Any, ...]]:
+        """``merged``, with each shard's rows sorted here on their first ``columns``
+        columns (which must tell every row apart) rather than by an ORDER BY."""
+        key = itemgetter(*range(columns))
+        return heapq.merge(
+            *(sorted(db.execute(sql, tuple(params)), key=key) for db in self.dbs),
+            key=itemgetter(0),
+        )
+
     def window_rows(
         self, first: str, last: str, athletes: Collection[str] | None = None
     ) -> Iterator[MonthRow]:

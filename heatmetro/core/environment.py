@@ -35,6 +35,15 @@ def source_date_epoch() -> datetime | None:
     return datetime.fromtimestamp(int(raw), tz=UTC)
 
 
+def build_time() -> datetime:
+    """``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now.
+
+    Raises:
+        ConfigError: ``SOURCE_DATE_EPOCH`` is set but not a usable Unix time.
+    """
+    return source_date_epoch() or datetime.now(UTC)
+
+
 _HINTS = {
     errno.ENOSPC: "the disk is full",
     errno.EFBIG: "file size limit reached (disk quota or ulimit -f)",
