@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from heatmetro.core.arrays import distinct
 from heatmetro.core.environment import describe_os_error
 from heatmetro.site_builder.metro_tables import Cells, DirectionSums, direction_sums
 from heatmetro.site_builder.mix64 import GOLDEN, mix64
@@ -123,7 +124,7 @@ def touched_edges(old: LayerState, new: LayerState) -> np.ndarray | None:
     if [d for d in old_d if d not in changed] != [d for d in new_d if d not in changed]:
         return None
     edges = [old.edge[old_changed[old.owner]], new.edge[new_changed[new.owner]]]
-    return np.unique(np.concatenate(edges))
+    return distinct(np.concatenate(edges))
 
 
 class _Mismatch(Exception):

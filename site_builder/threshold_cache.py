@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import h3.api.basic_int as h3
 import numpy as np
 
+from heatmetro.core.arrays import distinct
 from heatmetro.core.h3_vector import grid_disks
 from heatmetro.site_builder.window import (
     THIN_RING,
@@ -86,7 +87,7 @@ class LayerThresholds:
         self.previous = previous or {}
         self.changed = changed or {}
         every = [c for c in self.changed.values() if len(c)]
-        self._union = np.unique(np.concatenate(every)) if every else np.zeros(0, np.uint64)
+        self._union = distinct(np.concatenate(every)) if every else np.zeros(0, np.uint64)
         self._rings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.states: dict[str, ThresholdState] = {}
         self.whole: list[str] = []  # layers computed from scratch (the others: near changes)
@@ -160,7 +161,7 @@ def incremental_threshold(
     rows within reach of the change are more than ``full_share`` of all, or a pentagon
     is near). ``rings``: ``grid_distances(changed, _reach(threshold_ring))``, if known."""
     ring = threshold_ring
-    changed = np.unique(changed)
+    changed = distinct(changed)
     if len(changed) == 0:
         return previous.drawn, previous.open_cells
     if len(per_athlete) == 0:
@@ -219,7 +220,7 @@ def grid_distances(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     to the nearest of them. Breadth first: a neighbour of a cell at distance d is at d - 1,
     d or d + 1, so each ring is found from the last two (work in the area, not k**2 per
     cell)."""
-    rings, before = [np.unique(cells)], np.zeros(0, np.uint64)
+    rings, before = [distinct(cells)], np.zeros(0, np.uint64)
     for _ in range(k):
         around = grid_disks(rings[-1], 1).reshape(-1)
         around.sort()  # then drop repeats: cheaper than np.unique's hashing here

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import h3.api.basic_int as h3
 import numpy as np
 
+from heatmetro.core.arrays import distinct
 from heatmetro.core.h3_vector import (
     cells_to_latlng,
     grid_disks,
@@ -232,20 +233,10 @@ def nearby_athletes(
         hi = int(np.searchsorted(ath, ath[hi - 1], side="right"))
         near = disk_idx[row_cell[lo:hi]]
         keys = (ath[lo:hi, None] * len(near_cells) + near)[unsure[near]]
-        exact += np.bincount(_distinct(keys) % len(near_cells), minlength=len(near_cells))
+        exact += np.bincount(distinct(keys) % len(near_cells), minlength=len(near_cells))
         lo = hi
     counts[unsure] = exact[unsure]
     return near_cells, counts.astype(np.uint32)
-
-
-def _distinct(keys: np.ndarray) -> np.ndarray:
-    """The distinct values of ``keys`` (any order; sorted here). ``np.unique`` without
-    an inverse takes a hash table since numpy 2.3: ~14x slower than a sort on these
-    millions of mostly distinct int64 keys."""
-    out = np.sort(keys)
-    first = np.ones(len(out), dtype=bool)
-    np.not_equal(out[1:], out[:-1], out=first[1:])
-    return out[first]
 
 
 def _disks(cells: np.ndarray, ring: int) -> np.ndarray:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from heatmetro import __version__
+from heatmetro.core.arrays import distinct
 from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error
 from heatmetro.site_builder.activity_layers import layer_names
@@ -199,7 +200,7 @@ def changed_cells(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> dic
         twice = np.zeros(len(rows), dtype=bool)
         twice[1:] |= same
         twice[:-1] |= same
-        out[layer] = np.unique(rows["cell"][~twice])
+        out[layer] = distinct(rows["cell"][~twice])
     return out
 
 
