@@ -154,10 +154,24 @@ class _Planned:
     sink: TileSink
     bounds: tuple[float, float, float, float]
     seconds: float
+    cells: np.ndarray  # the input, summed by cell
+    heat: np.ndarray
     ids: list[np.ndarray] = field(default_factory=list)
     digests: list[np.ndarray] = field(default_factory=list)
     unchanged: list[np.ndarray] = field(default_factory=list)
     was_written: list[np.ndarray] = field(default_factory=list)
+
+    def same_input(self, cells: np.ndarray, heat: np.ndarray) -> bool:
+        return bool(np.array_equal(self.cells, cells) and np.array_equal(self.heat, heat))
+
+    def look_up(self, old: Manifest | None) -> None:
+        """Which tiles of the zoom just added are unchanged in, and were written by, ``old``."""
+        if old is not None:
+            same, wrote = old.lookup(self.ids[-1], self.digests[-1])
+        else:
+            same = wrote = np.zeros(self.ids[-1].size, dtype=bool)
+        self.unchanged.append(same)
+        self.was_written.append(wrote)
 
 
 def write_heat_tiles(
@@ -252,7 +266,7 @@ def write_layers_tiles(
     try:
         _OWNS[:] = [owns] if owns is not None else []
         for lh in layers:
-            got = _plan_layer(lh, out_root, zs, cache)
+            got = _plan_layer(lh, out_root, zs, cache, planned)
             if isinstance(got, TileStats):
                 stats[lh.layer] = got
             else:
@@ -266,9 +280,18 @@ def write_layers_tiles(
 
 
 def _plan_layer(
-    lh: LayerHeat, out_root: Path, zs: _Settings, cache: TileCache | None
+    lh: LayerHeat,
+    out_root: Path,
+    zs: _Settings,
+    cache: TileCache | None,
+    before: Sequence[_Planned] = (),
 ) -> _Planned | TileStats:
-    """Plan every zoom of a layer into ``_PLANS`` (or the stats of an empty layer)."""
+    """Plan every zoom of a layer into ``_PLANS`` (or the stats of an empty layer).
+
+    A layer with the very cells and heat of one planned ``before`` (a bike share's
+    ``ride`` is ``all``) shares its plans and digests: the same pairs, drawn again into
+    its own tiles.
+    """
     started = time.perf_counter()
     layer = lh.layer
     cells = np.asarray(lh.cells, dtype=np.uint64).reshape(-1)
@@ -293,6 +316,12 @@ def _plan_layer(
         return TileStats(tiles_per_zoom=counts, bounds=(0.0, 0.0, 0.0, 0.0), seconds=0.0)
 
     cells, heat = sum_by_cell(cells, heat)  # tolerate duplicates: they are one cell
+    old = cache.load(layer, zs.tiles_format) if cache is not None else None
+    if isinstance(sink, PngTreeSink):
+        _TREE[layer] = sink
+    twin = next((p for p in before if p.same_input(cells, heat)), None)
+    if twin is not None:
+        return _plan_twin(twin, layer, sink, cells, heat, old, zooms, started)
     res_of = {z: resolution_for_zoom(z, zs.heat_resolution) for z in zooms}
     if cache is not None:
         load_geometry(cache.geometry_path)
@@ -308,10 +337,7 @@ def _plan_layer(
     )
     if cache is not None:
         save_geometry(cache.geometry_path)
-    old = cache.load(layer, zs.tiles_format) if cache is not None else None
-    if isinstance(sink, PngTreeSink):
-        _TREE[layer] = sink
-    out = _Planned(layer, sink, bounds, 0.0)
+    out = _Planned(layer, sink, bounds, 0.0, cells, heat)
     projected = {res: Projected.of(lvl.lng, lvl.lat, lvl.radius_m) for res, lvl in levels.items()}
     for z in zooms:
         lvl = levels[res_of[z]]
@@ -324,12 +350,28 @@ def _plan_layer(
         )  # fmt: skip
         out.ids.append(tile_ids(z, plan.tile_key))
         out.digests.append(tile_digests(plan, lvl.cells, settings))
-        if old is not None:
-            same, wrote = old.lookup(out.ids[-1], out.digests[-1])
-        else:
-            same = wrote = np.zeros(plan.tile_key.size, dtype=bool)
-        out.unchanged.append(same)
-        out.was_written.append(wrote)
+        out.look_up(old)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def _plan_twin(
+    twin: _Planned,
+    layer: str,
+    sink: TileSink,
+    cells: np.ndarray,
+    heat: np.ndarray,
+    old: Manifest | None,
+    zooms: range,
+    started: float,
+) -> _Planned:
+    """``layer``'s plan when it has ``twin``'s input: its plans, digests and bounds."""
+    out = _Planned(layer, sink, twin.bounds, 0.0, cells, heat)
+    for i, z in enumerate(zooms):
+        _PLANS[layer, z] = _PLANS[twin.layer, z]
+        out.ids.append(twin.ids[i])
+        out.digests.append(twin.digests[i])
+        out.look_up(old)  # against this layer's own last build
     out.seconds = time.perf_counter() - started
     return out
 

@@ -425,6 +425,8 @@ def some_layers() -> list[LayerHeat]:
         LayerHeat("empty", np.zeros(0, dtype=np.uint64), np.zeros(0)),
         LayerHeat("ride", ride, np.arange(ride.size, dtype=float) + 3),
         LayerHeat("night", cells[::3], heat[::3] * 2),
+        # The input of ``all`` again, in another order: it shares all's plans.
+        LayerHeat("twin", cells[::-1], heat[::-1]),
     ]
 
 
@@ -493,10 +495,31 @@ def test_layers_through_one_pool_reuse_their_own_unchanged_tiles(
     )  # fmt: skip
     write_layers_tiles(layers, out_root=tmp_path / "reference", **kw)  # type: ignore[arg-type]
     assert all_output(second) == all_output(tmp_path / "reference") != all_output(first)
-    for name in ("all", "night"):
+    for name in ("all", "night", "twin"):
         assert again[name].rendered == 0
         assert again[name].reused == full[name].rendered > 0
     assert 0 < again["ride"].rendered < full["ride"].rendered
+
+
+def test_a_layer_with_another_layers_input_keeps_its_own_tiles_and_manifest(
+    tmp_path: Path,
+) -> None:
+    layers = some_layers()
+    kw = {"heat_resolution": RES, **ZOOMS}
+    first = tmp_path / "000001-a"
+    write_layers_tiles(layers, out_root=first, cache=TileCache(tmp_path / "c", None, first), **kw)  # type: ignore[arg-type]
+    assert all_output(first / "tiles" / "twin") == all_output(first / "tiles" / "all")
+    # The twin changes, all does not: all is reused whole, the twin drawn where it changed.
+    twin = layers[-1]
+    layers[-1] = LayerHeat("twin", twin.cells, twin.heat + np.eye(1, twin.heat.size).ravel())
+    second = tmp_path / "000002-b"
+    again = write_layers_tiles(
+        layers, out_root=second, cache=TileCache(tmp_path / "c", first, second), **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert again["all"].rendered == 0 < again["twin"].rendered
+    write_layers_tiles(layers, out_root=tmp_path / "reference", **kw)  # type: ignore[arg-type]
+    assert all_output(second) == all_output(tmp_path / "reference")
+    assert all_output(second / "tiles" / "twin") != all_output(second / "tiles" / "all")
 
 
 def all_output(root: Path) -> dict[str, bytes]:
