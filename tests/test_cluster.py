@@ -131,7 +131,9 @@ def test_sigkill_of_one_member_then_restart_of_both(
     tmp_path: Path, stream: Path, one: Path
 ) -> None:
     early: list[str] = []
-    for attempt in range(3):
+    # A random moment, then sooner: on a fast machine the cluster may finish the stream
+    # before the first one comes (member 1 then exits 0, and the kill is tried again).
+    for attempt, latest in enumerate((0.5, 0.1, 0.0)):
         members = [project(tmp_path / f"try{attempt}" / f"machine{i}") for i in range(2)]
         addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
         args = ("ingest", str(stream), "-a", addresses)
@@ -142,7 +144,7 @@ def test_sigkill_of_one_member_then_restart_of_both(
         while not (members[1].parent / "state" / "recovery").exists():
             assert time.monotonic() < deadline and procs[1].poll() is None, "member 1 never started"
             time.sleep(0.02)
-        time.sleep(random.uniform(0.0, 0.5))
+        time.sleep(random.uniform(0.0, latest))
         killed = procs[1].poll() is None
         if killed:
             os.killpg(procs[1].pid, signal.SIGKILL)
@@ -155,10 +157,10 @@ def test_sigkill_of_one_member_then_restart_of_both(
             errors.append(p.communicate()[1])
         if killed:
             break
-        # A member alone cannot finish the stream: it stopped on an error. Only a port
-        # taken between free_ports() and the bind (tests run in parallel) is retried.
         why = f"member 1 exited ({procs[1].returncode}) before the kill: {errors[1][-3000:]}"
-        assert "in use" in errors[1].lower(), why
+        # Retried: the cluster done already (exit 0), or a port taken between free_ports()
+        # and the bind by a test running in parallel. Any other exit is a failure.
+        assert procs[1].returncode == 0 or "in use" in errors[1].lower(), why
         early.append(why)
     assert killed, "\n".join(early)
 
