@@ -18,7 +18,8 @@ import os
 import re
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,12 +266,14 @@ def write_layers_tiles(
     planned: list[_Planned] = []
     try:
         _OWNS[:] = [owns] if owns is not None else []
-        for lh in layers:
-            got = _plan_layer(lh, out_root, zs, cache, planned)
-            if isinstance(got, TileStats):
-                stats[lh.layer] = got
-            else:
-                planned.append(got)
+        # Threads for planning only with cores to spare, and gone before workers fork.
+        with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as threads:
+            for lh in layers:
+                got = _plan_layer(lh, out_root, zs, cache, planned, threads)
+                if isinstance(got, TileStats):
+                    stats[lh.layer] = got
+                else:
+                    planned.append(got)
         written = _write_planned(planned, zs, cache, workers, owns)
     finally:
         _PLANS.clear()
@@ -285,6 +288,7 @@ def _plan_layer(
     zs: _Settings,
     cache: TileCache | None,
     before: Sequence[_Planned] = (),
+    threads: ThreadPoolExecutor | None = None,
 ) -> _Planned | TileStats:
     """Plan every zoom of a layer into ``_PLANS`` (or the stats of an empty layer).
 
@@ -339,17 +343,24 @@ def _plan_layer(
         save_geometry(cache.geometry_path)
     out = _Planned(layer, sink, bounds, 0.0, cells, heat)
     projected = {res: Projected.of(lvl.lng, lvl.lat, lvl.radius_m) for res, lvl in levels.items()}
-    for z in zooms:
+
+    def plan_one(z: int) -> tuple[ZoomPlan, np.ndarray, np.ndarray]:
         lvl = levels[res_of[z]]
         plan = plan_zoom(*projected[res_of[z]].at(z), lvl.level, z)
-        _PLANS[layer, z] = plan
         settings = settings_digest(
             version=RENDER_VERSION, format=zs.tiles_format, z=z, res=res_of[z],
             public=z <= zs.public_max_zoom, tile=TILE_SIZE,
             geometry=GEOMETRY_KEY,  # another h3 may move centres by a bit: draw again
         )  # fmt: skip
-        out.ids.append(tile_ids(z, plan.tile_key))
-        out.digests.append(tile_digests(plan, lvl.cells, settings))
+        return plan, tile_ids(z, plan.tile_key), tile_digests(plan, lvl.cells, settings)
+
+    # Each zoom's plan is a pure function of the levels: with threads (numpy lets go of
+    # the GIL in its loops), zooms are planned side by side; results come in zoom order.
+    planned = threads.map(plan_one, zooms) if threads is not None else map(plan_one, zooms)
+    for z, (plan, ids, digests) in zip(zooms, planned, strict=True):
+        _PLANS[layer, z] = plan
+        out.ids.append(ids)
+        out.digests.append(digests)
         out.look_up(old)
     out.seconds = time.perf_counter() - started
     return out
