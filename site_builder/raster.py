@@ -155,9 +155,9 @@ def render_tiles(plan: ZoomPlan, tiles: np.ndarray) -> Iterator[tuple[int, np.nd
     tiles = np.asarray(tiles, dtype=np.int64)
     if tiles.size == 0:
         return
-    first, last = int(tiles[0]), int(tiles[-1])
-    if last - first + 1 == tiles.size and (tiles.size == 1 or bool((np.diff(tiles) == 1).all())):
+    if bool((np.diff(tiles) == 1).all()):
         # A run of tiles (a full build's jobs): their pairs are one slice of the plan.
+        first, last = int(tiles[0]), int(tiles[-1])
         lo = int(plan.tile_start[first])
         pair_bounds = plan.tile_start[first : last + 1] - lo
         pair_bounds = np.r_[pair_bounds, plan.tile_end[last] - lo]
