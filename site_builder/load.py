@@ -8,7 +8,7 @@ per athlete (with a local index, never the id) for the Metro writer to threshold
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -228,12 +228,14 @@ def assemble(
     threshold_ring: int,
     partial: bool = False,
     thresholds: LayerThresholds | None = None,
+    metro: WindowData | None = None,
 ) -> WindowData:
     """The ``WindowData`` of ``parts``: heat thresholded (``publishable_heat``), Metro
     records left per athlete, renumbered as the store's reading order numbers them.
     ``threshold_ring`` and ``partial``: see ``publishable_heat``. ``thresholds`` (unused
     with ``partial``): decides each layer's heat instead, reusing the last build's where
-    it can, and keeps the states for the next (``threshold_cache``)."""
+    it can, and keeps the states for the next (``threshold_cache``). ``metro``: what
+    ``metro_window(parts, first, last)`` already gave, if it was called."""
 
     def heat_of(layer: str, per_athlete: np.ndarray) -> LayerHeat:
         if thresholds is not None and not partial:
@@ -245,30 +247,40 @@ def assemble(
             threshold_ring=threshold_ring, partial=partial,
         )  # fmt: skip
 
-    row_index = (np.cumsum(parts.has_rows) - 1).astype(np.int32)
     heat_out: dict[str, LayerHeat] = {}
-    metro: dict[str, dict[str, np.ndarray]] = {"edges": {}, "hexagons": {}, "od": {}}
     for layer in LAYERS:
         # A threshold counts distinct athletes: any one-to-one numbering decides the
         # same (and heat sums integers), so the heat rows go as they are, not copied.
         heat_out[layer] = heat_of(layer, parts.arrays[f"heat/{layer}"])
-        for kind, table in metro.items():
-            table[layer] = _remap(parts.arrays[f"{kind}/{layer}"].copy(), row_index)
     for name, arr in parts.arrays.items():
         if name.startswith("extra/"):
             heat = heat_of(name.removeprefix("extra/"), arr)
             if len(heat.cells):
                 heat_out[heat.layer] = heat
+    return replace(
+        metro or metro_window(parts, first, last),
+        heat=heat_out,
+        counts={f"cells_{k}": len(v.cells) for k, v in heat_out.items()},
+    )
+
+
+def metro_window(parts: WindowParts, first: str, last: str) -> WindowData:
+    """The ``WindowData`` of ``parts`` without heat (``heat`` is empty): all the Metro
+    writer reads, ready before any threshold is computed."""
+    row_index = (np.cumsum(parts.has_rows) - 1).astype(np.int32)
+    metro: dict[str, dict[str, np.ndarray]] = {"edges": {}, "hexagons": {}, "od": {}}
+    for layer in LAYERS:
+        for kind, table in metro.items():
+            table[layer] = _remap(parts.arrays[f"{kind}/{layer}"].copy(), row_index)
     return WindowData(
         month=last,
         first_month=first,
-        heat=heat_out,
+        heat={},
         edges=metro["edges"],
         hexagons=metro["hexagons"],
         od=metro["od"],
         athletes=int(parts.has_rows.sum()),
         activities=int(parts.activities.sum()),
-        counts={f"cells_{k}": len(v.cells) for k, v in heat_out.items()},
     )
 
 

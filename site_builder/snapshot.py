@@ -20,6 +20,7 @@ from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.metro import MetroSettings, write_metro
 from heatmetro.site_builder.metro_cache import CACHE_FILE as METRO_CACHE
 from heatmetro.site_builder.metro_cache import MetroCache
+from heatmetro.site_builder.metro_job import MetroDone, MetroJob
 from heatmetro.site_builder.metro_streets import StreetWindow, load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish
@@ -27,7 +28,7 @@ from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import LayerHeat, default_workers, write_layers_tiles
 from heatmetro.site_builder.weekly import carry_weekly, publish_lock, published_weekly_format
 from heatmetro.site_builder.window import WindowData, neighbourhood_across_m
-from heatmetro.site_builder.window_cache import CACHE_FILE, load_window_cached
+from heatmetro.site_builder.window_cache import CACHE_FILE, read_window_cached
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 from heatmetro.state.view import ReadView
@@ -98,20 +99,40 @@ def run_snapshot(
     dbs = ShardedStore.open(config.state_dir, config.shards).connect_all()
     try:
         with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
-            window, report = load_window_cached(
+            read = read_window_cached(
                 view, window_months(month), config, config.state_dir / CACHE_FILE, reuse=cache
             )
-            if not quiet or report.problem:
-                print(report.line(), file=sys.stderr)
             streets = load_streets(dbs, month, config)  # None without a base map
     finally:
         for db in dbs:
             db.close()
-    stages.done("window")
-    n_tiles = build_site(
-        window, config, when, streets=streets, quiet=quiet, stages=stages, map_cache=True,
-        reuse=cache,
-    )  # fmt: skip
+    build = new_build_dir(config.out_dir, month)
+    metro: MetroJob | None = None
+    try:
+        # The Metro files need no heat: on two cores they are written meanwhile.
+        metro = start_metro(
+            read.metro_window(), config, when, build, streets, map_cache=True, reuse=cache,
+            parallel=(config.tile_workers or default_workers()) > 1,
+        )  # fmt: skip
+        window, report = read.finish()
+        if not quiet or report.problem:
+            print(report.line(), file=sys.stderr)
+        stages.done("window")
+        n_tiles = build_site(
+            window, config, when, streets=streets, quiet=quiet, stages=stages, map_cache=True,
+            reuse=cache, build=build, metro=metro,
+        )  # fmt: skip
+    except OSError as exc:  # as in build_site: the old site keeps serving
+        if metro is not None:
+            metro.cancel()
+        discard(build)
+        msg = f"cannot write the site in {build.parent}: {describe_os_error(exc)}"
+        raise PublishError(msg) from exc
+    except BaseException:
+        if metro is not None:
+            metro.cancel()
+        discard(build)
+        raise
     if not quiet:
         print(stages.line(), file=sys.stderr)
     return SnapshotResult(
@@ -132,46 +153,33 @@ def build_site(
     stages: Stages | None = None,
     map_cache: bool = False,
     reuse: bool = True,
+    build: Path | None = None,
+    metro: MetroJob | None = None,
 ) -> int:
     """Write and atomically publish the site of ``window``; returns the tile count.
 
     A member of a distributed snapshot writes only the tiles it ``owns``; only the one
     with ``pages`` writes the pages, Metro files and metadata (docs/scaling.md).
     With ``map_cache``, the rendered map and the Metro edge sums are kept in ``state_dir``
-    for the next build (and taken from there if ``reuse``).
+    for the next build (and taken from there if ``reuse``). ``build`` and ``metro``: the
+    build folder and the Metro writer (``start_metro``) if the caller started them.
     """
     month = window.month
     stages = stages or Stages()
-    build = new_build_dir(config.out_dir, month)
+    build = build or new_build_dir(config.out_dir, month)
     try:
         n_tiles, bounds = _write_tiles(window, config, build, quiet=quiet, owns=owns)
         stages.done("tiles")
         if not pages:
             publish(build, config.out_dir)
             return n_tiles
-        metro_dir = build / "metro"
-        metro_dir.mkdir()
-        metro_cache = MetroCache(config.state_dir / METRO_CACHE, reuse) if map_cache else None
-        metro_rows = write_metro(
-            window,
-            MetroSettings(
-                min_athletes=config.min_athletes,
-                round_to=config.round_to,
-                month=window.month,
-                first_month=window.first_month,
-                version=__version__,
-                build_date=when.strftime("%Y-%m-%d"),
-                epsilon=config.metro_epsilon,
-                delta=config.metro_delta,
-                salt=config.salt,
-                base_map=str(config.base_map) if config.base_map else None,
-            ),
-            metro_dir,
-            streets,
-            metro_cache,
+        metro = metro or start_metro(
+            window, config, when, build, streets, map_cache=map_cache, reuse=reuse, parallel=False
         )
-        if metro_cache is not None and (not quiet or metro_cache.problem):
-            print(metro_cache.line(), file=sys.stderr)
+        done = metro.result()
+        metro_rows = done.rows
+        if done.cache_line and (not quiet or done.cache_problem):
+            print(done.cache_line, file=sys.stderr)
         stages.done("metro")
         layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
         weekly_format = published_weekly_format(config.out_dir)
@@ -229,13 +237,55 @@ def build_site(
             publish(build, config.out_dir)
         stages.done("publish")
     except OSError as exc:  # a full disk mid-build: the old site keeps serving
+        if metro is not None:
+            metro.cancel()
         discard(build)
         msg = f"cannot write the site in {build.parent}: {describe_os_error(exc)}"
         raise PublishError(msg) from exc
     except BaseException:  # Ctrl-C or a bug: still never a half-written site
+        if metro is not None:
+            metro.cancel()
         discard(build)
         raise
     return n_tiles
+
+
+def start_metro(
+    window: WindowData,
+    config: Config,
+    when: datetime,
+    build: Path,
+    streets: StreetWindow | None,
+    *,
+    map_cache: bool,
+    reuse: bool,
+    parallel: bool,
+) -> MetroJob:
+    """The Metro files of ``window`` into ``build/metro``: started in a forked process
+    when ``parallel`` (``metro_job``), else written when asked for the result."""
+    metro_dir = build / "metro"
+    metro_dir.mkdir()
+    settings = MetroSettings(
+        min_athletes=config.min_athletes,
+        round_to=config.round_to,
+        month=window.month,
+        first_month=window.first_month,
+        version=__version__,
+        build_date=when.strftime("%Y-%m-%d"),
+        epsilon=config.metro_epsilon,
+        delta=config.metro_delta,
+        salt=config.salt,
+        base_map=str(config.base_map) if config.base_map else None,
+    )
+
+    def work() -> MetroDone:
+        cache = MetroCache(config.state_dir / METRO_CACHE, reuse) if map_cache else None
+        rows = write_metro(window, settings, metro_dir, streets, cache)
+        if cache is None:
+            return MetroDone(rows)
+        return MetroDone(rows, cache.line(), cache.problem)
+
+    return MetroJob(work, parallel=parallel)
 
 
 def _write_tiles(

@@ -37,7 +37,13 @@ from heatmetro.core.arrays import distinct
 from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error
 from heatmetro.site_builder.activity_layers import layer_names
-from heatmetro.site_builder.load import WindowParts, assemble, part_dtypes, read_parts
+from heatmetro.site_builder.load import (
+    WindowParts,
+    assemble,
+    metro_window,
+    part_dtypes,
+    read_parts,
+)
 from heatmetro.site_builder.npz_mapped import load_mapped
 from heatmetro.site_builder.threshold_cache import LayerThresholds, ThresholdState
 from heatmetro.site_builder.window import LayerHeat, WindowData
@@ -129,6 +135,19 @@ def load_window_cached(
     """``load.load_window`` of the window ``(first, last)``, reusing the parts cached at
     ``cache_path`` for athletes whose stamp is unchanged (unless not ``reuse``), and
     saving the new parts there (so the file never keeps what the store no longer has)."""
+    return read_window_cached(view, month_window, config, cache_path, reuse=reuse).finish()
+
+
+def read_window_cached(
+    view: ReadView,
+    month_window: tuple[str, str],
+    config: Config,
+    cache_path: Path,
+    *,
+    reuse: bool = True,
+) -> WindowRead:
+    """The first half of ``load_window_cached``: everything read from the store and the
+    cache (nothing thresholded yet), so the Metro records are ready before the heat."""
     first, last = month_window
     extra = (config.sport_layers, config.night_layer)
     names = layer_names(
@@ -157,20 +176,65 @@ def load_window_cached(
             thresholds = LayerThresholds(cached.thresholds, changed_cells(old, keep, fresh))
             used = bool(changed)
     note = note if changed is None else ""
-    window = assemble(
-        parts, first, last, min_athletes=config.min_athletes,
-        max_per_athlete=config.max_per_athlete, threshold_ring=config.threshold_ring,
-        thresholds=thresholds,
+    return WindowRead(
+        parts, first, last, config, cache_path, key, stamps, thresholds,
+        CacheReport(kept, read, note, threshold_note),
+        rewrite=changed != [] or bool(threshold_note), used=used,
     )  # fmt: skip
-    try:
-        # Nothing changed and the states were read: the file already holds all this.
-        if changed != [] or threshold_note:
-            write_cache(cache_path, key, parts, stamps, thresholds.states)
-    except OSError as exc:  # a full disk: this build still publishes; the next reads all
-        cache_path.unlink(missing_ok=True)  # and nothing stale stays behind
-        note = f"not saved ({describe_os_error(exc)})"
-    summary = thresholds.summary() if used and not note else ""
-    return window, CacheReport(kept, read, note, threshold_note if not note else "", summary)
+
+
+class WindowRead:
+    """A window read from the store and the cache: its Metro records at once
+    (``metro_window``), its heat thresholded and the cache saved by ``finish``."""
+
+    def __init__(
+        self,
+        parts: WindowParts,
+        first: str,
+        last: str,
+        config: Config,
+        cache_path: Path,
+        key: str,
+        stamps: dict[str, bytes],
+        thresholds: LayerThresholds,
+        report: CacheReport,
+        *,
+        rewrite: bool,
+        used: bool,
+    ) -> None:
+        self.parts, self.first, self.last, self.config = parts, first, last, config
+        self.cache_path, self.key, self.stamps = cache_path, key, stamps
+        self.thresholds, self.report = thresholds, report
+        self.rewrite, self.used = rewrite, used
+        self._metro: WindowData | None = None
+
+    def metro_window(self) -> WindowData:
+        """The window without heat: what the Metro writer reads."""
+        if self._metro is None:
+            self._metro = metro_window(self.parts, self.first, self.last)
+        return self._metro
+
+    def finish(self) -> tuple[WindowData, CacheReport]:
+        """The whole window (heat thresholded) and what the cache did; the cache saved."""
+        config, report = self.config, self.report
+        window = assemble(
+            self.parts, self.first, self.last, min_athletes=config.min_athletes,
+            max_per_athlete=config.max_per_athlete, threshold_ring=config.threshold_ring,
+            thresholds=self.thresholds, metro=self._metro,
+        )  # fmt: skip
+        note = report.note
+        try:
+            # Nothing changed and the states were read: the file already holds all this.
+            if self.rewrite:
+                write_cache(
+                    self.cache_path, self.key, self.parts, self.stamps, self.thresholds.states
+                )
+        except OSError as exc:  # a full disk: this build still publishes; the next reads all
+            self.cache_path.unlink(missing_ok=True)  # and nothing stale stays behind
+            note = f"not saved ({describe_os_error(exc)})"
+        summary = self.thresholds.summary() if self.used and not note else ""
+        threshold_note = report.threshold_note if not note else ""
+        return window, CacheReport(report.kept, report.read, note, threshold_note, summary)
 
 
 def changed_cells(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> dict[str, np.ndarray]:

@@ -1,0 +1,198 @@
+"""The Metro files written in a forked process beside the heat (``metro_job``).
+
+Unit level: a result or an error crosses from the child as it would have been returned or
+raised here; a child killed or cancelled is a clear error, never a hang. Through a real
+snapshot of real rides: the same bytes whichever process writes the Metro files, a
+failing writer leaves the published site as it was, and a snapshot killed mid-build
+leaves no writer running behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import heatmetro.site_builder.snapshot as snapshot_module
+from heatmetro.core.config import load_config
+from heatmetro.core.errors import ConfigError, PublishError
+from heatmetro.site_builder.metro_job import MetroDone, MetroJob
+from heatmetro.site_builder.snapshot import run_snapshot
+from tests.conftest import HEATMETRO, REPO, TEST_SALT, write_config
+from tests.test_snapshot_cli import SDE_ENV, copy_project, real_store, tree  # noqa: F401
+
+# --------------------------------------------------------------------------- unit
+
+
+def _report_pid() -> MetroDone:
+    return MetroDone({"pid": os.getpid()}, "metro cache: from the child", True)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_the_result_comes_back_from_the_process_that_wrote_it(parallel: bool) -> None:
+    job = MetroJob(_report_pid, parallel=parallel)
+    assert job.forked is parallel
+    done = job.result()
+    assert (done.rows["pid"] != os.getpid()) is parallel
+    assert done.cache_line == "metro cache: from the child" and done.cache_problem
+    assert job.result() is done  # asked again: the same answer, no second run
+
+
+def test_our_errors_cross_as_they_are() -> None:
+    def bad() -> MetroDone:
+        msg = "metro: settings.month = '2021-13' is not YYYY-MM"
+        raise ConfigError(msg)
+
+    with pytest.raises(ConfigError, match=r"settings\.month = '2021-13'"):
+        MetroJob(bad, parallel=True).result()
+
+
+def test_a_bug_in_the_child_is_a_publish_error_with_its_traceback() -> None:
+    def bug() -> MetroDone:
+        return MetroDone({"x": 1 // 0})
+
+    with pytest.raises(PublishError, match="Metro writer failed") as info:
+        MetroJob(bug, parallel=True).result()
+    assert "ZeroDivisionError" in str(info.value) and "in bug" in str(info.value)
+
+
+def test_a_killed_child_is_named_not_waited_for() -> None:
+    def killed() -> MetroDone:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return MetroDone({})
+
+    with pytest.raises(PublishError, match="killed by SIGKILL"):
+        MetroJob(killed, parallel=True).result()
+
+
+def test_cancel_stops_a_running_writer() -> None:
+    def slow() -> MetroDone:
+        time.sleep(60)
+        return MetroDone({})
+
+    job = MetroJob(slow, parallel=True)
+    pid = job._pid
+    assert pid is not None
+    started = time.monotonic()
+    job.cancel()
+    assert time.monotonic() - started < 10
+    with pytest.raises(ChildProcessError):  # reaped, not left a zombie
+        os.waitpid(pid, os.WNOHANG)
+    job.cancel()  # twice: a no-op
+
+
+# --------------------------------------------------------------------------- real snapshot
+
+
+def _config(project: Path, workers: int):  # type: ignore[no-untyped-def]
+    write_config(project, tile_workers=workers, basemap_url="")
+    return load_config(project / "config.toml", salt=TEST_SALT)
+
+
+def test_one_process_or_two_publish_the_same_bytes(
+    real_store: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", SDE_ENV["SOURCE_DATE_EPOCH"])
+    forked: list[bool] = []
+    real_job = snapshot_module.MetroJob
+
+    def watched(work, *, parallel):  # type: ignore[no-untyped-def]
+        job = real_job(work, parallel=parallel)
+        forked.append(job.forked)
+        return job
+
+    monkeypatch.setattr(snapshot_module, "MetroJob", watched)
+    sites = {}
+    for workers in (1, 2):
+        project = copy_project(real_store, tmp_path / f"w{workers}")
+        run_snapshot(_config(project, workers), month="2018-06", quiet=True)
+        sites[workers] = tree(project / "site")
+    assert forked == [False, True]
+    assert sorted(sites[1]) == sorted(sites[2])
+    differ = [name for name in sites[1] if sites[1][name] != sites[2][name]]
+    assert differ == []
+    metro = [n for n in sites[2] if n.startswith("metro/")]
+    assert {"metro/edges.csv", "metro/metro.gpkg", "metro/edges.geojson"} <= set(metro)
+    assert sites[2]["metro/edges.csv"].count(b"\n") > 10  # real rows, not a header alone
+
+
+@pytest.mark.parametrize("how", ["error", "killed"])
+def test_a_failing_writer_leaves_the_published_site(
+    real_store: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", SDE_ENV["SOURCE_DATE_EPOCH"])
+    project = copy_project(real_store, tmp_path / "p")
+    config = _config(project, 2)
+    run_snapshot(config, month="2018-06", quiet=True)
+    site = project / "site"
+    published, before = site.resolve(), tree(site)
+    parent = os.getpid()
+
+    def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert os.getpid() != parent, "the writer was expected in a child process"
+        if how == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)
+        msg = f"metro: edges.csv cannot be written (child {os.getpid()})"
+        raise PublishError(msg)
+
+    monkeypatch.setattr(snapshot_module, "write_metro", failing)
+    expected = "killed by SIGKILL" if how == "killed" else r"edges\.csv cannot be written \(child"
+    with pytest.raises(PublishError, match=expected):
+        run_snapshot(config, month="2018-07", quiet=True)
+    assert site.resolve() == published
+    assert tree(site) == before
+    assert sorted((project / ".site.builds").glob("*.partial")) == []
+
+
+_ORPHAN = """
+import sys, time
+from heatmetro.site_builder.metro_job import MetroDone, MetroJob
+def slow():
+    time.sleep(60)
+    return MetroDone({})
+job = MetroJob(slow, parallel=True)
+print(job._pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:  # a zombie waiting for init to reap it has stopped too
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_a_killed_snapshot_leaves_no_writer_behind() -> None:
+    """A snapshot SIGKILLed mid-build (or killed for memory) takes its writer with it:
+    no orphan goes on writing a Metro cache behind the next snapshot's back."""
+    proc = subprocess.Popen(
+        [HEATMETRO[0], "-c", _ORPHAN], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        writer = int(proc.stdout.readline())
+        assert not _stopped(writer)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while not _stopped(writer) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _stopped(writer), f"the writer {writer} outlived its killed snapshot"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
