@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import heatmetro.site_builder.metro as metro_module
 import heatmetro.site_builder.snapshot as snapshot_module
 from heatmetro.core.config import load_config
 from heatmetro.core.errors import ConfigError, PublishError
@@ -144,7 +145,7 @@ def test_a_failing_writer_leaves_the_published_site(
         msg = f"metro: edges.csv cannot be written (child {os.getpid()})"
         raise PublishError(msg)
 
-    monkeypatch.setattr(snapshot_module, "write_metro", failing)
+    monkeypatch.setattr(metro_module, "write_metro", failing)
     expected = "killed by SIGKILL" if how == "killed" else r"edges\.csv cannot be written \(child"
     with pytest.raises(PublishError, match=expected):
         run_snapshot(config, month="2018-07", quiet=True)
