@@ -39,7 +39,7 @@ import h3.api.basic_int as h3
 import numpy as np
 
 from heatmetro.core.arrays import distinct
-from heatmetro.core.h3_vector import grid_disks
+from heatmetro.core.h3_vector import grid_disks, grid_distances_in_plane
 from heatmetro.site_builder.window import (
     THIN_RING,
     LayerHeat,
@@ -219,7 +219,14 @@ def grid_distances(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The cells within ``k`` rings of ``cells`` (sorted) and each one's grid distance
     to the nearest of them. Breadth first: a neighbour of a cell at distance d is at d - 1,
     d or d + 1, so each ring is found from the last two (work in the area, not k**2 per
-    cell)."""
+    cell). Within one base cell, on a plane of local IJ coordinates (twice as fast); with
+    H3's disks elsewhere."""
+    planar = grid_distances_in_plane(cells, k)
+    return planar if planar is not None else grid_distances_by_disks(cells, k)
+
+
+def grid_distances_by_disks(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``grid_distances`` anywhere on the globe: each ring from H3's disks of the last."""
     rings, before = [distinct(cells)], np.zeros(0, np.uint64)
     for _ in range(k):
         around = grid_disks(rings[-1], 1).reshape(-1)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import h3.api.basic_int as h3
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from heatmetro.core.geo import haversine_m
 from heatmetro.core.h3_vector import (
     cells_to_latlng,
     grid_disks,
+    grid_distances_in_plane,
     grid_path_interiors,
     latlng_to_cells,
 )
@@ -172,3 +173,82 @@ def test_grid_disks_are_h3_py_disks(batch: tuple[int, list[tuple[float, float]]]
     for c, row in zip(cells.tolist(), got.tolist(), strict=True):
         assert set(row) == set(h3.grid_disk(c, k))
         assert row == sorted(row)  # one order, whichever library listed the disk
+
+
+@st.composite
+def clusters(draw: st.DrawFn) -> tuple[int, int, list[int]]:
+    """A few cells close together (as a track's changed cells are), anywhere or near a
+    base cell's edge or a pentagon, and a number of rings."""
+    res = draw(st.integers(4, 15))
+    centre = draw(points(res))
+    reach = 6.0 * h3.average_hexagon_edge_length(res, "km") / 111.0
+    jitter = st.floats(-reach, reach, allow_nan=False)
+    cells = [
+        h3.latlng_to_cell(
+            min(90.0, max(-90.0, centre[0] + draw(jitter))),
+            (centre[1] + draw(jitter) + 180.0) % 360.0 - 180.0,
+            res,
+        )
+        for _ in range(draw(st.integers(1, 12)))
+    ]
+    return res, draw(st.integers(0, 6)), cells
+
+
+def _reference_distances(cells: list[int], k: int) -> dict[int, int]:
+    """h3-py, one ring at a time: each cell within k of one of ``cells``, nearest distance."""
+    best: dict[int, int] = {}
+    for c in cells:
+        for d in range(k + 1):
+            for x in h3.grid_ring(c, d):
+                best[x] = min(best.get(x, d), d)
+    return best
+
+
+@settings(max_examples=150, deadline=None)
+@given(clusters())
+def test_grid_distances_in_plane_are_h3_py_distances(batch: tuple[int, int, list[int]]) -> None:
+    res, k, cells = batch
+    got = grid_distances_in_plane(np.array(cells, np.uint64), k)
+    event("declined" if got is None else "in the plane")
+    if got is None:  # a pentagon's or another base cell: the caller uses H3's disks
+        return
+    region, dist = got
+    assert region.tolist() == sorted(region.tolist())
+    assert dict(zip(region.tolist(), dist.tolist(), strict=True)) == _reference_distances(cells, k)
+
+
+def test_grid_distances_in_plane_decline_where_the_plane_ends() -> None:
+    """Cells in two base cells, or rings that would cross into another: None."""
+    # Walk from one base cell's centre to its neighbour's (Europe: no pentagon near).
+    a = h3.latlng_to_cell(48.0, 10.0, 0)
+    b = next(c for c in h3.grid_ring(a, 1) if not h3.is_pentagon(c))
+    (lat_a, lng_a), (lat_b, lng_b) = h3.cell_to_latlng(a), h3.cell_to_latlng(b)
+    walk = [
+        h3.latlng_to_cell(lat_a + f * (lat_b - lat_a), lng_a + f * (lng_b - lng_a), 9)
+        for f in np.linspace(0.0, 1.0, 4001).tolist()
+    ]
+    cross = next(n for n in range(1, len(walk)) if walk[n] >> 45 != walk[n - 1] >> 45)
+    inside, outside = walk[cross - 1], walk[cross]
+    assert h3.get_base_cell_number(inside) != h3.get_base_cell_number(outside)
+    assert grid_distances_in_plane(np.array([inside, outside], np.uint64), 1) is None
+    near_edge = h3.grid_distance(inside, outside)
+    assert grid_distances_in_plane(np.array([inside], np.uint64), near_edge + 2) is None
+    # ... while rings that stay inside are found there.
+    got = grid_distances_in_plane(np.array([walk[0]], np.uint64), 3)
+    assert got is not None and got[0].size == 37
+
+
+def test_grid_distances_in_plane_of_a_real_street() -> None:
+    """A res-13 street 2 km long (Northampton, MA) and 25 rings: the rebuild's case."""
+    lat = np.linspace(42.3170, 42.3250, 400)
+    lng = np.linspace(-72.6400, -72.6200, 400)
+    cells = latlng_to_cells(lat, lng, 13)
+    got = grid_distances_in_plane(cells, 25)
+    assert got is not None
+    region, dist = got
+    sample = np.random.default_rng(7).choice(region.size, 300, replace=False)
+    listed = cells.tolist()
+    for at in sample.tolist():  # each checked against h3-py's own grid distance
+        cell = int(region[at])
+        assert dist[at] == min(h3.grid_distance(cell, c) for c in listed)
+    assert int(dist.max()) == 25 and region.size > 400 * 51 // 2

@@ -23,6 +23,7 @@ import h3ronpy
 import numpy as np
 from h3ronpy import vector as _vector
 
+from heatmetro.core.arrays import distinct
 from heatmetro.core.errors import HeatmetroError
 
 _PENTAGON_BASE_CELLS = np.array([4, 14, 24, 38, 49, 58, 63, 72, 83, 97, 107, 117], dtype=np.uint64)
@@ -103,6 +104,69 @@ def grid_disks(cells: np.ndarray, k: int) -> np.ndarray:
         out[i, : len(disk)] = disk
     out.sort(axis=1)
     return out
+
+
+# A plane of this many cells (a byte and an int32 each) at most: ~80 MB.
+PLANE_CELLS = 16_000_000
+_IJ_NEIGHBOURS = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, -1))  # IJ unit vectors
+
+
+def grid_distances_in_plane(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cells within ``k`` rings of ``cells`` (sorted) and each one's grid distance to
+    the nearest of them, or None where this way does not apply.
+
+    Inside one base cell (not a pentagon's) H3's local IJ coordinates are a flat hexagonal
+    lattice whose six neighbours differ by the IJ unit vectors, so the rings are found by
+    breadth first search on a dense array over the cells' bounding box: no H3 call per
+    ring, no sort. None (the caller's own search then decides) when the cells or their
+    rings leave the first cell's base cell, touch a pentagon's, or the box would exceed
+    ``PLANE_CELLS``.
+    """
+    cells = distinct(np.asarray(cells, dtype=np.uint64))
+    if cells.size == 0 or not 0 <= k < 255 or _touches_pentagon(cells).any():
+        return None
+    base = (cells >> _BASE_CELL_SHIFT) & _BASE_CELL_MASK
+    if (base != base[0]).any():
+        return None
+    local = h3ronpy.cells_to_localij(
+        cells, np.repeat(cells[:1], cells.size), set_failing_to_invalid=True
+    )
+    i, ok_i = _with_nulls(local.column("i"), np.int64)
+    j, ok_j = _with_nulls(local.column("j"), np.int64)
+    if not (ok_i & ok_j).all():
+        return None
+    i0, j0 = int(i.min()) - k, int(j.min()) - k
+    height, width = int(i.max()) - i0 + k + 1, int(j.max()) - j0 + k + 1
+    if height * width > PLANE_CELLS:
+        return None
+    # The margin of k around the box keeps every step of the search inside it.
+    dist = np.full(height * width, 255, dtype=np.uint8)
+    owner = np.empty(height * width, dtype=np.int32)
+    steps = np.array([di * width + dj for di, dj in _IJ_NEIGHBOURS], dtype=np.int64)
+    frontier = (i - i0) * width + (j - j0)
+    dist[frontier] = 0
+    rings = [frontier]
+    for d in range(1, k + 1):
+        around = (frontier[:, None] + steps).reshape(-1)
+        around = around[dist[around] == 255]
+        if around.size == 0:
+            break
+        dist[around] = d
+        # One of each: whichever write to owner[x] won, exactly one position holds it.
+        at = np.arange(around.size, dtype=np.int32)
+        owner[around] = at
+        frontier = around[owner[around] == at]
+        rings.append(frontier)
+    flat = np.concatenate(rings)
+    n = flat.size
+    found, valid = _local_ij_to_cells(
+        np.repeat(cells[:1], n), flat // width + i0, flat % width + j0,
+        np.repeat(i[:1], n), np.repeat(j[:1], n),
+    )  # fmt: skip
+    if not valid.all():  # a ring crosses into another base cell
+        return None
+    order = np.argsort(found)
+    return found[order], dist[flat].astype(np.int64)[order]
 
 
 def _touches_pentagon(cells: np.ndarray) -> np.ndarray:
