@@ -14,12 +14,12 @@ from pathlib import Path
 from heatmetro import __version__
 from heatmetro.core.config import Config
 from heatmetro.core.environment import build_time, describe_os_error
-from heatmetro.core.errors import PublishError
+from heatmetro.core.errors import HeatmetroError, PublishError
 from heatmetro.core.months import check_month, last_complete_month, window_months
+from heatmetro.site_builder.forked import ForkedJob
 from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.metro_cache import CACHE_FILE as METRO_CACHE
 from heatmetro.site_builder.metro_cache import MetroCache
-from heatmetro.site_builder.metro_job import MetroDone, MetroJob
 from heatmetro.site_builder.metro_streets import StreetWindow, load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish
@@ -27,12 +27,26 @@ from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import LayerHeat, default_workers, write_layers_tiles
 from heatmetro.site_builder.weekly import carry_weekly, publish_lock, published_weekly_format
 from heatmetro.site_builder.window import WindowData, neighbourhood_across_m
-from heatmetro.site_builder.window_cache import CACHE_FILE, read_window_cached
+from heatmetro.site_builder.window_cache import (
+    CACHE_FILE,
+    CacheReport,
+    WindowRead,
+    read_window_cached,
+)
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
 from heatmetro.state.view import ReadView
 
 MAP_CACHE = "map_cache.json"  # in state_dir: the rendered map of the last build (pages)
+
+
+@dataclass(frozen=True)
+class MetroDone:
+    """What a Metro writer reports: data rows per file, and its cache's summary line."""
+
+    rows: dict[str, int]
+    cache_line: str = ""
+    cache_problem: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,31 +120,34 @@ def run_snapshot(
         for db in dbs:
             db.close()
     build = new_build_dir(config.out_dir, month)
-    metro: MetroJob | None = None
+    parallel = (config.tile_workers or default_workers()) > 1
+    metro: ForkedJob[MetroDone] | None = None
+    saving: ForkedJob[CacheReport] | None = None
     try:
         # The Metro files need no heat: on two cores they are written meanwhile.
         metro = start_metro(
             read.metro_window(), config, when, build, streets, map_cache=True, reuse=cache,
-            parallel=(config.tile_workers or default_workers()) > 1,
+            parallel=parallel,
         )  # fmt: skip
-        window, report = read.finish()
-        if not quiet or report.problem:
-            print(report.line(), file=sys.stderr)
+        window = read.assemble()
+        # Nothing reads the window cache before the next snapshot: saved meanwhile too.
+        saving = ForkedJob(read.save, parallel=parallel, what="the window cache writer")
+        forked = saving.forked
+        if not forked:  # saved already, before the tiles as ever
+            _report_cache(read, saving, quiet)
         stages.done("window")
         n_tiles = build_site(
             window, config, when, streets=streets, quiet=quiet, stages=stages, map_cache=True,
             reuse=cache, build=build, metro=metro,
         )  # fmt: skip
+        if forked:
+            _report_cache(read, saving, quiet)
     except OSError as exc:  # as in build_site: the old site keeps serving
-        if metro is not None:
-            metro.cancel()
-        discard(build)
+        _give_up(build, metro, saving)
         msg = f"cannot write the site in {build.parent}: {describe_os_error(exc)}"
         raise PublishError(msg) from exc
     except BaseException:
-        if metro is not None:
-            metro.cancel()
-        discard(build)
+        _give_up(build, metro, saving)
         raise
     if not quiet:
         print(stages.line(), file=sys.stderr)
@@ -138,6 +155,30 @@ def run_snapshot(
         window.month, window.first_month, config.out_dir, window.athletes, window.activities,
         n_tiles, time.monotonic() - t0,
     )  # fmt: skip
+
+
+def _report_cache(read: WindowRead, saving: ForkedJob[CacheReport], quiet: bool) -> None:
+    """Print what the window cache did; a writer that failed is a cache not saved, never
+    a failed snapshot."""
+    try:
+        report = saving.result()
+    except HeatmetroError as exc:
+        report = read.outcome(read.unsaved(str(exc).splitlines()[0]))
+    if not quiet or report.problem:
+        print(report.line(), file=sys.stderr)
+
+
+def _give_up(
+    build: Path, metro: ForkedJob[MetroDone] | None, saving: ForkedJob[CacheReport] | None
+) -> None:
+    """A failed build: the Metro writer stopped, the cache writer let finish (it removes
+    its own temporary file, and what it saves is true of the store), the build folder
+    removed; the published site stays."""
+    if metro is not None:
+        metro.cancel()
+    if saving is not None:
+        saving.cancel(kill=False)
+    discard(build)
 
 
 def build_site(
@@ -153,7 +194,7 @@ def build_site(
     map_cache: bool = False,
     reuse: bool = True,
     build: Path | None = None,
-    metro: MetroJob | None = None,
+    metro: ForkedJob[MetroDone] | None = None,
 ) -> int:
     """Write and atomically publish the site of ``window``; returns the tile count.
 
@@ -259,7 +300,7 @@ def start_metro(
     map_cache: bool,
     reuse: bool,
     parallel: bool,
-) -> MetroJob:
+) -> ForkedJob[MetroDone]:
     """The Metro files of ``window`` into ``build/metro``: started in a forked process
     when ``parallel`` (``metro_job``), else written when asked for the result."""
     metro_dir = build / "metro"
@@ -288,7 +329,7 @@ def start_metro(
             return MetroDone(rows)
         return MetroDone(rows, cache.line(), cache.problem)
 
-    return MetroJob(work, parallel=parallel)
+    return ForkedJob(work, parallel=parallel, what="the Metro writer")
 
 
 def _write_tiles(

@@ -216,13 +216,21 @@ class WindowRead:
 
     def finish(self) -> tuple[WindowData, CacheReport]:
         """The whole window (heat thresholded) and what the cache did; the cache saved."""
-        config, report = self.config, self.report
-        window = assemble(
+        window = self.assemble()
+        return window, self.save()
+
+    def assemble(self) -> WindowData:
+        """The whole window: the heat of every layer thresholded."""
+        config = self.config
+        return assemble(
             self.parts, self.first, self.last, min_athletes=config.min_athletes,
             max_per_athlete=config.max_per_athlete, threshold_ring=config.threshold_ring,
             thresholds=self.thresholds, metro=self._metro,
         )  # fmt: skip
-        note = report.note
+
+    def save(self) -> CacheReport:
+        """Save the cache (after ``assemble``: it holds the thresholds); what it did."""
+        note = self.report.note
         try:
             # Nothing changed and the states were read: the file already holds all this.
             if self.rewrite:
@@ -230,11 +238,21 @@ class WindowRead:
                     self.cache_path, self.key, self.parts, self.stamps, self.thresholds.states
                 )
         except OSError as exc:  # a full disk: this build still publishes; the next reads all
-            self.cache_path.unlink(missing_ok=True)  # and nothing stale stays behind
-            note = f"not saved ({describe_os_error(exc)})"
+            note = self.unsaved(describe_os_error(exc))
+        return self.outcome(note)
+
+    def unsaved(self, why: str) -> str:
+        """The note of a cache that could not be saved: the old file goes too, so nothing
+        stale stays behind."""
+        self.cache_path.unlink(missing_ok=True)
+        return f"not saved ({why})"
+
+    def outcome(self, note: str) -> CacheReport:
+        """What the cache did, ``note`` being how the save went."""
+        report = self.report
         summary = self.thresholds.summary() if self.used and not note else ""
         threshold_note = report.threshold_note if not note else ""
-        return window, CacheReport(report.kept, report.read, note, threshold_note, summary)
+        return CacheReport(report.kept, report.read, note, threshold_note, summary)
 
 
 def changed_cells(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> dict[str, np.ndarray]:

@@ -1,18 +1,18 @@
-"""The Metro files written beside the heat: in a forked process while this one thresholds
-the heat and draws its tiles.
+"""Work done in a forked process while this one goes on: the Metro files while the heat
+is thresholded and drawn, the window cache while the tiles are.
 
-The two halves of a snapshot share nothing but the window's records, read before either
-starts: the Metro writer (counting, suppressing and formatting every edge: pure Python,
-so a thread would wait on this one's lock) needs no heat, and the heat needs no Metro
-file. On two cores, a rebuild spends the Metro writer's time (~0.6 s here) drawing
-instead. Every file is the same, byte for byte, whichever process writes it: the writer
-reads nothing that the other half changes, and the order of its own work is fixed.
+The snapshot's halves share nothing but what was read before the fork: the Metro writer
+(counting, suppressing and formatting every edge: pure Python, so a thread would wait
+on this one's lock) needs no heat, the heat needs no Metro file, and nothing reads the
+window cache until the next snapshot. On two cores, a rebuild spends that time drawing
+instead. Every file is the same, byte for byte, whichever process writes it: the child
+reads nothing the parent changes afterwards, and the order of its own work is fixed.
 
-The child writes into the build folder and the Metro cache only; it hands back what it
-reports (rows per file, the cache's line) through a pipe, or the error it met, which
-``result`` raises here as it would have been raised in this process. A child that dies
-without a word (killed, out of memory) is a ``PublishError`` naming how it ended; the
-build is then discarded like any failed build, and the published site stays.
+The child hands back its result through a pipe, or the error it met, which ``result``
+raises here as it would have been raised in this process. A child that dies without a
+word (killed, out of memory) is a ``PublishError`` naming how it ended; a child whose
+parent dies is killed with it (Linux), so a snapshot killed mid-build leaves no writer
+behind.
 """
 
 from __future__ import annotations
@@ -24,32 +24,25 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from heatmetro.core.errors import HeatmetroError, PublishError
 
-
-@dataclass(frozen=True)
-class MetroDone:
-    """What a Metro writer reports: data rows per file, and its cache's summary line."""
-
-    rows: dict[str, int]
-    cache_line: str = ""
-    cache_problem: bool = False
+T = TypeVar("T")
 
 
-class MetroJob:
-    """``work()`` (the Metro writer) in a forked child when ``parallel``; else run by
-    ``result`` in this process, where it always ran.
+class ForkedJob(Generic[T]):
+    """``work()`` in a forked child when ``parallel``; else run by ``result`` in this
+    process. ``what`` names the work in errors ("the Metro writer").
 
-    Call ``result`` once the heat is drawn, or ``cancel`` when the build is given up.
+    Call ``result`` when the work is needed, or ``cancel`` when it is not any more.
     """
 
-    def __init__(self, work: Callable[[], MetroDone], *, parallel: bool) -> None:
-        self._work = work
+    def __init__(self, work: Callable[[], T], *, parallel: bool, what: str) -> None:
+        self._work, self.what = work, what
         self._pid: int | None = None
         self._fd: int | None = None
-        self._done: MetroDone | None = None
+        self._done: tuple[T] | None = None
         if parallel and hasattr(os, "fork"):
             self._start()
 
@@ -72,7 +65,7 @@ class MetroJob:
                     payload: tuple[str, object] = ("ok", self._work())
                     code = 0
                 except BaseException as exc:  # noqa: BLE001 - handed to the parent, raised there
-                    payload = ("error", _portable(exc))
+                    payload = ("error", _portable(exc, self.what))
                 with os.fdopen(write_end, "wb") as fh:
                     fh.write(pickle.dumps(payload))
             finally:
@@ -80,13 +73,13 @@ class MetroJob:
         os.close(write_end)
         self._pid, self._fd = pid, read_end
 
-    def result(self) -> MetroDone:
-        """What the writer reported; raises what it raised."""
+    def result(self) -> T:
+        """What the work returned; raises what it raised."""
         if self._done is not None:
-            return self._done
+            return self._done[0]
         if self._pid is None:
-            self._done = self._work()
-            return self._done
+            self._done = (self._work(),)
+            return self._done[0]
         assert self._fd is not None
         with os.fdopen(self._fd, "rb") as fh:
             self._fd = None
@@ -94,16 +87,23 @@ class MetroJob:
         _, status = os.waitpid(self._pid, 0)
         self._pid = None
         if not data:
-            msg = f"the Metro writer (process {_ended(status)}) gave no result"
+            msg = f"{self.what} (process {_ended(status)}) gave no result"
             raise PublishError(msg)
         kind, value = pickle.loads(data)  # noqa: S301 - our own child's bytes, never input
         if kind == "error":
             raise value
-        self._done = value
+        self._done = (value,)
         return value
 
-    def cancel(self) -> None:
-        """Stop a writer still running (the build is given up); a no-op otherwise."""
+    def cancel(self, *, kill: bool = True) -> None:
+        """Stop a child still running (``kill``), or let it finish (a writer that cleans
+        up after itself), and forget its result; a no-op once done."""
+        if self._fd is not None and not kill:
+            try:
+                self.result()
+            except BaseException:  # noqa: BLE001 - given up: its outcome no longer matters
+                pass
+            return
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -118,7 +118,7 @@ class MetroJob:
 
 def _die_with(parent: int) -> None:
     """On Linux, have this child killed when ``parent`` dies: a snapshot killed mid-build
-    (SIGKILL, out of memory) leaves no writer behind to touch the Metro cache later."""
+    (SIGKILL, out of memory) leaves no writer behind to touch a cache later."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux: the child ends with its own work
@@ -131,7 +131,7 @@ def _die_with(parent: int) -> None:
 _PR_SET_PDEATHSIG = 1
 
 
-def _portable(exc: BaseException) -> BaseException:
+def _portable(exc: BaseException, what: str) -> BaseException:
     """``exc`` as it can cross the pipe: our own errors, file-system errors and Ctrl-C as
     they are; anything else (a bug) as a ``PublishError`` carrying its traceback."""
     if isinstance(exc, HeatmetroError | OSError | KeyboardInterrupt):
@@ -141,7 +141,7 @@ def _portable(exc: BaseException) -> BaseException:
         except Exception:  # noqa: BLE001 - an unpicklable one: described instead
             pass
     text = "".join(traceback.format_exception(exc)).rstrip()
-    return PublishError(f"the Metro writer failed:\n{text}")
+    return PublishError(f"{what} failed:\n{text}")
 
 
 def _ended(status: int) -> str:

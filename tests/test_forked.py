@@ -1,32 +1,40 @@
-"""The Metro files written in a forked process beside the heat (``metro_job``).
+"""Work in a forked process beside the heat (``forked``): the Metro files, the window cache.
 
 Unit level: a result or an error crosses from the child as it would have been returned or
-raised here; a child killed or cancelled is a clear error, never a hang. Through a real
-snapshot of real rides: the same bytes whichever process writes the Metro files, a
-failing writer leaves the published site as it was, and a snapshot killed mid-build
-leaves no writer running behind it.
+raised here; a child killed or cancelled is a clear error, never a hang; a child dies
+with its parent. Through a real snapshot of real rides: the same bytes whichever process
+writes the Metro files and the same cache, a failing Metro writer leaves the published
+site as it was, a failing cache writer costs the cache only.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import heatmetro.site_builder.metro as metro_module
 import heatmetro.site_builder.snapshot as snapshot_module
+import heatmetro.site_builder.window_cache as window_cache_module
 from heatmetro.core.config import load_config
 from heatmetro.core.errors import ConfigError, PublishError
-from heatmetro.site_builder.metro_job import MetroDone, MetroJob
-from heatmetro.site_builder.snapshot import run_snapshot
+from heatmetro.site_builder.forked import ForkedJob
+from heatmetro.site_builder.snapshot import MetroDone, run_snapshot
+from heatmetro.site_builder.window_cache import CACHE_FILE
 from tests.conftest import HEATMETRO, REPO, TEST_SALT, write_config
 from tests.test_snapshot_cli import SDE_ENV, copy_project, real_store, tree  # noqa: F401
 
 # --------------------------------------------------------------------------- unit
+
+
+def Job(work, *, parallel):  # type: ignore[no-untyped-def]  # noqa: N802 - reads as the class
+    return ForkedJob(work, parallel=parallel, what="the Metro writer")
 
 
 def _report_pid() -> MetroDone:
@@ -35,7 +43,7 @@ def _report_pid() -> MetroDone:
 
 @pytest.mark.parametrize("parallel", [True, False])
 def test_the_result_comes_back_from_the_process_that_wrote_it(parallel: bool) -> None:
-    job = MetroJob(_report_pid, parallel=parallel)
+    job = Job(_report_pid, parallel=parallel)
     assert job.forked is parallel
     done = job.result()
     assert (done.rows["pid"] != os.getpid()) is parallel
@@ -49,7 +57,7 @@ def test_our_errors_cross_as_they_are() -> None:
         raise ConfigError(msg)
 
     with pytest.raises(ConfigError, match=r"settings\.month = '2021-13'"):
-        MetroJob(bad, parallel=True).result()
+        Job(bad, parallel=True).result()
 
 
 def test_a_bug_in_the_child_is_a_publish_error_with_its_traceback() -> None:
@@ -57,7 +65,7 @@ def test_a_bug_in_the_child_is_a_publish_error_with_its_traceback() -> None:
         return MetroDone({"x": 1 // 0})
 
     with pytest.raises(PublishError, match="Metro writer failed") as info:
-        MetroJob(bug, parallel=True).result()
+        Job(bug, parallel=True).result()
     assert "ZeroDivisionError" in str(info.value) and "in bug" in str(info.value)
 
 
@@ -67,7 +75,7 @@ def test_a_killed_child_is_named_not_waited_for() -> None:
         return MetroDone({})
 
     with pytest.raises(PublishError, match="killed by SIGKILL"):
-        MetroJob(killed, parallel=True).result()
+        Job(killed, parallel=True).result()
 
 
 def test_cancel_stops_a_running_writer() -> None:
@@ -75,7 +83,7 @@ def test_cancel_stops_a_running_writer() -> None:
         time.sleep(60)
         return MetroDone({})
 
-    job = MetroJob(slow, parallel=True)
+    job = Job(slow, parallel=True)
     pid = job._pid
     assert pid is not None
     started = time.monotonic()
@@ -100,27 +108,66 @@ def test_one_process_or_two_publish_the_same_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", SDE_ENV["SOURCE_DATE_EPOCH"])
-    forked: list[bool] = []
-    real_job = snapshot_module.MetroJob
+    forked: list[tuple[str, bool]] = []
+    real_job = snapshot_module.ForkedJob
 
-    def watched(work, *, parallel):  # type: ignore[no-untyped-def]
-        job = real_job(work, parallel=parallel)
-        forked.append(job.forked)
+    def watched(work, *, parallel, what):  # type: ignore[no-untyped-def]
+        job = real_job(work, parallel=parallel, what=what)
+        forked.append((what, job.forked))
         return job
 
-    monkeypatch.setattr(snapshot_module, "MetroJob", watched)
-    sites = {}
+    monkeypatch.setattr(snapshot_module, "ForkedJob", watched)
+    sites, caches = {}, {}
     for workers in (1, 2):
         project = copy_project(real_store, tmp_path / f"w{workers}")
         run_snapshot(_config(project, workers), month="2018-06", quiet=True)
         sites[workers] = tree(project / "site")
-    assert forked == [False, True]
+        with np.load(project / "state" / CACHE_FILE) as npz:
+            caches[workers] = {name: npz[name] for name in npz.files}
+    assert forked == [
+        ("the Metro writer", False),
+        ("the window cache writer", False),
+        ("the Metro writer", True),
+        ("the window cache writer", True),
+    ]
     assert sorted(sites[1]) == sorted(sites[2])
     differ = [name for name in sites[1] if sites[1][name] != sites[2][name]]
     assert differ == []
     metro = [n for n in sites[2] if n.startswith("metro/")]
     assert {"metro/edges.csv", "metro/metro.gpkg", "metro/edges.geojson"} <= set(metro)
     assert sites[2]["metro/edges.csv"].count(b"\n") > 10  # real rows, not a header alone
+    # The window cache written by the child holds what the parent would have written.
+    assert sorted(caches[1]) == sorted(caches[2]) and len(caches[2]) > 10
+    for name, arr in caches[1].items():
+        assert np.array_equal(arr, caches[2][name]), name
+
+
+def test_a_failing_cache_writer_costs_the_cache_not_the_site(
+    real_store: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", SDE_ENV["SOURCE_DATE_EPOCH"])
+    project = copy_project(real_store, tmp_path / "p")
+    config = _config(project, 2)
+    run_snapshot(config, month="2018-06", quiet=True)
+    cache = project / "state" / CACHE_FILE
+    assert cache.is_file()
+    parent = os.getpid()
+
+    def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert os.getpid() != parent, "the cache writer was expected in a child process"
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(window_cache_module, "write_cache", failing)
+    capsys.readouterr()
+    run_snapshot(config, month="2018-07", quiet=True)
+    err = capsys.readouterr().err
+    assert "window cache: not saved (the window cache writer (process killed by SIGKILL)" in err
+    assert not cache.exists(), "a cache not saved must not leave the old one behind"
+    site = project / "site"
+    assert json.loads((site / "metadata.json").read_text())["month"] == "2018-07"
 
 
 @pytest.mark.parametrize("how", ["error", "killed"])
@@ -156,11 +203,12 @@ def test_a_failing_writer_leaves_the_published_site(
 
 _ORPHAN = """
 import sys, time
-from heatmetro.site_builder.metro_job import MetroDone, MetroJob
+from heatmetro.site_builder.forked import ForkedJob
+from heatmetro.site_builder.snapshot import MetroDone
 def slow():
     time.sleep(60)
     return MetroDone({})
-job = MetroJob(slow, parallel=True)
+job = ForkedJob(slow, parallel=True, what="a test")
 print(job._pid, flush=True)
 time.sleep(60)
 """
