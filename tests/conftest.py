@@ -5,16 +5,33 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from heatmetro.core.config import Config, load_config
+from heatmetro.state.changes import (
+    ActivityChange,
+    ActivityDelete,
+    DeadLetter,
+    SettingsChange,
+    StoreItem,
+)
 from heatmetro.state.store import connect
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def public_items(items: Iterable[object]) -> list[StoreItem]:
+    """The items the public store writes: a fold's personal ones go to the personal
+    store (``flows.store_sink`` routes them; ``StoreWriter`` would skip them)."""
+    return [
+        i
+        for i in items
+        if isinstance(i, SettingsChange | ActivityChange | ActivityDelete | DeadLetter)
+    ]
 
 
 def _shared_data() -> Path:

@@ -76,7 +76,7 @@ def clean(
     lat: np.ndarray, lng: np.ndarray, t: np.ndarray, vmax: float
 ) -> tuple[list[int], list[bool], dict[str, int]]:
     """Indexes of the usable fixes, whether each starts a piece, and the faults counted."""
-    faults = dict.fromkeys(FAULTS, 0)
+    faults: dict[str, Any] = dict.fromkeys(FAULTS, 0)
     n = len(lat)
     fix = [i for i in range(n) if i == 0 or (lat[i], lng[i]) != (lat[i - 1], lng[i - 1])]
     la, ln, tt = lat[fix], lng[fix], t[fix]
@@ -247,7 +247,7 @@ def finish_one(job: TrimJob, config: Config) -> ActivityChange:
     from tests.reference_cells import track_path
     from tests.reference_metro import metro_path
 
-    trimmed, faults = trim_with_faults(
+    trimmed, faults_counted = trim_with_faults(
         job.lat.astype(np.float64),
         job.lng.astype(np.float64),
         job.t.astype(np.float64),
@@ -274,6 +274,5 @@ def finish_one(job: TrimJob, config: Config) -> ActivityChange:
         od=to_blob(od),
         metro_path=to_blob(metro),
         fixes_kept=len(trimmed.lat),
-        **b,
-        **faults,
+        **{**b, **faults_counted},
     )

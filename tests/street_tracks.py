@@ -93,7 +93,8 @@ def route_through(
 
 def route_points(net: StreetNetwork, route: Route) -> tuple[np.ndarray, np.ndarray]:
     """The route's polyline (lat, lng), vertices in travel order."""
-    lats, lngs = [], []
+    lats: list[np.ndarray] = []
+    lngs: list[np.ndarray] = []
     for e, fwd in route:
         la, ln = net.polyline(e)
         if not fwd:

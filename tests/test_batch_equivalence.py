@@ -46,7 +46,7 @@ def _job(i: int, lat: np.ndarray, lng: np.ndarray, t: np.ndarray, cut: float, zo
 @pytest.fixture(scope="module")
 def real_jobs() -> list[TrimJob]:
     june = [p for p in bundled_csvs() if "june2018" in p.name]
-    jobs = []
+    jobs: list[TrimJob] = []
     for event in valleybike_events(june):
         ev = parse_event(__import__("orjson").dumps(event))
         if isinstance(ev, ActivityEvent) and len(jobs) < 150:

@@ -31,6 +31,18 @@ def with_streams(latlng: Any, time: Any) -> bytes:
     return orjson.dumps(good_activity(streams={"latlng": latlng, "time": time}))
 
 
+def parse_activity(raw: bytes | str) -> ActivityEvent:
+    event = parse_event(raw)
+    assert isinstance(event, ActivityEvent)
+    return event
+
+
+def parse_athlete(raw: bytes | str) -> AthleteEvent:
+    event = parse_event(raw)
+    assert isinstance(event, AthleteEvent)
+    return event
+
+
 def reason(raw: bytes | str) -> str:
     with pytest.raises(StreamRecordError) as info:
         parse_event(raw)
@@ -91,14 +103,14 @@ def test_str_bytes_and_other_offsets_parse_alike() -> None:
 def test_unknown_extra_fields_are_ignored_everywhere() -> None:
     event = good_activity(gear_id="b-9", device={"name": "Edge 530"}, kudos=[1, 2])
     event["streams"] = {"latlng": PTS, "time": [0, 1, 2], "heartrate": [90, 91, "x"]}
-    parsed = parse_event(orjson.dumps(event))
-    plain = parse_event(orjson.dumps(good_activity()))
+    parsed = parse_activity(orjson.dumps(event))
+    plain = parse_activity(orjson.dumps(good_activity()))
     assert parsed.model_dump(exclude={"streams"}) == plain.model_dump(exclude={"streams"})
     assert not hasattr(parsed, "gear_id")
     np.testing.assert_array_equal(parsed.streams.lat, plain.streams.lat)
 
     zone = {"lat": 42.3, "lng": -72.6, "radius_m": 300, "label": "home"}
-    ath = parse_event(orjson.dumps(athlete("a-17", privacy_zones=[zone], premium=True)))
+    ath = parse_athlete(orjson.dumps(athlete("a-17", privacy_zones=[zone], premium=True)))
     assert [(z.lat, z.lng, z.radius_m) for z in ath.privacy_zones] == [(42.3, -72.6, 300)]
     dele = parse_event(
         orjson.dumps({**deleted("r-1", "a-1", updated=datetime(2021, 1, 1, tzinfo=UTC)), "x": 1})
@@ -107,18 +119,18 @@ def test_unknown_extra_fields_are_ignored_everywhere() -> None:
 
 
 def test_athlete_defaults_and_limits() -> None:
-    ath = parse_event(orjson.dumps(athlete("a-1")))
+    ath = parse_athlete(orjson.dumps(athlete("a-1")))
     assert ath.aggregate_opt_out is False and ath.hide_start_end_m is None
     assert ath.privacy_zones == []
-    assert parse_event(orjson.dumps(athlete("a-1", hide_start_end_m=1609))).hide_start_end_m == 1609
-    assert parse_event(orjson.dumps(athlete("a-1", hide_start_end_m=0))).hide_start_end_m == 0
+    assert parse_athlete(orjson.dumps(athlete("a-1", hide_start_end_m=1609))).hide_start_end_m == 1609
+    assert parse_athlete(orjson.dumps(athlete("a-1", hide_start_end_m=0))).hide_start_end_m == 0
 
 
 def test_empty_and_single_point_streams_are_valid() -> None:
-    assert len(parse_event(with_streams([], [])).streams) == 0
-    assert len(parse_event(with_streams([[42.3, -72.6]], [0])).streams) == 1
+    assert len(parse_activity(with_streams([], [])).streams) == 0
+    assert len(parse_activity(with_streams([[42.3, -72.6]], [0])).streams) == 1
     # Equal times (a stop) are fine: only going backwards is not.
-    assert len(parse_event(with_streams(PTS, [0, 0, 0])).streams) == 3
+    assert len(parse_activity(with_streams(PTS, [0, 0, 0])).streams) == 3
 
 
 # --------------------------------------------------------------------------- bad input

@@ -23,6 +23,7 @@ from heatmetro.state.changes import SettingsChange, StoreItem
 from heatmetro.state.records import HEAT_DTYPE, PATH_DTYPE, from_blob
 from heatmetro.state.settings import AthleteSettings, EffectiveZone, cells_touching_zones
 from heatmetro.state.writer import StoreWriter
+from tests.conftest import public_items
 from tests.streams import (
     NORTH_EAST,
     NORTH_WEST,
@@ -62,10 +63,11 @@ class Harness:
         self.settings: dict[str, AthleteSettings] = {}
 
     def items(self, event: dict[str, Any]) -> list[StoreItem]:
+        """The public store's items of ``event`` (these tests store no personal ones)."""
         parsed = parse_event(orjson.dumps(event))
         new, items = self.fold.apply(self.settings.get(parsed.athlete_id), parsed)
         self.settings[parsed.athlete_id] = new
-        return items
+        return public_items(items)
 
     def send(self, *events: dict[str, Any]) -> list[StoreItem]:
         """Fold and write each event as its own batch; returns every item written."""

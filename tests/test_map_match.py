@@ -86,9 +86,12 @@ def test_work_grows_linearly_with_the_fixes(net, monkeypatch) -> None:  # type: 
 def test_a_track_far_from_every_street_matches_nothing_and_routes_nothing(net, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     built: list[int] = []
     real = mm._Routes.__init__
-    monkeypatch.setattr(
-        mm._Routes, "__init__", lambda self, *a, **k: (built.append(1), real(self, *a, **k))[1]
-    )
+
+    def counted(self, *a, **k):  # type: ignore[no-untyped-def]
+        built.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(mm._Routes, "__init__", counted)
     route = route_through(net, by_uid(net, KIRKKOKATU), True, bike=True)
     far = [[lat + 0.05, lng] for lat, lng in noisy_track(net, route, seed=4)]  # 5.5 km north
     assert len(match(net, "bike", far)) == 0

@@ -82,9 +82,9 @@ def corridor_events() -> tuple[list[dict], dict[str, tuple[tuple[float, float], 
         for i in range(ATHLETES):
             pts = _corridor(centre, bearing, rng)
             events.append(activity(f"c{bearing}-{i}-r1", f"c{bearing}-{i}", pts))
-    pts, bearing = border_line()
+    pts, border_bearing = border_line()
     mid = pts[len(pts) // 2]
-    corridors[BORDER_ID] = ((mid[0], mid[1]), bearing)
+    corridors[BORDER_ID] = ((mid[0], mid[1]), border_bearing)
     events += [activity(f"b{i}-r1", f"b{i}", pts) for i in range(ATHLETES)]
     return events, corridors
 

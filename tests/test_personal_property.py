@@ -28,7 +28,7 @@ from heatmetro.state.personal_store import PersonalWriter, connect_personal, per
 from heatmetro.state.store import connect
 from heatmetro.state.view import ReadView
 from heatmetro.state.writer import StoreWriter
-from tests.conftest import TEST_SALT
+from tests.conftest import TEST_SALT, public_items
 from tests.streams import activity, line
 
 STREETS = [
@@ -76,14 +76,14 @@ def public_only(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def ingest(events: list[dict[str, Any]], folder: Path) -> tuple[Any, int]:
     """Fold ``events`` into a public store (returned open) and a personal store."""
     config = Config(salt=TEST_SALT, state_dir=folder, min_athletes=2, sport_layers=("Run",))
-    fold, state = AthleteFold(config), {}
+    fold, state = AthleteFold(config), dict[str, Any]()
     db = connect(folder / "public.db")
     writer = StoreWriter.for_config(db, config)
     personal = PersonalWriter.for_config(config)
     for e in events:
         ev = validate_event(e, b"")
         state[ev.athlete_id], items = fold.apply(state.get(ev.athlete_id), ev)
-        writer.write_batch(items)
+        writer.write_batch(public_items(items))
         personal.write_batch(items)
     writer.refresh()
     personal.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from heatmetro.core.config import Config
 from heatmetro.core.contract import validate_event
 from heatmetro.flows.batch import TrimJob
@@ -13,7 +15,7 @@ from tests.conftest import TEST_SALT
 from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, line
 
 
-def job(config: Config, **fields: object) -> TrimJob:
+def job(config: Config, **fields: Any) -> TrimJob:
     event = validate_event(
         activity("r1", "a1", line(NORTHAMPTON_WEST, NORTHAMPTON_EAST), **fields), b""
     )

@@ -4,6 +4,7 @@ it (zooms by exact scaling, cell geometry kept between snapshots) change no byte
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,7 @@ def test_a_caller_that_stops_early_leaves_no_pixels_behind() -> None:
     a = np.array([[100.0, 100.0, 5.0, 200], [356.0, 100.0, 5.0, 90]])
     plan = plan_zoom(a[:, 0], a[:, 1], a[:, 2], a[:, 3].astype(np.uint8), 2)
     tiles = render_tiles(plan, np.arange(plan.tile_key.size))
+    assert isinstance(tiles, Generator)
     assert next(tiles)[1].any()
     tiles.close()  # two tiles drawn in the batch, one taken
     only_second = plan_zoom(a[1:, 0], a[1:, 1], a[1:, 2], a[1:, 3].astype(np.uint8), 2)
@@ -186,9 +188,12 @@ def test_cell_geometry_is_kept_in_state_and_read_back(
     forget_geometry(monkeypatch)
     looked_up: list[int] = []
     real = tile_levels.cells_to_latlng
-    monkeypatch.setattr(
-        tile_levels, "cells_to_latlng", lambda c: (looked_up.append(len(c)), real(c))[1]
-    )
+
+    def counted(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        looked_up.append(len(c))
+        return real(c)
+
+    monkeypatch.setattr(tile_levels, "cells_to_latlng", counted)
     assert build(tmp_path / "b", cache, cells, heat) == full
     assert looked_up == []
 

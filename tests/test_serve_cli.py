@@ -39,7 +39,8 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], re.Match[str
         readable, _, _ = select.select([proc.stdout], [], [], 30)
         line = proc.stdout.readline().rstrip("\n") if readable else "(nothing in 30 s)"
         ready = READY.match(line)
-        assert ready, f"no ready line: {line!r} / {proc.stderr.read() if proc.poll() else ''}"
+        why = proc.stderr.read() if proc.poll() and proc.stderr else ""
+        assert ready, f"no ready line: {line!r} / {why}"
         assert ready["dir"] == str(site)
         yield proc, ready
     finally:

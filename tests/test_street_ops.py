@@ -17,6 +17,11 @@ KIRKKOKATU = "36730359:343813967-324694810"
 CYCLEWAY = "38966499:331822733-581077545"
 
 
+def _blob(data: bytes | None) -> bytes:
+    assert data is not None
+    return data
+
+
 def _seq(net, uids: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
     s = np.zeros(len(uids), STREET_DTYPE)
     s["edge"] = [net.key[by_uid(net, u)] for u in uids]
@@ -30,7 +35,8 @@ def test_a_new_zone_drops_every_visit_to_an_edge_reaching_into_it(tmp_path: Path
     lat, lng = net.polyline(by_uid(net, KIRKKOKATU))
     zone = EffectiveZone(float(lat[-1]), float(lng[-1]), 5.0)  # touches only its far end
     out = np.frombuffer(
-        recut_streets(seq.tobytes(), np.zeros(0, PATH_DTYPE), 0, 0, (zone,), net), STREET_DTYPE
+        _blob(recut_streets(seq.tobytes(), np.zeros(0, PATH_DTYPE), 0, 0, (zone,), net)),
+        STREET_DTYPE,
     )
     assert [net.uid[net.index_of(out["edge"])[i]] for i in range(len(out))] == [CYCLEWAY, CYCLEWAY]
     # Without a base map to check against, a new zone drops the whole sequence.
@@ -43,16 +49,20 @@ def test_a_larger_hide_distance_drops_visits_outside_the_cut_path(tmp_path: Path
     # An H3 path due east along one latitude, one cell every ~25 m, entered at t = 0..29.
     import h3
 
-    cells = []
+    cells: list[int] = []
     for i in range(60):
         c = h3.str_to_int(h3.latlng_to_cell(60.17, 24.94 + i * 0.0002, 11))
         if not cells or cells[-1] != c:
             cells.append(c)
     path = np.zeros(len(cells), PATH_DTYPE)
     path["cell"], path["t"] = cells, np.linspace(0, 30, len(cells))
-    out = np.frombuffer(recut_streets(seq.tobytes(), path, 200.0, 0.0, (), net), STREET_DTYPE)
+    out = np.frombuffer(
+        _blob(recut_streets(seq.tobytes(), path, 200.0, 0.0, (), net)), STREET_DTYPE
+    )
     assert len(out) and out["t"].min() > 0  # the first visit went with the hidden start
-    out = np.frombuffer(recut_streets(seq.tobytes(), path, 0.0, 200.0, (), net), STREET_DTYPE)
+    out = np.frombuffer(
+        _blob(recut_streets(seq.tobytes(), path, 0.0, 200.0, (), net)), STREET_DTYPE
+    )
     assert len(out) and out["t_out"].max() < 30  # the last visit went with the hidden end
     assert recut_streets(seq.tobytes(), path, 0.0, 0.0, (), net) == seq.tobytes()
 
@@ -70,7 +80,7 @@ def test_the_store_cuts_street_sequences_when_an_athlete_hides_more(
     from heatmetro.core.contract import parse_event
     from heatmetro.flows.fold import AthleteFold
     from heatmetro.state.writer import StoreWriter
-    from tests.conftest import TEST_SALT
+    from tests.conftest import TEST_SALT, public_items
     from tests.streams import activity, athlete
     from tests.street_tracks import noisy_track, route_through
 
@@ -82,7 +92,7 @@ def test_the_store_cuts_street_sequences_when_an_athlete_hides_more(
     def send(event: dict) -> None:  # type: ignore[type-arg]
         nonlocal settings
         settings, items = fold.apply(settings, parse_event(orjson.dumps(event)))
-        writer.write_batch(items)
+        writer.write_batch(public_items(items))
 
     def stored() -> list[str]:
         (blob,) = fresh_db.execute("SELECT streets FROM activities").fetchone()

@@ -729,7 +729,7 @@ def test_z16_street_of_exactly_min_athletes_with_tracks_metres_apart_is_one_line
     lanes = (0.0, 4.0, 8.0)
     streets = {"A": (0.0, k), "B": (30.0, k), "C": (60.0, k - 1)}  # kerb north of lat0, riders
     rng = np.random.default_rng(seed)
-    rows = []
+    rows: list[np.ndarray] = []
     for north, riders in streets.values():
         for lane in lanes[:riders]:
             cells = noisy_ride(lat0 + north / M_PER_DEG_LAT, lng0, lng1, lane, rng, res)

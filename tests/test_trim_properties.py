@@ -31,7 +31,7 @@ from heatmetro.state.settings import (
 )
 from heatmetro.state.store import connect
 from heatmetro.state.writer import StoreWriter
-from tests.conftest import TEST_SALT
+from tests.conftest import TEST_SALT, public_items
 from tests.reference_trim import trim
 from tests.streams import activity, athlete, deleted
 
@@ -303,7 +303,7 @@ def _fold_into_store(order: list[int], cuts: list[int], folder: Path) -> dict[st
             items.extend(out)
         bounds = [0, *sorted(set(c % (len(items) + 1) for c in cuts)), len(items)]
         for lo, hi in zip(bounds, bounds[1:], strict=False):
-            writer.write_batch(items[lo:hi])
+            writer.write_batch(public_items(items[lo:hi]))
         return {
             "athlete_months": db.execute(
                 "SELECT * FROM athlete_months ORDER BY athlete_id, month, layer"
