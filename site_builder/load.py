@@ -258,7 +258,7 @@ def assemble(
             if len(heat.cells):
                 heat_out[heat.layer] = heat
     return replace(
-        metro or metro_window(parts, first, last),
+        metro if metro is not None else metro_window(parts, first, last),
         heat=heat_out,
         counts={f"cells_{k}": len(v.cells) for k, v in heat_out.items()},
     )

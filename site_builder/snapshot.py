@@ -133,7 +133,7 @@ def run_snapshot(
         # Nothing reads the window cache before the next snapshot: saved meanwhile too.
         saving = ForkedJob(read.save, parallel=parallel, what="the window cache writer")
         forked = saving.forked
-        if not forked:  # saved already, before the tiles as ever
+        if not forked:  # one process: saved here, before the tiles, as ever
             _report_cache(read, saving, quiet)
         stages.done("window")
         n_tiles = build_site(
@@ -277,15 +277,11 @@ def build_site(
             publish(build, config.out_dir)
         stages.done("publish")
     except OSError as exc:  # a full disk mid-build: the old site keeps serving
-        if metro is not None:
-            metro.cancel()
-        discard(build)
+        _give_up(build, metro, None)
         msg = f"cannot write the site in {build.parent}: {describe_os_error(exc)}"
         raise PublishError(msg) from exc
     except BaseException:  # Ctrl-C or a bug: still never a half-written site
-        if metro is not None:
-            metro.cancel()
-        discard(build)
+        _give_up(build, metro, None)
         raise
     return n_tiles
 
@@ -302,7 +298,7 @@ def start_metro(
     parallel: bool,
 ) -> ForkedJob[MetroDone]:
     """The Metro files of ``window`` into ``build/metro``: started in a forked process
-    when ``parallel`` (``metro_job``), else written when asked for the result."""
+    when ``parallel`` (``forked``), else written when asked for the result."""
     metro_dir = build / "metro"
     metro_dir.mkdir()
 

@@ -185,7 +185,8 @@ def read_window_cached(
 
 class WindowRead:
     """A window read from the store and the cache: its Metro records at once
-    (``metro_window``), its heat thresholded and the cache saved by ``finish``."""
+    (``metro_window``), its heat thresholded by ``assemble``, the cache saved by ``save``
+    (both: ``finish``)."""
 
     def __init__(
         self,

@@ -122,7 +122,9 @@ def test_athlete_defaults_and_limits() -> None:
     ath = parse_athlete(orjson.dumps(athlete("a-1")))
     assert ath.aggregate_opt_out is False and ath.hide_start_end_m is None
     assert ath.privacy_zones == []
-    assert parse_athlete(orjson.dumps(athlete("a-1", hide_start_end_m=1609))).hide_start_end_m == 1609
+    assert (
+        parse_athlete(orjson.dumps(athlete("a-1", hide_start_end_m=1609))).hide_start_end_m == 1609
+    )
     assert parse_athlete(orjson.dumps(athlete("a-1", hide_start_end_m=0))).hide_start_end_m == 0
 
 
