@@ -40,6 +40,7 @@ import numpy as np
 
 from heatmetro.core.arrays import distinct
 from heatmetro.core.environment import describe_os_error
+from heatmetro.core.temp_files import temporary_for
 from heatmetro.site_builder.metro_tables import Cells, DirectionSums, direction_sums
 from heatmetro.site_builder.mix64 import GOLDEN, mix64
 from heatmetro.site_builder.npz_mapped import load_mapped
@@ -334,9 +335,9 @@ class MetroCache:
                             values if c == "speed_sum" else _narrow(values)
                         )
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_for(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as fh:
                 np.savez(fh, allow_pickle=False, **arrays)
             tmp.replace(self.path)
@@ -344,6 +345,9 @@ class MetroCache:
             tmp.unlink(missing_ok=True)
             self.path.unlink(missing_ok=True)
             self.note = f"not saved ({describe_os_error(exc)})"
+        except BaseException:  # Ctrl-C: no half-written file left behind either
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def _narrow(values: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from markupsafe import Markup
 
 from heatmetro.core.errors import PublishError
 from heatmetro.core.sports import NIGHT_LAYER, SPORT_LAYER_LABELS
+from heatmetro.core.temp_files import temporary_for
 from heatmetro.site_builder.templates import environment, static_files
 from heatmetro.site_builder.tile_colours import SCHEME_LABELS, scheme_gradient, scheme_tables
 
@@ -312,9 +313,12 @@ def _read_maps(cache: Path) -> dict[str, Any]:
 
 
 def _write_maps(cache: Path, maps: dict[str, Any]) -> None:
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # no cache: the next build draws the map again
+    tmp = temporary_for(cache)
+    try:
         tmp.write_text(json.dumps(maps), encoding="utf-8")
         tmp.replace(cache)  # atomic: a reader sees the old maps or the new ones
     except OSError:

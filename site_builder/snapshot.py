@@ -171,11 +171,11 @@ def _report_cache(read: WindowRead, saving: ForkedJob[CacheReport], quiet: bool)
 def _give_up(
     build: Path, metro: ForkedJob[MetroDone] | None, saving: ForkedJob[CacheReport] | None
 ) -> None:
-    """A failed build: the Metro writer stopped, the cache writer let finish (it removes
-    its own temporary file, and what it saves is true of the store), the build folder
-    removed; the published site stays."""
+    """A failed build: its writers let finish (a kill mid-write would leave a cache's
+    temporary file behind; what they save is true of the store; on Ctrl-C they stop
+    themselves), the build folder removed; the published site stays."""
     if metro is not None:
-        metro.cancel()
+        metro.cancel(kill=False)
     if saving is not None:
         saving.cancel(kill=False)
     discard(build)

@@ -36,6 +36,7 @@ from heatmetro import __version__
 from heatmetro.core.arrays import distinct
 from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error
+from heatmetro.core.temp_files import temporary_for
 from heatmetro.site_builder.activity_layers import layer_names
 from heatmetro.site_builder.load import (
     WindowParts,
@@ -489,7 +490,7 @@ def write_cache(
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     arrays.update({name: getattr(parts, name) for name in _PER_ID})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_for(path)
     try:
         with tmp.open("wb") as fh:
             np.savez(fh, allow_pickle=False, **arrays)
