@@ -43,6 +43,9 @@ _UPSERT_ACTIVITY = (
 )
 
 
+_STORE_ITEMS = (SettingsChange, ActivityChange, ActivityDelete, DeadLetter)  # StoreItem
+
+
 class StoreWriter:
     """Writes batches of ``StoreItem`` for one worker; safe to share a file with others."""
 
@@ -89,6 +92,11 @@ class StoreWriter:
 
     def write_batch(self, items: Iterable[StoreItem]) -> None:
         items = list(items)
+        foreign = [i for i in items if not isinstance(i, _STORE_ITEMS)]
+        if foreign:  # a personal change (or a new kind) must not vanish without a word
+            kind = type(foreign[0]).__name__
+            msg = f"the public store writes no {kind} items (personal ones go to PersonalWriter); nothing of this batch was written"
+            raise TypeError(msg)
         dirty: set[tuple[str, str]] = set()  # (athlete_id, month)
         t0 = time.perf_counter()
         with immediate(self.db):

@@ -7,7 +7,7 @@ SQLite file; assertions read the tables the snapshot reads.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -19,7 +19,7 @@ from heatmetro.core.config import Config
 from heatmetro.core.contract import parse_event
 from heatmetro.core.geo import haversine_m
 from heatmetro.flows.fold import AthleteFold
-from heatmetro.state.changes import SettingsChange, StoreItem
+from heatmetro.state.changes import DeadLetter, SettingsChange, StoreItem
 from heatmetro.state.records import HEAT_DTYPE, PATH_DTYPE, from_blob
 from heatmetro.state.settings import AthleteSettings, EffectiveZone, cells_touching_zones
 from heatmetro.state.writer import StoreWriter
@@ -372,3 +372,15 @@ def test_activity_override_is_kept_when_the_athlete_default_grows(h: Harness) ->
     assert path_of(h.db, "r1").tobytes() == own
     # ... while the one without an override was cut further.
     assert row(h.db, "r2")["cut_start_m"] >= 800
+
+
+def test_the_public_store_refuses_items_it_does_not_write(fresh_db, config: Config) -> None:  # type: ignore[no-untyped-def]
+    """A personal change handed to the public writer is an error, and the batch stays
+    unwritten (it used to be skipped without a word)."""
+    writer = StoreWriter.for_config(fresh_db, config)
+    letter = DeadLetter("stream", 7, "bad record", "{}")
+    with pytest.raises(TypeError, match="writes no str items"):
+        writer.write_batch([letter, cast(Any, "a personal change")])
+    assert fresh_db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
+    writer.write_batch([letter])
+    assert fresh_db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 1
