@@ -29,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import compileall
 import filecmp
 import math
 import os
@@ -253,6 +254,16 @@ def draw_rate(config_path: Path, month: str, scratch: Path, rounds: int = 5) -> 
     )
 
 
+def compile_package() -> None:
+    """Byte-compile the package first, as pip does when it installs the wheel. With
+    PYTHONDONTWRITEBYTECODE set (it is, on these machines) each CLI run would otherwise
+    compile every module edited since its last bytecode from source: up to ~0.08 s of a
+    rebuild's start-up that no installed copy pays. (compileall does not follow the
+    symlinks under ``heatmetro/``: the card folders are named too.)"""
+    for folder in ("heatmetro", "flows", "state", "site_builder"):
+        compileall.compile_dir(REPO / folder, quiet=1)
+
+
 def _stages(stderr: str) -> str:
     lines = [ln for ln in stderr.splitlines() if ln.startswith("stages ")]
     return lines[-1] if lines else ""
@@ -294,6 +305,7 @@ def main() -> int:
     if not Path("/usr/bin/time").is_file():
         sys.exit("needs /usr/bin/time (Debian package `time`) for peak memory")
     cores = len(os.sched_getaffinity(0))
+    compile_package()
     RUNS.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="snapshot-", dir=RUNS))
     try:
