@@ -132,7 +132,9 @@ def run_ingest(
     """
     stop_on_signals()
     owned = None if member is None else [s for s in range(config.shards) if member.owns(s)]
-    store = ShardedStore.open(config.state_dir, config.shards, create=True, owned=owned)
+    store = ShardedStore.open(
+        config.state_dir, config.shards, create=True, owned=owned, salt=config.salt
+    )
     ensure_recovery(config, member)
     check_recovery_parts(config.recovery_dir)  # Bytewax would panic on a corrupt one
     if member is not None:

@@ -11,6 +11,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import heatmetro.core.early_stop  # first: a signal while loading gives one line
 from heatmetro import __version__
@@ -35,9 +36,13 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_ingest(args: argparse.Namespace) -> int:
     from heatmetro.flows.runner import run_ingest, warn_default_salt
     from heatmetro.state.shards import ShardedStore
+    from heatmetro.state.store import count_dead_letters
 
     config = _config(args)
     warn_default_salt(config)
+    # Dead letters are kept by source and position (a rerun files the same ones again):
+    # the summary says how many this run added, and how many are on file.
+    before = count_dead_letters(ShardedStore(config.state_dir, config.shards).connect_all())
     dead = run_ingest(
         config,
         args.inputs or ["-"],
@@ -50,8 +55,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(
             f"ingested: {s['athletes']:,} athletes, {s['activities']:,} activities "
-            f"({_fmt_status(s['activities_by_status'])}), {dead:,} dead letters"
-            + (f" -> {config.dead_letter_path}" if dead else "")
+            f"({_fmt_status(s['activities_by_status'])}), {dead - before:,} new dead letters"
+            + (f" ({dead:,} on file: {config.dead_letter_path})" if dead else "")
         )
     return 0
 
@@ -179,6 +184,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         if args.month is not None:
             msg = "--weekly and --month cannot be combined (the weekly map ends --until a day)"
             raise HeatmetroError(msg)
+        if args.allow_empty:
+            msg = "--allow-empty only applies to the monthly map (a quiet week is published)"
+            raise HeatmetroError(msg)
         weekly = run_weekly(config, until=args.until, when=build_time(), quiet=args.quiet)
         if not args.quiet:
             print(weekly.summary())
@@ -190,7 +198,13 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
     member = _member(args)
     if member is None:
-        result = run_snapshot(config, month=args.month, quiet=args.quiet, cache=not args.no_cache)
+        result = run_snapshot(
+            config,
+            month=args.month,
+            quiet=args.quiet,
+            cache=not args.no_cache,
+            allow_empty=args.allow_empty,
+        )
     else:
         from heatmetro.site_builder.distributed import run_distributed_snapshot
 
@@ -200,6 +214,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             process_id=member.process_id,
             month=args.month,
             quiet=args.quiet,
+            allow_empty=args.allow_empty,
         )
     if not args.quiet:
         print(result.summary())
@@ -313,9 +328,17 @@ def byte_size(text: str) -> int:
     return int(number) * units[unit]
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's usage errors as one line, like every other mistake (exit code 2, as
+    argparse's own): the usage block it prints would bury the one line that matters."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="heatmetro",
         description="Privacy-first Global Heatmap and Metro street counts from a GPS activity stream.",
         epilog=EPILOG_ENV + "\n\nexample:\n  heatmetro demo",
@@ -337,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", help="config file (default: ./config.toml if present)")
         p.add_argument("-v", "--verbose", action="store_true", help="say more")
         p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, command_parser=p)
         return p
 
     p = add(
@@ -397,6 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the whole window from the store and count every Metro edge (the window "
         "and Metro caches in state_dir are rewritten)",
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="publish even when no athlete is in the window (refused by default while the "
+        "published site has heat: a mistyped --month would empty the public map)",
     )
     p.add_argument(
         "--weekly",
@@ -487,7 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:  # named by the command they were given to, not by ``heatmetro``
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command != "ingest":  # ingest stops in one line to the end (flows/stop.py)
         heatmetro.core.early_stop.release()
     if getattr(args, "workers", 1) is not None and not 1 <= getattr(args, "workers", 1) <= 8:

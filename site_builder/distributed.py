@@ -38,10 +38,14 @@ from bytewax.run import cli_main
 from heatmetro.core.config import Config
 from heatmetro.core.environment import build_time
 from heatmetro.core.errors import PublishError
-from heatmetro.core.months import check_month, last_complete_month
 from heatmetro.core.sports import NIGHT_LAYER, sport_layer
 from heatmetro.site_builder.load import load_window
-from heatmetro.site_builder.snapshot import SnapshotResult, build_site
+from heatmetro.site_builder.snapshot import (
+    SnapshotResult,
+    build_site,
+    check_snapshot_month,
+    refuse_empty_over_heat,
+)
 from heatmetro.site_builder.window import (
     LayerHeat,
     WindowData,
@@ -81,7 +85,7 @@ def tile_owner(z: int, x: int, y: int, processes: int) -> int:
 
 def local_partials(config: Config, month: str) -> tuple[WindowData, list[str]]:
     """This process's window before thresholds, and its athletes in index order."""
-    store = ShardedStore.open(config.state_dir, config.shards)
+    store = ShardedStore.open(config.state_dir, config.shards, salt=config.salt)
     dbs = store.connect_all()
     try:
         view = _RecordingView(dbs)
@@ -279,6 +283,7 @@ def run_distributed_snapshot(
     process_id: int,
     month: str | None = None,
     quiet: bool = False,
+    allow_empty: bool = False,
 ) -> SnapshotResult:
     """This process's part of a cluster snapshot (every process runs the same command)."""
     if config.tiles_format != "png":
@@ -292,7 +297,7 @@ def run_distributed_snapshot(
         raise PublishError(msg)
     t0 = time.monotonic()
     when = build_time()
-    month = check_month(month, what="--month") if month is not None else last_complete_month(when)
+    month = check_snapshot_month(month, when)
     local, athletes = local_partials(config, month)
     # Cluster members keep no window cache: drop one a one-machine snapshot left, so no
     # derived rows outlive a deletion in the store.
@@ -306,6 +311,8 @@ def run_distributed_snapshot(
         epoch_interval=timedelta(seconds=3600),
     )  # fmt: skip
     window = _global_window(local, sink.items, config)
+    if not allow_empty:
+        refuse_empty_over_heat(window, None)  # the global window: every member alike
     n = len(addresses)
     n_tiles = build_site(
         window, config, when, quiet=quiet, pages=process_id == 0,

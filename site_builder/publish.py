@@ -9,6 +9,7 @@ rollback; older ones are removed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -38,6 +39,18 @@ def new_build_in(root: Path, label: str) -> Path:
     build = root / f"{n:06d}-{label}.partial"
     build.mkdir()
     return build
+
+
+def published_counts(out_dir: Path) -> dict[str, object] | None:
+    """What the published site's ``metadata.json`` says it holds (its ``counts`` and
+    ``month``); None without a site or with a metadata file that cannot be read."""
+    try:
+        meta = json.loads((out_dir / "metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("counts"), dict):
+        return None
+    return {**meta["counts"], "month": meta.get("month")}
 
 
 def discard(build: Path) -> None:

@@ -8,21 +8,21 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from heatmetro import __version__
 from heatmetro.core.config import Config
 from heatmetro.core.environment import build_time, describe_os_error
-from heatmetro.core.errors import HeatmetroError, PublishError
-from heatmetro.core.months import check_month, last_complete_month, window_months
+from heatmetro.core.errors import ConfigError, HeatmetroError, PublishError
+from heatmetro.core.months import check_month, last_complete_month, month_of, window_months
 from heatmetro.site_builder.forked import ForkedJob
 from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.metro_cache import CACHE_FILE as METRO_CACHE
 from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_streets import StreetWindow, load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
-from heatmetro.site_builder.publish import discard, new_build_dir, publish
+from heatmetro.site_builder.publish import discard, new_build_dir, publish, published_counts
 from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import LayerHeat, default_workers, write_layers_tiles
 from heatmetro.site_builder.weekly import carry_weekly, publish_lock, published_weekly_format
@@ -97,19 +97,25 @@ def _cpu() -> float:
 
 
 def run_snapshot(
-    config: Config, *, month: str | None = None, quiet: bool = False, cache: bool = True
+    config: Config,
+    *,
+    month: str | None = None,
+    quiet: bool = False,
+    cache: bool = True,
+    allow_empty: bool = False,
 ) -> SnapshotResult:
     """Publish the site of the window ending with ``month``.
 
     With ``cache``, athletes whose rows did not change since the last snapshot are taken
     from the window cache in ``state_dir`` (``window_cache``); without, everything is
-    read from the store (and the cache rewritten from it).
+    read from the store (and the cache rewritten from it). A window without a single
+    athlete does not replace a published site with heat unless ``allow_empty``.
     """
     t0 = time.monotonic()
     stages = Stages()
     when = build_time()
-    month = check_month(month, what="--month") if month is not None else last_complete_month(when)
-    dbs = ShardedStore.open(config.state_dir, config.shards).connect_all()
+    month = check_snapshot_month(month, when)
+    dbs = ShardedStore.open(config.state_dir, config.shards, salt=config.salt).connect_all()
     try:
         with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
             read = read_window_cached(
@@ -119,6 +125,8 @@ def run_snapshot(
     finally:
         for db in dbs:
             db.close()
+    if not allow_empty:
+        refuse_empty_over_heat(read.metro_window(), config.out_dir)
     build = new_build_dir(config.out_dir, month)
     parallel = (config.tile_workers or default_workers()) > 1
     metro: ForkedJob[MetroDone] | None = None
@@ -155,6 +163,43 @@ def run_snapshot(
         window.month, window.first_month, config.out_dir, window.athletes, window.activities,
         n_tiles, time.monotonic() - t0,
     )  # fmt: skip
+
+
+def check_snapshot_month(month: str | None, when: datetime) -> str:
+    """``--month`` checked, or the last complete month before ``when`` (the build time).
+    A month after today's (the clock's, not ``SOURCE_DATE_EPOCH``'s: that only stamps the
+    build) has no activities yet: a typo, not a build."""
+    if month is None:
+        return last_complete_month(when)
+    check_month(month, what="--month")
+    today = month_of(datetime.now(UTC))
+    if month > today:
+        msg = f"--month {month}: that month has not begun (this is {today})"
+        raise ConfigError(msg)
+    return month
+
+
+def refuse_empty_over_heat(window: WindowData, out_dir: Path | None) -> None:
+    """PublishError when ``window`` has no athlete but the published site in ``out_dir``
+    has some (None: whatever is published, as a cluster member holds only part of the
+    site and all members must decide alike). A mistyped ``--month`` in a cron job would
+    otherwise swap the public map for an empty one; ``--allow-empty`` is the way when
+    everyone has really gone."""
+    if window.athletes:
+        return
+    was = "the published site"
+    if out_dir is not None:
+        published = published_counts(out_dir)
+        if published is None or not published.get("athletes"):
+            return
+        athletes, month = published["athletes"], published.get("month", "?")
+        was = f"the site in {out_dir} ({athletes:,} athletes, window ending {month})"
+    msg = (
+        f"--month {window.month}: no athlete has an activity in {window.first_month}.."
+        f"{window.month}; publishing would replace {was} with an empty one. Check --month, "
+        "or pass --allow-empty"
+    )
+    raise PublishError(msg)
 
 
 def _report_cache(read: WindowRead, saving: ForkedJob[CacheReport], quiet: bool) -> None:

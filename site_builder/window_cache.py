@@ -55,6 +55,7 @@ CACHE_FILE = "window_cache.npz"
 _PER_ID = ("activities", "has_rows", "has_paths")
 # Reading a changed athlete costs a lookup: past this share, one pass over everything.
 FULL_READ_SHARE = 0.5
+OTHER_KEY = "built for another window, configuration or code version"
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,10 @@ class CacheReport:
     def problem(self) -> bool:
         """The cache was there but unusable, or could not be saved (worth a line even
         when quiet)."""
-        return self.note not in ("", "none yet", "not used") or bool(self.threshold_note)
+        expected = self.note in ("", "none yet", "not used", OTHER_KEY) or self.note.startswith(
+            "format "
+        )  # a new month, setting or version: the usual reasons to start over
+        return not expected or bool(self.threshold_note)
 
     def line(self) -> str:
         if self.note.startswith("not saved"):
@@ -357,7 +361,7 @@ def read_cache(path: Path, key: str, dtypes: dict[str, np.dtype]) -> tuple[Cache
         if meta.get("format") != CACHE_FORMAT:
             return None, f"format {meta.get('format')!r}, not {CACHE_FORMAT}"
         if meta.get("key") != key:
-            return None, "built for another window, configuration or code version"
+            return None, OTHER_KEY
         ids = meta["ids"]
         stamps = {a: bytes.fromhex(s) for a, s in meta["stamps"].items()}
         per_id = {name: npz[name] for name in _PER_ID}

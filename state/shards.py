@@ -32,6 +32,11 @@ def shard_of(key: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
+def salt_check(salt: str) -> str:
+    """A short digest telling salts apart, kept with the store (never the salt itself)."""
+    return hashlib.blake2b(salt.encode(), digest_size=8, person=b"hm-salt-check").hexdigest()
+
+
 def shard_name(shard: int) -> str:
     return f"{shard:04d}"
 
@@ -51,13 +56,15 @@ class ShardedStore:
         *,
         create: bool = False,
         owned: Iterable[int] | None = None,
+        salt: str | None = None,
     ) -> ShardedStore:
         """The store in ``state_dir``; with ``create``, make it (with the ``owned`` shards,
-        default all) if it does not exist yet.
+        default all) if it does not exist yet. With ``salt``, the store's record of the
+        salt it was made with is checked (and, with ``create``, written if missing).
 
         Raises:
             StoreError: no store and not ``create``, or the store was made with another
-                number of shards than the config now says.
+                number of shards than the config now says, or with another salt.
         """
         if state_dir.exists() and not state_dir.is_dir():
             msg = f"state_dir {state_dir} is a file, not a folder"
@@ -65,7 +72,8 @@ class ShardedStore:
         store = cls(state_dir, shards)
         manifest = store.dir / MANIFEST
         if manifest.exists():
-            recorded = int(json.loads(manifest.read_text())["shards"])
+            meta = json.loads(manifest.read_text())
+            recorded = int(meta["shards"])
             if recorded != shards:
                 msg = (
                     f"store {store.dir} was created with shards = {recorded}, the config says "
@@ -73,6 +81,8 @@ class ShardedStore:
                     f"(set shards = {recorded}, or re-ingest into a new state_dir)"
                 )
                 raise StoreError(msg)
+            if salt is not None:
+                store._check_salt(meta, salt, record=create)
             return store
         if not create:
             msg = f"no store at {store.dir}: run `heatmetro ingest` first"
@@ -80,10 +90,33 @@ class ShardedStore:
         store.dir.mkdir(parents=True, exist_ok=True)
         for s in sorted(set(range(shards) if owned is None else owned)):
             connect(store.path(s)).close()  # create and migrate before workers race for it
-        tmp = manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"shards": shards, "hash": "blake2b-64 mod shards"}) + "\n")
-        tmp.replace(manifest)
+        meta = {"shards": shards, "hash": "blake2b-64 mod shards"}
+        store._write_manifest(meta if salt is None else {**meta, "salt_check": salt_check(salt)})
         return store
+
+    def _write_manifest(self, meta: dict[str, Any]) -> None:
+        manifest = self.dir / MANIFEST
+        tmp = manifest.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta) + "\n")
+        tmp.replace(manifest)
+
+    def _check_salt(self, meta: dict[str, Any], salt: str, *, record: bool) -> None:
+        """StoreError if the store was made with another salt. The salt seeds the jitter
+        of hidden ends and privacy zones: new activities hidden around other points than
+        the stored ones would let anyone comparing them average the jitter away."""
+        mine = salt_check(salt)
+        found = meta.get("salt_check")
+        if found is None:  # a store from before the check: from now on, this salt
+            if record:
+                self._write_manifest({**meta, "salt_check": mine})
+            return
+        if found != mine:
+            msg = (
+                f"store {self.dir} was made with another HEATMETRO_SALT (its check {found}, "
+                f"this salt's {mine}): hidden ends and privacy zones would be jittered "
+                "around other points than the stored ones'. Set the salt it was made with"
+            )
+            raise StoreError(msg)
 
     def path(self, shard: int) -> Path:
         return self.dir / f"{shard_name(shard)}.db"

@@ -293,6 +293,17 @@ def _db_files(db: sqlite_utils.Database) -> list[Path]:
     return [p for p in (main, Path(f"{main}-wal")) if p.exists()]
 
 
+def count_dead_letters(dbs: list[sqlite_utils.Database]) -> int:
+    """How many dead letters the shards hold. Closes the connections."""
+    total = 0
+    for db in dbs:
+        try:
+            total += int(db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+        finally:
+            db.close()
+    return total
+
+
 def export_dead_letters(dbs: list[sqlite_utils.Database], path: Path) -> int:
     """Rewrite the dead-letter JSONL file from the shards' tables (sorted: deterministic).
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import resource
 import shutil
@@ -157,6 +158,81 @@ def test_good_source_date_epoch_is_stamped(project: Path) -> None:
                      env=cli_env(SOURCE_DATE_EPOCH="0"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert '"built_at": "1970-01-01T00:00:00Z"' in (project / "site/metadata.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("month", "needles"),
+    [
+        ("2099-01", ("--month 2099-01: that month has not begun",)),
+        # Well-formed and past, but nobody rode in its window: the map would go blank.
+        ("2019-01", ("2018-02..2019-01", "(4 athletes, window ending 2021-06)", "--allow-empty")),
+    ],
+)
+def test_a_mistyped_month_keeps_the_published_site(
+    project: Path, month: str, needles: tuple[str, ...]
+) -> None:
+    before = tree_hashes(project / "site")
+    proc = heatmetro("snapshot", "-c", project / "config.toml", "--month", month, "-q")
+    assert_one_line_error(proc, *needles)
+    assert tree_hashes(project / "site") == before
+    assert leftovers(project) == []
+
+
+def test_allow_empty_publishes_an_empty_window(project: Path) -> None:
+    cfg = project / "config.toml"
+    proc = heatmetro("snapshot", "-c", cfg, "--month", "2019-01", "--allow-empty")
+    assert proc.returncode == 0, proc.stderr
+    assert "0 athletes" in proc.stdout and "0 tiles" in proc.stdout, proc.stdout
+    meta = json.loads((project / "site" / "metadata.json").read_text())
+    assert meta["month"] == "2019-01" and meta["counts"]["athletes"] == 0
+    # An empty site over an empty one needs no flag (a new install's first builds).
+    again = heatmetro("snapshot", "-c", cfg, "--month", "2019-02", "-q")
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+
+
+def test_another_salt_is_refused_before_it_touches_the_store_or_the_site(project: Path) -> None:
+    cfg = project / "config.toml"
+    site, rows = tree_hashes(project / "site"), store_rows(project)
+    other = cli_env(HEATMETRO_SALT="another-salt", SOURCE_DATE_EPOCH=SDE)
+    for args in (
+        ("ingest", "-c", cfg, project / "big.jsonl"),
+        ("snapshot", "-c", cfg, "--month", MONTH),
+        ("snapshot", "-c", cfg, "--weekly", "--until", "2021-06-20"),
+    ):
+        assert_one_line_error(heatmetro(*args, env=other), "made with another HEATMETRO_SALT")
+        assert tree_hashes(project / "site") == site and store_rows(project) == rows
+    # A store from before the check has no record of its salt: the next ingest makes one.
+    manifest = project / "state" / "shards" / "store.json"
+    meta = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({k: v for k, v in meta.items() if k != "salt_check"}))
+    assert heatmetro("ingest", "-c", cfg, project / "small.jsonl").returncode == 0
+    assert json.loads(manifest.read_text()) == meta
+    assert heatmetro("ingest", "-c", cfg, project / "small.jsonl", env=other).returncode == 1
+
+
+def test_usage_mistakes_are_one_line(project: Path) -> None:
+    cfg = project / "config.toml"
+    for args, needle in (
+        (("personal", "-c", cfg, "--athlete", "a1", "--out", "x", "--layer", "bike"), "'bike'"),
+        (("snapshot", "-c", cfg, "--bogus"), "--bogus"),
+        (("snapshot", "-c", cfg, "--weekly", "--allow-empty"), "--allow-empty only applies"),
+    ):
+        err = assert_one_line_error(heatmetro(*args), needle)
+        assert "usage:" not in err
+
+
+def test_quiet_snapshot_prints_nothing_when_the_cache_is_merely_for_another_month(
+    project: Path,
+) -> None:
+    cfg = project / "config.toml"
+    proc = heatmetro("snapshot", "-c", cfg, "--month", "2021-07", "-q")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    # A damaged cache is worth its line, even when quiet.
+    cache = project / "state" / "window_cache.npz"
+    cache.write_bytes(cache.read_bytes()[:100])
+    proc = heatmetro("snapshot", "-c", cfg, "--month", "2021-07", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("window cache: unreadable window_cache.npz"), proc.stderr
 
 
 # --------------------------------------------------------------------------- serve

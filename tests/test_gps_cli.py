@@ -68,7 +68,7 @@ def test_walk_bus_walk_publishes_both_walks_and_not_the_bus(project: Path, run_c
     events.write_bytes(to_jsonl([walk_bus_walk(i) for i in range(30)]))
     cfg = project / "config.toml"
     out = run_cli("ingest", "-c", cfg, events).stdout
-    assert "30 active" in out and "0 dead letters" in out, out
+    assert "30 active" in out and "0 new dead letters" in out, out
     stats = json.loads(run_cli("stats", "-c", cfg, "--json").stdout)
     assert stats["dead_letters"] == 0
     faults = stats["gps_faults"]

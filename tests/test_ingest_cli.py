@@ -171,7 +171,9 @@ def test_bad_records_go_to_dead_letters_and_the_rest_is_stored(run_cli: Run, pro
     proc = ingest(run_cli, cfg, stream, check=False, env=cli_env(HEATMETRO_QUIET="0"))
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert f"{len(expected)} dead letters" in proc.stdout
+    path = project / "state" / "dead_letters.jsonl"
+    n = len(expected)
+    assert f", {n} new dead letters ({n} on file: {path})" in proc.stdout, proc.stdout
 
     dead = [
         json.loads(x) for x in (project / "state" / "dead_letters.jsonl").read_text().splitlines()
@@ -190,6 +192,9 @@ def test_bad_records_go_to_dead_letters_and_the_rest_is_stored(run_cli: Run, pro
     s = stats(run_cli, cfg)
     assert s["dead_letters"] == len(expected) and s["athletes"] == 3
     assert s["activities_by_status"] == {"active": 7}
+    # The same command again files the same letters again: none of them is new.
+    proc = ingest(run_cli, cfg, stream, check=False, env=cli_env(HEATMETRO_QUIET="0"))
+    assert f", 0 new dead letters ({n} on file: {path})" in proc.stdout, proc.stdout
 
 
 # --------------------------------------------------------------------------- replay
