@@ -230,6 +230,9 @@ def cmd_personal(args: argparse.Namespace) -> int:
         if value is not None and not _is_date(value):
             msg = f"{flag} {value!r}: expected YYYY-MM-DD, e.g. 2021-06-30"
             raise HeatmetroError(msg)
+    if args.date_from and args.date_to and args.date_from > args.date_to:
+        msg = f"--from {args.date_from} is after --to {args.date_to}: no day is in between"
+        raise HeatmetroError(msg)
     flt = PersonalFilter(
         date_from=args.date_from,
         date_to=args.date_to,

@@ -47,7 +47,22 @@ def test_version(run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> No
     [
         (("ingest", "no/such/file.jsonl"), "input no/such/file.jsonl does not exist"),
         (("stats",), "no store at"),
-        (("snapshot", "--month", "2021-13"), "expected YYYY-MM"),
+        (("snapshot", "--month", "2021-13"), "'2021-13': there is no month 13, e.g. 2021-02"),
+        (("snapshot", "--month", "June"), "'June': expected YYYY-MM, e.g. 2021-02"),
+        (
+            (
+                "personal",
+                "--athlete",
+                "a-1",
+                "--out",
+                "x",
+                "--from",
+                "2021-06-20",
+                "--to",
+                "2021-06-10",
+            ),
+            "--from 2021-06-20 is after --to 2021-06-10",
+        ),
         (("serve", "--directory", "no/such/site"), "no site in no/such/site"),
         (("personal", "--athlete", "a-1", "--out", "x"), "no personal store at"),
         (("ingest", "-w", "9", "x"), "--workers must be between 1 and 8"),
