@@ -18,8 +18,8 @@ def check_month(month: str, *, what: str = "month") -> str:
     """``month`` if it is exactly ``YYYY-MM`` (year 0001 or later), else ConfigError."""
     if not _MONTH.fullmatch(month) or month < "0001-01":
         shaped = re.fullmatch(r"\d{4}-(\d{2})", month)
-        why = f"there is no month {shaped.group(1)}" if shaped else "expected YYYY-MM"
-        msg = f"{what} {month!r}: {why}, e.g. 2021-02"
+        why = f"there is no month {shaped.group(1)}; " if shaped else ""
+        msg = f"{what} {month!r}: {why}expected YYYY-MM, e.g. 2021-02"
         raise ConfigError(msg)
     return month
 
