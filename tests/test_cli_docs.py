@@ -47,7 +47,10 @@ def test_version(run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> No
     [
         (("ingest", "no/such/file.jsonl"), "input no/such/file.jsonl does not exist"),
         (("stats",), "no store at"),
-        (("snapshot", "--month", "2021-13"), "'2021-13': there is no month 13; expected YYYY-MM, e.g. 2021-02"),
+        (
+            ("snapshot", "--month", "2021-13"),
+            "'2021-13': there is no month 13; expected YYYY-MM, e.g. 2021-02",
+        ),
         (("snapshot", "--month", "June"), "'June': expected YYYY-MM, e.g. 2021-02"),
         (
             (
