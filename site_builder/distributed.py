@@ -11,9 +11,9 @@ A Bytewax dataflow (timely over TCP, the same cluster flags as ingest) exchanges
 2. the published cells are sent to every process (a sink partition per process), because
    drawing a tile needs its neighbours' splats and equalisation needs the global
    histogram of each zoom;
-3. the per-athlete Metro records (re-indexed by athlete across processes, so sums run in
-   the same order as in one process) go to process 0, which writes pages, Metro files and
-   metadata.
+3. the per-athlete Metro records, and with a ``base_map`` the per-athlete street records
+   (re-indexed by athlete across processes, so sums run in the same order as in one
+   process), go to process 0, which writes pages, Metro files and metadata.
 
 Each process then draws every tile but writes only the ones it owns (a hash of z/x/y)
 into its own ``out_dir``: the union of the ``out_dir``s is byte for byte the site a
@@ -40,6 +40,7 @@ from heatmetro.core.environment import build_time
 from heatmetro.core.errors import PublishError
 from heatmetro.core.sports import NIGHT_LAYER, sport_layer
 from heatmetro.site_builder.load import load_window
+from heatmetro.site_builder.metro_streets import StreetWindow, load_streets, merge_street_windows
 from heatmetro.site_builder.snapshot import (
     SnapshotResult,
     build_site,
@@ -83,8 +84,9 @@ def tile_owner(z: int, x: int, y: int, processes: int) -> int:
     return ((x * 0x9E3779B1) ^ (y * 0x85EBCA77) ^ (z * 0xC2B2AE3D)) % processes
 
 
-def local_partials(config: Config, month: str) -> tuple[WindowData, list[str]]:
-    """This process's window before thresholds, and its athletes in index order."""
+def local_partials(config: Config, month: str) -> tuple[WindowData, list[str], StreetWindow | None]:
+    """This process's window before thresholds, its athletes in index order, and its
+    street records (None without a base map), all from one read view."""
     store = ShardedStore.open(config.state_dir, config.shards, salt=config.salt)
     dbs = store.connect_all()
     try:
@@ -100,7 +102,7 @@ def local_partials(config: Config, month: str) -> tuple[WindowData, list[str]]:
                 night=config.night_layer,
                 partial=True,
             )
-            return window, view.athletes
+            return window, view.athletes, load_streets(dbs, month, config)
     finally:
         for db in dbs:
             db.close()
@@ -199,7 +201,7 @@ def exchange_flow(items: list[Any], sink: _Collect, processes: int, min_athletes
     rest = op.flat_map(
         "route",
         split.falses,
-        lambda x: [("0000", x)] if x[0] == "metro" else [(p, x) for p in everyone],
+        lambda x: [("0000", x)] if x[0] in ("metro", "streets") else [(p, x) for p in everyone],
     )
     op.output("collect", op.merge("results", to_all, rest), sink)
     return flow
@@ -222,7 +224,7 @@ def _global_window(local: WindowData, collected: list[Any], config: Config) -> W
         elif item[0] == "count":
             athletes += item[1]
             activities += item[2]
-        else:
+        elif item[0] == "metro":
             metro.append(item)
     heat: dict[str, LayerHeat] = {}
     for layer, parts in heat_parts.items():
@@ -289,23 +291,18 @@ def run_distributed_snapshot(
     if config.tiles_format != "png":
         msg = f"a cluster snapshot writes png tiles (one file each), not {config.tiles_format}"
         raise PublishError(msg)
-    if config.base_map is not None:
-        msg = (
-            "a cluster snapshot does not publish street counts (base_map) yet: "
-            "run the snapshot on one machine with all shards, or unset base_map"
-        )
-        raise PublishError(msg)
     t0 = time.monotonic()
     when = build_time()
     month = check_snapshot_month(month, when)
-    local, athletes = local_partials(config, month)
+    local, athletes, streets = local_partials(config, month)
     # Cluster members keep no window cache: drop one a one-machine snapshot left, so no
     # derived rows outlive a deletion in the store.
     (config.state_dir / CACHE_FILE).unlink(missing_ok=True)
     sink = _Collect(process_id)
-    flow = exchange_flow(
-        _partial_items(local, athletes, process_id), sink, len(addresses), config.min_athletes
-    )
+    items = _partial_items(local, athletes, process_id)
+    if streets is not None:  # per-athlete street records: to process 0, as Metro's
+        items.append(("streets", process_id, streets.athletes, streets.records))
+    flow = exchange_flow(items, sink, len(addresses), config.min_athletes)
     cli_main(
         flow, workers_per_process=1, process_id=process_id, addresses=addresses,
         epoch_interval=timedelta(seconds=3600),
@@ -314,8 +311,13 @@ def run_distributed_snapshot(
     if not allow_empty:
         refuse_empty_over_heat(window, None)  # the global window: every member alike
     n = len(addresses)
+    if streets is not None:
+        parts = [
+            StreetWindow(streets.net, i[3], athletes=i[2]) for i in sink.items if i[0] == "streets"
+        ]
+        streets = merge_street_windows(streets.net, parts) if process_id == 0 else None
     n_tiles = build_site(
-        window, config, when, quiet=quiet, pages=process_id == 0,
+        window, config, when, streets=streets, quiet=quiet, pages=process_id == 0,
         owns=lambda z, x, y: tile_owner(z, x, y, n) == process_id,
     )  # fmt: skip
     return SnapshotResult(

@@ -49,11 +49,14 @@ class Column:
 
 @dataclass
 class StreetWindow:
-    """Per-athlete street records of the window, by layer (``a`` = edge index, ``b`` = 0)."""
+    """Per-athlete street records of the window, by layer (``a`` = edge index, ``b`` = 0);
+    ``athletes``: the athletes' ids in the order of their index (a cluster snapshot
+    merges the windows of its processes by them)."""
 
     net: StreetNetwork
     records: dict[str, np.ndarray]
     tables: list[tuple[str, list[Any]]] = field(default_factory=list)
+    athletes: list[str] = field(default_factory=list)
 
 
 _WINDOW_SQL = (
@@ -96,7 +99,29 @@ def load_streets(
         for layer, p in parts.items()
         if p
     }
-    return StreetWindow(net, records)
+    return StreetWindow(net, records, athletes=list(index))
+
+
+def merge_street_windows(net: StreetNetwork, parts: Sequence[StreetWindow]) -> StreetWindow:
+    """The street window of a store whose athletes are split over ``parts`` (each athlete
+    in one part, as over a cluster's shards): what ``load_streets`` gives for the whole
+    store, index for index and bit for bit. Indexes follow athlete ids in sorted order,
+    as ``load_streets`` reads them; an athlete's sums come whole from their own part."""
+    everyone = sorted(a for part in parts for a in part.athletes)
+    rank = {a: i for i, a in enumerate(everyone)}
+    pieces: dict[str, list[np.ndarray]] = {}
+    for part in parts:
+        remap = np.array([rank[a] for a in part.athletes], dtype=np.int64)
+        for layer, recs in part.records.items():
+            recs = recs.copy()
+            recs["athlete"] = remap[recs["athlete"]]
+            pieces.setdefault(layer, []).append(recs)
+    records = {
+        layer: group_sum(np.concatenate(pieces[layer]), ("athlete", *_KEY), _SUMS)
+        for layer in LAYERS
+        if layer in pieces
+    }
+    return StreetWindow(net, records, athletes=everyone)
 
 
 def activity_street_records(

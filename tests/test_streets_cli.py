@@ -23,6 +23,7 @@ from heatmetro.state.street_network import StreetNetwork
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.streams import activity, athlete, to_jsonl
 from tests.street_tracks import HELSINKI, Route, by_uid, helsinki, noisy_track, route_through
+from tests.test_cluster import cluster, site
 
 pytestmark = pytest.mark.skipif(not HELSINKI.is_file(), reason=f"{HELSINKI} is absent")
 
@@ -207,3 +208,24 @@ def test_a_bad_base_map_is_one_line_and_a_non_zero_exit(
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert len(errors) == 1 and f"city.osm.pbf: {reason}" in errors[0], proc.stderr
+
+
+def test_a_cluster_snapshot_publishes_the_street_counts_of_one_process(  # type: ignore[no-untyped-def]
+    net, scenario, tmp_path: Path
+) -> None:
+    """Two processes, each with its own shards, publish together (process 0 writes the
+    Metro files) byte for byte what one process publishes from the whole store."""
+    _, metro = scenario
+    one = metro.parent.parent
+    members = []
+    for i in range(2):
+        folder = tmp_path / f"machine{i}"
+        folder.mkdir()
+        members.append(write_config(folder, base_map=str(HELSINKI)))
+    events = str(one / "events.jsonl")
+    cluster(members, "ingest", events)
+    cluster(members, "snapshot", "--month", "2021-06")
+    parts = [site(c) for c in members]
+    assert all(p for p in parts) and "metro/streets.csv" in parts[0]
+    assert {**parts[1], **parts[0]} == site(one / "config.toml")
+    assert len(rows(members[0].parent / "site" / "metro")) == len(rows(metro)) > 0
