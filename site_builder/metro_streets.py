@@ -1,4 +1,5 @@
-"""Metro counts per OSM street edge: ``metro/streets.csv``, ``streets.geojson``, ``streets_hourly.csv``.
+"""Metro counts per OSM street edge: ``metro/streets.csv``, ``streets.geojson``,
+``streets_hourly.csv`` and ``streets_monthly.csv``.
 
 Written only when the config names a ``base_map``. Each row is one street edge (the part
 of an OSM way between two intersections) and layer, with the same count columns as
@@ -7,7 +8,8 @@ of an OSM way between two intersections) and layer, with the same count columns 
 
 The records come straight from the activities' stored street sequences (read here,
 after the snapshot has applied every "hide more" setting): a trip counts once per edge
-and direction, at the local hour it entered the edge. Thresholds, rounding and the
+and direction, at the local hour it entered the edge, in the local month the activity started (as the
+H3 edges' months), a ride or an e-bike ride by its sport. Thresholds, rounding and the
 count columns are those of ``metro_tables`` and ``metro``, so the privacy rules are the
 same code as for the H3 edges.
 """
@@ -26,9 +28,10 @@ import orjson
 import sqlite_utils
 
 from heatmetro.core.config import Config
-from heatmetro.core.months import window_months
+from heatmetro.core.months import month_index, month_of_index, window_months
+from heatmetro.core.sports import is_ebike
 from heatmetro.site_builder.metro_tables import Publication, direction_table
-from heatmetro.state.records import EDGE_DTYPE, LAYERS, group_sum, with_athlete
+from heatmetro.state.records import EDGE_DTYPE, EDGE_KEY, LAYERS, group_sum, with_athlete
 from heatmetro.state.street_network import ATTRIBUTION, LICENSE, StreetNetwork, network_for
 from heatmetro.state.street_ops import STREET_DTYPE
 
@@ -36,9 +39,12 @@ FILES = {
     "streets.csv": "Per OSM street edge and layer: trips and people per direction (base map)",
     "streets.geojson": "streets.csv with each street edge's own polyline, for GIS",
     "streets_hourly.csv": "streets.csv by local hour and weekday/weekend",
+    "streets_monthly.csv": "streets.csv per local month of the window",
 }
-_KEY = ("a", "b", "fwd", "hour", "weekend", "commute")
+# As the H3 edges of the window (``load``): per athlete, month, edge key and ride flag.
+_GROUP = ("athlete", "month", *EDGE_KEY, "ride")
 _SUMS = ("trips", "speed_sum", "speed_n")
+_EXTRA = [("month", "<u2"), ("ride", "u1")]
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class StreetWindow:
 
 _WINDOW_SQL = (
     "SELECT a.athlete_id, a.activity_id, a.layer, a.start_s, a.utc_offset_s, a.commute, "
-    "a.max_speed_ms, a.streets FROM activities a "
+    "a.max_speed_ms, a.sport_type, a.month, a.streets FROM activities a "
     "LEFT JOIN athletes s ON s.athlete_id = a.athlete_id "
     "WHERE a.status = 'active' AND a.month BETWEEN ? AND ? AND a.streets IS NOT NULL "
     "AND coalesce(s.opt_out, 0) = 0 ORDER BY a.athlete_id, a.activity_id"
@@ -84,22 +90,35 @@ def load_streets(
     rows = heapq.merge(*(db.execute(_WINDOW_SQL, (first, last)) for db in shards))
     index: dict[str, int] = {}
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in LAYERS}
-    for athlete_id, _, layer, start_s, offset, commute, vmax, blob in rows:
+    for athlete_id, _, layer, start_s, offset, commute, vmax, sport, month, blob in rows:
         recs = activity_street_records(
-            net, np.frombuffer(blob, STREET_DTYPE), start_s + offset, bool(commute), vmax
-        )
+            net, np.frombuffer(blob, STREET_DTYPE), start_s + offset, bool(commute), vmax,
+            ebike=is_ebike(sport or ""),
+        )  # fmt: skip
         if not len(recs):
             continue
-        recs = with_athlete(recs, index.setdefault(athlete_id, len(index)))
+        recs = _with_month_and_ride(
+            with_athlete(recs, index.setdefault(athlete_id, len(index))),
+            month_index(month),
+            ride=layer == "ride",
+        )
         parts["all"].append(recs)
         if layer in parts and layer != "all":
             parts[layer].append(recs)
     records = {
-        layer: group_sum(np.concatenate(p), ("athlete", *_KEY), _SUMS)
-        for layer, p in parts.items()
-        if p
+        layer: group_sum(np.concatenate(p), _GROUP, _SUMS) for layer, p in parts.items() if p
     }
     return StreetWindow(net, records, athletes=list(index))
+
+
+def _with_month_and_ride(recs: np.ndarray, month: int, *, ride: bool) -> np.ndarray:
+    """``recs`` with the activity's local month (index) and whether it is a ride."""
+    names = recs.dtype.names or ()
+    out = np.zeros(len(recs), np.dtype([*[(n, recs.dtype[n]) for n in names], *_EXTRA]))
+    for n in names:
+        out[n] = recs[n]
+    out["month"], out["ride"] = month, ride
+    return out
 
 
 def merge_street_windows(net: StreetNetwork, parts: Sequence[StreetWindow]) -> StreetWindow:
@@ -117,7 +136,7 @@ def merge_street_windows(net: StreetNetwork, parts: Sequence[StreetWindow]) -> S
             recs["athlete"] = remap[recs["athlete"]]
             pieces.setdefault(layer, []).append(recs)
     records = {
-        layer: group_sum(np.concatenate(pieces[layer]), ("athlete", *_KEY), _SUMS)
+        layer: group_sum(np.concatenate(pieces[layer]), _GROUP, _SUMS)
         for layer in LAYERS
         if layer in pieces
     }
@@ -125,7 +144,13 @@ def merge_street_windows(net: StreetNetwork, parts: Sequence[StreetWindow]) -> S
 
 
 def activity_street_records(
-    net: StreetNetwork, streets: np.ndarray, local_start_s: int, commute: bool, vmax: float
+    net: StreetNetwork,
+    streets: np.ndarray,
+    local_start_s: int,
+    commute: bool,
+    vmax: float,
+    *,
+    ebike: bool = False,
 ) -> np.ndarray:
     """One activity's edge crossings as ``EDGE_DTYPE`` rows (``a`` = edge index).
 
@@ -145,6 +170,7 @@ def activity_street_records(
     out["hour"] = (local // 3600) % 24
     out["weekend"] = ((local // 86400) + 3) % 7 >= 5  # 1970-01-01 was a Thursday
     out["commute"] = commute
+    out["ebike"] = ebike
     out["trips"] = 1
     out["speed_sum"] = np.where(ok, v, 0.0)
     out["speed_n"] = ok
@@ -179,9 +205,12 @@ def write_streets(
         Column("hour", "Local hour the trip entered the edge, 0-23"),
         Column("day_type", "weekday (Monday-Friday) or weekend, local time"),
     ]
+    monthly_cols = _street_columns(columns(with_bands=True))
+    monthly_cols[6:6] = [Column("month", "Local month of the activities, YYYY-MM")]
     sw.tables = [
         ("streets.csv and streets.geojson", main_cols),
         ("streets_hourly.csv", hourly_cols),
+        ("streets_monthly.csv", monthly_cols),
     ]
     net = sw.net
     n = 0
@@ -195,7 +224,7 @@ def write_streets(
         head = {"attribution": ATTRIBUTION, "license": LICENSE, "type": "FeatureCollection"}
         # orjson, as ``metro_files.write_geojson``: UTF-8, compact, keys sorted.
         fg.write(orjson.dumps(head, option=orjson.OPT_SORT_KEYS)[:-1] + b',"features":[')
-        for row, edge in _rows(sw, pub, values, hourly=False):
+        for row, edge in _rows(sw, pub, values, by=()):
             table.writerow(row)
             lat, lng = net.polyline(edge)
             coords = np.round(np.column_stack([lng, lat]), 7).tolist()
@@ -209,28 +238,34 @@ def write_streets(
             )
             n += 1
         fg.write(b"\n]}\n")
-    hourly = 0
-    with (metro_dir / "streets_hourly.csv").open("w", encoding="utf-8", newline="") as fh:
-        out = csv.writer(fh, lineterminator="\n")
-        out.writerow([c.name for c in hourly_cols])
-        for row, _ in _rows(sw, pub, values, hourly=True):
-            out.writerow(row)
-            hourly += 1
-    return {"streets.csv": n, "streets.geojson": n, "streets_hourly.csv": hourly}
+    counts = {"streets.csv": n, "streets.geojson": n}
+    for name, cols, by in (
+        ("streets_hourly.csv", hourly_cols, ("hour", "weekend")),
+        ("streets_monthly.csv", monthly_cols, ("month",)),
+    ):
+        counts[name] = 0
+        with (metro_dir / name).open("w", encoding="utf-8", newline="") as fh:
+            out = csv.writer(fh, lineterminator="\n")
+            out.writerow([c.name for c in cols])
+            for row, _ in _rows(sw, pub, values, by=by):
+                out.writerow(row)
+                counts[name] += 1
+    return counts
 
 
 def _rows(
-    sw: StreetWindow, pub: Publication, values: Any, *, hourly: bool
+    sw: StreetWindow, pub: Publication, values: Any, *, by: tuple[str, ...]
 ) -> Iterator[tuple[list[Any], int]]:
+    """Rows per street edge and layer, and per ``by`` (``()``, hour and weekend, or
+    month), in edge_uid order (text: independent of the extract's numbering)."""
     net = sw.net
     layers = [k for k in LAYERS if k in sw.records]
-    key = ("a", "hour", "weekend") if hourly else ("a",)
+    hourly = by == ("hour", "weekend")
     for layer in layers:
-        t = direction_table(sw.records[layer], key, pub, with_bands=not hourly)
+        t = direction_table(sw.records[layer], ("a", *by), pub, with_bands=not hourly)
         edges = t.keys["a"].astype(np.int64)
-        # Rows by edge_uid (text), so the order does not depend on the extract's numbering.
         uids = net.uid[edges]
-        order = np.lexsort((t.keys["weekend"], t.keys["hour"], uids) if hourly else (uids,))
+        order = np.lexsort((*(t.keys[k] for k in reversed(by)), uids))
         cols = [list(c) for c in values(t)]
         for r in order.tolist():
             e = int(edges[r])
@@ -239,4 +274,6 @@ def _rows(
             if hourly:
                 day = "weekend" if t.keys["weekend"][r] else "weekday"
                 lead += [int(t.keys["hour"][r]), day]
+            elif by:
+                lead.append(month_of_index(int(t.keys["month"][r])))
             yield [*lead, *(c[r] for c in cols), round(float(net.length_m[e]), 1)], e

@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +230,38 @@ def test_a_cluster_snapshot_publishes_the_street_counts_of_one_process(  # type:
     assert all(p for p in parts) and "metro/streets.csv" in parts[0]
     assert {**parts[1], **parts[0]} == site(one / "config.toml")
     assert len(rows(members[0].parent / "site" / "metro")) == len(rows(metro)) > 0
+
+
+def test_street_rows_split_rides_from_e_bike_rides_and_by_month(net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """On one cycleway: 4 people ride it in May and 4 others on e-bikes in June (one of
+    them twice). streets.csv counts 4 rides and 5 e-bike rides (both rounded to 5); the
+    monthly file has May's rides and June's e-bike rides on their own rows."""
+    route = route_through(net, by_uid(net, RIDDEN), True, bike=True)
+    events = []
+    for p in range(PEOPLE):
+        for sport, month, n in (("Ride", 5, 1), ("EBikeRide", 6, 2 if p == 0 else 1)):
+            who = f"{sport}-{p}"
+            events.append(athlete(who, hide_start_end_m=0))
+            for k in range(n):
+                pts = noisy_track(net, route, seed=100 * p + 10 * month + k)
+                start = datetime(2021, month, 10 + k, 8, tzinfo=UTC)
+                events.append(activity(f"{who}-{k}", who, pts, sport_type=sport, start=start))
+    metro = build(tmp_path / "p", events)
+    row = {r["layer"]: r for r in rows(metro) if r["edge_uid"] == RIDDEN}["ride"]
+    assert row["forward_trip_count"] == "10" and row["forward_people_count"] == "10"
+    assert row["forward_ride_count"] == "5" and row["forward_ebike_ride_count"] == "5"
+    assert row["reverse_ride_count"] == "" and row["reverse_ebike_ride_count"] == ""
+    monthly = {
+        r["month"]: r
+        for r in rows(metro, "streets_monthly.csv")
+        if r["edge_uid"] == RIDDEN and r["layer"] == "ride"
+    }
+    assert sorted(monthly) == ["2021-05", "2021-06"]
+    may, june = monthly["2021-05"], monthly["2021-06"]
+    assert (may["forward_ride_count"], may["forward_ebike_ride_count"]) == ("5", "")
+    assert (june["forward_ride_count"], june["forward_ebike_ride_count"]) == ("", "5")
+    assert may["street_name"] == row["street_name"] and may["length_m"] == row["length_m"]
+    readme = (metro / "README.md").read_text(encoding="utf-8")
+    assert "streets_monthly.csv" in readme
+    header = (metro / "streets_monthly.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header.split(",")[6] == "month"
