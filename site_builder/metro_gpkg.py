@@ -29,10 +29,15 @@ def _wkbs(kind: str, geometry: Sequence[Coords]) -> np.ndarray:
     """Little-endian WKB of each LineString or one-ring Polygon, as pyogrio's object
     array: geometries of one point count are packed by numpy (a packed record per row:
     byte order, type, [rings,] points, x y pairs), then cut apart."""
-    out = np.empty(len(geometry), dtype=object)
+    out = np.empty(len(geometry), dtype=object)  # None: a null geometry
     sizes = np.fromiter((len(g) for g in geometry), dtype=np.int64, count=len(geometry))
+    if kind == "LineString":
+        # A round trip's O/D line (origin = destination) has no length: as a LineString
+        # it would be invalid (QGIS draws nothing, validity checks flag it). Its row stays,
+        # with a null geometry.
+        sizes[[i for i, g in enumerate(geometry) if len(set(g)) < 2]] = 0
     head = [("order", "u1"), ("type", "<u4")] + ([("rings", "<u4")] if kind != "LineString" else [])
-    for n in np.unique(sizes).tolist():
+    for n in np.unique(sizes[sizes > 0]).tolist():
         at = np.flatnonzero(sizes == n)
         rec = np.zeros(len(at), np.dtype([*head, ("n", "<u4"), ("xy", "<f8", (n, 2))]))
         rec["order"] = 1
@@ -114,6 +119,9 @@ def write_gpkg(
                 geometry_type=kind,
                 crs="EPSG:4326",
                 append=path.exists(),
+                # GeoPackage 1.3, not GDAL's newest 1.4: GDAL before 3.7 (Debian 12's,
+                # so many a QGIS) warns that it "may only be partially supported".
+                dataset_options=None if path.exists() else {"VERSION": "1.3"},
                 layer_options={"DESCRIPTION": attribution} if attribution else None,
             )
             written[name] = len(rows)

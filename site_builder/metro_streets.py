@@ -30,7 +30,7 @@ import sqlite_utils
 from heatmetro.core.config import Config
 from heatmetro.core.months import month_index, month_of_index, window_months
 from heatmetro.core.sports import is_ebike
-from heatmetro.site_builder.metro_tables import Publication, direction_table
+from heatmetro.site_builder.metro_tables import Publication, bearing_deg, direction_table
 from heatmetro.state.records import EDGE_DTYPE, EDGE_KEY, LAYERS, group_sum, with_athlete
 from heatmetro.state.street_network import ATTRIBUTION, LICENSE, StreetNetwork, network_for
 from heatmetro.state.street_ops import STREET_DTYPE
@@ -190,6 +190,11 @@ def _street_columns(direction_columns: list[Any]) -> list[Column]:
                    .replace("(b to a)", "(against the way's direction)"))
             for c in direction_columns
         ),
+        Column(
+            "forward_bearing_deg",
+            "Compass direction of forward travel, from the edge's first node to its last "
+            "(0 = north, 90 = east)",
+        ),
         Column("length_m", "Length of the edge's polyline in metres (1 decimal)"),
     ]  # fmt: skip
 
@@ -222,7 +227,7 @@ def write_streets(
         table = csv.writer(fc, lineterminator="\n")
         table.writerow(names)
         head = {"attribution": ATTRIBUTION, "license": LICENSE, "type": "FeatureCollection"}
-        # orjson, as ``metro_files.write_geojson``: UTF-8, compact, keys sorted.
+        # orjson, as ``metro_files.write_geojson``: UTF-8, compact, properties in CSV order.
         fg.write(orjson.dumps(head, option=orjson.OPT_SORT_KEYS)[:-1] + b',"features":[')
         for row, edge in _rows(sw, pub, values, by=()):
             table.writerow(row)
@@ -234,7 +239,7 @@ def write_streets(
                 "type": "Feature",
             }
             fg.write(
-                (b"\n" if n == 0 else b",\n") + orjson.dumps(feature, option=orjson.OPT_SORT_KEYS)
+                (b"\n" if n == 0 else b",\n") + orjson.dumps(feature)  # fields in CSV order
             )
             n += 1
         fg.write(b"\n]}\n")
@@ -265,6 +270,8 @@ def _rows(
         t = direction_table(sw.records[layer], ("a", *by), pub, with_bands=not hourly)
         edges = t.keys["a"].astype(np.int64)
         uids = net.uid[edges]
+        first, last = net.offsets[edges], net.offsets[edges + 1] - 1
+        bearing = bearing_deg(net.lat[first], net.lng[first], net.lat[last], net.lng[last])
         order = np.lexsort((*(t.keys[k] for k in reversed(by)), uids))
         cols = [list(c) for c in values(t)]
         for r in order.tolist():
@@ -276,4 +283,5 @@ def _rows(
                 lead += [int(t.keys["hour"][r]), day]
             elif by:
                 lead.append(month_of_index(int(t.keys["month"][r])))
-            yield [*lead, *(c[r] for c in cols), round(float(net.length_m[e]), 1)], e
+            tail = [round(float(bearing[r]), 1), round(float(net.length_m[e]), 1)]
+            yield [*lead, *(c[r] for c in cols), *tail], e

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -149,6 +150,12 @@ def test_geojson_has_each_edges_own_polyline_and_the_osm_attribution(net, scenar
     )  # fmt: skip
     lat, lng = net.polyline(by_uid(net, ONE_WAY))
     assert np.allclose(feature["geometry"]["coordinates"], np.column_stack([lng, lat]), atol=1e-6)
+    # Forward is the way's direction: its bearing from the first node to the last.
+    p1, p2, dl = math.radians(lat[0]), math.radians(lat[-1]), math.radians(lng[-1] - lng[0])
+    y = math.sin(dl) * math.cos(p2)
+    x = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
+    expected = math.degrees(math.atan2(y, x)) % 360
+    assert abs(feature["properties"]["forward_bearing_deg"] - expected) <= 0.05
     assert "© OpenStreetMap contributors" in (metro / "README.md").read_text(encoding="utf-8")
     assert "© OpenStreetMap contributors" in (metro / "index.html").read_text(encoding="utf-8")
     about = (metro.parent / "about.html").read_text(encoding="utf-8")
@@ -157,6 +164,7 @@ def test_geojson_has_each_edges_own_polyline_and_the_osm_attribution(net, scenar
     for column in header:
         assert f"`{column}`" in (metro / "README.md").read_text(encoding="utf-8")
     assert not any("athlete" in c or "activity" in c for c in header)
+    assert list(feature["properties"]) == header  # QGIS lists fields in this order
 
 
 @pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="needs gdal-bin's ogrinfo")
