@@ -8,6 +8,7 @@ Run it with ``heatmetro ingest`` or directly with Bytewax::
 from __future__ import annotations
 
 import os
+import re
 from functools import partial
 from typing import Any
 
@@ -58,18 +59,34 @@ def decode_record(rec: StreamMessage) -> Decoded | DeadLetter:
     athlete's worker, so ``-w N`` spreads that work too.
     """
     if rec.error is not None:  # refused where it was read (longer than max_record_bytes)
-        return DeadLetter(rec.source, rec.position, rec.error, _raw_text(rec.data))
+        return _dead(rec, rec.error)
     try:
         return Decoded(rec, decode(rec.data))
     except StreamRecordError as exc:
-        return DeadLetter(rec.source, rec.position, str(exc), _raw_text(rec.data))
+        return _dead(rec, str(exc))
+
+
+# Numbers with 3 or more decimals: the coordinates in a record's text (~100 m or finer).
+_PRECISE = re.compile(r"-?\d+\.\d{3,}")
+
+
+def mask_locations(text: str) -> str:
+    """``text`` with every number of 3 or more decimals replaced by ``#``.
+
+    Raw points never reach the store, and a broken record's neither: its dead letter
+    keeps the text's shape (ids, fields, what is wrong) for the operator, who finds the
+    whole record at its source and position, but no place the athlete was.
+    """
+    return _PRECISE.sub("#", text)
 
 
 def _raw_text(data: bytes) -> str:
-    return data[:RAW_KEEP].decode("utf-8", errors="replace")
+    return mask_locations(data[:RAW_KEEP].decode("utf-8", errors="replace"))
 
 
 def _dead(rec: StreamMessage, reason: str) -> DeadLetter:
+    # The reason keeps its values: it names one refused fix (out of range, not a number),
+    # which is the operator's clue, not a track.
     return DeadLetter(rec.source, rec.position, reason, _raw_text(rec.data))
 
 
@@ -118,7 +135,7 @@ class TrimStep:
             return finish_batch([job], self.config)[0]
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             reason = f"activity {job.base['activity_id']}: cannot process: {exc!r}"
-            return DeadLetter(job.source, job.position, reason[:500], "")
+            return DeadLetter(job.source, job.position, mask_locations(reason[:500]), "")
 
 
 def build_flow(
