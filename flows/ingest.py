@@ -8,7 +8,6 @@ Run it with ``heatmetro ingest`` or directly with Bytewax::
 from __future__ import annotations
 
 import os
-import re
 from functools import partial
 from typing import Any
 
@@ -18,6 +17,7 @@ from bytewax.dataflow import Dataflow
 from heatmetro.core.config import Config, load_config
 from heatmetro.core.contract import decode, validate_event
 from heatmetro.core.errors import HeatmetroError, StreamRecordError
+from heatmetro.core.masking import mask_locations
 from heatmetro.flows.batch import TrimJob, finish_batch
 from heatmetro.flows.fold import AthleteFold
 from heatmetro.flows.personal import route
@@ -64,20 +64,6 @@ def decode_record(rec: StreamMessage) -> Decoded | DeadLetter:
         return Decoded(rec, decode(rec.data))
     except StreamRecordError as exc:
         return _dead(rec, str(exc))
-
-
-# Numbers with 3 or more decimals: the coordinates in a record's text (~100 m or finer).
-_PRECISE = re.compile(r"-?\d+\.\d{3,}")
-
-
-def mask_locations(text: str) -> str:
-    """``text`` with every number of 3 or more decimals replaced by ``#``.
-
-    Raw points never reach the store, and a broken record's neither: its dead letter
-    keeps the text's shape (ids, fields, what is wrong) for the operator, who finds the
-    whole record at its source and position, but no place the athlete was.
-    """
-    return _PRECISE.sub("#", text)
 
 
 def _raw_text(data: bytes) -> str:

@@ -29,6 +29,7 @@ from sqlite_utils import Migrations
 
 from heatmetro.core.environment import describe_store_error
 from heatmetro.core.errors import StoreError
+from heatmetro.core.masking import mask_locations
 from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, PATH_DTYPE
 
 migrations = Migrations("heatmetro")
@@ -196,6 +197,17 @@ def m007_local_start(db: sqlite_utils.Database) -> None:
     # index that read costs the week's activities, not every activity ever stored.
     # SQLite uses it only where a query spells this same expression.
     db.execute(f"CREATE INDEX activities_by_local_start ON activities ({LOCAL_START})")
+
+
+@migrations()
+def m008_mask_dead_letters(db: sqlite_utils.Database) -> None:
+    # Dead letters kept a broken record's raw text, coordinates and all: masked now as
+    # new ones are (``core.masking``); the next ingest rewrites dead_letters.jsonl.
+    rows = db.execute("SELECT rowid, raw FROM dead_letters").fetchall()
+    db.conn.executemany(
+        "UPDATE dead_letters SET raw = ? WHERE rowid = ?",
+        [(mask_locations(raw), rowid) for rowid, raw in rows if raw],
+    )
 
 
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:

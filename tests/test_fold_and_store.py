@@ -7,6 +7,7 @@ SQLite file; assertions read the tables the snapshot reads.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -384,3 +385,18 @@ def test_the_public_store_refuses_items_it_does_not_write(fresh_db, config: Conf
     assert fresh_db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
     writer.write_batch([letter])
     assert fresh_db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 1
+
+
+def test_an_older_stores_dead_letters_lose_their_coordinates_on_upgrade(tmp_path: Path) -> None:
+    """A store from before masking kept a broken record's raw text: opening it with this
+    version masks every coordinate there (migration m008), the rest of the text stays."""
+    from heatmetro.state.store import connect
+
+    raw = '{"kind":"activity","activity_id":"a-1","streams":{"latlng":[[42.3251,-72.6412]]}} x'
+    db = connect(tmp_path / "0000.db")
+    db.execute("INSERT INTO dead_letters VALUES ('f.jsonl', 7, 'invalid JSON', ?)", [raw])
+    db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm008_mask_dead_letters'")
+    db.conn.close()
+    db = connect(tmp_path / "0000.db")
+    (kept,) = db.execute("SELECT raw FROM dead_letters").fetchone()
+    assert kept == '{"kind":"activity","activity_id":"a-1","streams":{"latlng":[[#,#]]}} x'
