@@ -3,8 +3,8 @@
 ``out_dir`` is a symbolic link to the current build in ``.{name}.builds/``. A new build
 is written there completely, then a fresh link is renamed over ``out_dir`` (``rename``
 is atomic on POSIX), so readers see the old site or the new one, never a mix; a
-failed or killed build leaves the old site serving. The previous build is kept for
-rollback; older ones are removed.
+failed or killed build leaves the old site serving. The build served until the swap
+is kept for rollback (after a rollback too); older ones are removed.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-
-KEEP_BUILDS = 2
 
 
 def builds_dir(out_dir: Path) -> Path:
@@ -62,6 +60,9 @@ def publish(build: Path, out_dir: Path) -> Path:
     """Make ``build`` the published site in one atomic step; returns its final folder."""
     final = build.with_name(build.name.removesuffix(".partial"))
     build.rename(final)
+    # The build served until now stays for rollback: after a rollback it is not the
+    # newest older one, and pruning by number alone would delete the site being served.
+    served = out_dir.resolve() if out_dir.is_symlink() else None
     target = os.path.relpath(final, out_dir.parent)
     if out_dir.exists() and not out_dir.is_symlink():
         # A plain folder from elsewhere: move it aside once; from now on we swap links.
@@ -71,14 +72,14 @@ def publish(build: Path, out_dir: Path) -> Path:
         link.unlink()
     link.symlink_to(target, target_is_directory=True)
     link.replace(out_dir)
-    _prune(builds_dir(out_dir), keep=final)
+    prune_builds(builds_dir(out_dir), keep={final, served})
     return final
 
 
-def _prune(root: Path, keep: Path) -> None:
-    done = sorted(
-        (p for p in root.iterdir() if not p.name.endswith(".partial")), key=lambda p: p.name
-    )
-    for old in done[:-KEEP_BUILDS]:
-        if old != keep:
+def prune_builds(root: Path, keep: set[Path | None]) -> None:
+    """Remove the finished builds in ``root`` other than ``keep`` (unfinished ones are
+    ``new_build_in``'s to clear: a build may be under way beside this one)."""
+    kept = {p.resolve() for p in keep if p is not None}
+    for old in root.iterdir():
+        if not old.name.endswith(".partial") and old.resolve() not in kept:
             shutil.rmtree(old, ignore_errors=True)

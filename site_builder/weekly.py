@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,13 +32,12 @@ from heatmetro.core.errors import PublishError
 from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat
 from heatmetro.site_builder.load import contributing_paths
 from heatmetro.site_builder.map_page import PageText, page_meta, write_layer_tiles, write_map_page
-from heatmetro.site_builder.publish import new_build_in
+from heatmetro.site_builder.publish import builds_dir, new_build_in, prune_builds
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.view import ReadView
 
 WEEKLY = "weekly"
 DAYS = 7
-KEEP_BUILDS = 2
 
 
 @dataclass(frozen=True)
@@ -236,7 +234,10 @@ def _publish(build: Path, out_dir: Path) -> None:
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to(os.path.relpath(final, site), target_is_directory=True)
+    served = (site / WEEKLY).resolve() if (site / WEEKLY).is_symlink() else None
     link.replace(site / WEEKLY)
-    done = sorted(p for p in final.parent.iterdir() if not p.name.endswith(".partial"))
-    for old in done[:-KEEP_BUILDS]:
-        shutil.rmtree(old, ignore_errors=True)
+    # Kept: this build, the one served until now (rollback), and every one a monthly
+    # build still links to (the monthly build kept for rollback has its own link).
+    monthly = builds_dir(out_dir)
+    linked = [b / WEEKLY for b in monthly.iterdir()] if monthly.is_dir() else []
+    prune_builds(final.parent, {final, served, *(w.resolve() for w in linked if w.is_symlink())})

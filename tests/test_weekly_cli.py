@@ -122,3 +122,42 @@ def test_monthly_page_switches_to_the_weekly_layer_in_chromium(
         assert statuses == {206}, weekly
     else:  # a PNG per tile (404 where the week has no heat)
         assert 200 in statuses and statuses <= {200, 404}, weekly
+
+
+def test_a_rolled_back_site_survives_the_next_builds(project: Path, run_cli: Run) -> None:
+    """The rollback of docs/operations.md: the site served stays until the next build
+    replaces it, and every kept monthly build's weekly link still leads somewhere."""
+    config, site = project / "config.toml", project / "site"
+    (project / "one.jsonl").write_bytes(to_jsonl([ride(f"a{i}", 15 + i) for i in range(5)]))
+    run_cli("ingest", "-c", config, project / "one.jsonl")
+
+    def monthly() -> Path:
+        run_cli("snapshot", "-c", config, "--month", "2021-06")
+        return site.resolve()
+
+    def weekly(until: str) -> None:
+        run_cli("snapshot", "-c", config, "--weekly", "--until", until)
+
+    first = monthly()
+    weekly("2021-06-19")  # served through the first monthly build's own link
+    second = monthly()
+    weekly("2021-06-20")
+    weekly("2021-06-21")  # the first build's weekly map is now two weekly builds old
+    for build in (first, second):
+        assert (build / "weekly" / "index.html").is_file(), f"{build.name}: weekly link broken"
+
+    # Roll back to the first build, as docs/operations.md says.
+    subprocess.run(
+        ["sh", "-c", f"ln -sfn .site.builds/{first.name} site.new && mv -T site.new site"],
+        cwd=project, check=True,
+    )  # fmt: skip
+    assert site.resolve() == first
+    copy = subprocess.run(["cp", "-rL", str(site), str(project / "cdn")], capture_output=True)
+    assert copy.returncode == 0, copy.stderr
+    third = monthly()
+    assert first.is_dir(), "the build served at the time of the next build was removed"
+    assert not second.exists() and third.is_dir()
+    assert sorted(p.name for p in (project / ".site.builds").iterdir()) == [first.name, third.name]
+    weekly("2021-06-22")
+    for build in (first, third):
+        assert (build / "weekly" / "index.html").is_file(), f"{build.name}: weekly link broken"
