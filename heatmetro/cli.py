@@ -520,6 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
+    if extra and args.command == "shards" and args.action == "import":
+        # argparse takes `import` and its files as one group of positionals: files after
+        # an option (`shards import -c m0.toml FILES`, as docs/scaling.md writes it)
+        # come back unparsed. They are the files, unless one looks like an option.
+        args.files += [e for e in extra if not e.startswith("-")]
+        extra = [e for e in extra if e.startswith("-")]
     if extra:  # named by the command they were given to, not by ``heatmetro``
         args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command != "ingest":  # ingest stops in one line to the end (flows/stop.py)

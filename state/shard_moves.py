@@ -53,6 +53,9 @@ def import_files(store: ShardedStore, recovery_dir: Path, files: list[Path]) -> 
     """Place shard files (``NNNN.db``) and recovery partitions (``part-N.sqlite3``) here."""
     placed = []
     for f in files:
+        if not f.is_file():
+            msg = f"{f}: no such file"
+            raise StoreError(msg)
         if m := _SHARD.fullmatch(f.name):
             shard = int(m.group(1))
             target = store.path(shard)
@@ -74,7 +77,9 @@ def import_files(store: ShardedStore, recovery_dir: Path, files: list[Path]) -> 
 
 
 def _check_athletes(path: Path, shard: int, shards: int) -> None:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # immutable: nothing writes an exported file, and a WAL-mode reader would otherwise
+    # leave -wal and -shm files beside it.
+    con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
     try:
         ids = con.execute(
             "SELECT athlete_id FROM athletes UNION SELECT athlete_id FROM activities"

@@ -184,7 +184,9 @@ def test_shards_move_whole_when_a_machine_leaves(tmp_path: Path, stream: Path, o
         members[1], "shards", "export", "--shards", shards, "--recovery", parts, "--to", str(moving)
     )
     assert not list((state1 / "shards").glob("*.db"))
-    run(members[0], "shards", "import", *map(str, sorted(moving.iterdir())))
+    # As docs/scaling.md writes it: the config before the files.
+    run(members[0], "shards", "import", "-c", str(members[0]), *map(str, sorted(moving.iterdir())))
+    assert list(moving.iterdir()) == [], "the files moved, and nothing was left beside them"
 
     # The rest of the stream, now on one machine alone, resumes where the cluster stopped.
     events.write_bytes(b"".join(lines))
