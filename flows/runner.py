@@ -33,7 +33,7 @@ from bytewax.run import (
 
 from heatmetro.core.cluster import ClusterMember
 from heatmetro.core.config import Config
-from heatmetro.core.errors import HeatmetroError
+from heatmetro.core.errors import HeatmetroError, StoreError
 from heatmetro.flows.fatal import check_recovery_parts, end_run_on_lost_peer, watch_children
 from heatmetro.flows.ingest import build_flow
 from heatmetro.flows.stop import ignore_in_child
@@ -61,6 +61,44 @@ def ensure_recovery(config: Config, member: ClusterMember | None = None) -> None
                 (Path(tmp) / f"part-{part}.sqlite3").unlink()
         Path(tmp).rename(config.recovery_dir)
         Path(tmp).mkdir()  # for TemporaryDirectory's cleanup
+
+
+TOPICS_FILE = "kafka_topics.json"
+
+
+def check_recovered_topics(recovery_dir: Path, inputs: list[str]) -> None:
+    """Refuse, in one line, Kafka topics other than those the recovery state was made
+    reading: it holds each topic partition's offset, and Bytewax panics on a partition it
+    does not know. The first topics read are recorded beside the partitions.
+
+    Raises:
+        StoreError: the recovery state belongs to other topics.
+    """
+    kafka = [i for i in inputs if i.startswith("kafka://")]
+    topics: list[str] = []
+    if kafka:  # confluent-kafka loads only for a Kafka input
+        from heatmetro.flows.kafka_input import parse_kafka_url
+
+        topics = sorted({parse_kafka_url(i).topic for i in kafka})
+    record = recovery_dir / TOPICS_FILE
+    try:
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, ValueError) as exc:
+        msg = f"recovery file {record} is unreadable ({exc}); remove it"
+        raise StoreError(msg) from None
+    if recorded is None:
+        if topics:
+            record.write_text(json.dumps(topics) + "\n", encoding="utf-8")
+        return
+    if topics and topics != recorded:
+        msg = (
+            f"{recovery_dir} holds the read positions of Kafka topic(s) {', '.join(recorded)}, "
+            f"not {', '.join(topics)}: use a new state_dir for another topic, or remove "
+            f"{recovery_dir} to read every input from its start (the store is kept)"
+        )
+        raise StoreError(msg)
 
 
 def run_worker(
@@ -137,6 +175,7 @@ def run_ingest(
     )
     ensure_recovery(config, member)
     check_recovery_parts(config.recovery_dir)  # Bytewax would panic on a corrupt one
+    check_recovered_topics(config.recovery_dir, inputs)  # ... and on another topic
     if member is not None:
         run_worker(
             config, inputs, follow=follow, process_id=member.process_id,

@@ -7,6 +7,7 @@ the CLI exactly as a user would.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -205,3 +206,28 @@ def test_kafka_partitions_spread_over_two_processes(
     assert len(rows(store, ACTIVITIES)) == 7
     assert rows(store, ACTIVITIES) == rows(store_file, ACTIVITIES)
     assert rows(store, ATHLETE_MONTHS) == rows(store_file, ATHLETE_MONTHS)
+
+
+def test_another_topic_on_the_same_state_dir_is_one_line(
+    broker: str, run_cli: Run, tmp_path: Path
+) -> None:
+    """Bytewax panics on a recovered topic partition the source does not have: the CLI
+    refuses a topic other than the one the recovery state was made reading, in one line."""
+    produce(broker, "first-topic", [orjson.dumps(e) for e in first_stream()])
+    produce(broker, "second-topic", [orjson.dumps(e) for e in street_rides(1, prefix="s")])
+    cfg, store = new_project(tmp_path / "p")
+    run_cli("ingest", "-c", cfg, f"kafka://{broker}/first-topic")
+    before = rows(store, ACTIVITIES)
+    proc = run_cli("ingest", "-c", cfg, f"kafka://{broker}/second-topic", check=False)
+    err = proc.stderr.strip()
+    assert proc.returncode == 1 and len(err.splitlines()) == 1, err
+    assert "Kafka topic(s) first-topic, not second-topic" in err and "panicked" not in err
+    assert rows(store, ACTIVITIES) == before
+    # The same topic again is fine, and removing the recovery folder, as advised, reads
+    # the new topic from its start into the same store.
+    run_cli("ingest", "-c", cfg, f"kafka://{broker}/first-topic")
+    shutil.rmtree(store / "recovery")
+    run_cli("ingest", "-c", cfg, f"kafka://{broker}/second-topic")
+    assert [r[0] for r in rows(store, "SELECT activity_id FROM activities ORDER BY 1")] == [
+        "a0-r1", "a1-r1", "a2-r1", "s0-r1",
+    ]  # fmt: skip
