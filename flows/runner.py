@@ -36,7 +36,7 @@ from heatmetro.core.config import Config
 from heatmetro.core.errors import HeatmetroError, StoreError
 from heatmetro.flows.fatal import check_recovery_parts, end_run_on_lost_peer, watch_children
 from heatmetro.flows.ingest import build_flow
-from heatmetro.flows.stop import ignore_in_child
+from heatmetro.flows.stop import ignore_in_child, on_stop
 from heatmetro.flows.stop import install as stop_on_signals
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.store import export_dead_letters
@@ -176,6 +176,8 @@ def run_ingest(
     ensure_recovery(config, member)
     check_recovery_parts(config.recovery_dir)  # Bytewax would panic on a corrupt one
     check_recovered_topics(config.recovery_dir, inputs)  # ... and on another topic
+    # A signal ends the run at once: the dead-letter file still shows what is committed.
+    on_stop(lambda: export_dead_letters(store.connect_all(), config.dead_letter_path))
     if member is not None:
         run_worker(
             config, inputs, follow=follow, process_id=member.process_id,

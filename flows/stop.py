@@ -19,11 +19,20 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _once = threading.Lock()  # the main thread's handler and the worker watcher: one line
+_last_words: list[Callable[[], object]] = []
+
+
+def on_stop(callback: Callable[[], object]) -> None:
+    """Run ``callback`` when a signal stops the run, before the process ends: a quick
+    write from what is committed (the dead-letter file), never a store write. A
+    callback that fails is skipped: the next run does its work again."""
+    _last_words.append(callback)
 
 
 def stop(signum: int) -> NoReturn:
@@ -31,6 +40,11 @@ def stop(signum: int) -> NoReturn:
     _once.acquire()  # a second caller waits here until the process is gone
     name = signal.Signals(signum).name
     try:
+        for callback in _last_words:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001, S110 - last words, best effort
+                pass
         sys.stdout.flush()
         print(f"heatmetro ingest: stopped by {name}; rerun to resume", file=sys.stderr, flush=True)
     finally:

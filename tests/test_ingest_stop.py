@@ -7,6 +7,7 @@ no worker process left behind, and a rerun ends with the store an uninterrupted 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -52,13 +53,13 @@ def reference(tmp_path_factory: pytest.TempPathFactory, october: Path) -> dict[s
     return got
 
 
-def _activities(state: Path) -> int:
+def _activities(state: Path, table: str = "activities") -> int:
     n = 0
     for f in shard_files(state) if (state / "shards").is_dir() else []:
         try:
             con = sqlite3.connect(f"file:{f}?mode=ro", uri=True, timeout=0.2)
             try:
-                n += con.execute("SELECT count(*) FROM activities").fetchone()[0]
+                n += con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
             finally:
                 con.close()
         except sqlite3.Error:  # not created yet, or its schema not yet
@@ -93,14 +94,18 @@ def test_signal_stops_follow_cleanly_and_rerun_resumes(
 ) -> None:
     cfg = new_project(tmp_path / "p")
     state = cfg.parent / "state"
+    # Two broken records first: the dead-letter file must show them after the stop too.
+    stream = tmp_path / "october.jsonl"
+    stream.write_bytes(b'not json\n{"kind": "bogus"}\n' + october.read_bytes())
     proc = subprocess.Popen(
-        [*HEATMETRO, "ingest", "-c", str(cfg), str(october), "--follow", "-w", str(workers)],
+        [*HEATMETRO, "ingest", "-c", str(cfg), str(stream), "--follow", "-w", str(workers)],
         env=cli_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group, as a terminal's job
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while _activities(state) == 0:  # some batches committed: the run is under way
+        # Under way: some batches committed, the two dead letters among them.
+        while _activities(state) == 0 or _activities(state, "dead_letters") < 2:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "nothing ingested within 60 s"
             time.sleep(0.05)
@@ -124,8 +129,10 @@ def test_signal_stops_follow_cleanly_and_rerun_resumes(
     while any(map(_alive, children)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(map(_alive, children)), f"worker {children} outlived the stopped ingest"
+    dead = [json.loads(x) for x in (state / "dead_letters.jsonl").read_text().splitlines()]
+    assert [d["position"] for d in dead] == [1, 2], dead
 
-    ingest(run_cli, cfg, october, workers=workers)  # the same input, without --follow
+    ingest(run_cli, cfg, stream, workers=workers)  # the same input, without --follow
     assert tables(cfg) == reference
 
 
