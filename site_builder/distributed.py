@@ -293,7 +293,7 @@ def run_distributed_snapshot(
         raise PublishError(msg)
     t0 = time.monotonic()
     when = build_time()
-    month = check_snapshot_month(month, when)
+    month = check_snapshot_month(month)
     local, athletes, streets = local_partials(config, month)
     # Cluster members keep no window cache: drop one a one-machine snapshot left, so no
     # derived rows outlive a deletion in the store.

@@ -114,7 +114,7 @@ def run_snapshot(
     t0 = time.monotonic()
     stages = Stages()
     when = build_time()
-    month = check_snapshot_month(month, when)
+    month = check_snapshot_month(month)
     dbs = ShardedStore.open(config.state_dir, config.shards, salt=config.salt).connect_all()
     try:
         with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
@@ -165,14 +165,16 @@ def run_snapshot(
     )  # fmt: skip
 
 
-def check_snapshot_month(month: str | None, when: datetime) -> str:
-    """``--month`` checked, or the last complete month before ``when`` (the build time).
-    A month after today's (the clock's, not ``SOURCE_DATE_EPOCH``'s: that only stamps the
-    build) has no activities yet: a typo, not a build."""
+def check_snapshot_month(month: str | None) -> str:
+    """``--month`` checked, or the last complete month. Both by the clock, not by
+    ``SOURCE_DATE_EPOCH``: that only stamps the build, and a cron job pinning
+    it for byte-identical rebuilds would otherwise publish one month forever. A month
+    after this one has no activities yet: a typo, not a build."""
+    now = datetime.now(UTC)
     if month is None:
-        return last_complete_month(when)
+        return last_complete_month(now)
     check_month(month, what="--month")
-    today = month_of(datetime.now(UTC))
+    today = month_of(now)
     if month > today:
         msg = f"--month {month}: that month has not begun (this is {today})"
         raise ConfigError(msg)

@@ -75,7 +75,10 @@ def run_weekly(
     config: Config, *, until: str | None, when: datetime, quiet: bool = False
 ) -> WeeklyResult:
     t0 = time.monotonic()
-    last = parse_until(until, when)
+    # The clock's yesterday, not SOURCE_DATE_EPOCH's: that only stamps the build, and a
+    # cron job pinning it for byte-identical rebuilds would otherwise publish one week
+    # forever.
+    last = parse_until(until, datetime.now(UTC))
     first = last - timedelta(days=DAYS - 1)
     if not (config.out_dir / "index.html").exists():
         msg = (

@@ -178,6 +178,15 @@ def test_a_mistyped_month_keeps_the_published_site(
     assert leftovers(project) == []
 
 
+def test_the_default_month_follows_the_clock_not_source_date_epoch(project: Path) -> None:
+    """SOURCE_DATE_EPOCH (2023-11 here) only stamps the build: without --month the window
+    ends with the clock's last complete month, so a cron job pinning it moves on."""
+    today = datetime.now(UTC)
+    last = f"{today.year - (today.month == 1):04d}-{(today.month - 2) % 12 + 1:02d}"
+    proc = heatmetro("snapshot", "-c", project / "config.toml", "-q")  # SDE = 1700000000
+    assert_one_line_error(proc, f"--month {last}: no athlete has an activity")
+
+
 def test_allow_empty_publishes_an_empty_window(project: Path) -> None:
     cfg = project / "config.toml"
     proc = heatmetro("snapshot", "-c", cfg, "--month", "2019-01", "--allow-empty")
