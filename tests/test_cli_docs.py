@@ -84,6 +84,28 @@ def test_user_mistakes_are_one_line(
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one line, as promised
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("min_athletes = 0", "min_athletes: Input should be greater than or equal to 1 (got 0)"),
+        ('night_layer = "yes"', "night_layer: Input should be a valid boolean (got 'yes')"),
+        ('epoch_s = "2"', "epoch_s: Input should be a valid number (got '2')"),
+        ("personal_heatmaps = 1", "personal_heatmaps: Input should be a valid boolean (got 1)"),
+        ('template_dir = "nope"', "template_dir"),
+    ],
+)
+def test_a_config_mistake_names_the_key_and_the_value(
+    project: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]], line: str, message: str
+) -> None:
+    (project / "config.toml").write_text(line + "\n")
+    proc = run_cli("stats", "-c", project / "config.toml", check=False)
+    err = proc.stderr.strip()
+    assert proc.returncode == 1 and len(err.splitlines()) == 1, err
+    assert message in err, err
+    if line.startswith("template_dir"):
+        assert err.endswith("/nope is not a folder"), err
+
+
 def test_bad_config_is_a_clean_error(
     project: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:

@@ -42,10 +42,12 @@ DEV_SALT = "heatmetro-development-salt-change-me"
 class Config(BaseModel):
     """Every setting heatmetro reads; see ``config.toml`` for what each one means."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Strict: TOML has types, so `night_layer = "yes"` or `epoch_s = "2"` is a mistake to
+    # name, not a value to guess (paths and lists still come as TOML strings and arrays).
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    state_dir: Path = Path("state_data")
-    out_dir: Path = Path("out")
+    state_dir: Path = Field(Path("state_data"), strict=False)
+    out_dir: Path = Field(Path("out"), strict=False)
     min_athletes: int = Field(3, ge=1)
     max_per_athlete: int = Field(10, ge=1, le=65535)
     round_to: int = Field(5, ge=1)
@@ -60,8 +62,9 @@ class Config(BaseModel):
     basemap_attribution: str = OSM_ATTRIBUTION
     tiles_format: Literal["png", "pmtiles"] = "png"
     tile_workers: int = Field(0, ge=0, le=256)
-    template_dir: Path | None = None
-    base_map: Path | None = None  # an OpenStreetMap .osm.pbf: Metro counts per street edge
+    template_dir: Path | None = Field(None, strict=False)
+    # An OpenStreetMap .osm.pbf: Metro counts per street edge.
+    base_map: Path | None = Field(None, strict=False)
     heat_resolution: int = Field(13, ge=5, le=13)
     # A heat cell is drawn if min_athletes distinct athletes rode it or a cell within this
     # many rings of it (README "Tiles"): 0 = the cell alone; default 1 at heat_resolution
@@ -74,7 +77,7 @@ class Config(BaseModel):
     epoch_s: float = Field(2.0, gt=0)
     max_record_bytes: int = Field(DEFAULT_MAX_RECORD_BYTES, ge=1024)
     # Layers beyond the five sport groups (see README "Layers").
-    sport_layers: tuple[str, ...] = DEFAULT_SPORT_LAYERS
+    sport_layers: tuple[str, ...] = Field(DEFAULT_SPORT_LAYERS, strict=False)
     night_layer: bool = True
     # The weekly map: a short window leaks more, so it is stricter (never looser than
     # min_athletes / public_max_zoom, whatever is set here).
@@ -125,6 +128,9 @@ class Config(BaseModel):
                 "resolutions must satisfy od_resolution <= metro_resolution <= heat_resolution, "
                 f"got {self.od_resolution}, {self.metro_resolution}, {self.heat_resolution}"
             )
+            raise ValueError(msg)
+        if self.template_dir is not None and not self.template_dir.is_dir():
+            msg = f"template_dir {self.template_dir} is not a folder"
             raise ValueError(msg)
         unknown = sorted(set(self.sport_layers) - set(KNOWN_SPORTS))
         if unknown:
@@ -195,5 +201,6 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "config"
-        msg = f"config {path or '(defaults)'}: {where}: {first['msg']}"
+        got = f" (got {first['input']!r})" if "input" in first and where != "config" else ""
+        msg = f"config {path or '(defaults)'}: {where}: {first['msg']}{got}"
         raise ConfigError(msg) from None
