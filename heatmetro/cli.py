@@ -7,6 +7,8 @@ is the one place where ``HeatmetroError`` is turned into that.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -530,14 +532,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command != "ingest":  # ingest stops in one line to the end (flows/stop.py)
         heatmetro.core.early_stop.release()
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminated)
     if getattr(args, "workers", 1) is not None and not 1 <= getattr(args, "workers", 1) <= 8:
-        print("heatmetro: error: --workers must be between 1 and 8", file=sys.stderr)
+        print(
+            f"heatmetro {args.command}: error: --workers must be between 1 and 8", file=sys.stderr
+        )
         return 2
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print(f"heatmetro {args.command}: stopped by SIGINT", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        name = signal.Signals(signum).name
+        print(f"heatmetro {args.command}: stopped by {name}", file=sys.stderr)
+        return 128 + signum
+    except BrokenPipeError:  # `heatmetro stats | head`: the reader left, nothing to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes it at exit
+        return 0
     except Exception as exc:
         # User mistakes and a broken environment (full disk, corrupt store, port in use)
         # become one line; anything else is a bug and keeps its traceback.
@@ -546,6 +557,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"heatmetro {args.command}: error: {_one_line(cause, args)}", file=sys.stderr)
         return 1
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (systemd, Kubernetes), raised where the command stands as Ctrl-C is: the
+    same clean-up (a snapshot discards its unfinished build), then one line."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Stopped(signum)
 
 
 def _one_line(exc: BaseException, args: argparse.Namespace) -> str:

@@ -364,6 +364,35 @@ def test_a_killed_snapshot_leaves_the_previous_site_serving(
     assert published.is_dir(), "the previous build is kept for rollback"
 
 
+def test_sigterm_stops_a_snapshot_in_one_line_and_keeps_the_site(
+    real_store: Path, run_cli: Run, tmp_path: Path
+) -> None:
+    """systemd's or Kubernetes' stop: as Ctrl-C, one line, exit 143, the unfinished build
+    removed and the published site as it was."""
+    project = copy_project(real_store, tmp_path / "p")
+    site, builds = project / "site", project / ".site.builds"
+    snapshot(run_cli, project, "2018-06", env=SDE_ENV)
+    before = tree(site)
+    cmd = [*HEATMETRO, "snapshot", "-c", str(project / "config.toml"), "--month", "2018-07"]
+    proc = subprocess.Popen(cmd, env=SDE_ENV, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    try:
+        while proc.poll() is None and not list(builds.glob("*.partial/tiles")):
+            assert time.monotonic() < deadline, "no build under way within 60 s"
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "heatmetro snapshot: stopped by SIGTERM", err
+    assert "Traceback" not in err
+    assert sorted(builds.glob("*.partial")) == [], "the unfinished build was left behind"
+    assert tree(site) == before
+
+
 # --------------------------------------------------------------------------- user mistakes
 
 
