@@ -51,7 +51,7 @@ def run_demo(*, config_path: str | None, workers: int, all_data: bool, serve: bo
     site = config.out_dir.absolute()
     print(f"\ndone in {time.monotonic() - t0:.0f} s. The site is in {site}")
     print(f"  open  file://{site}/index.html")
-    print(f"  or    heatmetro serve -c {config_path or 'config.toml'}   (http://127.0.0.1:8000/)")
+    print(f"  or    heatmetro serve --directory {site}   (http://127.0.0.1:8000/)")
     print(f"  Metro files: {site}/metro/index.html")
     if serve:
         from heatmetro.site_builder.serve import serve as serve_site
