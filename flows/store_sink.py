@@ -161,8 +161,10 @@ class Progress:
         if self.quiet or not self.activities + self.dead:
             return
         s = max(time.monotonic() - self.t0, 1e-9)
+        # In a log (systemd's journal adds its own stamp, a plain file does not): UTC time.
+        stamp = "" if sys.stderr.isatty() else time.strftime("%Y-%m-%dT%H:%M:%SZ ", time.gmtime())
         print(
-            f"{self.activities:,} activities ({self.activities / s:,.0f}/s), "
+            f"{stamp}{self.activities:,} activities ({self.activities / s:,.0f}/s), "
             f"{self.fixes:,} GPS fixes ({self.fixes / s:,.0f}/s), {self.dead:,} dead letters, "
             f"longest commit stall {self.max_stall_s * 1000:,.0f} ms {tail}",
             file=sys.stderr,

@@ -51,7 +51,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         follow=args.follow,
         workers=args.workers,
         member=_member(args),
-        quiet=args.quiet or not sys.stderr.isatty(),  # progress lines are for a terminal
+        # Progress lines are for a terminal, or a log with -v (timestamped there).
+        quiet=args.quiet or not (sys.stderr.isatty() or args.verbose),
     )
     s = ShardedStore.open(config.state_dir, config.shards).stats()
     if not args.quiet:

@@ -42,6 +42,7 @@ from tests.streams import (
     athlete,
     deleted,
     line,
+    street_rides,
     to_jsonl,
 )
 from tests.test_contract import BAD
@@ -492,3 +493,19 @@ def test_real_rides_keep_nothing_near_homes_or_ends(
             hidden_checked += 1
     # Real zones, really crossed by real rides: the checks were not vacuous.
     assert zoned_checked >= 3 and inside_zone_raw >= 1 and hidden_checked > 30
+
+
+def test_verbose_progress_goes_to_a_log_with_utc_stamps(run_cli: Run, project: Path) -> None:
+    """Under a supervisor stderr is no terminal: progress only with -v, each line stamped."""
+    stream = write(project / "s.jsonl", street_rides(3))
+    cfg = project / "config.toml"
+    quiet = run_cli("ingest", "-c", cfg, stream)
+    assert "activities (" not in quiet.stderr, quiet.stderr
+    more = write(project / "more.jsonl", street_rides(2, prefix="m"))
+    loud = run_cli("ingest", "-c", cfg, more, "-v")
+    lines = [ln for ln in loud.stderr.splitlines() if " activities (" in ln]
+    assert lines and re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ [\d,]+ activities \(.*\), .* dead letters, "
+        r"longest commit stall [\d,]+ ms done",
+        lines[-1],
+    ), loud.stderr
