@@ -175,7 +175,9 @@ def topic_partitions(url: KafkaUrl) -> list[int]:
     Raises:
         InputError: the brokers do not answer in time, or the topic cannot be read.
     """
-    client = AdminClient({"bootstrap.servers": ",".join(url.brokers)})
+    # librdkafka's own log off (level 0): a broker that does not answer would print a
+    # line per retry (~290 in the 15 s) above the one line that says so below.
+    client = AdminClient({"bootstrap.servers": ",".join(url.brokers), "log_level": 0})
     where = f"kafka://{','.join(url.brokers)}/{url.topic}"
     try:
         meta = client.list_topics(url.topic, timeout=METADATA_TIMEOUT_S)

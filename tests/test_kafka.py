@@ -8,6 +8,7 @@ the CLI exactly as a user would.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -231,3 +232,15 @@ def test_another_topic_on_the_same_state_dir_is_one_line(
     assert [r[0] for r in rows(store, "SELECT activity_id FROM activities ORDER BY 1")] == [
         "a0-r1", "a1-r1", "a2-r1", "s0-r1",
     ]  # fmt: skip
+
+
+def test_brokers_that_do_not_answer_are_one_line(run_cli: Run, tmp_path: Path) -> None:
+    """librdkafka logs every retry to stderr; the run must end in the one line saying so."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    cfg, _ = new_project(tmp_path / "p")
+    proc = run_cli("ingest", "-c", cfg, f"kafka://127.0.0.1:{port}/rides", check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(err) == 1, proc.stderr[-2000:]
+    assert "no answer from the Kafka brokers" in err[0]
