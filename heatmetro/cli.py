@@ -108,6 +108,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     config = _config(args)
     s = ShardedStore.open(config.state_dir, config.shards).stats()
+    s["version"] = __version__
     if args.json:
         print(json.dumps(s, indent=2, sort_keys=True))
         return 0
@@ -116,6 +117,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         f"store            {config.store_dir} ({s['db_bytes'] / 1e6:,.1f} MB, "
         f"{s['shards_local']} of {s['shards']} shards here)"
     )
+    print(f"version          heatmetro {__version__}, store schema {', '.join(s['schema'])}")
     print(
         f"athletes         {s['athletes']:,} ({s['athletes_contributing']:,} contributing, {s['athletes_opted_out']:,} opted out)"
     )

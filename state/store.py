@@ -283,6 +283,8 @@ def stats(db: sqlite_utils.Database) -> dict[str, Any]:
         "edge_entries": one("SELECT coalesce(sum(length(edges)), 0) FROM athlete_months")
         // EDGE_DTYPE.itemsize,
         "months": months,
+        # The last migration applied: after an upgrade, every shard should name the same.
+        "schema": [one("SELECT name FROM _sqlite_migrations ORDER BY id DESC LIMIT 1")],
         "dead_letters": one("SELECT count(*) FROM dead_letters"),
         "gps_faults": dict(
             zip(

@@ -26,10 +26,12 @@ import numpy as np
 import orjson
 import pytest
 
+import heatmetro
 from heatmetro.core.geo import haversine_m, step_lengths_m
 from heatmetro.flows.importers.jsonl import write_jsonl
 from heatmetro.flows.importers.valleybike import valleybike_events
 from heatmetro.flows.importers.valleybike_csv import DATA_DIR
+from heatmetro.state import store as store_module
 from heatmetro.state.records import PATH_DTYPE, from_blob
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.store_rows import query
@@ -268,6 +270,9 @@ def test_stats_json_matches_the_stream(run_cli: Run, project: Path) -> None:
     assert s["athletes_contributing"] == 2  # p1 and p3
     assert s["dead_letters"] == 2
     assert s["months"] == ["2021-06"]
+    # Every shard at the newest migration, and the version that wrote it.
+    newest = max(name for name in vars(store_module) if re.fullmatch(r"m\d{3}_\w+", name))
+    assert s["schema"] == [newest] and s["version"] == heatmetro.__version__
     assert s["aggregate_rows"] == 2  # p1 and p3, ride layer
     cells = (
         sum(n or 0 for (n,) in query(state_of(cfg), "SELECT sum(length(path)) FROM activities"))
