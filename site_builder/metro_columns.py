@@ -109,7 +109,8 @@ GPKG_STREETS: tuple[str, list[Column], str] = (
 )
 
 FILE_DESCRIPTIONS = {
-    "edges.csv": "Per street segment and layer: trips and people per direction, over the window",
+    "edges.csv": "Per segment (a pair of adjacent H3 cells, about a city block) and layer: "
+    "trips and people per direction, over the window",
     "edges.geojson": "edges.csv as lines from cell a's centre to cell b's, for GIS",
     "edges_hourly.csv": "The same counts by local hour and weekday/weekend (one row per hour)",
     "edges_hourly_wide.csv": "Trips and people per direction and local hour, one row per segment",

@@ -36,7 +36,8 @@ from heatmetro.state.street_network import ATTRIBUTION, LICENSE, StreetNetwork, 
 from heatmetro.state.street_ops import STREET_DTYPE
 
 FILES = {
-    "streets.csv": "Per OSM street edge and layer: trips and people per direction (base map)",
+    "streets.csv": "Per OSM street edge (a way between two intersections) and layer: trips and "
+    "people per direction (base map)",
     "streets.geojson": "streets.csv with each street edge's own polyline, for GIS",
     "streets_hourly.csv": "streets.csv by local hour and weekday/weekend",
     "streets_monthly.csv": "streets.csv per local month of the window",
