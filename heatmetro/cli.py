@@ -308,7 +308,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from heatmetro.demo import run_demo
 
     return run_demo(
-        config_path=args.config, workers=args.workers, all_data=args.all_data, serve=args.serve
+        config_path=args.config,
+        workers=args.workers,
+        all_data=args.all_data,
+        serve=args.serve,
+        quiet=args.quiet,
     )
 
 

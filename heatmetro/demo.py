@@ -22,8 +22,11 @@ from heatmetro.state.shards import ShardedStore
 DEMO_SALT = "heatmetro-demo-salt"  # demo only: real deployments set HEATMETRO_SALT
 
 
-def run_demo(*, config_path: str | None, workers: int, all_data: bool, serve: bool) -> int:
+def run_demo(
+    *, config_path: str | None, workers: int, all_data: bool, serve: bool, quiet: bool = False
+) -> int:
     os.environ.setdefault("HEATMETRO_SALT", DEMO_SALT)
+    say = (lambda *_: None) if quiet else print
     config = load_config(config_path)
     csvs = (shared_csvs() if all_data else []) or bundled_csvs()
     events = (
@@ -35,24 +38,24 @@ def run_demo(*, config_path: str | None, workers: int, all_data: bool, serve: bo
     if not events.exists():
         events.parent.mkdir(parents=True, exist_ok=True)
         n = write_jsonl(valleybike_events(csvs), events)
-        print(f"1/3 converted {len(csvs)} ValleyBike files to {n:,} stream events -> {events}")
+        say(f"1/3 converted {len(csvs)} ValleyBike files to {n:,} stream events -> {events}")
     else:
-        print(f"1/3 stream events already in {events}")
-    dead = run_ingest(config, [str(events)], workers=workers)
+        say(f"1/3 stream events already in {events}")
+    dead = run_ingest(config, [str(events)], workers=workers, quiet=quiet)
     s = ShardedStore.open(config.state_dir, config.shards).stats()
-    print(
+    say(
         f"2/3 ingested with {workers} worker(s): {s['athletes']:,} athletes, {s['activities']:,} activities "
         f"({', '.join(f'{n:,} {k}' for k, n in sorted(s['activities_by_status'].items()))}), "
         f"{dead} dead letters"
     )
     month = s["months"][-1] if s["months"] else None
     result = run_snapshot(config, month=month, quiet=True)
-    print(f"3/3 {result.summary()}")
+    say(f"3/3 {result.summary()}")
     site = config.out_dir.absolute()
-    print(f"\ndone in {time.monotonic() - t0:.0f} s. The site is in {site}")
-    print(f"  open  file://{site}/index.html")
-    print(f"  or    heatmetro serve --directory {site}   (http://127.0.0.1:8000/)")
-    print(f"  Metro files: {site}/metro/index.html")
+    say(f"\ndone in {time.monotonic() - t0:.0f} s. The site is in {site}")
+    say(f"  open  file://{site}/index.html")
+    say(f"  or    heatmetro serve --directory {site}   (http://127.0.0.1:8000/)")
+    say(f"  Metro files: {site}/metro/index.html")
     if serve:
         from heatmetro.site_builder.serve import serve as serve_site
 

@@ -146,3 +146,15 @@ def test_serve_previews_the_published_site_on_localhost(project: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_demo_quiet_says_nothing_and_publishes(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    (tmp_path / "config.toml").write_text(
+        'state_dir = "state"\nout_dir = "site"\nbasemap_url = ""\n'
+    )
+    proc = run_cli("demo", "-q", "-c", tmp_path / "config.toml", "-w", "1")
+    assert (proc.stdout, proc.stderr) == ("", ""), proc.stdout + proc.stderr
+    meta = (tmp_path / "site" / "metadata.json").read_text()
+    assert '"athletes": 285' in meta  # the bundled months' last window, as make demo shows
