@@ -16,8 +16,10 @@ then; the brokers' own ``message.max.bytes``, 1 MB by default, bounds that.)
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -157,6 +159,7 @@ class HeatmetroKafkaSource(FixedPartitionedSource[StreamMessage, int | None]):
             [url.topic],
             tail=follow,
             starting_offset=OFFSET_BEGINNING,
+            add_config={"logger": kafka_logger()},  # type: ignore[dict-item]
             batch_size=BATCH_SIZE,
             raise_on_errors=False,
         )
@@ -167,6 +170,41 @@ class HeatmetroKafkaSource(FixedPartitionedSource[StreamMessage, int | None]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         inner = self.kafka.build_part(step_id, for_part, resume_state)
         return _Partition(inner, resume_state, self.max_record_bytes)
+
+
+class _OncePerMinute(logging.Filter):
+    """librdkafka says the same thing on every retry, from every partition's consumer (a
+    broker down: ~80 lines a second here): each complaint at most once a minute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = _VARYING.sub("", record.getMessage())  # which consumer, thread, how long
+        now = time.monotonic()
+        if now - self.last.get(text, -_QUIET_S) < _QUIET_S:
+            return False
+        self.last[text] = now
+        return True
+
+
+_VARYING = re.compile(r"rdkafka#\w+-\d+|\[thrd:[^\]]*\]|\d+ms|\d+ identical error\(s\) suppressed")
+_QUIET_S = 60.0
+
+
+def kafka_logger() -> logging.Logger:
+    """Where the consumers' librdkafka log goes: stderr, one line per complaint a minute,
+    each line saying it comes from Kafka (the run keeps waiting for the brokers)."""
+    logger = logging.getLogger("heatmetro.kafka")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("heatmetro ingest: kafka: %(message)s"))
+        handler.addFilter(_OncePerMinute())
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)  # librdkafka's notices and debug stay out
+        logger.propagate = False
+    return logger
 
 
 def topic_partitions(url: KafkaUrl) -> list[int]:

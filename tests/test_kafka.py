@@ -8,9 +8,11 @@ the CLI exactly as a user would.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import sqlite_utils
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from heatmetro.core.config import load_config
-from tests.conftest import TEST_SALT, write_config
+from tests.conftest import HEATMETRO, REPO, TEST_SALT, cli_env, write_config
 from tests.store_rows import query, shard_files
 from tests.streams import NORTH_EAST, NORTH_WEST, activity, athlete, line, street_rides, to_jsonl
 
@@ -244,3 +246,34 @@ def test_brokers_that_do_not_answer_are_one_line(run_cli: Run, tmp_path: Path) -
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(err) == 1, proc.stderr[-2000:]
     assert "no answer from the Kafka brokers" in err[0]
+
+
+def test_a_broker_gone_mid_follow_is_said_once_a_minute(run_cli: Run, tmp_path: Path) -> None:
+    """librdkafka repeats its complaint on every retry from every consumer (~80 lines a
+    second): ingest keeps waiting for the brokers, saying each complaint once a minute."""
+    own = subprocess.Popen([sys.executable, "-c", BROKER], stdout=subprocess.PIPE, text=True)
+    assert own.stdout is not None
+    address = own.stdout.readline().strip()
+    produce(address, TOPIC, [orjson.dumps(e) for e in first_stream()], keys=[b"a"] * 4)
+    cfg, _ = new_project(tmp_path / "p")
+    proc = subprocess.Popen(
+        [*HEATMETRO, "ingest", "-c", str(cfg), f"kafka://{address}/{TOPIC}", "--follow"],
+        env=cli_env(), cwd=REPO, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(6)  # reading the topic, then following it
+        own.terminate()
+        own.wait(timeout=10)
+        time.sleep(8)
+        assert proc.poll() is None, "ingest --follow gave up on the brokers"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        for p in (own, proc):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    lines = err.strip().splitlines()
+    assert lines[-1] == "heatmetro ingest: stopped by SIGTERM; rerun to resume", err[-2000:]
+    assert 1 <= len(lines) - 1 <= 12, f"{len(lines)} lines:\n" + "\n".join(lines[:20])
+    assert all(ln.startswith("heatmetro ingest: kafka: ") for ln in lines[:-1]), lines[:5]
