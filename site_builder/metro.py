@@ -160,6 +160,10 @@ def write_metro(
     if streets is not None:  # a base map: counts per OSM street edge too
         rows |= write_streets(streets, pub, metro_dir, cols.direction_columns, direction_values)
         descriptions = {**STREET_FILES, **descriptions}
+        descriptions["metro.gpkg"] = (
+            "GeoPackage: layers edges (lines), hexagons (polygons), od (lines) and streets "
+            "(the OSM street edges' lines)"
+        )
     tables = {"edges": edges, "hexagons": hexagons, "od": od}
     layers: dict[str, tuple[str, Sequence[Named], Rows]] = {
         name: (kind, c, tables[name]) for name, (kind, c, _) in cols.GPKG_LAYERS.items()

@@ -117,9 +117,15 @@ def run_weekly(
         )  # fmt: skip
         page = PageText(
             title=f"Weekly heatmap {first} to {last}",
-            heading="Last 7 days",
+            heading=f"7 days to {last}",
             window=f"Public activities started {first} to {last} (local dates)",
-            empty="No heat is published for this week.",
+            # Nothing recorded and everything below the threshold read differently.
+            empty=(
+                f"No heat is published for this week: {len(acts):,} public activities "
+                f"by {athletes:,} people, and no spot reached {config.weekly_k} people."
+                if acts
+                else "No public activity was recorded this week."
+            ),
             legend="Activities per cell, log scale",
             links=(
                 ("../index.html", "Global Heatmap"),

@@ -130,7 +130,7 @@ def test_index_shows_legend_schemes_links_and_members_note(tmp_path: Path) -> No
     assert "low" in page.text and "high" in page.text
     assert all(s in page.text for s in ("Hot", "Blue", "Gray"))
     assert "about.html" in page.links and "metro/index.html" in page.links
-    assert "Street-level zooms (up to 15) are under members/ for signed-in users" in page.text
+    assert "Street-level zooms (up to 15) are for signed-in members" in page.text
     assert "heatmetro · data: the contributing athletes" in page.script.encode().decode(
         "unicode_escape"
     )
@@ -191,7 +191,7 @@ def test_about_shows_this_builds_numbers(tmp_path: Path) -> None:
         ("Athletes contributed", "1,234"),
         ("Activities counted", "56,789"),
         ("Map cells published", "4,321"),
-        ("Street segments in Metro", "876"),
+        ("Metro rows (one per street segment and layer)", "876"),
         ("Heat tiles", "95"),
         ("Software", "heatmetro 9.8.7"),
         ("Built on", "2026-04-01"),

@@ -129,7 +129,7 @@ def test_about_page_shows_this_builds_numbers(base_url: str, browser: Browser, m
     assert facts["Athletes contributed"] == f"{counts['athletes']:,}"
     assert facts["Activities counted"] == f"{counts['activities']:,}"
     assert facts["Map cells published"] == f"{counts['cells']:,}"
-    assert facts["Street segments in Metro"] == f"{counts['edges']:,}"
+    assert facts["Metro rows (one per street segment and layer)"] == f"{counts['edges']:,}"
     assert facts["Heat tiles"] == f"{counts['tiles']:,}"
     assert facts["Window"] == f"{meta['window']['first_month']} to {meta['window']['last_month']}"
     assert facts["Built on"] == meta["built_at"][:10]

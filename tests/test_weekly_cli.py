@@ -54,6 +54,9 @@ def test_weekly_map_needs_five_people_and_stops_at_zoom_11(project: Path, run_cl
     assert meta["thresholds"]["min_athletes"] == 5 and meta["thresholds"]["max_zoom"] == 11
     assert meta["window"] == {"first_day": "2021-06-14", "last_day": "2021-06-20"}
     assert meta["counts"]["athletes"] == 4, out
+    # An empty week says why: people rode, but no spot had 5 of them.
+    text = (weekly / "index.html").read_text()
+    assert "4 public activities by 4 people, and no spot reached 5 people" in text, text
     # The monthly site is untouched by the weekly publish.
     assert (site / "index.html").read_bytes() == monthly_index
 
