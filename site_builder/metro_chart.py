@@ -62,7 +62,7 @@ def chart_svg(totals: dict[str, dict[str, int]], months: list[str]) -> str:
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" '
         'stroke="#999"/>',
         f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}" stroke="#999"/>',
-        f'<text x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end" font-size="11">{top}</text>',
+        f'<text x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end" font-size="11">{top:,}</text>',
         f'<text x="{LEFT - 6}" y="{TOP + plot_h}" text-anchor="end" font-size="11">0</text>',
     ]
     for i, m in enumerate(months):
@@ -82,7 +82,7 @@ def chart_svg(totals: dict[str, dict[str, int]], months: list[str]) -> str:
             parts.append(
                 f'<circle cx="{x(i):.1f}" cy="{y(per.get(m, 0)):.1f}" r="2.5" fill="{colour}" '
                 f'data-layer="{escape(layer)}" data-month="{m}" data-trips="{per.get(m, 0)}">'
-                f"<title>{escape(layer)} {m}: {per.get(m, 0)} trips</title></circle>"
+                f"<title>{escape(layer)} {m}: {_trips(per.get(m, 0))}</title></circle>"
             )
         ly = TOP + 14 * n + 8
         parts.append(
@@ -91,3 +91,9 @@ def chart_svg(totals: dict[str, dict[str, int]], months: list[str]) -> str:
         )
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _trips(n: int) -> str:
+    # "Empty means hidden, never zero" (the data dictionary): a month whose counts were
+    # all below the threshold has no published trips, not 0 trips.
+    return f"{n:,} published trips" if n else "no published counts"

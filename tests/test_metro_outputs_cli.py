@@ -239,6 +239,11 @@ def test_index_page_charts_published_trips_per_month(metro: Path) -> None:
             expected.get((layer, m), 0) for m in months
         ]
     assert chart.points[("all", "2021-06")] > 0 and chart.points[("all", "2021-05")] > 0
+    # A month with nothing published says so: hidden counts are not zero trips.
+    n = expected[("all", "2021-06")]
+    assert f"<title>all 2021-06: {n:,} published trips</title>" in page
+    assert expected.get(("all", "2020-07"), 0) == 0
+    assert "<title>all 2020-07: no published counts</title>" in page
 
 
 # --------------------------------------------------------------------------- DP
