@@ -50,6 +50,28 @@ def end_run_on_environment_error(db_path: Path | None = None) -> Iterator[None]:
 
 # What timely's network threads panic with when a peer's connection closes.
 _PEER_LOST = ("Send thread panic", "Recv thread panic")
+# ``ingest -w N``'s worker processes (``watch_children``), and one lock for the one line:
+# a killed worker is seen both by the watcher and, as a lost peer, by timely.
+_children: list[subprocess.Popen[bytes]] = []
+_said = threading.Lock()
+
+
+def _dead_child() -> tuple[int, int] | None:
+    """(index, exit code) of a worker process that ended with an error, if one did."""
+    for i, child in enumerate(_children, start=1):
+        code = child.poll()
+        if code is not None and code != 0:
+            return i, code
+    return None
+
+
+def _say_worker_died(i: int, code: int) -> None:
+    if code != EXIT_CODE:  # it could not say why itself (killed, crashed)
+        print(
+            f"heatmetro ingest: error: worker process {i} ended with code {code}; rerun to resume",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 @contextmanager
@@ -62,12 +84,23 @@ def end_run_on_lost_peer() -> Iterator[None]:
     except BaseException as exc:  # PanicException derives from BaseException
         if type(exc).__name__ != "PanicException" or not str(exc).startswith(_PEER_LOST):
             raise
-        print(
-            "heatmetro ingest: error: a cluster member stopped or its connection was lost; "
-            "rerun every member to resume",
-            file=sys.stderr,
-            flush=True,
-        )
+        # With -w N the lost peer is one of our own worker processes: name it, as the
+        # watcher would (it polls every 0.2 s; timely may notice first).
+        deadline = time.monotonic() + 1.0
+        dead = _dead_child()
+        while dead is None and _children and time.monotonic() < deadline:
+            time.sleep(0.05)
+            dead = _dead_child()
+        _said.acquire()  # the watcher, if it got there first, is ending the process
+        if dead is not None:
+            _say_worker_died(*dead)
+        else:
+            print(
+                "heatmetro ingest: error: a cluster member stopped or its connection was "
+                "lost; rerun every member to resume",
+                file=sys.stderr,
+                flush=True,
+            )
         sys.stdout.flush()
         os._exit(EXIT_CODE)
 
@@ -102,19 +135,14 @@ def watch_children(children: Sequence[subprocess.Popen[bytes]]) -> None:
     as a SIGKILL); the other members follow (``PR_SET_PDEATHSIG``).
     """
 
+    _children[:] = children
+
     def watch() -> None:
         while True:
-            for i, child in enumerate(children, start=1):
-                code = child.poll()
-                if code is None or code == 0:
-                    continue
-                if code != EXIT_CODE:  # it could not say why itself (killed, crashed)
-                    print(
-                        f"heatmetro ingest: error: worker process {i} ended with code {code}; "
-                        "rerun to resume",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+            dead = _dead_child()
+            if dead is not None:
+                _said.acquire()  # the main thread, if it got there first, is ending it
+                _say_worker_died(*dead)
                 os._exit(EXIT_CODE)
             time.sleep(0.2)
 
