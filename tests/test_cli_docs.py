@@ -92,6 +92,8 @@ def test_user_mistakes_are_one_line(
         ('epoch_s = "2"', "epoch_s: Input should be a valid number (got '2')"),
         ("personal_heatmaps = 1", "personal_heatmaps: Input should be a valid boolean (got 1)"),
         ('template_dir = "nope"', "template_dir"),
+        ("weekly_min_athletes = 2", "weekly_min_athletes = 2 is looser than min_athletes = 3"),
+        ("weekly_public_max_zoom = 14", "weekly_public_max_zoom = 14 is looser than"),
     ],
 )
 def test_a_config_mistake_names_the_key_and_the_value(

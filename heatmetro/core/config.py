@@ -80,7 +80,7 @@ class Config(BaseModel):
     sport_layers: tuple[str, ...] = Field(DEFAULT_SPORT_LAYERS, strict=False)
     night_layer: bool = True
     # The weekly map: a short window leaks more, so it is stricter (never looser than
-    # min_athletes / public_max_zoom, whatever is set here).
+    # min_athletes / public_max_zoom: the defaults follow them, a looser value is refused).
     weekly_min_athletes: int = Field(5, ge=1)
     weekly_public_max_zoom: int = Field(11, ge=0, le=22)
     # Keep each athlete's own non-public activities in state_dir/personal.db for
@@ -129,6 +129,20 @@ class Config(BaseModel):
                 f"got {self.od_resolution}, {self.metro_resolution}, {self.heat_resolution}"
             )
             raise ValueError(msg)
+        # The weekly map is never looser than the monthly one: a default follows the monthly
+        # setting, a value set looser is a mistake to name.
+        for weekly, monthly, looser in (
+            ("weekly_min_athletes", "min_athletes", self.weekly_min_athletes < self.min_athletes),
+            ("weekly_public_max_zoom", "public_max_zoom",
+             self.weekly_public_max_zoom > self.public_max_zoom),
+        ):  # fmt: skip
+            if looser and weekly in self.model_fields_set:
+                msg = (
+                    f"{weekly} = {getattr(self, weekly)} is looser than {monthly} = "
+                    f"{getattr(self, monthly)}: a week's map shows fewer people, so it must be "
+                    "at least as strict as the monthly one"
+                )
+                raise ValueError(msg)
         if self.template_dir is not None and not self.template_dir.is_dir():
             msg = f"template_dir {self.template_dir} is not a folder"
             raise ValueError(msg)
