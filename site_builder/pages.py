@@ -34,7 +34,12 @@ from heatmetro.core.errors import PublishError
 from heatmetro.core.sports import NIGHT_LAYER, SPORT_LAYER_LABELS
 from heatmetro.core.temp_files import temporary_for
 from heatmetro.site_builder.templates import environment, static_files
-from heatmetro.site_builder.tile_colours import SCHEME_LABELS, scheme_gradient, scheme_tables
+from heatmetro.site_builder.tile_colours import (
+    ON_LIGHT,
+    SCHEME_LABELS,
+    scheme_gradient,
+    scheme_tables,
+)
 
 #: Heat layers in the order the layer switcher lists them, with their labels.
 LAYER_LABELS: dict[str, str] = {
@@ -345,28 +350,36 @@ def _map_key(meta: SiteMeta) -> str:
 
 
 def scheme_styles() -> Markup:
-    """The SVG filters and CSS of the colour schemes other than "hot" (see tile_colours)."""
+    """The SVG filters and CSS of the colour schemes other than "hot" (see tile_colours).
+
+    A scheme with an ``ON_LIGHT`` form gets both: that one by default (a basemap under
+    the heat), its own under ``.no-basemap`` (the dark ground)."""
     filters, rules = [], []
     for scheme in SCHEME_LABELS:
-        rules.append(
-            f'[data-scheme="{scheme}"] .hm-legend-bar {{ background: {scheme_gradient(scheme)}; }}'
-        )
-        if scheme == "hot":
-            continue
-        funcs = "".join(
-            f'<feFunc{c} type="table" tableValues="{" ".join(f"{v:g}" for v in values)}"/>'
-            for c, values in zip("RGB", scheme_tables(scheme), strict=True)
-        )
-        filters.append(
-            f'<filter id="hm-scheme-{scheme}" color-interpolation-filters="sRGB">'
-            # the hot ramp's green, which rises with intensity, into every channel...
-            '<feColorMatrix type="matrix" values="0 1 0 0 0 0 1 0 0 0 0 1 0 0 0 0 0 0 1 0"/>'
-            # ...then looked up in the scheme's palette
-            f"<feComponentTransfer>{funcs}</feComponentTransfer></filter>"
-        )
-        rules.append(
-            f'[data-scheme="{scheme}"] .leaflet-heat-pane {{ filter: url(#hm-scheme-{scheme}); }}'
-        )
+        for light in (True, False) if scheme in ON_LIGHT else (False,):
+            ground = "" if not light else "-light"
+            within = " .no-basemap" if scheme in ON_LIGHT and not light else ""
+            rules.append(
+                f'[data-scheme="{scheme}"]{within} .hm-legend-bar '
+                f"{{ background: {scheme_gradient(scheme, light=light)}; }}"
+            )
+            if scheme == "hot":
+                continue
+            funcs = "".join(
+                f'<feFunc{c} type="table" tableValues="{" ".join(f"{v:g}" for v in values)}"/>'
+                for c, values in zip("RGB", scheme_tables(scheme, light=light), strict=True)
+            )
+            filters.append(
+                f'<filter id="hm-scheme-{scheme}{ground}" color-interpolation-filters="sRGB">'
+                # the hot ramp's green, which rises with intensity, into every channel...
+                '<feColorMatrix type="matrix" values="0 1 0 0 0 0 1 0 0 0 0 1 0 0 0 0 0 0 1 0"/>'
+                # ...then looked up in the scheme's palette
+                f"<feComponentTransfer>{funcs}</feComponentTransfer></filter>"
+            )
+            rules.append(
+                f'[data-scheme="{scheme}"]{within} .leaflet-heat-pane '
+                f"{{ filter: url(#hm-scheme-{scheme}{ground}); }}"
+            )
     svg = (
         '<svg class="hm-filters" width="0" height="0" aria-hidden="true">'
         + "".join(filters)

@@ -15,6 +15,7 @@ import numpy as np
 __all__ = [
     "MIN_ALPHA",
     "MIN_INTENSITY",
+    "ON_LIGHT",
     "SCHEMES",
     "SCHEME_LABELS",
     "heat_ramp",
@@ -57,6 +58,11 @@ SCHEMES: dict[str, Stops] = {
         (1.00, 255, 20, 20),
     ),
 }
+# Schemes drawn otherwise on a light ground (a basemap under the heat): light grey to
+# white heat, made for the dark ground, would vanish into a street map's paper.
+ON_LIGHT: dict[str, Stops] = {
+    "gray": ((0.25, 170, 170, 170), (1.00, 20, 20, 20)),
+}
 SCHEME_LABELS: dict[str, str] = {
     "hot": "Hot",
     "blue": "Blue",
@@ -96,8 +102,11 @@ def levels_to_rgba(levels: np.ndarray) -> np.ndarray:
     return _LUT32[levels].view(np.uint8).reshape(*levels.shape, 4)
 
 
-def scheme_tables(scheme: str, steps: int = 64) -> tuple[list[float], list[float], list[float]]:
-    """``feComponentTransfer`` tables (R, G, B in 0..1) that turn hot tiles into ``scheme``.
+def scheme_tables(
+    scheme: str, steps: int = 64, *, light: bool = False
+) -> tuple[list[float], list[float], list[float]]:
+    """``feComponentTransfer`` tables (R, G, B in 0..1) that turn hot tiles into ``scheme``
+    (its ``ON_LIGHT`` form with ``light``: a basemap under the heat).
 
     Entry ``i`` answers the hot green value ``i / steps``: the intensity with that green in
     the hot ramp, coloured by the scheme.
@@ -105,14 +114,18 @@ def scheme_tables(scheme: str, steps: int = 64) -> tuple[list[float], list[float
     hot = np.array(SCHEMES["hot"], dtype=np.float64)
     green = np.linspace(0.0, 255.0, steps + 1)
     t = np.interp(green, hot[:, 2], hot[:, 0])  # the hot ramp's green rises strictly
-    rgb = _interp(SCHEMES[scheme], t) / 255.0
+    rgb = _interp(_stops(scheme, light), t) / 255.0
     return tuple(np.round(rgb[:, c], 3).tolist() for c in range(3))  # type: ignore[return-value]
 
 
-def scheme_gradient(scheme: str) -> str:
+def scheme_gradient(scheme: str, *, light: bool = False) -> str:
     """A CSS ``linear-gradient`` of the scheme, for the legend."""
     colours = ", ".join(
         f"rgb({r}, {g}, {b}) {100 * (t - MIN_INTENSITY) / (1 - MIN_INTENSITY):.0f}%"
-        for t, r, g, b in SCHEMES[scheme]
+        for t, r, g, b in _stops(scheme, light)
     )
     return f"linear-gradient(to right, {colours})"
+
+
+def _stops(scheme: str, light: bool) -> Stops:
+    return ON_LIGHT.get(scheme, SCHEMES[scheme]) if light else SCHEMES[scheme]

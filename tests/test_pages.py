@@ -304,12 +304,20 @@ def test_every_scheme_is_offered_with_its_filter(tmp_path: Path) -> None:
     page = Page(html)
     for label in ("Hot", "Blue", "Purple", "Gray", "Blue-red"):
         assert label in page.text
-    for scheme in ("blue", "purple", "gray", "bluered"):
+    for scheme in ("blue", "purple", "bluered"):
         assert f'<filter id="hm-scheme-{scheme}"' in html
         assert (
             f'[data-scheme="{scheme}"] .leaflet-heat-pane {{ filter: url(#hm-scheme-{scheme}); }}'
             in html
         )
+    # Gray has a form for each ground: the light one by default (a basemap), its own on
+    # the dark ground.
+    assert '<filter id="hm-scheme-gray-light"' in html and '<filter id="hm-scheme-gray"' in html
+    assert '[data-scheme="gray"] .leaflet-heat-pane { filter: url(#hm-scheme-gray-light); }' in html
+    assert (
+        '[data-scheme="gray"] .no-basemap .leaflet-heat-pane { filter: url(#hm-scheme-gray); }'
+        in html
+    )
 
 
 def test_pmtiles_page_reads_archives_with_the_vendored_library(tmp_path: Path) -> None:

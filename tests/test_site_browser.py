@@ -300,3 +300,29 @@ def test_pmtiles_site_shows_heat_offline(tmp_path: Path, browser: Browser) -> No
     assert archive and {s for _, s in archive} == {206}  # read with HTTP range requests
     assert all("/members/" not in u for u, _ in site.tiles)
     assert heat_pixels(shot, region) > 300
+
+
+def test_gray_on_a_street_map_is_dark_enough_to_see(tmp_path: Path, browser: Browser) -> None:
+    """Gray's light-grey-to-white heat is made for the dark ground; over a basemap's
+    light paper the page draws its light-ground form, light grey to near black."""
+    root = tmp_path / "site"
+    busy = (255, 215, 40, 255)  # near the top of the hot ramp: a busy street
+    _write_tiles(root, "all", busy, vertical=False)
+    meta = dataclasses.replace(
+        META, layers=("all",), basemap_url=OSM_TILES, basemap_attribution=OSM_ATTRIBUTION
+    )
+    write_pages(root, meta)
+    with open_site(root, browser=browser) as site:
+        site.wait_for_map()
+        left, top, right, bottom = site.region_of(BOUNDS)
+        hot = site.screenshot(hide_controls=True)[top:bottom, left:right]
+        site.click_radio("Gray")
+        shot = site.screenshot(hide_controls=True)[top:bottom, left:right]
+        assert site.page_errors == []
+    band = heat_mask(hot)
+    assert band.sum() > 2000
+    got = np.median(shot[band].astype(float), axis=0)
+    light = np.rint(255 * np.array(scheme_tables("gray", 255, light=True))[:, busy[1]])
+    dark = np.rint(255 * np.array(scheme_tables("gray", 255))[:, busy[1]])
+    assert np.abs(got - light).max() <= 12, (got, light)
+    assert np.abs(got - dark).max() > 40, "the dark ground's gray was drawn on the street map"
