@@ -244,15 +244,21 @@ def test_each_scheme_has_its_own_palette(
     assert np.abs(got - expected).max() <= 12, (got, expected)
 
 
-def test_heat_shows_when_the_default_basemap_is_unreachable(
-    tmp_path: Path, browser: Browser
-) -> None:
+def _street_map_site(tmp_path: Path, colour: tuple[int, ...]) -> Path:
+    """A site of one ``all`` layer in ``colour`` over the default OSM basemap."""
     root = tmp_path / "site"
-    _write_tiles(root, "all", RED, vertical=False)
+    _write_tiles(root, "all", colour, vertical=False)
     meta = dataclasses.replace(
         META, layers=("all",), basemap_url=OSM_TILES, basemap_attribution=OSM_ATTRIBUTION
     )
     write_pages(root, meta)
+    return root
+
+
+def test_heat_shows_when_the_default_basemap_is_unreachable(
+    tmp_path: Path, browser: Browser
+) -> None:
+    root = _street_map_site(tmp_path, RED)
     with open_site(root, browser=browser) as site:
         site.wait_for_map()
         left, top, right, bottom = site.region_of(BOUNDS)
@@ -305,13 +311,8 @@ def test_pmtiles_site_shows_heat_offline(tmp_path: Path, browser: Browser) -> No
 def test_gray_on_a_street_map_is_dark_enough_to_see(tmp_path: Path, browser: Browser) -> None:
     """Gray's light-grey-to-white heat is made for the dark ground; over a basemap's
     light paper the page draws its light-ground form, light grey to near black."""
-    root = tmp_path / "site"
     busy = (255, 215, 40, 255)  # near the top of the hot ramp: a busy street
-    _write_tiles(root, "all", busy, vertical=False)
-    meta = dataclasses.replace(
-        META, layers=("all",), basemap_url=OSM_TILES, basemap_attribution=OSM_ATTRIBUTION
-    )
-    write_pages(root, meta)
+    root = _street_map_site(tmp_path, busy)
     with open_site(root, browser=browser) as site:
         site.wait_for_map()
         left, top, right, bottom = site.region_of(BOUNDS)
