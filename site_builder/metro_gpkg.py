@@ -17,8 +17,6 @@ from typing import Protocol
 
 import numpy as np
 import orjson
-import pyogrio
-import pyogrio.raw
 
 from heatmetro.site_builder.metro_rows import Coords, Rows
 
@@ -98,6 +96,10 @@ def write_gpkg(
 
     ``attribution`` (the base map's licence notice) becomes each layer's description.
     """
+    # GDAL loads here, in the forked Metro writer: not in every snapshot's start-up.
+    import pyogrio
+    import pyogrio.raw
+
     path.unlink(missing_ok=True)
     stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": stamp})

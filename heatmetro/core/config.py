@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from heatmetro.core.contract import MAX_FIXES_PER_ACTIVITY
 from heatmetro.core.errors import ConfigError
+from heatmetro.core.limits import MAX_FIXES_PER_ACTIVITY
 from heatmetro.core.sports import DEFAULT_SPORT_LAYERS, KNOWN_SPORTS
 
 ENV_OVERRIDES = {

@@ -25,12 +25,10 @@ from pydantic import (
 )
 
 from heatmetro.core.errors import StreamRecordError
+from heatmetro.core.limits import MAX_FIXES_PER_ACTIVITY
 
 Visibility = Literal["everyone", "followers_only", "only_me"]
 MAX_HIDE_M = 1609.0  # one mile: the platforms' largest hide distance
-# The bound on one record: 55 hours at 1 Hz. Every step after parsing is at most
-# n log n in the fixes, so this bounds one activity's work (config: max_fixes_per_activity).
-MAX_FIXES_PER_ACTIVITY = 200_000
 
 
 def epoch_ms(ts: datetime) -> int:

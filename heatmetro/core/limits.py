@@ -1,0 +1,9 @@
+"""Bounds on one record, apart from the stream contract's models.
+
+Here so that reading the configuration does not build the contract's pydantic models
+(a tenth of a snapshot's start-up): only ingest and import need those.
+"""
+
+# The bound on one record: 55 hours at 1 Hz. Every step after parsing is at most
+# n log n in the fixes, so this bounds one activity's work (config: max_fixes_per_activity).
+MAX_FIXES_PER_ACTIVITY = 200_000
