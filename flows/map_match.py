@@ -47,6 +47,22 @@ NOISE_BACK_M = 15.0  # on a one-way edge, moving back this little is GPS noise, 
 MIN_NET_M = 15.0
 SMOOTH_FIXES = 3  # fixes averaged before matching (see _smooth)
 SPUR_M = 30.0  # out-and-back hops shorter than this are noise (see _cancel_spurs)  # a track inside one edge must move this far along it to have a direction
+# Where a city maps its sidewalks and cycle tracks as ways of their own, they run a few
+# metres from the carriageway: closer than GPS can tell apart. What tells them apart is
+# who travels where. An edge the mode is not meant to use costs this much log-likelihood
+# per fix (a fix ~7 m farther at SIGMA_M), so it is chosen only when the fixes clearly
+# lie on it; where it is the only street in reach, the penalty changes nothing.
+AVOID_LOGP = 1.5
+# Carriageways people on foot walk beside, not on (when a sidewalk is mapped in reach).
+_ROADS = frozenset(
+    {
+        "trunk", "trunk_link", "primary", "primary_link", "secondary", "secondary_link",
+        "tertiary", "tertiary_link", "unclassified", "residential",
+    }
+)  # fmt: skip
+# Ways for people on foot, where bikes go only when signed (bicycle=yes/designated).
+_FOOTWAYS = frozenset({"footway", "pedestrian", "path", "bridleway", "corridor", "track"})
+_SIGNED = ("yes", "designated", "permissive")
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +71,7 @@ class Graph:
 
     net: StreetNetwork
     allowed: np.ndarray  # per edge: FWD | REV bits (0 = not usable)
+    avoid: np.ndarray  # per edge: log-likelihood taken from a fix matched to it
     lat0: float
     x: np.ndarray  # projected polyline vertices
     y: np.ndarray
@@ -97,6 +114,7 @@ def graph_for(net: StreetNetwork, mode: str) -> Graph:
     return Graph(
         net=net,
         allowed=allowed,
+        avoid=np.where(avoided_edges(net, mode), AVOID_LOGP, 0.0),
         lat0=lat0,
         x=x,
         y=y,
@@ -106,6 +124,23 @@ def graph_for(net: StreetNetwork, mode: str) -> Graph:
         cum=cum,
         bbox=bb,
     )
+
+
+def avoided_edges(net: StreetNetwork, mode: str) -> np.ndarray:
+    """Per edge, whether ``mode`` keeps off it when a street of its own lies in reach.
+
+    On foot: a road's carriageway (the sidewalk beside it is the way), a cycleway
+    not signed for walkers, and ``foot=no``. By bike: footways and paths not signed for
+    bikes, and roads tagged ``bicycle=use_sidepath`` (the cycle track beside them is
+    the way). Nothing is forbidden: on a street with no sidewalk mapped, the walker is
+    matched to the road.
+    """
+    hw = net.highway
+    if mode == "bike":
+        foot_only = np.isin(hw, list(_FOOTWAYS)) & ~np.isin(net.bicycle, _SIGNED)
+        return np.asarray(foot_only | (net.bicycle == "use_sidepath"))
+    cycle_only = (hw == "cycleway") & ~np.isin(net.foot, _SIGNED)
+    return np.asarray(np.isin(hw, list(_ROADS)) | cycle_only | (net.foot == "no"))
 
 
 def mode_for_layer(layer: str) -> str | None:
@@ -225,7 +260,7 @@ def _candidates(g: Graph, x: np.ndarray, y: np.ndarray) -> list[_Cands]:
         ok = np.pad(ok, ((0, 0), (0, pad)))
     ce = np.where(ok, np.take_along_axis(edge, best, axis=1), -1)
     co = np.where(ok, np.take_along_axis(off, best, axis=1), 0.0)
-    lp = np.where(ok, -0.5 * (np.where(ok, bd, 0.0) / SIGMA_M) ** 2, -np.inf)
+    lp = np.where(ok, -0.5 * (np.where(ok, bd, 0.0) / SIGMA_M) ** 2 - g.avoid[ce], -np.inf)
     return [_Cands(ce[i], co[i], lp[i]) for i in range(n)]
 
 
@@ -466,7 +501,9 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
     out = []
     for k, vis in enumerate(visits):
         fwd = _direction(net, vis)
-        if fwd is None:
+        if fwd is None or not g.allowed[vis["e"]] & (FWD if fwd else REV):
+            # A way the mode may not go: a track that starts or ends inside a one-way
+            # street against it (each step back short enough to pass for noise).
             continue
         t_out = max(visits[k + 1]["t_in"] if k + 1 < len(visits) else t_end, vis["t_in"])
         speed = vis["dist"] / vis["dt"] if vis["dt"] > 0 else float("nan")

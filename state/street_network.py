@@ -27,7 +27,7 @@ from heatmetro.core.config import Config
 from heatmetro.core.errors import ConfigError
 from heatmetro.core.geo import EARTH_RADIUS_M
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the footway, bicycle and foot tags (mode preferences in matching)
 ATTRIBUTION = "© OpenStreetMap contributors"
 LICENSE = "ODbL 1.0 (https://www.openstreetmap.org/copyright)"
 
@@ -56,6 +56,8 @@ class StreetNetwork:
         uid: ``"{way_id}:{first_node}-{last_node}"``.
         way_id: the OSM way (published as ``osm_reference_id``).
         name, highway, oneway: the way's tags (``oneway`` as tagged, "" when absent).
+        footway, bicycle, foot: the way's tags of those names ("" when absent): what
+            kind of footway (``sidewalk``, ``crossing`` ...) and who may use it.
         bike: allowed directions for bikes (``FWD``/``REV``/``BOTH``; 0 = no bikes).
         u, v: graph node index of the first and last node.
         length_m: polyline length.
@@ -70,6 +72,9 @@ class StreetNetwork:
     name: np.ndarray
     highway: np.ndarray
     oneway: np.ndarray
+    footway: np.ndarray
+    bicycle: np.ndarray
+    foot: np.ndarray
     bike: np.ndarray
     u: np.ndarray
     v: np.ndarray
@@ -214,7 +219,8 @@ def _build(
         use[ids[0]] += 1  # way ends always cut
         use[ids[-1]] += 1
     node_index: dict[int, int] = {}
-    cols: dict[str, list] = {k: [] for k in ("uid", "way", "name", "hw", "ow", "bike", "u", "v")}  # type: ignore[type-arg]
+    names = ("uid", "way", "name", "hw", "ow", "footway", "bicycle", "foot", "bike", "u", "v")
+    cols: dict[str, list] = {k: [] for k in names}  # type: ignore[type-arg]
     lat_parts: list[list[float]] = []
     lng_parts: list[list[float]] = []
     seen: set[str] = set()
@@ -234,6 +240,8 @@ def _build(
             cols["name"].append(tags.get("name", ""))
             cols["hw"].append(tags.get("highway", ""))
             cols["ow"].append(tags.get("oneway", ""))
+            for tag in ("footway", "bicycle", "foot"):
+                cols[tag].append(tags.get(tag, ""))
             cols["bike"].append(_bike_rule(tags))
             cols["u"].append(node_index.setdefault(ids[start], len(node_index)))
             cols["v"].append(node_index.setdefault(ids[j], len(node_index)))
@@ -256,6 +264,9 @@ def _build(
         name=np.array(cols["name"], dtype=str),
         highway=np.array(cols["hw"], dtype=str),
         oneway=np.array(cols["ow"], dtype=str),
+        footway=np.array(cols["footway"], dtype=str),
+        bicycle=np.array(cols["bicycle"], dtype=str),
+        foot=np.array(cols["foot"], dtype=str),
         bike=np.array(cols["bike"], dtype=np.int8),
         u=np.array(cols["u"], dtype=np.int64),
         v=np.array(cols["v"], dtype=np.int64),
@@ -273,7 +284,10 @@ def _step_m(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
     return step_lengths_m(lat, lng) if len(lat) > 1 else np.zeros(0)
 
 
-_FIELDS = ("key", "uid", "way_id", "name", "highway", "oneway", "bike", "u", "v", "length_m", "offsets", "lat", "lng")  # fmt: skip
+_FIELDS = (
+    "key", "uid", "way_id", "name", "highway", "oneway", "footway", "bicycle", "foot", "bike",
+    "u", "v", "length_m", "offsets", "lat", "lng",
+)  # fmt: skip
 
 
 def cache_path(state_dir: Path, sha: str) -> Path:

@@ -12,6 +12,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from heatmetro.flows.map_match import avoided_edges
 from heatmetro.state.street_network import BOTH, FWD, REV, StreetNetwork, load_network
 from tests.conftest import SHARED_DATA
 
@@ -31,29 +32,42 @@ def by_uid(net: StreetNetwork, uid: str) -> int:
 
 
 def _graph(
-    net: StreetNetwork, bike: bool, avoid: int = -1
+    net: StreetNetwork, bike: bool, skip: int = -1, detour: np.ndarray | None = None
 ) -> tuple[csr_matrix, dict[tuple[int, int], int]]:
     allowed = net.bike.astype(int) if bike else np.full(len(net), BOTH)
+    # Edges the traveller keeps off: taken only when the way round is 10 times as long.
+    weight = net.length_m * np.where(detour, 10.0, 1.0) if detour is not None else net.length_m
     arcs: dict[tuple[int, int], int] = {}
-    for e in np.argsort(net.length_m)[::-1].tolist():  # shortest parallel edge wins
-        if e == avoid:
+    for e in np.argsort(weight)[::-1].tolist():  # shortest parallel edge wins
+        if e == skip:
             continue
         if allowed[e] & FWD:
             arcs[(int(net.u[e]), int(net.v[e]))] = e
         if allowed[e] & REV:
             arcs[(int(net.v[e]), int(net.u[e]))] = e
     rows, cols = zip(*arcs, strict=True)
-    w = [max(float(net.length_m[e]), 1e-6) for e in arcs.values()]
+    w = [max(float(weight[e]), 1e-6) for e in arcs.values()]
     n = net.n_nodes
     return csr_matrix((w, (rows, cols)), shape=(n, n)), arcs
 
 
 def route_through(
-    net: StreetNetwork, edge: int, forward: bool, *, bike: bool, around_m: float = 250.0
+    net: StreetNetwork,
+    edge: int,
+    forward: bool,
+    *,
+    bike: bool,
+    around_m: float = 250.0,
+    detour: np.ndarray | None = None,
 ) -> Route:
     """A route that rides ``edge`` in the given direction, with about ``around_m`` of
-    streets before and after it (shortest paths to the nodes nearest that far away)."""
-    graph, arcs = _graph(net, bike, avoid=edge)  # no U-turn back over the edge
+    streets before and after it (shortest paths to the nodes nearest that far away).
+    ``detour``: per edge, whether the traveller keeps off it where another way exists;
+    by default the edges the matcher's mode avoids (a walker takes the sidewalk where one
+    is mapped, a cyclist the road or the cycle track)."""
+    if detour is None:
+        detour = avoided_edges(net, "bike" if bike else "foot")
+    graph, arcs = _graph(net, bike, skip=edge, detour=detour)  # no U-turn back over the edge
     entry = int(net.u[edge] if forward else net.v[edge])
     exit_ = int(net.v[edge] if forward else net.u[edge])
 

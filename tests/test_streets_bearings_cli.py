@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from heatmetro.flows.map_match import avoided_edges
 from heatmetro.state.street_network import BOTH, StreetNetwork
 from tests.street_tracks import HELSINKI, Route, helsinki, route_through
 from tests.test_streets_cli import _events, build, rows
@@ -28,8 +29,10 @@ def _bearing(net: StreetNetwork, e: int) -> float:
 
 
 def corridors(net: StreetNetwork) -> dict[str, tuple[Route, str]]:
-    """One route per 45-degree sector, along the longest two-way edge heading that way."""
-    two_way = [e for e in np.argsort(-net.length_m).tolist() if net.bike[e] == BOTH]
+    """One route per 45-degree sector, along the longest two-way edge heading that way
+    that bikes are meant to use (not a footway, not a road whose cycle track is beside it)."""
+    meant = ~avoided_edges(net, "bike")
+    two_way = [e for e in np.argsort(-net.length_m).tolist() if net.bike[e] == BOTH and meant[e]]
     out: dict[str, tuple[Route, str]] = {}
     for sector in range(8):
         for e in two_way:
