@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -40,6 +41,7 @@ from heatmetro.site_builder.tile_colours import (
     scheme_gradient,
     scheme_tables,
 )
+from heatmetro.site_builder.tile_math import EQUATOR_M_PER_PX
 
 #: Heat layers in the order the layer switcher lists them, with their labels.
 LAYER_LABELS: dict[str, str] = {
@@ -131,6 +133,14 @@ class SiteMeta:
     metro_epsilon: float | None = None
     metro_delta: float | None = None
     threshold_across_m: int = 0  # the patch a heat cell's threshold counts over; 0: the cell
+
+    def ground_per_pixel(self, zoom: int) -> str:
+        """What one screen pixel covers on the ground at ``zoom``, in the middle of the
+        map's opening view: "zoom 12" means nothing to a visitor, "28 m" does."""
+        box = self.view or self.bounds
+        lat = (box[0] + box[2]) / 2 if box else 0.0
+        metres = EQUATOR_M_PER_PX * math.cos(math.radians(lat)) / 2**zoom
+        return f"{metres:,.0f} m" if metres >= 10 else f"{metres:.1f} m"
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,11 @@ def test_about_shows_this_builds_numbers(tmp_path: Path) -> None:
     assert "rounded to a multiple of 10" in text
     assert "first and last 250 m" in text
     assert "up to 175 m" in text
-    assert "stops at zoom 11" in text and "(up to 15)" in text
+    # A zoom told as ground: Web Mercator's metres per 256-px pixel at the map's middle
+    # latitude (42.325: 156,543 m at zoom 0 on the equator).
+    flowing = text.replace(" ,", ",")  # the text of <strong>11</strong>, as a browser reads it
+    assert "stops at zoom 11, where one screen pixel covers about 57 m of ground" in flowing
+    assert "(up to 15, about 3.5 m a pixel)" in text
     for label, value in [
         ("Athletes contributed", "1,234"),
         ("Activities counted", "56,789"),
