@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
+from heatmetro.core.config import DEV_SALT
 from heatmetro.core.errors import StoreError
 from heatmetro.state.store import connect, stats
 
@@ -111,10 +112,17 @@ class ShardedStore:
                 self._write_manifest({**meta, "salt_check": mine})
             return
         if found != mine:
+            if salt == DEV_SALT:
+                msg = (
+                    f"store {self.dir} was made with a secret salt, and none is set now: "
+                    "set HEATMETRO_SALT (or `salt` in the config) to the one it was made with"
+                )
+                raise StoreError(msg)
             msg = (
                 f"store {self.dir} was made with another HEATMETRO_SALT (its check {found}, "
                 f"this salt's {mine}): hidden ends and privacy zones would be jittered "
-                "around other points than the stored ones'. Set the salt it was made with"
+                "around other points than those of the stored activities. Set the salt it "
+                "was made with"
             )
             raise StoreError(msg)
 

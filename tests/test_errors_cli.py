@@ -210,6 +210,10 @@ def test_another_salt_is_refused_before_it_touches_the_store_or_the_site(project
     ):
         assert_one_line_error(heatmetro(*args, env=other), "made with another HEATMETRO_SALT")
         assert tree_hashes(project / "site") == site and store_rows(project) == rows
+    # No salt at all (a new shell without the variable): said so, not "another salt".
+    unset = {k: v for k, v in other.items() if k != "HEATMETRO_SALT"}
+    err = assert_one_line_error(heatmetro("snapshot", "-c", cfg, "--month", MONTH, env=unset), "")
+    assert "none is set now: set HEATMETRO_SALT" in err and "another HEATMETRO" not in err
     # A store from before the check has no record of its salt: the next ingest makes one.
     manifest = project / "state" / "shards" / "store.json"
     meta = json.loads(manifest.read_text())
@@ -217,6 +221,18 @@ def test_another_salt_is_refused_before_it_touches_the_store_or_the_site(project
     assert heatmetro("ingest", "-c", cfg, project / "small.jsonl").returncode == 0
     assert json.loads(manifest.read_text()) == meta
     assert heatmetro("ingest", "-c", cfg, project / "small.jsonl", env=other).returncode == 1
+
+
+def test_a_mistyped_config_key_names_the_real_ones(project: Path) -> None:
+    cfg = project / "typo.toml"
+    for typo, hint in (
+        ("basemap", "did you mean `base_map` or `basemap_url`?"),
+        ("min_athlete", "did you mean `min_athletes`"),
+        ("colour", "config.toml lists every key"),
+    ):
+        cfg.write_text((project / "config.toml").read_text() + f'{typo} = "x"\n')
+        err = assert_one_line_error(heatmetro("snapshot", "-c", cfg, "--month", MONTH), typo)
+        assert f"{typo}: not a heatmetro setting" in err and hint in err
 
 
 def test_usage_mistakes_are_one_line(project: Path) -> None:

@@ -215,6 +215,23 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "config"
+        if first["type"] == "extra_forbidden":
+            msg = f"config {path or '(defaults)'}: {where}: not a heatmetro setting{_did_you_mean(where)}"
+            raise ConfigError(msg) from None
         got = f" (got {first['input']!r})" if "input" in first and where != "config" else ""
         msg = f"config {path or '(defaults)'}: {where}: {first['msg']}{got}"
         raise ConfigError(msg) from None
+
+
+def _did_you_mean(key: str) -> str:
+    """ ", did you mean X?" for a key close to a real one (a typo, a missing underscore)."""
+    import difflib
+
+    known = sorted(Config.model_fields)
+    squashed = {k.replace("_", ""): k for k in known}
+    close = [
+        squashed[k] for k in difflib.get_close_matches(key.replace("_", ""), squashed, 2, 0.75)
+    ]
+    if not close:
+        return " (config.toml lists every key with its default)"
+    return ", did you mean " + " or ".join(f"`{k}`" for k in close) + "?"
