@@ -192,6 +192,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         if args.allow_empty:
             msg = "--allow-empty only applies to the monthly map (a quiet week is published)"
             raise HeatmetroError(msg)
+        if args.partial:
+            msg = "--partial only applies to the monthly map (the weekly one ends --until a day)"
+            raise HeatmetroError(msg)
         weekly = run_weekly(config, until=args.until, when=build_time(), quiet=args.quiet)
         if not args.quiet:
             print(weekly.summary())
@@ -209,6 +212,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             cache=not args.no_cache,
             allow_empty=args.allow_empty,
+            partial=args.partial,
         )
     else:
         from heatmetro.site_builder.distributed import run_distributed_snapshot
@@ -220,6 +224,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             month=args.month,
             quiet=args.quiet,
             allow_empty=args.allow_empty,
+            partial=args.partial,
         )
     if not args.quiet:
         print(result.summary())
@@ -438,6 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="publish even when no athlete is in the window (refused by default while the "
         "published site has heat: a mistyped --month would empty the public map)",
+    )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="publish the month in progress (refused by default: its counts would read as a "
+        "whole month's); the pages, metadata.json and Metro README then say it is partial",
     )
     p.add_argument(
         "--weekly",

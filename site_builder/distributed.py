@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Collection, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -286,6 +287,7 @@ def run_distributed_snapshot(
     month: str | None = None,
     quiet: bool = False,
     allow_empty: bool = False,
+    partial: bool = False,
 ) -> SnapshotResult:
     """This process's part of a cluster snapshot (every process runs the same command)."""
     if config.tiles_format != "png":
@@ -293,7 +295,7 @@ def run_distributed_snapshot(
         raise PublishError(msg)
     t0 = time.monotonic()
     when = build_time()
-    month = check_snapshot_month(month)
+    month = check_snapshot_month(month, partial=partial)
     local, athletes, streets = local_partials(config, month)
     # Cluster members keep no window cache: drop one a one-machine snapshot left, so no
     # derived rows outlive a deletion in the store.
@@ -307,7 +309,7 @@ def run_distributed_snapshot(
         flow, workers_per_process=1, process_id=process_id, addresses=addresses,
         epoch_interval=timedelta(seconds=3600),
     )  # fmt: skip
-    window = _global_window(local, sink.items, config)
+    window = replace(_global_window(local, sink.items, config), month_in_progress=partial)
     if not allow_empty:
         refuse_empty_over_heat(window, None)  # the global window: every member alike
     n = len(addresses)

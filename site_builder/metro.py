@@ -62,6 +62,7 @@ class MetroSettings:
         epsilon, delta: differential privacy of the counts (``None``: exact counts).
         salt: seeds the noise, so a rebuild draws the same noise (secret).
         base_map: the OSM extract the edges are matched to, if any (for attribution).
+        month_in_progress: ``month`` was not over at the build (``--partial``).
     """
 
     min_athletes: int
@@ -74,6 +75,7 @@ class MetroSettings:
     delta: float | None = None
     salt: str = ""
     base_map: str | None = None
+    month_in_progress: bool = False
 
 
 def file_time() -> datetime:

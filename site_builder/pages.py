@@ -133,6 +133,7 @@ class SiteMeta:
     metro_epsilon: float | None = None
     metro_delta: float | None = None
     threshold_across_m: int = 0  # the patch a heat cell's threshold counts over; 0: the cell
+    month_in_progress: bool = False  # ``month`` was not over at the build (``--partial``)
 
     def ground_per_pixel(self, zoom: int) -> str:
         """What one screen pixel covers on the ground at ``zoom``, in the middle of the

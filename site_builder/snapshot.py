@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,18 +103,20 @@ def run_snapshot(
     quiet: bool = False,
     cache: bool = True,
     allow_empty: bool = False,
+    partial: bool = False,
 ) -> SnapshotResult:
     """Publish the site of the window ending with ``month``.
 
     With ``cache``, athletes whose rows did not change since the last snapshot are taken
     from the window cache in ``state_dir`` (``window_cache``); without, everything is
     read from the store (and the cache rewritten from it). A window without a single
-    athlete does not replace a published site with heat unless ``allow_empty``.
+    athlete does not replace a published site with heat unless ``allow_empty``. The
+    month in progress takes ``partial`` (``check_snapshot_month``).
     """
     t0 = time.monotonic()
     stages = Stages()
     when = build_time()
-    month = check_snapshot_month(month)
+    month = check_snapshot_month(month, partial=partial)
     dbs = ShardedStore.open(config.state_dir, config.shards, salt=config.salt).connect_all()
     try:
         with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
@@ -134,10 +136,10 @@ def run_snapshot(
     try:
         # The Metro files need no heat: on two cores they are written meanwhile.
         metro = start_metro(
-            read.metro_window(), config, when, build, streets, map_cache=True, reuse=cache,
-            parallel=parallel,
+            replace(read.metro_window(), month_in_progress=partial), config, when, build,
+            streets, map_cache=True, reuse=cache, parallel=parallel,
         )  # fmt: skip
-        window = read.assemble()
+        window = replace(read.assemble(), month_in_progress=partial)
         # Nothing reads the window cache before the next snapshot: saved meanwhile too.
         saving = ForkedJob(read.save, parallel=parallel, what="the window cache writer")
         forked = saving.forked
@@ -165,18 +167,30 @@ def run_snapshot(
     )  # fmt: skip
 
 
-def check_snapshot_month(month: str | None) -> str:
+def check_snapshot_month(month: str | None, *, partial: bool = False) -> str:
     """``--month`` checked, or the last complete month. Both by the clock, not by
     ``SOURCE_DATE_EPOCH``: that only stamps the build, and a cron job pinning
     it for byte-identical rebuilds would otherwise publish one month forever. A month
-    after this one has no activities yet: a typo, not a build."""
+    after this one has no activities yet: a typo, not a build. This month is not over:
+    its counts would read as a whole month's, so it takes ``partial`` (which the
+    published files then say)."""
     now = datetime.now(UTC)
     if month is None:
-        return last_complete_month(now)
-    check_month(month, what="--month")
+        month = last_complete_month(now)
+    else:
+        check_month(month, what="--month")
     today = month_of(now)
     if month > today:
         msg = f"--month {month}: that month has not begun (this is {today})"
+        raise ConfigError(msg)
+    if month == today and not partial:
+        msg = (
+            f"--month {month}: that month is not over (today is {now:%Y-%m-%d}), so its "
+            "counts would be partial; --partial publishes it marked as such"
+        )
+        raise ConfigError(msg)
+    if month != today and partial:
+        msg = f"--partial: --month {month} is over (--partial is for the month in progress)"
         raise ConfigError(msg)
     return month
 
@@ -312,6 +326,7 @@ def build_site(
                     if config.threshold_ring
                     else 0
                 ),
+                month_in_progress=window.month_in_progress,
             ),
             template_dir=config.template_dir,
             map_cache=config.state_dir / MAP_CACHE if map_cache else None,
@@ -365,6 +380,7 @@ def start_metro(
             delta=config.metro_delta,
             salt=config.salt,
             base_map=str(config.base_map) if config.base_map else None,
+            month_in_progress=window.month_in_progress,
         )
         cache = MetroCache(config.state_dir / METRO_CACHE, reuse) if map_cache else None
         rows = write_metro(window, settings, metro_dir, streets, cache)
@@ -429,7 +445,11 @@ def _write_metadata(build, window, config, counts, metro_rows, when, bounds) -> 
     meta = {
         "software": {"name": "heatmetro", "version": __version__},
         "month": window.month,
-        "window": {"first_month": window.first_month, "last_month": window.month},
+        "window": {
+            "first_month": window.first_month,
+            "last_month": window.month,
+            "last_month_in_progress": window.month_in_progress,
+        },
         "built_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "thresholds": {
             "min_athletes": config.min_athletes,

@@ -67,6 +67,8 @@ class WindowData:
     athletes: int
     activities: int
     counts: dict[str, int] = field(default_factory=dict)
+    # ``month`` was not over when the snapshot ran (``--partial``): its counts are partial.
+    month_in_progress: bool = False
 
 
 def publishable_heat(

@@ -178,6 +178,40 @@ def test_a_mistyped_month_keeps_the_published_site(
     assert leftovers(project) == []
 
 
+def test_the_month_in_progress_takes_partial_and_is_published_as_partial(project: Path) -> None:
+    """A planner would read the month in progress as a whole month: refused as a typo
+    would be; with --partial, published and said so on every page a reader opens."""
+    now = datetime.now(UTC)
+    this = now.strftime("%Y-%m")
+    first = datetime(now.year, now.month, 1, 0, 0, 30, tzinfo=UTC)  # always in the past
+    elm = line(NORTHAMPTON_WEST, NORTHAMPTON_EAST)
+    stream = [activity(f"n{i}", f"a{i}", elm, start=first, utc_offset_s=0) for i in range(4)]
+    (project / "now.jsonl").write_bytes(to_jsonl(stream))
+    cfg = project / "config.toml"
+    assert heatmetro("ingest", "-c", cfg, project / "now.jsonl").returncode == 0
+    before = tree_hashes(project / "site")
+    err = assert_one_line_error(heatmetro("snapshot", "-c", cfg, "--month", this), "--partial")
+    assert f"--month {this}: that month is not over (today is {now:%Y-%m-%d})" in err
+    assert tree_hashes(project / "site") == before
+    assert_one_line_error(
+        heatmetro("snapshot", "-c", cfg, "--month", MONTH, "--partial"), f"{MONTH} is over"
+    )
+    assert heatmetro("snapshot", "-c", cfg, "--month", this, "--partial", "-q").returncode == 0
+    site = project / "site"
+    meta = json.loads((site / "metadata.json").read_text())
+    assert meta["window"]["last_month"] == this and meta["window"]["last_month_in_progress"]
+    assert meta["counts"]["athletes"] == 4
+    about = (site / "about.html").read_text()
+    assert f"({this} was not over when this was built: partial)" in about
+    assert f"{this} was not\nover</strong> when" in (site / "metro" / "index.html").read_text()
+    assert "* **Partial:** " in (site / "metro" / "README.md").read_text()
+    # A finished month says nothing of the kind.
+    assert heatmetro("snapshot", "-c", cfg, "--month", MONTH, "-q").returncode == 0
+    assert not json.loads((site / "metadata.json").read_text())["window"]["last_month_in_progress"]
+    assert "was not over" not in (site / "about.html").read_text()
+    assert "Partial" not in (site / "metro" / "README.md").read_text()
+
+
 def test_the_default_month_follows_the_clock_not_source_date_epoch(project: Path) -> None:
     """SOURCE_DATE_EPOCH (2023-11 here) only stamps the build: without --month the window
     ends with the clock's last complete month, so a cron job pinning it moves on."""
