@@ -20,6 +20,7 @@ import csv
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from heatmetro.core.months import month_index, month_of_index, window_months
 from heatmetro.core.sports import is_ebike
 from heatmetro.site_builder.metro_tables import Publication, bearing_deg, direction_table
 from heatmetro.state.records import EDGE_DTYPE, EDGE_KEY, LAYERS, group_sum, with_athlete
-from heatmetro.state.street_network import ATTRIBUTION, LICENSE, StreetNetwork, network_for
+from heatmetro.state.street_network import ATTRIBUTION, LICENSE, StreetNetwork, network_for, project
 from heatmetro.state.street_ops import STREET_DTYPE
 
 FILES = {
@@ -183,7 +184,19 @@ def _street_columns(direction_columns: list[Any]) -> list[Column]:
         Column("edge_uid", "Street edge: '{OSM way id}:{first node id}-{last node id}'"),
         Column("osm_reference_id", "The OpenStreetMap way the edge belongs to"),
         Column("street_name", "The way's name tag (empty when unnamed)"),
+        Column(
+            "nearest_street",
+            "For a way with no name of its own (a sidewalk, crossing, cycle track or path, "
+            f"usually mapped unnamed): the name of the named street within {NEAREST_M:.0f} m "
+            "of most of it, if there is one; empty for named ways",
+        ),
         Column("highway", "The way's highway tag (street class: primary, residential, cycleway ...)"),
+        Column("footway", "The way's footway tag (sidewalk, crossing ..., or empty)"),
+        Column(
+            "bicycle",
+            "The way's bicycle tag (yes, designated, no, use_sidepath: bikes ride the cycle "
+            "track beside it ..., or empty)",
+        ),
         Column("oneway", "The way's oneway tag as mapped (yes, -1, no, or empty)"),
         Column("layer", "Activity layer: all, ride, run (run, walk, hike), water or winter"),
         *(
@@ -206,13 +219,16 @@ def write_streets(
     """Write the street files; ``columns(with_bands=)`` / ``values(table)`` are the
     count columns of ``metro`` (so the two sets of files cannot drift apart)."""
     main_cols = _street_columns(columns(with_bands=True))
+    after_layer = [c.name for c in main_cols].index("layer") + 1
     hourly_cols = _street_columns(columns(with_bands=False))
-    hourly_cols[6:6] = [
+    hourly_cols[after_layer:after_layer] = [
         Column("hour", "Local hour the trip entered the edge, 0-23"),
         Column("day_type", "weekday (Monday-Friday) or weekend, local time"),
     ]
     monthly_cols = _street_columns(columns(with_bands=True))
-    monthly_cols[6:6] = [Column("month", "Local month of the activities, YYYY-MM")]
+    monthly_cols[after_layer:after_layer] = [
+        Column("month", "Local month of the activities, YYYY-MM")
+    ]
     sw.tables = [
         ("streets.csv and streets.geojson", main_cols),
         ("streets_hourly.csv", hourly_cols),
@@ -267,6 +283,7 @@ def _rows(
     net = sw.net
     layers = [k for k in LAYERS if k in sw.records]
     hourly = by == ("hour", "weekend")
+    nearest = nearest_street_names(net)
     for layer in layers:
         t = direction_table(sw.records[layer], ("a", *by), pub, with_bands=not hourly)
         edges = t.keys["a"].astype(np.int64)
@@ -277,7 +294,8 @@ def _rows(
         cols = [list(c) for c in values(t)]
         for r in order.tolist():
             e = int(edges[r])
-            lead = [str(net.uid[e]), int(net.way_id[e]), str(net.name[e]), str(net.highway[e]),
+            lead = [str(net.uid[e]), int(net.way_id[e]), str(net.name[e]), nearest[e],
+                    str(net.highway[e]), str(net.footway[e]), str(net.bicycle[e]),
                     str(net.oneway[e]), layer]  # fmt: skip
             if hourly:
                 day = "weekend" if t.keys["weekend"][r] else "weekday"
@@ -286,3 +304,55 @@ def _rows(
                 lead.append(month_of_index(int(t.keys["month"][r])))
             tail = [round(float(bearing[r]), 1), round(float(net.length_m[e]), 1)]
             yield [*lead, *(c[r] for c in cols), *tail], e
+
+
+# A sidewalk or cycle track runs a few metres beside its street: 20 m takes in a wide
+# street's far side, and not the next street over (city blocks are wider than 40 m).
+NEAREST_M = 20.0
+_SAMPLE_M = 5.0  # named ways are sampled this often for the search
+
+
+@lru_cache(maxsize=4)
+def nearest_street_names(net: StreetNetwork) -> list[str]:
+    """Per edge, for an unnamed way: the name of the named way nearest to at least two
+    of three points on it (a quarter, half and three quarters along), each within
+    ``NEAREST_M``; "" otherwise, and for named ways (their own name says it). A planner
+    can then find the sidewalks and cycle tracks of a street without a spatial join."""
+    from scipy.spatial import cKDTree
+
+    out = [""] * len(net)
+    named = np.flatnonzero(net.name != "")
+    unnamed = np.flatnonzero(net.name == "")
+    if not len(named) or not len(unnamed):
+        return out
+    lat0 = float(np.mean(net.lat))
+    x, y = project(net.lat, net.lng, lat0)
+    # Named ways as points every _SAMPLE_M along their segments, each knowing its edge.
+    vertex_edge = np.repeat(np.arange(len(net)), np.diff(net.offsets))
+    is_start = np.ones(len(vertex_edge), dtype=bool)
+    is_start[net.offsets[1:] - 1] = False  # an edge's last vertex starts no segment of it
+    seg = np.flatnonzero(is_start & (net.name[vertex_edge] != ""))
+    seg_edge = vertex_edge[seg]
+    dx, dy = x[seg + 1] - x[seg], y[seg + 1] - y[seg]
+    steps = np.maximum(np.ceil(np.hypot(dx, dy) / _SAMPLE_M).astype(np.int64), 1)
+    which = np.repeat(np.arange(len(seg)), steps)
+    f = (np.arange(len(which)) - np.repeat(np.cumsum(steps) - steps, steps)) / steps[which]
+    tree = cKDTree(np.column_stack([x[seg][which] + f * dx[which], y[seg][which] + f * dy[which]]))
+    point_edge = seg_edge[which]
+    # Three points along each unnamed edge.
+    qx, qy = [], []
+    for e in unnamed.tolist():
+        a, b = int(net.offsets[e]), int(net.offsets[e + 1])
+        ex, ey = x[a:b], y[a:b]
+        along = np.concatenate(([0.0], np.cumsum(np.hypot(np.diff(ex), np.diff(ey)))))
+        at = along[-1] * np.array([0.25, 0.5, 0.75])
+        qx.append(np.interp(at, along, ex))
+        qy.append(np.interp(at, along, ey))
+    dist, idx = tree.query(np.column_stack([np.concatenate(qx), np.concatenate(qy)]), k=1)
+    near = np.where(
+        dist <= NEAREST_M, net.name[point_edge[np.minimum(idx, len(point_edge) - 1)]], ""
+    )
+    for i, e in enumerate(unnamed.tolist()):
+        one, two, three = (str(v) for v in near[3 * i : 3 * i + 3])
+        out[e] = two if two and two in (one, three) else one if one and one == three else ""
+    return out

@@ -19,7 +19,7 @@ from tests.street_tracks import HELSINKI, by_uid, helsinki, noisy_track, route_t
 
 pytestmark = pytest.mark.skipif(not HELSINKI.is_file(), reason=f"{HELSINKI} is absent")
 KIRKKOKATU = "36730359:343813967-324694810"  # oneway=yes, no contraflow for bikes
-KIRKKOKATU_SIDEWALK = "30795885:3688552944-340372293"  # footway=sidewalk beside it
+UNIONINKATU_SIDEWALK = "30795885:3688552944-340372293"  # footway=sidewalk along Unioninkatu
 SILTASAARENKATU = "26448756:313781294-1876042658"  # oneway=yes, no contraflow for bikes
 
 
@@ -84,7 +84,7 @@ def test_walkers_on_mapped_sidewalks_are_counted_there_not_on_the_road(net) -> N
 
 def test_mode_preferences_follow_the_tags(net) -> None:  # type: ignore[no-untyped-def]
     foot, bike = mm.avoided_edges(net, "foot"), mm.avoided_edges(net, "bike")
-    road, sidewalk = by_uid(net, KIRKKOKATU), by_uid(net, KIRKKOKATU_SIDEWALK)
+    road, sidewalk = by_uid(net, KIRKKOKATU), by_uid(net, UNIONINKATU_SIDEWALK)
     assert net.footway[sidewalk] == "sidewalk"
     assert foot[road] and not foot[sidewalk]
     assert bike[sidewalk] and not bike[road]

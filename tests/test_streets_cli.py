@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from heatmetro.site_builder.metro_streets import nearest_street_names
 from heatmetro.state.street_network import StreetNetwork
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.streams import activity, athlete, to_jsonl
@@ -140,6 +141,23 @@ def test_one_way_street_bikes_legal_way_walkers_both(net, scenario) -> None:  # 
     assert row["ride"]["street_name"] == "Siltasaarenkatu" and row["ride"]["oneway"] == "yes"
     assert row["ride"]["osm_reference_id"] == ONE_WAY.split(":")[0]
     assert row["all"]["forward_people_count"] == "5" and row["all"]["reverse_people_count"] == "5"
+
+
+def test_sidewalks_and_cycle_tracks_name_the_street_they_run_beside(net, scenario) -> None:  # type: ignore[no-untyped-def]
+    """OSM maps sidewalks and cycle tracks unnamed: without ``nearest_street`` a planner
+    could not find a street's pedestrian counts without a spatial join."""
+    nearest = nearest_street_names(net)
+    # A sidewalk running north-south 7 m from Unioninkatu's carriageway, and the road.
+    assert nearest[by_uid(net, "30795885:3688552944-340372293")] == "Unioninkatu"
+    assert nearest[by_uid(net, ONE_WAY)] == ""  # a named way: its own name says it
+    sidewalks = np.flatnonzero(net.footway == "sidewalk")
+    assert sum(bool(nearest[e]) for e in sidewalks) >= 0.95 * len(sidewalks)
+    _, metro = scenario
+    run = [r for r in rows(metro) if r["layer"] == "run"]
+    assert all(r["nearest_street"] == "" for r in run if r["street_name"])
+    beside = {r["nearest_street"] for r in run if r["footway"] == "sidewalk"}
+    assert beside and "" not in beside
+    assert all(r["highway"] and "bicycle" in r and "oneway" in r for r in run)
 
 
 def test_geojson_has_each_edges_own_polyline_and_the_osm_attribution(net, scenario) -> None:  # type: ignore[no-untyped-def]
@@ -274,4 +292,5 @@ def test_street_rows_split_rides_from_e_bike_rides_and_by_month(net, tmp_path: P
     readme = (metro / "README.md").read_text(encoding="utf-8")
     assert "streets_monthly.csv" in readme
     header = (metro / "streets_monthly.csv").read_text(encoding="utf-8").splitlines()[0]
-    assert header.split(",")[6] == "month"
+    names = header.split(",")
+    assert names[names.index("layer") + 1] == "month"  # right after the street's columns
