@@ -3,7 +3,7 @@
 ``write_metro`` publishes, for the snapshot window, the files of
 ``metro_columns.FILE_DESCRIPTIONS`` (edges, hourly long and wide, monthly, hexagons, O/D,
 the GeoPackage and the data dictionary), a deterministic zip of all of them and
-``index.html`` with a chart of published trips per month.
+``index.html`` with a chart of segment crossings (published trips summed over segments) per month.
 
 Each job lives in its own module: counting, suppression and rounding in
 ``metro_tables``; rows in ``metro_rows``; columns and their descriptions in

@@ -1,4 +1,4 @@
-"""The small "published trips per month" chart on ``metro/index.html``, as inline SVG.
+"""The small "segment crossings per month" chart on ``metro/index.html``, as inline SVG.
 
 Drawn at build time from ``edges_monthly.csv``'s rows, so it works offline, needs no
 script and shows exactly what the file holds: per layer and local month, the sum of
@@ -58,7 +58,8 @@ def chart_svg(totals: dict[str, dict[str, int]], months: list[str]) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'width="{WIDTH}" height="{HEIGHT}" role="img" class="metro-chart" '
         'aria-labelledby="metro-chart-title">',
-        '<title id="metro-chart-title">Published trips per month, all edges, per layer</title>',
+        '<title id="metro-chart-title">Segment crossings per month (published trip counts '
+        "summed over all segments), per layer</title>",
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" '
         'stroke="#999"/>',
         f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}" stroke="#999"/>',
@@ -96,4 +97,4 @@ def chart_svg(totals: dict[str, dict[str, int]], months: list[str]) -> str:
 def _trips(n: int) -> str:
     # "Empty means hidden, never zero" (the data dictionary): a month whose counts were
     # all below the threshold has no published trips, not 0 trips.
-    return f"{n:,} published trips" if n else "no published counts"
+    return f"{n:,} segment crossings" if n else "no published counts"

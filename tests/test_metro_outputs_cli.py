@@ -241,7 +241,9 @@ def test_index_page_charts_published_trips_per_month(metro: Path) -> None:
     assert chart.points[("all", "2021-06")] > 0 and chart.points[("all", "2021-05")] > 0
     # A month with nothing published says so: hidden counts are not zero trips.
     n = expected[("all", "2021-06")]
-    assert f"<title>all 2021-06: {n:,} published trips</title>" in page
+    assert f"<title>all 2021-06: {n:,} segment crossings</title>" in page
+    # Named for what it sums: a trip counts once per segment it crossed.
+    assert "<h2>Segment crossings per month</h2>" in page and "not as a number of trips" in page
     assert expected.get(("all", "2020-07"), 0) == 0
     assert "<title>all 2020-07: no published counts</title>" in page
 
