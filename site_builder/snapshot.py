@@ -291,6 +291,8 @@ def build_site(
             "tiles": n_tiles,
             "edges": metro_rows.get("edges.csv", 0),
         }
+        if "streets.csv" in metro_rows:  # with a street base map
+            counts["streets"] = metro_rows["streets.csv"]
         write_pages(
             build,
             SiteMeta(

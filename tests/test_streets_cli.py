@@ -160,6 +160,15 @@ def test_sidewalks_and_cycle_tracks_name_the_street_they_run_beside(net, scenari
     assert all(r["highway"] and "bicycle" in r and "oneway" in r for r in run)
 
 
+def test_metadata_and_about_count_the_street_rows(scenario) -> None:  # type: ignore[no-untyped-def]
+    _, metro = scenario
+    n = len(rows(metro))
+    meta = json.loads((metro.parent / "metadata.json").read_text(encoding="utf-8"))
+    assert meta["counts"]["streets"] == n > 0
+    about = (metro.parent / "about.html").read_text(encoding="utf-8")
+    assert f"Metro street rows (one per OpenStreetMap street edge and layer)</th><td>{n:,}" in about
+
+
 def test_geojson_has_each_edges_own_polyline_and_the_osm_attribution(net, scenario) -> None:  # type: ignore[no-untyped-def]
     _, metro = scenario
     doc = json.loads((metro / "streets.geojson").read_text(encoding="utf-8"))
