@@ -31,7 +31,14 @@ import sqlite_utils
 from heatmetro.core.config import Config
 from heatmetro.core.months import month_index, month_of_index, window_months
 from heatmetro.core.sports import is_ebike
-from heatmetro.site_builder.metro_tables import Publication, bearing_deg, direction_table
+from heatmetro.site_builder.metro_columns import HOURLY_WIDE_COLUMNS, HOURS
+from heatmetro.site_builder.metro_tables import (
+    SUPPRESSED,
+    Publication,
+    bearing_deg,
+    dense_index,
+    direction_table,
+)
 from heatmetro.state.records import EDGE_DTYPE, EDGE_KEY, LAYERS, group_sum, with_athlete
 from heatmetro.state.street_network import ATTRIBUTION, LICENSE, StreetNetwork, network_for, project
 from heatmetro.state.street_ops import STREET_DTYPE
@@ -41,6 +48,8 @@ FILES = {
     "people per direction (base map)",
     "streets.geojson": "streets.csv with each street edge's own polyline, for GIS",
     "streets_hourly.csv": "streets.csv by local hour and weekday/weekend",
+    "streets_hourly_wide.csv": "Trips and people per direction and local hour, one row per "
+    "street edge and layer",
     "streets_monthly.csv": "streets.csv per local month of the window",
 }
 # As the H3 edges of the window (``load``): per athlete, month, edge key and ride flag.
@@ -229,10 +238,12 @@ def write_streets(
     monthly_cols[after_layer:after_layer] = [
         Column("month", "Local month of the activities, YYYY-MM")
     ]
+    wide_cols = main_cols[:after_layer] + HOURLY_WIDE_COLUMNS[2:] + main_cols[-2:]
     sw.tables = [
         ("streets.csv and streets.geojson", main_cols),
         ("streets_hourly.csv", hourly_cols),
         ("streets_monthly.csv", monthly_cols),
+        ("streets_hourly_wide.csv", wide_cols),
     ]
     net = sw.net
     n = 0
@@ -272,7 +283,43 @@ def write_streets(
             for row, _ in _rows(sw, pub, values, by=by):
                 out.writerow(row)
                 counts[name] += 1
+    with (metro_dir / "streets_hourly_wide.csv").open("w", encoding="utf-8", newline="") as fh:
+        out = csv.writer(fh, lineterminator="\n")
+        out.writerow([c.name for c in wide_cols])
+        wide = list(_wide_rows(sw, pub))
+        out.writerows(wide)
+        counts["streets_hourly_wide.csv"] = len(wide)
     return counts
+
+
+def _wide_rows(sw: StreetWindow, pub: Publication) -> Iterator[list[Any]]:
+    """As ``metro_rows.hourly_wide_rows`` for street edges: per edge and layer, each
+    direction and local hour its own published count (all days), in edge_uid order."""
+    net = sw.net
+    nearest = nearest_street_names(net)
+    for layer in [k for k in LAYERS if k in sw.records]:
+        t = direction_table(sw.records[layer], ("a", "hour"), pub, with_bands=False)
+        if not len(t):
+            continue
+        row, first = dense_index(t.keys["a"])
+        wide = np.full((len(first), 2, len(HOURS), 2), SUPPRESSED, dtype=np.int64)
+        hour = t.keys["hour"].astype(np.int64)
+        for d in (0, 1):
+            wide[row, d, hour, 0] = t.trips[:, d]
+            wide[row, d, hour, 1] = t.people[:, d]
+        edges = t.keys["a"][first].astype(np.int64)
+        flat = wide.reshape(len(first), -1)  # direction, hour, trips|people: the columns
+        for r in np.argsort(net.uid[edges], kind="stable").tolist():
+            e = int(edges[r])
+            lat, lng = net.polyline(e)
+            bearing = bearing_deg(lat[:1], lng[:1], lat[-1:], lng[-1:])
+            yield [
+                str(net.uid[e]), int(net.way_id[e]), str(net.name[e]), nearest[e],
+                str(net.highway[e]), str(net.footway[e]), str(net.bicycle[e]),
+                str(net.oneway[e]), layer,
+                *(None if v < 0 else v for v in flat[r].tolist()),
+                round(float(bearing[0]), 1), round(float(net.length_m[e]), 1),
+            ]  # fmt: skip
 
 
 def _rows(

@@ -160,6 +160,27 @@ def test_sidewalks_and_cycle_tracks_name_the_street_they_run_beside(net, scenari
     assert all(r["highway"] and "bicycle" in r and "oneway" in r for r in run)
 
 
+def test_hourly_wide_file_has_each_street_hour_as_the_long_file(net, scenario) -> None:  # type: ignore[no-untyped-def]
+    """streets_hourly_wide.csv: one row per street edge and layer, each direction and
+    hour its own published count. The riders of each route rode on weekdays only (the
+    long file says so), so each published hour matches the long file's weekday row."""
+    _, metro = scenario
+    wide = {(r["edge_uid"], r["layer"]): r for r in rows(metro, "streets_hourly_wide.csv")}
+    long = rows(metro, "streets_hourly.csv")
+    assert {r["day_type"] for r in long} == {"weekday"}
+    assert wide and set(wide) <= {(r["edge_uid"], r["layer"]) for r in rows(metro)}
+    checked = 0
+    for r in long:
+        w = wide[r["edge_uid"], r["layer"]]
+        for d in ("forward", "reverse"):
+            for what in ("trip", "people"):
+                column = f"{d}_hour_{r['hour']}_{what}_count"
+                assert w[column] == r[f"{d}_{what}_count"], (r["edge_uid"], column)
+                checked += bool(w[column])
+    assert checked > 20
+    assert w["street_name"] == net.name[by_uid(net, w["edge_uid"])]
+
+
 def test_metadata_and_about_count_the_street_rows(scenario) -> None:  # type: ignore[no-untyped-def]
     _, metro = scenario
     n = len(rows(metro))
