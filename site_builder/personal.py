@@ -47,7 +47,8 @@ class PersonalResult:
 
     def summary(self) -> str:
         return (
-            f"personal heatmap of {self.athlete_id}: {self.activities:,} activities, "
+            f"personal heatmap of {self.athlete_id}: {self.activities:,} "
+            f"{'activity' if self.activities == 1 else 'activities'}, "
             f"{self.tiles:,} tiles in {self.seconds:.1f} s -> {self.out_dir}"
         )
 
