@@ -133,7 +133,8 @@ def run_weekly(
             ),
             notes=(
                 f"Stricter than the monthly map: a spot needs {config.weekly_k} different "
-                f"people, and the map stops at zoom {config.weekly_max_zoom}.",
+                f"people, and the map stops at zoom {config.weekly_max_zoom} (a screen pixel "
+                f"is about {meta.ground_per_pixel(config.weekly_max_zoom)} of ground).",
             ),
         )
         write_map_page(build, meta, page, template_dir=config.template_dir)

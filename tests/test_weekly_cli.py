@@ -69,6 +69,8 @@ def test_weekly_map_needs_five_people_and_stops_at_zoom_11(project: Path, run_cl
     assert not (weekly / "members").exists()
     page = (weekly / "index.html").read_text()
     assert "tiles/all/{z}/{x}/{y}.png" in page and "2021-06-14" in page
+    # Zoom 11 told as ground at Northampton (42.3 N): 76.4 m * cos(42.3) = 57 m a pixel.
+    assert "stops at zoom 11 (a screen pixel is about 57 m of ground)" in page
 
     # The next monthly build keeps the weekly map and links to it; about.html explains.
     run_cli("snapshot", "-c", config, "--month", "2021-06")
