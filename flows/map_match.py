@@ -61,7 +61,8 @@ _ROADS = frozenset(
     }
 )  # fmt: skip
 # Ways for people on foot, where bikes go only when signed (bicycle=yes/designated).
-_FOOTWAYS = frozenset({"footway", "pedestrian", "path", "bridleway", "corridor", "track"})
+# Not ``path`` or ``track``: mountain bikes and gravel bikes ride them unsigned.
+_FOOTWAYS = frozenset({"footway", "pedestrian", "bridleway", "corridor"})
 _SIGNED = ("yes", "designated", "permissive")
 
 
@@ -130,10 +131,10 @@ def avoided_edges(net: StreetNetwork, mode: str) -> np.ndarray:
     """Per edge, whether ``mode`` keeps off it when a street of its own lies in reach.
 
     On foot: a road's carriageway (the sidewalk beside it is the way), a cycleway
-    not signed for walkers, and ``foot=no``. By bike: footways and paths not signed for
-    bikes, and roads tagged ``bicycle=use_sidepath`` (the cycle track beside them is
-    the way). Nothing is forbidden: on a street with no sidewalk mapped, the walker is
-    matched to the road.
+    not signed for walkers, and ``foot=no``. By bike: footways and pedestrian streets
+    not signed for bikes, and roads tagged ``bicycle=use_sidepath`` (the cycle track
+    beside them is the way). Nothing is forbidden: on a street with no sidewalk mapped,
+    the walker is matched to the road.
     """
     hw = net.highway
     if mode == "bike":
