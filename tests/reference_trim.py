@@ -229,6 +229,20 @@ def trim_with_faults(
     along = np.zeros(n)
     np.cumsum(step, out=along[1:])
     keep = (along >= cut_start_m) & (along <= along[-1] - cut_end_m)
+    # ... and nothing before the track first leaves the circle of cut_start_m around its
+    # first fix, or after it last enters the one of cut_end_m around its last fix.
+    first_away = next(
+        (i for i in range(n) if haversine_m(lat[0], lng[0], lat[i], lng[i]) >= cut_start_m), n
+    )
+    last_away = next(
+        (
+            i
+            for i in range(n - 1, -1, -1)
+            if haversine_m(lat[i], lng[i], lat[-1], lng[-1]) >= cut_end_m
+        ),
+        -1,
+    )
+    keep &= (np.arange(n) >= first_away) & (np.arange(n) <= last_away)
     if zones:
         keep &= ~points_in_zones(lat, lng, zones)
     # A new piece starts at the first kept point after a removed one, after a long gap,

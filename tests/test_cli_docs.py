@@ -12,6 +12,7 @@ import pytest
 
 from heatmetro import __version__
 from heatmetro.cli import build_parser
+from tests.conftest import cli_env
 
 
 def _commands() -> list[str]:
@@ -156,7 +157,10 @@ def test_demo_quiet_says_nothing_and_publishes(
     (tmp_path / "config.toml").write_text(
         'state_dir = "state"\nout_dir = "site"\nbasemap_url = ""\n'
     )
-    proc = run_cli("demo", "-q", "-c", tmp_path / "config.toml", "-w", "1")
+    # The demo's own salt, as `make demo` runs (the salt draws each ride's hidden ends,
+    # and a short ride may keep nothing).
+    env = {k: v for k, v in cli_env().items() if k != "HEATMETRO_SALT"}
+    proc = run_cli("demo", "-q", "-c", tmp_path / "config.toml", "-w", "1", env=env)
     assert (proc.stdout, proc.stderr) == ("", ""), proc.stdout + proc.stderr
     meta = (tmp_path / "site" / "metadata.json").read_text()
-    assert '"athletes": 285' in meta  # the bundled months' last window, as make demo shows
+    assert '"athletes": 281' in meta  # the bundled months' last window, as make demo shows

@@ -28,7 +28,7 @@ from heatmetro.core.geo import haversine_m
 from heatmetro.state.records import PATH_DTYPE, from_blob
 from tests.conftest import write_config
 from tests.store_rows import query
-from tests.streams import activity, street_rides, to_jsonl
+from tests.streams import activity, athlete, street_rides, to_jsonl
 from tests.test_snapshot_cli import alpha_near, global_px, rgba_window
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -114,8 +114,11 @@ def test_fix_limit_is_a_dead_letter_and_the_stream_goes_on(project: Path, run_cl
     later = datetime(2021, 6, 16, 9, tzinfo=UTC)
     after = street_rides(1, prefix="after", start=later, updated=later + timedelta(hours=1))
     events = project / "long.jsonl"
+    # Hidden ends off: with them, a watch that never left its table keeps nothing at all
+    # (tests/test_trim_properties.py); here its cleaning is what is looked at.
     events.write_bytes(
-        _jitter_watch(limit, "still-200000")
+        to_jsonl([athlete("watch", hide_start_end_m=0)])
+        + _jitter_watch(limit, "still-200000")
         + _jitter_watch(limit + 1, "still-200001")
         + to_jsonl(after)
     )
@@ -124,7 +127,7 @@ def test_fix_limit_is_a_dead_letter_and_the_stream_goes_on(project: Path, run_cl
     dead = [
         json.loads(x) for x in (project / "state" / "dead_letters.jsonl").read_text().splitlines()
     ]
-    assert [d["position"] for d in dead] == [2]  # the second line
+    assert [d["position"] for d in dead] == [3]  # the third line
     assert dead[0]["reason"] == (
         "activity still-200001: 200,001 fixes: more than the limit of 200,000 per activity "
         "(max_fixes_per_activity)"

@@ -188,6 +188,54 @@ def test_no_stored_cell_overlaps_an_effective_zone(
         assert a == b or h3.are_neighbor_cells(a, b) or h3.grid_distance(a, b) <= 1
 
 
+@st.composite
+def left_recording(
+    draw: st.DrawFn,
+) -> tuple[list[list[float]], tuple[float, float], tuple[float, float]]:
+    """A phone left recording where the ride starts and ends: minutes of fixes jittering
+    around two spots (GPS noise of 2-8 m), a random ride between them."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    ride = draw(tracks())
+    home = offset_point(ride[0][0], ride[0][1], draw(st.floats(0, 5)), draw(st.floats(0, 360)))
+    away = offset_point(ride[-1][0], ride[-1][1], draw(st.floats(0, 5)), draw(st.floats(0, 360)))
+
+    def sitting(spot: tuple[float, float], n: int) -> list[list[float]]:
+        sigma = draw(st.floats(2, 8))
+        out = []
+        for d, b in zip(np.abs(rng.normal(0, sigma, n)), rng.uniform(0, 360, n), strict=True):
+            lat, lng = offset_point(*spot, float(d), float(b))
+            out.append([round(lat, 7), round(lng, 7)])
+        return out
+
+    pts = sitting(home, draw(st.integers(0, 900))) + ride + sitting(away, draw(st.integers(0, 900)))
+    return pts, home, away
+
+
+@FAST
+@given(scenario=left_recording(), hide=st.floats(50, 400))
+def test_a_phone_left_recording_at_home_does_not_keep_home(
+    scenario: tuple[list[list[float]], tuple[float, float], tuple[float, float]], hide: float
+) -> None:
+    """Jitter adds metres along the track without leaving the spot: the hidden start and
+    end must still reach their distance from the spot itself (a helper's review found
+    the first stored cell 4-7 m from home after 10 minutes of it)."""
+    pts, home, away = scenario
+    ath = athlete("a-1", hide_start_end_m=hide)
+    settings_, _ = FOLD.apply(None, parse_event(orjson.dumps(ath)))
+    out = FOLD.apply(settings_, parse_event(orjson.dumps(activity("r-1", "a-1", pts))))[1]
+    (change,) = [c for c in out if isinstance(c, ActivityChange)]
+    path = from_blob(change.path, PATH_DTYPE)
+    cut_s, cut_e = hide_cuts_m(hide, activity_id="r-1", salt=TEST_SALT, jitter_m=150.0)
+    # The circle is drawn around the first (last) fix cleaning keeps: within the jitter
+    # (8 m sigma: 40 m holds it) of the spot; a cell reaches its centre's edge length out.
+    # (The ride itself may pass near home later: that is a privacy zone's job.)
+    slack = 40.0 + h3.average_hexagon_edge_length(RES, "m")
+    if len(path):
+        (lat0, lng0), (lat1, lng1) = (h3.cell_to_latlng(int(path["cell"][i])) for i in (0, -1))
+        assert haversine_m(lat0, lng0, home[0], home[1]) >= cut_s - slack
+        assert haversine_m(lat1, lng1, away[0], away[1]) >= cut_e - slack
+
+
 # --------------------------------------------------------------------------- secret jitter
 
 
