@@ -194,7 +194,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     sample[:-1] |= ~same_piece
     if len(sample):
         sample[-1] = True
-    speed = _speeds(t, piece, piece_along, kbounds)
+    speed = _speeds(lat, lng, t, piece, kbounds)
     idx = np.flatnonzero(sample)
     cells = latlng_to_cells(lat[idx], lng[idx], config.heat_resolution)
     # Rounded to float32 now, as the stored path is, so grid-path times interpolate
@@ -244,12 +244,18 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     ]
 
 
-def _speeds(t: np.ndarray, piece: np.ndarray, along: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+def _speeds(
+    lat: np.ndarray, lng: np.ndarray, t: np.ndarray, piece: np.ndarray, bounds: np.ndarray
+) -> np.ndarray:
     """Speed (m/s) at each point over about +-15 s of its own piece; NaN if unknown.
 
     Cell-centre distances over cell-entry times are too coarse for speeds (a track
-    running along a cell border zig-zags between cells), so speed comes from the points.
-    Offsetting time by piece keeps each window inside its piece (``t`` rises).
+    running along a cell border zig-zags between cells), so speed comes from the points:
+    the straight lines from the window's first point to this one and on to its last,
+    over the window's time. Not the sum of every step: a phone's few metres of noise a
+    second add up along the track (a walk at 5 km/h read 17-20), while two ~15 s
+    chords barely feel them and still follow a turn at the point. Offsetting time by
+    piece keeps each window inside its piece (``t`` rises).
     """
     out = np.full(len(t), np.nan)
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
@@ -260,7 +266,8 @@ def _speeds(t: np.ndarray, piece: np.ndarray, along: np.ndarray, bounds: np.ndar
         lo = np.searchsorted(toff, toff - SPEED_WINDOW_S)
         hi = np.searchsorted(toff, toff + SPEED_WINDOW_S, side="right") - 1
         dt = tt[hi] - tt[lo]
-        al = along[a:b]
+        la, ln = lat[a:b], lng[a:b]
+        way = haversine_m(la[lo], ln[lo], la, ln) + haversine_m(la, ln, la[hi], ln[hi])
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[a:b] = np.where(dt > 0, (al[hi] - al[lo]) / dt, np.nan)
+            out[a:b] = np.where(dt > 0, way / dt, np.nan)
     return out

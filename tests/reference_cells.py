@@ -8,6 +8,7 @@ from __future__ import annotations
 import h3.api.basic_int as h3
 import numpy as np
 
+from heatmetro.core.geo import haversine_m
 from heatmetro.state.path_ops import drop_zone_cells
 from heatmetro.state.records import PATH_DTYPE
 from heatmetro.state.settings import EffectiveZone
@@ -38,24 +39,26 @@ SPEED_WINDOW_S = 15.0
 
 
 def smoothed_speed(pts: TrimmedPoints) -> np.ndarray:
-    """Speed (m/s) at each point over about +-15 s of its own piece; NaN if unknown.
-
-    Cell-centre distances over cell-entry times are too coarse for speeds (a track
-    running along a cell border zig-zags between cells), so speed comes from the points.
+    """Speed (m/s) at each point over about +-15 s of its own piece; NaN if unknown:
+    the straight lines from the window's first point to this one and on to its last,
+    over the window's time (noise does not add up as it does along every step).
     """
     n = len(pts.t)
     if n < 2:
         return np.full(n, np.nan)
-    same = pts.piece[1:] == pts.piece[:-1]
-    along = np.zeros(n)
-    np.cumsum(np.where(same, pts.step, 0.0), out=along[1:])
     # Keep each window inside its piece by offsetting time between pieces.
     t = pts.t + pts.piece * 1e7
-    lo = np.searchsorted(t, t - SPEED_WINDOW_S)
-    hi = np.searchsorted(t, t + SPEED_WINDOW_S, side="right") - 1
-    dt = pts.t[hi] - pts.t[lo]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(dt > 0, (along[hi] - along[lo]) / dt, np.nan)
+    out = np.full(n, np.nan)
+    for i in range(n):
+        lo = int(np.searchsorted(t, t[i] - SPEED_WINDOW_S))
+        hi = int(np.searchsorted(t, t[i] + SPEED_WINDOW_S, side="right")) - 1
+        dt = pts.t[hi] - pts.t[lo]
+        if dt > 0:
+            way = haversine_m(pts.lat[lo], pts.lng[lo], pts.lat[i], pts.lng[i]) + haversine_m(
+                pts.lat[i], pts.lng[i], pts.lat[hi], pts.lng[hi]
+            )
+            out[i] = way / dt
+    return out
 
 
 def track_path(pts: TrimmedPoints, *, res: int, zones: tuple[EffectiveZone, ...]) -> np.ndarray:
