@@ -305,7 +305,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         out.write(orjson.dumps(event) + b"\n")
         n += 1
     out.flush()
-    print(f"imported {n} activities, skipped {len(failures)} files", file=sys.stderr)
+    activities = "activity" if n == 1 else "activities"
+    files = "file" if len(failures) == 1 else "files"
+    print(f"imported {n:,} {activities}, skipped {len(failures):,} {files}", file=sys.stderr)
     return 0 if n or not failures else 1
 
 

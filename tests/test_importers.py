@@ -266,16 +266,21 @@ def test_shared_winter_month_is_eastern_standard_time() -> None:
 
 GOOD_FIT = ["garmin-fenix-5-walk.fit", "garmin-edge-820-bike.fit", "2015-10-13-08-43-15.fit"]
 BROKEN = {
-    "activity-unexpected-eof.fit": "truncated",
-    "activity-settings-corruptheader.fit": "corrupt FIT",
-    "nick.fit": "truncated",
     "sample-activity-indoor-trainer.fit": "no usable GPS",
-    "activity-filecrc.fit": "checksum",
     "null_compressed_speed_dist.fit": "virtual",
     "cerknicko-without-times.gpx": "no timestamps",
     "route.gpx": "no timestamps",
     "Mojstrovka.gpx": "clock not set",
     "unicode.gpx": "no track or route points",
+}
+
+
+# Damaged, but with a ride in them before the damage: kept, with a note saying so.
+DAMAGED = {
+    "activity-unexpected-eof.fit": (14, "truncated FIT file"),
+    "activity-settings-corruptheader.fit": (14, "corrupt FIT file: FitHeaderError"),
+    "nick.fit": (14_391, "truncated FIT file"),  # a 4 h 39 min ride, its CRC footer cut off
+    "activity-filecrc.fit": (14, "FIT checksum mismatch"),
 }
 
 
@@ -302,6 +307,23 @@ def test_broken_files_are_reported_and_the_rest_imported() -> None:
     assert [e["sport_type"] for e in events] == ["Run", "Ride"]
     for event in events:
         check_event(event)
+
+
+@needs_shared
+def test_damaged_files_keep_what_could_be_read_and_say_so() -> None:
+    notes: dict[str, list[str]] = {}
+    events = list(
+        import_tracks(
+            [FIT_DIR / n for n in DAMAGED], athlete_id="a-1",
+            on_error=lambda p, r: notes.setdefault(p.name, []).append(f"ERROR {r}"),
+            on_warning=lambda p, r: notes.setdefault(p.name, []).append(r),
+        )
+    )  # fmt: skip
+    assert [len(e["streams"]["time"]) for e in events] == [n for n, _ in DAMAGED.values()]
+    for (name, (kept, reason)), event in zip(DAMAGED.items(), events, strict=True):
+        check_event(event)
+        assert f"kept the {kept:,} fixes that could be read; {reason}" in " ".join(notes[name])
+        assert not any(n.startswith("ERROR") for n in notes[name])
 
 
 @needs_shared
@@ -361,14 +383,14 @@ def test_bulk_export_zip_uses_activity_type(tmp_path: Path) -> None:
         archive.write(GPX_DIR / "cerknicko-jezero.gpx", "activities/1.gpx")
         bike = (FIT_DIR / "garmin-edge-820-bike.fit").read_bytes()
         archive.writestr("activities/2.fit.gz", gzip.compress(bike))
-        archive.write(FIT_DIR / "activity-unexpected-eof.fit", "activities/3.fit")
+        archive.write(FIT_DIR / "sample-activity-indoor-trainer.fit", "activities/3.fit")
         archive.writestr("media/photo.jpg", b"\xff\xd8")
     errors: list[tuple[Path, str]] = []
     events = list(import_tracks([export], athlete_id="a-2",
                                 on_error=lambda p, r: errors.append((p, r))))  # fmt: skip
     assert [e["sport_type"] for e in events] == ["Hike", "EBikeRide"]
     assert errors == [(export / "activities/3.fit", errors[0][1])]
-    assert "truncated" in errors[0][1]
+    assert "no usable GPS" in errors[0][1]
     forced, _ = _run([export], athlete_id="a-2", sport_type="Walk")
     assert {e["sport_type"] for e in forced} == {"Walk"}
 

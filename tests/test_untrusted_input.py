@@ -79,6 +79,7 @@ def test_unreadable_gpx_points_are_skipped_and_counted(tmp_path: Path) -> None:
     proc = run_import(path)
     assert proc.returncode == 0, proc.stderr
     assert f"{path}: skipped 4 unreadable point(s)" in proc.stderr.splitlines()
+    assert proc.stderr.splitlines()[-1] == "imported 1 activity, skipped 0 files"
     (event,) = events(proc)
     assert event["streams"]["time"] == [0, 2, 5]
     assert [p[0] for p in event["streams"]["latlng"]] == [42.3, 42.3002, 42.3005]

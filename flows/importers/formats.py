@@ -76,6 +76,8 @@ class RecordedTrack:
     sport_type: str | None = None
     utc_offset_s: int = 0
     skipped: int = 0  # points present but unreadable (no latitude, bad number, bad time)
+    untimed: int = 0  # points kept out for having no time, in a track that has times
+    damage: str = ""  # why reading stopped early; what was read before is kept
 
 
 def platform_sport(name: str | None) -> str | None:
@@ -138,6 +140,7 @@ def parse_fit(stream: BinaryIO, max_fixes: int = MAX_TRACK_FIXES) -> RecordedTra
     """
     track = RecordedTrack()
     sports: list[tuple[float, str]] = []
+    damage = ""
     try:
         with warnings.catch_warnings():
             # fitdecode warns about odd field sizes it then decodes fine (Coros files).
@@ -150,14 +153,17 @@ def parse_fit(stream: BinaryIO, max_fixes: int = MAX_TRACK_FIXES) -> RecordedTra
                         msg = f"more than {max_fixes:,} GPS fixes (the stream contract's limit)"
                         raise ImportFileError(msg)
     except fitdecode.FitCRCError as exc:
-        msg = f"FIT checksum mismatch, file is corrupt ({exc})"
-        raise ImportFileError(msg) from exc
+        damage = f"FIT checksum mismatch, file is corrupt ({exc})"
     except fitdecode.FitEOFError as exc:
-        msg = f"truncated FIT file ({exc})"
-        raise ImportFileError(msg) from exc
+        damage = f"truncated FIT file ({exc})"
     except fitdecode.FitError as exc:
-        msg = f"corrupt FIT file: {type(exc).__name__}: {exc}"
-        raise ImportFileError(msg) from exc
+        damage = f"corrupt FIT file: {type(exc).__name__}: {exc}"
+    if damage:
+        # A watch that died mid-ride, or a copy cut short, still holds the ride up to
+        # there: lose only what is broken (the messages are read in order, each whole).
+        if len(track.times) < 2:
+            raise ImportFileError(damage)
+        track.damage = damage
     if sports:  # a multisport file is filed under its longest leg
         track.sport_type = max(sports, key=lambda s: s[0])[1]
     return track

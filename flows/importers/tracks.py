@@ -45,14 +45,20 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _clean_streams(track: RecordedTrack) -> tuple[datetime, list[list[float]], list[int]]:
-    """Drop invalid fixes and fixes that go back in time; return start and streams."""
+def _clean_streams(
+    track: RecordedTrack, dropped: dict[str, int] | None = None
+) -> tuple[datetime, list[list[float]], list[int]]:
+    """Drop invalid fixes and fixes that go back in time; return start and streams.
+    ``dropped`` receives how many of each were dropped."""
     latlng: list[list[float]] = []
     times: list[int] = []
+    counts = dropped if dropped is not None else {}
     for when, lat, lng in zip(track.times, track.lats, track.lngs, strict=True):
         if not (-90 <= lat <= 90 and -180 <= lng <= 180) or (lat == 0 and lng == 0):
+            counts["no_fix"] = counts.get("no_fix", 0) + 1
             continue  # (0, 0) is what receivers write before they have a fix
         if times and when < times[-1]:
+            counts["backwards"] = counts.get("backwards", 0) + 1
             continue
         times.append(when)
         latlng.append([round(lat, 6), round(lng, 6)])
@@ -69,14 +75,21 @@ def _clean_streams(track: RecordedTrack) -> tuple[datetime, list[list[float]], l
 
 
 def track_event(
-    track: RecordedTrack, *, activity_id: str, athlete_id: str, visibility: str, sport_type: str
+    track: RecordedTrack,
+    *,
+    activity_id: str,
+    athlete_id: str,
+    visibility: str,
+    sport_type: str,
+    dropped: dict[str, int] | None = None,
 ) -> dict:
     """Build the v1 ``activity`` event; ``updated_at`` = start so re-imports are identical.
+    ``dropped``: receives the fixes left out, by reason (see ``_clean_streams``).
 
     Raises:
         ImportFileError: the track has fewer than two usable fixes or an unset clock.
     """
-    start, latlng, seconds = _clean_streams(track)
+    start, latlng, seconds = _clean_streams(track, dropped)
     return {
         "kind": "activity",
         "activity_id": activity_id,
@@ -110,8 +123,8 @@ class _Options:
 
 def _convert(
     name: str, raw: IO[bytes], opts: _Options, listed_sport: str | None
-) -> tuple[dict, int]:
-    """One file's (compressed) stream -> (event, points skipped as unreadable).
+) -> tuple[dict, list[str]]:
+    """One file's (compressed) stream -> (event, notes on what was left out).
 
     Raises:
         ImportFileError: the file gives no usable track; the reason in the message.
@@ -127,14 +140,29 @@ def _convert(
     if sport in VIRTUAL_SPORTS:
         msg = f"virtual activity ({sport}): its GPS positions are simulated"
         raise ImportFileError(msg)
+    dropped: dict[str, int] = {}
     event = track_event(
         track,
         activity_id=f"{opts.athlete_id}:{reader.digest()[:16]}",
         athlete_id=opts.athlete_id,
         visibility=opts.visibility,
         sport_type=sport,
+        dropped=dropped,
     )
-    return event, track.skipped
+    notes = [
+        f"skipped {n} {what}"
+        for n, what in (
+            (track.skipped, "unreadable point(s)"),
+            (track.untimed, "point(s) without a time"),
+            (dropped.get("no_fix", 0), "point(s) without a position fix (0,0 or out of range)"),
+            (dropped.get("backwards", 0), "point(s) earlier than the point before"),
+        )
+        if n
+    ]
+    if track.damage:
+        kept = len(event["streams"]["time"])
+        notes.append(f"kept the {kept:,} fixes that could be read; {track.damage}")
+    return event, notes
 
 
 def _guarded(
@@ -142,9 +170,9 @@ def _guarded(
 ) -> dict | None:
     try:
         with open_raw() as raw:
-            event, skipped = _convert(name, raw, opts, listed)
-        if skipped:
-            opts.on_warning(path, f"skipped {skipped} unreadable point(s)")
+            event, notes = _convert(name, raw, opts, listed)
+        for note in notes:
+            opts.on_warning(path, note)
         return event
     except ImportFileError as exc:
         opts.on_error(path, str(exc))

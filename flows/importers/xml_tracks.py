@@ -185,6 +185,7 @@ class _GpxTarget(_Target):
             out.lats.extend(seg.lats)
             out.lngs.extend(seg.lngs)
         out.skipped = self.skipped
+        out.untimed = sum(s.untimed for s in timed)
         return out
 
 
