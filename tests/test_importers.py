@@ -471,3 +471,65 @@ def test_folder_input_is_walked_in_order(tmp_path: Path) -> None:
     events, errors = _run([tmp_path], athlete_id="a-1")
     assert not errors
     assert [e["sport_type"] for e in events] == ["Run", "Walk"]
+
+
+def _gpx_tracks(*tracks: tuple[str, str, float]) -> bytes:
+    """A GPX file of ``(type, first time, latitude)`` tracks, three fixes 10 s apart."""
+    body = []
+    for kind, first, lat in tracks:
+        start = datetime.fromisoformat(first)
+        points = "".join(
+            f'<trkpt lat="{lat}" lon="{-72.645 + 0.001 * i}"><time>'
+            f"{(start + timedelta(seconds=10 * i)).strftime('%Y-%m-%dT%H:%M:%SZ')}</time></trkpt>"
+            for i in range(3)
+        )
+        body.append(f"<trk><type>{kind}</type><trkseg>{points}</trkseg></trk>")
+    return (
+        '<?xml version="1.0"?><gpx version="1.1" creator="t" '
+        f'xmlns="http://www.topografix.com/GPX/1/1">{"".join(body)}</gpx>'
+    ).encode()
+
+
+def test_gpx_tracks_hours_apart_or_of_other_sports_are_separate_activities(tmp_path: Path) -> None:
+    path = tmp_path / "two.gpx"
+    path.write_bytes(
+        _gpx_tracks(("running", "2024-05-10T10:00:00+00:00", 42.3195),
+                    ("cycling", "2024-06-01T10:00:00+00:00", 42.3295))
+    )  # fmt: skip
+    notes: list[str] = []
+    events = list(import_tracks([path], athlete_id="g", on_error=lambda p, r: notes.append(r),
+                                on_warning=lambda p, r: notes.append(r)))  # fmt: skip
+    assert [(e["sport_type"], e["start_date"]) for e in events] == [
+        ("Run", "2024-05-10T10:00:00Z"), ("Ride", "2024-06-01T10:00:00Z"),
+    ]  # fmt: skip
+    assert events[1]["activity_id"] == events[0]["activity_id"] + "-2"
+    assert all(e["streams"]["time"] == [0, 10, 20] for e in events)
+    assert notes == [
+        "2 activities in one file: Run 2024-05-10T10:00:00Z, Ride 2024-06-01T10:00:00Z"
+    ]
+    # One ride a device split into two tracks minutes apart stays one activity.
+    path.write_bytes(
+        _gpx_tracks(("cycling", "2024-06-01T10:00:00+00:00", 42.3195),
+                    ("cycling", "2024-06-01T10:05:00+00:00", 42.3196))
+    )  # fmt: skip
+    (one,) = list(import_tracks([path], athlete_id="g", on_error=lambda p, r: None))
+    assert one["streams"]["time"] == [0, 10, 20, 300, 310, 320]
+
+
+@needs_shared
+def test_a_multisport_fit_file_gives_one_activity_per_session() -> None:
+    events, errors = _run([FIT_DIR / "activity-large-fenxi2-multisport.fit"], athlete_id="m")
+    assert not errors
+    # The cycling leg is its own Ride (it moves at bike speed), the rest stay runs.
+    assert [e["sport_type"] for e in events][-1] == "Ride"
+    assert {e["sport_type"] for e in events[:-1]} == {"Run"}
+    assert [e["activity_id"] for e in events[1:]] == [
+        f"{events[0]['activity_id']}-{k}" for k in range(2, len(events) + 1)
+    ]
+    starts = [e["start_date"] for e in events]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    ride = events[-1]["streams"]
+    seconds = ride["time"][-1] - ride["time"][0]
+    assert seconds > 3000 and len(ride["latlng"]) > 3000  # the hour by bike, whole
+    for event in events:
+        check_event(event)

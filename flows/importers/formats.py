@@ -78,6 +78,9 @@ class RecordedTrack:
     skipped: int = 0  # points present but unreadable (no latitude, bad number, bad time)
     untimed: int = 0  # points kept out for having no time, in a track that has times
     damage: str = ""  # why reading stopped early; what was read before is kept
+    # Several activities in one file (a multisport FIT's sessions, GPX tracks hours
+    # apart): each leg's first time and sport (None: the file's); empty: one activity.
+    legs: list[tuple[int, str | None]] = field(default_factory=list)
 
 
 def platform_sport(name: str | None) -> str | None:
@@ -140,6 +143,7 @@ def parse_fit(stream: BinaryIO, max_fixes: int = MAX_TRACK_FIXES) -> RecordedTra
     """
     track = RecordedTrack()
     sports: list[tuple[float, str]] = []
+    sessions: list[tuple[int, str | None]] = []
     damage = ""
     try:
         with warnings.catch_warnings():
@@ -148,7 +152,7 @@ def parse_fit(stream: BinaryIO, max_fixes: int = MAX_TRACK_FIXES) -> RecordedTra
             reader = fitdecode.FitReader(stream, check_crc=fitdecode.CrcCheck.RAISE)
             for frame in reader:
                 if isinstance(frame, fitdecode.FitDataMessage):
-                    _fit_message(frame, track, sports)
+                    _fit_message(frame, track, sports, sessions)
                     if len(track.times) > max_fixes:
                         msg = f"more than {max_fixes:,} GPS fixes (the stream contract's limit)"
                         raise ImportFileError(msg)
@@ -166,11 +170,16 @@ def parse_fit(stream: BinaryIO, max_fixes: int = MAX_TRACK_FIXES) -> RecordedTra
         track.damage = damage
     if sports:  # a multisport file is filed under its longest leg
         track.sport_type = max(sports, key=lambda s: s[0])[1]
+    if len({start for start, _ in sessions}) > 1:  # a multisport file: one activity a leg
+        track.legs = sorted(dict(sessions).items())
     return track
 
 
 def _fit_message(
-    frame: fitdecode.FitDataMessage, track: RecordedTrack, sports: list[tuple[float, str]]
+    frame: fitdecode.FitDataMessage,
+    track: RecordedTrack,
+    sports: list[tuple[float, str]],
+    sessions: list[tuple[int, str | None]],
 ) -> None:
     get = frame.get_value
     if frame.name == "record":
@@ -189,6 +198,9 @@ def _fit_message(
         if sport is not None:
             elapsed = get("total_elapsed_time", fallback=None)
             sports.append((float(elapsed) if isinstance(elapsed, int | float) else 0.0, sport))
+        started = _fit_time(get("start_time", fallback=None)) if frame.name == "session" else None
+        if started is not None:
+            sessions.append((_epoch_us(started), sport))
     elif frame.name == "activity":
         offset = _local_offset(
             get("timestamp", fallback=None), get("local_timestamp", fallback=None)

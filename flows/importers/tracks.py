@@ -1,7 +1,8 @@
 """GPX / FIT / TCX files and platform bulk-export zips -> v1 ``activity`` events.
 
 This is the engine behind ``heatmetro import FILE_OR_ZIP ... --athlete-id ID``. Each file
-becomes at most one activity; a file that cannot give a usable track (corrupt, truncated,
+becomes one activity, or one per leg when it holds several (a multisport FIT's sessions;
+GPX tracks hours apart or of other types); a file that cannot give a usable track (corrupt, truncated,
 no GPS, no timestamps, simulated indoor GPS) is reported through ``on_error`` with a
 one-line reason and skipped, and the import carries on with the rest.
 
@@ -12,6 +13,7 @@ same id and the stream consumer treats it as a re-delivery.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import zipfile
@@ -123,8 +125,10 @@ class _Options:
 
 def _convert(
     name: str, raw: IO[bytes], opts: _Options, listed_sport: str | None
-) -> tuple[dict, list[str]]:
-    """One file's (compressed) stream -> (event, notes on what was left out).
+) -> tuple[list[dict], list[str]]:
+    """One file's (compressed) stream -> (its events, notes on what was left out). A
+    file with several activities (``RecordedTrack.legs``) gives one event each, the
+    first with the file's id, the others with ``-2``, ``-3`` ... after it.
 
     Raises:
         ImportFileError: the file gives no usable track; the reason in the message.
@@ -141,14 +145,30 @@ def _convert(
         msg = f"virtual activity ({sport}): its GPS positions are simulated"
         raise ImportFileError(msg)
     dropped: dict[str, int] = {}
-    event = track_event(
-        track,
-        activity_id=f"{opts.athlete_id}:{reader.digest()[:16]}",
-        athlete_id=opts.athlete_id,
-        visibility=opts.visibility,
-        sport_type=sport,
-        dropped=dropped,
-    )
+    base_id = f"{opts.athlete_id}:{reader.digest()[:16]}"
+    events = []
+    legs = _legs(track)
+    for k, (leg, leg_sport) in enumerate(legs):
+        leg_sport = opts.sport_type or leg_sport or sport
+        if leg_sport in VIRTUAL_SPORTS:
+            continue
+        try:
+            event = track_event(
+                leg,
+                activity_id=base_id if k == 0 else f"{base_id}-{k + 1}",
+                athlete_id=opts.athlete_id,
+                visibility=opts.visibility,
+                sport_type=leg_sport,
+                dropped=dropped,
+            )
+        except ImportFileError:
+            if len(legs) == 1:
+                raise
+            continue  # a leg without a track (a transition, a leg recorded indoors)
+        events.append(event)
+    if not events:
+        msg = f"no usable GPS track in any of its {len(legs)} activities"
+        raise ImportFileError(msg)
     notes = [
         f"skipped {n} {what}"
         for n, what in (
@@ -160,20 +180,42 @@ def _convert(
         if n
     ]
     if track.damage:
-        kept = len(event["streams"]["time"])
+        kept = sum(len(e["streams"]["time"]) for e in events)
         notes.append(f"kept the {kept:,} fixes that could be read; {track.damage}")
-    return event, notes
+    if len(events) > 1:
+        each = ", ".join(f"{e['sport_type']} {e['start_date']}" for e in events)
+        notes.append(f"{len(events)} activities in one file: {each}")
+    return events, notes
+
+
+def _legs(track: RecordedTrack) -> list[tuple[RecordedTrack, str | None]]:
+    """The track cut at its legs' start times (each with its own sport), or whole."""
+    if not track.legs:
+        return [(track, None)]
+    times = list(track.times)
+    out = []
+    for k, (start, sport) in enumerate(track.legs):
+        lo = 0 if k == 0 else bisect.bisect_left(times, start)
+        hi = (
+            bisect.bisect_left(times, track.legs[k + 1][0])
+            if k + 1 < len(track.legs)
+            else len(times)
+        )
+        leg = RecordedTrack(sport_type=sport, utc_offset_s=track.utc_offset_s)
+        leg.times, leg.lats, leg.lngs = track.times[lo:hi], track.lats[lo:hi], track.lngs[lo:hi]
+        out.append((leg, sport))
+    return out
 
 
 def _guarded(
     path: Path, name: str, open_raw: Callable[[], IO[bytes]], opts: _Options, listed: str | None
-) -> dict | None:
+) -> list[dict]:
     try:
         with open_raw() as raw:
-            event, notes = _convert(name, raw, opts, listed)
+            events, notes = _convert(name, raw, opts, listed)
         for note in notes:
             opts.on_warning(path, note)
-        return event
+        return events
     except ImportFileError as exc:
         opts.on_error(path, str(exc))
     except OSError as exc:
@@ -182,7 +224,7 @@ def _guarded(
         # fitdecode raises assorted built-ins on malformed input; one bad file must
         # never stop an import of hundreds.
         opts.on_error(path, f"unreadable file: {type(exc).__name__}: {exc}")
-    return None
+    return []
 
 
 def _listed_sports(archive: zipfile.ZipFile) -> dict[str, str]:
@@ -226,15 +268,13 @@ def _zip_events(path: Path, opts: _Options) -> Iterator[dict]:
                     f"{size_text(opts.max_file_bytes)} (--max-file-bytes)",
                 )
                 continue
-            event = _guarded(
+            yield from _guarded(
                 member,
                 info.filename,
                 partial(archive.open, info),
                 opts,
                 listed.get(info.filename),
             )
-            if event is not None:
-                yield event
 
 
 def _expand(paths: Iterable[Path]) -> Iterator[Path]:
@@ -273,7 +313,8 @@ def import_tracks(
             larger; it is read as a stream, so memory stays bounded whatever the file.
 
     Yields:
-        One event per usable file, in input order; a file seen twice is yielded once.
+        One event per usable file (per leg of a multi-activity file), in input order; a
+        file seen twice is yielded once.
 
     Raises:
         ImportFileError: the options themselves are invalid (never for a bad file).
@@ -303,6 +344,4 @@ def _events_of(path: Path, opts: _Options) -> Iterator[dict]:
     if path.suffix.lower() == ".zip":
         yield from _zip_events(path, opts)
         return
-    event = _guarded(path, path.name, lambda: path.open("rb"), opts, None)
-    if event is not None:
-        yield event
+    yield from _guarded(path, path.name, lambda: path.open("rb"), opts, None)

@@ -20,6 +20,10 @@ from heatmetro.core.errors import ImportFileError
 from heatmetro.flows.importers.capped import CHUNK
 from heatmetro.flows.importers.formats import MAX_UNTIMED_SHARE, RecordedTrack, platform_sport
 
+# Tracks of one file this far apart in time are separate activities (hours: a ride the
+# next day), not one recording split at a power cycle or a pause.
+LEG_GAP_S = 4 * 3600
+
 _US = 1_000_000
 
 
@@ -55,12 +59,13 @@ def parse_degrees(text: str | None, limit: float) -> float | None:
 
 
 class _Segment:
-    __slots__ = ("lats", "lngs", "offset", "points", "times", "untimed")
+    __slots__ = ("lats", "lngs", "offset", "points", "times", "trk", "untimed")
 
-    def __init__(self) -> None:
+    def __init__(self, trk: int = -1) -> None:
         self.times, self.lats, self.lngs = array("q"), array("d"), array("d")
         self.points = self.untimed = 0
         self.offset: int | None = None
+        self.trk = trk  # the <trk> it belongs to (-1: a route)
 
 
 class _Target:
@@ -122,11 +127,15 @@ class _GpxTarget(_Target):
         self.tracks: list[_Segment] = []
         self.routes: list[_Segment] = []
         self.types: dict[str, list[str]] = {"trk": [], "rte": []}
+        self.trk_types: dict[int, str] = {}  # <trk> number -> its <type>
+        self.trk = -1
         self.point: dict[str, str] | None = None
 
     def opened(self, name: str, attrib: dict[str, str]) -> None:
-        if name == "trkseg":
-            self.tracks.append(_Segment())
+        if name == "trk":
+            self.trk += 1
+        elif name == "trkseg":
+            self.tracks.append(_Segment(self.trk))
         elif name == "rte":
             self.routes.append(_Segment())
         elif name in ("trkpt", "rtept"):
@@ -138,10 +147,12 @@ class _GpxTarget(_Target):
             kind = self.value.pop("type", "")
             if self.path and self.path[-1] in ("trk", "rte"):  # not a waypoint's type
                 self.types[self.path[-1]].append(kind)
+                if self.path[-1] == "trk":
+                    self.trk_types[self.trk] = kind
         elif name in ("trkpt", "rtept") and self.point is not None:
             segs = self.tracks if name == "trkpt" else self.routes
             if not segs:  # a trkpt outside any trkseg: its own segment
-                segs.append(_Segment())
+                segs.append(_Segment(self.trk if name == "trkpt" else -1))
             self._point(segs[-1])
             self.point = None
 
@@ -186,7 +197,25 @@ class _GpxTarget(_Target):
             out.lngs.extend(seg.lngs)
         out.skipped = self.skipped
         out.untimed = sum(s.untimed for s in timed)
+        out.legs = self._legs(timed)
         return out
+
+    def _legs(self, timed: list[_Segment]) -> list[tuple[int, str | None]]:
+        """Where one activity ends and the next begins: at a <trk> that starts more than
+        ``LEG_GAP_S`` after the last ended, or declares another type. (A device that
+        splits one ride into tracks at each power cycle keeps them together.)"""
+        legs: list[tuple[int, str | None]] = []
+        last_trk, last_end, last_type = None, 0, None
+        for seg in timed:
+            kind = self.trk_types.get(seg.trk)
+            if seg.trk != last_trk and last_trk is not None:
+                gap_s = (seg.times[0] - last_end) / 1e6
+                if gap_s > LEG_GAP_S or (kind and last_type and kind != last_type):
+                    legs.append((seg.times[0], platform_sport(kind)))
+            if not legs and last_trk is None:
+                legs.append((seg.times[0], platform_sport(kind)))
+            last_trk, last_end, last_type = seg.trk, seg.times[-1], kind or last_type
+        return legs if len(legs) > 1 else []
 
 
 class _TcxTarget(_Target):
