@@ -339,6 +339,9 @@ def test_slovenian_gpx_tracks_land_in_slovenia() -> None:
             assert 45 < lat < 46.5 and 13 < lng < 15
     # korita-zbevnica keeps the timed ACTIVE LOG tracks, not Garmin's untimed saved copy.
     assert len(events[1]["streams"]["time"]) == 176 + 337
+    # Times in UTC ("Z"): local time is Slovenia's on the day (CEST in August, +2 h).
+    assert events[0]["start_date"].startswith("2010-08-05")
+    assert {e["utc_offset_s"] for e in events} == {7200}
 
 
 @needs_shared
@@ -351,7 +354,9 @@ def test_fit_semicircles_sport_and_local_offset() -> None:
     assert lat == pytest.approx(38.2305, abs=1e-3) and lng == pytest.approx(-122.6333, abs=1e-3)
     assert walk["start_date"] == "2017-06-11T14:32:51Z"
     assert walk["utc_offset_s"] == -25200  # activity local_timestamp: California, PDT
-    assert ride["utc_offset_s"] == 0  # no local_timestamp in this file
+    # No local_timestamp in this file: the offset of where it starts (Portland, OR, on
+    # 2015-10-13: PDT); the file's own name, 08-43-15 local for 15:43:15Z, agrees.
+    assert ride["start_date"] == "2015-10-13T15:43:15Z" and ride["utc_offset_s"] == -25200
     for event in events:
         check_event(event)
         assert event["updated_at"] == event["start_date"]

@@ -75,6 +75,7 @@ class RecordedTrack:
     lngs: array[float] = field(default_factory=lambda: array("d"))
     sport_type: str | None = None
     utc_offset_s: int = 0
+    offset_known: bool = False  # the file said its local time (else: from where it starts)
     skipped: int = 0  # points present but unreadable (no latitude, bad number, bad time)
     untimed: int = 0  # points kept out for having no time, in a track that has times
     damage: str = ""  # why reading stopped early; what was read before is kept
@@ -207,3 +208,4 @@ def _fit_message(
         )
         if offset is not None:
             track.utc_offset_s = offset
+            track.offset_known = True

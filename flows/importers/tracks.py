@@ -36,6 +36,7 @@ from heatmetro.flows.importers.formats import (
     parse_fit,
     platform_sport,
 )
+from heatmetro.flows.importers.local_time import utc_offset_at
 from heatmetro.flows.importers.xml_tracks import XML_PARSERS
 
 PARSERS: dict[str, Callable[[BinaryIO, int], RecordedTrack]] = {".fit": parse_fit, **XML_PARSERS}
@@ -92,6 +93,10 @@ def track_event(
         ImportFileError: the track has fewer than two usable fixes or an unset clock.
     """
     start, latlng, seconds = _clean_streams(track, dropped)
+    offset = track.utc_offset_s
+    if not track.offset_known:  # UTC times only: the local time where it starts
+        lat, lng = latlng[0]
+        offset = utc_offset_at(lat, lng, int(start.timestamp()) * 1_000_000) or offset
     return {
         "kind": "activity",
         "activity_id": activity_id,
@@ -102,7 +107,7 @@ def track_event(
         "hide_map": False,
         "commute": False,
         "start_date": _iso(start),
-        "utc_offset_s": track.utc_offset_s,
+        "utc_offset_s": offset,
         "streams": {"latlng": latlng, "time": seconds},
     }
 
@@ -201,7 +206,9 @@ def _legs(track: RecordedTrack) -> list[tuple[RecordedTrack, str | None]]:
             if k + 1 < len(track.legs)
             else len(times)
         )
-        leg = RecordedTrack(sport_type=sport, utc_offset_s=track.utc_offset_s)
+        leg = RecordedTrack(
+            sport_type=sport, utc_offset_s=track.utc_offset_s, offset_known=track.offset_known
+        )
         leg.times, leg.lats, leg.lngs = track.times[lo:hi], track.lats[lo:hi], track.lngs[lo:hi]
         out.append((leg, sport))
     return out

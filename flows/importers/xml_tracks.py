@@ -191,6 +191,7 @@ class _GpxTarget(_Target):
         types = [t for t in self.types["trk"] + self.types["rte"] if t]
         out = RecordedTrack(sport_type=platform_sport(types[0]) if types else None)
         out.utc_offset_s = timed[0].offset or 0
+        out.offset_known = bool(out.utc_offset_s)  # "Z" says UTC, not where it was recorded
         for seg in timed:
             out.times.extend(seg.times)
             out.lats.extend(seg.lats)
@@ -250,8 +251,9 @@ class _TcxTarget(_Target):
     def track(self) -> RecordedTrack:
         seg = self.segment
         out = RecordedTrack(
-            sport_type=self.sport, utc_offset_s=seg.offset or 0, skipped=self.skipped
-        )
+            sport_type=self.sport, utc_offset_s=seg.offset or 0, skipped=self.skipped,
+            offset_known=bool(seg.offset),
+        )  # fmt: skip
         out.times, out.lats, out.lngs = seg.times, seg.lats, seg.lngs
         return out
 
