@@ -49,7 +49,7 @@ def enforce_settings(
         db.execute(
             "UPDATE activities SET status = 'purged', path = NULL, heat = NULL, edges = NULL, "
             "hexagons = NULL, od = NULL, streets = NULL, metro_path = NULL "
-            "WHERE athlete_id = ? AND status = 'active'",
+            "WHERE athlete_id = ? AND status IN ('active', 'empty')",
             (athlete_id,),
         )
         db.execute("DELETE FROM athlete_months WHERE athlete_id = ?", (athlete_id,))
@@ -72,7 +72,10 @@ def enforce_settings(
         if plan is None:
             continue
         path = from_blob(blob, PATH_DTYPE)
-        st = recut_streets(st, path, plan.extra_start_m, plan.extra_end_m, plan.new_zones, streets)
+        st = recut_streets(
+            st, path, plan.cut_ends(path), plan.extra_start_m, plan.extra_end_m, plan.new_zones,
+            streets,
+        )  # fmt: skip
         path = plan.cut(path, heat_res)
         metro = plan.cut(from_blob(metro_blob, PATH_DTYPE), metro_res)
         recs = activity_records(

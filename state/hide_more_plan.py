@@ -12,11 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from heatmetro.state.path_ops import cut_path_ends, drop_zone_cells
+from heatmetro.state.path_ops import cut_path_circles, cut_path_ends, drop_zone_cells
 from heatmetro.state.settings import EffectiveZone, hide_cuts_m, zone_key
 
 #: Cuts smaller than this (metres) are rounding, not a larger hide distance.
 MIN_EXTRA_M = 0.01
+#: How far beyond its cut the first kept fix may lie: the step that left the circle
+#: (1 Hz fixes of a ride: under 15 m), a cell's reach, and room for sparse tracks.
+CUT_SLACK_M = 50.0
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,24 @@ class HidePlan:
 
     def cut(self, path: np.ndarray, res: int) -> np.ndarray:
         """``path`` (a stored path at resolution ``res``) with the extra ends and zones removed."""
-        return drop_zone_cells(
-            cut_path_ends(path, self.extra_start_m, self.extra_end_m), res, self.new_zones
+        return drop_zone_cells(self.cut_ends(path), res, self.new_zones)
+
+    def cut_ends(self, path: np.ndarray) -> np.ndarray:
+        """``path`` with the extra start and end removed.
+
+        The stored path's first cell F lies within its old cut r0 (+ ``CUT_SLACK_M``)
+        of where the activity started, H, in some unknown direction: metres along the
+        path from F do not reach the new cut r1 from H when the path turns (found by an
+        outside review: 404 m of 500). Every cell at least r1 + r0 + slack from F is at
+        least r1 from H whatever the direction, so the path is also cut out to that
+        circle around F (erring on removing more, as every cut here does).
+        """
+        path = cut_path_ends(path, self.extra_start_m, self.extra_end_m)
+        old_s, old_e = self.cut_start_m - self.extra_start_m, self.cut_end_m - self.extra_end_m
+        return cut_path_circles(
+            path,
+            self.cut_start_m + old_s + CUT_SLACK_M if self.extra_start_m >= MIN_EXTRA_M else 0.0,
+            self.cut_end_m + old_e + CUT_SLACK_M if self.extra_end_m >= MIN_EXTRA_M else 0.0,
         )
 
 

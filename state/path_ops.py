@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from heatmetro.core.cells import cell_centres
-from heatmetro.core.geo import step_lengths_m
+from heatmetro.core.geo import haversine_m, step_lengths_m
 from heatmetro.state.settings import EffectiveZone, cells_touching_zones
 
 
@@ -52,4 +52,21 @@ def cut_path_ends(path: np.ndarray, start_m: float, end_m: float) -> np.ndarray:
         drop |= along < start_m
     if end_m > 0:
         drop |= along > total - end_m
+    return drop_rows(path, drop)
+
+
+def cut_path_circles(path: np.ndarray, start_radius_m: float, end_radius_m: float) -> np.ndarray:
+    """Drop the cells before the path first leaves the circle of ``start_radius_m``
+    around its first cell's centre, and after it last enters the one of
+    ``end_radius_m`` around its last cell's (a radius of 0: nothing at that end)."""
+    if len(path) == 0 or (start_radius_m <= 0 and end_radius_m <= 0):
+        return path
+    lat, lng = cell_centres(path["cell"])
+    drop = np.zeros(len(path), dtype=bool)
+    if start_radius_m > 0:
+        out = haversine_m(lat[0], lng[0], lat, lng) >= start_radius_m
+        drop |= ~np.logical_or.accumulate(out)
+    if end_radius_m > 0:
+        away = haversine_m(lat, lng, lat[-1], lng[-1]) >= end_radius_m
+        drop |= ~np.logical_or.accumulate(away[::-1])[::-1]
     return drop_rows(path, drop)

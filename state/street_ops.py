@@ -49,6 +49,7 @@ def cut_street_ends(streets: np.ndarray, t_first: float, t_last: float) -> np.nd
 def recut_streets(
     blob: bytes | None,
     old_path: np.ndarray,
+    cut: np.ndarray,
     extra_start_m: float,
     extra_end_m: float,
     new_zones: tuple[EffectiveZone, ...],
@@ -56,17 +57,14 @@ def recut_streets(
 ) -> bytes | None:
     """``blob`` after an athlete hid more: ends cut like the H3 path, new zones removed.
 
-    ``old_path`` is the stored H3 path before this cut; the same extra distances are cut
-    from it (``path_ops.cut_path_ends``) and the visits outside the times it still
-    covers are dropped.
+    ``old_path`` is the stored H3 path before this cut and ``cut`` the same with its
+    ends cut (``HidePlan.cut_ends``): the visits outside the times it still covers are
+    dropped.
     """
-    from heatmetro.state.path_ops import cut_path_ends
-
     if not blob:
         return blob
     streets = np.frombuffer(blob, dtype=STREET_DTYPE).copy()
     if extra_start_m > 0 or extra_end_m > 0:
-        cut = cut_path_ends(old_path, extra_start_m, extra_end_m)
         t_first, t_last = -np.inf, np.inf
         if len(cut) == 0:
             t_first = np.inf

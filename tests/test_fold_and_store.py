@@ -18,7 +18,7 @@ import sqlite_utils
 from heatmetro.core.cells import cell_centres
 from heatmetro.core.config import Config
 from heatmetro.core.contract import parse_event
-from heatmetro.core.geo import haversine_m
+from heatmetro.core.geo import haversine_m, offset_point
 from heatmetro.flows.fold import AthleteFold
 from heatmetro.state.changes import DeadLetter, SettingsChange, StoreItem
 from heatmetro.state.records import HEAT_DTYPE, PATH_DTYPE, from_blob
@@ -332,14 +332,17 @@ def test_new_zone_is_cut_from_stored_paths(h: Harness, config: Config) -> None:
 
 
 def test_larger_hide_distance_cuts_more_and_smaller_adds_nothing_back(h: Harness) -> None:
-    h.send(ride("r1", "a1"))
-    start200 = _far_from(path_of(h.db, "r1"), NORTHAMPTON_WEST)
+    # 5 km east: a later, larger hide distance is cut out to a circle around the old
+    # first cell wide enough for any direction the start lay in (old cut + new + slack).
+    west, east = (NORTHAMPTON_WEST[0], -72.67), (NORTHAMPTON_WEST[0], -72.61)
+    h.send(ride("r1", "a1", line(west, east)))
+    start200 = _far_from(path_of(h.db, "r1"), west)
     h.send(athlete("a1", updated=at(10), hide_start_end_m=600))
     cut = path_of(h.db, "r1")
     r = row(h.db, "r1")
     assert r["cut_start_m"] >= 600 and r["cut_end_m"] >= 600
-    assert _far_from(cut, NORTHAMPTON_WEST) >= 600 - 20 > start200
-    assert _far_from(cut, NORTHAMPTON_EAST) >= 600 - 20
+    assert len(cut) and _far_from(cut, west) >= 600 - 20 > start200
+    assert _far_from(cut, east) >= 600 - 20
     assert heat_cells(h.db, "a1") == set(cut["cell"].tolist())
     # Smaller again, and a zone removed: nothing comes back.
     snap = dump(h.db)
@@ -349,6 +352,32 @@ def test_larger_hide_distance_cuts_more_and_smaller_adds_nothing_back(h: Harness
     # ... but a ride after it uses the smaller distance.
     h.send(ride("r2", "a1", hours=21))
     assert _far_from(path_of(h.db, "r2"), NORTHAMPTON_WEST) < 30
+
+
+def test_a_larger_hide_distance_reaches_its_distance_from_home_when_the_ride_turns(
+    h: Harness,
+) -> None:
+    """Ten minutes of jitter at home, 300 m east, then north: the metres cut along the
+    path from its first stored cell turned the corner and fell ~100 m short of a new
+    500 m as the crow flies (an outside review: 404 m)."""
+    rng = np.random.default_rng(4)
+    home = (NORTHAMPTON_WEST[0], -72.66)
+    pts = []
+    for _ in range(600):
+        lat, lng = offset_point(*home, abs(float(rng.normal(0, 5))), float(rng.uniform(0, 360)))
+        pts.append([round(lat, 7), round(lng, 7)])
+    for k in range(1, 61):  # 300 m east, 5 m a fix
+        lat, lng = offset_point(*home, 5.0 * k, 90.0)
+        pts.append([round(lat, 7), round(lng, 7)])
+    corner = offset_point(*home, 300.0, 90.0)
+    for k in range(1, 601):  # 3 km north
+        lat, lng = offset_point(*corner, 5.0 * k, 0.0)
+        pts.append([round(lat, 7), round(lng, 7)])
+    h.send(athlete("a1", updated=at(0), hide_start_end_m=200), ride("r1", "a1", pts, hours=1))
+    assert _far_from(path_of(h.db, "r1"), home) >= 200 - 20
+    h.send(athlete("a1", updated=at(10), hide_start_end_m=500))
+    cut = path_of(h.db, "r1")
+    assert len(cut) and _far_from(cut, home) >= 500 - 20
 
 
 def test_removed_zone_adds_nothing_back(h: Harness, config: Config) -> None:

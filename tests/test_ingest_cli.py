@@ -213,7 +213,9 @@ def test_replay_and_halves_give_the_same_store(run_cli: Run, tmp_path: Path) -> 
     a = new_project(tmp_path / "a")
     ingest(run_cli, a, whole)
     ref = tables(a)
-    assert len(ref["activities"]) == 21 and len(ref["athlete_months"]) >= 10
+    assert (
+        len(ref["activities"]) == 21 and len(ref["athlete_months"]) >= 9
+    )  # a4 hides 600 m later: its 1.65 km rides keep nothing
 
     ingest(run_cli, a, whole)  # resumes at the end: nothing new
     assert tables(a) == ref

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from heatmetro.state.path_ops import cut_path_ends
 from heatmetro.state.records import PATH_DTYPE
 from heatmetro.state.settings import EffectiveZone
 from heatmetro.state.street_ops import STREET_DTYPE, recut_streets
@@ -29,18 +30,21 @@ def _seq(net, uids: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
     return s
 
 
+NO_PATH = np.zeros(0, PATH_DTYPE)
+
+
 def test_a_new_zone_drops_every_visit_to_an_edge_reaching_into_it(tmp_path: Path) -> None:
     net = helsinki(tmp_path)
     seq = _seq(net, [CYCLEWAY, KIRKKOKATU, CYCLEWAY])
     lat, lng = net.polyline(by_uid(net, KIRKKOKATU))
     zone = EffectiveZone(float(lat[-1]), float(lng[-1]), 5.0)  # touches only its far end
     out = np.frombuffer(
-        _blob(recut_streets(seq.tobytes(), np.zeros(0, PATH_DTYPE), 0, 0, (zone,), net)),
+        _blob(recut_streets(seq.tobytes(), NO_PATH, NO_PATH, 0, 0, (zone,), net)),
         STREET_DTYPE,
     )
     assert [net.uid[net.index_of(out["edge"])[i]] for i in range(len(out))] == [CYCLEWAY, CYCLEWAY]
     # Without a base map to check against, a new zone drops the whole sequence.
-    assert recut_streets(seq.tobytes(), np.zeros(0, PATH_DTYPE), 0, 0, (zone,), None) == b""
+    assert recut_streets(seq.tobytes(), NO_PATH, NO_PATH, 0, 0, (zone,), None) == b""
 
 
 def test_a_larger_hide_distance_drops_visits_outside_the_cut_path(tmp_path: Path) -> None:
@@ -57,14 +61,16 @@ def test_a_larger_hide_distance_drops_visits_outside_the_cut_path(tmp_path: Path
     path = np.zeros(len(cells), PATH_DTYPE)
     path["cell"], path["t"] = cells, np.linspace(0, 30, len(cells))
     out = np.frombuffer(
-        _blob(recut_streets(seq.tobytes(), path, 200.0, 0.0, (), net)), STREET_DTYPE
+        _blob(recut_streets(seq.tobytes(), path, cut_path_ends(path, 200, 0), 200.0, 0.0, (), net)),
+        STREET_DTYPE,
     )
     assert len(out) and out["t"].min() > 0  # the first visit went with the hidden start
     out = np.frombuffer(
-        _blob(recut_streets(seq.tobytes(), path, 0.0, 200.0, (), net)), STREET_DTYPE
+        _blob(recut_streets(seq.tobytes(), path, cut_path_ends(path, 0, 200), 0.0, 200.0, (), net)),
+        STREET_DTYPE,
     )
     assert len(out) and out["t_out"].max() < 30  # the last visit went with the hidden end
-    assert recut_streets(seq.tobytes(), path, 0.0, 0.0, (), net) == seq.tobytes()
+    assert recut_streets(seq.tobytes(), path, path, 0.0, 0.0, (), net) == seq.tobytes()
 
 
 def test_the_store_cuts_street_sequences_when_an_athlete_hides_more(
