@@ -538,3 +538,36 @@ def test_a_multisport_fit_file_gives_one_activity_per_session() -> None:
     assert seconds > 3000 and len(ride["latlng"]) > 3000  # the hour by bike, whole
     for event in events:
         check_event(event)
+
+
+@needs_shared
+def test_a_fit_file_whose_damage_fitdecode_reports_as_a_plain_error_keeps_its_fixes(
+    tmp_path: Path,
+) -> None:
+    # One byte changed in a definition message: fitdecode raises ValueError("size").
+    data = bytearray((FIT_DIR / "sample_mulitple_header.fit").read_bytes())
+    data[17835] = 253
+    path = tmp_path / "flipped.fit"
+    path.write_bytes(bytes(data))
+    notes: list[str] = []
+    events = list(import_tracks([path], athlete_id="f", on_error=lambda p, r: notes.append(f"ERROR {r}"),
+                                on_warning=lambda p, r: notes.append(r)))  # fmt: skip
+    assert events and not any(n.startswith("ERROR") for n in notes), notes
+    assert any("fixes that could be read; corrupt FIT file: ValueError" in n for n in notes)
+
+
+def test_gpx_tracks_out_of_time_order_keep_their_own_points_and_sports(tmp_path: Path) -> None:
+    path = tmp_path / "order.gpx"
+    path.write_bytes(
+        _gpx_tracks(("cycling", "2024-06-01T16:00:00+00:00", 42.3295),
+                    ("running", "2024-06-01T10:00:00+00:00", 42.3195),
+                    ("VirtualRide", "2024-06-02T10:00:00+00:00", 42.3395))
+    )  # fmt: skip
+    events = list(import_tracks([path], athlete_id="g", on_error=lambda p, r: None))
+    got = [(e["sport_type"], e["start_date"], e["streams"]["latlng"][0][0]) for e in events]
+    # Each track whole and with its own sport; the virtual one left out, not the file.
+    assert got == [
+        ("Ride", "2024-06-01T16:00:00Z", 42.3295),
+        ("Run", "2024-06-01T10:00:00Z", 42.3195),
+    ]
+    assert all(e["streams"]["time"] == [0, 10, 20] for e in events)

@@ -8,6 +8,8 @@ stream events.
 
 from __future__ import annotations
 
+import bisect
+import struct
 import warnings
 from array import array
 from dataclasses import dataclass, field
@@ -62,6 +64,9 @@ SPORT_ALIASES = {
 VIRTUAL_SPORTS = ("VirtualRide", "VirtualRun")
 
 
+TRANSITION = "transition"  # a leg's sport: a triathlon's change-over, not an activity
+
+
 @dataclass
 class RecordedTrack:
     """What a parser extracts: timed fixes, a detected sport and the local offset.
@@ -80,8 +85,10 @@ class RecordedTrack:
     untimed: int = 0  # points kept out for having no time, in a track that has times
     damage: str = ""  # why reading stopped early; what was read before is kept
     # Several activities in one file (a multisport FIT's sessions, GPX tracks hours
-    # apart): each leg's first time and sport (None: the file's); empty: one activity.
-    legs: list[tuple[int, str | None]] = field(default_factory=list)
+    # apart): each leg's first fix (an index into the arrays), its sport (None: the
+    # file's; TRANSITION: a triathlon's change-over, dropped) and its UTC offset when the
+    # file says it (else None). Empty: one activity.
+    legs: list[tuple[int, str | None, int | None]] = field(default_factory=list)
 
 
 def platform_sport(name: str | None) -> str | None:
@@ -163,6 +170,9 @@ def parse_fit(stream: BinaryIO, max_fixes: int = MAX_TRACK_FIXES) -> RecordedTra
         damage = f"truncated FIT file ({exc})"
     except fitdecode.FitError as exc:
         damage = f"corrupt FIT file: {type(exc).__name__}: {exc}"
+    except (ValueError, IndexError, KeyError, struct.error, UnicodeDecodeError) as exc:
+        # fitdecode raises plain built-ins on some corrupt bytes, after whole messages.
+        damage = f"corrupt FIT file: {type(exc).__name__}: {exc}"
     if damage:
         # A watch that died mid-ride, or a copy cut short, still holds the ride up to
         # there: lose only what is broken (the messages are read in order, each whole).
@@ -172,7 +182,12 @@ def parse_fit(stream: BinaryIO, max_fixes: int = MAX_TRACK_FIXES) -> RecordedTra
     if sports:  # a multisport file is filed under its longest leg
         track.sport_type = max(sports, key=lambda s: s[0])[1]
     if len({start for start, _ in sessions}) > 1:  # a multisport file: one activity a leg
-        track.legs = sorted(dict(sessions).items())
+        times = list(track.times)
+        starts = sorted(dict(sessions).items())
+        track.legs = [
+            (0 if k == 0 else bisect.bisect_left(times, start), sport, None)
+            for k, (start, sport) in enumerate(starts)
+        ]
     return track
 
 
@@ -201,11 +216,14 @@ def _fit_message(
             sports.append((float(elapsed) if isinstance(elapsed, int | float) else 0.0, sport))
         started = _fit_time(get("start_time", fallback=None)) if frame.name == "session" else None
         if started is not None:
-            sessions.append((_epoch_us(started), sport))
+            raw = get("sport", fallback=None)
+            sessions.append((_epoch_us(started), TRANSITION if raw == "transition" else sport))
     elif frame.name == "activity":
         offset = _local_offset(
             get("timestamp", fallback=None), get("local_timestamp", fallback=None)
         )
         if offset is not None:
             track.utc_offset_s = offset
-            track.offset_known = True
+            # 0 is also what a watch writes when its local_timestamp just repeats the UTC
+            # one (seen from Bogota): then where it starts tells, and in UTC+0 it agrees.
+            track.offset_known = offset != 0

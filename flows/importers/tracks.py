@@ -13,7 +13,6 @@ same id and the stream consumer treats it as a re-delivery.
 
 from __future__ import annotations
 
-import bisect
 import csv
 import io
 import zipfile
@@ -30,6 +29,7 @@ from heatmetro.flows.importers.formats import (
     GPS_EPOCH,
     MAX_TRACK_FIXES,
     TRACK_SUFFIXES,
+    TRANSITION,
     VIRTUAL_SPORTS,
     VISIBILITIES,
     RecordedTrack,
@@ -146,7 +146,7 @@ def _convert(
     track = PARSERS[kind](stream, MAX_TRACK_FIXES)
     reader.drain()  # the id hashes the whole content, read to its end (still capped)
     sport = opts.sport_type or listed_sport or track.sport_type or "Ride"
-    if sport in VIRTUAL_SPORTS:
+    if sport in VIRTUAL_SPORTS and not track.legs:
         msg = f"virtual activity ({sport}): its GPS positions are simulated"
         raise ImportFileError(msg)
     dropped: dict[str, int] = {}
@@ -172,7 +172,7 @@ def _convert(
             continue  # a leg without a track (a transition, a leg recorded indoors)
         events.append(event)
     if not events:
-        msg = f"no usable GPS track in any of its {len(legs)} activities"
+        msg = f"no usable GPS track in any of its {len(legs)} activities (or only virtual ones)"
         raise ImportFileError(msg)
     notes = [
         f"skipped {n} {what}"
@@ -194,20 +194,19 @@ def _convert(
 
 
 def _legs(track: RecordedTrack) -> list[tuple[RecordedTrack, str | None]]:
-    """The track cut at its legs' start times (each with its own sport), or whole."""
+    """The track cut at its legs' first fixes (each with its own sport and, when the file
+    says it, offset), or whole; a triathlon's transitions left out."""
     if not track.legs:
         return [(track, None)]
-    times = list(track.times)
     out = []
-    for k, (start, sport) in enumerate(track.legs):
-        lo = 0 if k == 0 else bisect.bisect_left(times, start)
-        hi = (
-            bisect.bisect_left(times, track.legs[k + 1][0])
-            if k + 1 < len(track.legs)
-            else len(times)
-        )
+    ends = [start for start, _, _ in track.legs[1:]] + [len(track.times)]
+    for (lo, sport, offset), hi in zip(track.legs, ends, strict=True):
+        if sport == TRANSITION:
+            continue
         leg = RecordedTrack(
-            sport_type=sport, utc_offset_s=track.utc_offset_s, offset_known=track.offset_known
+            sport_type=sport,
+            utc_offset_s=offset if offset is not None else track.utc_offset_s,
+            offset_known=offset is not None or track.offset_known,
         )
         leg.times, leg.lats, leg.lngs = track.times[lo:hi], track.lats[lo:hi], track.lngs[lo:hi]
         out.append((leg, sport))

@@ -199,23 +199,29 @@ class _GpxTarget(_Target):
         out.skipped = self.skipped
         out.untimed = sum(s.untimed for s in timed)
         out.legs = self._legs(timed)
+        if out.legs:  # each leg says its own offset, or takes where it starts
+            out.offset_known = False
         return out
 
-    def _legs(self, timed: list[_Segment]) -> list[tuple[int, str | None]]:
-        """Where one activity ends and the next begins: at a <trk> that starts more than
-        ``LEG_GAP_S`` after the last ended, or declares another type. (A device that
-        splits one ride into tracks at each power cycle keeps them together.)"""
-        legs: list[tuple[int, str | None]] = []
-        last_trk, last_end, last_type = None, 0, None
+    def _legs(self, timed: list[_Segment]) -> list[tuple[int, str | None, int | None]]:
+        """Where one activity ends and the next begins (as ``RecordedTrack.legs``): at a
+        <trk> that starts more than ``LEG_GAP_S`` from the last (before or after it), or
+        declares another sport. A device that splits one ride into tracks at each power
+        cycle keeps them together."""
+        legs: list[tuple[int, str | None, int | None]] = []
+        last_trk: int | None = None
+        last_end, last_sport, at = 0, None, 0
         for seg in timed:
-            kind = self.trk_types.get(seg.trk)
-            if seg.trk != last_trk and last_trk is not None:
-                gap_s = (seg.times[0] - last_end) / 1e6
-                if gap_s > LEG_GAP_S or (kind and last_type and kind != last_type):
-                    legs.append((seg.times[0], platform_sport(kind)))
-            if not legs and last_trk is None:
-                legs.append((seg.times[0], platform_sport(kind)))
-            last_trk, last_end, last_type = seg.trk, seg.times[-1], kind or last_type
+            sport = platform_sport(self.trk_types.get(seg.trk))
+            offset = seg.offset or None  # "Z" (0) says UTC, not where it was
+            if last_trk is None:
+                legs.append((0, sport, offset))
+            elif seg.trk != last_trk:
+                gap_s = abs(seg.times[0] - last_end) / 1e6
+                if gap_s > LEG_GAP_S or (sport and last_sport and sport != last_sport):
+                    legs.append((at, sport, offset))
+            last_trk, last_end, last_sport = seg.trk, seg.times[-1], sport or last_sport
+            at += len(seg.times)
         return legs if len(legs) > 1 else []
 
 
