@@ -58,25 +58,28 @@ def enforce_settings(
     changed: set[tuple[str, str]] = set()
     rows = db.execute(
         "SELECT activity_id, month, hide_override_m, cut_start_m, cut_end_m, zone_key, path, "
-        "start_s, utc_offset_s, commute, max_speed_ms, streets, metro_path, sport_type "
+        "start_s, utc_offset_s, commute, max_speed_ms, streets, metro_path, sport_type, "
+        "start_within_m, end_within_m "
         "FROM activities WHERE athlete_id = ? AND status = 'active'",
         (athlete_id,),
     ).fetchall()
     for row in rows:
         aid, month, override, cut_s, cut_e, key_json, blob, start_s, off, commute, vmax = row[:11]
-        st, metro_blob, sport = row[11:]
+        st, metro_blob, sport, within_s, within_e = row[11:]
         plan = plan_hide_more(
             activity_id=aid, hide_override_m=override, cut_start_m=cut_s, cut_end_m=cut_e,
             zone_key_json=key_json, hide_m=hide_m, zones=zones, salt=salt, jitter_m=hide_jitter_m,
+            within_start_m=within_s, within_end_m=within_e,
         )  # fmt: skip
         if plan is None:
             continue
-        path = from_blob(blob, PATH_DTYPE)
+        old = from_blob(blob, PATH_DTYPE)
+        ends = plan.cut_ends(old)
+        within = plan.within_after(old, ends)
         st = recut_streets(
-            st, path, plan.cut_ends(path), plan.extra_start_m, plan.extra_end_m, plan.new_zones,
-            streets,
-        )  # fmt: skip
-        path = plan.cut(path, heat_res)
+            st, old, ends, plan.extra_start_m, plan.extra_end_m, plan.new_zones, streets
+        )
+        path = plan.cut(old, heat_res)
         metro = plan.cut(from_blob(metro_blob, PATH_DTYPE), metro_res)
         recs = activity_records(
             StoredActivity(
@@ -86,9 +89,11 @@ def enforce_settings(
         )
         db.execute(
             "UPDATE activities SET path = ?, heat = ?, edges = ?, hexagons = ?, od = ?, cut_start_m = ?, "
-            "cut_end_m = ?, zone_key = ?, status = ?, streets = ?, metro_path = ? WHERE activity_id = ?",
+            "cut_end_m = ?, zone_key = ?, status = ?, streets = ?, metro_path = ?, "
+            "start_within_m = ?, end_within_m = ? WHERE activity_id = ?",
             (to_blob(path), *(to_blob(r) for r in recs), plan.cut_start_m, plan.cut_end_m,
-             plan.zone_key_json, "active" if len(path) else "empty", st, to_blob(metro), aid),
+             plan.zone_key_json, "active" if len(path) else "empty", st, to_blob(metro),
+             *within, aid),
         )  # fmt: skip
         changed.add((athlete_id, month))
     return changed

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from heatmetro.core.cells import cell_centres
+from heatmetro.core.geo import haversine_m
 from heatmetro.state.path_ops import cut_path_circles, cut_path_ends, drop_zone_cells
 from heatmetro.state.settings import EffectiveZone, hide_cuts_m, zone_key
 
@@ -31,6 +33,8 @@ class HidePlan:
         extra_start_m, extra_end_m: metres still to remove at each end.
         cut_start_m, cut_end_m: the activity's total cuts once applied.
         zone_key_json: the activity's ``zone_key`` column once applied.
+        within_start_m, within_end_m: how far, at most, the stored path's first (last)
+            cell lies from where the activity started (ended), before this cut.
     """
 
     new_zones: tuple[EffectiveZone, ...]
@@ -39,6 +43,8 @@ class HidePlan:
     cut_start_m: float
     cut_end_m: float
     zone_key_json: str
+    within_start_m: float = 0.0
+    within_end_m: float = 0.0
 
     def cut(self, path: np.ndarray, res: int) -> np.ndarray:
         """``path`` (a stored path at resolution ``res``) with the extra ends and zones removed."""
@@ -47,20 +53,35 @@ class HidePlan:
     def cut_ends(self, path: np.ndarray) -> np.ndarray:
         """``path`` with the extra start and end removed.
 
-        The stored path's first cell F lies within its old cut r0 (+ ``CUT_SLACK_M``)
-        of where the activity started, H, in some unknown direction: metres along the
-        path from F do not reach the new cut r1 from H when the path turns (found by an
-        outside review: 404 m of 500). Every cell at least r1 + r0 + slack from F is at
-        least r1 from H whatever the direction, so the path is also cut out to that
-        circle around F (erring on removing more, as every cut here does).
+        The stored path's first cell F lies within ``within_start_m`` of where the
+        activity started, H, in some unknown direction: metres along the path from F do
+        not reach the new cut r1 from H when the path turns (found by an outside review:
+        404 m of 500). Every cell at least r1 + within from F is at least r1 from H
+        whatever the direction, so the path is also cut out to that circle around F
+        (erring on removing more, as every cut here does); alike at the end.
         """
         path = cut_path_ends(path, self.extra_start_m, self.extra_end_m)
-        old_s, old_e = self.cut_start_m - self.extra_start_m, self.cut_end_m - self.extra_end_m
         return cut_path_circles(
             path,
-            self.cut_start_m + old_s + CUT_SLACK_M if self.extra_start_m >= MIN_EXTRA_M else 0.0,
-            self.cut_end_m + old_e + CUT_SLACK_M if self.extra_end_m >= MIN_EXTRA_M else 0.0,
+            self.cut_start_m + self.within_start_m if self.extra_start_m >= MIN_EXTRA_M else 0.0,
+            self.cut_end_m + self.within_end_m if self.extra_end_m >= MIN_EXTRA_M else 0.0,
         )
+
+    def within_after(self, before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+        """``within_start_m`` and ``within_end_m`` once ``before`` became ``after``: the
+        old bound plus how far the first (last) cell moved (the triangle inequality), so
+        the next, larger hide distance is still kept from any start."""
+        if len(before) == 0 or len(after) == 0:
+            return self.within_start_m, self.within_end_m
+        (lat0, lat1), (lng0, lng1) = cell_centres(
+            np.array([before["cell"][0], after["cell"][0]], np.uint64)
+        )
+        (lat2, lat3), (lng2, lng3) = cell_centres(
+            np.array([before["cell"][-1], after["cell"][-1]], np.uint64)
+        )
+        moved_s = float(haversine_m(lat0, lng0, lat1, lng1))
+        moved_e = float(haversine_m(lat2, lng2, lat3, lng3))
+        return self.within_start_m + moved_s, self.within_end_m + moved_e
 
 
 def plan_hide_more(
@@ -74,12 +95,18 @@ def plan_hide_more(
     zones: tuple[EffectiveZone, ...],
     salt: str,
     jitter_m: float,
+    within_start_m: float | None = None,
+    within_end_m: float | None = None,
 ) -> HidePlan | None:
     """The cuts an activity stored with the given columns needs; None when it obeys already.
 
     An activity with its own hide distance (``hide_override_m``) keeps it; the others
     follow the athlete's ``hide_m`` (with the activity's secret jitter). Smaller settings
-    never give anything back: cuts only grow.
+    never give anything back: cuts only grow. ``within_start_m`` / ``within_end_m``:
+    what an earlier cut left (``HidePlan.within_after``); None for an activity as it
+    was ingested, whose first kept fix lies at most ``CUT_SLACK_M`` beyond its cut (the
+    along-track cut point is never farther than that along the track, the circle's exit
+    one step beyond it).
     """
     have = {tuple(z) for z in orjson.loads(zone_key_json)}
     new_zones = tuple(z for z in zones if tuple(zone_key((z,))[0]) not in have)
@@ -99,4 +126,6 @@ def plan_hide_more(
         cut_start_m=max(cut_start_m, target_s),
         cut_end_m=max(cut_end_m, target_e),
         zone_key_json=orjson.dumps([list(k) for k in key]).decode(),
+        within_start_m=within_start_m if within_start_m is not None else cut_start_m + CUT_SLACK_M,
+        within_end_m=within_end_m if within_end_m is not None else cut_end_m + CUT_SLACK_M,
     )

@@ -84,6 +84,13 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_cut_bounds(db: sqlite_utils.Database) -> None:
+    # As the public store's m009: the bound a larger hide distance leaves (NULL: as ingested).
+    db.execute("ALTER TABLE activities ADD COLUMN start_within_m REAL")
+    db.execute("ALTER TABLE activities ADD COLUMN end_within_m REAL")
+
+
 @dataclass(frozen=True, slots=True)
 class PersonalChange:
     """An activity version for its owner's personal map (any visibility)."""
@@ -191,25 +198,28 @@ def hide_more(db: sqlite_utils.Database, athlete_id: str, config: Config) -> int
     hide_m, zones_json = row
     zones = tuple(EffectiveZone(*z) for z in orjson.loads(zones_json))
     rows = db.execute(
-        "SELECT activity_id, hide_override_m, cut_start_m, cut_end_m, zone_key, path "
+        "SELECT activity_id, hide_override_m, cut_start_m, cut_end_m, zone_key, path, "
+        "start_within_m, end_within_m "
         "FROM activities WHERE athlete_id = ? AND status = 'active' ORDER BY activity_id",
         (athlete_id,),
     ).fetchall()
     changed = 0
-    for aid, override, cut_s, cut_e, key_json, blob in rows:
+    for aid, override, cut_s, cut_e, key_json, blob, within_s, within_e in rows:
         plan = plan_hide_more(
             activity_id=aid, hide_override_m=override, cut_start_m=cut_s, cut_end_m=cut_e,
             zone_key_json=key_json, hide_m=hide_m, zones=zones, salt=config.salt,
-            jitter_m=config.hide_jitter_m,
+            jitter_m=config.hide_jitter_m, within_start_m=within_s, within_end_m=within_e,
         )  # fmt: skip
         if plan is None:
             continue
-        path = plan.cut(from_blob(blob, PATH_DTYPE), config.heat_resolution)
+        old = from_blob(blob, PATH_DTYPE)
+        within = plan.within_after(old, plan.cut_ends(old))
+        path = plan.cut(old, config.heat_resolution)
         db.execute(
             "UPDATE activities SET path = ?, cut_start_m = ?, cut_end_m = ?, zone_key = ?, "
-            "status = ? WHERE activity_id = ?",
+            "status = ?, start_within_m = ?, end_within_m = ? WHERE activity_id = ?",
             (to_blob(path), plan.cut_start_m, plan.cut_end_m, plan.zone_key_json,
-             "active" if len(path) else "empty", aid),
+             "active" if len(path) else "empty", *within, aid),
         )  # fmt: skip
         changed += 1
     return changed

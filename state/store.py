@@ -210,6 +210,15 @@ def m008_mask_dead_letters(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m009_cut_bounds(db: sqlite_utils.Database) -> None:
+    # How far the stored path's first (last) cell may lie from the activity's start
+    # (end) once a larger hide distance was applied (``hide_more_plan``): the next,
+    # larger one is then still kept from any start. NULL: as ingested.
+    db.execute("ALTER TABLE activities ADD COLUMN start_within_m REAL")
+    db.execute("ALTER TABLE activities ADD COLUMN end_within_m REAL")
+
+
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
     """Open the store (WAL, patient with other writers) and bring its schema up to date."""
     if db_path.parent.exists() and not db_path.parent.is_dir():

@@ -370,7 +370,7 @@ def test_a_larger_hide_distance_reaches_its_distance_from_home_when_the_ride_tur
         lat, lng = offset_point(*home, 5.0 * k, 90.0)
         pts.append([round(lat, 7), round(lng, 7)])
     corner = offset_point(*home, 300.0, 90.0)
-    for k in range(1, 601):  # 3 km north
+    for k in range(1, 2001):  # 10 km north
         lat, lng = offset_point(*corner, 5.0 * k, 0.0)
         pts.append([round(lat, 7), round(lng, 7)])
     h.send(athlete("a1", updated=at(0), hide_start_end_m=200), ride("r1", "a1", pts, hours=1))
@@ -378,6 +378,13 @@ def test_a_larger_hide_distance_reaches_its_distance_from_home_when_the_ride_tur
     h.send(athlete("a1", updated=at(10), hide_start_end_m=500))
     cut = path_of(h.db, "r1")
     assert len(cut) and _far_from(cut, home) >= 500 - 20
+    # A second, larger one: the bound the first left (how far the first cell may lie
+    # from home) is kept with the activity, so the circle still covers any start.
+    (within,) = h.db.execute("SELECT start_within_m FROM activities").fetchone()
+    assert within >= _far_from(cut, home) - 20
+    h.send(athlete("a1", updated=at(20), hide_start_end_m=900))
+    cut = path_of(h.db, "r1")
+    assert len(cut) and _far_from(cut, home) >= 900 - 20
 
 
 def test_removed_zone_adds_nothing_back(h: Harness, config: Config) -> None:
