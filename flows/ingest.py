@@ -73,7 +73,7 @@ def _raw_text(data: bytes) -> str:
 def _dead(rec: StreamMessage, reason: str) -> DeadLetter:
     # The reason keeps its values: it names one refused fix (out of range, not a number),
     # which is the operator's clue, not a track.
-    return DeadLetter(rec.source, rec.position, reason, _raw_text(rec.data))
+    return DeadLetter(rec.source, rec.position, mask_locations(reason), _raw_text(rec.data))
 
 
 class FoldStep:

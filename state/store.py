@@ -219,6 +219,17 @@ def m009_cut_bounds(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE activities ADD COLUMN end_within_m REAL")
 
 
+@migrations()
+def m010_mask_dead_letter_reasons(db: sqlite_utils.Database) -> None:
+    # A reason may quote the fix it refused (its valid half is a place), and a number
+    # with an exponent is a coordinate too: both masked now as new ones are.
+    rows = db.execute("SELECT rowid, reason, raw FROM dead_letters").fetchall()
+    db.conn.executemany(
+        "UPDATE dead_letters SET reason = ?, raw = ? WHERE rowid = ?",
+        [(mask_locations(r or ""), mask_locations(w or ""), i) for i, r, w in rows],
+    )
+
+
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
     """Open the store (WAL, patient with other writers) and bring its schema up to date."""
     if db_path.parent.exists() and not db_path.parent.is_dir():

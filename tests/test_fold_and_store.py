@@ -436,3 +436,22 @@ def test_an_older_stores_dead_letters_lose_their_coordinates_on_upgrade(tmp_path
     db = connect(tmp_path / "0000.db")
     (kept,) = db.execute("SELECT raw FROM dead_letters").fetchone()
     assert kept == '{"kind":"activity","activity_id":"a-1","streams":{"latlng":[[#,#]]}} x'
+
+
+def test_an_older_stores_dead_letter_reasons_lose_their_coordinates_on_upgrade(
+    tmp_path: Path,
+) -> None:
+    """Migration m010: reasons quoting a refused fix, and exponent-written numbers."""
+    from heatmetro.state.store import connect
+
+    reason = "activity a-1: latlng[1] = (42.320213, 200.5): longitude out of range"
+    raw = '{"kind":"athlete","athlete_id":"550e8400","privacy_zones":[{"lat":4232011.3e-5}]}'
+    db = connect(tmp_path / "0000.db")
+    db.execute("INSERT INTO dead_letters VALUES ('f.jsonl', 7, ?, ?)", [reason, raw])
+    db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm010_mask_dead_letter_reasons'")
+    db.conn.close()
+    db = connect(tmp_path / "0000.db")
+    assert db.execute("SELECT reason, raw FROM dead_letters").fetchone() == (
+        "activity a-1: latlng[1] = (#, 200.5): longitude out of range",
+        '{"kind":"athlete","athlete_id":"550e8400","privacy_zones":[{"lat":#}]}',
+    )
