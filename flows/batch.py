@@ -22,7 +22,7 @@ import h3.api.basic_int as h3
 import numpy as np
 
 from heatmetro.core.config import Config
-from heatmetro.core.geo import haversine_m, step_lengths_m
+from heatmetro.core.geo import between_end_circles, haversine_m, step_lengths_m
 from heatmetro.core.h3_vector import latlng_to_cells
 from heatmetro.core.sports import is_ebike
 from heatmetro.flows.clean import FAULTS, clean_batch
@@ -76,34 +76,23 @@ def _per_activity_cumsum(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 def _beyond_end_circles(
     lat: np.ndarray,
     lng: np.ndarray,
-    aid: np.ndarray,
     bounds: np.ndarray,
     cut_s: np.ndarray,
     cut_e: np.ndarray,
 ) -> np.ndarray:
-    """Per fix: whether it comes after the track first leaves the circle of radius
-    ``cut_s`` around its first fix, and before it last enters the one of ``cut_e``
-    around its last fix.
+    """Per fix: whether it lies between its activity's end circles (``between_end_circles``
+    with radii ``cut_s`` and ``cut_e``).
 
     Metres along the track are not enough: a phone left recording at home before a ride
     adds hundreds of metres of jitter without leaving the spot, and the cut would fall
     right there. So the hidden ends reach at least as far as those circles, whatever
     the track did inside them (a later pass near home is a privacy zone's job).
     """
-    if not len(lat):
-        return np.zeros(0, dtype=bool)
-    counts = np.diff(bounds)
-    first = np.repeat(bounds[:-1], counts)
-    last = np.repeat(np.maximum(bounds[1:] - 1, 0), counts)
-    left = (haversine_m(lat[first], lng[first], lat, lng) >= cut_s[aid]).astype(np.float64)
-    away = (haversine_m(lat, lng, lat[last], lng[last]) >= cut_e[aid]).astype(np.float64)
-    # Exclusive running counts per activity: "has left by now" and "will still be away".
-    left_before = _per_activity_cumsum(left, bounds)
-    away_before = _per_activity_cumsum(away, bounds)
-    away_total = away_before[last] + away[last]
-    has_left = left_before + left > 0
-    away_after = away_total - away_before > 0
-    return np.asarray(has_left & away_after)
+    parts = [
+        between_end_circles(lat[a:b], lng[a:b], float(s), float(e))
+        for a, b, s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist(), cut_s, cut_e, strict=True)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
 def _stored(job: TrimJob, path: np.ndarray, metro: np.ndarray) -> StoredActivity:
@@ -167,7 +156,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     cut_s = np.array([j.base["cut_start_m"] for j in jobs])
     cut_e = np.array([j.base["cut_end_m"] for j in jobs])
     keep = (along >= cut_s[aid]) & (along <= total[aid] - cut_e[aid])
-    keep &= _beyond_end_circles(lat, lng, aid, bounds, cut_s, cut_e)
+    keep &= _beyond_end_circles(lat, lng, bounds, cut_s, cut_e)
     keep &= kept_count[aid] >= 2  # never moved: nothing to draw or count
     for i, job in enumerate(jobs):
         if job.zones and kept_count[i]:

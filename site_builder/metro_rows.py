@@ -19,12 +19,11 @@ from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_columns import HOURS
 from heatmetro.site_builder.metro_tables import (
     BANDS,
-    SUPPRESSED,
     DirectionTable,
     Publication,
     bearing_deg,
+    by_hour,
     cell_table,
-    dense_index,
     direction_sums,
     publish_directions,
 )
@@ -215,12 +214,7 @@ def hourly_wide_rows(window: WindowData, pub: Publication, cache: MetroCache | N
         t = _table(layer, window.edges[layer], ("a", "b", "hour"), pub, cache, with_bands=False)
         if not len(t):
             return [[]], [], []
-        row, first = dense_index(t.keys["a"], t.keys["b"])
-        wide = np.full((len(first), 2, len(HOURS), 2), SUPPRESSED, dtype=np.int64)
-        hour = t.keys["hour"].astype(np.int64)
-        for d in (0, 1):
-            wide[row, d, hour, 0] = t.trips[:, d]
-            wide[row, d, hour, 1] = t.people[:, d]
+        wide, first = by_hour(t, "a", "b")
         a, b = t.keys["a"][first], t.keys["b"][first]
         tail: list[Sequence[Value]] = [
             _counts(wide[:, d, h, w]) for d in (0, 1) for h in HOURS for w in (0, 1)

@@ -31,14 +31,8 @@ import sqlite_utils
 from heatmetro.core.config import Config
 from heatmetro.core.months import month_index, month_of_index, window_months
 from heatmetro.core.sports import is_ebike
-from heatmetro.site_builder.metro_columns import HOURLY_WIDE_COLUMNS, HOURS
-from heatmetro.site_builder.metro_tables import (
-    SUPPRESSED,
-    Publication,
-    bearing_deg,
-    dense_index,
-    direction_table,
-)
+from heatmetro.site_builder.metro_columns import HOURLY_WIDE_COLUMNS
+from heatmetro.site_builder.metro_tables import Publication, bearing_deg, by_hour, direction_table
 from heatmetro.state.records import EDGE_DTYPE, EDGE_KEY, LAYERS, group_sum, with_athlete
 from heatmetro.state.street_network import ATTRIBUTION, LICENSE, StreetNetwork, network_for, project
 from heatmetro.state.street_ops import STREET_DTYPE
@@ -301,25 +295,14 @@ def _wide_rows(sw: StreetWindow, pub: Publication) -> Iterator[list[Any]]:
         t = direction_table(sw.records[layer], ("a", "hour"), pub, with_bands=False)
         if not len(t):
             continue
-        row, first = dense_index(t.keys["a"])
-        wide = np.full((len(first), 2, len(HOURS), 2), SUPPRESSED, dtype=np.int64)
-        hour = t.keys["hour"].astype(np.int64)
-        for d in (0, 1):
-            wide[row, d, hour, 0] = t.trips[:, d]
-            wide[row, d, hour, 1] = t.people[:, d]
+        wide, first = by_hour(t, "a")
         edges = t.keys["a"][first].astype(np.int64)
+        bearing = _bearings(net, edges)
         flat = wide.reshape(len(first), -1)  # direction, hour, trips|people: the columns
         for r in np.argsort(net.uid[edges], kind="stable").tolist():
             e = int(edges[r])
-            lat, lng = net.polyline(e)
-            bearing = bearing_deg(lat[:1], lng[:1], lat[-1:], lng[-1:])
-            yield [
-                str(net.uid[e]), int(net.way_id[e]), str(net.name[e]), nearest[e],
-                str(net.highway[e]), str(net.footway[e]), str(net.bicycle[e]),
-                str(net.oneway[e]), layer,
-                *(None if v < 0 else v for v in flat[r].tolist()),
-                round(float(bearing[0]), 1), round(float(net.length_m[e]), 1),
-            ]  # fmt: skip
+            counts = (None if v < 0 else v for v in flat[r].tolist())
+            yield [*_lead(net, nearest, e, layer), *counts, *_tail(net, bearing[r], e)]
 
 
 def _rows(
@@ -334,23 +317,36 @@ def _rows(
     for layer in layers:
         t = direction_table(sw.records[layer], ("a", *by), pub, with_bands=not hourly)
         edges = t.keys["a"].astype(np.int64)
-        uids = net.uid[edges]
-        first, last = net.offsets[edges], net.offsets[edges + 1] - 1
-        bearing = bearing_deg(net.lat[first], net.lng[first], net.lat[last], net.lng[last])
-        order = np.lexsort((*(t.keys[k] for k in reversed(by)), uids))
+        bearing = _bearings(net, edges)
+        order = np.lexsort((*(t.keys[k] for k in reversed(by)), net.uid[edges]))
         cols = [list(c) for c in values(t)]
         for r in order.tolist():
             e = int(edges[r])
-            lead = [str(net.uid[e]), int(net.way_id[e]), str(net.name[e]), nearest[e],
-                    str(net.highway[e]), str(net.footway[e]), str(net.bicycle[e]),
-                    str(net.oneway[e]), layer]  # fmt: skip
+            lead = _lead(net, nearest, e, layer)
             if hourly:
                 day = "weekend" if t.keys["weekend"][r] else "weekday"
                 lead += [int(t.keys["hour"][r]), day]
             elif by:
                 lead.append(month_of_index(int(t.keys["month"][r])))
-            tail = [round(float(bearing[r]), 1), round(float(net.length_m[e]), 1)]
-            yield [*lead, *(c[r] for c in cols), *tail], e
+            yield [*lead, *(c[r] for c in cols), *_tail(net, bearing[r], e)], e
+
+
+def _lead(net: StreetNetwork, nearest: list[str], e: int, layer: str) -> list[Any]:
+    """The street's own columns of a row, up to ``layer`` (``_street_columns``' order)."""
+    return [str(net.uid[e]), int(net.way_id[e]), str(net.name[e]), nearest[e],
+            str(net.highway[e]), str(net.footway[e]), str(net.bicycle[e]),
+            str(net.oneway[e]), layer]  # fmt: skip
+
+
+def _tail(net: StreetNetwork, bearing: float, e: int) -> list[float]:
+    """The last two columns: ``forward_bearing_deg`` and ``length_m``."""
+    return [round(float(bearing), 1), round(float(net.length_m[e]), 1)]
+
+
+def _bearings(net: StreetNetwork, edges: np.ndarray) -> np.ndarray:
+    """Compass bearing of each edge, first node to last."""
+    first, last = net.offsets[edges], net.offsets[edges + 1] - 1
+    return np.asarray(bearing_deg(net.lat[first], net.lng[first], net.lat[last], net.lng[last]))
 
 
 # A sidewalk or cycle track runs a few metres beside its street: 20 m takes in a wide

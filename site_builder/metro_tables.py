@@ -358,6 +358,19 @@ def direction_table(
     return publish_directions(direction_sums(arr, key, pub.max_trips, with_bands=with_bands), pub)
 
 
+def by_hour(t: DirectionTable, *keys: str) -> tuple[np.ndarray, np.ndarray]:
+    """``t`` (keyed by ``keys`` and ``hour``) pivoted to one row per ``keys``: published
+    counts ``[rows, direction, hour, trips | people]`` (``SUPPRESSED`` where none), and
+    per row one index into ``t`` holding its keys."""
+    row, first = dense_index(*(t.keys[k] for k in keys))
+    wide = np.full((len(first), 2, 24, 2), SUPPRESSED, dtype=np.int64)
+    hour = t.keys["hour"].astype(np.int64)
+    for d in (0, 1):
+        wide[row, d, hour, 0] = t.trips[:, d]
+        wide[row, d, hour, 1] = t.people[:, d]
+    return wide, first
+
+
 def publish_directions(sums: DirectionSums, pub: Publication) -> DirectionTable:
     """Apply the privacy rules to grouped sums.
 

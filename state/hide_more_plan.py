@@ -73,14 +73,9 @@ class HidePlan:
         the next, larger hide distance is still kept from any start."""
         if len(before) == 0 or len(after) == 0:
             return self.within_start_m, self.within_end_m
-        (lat0, lat1), (lng0, lng1) = cell_centres(
-            np.array([before["cell"][0], after["cell"][0]], np.uint64)
-        )
-        (lat2, lat3), (lng2, lng3) = cell_centres(
-            np.array([before["cell"][-1], after["cell"][-1]], np.uint64)
-        )
-        moved_s = float(haversine_m(lat0, lng0, lat1, lng1))
-        moved_e = float(haversine_m(lat2, lng2, lat3, lng3))
+        ends = np.array([before["cell"][0], before["cell"][-1]], np.uint64)
+        now = np.array([after["cell"][0], after["cell"][-1]], np.uint64)
+        moved_s, moved_e = haversine_m(*cell_centres(ends), *cell_centres(now)).tolist()
         return self.within_start_m + moved_s, self.within_end_m + moved_e
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from heatmetro.core.cells import cell_centres
-from heatmetro.core.geo import haversine_m, step_lengths_m
+from heatmetro.core.geo import between_end_circles, step_lengths_m
 from heatmetro.state.settings import EffectiveZone, cells_touching_zones
 
 
@@ -62,11 +62,5 @@ def cut_path_circles(path: np.ndarray, start_radius_m: float, end_radius_m: floa
     if len(path) == 0 or (start_radius_m <= 0 and end_radius_m <= 0):
         return path
     lat, lng = cell_centres(path["cell"])
-    drop = np.zeros(len(path), dtype=bool)
-    if start_radius_m > 0:
-        out = haversine_m(lat[0], lng[0], lat, lng) >= start_radius_m
-        drop |= ~np.logical_or.accumulate(out)
-    if end_radius_m > 0:
-        away = haversine_m(lat, lng, lat[-1], lng[-1]) >= end_radius_m
-        drop |= ~np.logical_or.accumulate(away[::-1])[::-1]
-    return drop_rows(path, drop)
+    keep = between_end_circles(lat, lng, max(start_radius_m, 0.0), max(end_radius_m, 0.0))
+    return drop_rows(path, ~keep)

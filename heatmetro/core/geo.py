@@ -20,6 +20,19 @@ def haversine_m(lat1: ArrayLike, lng1: ArrayLike, lat2: ArrayLike, lng2: ArrayLi
     return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
+def between_end_circles(
+    lat: np.ndarray, lng: np.ndarray, start_m: float, end_m: float
+) -> np.ndarray:
+    """Per point of a line: whether it comes after the line first leaves the circle of
+    ``start_m`` around its first point, and before it last enters the one of ``end_m``
+    around its last point (a radius of 0: every point)."""
+    if not len(lat):
+        return np.zeros(0, dtype=bool)
+    left = haversine_m(lat[0], lng[0], lat, lng) >= start_m
+    away = haversine_m(lat, lng, lat[-1], lng[-1]) >= end_m
+    return np.logical_or.accumulate(left) & np.logical_or.accumulate(away[::-1])[::-1]
+
+
 def step_lengths_m(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
     """Distance from each point to the next (length n-1).
 
