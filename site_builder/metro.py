@@ -28,7 +28,7 @@ from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_chart import chart_svg, monthly_totals, window
 from heatmetro.site_builder.metro_dp import DpNoise
 from heatmetro.site_builder.metro_files import sha256, write_csv, write_geojson, write_zip
-from heatmetro.site_builder.metro_gpkg import Named, rows_from_geojson, write_gpkg
+from heatmetro.site_builder.metro_gpkg import Named, rows_from_csv, rows_from_geojson, write_gpkg
 from heatmetro.site_builder.metro_rows import (
     Rows,
     direction_values,
@@ -164,16 +164,23 @@ def write_metro(
         descriptions = {**STREET_FILES, **descriptions}
         descriptions["metro.gpkg"] = (
             "GeoPackage: layers edges (lines), hexagons (polygons), od (lines) and streets "
-            "(the OSM street edges' lines)"
+            "(the OSM street edges' lines); every other CSV file as a table"
         )
     tables = {"edges": edges, "hexagons": hexagons, "od": od}
-    layers: dict[str, tuple[str, Sequence[Named], Rows]] = {
+    layers: dict[str, tuple[str | None, Sequence[Named], Rows]] = {
         name: (kind, c, tables[name]) for name, (kind, c, _) in cols.GPKG_LAYERS.items()
     }
     if streets is not None:  # the OSM street edges as a layer too, with their polylines
         street_columns = streets.tables[0][1]
         street_rows = rows_from_geojson(metro_dir / "streets.geojson", street_columns)
         layers["streets"] = ("LineString", street_columns, street_rows)
+    # Every other CSV file as an attribute table: one file for a GIS, where the hourly
+    # and monthly rows join to a layer on its id (edge_id, hex_id, edge_uid ...).
+    tables_only = [n.removesuffix(".csv") for n in rows if n.endswith(".csv")]
+    tables_only = [t for t in tables_only if t not in layers]
+    for table in tables_only:
+        columns, table_rows = rows_from_csv(metro_dir / f"{table}.csv")
+        layers[table] = (None, columns, table_rows)
     for layer, n in write_gpkg(metro_dir / "metro.gpkg", layers, when, attribution).items():
         rows[f"metro.gpkg:{layer}"] = n
 
@@ -187,6 +194,7 @@ def write_metro(
         "bands": BANDS,
         "tables": [*cols.DICTIONARY, *(streets.tables if streets is not None else [])],
         "gpkg_layers": cols.GPKG_LAYERS | ({"streets": cols.GPKG_STREETS} if streets else {}),
+        "gpkg_tables": tables_only,
         "descriptions": descriptions,
         "dp": noise,
         "osm_attribution": attribution,

@@ -119,7 +119,8 @@ FILE_DESCRIPTIONS = {
     "hexagons_monthly.csv": "hexagons.csv per local month of the window",
     "od.csv": "Trips and people from origin cell to destination cell (H3 res 8), per layer",
     "od_monthly.csv": "od.csv per local month of the window",
-    "metro.gpkg": "GeoPackage: layers edges (lines), hexagons (polygons) and od (lines)",
+    "metro.gpkg": "GeoPackage: layers edges (lines), hexagons (polygons) and od (lines); "
+    "every other CSV file as a table",
     "README.md": "Data dictionary: every column, the window and the privacy rules",
 }
 

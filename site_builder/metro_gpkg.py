@@ -2,7 +2,9 @@
 
 GIS users open one file and get the layers ``edges`` (LineString), ``hexagons``
 (Polygon) and ``od`` (LineString), in WGS 84, with the same columns and values as the
-CSV files. pyogrio's raw API takes numpy arrays and WKB, so no GeoDataFrame is built.
+CSV files; and the per-hour and per-month CSV files as attribute tables (no geometry),
+to join to a layer on its id in the same file. pyogrio's raw API takes numpy arrays and
+WKB, so no GeoDataFrame is built.
 
 Reproducible bytes: GDAL stamps ``gpkg_contents.last_change`` with the current time
 unless ``OGR_CURRENT_DATE`` is set, so it is set to the build time for the write.
@@ -10,7 +12,9 @@ unless ``OGR_CURRENT_DATE`` is set, so it is set to the build time for the write
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -74,6 +78,26 @@ def rows_from_geojson(path: Path, columns: Sequence[Named]) -> Rows:
     return Rows(values, geometry)
 
 
+@dataclass(frozen=True)
+class _Name:
+    name: str
+
+
+def rows_from_csv(path: Path) -> tuple[list[_Name], Rows]:
+    """A written CSV file read back as typed rows without geometry (an attribute table):
+    an empty field is a null, as the CSV's readers take it."""
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        names = next(reader)
+        kinds = [_kind(n) for n in names]
+        convert = {"int": int, "float": float, "text": str}
+        values = [
+            tuple(convert[k](v) if v != "" else None for k, v in zip(kinds, row, strict=True))
+            for row in reader
+        ]
+    return [_Name(n) for n in names], Rows(values, None)
+
+
 def _field(column: str, values: Sequence[object]) -> tuple[np.ndarray, np.ndarray | None]:
     """A column as pyogrio wants it: typed array, and for integers a null mask."""
     kind = _kind(column)
@@ -88,11 +112,12 @@ def _field(column: str, values: Sequence[object]) -> tuple[np.ndarray, np.ndarra
 
 def write_gpkg(
     path: Path,
-    layers: Mapping[str, tuple[str, Sequence[Named], Rows]],
+    layers: Mapping[str, tuple[str | None, Sequence[Named], Rows]],
     when: datetime,
     attribution: str | None = None,
 ) -> dict[str, int]:
     """Write each ``name: (geometry type, columns, rows)`` as a layer; return rows per layer.
+    A geometry type of ``None`` writes an attribute table (GeoPackage ``attributes``).
 
     ``attribution`` (the base map's licence notice) becomes each layer's description.
     """
@@ -106,8 +131,10 @@ def write_gpkg(
     written = {}
     try:
         for name, (kind, columns, rows) in layers.items():
-            assert rows.geometry is not None
-            geometry = _wkbs(kind, rows.geometry)
+            geometry = None
+            if kind is not None:
+                assert rows.geometry is not None
+                geometry = _wkbs(kind, rows.geometry)
             by_column = list(zip(*rows.values, strict=True)) or [()] * len(columns)
             fields = [_field(c.name, v) for c, v in zip(columns, by_column, strict=True)]
             pyogrio.raw.write(
@@ -119,7 +146,7 @@ def write_gpkg(
                 layer=name,
                 driver="GPKG",
                 geometry_type=kind,
-                crs="EPSG:4326",
+                crs="EPSG:4326" if kind is not None else None,
                 append=path.exists(),
                 # GeoPackage 1.3, not GDAL's newest 1.4: GDAL before 3.7 (Debian 12's,
                 # so many a QGIS) warns that it "may only be partially supported".

@@ -54,6 +54,8 @@ CSV_FILES = (
 )
 DATA_FILES = (*CSV_FILES, "edges.geojson", "metro.gpkg")
 GPKG_LAYERS = ("edges", "hexagons", "od")
+# Every other CSV file is an attribute table of the GeoPackage.
+GPKG_TABLES = tuple(n.removesuffix(".csv") for n in CSV_FILES if n[:-4] not in GPKG_LAYERS)
 ALL_FILES = (*DATA_FILES, "README.md", "heatmetro-metro-2021-02.zip")
 COUNT_SUFFIX = "_count"
 
@@ -302,7 +304,8 @@ def test_min_athletes_minus_one_people_publish_no_row_anywhere(tmp_path: Path) -
         ),
     )
     expected = {name: 0 for name in (*CSV_FILES, "edges.geojson")}
-    assert counts == expected | {f"metro.gpkg:{layer}": 0 for layer in GPKG_LAYERS}
+    gpkg = {f"metro.gpkg:{layer}": 0 for layer in (*GPKG_LAYERS, *GPKG_TABLES)}
+    assert counts == expected | gpkg
     for name in CSV_FILES:
         assert read_csv(tmp_path / name) == []
     assert json.loads((tmp_path / "edges.geojson").read_text())["features"] == []
