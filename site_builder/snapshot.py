@@ -25,7 +25,12 @@ from heatmetro.site_builder.pages import SiteMeta, write_pages
 from heatmetro.site_builder.publish import discard, new_build_dir, publish, published_counts
 from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import LayerHeat, default_workers, write_layers_tiles
-from heatmetro.site_builder.weekly import carry_weekly, publish_lock, published_weekly_format
+from heatmetro.site_builder.weekly import (
+    carry_weekly,
+    publish_lock,
+    published_weekly_format,
+    refresh_weekly,
+)
 from heatmetro.site_builder.window import WindowData, neighbourhood_across_m
 from heatmetro.site_builder.window_cache import (
     CACHE_FILE,
@@ -117,6 +122,13 @@ def run_snapshot(
     stages = Stages()
     when = build_time()
     month = check_snapshot_month(month, partial=partial)
+    # First the weekly map: rebuilt from the store as it is now, and carried into this build.
+    weekly = refresh_weekly(config, when, quiet=quiet)
+    if weekly is not None and not quiet:
+        print(
+            f"weekly map rebuilt from the store as it is now: {weekly.first}..{weekly.until}",
+            file=sys.stderr,
+        )
     dbs = ShardedStore.open(config.state_dir, config.shards, salt=config.salt).connect_all()
     try:
         with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile

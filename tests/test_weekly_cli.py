@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, line, to_jsonl
+from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, athlete, line, to_jsonl
 from tests.test_personal_cli import tile_alpha
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -166,3 +166,29 @@ def test_a_rolled_back_site_survives_the_next_builds(project: Path, run_cli: Run
     weekly("2021-06-22")
     for build in (first, third):
         assert (build / "weekly" / "index.html").is_file(), f"{build.name}: weekly link broken"
+
+
+def test_an_opt_out_leaves_the_weekly_map_by_the_next_monthly_snapshot(
+    project: Path, run_cli: Run
+) -> None:
+    """DESIGN rules 5 and 6 ("by the next snapshot") hold for the weekly map too, even
+    when nobody runs the weekly job again: the monthly snapshot rebuilds it for its days."""
+    config, site = project / "config.toml", project / "site"
+    (project / "one.jsonl").write_bytes(to_jsonl([ride(f"a{i}", 14 + i) for i in range(6)]))
+    run_cli("ingest", "-c", config, project / "one.jsonl")
+    run_cli("snapshot", "-c", config, "--month", "2021-06")
+    run_cli("snapshot", "-c", config, "--weekly", "--until", "2021-06-20")
+    assert tile_alpha(site / "weekly" / "tiles", "all", 11, *MID) > 0  # 6 people >= 5
+
+    # Two of the six opt out: four left, below the weekly k of 5 (still >= 3 monthly).
+    opt_outs = [athlete(f"a{i}", aggregate_opt_out=True) for i in range(2)]
+    (project / "two.jsonl").write_bytes(to_jsonl(opt_outs))
+    run_cli("ingest", "-c", config, project / "two.jsonl")
+    proc = run_cli("snapshot", "-c", config, "--month", "2021-06")
+    assert "weekly map rebuilt from the store as it is now: 2021-06-14..2021-06-20" in proc.stderr
+    assert tile_alpha(site / "weekly" / "tiles", "all", 11, *MID) == 0, "opted out, still weekly"
+    meta = json.loads((site / "weekly" / "metadata.json").read_text())
+    assert meta["counts"]["athletes"] == 4
+    assert meta["window"] == {"first_day": "2021-06-14", "last_day": "2021-06-20"}
+    assert tile_alpha(site / "tiles", "all", 11, *MID) > 0  # 4 >= 3 on the monthly map
+    assert 'href="weekly/index.html"' in (site / "index.html").read_text()
