@@ -13,6 +13,7 @@ unless ``OGR_CURRENT_DATE`` is set, so it is set to the build time for the write
 from __future__ import annotations
 
 import csv
+import errno
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -123,6 +124,7 @@ def write_gpkg(
     """
     # GDAL loads here, in the forked Metro writer: not in every snapshot's start-up.
     import pyogrio
+    import pyogrio.errors
     import pyogrio.raw
 
     path.unlink(missing_ok=True)
@@ -154,6 +156,10 @@ def write_gpkg(
                 layer_options={"DESCRIPTION": attribution} if attribution else None,
             )
             written[name] = len(rows)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        # GDAL says "Failed to commit transaction", not why: a full disk is the usual cause.
+        why = f"GDAL could not write it ({exc}; is the disk full, or a file size limit reached?)"
+        raise OSError(errno.EIO, why, str(path)) from exc
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
     return written

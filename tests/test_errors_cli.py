@@ -407,13 +407,23 @@ def test_a_full_disk_during_ingest_is_one_line_and_a_rerun_completes(
 
 def test_a_full_disk_during_snapshot_keeps_the_previous_site(project: Path) -> None:
     before = tree_hashes(project / "site")
-    biggest = max(p.stat().st_size for p in (project / "site").resolve().rglob("*") if p.is_file())
+    sizes = {
+        p.name: p.stat().st_size for p in (project / "site").resolve().rglob("*") if p.is_file()
+    }
+    biggest = max(v for k, v in sizes.items() if k != "metro.gpkg")
     db_size = biggest_shard(project).stat().st_size
     assert db_size < biggest - 8192, "the store must fit under the cap, a site file not"
     proc = heatmetro(
         "snapshot", "-c", project / "config.toml", "--month", MONTH, "-q", fsize=biggest - 4096
     )
     assert_one_line_error(proc, "file size limit", ".site.builds")
+    assert tree_hashes(project / "site") == before
+    assert leftovers(project) == []
+    # Only the GeoPackage past the cap: GDAL's own error, in one line, naming the file.
+    assert sizes["metro.gpkg"] > max(biggest, db_size) + 8192, "the GeoPackage is the biggest"
+    cap = sizes["metro.gpkg"] - 4096
+    proc = heatmetro("snapshot", "-c", project / "config.toml", "--month", MONTH, "-q", fsize=cap)
+    assert_one_line_error(proc, "GDAL could not write it", "metro.gpkg", ".site.builds")
     assert tree_hashes(project / "site") == before
     assert leftovers(project) == []
 
