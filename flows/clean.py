@@ -5,7 +5,9 @@ Phone GPS mixes honest movement with faults. Each fault becomes (README, "Messy 
 * repeated positions: dropped (not a fault, a still receiver);
 * a *spike* (a few fixes far off, then back on the track): those fixes are dropped and
   the track goes on unbroken;
-* bad first/last fixes (a cold start far away): dropped, the rest kept;
+* bad first/last fixes (a cold start far away): dropped, the rest kept; also those at
+  a plausible speed but before the receiver settles (a network location, then the GPS
+  fix minutes later and hundreds of metres away);
 * a *vehicle* stretch (faster than the sport allows, e.g. a walk on a bus): not drawn,
   the track splits there, the honest parts before and after are kept;
 * a clock jump or a pause longer than ``PAUSE_SPLIT_S``: the track splits;
@@ -33,6 +35,11 @@ or activities, no recursion; sorting is the costliest step, so O(n log n)):
    moves faster than the sport allows is dropped, splitting the track there. A vehicle's
    stub left on a piece's first (last) fixes is judged from that end; fixes between two
    dropped ones less than ``MIN_RUN_S`` apart go with them (noise makes verdicts flicker).
+4. Fixes before an activity's first *settled* run (``MIN_RUN_S`` of fixes each within
+   ``SETTLE_STEP_M`` and ``SETTLE_GAP_S`` of the last), or after its last, are bad ends:
+   the hidden start's circle is drawn around the first fix kept, so it must be where the
+   activity was, not where a cold receiver guessed (an activity without a settled run is
+   left as it is: a sparse recorder).
 
 Nothing sums across activities, so an activity is cleaned the same in any batch.
 """
@@ -57,6 +64,9 @@ M_PER_DEG = math.radians(EARTH_RADIUS_M)
 MIN_RUN_S = 30.0  # a chain of plausible fixes shorter than this between impossible steps is a fault
 WINDOW_S = 30.0  # the span over which sustained speed is judged
 PAUSE_SPLIT_S = 300.0  # a pause (or clock jump) longer than this splits the track
+# A settled receiver's consecutive fixes: closer than this, and closer in time (step 4).
+SETTLE_STEP_M = 50.0
+SETTLE_GAP_S = 15.0
 _KEY_MS = 1 << 40  # times within a piece, in ms, stay below this (35 years)
 
 _SPIKE, _BAD_END, _VEHICLE = 1, 2, 3  # why a fix was dropped
@@ -150,7 +160,14 @@ def clean_batch(
     keep2 = ~v
     new_piece = (piece_first | after)[keep2]
     idx2 = k1[keep2]
-    a2 = a1[keep2]
+
+    # 4. Ends before the first (after the last) settled run: a cold start's fixes at a
+    # plausible speed (a network location, then the GPS fix minutes later) would
+    # otherwise anchor the hidden start hundreds of metres from where it was.
+    loose = _unsettled_ends(la[idx2], ln[idx2], tt[idx2], a[idx2], new_piece)
+    code[idx2[loose]] = _BAD_END
+    new_piece, idx2 = new_piece[~loose], idx2[~loose]
+    a2 = a[idx2]
     new_piece[1:] |= a2[1:] != a2[:-1]
     if len(new_piece):
         new_piece[0] = True
@@ -168,6 +185,42 @@ def clean_batch(
     jumps = jumps[(code[jumps - 1] != _VEHICLE) & (code[jumps] != _VEHICLE)]
     faults[:, 3] = np.bincount(av[begins], minlength=k) + np.bincount(a[jumps], minlength=k)
     return Cleaned(i0[idx2], new_piece, faults)
+
+
+def _unsettled_ends(
+    lat: np.ndarray, lng: np.ndarray, t: np.ndarray, aid: np.ndarray, new_piece: np.ndarray
+) -> np.ndarray:
+    """Per kept fix, whether it lies before its activity's first settled run or after its
+    last; none for an activity without one.
+
+    A *settled* run is a chain of fixes each within ``SETTLE_STEP_M`` and
+    ``SETTLE_GAP_S`` of the one before (and in one piece) lasting ``MIN_RUN_S`` or more:
+    a receiver that has its fix. Dropping an end before one only ever hides more, never
+    less: the circle of the hidden start is drawn around the first fix kept.
+    """
+    n = len(t)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    brk = np.ones(n, dtype=bool)
+    brk[1:] = (
+        new_piece[1:]
+        | (aid[1:] != aid[:-1])
+        | (step_lengths_m(lat, lng) > SETTLE_STEP_M)
+        | (np.diff(t) > SETTLE_GAP_S)
+    )
+    starts = np.flatnonzero(brk)
+    ends = np.append(starts[1:] - 1, n - 1)
+    settled = t[ends] - t[starts] >= MIN_RUN_S
+    ract, st, en = aid[starts][settled], starts[settled], ends[settled]
+    k = int(aid[-1]) + 1
+    first, last = np.full(k, n), np.full(k, -1)
+    acts, at = np.unique(ract, return_index=True)  # runs are in order: the first of each
+    first[acts] = st[at]
+    acts, at = np.unique(ract[::-1], return_index=True)
+    last[acts] = en[len(en) - 1 - at]
+    pos = np.arange(n)
+    has = last[aid] >= 0
+    return has & ((pos < first[aid]) | (pos > last[aid]))
 
 
 def noise_sigma_m(

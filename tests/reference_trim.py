@@ -31,6 +31,8 @@ from heatmetro.flows.clean import (
     NOISE_CAP_M,
     NOISE_K,
     PAUSE_SPLIT_S,
+    SETTLE_GAP_S,
+    SETTLE_STEP_M,
     WINDOW_NOISE_M,
     WINDOW_S,
 )
@@ -137,6 +139,7 @@ def clean(
     # Sustained speed over +-WINDOW_S/2 (milliseconds from the piece's start).
     out: list[int] = []
     new: list[bool] = []
+    kj: list[int] = []  # each kept fix's deduplicated position
     half = int(WINDOW_S * 500)
     for piece in pieces:
         keys = [int(np.minimum(np.rint((tt[j] - tt[piece[0]]) * 1000.0), 2**40 - 1)) for j in piece]
@@ -174,9 +177,30 @@ def clean(
                 code[j] = VEHICLE
             else:
                 out.append(fix[j])
+                kj.append(j)
                 new.append(starts_piece or was_fast or len(out) == 1)
                 starts_piece = False
             was_fast = fast[q]
+    # Ends before the first (after the last) settled run: a receiver without its fix yet.
+    settled_runs: list[list[int]] = []
+    for q, j in enumerate(kj):
+        pair_lat, pair_lng = la[[kj[q - 1], j]], ln[[kj[q - 1], j]]
+        if (
+            q == 0
+            or new[q]
+            or step_lengths_m(pair_lat, pair_lng)[0] > SETTLE_STEP_M
+            or tt[j] - tt[kj[q - 1]] > SETTLE_GAP_S
+        ):
+            settled_runs.append([q])
+        else:
+            settled_runs[-1].append(q)
+    settled = [r for r in settled_runs if tt[kj[r[-1]]] - tt[kj[r[0]]] >= MIN_RUN_S]
+    if settled:
+        lo, hi = settled[0][0], settled[-1][-1]
+        for q in [*range(lo), *range(hi + 1, len(kj))]:
+            code[kj[q]] = BAD_END
+        out, new = out[lo : hi + 1], new[lo : hi + 1]
+        new[0] = True
     faults["spike_fixes"] = code.count(SPIKE)
     faults["bad_end_fixes"] = code.count(BAD_END)
     faults["vehicle_fixes"] = code.count(VEHICLE)

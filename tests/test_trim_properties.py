@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from heatmetro.core.config import Config
 from heatmetro.core.contract import parse_event
 from heatmetro.core.geo import EARTH_RADIUS_M, haversine_m, offset_point, secret_uniform
+from heatmetro.flows.clean import SETTLE_STEP_M
 from heatmetro.flows.fold import AthleteFold
 from heatmetro.state.aggregates import cells_to_parent
 from heatmetro.state.changes import ActivityChange
@@ -230,6 +231,77 @@ def test_a_phone_left_recording_at_home_does_not_keep_home(
     # (8 m sigma: 40 m holds it) of the spot; a cell reaches its centre's edge length out.
     # (The ride itself may pass near home later: that is a privacy zone's job.)
     slack = 40.0 + h3.average_hexagon_edge_length(RES, "m")
+    if len(path):
+        (lat0, lng0), (lat1, lng1) = (h3.cell_to_latlng(int(path["cell"][i])) for i in (0, -1))
+        assert haversine_m(lat0, lng0, home[0], home[1]) >= cut_s - slack
+        assert haversine_m(lat1, lng1, away[0], away[1]) >= cut_e - slack
+
+
+@st.composite
+def cold_starts(
+    draw: st.DrawFn,
+) -> tuple[dict, tuple[float, float], tuple[float, float]]:
+    """An activity whose receiver guessed before it had its fix: 1-3 fixes up to 2 km
+    from where it was, seconds to 15 minutes before (at any speed, plausible or not),
+    then the phone at home (0-120 s of jitter), a ride, and the same at the end."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    ride = draw(tracks())
+    home = (ride[0][0], ride[0][1])
+    away = (ride[-1][0], ride[-1][1])
+
+    def sitting(spot: tuple[float, float]) -> list[list[float]]:
+        n = draw(st.integers(0, 120))
+        d, b = np.abs(rng.normal(0, 4, n)), rng.uniform(0, 360, n)
+        return [
+            [round(v, 7) for v in offset_point(*spot, float(x), float(y))]
+            for x, y in zip(d, b, strict=True)
+        ]
+
+    def guesses(spot: tuple[float, float]) -> tuple[list[list[float]], list[int]]:
+        n = draw(st.integers(1, 3))
+        pts = [
+            [
+                round(v, 7)
+                for v in offset_point(*spot, draw(st.floats(0, 2000)), draw(st.floats(0, 360)))
+            ]
+            for _ in range(n)
+        ]
+        return pts, [draw(st.integers(1, 900)) for _ in range(n)]
+
+    body = sitting(home) + ride + sitting(away)
+    assume(len(body) > 31)  # a receiver that settles: 30 s of fixes a second apart
+    before, gaps_before = guesses(home)
+    after, gaps_after = guesses(away)
+    times = [0]
+    for gap in gaps_before:
+        times.append(times[-1] + gap)
+    times += [times[-1] + i for i in range(1, len(body))]
+    for gap in gaps_after:
+        times.append(times[-1] + gap)
+    event = activity("r-1", "a-1", before + body + after)
+    event["streams"]["time"] = times
+    return event, home, away
+
+
+@FAST
+@given(scenario=cold_starts(), hide=st.floats(50, 400))
+def test_a_cold_receivers_first_guesses_do_not_move_the_hidden_start(
+    scenario: tuple[dict, tuple[float, float], tuple[float, float]], hide: float
+) -> None:
+    """A phone's first fixes may be a network location hundreds of metres off, minutes
+    before the GPS fix, at a plausible speed: the circle of the hidden start must still
+    be drawn where the activity was (a helper's review found home lit: 0 m)."""
+    event, home, away = scenario
+    ath = athlete("a-1", hide_start_end_m=hide)
+    settings_, _ = FOLD.apply(None, parse_event(orjson.dumps(ath)))
+    out = FOLD.apply(settings_, parse_event(orjson.dumps(event)))[1]
+    (change,) = [c for c in out if isinstance(c, ActivityChange)]
+    path = from_blob(change.path, PATH_DTYPE)
+    cut_s, cut_e = hide_cuts_m(hide, activity_id="r-1", salt=TEST_SALT, jitter_m=150.0)
+    # The circle is drawn around the first fix of the settled run: the jitter (4 m
+    # sigma: 25 m holds it) from the spot, or a guess one settled step from it (as a real
+    # movement would be); a cell reaches its edge length out.
+    slack = 25.0 + SETTLE_STEP_M + h3.average_hexagon_edge_length(RES, "m")
     if len(path):
         (lat0, lng0), (lat1, lng1) = (h3.cell_to_latlng(int(path["cell"][i])) for i in (0, -1))
         assert haversine_m(lat0, lng0, home[0], home[1]) >= cut_s - slack
