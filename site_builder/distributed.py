@@ -40,7 +40,7 @@ from heatmetro.core.config import Config
 from heatmetro.core.environment import build_time
 from heatmetro.core.errors import PublishError
 from heatmetro.core.sports import NIGHT_LAYER, sport_layer
-from heatmetro.site_builder.load import load_window
+from heatmetro.site_builder.load import MERGE_KEYS, MERGE_SUMS, load_window
 from heatmetro.site_builder.metro_streets import StreetWindow, load_streets, merge_street_windows
 from heatmetro.site_builder.snapshot import (
     SnapshotResult,
@@ -57,7 +57,7 @@ from heatmetro.site_builder.window import (
 from heatmetro.site_builder.window_cache import CACHE_FILE
 from heatmetro.state.aggregates import cells_to_parent
 from heatmetro.state.rebuild import MonthRow
-from heatmetro.state.records import EDGE_KEY, HEX_KEY, LAYERS, OD_KEY, group_sum
+from heatmetro.state.records import LAYERS, group_sum
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.view import ReadView
 
@@ -266,17 +266,12 @@ def _metro(local: WindowData, metro: list[Any]) -> tuple[dict[str, np.ndarray], 
                 if len(arr):
                     arr["athlete"] = remap[arr["athlete"]]
                 parts.append(arr)
-            key, sums = _GROUPS[pos]
-            table[layer] = group_sum(np.concatenate(parts), ("athlete", *key), sums)
+            kind = _KINDS[pos]  # as ``load_window`` merges them: month and ride kept apart
+            table[layer] = group_sum(np.concatenate(parts), MERGE_KEYS[kind], MERGE_SUMS[kind])
     return out
 
 
-# As ``load_window`` merges them (edges, hexagons, OD): the same keys, the same sums.
-_GROUPS = (
-    (EDGE_KEY, ("trips", "speed_sum", "speed_n")),
-    (HEX_KEY, ("trips", "speed_sum", "speed_n")),
-    (OD_KEY, ("trips",)),
-)
+_KINDS = ("edges", "hexagons", "od")
 
 
 def run_distributed_snapshot(

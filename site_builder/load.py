@@ -183,7 +183,7 @@ def read_parts(
             if not parts:
                 out[name] = np.zeros(0, dtypes[name])
                 continue
-            merged = group_sum(np.concatenate(parts), _KEYS[kind], _SUMS[kind])
+            merged = group_sum(np.concatenate(parts), MERGE_KEYS[kind], MERGE_SUMS[kind])
             out[name] = _remap(merged, row_to)
     for name, arr in extra.items():
         out[f"extra/{name}"] = _remap(arr, path_to)
@@ -196,14 +196,15 @@ def read_parts(
     return WindowParts(ids, activities, has_rows, has_paths, out)
 
 
-# Per kind, the key rows are merged (and sorted) on, and the fields summed.
-_KEYS = {
+# Per kind, the key rows are merged (and sorted) on, and the fields summed (a cluster
+# snapshot merges its members' rows with these too: the same rows as one process).
+MERGE_KEYS = {
     "heat": ("athlete", "cell"),
     "edges": ("athlete", "month", *EDGE_KEY, "ride"),
     "hexagons": ("athlete", "month", *HEX_KEY),
     "od": ("athlete", "month", *OD_KEY),
 }
-_SUMS = {
+MERGE_SUMS = {
     "heat": ("n",),
     "edges": ("trips", "speed_sum", "speed_n"),
     "hexagons": ("trips", "speed_sum", "speed_n"),

@@ -11,6 +11,7 @@ and ``out_dir`` (as if on separate machines), run through the real CLI on 127.0.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.store_rows import _key, query
 
 EPOCH = "1700000000"
+MONTH = "2018-07"
 TABLES = ("athletes", "activities", "athlete_months")
 
 
@@ -44,9 +47,21 @@ def free_ports(n: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled June 2018 ValleyBike month (283 events): small, so the file stays fast."""
+    """The bundled June 2018 ValleyBike month (283 events): small, so the file stays fast;
+    and each of its rides again 30 days later, so that the window has two months (the
+    monthly Metro files must split them as one process does)."""
     out = tmp_path_factory.mktemp("stream") / "june2018.jsonl"
-    write_jsonl(valleybike_events([DATA_DIR / "june2018.csv.gz"]), out)
+    events = list(valleybike_events([DATA_DIR / "june2018.csv.gz"]))
+    later = []
+    for event in events:
+        if event["kind"] == "activity":
+            copy = json.loads(json.dumps(event))
+            copy["activity_id"] += "-july"
+            for field in ("start_date", "updated_at"):
+                when = datetime.fromisoformat(copy[field].replace("Z", "+00:00"))
+                copy[field] = (when + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            later.append(copy)
+    write_jsonl(events + later, out)
     return out
 
 
@@ -104,7 +119,7 @@ def one(tmp_path_factory: pytest.TempPathFactory, stream: Path) -> Path:
     """The reference: one process, ingest then snapshot of June 2018."""
     cfg = project(tmp_path_factory.mktemp("one") / "p")
     run(cfg, "ingest", str(stream))
-    run(cfg, "snapshot", "--month", "2018-06")
+    run(cfg, "snapshot", "--month", MONTH)
     return cfg
 
 
@@ -118,13 +133,15 @@ def test_two_processes_store_and_publish_what_one_does(
     assert own[0] and own[1] and not set(own[0]) & set(own[1])
     assert tables(*members) == tables(one)
 
-    cluster(members, "snapshot", "--month", "2018-06")
+    cluster(members, "snapshot", "--month", MONTH)
     parts = [site(c) for c in members]
     union = {**parts[1], **parts[0]}
     assert union == site(one)  # byte for byte, pages, tiles and Metro files
     tiles = [{k for k in p if k.endswith(".png")} for p in parts]
     assert tiles[0] and tiles[1] and not tiles[0] & tiles[1], "both published tiles"
     assert "index.html" in parts[0] and "metro/edges.csv" in parts[0]
+    monthly = (one.parent / "site" / "metro" / "edges_monthly.csv").read_text()
+    assert ",2018-06," in monthly and ",2018-07," in monthly  # two months to keep apart
 
 
 def test_sigkill_of_one_member_then_restart_of_both(
