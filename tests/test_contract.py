@@ -187,6 +187,13 @@ BAD = [
      [r"^activity r-1001: ", r"time\[2\] = 3 < time\[1\] = 5", r"backwards"]),
     ("negative_time", with_streams(PTS, [-4, 0, 1]),
      [r"^activity r-1001: ", r"time\[0\] = -4", r"negative"]),
+    # A broken clock (an operator's review: a stored year-10101 fix broke every snapshot).
+    ("time_past_30_days", with_streams(PTS, [0, 5, 10**12]),
+     [r"^activity r-1001: ", r"time\[2\] = ", r"30 days", r"broken clock"]),
+    ("start_year_9999", orjson.dumps(good_activity(start_date="9999-12-31T23:50:00Z")),
+     [r"^activity r-1001: ", r"start_date = 9999-12-31", r"1990\.\.2099"]),
+    ("start_year_1900", orjson.dumps(good_activity(start_date="1900-01-01T00:00:00Z")),
+     [r"^activity r-1001: ", r"start_date = 1900-01-01", r"broken clock"]),
     ("not_a_pair", with_streams([[42.3, -72.6], [42.3]], [0, 1]),
      [r"^activity r-1001: ", r"latlng\[1\] = \[42\.3\]"]),
     ("streams_not_object", orjson.dumps(good_activity(streams=[1, 2])),

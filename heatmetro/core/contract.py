@@ -22,10 +22,16 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    field_validator,
 )
 
 from heatmetro.core.errors import StreamRecordError
-from heatmetro.core.limits import MAX_FIXES_PER_ACTIVITY
+from heatmetro.core.limits import (
+    FIRST_START_YEAR,
+    LAST_START_YEAR,
+    MAX_DURATION_S,
+    MAX_FIXES_PER_ACTIVITY,
+)
 
 Visibility = Literal["everyone", "followers_only", "only_me"]
 MAX_HIDE_M = 1609.0  # one mile: the platforms' largest hide distance
@@ -83,6 +89,14 @@ class ActivityEvent(_Event):
     # Validated by ``check_streams`` with numpy: pydantic per-element validation of
     # hundreds of points per activity was the slowest step of ingest.
     streams: Any = Field(repr=False)
+
+    @field_validator("start_date")
+    @classmethod
+    def _plausible_start(cls, value: datetime) -> datetime:
+        if not FIRST_START_YEAR <= value.year <= LAST_START_YEAR:
+            msg = f"a broken clock: expected a year {FIRST_START_YEAR}..{LAST_START_YEAR}"
+            raise ValueError(msg)
+        return value
 
 
 class ActivityDeletedEvent(_Event):
@@ -259,6 +273,13 @@ def check_streams(event: ActivityEvent, max_fixes: int = MAX_FIXES_PER_ACTIVITY)
         raise StreamRecordError(msg)
     if t[0] < 0:
         msg = f"{name}: time[0] = {t[0]:g}: must not be negative"
+        raise StreamRecordError(msg)
+    if len(t) and t[-1] > MAX_DURATION_S:
+        i = int(np.argmax(t > MAX_DURATION_S))
+        msg = (
+            f"{name}: time[{i}] = {t[i]:g}: more than {MAX_DURATION_S // 86400} days after "
+            "the start (a broken clock)"
+        )
         raise StreamRecordError(msg)
     return Track(pts[:, 0].copy(), pts[:, 1].copy(), t)
 

@@ -7,3 +7,10 @@ Here so that reading the configuration does not build the contract's pydantic mo
 # The bound on one record: 55 hours at 1 Hz. Every step after parsing is at most
 # n log n in the fixes, so this bounds one activity's work (config: max_fixes_per_activity).
 MAX_FIXES_PER_ACTIVITY = 200_000
+
+# Dates an activity may start on (UTC), and its longest span of fixes: beyond them a
+# record is a broken clock, not a ride, and its dates would overflow the calendar
+# (the year 10000) in every later step. Fixed bounds, not "now": replays stay identical.
+FIRST_START_YEAR = 1990
+LAST_START_YEAR = 2099
+MAX_DURATION_S = 30 * 24 * 3600
