@@ -9,14 +9,39 @@ is kept for rollback (after a rollback too); older ones are removed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
 def builds_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.builds"
+
+
+@contextmanager
+def build_lock(out_dir: Path) -> Iterator[None]:
+    """One monthly build at a time for ``out_dir``: a second snapshot waits (and says so)
+    instead of numbering its build as the first one's and removing it as stale."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with (out_dir.parent / f".{out_dir.name}.build.lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # said even with --quiet: a cron job's log should tell why
+            print(
+                f"another snapshot of {out_dir} is running: waiting for it to finish",
+                file=sys.stderr,
+                flush=True,
+            )
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def new_build_dir(out_dir: Path, label: str) -> Path:

@@ -22,7 +22,13 @@ from heatmetro.site_builder.metro_cache import CACHE_FILE as METRO_CACHE
 from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_streets import StreetWindow, load_streets
 from heatmetro.site_builder.pages import SiteMeta, write_pages
-from heatmetro.site_builder.publish import discard, new_build_dir, publish, published_counts
+from heatmetro.site_builder.publish import (
+    build_lock,
+    discard,
+    new_build_dir,
+    publish,
+    published_counts,
+)
 from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import LayerHeat, default_workers, write_layers_tiles
 from heatmetro.site_builder.weekly import (
@@ -118,10 +124,19 @@ def run_snapshot(
     athlete does not replace a published site with heat unless ``allow_empty``. The
     month in progress takes ``partial`` (``check_snapshot_month``).
     """
+    month = check_snapshot_month(month, partial=partial)
+    with build_lock(config.out_dir):
+        return _run_snapshot(
+            config, month=month, quiet=quiet, cache=cache, allow_empty=allow_empty, partial=partial
+        )
+
+
+def _run_snapshot(
+    config: Config, *, month: str, quiet: bool, cache: bool, allow_empty: bool, partial: bool
+) -> SnapshotResult:
     t0 = time.monotonic()
     stages = Stages()
     when = build_time()
-    month = check_snapshot_month(month, partial=partial)
     # First the weekly map: rebuilt from the store as it is now, and carried into this build.
     weekly = refresh_weekly(config, when, quiet=quiet)
     if weekly is not None and not quiet:
