@@ -361,7 +361,8 @@ def _map_key(meta: SiteMeta) -> str:
 
 
 def scheme_styles() -> Markup:
-    """The SVG filters and CSS of the colour schemes other than "hot" (see tile_colours).
+    """The SVG filters and CSS of the colour schemes (see tile_colours): "hot" on the
+    dark ground is the tiles' own colours, every other form a filter.
 
     A scheme with an ``ON_LIGHT`` form gets both: that one by default (a basemap under
     the heat), its own under ``.no-basemap`` (the dark ground)."""
@@ -374,7 +375,11 @@ def scheme_styles() -> Markup:
                 f'[data-scheme="{scheme}"]{within} .hm-legend-bar '
                 f"{{ background: {scheme_gradient(scheme, light=light)}; }}"
             )
-            if scheme == "hot":
+            if scheme == "hot" and not light:  # the tiles' own colours
+                if scheme in ON_LIGHT:
+                    rules.append(
+                        f'[data-scheme="hot"]{within} .leaflet-heat-pane {{ filter: none; }}'
+                    )
                 continue
             funcs = "".join(
                 f'<feFunc{c} type="table" tableValues="{" ".join(f"{v:g}" for v in values)}"/>'

@@ -58,9 +58,20 @@ SCHEMES: dict[str, Stops] = {
         (1.00, 255, 20, 20),
     ),
 }
-# Schemes drawn otherwise on a light ground (a basemap under the heat): light grey to
-# white heat, made for the dark ground, would vanish into a street map's paper.
+# Schemes drawn otherwise on a light ground (a basemap under the heat): their near-white
+# tops, made for the dark ground, would vanish into a street map's paper (242, 239, 233:
+# about 1.1:1), so the busiest streets would be the faintest. On the paper they deepen
+# instead, and the busiest street is the darkest (~7:1).
 ON_LIGHT: dict[str, Stops] = {
+    "hot": (
+        (0.25, 255, 170, 40),
+        (0.45, 250, 125, 15),
+        (0.65, 240, 70, 10),
+        (0.85, 210, 25, 15),
+        (1.00, 175, 0, 30),
+    ),
+    "blue": ((0.25, 90, 170, 255), (0.60, 20, 90, 220), (1.00, 10, 30, 140)),
+    "purple": ((0.25, 210, 130, 240), (0.60, 150, 40, 200), (1.00, 85, 0, 120)),
     "gray": ((0.25, 170, 170, 170), (1.00, 20, 20, 20)),
 }
 SCHEME_LABELS: dict[str, str] = {

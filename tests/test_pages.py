@@ -308,20 +308,23 @@ def test_every_scheme_is_offered_with_its_filter(tmp_path: Path) -> None:
     page = Page(html)
     for label in ("Hot", "Blue", "Purple", "Gray", "Blue-red"):
         assert label in page.text
-    for scheme in ("blue", "purple", "bluered"):
+    assert '<filter id="hm-scheme-bluered"' in html
+    assert '[data-scheme="bluered"] .leaflet-heat-pane { filter: url(#hm-scheme-bluered); }' in html
+    # Every scheme whose top is near white has a form for each ground: the light one by
+    # default (a basemap), its own on the dark ground (hot's own: the tiles, no filter).
+    for scheme in ("blue", "purple", "gray"):
+        assert f'<filter id="hm-scheme-{scheme}-light"' in html
         assert f'<filter id="hm-scheme-{scheme}"' in html
         assert (
-            f'[data-scheme="{scheme}"] .leaflet-heat-pane {{ filter: url(#hm-scheme-{scheme}); }}'
-            in html
+            f'[data-scheme="{scheme}"] .leaflet-heat-pane '
+            f"{{ filter: url(#hm-scheme-{scheme}-light); }}" in html
         )
-    # Gray has a form for each ground: the light one by default (a basemap), its own on
-    # the dark ground.
-    assert '<filter id="hm-scheme-gray-light"' in html and '<filter id="hm-scheme-gray"' in html
-    assert '[data-scheme="gray"] .leaflet-heat-pane { filter: url(#hm-scheme-gray-light); }' in html
-    assert (
-        '[data-scheme="gray"] .no-basemap .leaflet-heat-pane { filter: url(#hm-scheme-gray); }'
-        in html
-    )
+        assert (
+            f'[data-scheme="{scheme}"] .no-basemap .leaflet-heat-pane '
+            f"{{ filter: url(#hm-scheme-{scheme}); }}" in html
+        )
+    assert '[data-scheme="hot"] .leaflet-heat-pane { filter: url(#hm-scheme-hot-light); }' in html
+    assert '[data-scheme="hot"] .no-basemap .leaflet-heat-pane { filter: none; }' in html
 
 
 def test_pmtiles_page_reads_archives_with_the_vendored_library(tmp_path: Path) -> None:

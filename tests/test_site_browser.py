@@ -327,3 +327,25 @@ def test_gray_on_a_street_map_is_dark_enough_to_see(tmp_path: Path, browser: Bro
     dark = np.rint(255 * np.array(scheme_tables("gray", 255))[:, busy[1]])
     assert np.abs(got - light).max() <= 12, (got, light)
     assert np.abs(got - dark).max() > 40, "the dark ground's gray was drawn on the street map"
+
+
+def test_a_busy_street_is_darker_than_the_paper_of_a_street_map(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """Hot's near-white top, made for the dark ground, was the faintest line over a
+    street map's paper (a visitor's review: 1.1:1): there the page draws its light-ground
+    form, whose busiest streets are the darkest."""
+    busy = (255, 215, 40, 255)  # near the top of the hot ramp: a busy street
+    root = _street_map_site(tmp_path, busy)
+    with open_site(root, browser=browser) as site:
+        site.wait_for_map()
+        left, top, right, bottom = site.region_of(BOUNDS)
+        shot = site.screenshot(hide_controls=True)[top:bottom, left:right]
+        assert site.page_errors == []
+    band = heat_mask(shot)
+    assert band.sum() > 2000
+    got = np.median(shot[band].astype(float), axis=0)
+    light = np.rint(255 * np.array(scheme_tables("hot", 255, light=True))[:, busy[1]])
+    assert np.abs(got - light).max() <= 12, (got, light)
+    paper = np.array([242.0, 239.0, 233.0])
+    assert (paper - got).mean() > 100, "a busy street is not much darker than the paper"
