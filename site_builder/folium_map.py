@@ -152,6 +152,9 @@ class PmtilesLayer(TileLayer):
     )
 
 
+_ZOOM_LOCK = re.compile(r",\s*maximum-scale=1\.0,\s*user-scalable=no")
+
+
 def _render(fmap: folium.Map) -> MapParts:
     """Render the map's figure into head/body/script with stable element names."""
     figure = fmap.get_root()
@@ -175,7 +178,8 @@ def _render(fmap: folium.Map) -> MapParts:
         name=fmap.get_name(),
         heat_layers=(),
         retina=False,
-        head=stable(figure.header.render()),
+        # folium's viewport forbids pinch zoom (WCAG 1.4.4): a visitor may enlarge the page.
+        head=stable(_ZOOM_LOCK.sub("", figure.header.render())),
         body=stable(figure.html.render()),
         script=stable(figure.script.render()),
     )

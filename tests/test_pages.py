@@ -358,3 +358,14 @@ def test_the_cached_map_is_the_map_drawn_for_these_bounds(
         meta = dataclasses.replace(META, bounds=(s, w, n, e), view=view, tiles_format=tiles_format)
         assert cached_map(meta, cache) == build_map(meta), f"bounds {meta.bounds}"
     assert len(json.loads(cache.read_text())) == 1  # drawn once, filled in four times
+
+
+def test_every_map_page_lets_a_visitor_pinch_zoom(tmp_path: Path) -> None:
+    """folium's viewport says ``user-scalable=no``; WCAG 1.4.4 asks that text may be
+    enlarged, and a phone's visitor pinches to read the panels."""
+    html = (build(tmp_path) / "index.html").read_text()
+    viewports = re.findall(r'<meta name="viewport"[^>]*>', html, re.S)
+    assert viewports, "no viewport: a phone would draw the page at desktop width"
+    for tag in viewports:
+        assert "width=device-width" in tag
+        assert "user-scalable=no" not in tag and "maximum-scale" not in tag, tag
