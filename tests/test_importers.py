@@ -122,18 +122,29 @@ def _ts(iso: str) -> datetime:
 
 
 def test_ids_and_local_time_of_a_known_ride(bundled: list[dict]) -> None:
-    # First row of june2018.csv.gz: route_06_2018@dd896500-..., 2018-06-28 14:09:32 local.
+    # First row of june2018.csv.gz: route_06_2018@dd896500-..., 2018-06-28 14:09:32 UTC.
     route = "route_06_2018@dd896500-39aa-4e4f-8f48-1c368afb3ca6"
     user = "1cc1e858-857a-4f80-96e8-974f0e920620"
     activity_id = "vb-" + hashlib.sha256(route.encode()).hexdigest()[:16]
     (ride,) = [e for e in bundled if e.get("activity_id") == activity_id and
                e["kind"] == "activity"]  # fmt: skip
     assert ride["athlete_id"] == "vb-" + hashlib.sha256(user.encode()).hexdigest()[:12]
-    assert ride["start_date"] == "2018-06-28T18:09:32Z"  # EDT: UTC-4
+    assert ride["start_date"] == "2018-06-28T14:09:32Z"  # 10:09 EDT (UTC-4)
     assert ride["utc_offset_s"] == -14400
-    assert ride["updated_at"] == "2018-06-28T19:09:32Z"
+    assert ride["updated_at"] == "2018-06-28T15:09:32Z"
     assert ride["streams"]["latlng"][0] == [42.314188, -72.640027]  # lat first
-    assert ride["commute"] is False  # a Thursday, but 14:09 is outside both peaks
+    assert ride["commute"] is False  # a Thursday, but 10:09 is outside both peaks
+
+
+def test_the_rides_local_hours_are_the_schemes_opening_hours(bundled: list[dict]) -> None:
+    """The CSVs' times are UTC (its README says Eastern local time): read as local, no
+    ride started 05:00-08:59, commute hours included, and the empty hours moved with
+    daylight saving. As UTC, the docks are quiet at night and busy in the morning."""
+    activities = of_kind(bundled, "activity")
+    local = [(_ts(e["start_date"]) + timedelta(seconds=e["utc_offset_s"])).hour for e in activities]
+    night = sum(1 <= h <= 4 for h in local) / len(local)
+    morning = sum(6 <= h <= 9 for h in local) / len(local)
+    assert night < 0.01 < 0.03 < morning, (night, morning)
 
 
 def test_commute_flag_follows_local_clock(bundled: list[dict]) -> None:
@@ -210,16 +221,16 @@ def _write_csv(path: Path, rows: list[str]) -> None:
 def test_messy_rows_are_skipped_and_winter_offset_used(tmp_path: Path) -> None:
     csv_path = tmp_path / "mess.csv.gz"
     _write_csv(csv_path, [
-        "r1,u1,9,2020-12-01 07:30:00,-72.6,42.3",  # a Tuesday, 07:30 EST -> commute
-        "r1,u1,9,2020-12-01 07:30:05,-72.6,42.3",  # repeated dock fix: kept
-        "r1,u1,9,2020-12-01 07:30:10,-72.6,42.3",
-        "r1,u1,9,2020-12-01 07:30:15,NA,42.3",  # missing value: skipped
-        'r1,u1,9,"2020-12-01 07:30:20",-72.601,42.301',  # quoted: csv slow path
-        "r1,u1,9,2020-12-01 07:30:25.5,-72.602,42.302",
+        "r1,u1,9,2020-12-01 12:30:00,-72.6,42.3",  # a Tuesday, 12:30 UTC = 07:30 EST -> commute
+        "r1,u1,9,2020-12-01 12:30:05,-72.6,42.3",  # repeated dock fix: kept
+        "r1,u1,9,2020-12-01 12:30:10,-72.6,42.3",
+        "r1,u1,9,2020-12-01 12:30:15,NA,42.3",  # missing value: skipped
+        'r1,u1,9,"2020-12-01 12:30:20",-72.601,42.301',  # quoted: csv slow path
+        "r1,u1,9,2020-12-01 12:30:25.5,-72.602,42.302",
         "r1,u1,9",  # ragged row: skipped
-        "r2,u1,9,2020-12-01 08:00:00,-72.6,42.3",  # one fix: kept (ingest cleans GPS)
-        "r3,u2,9,2020-12-01 09:00:00,-72.6,42.3",  # never moved: kept too
-        "r3,u2,9,2020-12-01 09:05:00,-72.6,42.3",
+        "r2,u1,9,2020-12-01 13:00:00,-72.6,42.3",  # one fix: kept (ingest cleans GPS)
+        "r3,u2,9,2020-12-01 14:00:00,-72.6,42.3",  # never moved: kept too
+        "r3,u2,9,2020-12-01 14:05:00,-72.6,42.3",
     ])  # fmt: skip
     events = list(valleybike_events([csv_path]))
     assert [e["kind"] for e in events] == ["athlete", "activity", "activity", "athlete", "activity"]

@@ -1,7 +1,12 @@
 """ValleyBike bike-share CSVs -> rides (one per ``route_id``), nothing else.
 
 The CSVs hold one GPS fix per row (``route_id,user_id,bike,time,longitude,latitude``) with
-``time`` in US Eastern *local clock* time and no zone.
+``time`` and no zone. The data's README calls it US Eastern local clock time; the rides
+say UTC: read as local, no ride starts between 04:00 and 09:00 in any month (commuters
+among them), and that empty stretch moves an hour with daylight saving time (04-08 in
+October, 05-09 in December to February). Read as UTC it is 00:00-05:00 Eastern in every
+season: the hours the scheme's docks are closed. So ``time`` is taken as UTC, and each
+ride gets the Eastern UTC offset of its start.
 """
 
 from __future__ import annotations
@@ -177,10 +182,9 @@ def _one_stamp(value: str) -> np.datetime64:
         return np.datetime64("NaT", "s")
 
 
-def _utc_offset(clock_s: int) -> int:
-    """UTC offset in seconds of a US Eastern local clock reading (fold=0 when ambiguous)."""
-    local = datetime(1970, 1, 1) + timedelta(seconds=clock_s)  # noqa: DTZ001 - wall clock
-    offset = local.replace(tzinfo=EASTERN).utcoffset()
+def _utc_offset(utc_s: int) -> int:
+    """US Eastern's UTC offset in seconds at a moment (seconds since 1970, UTC)."""
+    offset = (_EPOCH + timedelta(seconds=utc_s)).astimezone(EASTERN).utcoffset()
     return int(offset.total_seconds()) if offset is not None else 0
 
 
@@ -194,12 +198,8 @@ def _make_ride(
     """
     if len(clock) == 0:
         return None
-    first, last = _utc_offset(int(clock[0])), _utc_offset(int(clock[-1]))
-    if first == last:
-        utc = clock - first
-    else:  # the ride spans a DST switch: convert fix by fix
-        utc = clock - np.array([_utc_offset(int(c)) for c in clock], dtype=np.int64)
-    utc = np.maximum.accumulate(utc)  # keep times non-decreasing across the fall-back hour
+    utc = clock  # UTC already (see the module's note); the offset is the start's
+    first = _utc_offset(int(utc[0]))
     start = _EPOCH + timedelta(seconds=int(utc[0]))
     latlng = np.column_stack((np.round(lat, 6), np.round(lng, 6))).tolist()
     return Ride(route_id, user_id, start, first, latlng, (utc - utc[0]).tolist())
