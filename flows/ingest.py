@@ -15,7 +15,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from heatmetro.core.config import Config, load_config
-from heatmetro.core.contract import decode, validate_event
+from heatmetro.core.contract import decode, opt_out_within, validate_event
 from heatmetro.core.errors import HeatmetroError, StreamRecordError
 from heatmetro.core.masking import mask_locations
 from heatmetro.flows.batch import TrimJob, finish_batch
@@ -88,7 +88,12 @@ class FoldStep:
         try:
             event = validate_event(item.obj, rec.data, max_fixes=self.max_fixes)
         except StreamRecordError as exc:
-            return state, [_dead(rec, str(exc))]
+            opt_out = opt_out_within(item.obj)  # a privacy request fails closed
+            if opt_out is None:
+                return state, [_dead(rec, str(exc))]
+            dead = _dead(rec, f"{exc} (its aggregate_opt_out was applied, nothing else of it)")
+            state, out = self.fold.plan(state, opt_out, rec.source, rec.position)
+            return state, [dead, *out]
         try:
             return self.fold.plan(state, event, rec.source, rec.position)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream

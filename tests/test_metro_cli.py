@@ -9,6 +9,7 @@ their busiest street segments in Northampton/Amherst, Massachusetts.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import subprocess
@@ -287,3 +288,30 @@ def test_busiest_real_segments_are_in_northampton_and_amherst(real_metro: Path) 
         assert VALLEY["lat"][0] <= lat <= VALLEY["lat"][1], row
         assert VALLEY["lng"][0] <= lng <= VALLEY["lng"][1], row
     assert int(top[0]["total_trip_count"]) >= 10
+
+
+def test_an_opt_out_in_an_otherwise_broken_athlete_record_is_applied(tmp_path: Path) -> None:
+    """A privacy request fails closed (a review found it lost whole to a hide distance of
+    2,000 m beside it): the opt-out is applied, the record still goes to dead letters."""
+    write_config(tmp_path)
+    rides = street_rides(MIN_ATHLETES, prefix="r")
+    metro = build(tmp_path, rides)
+    assert [
+        r for r in read_csv(metro / "edges.csv") if on_street(r["edge_id"], NORTHAMPTON_WEST[0])
+    ]
+
+    opt_out = athlete("r0", aggregate_opt_out=True, hide_start_end_m=2000)  # 2000 > 1609
+    zone_0 = athlete("r1", updated=datetime(2021, 7, 1, tzinfo=UTC), aggregate_opt_out=True,
+                     privacy_zones=[{"lat": 42.32, "lng": -72.63, "radius_m": 0}])  # fmt: skip
+    metro = build(tmp_path, [*rides, opt_out, zone_0])
+    assert not [
+        r for r in read_csv(metro / "edges.csv") if on_street(r["edge_id"], NORTHAMPTON_WEST[0])
+    ]
+    letters = [
+        json.loads(line)
+        for line in (tmp_path / "state" / "dead_letters.jsonl").read_text().splitlines()
+    ]
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert len(reasons) == 2, reasons
+    assert all("its aggregate_opt_out was applied" in r for r in reasons), reasons
+    assert "hide_start_end_m = 2000" in reasons[0] and "radius_m = 0" in reasons[1], reasons

@@ -170,6 +170,26 @@ def validate_event(obj: Any, raw: bytes | str, *, max_fixes: int = MAX_FIXES_PER
     return event
 
 
+def opt_out_within(obj: Any) -> AthleteEvent | None:
+    """The opt-out an ``athlete`` record that breaks the contract still asks for, or None.
+
+    A privacy request fails closed: an ``aggregate_opt_out: true`` is applied even when
+    another field is wrong (a hide distance over a mile, a zone of radius 0), as long as
+    the record names the athlete and its time. The record itself still goes to the dead
+    letters; its other settings are not applied (they are the broken part).
+    """
+    if not isinstance(obj, dict) or obj.get("kind") != "athlete":
+        return None
+    if obj.get("aggregate_opt_out") is not True:
+        return None
+    fields = {"kind": "athlete", "aggregate_opt_out": True}
+    fields |= {k: obj.get(k) for k in ("athlete_id", "updated_at")}
+    try:
+        return AthleteEvent.model_validate(fields)
+    except ValidationError:
+        return None
+
+
 def _invalid_json_reason(raw: bytes | str, exc: orjson.JSONDecodeError) -> str:
     """The reason for unparsable JSON; names the record and the value when the only fault
     is a non-finite number (``NaN``/``Infinity``/``1e999``, as Python's json writes them).
