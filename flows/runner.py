@@ -171,7 +171,12 @@ def run_ingest(
     stop_on_signals()
     owned = None if member is None else [s for s in range(config.shards) if member.owns(s)]
     store = ShardedStore.open(
-        config.state_dir, config.shards, create=True, owned=owned, salt=config.salt
+        config.state_dir,
+        config.shards,
+        create=True,
+        owned=owned,
+        salt=config.salt,
+        resolutions=config.store_resolutions,
     )
     ensure_recovery(config, member)
     check_recovery_parts(config.recovery_dir)  # Bytewax would panic on a corrupt one

@@ -88,7 +88,9 @@ def tile_owner(z: int, x: int, y: int, processes: int) -> int:
 def local_partials(config: Config, month: str) -> tuple[WindowData, list[str], StreetWindow | None]:
     """This process's window before thresholds, its athletes in index order, and its
     street records (None without a base map), all from one read view."""
-    store = ShardedStore.open(config.state_dir, config.shards, salt=config.salt)
+    store = ShardedStore.open(
+        config.state_dir, config.shards, salt=config.salt, resolutions=config.store_resolutions
+    )
     dbs = store.connect_all()
     try:
         view = _RecordingView(dbs)

@@ -144,7 +144,9 @@ def _run_snapshot(
             f"weekly map rebuilt from the store as it is now: {weekly.first}..{weekly.until}",
             file=sys.stderr,
         )
-    dbs = ShardedStore.open(config.state_dir, config.shards, salt=config.salt).connect_all()
+    dbs = ShardedStore.open(
+        config.state_dir, config.shards, salt=config.salt, resolutions=config.store_resolutions
+    ).connect_all()
     try:
         with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
             read = read_window_cached(

@@ -91,7 +91,9 @@ def run_weekly(
             "(the weekly map is published inside it)"
         )
         raise PublishError(msg)
-    dbs = ShardedStore.open(config.state_dir, config.shards, salt=config.salt).connect_all()
+    dbs = ShardedStore.open(
+        config.state_dir, config.shards, salt=config.salt, resolutions=config.store_resolutions
+    ).connect_all()
     try:
         with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
             acts = read_week(view, first, last)

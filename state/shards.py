@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +58,19 @@ class ShardedStore:
         create: bool = False,
         owned: Iterable[int] | None = None,
         salt: str | None = None,
+        resolutions: Mapping[str, int] | None = None,
     ) -> ShardedStore:
         """The store in ``state_dir``; with ``create``, make it (with the ``owned`` shards,
         default all) if it does not exist yet. With ``salt``, the store's record of the
         salt it was made with is checked (and, with ``create``, written if missing).
 
+        With ``resolutions`` (``heat_resolution`` ... by name), likewise: the stored
+        cells are at the resolutions the store was made with.
+
         Raises:
             StoreError: no store and not ``create``, or the store was made with another
-                number of shards than the config now says, or with another salt.
+                number of shards than the config now says, or with another salt, or at
+                other resolutions.
         """
         if state_dir.exists() and not state_dir.is_dir():
             msg = f"state_dir {state_dir} is a file, not a folder"
@@ -84,6 +89,9 @@ class ShardedStore:
                 raise StoreError(msg)
             if salt is not None:
                 store._check_salt(meta, salt, record=create)
+                meta = json.loads(manifest.read_text())
+            if resolutions is not None:
+                store._check_resolutions(meta, resolutions, record=create)
             return store
         if not create:
             msg = f"no store at {store.dir}: run `heatmetro ingest` first"
@@ -91,9 +99,32 @@ class ShardedStore:
         store.dir.mkdir(parents=True, exist_ok=True)
         for s in sorted(set(range(shards) if owned is None else owned)):
             connect(store.path(s)).close()  # create and migrate before workers race for it
-        meta = {"shards": shards, "hash": "blake2b-64 mod shards"}
-        store._write_manifest(meta if salt is None else {**meta, "salt_check": salt_check(salt)})
+        meta: dict[str, Any] = {"shards": shards, "hash": "blake2b-64 mod shards"}
+        if salt is not None:
+            meta["salt_check"] = salt_check(salt)
+        if resolutions is not None:
+            meta["resolutions"] = dict(sorted(resolutions.items()))
+        store._write_manifest(meta)
         return store
+
+    def _check_resolutions(
+        self, meta: dict[str, Any], resolutions: Mapping[str, int], *, record: bool
+    ) -> None:
+        """StoreError if the store's cells are at other H3 resolutions than the config's:
+        mixing them would publish cells of two sizes in one file under one label."""
+        found = meta.get("resolutions")
+        if found is None:  # a store from before the record: from now on, these
+            if record:
+                self._write_manifest({**meta, "resolutions": dict(sorted(resolutions.items()))})
+            return
+        for name, value in sorted(resolutions.items()):
+            if name in found and int(found[name]) != value:
+                msg = (
+                    f"store {self.dir} was made with {name} = {found[name]}, the config says "
+                    f"{value}: its stored cells are at the resolutions it was made with (set "
+                    f"{name} = {found[name]}, or re-ingest into a new state_dir)"
+                )
+                raise StoreError(msg)
 
     def _write_manifest(self, meta: dict[str, Any]) -> None:
         manifest = self.dir / MANIFEST

@@ -141,6 +141,26 @@ def project(published: Path, tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- settings
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "made"),
+    [("heat_resolution", 12, 13), ("metro_resolution", 9, 10), ("od_resolution", 7, 8)],
+)
+def test_a_store_keeps_its_resolutions(project: Path, key: str, value: int, made: int) -> None:
+    """A store's cells are at the resolutions it was made with: another one in the config
+    would mix cells of two sizes under one label (an operator's review found res-9 and
+    res-10 edges in one edges.csv), so ingest and snapshot refuse it, naming both."""
+    before, rows = tree_hashes(project / "site"), store_rows(project)
+    overrides = {key: value}
+    if key == "heat_resolution":
+        overrides["threshold_ring"] = 0  # ring 1 needs res 13
+    write_config(project, **overrides)
+    for args in (("ingest", "-c", project / "config.toml", project / "big.jsonl"),
+                 ("snapshot", "-c", project / "config.toml", "--month", MONTH)):  # fmt: skip
+        proc = heatmetro(*args)
+        assert_one_line_error(proc, f"was made with {key} = {made}", f"says {value}")
+    assert tree_hashes(project / "site") == before and store_rows(project) == rows
+
+
 @pytest.mark.parametrize("value", ["abc", "-5", "99999999999999999999", "２０２１"])
 def test_bad_source_date_epoch_is_one_line_and_keeps_the_site(project: Path, value: str) -> None:
     before = tree_hashes(project / "site")

@@ -179,6 +179,15 @@ class Config(BaseModel):
     def salt_is_default(self) -> bool:
         return self.salt == DEV_SALT
 
+    @property
+    def store_resolutions(self) -> dict[str, int]:
+        """The H3 resolutions the store's cells are at (fixed when it is made)."""
+        return {
+            "heat_resolution": self.heat_resolution,
+            "metro_resolution": self.metro_resolution,
+            "od_resolution": self.od_resolution,
+        }
+
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     """Read ``path`` (default: ``./config.toml`` if present), apply env and keyword overrides.
