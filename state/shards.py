@@ -99,12 +99,12 @@ class ShardedStore:
         store.dir.mkdir(parents=True, exist_ok=True)
         for s in sorted(set(range(shards) if owned is None else owned)):
             connect(store.path(s)).close()  # create and migrate before workers race for it
-        meta: dict[str, Any] = {"shards": shards, "hash": "blake2b-64 mod shards"}
+        made: dict[str, Any] = {"shards": shards, "hash": "blake2b-64 mod shards"}
         if salt is not None:
-            meta["salt_check"] = salt_check(salt)
+            made["salt_check"] = salt_check(salt)
         if resolutions is not None:
-            meta["resolutions"] = dict(sorted(resolutions.items()))
-        store._write_manifest(meta)
+            made["resolutions"] = dict(sorted(resolutions.items()))
+        store._write_manifest(made)
         return store
 
     def _check_resolutions(
