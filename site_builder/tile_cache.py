@@ -17,14 +17,17 @@ is ignored.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from heatmetro.core.environment import describe_os_error
 from heatmetro.site_builder.mix64 import GOLDEN, mix64
 from heatmetro.site_builder.raster import ZoomPlan
 
@@ -90,6 +93,7 @@ class TileCache:
         self.folder = folder
         self.previous = previous.resolve() if previous is not None else None
         self.build = build.resolve()
+        self.unsaved = False  # a manifest could not be written (said once)
 
     @property
     def geometry_path(self) -> Path:
@@ -117,14 +121,28 @@ class TileCache:
 
     def save(self, layer: str, fmt: str, manifest: Manifest) -> None:
         """Write ``layer``'s manifest for the new build (atomically: write, then rename)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self._path(layer, fmt)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-        np.savez(
-            tmp,
-            build=np.array(str(self.build)),
-            ids=manifest.ids,
-            digests=manifest.digests,
-            written=manifest.written,
-        )
-        tmp.replace(path)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            np.savez(
+                tmp,
+                build=np.array(str(self.build)),
+                ids=manifest.ids,
+                digests=manifest.digests,
+                written=manifest.written,
+            )
+            tmp.replace(path)
+        except OSError as exc:
+            # The cache is state_dir's, not the site's: a full disk there costs the next
+            # build's reuse (a manifest names its build, so an old one is never trusted),
+            # never this build.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if not self.unsaved:
+                print(
+                    f"tile cache: not saved ({describe_os_error(exc)}); "
+                    "the next snapshot draws every tile",
+                    file=sys.stderr,
+                )
+            self.unsaved = True

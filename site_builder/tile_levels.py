@@ -13,6 +13,7 @@ cells they touched and of no others: what lets a rebuild re-render only those ti
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -125,7 +126,6 @@ def save_geometry(path: Path) -> None:
     (atomically: write, then rename)."""
     if not _GREW:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
     arrays: dict[str, np.ndarray] = {
         "key": np.array(GEOMETRY_KEY),
@@ -136,8 +136,14 @@ def save_geometry(path: Path) -> None:
         for res, g in _GEOMETRY.items()
         for k, a in zip(("ids", "lat", "lng", "rad"), g, strict=True)
     }
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        tmp.replace(path)
+    except OSError:  # a cache only (a full state_dir): looked up again next time
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return
     _GREW.clear()
 
 

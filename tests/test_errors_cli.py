@@ -448,6 +448,21 @@ def test_a_full_disk_during_snapshot_keeps_the_previous_site(project: Path) -> N
     assert leftovers(project) == []
 
 
+def test_a_tile_cache_that_cannot_be_written_costs_the_cache_only(project: Path) -> None:
+    """The tile cache is state_dir's, not the site's: when it cannot be written (a full
+    disk there; here a file where its folder goes) the build still publishes, and says so
+    (an operator's review found the site refused, the error naming the site's disk)."""
+    cache = project / "state" / "tile_cache"
+    shutil.rmtree(cache)
+    cache.write_text("in the way")
+    before = (project / "site").resolve()
+    proc = heatmetro("snapshot", "-c", project / "config.toml", "--month", MONTH, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "tile cache: not saved" in proc.stderr and "Traceback" not in proc.stderr
+    assert (project / "site").resolve() != before and (project / "site" / "index.html").is_file()
+    assert not list((project / "state").rglob("*.tmp*"))
+
+
 def test_a_corrupt_recovery_file_is_one_line_and_its_advice_works(project: Path) -> None:
     before = store_rows(project)
     part = project / "state" / "recovery" / "part-3.sqlite3"
