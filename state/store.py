@@ -230,6 +230,13 @@ def m010_mask_dead_letter_reasons(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m011_mask_scaled_coordinates(db: sqlite_utils.Database) -> None:
+    # A coordinate scaled to an integer (6016991 for 60.16991) is a place too: masked
+    # now as new ones are.
+    m010_mask_dead_letter_reasons(db)
+
+
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
     """Open the store (WAL, patient with other writers) and bring its schema up to date."""
     if db_path.parent.exists() and not db_path.parent.is_dir():

@@ -168,6 +168,9 @@ BAD = [
      [r"missing field 'kind'"]),
     ("lat_range", with_streams([[42.3, -72.6], [91.2, 8.5]], [0, 1]),
      [r"^activity r-1001: ", r"latlng\[1\] = \(91\.2, 8\.5\)", r"latitude out of range"]),
+    # Coordinates scaled to integers (1e-5 degrees): refused, and masked in dead letters.
+    ("scaled_lat", with_streams([[6016991, 2493845], [6016992, 2493846]], [0, 1]),
+     [r"^activity r-1001: ", r"latlng\[0\] = \(", r"latitude out of range"]),
     ("lng_range", with_streams([[42.3, -72.6], [42.3, -181.0]], [0, 1]),
      [r"^activity r-1001: ", r"latlng\[1\] = \(42\.3, -181\.0\)", r"longitude out of range"]),
     ("zone_range", orjson.dumps(athlete("a-17", privacy_zones=[{"lat": 95, "lng": 0,

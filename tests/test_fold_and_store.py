@@ -455,3 +455,20 @@ def test_an_older_stores_dead_letter_reasons_lose_their_coordinates_on_upgrade(
         "activity a-1: latlng[1] = (#, 200.5): longitude out of range",
         '{"kind":"athlete","athlete_id":"550e8400","privacy_zones":[{"lat":#}]}',
     )
+
+
+def test_an_older_stores_scaled_coordinates_are_masked_on_upgrade(tmp_path: Path) -> None:
+    """Migration m011: coordinates scaled to integers (1e-5 degrees) are places too."""
+    from heatmetro.state.store import connect
+
+    reason = "activity a-1: latlng[0] = (6016991.0, 2493845.0): latitude out of range"
+    raw = '{"kind":"activity","activity_id":"r-1234567","streams":{"latlng":[[6016991,2493845]]}}'
+    db = connect(tmp_path / "0000.db")
+    db.execute("INSERT INTO dead_letters VALUES ('f.jsonl', 7, ?, ?)", [reason, raw])
+    db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm011_mask_scaled_coordinates'")
+    db.conn.close()
+    db = connect(tmp_path / "0000.db")
+    assert db.execute("SELECT reason, raw FROM dead_letters").fetchone() == (
+        "activity a-1: latlng[0] = (#, #): latitude out of range",
+        '{"kind":"activity","activity_id":"r-1234567","streams":{"latlng":[[#,#]]}}',
+    )
