@@ -18,6 +18,7 @@ from heatmetro.site_builder.pages import (
     SiteMeta,
     build_map,
     make_environment,
+    pmtiles_probe,
     scheme_styles,
     write_assets,
 )
@@ -132,6 +133,7 @@ def write_map_page(
         layer_labels=LAYER_LABELS,
         heat_attribution=HEAT_ATTRIBUTION,
         scheme_styles=scheme_styles(),
+        pmtiles_probe=pmtiles_probe(meta),
     )
     path = out_root / "index.html"
     with path.open("w", encoding="utf-8", newline="") as fh:

@@ -195,6 +195,7 @@ def write_pages(
         "schemes": SCHEMES,
         "heat_attribution": HEAT_ATTRIBUTION,
         "scheme_styles": scheme_styles(),
+        "pmtiles_probe": pmtiles_probe(meta),
     }
     pages = {
         "index.html": env.get_template("index.html.j2").render(
@@ -402,6 +403,15 @@ def scheme_styles() -> Markup:
         + "</svg>"
     )
     return Markup(f"{svg}\n<style>\n" + "\n".join(rules) + "\n</style>")  # noqa: S704 -- our own constants
+
+
+def pmtiles_probe(meta: SiteMeta) -> str | None:
+    """The archive a PMTiles page reads first, for ``heatmetro.js`` to check that the host
+    answers HTTP range requests (None for a PNG tree: any static host serves it)."""
+    layers = _ordered_layers(meta)
+    if meta.tiles_format != "pmtiles" or not layers:
+        return None
+    return f"tiles/{layers[0]}.pmtiles"
 
 
 def _ordered_layers(meta: SiteMeta) -> list[str]:

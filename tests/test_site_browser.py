@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,6 +286,24 @@ def street_cells(south: float, west: float, north: float, east: float) -> np.nda
     return np.unique(np.array(cells, dtype=np.uint64))
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def test_pmtiles_site_shows_heat_offline(tmp_path: Path, browser: Browser) -> None:
     root = tmp_path / "pm"
     inner = (42.30, -72.70, 42.36, -72.56)
@@ -303,9 +325,28 @@ def test_pmtiles_site_shows_heat_offline(tmp_path: Path, browser: Browser) -> No
         archive = [(u, s) for u, s in site.tiles if u.endswith("/tiles/all.pmtiles")]
         assert site.page_errors == [] and site.failed == []
         assert site.blocked_except_basemap() == []  # nothing but the aborted basemap left
+        site.page.wait_for_function("heatmetro.ranges !== null", timeout=10_000)
+        assert site.page.evaluate("heatmetro.ranges") is True  # the host answers ranges
+        assert not site.page.is_visible("#hm-tiles-failed")
     assert archive and {s for _, s in archive} == {206}  # read with HTTP range requests
     assert all("/members/" not in u for u, _ in site.tiles)
     assert heat_pixels(shot, region) > 300
+
+    # A host without range requests (Python's http.server): not a blank map, but a notice.
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        with open_site(f"http://127.0.0.1:{port}/", browser=browser) as site:
+            site.page.wait_for_selector("#hm-tiles-failed", state="visible", timeout=10_000)
+            notice = site.page.inner_text("#hm-tiles-failed")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert "range requests" in notice and 'tiles_format = "png"' in notice
 
 
 def test_gray_on_a_street_map_is_dark_enough_to_see(tmp_path: Path, browser: Browser) -> None:

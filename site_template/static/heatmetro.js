@@ -49,10 +49,34 @@ var heatmetro = (function () {
     });
   }
 
+  function probeRanges(url) {
+    // PMTiles archives are read with HTTP range requests. A host without them (or a page
+    // opened from a file) leaves a blank map under a normal legend: say so instead.
+    function fail() {
+      var notice = document.getElementById("hm-tiles-failed");
+      if (notice) { notice.hidden = false; }
+    }
+    try {
+      fetch(new URL(url, document.baseURI).href, { headers: { Range: "bytes=0-1" } })
+        .then(function (response) {
+          heatmetro.ranges = response.status === 206;  // for tests and the console
+          if (heatmetro.ranges) {
+            response.arrayBuffer();  // its two bytes: the request ends
+          } else {
+            if (response.body) { response.body.cancel(); }  // not the whole archive
+            fail();
+          }
+        }, fail);
+    } catch (err) {
+      fail();
+    }
+  }
+
   function init(map, options) {
     if (!map) { return; }
     options = options || {};
     if (options.retina) { useRetinaTiles(map, options.heat || []); }
+    if (options.probe) { probeRanges(options.probe); }
     panelControl(map, "hm-info", "topleft");
     L.control.zoom({ position: "topleft" }).addTo(map);
     titleLayerControl("Activity");
@@ -67,5 +91,5 @@ var heatmetro = (function () {
     heatmetro.map = map;
   }
 
-  return { init: init, setScheme: setScheme, map: null };
+  return { init: init, setScheme: setScheme, map: null, ranges: null };
 })();
