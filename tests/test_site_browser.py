@@ -390,3 +390,26 @@ def test_a_busy_street_is_darker_than_the_paper_of_a_street_map(
     assert np.abs(got - light).max() <= 12, (got, light)
     paper = np.array([242.0, 239.0, 233.0])
     assert (paper - got).mean() > 100, "a busy street is not much darker than the paper"
+
+
+def test_on_a_phone_the_layer_list_is_a_button_and_the_notes_stay(
+    base_url: str, browser: Browser
+) -> None:
+    """At 375 x 667 the open list of layers covered half the map and the title, and the
+    zoom-limit note was hidden (a visitor's review): a button now, opened by a tap."""
+    with open_site(base_url, browser=browser, viewport=(375, 667)) as site:
+        site.wait_for_map()
+        page = site.page
+        assert not page.is_visible(".leaflet-control-layers-list")
+        assert page.is_visible(".leaflet-control-layers-toggle")
+        assert page.is_visible(".hm-members")  # why the map stops at a zoom
+        page.click(".leaflet-control-layers-toggle")
+        assert page.is_visible(".leaflet-control-layers-list")
+        labels = page.locator(".leaflet-control-layers-base label")
+        assert labels.count() >= 2 and labels.first.is_visible()
+        page.mouse.click(190, 420)  # a tap on the map closes it
+        assert not page.is_visible(".leaflet-control-layers-list")
+        assert site.page_errors == []
+    with open_site(base_url, browser=browser) as site:  # a desktop keeps the open list
+        site.wait_for_map()
+        assert site.page.is_visible(".leaflet-control-layers-list")

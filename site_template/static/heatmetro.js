@@ -72,6 +72,24 @@ var heatmetro = (function () {
     }
   }
 
+  function collapseLayersOnPhones(map) {
+    // On a phone the open list of layers covers half the map (and the title): a button
+    // there instead, opened by a tap and closed by the next tap on the map.
+    if (!window.matchMedia || !window.matchMedia("(max-width: 600px)").matches) { return; }
+    var box = document.querySelector(".leaflet-control-layers");
+    var toggle = box && box.querySelector(".leaflet-control-layers-toggle");
+    if (!toggle) { return; }
+    var open = "leaflet-control-layers-expanded";
+    box.classList.remove(open);
+    toggle.setAttribute("role", "button");
+    toggle.setAttribute("aria-label", "Layers");
+    L.DomEvent.on(toggle, "click", function (event) {
+      L.DomEvent.preventDefault(event);
+      box.classList.add(open);  // (Leaflet's own focus handler may have opened it too)
+    });
+    map.on("click", function () { box.classList.remove(open); });
+  }
+
   function init(map, options) {
     if (!map) { return; }
     options = options || {};
@@ -80,6 +98,7 @@ var heatmetro = (function () {
     panelControl(map, "hm-info", "topleft");
     L.control.zoom({ position: "topleft" }).addTo(map);
     titleLayerControl("Activity");
+    collapseLayersOnPhones(map);
     panelControl(map, "hm-scheme", "topright");
     panelControl(map, "hm-legend", "bottomleft");
     var form = document.getElementById("hm-scheme");
