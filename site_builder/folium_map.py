@@ -96,11 +96,17 @@ def render_map(meta: SiteMeta) -> MapParts:
     if meta.has_weekly:
         # The last 7 days (snapshot --weekly) as one more choice; its own, lower zoom cap.
         weekly_pmtiles = meta.weekly_format == "pmtiles"
+        weekly_options: dict[str, Any] = {}
+        if meta.weekly_bounds is not None:
+            south, west, north, east = meta.weekly_bounds
+            weekly_options["bounds"] = [[south, west], [north, east]]
+        # Named by its days: a weekly job that stopped must not pass for "the last 7 days".
+        label = f"7 days to {meta.weekly_days[1]}" if meta.weekly_days else WEEKLY_LABEL
         heat_layers.append(
             (PmtilesLayer if weekly_pmtiles else TileLayer)(
                 tiles=WEEKLY_TILES + (".pmtiles" if weekly_pmtiles else "/{z}/{x}/{y}.png"),
                 attr=HEAT_ATTRIBUTION,
-                name=WEEKLY_LABEL,
+                name=label,
                 overlay=False,
                 show=False,
                 min_zoom=meta.min_zoom,
@@ -108,6 +114,7 @@ def render_map(meta: SiteMeta) -> MapParts:
                 max_native_zoom=meta.weekly_public_max_zoom,
                 pane=HEAT_PANE,
                 class_name="heat-weekly",
+                **weekly_options,
             ).add_to(fmap)
         )
     if meta.layers:

@@ -96,6 +96,8 @@ class SiteMeta:
         weekly_public_max_zoom: the weekly map's deepest zoom.
         has_weekly: link to ``weekly/index.html`` (the last 7 days).
         weekly_format: the published weekly map's tile format (``png`` or ``pmtiles``).
+        weekly_days: the weekly map's first and last day (its layer is named by them).
+        weekly_bounds: where the weekly map has heat (its tiles are asked for only there).
         view: ``(south, west, north, east)`` the map opens on (the densest heat);
             ``None`` = ``bounds``.
         tiles_format: ``png`` (a ``{z}/{x}/{y}.png`` tree) or ``pmtiles`` (one archive
@@ -128,6 +130,8 @@ class SiteMeta:
     weekly_public_max_zoom: int = 11
     has_weekly: bool = False
     weekly_format: str = "png"
+    weekly_days: tuple[str, str] | None = None  # first and last day of the weekly map
+    weekly_bounds: tuple[float, float, float, float] | None = None
     view: tuple[float, float, float, float] | None = None
     tiles_format: str = "png"
     metro_epsilon: float | None = None
@@ -346,7 +350,8 @@ def _map_key(meta: SiteMeta) -> str:
     """Digest of everything ``build_map`` reads, and of the code and folium version."""
     fields = (
         "bounds", "view", "min_zoom", "max_zoom", "public_max_zoom", "tiles_format",
-        "has_weekly", "weekly_format", "weekly_public_max_zoom", "basemap_url",
+        "has_weekly", "weekly_format", "weekly_public_max_zoom", "weekly_days", "weekly_bounds",
+        "basemap_url",
         "basemap_attribution",
     )  # fmt: skip
     inputs: dict[str, Any] = {f: getattr(meta, f) for f in fields}

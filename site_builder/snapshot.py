@@ -35,6 +35,7 @@ from heatmetro.site_builder.weekly import (
     carry_weekly,
     publish_lock,
     published_weekly_format,
+    published_weekly_window,
     refresh_weekly,
 )
 from heatmetro.site_builder.window import WindowData, neighbourhood_across_m
@@ -313,6 +314,7 @@ def build_site(
         stages.done("metro")
         layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
         weekly_format = published_weekly_format(config.out_dir)
+        weekly_window = published_weekly_window(config.out_dir) if weekly_format else None
         counts = {
             "athletes": window.athletes,
             "activities": window.activities,
@@ -348,6 +350,8 @@ def build_site(
                 weekly_public_max_zoom=config.weekly_max_zoom,
                 has_weekly=weekly_format is not None,
                 weekly_format=weekly_format or "png",
+                weekly_days=(weekly_window.first, weekly_window.last) if weekly_window else None,
+                weekly_bounds=weekly_window.bounds if weekly_window else None,
                 view=densest_view(window.heat["all"].cells, window.heat["all"].heat),
                 tiles_format=config.tiles_format,
                 metro_epsilon=config.metro_epsilon,

@@ -160,6 +160,8 @@ def run_weekly(
                     },
                     "counts": counts,
                     "cells_per_layer": {k: len(v.cells) for k, v in heat.items()},
+                    # The monthly page asks for weekly tiles only here (no 404s around).
+                    "bounds": list(bounds) if bounds is not None else None,
                 },
                 indent=2,
                 sort_keys=True,
@@ -236,6 +238,31 @@ def carry_weekly(out_dir: Path, build: Path) -> bool:
     target = current.resolve()
     (build / WEEKLY).symlink_to(os.path.relpath(target, build), target_is_directory=True)
     return True
+
+
+@dataclass(frozen=True)
+class WeeklyWindow:
+    """What the monthly page says of the published weekly map."""
+
+    first: str
+    last: str
+    bounds: tuple[float, float, float, float] | None
+
+
+def published_weekly_window(out_dir: Path) -> WeeklyWindow | None:
+    """The published weekly map's days and heat bounds; None without one (or unreadable:
+    the monthly page then offers the layer without dates, as before)."""
+    try:
+        meta = json.loads((out_dir / WEEKLY / "metadata.json").read_text(encoding="utf-8"))
+        window = meta["window"]
+        bounds = meta.get("bounds")
+        return WeeklyWindow(
+            str(window["first_day"]),
+            str(window["last_day"]),
+            tuple(float(v) for v in bounds) if bounds else None,  # type: ignore[arg-type]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def published_weekly_until(out_dir: Path) -> str | None:

@@ -4,6 +4,7 @@ of local start dates, and its publish beside the monthly site's atomic swap."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -78,8 +79,18 @@ def test_weekly_map_needs_five_people_and_stops_at_zoom_11(project: Path, run_cl
     index = (site / "index.html").read_text()
     assert 'href="weekly/index.html"' in index
     # ...and offers it in the layer switcher, natively only up to zoom 11.
-    assert '"weekly/tiles/all/{z}/{x}/{y}.png"' in index and "Last 7 days" in index
+    assert '"weekly/tiles/all/{z}/{x}/{y}.png"' in index
+    # Named by its days (a stopped weekly job must not pass for "the last 7 days"), and
+    # asked for only where the weekly map has heat (no 404s around it).
+    assert '"7 days to 2021-06-20"' in index and "Last 7 days" not in index
     assert '"maxNativeZoom": 11' in index
+    weekly_bounds = json.loads((site / "weekly" / "metadata.json").read_text())["bounds"]
+    south, west, north, east = weekly_bounds
+    assert south < MID[0] < north and west < MID[1] < east
+    weekly_layer = index[index.index('"weekly/tiles/all/{z}/{x}/{y}.png"') :]
+    weekly_layer = weekly_layer[: weekly_layer.index(".addTo(")]
+    numbers = [float(v) for v in re.findall(r"-?\d+\.\d+", weekly_layer.split('"bounds"')[1])]
+    assert numbers[:4] == [south, west, north, east], weekly_layer
     about = (site / "about.html").read_text()
     assert "2024" in about and "<strong>5</strong>" in about and "<strong>11</strong>" in about
 
@@ -117,7 +128,7 @@ def test_monthly_page_switches_to_the_weekly_layer_in_chromium(
     with open_site(project / "site") as site:
         site.wait_for_map()
         before = len(site.tiles)
-        site.click_layer("Last 7 days")
+        site.click_layer("7 days to 2021-06-20")
         site.wait_for_tiles()
         weekly = site.tiles[before:]
         assert site.page_errors == [] and site.blocked_except_basemap() == []
