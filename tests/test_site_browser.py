@@ -413,3 +413,19 @@ def test_on_a_phone_the_layer_list_is_a_button_and_the_notes_stay(
     with open_site(base_url, browser=browser) as site:  # a desktop keeps the open list
         site.wait_for_map()
         assert site.page.is_visible(".leaflet-control-layers-list")
+
+
+def test_the_view_is_kept_in_the_url(base_url: str, browser: Browser) -> None:
+    """``#zoom/lat/lng`` opens that view and follows the map, as OpenStreetMap's site
+    does: a visitor can share a street, and a reload keeps it (a visitor's review)."""
+    with open_site(base_url + "#12/42.3300/-72.6300", browser=browser) as site:
+        site.wait_for_map()
+        view = site.page.evaluate(
+            "[heatmetro.map.getZoom(), heatmetro.map.getCenter().lat, heatmetro.map.getCenter().lng]"
+        )
+        assert view[0] == 12 and abs(view[1] - 42.33) < 1e-3 and abs(view[2] + 72.63) < 1e-3
+        site.page.evaluate("heatmetro.map.setView([42.3, -72.6], 11)")
+        site.page.wait_for_function("window.location.hash.startsWith('#11/')")
+        z, lat, lng = site.page.evaluate("window.location.hash").lstrip("#").split("/")
+        assert (int(z), round(float(lat), 2), round(float(lng), 2)) == (11, 42.3, -72.6)
+        assert site.page_errors == []

@@ -90,11 +90,31 @@ var heatmetro = (function () {
     map.on("click", function () { box.classList.remove(open); });
   }
 
+  function keepViewInUrl(map) {
+    // "#zoom/lat/lng", as on OpenStreetMap's own site: a view can be shared and survives
+    // a reload. Read once at start (over the page's opening view), written on each move.
+    var m = /^#(\d{1,2})\/(-?\d+(?:\.\d+)?)\/(-?\d+(?:\.\d+)?)$/.exec(window.location.hash);
+    if (m) {
+      var zoom = Math.max(map.getMinZoom(), Math.min(map.getMaxZoom(), parseInt(m[1], 10)));
+      var lat = parseFloat(m[2]), lng = parseFloat(m[3]);
+      if (Math.abs(lat) <= 90 && Math.abs(lng) <= 180) { map.setView([lat, lng], zoom); }
+    }
+    map.on("moveend", function () {
+      var c = map.getCenter(), z = map.getZoom();
+      var digits = Math.max(0, Math.ceil(Math.log(Math.pow(2, z)) / Math.LN10));  // ~1 px
+      var hash = "#" + z + "/" + c.lat.toFixed(digits) + "/" + c.lng.toFixed(digits);
+      if (window.history && window.history.replaceState) {
+        window.history.replaceState(null, "", hash);
+      }
+    });
+  }
+
   function init(map, options) {
     if (!map) { return; }
     options = options || {};
     if (options.retina) { useRetinaTiles(map, options.heat || []); }
     if (options.probe) { probeRanges(options.probe); }
+    keepViewInUrl(map);
     panelControl(map, "hm-info", "topleft");
     L.control.zoom({ position: "topleft" }).addTo(map);
     titleLayerControl("Activity");
