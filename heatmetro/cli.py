@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -301,6 +302,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         on_error=on_error,
         on_warning=on_warning,
         max_file_bytes=args.max_file_bytes,
+        updated_at=args.updated_at,
     ):
         out.write(orjson.dumps(event) + b"\n")
         n += 1
@@ -333,6 +335,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise HeatmetroError(msg)
     serve(directory, args.port)  # prints "Serving DIR at URL (Ctrl-C to stop)" when ready
     return 0
+
+
+def version_time(text: str) -> datetime:
+    """``now`` or an ISO 8601 time with its zone (``2026-11-30T12:00:00Z``)."""
+    if text == "now":
+        return datetime.now(UTC).replace(microsecond=0)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        msg = f"expected 'now' or an ISO 8601 time such as 2026-11-30T12:00:00Z, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if when.tzinfo is None:
+        msg = f"{text!r} has no time zone: add Z (UTC) or an offset such as +02:00"
+        raise argparse.ArgumentTypeError(msg)
+    return when
 
 
 def byte_size(text: str) -> int:
@@ -510,6 +527,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--visibility", default="everyone", choices=["everyone", "followers_only", "only_me"]
     )
     p.add_argument("--sport-type", help="override the sport type found in the files")
+    p.add_argument(
+        "--updated-at",
+        type=version_time,
+        metavar="TIME",
+        help="the events' version time: 'now' or ISO 8601 with a zone (default: each "
+        "activity's start, so a re-import is the same event; a later time makes a re-import "
+        "with another --visibility or --sport-type replace it)",
+    )
     p.add_argument(
         "--max-file-bytes",
         type=byte_size,

@@ -33,7 +33,7 @@ from heatmetro.flows.importers.valleybike import valleybike_events
 from heatmetro.flows.importers.valleybike_csv import DATA_DIR
 from heatmetro.state import store as store_module
 from heatmetro.state.records import PATH_DTYPE, from_blob
-from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.conftest import HEATMETRO, REPO, SHARED_DATA, cli_env, write_config
 from tests.store_rows import query
 from tests.streams import (
     NORTH_EAST,
@@ -545,3 +545,35 @@ def test_verbose_progress_goes_to_a_log_with_utc_stamps(run_cli: Run, project: P
         r"longest commit stall [\d,]+ ms done",
         lines[-1],
     ), loud.stderr
+
+
+def test_a_reimport_with_another_visibility_replaces_the_first_with_updated_at(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    """A re-import is the same event by default (its version time is the activity's
+    start), so another --visibility alone changed nothing (an operator's review);
+    --updated-at makes it a newer version, which the stream then takes."""
+    gpx = SHARED_DATA / "tracks" / "gpx" / "cerknicko-jezero.gpx"
+    cfg = new_project(tmp_path / "p")
+
+    def imported(*extra: str) -> Path:
+        out = tmp_path / f"import-{len(list(tmp_path.glob('import-*')))}.jsonl"
+        out.write_text(run_cli("import", gpx, "--athlete-id", "a-1", *extra).stdout)
+        return out
+
+    first = imported()
+    quiet = imported("--visibility", "only_me")
+    (one,), (two,) = ([json.loads(x) for x in p.read_text().splitlines()] for p in (first, quiet))
+    assert one["activity_id"] == two["activity_id"] and one["updated_at"] == two["updated_at"]
+    ingest(run_cli, cfg, first, quiet)
+    assert stats(run_cli, cfg)["activities_by_status"] == {"active": 1}  # unchanged
+
+    later = imported("--visibility", "only_me", "--updated-at", "now")
+    (three,) = [json.loads(x) for x in later.read_text().splitlines()]
+    assert three["updated_at"] > one["updated_at"] and three["visibility"] == "only_me"
+    ingest(run_cli, cfg, later)
+    assert stats(run_cli, cfg)["activities_by_status"] == {"hidden": 1}  # never public now
+    bad = run_cli(
+        "import", gpx, "--athlete-id", "a-1", "--updated-at", "2026-11-30T12:00", check=False
+    )
+    assert bad.returncode == 2 and "no time zone" in bad.stderr and "Traceback" not in bad.stderr

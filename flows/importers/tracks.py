@@ -85,8 +85,10 @@ def track_event(
     visibility: str,
     sport_type: str,
     dropped: dict[str, int] | None = None,
+    updated_at: datetime | None = None,
 ) -> dict:
-    """Build the v1 ``activity`` event; ``updated_at`` = start so re-imports are identical.
+    """Build the v1 ``activity`` event; ``updated_at`` = start so re-imports are identical
+    (or ``updated_at``: a later one makes a re-import with other options a new version).
     ``dropped``: receives the fixes left out, by reason (see ``_clean_streams``).
 
     Raises:
@@ -101,7 +103,7 @@ def track_event(
         "kind": "activity",
         "activity_id": activity_id,
         "athlete_id": athlete_id,
-        "updated_at": _iso(start),
+        "updated_at": _iso(updated_at if updated_at is not None else start),
         "sport_type": sport_type,
         "visibility": visibility,
         "hide_map": False,
@@ -126,6 +128,7 @@ class _Options:
     max_file_bytes: int
     on_error: OnError
     on_warning: OnError
+    updated_at: datetime | None = None  # None: the activity's start (re-imports identical)
 
 
 def _convert(
@@ -165,6 +168,7 @@ def _convert(
                 visibility=opts.visibility,
                 sport_type=leg_sport,
                 dropped=dropped,
+                updated_at=opts.updated_at,
             )
         except ImportFileError:
             if len(legs) == 1:
@@ -303,6 +307,7 @@ def import_tracks(
     on_error: OnError,
     on_warning: OnError | None = None,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    updated_at: datetime | None = None,
 ) -> Iterator[dict]:
     """Turn track files, folders and export zips into v1 ``activity`` events.
 
@@ -317,6 +322,9 @@ def import_tracks(
             (``skipped 2 unreadable point(s)``).
         max_file_bytes: Refuse a file (or zip member) whose *uncompressed* content is
             larger; it is read as a stream, so memory stays bounded whatever the file.
+        updated_at: Every event's version time (default: the activity's start, so the
+            same file imported twice is the same event; a later time makes a re-import
+            with another visibility or sport replace the first).
 
     Yields:
         One event per usable file (per leg of a multi-activity file), in input order; a
@@ -335,9 +343,13 @@ def import_tracks(
         msg = f"import: --max-file-bytes must be positive (got {max_file_bytes})"
         raise ImportFileError(msg)
     forced = platform_sport(sport_type) or sport_type if sport_type else None
+    if updated_at is not None and updated_at.tzinfo is None:
+        msg = f"import: --updated-at {updated_at.isoformat()} has no time zone (add Z)"
+        raise ImportFileError(msg)
     opts = _Options(
-        athlete_id, visibility, forced, max_file_bytes, on_error, on_warning or (lambda p, n: None)
-    )
+        athlete_id, visibility, forced, max_file_bytes, on_error,
+        on_warning or (lambda p, n: None), updated_at,
+    )  # fmt: skip
     seen: set[str] = set()
     for path in _expand(paths):
         for event in _events_of(path, opts):
