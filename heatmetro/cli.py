@@ -307,10 +307,14 @@ def cmd_import(args: argparse.Namespace) -> int:
         out.write(orjson.dumps(event) + b"\n")
         n += 1
     out.flush()
+    if not n and not failures:  # an empty folder, or only files of other kinds
+        names = ", ".join(str(f) for f in args.files)
+        msg = f"no GPX, FIT or TCX file (or export zip) found in {names}"
+        raise HeatmetroError(msg)
     activities = "activity" if n == 1 else "activities"
     files = "file" if len(failures) == 1 else "files"
     print(f"imported {n:,} {activities}, skipped {len(failures):,} {files}", file=sys.stderr)
-    return 0 if n or not failures else 1
+    return 0 if n else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -375,3 +375,16 @@ def test_an_over_long_kafka_message_is_a_dead_letter_through_the_cli(
     want = f"record of {len(values[1]):,} bytes is longer than max_record_bytes = 4,096; not parsed"
     assert dead == [("kafka:long:0", 1, want)]
     assert stored == ["k0", "k1"]
+
+
+def test_a_folder_without_tracks_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """An empty folder (or one of other files) said "imported 0 activities, skipped 0
+    files" and exit 0, the same as success to a script (an operator's review)."""
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a track")
+    proc = run_import(folder)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"heatmetro import: error: no GPX, FIT or TCX file (or export zip) found in {folder}"
+    ]
