@@ -114,6 +114,8 @@ def build_personal(
             "Private: only you should see this map. It includes your followers-only and "
             "only-me activities.",
             "Your start and end and your privacy zones are left out, as everywhere.",
+            "No street map under it: its tiles would come from another server, which "
+            "would then learn which streets you look at.",
         ),
         private=True,
         zones=zones,

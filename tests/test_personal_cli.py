@@ -168,6 +168,8 @@ def test_each_private_rider_sees_the_street_on_their_own_map(built: Path, who: s
         assert tile_alpha(me / "tiles", "all", z, *SOUTH_MID) == 0
     page = (me / "index.html").read_text()
     assert "noindex" in page and "Personal Heatmap" in page
+    # Why it has no street map (a visitor's review: not said anywhere).
+    assert "No street map under it" in page and "tile.openstreetmap.org" not in page
     # --show-zones draws the athlete's own zones (only p2 has one).
     assert ("L.circle(" in page) is (who == "p2")
     # Self-contained: the only remote URLs are the (default) OpenStreetMap basemap's.
