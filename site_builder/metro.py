@@ -86,6 +86,14 @@ def file_time() -> datetime:
     return max(source_date_epoch() or FILE_TIME_FLOOR, FILE_TIME_FLOOR)
 
 
+def human_size(n: int) -> str:
+    """``2,342,189`` bytes as ``2.2 MB`` (binary units, as a file manager shows them)."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:,} bytes"
+
+
 def write_metro(
     window_data: WindowData,
     settings: MetroSettings,
@@ -212,6 +220,7 @@ def write_metro(
             "name": p.name,
             "description": descriptions.get(p.name, "All of the files above, zipped"),
             "size": p.stat().st_size,
+            "shown_size": human_size(p.stat().st_size),
             "rows": rows.get(p.name),
             "sha256": sha256(p),
         }

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from heatmetro.core.errors import ConfigError, PublishError
 from heatmetro.site_builder import metro_gpkg, metro_rows
-from heatmetro.site_builder.metro import MetroSettings, write_metro
+from heatmetro.site_builder.metro import MetroSettings, human_size, write_metro
 from heatmetro.site_builder.metro_columns import (
     EDGE_COLUMNS,
     HEX_COLUMNS,
@@ -472,8 +472,14 @@ def test_index_lists_every_file_with_size_rows_and_sha256(tmp_path: Path) -> Non
         data = (tmp_path / name).read_bytes()
         assert listed[name]["sha256"] == hashlib.sha256(data).hexdigest()
         assert int(listed[name]["bytes"]) == len(data)
-        assert listed[name]["size"] == f"{len(data):,} bytes"
+        assert listed[name]["size"] == human_size(len(data))  # 2.2 MB; the exact bytes too
         assert listed[name].get("rows", "") == (f"{counts[name]:,}" if name in counts else "")
+
+
+def test_sizes_read_as_a_file_manager_shows_them() -> None:
+    assert [human_size(n) for n in (0, 999, 1024, 2_342_189, 3 * 2**30)] == [
+        "0 bytes", "999 bytes", "1.0 KB", "2.2 MB", "3.0 GB"
+    ]  # fmt: skip
 
 
 def test_zip_holds_every_file(tmp_path: Path) -> None:

@@ -180,6 +180,17 @@ def test_metro_downloads_resolve_and_match_their_sha256(
     assert np.all([href.startswith(base_url) for href in others])
 
 
+def test_metro_downloads_fit_a_phone(base_url: str, browser: Browser) -> None:
+    """At 375 px the page was 700 px wide (the chart and the checksums): the chart now
+    scales and the table scrolls in its own box."""
+    with open_site(base_url, browser=browser, path="metro/index.html", viewport=(375, 667)) as page:
+        assert page.page.evaluate("document.documentElement.scrollWidth") <= 375
+        chart = page.page.locator("svg.metro-chart").bounding_box()
+        assert chart is not None and chart["width"] <= 375
+        assert page.page.is_visible("text=edges.csv")
+        assert page.page_errors == []
+
+
 def test_pmtiles_site_from_the_cli_shows_heat_and_rebuilds_identically(
     june2018_site: Path, browser: Browser, tmp_path: Path
 ) -> None:
