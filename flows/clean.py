@@ -36,7 +36,8 @@ or activities, no recursion; sorting is the costliest step, so O(n log n)):
    stub left on a piece's first (last) fixes is judged from that end; fixes between two
    dropped ones less than ``MIN_RUN_S`` apart go with them (noise makes verdicts flicker).
 4. Fixes before an activity's first *settled* run (``MIN_RUN_S`` of fixes each within
-   ``SETTLE_STEP_M`` and ``SETTLE_GAP_S`` of the last), or after its last, are bad ends:
+   ``SETTLE_STEP_M`` and ``SETTLE_GAP_S`` of the last, or 3 times the activity's own
+   median step and interval if larger), or after its last, are bad ends:
    the hidden start's circle is drawn around the first fix kept, so it must be where the
    activity was, not where a cold receiver guessed (an activity without a settled run is
    left as it is: a sparse recorder).
@@ -67,6 +68,7 @@ PAUSE_SPLIT_S = 300.0  # a pause (or clock jump) longer than this splits the tra
 # A settled receiver's consecutive fixes: closer than this, and closer in time (step 4).
 SETTLE_STEP_M = 50.0
 SETTLE_GAP_S = 15.0
+SETTLE_SPREAD = 3.0  # ... or this many times the activity's own median step and interval
 _KEY_MS = 1 << 40  # times within a piece, in ms, stay below this (35 years)
 
 _SPIKE, _BAD_END, _VEHICLE = 1, 2, 3  # why a fix was dropped
@@ -195,24 +197,28 @@ def _unsettled_ends(
 
     A *settled* run is a chain of fixes each within ``SETTLE_STEP_M`` and
     ``SETTLE_GAP_S`` of the one before (and in one piece) lasting ``MIN_RUN_S`` or more:
-    a receiver that has its fix. Dropping an end before one only ever hides more, never
-    less: the circle of the hidden start is drawn around the first fix kept.
+    a receiver that has its fix. A device that records sparsely ("smart recording": a fix
+    every 5-10 s, 60 m apart at speed) gets ``SETTLE_SPREAD`` times its own median step
+    and interval if larger, else it would never settle and lose all but a moment of each
+    ride. Dropping an end before a settled run only ever hides more, never less: the
+    circle of the hidden start is drawn around the first fix kept.
     """
     n = len(t)
     if n == 0:
         return np.zeros(0, dtype=bool)
+    k = int(aid[-1]) + 1
+    same = aid[1:] == aid[:-1]
+    step, dt = step_lengths_m(lat, lng), np.diff(t)
+    typical_step = _median_per_activity(step[same], aid[1:][same], k)
+    typical_dt = _median_per_activity(dt[same], aid[1:][same], k)
+    max_step = np.maximum(SETTLE_STEP_M, SETTLE_SPREAD * typical_step)[aid[1:]]
+    max_dt = np.maximum(SETTLE_GAP_S, SETTLE_SPREAD * typical_dt)[aid[1:]]
     brk = np.ones(n, dtype=bool)
-    brk[1:] = (
-        new_piece[1:]
-        | (aid[1:] != aid[:-1])
-        | (step_lengths_m(lat, lng) > SETTLE_STEP_M)
-        | (np.diff(t) > SETTLE_GAP_S)
-    )
+    brk[1:] = new_piece[1:] | ~same | (step > max_step) | (dt > max_dt)
     starts = np.flatnonzero(brk)
     ends = np.append(starts[1:] - 1, n - 1)
     settled = t[ends] - t[starts] >= MIN_RUN_S
     ract, st, en = aid[starts][settled], starts[settled], ends[settled]
-    k = int(aid[-1]) + 1
     first, last = np.full(k, n), np.full(k, -1)
     acts, at = np.unique(ract, return_index=True)  # runs are in order: the first of each
     first[acts] = st[at]
@@ -221,6 +227,21 @@ def _unsettled_ends(
     pos = np.arange(n)
     has = last[aid] >= 0
     return has & ((pos < first[aid]) | (pos > last[aid]))
+
+
+def _median_per_activity(values: np.ndarray, act: np.ndarray, k: int) -> np.ndarray:
+    """The median of ``values`` per activity (0 for one without any): one sort, O(n log n)."""
+    out = np.zeros(k)
+    if len(values) == 0:
+        return out
+    order = np.lexsort((values, act))
+    values = values[order]
+    cnt = np.bincount(act, minlength=k)
+    start = np.cumsum(cnt) - cnt
+    has = np.flatnonzero(cnt)
+    lo, hi = start[has] + (cnt[has] - 1) // 2, start[has] + cnt[has] // 2
+    out[has] = (values[lo] + values[hi]) / 2
+    return out
 
 
 def noise_sigma_m(

@@ -32,6 +32,7 @@ from heatmetro.flows.clean import (
     NOISE_K,
     PAUSE_SPLIT_S,
     SETTLE_GAP_S,
+    SETTLE_SPREAD,
     SETTLE_STEP_M,
     WINDOW_NOISE_M,
     WINDOW_S,
@@ -182,15 +183,18 @@ def clean(
                 starts_piece = False
             was_fast = fast[q]
     # Ends before the first (after the last) settled run: a receiver without its fix yet.
+    # (Within the activity's own spread if it records sparsely: 3 times its median.)
+    steps = [
+        step_lengths_m(la[[kj[q - 1], kj[q]]], ln[[kj[q - 1], kj[q]]])[0] for q in range(1, len(kj))
+    ]
+    gaps = [tt[kj[q]] - tt[kj[q - 1]] for q in range(1, len(kj))]
+    max_step = (
+        max(SETTLE_STEP_M, SETTLE_SPREAD * float(np.median(steps))) if steps else SETTLE_STEP_M
+    )
+    max_gap = max(SETTLE_GAP_S, SETTLE_SPREAD * float(np.median(gaps))) if gaps else SETTLE_GAP_S
     settled_runs: list[list[int]] = []
-    for q, j in enumerate(kj):
-        pair_lat, pair_lng = la[[kj[q - 1], j]], ln[[kj[q - 1], j]]
-        if (
-            q == 0
-            or new[q]
-            or step_lengths_m(pair_lat, pair_lng)[0] > SETTLE_STEP_M
-            or tt[j] - tt[kj[q - 1]] > SETTLE_GAP_S
-        ):
+    for q in range(len(kj)):
+        if q == 0 or new[q] or steps[q - 1] > max_step or gaps[q - 1] > max_gap:
             settled_runs.append([q])
         else:
             settled_runs[-1].append(q)

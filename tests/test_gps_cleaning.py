@@ -449,3 +449,25 @@ def test_cleaning_makes_the_same_numpy_passes_whatever_the_length() -> None:
     (small, small_depth), (big, big_depth) = counts
     assert small == big, counts
     assert big_depth == small_depth <= 6, counts
+
+
+def test_a_sparse_recorder_keeps_its_ride() -> None:
+    """ "Smart recording" (a fix every 5-10 s, ~60 m apart at speed) never meets a 50 m /
+    15 s settled run: measured by the device's own spread it settles at once. Without
+    that, a change's review found a 221-fix ride of the bundled FIT files kept 6 fixes."""
+    rng = np.random.default_rng(7)
+    n = 220
+    t = np.cumsum(np.r_[0.0, rng.integers(4, 11, n - 1)])
+    east = np.cumsum(np.r_[0.0, 8.5 * np.diff(t)])  # 8.5 m/s due east
+    lat = np.full(n, 42.32) + rng.normal(0, 3, n) / 111_320
+    lng = -72.64 + east / (111_320 * math.cos(math.radians(42.32)))
+    cleaned = clean_batch(lat, lng, t, np.zeros(n, np.int64), np.array([max_speed_ms("Ride")]))
+    assert len(cleaned.idx) >= n - 2, len(cleaned.idx)
+    # ... and a cold guess before it, 400 m off and 90 s early, still goes.
+    lat2 = np.r_[lat[0] + 400 / 111_320, lat]
+    lng2 = np.r_[lng[0], lng]
+    t2 = np.r_[0.0, t + 90]
+    cleaned = clean_batch(
+        lat2, lng2, t2, np.zeros(n + 1, np.int64), np.array([max_speed_ms("Ride")])
+    )
+    assert 0 not in cleaned.idx.tolist() and len(cleaned.idx) >= n - 2
