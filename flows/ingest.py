@@ -15,7 +15,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
 from heatmetro.core.config import Config, load_config
-from heatmetro.core.contract import decode, opt_out_within, validate_event
+from heatmetro.core.contract import PrivacyZone, decode, opt_out_within, validate_event
 from heatmetro.core.errors import HeatmetroError, StreamRecordError
 from heatmetro.core.masking import mask_locations
 from heatmetro.flows.batch import TrimJob, finish_batch
@@ -24,6 +24,7 @@ from heatmetro.flows.personal import route
 from heatmetro.flows.sources import JsonlSource, StreamMessage, expand_inputs
 from heatmetro.flows.store_sink import ShardSink, shard_key
 from heatmetro.state.changes import DeadLetter, StoreItem
+from heatmetro.state.settings import AthleteSettings
 from heatmetro.state.street_network import network_for
 
 RAW_KEEP = 2000  # characters of a bad record kept in the dead-letter file
@@ -91,6 +92,16 @@ class FoldStep:
             opt_out = opt_out_within(item.obj)  # a privacy request fails closed
             if opt_out is None:
                 return state, [_dead(rec, str(exc))]
+            # ... and nothing else changes: the zones and hide distance stay the athlete's
+            # own (the broken record's are the broken part; an opt-out must never cost them).
+            kept = state or AthleteSettings()
+            opt_out = opt_out.model_copy(
+                update={
+                    "hide_start_end_m": kept.hide_start_end_m,
+                    "privacy_zones": [PrivacyZone(lat=z.lat, lng=z.lng, radius_m=z.radius_m)
+                                      for z in kept.zones],
+                }
+            )  # fmt: skip
             dead = _dead(rec, f"{exc} (its aggregate_opt_out was applied, nothing else of it)")
             state, out = self.fold.plan(state, opt_out, rec.source, rec.position)
             return state, [dead, *out]

@@ -22,6 +22,7 @@ import pytest
 
 from heatmetro.site_builder.metro_columns import EDGE_COLUMNS
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.store_rows import query
 from tests.streams import (
     NORTH_EAST,
     NORTH_WEST,
@@ -315,3 +316,19 @@ def test_an_opt_out_in_an_otherwise_broken_athlete_record_is_applied(tmp_path: P
     assert len(reasons) == 2, reasons
     assert all("its aggregate_opt_out was applied" in r for r in reasons), reasons
     assert "hide_start_end_m = 2000" in reasons[0] and "radius_m = 0" in reasons[1], reasons
+
+
+def test_a_broken_opt_out_keeps_the_athletes_zones_and_hide_distance(tmp_path: Path) -> None:
+    """The opt-out of a broken record is applied, and nothing else: a change's review
+    found it replaced the athlete's zone and 1,000 m hidden start by none and the
+    default, and their next activities were stored 2 m from home."""
+    write_config(tmp_path)
+    zone = {"lat": 42.32, "lng": -72.63, "radius_m": 400}
+    own = athlete("z0", hide_start_end_m=1000, privacy_zones=[zone])
+    broken = athlete("z0", updated=datetime(2021, 7, 1, tzinfo=UTC), aggregate_opt_out="true",
+                     privacy_zones=[{"lat": 42.32, "lng": -72.63, "radius_m": 0}])  # fmt: skip
+    build(tmp_path, [own, broken])
+    (row,) = query(tmp_path / "state", "SELECT opt_out, hide_start_end_m, zones FROM athletes")
+    assert row[0] == 1 and row[1] == 1000
+    (stored,) = json.loads(row[2])
+    assert stored[2] >= 400  # the athlete's zone (lat, lng, radius as applied: grown, moved)

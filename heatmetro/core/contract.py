@@ -108,6 +108,7 @@ class ActivityDeletedEvent(_Event):
 
 Event = AthleteEvent | ActivityEvent | ActivityDeletedEvent
 _EVENT = TypeAdapter(Annotated[Event, Field(discriminator="kind")])
+_BOOL = TypeAdapter(bool)
 
 
 def _record_name(raw: bytes | str) -> str:
@@ -180,7 +181,10 @@ def opt_out_within(obj: Any) -> AthleteEvent | None:
     """
     if not isinstance(obj, dict) or obj.get("kind") != "athlete":
         return None
-    if obj.get("aggregate_opt_out") is not True:
+    try:  # as a valid record reads it: true, "true", 1, "yes" ...
+        if not _BOOL.validate_python(obj.get("aggregate_opt_out")):
+            return None
+    except ValidationError:
         return None
     fields = {"kind": "athlete", "aggregate_opt_out": True}
     fields |= {k: obj.get(k) for k in ("athlete_id", "updated_at")}
