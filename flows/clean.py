@@ -40,7 +40,10 @@ or activities, no recursion; sorting is the costliest step, so O(n log n)):
    median step and interval if larger), or after its last, are bad ends:
    the hidden start's circle is drawn around the first fix kept, so it must be where the
    activity was, not where a cold receiver guessed (an activity without a settled run is
-   left as it is: a sparse recorder).
+   left as it is: a sparse recorder). A guess may settle too (a network fix jittering for
+   a minute): a stretch that stays within ``COLD_SPOT_M`` and that a jump of
+   ``COLD_JUMP_M`` ends within ``COLD_RUN_S`` of the start is dropped too (up to
+   ``COLD_ROUNDS`` in a row), alike at the end; a moving stretch never is.
 
 Nothing sums across activities, so an activity is cleaned the same in any batch.
 """
@@ -69,6 +72,12 @@ PAUSE_SPLIT_S = 300.0  # a pause (or clock jump) longer than this splits the tra
 SETTLE_STEP_M = 50.0
 SETTLE_GAP_S = 15.0
 SETTLE_SPREAD = 3.0  # ... or this many times the activity's own median step and interval
+# A stretch within COLD_SPOT_M of its first fix that a jump of COLD_JUMP_M ends, within
+# COLD_RUN_S of the start (or the end), is a cold receiver's guess (COLD_ROUNDS of them).
+COLD_JUMP_M = 100.0
+COLD_SPOT_M = 100.0
+COLD_RUN_S = 300.0
+COLD_ROUNDS = 3
 _KEY_MS = 1 << 40  # times within a piece, in ms, stay below this (35 years)
 
 _SPIKE, _BAD_END, _VEHICLE = 1, 2, 3  # why a fix was dropped
@@ -218,15 +227,53 @@ def _unsettled_ends(
     starts = np.flatnonzero(brk)
     ends = np.append(starts[1:] - 1, n - 1)
     settled = t[ends] - t[starts] >= MIN_RUN_S
-    ract, st, en = aid[starts][settled], starts[settled], ends[settled]
-    first, last = np.full(k, n), np.full(k, -1)
-    acts, at = np.unique(ract, return_index=True)  # runs are in order: the first of each
-    first[acts] = st[at]
-    acts, at = np.unique(ract[::-1], return_index=True)
-    last[acts] = en[len(en) - 1 - at]
+    first = _first_per_activity(aid[starts], starts, settled, k, n)
+    last = -_first_per_activity(aid[ends][::-1], -ends[::-1], settled[::-1], k, 1)
+    # A guess may settle too (a network fix jittering for a minute, hundreds of metres
+    # off): a stretch that stays within COLD_SPOT_M of its first fix and ends in a jump of
+    # COLD_JUMP_M or more, within COLD_RUN_S of the start, is no start; alike at the end.
+    # (A moving stretch is a ride, whatever jumps follow: a messy recording keeps it.)
     pos = np.arange(n)
-    has = last[aid] >= 0
-    return has & ((pos < first[aid]) | (pos > last[aid]))
+    lands = np.zeros(n, dtype=bool)  # a jump lands on this fix (from the one before)
+    lands[1:] = same & (step > np.maximum(COLD_JUMP_M, SETTLE_SPREAD * typical_step)[aid[1:]])
+    next_land = np.append(np.minimum.accumulate(np.where(lands, pos, n)[::-1])[::-1][1:], n)
+    last_land = np.maximum.accumulate(np.where(lands, pos, 0))  # 0: none (fix 0 never lands)
+    for _ in range(COLD_ROUNDS):  # chains of guesses: a few rounds, each O(n)
+        has = (last >= 0) & (first <= last)
+        f, g = np.minimum(first, n - 1), np.maximum(last, 0)
+        to = np.minimum(next_land[f], n - 1)  # the jump that ends the first stretch
+        start_guess = has & (next_land[f] <= g) & (t[to] - t[f] <= COLD_RUN_S)
+        fro = np.maximum(last_land[g], 1)  # the jump that starts the last stretch
+        end_guess = has & (last_land[g] > f) & (t[g] - t[fro - 1] <= COLD_RUN_S)
+        away = haversine_m(lat, lng, lat[f[aid]], lng[f[aid]])
+        head = (pos >= f[aid]) & (pos < to[aid])
+        start_guess &= _max_per_activity(away, head, aid, k) <= COLD_SPOT_M
+        away = haversine_m(lat, lng, lat[g[aid]], lng[g[aid]])
+        tail = (pos >= fro[aid]) & (pos <= g[aid])
+        end_guess &= _max_per_activity(away, tail, aid, k) <= COLD_SPOT_M
+        if not (start_guess.any() or end_guess.any()):
+            break
+        first = np.where(start_guess, to, first)
+        last = np.where(end_guess & ~start_guess, fro - 1, last)
+    has = (last[aid] >= 0) & (first[aid] <= last[aid])
+    return (last[aid] >= 0) & (~has | (pos < first[aid]) | (pos > last[aid]))
+
+
+def _max_per_activity(values: np.ndarray, where: np.ndarray, act: np.ndarray, k: int) -> np.ndarray:
+    """Per activity, the largest of ``values`` where ``where`` (0 where none)."""
+    out = np.zeros(k)
+    np.maximum.at(out, act[where], values[where])
+    return out
+
+
+def _first_per_activity(
+    act: np.ndarray, values: np.ndarray, keep: np.ndarray, k: int, none: int
+) -> np.ndarray:
+    """Per activity, the first of ``values`` (in order) where ``keep``; ``none`` if none."""
+    out = np.full(k, none, dtype=np.int64)
+    acts, at = np.unique(act[keep], return_index=True)
+    out[acts] = values[keep][at]
+    return out
 
 
 def _median_per_activity(values: np.ndarray, act: np.ndarray, k: int) -> np.ndarray:

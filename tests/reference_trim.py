@@ -23,6 +23,10 @@ from heatmetro.core.geo import haversine_m, step_lengths_m
 from heatmetro.core.sports import is_ebike
 from heatmetro.flows.batch import TrimJob
 from heatmetro.flows.clean import (
+    COLD_JUMP_M,
+    COLD_ROUNDS,
+    COLD_RUN_S,
+    COLD_SPOT_M,
     FAULTS,
     GPS_NOISE_M,
     M_PER_DEG,
@@ -201,6 +205,36 @@ def clean(
     settled = [r for r in settled_runs if tt[kj[r[-1]]] - tt[kj[r[0]]] >= MIN_RUN_S]
     if settled:
         lo, hi = settled[0][0], settled[-1][-1]
+        # A guess that settled: a stretch within COLD_SPOT_M of its first fix, ended by a
+        # jump of COLD_JUMP_M within COLD_RUN_S of the start (alike at the end).
+        median_step = float(np.median(steps)) if steps else 0.0
+        max_jump = max(COLD_JUMP_M, SETTLE_SPREAD * median_step)
+        lands = [q for q in range(1, len(kj)) if steps[q - 1] > max_jump]
+
+        def away(q: int, r: int) -> float:  # fix r from fix q (argument order as in clean)
+            return float(haversine_m(la[kj[r]], ln[kj[r]], la[kj[q]], ln[kj[q]]))
+
+        for _ in range(COLD_ROUNDS):
+            to = next((i for i in lands if lo < i <= hi), None)
+            fro = next((i for i in reversed(lands) if lo < i <= hi), None)
+            guess_head = (
+                to is not None
+                and tt[kj[to]] - tt[kj[lo]] <= COLD_RUN_S
+                and all(away(lo, q) <= COLD_SPOT_M for q in range(lo, to))
+            )
+            guess_tail = (
+                fro is not None
+                and tt[kj[hi]] - tt[kj[fro - 1]] <= COLD_RUN_S
+                and all(away(hi, q) <= COLD_SPOT_M for q in range(fro, hi + 1))
+            )
+            if guess_head:
+                assert to is not None
+                lo = to
+            elif guess_tail:
+                assert fro is not None
+                hi = fro - 1
+            else:
+                break
         for q in [*range(lo), *range(hi + 1, len(kj))]:
             code[kj[q]] = BAD_END
         out, new = out[lo : hi + 1], new[lo : hi + 1]

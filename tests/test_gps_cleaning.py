@@ -471,3 +471,23 @@ def test_a_sparse_recorder_keeps_its_ride() -> None:
         lat2, lng2, t2, np.zeros(n + 1, np.int64), np.array([max_speed_ms("Ride")])
     )
     assert 0 not in cleaned.idx.tolist() and len(cleaned.idx) >= n - 2
+
+
+def test_a_jump_while_riding_is_no_cold_guess() -> None:
+    """A guess stays put (a network fix jittering); a rider moves. A 150 m GPS jump 40 s
+    into a ride (a bridge, a tunnel) must not cost the ride its first 40 s, while the
+    same jump after 40 s of a fix sitting 400 m away drops those 40 s."""
+    n, metres_per_s = 300, 6.0
+    t = np.arange(n, dtype=float)
+    east = metres_per_s * t
+    east[40:] += 150.0  # the jump lands on fix 40
+    lat = np.full(n, 42.32)
+    lng = -72.64 + east / (111_320 * math.cos(math.radians(42.32)))
+    vmax = np.array([max_speed_ms("Ride")])
+    cleaned = clean_batch(lat, lng, t, np.zeros(n, np.int64), vmax)
+    assert cleaned.idx[0] == 0 and len(cleaned.idx) == n
+    sitting = lng.copy()
+    sitting[:40] = lng[40] - 400 / (111_320 * math.cos(math.radians(42.32)))  # a guess
+    sitting[:40] += np.random.default_rng(3).normal(0, 3e-5, 40)  # ~2.5 m of jitter
+    cleaned = clean_batch(lat, sitting, t, np.zeros(n, np.int64), vmax)
+    assert cleaned.idx[0] == 40 and cleaned.faults[0][FAULTS.index("bad_end_fixes")] == 40
