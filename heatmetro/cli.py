@@ -181,6 +181,12 @@ def _numbers(text: str, flag: str) -> list[int]:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.weekly and args.addresses is not None:
+        msg = (
+            "the weekly map reads every shard in one process: run `snapshot --weekly` "
+            "without -a/-i, on one machine holding every shard"
+        )
+        raise HeatmetroError(msg)
     if args.weekly:
         # Not through the monthly snapshot's module: Metro and its GIS imports are a
         # third of the weekly run's start-up.

@@ -22,6 +22,7 @@ one-process snapshot of the same store writes.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -42,12 +43,14 @@ from heatmetro.core.errors import PublishError
 from heatmetro.core.sports import NIGHT_LAYER, sport_layer
 from heatmetro.site_builder.load import MERGE_KEYS, MERGE_SUMS, load_window
 from heatmetro.site_builder.metro_streets import StreetWindow, load_streets, merge_street_windows
+from heatmetro.site_builder.publish import build_lock
 from heatmetro.site_builder.snapshot import (
     SnapshotResult,
     build_site,
     check_snapshot_month,
     refuse_empty_over_heat,
 )
+from heatmetro.site_builder.weekly import WEEKLY
 from heatmetro.site_builder.window import (
     LayerHeat,
     WindowData,
@@ -315,10 +318,19 @@ def run_distributed_snapshot(
             StreetWindow(streets.net, i[3], athletes=i[2]) for i in sink.items if i[0] == "streets"
         ]
         streets = merge_street_windows(streets.net, parts) if process_id == 0 else None
-    n_tiles = build_site(
-        window, config, when, streets=streets, quiet=quiet, pages=process_id == 0,
-        owns=lambda z, x, y: tile_owner(z, x, y, n) == process_id,
-    )  # fmt: skip
+    if (config.out_dir / WEEKLY).is_symlink() and process_id == 0:
+        # The weekly map reads every shard in one process: a member holds only its own, so
+        # it can neither rebuild one nor vouch for an old one (an opt-out since).
+        print(
+            f"weekly map in {config.out_dir} not carried into this cluster build: "
+            "run `snapshot --weekly` on one machine holding every shard",
+            file=sys.stderr,
+        )
+    with build_lock(config.out_dir):
+        n_tiles = build_site(
+            window, config, when, streets=streets, quiet=quiet, pages=process_id == 0,
+            owns=lambda z, x, y: tile_owner(z, x, y, n) == process_id, weekly=False,
+        )  # fmt: skip
     return SnapshotResult(
         window.month, window.first_month, config.out_dir, window.athletes, window.activities,
         n_tiles, time.monotonic() - t0,

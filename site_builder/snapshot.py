@@ -138,7 +138,8 @@ def _run_snapshot(
     t0 = time.monotonic()
     stages = Stages()
     when = build_time()
-    # First the weekly map: rebuilt from the store as it is now, and carried into this build.
+    # First the weekly map: its last 7 days rebuilt from the store as it is now (as
+    # `snapshot --weekly` would), then carried into this build.
     weekly = refresh_weekly(config, when, quiet=quiet)
     if weekly is not None and not quiet:
         print(
@@ -286,6 +287,7 @@ def build_site(
     reuse: bool = True,
     build: Path | None = None,
     metro: ForkedJob[MetroDone] | None = None,
+    weekly: bool = True,
 ) -> int:
     """Write and atomically publish the site of ``window``; returns the tile count.
 
@@ -294,6 +296,7 @@ def build_site(
     With ``map_cache``, the rendered map and the Metro edge sums are kept in ``state_dir``
     for the next build (and taken from there if ``reuse``). ``build`` and ``metro``: the
     build folder and the Metro writer (``start_metro``) if the caller started them.
+    Without ``weekly``, a published weekly map is neither offered nor carried into it.
     """
     month = window.month
     stages = stages or Stages()
@@ -313,7 +316,7 @@ def build_site(
             print(done.cache_line, file=sys.stderr)
         stages.done("metro")
         layers = tuple(layer for layer, lh in window.heat.items() if len(lh.cells))
-        weekly_format = published_weekly_format(config.out_dir)
+        weekly_format = published_weekly_format(config.out_dir) if weekly else None
         weekly_window = published_weekly_window(config.out_dir) if weekly_format else None
         counts = {
             "athletes": window.athletes,
@@ -370,7 +373,8 @@ def build_site(
         _write_metadata(build, window, config, counts, metro_rows, when, bounds)
         stages.done("pages")
         with publish_lock(config.out_dir):
-            carry_weekly(config.out_dir, build)  # the weekly map stays published
+            if weekly:
+                carry_weekly(config.out_dir, build)  # the weekly map stays published
             publish(build, config.out_dir)
         stages.done("publish")
     except OSError as exc:  # a full disk mid-build: the old site keeps serving

@@ -13,10 +13,10 @@ symbolic link to the current one, replaced with one atomic rename. The monthly s
 carries the link into each new monthly build (``carry_weekly``), and both publish
 steps hold one lock file, so neither loses the other's work.
 
-Each monthly snapshot also rebuilds the published weekly map for its own days from the
-store as it is then (``refresh_weekly``): an opt-out, a deletion or a new privacy zone
-leaves the weekly map by the next snapshot, as it leaves the monthly one, even when the
-weekly job has stopped.
+Each monthly snapshot also rebuilds the published weekly map for the last 7 days from
+the store as it is then (``refresh_weekly``): an opt-out, a deletion or a new privacy
+zone leaves the weekly map by the next snapshot, as it leaves the monthly one, even when
+the weekly job has stopped.
 """
 
 from __future__ import annotations
@@ -265,29 +265,18 @@ def published_weekly_window(out_dir: Path) -> WeeklyWindow | None:
         return None
 
 
-def published_weekly_until(out_dir: Path) -> str | None:
-    """The last day of the published weekly map (``YYYY-MM-DD``), None without one."""
-    meta = out_dir / WEEKLY / "metadata.json"
-    if not meta.is_file():
-        return None
-    try:
-        last = json.loads(meta.read_text(encoding="utf-8"))["window"]["last_day"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        msg = f"cannot read the published weekly map's window from {meta}: {exc}"
-        raise PublishError(msg) from exc
-    return str(last)
-
-
 def refresh_weekly(config: Config, when: datetime, quiet: bool = False) -> WeeklyResult | None:
-    """Rebuild the published weekly map, for the same 7 days, from the store as it is
-    now; None without one. The privacy rules' "by the next snapshot" (DESIGN rules 5
-    and 6) holds for the weekly map too: an athlete who opted out, an activity deleted
-    or made private since the weekly build must not stay on it until someone runs the
-    weekly job again."""
-    until = published_weekly_until(config.out_dir)
-    if until is None:
+    """Rebuild the published weekly map for the last 7 days (as ``snapshot --weekly``
+    does) from the store as it is now; None without one. The privacy rules' "by the next
+    snapshot" (DESIGN rules 5 and 6) holds for the weekly map too: an athlete who opted
+    out, an activity deleted or made private since the weekly build must not stay on it
+    until someone runs the weekly job again. The last 7 days, not the published map's
+    own: the same days again would differ from it by nothing but those removals, which
+    would show whose they were (docs/operations.md, "Do not publish a build for one
+    request"). Nothing of the published map is read: a damaged one is simply replaced."""
+    if not (config.out_dir / WEEKLY).is_symlink():
         return None
-    return run_weekly(config, until=until, when=when, quiet=quiet)
+    return run_weekly(config, until=None, when=when, quiet=quiet)
 
 
 def _new_build(out_dir: Path, label: str) -> Path:

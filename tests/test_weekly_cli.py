@@ -7,7 +7,7 @@ import json
 import re
 import subprocess
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,25 @@ from tests.test_personal_cli import tile_alpha
 Run = Callable[..., subprocess.CompletedProcess[str]]
 MID = (NORTHAMPTON_WEST[0], -72.6350)
 ELM = line(NORTHAMPTON_WEST, NORTHAMPTON_EAST)
+
+
+YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()  # the weekly map's default end
+
+
+def recent(who: str, days_ago: int) -> dict:
+    """A ride on Elm Street ``days_ago`` days before today (by the clock, as the weekly
+    map's default window), at 15:00 UTC."""
+    day = datetime.now(UTC).date() - timedelta(days=days_ago)
+    start = datetime(day.year, day.month, day.day, 15, 0, tzinfo=UTC)
+    return activity(f"{who}-{day}", who, ELM, start=start)
+
+
+def month_of_recent(days_ago: int) -> list[str]:
+    """``--month M`` for the month of a recent ride (``--partial`` if it is this one)."""
+    day = datetime.now(UTC).date() - timedelta(days=days_ago)
+    args = ["--month", f"{day:%Y-%m}"]
+    today = datetime.now(UTC).date()
+    return args + (["--partial"] if (day.year, day.month) == (today.year, today.month) else [])
 
 
 def ride(who: str, day: int, hour: int = 15) -> dict:
@@ -73,24 +92,18 @@ def test_weekly_map_needs_five_people_and_stops_at_zoom_11(project: Path, run_cl
     # Zoom 11 told as ground at Northampton (42.3 N): 76.4 m * cos(42.3) = 57 m a pixel.
     assert "stops at zoom 11 (a screen pixel is about 57 m of ground)" in page
 
-    # The next monthly build keeps the weekly map and links to it; about.html explains.
+    # The next monthly build rebuilds the weekly map for the last 7 days by the clock (as
+    # the weekly job would: nothing here) and links to it; about.html explains.
     run_cli("snapshot", "-c", config, "--month", "2021-06")
-    assert tile_alpha(site / "weekly" / "tiles", "all", 11, *MID) > 0
+    meta = json.loads((weekly / "metadata.json").read_text())
+    assert meta["window"]["last_day"] == str(YESTERDAY) and meta["counts"]["athletes"] == 0
     index = (site / "index.html").read_text()
     assert 'href="weekly/index.html"' in index
     # ...and offers it in the layer switcher, natively only up to zoom 11.
     assert '"weekly/tiles/all/{z}/{x}/{y}.png"' in index
-    # Named by its days (a stopped weekly job must not pass for "the last 7 days"), and
-    # asked for only where the weekly map has heat (no 404s around it).
-    assert '"7 days to 2021-06-20"' in index and "Last 7 days" not in index
+    # Named by its days (a stopped weekly job must not pass for "the last 7 days").
+    assert f'"7 days to {YESTERDAY}"' in index and "Last 7 days" not in index
     assert '"maxNativeZoom": 11' in index
-    weekly_bounds = json.loads((site / "weekly" / "metadata.json").read_text())["bounds"]
-    south, west, north, east = weekly_bounds
-    assert south < MID[0] < north and west < MID[1] < east
-    weekly_layer = index[index.index('"weekly/tiles/all/{z}/{x}/{y}.png"') :]
-    weekly_layer = weekly_layer[: weekly_layer.index(".addTo(")]
-    numbers = [float(v) for v in re.findall(r"-?\d+\.\d+", weekly_layer.split('"bounds"')[1])]
-    assert numbers[:4] == [south, west, north, east], weekly_layer
     about = (site / "about.html").read_text()
     assert "2024" in about and "<strong>5</strong>" in about and "<strong>11</strong>" in about
 
@@ -117,18 +130,28 @@ def test_monthly_page_switches_to_the_weekly_layer_in_chromium(
     from tests.conftest import write_config
 
     config = write_config(project, tiles_format=tiles_format)
-    (project / "week.jsonl").write_bytes(to_jsonl([ride(f"a{i}", 15 + i) for i in range(5)]))
+    (project / "week.jsonl").write_bytes(to_jsonl([recent(f"a{i}", 2) for i in range(5)]))
     run_cli("ingest", "-c", config, project / "week.jsonl")
-    run_cli("snapshot", "-c", config, "--month", "2021-06")
-    run_cli("snapshot", "-c", config, "--weekly", "--until", "2021-06-20")
-    run_cli("snapshot", "-c", config, "--month", "2021-06")  # now the page offers the week
+    run_cli("snapshot", "-c", config, *month_of_recent(2))
+    run_cli("snapshot", "-c", config, "--weekly")
+    run_cli("snapshot", "-c", config, *month_of_recent(2))  # now the page offers the week
+    # ... asking for weekly tiles only where the weekly map has heat (no 404s around it)
+    south, west, north, east = json.loads(
+        (project / "site" / "weekly" / "metadata.json").read_text()
+    )["bounds"]
+    assert south < MID[0] < north and west < MID[1] < east
+    index = (project / "site" / "index.html").read_text()
+    weekly_layer = index[index.index("weekly/tiles/all") :]
+    weekly_layer = weekly_layer[: weekly_layer.index(".addTo(")]
+    numbers = [float(v) for v in re.findall(r"-?\d+\.\d+", weekly_layer.split('"bounds"')[1])]
+    assert numbers[:4] == [south, west, north, east], weekly_layer
     weekly_tiles = project / "site" / "weekly" / "tiles"
     if tiles_format == "pmtiles":  # one archive per layer, as the monthly map
         assert (weekly_tiles / "all.pmtiles").is_file() and not list(weekly_tiles.rglob("*.png"))
     with open_site(project / "site") as site:
         site.wait_for_map()
         before = len(site.tiles)
-        site.click_layer("7 days to 2021-06-20")
+        site.click_layer(f"7 days to {YESTERDAY}")
         site.wait_for_tiles()
         weekly = site.tiles[before:]
         assert site.page_errors == [] and site.blocked_except_basemap() == []
@@ -183,23 +206,48 @@ def test_an_opt_out_leaves_the_weekly_map_by_the_next_monthly_snapshot(
     project: Path, run_cli: Run
 ) -> None:
     """DESIGN rules 5 and 6 ("by the next snapshot") hold for the weekly map too, even
-    when nobody runs the weekly job again: the monthly snapshot rebuilds it for its days."""
+    when nobody runs the weekly job again: the monthly snapshot rebuilds it (for the last
+    7 days, as the weekly job would: the same days again would differ by nothing but the
+    opt-outs, and show whose they were)."""
     config, site = project / "config.toml", project / "site"
-    (project / "one.jsonl").write_bytes(to_jsonl([ride(f"a{i}", 14 + i) for i in range(6)]))
+    (project / "one.jsonl").write_bytes(to_jsonl([recent(f"a{i}", 2) for i in range(6)]))
     run_cli("ingest", "-c", config, project / "one.jsonl")
-    run_cli("snapshot", "-c", config, "--month", "2021-06")
-    run_cli("snapshot", "-c", config, "--weekly", "--until", "2021-06-20")
+    run_cli("snapshot", "-c", config, *month_of_recent(2))
+    run_cli("snapshot", "-c", config, "--weekly")
     assert tile_alpha(site / "weekly" / "tiles", "all", 11, *MID) > 0  # 6 people >= 5
 
     # Two of the six opt out: four left, below the weekly k of 5 (still >= 3 monthly).
     opt_outs = [athlete(f"a{i}", aggregate_opt_out=True) for i in range(2)]
     (project / "two.jsonl").write_bytes(to_jsonl(opt_outs))
     run_cli("ingest", "-c", config, project / "two.jsonl")
-    proc = run_cli("snapshot", "-c", config, "--month", "2021-06")
-    assert "weekly map rebuilt from the store as it is now: 2021-06-14..2021-06-20" in proc.stderr
+    proc = run_cli("snapshot", "-c", config, *month_of_recent(2))
+    first = YESTERDAY - timedelta(days=6)
+    assert f"weekly map rebuilt from the store as it is now: {first}..{YESTERDAY}" in proc.stderr
     assert tile_alpha(site / "weekly" / "tiles", "all", 11, *MID) == 0, "opted out, still weekly"
     meta = json.loads((site / "weekly" / "metadata.json").read_text())
     assert meta["counts"]["athletes"] == 4
-    assert meta["window"] == {"first_day": "2021-06-14", "last_day": "2021-06-20"}
     assert tile_alpha(site / "tiles", "all", 11, *MID) > 0  # 4 >= 3 on the monthly map
     assert 'href="weekly/index.html"' in (site / "index.html").read_text()
+
+
+def test_a_damaged_weekly_map_does_not_block_the_monthly_snapshot(
+    project: Path, run_cli: Run
+) -> None:
+    """Nothing of the published weekly map is read: a damaged metadata.json (a change's
+    review: it stopped every monthly snapshot, and with it every opt-out) is replaced."""
+    config, site = project / "config.toml", project / "site"
+    (project / "one.jsonl").write_bytes(to_jsonl([recent(f"a{i}", 2) for i in range(5)]))
+    run_cli("ingest", "-c", config, project / "one.jsonl")
+    run_cli("snapshot", "-c", config, *month_of_recent(2))
+    run_cli("snapshot", "-c", config, "--weekly")
+    (site / "weekly" / "metadata.json").write_text('{"window": {"last_day": "garbage"}')
+    run_cli("snapshot", "-c", config, *month_of_recent(2))
+    meta = json.loads((site / "weekly" / "metadata.json").read_text())
+    assert meta["window"]["last_day"] == str(YESTERDAY)
+
+
+def test_weekly_in_a_cluster_is_refused_in_one_line(project: Path, run_cli: Run) -> None:
+    proc = run_cli("snapshot", "-c", project / "config.toml", "--weekly", "-a",
+                   "127.0.0.1:1;127.0.0.1:2", "-i", "0", check=False)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "without -a/-i, on one machine holding every shard" in proc.stderr
