@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
@@ -358,6 +358,11 @@ def version_time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(msg) from None
     if when.tzinfo is None:
         msg = f"{text!r} has no time zone: add Z (UTC) or an offset such as +02:00"
+        raise argparse.ArgumentTypeError(msg)
+    if when > datetime.now(UTC) + timedelta(days=1):
+        # A version from the future outranks every real update: the activity could no
+        # longer be deleted or made private by the platform.
+        msg = f"{text!r} is in the future: a later update or deletion would then be ignored"
         raise argparse.ArgumentTypeError(msg)
     return when
 

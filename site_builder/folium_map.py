@@ -93,8 +93,9 @@ def render_map(meta: SiteMeta) -> MapParts:
                 **options,
             ).add_to(fmap)
         )
-    if meta.has_weekly:
+    if meta.has_weekly and meta.weekly_bounds is not None:
         # The last 7 days (snapshot --weekly) as one more choice; its own, lower zoom cap.
+        # (A week without heat is no choice: its page says why; tiles would all be 404s.)
         weekly_pmtiles = meta.weekly_format == "pmtiles"
         weekly_options: dict[str, Any] = {}
         if meta.weekly_bounds is not None:

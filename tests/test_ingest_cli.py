@@ -577,3 +577,7 @@ def test_a_reimport_with_another_visibility_replaces_the_first_with_updated_at(
         "import", gpx, "--athlete-id", "a-1", "--updated-at", "2026-11-30T12:00", check=False
     )
     assert bad.returncode == 2 and "no time zone" in bad.stderr and "Traceback" not in bad.stderr
+    # A version from the future would outrank every real update or deletion after it.
+    late = run_cli("import", gpx, "--athlete-id", "a-1", "--updated-at", "2062-11-30T00:00:00Z",
+                   check=False)  # fmt: skip
+    assert late.returncode == 2 and "in the future" in late.stderr

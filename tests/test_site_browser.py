@@ -429,3 +429,7 @@ def test_the_view_is_kept_in_the_url(base_url: str, browser: Browser) -> None:
         z, lat, lng = site.page.evaluate("window.location.hash").lstrip("#").split("/")
         assert (int(z), round(float(lat), 2), round(float(lng), 2)) == (11, 42.3, -72.6)
         assert site.page_errors == []
+    with open_site(base_url + "#99/42.3300/-72.6300", browser=browser) as site:
+        site.wait_for_map()  # a zoom out of range opens the deepest one, and says so
+        z = site.page.evaluate("heatmetro.map.getZoom()")
+        assert site.page.evaluate("window.location.hash").startswith(f"#{z}/") and z < 99

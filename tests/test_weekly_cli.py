@@ -99,11 +99,10 @@ def test_weekly_map_needs_five_people_and_stops_at_zoom_11(project: Path, run_cl
     assert meta["window"]["last_day"] == str(YESTERDAY) and meta["counts"]["athletes"] == 0
     index = (site / "index.html").read_text()
     assert 'href="weekly/index.html"' in index
-    # ...and offers it in the layer switcher, natively only up to zoom 11.
-    assert '"weekly/tiles/all/{z}/{x}/{y}.png"' in index
-    # Named by its days (a stopped weekly job must not pass for "the last 7 days").
-    assert f'"7 days to {YESTERDAY}"' in index and "Last 7 days" not in index
-    assert '"maxNativeZoom": 11' in index
+    # ... but a week without heat is no choice in the layer switcher (its tiles would all
+    # be 404s): the link says which days it is.
+    assert "weekly/tiles/all" not in index and "Last 7 days" not in index
+    assert f">7 days to {YESTERDAY}</a>" in index
     about = (site / "about.html").read_text()
     assert "2024" in about and "<strong>5</strong>" in about and "<strong>11</strong>" in about
 
@@ -135,6 +134,11 @@ def test_monthly_page_switches_to_the_weekly_layer_in_chromium(
     run_cli("snapshot", "-c", config, *month_of_recent(2))
     run_cli("snapshot", "-c", config, "--weekly")
     run_cli("snapshot", "-c", config, *month_of_recent(2))  # now the page offers the week
+    index = (project / "site" / "index.html").read_text()
+    # Named by its days (a stopped weekly job must not pass for "the last 7 days"), and
+    # drawn natively only up to zoom 11.
+    assert f'"7 days to {YESTERDAY}"' in index and "Last 7 days" not in index
+    assert '"maxNativeZoom": 11' in index
     # ... asking for weekly tiles only where the weekly map has heat (no 404s around it)
     south, west, north, east = json.loads(
         (project / "site" / "weekly" / "metadata.json").read_text()

@@ -99,14 +99,16 @@ var heatmetro = (function () {
       var lat = parseFloat(m[2]), lng = parseFloat(m[3]);
       if (Math.abs(lat) <= 90 && Math.abs(lng) <= 180) { map.setView([lat, lng], zoom); }
     }
-    map.on("moveend", function () {
+    var write = function () {
       var c = map.getCenter(), z = map.getZoom();
       var digits = Math.max(0, Math.ceil(Math.log(Math.pow(2, z)) / Math.LN10));  // ~1 px
       var hash = "#" + z + "/" + c.lat.toFixed(digits) + "/" + c.lng.toFixed(digits);
       if (window.history && window.history.replaceState) {
         window.history.replaceState(null, "", hash);
       }
-    });
+    };
+    map.on("moveend", write);
+    if (m) { write(); }  // a zoom out of range reads as the one shown
   }
 
   function init(map, options) {
