@@ -133,37 +133,27 @@ def write_metro(
     edges_monthly = edge_rows(window_data, pub, monthly=True, cache=cache)
     hexagons = hexagon_rows(window_data, pub)
     od = od_rows(window_data, pub)
+    # The tables without geometry, by CSV file: also the GeoPackage's attribute tables.
+    tables_only: dict[str, tuple[Sequence[cols.Column], Rows]] = {
+        "edges_hourly": (cols.HOURLY_COLUMNS, hourly_rows(window_data, pub, cache)),
+        "edges_hourly_wide": (cols.HOURLY_WIDE_COLUMNS, hourly_wide_rows(window_data, pub, cache)),
+        "edges_monthly": (cols.EDGE_MONTHLY_COLUMNS, edges_monthly),
+        "hexagons_monthly": (
+            cols.HEX_MONTHLY_COLUMNS,
+            hexagon_rows(window_data, pub, monthly=True),
+        ),
+        "od_monthly": (cols.OD_MONTHLY_COLUMNS, od_rows(window_data, pub, monthly=True)),
+    }
     rows = {
         "edges.csv": write_csv(metro_dir / "edges.csv", cols.EDGE_COLUMNS, edges),
         "edges.geojson": write_geojson(
             metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges, attribution
         ),
-        "edges_hourly.csv": write_csv(
-            metro_dir / "edges_hourly.csv",
-            cols.HOURLY_COLUMNS,
-            hourly_rows(window_data, pub, cache),
-        ),
-        "edges_hourly_wide.csv": write_csv(
-            metro_dir / "edges_hourly_wide.csv",
-            cols.HOURLY_WIDE_COLUMNS,
-            hourly_wide_rows(window_data, pub, cache),
-        ),
-        "edges_monthly.csv": write_csv(
-            metro_dir / "edges_monthly.csv", cols.EDGE_MONTHLY_COLUMNS, edges_monthly
-        ),
         "hexagons.csv": write_csv(metro_dir / "hexagons.csv", cols.HEX_COLUMNS, hexagons),
-        "hexagons_monthly.csv": write_csv(
-            metro_dir / "hexagons_monthly.csv",
-            cols.HEX_MONTHLY_COLUMNS,
-            hexagon_rows(window_data, pub, monthly=True),
-        ),
         "od.csv": write_csv(metro_dir / "od.csv", cols.OD_COLUMNS, od),
-        "od_monthly.csv": write_csv(
-            metro_dir / "od_monthly.csv",
-            cols.OD_MONTHLY_COLUMNS,
-            od_rows(window_data, pub, monthly=True),
-        ),
     }
+    for table, (columns, table_rows) in tables_only.items():
+        rows[f"{table}.csv"] = write_csv(metro_dir / f"{table}.csv", columns, table_rows)
     if cache is not None:
         cache.save()
     descriptions = dict(cols.FILE_DESCRIPTIONS)
@@ -183,12 +173,16 @@ def write_metro(
         street_rows = rows_from_geojson(metro_dir / "streets.geojson", street_columns)
         layers["streets"] = ("LineString", street_columns, street_rows)
     # Every other CSV file as an attribute table: one file for a GIS, where the hourly
-    # and monthly rows join to a layer on its id (edge_id, hex_id, edge_uid ...).
-    tables_only = [n.removesuffix(".csv") for n in rows if n.endswith(".csv")]
-    tables_only = [t for t in tables_only if t not in layers]
-    for table in tables_only:
-        columns, table_rows = rows_from_csv(metro_dir / f"{table}.csv")
+    # and monthly rows join to a layer on its id (edge_id, hex_id, edge_uid ...). The
+    # rows in hand are written; only the street files (written by metro_streets) are
+    # read back.
+    for table, (columns, table_rows) in tables_only.items():
         layers[table] = (None, columns, table_rows)
+    for name in rows:
+        table = name.removesuffix(".csv")
+        if name.endswith(".csv") and table not in layers:
+            street_columns_of, street_rows_of = rows_from_csv(metro_dir / name)
+            layers[table] = (None, street_columns_of, street_rows_of)
     for layer, n in write_gpkg(metro_dir / "metro.gpkg", layers, when, attribution).items():
         rows[f"metro.gpkg:{layer}"] = n
 
@@ -202,7 +196,7 @@ def write_metro(
         "bands": BANDS,
         "tables": [*cols.DICTIONARY, *(streets.tables if streets is not None else [])],
         "gpkg_layers": cols.GPKG_LAYERS | ({"streets": cols.GPKG_STREETS} if streets else {}),
-        "gpkg_tables": tables_only,
+        "gpkg_tables": [t for t, (kind, _, _) in layers.items() if kind is None],
         "descriptions": descriptions,
         "dp": noise,
         "osm_attribution": attribution,
