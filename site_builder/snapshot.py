@@ -371,6 +371,7 @@ def build_site(
             reuse_map=reuse,
         )
         _write_metadata(build, window, config, counts, metro_rows, when, bounds)
+        _write_members_notice(build, config)
         stages.done("pages")
         with publish_lock(config.out_dir):
             if weekly:
@@ -478,6 +479,23 @@ def _write_tiles(
                 file=sys.stderr,
             )
     return total, bounds
+
+
+def _write_members_notice(build: Path, config: Config) -> None:
+    """``members/README.txt``: the folder a host's `aws s3 sync out/` would publish with
+    the rest unless told (a visitor's review: only docs/operations.md said so)."""
+    if config.max_zoom <= config.public_max_zoom:  # no street-level tiles
+        return
+    members = build / "members"
+    members.mkdir(exist_ok=True)
+    (members / "README.txt").write_text(
+        f"Street-level heat tiles (zooms {config.public_max_zoom + 1} to {config.max_zoom}) "
+        "for signed-in members only.\n"
+        "Serve this folder behind your platform's login; never copy it to a public bucket "
+        "or CDN\n(docs/operations.md, section 3: e.g. rsync --exclude members/).\n"
+        "To publish no street-level tiles at all, set max_zoom = public_max_zoom.\n",
+        encoding="utf-8",
+    )
 
 
 def _write_metadata(build, window, config, counts, metro_rows, when, bounds) -> None:  # type: ignore[no-untyped-def]

@@ -239,6 +239,9 @@ def test_public_tiles_stop_at_public_max_zoom(
     # The members' tree has real heat (decoded), not empty placeholders.
     some = next(iter(sorted(members.rglob("*.png"))))
     assert decode(some)[..., 3].max() > 0
+    # ... and says, inside the folder a host would sync, that it is not for the public.
+    notice = (site / "members" / "README.txt").read_text()
+    assert f"zooms {PUBLIC_MAX_ZOOM + 1} to 14" in notice and "never copy it to a public" in notice
 
 
 # --------------------------------------------------------------------------- privacy zones
