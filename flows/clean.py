@@ -309,15 +309,8 @@ def noise_sigma_m(
     dy = lat[1:-1] - (lat[:-2] + w * (lat[2:] - lat[:-2]))
     dx = (lng[1:-1] - (lng[:-2] + w * (lng[2:] - lng[:-2]))) * np.cos(np.radians(lat[1:-1]))
     dev = M_PER_DEG * np.sqrt(dx * dx + dy * dy)
-    dev, act = dev[inner], aid[1:-1][inner]
-    order = np.lexsort((dev, act))
-    dev = dev[order]
-    cnt = np.bincount(act, minlength=k)
-    start = np.cumsum(cnt) - cnt
-    has = np.flatnonzero(cnt)
-    lo, hi = start[has] + (cnt[has] - 1) // 2, start[has] + cnt[has] // 2
-    sigma[has] = np.minimum(0.5 * (dev[lo] + dev[hi]) / MEDIAN_PER_SIGMA, NOISE_CAP_M)
-    return sigma
+    median = _median_per_activity(dev[inner], aid[1:-1][inner], k)
+    return np.minimum(median / MEDIAN_PER_SIGMA, NOISE_CAP_M)
 
 
 def _fill_short_gaps(fast: np.ndarray, t: np.ndarray, piece_first: np.ndarray) -> np.ndarray:

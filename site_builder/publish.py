@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 
@@ -24,24 +24,28 @@ def builds_dir(out_dir: Path) -> Path:
 
 
 @contextmanager
-def build_lock(out_dir: Path) -> Iterator[None]:
-    """One monthly build at a time for ``out_dir``: a second snapshot waits (and says so)
-    instead of numbering its build as the first one's and removing it as stale."""
+def out_dir_lock(out_dir: Path, name: str, *, waiting: str | None = None) -> Iterator[None]:
+    """Hold the lock file ``.{out_dir name}.{name}.lock`` beside ``out_dir`` (blocking);
+    with ``waiting``, say it on stderr first if another process holds it."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with (out_dir.parent / f".{out_dir.name}.build.lock").open("a") as fh:
+    with (out_dir.parent / f".{out_dir.name}.{name}.lock").open("a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # said even with --quiet: a cron job's log should tell why
-            print(
-                f"another snapshot of {out_dir} is running: waiting for it to finish",
-                file=sys.stderr,
-                flush=True,
-            )
+        except BlockingIOError:
+            if waiting:  # said even with --quiet: a cron job's log should tell why
+                print(waiting, file=sys.stderr, flush=True)
             fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_lock(out_dir: Path) -> AbstractContextManager[None]:
+    """One monthly build at a time for ``out_dir``: a second snapshot waits (and says so)
+    instead of numbering its build as the first one's and removing it as stale."""
+    waiting = f"another snapshot of {out_dir} is running: waiting for it to finish"
+    return out_dir_lock(out_dir, "build", waiting=waiting)
 
 
 def new_build_dir(out_dir: Path, label: str) -> Path:

@@ -21,12 +21,10 @@ the weekly job has stopped.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -37,7 +35,7 @@ from heatmetro.core.errors import PublishError
 from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat
 from heatmetro.site_builder.load import contributing_paths
 from heatmetro.site_builder.map_page import PageText, page_meta, write_layer_tiles, write_map_page
-from heatmetro.site_builder.publish import builds_dir, new_build_in, prune_builds
+from heatmetro.site_builder.publish import builds_dir, new_build_in, out_dir_lock, prune_builds
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.view import ReadView
 
@@ -202,16 +200,9 @@ def weekly_builds_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.weekly.builds"
 
 
-@contextmanager
-def publish_lock(out_dir: Path) -> Iterator[None]:
+def publish_lock(out_dir: Path) -> AbstractContextManager[None]:
     """One publisher at a time for ``out_dir`` (monthly and weekly share the tree)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with (out_dir.parent / f".{out_dir.name}.publish.lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return out_dir_lock(out_dir, "publish")
 
 
 def published_weekly_format(out_dir: Path) -> str | None:
