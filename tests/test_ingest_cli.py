@@ -581,3 +581,34 @@ def test_a_reimport_with_another_visibility_replaces_the_first_with_updated_at(
     late = run_cli("import", gpx, "--athlete-id", "a-1", "--updated-at", "2062-11-30T00:00:00Z",
                    check=False)  # fmt: skip
     assert late.returncode == 2 and "in the future" in late.stderr
+
+
+def test_a_version_from_the_future_cannot_outrank_a_deletion_or_an_opt_out(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    """A producer's clock ten years ahead: stored, its activity's later deletion and its
+    athlete's later settings would be "stale" and ignored. Such a record is a dead letter;
+    a deletion or an opt-out with that time is still applied (it only hides more)."""
+    cfg = new_project(tmp_path)
+    now = datetime.now(UTC)
+    future, soon = now + timedelta(days=3650), now + timedelta(hours=2)
+    events = [
+        activity("ahead", "a1", ELM, start=day(1), updated=future),
+        activity("kept", "a1", ELM, start=day(2), updated=soon),  # within a day: skew
+        athlete("a2", updated=future, privacy_zones=[MIDDLE]),
+        activity("gone", "a3", ELM, start=day(1), updated=day(1)),
+        deleted("gone", "a3", updated=future),
+        athlete("a4", updated=future, aggregate_opt_out=True),
+        activity("a4-ride", "a4", ELM, start=day(1), updated=day(1)),
+    ]
+    proc = ingest(run_cli, cfg, write(tmp_path / "s.jsonl", events), check=False)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    dead = [json.loads(x) for x in (state_of(cfg) / "dead_letters.jsonl").read_text().splitlines()]
+    assert [d["position"] for d in dead] == [1, 3, 6]
+    for d, name in zip(dead, ["activity ahead", "athlete a2", "athlete a4"], strict=True):
+        assert d["reason"].startswith(f"{name}: updated_at = {future.year}-"), d["reason"]
+        assert "in the future" in d["reason"] and "deletion or opt-out" in d["reason"]
+    status = {r[0]: r[3] for r in tables(cfg)["activities"]}
+    assert status == {"kept": "active", "gone": "deleted", "a4-ride": "opted_out"}
+    opted = {r[0]: r for r in tables(cfg)["athletes"]}
+    assert "a2" not in opted and "a4" in opted

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Annotated, Any, Literal
 
@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -31,6 +32,7 @@ from heatmetro.core.limits import (
     LAST_START_YEAR,
     MAX_DURATION_S,
     MAX_FIXES_PER_ACTIVITY,
+    MAX_FUTURE_S,
 )
 
 Visibility = Literal["everyone", "followers_only", "only_me"]
@@ -47,6 +49,25 @@ class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+def _not_from_the_future(value: datetime, info: ValidationInfo) -> datetime:
+    """``updated_at`` no later than a day after the wall clock. A version from the future
+    outranks every real change after it: its activity's deletion, or the athlete's
+    opt-out, would be ignored as stale. (A record refused now is taken by a replay once
+    its time has come; none accepted is refused later.) Skipped for a request that only
+    hides more (``context={"hides_more": True}``): that one fails closed."""
+    if info.context and info.context.get("hides_more"):
+        return value
+    limit = datetime.now(UTC) + timedelta(seconds=MAX_FUTURE_S)
+    if value > limit:
+        msg = (
+            f"a clock in the future: after now + {MAX_FUTURE_S // 3600} hours "
+            f"({limit:%Y-%m-%dT%H:%MZ}); as the newest version it would outrank every later "
+            "change to this record, a deletion or opt-out too"
+        )
+        raise ValueError(msg)
+    return value
+
+
 class PrivacyZone(_Event):
     lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
     lng: float = Field(ge=-180, le=180, allow_inf_nan=False)
@@ -60,6 +81,8 @@ class AthleteEvent(_Event):
     aggregate_opt_out: bool = False
     hide_start_end_m: float | None = Field(None, ge=0, le=MAX_HIDE_M, allow_inf_nan=False)
     privacy_zones: list[PrivacyZone] = Field(default_factory=list, max_length=100)
+
+    _updated_not_future = field_validator("updated_at")(_not_from_the_future)
 
 
 class Track:
@@ -89,6 +112,8 @@ class ActivityEvent(_Event):
     # Validated by ``check_streams`` with numpy: pydantic per-element validation of
     # hundreds of points per activity was the slowest step of ingest.
     streams: Any = Field(repr=False)
+
+    _updated_not_future = field_validator("updated_at")(_not_from_the_future)
 
     @field_validator("start_date")
     @classmethod
@@ -140,7 +165,8 @@ def _reason(exc: ValidationError, raw: bytes | str) -> str:
     path = loc.split(".", 1)[1] if "." in loc else loc
     value = err.get("input")
     shown = "" if err["type"] == "missing" else f" = {str(value)[:60]!s}"
-    return f"{name}: {path}{shown}: {err['msg'].lower()}"
+    msg = err["msg"]
+    return f"{name}: {path}{shown}: {msg[:1].lower()}{msg[1:]}"  # values keep their case
 
 
 def parse_event(raw: bytes | str, *, max_fixes: int = MAX_FIXES_PER_ACTIVITY) -> Event:
@@ -188,8 +214,8 @@ def opt_out_within(obj: Any) -> AthleteEvent | None:
         return None
     fields = {"kind": "athlete", "aggregate_opt_out": True}
     fields |= {k: obj.get(k) for k in ("athlete_id", "updated_at")}
-    try:
-        return AthleteEvent.model_validate(fields)
+    try:  # applied even with a time from the future: it hides more (and stays until then)
+        return AthleteEvent.model_validate(fields, context={"hides_more": True})
     except ValidationError:
         return None
 

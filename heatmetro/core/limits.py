@@ -14,3 +14,8 @@ MAX_FIXES_PER_ACTIVITY = 200_000
 FIRST_START_YEAR = 1990
 LAST_START_YEAR = 2099
 MAX_DURATION_S = 30 * 24 * 3600
+
+# How far after the wall clock a record's ``updated_at`` may lie (producers' clocks and
+# a local time labelled UTC: up to 14 hours). A version from the future would outrank
+# every real change after it, so a later deletion or opt-out would be ignored as stale.
+MAX_FUTURE_S = 24 * 3600
