@@ -38,7 +38,7 @@ from heatmetro.flows.fatal import check_recovery_parts, end_run_on_lost_peer, wa
 from heatmetro.flows.ingest import build_flow
 from heatmetro.flows.stop import ignore_in_child, on_stop
 from heatmetro.flows.stop import install as stop_on_signals
-from heatmetro.state.shards import ShardedStore
+from heatmetro.state.shards import MANIFEST, ShardedStore
 from heatmetro.state.store import export_dead_letters
 
 # Recovery partitions are fixed when the folder is created; runs may use up to this
@@ -229,9 +229,12 @@ def _run_local_cluster(
 
 
 def warn_default_salt(config: Config) -> None:
-    if config.salt_is_default:
+    """A store made with the built-in salt (before a new one was refused): said each run.
+    (Without a store, opening one refuses to make it: ``ShardedStore.open``.)"""
+    if config.salt_is_default and (config.state_dir / "shards" / MANIFEST).exists():
         print(
-            "warning: using the built-in development salt; set HEATMETRO_SALT to a secret "
-            "before ingesting real athletes' data",
+            "warning: this store was made with the built-in development salt, which is "
+            "public; re-ingest into a new state_dir with HEATMETRO_SALT set to a secret "
+            "before it holds real athletes' data",
             file=sys.stderr,
         )

@@ -96,6 +96,15 @@ class ShardedStore:
         if not create:
             msg = f"no store at {store.dir}: run `heatmetro ingest` first"
             raise StoreError(msg)
+        if salt == DEV_SALT:
+            msg = (
+                f"no secret salt is set, so no new store in {store.dir}: the built-in "
+                "development salt is public (it is in heatmetro's source), and with it anyone "
+                "could undo the jitter of hidden ends and privacy zones. Set HEATMETRO_SALT to "
+                "a long random secret (export HEATMETRO_SALT=$(openssl rand -hex 32)), keep "
+                "it, and set the same one for every later run"
+            )
+            raise StoreError(msg)
         store.dir.mkdir(parents=True, exist_ok=True)
         for s in sorted(set(range(shards) if owned is None else owned)):
             connect(store.path(s)).close()  # create and migrate before workers race for it

@@ -33,6 +33,7 @@ from tests.streams import (
     NORTHAMPTON_WEST,
     activity,
     line,
+    street_rides,
     to_jsonl,
 )
 from tests.test_ingest_cli import _worker_children
@@ -275,6 +276,21 @@ def test_another_salt_is_refused_before_it_touches_the_store_or_the_site(project
     assert heatmetro("ingest", "-c", cfg, project / "small.jsonl").returncode == 0
     assert json.loads(manifest.read_text()) == meta
     assert heatmetro("ingest", "-c", cfg, project / "small.jsonl", env=other).returncode == 1
+
+
+def test_no_new_store_is_made_with_the_public_development_salt(tmp_path: Path) -> None:
+    """Without HEATMETRO_SALT the built-in salt, public in the source, would seed every
+    hidden end's jitter: ingest refuses to start a store with it (one or two workers)."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('state_dir = "state"\nout_dir = "site"\n')
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(to_jsonl(street_rides(3)))
+    unset = {k: v for k, v in cli_env().items() if k != "HEATMETRO_SALT"}
+    for workers in ("1", "2"):
+        proc = heatmetro("ingest", "-c", cfg, events, "-w", workers, env=unset)
+        err = assert_one_line_error(proc, "no secret salt is set", "HEATMETRO_SALT")
+        assert "warning" not in err and not (tmp_path / "state" / "shards").exists()
+    assert heatmetro("ingest", "-c", cfg, events).returncode == 0  # with one: stored
 
 
 def test_a_mistyped_config_key_names_the_real_ones(project: Path) -> None:
