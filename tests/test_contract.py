@@ -128,6 +128,15 @@ def test_athlete_defaults_and_limits() -> None:
     assert parse_athlete(orjson.dumps(athlete("a-1", hide_start_end_m=0))).hide_start_end_m == 0
 
 
+def test_sport_names_in_another_case_or_spacing_are_the_platforms() -> None:
+    for written, name in (
+        ("walk", "Walk"), (" Ride ", "Ride"), ("RIDE", "Ride"), ("mountain_bike_ride",
+        "MountainBikeRide"), ("E-Bike Ride", "EBikeRide"), (" Motorsport ", "Motorsport"),
+    ):  # fmt: skip
+        assert parse_activity(orjson.dumps(good_activity(sport_type=written))).sport_type == name
+    assert "sport_type" in reason(orjson.dumps(good_activity(sport_type="   ")))
+
+
 def test_empty_and_single_point_streams_are_valid() -> None:
     assert len(parse_activity(with_streams([], [])).streams) == 0
     assert len(parse_activity(with_streams([[42.3, -72.6]], [0])).streams) == 1

@@ -1,8 +1,8 @@
 """Messy phone GPS through the real CLI: ``heatmetro ingest``, ``stats``, ``snapshot``.
 
-* 30 people walk, ride a bus, walk again: both walks are published on the ``run``
-  layer, the bus ride nowhere, nothing is a dead letter, and ``stats`` counts 30
-  stretches cut as vehicles.
+* 30 people walk, ride a bus, walk again ("Walk", "walk" or " WALK ", as apps
+  write it): both walks are published on the ``run`` layer, the bus ride nowhere,
+  nothing is a dead letter, and ``stats`` counts 30 stretches cut as vehicles.
 * The contract's fix limit: 200,000 fixes (a still watch jittering for 55 hours, with
   one spike dropped and counted) are
   accepted, 200,001 are a dead letter naming the activity and the count, and the stream
@@ -58,7 +58,9 @@ def walk_bus_walk(i: int) -> dict[str, Any]:
     )
     north = 3.0 * (i % 5)  # people a few metres apart, as on a real pavement
     pts = [[round(a, 7), round(b, 7)] for a, b in (east(float(m), north) for m in x)]
-    ev = activity(f"w{i}-1", f"w{i}", pts, sport_type="Walk", seconds_per_point=STEP_S)
+    # The platform's name as apps write it too: each is the walk, with its speed limit.
+    sport = ("Walk", "walk", " WALK ")[i % 3]
+    ev = activity(f"w{i}-1", f"w{i}", pts, sport_type=sport, seconds_per_point=STEP_S)
     assert ev["streams"]["time"][-1] == 2 * WALK_S + BUS_S
     return ev
 
@@ -78,6 +80,8 @@ def test_walk_bus_walk_publishes_both_walks_and_not_the_bus(project: Path, run_c
     assert faults["spike_fixes"] == faults["bad_end_fixes"] == faults["pause_splits"] == 0
     text = run_cli("stats", "-c", cfg).stdout
     assert "30 stretches cut as vehicles" in text, text
+    rows = query(project / "state", "SELECT DISTINCT sport_type, layer FROM activities")
+    assert set(rows) == {("Walk", "run")}  # over every shard
 
     run_cli("snapshot", "-c", cfg, "--month", "2021-06")
     site = project / "site"

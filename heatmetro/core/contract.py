@@ -34,6 +34,7 @@ from heatmetro.core.limits import (
     MAX_FIXES_PER_ACTIVITY,
     MAX_FUTURE_S,
 )
+from heatmetro.core.sports import canonical_sport
 
 Visibility = Literal["everyone", "followers_only", "only_me"]
 MAX_HIDE_M = 1609.0  # one mile: the platforms' largest hide distance
@@ -114,6 +115,15 @@ class ActivityEvent(_Event):
     streams: Any = Field(repr=False)
 
     _updated_not_future = field_validator("updated_at")(_not_from_the_future)
+
+    @field_validator("sport_type")
+    @classmethod
+    def _platform_name(cls, value: str) -> str:
+        name = canonical_sport(value)
+        if not name:
+            msg = "a sport type of spaces only"
+            raise ValueError(msg)
+        return name
 
     @field_validator("start_date")
     @classmethod

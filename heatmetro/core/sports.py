@@ -45,6 +45,18 @@ _MAX_SPEED = {"ride": 30.0, "run": 12.0, "water": 15.0, "winter": 45.0, "other":
 _MAX_SPEED_SPORT = {"EBikeRide": 20.0, "Walk": 5.0, "Hike": 5.0, "Swim": 4.0}
 
 
+_BY_KEY = {re.sub(r"[\s_-]", "", sport).lower(): sport for sport in SPORT_LAYER}
+
+
+def canonical_sport(sport_type: str) -> str:
+    """The platform's name of a sport written in another case or spacing (``walk``,
+    `` Ride ``, ``mountain_bike_ride``, ``E-Bike Ride``); an unknown name, trimmed. Taken
+    as written, ``walk`` would be an unknown type: no walking speed limit (a train ride
+    recorded as a walk would be drawn) and no layer but ``all``."""
+    name = sport_type.strip()
+    return _BY_KEY.get(re.sub(r"[\s_-]", "", name).lower(), name)
+
+
 def layer_of(sport_type: str) -> str:
     """The sport layer an activity draws in; unknown types count in ``all`` only."""
     return SPORT_LAYER.get(sport_type, "other")
