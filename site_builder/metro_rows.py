@@ -17,15 +17,20 @@ from heatmetro.core.cells import cell_centres
 from heatmetro.core.months import month_index, month_of_index
 from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_columns import HOURS
+from heatmetro.site_builder.metro_secondary import partners, rows_of
 from heatmetro.site_builder.metro_tables import (
+    BAND_OF_HOUR,
     BANDS,
+    DirectionSums,
     DirectionTable,
     Publication,
     bearing_deg,
     by_hour,
     cell_table,
+    dense_index,
     direction_sums,
     publish_directions,
+    sub_partners,
 )
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.records import LAYERS
@@ -100,6 +105,21 @@ def direction_values(t: DirectionTable) -> list[list[Value]]:
     return cols
 
 
+def _sums(
+    layer: str,
+    arr: np.ndarray,
+    key: tuple[str, ...],
+    pub: Publication,
+    cache: MetroCache | None,
+    *,
+    with_bands: bool,
+) -> DirectionSums:
+    """``direction_sums``, from ``cache`` if there is one (recounting only changed edges)."""
+    if cache is None:
+        return direction_sums(arr, key, pub.max_trips, with_bands=with_bands)
+    return cache.sums(layer, arr, key, with_bands=with_bands)
+
+
 def _table(
     layer: str,
     arr: np.ndarray,
@@ -109,12 +129,47 @@ def _table(
     *,
     with_bands: bool,
 ) -> DirectionTable:
-    """``direction_table``, with the sums from ``cache`` (recounting only changed edges)."""
-    if cache is None:
-        sums = direction_sums(arr, key, pub.max_trips, with_bands=with_bands)
-    else:
-        sums = cache.sums(layer, arr, key, with_bands=with_bands)
-    return publish_directions(sums, pub)
+    """``direction_table`` of an edge table, with the partners of ``metro_secondary``
+    hidden: months of an edge, hours of an edge's time band, day types of an hour."""
+    sums = _sums(layer, arr, key, pub, cache, with_bands=with_bands)
+    hide = None
+    if key == ("a", "b", "month"):
+        group, _ = dense_index(sums.keys["a"], sums.keys["b"])
+        hide = _partners(group, sums, pub)
+    elif key == ("a", "b", "hour"):
+        hide = _hour_partners(layer, arr, sums, pub, cache)
+    elif key == ("a", "b", "hour", "weekend"):
+        wide = _sums(layer, arr, ("a", "b", "hour"), pub, cache, with_bands=False)
+        hidden_hours = _hour_partners(layer, arr, wide, pub, cache)
+        group, first = dense_index(sums.keys["a"], sums.keys["b"], sums.keys["hour"])
+        at = rows_of(tuple(wide.keys[k] for k in ("a", "b", "hour")),
+                     tuple(sums.keys[k][first] for k in ("a", "b", "hour")))  # fmt: skip
+        hide = _partners(group, sums, pub, forced=hidden_hours[at])
+    return publish_directions(sums, pub, hide=hide)
+
+
+def _partners(
+    group: np.ndarray, sums: DirectionSums, pub: Publication, forced: np.ndarray | None = None
+) -> np.ndarray:
+    total = sums.total
+    shown = total.people >= pub.min_athletes
+    return partners(group, total.trips, total.people, shown, pub.min_athletes, forced)
+
+
+def _hour_partners(
+    layer: str, arr: np.ndarray, wide: DirectionSums, pub: Publication, cache: MetroCache | None
+) -> np.ndarray:
+    """``[rows of wide, 2]``: the hours (over all days) hidden as partners in their
+    edge's time band, and where the edge's band itself is hidden as a partner."""
+    edge = _sums(layer, arr, ("a", "b"), pub, cache, with_bands=True)
+    assert edge.bands is not None
+    shown = edge.total.people >= pub.min_athletes
+    band_hidden = sub_partners(edge.bands, len(BANDS), len(BANDS), shown, pub.min_athletes)
+    band = BAND_OF_HOUR[wide.keys["hour"].astype(np.int64)]
+    group, first = dense_index(wide.keys["a"], wide.keys["b"], band)
+    at = rows_of((edge.keys["a"], edge.keys["b"]), (wide.keys["a"][first], wide.keys["b"][first]))
+    forced = band_hidden[at, :, band[first]]
+    return _partners(group, wide, pub, forced)
 
 
 def _lines(a: np.ndarray, b: np.ndarray, *, coords: bool = True) -> tuple[list[Coords], np.ndarray]:
@@ -230,7 +285,8 @@ def hexagon_rows(window: WindowData, pub: Publication, *, monthly: bool = False)
     geometry: list[Coords] = []
     default = _default_month(window)
     for layer in _layers(window.hexagons):
-        t = cell_table(_with_month(window.hexagons[layer], default), key, pub)
+        t = cell_table(_with_month(window.hexagons[layer], default), key, pub,
+                       parts_of=key[:-1] if monthly else ())  # fmt: skip
         cols: list[Sequence[Value]] = [_ids(t.keys["cell"]), [layer] * len(t)]
         if monthly:
             cols.append(_months(t.keys))
@@ -248,7 +304,8 @@ def od_rows(window: WindowData, pub: Publication, *, monthly: bool = False) -> R
     geometry: list[Coords] = []
     default = _default_month(window)
     for layer in _layers(window.od):
-        t = cell_table(_with_month(window.od[layer], default), key, pub)
+        t = cell_table(_with_month(window.od[layer], default), key, pub,
+                       parts_of=key[:-1] if monthly else ())  # fmt: skip
         cols: list[Sequence[Value]] = [_ids(t.keys["o"]), _ids(t.keys["d"]), [layer] * len(t)]
         if monthly:
             cols.append(_months(t.keys))

@@ -25,6 +25,7 @@ import numpy as np
 
 from heatmetro.core.errors import PublishError
 from heatmetro.site_builder.metro_dp import DpNoise
+from heatmetro.site_builder.metro_secondary import part_partners, partners
 
 # Local-time bands of the crossing hour: (name, first hour, hour after the last).
 BANDS: tuple[tuple[str, int, int], ...] = (
@@ -38,6 +39,7 @@ for _i, (_name, _start, _end) in enumerate(BANDS):
     _hours = range(_start, _end) if _start < _end else [*range(_start, 24), *range(_end)]
     _BAND_OF_HOUR[list(_hours)] = _i
 
+BAND_OF_HOUR = _BAND_OF_HOUR  # the band of each local hour 0..23
 MPS_TO_KMH = 3.6
 SUPPRESSED = -1
 
@@ -371,35 +373,44 @@ def by_hour(t: DirectionTable, *keys: str) -> tuple[np.ndarray, np.ndarray]:
     return wide, first
 
 
-def publish_directions(sums: DirectionSums, pub: Publication) -> DirectionTable:
+def publish_directions(
+    sums: DirectionSums, pub: Publication, *, hide: np.ndarray | None = None
+) -> DirectionTable:
     """Apply the privacy rules to grouped sums.
 
     Each published number stands on its own group of people: a direction shows only
     if ``min_athletes`` people crossed that way, and within it a commute, leisure or
     band count shows only if ``min_athletes`` people made those trips (otherwise one
     person's habits could be read off, and a true 0 could not be published at all).
+    None can be worked out from the others (``metro_secondary``): where commute or
+    leisure, ride or e-bike, or a band is hidden, a partner is hidden too; ``hide``
+    (``[rows, 2]``) hides directions chosen as partners across rows.
     The order of the ``publish`` calls is fixed: with differential privacy each draws
     the next noise from the release's seeded generator.
     """
     total = sums.total
     n_rows = len(sums)
     shown = total.people >= pub.min_athletes
-    trips = pub.publish(total.trips, total.people)
+    if hide is not None:
+        shown &= ~hide
+    trips = np.where(shown, pub.publish(total.trips, total.people), SUPPRESSED)
 
-    def sub(cells: Cells, n_sub: int) -> np.ndarray:
+    def sub(cells: Cells, n_sub: int, parts: int) -> np.ndarray:
         counts = pub.publish(cells.trips, cells.people).reshape(n_rows, 2, n_sub)
-        return np.where(shown[:, :, None], counts, SUPPRESSED)
+        extra = sub_partners(cells, n_sub, parts, shown, pub.min_athletes)
+        return np.where(shown[:, :, None] & ~extra, counts, SUPPRESSED)
 
-    kinds = sub(sums.kinds, 2)
-    bikes = sub(sums.bikes, 3)
+    kinds = sub(sums.kinds, 2, 2)
+    bikes = sub(sums.bikes, 3, 2)  # not a ride: never published, not a part
     kmh, ms = _speeds(total, shown)
-    bands = sub(sums.bands, len(BANDS)) if sums.bands is not None else None
+    bands = sub(sums.bands, len(BANDS), len(BANDS)) if sums.bands is not None else None
 
     keep = shown.any(axis=1)  # a row with both directions hidden is not written at all
+    people = np.where(shown, pub.publish(total.people, total.people, is_people=True), SUPPRESSED)
     return DirectionTable(
         keys={k: v[keep] for k, v in sums.keys.items()},
         trips=trips[keep],
-        people=pub.publish(total.people, total.people, is_people=True)[keep],
+        people=people[keep],
         commute=kinds[keep, :, 0],
         leisure=kinds[keep, :, 1],
         rides=bikes[keep, :, 0],
@@ -409,6 +420,21 @@ def publish_directions(sums: DirectionSums, pub: Publication) -> DirectionTable:
         total=np.where(trips >= 0, trips, 0).sum(axis=1)[keep],
         bands=None if bands is None else bands[keep],
     )
+
+
+def sub_partners(
+    cells: Cells, n_sub: int, parts: int, shown: np.ndarray, min_athletes: int
+) -> np.ndarray:
+    """``[rows, 2, n_sub]``: the sub-counts hidden as partners (``metro_secondary``) in
+    each shown direction, among its first ``parts`` columns (those that add up to it)."""
+    rows = len(shown)
+    trips = cells.trips.reshape(rows, 2, n_sub)[:, :, :parts]
+    people = cells.people.reshape(rows, 2, n_sub)[:, :, :parts]
+    ok = (people >= min_athletes) & shown[:, :, None]
+    extra = np.zeros((rows, 2, n_sub), dtype=bool)
+    extra[:, :, :parts] = part_partners(trips, np.where(shown[:, :, None], people, 0), ok,
+                                        min_athletes)  # fmt: skip
+    return extra
 
 
 @dataclass(frozen=True)
@@ -431,13 +457,21 @@ class CellTable:
         return len(self.trips)
 
 
-def cell_table(arr: np.ndarray, key: tuple[str, ...], pub: Publication) -> CellTable:
-    """Group hexagon (``("cell",)``) or OD (``("o", "d")``) records and publish them."""
+def cell_table(
+    arr: np.ndarray, key: tuple[str, ...], pub: Publication, *, parts_of: tuple[str, ...] = ()
+) -> CellTable:
+    """Group hexagon (``("cell",)``) or OD (``("o", "d")``) records and publish them.
+    With ``parts_of`` (the key without ``month``): the rows sharing it add up to a
+    published total, so a hidden one gets a hidden partner (``metro_secondary``)."""
     arr = _checked(arr, key, "/".join(key))
     n = len(arr)
     row, first = dense_index(*(arr[k] for k in key))
     cells = count_cells(row, np.zeros(n, np.int64), (len(first), 1), arr, pub.max_trips)
     shown = cells.people[:, 0] >= pub.min_athletes
+    if parts_of:
+        group, _ = dense_index(*(arr[k][first] for k in parts_of))
+        extra = partners(group, cells.trips, cells.people, shown[:, None], pub.min_athletes)
+        shown &= ~extra[:, 0]
     rows = first[shown]
     kmh, ms = _speeds(cells, cells.people >= pub.min_athletes)
     return CellTable(

@@ -239,8 +239,11 @@ def test_monthly_files_suppress_each_month_on_its_own(metro: Path) -> None:
     assert elm_months == {"2021-05", "2021-06"}
     for row in all_layer:
         if on_street(row["edge_id"], ELM_LAT) and row["month"] == "2021-06":
-            assert _filled(row, "ebike_ride_count") == "5"
+            assert _filled(row, "trip_count") == "5"  # 5 people
             assert _filled(row, "ride_count") == "", "2 June riders are below min_athletes"
+            # ... and the 3 e-bike riders' count would give theirs away (the month's
+            # trips minus it): hidden as its partner (metro_secondary).
+            assert _filled(row, "ebike_ride_count") == ""
     # North street: 2 people a month, 4 over the window: published only for the window.
     assert not any(on_street(r["edge_id"], NORTH_LAT) for r in monthly)
     window = read_csv(metro / "edges.csv")
