@@ -76,6 +76,7 @@ def _per_activity_cumsum(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 def _beyond_end_circles(
     lat: np.ndarray,
     lng: np.ndarray,
+    t: np.ndarray,
     bounds: np.ndarray,
     cut_s: np.ndarray,
     cut_e: np.ndarray,
@@ -89,7 +90,7 @@ def _beyond_end_circles(
     the track did inside them (a later pass near home is a privacy zone's job).
     """
     parts = [
-        between_end_circles(lat[a:b], lng[a:b], float(s), float(e))
+        between_end_circles(lat[a:b], lng[a:b], float(s), float(e), t[a:b])
         for a, b, s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist(), cut_s, cut_e, strict=True)
     ]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
@@ -156,7 +157,7 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     cut_s = np.array([j.base["cut_start_m"] for j in jobs])
     cut_e = np.array([j.base["cut_end_m"] for j in jobs])
     keep = (along >= cut_s[aid]) & (along <= total[aid] - cut_e[aid])
-    keep &= _beyond_end_circles(lat, lng, bounds, cut_s, cut_e)
+    keep &= _beyond_end_circles(lat, lng, t, bounds, cut_s, cut_e)
     keep &= kept_count[aid] >= 2  # never moved: nothing to draw or count
     for i, job in enumerate(jobs):
         if job.zones and kept_count[i]:

@@ -62,5 +62,7 @@ def cut_path_circles(path: np.ndarray, start_radius_m: float, end_radius_m: floa
     if len(path) == 0 or (start_radius_m <= 0 and end_radius_m <= 0):
         return path
     lat, lng = cell_centres(path["cell"])
-    keep = between_end_circles(lat, lng, max(start_radius_m, 0.0), max(end_radius_m, 0.0))
+    keep = between_end_circles(
+        lat, lng, max(start_radius_m, 0.0), max(end_radius_m, 0.0), path["t"].astype(np.float64)
+    )
     return drop_rows(path, ~keep)

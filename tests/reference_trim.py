@@ -291,19 +291,35 @@ def trim_with_faults(
     along = np.zeros(n)
     np.cumsum(step, out=along[1:])
     keep = (along >= cut_start_m) & (along <= along[-1] - cut_end_m)
-    # ... and nothing before the track first leaves the circle of cut_start_m around its
-    # first fix, or after it last enters the one of cut_end_m around its last fix.
-    first_away = next(
-        (i for i in range(n) if haversine_m(lat[0], lng[0], lat[i], lng[i]) >= cut_start_m), n
-    )
-    last_away = next(
-        (
-            i
-            for i in range(n - 1, -1, -1)
-            if haversine_m(lat[i], lng[i], lat[-1], lng[-1]) >= cut_end_m
-        ),
-        -1,
-    )
+
+    # ... and nothing before the track leaves the circle of cut_start_m around its first
+    # fix: after its last stay of 5 minutes in it before it is first 1 km (or twice the
+    # radius) from it (a phone at home overnight that wandered out once is still at
+    # home); likewise at the end.
+    def home_until(dist: list[float], times: list[float], radius: float) -> int:
+        """The index of the last fix at home."""
+        far = next((i for i, d in enumerate(dist) if d >= max(2 * radius, 1000.0)), len(dist))
+        inside = [dist[i] < radius for i in range(far)]
+        if all(inside):
+            return far - 1
+        home = inside.index(False) - 1
+        i = home + 1
+        while i < far:  # each later stretch inside the circle
+            if not inside[i]:
+                i += 1
+                continue
+            j = i
+            while j + 1 < far and inside[j + 1]:
+                j += 1
+            if times[j] - times[i] >= 300.0 and j < len(dist) - 1:
+                home = j
+            i = j + 1
+        return home
+
+    from_start = [float(haversine_m(lat[0], lng[0], lat[i], lng[i])) for i in range(n)]
+    to_end = [float(haversine_m(lat[i], lng[i], lat[-1], lng[-1])) for i in range(n - 1, -1, -1)]
+    first_away = home_until(from_start, [float(x) for x in t], cut_start_m) + 1
+    last_away = n - 2 - home_until(to_end, [-float(x) for x in t[::-1]], cut_end_m)
     keep &= (np.arange(n) >= first_away) & (np.arange(n) <= last_away)
     if zones:
         keep &= ~points_in_zones(lat, lng, zones)

@@ -208,8 +208,19 @@ def left_recording(
             out.append([round(lat, 7), round(lng, 7)])
         return out
 
-    pts = sitting(home, draw(st.integers(0, 900))) + ride + sitting(away, draw(st.integers(0, 900)))
-    return pts, home, away
+    def wander(spot: tuple[float, float]) -> list[list[float]]:
+        """Out and back at 2 m/s, up to 900 m (GPS drift, a step outside): then home."""
+        far, bearing = draw(st.floats(0, 900)), draw(st.floats(0, 360))
+        out = [offset_point(*spot, d, bearing) for d in np.arange(0.0, far, 2.0).tolist()]
+        return [[round(a, 7), round(b, 7)] for a, b in out + out[::-1]]
+
+    before = sitting(home, draw(st.integers(0, 900)))
+    if draw(st.booleans()):  # left recording overnight: out once, then hours at home
+        before += wander(home) + sitting(home, draw(st.integers(1, 600)))
+    after = sitting(away, draw(st.integers(0, 900)))
+    if draw(st.booleans()):
+        after += wander(away) + sitting(away, draw(st.integers(1, 600)))
+    return before + ride + after, home, away
 
 
 @FAST
@@ -219,7 +230,9 @@ def test_a_phone_left_recording_at_home_does_not_keep_home(
 ) -> None:
     """Jitter adds metres along the track without leaving the spot: the hidden start and
     end must still reach their distance from the spot itself (a helper's review found
-    the first stored cell 4-7 m from home after 10 minutes of it)."""
+    the first stored cell 4-7 m from home after 10 minutes of it). A wander out of the
+    circle and back (drift, a step outside) before hours more at home must not end the
+    hidden start there (a review found home lit 0 m away after that)."""
     pts, home, away = scenario
     ath = athlete("a-1", hide_start_end_m=hide)
     settings_, _ = FOLD.apply(None, parse_event(orjson.dumps(ath)))
@@ -235,6 +248,35 @@ def test_a_phone_left_recording_at_home_does_not_keep_home(
         (lat0, lng0), (lat1, lng1) = (h3.cell_to_latlng(int(path["cell"][i])) for i in (0, -1))
         assert haversine_m(lat0, lng0, home[0], home[1]) >= cut_s - slack
         assert haversine_m(lat1, lng1, away[0], away[1]) >= cut_e - slack
+
+
+def test_a_night_at_home_after_a_wander_out_of_the_circle_stays_hidden() -> None:
+    """A phone left recording overnight (a review's case): at home, out 450 m and back
+    at 2 m/s, hours more at home, then the ride away. The hidden start used to end where
+    the track first left its circle: the hours at home after the wander were stored."""
+    rng = np.random.default_rng(7)
+    home = (42.3195, -72.6450)
+
+    def at(spot: tuple[float, float], metres: list[float], bearing: float) -> list[list[float]]:
+        pts = [offset_point(*spot, m, bearing) for m in metres]
+        return [[round(a, 7), round(b, 7)] for a, b in pts]
+
+    def sitting(n: int) -> list[list[float]]:
+        return [at(home, [float(d)], float(b))[0]
+                for d, b in zip(np.abs(rng.normal(0, 4, n)), rng.uniform(0, 360, n), strict=True)]  # fmt: skip
+
+    out = at(home, np.arange(0.0, 450.0, 2.0).tolist(), 45.0)  # past any jittered cut
+    ride = at(home, np.arange(0.0, 5000.0, 5.0).tolist(), 270.0)
+    pts = sitting(600) + out + out[::-1] + sitting(3000) + ride
+    ath = athlete("a-1", hide_start_end_m=200)
+    settings_, _ = FOLD.apply(None, parse_event(orjson.dumps(ath)))
+    got = FOLD.apply(settings_, parse_event(orjson.dumps(activity("r-1", "a-1", pts))))[1]
+    (change,) = [c for c in got if isinstance(c, ActivityChange)]
+    path = from_blob(change.path, PATH_DTYPE)
+    assert len(path), "the ride away is kept"
+    lat, lng = np.array([h3.cell_to_latlng(int(c)) for c in path["cell"].tolist()]).T
+    near = haversine_m(lat, lng, home[0], home[1])
+    assert near.min() >= 200 - h3.average_hexagon_edge_length(RES, "m"), near.min()
 
 
 @st.composite

@@ -20,17 +20,50 @@ def haversine_m(lat1: ArrayLike, lng1: ArrayLike, lat2: ArrayLike, lng2: ArrayLi
     return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
+#: A track that comes back into its start circle and stays there this long, before it
+#: has been far (``HOME_REACH_M``, or twice the radius) from the start, had not left home
+#: yet: a phone left recording overnight that wandered out once (GPS drift, a step
+#: outside) and then lay at home for hours. (A ride passing back through is no stay.)
+HOME_STAY_S = 300.0
+HOME_REACH_M = 1000.0
+
+
 def between_end_circles(
-    lat: np.ndarray, lng: np.ndarray, start_m: float, end_m: float
+    lat: np.ndarray,
+    lng: np.ndarray,
+    start_m: float,
+    end_m: float,
+    t: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per point of a line: whether it comes after the line first leaves the circle of
-    ``start_m`` around its first point, and before it last enters the one of ``end_m``
-    around its last point (a radius of 0: every point)."""
+    """Per point of a line: whether it comes after the line leaves the circle of
+    ``start_m`` around its first point, and before it enters the one of ``end_m``
+    around its last point (a radius of 0: every point). With times ``t``, "leaves" is
+    the exit after its last stay of ``HOME_STAY_S`` in the circle before it first goes
+    far; likewise at the end."""
     if not len(lat):
         return np.zeros(0, dtype=bool)
-    left = haversine_m(lat[0], lng[0], lat, lng) >= start_m
-    away = haversine_m(lat, lng, lat[-1], lng[-1]) >= end_m
-    return np.logical_or.accumulate(left) & np.logical_or.accumulate(away[::-1])[::-1]
+    from_start = haversine_m(lat[0], lng[0], lat, lng)
+    to_end = haversine_m(lat, lng, lat[-1], lng[-1])
+    back = None if t is None else -t[::-1]
+    return _after_home(from_start, start_m, t) & _after_home(to_end[::-1], end_m, back)[::-1]
+
+
+def _after_home(dist: np.ndarray, radius_m: float, t: np.ndarray | None) -> np.ndarray:
+    """Per point, whether it comes after home (see ``between_end_circles``); ``dist``:
+    from the first point."""
+    n = len(dist)
+    far = np.flatnonzero(dist >= max(2.0 * radius_m, HOME_REACH_M))
+    inside = dist[: far[0] if len(far) else n] < radius_m
+    out = np.flatnonzero(~inside)
+    home = (out[0] if len(out) else len(inside)) - 1  # the first exit
+    if t is not None and len(out):
+        step = np.diff(np.r_[0, inside.astype(np.int8), 0])
+        begin, end = np.flatnonzero(step == 1), np.flatnonzero(step == -1) - 1
+        # (a stay that lasts to the line's end is its end: the other circle's part)
+        stays = (begin > 0) & (end < n - 1) & (t[end] - t[begin] >= HOME_STAY_S)
+        if stays.any():
+            home = max(home, int(end[stays][-1]))
+    return np.arange(n) > home
 
 
 def step_lengths_m(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
