@@ -337,6 +337,19 @@ def test_damaged_files_keep_what_could_be_read_and_say_so() -> None:
         assert not any(n.startswith("ERROR") for n in notes[name])
 
 
+def test_a_fix_with_a_garbage_time_is_dropped_not_the_activity() -> None:
+    """A damaged FIT file's last fix reads 2027039628 s after the start: kept, it made the
+    whole ride a dead letter at ingest (a review: import said "kept 237 fixes")."""
+    notes: list[str] = []
+    (event,) = import_tracks(
+        [FIT_DIR / "strava-android-app-201.10-b1218918.fit"], athlete_id="a-1",
+        on_error=lambda p, r: notes.append(f"ERROR {r}"), on_warning=lambda p, r: notes.append(r),
+    )  # fmt: skip
+    check_event(event)  # the contract takes it whole
+    assert len(event["streams"]["time"]) == 236 and event["streams"]["time"][-1] < 3600
+    assert "skipped 1 point(s) more than 30 days after the start (a broken clock)" in notes
+
+
 @needs_shared
 def test_slovenian_gpx_tracks_land_in_slovenia() -> None:
     names = ["cerknicko-jezero.gpx", "korita-zbevnica.gpx", "cerknicko-jezero-no-creator.gpx"]

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
 from heatmetro.core.errors import ImportFileError
+from heatmetro.core.limits import MAX_DURATION_S
 from heatmetro.flows.importers.capped import DEFAULT_MAX_FILE_BYTES, capped, size_text
 from heatmetro.flows.importers.formats import (
     GPS_EPOCH,
@@ -60,6 +61,11 @@ def _clean_streams(
         if not (-90 <= lat <= 90 and -180 <= lng <= 180) or (lat == 0 and lng == 0):
             counts["no_fix"] = counts.get("no_fix", 0) + 1
             continue  # (0, 0) is what receivers write before they have a fix
+        if times and when - times[0] > MAX_DURATION_S * 1_000_000:
+            # A garbage time (a FIT record years ahead): one such fix would make the whole
+            # activity a dead letter (the contract's bound), and hide every fix after it.
+            counts["beyond"] = counts.get("beyond", 0) + 1
+            continue
         if times and when < times[-1]:
             counts["backwards"] = counts.get("backwards", 0) + 1
             continue
@@ -185,6 +191,11 @@ def _convert(
             (track.untimed, "point(s) without a time"),
             (dropped.get("no_fix", 0), "point(s) without a position fix (0,0 or out of range)"),
             (dropped.get("backwards", 0), "point(s) earlier than the point before"),
+            (
+                dropped.get("beyond", 0),
+                f"point(s) more than {MAX_DURATION_S // 86400} days "
+                "after the start (a broken clock)",
+            ),
         )
         if n
     ]
