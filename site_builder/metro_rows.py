@@ -17,7 +17,7 @@ from heatmetro.core.cells import cell_centres
 from heatmetro.core.months import month_index, month_of_index
 from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_columns import HOURS
-from heatmetro.site_builder.metro_secondary import partners, rows_of
+from heatmetro.site_builder.metro_secondary import partners
 from heatmetro.site_builder.metro_tables import (
     BAND_OF_HOUR,
     BANDS,
@@ -30,6 +30,7 @@ from heatmetro.site_builder.metro_tables import (
     dense_index,
     direction_sums,
     publish_directions,
+    rows_of,
     sub_partners,
 )
 from heatmetro.site_builder.window import WindowData

@@ -86,15 +86,3 @@ def part_partners(
         min_athletes,
     )
     return flat.reshape(rows, d, n)
-
-
-def rows_of(keys_from: tuple[np.ndarray, ...], keys_to: tuple[np.ndarray, ...]) -> np.ndarray:
-    """Per row of ``keys_to``, the row of ``keys_from`` with the same key (-1: none).
-    ``keys_from`` keys are distinct."""
-    from heatmetro.site_builder.metro_tables import dense_index
-
-    n = len(keys_from[0])
-    ids, _ = dense_index(*(np.concatenate([f, t]) for f, t in zip(keys_from, keys_to, strict=True)))
-    at = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype=np.int64)
-    at[ids[:n]] = np.arange(n)
-    return at[ids[n:]]

@@ -157,6 +157,16 @@ def dense_index(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse, order[change]
 
 
+def rows_of(keys_from: tuple[np.ndarray, ...], keys_to: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Per row of ``keys_to``, the row of ``keys_from`` with the same key (-1: none).
+    ``keys_from`` keys are distinct."""
+    n = len(keys_from[0])
+    ids, _ = dense_index(*(np.concatenate([f, t]) for f, t in zip(keys_from, keys_to, strict=True)))
+    at = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype=np.int64)
+    at[ids[:n]] = np.arange(n)
+    return at[ids[n:]]
+
+
 @dataclass(frozen=True)
 class Cells:
     """Raw sums of one grouping, dense ``[rows, cols]`` (zero where nobody was)."""
