@@ -2,7 +2,8 @@
 
 Phone GPS mixes honest movement with faults. Each fault becomes (README, "Messy GPS"):
 
-* repeated positions: dropped (not a fault, a still receiver);
+* repeated positions: dropped (not a fault, a still receiver); so are fixes at the time of
+  the one before (a frozen clock), which would make impossible speeds;
 * a *spike* (a few fixes far off, then back on the track): those fixes are dropped and
   the track goes on unbroken;
 * bad first/last fixes (a cold start far away): dropped, the rest kept; also those at
@@ -56,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from heatmetro.core.geo import EARTH_RADIUS_M, haversine_m, step_lengths_m
+from heatmetro.core.limits import PAUSE_SPLIT_S
 
 GPS_NOISE_M = 10.0  # jitter a still receiver shows; not counted as movement between fixes
 WINDOW_NOISE_M = 2 * GPS_NOISE_M  # two fixes' worth of noise over a window
@@ -67,7 +69,6 @@ MEDIAN_PER_SIGMA = math.sqrt(1.5) * math.sqrt(2.0 * math.log(2.0))
 M_PER_DEG = math.radians(EARTH_RADIUS_M)
 MIN_RUN_S = 30.0  # a chain of plausible fixes shorter than this between impossible steps is a fault
 WINDOW_S = 30.0  # the span over which sustained speed is judged
-PAUSE_SPLIT_S = 300.0  # a pause (or clock jump) longer than this splits the track
 # A settled receiver's consecutive fixes: closer than this, and closer in time (step 4).
 SETTLE_STEP_M = 50.0
 SETTLE_GAP_S = 15.0
@@ -107,6 +108,14 @@ def clean_batch(
     moved = np.ones(len(lat), dtype=bool)
     moved[1:] = (lat[1:] != lat[:-1]) | (lng[1:] != lng[:-1]) | (aid[1:] != aid[:-1])
     i0 = np.flatnonzero(moved)
+    # Nor does a fix at the time of the one before: a frozen clock (or a fast recorder's
+    # rounded times). Kept, the steps with no time between them would read as one
+    # moment, and every speed over them (a Metro edge's) would be impossible; the first
+    # fix of the frozen time is where the clock stopped, and the next fix with a later
+    # time measures the true speed from it.
+    ticked = np.ones(len(i0), dtype=bool)
+    ticked[1:] = (t[i0[1:]] != t[i0[:-1]]) | (aid[i0[1:]] != aid[i0[:-1]])
+    i0 = i0[ticked]
     la, ln, tt, a = lat[i0], lng[i0], t[i0], aid[i0]
     m = len(i0)
     if m == 0:

@@ -86,6 +86,7 @@ def clean(
     faults: dict[str, Any] = dict.fromkeys(FAULTS, 0)
     n = len(lat)
     fix = [i for i in range(n) if i == 0 or (lat[i], lng[i]) != (lat[i - 1], lng[i - 1])]
+    fix = [i for j, i in enumerate(fix) if j == 0 or t[i] != t[fix[j - 1]]]  # a frozen clock
     la, ln, tt = lat[fix], lng[fix], t[fix]
     m = len(fix)
     if m == 0:

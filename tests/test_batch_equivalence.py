@@ -83,6 +83,8 @@ def _track(seed: int, n: int, teleport: bool) -> tuple[np.ndarray, np.ndarray, n
     lat = 42.32 + np.cumsum(step * np.cos(heading)) / 111_195
     lng = -72.63 + np.cumsum(step * np.sin(heading)) / (111_195 * math.cos(math.radians(42.32)))
     t = np.cumsum(rng.uniform(0.3, 5.7, n))  # fractional seconds, like 1 Hz devices drift
+    if seed % 2:  # a clock frozen now and then (equal times while moving)
+        t = np.maximum.accumulate(np.where(rng.random(n) < 0.2, 0.0, t))
     if teleport and n > 10:
         lat[n // 2] += 0.05  # 5 km jump for one fix
     return np.round(lat, 7), np.round(lng, 7), t

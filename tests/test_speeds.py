@@ -49,3 +49,33 @@ def test_noise_does_not_inflate_speeds(
         v = stored_speeds(speed_ms, sigma_m, sport, seed)
         assert len(v) > 100
         assert abs(float(np.median(v)) / speed_ms - 1) <= within, (seed, float(np.median(v)))
+
+
+def change_of(ev: dict) -> ActivityChange:
+    settings, _ = FOLD.apply(None, parse_event(orjson.dumps(athlete("a", hide_start_end_m=0))))
+    (change,) = [c for c in FOLD.apply(settings, parse_event(orjson.dumps(ev)))[1]
+                 if isinstance(c, ActivityChange)]  # fmt: skip
+    return change
+
+
+def test_a_frozen_clock_makes_no_impossible_speed() -> None:
+    """A clock that stops for a minute while the rider goes on (the review found a
+    21 km/h ride's Metro edges at 105 km/h): the fixes at the stopped time are one
+    moment to every speed over them. The first of them is where the clock stopped; the
+    next fix with a later time measures the true speed from it."""
+    speed = 6.0
+    pts = [list(offset_point(*START, speed * i, 90.0)) for i in range(1200)]
+    ev = activity("r", "a", [[round(a, 7), round(b, 7)] for a, b in pts])
+    times = list(range(1200))
+    times[400:460] = [400] * 60  # frozen for a minute; real time again from fix 460
+    ev["streams"]["time"] = times
+    change = change_of(ev)
+    for blob in (change.path, change.metro_path):
+        v = from_blob(blob, PATH_DTYPE)["v"]
+        v = v[np.isfinite(v)]
+        assert len(v) > 20
+        assert float(v.max()) <= 1.25 * speed, float(v.max())
+    # The track is still drawn through the frozen minute (the chord from where the clock
+    # stopped to where it ran again is 360 m, a filled gap, not a split).
+    path = from_blob(change.path, PATH_DTYPE)
+    assert int(path["piece"].max()) == 0

@@ -23,6 +23,9 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
+import numpy as np
+
+from heatmetro.core.clock import CLOCK_RESET_GAP_S, untangle_clock
 from heatmetro.core.errors import ImportFileError
 from heatmetro.core.limits import MAX_DURATION_S
 from heatmetro.flows.importers.capped import DEFAULT_MAX_FILE_BYTES, capped, size_text
@@ -52,7 +55,7 @@ def _iso(moment: datetime) -> str:
 def _clean_streams(
     track: RecordedTrack, dropped: dict[str, int] | None = None
 ) -> tuple[datetime, list[list[float]], list[int]]:
-    """Drop invalid fixes and fixes that go back in time; return start and streams.
+    """Drop invalid fixes, untangle a clock going back; return start and streams.
     ``dropped`` receives how many of each were dropped."""
     latlng: list[list[float]] = []
     times: list[int] = []
@@ -66,11 +69,15 @@ def _clean_streams(
             # activity a dead letter (the contract's bound), and hide every fix after it.
             counts["beyond"] = counts.get("beyond", 0) + 1
             continue
-        if times and when < times[-1]:
-            counts["backwards"] = counts.get("backwards", 0) + 1
-            continue
         times.append(when)
         latlng.append([round(lat, 6), round(lng, 6)])
+    # A clock going back (core.clock): a reset continues the track, a fix out of order goes.
+    clock = untangle_clock(np.array([w // 1_000_000 for w in times], dtype=np.float64))
+    if clock.resets or clock.glitches:
+        counts["resets"] = counts.get("resets", 0) + clock.resets
+        counts["backwards"] = counts.get("backwards", 0) + clock.glitches
+        latlng = [latlng[i] for i in clock.keep.tolist()]
+        times = [int(s) * 1_000_000 for s in clock.t.tolist()]
     if len(latlng) < 2:
         unreadable = f", {track.skipped} unreadable point(s)" if track.skipped else ""
         msg = f"no usable GPS track ({len(latlng)} fix(es) with position and time{unreadable})"
@@ -190,7 +197,10 @@ def _convert(
             (track.skipped, "unreadable point(s)"),
             (track.untimed, "point(s) without a time"),
             (dropped.get("no_fix", 0), "point(s) without a position fix (0,0 or out of range)"),
-            (dropped.get("backwards", 0), "point(s) earlier than the point before"),
+            (
+                dropped.get("backwards", 0),
+                "point(s) written out of order (earlier than one before)",
+            ),
             (
                 dropped.get("beyond", 0),
                 f"point(s) more than {MAX_DURATION_S // 86400} days "
@@ -199,6 +209,11 @@ def _convert(
         )
         if n
     ]
+    if dropped.get("resets", 0):
+        notes.append(
+            f"the clock went back {dropped['resets']} time(s): the fixes after continue "
+            f"{CLOCK_RESET_GAP_S:g} s after the one before (the track splits there)"
+        )
     if track.damage:
         kept = sum(len(e["streams"]["time"]) for e in events)
         notes.append(f"kept the {kept:,} fixes that could be read; {track.damage}")

@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from heatmetro.core.clock import untangle_clock
 from heatmetro.core.errors import StreamRecordError
 from heatmetro.core.limits import (
     FIRST_START_YEAR,
@@ -270,8 +271,8 @@ def _invalid_json_reason(raw: bytes | str, exc: orjson.JSONDecodeError) -> str:
 
 
 def check_streams(event: ActivityEvent, max_fixes: int = MAX_FIXES_PER_ACTIVITY) -> Track:
-    """Rules pydantic types cannot say cheaply: size, shape, ranges, finiteness, monotonic
-    time."""
+    """Rules pydantic types cannot say cheaply: size, shape, ranges, finiteness; and times
+    made non-decreasing (``core.clock``: a reset continues, an out-of-order fix goes)."""
     name = f"activity {event.activity_id}"
     streams = event.streams
     if not isinstance(streams, dict) or "latlng" not in streams or "time" not in streams:
@@ -326,22 +327,27 @@ def check_streams(event: ActivityEvent, max_fixes: int = MAX_FIXES_PER_ACTIVITY)
         i = int(np.argmax(~np.isfinite(t)))
         msg = f"{name}: time[{i}] = {t[i]}: not a finite number"
         raise StreamRecordError(msg)
-    back = t[1:] < t[:-1]
-    if back.any():
-        i = int(np.argmax(back)) + 1
-        msg = f"{name}: time[{i}] = {t[i]:g} < time[{i - 1}] = {t[i - 1]:g}: time goes backwards"
-        raise StreamRecordError(msg)
     if t[0] < 0:
         msg = f"{name}: time[0] = {t[0]:g}: must not be negative"
         raise StreamRecordError(msg)
-    if len(t) and t[-1] > MAX_DURATION_S:
-        i = int(np.argmax(t > MAX_DURATION_S))
+    late = t > MAX_DURATION_S
+    if late.any():
+        i = int(np.argmax(late))
         msg = (
             f"{name}: time[{i}] = {t[i]:g}: more than {MAX_DURATION_S // 86400} days after "
             "the start (a broken clock)"
         )
         raise StreamRecordError(msg)
-    return Track(pts[:, 0].copy(), pts[:, 1].copy(), t)
+    # A clock going back is a device's fault, not a reason to lose the ride (core.clock).
+    clock = untangle_clock(t)
+    t, keep = clock.t, clock.keep
+    if t[-1] > MAX_DURATION_S:
+        msg = (
+            f"{name}: {clock.resets} clock resets: the time after them runs more than "
+            f"{MAX_DURATION_S // 86400} days after the start (a broken clock)"
+        )
+        raise StreamRecordError(msg)
+    return Track(pts[keep, 0], pts[keep, 1], t)
 
 
 def _first_malformed(latlng: list[Any], time: list[Any]) -> str:

@@ -19,3 +19,7 @@ MAX_DURATION_S = 30 * 24 * 3600
 # a local time labelled UTC: up to 14 hours). A version from the future would outrank
 # every real change after it, so a later deletion or opt-out would be ignored as stale.
 MAX_FUTURE_S = 24 * 3600
+
+# A pause (or a clock jump) longer than this splits a track: no line is drawn across a
+# step whose time says the recorder was elsewhere meanwhile.
+PAUSE_SPLIT_S = 300.0
