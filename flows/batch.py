@@ -24,6 +24,7 @@ import numpy as np
 from heatmetro.core.config import Config
 from heatmetro.core.geo import between_end_circles, haversine_m, step_lengths_m
 from heatmetro.core.h3_vector import latlng_to_cells
+from heatmetro.core.limits import MAX_TRACK_M
 from heatmetro.core.sports import is_ebike
 from heatmetro.flows.clean import FAULTS, clean_batch
 from heatmetro.flows.grid_fill import fill_grid_paths
@@ -112,6 +113,7 @@ def _change(
     kept: int,
     faults: np.ndarray,
     streets: bytes = b"",
+    overlong: int = 0,
 ) -> ActivityChange:
     heat, edges, hexes, od = records
     return ActivityChange(
@@ -124,6 +126,7 @@ def _change(
         metro_path=to_blob(metro),
         fixes_kept=kept,
         streets=streets,
+        overlong_fixes=overlong,
         **job.base,
         **dict(zip(FAULTS, faults.tolist(), strict=True)),
     )
@@ -165,6 +168,12 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
             keep[a:b] &= ~points_in_zones(lat[a:b], lng[a:b], job.zones)
     starts = keep.copy()
     starts[1:] &= ~keep[:-1] | (step > config.max_gap_fill_m) | ~same_act | split[1:]
+    # The track drawn stops at MAX_TRACK_M: the grid between fixes is filled, so the cells
+    # (the work and the memory) grow with the length drawn, not with the fixes.
+    drawn = np.append(np.where(keep[1:] & ~starts[1:], step, 0.0), 0.0)
+    overlong = keep & (_per_activity_cumsum(drawn, bounds) > MAX_TRACK_M)
+    keep &= ~overlong
+    overlong_fixes = np.bincount(aid[overlong], minlength=k)
     piece_id = np.cumsum(starts) - 1  # piece ids, unique across the batch
     first_piece_id = np.concatenate(([0], np.cumsum(starts)))[bounds[:-1]]  # per activity
     kept = np.flatnonzero(keep)
@@ -229,7 +238,9 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
         for j, (a, b) in zip(jobs, ends, strict=True)
     ]
     return [
-        _change(j, p, m, r, int(fixes_kept[i]), cleaned.faults[i], streets[i])
+        _change(
+            j, p, m, r, int(fixes_kept[i]), cleaned.faults[i], streets[i], int(overlong_fixes[i])
+        )
         for i, (j, p, m, r) in enumerate(zip(jobs, paths, metro, records, strict=True))
     ]
 

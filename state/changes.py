@@ -57,6 +57,7 @@ class ActivityChange:
     vehicle_fixes: int = 0
     vehicle_stretches: int = 0
     pause_splits: int = 0
+    overlong_fixes: int = 0  # beyond the longest track one activity draws (core.limits)
     streets: bytes = b""  # STREET_DTYPE (state.street_ops), with a base map only
     metro_path: bytes = b""  # PATH_DTYPE at the Metro resolution (crossings by hysteresis)
 

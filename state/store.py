@@ -29,6 +29,7 @@ from sqlite_utils import Migrations
 
 from heatmetro.core.environment import describe_store_error
 from heatmetro.core.errors import StoreError
+from heatmetro.core.limits import MAX_TRACK_M
 from heatmetro.core.masking import mask_locations
 from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, PATH_DTYPE
 
@@ -134,6 +135,7 @@ GPS_FAULTS = {
     "vehicle_fixes": "fixes dropped as too fast for the sport",
     "vehicle_stretches": "stretches cut as vehicles",
     "pause_splits": "splits at clock jumps or long pauses",
+    "overlong_fixes": f"fixes beyond the longest track one activity draws ({MAX_TRACK_M / 1e3:,.0f} km)",
 }
 
 
@@ -235,6 +237,12 @@ def m011_mask_scaled_coordinates(db: sqlite_utils.Database) -> None:
     # A coordinate scaled to an integer (6016991 for 60.16991) is a place too: masked
     # now as new ones are.
     m010_mask_dead_letter_reasons(db)
+
+
+@migrations()
+def m012_overlong_fixes(db: sqlite_utils.Database) -> None:
+    # Fixes beyond the longest track one activity draws (core.limits.MAX_TRACK_M).
+    db.execute("ALTER TABLE activities ADD COLUMN overlong_fixes INTEGER")
 
 
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:
