@@ -17,9 +17,8 @@ from heatmetro.core.cells import cell_centres
 from heatmetro.core.months import month_index, month_of_index
 from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_columns import HOURS
-from heatmetro.site_builder.metro_secondary import partners
+from heatmetro.site_builder.metro_partnered import BY_EDGE, BY_MONTH, partnered_table
 from heatmetro.site_builder.metro_tables import (
-    BAND_OF_HOUR,
     BANDS,
     DirectionSums,
     DirectionTable,
@@ -27,11 +26,7 @@ from heatmetro.site_builder.metro_tables import (
     bearing_deg,
     by_hour,
     cell_table,
-    dense_index,
     direction_sums,
-    publish_directions,
-    rows_of,
-    sub_partners,
 )
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.records import LAYERS
@@ -131,46 +126,14 @@ def _table(
     with_bands: bool,
 ) -> DirectionTable:
     """``direction_table`` of an edge table, with the partners of ``metro_secondary``
-    hidden: months of an edge, hours of an edge's time band, day types of an hour."""
-    sums = _sums(layer, arr, key, pub, cache, with_bands=with_bands)
-    hide = None
-    if key == ("a", "b", "month"):
-        group, _ = dense_index(sums.keys["a"], sums.keys["b"])
-        hide = _partners(group, sums, pub)
-    elif key == ("a", "b", "hour"):
-        hide = _hour_partners(layer, arr, sums, pub, cache)
-    elif key == ("a", "b", "hour", "weekend"):
-        wide = _sums(layer, arr, ("a", "b", "hour"), pub, cache, with_bands=False)
-        hidden_hours = _hour_partners(layer, arr, wide, pub, cache)
-        group, first = dense_index(sums.keys["a"], sums.keys["b"], sums.keys["hour"])
-        at = rows_of(tuple(wide.keys[k] for k in ("a", "b", "hour")),
-                     tuple(sums.keys[k][first] for k in ("a", "b", "hour")))  # fmt: skip
-        hide = _partners(group, sums, pub, forced=hidden_hours[at])
-    return publish_directions(sums, pub, hide=hide)
+    hidden (``metro_partnered``): months of an edge, hours of an edge's time band, day
+    types of an hour."""
 
+    def sums_of(by_key: tuple[str, ...], bands: bool) -> DirectionSums:
+        return _sums(layer, arr, by_key, pub, cache, with_bands=bands)
 
-def _partners(
-    group: np.ndarray, sums: DirectionSums, pub: Publication, forced: np.ndarray | None = None
-) -> np.ndarray:
-    total = sums.total
-    shown = total.people >= pub.min_athletes
-    return partners(group, total.trips, total.people, shown, pub.min_athletes, forced)
-
-
-def _hour_partners(
-    layer: str, arr: np.ndarray, wide: DirectionSums, pub: Publication, cache: MetroCache | None
-) -> np.ndarray:
-    """``[rows of wide, 2]``: the hours (over all days) hidden as partners in their
-    edge's time band, and where the edge's band itself is hidden as a partner."""
-    edge = _sums(layer, arr, ("a", "b"), pub, cache, with_bands=True)
-    assert edge.bands is not None
-    shown = edge.total.people >= pub.min_athletes
-    band_hidden = sub_partners(edge.bands, len(BANDS), len(BANDS), shown, pub.min_athletes)
-    band = BAND_OF_HOUR[wide.keys["hour"].astype(np.int64)]
-    group, first = dense_index(wide.keys["a"], wide.keys["b"], band)
-    at = rows_of((edge.keys["a"], edge.keys["b"]), (wide.keys["a"][first], wide.keys["b"][first]))
-    forced = band_hidden[at, :, band[first]]
-    return _partners(group, wide, pub, forced)
+    assert with_bands == (key[2:] in (BY_EDGE, BY_MONTH))
+    return partnered_table(sums_of, ("a", "b"), key[2:], pub)
 
 
 def _lines(a: np.ndarray, b: np.ndarray, *, coords: bool = True) -> tuple[list[Coords], np.ndarray]:

@@ -20,7 +20,7 @@ import csv
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,14 @@ from heatmetro.core.config import Config
 from heatmetro.core.months import month_index, month_of_index, window_months
 from heatmetro.core.sports import is_ebike
 from heatmetro.site_builder.metro_columns import HOURLY_WIDE_COLUMNS
-from heatmetro.site_builder.metro_tables import Publication, bearing_deg, by_hour, direction_table
+from heatmetro.site_builder.metro_partnered import BY_HOUR, SumsOf, partnered_table
+from heatmetro.site_builder.metro_tables import (
+    DirectionSums,
+    Publication,
+    bearing_deg,
+    by_hour,
+    direction_sums,
+)
 from heatmetro.state.records import EDGE_DTYPE, EDGE_KEY, LAYERS, group_sum, with_athlete
 from heatmetro.state.street_network import ATTRIBUTION, LICENSE, StreetNetwork, network_for, project
 from heatmetro.state.street_ops import STREET_DTYPE
@@ -292,7 +299,7 @@ def _wide_rows(sw: StreetWindow, pub: Publication) -> Iterator[list[Any]]:
     net = sw.net
     nearest = nearest_street_names(net)
     for layer in [k for k in LAYERS if k in sw.records]:
-        t = direction_table(sw.records[layer], ("a", "hour"), pub, with_bands=False)
+        t = partnered_table(_sums_of(sw.records[layer], pub), ("a",), BY_HOUR, pub)
         if not len(t):
             continue
         wide, first = by_hour(t, "a")
@@ -315,7 +322,8 @@ def _rows(
     hourly = by == ("hour", "weekend")
     nearest = nearest_street_names(net)
     for layer in layers:
-        t = direction_table(sw.records[layer], ("a", *by), pub, with_bands=not hourly)
+        sums_of = _sums_of(sw.records[layer], pub)
+        t = partnered_table(sums_of, ("a",), by, pub)
         edges = t.keys["a"].astype(np.int64)
         bearing = _bearings(net, edges)
         order = np.lexsort((*(t.keys[k] for k in reversed(by)), net.uid[edges]))
@@ -329,6 +337,16 @@ def _rows(
             elif by:
                 lead.append(month_of_index(int(t.keys["month"][r])))
             yield [*lead, *(c[r] for c in cols), *_tail(net, bearing[r], e)], e
+
+
+def _sums_of(records: np.ndarray, pub: Publication) -> SumsOf:
+    """``direction_sums`` of one layer's street records, each key counted once."""
+
+    @cache
+    def sums_of(key: tuple[str, ...], with_bands: bool) -> DirectionSums:
+        return direction_sums(records, key, pub.max_trips, with_bands=with_bands)
+
+    return sums_of
 
 
 def _lead(net: StreetNetwork, nearest: list[str], e: int, layer: str) -> list[Any]:

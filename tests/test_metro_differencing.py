@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -58,7 +58,7 @@ def _by(rows: list[dict[str, str]], *key: str) -> dict[tuple[str, ...], dict[str
 Part = tuple[str, int | None]  # (published value or "", true people; None: some, not known)
 
 
-def _check(what: str, total: str, parts: dict[str, Part]) -> Iterator[str]:
+def _check(what: str, total: str, parts: Mapping[str, Part]) -> Iterator[str]:
     """Problems of one relation: ``total`` published, ``parts`` by name. Where the people
     behind a hidden part are not published even exactly (sub-counts), a hidden part that
     had trips needs another part hidden beside it."""
@@ -83,23 +83,22 @@ def _people(true: dict[str, str], column: str) -> int:
     return int(true.get(column) or 0)
 
 
-def test_no_hidden_count_is_a_difference_of_published_ones(
-    june2018_site: Path, truth: Path
-) -> None:
-    metro = june2018_site / "metro"
+def edge_problems(
+    metro: Path, truth: Path, files: str = "edges", ident: str = "edge_id"
+) -> tuple[list[str], int]:
+    """The recoverable hidden counts of an edge table family (``edges*`` keyed by
+    ``edge_id``, or ``streets*`` keyed by ``edge_uid``), and how many directions were checked."""
 
     def table(m: Path, name: str, *key: str) -> dict[tuple[str, ...], dict[str, str]]:
         return _by(read_csv(m / name), *key)
 
-    edges, true_edges = (table(m, "edges.csv", "edge_id", "layer") for m in (metro, truth))
-    wide, true_wide = (
-        table(m, "edges_hourly_wide.csv", "edge_id", "layer") for m in (metro, truth)
-    )
+    edges, true_edges = (table(m, f"{files}.csv", ident, "layer") for m in (metro, truth))
+    wide, true_wide = (table(m, f"{files}_hourly_wide.csv", ident, "layer") for m in (metro, truth))
     hourly, true_hourly = (
-        table(m, "edges_hourly.csv", "edge_id", "layer", "hour", "day_type") for m in (metro, truth)
+        table(m, f"{files}_hourly.csv", ident, "layer", "hour", "day_type") for m in (metro, truth)
     )
     monthly, true_monthly = (
-        table(m, "edges_monthly.csv", "edge_id", "layer", "month") for m in (metro, truth)
+        table(m, f"{files}_monthly.csv", ident, "layer", "month") for m in (metro, truth)
     )
     months: defaultdict[tuple[str, ...], list[str]] = defaultdict(list)
     for edge, layer, month in true_monthly:
@@ -149,6 +148,18 @@ def test_no_hidden_count_is_a_difference_of_published_ones(
                 ridden = [v for v, p in parts.values() if p]
                 if tw.get(f"{d}_hour_{h}_trip_count") and not hour_total and all(ridden):
                     problems.append(f"{key} {d} hour {h}: hidden, but its day types are shown")
+    return problems, checked
+
+
+def test_no_hidden_count_is_a_difference_of_published_ones(
+    june2018_site: Path, truth: Path
+) -> None:
+    metro = june2018_site / "metro"
+    problems, checked = edge_problems(metro, truth)
+
+    def table(m: Path, name: str, *key: str) -> dict[tuple[str, ...], dict[str, str]]:
+        return _by(read_csv(m / name), *key)
+
     for name, key in (("hexagons", ("hex_id",)), ("od", ("origin_hex_id", "destination_hex_id"))):
         cells = table(metro, f"{name}.csv", *key, "layer")
         pub_m, true_m = (

@@ -27,6 +27,7 @@ from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.streams import activity, athlete, to_jsonl
 from tests.street_tracks import HELSINKI, Route, by_uid, helsinki, noisy_track, route_through
 from tests.test_cluster import cluster, site
+from tests.test_metro_differencing import edge_problems
 
 pytestmark = pytest.mark.skipif(not HELSINKI.is_file(), reason=f"{HELSINKI} is absent")
 
@@ -324,3 +325,29 @@ def test_street_rows_split_rides_from_e_bike_rides_and_by_month(net, tmp_path: P
     header = (metro / "streets_monthly.csv").read_text(encoding="utf-8").splitlines()[0]
     names = header.split(",")
     assert names[names.index("layer") + 1] == "month"  # right after the street's columns
+
+
+def test_no_hidden_street_count_is_a_difference_of_published_ones(net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The street tables follow the H3 edges' secondary suppression: on one cycleway, 4
+    people ride at 8:00 on May weekdays, and one each in June, on a May weekend at
+    17:00, and at 22:00: every hidden month, hour or day type had been its published
+    total minus the rest. Published with the defaults and with every count exact (the
+    truth), the relations of ``test_metro_differencing`` must hold."""
+    route = route_through(net, by_uid(net, RIDDEN), True, bike=True)
+    plan = [(f"am-{p}", datetime(2021, 5, 3 + p, 8, tzinfo=UTC)) for p in range(PEOPLE)]
+    plan += [("june", datetime(2021, 6, 8, 8, tzinfo=UTC)),
+             ("sat", datetime(2021, 5, 15, 17, tzinfo=UTC)),
+             ("late", datetime(2021, 5, 11, 22, tzinfo=UTC))]  # fmt: skip
+    events = []
+    for p, (who, start) in enumerate(plan):
+        events.append(athlete(who, hide_start_end_m=0))
+        pts = noisy_track(net, route, seed=500 + p)
+        events.append(activity(f"{who}-1", who, pts, start=start, utc_offset_s=0))
+    metro = build(tmp_path / "default", events)
+    truth = build(tmp_path / "truth", events, min_athletes=1, round_to=1)
+    problems, checked = edge_problems(metro, truth, "streets", "edge_uid")
+    assert checked >= 3, checked  # the ridden edges, forward
+    assert not problems, f"{len(problems)} hidden counts recoverable, e.g. {problems[:5]}"
+    # And the month hidden beside June is May: the street shows its total alone.
+    may = [r for r in rows(metro, "streets_monthly.csv") if r["edge_uid"] == RIDDEN]
+    assert all(r["forward_trip_count"] == "" for r in may)
