@@ -136,6 +136,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from heatmetro.core.config_text import effective_config, example_config
+
+    sys.stdout.write(example_config() if args.example else effective_config(_config(args)))
+    return 0
+
+
 def cmd_shards(args: argparse.Namespace) -> int:
     from heatmetro.state.shard_moves import export_files, import_files
     from heatmetro.state.shards import ShardedStore
@@ -441,6 +448,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("stats", cmd_stats, "print what the store holds", "heatmetro stats --json")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add(
+        "config",
+        cmd_config,
+        "print the settings in force as TOML (the salt never), or an annotated example",
+        "heatmetro config --example > config.toml",
+    )
+    p.add_argument(
+        "--example",
+        action="store_true",
+        help="print the annotated config.toml shipped with heatmetro (every key, its default)",
+    )
 
     p = add(
         "shards",

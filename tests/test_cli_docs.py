@@ -12,6 +12,7 @@ import pytest
 
 from heatmetro import __version__
 from heatmetro.cli import build_parser
+from heatmetro.core.config import load_config
 from tests.conftest import cli_env
 
 
@@ -23,7 +24,7 @@ def _commands() -> list[str]:
 
 def test_the_commands_exist() -> None:
     assert _commands() == [
-        "demo", "import", "ingest", "personal", "serve", "shards", "snapshot", "stats",
+        "config", "demo", "import", "ingest", "personal", "serve", "shards", "snapshot", "stats",
     ]  # fmt: skip
 
 
@@ -164,3 +165,28 @@ def test_demo_quiet_says_nothing_and_publishes(
     assert (proc.stdout, proc.stderr) == ("", ""), proc.stdout + proc.stderr
     meta = (tmp_path / "site" / "metadata.json").read_text()
     assert '"athletes": 281' in meta  # the bundled months' last window, as make demo shows
+
+
+def test_config_prints_what_is_in_force_and_an_example_that_reads_back(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """An operator with only the installed package starts from ``--example``; ``config``
+    shows the settings in force (environment included) and never the salt."""
+    example = run_cli("config", "--example").stdout
+    assert 'state_dir = "state_data"' in example and "min_athletes = 3" in example
+    assert "demo_run" not in example
+    (tmp_path / "config.toml").write_text(example.replace("min_athletes = 3", "min_athletes = 7"))
+    env = cli_env(HEATMETRO_SALT="s3cret-salt-value", HEATMETRO_OUT_DIR=str(tmp_path / "site"))
+    shown = run_cli("config", "-c", tmp_path / "config.toml", env=env).stdout
+    assert "s3cret" not in shown and "# salt = ...  (set; never printed)" in shown
+    assert f'out_dir = "{tmp_path / "site"}"' in shown  # the environment wins
+    assert "min_athletes = 7" in shown
+    assert "weekly_min_athletes = 7" in shown  # the weekly map is never looser
+    # What it prints reads back to the same settings.
+    (tmp_path / "again.toml").write_text(shown)
+    again = load_config(tmp_path / "again.toml", salt="s3cret-salt-value")
+    first = load_config(tmp_path / "config.toml", salt="s3cret-salt-value")
+    assert again.model_dump() == first.model_dump(exclude={"weekly_min_athletes"}) | {
+        "weekly_min_athletes": 7,
+        "out_dir": tmp_path / "site",
+    }
