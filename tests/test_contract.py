@@ -210,6 +210,11 @@ BAD = [
     ("overflow_lat", HUGE_LAT, [r"^activity r-1001: ", r"latlng\[1\]\[0\] = Infinity"]),
     ("nan_zone", NAN_ZONE, [r"^athlete a-17: ", r"radius_m = NaN", r"finite"]),
     ("nan_hide", NAN_HIDE, [r"^activity r-1001: ", r"hide_start_end_m = NaN"]),
+    # JSON booleans are not numbers (numpy would read them as 1 and 0: a point off Africa).
+    ("bool_lng", with_streams([[42.3, -72.6], [42.3, True]], [0, 1]),
+     [r"^activity r-1001: ", r"latlng\[1\] = \[42\.3, True\]", r"numbers"]),
+    ("bool_time", with_streams(PTS, [0, True, 2]),
+     [r"^activity r-1001: ", r"time\[1\] = True", r"number of seconds"]),
     ("string_nan", with_streams([[42.3, "NaN"]], [0]),
      [r"^activity r-1001: ", r"latlng\[0\] = \[42\.3, 'NaN'\]", r"numbers"]),
     ("length_mismatch", with_streams(PTS, [0, 1]),

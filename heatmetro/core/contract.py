@@ -301,7 +301,12 @@ def check_streams(event: ActivityEvent, max_fixes: int = MAX_FIXES_PER_ACTIVITY)
         if n and set(map(len, latlng)) != {2}:
             raise ValueError
         # Flattening first is ~1.5x faster than converting the nested lists.
-        pts = np.array(list(chain.from_iterable(latlng))).reshape(n, 2) if n else np.zeros((0, 2))
+        flat = list(chain.from_iterable(latlng))
+        # JSON true/false would pass as 1 and 0 (a point off Africa); the type scan is in C
+        # (~16 ms for 200,000 fixes, against ~36 ms to convert them).
+        if bool in set(map(type, flat)) or bool in set(map(type, time)):
+            raise ValueError
+        pts = np.array(flat).reshape(n, 2) if n else np.zeros((0, 2))
         t = np.array(time) if n else np.zeros(0)
         if pts.dtype.kind not in "fiu" or t.dtype.kind not in "fiu" or t.ndim != 1:
             raise ValueError
