@@ -146,21 +146,59 @@ def test_empty_and_single_point_streams_are_valid() -> None:
 
 def test_a_clock_going_back_keeps_the_ride() -> None:
     """A device resetting its clock an hour back mid-ride (it took the GPS time): the
-    whole ride was a dead letter. Now the fixes after the reset keep their spacing and
-    continue 301 s after the fix before (a gap the cleaner splits at); a fix written a
-    few seconds out of order is dropped."""
+    whole ride was a dead letter. Now the stretch after the reset keeps its spacing and
+    continues 301 s after the fix before (a gap the cleaner splits at); two fixes
+    written out of order are put back in order."""
     n = 1200
     pts = [[42.3 + i * 5e-5, -72.6] for i in range(n)]
     times = [i if i < 600 else i - 3600 for i in range(n)]  # back an hour at fix 600
     times[300], times[301] = 301, 300  # two fixes swapped
     tr = parse_activity(with_streams(pts, times)).streams
-    assert len(tr) == n - 1  # the out-of-order fix 301 (time 300 after 301) is dropped
-    assert np.all(np.diff(tr.t) >= 0)
-    step = np.diff(tr.t)
-    assert sorted(set(step.tolist())) == [1.0, 2.0, 301.0]
-    assert int(np.argmax(step == 301.0)) == 598  # between fix 599 and fix 600
-    assert tr.t[-1] == n - 1 + 301 - 1  # the second half keeps its own spacing
-    assert tr.lat[-1] == pts[-1][0]
+    assert len(tr) == n and np.all(np.diff(tr.t) >= 0)
+    assert sorted(set(np.diff(tr.t).tolist())) == [1.0, 301.0]
+    assert int(np.argmax(np.diff(tr.t) == 301.0)) == 599  # between fix 599 and fix 600
+    assert tr.t[-1] == n - 1 + 301 - 1  # the second stretch keeps its own spacing
+    assert tr.lat[300] == pts[301][0] and tr.lat[-1] == pts[-1][0]
+
+
+def test_one_wrong_time_is_dropped_not_taken_for_a_reset() -> None:
+    """A lone corrupt time (0, or 14 hours on, 2.5 h into a 3 h ride) is not the clock
+    moving: the fixes around it agree. Taken for a reset, it moved the last half hour
+    of the ride to other hours (an outside review); now only that fix goes."""
+    n = 3 * 3600 // 10
+    pts = [[42.3 + i * 5e-5, -72.6] for i in range(n)]
+    for wrong in (0, 14 * 3600, -1):
+        times = [10 * i for i in range(n)]
+        times[900] = wrong
+        tr = parse_activity(with_streams(pts, times)).streams
+        assert len(tr) == n - 1 and tr.t[-1] == 10 * (n - 1), wrong
+        assert 900 not in [round((lat - 42.3) / 5e-5) for lat in tr.lat.tolist()]
+
+
+def test_the_longest_stretch_keeps_its_clock_and_the_start_moves() -> None:
+    """A clock two hours fast for the first minute, then GPS time: the 59 minutes of GPS
+    time are right, so the first minute moves before them, and the start with it."""
+    pts = [[42.3 + i * 5e-5, -72.6] for i in range(3600)]
+    times = [i + 7200 if i < 60 else i for i in range(3600)]  # the first minute 2 h fast
+    event = parse_activity(with_streams(pts, times))
+    tr = event.streams
+    start = datetime.fromisoformat(good_activity()["start_date"].replace("Z", "+00:00"))
+    # The GPS-time stretch keeps its times: fix 60 is at start + 60 s, as recorded.
+    moved = (event.start_date - start).total_seconds()
+    assert moved < 0 and moved + tr.t[60] == 60
+    assert tr.t[60] - tr.t[59] == 301 and len(tr) == 3600
+
+
+def test_a_stream_sent_newest_first_is_put_in_order() -> None:
+    pts = [[42.3 + i * 5e-5, -72.6] for i in range(600)]
+    tr = parse_activity(with_streams(pts[::-1], list(range(599, -1, -1)))).streams
+    assert tr.t.tolist() == list(range(600)) and tr.lat.tolist() == [p[0] for p in pts]
+
+
+def test_a_record_whose_time_is_mostly_wrong_is_a_dead_letter() -> None:
+    pts = [[42.3 + i * 5e-5, -72.6] for i in range(400)]
+    saw = [100 * (i % 2) + i for i in range(400)]  # up 101 s, back 99 s, again and again
+    assert "no clock to read" in reason(with_streams(pts, saw))
 
 
 # --------------------------------------------------------------------------- bad input

@@ -347,7 +347,9 @@ def test_a_fix_with_a_garbage_time_is_dropped_not_the_activity() -> None:
     )  # fmt: skip
     check_event(event)  # the contract takes it whole
     assert len(event["streams"]["time"]) == 236 and event["streams"]["time"][-1] < 3600
-    assert "skipped 1 point(s) more than 30 days after the start (a broken clock)" in notes
+    assert (
+        "skipped 1 point(s) more than 30 days from the rest of the track (a broken clock)" in notes
+    )
 
 
 @needs_shared
@@ -624,4 +626,31 @@ def test_a_clock_reset_back_an_hour_keeps_every_fix(tmp_path: Path) -> None:
     assert notes == [
         "the clock went back 1 time(s): the fixes after continue 301 s after the one before "
         "(the track splits there)"
+    ]
+
+
+def test_a_first_fix_from_1970_does_not_cost_the_ride(tmp_path: Path) -> None:
+    """A receiver's first fix before it had the time (1970): judged from the first fix,
+    every good fix after it was "more than 30 days after the start" and the file was
+    refused. Judged from the track's median time, only that fix goes."""
+    start = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
+    stamps = [datetime(1970, 1, 1, tzinfo=UTC)] + [start + timedelta(seconds=i) for i in range(99)]
+    points = "".join(
+        f'<trkpt lat="{42.3195 + 0.00005 * i}" lon="-72.645"><time>'
+        f"{when.strftime('%Y-%m-%dT%H:%M:%SZ')}</time></trkpt>"
+        for i, when in enumerate(stamps)
+    )
+    path = tmp_path / "cold.gpx"
+    path.write_bytes(
+        '<?xml version="1.0"?><gpx version="1.1" creator="t" xmlns="http://www.topografix.com/'
+        f'GPX/1/1"><trk><type>cycling</type><trkseg>{points}</trkseg></trk></gpx>'.encode()
+    )
+    notes: list[str] = []
+    (event,) = import_tracks([path], athlete_id="g", on_error=lambda p, r: notes.append(r),
+                             on_warning=lambda p, r: notes.append(r))  # fmt: skip
+    check_event(event)
+    assert event["start_date"] == "2024-06-01T10:00:00Z"
+    assert event["streams"]["time"] == list(range(99))
+    assert notes == [
+        "skipped 1 point(s) more than 30 days from the rest of the track (a broken clock)"
     ]

@@ -12,6 +12,7 @@ import pytest
 from heatmetro.core.config import Config
 from heatmetro.core.contract import parse_event
 from heatmetro.core.geo import haversine_m, offset_point
+from heatmetro.core.limits import MAX_TRACK_M
 from heatmetro.flows.fold import AthleteFold
 from heatmetro.state.changes import ActivityChange
 from heatmetro.state.records import PATH_DTYPE, from_blob
@@ -82,23 +83,23 @@ def test_a_frozen_clock_makes_no_impossible_speed() -> None:
     assert int(path["piece"].max()) == 0
 
 
-def test_a_device_left_recording_for_days_draws_at_most_5000_km() -> None:
+def test_a_device_left_recording_for_days_draws_at_most_1500_km() -> None:
     """One sparse fix a kilometre for days at a plausible speed: the grid between fixes
     is filled, so the cells (work and memory) grew with the distance, not the fixes
     (an outside review: 200k fixes, 12 million cells, 6 GB to snapshot). The track drawn
-    stops at 5,000 km; the fixes beyond are counted."""
-    n, step_m = 5_600, 990.0
+    stops at 1,500 km; the fixes beyond are counted."""
+    n, step_m = 2_000, 990.0
     pts, (lat, lng) = [], START
     for _ in range(n):
         pts.append([round(lat, 7), round(lng, 7)])
         lat, lng = offset_point(lat, lng, step_m, 90.0)
     ev = activity("r", "a", pts, seconds_per_point=40.0)  # 24.75 m/s: a fast ride, not a car
     change = change_of(ev)
-    beyond = n - 1 - round(5_000_000 / step_m)  # the hidden start/end are off (0 m)
+    beyond = n - 1 - round(MAX_TRACK_M / step_m)  # the hidden start/end are off (0 m)
     assert abs(change.overlong_fixes - beyond) <= 2, change.overlong_fixes
     assert change.fixes_kept == n - change.overlong_fixes
     path = from_blob(change.path, PATH_DTYPE)
-    # The drawn cells reach 5,000 km along the track and no further.
+    # The drawn cells reach 1,500 km along the track and no further.
     far = h3.cell_to_latlng(h3.int_to_str(int(path["cell"][-1])))
-    assert abs(haversine_m(*START, *far) / 1e3 - 5_000) < 150  # a great circle, 42.3 N
-    assert len(path) < 1_000_000
+    assert abs(haversine_m(*START, *far) - MAX_TRACK_M) < 20_000  # a great circle, 42.3 N
+    assert len(path) < 400_000

@@ -64,20 +64,33 @@ def _clean_streams(
         if not (-90 <= lat <= 90 and -180 <= lng <= 180) or (lat == 0 and lng == 0):
             counts["no_fix"] = counts.get("no_fix", 0) + 1
             continue  # (0, 0) is what receivers write before they have a fix
-        if times and when - times[0] > MAX_DURATION_S * 1_000_000:
-            # A garbage time (a FIT record years ahead): one such fix would make the whole
-            # activity a dead letter (the contract's bound), and hide every fix after it.
-            counts["beyond"] = counts.get("beyond", 0) + 1
-            continue
         times.append(when)
         latlng.append([round(lat, 6), round(lng, 6)])
-    # A clock going back (core.clock): a reset continues the track, a fix out of order goes.
+    # A garbage time (a FIT record years off, a GPS week rollover, a first fix from 1970)
+    # is judged against the track's median time, not its first fix: one such fix would
+    # make the whole activity a dead letter (the contract's bound), or drop the rest.
+    span = MAX_DURATION_S * 1_000_000
+    if times:
+        mid = sorted(times)[len(times) // 2]
+        near = [abs(w - mid) <= span for w in times]
+        if not all(near):
+            counts["beyond"] = counts.get("beyond", 0) + near.count(False)
+            latlng = [p for p, ok in zip(latlng, near, strict=True) if ok]
+            times = [w for w, ok in zip(times, near, strict=True) if ok]
+    # A clock going back (core.clock): a wrong time goes, a reset keeps its stretch.
     clock = untangle_clock(np.array([w // 1_000_000 for w in times], dtype=np.float64))
-    if clock.resets or clock.glitches:
+    moved = clock.resets or not np.array_equal(clock.keep, np.arange(len(times)))
+    if moved:
         counts["resets"] = counts.get("resets", 0) + clock.resets
-        counts["backwards"] = counts.get("backwards", 0) + clock.glitches
+        counts["backwards"] = counts.get("backwards", 0) + clock.wrong
         latlng = [latlng[i] for i in clock.keep.tolist()]
         times = [int(s) * 1_000_000 for s in clock.t.tolist()]
+        # Resets add gaps: the contract's 30 days, from the (possibly moved) first fix.
+        within = [w - times[0] <= span for w in times]
+        if not all(within):
+            counts["beyond"] = counts.get("beyond", 0) + within.count(False)
+            latlng = [p for p, ok in zip(latlng, within, strict=True) if ok]
+            times = [w for w, ok in zip(times, within, strict=True) if ok]
     if len(latlng) < 2:
         unreadable = f", {track.skipped} unreadable point(s)" if track.skipped else ""
         msg = f"no usable GPS track ({len(latlng)} fix(es) with position and time{unreadable})"
@@ -199,12 +212,12 @@ def _convert(
             (dropped.get("no_fix", 0), "point(s) without a position fix (0,0 or out of range)"),
             (
                 dropped.get("backwards", 0),
-                "point(s) written out of order (earlier than one before)",
+                "point(s) with a wrong time (out of order with the points around them)",
             ),
             (
                 dropped.get("beyond", 0),
                 f"point(s) more than {MAX_DURATION_S // 86400} days "
-                "after the start (a broken clock)",
+                "from the rest of the track (a broken clock)",
             ),
         )
         if n

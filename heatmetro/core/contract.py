@@ -90,10 +90,14 @@ class AthleteEvent(_Event):
 class Track:
     """The validated streams as numpy arrays (lat, lng, seconds since start)."""
 
-    __slots__ = ("lat", "lng", "t")
+    __slots__ = ("lat", "lng", "start_shift_s", "t")
 
-    def __init__(self, lat: np.ndarray, lng: np.ndarray, t: np.ndarray) -> None:
+    def __init__(
+        self, lat: np.ndarray, lng: np.ndarray, t: np.ndarray, start_shift_s: float = 0.0
+    ) -> None:
         self.lat, self.lng, self.t = lat, lng, t
+        # <= 0: the start moved back this far (a stretch of a reset clock put before it).
+        self.start_shift_s = start_shift_s
 
     def __len__(self) -> int:
         return len(self.t)
@@ -204,7 +208,11 @@ def validate_event(obj: Any, raw: bytes | str, *, max_fixes: int = MAX_FIXES_PER
     except ValidationError as exc:
         raise StreamRecordError(_reason(exc, raw)) from None
     if isinstance(event, ActivityEvent):
-        return event.model_copy(update={"streams": check_streams(event, max_fixes)})
+        track = check_streams(event, max_fixes)
+        update: dict[str, Any] = {"streams": track}
+        if track.start_shift_s:
+            update["start_date"] = event.start_date + timedelta(seconds=track.start_shift_s)
+        return event.model_copy(update=update)
     return event
 
 
@@ -335,24 +343,26 @@ def check_streams(event: ActivityEvent, max_fixes: int = MAX_FIXES_PER_ACTIVITY)
     if t[0] < 0:
         msg = f"{name}: time[0] = {t[0]:g}: must not be negative"
         raise StreamRecordError(msg)
-    late = t > MAX_DURATION_S
-    if late.any():
-        i = int(np.argmax(late))
-        msg = (
-            f"{name}: time[{i}] = {t[i]:g}: more than {MAX_DURATION_S // 86400} days after "
-            "the start (a broken clock)"
-        )
-        raise StreamRecordError(msg)
     # A clock going back is a device's fault, not a reason to lose the ride (core.clock).
     clock = untangle_clock(t)
-    t, keep = clock.t, clock.keep
-    if t[-1] > MAX_DURATION_S:
+    faults = clock.resets + clock.wrong
+    if 2 * faults > n:
         msg = (
-            f"{name}: {clock.resets} clock resets: the time after them runs more than "
-            f"{MAX_DURATION_S // 86400} days after the start (a broken clock)"
+            f"{name}: time goes back at {faults:,} of {n:,} fixes ({clock.wrong:,} wrong "
+            f"times, {clock.resets:,} resets): no clock to read (time must rise)"
         )
         raise StreamRecordError(msg)
-    return Track(pts[keep, 0], pts[keep, 1], t)
+    kept_t, keep = clock.t, clock.keep
+    if kept_t[-1] > MAX_DURATION_S:
+        raw = np.flatnonzero(t > MAX_DURATION_S)
+        i = int(raw[0]) if len(raw) else int(keep[-1])
+        why = f"time[{i}] = {t[i]:g}" if len(raw) else f"{clock.resets:,} clock resets"
+        msg = (
+            f"{name}: {why}: more than {MAX_DURATION_S // 86400} days after the start "
+            "(a broken clock)"
+        )
+        raise StreamRecordError(msg)
+    return Track(pts[keep, 0], pts[keep, 1], kept_t, clock.start_shift_s)
 
 
 def _first_malformed(latlng: list[Any], time: list[Any]) -> str:

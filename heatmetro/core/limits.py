@@ -16,11 +16,13 @@ LAST_START_YEAR = 2099
 MAX_DURATION_S = 30 * 24 * 3600
 
 # The longest track one activity draws (metres, after cleaning and the privacy cuts): a
-# multi-day race recorded as one activity. Without it, a device left recording for weeks
-# at a plausible speed, one sparse fix every few hundred metres, filled the grid between
-# its fixes into 12 million res-13 cells (3 GB to ingest, 6 GB to snapshot), however few
-# fixes it had. The fixes beyond are dropped and counted (``overlong_fixes``).
-MAX_TRACK_M = 5_000_000.0
+# 1,200 km randonnée (Paris-Brest-Paris) recorded as one activity fits. Without it, a
+# device left recording for weeks at a plausible speed, one sparse fix every few hundred
+# metres, filled the grid between its fixes into 12 million res-13 cells (3 GB to
+# ingest, 6 GB to snapshot), however few fixes it had; at 5,000 km, three such athletes
+# still took 2 minutes and 1.8 GB to publish. The fixes beyond are dropped and counted
+# (``overlong_fixes``).
+MAX_TRACK_M = 1_500_000.0
 
 # How far after the wall clock a record's ``updated_at`` may lie (producers' clocks and
 # a local time labelled UTC: up to 14 hours). A version from the future would outrank
