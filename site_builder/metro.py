@@ -31,7 +31,9 @@ from heatmetro.site_builder.metro_files import sha256, write_csv, write_geojson,
 from heatmetro.site_builder.metro_gpkg import Named, rows_from_csv, rows_from_geojson, write_gpkg
 from heatmetro.site_builder.metro_rows import (
     Rows,
+    cell_plan,
     direction_values,
+    edge_plan,
     edge_rows,
     hexagon_rows,
     hourly_rows,
@@ -129,20 +131,29 @@ def write_metro(
 
     if cache is not None:
         cache.open(pub.max_trips)
-    edges = edge_rows(window_data, pub, cache=cache)
-    edges_monthly = edge_rows(window_data, pub, monthly=True, cache=cache)
-    hexagons = hexagon_rows(window_data, pub)
-    od = od_rows(window_data, pub)
+    plan = edge_plan(window_data, pub, cache)  # what the four edge tables hide, at once
+    edges = edge_rows(window_data, pub, cache=cache, plan=plan)
+    edges_monthly = edge_rows(window_data, pub, monthly=True, cache=cache, plan=plan)
+    hex_plan = cell_plan(window_data, pub, window_data.hexagons, ("cell",))
+    od_plan = cell_plan(window_data, pub, window_data.od, ("o", "d"))
+    hexagons = hexagon_rows(window_data, pub, plan=hex_plan)
+    od = od_rows(window_data, pub, plan=od_plan)
     # The tables without geometry, by CSV file: also the GeoPackage's attribute tables.
     tables_only: dict[str, tuple[Sequence[cols.Column], Rows]] = {
-        "edges_hourly": (cols.HOURLY_COLUMNS, hourly_rows(window_data, pub, cache)),
-        "edges_hourly_wide": (cols.HOURLY_WIDE_COLUMNS, hourly_wide_rows(window_data, pub, cache)),
+        "edges_hourly": (cols.HOURLY_COLUMNS, hourly_rows(window_data, pub, cache, plan)),
+        "edges_hourly_wide": (
+            cols.HOURLY_WIDE_COLUMNS,
+            hourly_wide_rows(window_data, pub, cache, plan),
+        ),
         "edges_monthly": (cols.EDGE_MONTHLY_COLUMNS, edges_monthly),
         "hexagons_monthly": (
             cols.HEX_MONTHLY_COLUMNS,
-            hexagon_rows(window_data, pub, monthly=True),
+            hexagon_rows(window_data, pub, monthly=True, plan=hex_plan),
         ),
-        "od_monthly": (cols.OD_MONTHLY_COLUMNS, od_rows(window_data, pub, monthly=True)),
+        "od_monthly": (
+            cols.OD_MONTHLY_COLUMNS,
+            od_rows(window_data, pub, monthly=True, plan=od_plan),
+        ),
     }
     rows = {
         "edges.csv": write_csv(metro_dir / "edges.csv", cols.EDGE_COLUMNS, edges),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import h3
 import numpy as np
@@ -17,7 +18,8 @@ from heatmetro.core.cells import cell_centres
 from heatmetro.core.months import month_index, month_of_index
 from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_columns import HOURS
-from heatmetro.site_builder.metro_partnered import BY_EDGE, BY_MONTH, partnered_table
+from heatmetro.site_builder.metro_partnered import publish_planned
+from heatmetro.site_builder.metro_plan import OTHER, CellPlan, EdgePlan, other_records
 from heatmetro.site_builder.metro_tables import (
     BANDS,
     DirectionSums,
@@ -116,24 +118,21 @@ def _sums(
     return cache.sums(layer, arr, key, with_bands=with_bands)
 
 
-def _table(
-    layer: str,
-    arr: np.ndarray,
-    key: tuple[str, ...],
-    pub: Publication,
-    cache: MetroCache | None,
-    *,
-    with_bands: bool,
-) -> DirectionTable:
-    """``direction_table`` of an edge table, with the partners of ``metro_secondary``
-    hidden (``metro_partnered``): months of an edge, hours of an edge's time band, day
-    types of an hour."""
+def edge_plan(window: WindowData, pub: Publication, cache: MetroCache | None = None) -> EdgePlan:
+    """Which counts of the edge tables to hide, over every table and layer at once
+    (``metro_plan``); the four edge tables are published from one plan."""
+    default = _default_month(window)
+    arrs = {layer: _with_month(window.edges[layer], default) for layer in _layers(window.edges)}
+    other = other_records(arrs)
+    if other is not None:
+        arrs[OTHER] = other
 
-    def sums_of(by_key: tuple[str, ...], bands: bool) -> DirectionSums:
-        return _sums(layer, arr, by_key, pub, cache, with_bands=bands)
+    def sums_of(layer: str, key: tuple[str, ...], bands: bool) -> DirectionSums:
+        if layer == OTHER:  # not a layer of the Metro cache: counted here
+            return direction_sums(arrs[layer], key, pub.max_trips, with_bands=bands)
+        return _sums(layer, arrs[layer], key, pub, cache, with_bands=bands)
 
-    assert with_bands == (key[2:] in (BY_EDGE, BY_MONTH))
-    return partnered_table(sums_of, ("a", "b"), key[2:], pub)
+    return EdgePlan(sums_of, list(arrs), ("a", "b"), pub.min_athletes)
 
 
 def _lines(a: np.ndarray, b: np.ndarray, *, coords: bool = True) -> tuple[list[Coords], np.ndarray]:
@@ -149,7 +148,11 @@ def _lines(a: np.ndarray, b: np.ndarray, *, coords: bool = True) -> tuple[list[C
 
 
 def _twin(
-    parts: dict[str, np.ndarray], layer: str, done: dict[str, _Built], pub: Publication
+    parts: dict[str, np.ndarray],
+    layer: str,
+    done: dict[str, _Built],
+    pub: Publication,
+    alike: Callable[[str, str], bool],
 ) -> _Built | None:
     """What an earlier layer with the very same records built (a sport layer that holds
     every activity repeats ``all``: ValleyBike's ``ride``); never with differential
@@ -159,7 +162,10 @@ def _twin(
     arr = parts[layer]
     for other, built in done.items():
         o = parts[other]
-        if o is arr or (o.dtype == arr.dtype and o.shape == arr.shape and np.array_equal(o, arr)):
+        same = o is arr or (
+            o.dtype == arr.dtype and o.shape == arr.shape and np.array_equal(o, arr)
+        )
+        if same and alike(other, layer):
             return built
     return None
 
@@ -172,6 +178,7 @@ def _edge_layers(
     window: WindowData,
     pub: Publication,
     build: Callable[[str], _Built],
+    alike: Callable[[str, str], bool],
 ) -> tuple[list[tuple[Value, ...]], list[Coords]]:
     """Rows (and geometry) of every edge layer: ``build(layer)``'s columns with the
     layer's name between the leading and trailing ones."""
@@ -179,7 +186,7 @@ def _edge_layers(
     geometry: list[Coords] = []
     done: dict[str, _Built] = {}
     for layer in _layers(window.edges):
-        built = _twin(window.edges, layer, done, pub) or build(layer)
+        built = _twin(window.edges, layer, done, pub, alike) or build(layer)
         done[layer] = built
         lead, tail, lines = built
         n = len(lead[0]) if lead else 0
@@ -189,15 +196,19 @@ def _edge_layers(
 
 
 def edge_rows(
-    window: WindowData, pub: Publication, *, monthly: bool = False, cache: MetroCache | None = None
+    window: WindowData,
+    pub: Publication,
+    *,
+    monthly: bool = False,
+    cache: MetroCache | None = None,
+    plan: EdgePlan | None = None,
 ) -> Rows:
     """``edges.csv`` with each edge's line (or ``edges_monthly.csv``, no GIS file: none)."""
-    key = ("a", "b", "month") if monthly else ("a", "b")
-    default = _default_month(window)
+    plan = plan or edge_plan(window, pub, cache)
+    table = "month" if monthly else "edge"
 
     def build(layer: str) -> _Built:
-        arr = _with_month(window.edges[layer], default)
-        t = _table(layer, arr, key, pub, cache, with_bands=True)
+        t = publish_planned(plan, table, layer, pub)
         if not len(t):
             return [[]], [], []
         a, b = t.keys["a"], t.keys["b"]
@@ -206,31 +217,43 @@ def edge_rows(
         tail += [*direction_values(t), _decimals(bearing)]
         return [_edge_ids(a, b)], tail, lines
 
-    values, geometry = _edge_layers(window, pub, build)
+    values, geometry = _edge_layers(window, pub, build, partial(plan.alike, table))
     return Rows(values, None if monthly else geometry)
 
 
-def hourly_rows(window: WindowData, pub: Publication, cache: MetroCache | None = None) -> Rows:
-    key = ("a", "b", "hour", "weekend")
+def hourly_rows(
+    window: WindowData,
+    pub: Publication,
+    cache: MetroCache | None = None,
+    plan: EdgePlan | None = None,
+) -> Rows:
+    plan = plan or edge_plan(window, pub, cache)
 
     def build(layer: str) -> _Built:
-        t = _table(layer, window.edges[layer], key, pub, cache, with_bands=False)
+        t = publish_planned(plan, "hour_day", layer, pub)
         day = ["weekend" if w else "weekday" for w in t.keys["weekend"].tolist()]
         tail = [t.keys["hour"].tolist(), day, *direction_values(t)]
         return [_edge_ids(t.keys["a"], t.keys["b"])], tail, []
 
-    return Rows(_edge_layers(window, pub, build)[0])
+    return Rows(_edge_layers(window, pub, build, partial(plan.alike, "hour_day"))[0])
 
 
-def hourly_wide_rows(window: WindowData, pub: Publication, cache: MetroCache | None = None) -> Rows:
+def hourly_wide_rows(
+    window: WindowData,
+    pub: Publication,
+    cache: MetroCache | None = None,
+    plan: EdgePlan | None = None,
+) -> Rows:
     """One row per edge and layer: trips and people per direction and local hour.
 
     Each hour and direction is its own published count (suppressed below
     ``min_athletes`` people), exactly the hour's totals over weekdays and weekends.
     """
 
+    plan = plan or edge_plan(window, pub, cache)
+
     def build(layer: str) -> _Built:
-        t = _table(layer, window.edges[layer], ("a", "b", "hour"), pub, cache, with_bands=False)
+        t = publish_planned(plan, "hour", layer, pub)
         if not len(t):
             return [[]], [], []
         wide, first = by_hour(t, "a", "b")
@@ -240,17 +263,29 @@ def hourly_wide_rows(window: WindowData, pub: Publication, cache: MetroCache | N
         ]
         return [_edge_ids(a, b)], tail, []
 
-    return Rows(_edge_layers(window, pub, build)[0])
+    return Rows(_edge_layers(window, pub, build, partial(plan.alike, "hour"))[0])
 
 
-def hexagon_rows(window: WindowData, pub: Publication, *, monthly: bool = False) -> Rows:
+def cell_plan(
+    window: WindowData, pub: Publication, parts: dict[str, np.ndarray], key: tuple[str, ...]
+) -> CellPlan:
+    """What the hexagon (or OD) tables hide, over both tables and every layer at once."""
+    default = _default_month(window)
+    arrs = {layer: _with_month(parts[layer], default) for layer in _layers(parts)}
+    return CellPlan(arrs, key, pub.max_trips, pub.min_athletes)
+
+
+def hexagon_rows(
+    window: WindowData, pub: Publication, *, monthly: bool = False, plan: CellPlan | None = None
+) -> Rows:
     key = ("cell", "month") if monthly else ("cell",)
     values: list[tuple[Value, ...]] = []
     geometry: list[Coords] = []
     default = _default_month(window)
+    plan = plan or cell_plan(window, pub, window.hexagons, ("cell",))
     for layer in _layers(window.hexagons):
-        t = cell_table(_with_month(window.hexagons[layer], default), key, pub,
-                       parts_of=key[:-1] if monthly else ())  # fmt: skip
+        hide = plan.hide("month" if monthly else "total", layer)
+        t = cell_table(_with_month(window.hexagons[layer], default), key, pub, hide=hide)
         cols: list[Sequence[Value]] = [_ids(t.keys["cell"]), [layer] * len(t)]
         if monthly:
             cols.append(_months(t.keys))
@@ -262,14 +297,17 @@ def hexagon_rows(window: WindowData, pub: Publication, *, monthly: bool = False)
     return Rows(values, None if monthly else geometry)
 
 
-def od_rows(window: WindowData, pub: Publication, *, monthly: bool = False) -> Rows:
+def od_rows(
+    window: WindowData, pub: Publication, *, monthly: bool = False, plan: CellPlan | None = None
+) -> Rows:
     key = ("o", "d", "month") if monthly else ("o", "d")
     values: list[tuple[Value, ...]] = []
     geometry: list[Coords] = []
     default = _default_month(window)
+    plan = plan or cell_plan(window, pub, window.od, ("o", "d"))
     for layer in _layers(window.od):
-        t = cell_table(_with_month(window.od[layer], default), key, pub,
-                       parts_of=key[:-1] if monthly else ())  # fmt: skip
+        hide = plan.hide("month" if monthly else "total", layer)
+        t = cell_table(_with_month(window.od[layer], default), key, pub, hide=hide)
         cols: list[Sequence[Value]] = [_ids(t.keys["o"]), _ids(t.keys["d"]), [layer] * len(t)]
         if monthly:
             cols.append(_months(t.keys))

@@ -32,7 +32,8 @@ from heatmetro.core.config import Config
 from heatmetro.core.months import month_index, month_of_index, window_months
 from heatmetro.core.sports import is_ebike
 from heatmetro.site_builder.metro_columns import HOURLY_WIDE_COLUMNS
-from heatmetro.site_builder.metro_partnered import BY_HOUR, SumsOf, partnered_table
+from heatmetro.site_builder.metro_partnered import publish_planned
+from heatmetro.site_builder.metro_plan import OTHER, EdgePlan, other_records
 from heatmetro.site_builder.metro_tables import (
     DirectionSums,
     Publication,
@@ -249,6 +250,7 @@ def write_streets(
     net = sw.net
     n = 0
     names = [c.name for c in main_cols]
+    plan = street_plan(sw, pub)
     with (
         (metro_dir / "streets.csv").open("w", encoding="utf-8", newline="") as fc,
         (metro_dir / "streets.geojson").open("wb") as fg,
@@ -258,7 +260,7 @@ def write_streets(
         head = {"attribution": ATTRIBUTION, "license": LICENSE, "type": "FeatureCollection"}
         # orjson, as ``metro_files.write_geojson``: UTF-8, compact, properties in CSV order.
         fg.write(orjson.dumps(head, option=orjson.OPT_SORT_KEYS)[:-1] + b',"features":[')
-        for row, edge in _rows(sw, pub, values, by=()):
+        for row, edge in _rows(sw, pub, values, plan, by=()):
             table.writerow(row)
             lat, lng = net.polyline(edge)
             coords = np.round(np.column_stack([lng, lat]), 7).tolist()
@@ -281,25 +283,25 @@ def write_streets(
         with (metro_dir / name).open("w", encoding="utf-8", newline="") as fh:
             out = csv.writer(fh, lineterminator="\n")
             out.writerow([c.name for c in cols])
-            for row, _ in _rows(sw, pub, values, by=by):
+            for row, _ in _rows(sw, pub, values, plan, by=by):
                 out.writerow(row)
                 counts[name] += 1
     with (metro_dir / "streets_hourly_wide.csv").open("w", encoding="utf-8", newline="") as fh:
         out = csv.writer(fh, lineterminator="\n")
         out.writerow([c.name for c in wide_cols])
-        wide = list(_wide_rows(sw, pub))
+        wide = list(_wide_rows(sw, pub, plan))
         out.writerows(wide)
         counts["streets_hourly_wide.csv"] = len(wide)
     return counts
 
 
-def _wide_rows(sw: StreetWindow, pub: Publication) -> Iterator[list[Any]]:
+def _wide_rows(sw: StreetWindow, pub: Publication, plan: EdgePlan) -> Iterator[list[Any]]:
     """As ``metro_rows.hourly_wide_rows`` for street edges: per edge and layer, each
     direction and local hour its own published count (all days), in edge_uid order."""
     net = sw.net
     nearest = nearest_street_names(net)
     for layer in [k for k in LAYERS if k in sw.records]:
-        t = partnered_table(_sums_of(sw.records[layer], pub), ("a",), BY_HOUR, pub)
+        t = publish_planned(plan, "hour", layer, pub)
         if not len(t):
             continue
         wide, first = by_hour(t, "a")
@@ -313,7 +315,7 @@ def _wide_rows(sw: StreetWindow, pub: Publication) -> Iterator[list[Any]]:
 
 
 def _rows(
-    sw: StreetWindow, pub: Publication, values: Any, *, by: tuple[str, ...]
+    sw: StreetWindow, pub: Publication, values: Any, plan: EdgePlan, *, by: tuple[str, ...]
 ) -> Iterator[tuple[list[Any], int]]:
     """Rows per street edge and layer, and per ``by`` (``()``, hour and weekend, or
     month), in edge_uid order (text: independent of the extract's numbering)."""
@@ -322,8 +324,8 @@ def _rows(
     hourly = by == ("hour", "weekend")
     nearest = nearest_street_names(net)
     for layer in layers:
-        sums_of = _sums_of(sw.records[layer], pub)
-        t = partnered_table(sums_of, ("a",), by, pub)
+        table = {(): "edge", ("month",): "month", ("hour", "weekend"): "hour_day"}[by]
+        t = publish_planned(plan, table, layer, pub)
         edges = t.keys["a"].astype(np.int64)
         bearing = _bearings(net, edges)
         order = np.lexsort((*(t.keys[k] for k in reversed(by)), net.uid[edges]))
@@ -339,14 +341,19 @@ def _rows(
             yield [*lead, *(c[r] for c in cols), *_tail(net, bearing[r], e)], e
 
 
-def _sums_of(records: np.ndarray, pub: Publication) -> SumsOf:
-    """``direction_sums`` of one layer's street records, each key counted once."""
+def street_plan(sw: StreetWindow, pub: Publication) -> EdgePlan:
+    """``metro_plan`` over the street tables of every layer (each key counted once)."""
+
+    records = {k: sw.records[k] for k in LAYERS if k in sw.records}
+    other = other_records(records)
+    if other is not None:
+        records[OTHER] = other
 
     @cache
-    def sums_of(key: tuple[str, ...], with_bands: bool) -> DirectionSums:
-        return direction_sums(records, key, pub.max_trips, with_bands=with_bands)
+    def sums_of(layer: str, key: tuple[str, ...], with_bands: bool) -> DirectionSums:
+        return direction_sums(records[layer], key, pub.max_trips, with_bands=with_bands)
 
-    return sums_of
+    return EdgePlan(sums_of, list(records), ("a",), pub.min_athletes)
 
 
 def _lead(net: StreetNetwork, nearest: list[str], e: int, layer: str) -> list[Any]:

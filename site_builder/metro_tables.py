@@ -384,7 +384,11 @@ def by_hour(t: DirectionTable, *keys: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def publish_directions(
-    sums: DirectionSums, pub: Publication, *, hide: np.ndarray | None = None
+    sums: DirectionSums,
+    pub: Publication,
+    *,
+    hide: np.ndarray | None = None,
+    sub_hide: dict[str, np.ndarray] | None = None,
 ) -> DirectionTable:
     """Apply the privacy rules to grouped sums.
 
@@ -394,7 +398,9 @@ def publish_directions(
     person's habits could be read off, and a true 0 could not be published at all).
     None can be worked out from the others (``metro_secondary``): where commute or
     leisure, ride or e-bike, or a band is hidden, a partner is hidden too; ``hide``
-    (``[rows, 2]``) hides directions chosen as partners across rows.
+    (``[rows, 2]``) hides directions chosen as partners across rows. ``sub_hide`` (by
+    kind: ``[rows, 2, n]``), when given, are the sub-counts to hide instead of the
+    partners chosen here (``metro_plan`` chooses them over every table at once).
     The order of the ``publish`` calls is fixed: with differential privacy each draws
     the next noise from the release's seeded generator.
     """
@@ -405,15 +411,18 @@ def publish_directions(
         shown &= ~hide
     trips = np.where(shown, pub.publish(total.trips, total.people), SUPPRESSED)
 
-    def sub(cells: Cells, n_sub: int, parts: int) -> np.ndarray:
+    def sub(cells: Cells, n_sub: int, parts: int, kind: str) -> np.ndarray:
         counts = pub.publish(cells.trips, cells.people).reshape(n_rows, 2, n_sub)
-        extra = sub_partners(cells, n_sub, parts, shown, pub.min_athletes)
+        if sub_hide is not None:
+            extra = sub_hide[kind]
+        else:
+            extra = sub_partners(cells, n_sub, parts, shown, pub.min_athletes)
         return np.where(shown[:, :, None] & ~extra, counts, SUPPRESSED)
 
-    kinds = sub(sums.kinds, 2, 2)
-    bikes = sub(sums.bikes, 3, 2)  # not a ride: never published, not a part
+    kinds = sub(sums.kinds, 2, 2, "kinds")
+    bikes = sub(sums.bikes, 3, 2, "bikes")  # not a ride: never published
     kmh, ms = _speeds(total, shown)
-    bands = sub(sums.bands, len(BANDS), len(BANDS)) if sums.bands is not None else None
+    bands = sub(sums.bands, len(BANDS), len(BANDS), "bands") if sums.bands is not None else None
 
     keep = shown.any(axis=1)  # a row with both directions hidden is not written at all
     people = np.where(shown, pub.publish(total.people, total.people, is_people=True), SUPPRESSED)
@@ -467,18 +476,37 @@ class CellTable:
         return len(self.trips)
 
 
+def cell_sums(
+    arr: np.ndarray, key: tuple[str, ...], max_trips: int | None
+) -> tuple[np.ndarray, np.ndarray, Cells]:
+    """Hexagon or OD records grouped on ``key``: ``(records, first row of each group,
+    sums [groups, 1])``, groups in sorted key order."""
+    arr = _checked(arr, key, "/".join(key))
+    row, first = dense_index(*(arr[k] for k in key))
+    return (
+        arr,
+        first,
+        count_cells(row, np.zeros(len(arr), np.int64), (len(first), 1), arr, max_trips),
+    )
+
+
 def cell_table(
-    arr: np.ndarray, key: tuple[str, ...], pub: Publication, *, parts_of: tuple[str, ...] = ()
+    arr: np.ndarray,
+    key: tuple[str, ...],
+    pub: Publication,
+    *,
+    parts_of: tuple[str, ...] = (),
+    hide: np.ndarray | None = None,
 ) -> CellTable:
     """Group hexagon (``("cell",)``) or OD (``("o", "d")``) records and publish them.
     With ``parts_of`` (the key without ``month``): the rows sharing it add up to a
-    published total, so a hidden one gets a hidden partner (``metro_secondary``)."""
-    arr = _checked(arr, key, "/".join(key))
-    n = len(arr)
-    row, first = dense_index(*(arr[k] for k in key))
-    cells = count_cells(row, np.zeros(n, np.int64), (len(first), 1), arr, pub.max_trips)
+    published total, so a hidden one gets a hidden partner (``metro_secondary``);
+    ``hide`` (per group), when given, is what to hide instead (``metro_plan``)."""
+    arr, first, cells = cell_sums(arr, key, pub.max_trips)
     shown = cells.people[:, 0] >= pub.min_athletes
-    if parts_of:
+    if hide is not None:
+        shown &= ~hide
+    elif parts_of:
         group, _ = dense_index(*(arr[k][first] for k in parts_of))
         extra = partners(group, cells.trips, cells.people, shown[:, None], pub.min_athletes)
         shown &= ~extra[:, 0]

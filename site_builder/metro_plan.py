@@ -1,0 +1,402 @@
+"""Secondary suppression over every Metro edge table and layer at once (linked tables).
+
+``metro_secondary`` hides a partner beside each hidden count, one relation at a time.
+That left two ways round it (an outside review, ``bench/metro_audit.py``): relations
+*between layers* (``all`` = ride + run + water + winter + unknown sports, per row and
+column), and *chains*: a partner hidden in one relation read off another (an edge's
+commute minus its published months' commute), then used in the first. Here every count
+of the four edge tables (per edge, per month, per hour, per hour and day type) of every
+layer is one cell, every ``total = sum of parts`` among them one relation, and partners
+are hidden until no relation gives a hidden count away:
+
+* a relation whose total is published must not have exactly one hidden part with people
+  behind it, nor hidden parts that may hold fewer than ``min_athletes`` people between
+  them (none holds that many, and the total's people less the shown parts' are fewer):
+  the smallest published part is hidden too (or, with none left, the total);
+* a hidden total with people behind it must not be the sum of published parts: the
+  smallest published part is hidden too.
+
+Every hidden count with people behind it is protected so, partners included, so no
+chain of single subtractions can start. Each round only hides more, so the rounds end
+(in practice within a few dozen); each choice is a pure function of the counts (smallest
+trips, then first cell): the same store gives the same files. Trips of sports outside the
+group layers (``all`` only) are a part no file publishes, taken as one person's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from heatmetro.site_builder.metro_tables import (
+    BAND_OF_HOUR,
+    BANDS,
+    DirectionSums,
+    cell_sums,
+    dense_index,
+    rows_of,
+)
+
+__all__ = ["TABLE_BY", "CellPlan", "EdgePlan", "LayerSumsOf"]
+
+#: The edge tables: what each is keyed by besides the edge.
+TABLE_BY: dict[str, tuple[str, ...]] = {
+    "edge": (),
+    "month": ("month",),
+    "hour": ("hour",),  # the wide file: each hour over all days, trips only
+    "hour_day": ("hour", "weekend"),
+}
+_GROUPS = ("ride", "run", "water", "winter")
+# Columns of a cell row: the direction's trips; commute, leisure; ride, e-bike, not a ride
+# (never published); the time bands (edge and month tables).
+_KINDS, _BIKES, _BANDS = slice(1, 3), slice(3, 6), slice(6, 6 + len(BANDS))
+_NOT_A_RIDE = 5
+
+LayerSumsOf = Callable[[str, tuple[str, ...], bool], DirectionSums]  # layer, key, with bands
+
+
+OTHER = "_other"  # the never-published part of ``all``: sports outside the group layers
+
+
+def other_records(arrs: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The records of ``all`` that no group layer holds (unknown sport types), so that the
+    people behind that never-published part are counted, not guessed; None without ``all``."""
+    if "all" not in arrs:
+        return None
+    whole = arrs["all"]
+    groups = [arrs[g] for g in _GROUPS if g in arrs and len(arrs[g])]
+    if not groups or not len(whole):
+        return whole
+    stacked = np.concatenate([whole, *groups])
+    sign = np.concatenate([np.ones(len(whole))] + [-np.ones(len(g)) for g in groups])
+    sums = [f for f in ("trips", "speed_sum", "speed_n") if f in (whole.dtype.names or ())]
+    fields = [f for f in whole.dtype.names or () if f not in sums]
+    row, first = dense_index(*(stacked[f] for f in fields))
+    trips = np.bincount(row, weights=sign * stacked["trips"], minlength=len(first))
+    out = stacked[first].copy()
+    for f in sums:
+        out[f] = 0
+    out["trips"] = np.maximum(trips, 0).astype(out["trips"].dtype)
+    return out[trips > 0]
+
+
+def _columns(table: str) -> int:
+    return {"edge": 6 + len(BANDS), "month": 6 + len(BANDS), "hour": 1, "hour_day": 6}[table]
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One table of one layer: its cells are ``start + [rows, 2, columns]``."""
+
+    sums: DirectionSums
+    start: int
+    columns: int
+
+    @property
+    def ids(self) -> np.ndarray:
+        rows = len(self.sums)
+        return self.start + np.arange(rows * 2 * self.columns).reshape(rows, 2, self.columns)
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """``[rows, 2, columns]`` trips and people."""
+        s, rows = self.sums, len(self.sums)
+        trips = np.zeros((rows, 2, self.columns), dtype=np.int64)
+        people = np.zeros_like(trips)
+        parts = [(slice(0, 1), s.total, 1)]
+        if self.columns > 1:
+            parts += [(_KINDS, s.kinds, 2), (_BIKES, s.bikes, 3)]
+        if self.columns > 6 and s.bands is not None:
+            parts.append((_BANDS, s.bands, len(BANDS)))
+        for where, cells, n in parts:
+            trips[:, :, where] = cells.trips.reshape(rows, 2, n)
+            people[:, :, where] = cells.people.reshape(rows, 2, n)
+        return trips, people
+
+
+class _Relations:
+    """``total = sum of parts`` relations as flat arrays (one row per part). A relation
+    is a family (a kind of sum) and a total cell: one cell heads several (an edge's
+    months, its hours, its layers), each kept apart."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, int] = {}
+        self.keys: list[np.ndarray] = []
+        self.parts: list[np.ndarray] = []
+
+    def add(self, family: str, total_of_part: np.ndarray, part: np.ndarray) -> None:
+        """Parts with the total each one adds up to (any shapes, equal sizes)."""
+        fam = self.families.setdefault(family, len(self.families))
+        self.keys.append(total_of_part.ravel().astype(np.int64) * 64 + fam)
+        self.parts.append(part.ravel().astype(np.int64))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rel_total, part_rel, part_cell)``: each relation's total cell; per part, its
+        relation and its cell."""
+        keys = np.concatenate(self.keys) if self.keys else np.zeros(0, np.int64)
+        part = np.concatenate(self.parts) if self.parts else np.zeros(0, np.int64)
+        rel_key, part_rel = np.unique(keys, return_inverse=True)
+        return rel_key // 64, part_rel.reshape(-1), part
+
+
+class EdgePlan:
+    """Which counts of the edge tables to hide, for every layer at once.
+
+    Args:
+        sums_of: ``(layer, key, with_bands) -> DirectionSums`` of one layer's records.
+        layers: the layers published.
+        edge: the edge key (``("a", "b")`` for H3 edges, ``("a",)`` for street edges).
+        min_athletes: the publication threshold.
+    """
+
+    def __init__(
+        self, sums_of: LayerSumsOf, layers: list[str], edge: tuple[str, ...], min_athletes: int
+    ) -> None:
+        self.edge, self.k = edge, min_athletes
+        self.blocks: dict[tuple[str, str], _Block] = {}
+        start = 0
+        for layer in layers:
+            for table, by in TABLE_BY.items():
+                sums = sums_of(layer, (*edge, *by), table in ("edge", "month"))
+                block = _Block(sums, start, _columns(table))
+                self.blocks[(table, layer)] = block
+                start += len(sums) * 2 * block.columns
+        self.n_cells = start
+        self._hidden: np.ndarray | None = None
+
+    def sums(self, table: str, layer: str) -> DirectionSums:
+        return self.blocks[(table, layer)].sums
+
+    def alike(self, table: str, a: str, b: str) -> bool:
+        """Whether layers ``a`` and ``b`` (with the very same records) hide alike."""
+        ha, sa = self.hides(table, a)
+        hb, sb = self.hides(table, b)
+        return np.array_equal(ha, hb) and all(np.array_equal(sa[k], sb[k]) for k in sa)
+
+    def hides(self, table: str, layer: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(directions [rows, 2], sub-counts by kind [rows, 2, n])`` to hide."""
+        if self._hidden is None:
+            self._hidden = self._solve()
+        block = self.blocks[(table, layer)]
+        rows = len(block.sums)
+        hidden = self._hidden[block.start : block.start + rows * 2 * block.columns]
+        hidden = hidden.reshape(rows, 2, block.columns)
+        sub: dict[str, np.ndarray] = {}
+        if block.columns > 1:
+            sub = {"kinds": hidden[:, :, _KINDS], "bikes": hidden[:, :, _BIKES]}
+        if block.columns > 6:
+            sub["bands"] = hidden[:, :, _BANDS]
+        return hidden[:, :, 0], sub
+
+    # ------------------------------------------------------------------ the solve
+
+    def _solve(self) -> np.ndarray:
+        trips = np.zeros(self.n_cells, dtype=np.int64)
+        people = np.zeros(self.n_cells, dtype=np.int64)
+        shown = np.zeros(self.n_cells, dtype=bool)
+        for block in self.blocks.values():
+            t, p = block.counts()
+            ids = block.ids
+            trips[ids], people[ids] = t, p
+            ok = p >= self.k
+            ok[:, :, 1:] &= ok[:, :, :1]  # a sub-count only within a published direction
+            if block.columns > _NOT_A_RIDE:
+                ok[:, :, _NOT_A_RIDE] = False
+            shown[ids] = ok
+        for (_, layer), block in self.blocks.items():
+            if layer == OTHER:
+                shown[block.ids] = False
+        rel = _Relations()
+        self._relations(rel)
+        rel_total, part_rel, part_cell = rel.arrays()
+        hidden = _fixed_point(trips, people, ~shown, rel_total, part_rel, part_cell, self.k,
+                              self._directions())  # fmt: skip
+        return hidden[: self.n_cells]
+
+    def _directions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per sub-count cell, its direction's cell: hiding a direction hides them all."""
+        subs, heads = [], []
+        for block in self.blocks.values():
+            if block.columns > 1:
+                ids = block.ids
+                subs.append(ids[:, :, 1:].ravel())
+                heads.append(np.repeat(ids[:, :, 0].ravel(), block.columns - 1))
+        if not subs:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(subs), np.concatenate(heads)
+
+    def _relations(self, rel: _Relations) -> None:
+        """Every relation: within each layer, and ``all`` = the group layers + the rest."""
+        layers = sorted({layer for _, layer in self.blocks})
+        for layer in layers:
+            if layer != OTHER:
+                self._within_layer(rel, layer)
+        if "all" not in layers:
+            return
+        for table, by in TABLE_BY.items():
+            whole = self.blocks[(table, "all")]
+            keys = tuple(whole.sums.keys[k] for k in (*self.edge, *by))
+            for group in [g for g in (*_GROUPS, OTHER) if (table, g) in self.blocks]:
+                part = self.blocks[(table, group)]
+                at = rows_of(keys, tuple(part.sums.keys[k] for k in (*self.edge, *by)))
+                rel.add(f"layers {table}", whole.ids[at], part.ids)
+
+    def _within_layer(self, rel: _Relations, layer: str) -> None:
+        edge, month = self.blocks[("edge", layer)], self.blocks[("month", layer)]
+        hour, day = self.blocks[("hour", layer)], self.blocks[("hour_day", layer)]
+        # Within a row: trips = commute + leisure = rides + e-bike rides + the rest = bands.
+        for block in (edge, month, day):
+            ids = block.ids
+            for cols in (_KINDS, _BIKES) + ((_BANDS,) if block.columns > 6 else ()):
+                n = cols.stop - cols.start
+                rel.add(f"row {cols.start}", np.repeat(ids[:, :, :1], n, axis=2), ids[:, :, cols])
+
+        def edge_rows(block: _Block, of: _Block) -> np.ndarray:
+            return rows_of(tuple(of.sums.keys[k] for k in self.edge),
+                           tuple(block.sums.keys[k] for k in self.edge))  # fmt: skip
+
+        # An edge's every count is the sum of its months'.
+        rel.add("months", edge.ids[edge_rows(month, edge)], month.ids)
+        # ... and of its hours' by day type (the columns both tables have).
+        rel.add("hours", edge.ids[edge_rows(day, edge)][:, :, : day.columns], day.ids)
+        # A band of an edge is the sum of its hours (all days).
+        band = BAND_OF_HOUR[hour.sums.keys["hour"].astype(np.int64)]
+        at = edge_rows(hour, edge)
+        heads = edge.ids[at[:, None], np.arange(2)[None, :], (6 + band)[:, None]]
+        rel.add("band hours", heads, hour.ids)
+        # An hour (all days) is its weekday plus its weekend.
+        hkey = (*self.edge, "hour")
+        at = rows_of(tuple(hour.sums.keys[k] for k in hkey), tuple(day.sums.keys[k] for k in hkey))
+        rel.add("day types", hour.ids[at], day.ids[:, :, :1])
+
+
+class CellPlan:
+    """``EdgePlan`` for hexagons or OD pairs: per layer, the table over the window
+    (keyed ``key``) and the monthly one, their totals the sums of their months, and
+    ``all`` the sum of the group layers' (and other sports')."""
+
+    def __init__(
+        self, arrs: dict[str, np.ndarray], key: tuple[str, ...], max_trips: int | None, k: int
+    ) -> None:
+        self.k = k
+        self.blocks: dict[
+            tuple[str, str], tuple[int, dict[str, np.ndarray], np.ndarray, np.ndarray]
+        ] = {}
+        other = other_records(arrs)
+        if other is not None:
+            arrs = {**arrs, OTHER: other}
+        start = 0
+        for layer, arr in arrs.items():
+            for table, tkey in (("total", key), ("month", (*key, "month"))):
+                recs, first, cells = cell_sums(arr, tkey, max_trips)
+                keys = {f: recs[f][first] for f in tkey}
+                self.blocks[(table, layer)] = (start, keys, cells.trips[:, 0], cells.people[:, 0])
+                start += len(first)
+        self.key, self.n_cells = key, start
+        self._hidden: np.ndarray | None = None
+
+    def hide(self, table: str, layer: str) -> np.ndarray:
+        if self._hidden is None:
+            self._hidden = self._solve()
+        start, _, trips, _ = self.blocks[(table, layer)]
+        return self._hidden[start : start + len(trips)]
+
+    def _ids(self, table: str, layer: str) -> np.ndarray:
+        start, _, trips, _ = self.blocks[(table, layer)]
+        return start + np.arange(len(trips))
+
+    def _solve(self) -> np.ndarray:
+        trips = np.zeros(self.n_cells, dtype=np.int64)
+        people = np.zeros(self.n_cells, dtype=np.int64)
+        for start, _, t, p in self.blocks.values():
+            trips[start : start + len(t)], people[start : start + len(t)] = t, p
+        rel = _Relations()
+        layers = sorted({layer for _, layer in self.blocks})
+        for layer in [x for x in layers if x != OTHER]:
+            _, tk, _, _ = self.blocks[("total", layer)]
+            _, mk, _, _ = self.blocks[("month", layer)]
+            at = rows_of(tuple(tk[f] for f in self.key), tuple(mk[f] for f in self.key))
+            rel.add("months", self._ids("total", layer)[at], self._ids("month", layer))
+        if "all" in layers:
+            for table in ("total", "month"):
+                _, wk, _, _ = self.blocks[(table, "all")]
+                fields = tuple(wk)
+                whole = self._ids(table, "all")
+                for group in [g for g in (*_GROUPS, OTHER) if (table, g) in self.blocks]:
+                    _, gk, _, _ = self.blocks[(table, group)]
+                    at = rows_of(tuple(wk[f] for f in fields), tuple(gk[f] for f in fields))
+                    rel.add(f"layers {table}", whole[at], self._ids(table, group))
+        shown = people >= self.k
+        for (_, layer), (start, _, t, _) in self.blocks.items():
+            if layer == OTHER:
+                shown[start : start + len(t)] = False
+        rel_total, part_rel, part_cell = rel.arrays()
+        none = np.zeros(0, np.int64)
+        hidden = _fixed_point(trips, people, ~shown, rel_total, part_rel, part_cell, self.k,
+                              (none, none))  # fmt: skip
+        return hidden[: self.n_cells]
+
+
+def _fixed_point(
+    trips: np.ndarray,
+    people: np.ndarray,
+    hidden: np.ndarray,
+    rel_total: np.ndarray,
+    part_rel: np.ndarray,
+    part_cell: np.ndarray,
+    k: int,
+    directions: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Hide partners until no relation gives a protected count away. Protected: a hidden
+    count of 1..k-1 people, or one hidden as a partner (or under a partner direction); a
+    count never published for its own sake (trips not by bike) is not, by itself."""
+    n_rel = len(rel_total)
+    has = people > 0
+    sub, head = directions
+    hidden = hidden.copy()
+    partner = np.zeros(len(hidden), dtype=bool)
+    part_people = people[part_cell]
+    # Costly partners: a direction (its every sub-count goes with it), or a sub-count that
+    # is all of its direction (the direction would give it away, so it would go too).
+    costly = np.zeros(len(hidden), dtype=bool)
+    costly[head] = True
+    costly[sub] = trips[sub] == trips[head]
+    while True:
+        hidden[sub] |= hidden[head]
+        partner[sub] |= partner[head]
+        protect = hidden & has & ((people < k) | partner)
+        hidden_ppl = hidden[part_cell] & has[part_cell]
+        n_hidden = np.bincount(part_rel, weights=hidden_ppl, minlength=n_rel)
+        n_protect = np.bincount(part_rel, weights=protect[part_cell], minlength=n_rel)
+        # The difference is a group's if a hidden part holds k people or more, or if the
+        # hidden parts do between them: at least the total's people less the shown ones'.
+        n_group = np.bincount(part_rel, weights=hidden_ppl & (part_people >= k), minlength=n_rel)
+        shown_ppl = np.bincount(
+            part_rel, weights=np.where(~hidden[part_cell], part_people, 0), minlength=n_rel
+        )
+        group = (n_group > 0) | (people[rel_total] - shown_ppl >= k)
+        total_shown = ~hidden[rel_total]
+        exposed = total_shown & (n_protect > 0) & ((n_hidden == 1) | ~group)
+        derivable = ~total_shown & protect[rel_total] & (n_hidden == 0)
+        need = exposed | derivable
+        if not need.any():
+            return hidden
+        cand = np.flatnonzero(need[part_rel] & ~hidden[part_cell] & has[part_cell])
+        chosen = np.zeros(n_rel, dtype=bool)
+        if len(cand):
+            c = part_cell[cand]
+            order = cand[np.lexsort((c, trips[c], costly[c], part_rel[cand]))]
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = part_rel[order][1:] != part_rel[order][:-1]
+            best, rels = part_cell[order[first]], part_rel[order[first]]
+            # Where the cheapest part is costly and the total is not, the total goes.
+            instead = costly[best] & exposed[rels] & ~costly[rel_total[rels]]
+            picked = np.where(instead, rel_total[rels], best)
+            hidden[picked] = partner[picked] = True
+            chosen[rels] = True
+        # No published part left to hide beside it: the total itself goes.
+        lone = rel_total[need & ~chosen & total_shown]
+        hidden[lone] = partner[lone] = True
+        if not len(cand) and not len(lone):
+            return hidden  # (cannot happen: a needy relation always has one or the other)
