@@ -204,14 +204,18 @@ class EdgePlan:
             if block.columns > _NOT_A_RIDE:
                 ok[:, :, _NOT_A_RIDE] = False
             shown[ids] = ok
+        never = np.zeros(self.n_cells, dtype=bool)  # counts no file publishes
         for (_, layer), block in self.blocks.items():
             if layer == OTHER:
-                shown[block.ids] = False
+                never[block.ids] = True
+            elif block.columns > _NOT_A_RIDE:
+                never[block.ids[:, :, _NOT_A_RIDE]] = True
+        shown &= ~never
         rel = _Relations()
         self._relations(rel)
         rel_total, part_rel, part_cell = rel.arrays()
-        hidden = _fixed_point(trips, people, ~shown, rel_total, part_rel, part_cell, self.k,
-                              self._directions())  # fmt: skip
+        hidden = _fixed_point(trips, people, ~shown, never, rel_total, part_rel, part_cell,
+                              self.k, self._directions())  # fmt: skip
         return hidden[: self.n_cells]
 
     def _directions(self) -> tuple[np.ndarray, np.ndarray]:
@@ -327,14 +331,15 @@ class CellPlan:
                     _, gk, _, _ = self.blocks[(table, group)]
                     at = rows_of(tuple(wk[f] for f in fields), tuple(gk[f] for f in fields))
                     rel.add(f"layers {table}", whole[at], self._ids(table, group))
-        shown = people >= self.k
+        never = np.zeros(self.n_cells, dtype=bool)
         for (_, layer), (start, _, t, _) in self.blocks.items():
             if layer == OTHER:
-                shown[start : start + len(t)] = False
+                never[start : start + len(t)] = True
+        shown = (people >= self.k) & ~never
         rel_total, part_rel, part_cell = rel.arrays()
         none = np.zeros(0, np.int64)
-        hidden = _fixed_point(trips, people, ~shown, rel_total, part_rel, part_cell, self.k,
-                              (none, none))  # fmt: skip
+        hidden = _fixed_point(trips, people, ~shown, never, rel_total, part_rel, part_cell,
+                              self.k, (none, none))  # fmt: skip
         return hidden[: self.n_cells]
 
 
@@ -342,6 +347,7 @@ def _fixed_point(
     trips: np.ndarray,
     people: np.ndarray,
     hidden: np.ndarray,
+    never: np.ndarray,
     rel_total: np.ndarray,
     part_rel: np.ndarray,
     part_cell: np.ndarray,
@@ -350,30 +356,44 @@ def _fixed_point(
 ) -> np.ndarray:
     """Hide partners until no relation gives a protected count away. Protected: a hidden
     count of 1..k-1 people, or one hidden as a partner (or under a partner direction); a
-    count never published for its own sake (trips not by bike) is not, by itself."""
+    count never published for its own sake (trips not by bike, other sports) is not, by
+    itself; with ``min_athletes`` people or more it is taken as known, not as an unknown
+    that hides its neighbours (its own relations may give it away)."""
     n_rel = len(rel_total)
     has = people > 0
     sub, head = directions
     hidden = hidden.copy()
     partner = np.zeros(len(hidden), dtype=bool)
     part_people = people[part_cell]
-    # Costly partners: a direction (its every sub-count goes with it), or a sub-count that
-    # is all of its direction (the direction would give it away, so it would go too).
+    known = never & (people >= k)
+    # Costly partners: a direction (its every sub-count goes with it), and whatever equals
+    # one through sums of a single part with people (hiding one would give the other away,
+    # so both would go: a sub-count that is all of its direction, the one hour of a band
+    # that is all of the direction's trips).
     costly = np.zeros(len(hidden), dtype=bool)
     costly[head] = True
-    costly[sub] = trips[sub] == trips[head]
+    with_people = np.bincount(part_rel, weights=has[part_cell], minlength=n_rel)
+    sole = has[part_cell] & (with_people[part_rel] == 1) & has[rel_total[part_rel]]
+    same_a, same_b = part_cell[sole], rel_total[part_rel[sole]]
+    while True:
+        before = int(costly.sum())
+        costly[same_a] |= costly[same_b]
+        costly[same_b] |= costly[same_a]
+        if int(costly.sum()) == before:
+            break
     while True:
         hidden[sub] |= hidden[head]
         partner[sub] |= partner[head]
         protect = hidden & has & ((people < k) | partner)
-        hidden_ppl = hidden[part_cell] & has[part_cell]
+        unknown = hidden & ~known
+        hidden_ppl = unknown[part_cell] & has[part_cell]
         n_hidden = np.bincount(part_rel, weights=hidden_ppl, minlength=n_rel)
         n_protect = np.bincount(part_rel, weights=protect[part_cell], minlength=n_rel)
         # The difference is a group's if a hidden part holds k people or more, or if the
         # hidden parts do between them: at least the total's people less the shown ones'.
         n_group = np.bincount(part_rel, weights=hidden_ppl & (part_people >= k), minlength=n_rel)
         shown_ppl = np.bincount(
-            part_rel, weights=np.where(~hidden[part_cell], part_people, 0), minlength=n_rel
+            part_rel, weights=np.where(~unknown[part_cell], part_people, 0), minlength=n_rel
         )
         group = (n_group > 0) | (people[rel_total] - shown_ppl >= k)
         total_shown = ~hidden[rel_total]
