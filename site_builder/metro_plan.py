@@ -69,6 +69,9 @@ def other_records(arrs: dict[str, np.ndarray]) -> np.ndarray | None:
     groups = [arrs[g] for g in _GROUPS if g in arrs and len(arrs[g])]
     if not groups or not len(whole):
         return whole
+    # The group layers' records are a part of all's, key by key: equal sums, nothing else.
+    if int(whole["trips"].sum()) == sum(int(g["trips"].sum()) for g in groups):
+        return whole[:0]
     stacked = np.concatenate([whole, *groups])
     sign = np.concatenate([np.ones(len(whole))] + [-np.ones(len(g)) for g in groups])
     sums = [f for f in ("trips", "speed_sum", "speed_n") if f in (whole.dtype.names or ())]
@@ -131,11 +134,14 @@ class _Relations:
         self.keys.append(total_of_part.ravel().astype(np.int64) * 64 + fam)
         self.parts.append(part.ravel().astype(np.int64))
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(self, has: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rel_total, part_rel, part_cell)``: each relation's total cell; per part, its
-        relation and its cell."""
+        relation and its cell. Parts nobody is behind (``~has``) are left out: a known 0
+        changes no relation (most cells of the dense tables are such zeros)."""
         keys = np.concatenate(self.keys) if self.keys else np.zeros(0, np.int64)
         part = np.concatenate(self.parts) if self.parts else np.zeros(0, np.int64)
+        keep = has[part]
+        keys, part = keys[keep], part[keep]
         rel_key, part_rel = np.unique(keys, return_inverse=True)
         return rel_key // 64, part_rel.reshape(-1), part
 
@@ -213,7 +219,7 @@ class EdgePlan:
         shown &= ~never
         rel = _Relations()
         self._relations(rel)
-        rel_total, part_rel, part_cell = rel.arrays()
+        rel_total, part_rel, part_cell = rel.arrays(people > 0)
         hidden = _fixed_point(trips, people, ~shown, never, rel_total, part_rel, part_cell,
                               self.k, self._directions())  # fmt: skip
         return hidden[: self.n_cells]
@@ -336,7 +342,7 @@ class CellPlan:
             if layer == OTHER:
                 never[start : start + len(t)] = True
         shown = (people >= self.k) & ~never
-        rel_total, part_rel, part_cell = rel.arrays()
+        rel_total, part_rel, part_cell = rel.arrays(people > 0)
         none = np.zeros(0, np.int64)
         hidden = _fixed_point(trips, people, ~shown, never, rel_total, part_rel, part_cell,
                               self.k, (none, none))  # fmt: skip
@@ -359,21 +365,46 @@ def _fixed_point(
     count never published for its own sake (trips not by bike, other sports) is not, by
     itself; with ``min_athletes`` people or more it is taken as known, not as an unknown
     that hides its neighbours (its own relations may give it away)."""
+    # Cells nobody is behind are known zeros (and hidden already): work on the others.
+    live = np.flatnonzero(people > 0)
+    at = np.full(len(people), -1, dtype=np.int64)
+    at[live] = np.arange(len(live))
+    sub, head = directions
+    keep = at[sub] >= 0
+    out = hidden.copy()
+    out[live] = _solve_live(
+        trips[live], people[live], hidden[live], never[live],
+        at[rel_total], part_rel, at[part_cell], k, (at[sub[keep]], at[head[keep]]),
+    )  # fmt: skip
+    return out
+
+
+def _solve_live(
+    trips: np.ndarray,
+    people: np.ndarray,
+    hidden: np.ndarray,
+    never: np.ndarray,
+    rel_total: np.ndarray,
+    part_rel: np.ndarray,
+    part_cell: np.ndarray,
+    k: int,
+    directions: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """``_fixed_point`` over cells with people (every part and total has some)."""
     n_rel = len(rel_total)
-    has = people > 0
     sub, head = directions
     hidden = hidden.copy()
     partner = np.zeros(len(hidden), dtype=bool)
     part_people = people[part_cell]
     known = never & (people >= k)
+    small = people < k
     # Costly partners: a direction (its every sub-count goes with it), and whatever equals
     # one through sums of a single part with people (hiding one would give the other away,
     # so both would go: a sub-count that is all of its direction, the one hour of a band
     # that is all of the direction's trips).
     costly = np.zeros(len(hidden), dtype=bool)
     costly[head] = True
-    with_people = np.bincount(part_rel, weights=has[part_cell], minlength=n_rel)
-    sole = has[part_cell] & (with_people[part_rel] == 1) & has[rel_total[part_rel]]
+    sole = np.bincount(part_rel, minlength=n_rel)[part_rel] == 1
     same_a, same_b = part_cell[sole], rel_total[part_rel[sole]]
     while True:
         before = int(costly.sum())
@@ -381,42 +412,56 @@ def _fixed_point(
         costly[same_b] |= costly[same_a]
         if int(costly.sum()) == before:
             break
+    hidden[sub] |= hidden[head]
+    # Only relations with a cell changed in the last round can have changed: each round
+    # looks at those alone (the first at all of them).
+    act = np.arange(n_rel)
+    idx = np.arange(len(part_cell))
     while True:
-        hidden[sub] |= hidden[head]
-        partner[sub] |= partner[head]
-        protect = hidden & has & ((people < k) | partner)
-        unknown = hidden & ~known
-        hidden_ppl = unknown[part_cell] & has[part_cell]
-        n_hidden = np.bincount(part_rel, weights=hidden_ppl, minlength=n_rel)
-        n_protect = np.bincount(part_rel, weights=protect[part_cell], minlength=n_rel)
+        pr = part_rel[idx] if len(act) == n_rel else np.searchsorted(act, part_rel[idx])
+        pc, pp = part_cell[idx], part_people[idx]
+        m, tot = len(act), rel_total[act]
+        unknown = hidden[pc] & ~known[pc]
+        protect = hidden[pc] & (small[pc] | partner[pc])
+        n_hidden = np.bincount(pr, weights=unknown, minlength=m)
+        n_protect = np.bincount(pr, weights=protect, minlength=m)
         # The difference is a group's if a hidden part holds k people or more, or if the
         # hidden parts do between them: at least the total's people less the shown ones'.
-        n_group = np.bincount(part_rel, weights=hidden_ppl & (part_people >= k), minlength=n_rel)
-        shown_ppl = np.bincount(
-            part_rel, weights=np.where(~unknown[part_cell], part_people, 0), minlength=n_rel
-        )
-        group = (n_group > 0) | (people[rel_total] - shown_ppl >= k)
-        total_shown = ~hidden[rel_total]
+        n_group = np.bincount(pr, weights=unknown & (pp >= k), minlength=m)
+        shown_ppl = np.bincount(pr, weights=np.where(unknown, 0, pp), minlength=m)
+        group = (n_group > 0) | (people[tot] - shown_ppl >= k)
+        total_shown = ~hidden[tot]
+        total_protect = hidden[tot] & (small[tot] | partner[tot])
         exposed = total_shown & (n_protect > 0) & ((n_hidden == 1) | ~group)
-        derivable = ~total_shown & protect[rel_total] & (n_hidden == 0)
-        need = exposed | derivable
+        need = exposed | (~total_shown & total_protect & (n_hidden == 0))
         if not need.any():
             return hidden
-        cand = np.flatnonzero(need[part_rel] & ~hidden[part_cell] & has[part_cell])
-        chosen = np.zeros(n_rel, dtype=bool)
+        changed: list[np.ndarray] = []
+        cand = np.flatnonzero(need[pr] & ~hidden[pc])
+        chosen = np.zeros(m, dtype=bool)
         if len(cand):
-            c = part_cell[cand]
-            order = cand[np.lexsort((c, trips[c], costly[c], part_rel[cand]))]
+            c, r = pc[cand], pr[cand]
+            order = np.lexsort((c, trips[c], costly[c], r))
             first = np.ones(len(order), dtype=bool)
-            first[1:] = part_rel[order][1:] != part_rel[order][:-1]
-            best, rels = part_cell[order[first]], part_rel[order[first]]
+            first[1:] = r[order][1:] != r[order][:-1]
+            best, rels = c[order[first]], r[order[first]]
             # Where the cheapest part is costly and the total is not, the total goes.
-            instead = costly[best] & exposed[rels] & ~costly[rel_total[rels]]
-            picked = np.where(instead, rel_total[rels], best)
-            hidden[picked] = partner[picked] = True
+            instead = costly[best] & exposed[rels] & ~costly[tot[rels]]
+            picked = np.where(instead, tot[rels], best)
+            changed.append(picked)
             chosen[rels] = True
         # No published part left to hide beside it: the total itself goes.
-        lone = rel_total[need & ~chosen & total_shown]
-        hidden[lone] = partner[lone] = True
-        if not len(cand) and not len(lone):
-            return hidden  # (cannot happen: a needy relation always has one or the other)
+        changed.append(tot[need & ~chosen & total_shown])
+        new = np.unique(np.concatenate(changed))
+        hidden[new] = partner[new] = True
+        # A direction hidden (or made a partner) takes its sub-counts with it.
+        under = np.isin(head, new)
+        hidden[sub[under]] = partner[sub[under]] = True
+        new = np.union1d(new, sub[under])
+        touched = np.zeros(len(hidden), dtype=bool)
+        touched[new] = True
+        rel_active = np.zeros(n_rel, dtype=bool)
+        rel_active[part_rel[touched[part_cell]]] = True
+        rel_active |= touched[rel_total]
+        act = np.flatnonzero(rel_active)
+        idx = np.flatnonzero(rel_active[part_rel])
