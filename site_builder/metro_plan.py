@@ -25,11 +25,13 @@ group layers (``all`` only) are a part no file publishes, taken as one person's.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from heatmetro.site_builder.metro_plan_cache import PlanCache, edge_digests
 from heatmetro.site_builder.metro_tables import (
     BAND_OF_HOUR,
     BANDS,
@@ -38,6 +40,7 @@ from heatmetro.site_builder.metro_tables import (
     dense_index,
     rows_of,
 )
+from heatmetro.site_builder.mix64 import GOLDEN, mix64
 
 __all__ = ["TABLE_BY", "CellPlan", "EdgePlan", "LayerSumsOf"]
 
@@ -134,13 +137,17 @@ class _Relations:
         self.keys.append(total_of_part.ravel().astype(np.int64) * 64 + fam)
         self.parts.append(part.ravel().astype(np.int64))
 
-    def arrays(self, has: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(
+        self, has: np.ndarray, settled: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rel_total, part_rel, part_cell)``: each relation's total cell; per part, its
         relation and its cell. Parts nobody is behind (``~has``) are left out: a known 0
         changes no relation (most cells of the dense tables are such zeros)."""
         keys = np.concatenate(self.keys) if self.keys else np.zeros(0, np.int64)
         part = np.concatenate(self.parts) if self.parts else np.zeros(0, np.int64)
         keep = has[part]
+        if settled is not None:  # relations whose cells are decided already: left out
+            keep &= ~settled[keys // 64]
         keys, part = keys[keep], part[keep]
         rel_key, part_rel = np.unique(keys, return_inverse=True)
         return rel_key // 64, part_rel.reshape(-1), part
@@ -157,9 +164,14 @@ class EdgePlan:
     """
 
     def __init__(
-        self, sums_of: LayerSumsOf, layers: list[str], edge: tuple[str, ...], min_athletes: int
+        self,
+        sums_of: LayerSumsOf,
+        layers: list[str],
+        edge: tuple[str, ...],
+        min_athletes: int,
+        cache: PlanCache | None = None,
     ) -> None:
-        self.edge, self.k = edge, min_athletes
+        self.edge, self.k, self.cache = edge, min_athletes, cache
         self.blocks: dict[tuple[str, str], _Block] = {}
         start = 0
         for layer in layers:
@@ -217,12 +229,54 @@ class EdgePlan:
             elif block.columns > _NOT_A_RIDE:
                 never[block.ids[:, :, _NOT_A_RIDE]] = True
         shown &= ~never
+        hidden = ~shown
+        settled = None
+        if self.cache is not None:
+            # Edges the last build saw with the very same counts: its flags, unsolved.
+            live = np.flatnonzero(people > 0)
+            edge, content = self._identity(trips, people)
+            order, starts, digest = edge_digests(edge[live], content[live])
+            lengths = np.diff(np.r_[starts, len(order)])
+            seen, flags, _ = self.cache.reuse(digest, lengths)
+            grouped = live[order]
+            reused = grouped[np.repeat(seen, lengths)]
+            hidden[reused] = flags
+            settled = np.zeros(self.n_cells, dtype=bool)
+            settled[reused] = True
         rel = _Relations()
         self._relations(rel)
-        rel_total, part_rel, part_cell = rel.arrays(people > 0)
-        hidden = _fixed_point(trips, people, ~shown, never, rel_total, part_rel, part_cell,
+        rel_total, part_rel, part_cell = rel.arrays(people > 0, settled)
+        hidden = _fixed_point(trips, people, hidden, never, rel_total, part_rel, part_cell,
                               self.k, self._directions())  # fmt: skip
+        if self.cache is not None:
+            self.cache.save(digest, lengths, hidden[grouped])
         return hidden[: self.n_cells]
+
+    def _identity(self, trips: np.ndarray, people: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per cell: its edge (dense ids) and a digest of where it is and what it holds."""
+        blocks = list(self.blocks.items())
+        edge_ids, _ = dense_index(*(
+            np.concatenate([b.sums.keys[k] for _, b in blocks]) for k in self.edge
+        ))  # fmt: skip
+        edge = np.zeros(self.n_cells, dtype=np.int64)
+        content = np.zeros(self.n_cells, dtype=np.uint64)
+        row = 0
+        with np.errstate(over="ignore"):
+            for (table, layer), block in blocks:
+                rows = len(block.sums)
+                ids = block.ids
+                edge[ids] = edge_ids[row : row + rows, None, None]
+                row += rows
+                name = hashlib.sha256(f"{table}/{layer}".encode()).digest()[:8]
+                tag = np.uint64(int.from_bytes(name, "little"))
+                sub = np.zeros(rows, dtype=np.uint64)
+                for f in TABLE_BY[table]:
+                    sub = mix64(sub ^ (block.sums.keys[f].astype(np.uint64) + GOLDEN))
+                pos = np.arange(2 * block.columns, dtype=np.uint64).reshape(1, 2, block.columns)
+                content[ids] = mix64((sub[:, None, None] ^ tag) + pos * GOLDEN)
+            counts = trips.astype(np.uint64) * GOLDEN + people.astype(np.uint64)
+            content = mix64(content ^ mix64(counts))
+        return edge, content
 
     def _directions(self) -> tuple[np.ndarray, np.ndarray]:
         """Per sub-count cell, its direction's cell: hiding a direction hides them all."""

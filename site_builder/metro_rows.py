@@ -20,6 +20,7 @@ from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_columns import HOURS
 from heatmetro.site_builder.metro_partnered import publish_planned
 from heatmetro.site_builder.metro_plan import OTHER, CellPlan, EdgePlan, other_records
+from heatmetro.site_builder.metro_plan_cache import PLAN_CACHE, PlanCache
 from heatmetro.site_builder.metro_tables import (
     BANDS,
     DirectionSums,
@@ -132,7 +133,10 @@ def edge_plan(window: WindowData, pub: Publication, cache: MetroCache | None = N
             return direction_sums(arrs[layer], key, pub.max_trips, with_bands=bands)
         return _sums(layer, arrs[layer], key, pub, cache, with_bands=bands)
 
-    return EdgePlan(sums_of, list(arrs), ("a", "b"), pub.min_athletes)
+    plans = None
+    if cache is not None:  # beside the Metro cache: what the last build's plan hid per edge
+        plans = PlanCache(cache.path.with_name(PLAN_CACHE), pub.min_athletes, reuse=cache.reuse)
+    return EdgePlan(sums_of, list(arrs), ("a", "b"), pub.min_athletes, plans)
 
 
 def _lines(a: np.ndarray, b: np.ndarray, *, coords: bool = True) -> tuple[list[Coords], np.ndarray]:
