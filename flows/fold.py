@@ -122,7 +122,7 @@ class AthleteFold:
         )
         zones = self.zones(settings, ev.athlete_id)
         track = ev.streams  # a contract.Track once parsed
-        n_in = len(track)
+        n_in = len(track) + track.wrong  # as received: a wrong time's fix too
         base: dict[str, Any] = dict(
             activity_id=ev.activity_id,
             athlete_id=ev.athlete_id,
@@ -139,6 +139,8 @@ class AthleteFold:
             zone_key=orjson.dumps(zone_key(zones)).decode(),
             fixes_in=n_in,
             max_speed_ms=max_speed_ms(ev.sport_type),
+            clock_resets=track.resets,
+            wrong_time_fixes=track.wrong,
         )
         withheld = ""
         if settings.opt_out or ev.visibility != "everyone" or ev.hide_map:

@@ -58,6 +58,8 @@ class ActivityChange:
     vehicle_stretches: int = 0
     pause_splits: int = 0
     overlong_fixes: int = 0  # beyond the longest track one activity draws (core.limits)
+    clock_resets: int = 0  # steps back in time taken as resets (core.clock)
+    wrong_time_fixes: int = 0  # fixes dropped for a wrong time (core.clock)
     streets: bytes = b""  # STREET_DTYPE (state.street_ops), with a base map only
     metro_path: bytes = b""  # PATH_DTYPE at the Metro resolution (crossings by hysteresis)
 

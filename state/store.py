@@ -136,6 +136,8 @@ GPS_FAULTS = {
     "vehicle_stretches": "stretches cut as vehicles",
     "pause_splits": "splits at clock jumps or long pauses",
     "overlong_fixes": f"fixes beyond the longest track one activity draws ({MAX_TRACK_M / 1e3:,.0f} km)",
+    "wrong_time_fixes": "fixes dropped for a wrong time (out of order with the fixes around them)",
+    "clock_resets": "clock resets (the track split there, every fix kept)",
 }
 
 
@@ -243,6 +245,13 @@ def m011_mask_scaled_coordinates(db: sqlite_utils.Database) -> None:
 def m012_overlong_fixes(db: sqlite_utils.Database) -> None:
     # Fixes beyond the longest track one activity draws (core.limits.MAX_TRACK_M).
     db.execute("ALTER TABLE activities ADD COLUMN overlong_fixes INTEGER")
+
+
+@migrations()
+def m013_clock_faults(db: sqlite_utils.Database) -> None:
+    # A recorder's clock going back (core.clock): resets taken, wrong times dropped.
+    db.execute("ALTER TABLE activities ADD COLUMN clock_resets INTEGER")
+    db.execute("ALTER TABLE activities ADD COLUMN wrong_time_fixes INTEGER")
 
 
 def connect(db_path: Path, *, create: bool = True) -> sqlite_utils.Database:

@@ -32,7 +32,7 @@ _ACTIVITY_COLS = (
     "start_s", "utc_offset_s", "month", "hide_override_m", "cut_start_m", "cut_end_m",
     "zone_key", "path", "heat", "edges", "hexagons", "od", "fixes_in", "fixes_kept", "max_speed_ms",
     "spike_fixes", "bad_end_fixes", "vehicle_fixes", "vehicle_stretches", "pause_splits",
-    "streets", "metro_path", "overlong_fixes",
+    "streets", "metro_path", "overlong_fixes", "clock_resets", "wrong_time_fixes",
 )  # fmt: skip
 _UPSERT_ACTIVITY = (
     f"INSERT INTO activities ({', '.join(_ACTIVITY_COLS)}) "
@@ -171,7 +171,7 @@ class StoreWriter:
             c.cut_start_m, c.cut_end_m, c.zone_key, c.path, c.heat, c.edges, c.hexagons, c.od,
             c.fixes_in, c.fixes_kept, c.max_speed_ms,
             c.spike_fixes, c.bad_end_fixes, c.vehicle_fixes, c.vehicle_stretches, c.pause_splits,
-            c.streets or None, c.metro_path, c.overlong_fixes,
+            c.streets or None, c.metro_path, c.overlong_fixes, c.clock_resets, c.wrong_time_fixes,
         )  # fmt: skip
 
     def _settings(self, s: SettingsChange) -> set[tuple[str, str]]:

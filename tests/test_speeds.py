@@ -103,3 +103,16 @@ def test_a_device_left_recording_for_days_draws_at_most_1500_km() -> None:
     far = h3.cell_to_latlng(h3.int_to_str(int(path["cell"][-1])))
     assert abs(haversine_m(*START, *far) - MAX_TRACK_M) < 20_000  # a great circle, 42.3 N
     assert len(path) < 400_000
+
+
+def test_clock_faults_are_counted_with_the_activity() -> None:
+    """A reset and a wrong time are what `heatmetro stats` can tell an operator about a
+    device's clock: stored with the activity version (migration m013)."""
+    pts = [list(offset_point(*START, 6.0 * i, 90.0)) for i in range(1200)]
+    ev = activity("r", "a", [[round(a, 7), round(b, 7)] for a, b in pts])
+    times = [i if i < 600 else i - 3600 for i in range(1200)]  # back an hour at fix 600
+    times[300] = 40_000  # one corrupt time
+    ev["streams"]["time"] = times
+    change = change_of(ev)
+    assert (change.clock_resets, change.wrong_time_fixes) == (1, 1)
+    assert change.fixes_in == 1200  # as received

@@ -90,14 +90,22 @@ class AthleteEvent(_Event):
 class Track:
     """The validated streams as numpy arrays (lat, lng, seconds since start)."""
 
-    __slots__ = ("lat", "lng", "start_shift_s", "t")
+    __slots__ = ("lat", "lng", "resets", "start_shift_s", "t", "wrong")
 
     def __init__(
-        self, lat: np.ndarray, lng: np.ndarray, t: np.ndarray, start_shift_s: float = 0.0
+        self,
+        lat: np.ndarray,
+        lng: np.ndarray,
+        t: np.ndarray,
+        start_shift_s: float = 0.0,
+        *,
+        resets: int = 0,
+        wrong: int = 0,
     ) -> None:
         self.lat, self.lng, self.t = lat, lng, t
         # <= 0: the start moved back this far (a stretch of a reset clock put before it).
         self.start_shift_s = start_shift_s
+        self.resets, self.wrong = resets, wrong  # clock resets taken, wrong times dropped
 
     def __len__(self) -> int:
         return len(self.t)
@@ -362,7 +370,10 @@ def check_streams(event: ActivityEvent, max_fixes: int = MAX_FIXES_PER_ACTIVITY)
             "(a broken clock)"
         )
         raise StreamRecordError(msg)
-    return Track(pts[keep, 0], pts[keep, 1], kept_t, clock.start_shift_s)
+    return Track(
+        pts[keep, 0], pts[keep, 1], kept_t, clock.start_shift_s,
+        resets=clock.resets, wrong=clock.wrong,
+    )  # fmt: skip
 
 
 def _first_malformed(latlng: list[Any], time: list[Any]) -> str:
