@@ -1,5 +1,9 @@
 """Secondary suppression: no hidden Metro count can be worked out by subtraction.
 
+(The published files now take their partners from ``metro_plan``, which solves every
+table and layer at once; these one-relation rules remain for a table published on its
+own, without a plan.)
+
 A count is hidden when fewer than ``min_athletes`` people stand behind it (primary
 suppression, ``metro_tables.Publication``). But many published counts are sums of
 others: an edge's trips are its months' sum, its hours', its time bands', commute +
