@@ -121,6 +121,20 @@ class _Block:
         return trips, people
 
 
+@dataclass(frozen=True)
+class _Keys:
+    keys: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _View:
+    """Some rows of a ``_Block`` (those of the edges still to solve), as relations see it."""
+
+    sums: _Keys
+    ids: np.ndarray
+    columns: int
+
+
 class _Relations:
     """``total = sum of parts`` relations as flat arrays (one row per part). A relation
     is a family (a kind of sum) and a total cell: one cell heads several (an edge's
@@ -231,6 +245,7 @@ class EdgePlan:
         shown &= ~never
         hidden = ~shown
         settled = None
+        views: dict[tuple[str, str], _Block | _View] = dict(self.blocks)
         if self.cache is not None:
             # Edges the last build saw with the very same counts: its flags, unsolved.
             live = np.flatnonzero(people > 0)
@@ -243,8 +258,15 @@ class EdgePlan:
             hidden[reused] = flags
             settled = np.zeros(self.n_cells, dtype=bool)
             settled[reused] = True
+            # Relations never cross an edge: build them for the edges still to solve only.
+            solve = np.ones(int(edge.max()) + 1 if len(edge) else 0, dtype=bool)
+            solve[edge[grouped[starts[seen]]]] = False
+            for name, block in self.blocks.items():
+                rows = solve[edge[block.ids[:, 0, 0]]] if len(block.sums) else np.zeros(0, bool)
+                keys = {f: v[rows] for f, v in block.sums.keys.items()}
+                views[name] = _View(_Keys(keys), block.ids[rows], block.columns)
         rel = _Relations()
-        self._relations(rel)
+        self._relations(rel, views)
         rel_total, part_rel, part_cell = rel.arrays(people > 0, settled)
         hidden = _fixed_point(trips, people, hidden, never, rel_total, part_rel, part_cell,
                               self.k, self._directions())  # fmt: skip
@@ -290,25 +312,27 @@ class EdgePlan:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(subs), np.concatenate(heads)
 
-    def _relations(self, rel: _Relations) -> None:
+    def _relations(self, rel: _Relations, blocks: dict[tuple[str, str], _Block | _View]) -> None:
         """Every relation: within each layer, and ``all`` = the group layers + the rest."""
-        layers = sorted({layer for _, layer in self.blocks})
+        layers = sorted({layer for _, layer in blocks})
         for layer in layers:
             if layer != OTHER:
-                self._within_layer(rel, layer)
+                self._within_layer(rel, layer, blocks)
         if "all" not in layers:
             return
         for table, by in TABLE_BY.items():
-            whole = self.blocks[(table, "all")]
+            whole = blocks[(table, "all")]
             keys = tuple(whole.sums.keys[k] for k in (*self.edge, *by))
-            for group in [g for g in (*_GROUPS, OTHER) if (table, g) in self.blocks]:
-                part = self.blocks[(table, group)]
+            for group in [g for g in (*_GROUPS, OTHER) if (table, g) in blocks]:
+                part = blocks[(table, group)]
                 at = rows_of(keys, tuple(part.sums.keys[k] for k in (*self.edge, *by)))
                 rel.add(f"layers {table}", whole.ids[at], part.ids)
 
-    def _within_layer(self, rel: _Relations, layer: str) -> None:
-        edge, month = self.blocks[("edge", layer)], self.blocks[("month", layer)]
-        hour, day = self.blocks[("hour", layer)], self.blocks[("hour_day", layer)]
+    def _within_layer(
+        self, rel: _Relations, layer: str, blocks: dict[tuple[str, str], _Block | _View]
+    ) -> None:
+        edge, month = blocks[("edge", layer)], blocks[("month", layer)]
+        hour, day = blocks[("hour", layer)], blocks[("hour_day", layer)]
         # Within a row: trips = commute + leisure = rides + e-bike rides + the rest = bands.
         for block in (edge, month, day):
             ids = block.ids
@@ -316,7 +340,7 @@ class EdgePlan:
                 n = cols.stop - cols.start
                 rel.add(f"row {cols.start}", np.repeat(ids[:, :, :1], n, axis=2), ids[:, :, cols])
 
-        def edge_rows(block: _Block, of: _Block) -> np.ndarray:
+        def edge_rows(block: _Block | _View, of: _Block | _View) -> np.ndarray:
             return rows_of(tuple(of.sums.keys[k] for k in self.edge),
                            tuple(block.sums.keys[k] for k in self.edge))  # fmt: skip
 
