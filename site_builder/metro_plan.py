@@ -36,8 +36,11 @@ from heatmetro.site_builder.metro_tables import (
     BAND_OF_HOUR,
     BANDS,
     DirectionSums,
+    DirectionTable,
+    Publication,
     cell_sums,
     dense_index,
+    publish_directions,
     rows_of,
 )
 from heatmetro.site_builder.mix64 import GOLDEN, mix64
@@ -148,6 +151,7 @@ class _Relations:
     def add(self, family: str, total_of_part: np.ndarray, part: np.ndarray) -> None:
         """Parts with the total each one adds up to (any shapes, equal sizes)."""
         fam = self.families.setdefault(family, len(self.families))
+        assert fam < 64, "relation families are packed into 6 bits of a key"
         self.keys.append(total_of_part.ravel().astype(np.int64) * 64 + fam)
         self.parts.append(part.ravel().astype(np.int64))
 
@@ -199,6 +203,11 @@ class EdgePlan:
 
     def sums(self, table: str, layer: str) -> DirectionSums:
         return self.blocks[(table, layer)].sums
+
+    def publish(self, table: str, layer: str, pub: Publication) -> DirectionTable:
+        """Table ``table`` (``TABLE_BY``) of ``layer``, published with the plan's hides."""
+        hide, sub = self.hides(table, layer)
+        return publish_directions(self.sums(table, layer), pub, hide=hide, sub_hide=sub or None)
 
     def alike(self, table: str, a: str, b: str) -> bool:
         """Whether layers ``a`` and ``b`` (with the very same records) hide alike."""

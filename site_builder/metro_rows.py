@@ -18,7 +18,6 @@ from heatmetro.core.cells import cell_centres
 from heatmetro.core.months import month_index, month_of_index
 from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_columns import HOURS
-from heatmetro.site_builder.metro_partnered import publish_planned
 from heatmetro.site_builder.metro_plan import OTHER, CellPlan, EdgePlan, other_records
 from heatmetro.site_builder.metro_plan_cache import PLAN_CACHE, PlanCache
 from heatmetro.site_builder.metro_tables import (
@@ -212,7 +211,7 @@ def edge_rows(
     table = "month" if monthly else "edge"
 
     def build(layer: str) -> _Built:
-        t = publish_planned(plan, table, layer, pub)
+        t = plan.publish(table, layer, pub)
         if not len(t):
             return [[]], [], []
         a, b = t.keys["a"], t.keys["b"]
@@ -234,7 +233,7 @@ def hourly_rows(
     plan = plan or edge_plan(window, pub, cache)
 
     def build(layer: str) -> _Built:
-        t = publish_planned(plan, "hour_day", layer, pub)
+        t = plan.publish("hour_day", layer, pub)
         day = ["weekend" if w else "weekday" for w in t.keys["weekend"].tolist()]
         tail = [t.keys["hour"].tolist(), day, *direction_values(t)]
         return [_edge_ids(t.keys["a"], t.keys["b"])], tail, []
@@ -257,7 +256,7 @@ def hourly_wide_rows(
     plan = plan or edge_plan(window, pub, cache)
 
     def build(layer: str) -> _Built:
-        t = publish_planned(plan, "hour", layer, pub)
+        t = plan.publish("hour", layer, pub)
         if not len(t):
             return [[]], [], []
         wide, first = by_hour(t, "a", "b")

@@ -32,7 +32,6 @@ from heatmetro.core.config import Config
 from heatmetro.core.months import month_index, month_of_index, window_months
 from heatmetro.core.sports import is_ebike
 from heatmetro.site_builder.metro_columns import HOURLY_WIDE_COLUMNS
-from heatmetro.site_builder.metro_partnered import publish_planned
 from heatmetro.site_builder.metro_plan import OTHER, EdgePlan, other_records
 from heatmetro.site_builder.metro_tables import (
     DirectionSums,
@@ -301,7 +300,7 @@ def _wide_rows(sw: StreetWindow, pub: Publication, plan: EdgePlan) -> Iterator[l
     net = sw.net
     nearest = nearest_street_names(net)
     for layer in [k for k in LAYERS if k in sw.records]:
-        t = publish_planned(plan, "hour", layer, pub)
+        t = plan.publish("hour", layer, pub)
         if not len(t):
             continue
         wide, first = by_hour(t, "a")
@@ -325,7 +324,7 @@ def _rows(
     nearest = nearest_street_names(net)
     for layer in layers:
         table = {(): "edge", ("month",): "month", ("hour", "weekend"): "hour_day"}[by]
-        t = publish_planned(plan, table, layer, pub)
+        t = plan.publish(table, layer, pub)
         edges = t.keys["a"].astype(np.int64)
         bearing = _bearings(net, edges)
         order = np.lexsort((*(t.keys[k] for k in reversed(by)), net.uid[edges]))

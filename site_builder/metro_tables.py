@@ -25,7 +25,7 @@ import numpy as np
 
 from heatmetro.core.errors import PublishError
 from heatmetro.site_builder.metro_dp import DpNoise
-from heatmetro.site_builder.metro_secondary import part_partners, partners
+from heatmetro.site_builder.metro_secondary import part_partners
 
 # Local-time bands of the crossing hour: (name, first hour, hour after the last).
 BANDS: tuple[tuple[str, int, int], ...] = (
@@ -495,21 +495,14 @@ def cell_table(
     key: tuple[str, ...],
     pub: Publication,
     *,
-    parts_of: tuple[str, ...] = (),
     hide: np.ndarray | None = None,
 ) -> CellTable:
-    """Group hexagon (``("cell",)``) or OD (``("o", "d")``) records and publish them.
-    With ``parts_of`` (the key without ``month``): the rows sharing it add up to a
-    published total, so a hidden one gets a hidden partner (``metro_secondary``);
-    ``hide`` (per group), when given, is what to hide instead (``metro_plan``)."""
+    """Group hexagon (``("cell",)``) or OD (``("o", "d")``) records and publish them;
+    ``hide`` (per group): the partners ``metro_plan`` hides as well."""
     arr, first, cells = cell_sums(arr, key, pub.max_trips)
     shown = cells.people[:, 0] >= pub.min_athletes
     if hide is not None:
         shown &= ~hide
-    elif parts_of:
-        group, _ = dense_index(*(arr[k][first] for k in parts_of))
-        extra = partners(group, cells.trips, cells.people, shown[:, None], pub.min_athletes)
-        shown &= ~extra[:, 0]
     rows = first[shown]
     kmh, ms = _speeds(cells, cells.people >= pub.min_athletes)
     return CellTable(

@@ -599,18 +599,16 @@ def test_gpx_tracks_out_of_time_order_keep_their_own_points_and_sports(tmp_path:
     assert all(e["streams"]["time"] == [0, 10, 20] for e in events)
 
 
-def test_a_clock_reset_back_an_hour_keeps_every_fix(tmp_path: Path) -> None:
-    """A device that took the GPS time mid-ride and went back an hour: every fix after the
-    reset was dropped as "earlier than the point before". Now the fixes after it keep
-    their spacing and continue 301 s after the one before (the track splits there)."""
-    start = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
-    stamps = [start + timedelta(seconds=10 * i - (3600 if i >= 10 else 0)) for i in range(20)]
+def _import_timed_gpx(
+    path: Path, stamps: list[datetime], lat_step: float
+) -> tuple[dict, list[str]]:
+    """One cycling GPX track north from Elm Street with a fix at each of ``stamps``,
+    imported: the event and the notes."""
     points = "".join(
-        f'<trkpt lat="{42.3195 + 0.0005 * i}" lon="-72.645"><time>'
+        f'<trkpt lat="{42.3195 + lat_step * i}" lon="-72.645"><time>'
         f"{when.strftime('%Y-%m-%dT%H:%M:%SZ')}</time></trkpt>"
         for i, when in enumerate(stamps)
     )
-    path = tmp_path / "reset.gpx"
     path.write_bytes(
         '<?xml version="1.0"?><gpx version="1.1" creator="t" xmlns="http://www.topografix.com/'
         f'GPX/1/1"><trk><type>cycling</type><trkseg>{points}</trkseg></trk></gpx>'.encode()
@@ -618,6 +616,16 @@ def test_a_clock_reset_back_an_hour_keeps_every_fix(tmp_path: Path) -> None:
     notes: list[str] = []
     (event,) = import_tracks([path], athlete_id="g", on_error=lambda p, r: notes.append(r),
                              on_warning=lambda p, r: notes.append(r))  # fmt: skip
+    return event, notes
+
+
+def test_a_clock_reset_back_an_hour_keeps_every_fix(tmp_path: Path) -> None:
+    """A device that took the GPS time mid-ride and went back an hour: every fix after the
+    reset was dropped as "earlier than the point before". Now the fixes after it keep
+    their spacing and continue 301 s after the one before (the track splits there)."""
+    start = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
+    stamps = [start + timedelta(seconds=10 * i - (3600 if i >= 10 else 0)) for i in range(20)]
+    event, notes = _import_timed_gpx(tmp_path / "reset.gpx", stamps, 0.0005)
     check_event(event)
     assert event["streams"]["time"] == [10 * i for i in range(10)] + [
         90 + 301 + 10 * i for i in range(10)
@@ -635,19 +643,7 @@ def test_a_first_fix_from_1970_does_not_cost_the_ride(tmp_path: Path) -> None:
     refused. Judged from the track's median time, only that fix goes."""
     start = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
     stamps = [datetime(1970, 1, 1, tzinfo=UTC)] + [start + timedelta(seconds=i) for i in range(99)]
-    points = "".join(
-        f'<trkpt lat="{42.3195 + 0.00005 * i}" lon="-72.645"><time>'
-        f"{when.strftime('%Y-%m-%dT%H:%M:%SZ')}</time></trkpt>"
-        for i, when in enumerate(stamps)
-    )
-    path = tmp_path / "cold.gpx"
-    path.write_bytes(
-        '<?xml version="1.0"?><gpx version="1.1" creator="t" xmlns="http://www.topografix.com/'
-        f'GPX/1/1"><trk><type>cycling</type><trkseg>{points}</trkseg></trk></gpx>'.encode()
-    )
-    notes: list[str] = []
-    (event,) = import_tracks([path], athlete_id="g", on_error=lambda p, r: notes.append(r),
-                             on_warning=lambda p, r: notes.append(r))  # fmt: skip
+    event, notes = _import_timed_gpx(tmp_path / "cold.gpx", stamps, 0.00005)
     check_event(event)
     assert event["start_date"] == "2024-06-01T10:00:00Z"
     assert event["streams"]["time"] == list(range(99))
