@@ -324,9 +324,8 @@ class EdgePlan:
     def _relations(self, rel: _Relations, blocks: dict[tuple[str, str], _Block | _View]) -> None:
         """Every relation: within each layer, and ``all`` = the group layers + the rest."""
         layers = sorted({layer for _, layer in blocks})
-        for layer in layers:
-            if layer != OTHER:
-                self._within_layer(rel, layer, blocks)
+        for layer in layers:  # the never-published part's too: its sums may give it away
+            self._within_layer(rel, layer, blocks)
         if "all" not in layers:
             return
         for table, by in TABLE_BY.items():
@@ -410,7 +409,7 @@ class CellPlan:
             trips[start : start + len(t)], people[start : start + len(t)] = t, p
         rel = _Relations()
         layers = sorted({layer for _, layer in self.blocks})
-        for layer in [x for x in layers if x != OTHER]:
+        for layer in layers:
             _, tk, _, _ = self.blocks[("total", layer)]
             _, mk, _, _ = self.blocks[("month", layer)]
             at = rows_of(tuple(tk[f] for f in self.key), tuple(mk[f] for f in self.key))
@@ -483,6 +482,9 @@ def _solve_live(
     hidden = hidden.copy()
     partner = np.zeros(len(hidden), dtype=bool)
     part_people = people[part_cell]
+    # A never-published count of k people or more is taken as known until it turns out
+    # to be what a relation of its own gives a group of fewer away by: then, as nothing
+    # can hide it, it becomes a partner, and the published counts it is derived from go.
     known = never & (people >= k)
     small = people < k
     # Costly partners: a direction (its every sub-count goes with it), and whatever equals
@@ -517,14 +519,14 @@ def _solve_live(
         n_group = np.bincount(pr, weights=unknown & (pp >= k), minlength=m)
         shown_ppl = np.bincount(pr, weights=np.where(unknown, 0, pp), minlength=m)
         group = (n_group > 0) | (people[tot] - shown_ppl >= k)
-        total_shown = ~hidden[tot]
+        total_shown = ~hidden[tot] | known[tot]
         total_protect = hidden[tot] & (small[tot] | partner[tot])
         exposed = total_shown & (n_protect > 0) & ((n_hidden == 1) | ~group)
         need = exposed | (~total_shown & total_protect & (n_hidden == 0))
         if not need.any():
             return hidden
         changed: list[np.ndarray] = []
-        cand = np.flatnonzero(need[pr] & ~hidden[pc])
+        cand = np.flatnonzero(need[pr] & (~hidden[pc] | known[pc]))
         chosen = np.zeros(m, dtype=bool)
         if len(cand):
             c, r = pc[cand], pr[cand]
@@ -541,6 +543,7 @@ def _solve_live(
         changed.append(tot[need & ~chosen & total_shown])
         new = np.unique(np.concatenate(changed))
         hidden[new] = partner[new] = True
+        known[new] = False
         # A direction hidden (or made a partner) takes its sub-counts with it.
         under = np.isin(head, new)
         hidden[sub[under]] = partner[sub[under]] = True

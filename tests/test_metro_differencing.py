@@ -17,6 +17,7 @@ import shutil
 import subprocess
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,45 @@ def test_no_hidden_count_is_a_difference_between_layers(multi_sport: tuple[Path,
                     problems.append(f"{name} {k} {col}: {sorted(hidden)} = all - the rest")
     assert checked > 500, checked
     assert not problems, f"{len(problems)} recoverable across layers, e.g. {problems[:5]}"
+
+
+def _minus(whole: dict[str, str], part: dict[str, str], column: str) -> int | None:
+    """``whole - part`` in the forward ``column``, where both are published."""
+    a, b = whole.get(f"forward_{column}"), part.get(f"forward_{column}")
+    return int(a) - int(b) if a and b else None
+
+
+def test_an_unknown_sports_small_part_is_not_a_chain_of_differences(tmp_path: Path) -> None:
+    """Unknown sport types are in ``all`` only; their parts are never published, but their
+    sums are differences of published counts: other trips = all - ride, other evening =
+    all evening - ride evening. Two golfers' trips in the other bands on Elm Street must
+    not be one difference (a band of all - ride) nor a chain of them (other trips - other
+    evening): the plan keeps the never-published part's own relations too."""
+    from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, line
+    from tests.test_metro_cli import build
+
+    pts = line(NORTHAMPTON_WEST, NORTHAMPTON_EAST)
+    day = datetime(2021, 6, 15, 4, 0, tzinfo=UTC)  # 00:00 local
+    hours = {"morning": 7, "midday": 12, "evening": 18, "overnight": 23}
+    golfers = {"morning": 2, "midday": 1, "evening": 3, "overnight": 2}
+    events = []
+    for band, hour in hours.items():
+        start = day + timedelta(hours=hour, minutes=10)
+        for i in range(4):  # four riders in every band
+            events.append(activity(f"r{i}-{band}", f"r{i}", pts, start=start))
+        for i in range(golfers[band]):
+            events.append(activity(f"g{i}-{band}", f"g{i}", pts, start=start, sport_type="Golf"))
+    write_config(tmp_path, round_to=1)
+    rows = _by(read_csv(build(tmp_path, events) / "edges.csv"), "edge_id", "layer")
+    checked = 0
+    for (edge, layer), row in rows.items():
+        ride = rows.get((edge, "ride"), {})
+        if layer != "all" or not row["forward_trip_count"]:
+            continue
+        checked += 1
+
+        small = {b: _minus(row, ride, f"{b}_trip_count") for b in hours if b != "evening"}
+        trips, eve = _minus(row, ride, "trip_count"), _minus(row, ride, "evening_trip_count")
+        chained = trips - eve if trips is not None and eve is not None else None
+        assert chained is None and not any(small.values()), (edge, row, ride)
+    assert checked > 3, rows.keys()
