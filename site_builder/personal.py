@@ -14,6 +14,7 @@ owner sees why a street stops there.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import time
@@ -25,6 +26,7 @@ from heatmetro.core.config import Config
 from heatmetro.core.errors import PublishError
 from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat
 from heatmetro.site_builder.map_page import PageText, page_meta, write_layer_tiles, write_map_page
+from heatmetro.site_builder.weekly import weekly_builds_dir
 from heatmetro.state.personal_store import (
     PersonalFilter,
     athlete_activities,
@@ -138,7 +140,11 @@ def _span(flt: PersonalFilter) -> str:
 def _check_out(out_dir: Path, config: Config) -> None:
     """Only ever replace an empty folder or an earlier heatmap site, and never write a
     private map where the public site is published from (it would be copied to the CDN)."""
-    public = [config.out_dir, config.out_dir.parent / f".{config.out_dir.name}.builds"]
+    # The site, and every build folder beside it (monthly, weekly: out_dir's links point
+    # into them, so a map written there is served and copied with the site).
+    site = config.out_dir
+    builds = [site.parent / f".{site.name}.builds", weekly_builds_dir(site)]
+    public = [site, *builds, *sorted(site.parent.glob(f".{glob.escape(site.name)}.*"))]
     target = out_dir.resolve()
     for root in public:
         if target == root.resolve() or root.resolve() in target.parents:

@@ -208,6 +208,14 @@ def test_cli_mistakes_are_one_line(built: Path, run_cli: Run) -> None:
                   check=False)  # fmt: skip
     assert bad.returncode == 1 and "public site" in bad.stderr
     assert not (built / "site" / "me").exists()
+    # ... nor through its links into the build folders beside it (the weekly map's).
+    run_cli("snapshot", "-c", config, "--weekly", "--until", "2021-06-20")
+    weekly = built / "site" / "weekly"
+    assert weekly.is_symlink() and (weekly / "index.html").exists()
+    bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", weekly / "me",
+                  check=False)  # fmt: skip
+    assert bad.returncode == 1 and "public site" in bad.stderr, bad.stderr
+    assert not (weekly / "me").exists()
     # Never replaces a folder that is not a heatmap site.
     other = built / "documents"
     other.mkdir()
