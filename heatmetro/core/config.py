@@ -13,7 +13,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from heatmetro.core.errors import ConfigError
 from heatmetro.core.limits import MAX_FIXES_PER_ACTIVITY
@@ -38,19 +45,27 @@ DEFAULT_MAX_RECORD_BYTES = 64 * 2**20
 # Used only when neither config nor environment gives a salt; `heatmetro ingest` warns.
 DEV_SALT = "heatmetro-development-salt-change-me"
 
+# A count (an athlete threshold, a rounding step) no city's heatmap ever reaches: a
+# larger one would only ever publish nothing.
+MAX_ATHLETES = 10**6
+
 
 class Config(BaseModel):
     """Every setting heatmetro reads; see ``config.toml`` for what each one means."""
 
     # Strict: TOML has types, so `night_layer = "yes"` or `epoch_s = "2"` is a mistake to
     # name, not a value to guess (paths and lists still come as TOML strings and arrays).
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # No float setting means anything as NaN or infinity (NaN even passes every bound).
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+    # Every integer has an upper bound: an unbounded one (TOML takes 20 digits) passes
+    # here and overflows later in numpy, SQLite or C (int64 / C long). The bounds below are
+    # far beyond any real deployment and well inside int64.
 
     state_dir: Path = Field(Path("state_data"), strict=False)
     out_dir: Path = Field(Path("out"), strict=False)
-    min_athletes: int = Field(3, ge=1)
+    min_athletes: int = Field(3, ge=1, le=MAX_ATHLETES)
     max_per_athlete: int = Field(10, ge=1, le=65535)
-    round_to: int = Field(5, ge=1)
+    round_to: int = Field(5, ge=1, le=MAX_ATHLETES)
     default_hide_start_end_m: float = Field(200.0, ge=0, le=1609)
     hide_jitter_m: float = Field(150.0, ge=0, le=2000)
     zone_jitter_fraction: float = Field(0.25, ge=0, le=1)
@@ -69,19 +84,19 @@ class Config(BaseModel):
     # A heat cell is drawn if min_athletes distinct athletes rode it or a cell within this
     # many rings of it (README "Tiles"): 0 = the cell alone; default 1 at heat_resolution
     # 13 (a neighbourhood the size of one res-12 cell), else 0.
-    threshold_ring: int = -1
+    threshold_ring: int = Field(-1, ge=-1, le=1)
     metro_resolution: int = Field(10, ge=5, le=12)
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
     max_fixes_per_activity: int = Field(MAX_FIXES_PER_ACTIVITY, ge=2, le=10_000_000)
     epoch_s: float = Field(2.0, gt=0)
-    max_record_bytes: int = Field(DEFAULT_MAX_RECORD_BYTES, ge=1024)
+    max_record_bytes: int = Field(DEFAULT_MAX_RECORD_BYTES, ge=1024, le=2**32)
     # Layers beyond the five sport groups (see README "Layers").
     sport_layers: tuple[str, ...] = Field(DEFAULT_SPORT_LAYERS, strict=False)
     night_layer: bool = True
     # The weekly map: a short window leaks more, so it is stricter (never looser than
     # min_athletes / public_max_zoom: the defaults follow them, a looser value is refused).
-    weekly_min_athletes: int = Field(5, ge=1)
+    weekly_min_athletes: int = Field(5, ge=1, le=MAX_ATHLETES)
     weekly_public_max_zoom: int = Field(11, ge=0, le=22)
     # Keep each athlete's own non-public activities in state_dir/personal.db for
     # `heatmetro personal` (never read by a snapshot).
@@ -104,9 +119,20 @@ class Config(BaseModel):
     @classmethod
     def _threshold_ring(cls, values: Any) -> Any:
         if isinstance(values, dict) and values.get("threshold_ring") is None:
-            fine = int(values.get("heat_resolution", 13)) >= 13
+            # Not int(): a heat_resolution of the wrong type is named by its own field.
+            res = values.get("heat_resolution", 13)
+            fine = isinstance(res, int) and res >= 13
             values = {**values, "threshold_ring": 1 if fine else 0}
         return values
+
+    @field_validator("salt")
+    @classmethod
+    def _secret_salt(cls, value: str) -> str:
+        # A blank salt is no secret: anyone could compute the jitter it seeds.
+        if not value.strip():
+            msg = "must not be empty or blank: it is the secret behind the jitter of hidden ends and privacy zones"
+            raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _check_orders(self) -> Config:
@@ -210,26 +236,50 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         except tomllib.TOMLDecodeError as exc:
             msg = f"config file {path}: {exc}"
             raise ConfigError(msg) from None
+        except UnicodeDecodeError as exc:
+            msg = f"config file {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); TOML is UTF-8"
+            raise ConfigError(msg) from None
         base = path.resolve().parent
+    from_env: dict[str, str] = {}  # setting -> the variable it came from, named in errors
     for env, key in ENV_OVERRIDES.items():
-        if os.environ.get(env):
-            values[key] = os.environ[env]
+        if env in os.environ and (os.environ[env] or key == "salt"):
+            # An empty HEATMETRO_SALT is a mistake (`$(cat missing-file)`), not "unset".
+            values[key], from_env[key] = os.environ[env], env
     values.update({k: v for k, v in overrides.items() if v is not None})
     for key in ("state_dir", "out_dir", "template_dir", "base_map"):
-        if values.get(key) is not None:
+        # Only a string is a path; another type (`state_dir = 3`) is named by pydantic.
+        if isinstance(values.get(key), str | Path):
             p = Path(values[key])
             values[key] = p if p.is_absolute() else (base / p)
     try:
         return Config(**values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "config"
-        if first["type"] == "extra_forbidden":
-            msg = f"config {path or '(defaults)'}: {where}: not a heatmetro setting{_did_you_mean(where)}"
-            raise ConfigError(msg) from None
-        got = f" (got {first['input']!r})" if "input" in first and where != "config" else ""
-        msg = f"config {path or '(defaults)'}: {where}: {first['msg']}{got}"
-        raise ConfigError(msg) from None
+        raise _config_error(exc, path, from_env) from None
+
+
+def _config_error(exc: ValidationError, path: Path | None, from_env: dict[str, str]) -> ConfigError:
+    """The first mistake in one line: where (the key, or the variable that set it), what."""
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(x) for x in first["loc"])
+    if first["type"] == "extra_forbidden":
+        msg = (
+            f"config {path or '(defaults)'}: {where}: not a heatmetro setting{_did_you_mean(where)}"
+        )
+        return ConfigError(msg)
+    # A model-level check (zoom order ...) names its keys itself; a ValueError's message
+    # comes with pydantic's "Value error, " before it.
+    what = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "finite_number":  # NaN passes every bound check: said as itself
+        what = "not a number" if first.get("input") != first.get("input") else "not finite"
+    elif first["type"] == "path_type":
+        what = "expected a path (a TOML string)"
+    # The salt is a secret: never echoed, whatever it is.
+    shown = "input" in first and where and where != "salt"
+    got = f" (got {first['input']!r})" if shown else ""
+    if where in from_env:
+        where = f"{from_env[where]} (overrides `{where}`)"
+    prefix = f"config {path or '(defaults)'}: " + (f"{where}: " if where else "")
+    return ConfigError(prefix + what + got)
 
 
 def _did_you_mean(key: str) -> str:
