@@ -38,7 +38,7 @@ from heatmetro.flows.fatal import check_recovery_parts, end_run_on_lost_peer, wa
 from heatmetro.flows.ingest import build_flow
 from heatmetro.flows.stop import ignore_in_child, on_stop
 from heatmetro.flows.stop import install as stop_on_signals
-from heatmetro.state.shards import MANIFEST, ShardedStore
+from heatmetro.state.shards import MANIFEST, ShardedStore, salt_check
 from heatmetro.state.store import export_dead_letters
 
 # Recovery partitions are fixed when the folder is created; runs may use up to this
@@ -230,8 +230,17 @@ def _run_local_cluster(
 
 def warn_default_salt(config: Config) -> None:
     """A store made with the built-in salt (before a new one was refused): said each run.
-    (Without a store, opening one refuses to make it: ``ShardedStore.open``.)"""
-    if config.salt_is_default and (config.state_dir / "shards" / MANIFEST).exists():
+    (Without a store, opening one refuses to make it: ``ShardedStore.open``; a store made
+    with a secret salt refuses the built-in one there, so nothing is said here.)"""
+    manifest = config.state_dir / "shards" / MANIFEST
+    if not config.salt_is_default or not manifest.is_file():
+        return
+    try:
+        made_with = json.loads(manifest.read_text()).get("salt_check")
+    except (OSError, ValueError, AttributeError):
+        return  # an unreadable manifest is for ShardedStore.open to name
+    # No record: a store from before the check, likely made with this same salt.
+    if made_with in (None, salt_check(config.salt)):
         print(
             "warning: this store was made with the built-in development salt, which is "
             "public; re-ingest into a new state_dir with HEATMETRO_SALT set to a secret "

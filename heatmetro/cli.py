@@ -386,6 +386,64 @@ def byte_size(text: str) -> int:
     return int(number) * units[unit]
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0..65535 (0: any free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        msg = f"{text!r}: expected a port number from 0 to 65535"
+        raise argparse.ArgumentTypeError(msg)
+    return port
+
+
+def _contract_check(field: str, value: str) -> None:
+    """``value`` as the stream contract's ``activity`` event takes its ``field`` (its
+    type and length), or the contract's own words for why not: an option the contract
+    refuses would only make events that ingest files as dead letters."""
+    from pydantic import ValidationError, create_model
+
+    from heatmetro.core.contract import ActivityEvent  # not at start-up: ingest's models
+
+    info = ActivityEvent.model_fields[field]
+    option = create_model("Option", value=(info.annotation or str, info))
+    try:
+        option(value=value)
+    except ValidationError as exc:
+        said = exc.errors(include_url=False)[0]["msg"]
+        msg = f"{said[:1].lower()}{said[1:]}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def athlete_id(text: str) -> str:
+    """``--athlete-id``: a contract athlete id that also leaves room, in the activity ids
+    made from it (``ID:`` + 16 hex digits, ``-N`` per further leg), for the contract's
+    activity id limit."""
+    if not text.strip():
+        msg = "must not be empty or blank"
+        raise argparse.ArgumentTypeError(msg)
+    _contract_check("athlete_id", text)
+    try:
+        _contract_check("activity_id", f"{text}:{'0' * 16}-99")
+    except argparse.ArgumentTypeError:
+        msg = f"too long ({len(text)} characters) for the activity ids made from it"
+        raise argparse.ArgumentTypeError(msg) from None
+    return text
+
+
+def sport_type(text: str) -> str:
+    """``--sport-type``: a sport type as the contract takes it (its canonical name)."""
+    from heatmetro.core.sports import canonical_sport
+
+    name = canonical_sport(text)
+    if not name:
+        msg = f"{text!r}: a sport type of spaces only"
+        raise argparse.ArgumentTypeError(msg)
+    _contract_check("sport_type", name)
+    return name
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse's usage errors as one line, like every other mistake (exit code 2, as
     argparse's own): the usage block it prints would bury the one line that matters."""
@@ -556,11 +614,13 @@ def build_parser() -> argparse.ArgumentParser:
         "heatmetro import ride.fit run.gpx --athlete-id a-17 > events.jsonl",
     )
     p.add_argument("files", nargs="+", metavar="FILE_OR_ZIP")
-    p.add_argument("--athlete-id", required=True)
+    p.add_argument("--athlete-id", required=True, type=athlete_id)
     p.add_argument(
         "--visibility", default="everyone", choices=["everyone", "followers_only", "only_me"]
     )
-    p.add_argument("--sport-type", help="override the sport type found in the files")
+    p.add_argument(
+        "--sport-type", type=sport_type, help="override the sport type found in the files"
+    )
     p.add_argument(
         "--updated-at",
         type=version_time,
@@ -594,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "serve", cmd_serve, "preview the published site on 127.0.0.1", "heatmetro serve --port 8000"
     )
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--directory", help="site folder (default: out_dir from the config)")
     return parser
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from heatmetro.core.config import DEV_SALT
+from heatmetro.state.shards import salt_check
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
 from tests.store_rows import query, shard_files
 from tests.streams import (
@@ -267,8 +269,14 @@ def test_another_salt_is_refused_before_it_touches_the_store_or_the_site(project
         assert tree_hashes(project / "site") == site and store_rows(project) == rows
     # No salt at all (a new shell without the variable): said so, not "another salt".
     unset = {k: v for k, v in other.items() if k != "HEATMETRO_SALT"}
-    err = assert_one_line_error(heatmetro("snapshot", "-c", cfg, "--month", MONTH, env=unset), "")
-    assert "none is set now: set HEATMETRO_SALT" in err and "another HEATMETRO" not in err
+    for args in (
+        ("snapshot", "-c", cfg, "--month", MONTH),
+        ("ingest", "-c", cfg, project / "big.jsonl"),
+    ):
+        # ... and only that: no warning that the store was made with the public salt.
+        err = assert_one_line_error(heatmetro(*args, env=unset), "")
+        assert "none is set now: set HEATMETRO_SALT" in err and "another HEATMETRO" not in err
+        assert tree_hashes(project / "site") == site and store_rows(project) == rows
     # A store from before the check has no record of its salt: the next ingest makes one.
     manifest = project / "state" / "shards" / "store.json"
     meta = json.loads(manifest.read_text())
@@ -291,6 +299,18 @@ def test_no_new_store_is_made_with_the_public_development_salt(tmp_path: Path) -
         err = assert_one_line_error(proc, "no secret salt is set", "HEATMETRO_SALT")
         assert "warning" not in err and not (tmp_path / "state" / "shards").exists()
     assert heatmetro("ingest", "-c", cfg, events).returncode == 0  # with one: stored
+
+
+def test_a_store_made_with_the_development_salt_is_warned_about_each_run(project: Path) -> None:
+    """Such a store (from before a new one was refused) still runs, saying why it should
+    not hold real data; the warning is for that store only (see the test above)."""
+    manifest = project / "state" / "shards" / "store.json"
+    meta = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**meta, "salt_check": salt_check(DEV_SALT)}))
+    unset = {k: v for k, v in cli_env().items() if k != "HEATMETRO_SALT"}
+    proc = heatmetro("ingest", "-c", project / "config.toml", project / "small.jsonl", env=unset)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("warning: this store was made with the built-in development salt")
 
 
 def test_a_mistyped_config_key_names_the_real_ones(project: Path) -> None:
@@ -340,6 +360,13 @@ def test_a_port_in_use_is_one_line(project: Path) -> None:
         port = taken.getsockname()[1]
         proc = heatmetro("serve", "-c", project / "config.toml", "--port", str(port))
     assert_one_line_error(proc, f"127.0.0.1:{port}", "in use", "--port")
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "http"])
+def test_a_port_out_of_range_is_a_usage_error(project: Path, port: str) -> None:
+    proc = heatmetro("serve", "--directory", project / "site", "--port", port)
+    assert_one_line_error(proc, "argument --port", f"'{port}'", "from 0 to 65535")
+    assert proc.returncode == 2  # as argparse's other usage mistakes
 
 
 # --------------------------------------------------------------------------- state dir
