@@ -28,6 +28,9 @@ from heatmetro.state.settings import AthleteSettings
 from heatmetro.state.street_network import network_for
 
 RAW_KEEP = 2000  # characters of a bad record kept in the dead-letter file
+# Characters of a dead letter's reason: it names the record and the value (an id may be a
+# megabyte long in a record the contract refuses), the record itself is at its position.
+REASON_KEEP = 500
 
 
 class Decoded:
@@ -71,10 +74,19 @@ def _raw_text(data: bytes) -> str:
     return mask_locations(data[:RAW_KEEP].decode("utf-8", errors="replace"))
 
 
+def dead_reason(reason: str) -> str:
+    """The reason a dead letter keeps: masked (whole, so no number is cut to fewer
+    decimals than the mask takes), then cut to ``REASON_KEEP`` characters, saying so."""
+    masked = mask_locations(reason)
+    if len(masked) <= REASON_KEEP:
+        return masked
+    return f"{masked[:REASON_KEEP]}… ({len(masked):,} characters)"
+
+
 def _dead(rec: StreamMessage, reason: str) -> DeadLetter:
     # The reason keeps its values: it names one refused fix (out of range, not a number),
     # which is the operator's clue, not a track.
-    return DeadLetter(rec.source, rec.position, mask_locations(reason), _raw_text(rec.data))
+    return DeadLetter(rec.source, rec.position, dead_reason(reason), _raw_text(rec.data))
 
 
 class FoldStep:
@@ -109,7 +121,7 @@ class FoldStep:
             return self.fold.plan(state, event, rec.source, rec.position)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             name = getattr(event, "activity_id", event.athlete_id)
-            return state, [_dead(rec, f"{event.kind} {name}: cannot process: {exc!r}"[:500])]
+            return state, [_dead(rec, f"{event.kind} {name}: cannot process: {exc!r}")]
 
 
 class TrimStep:
@@ -137,7 +149,7 @@ class TrimStep:
             return finish_batch([job], self.config)[0]
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
             reason = f"activity {job.base['activity_id']}: cannot process: {exc!r}"
-            return DeadLetter(job.source, job.position, mask_locations(reason[:500]), "")
+            return DeadLetter(job.source, job.position, dead_reason(reason), "")
 
 
 def build_flow(

@@ -174,6 +174,21 @@ def test_a_dead_letters_reason_quotes_no_place(run_cli: Run, project: Path) -> N
     assert "longitude out of range" in text and "200.5" in text  # the bad half stays
 
 
+def test_a_dead_letters_reason_is_capped_and_says_how_long_it_was(
+    run_cli: Run, project: Path
+) -> None:
+    """A deletion whose id is a million characters: its reason names it, so the reason
+    was a megabyte in the store and in dead_letters.jsonl (an outside review)."""
+    huge = "x" * 1_000_000
+    events = write(project / "huge-id.jsonl", [deleted(huge, "a1", updated=day(3))])
+    run_cli("ingest", "-c", project / "config.toml", events)
+    (dead,) = [json.loads(x) for x in (project / "state" / "dead_letters.jsonl").open()]
+    (stored,) = query(project / "state", "SELECT reason FROM dead_letters")
+    for reason in (dead["reason"], stored[0]):
+        assert reason.startswith("activity_deleted xxx") and len(reason) < 600, len(reason)
+        assert re.fullmatch(r"activity_deleted x+… \(1,000,\d{3} characters\)", reason), reason
+
+
 def test_bad_records_go_to_dead_letters_and_the_rest_is_stored(run_cli: Run, project: Path) -> None:
     cfg = project / "config.toml"
     good = synthetic_stream()[:9]  # 3 athlete events, then a0..a1's six activities
@@ -581,6 +596,34 @@ def test_a_reimport_with_another_visibility_replaces_the_first_with_updated_at(
     late = run_cli("import", gpx, "--athlete-id", "a-1", "--updated-at", "2062-11-30T00:00:00Z",
                    check=False)  # fmt: skip
     assert late.returncode == 2 and "in the future" in late.stderr
+
+
+def test_import_options_follow_the_stream_contract(run_cli: Run, tmp_path: Path) -> None:
+    """An --athlete-id or --sport-type the contract refuses made events that ingest then
+    filed as dead letters (`--sport-type '   '` exited 0): now a usage error, nothing out."""
+    gpx = SHARED_DATA / "tracks" / "gpx" / "cerknicko-jezero.gpx"
+    for option, value, said in (
+        ("--sport-type", "   ", "a sport type of spaces only"),
+        ("--sport-type", "R" * 101, "at most 100 characters"),
+        ("--athlete-id", "", "must not be empty or blank"),
+        ("--athlete-id", " \t", "must not be empty or blank"),
+        ("--athlete-id", "a" * 201, "at most 200 characters"),
+        ("--athlete-id", "a" * 181, "too long (181 characters) for the activity ids"),
+    ):
+        args = {"--athlete-id": "a-1", option: value}
+        proc = run_cli("import", gpx, *(x for kv in args.items() for x in kv), check=False)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and proc.stdout == "", (option, value, err)
+        assert len(err.splitlines()) == 1 and f"argument {option}: " in err and said in err, err
+    # The longest id allowed, and a sport as a person writes it: stored, no dead letter.
+    out = run_cli("import", gpx, "--athlete-id", "a" * 180, "--sport-type", " walk ").stdout
+    (event,) = [json.loads(x) for x in out.splitlines()]
+    assert event["sport_type"] == "Walk" and len(event["activity_id"]) == 197
+    cfg = new_project(tmp_path / "p")
+    (tmp_path / "p" / "walk.jsonl").write_text(out)
+    ingest(run_cli, cfg, tmp_path / "p" / "walk.jsonl")
+    s = stats(run_cli, cfg)
+    assert s["activities"] == 1 and s["dead_letters"] == 0, s
 
 
 def test_a_version_from_the_future_cannot_outrank_a_deletion_or_an_opt_out(
