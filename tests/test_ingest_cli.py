@@ -29,9 +29,9 @@ import pytest
 import heatmetro
 from heatmetro.core.geo import haversine_m, step_lengths_m
 from heatmetro.flows.importers.jsonl import write_jsonl
-from heatmetro.flows.ingest import RAW_KEEP
 from heatmetro.flows.importers.valleybike import valleybike_events
 from heatmetro.flows.importers.valleybike_csv import DATA_DIR
+from heatmetro.flows.ingest import RAW_KEEP
 from heatmetro.state import store as store_module
 from heatmetro.state.records import PATH_DTYPE, from_blob
 from tests.conftest import HEATMETRO, REPO, SHARED_DATA, cli_env, write_config
