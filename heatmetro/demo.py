@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -47,7 +48,9 @@ def run_demo(
     else:
         say(f"1/3 stream events already in {events}")
     before = _dead_letters(config)
-    dead = run_ingest(config, [str(events)], workers=workers, quiet=quiet) - before
+    # Progress lines for a terminal only, as `heatmetro ingest` prints them.
+    progress = not quiet and sys.stderr.isatty()
+    dead = run_ingest(config, [str(events)], workers=workers, quiet=not progress) - before
     s = ShardedStore.open(config.state_dir, config.shards).stats()
     say(
         f"2/3 ingested with {workers} worker(s): {s['athletes']:,} athletes, {s['activities']:,} activities "
