@@ -117,6 +117,9 @@ class FoldStep:
             dead = _dead(rec, f"{exc} (its aggregate_opt_out was applied, nothing else of it)")
             state, out = self.fold.plan(state, opt_out, rec.source, rec.position)
             return state, [dead, *out]
+        except (RecursionError, MemoryError, OverflowError, TypeError, ValueError) as exc:
+            # A shape no rule foresaw is still one bad record: it must not stop the stream.
+            return state, [_dead(rec, f"record: cannot validate: {type(exc).__name__}")]
         try:
             return self.fold.plan(state, event, rec.source, rec.position)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream

@@ -7,17 +7,20 @@ Rerunning is cheap: ingest resumes from recovery and finds nothing new.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
-from heatmetro.core.config import load_config
+from heatmetro.core.config import Config, load_config
+from heatmetro.core.errors import ConfigError, HeatmetroError
 from heatmetro.flows.importers.jsonl import write_jsonl
 from heatmetro.flows.importers.valleybike import valleybike_events
 from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs
 from heatmetro.flows.runner import run_ingest
 from heatmetro.site_builder.snapshot import run_snapshot
-from heatmetro.state.shards import ShardedStore
+from heatmetro.state.shards import ShardedStore, salt_check
 
 DEMO_SALT = "heatmetro-demo-salt"  # demo only: real deployments set HEATMETRO_SALT
 
@@ -25,9 +28,12 @@ DEMO_SALT = "heatmetro-demo-salt"  # demo only: real deployments set HEATMETRO_S
 def run_demo(
     *, config_path: str | None, workers: int, all_data: bool, serve: bool, quiet: bool = False
 ) -> int:
-    os.environ.setdefault("HEATMETRO_SALT", DEMO_SALT)
     say = (lambda *_: None) if quiet else print
-    config = load_config(config_path)
+    # Always the demo's own salt, whatever is exported: a store made with another one
+    # (an operator's real store, under the same config) is then refused, untouched.
+    os.environ["HEATMETRO_SALT"] = DEMO_SALT
+    config = load_config(config_path).model_copy(update={"salt": DEMO_SALT})
+    _check_demo_store(config)
     csvs = (shared_csvs() if all_data else []) or bundled_csvs()
     events = (
         config.state_dir.parent
@@ -41,12 +47,15 @@ def run_demo(
         say(f"1/3 converted {len(csvs)} ValleyBike files to {n:,} stream events -> {events}")
     else:
         say(f"1/3 stream events already in {events}")
-    dead = run_ingest(config, [str(events)], workers=workers, quiet=quiet)
+    before = _dead_letters(config)
+    # Progress lines for a terminal only, as `heatmetro ingest` prints them.
+    progress = not quiet and sys.stderr.isatty()
+    dead = run_ingest(config, [str(events)], workers=workers, quiet=not progress) - before
     s = ShardedStore.open(config.state_dir, config.shards).stats()
     say(
         f"2/3 ingested with {workers} worker(s): {s['athletes']:,} athletes, {s['activities']:,} activities "
         f"({', '.join(f'{n:,} {k}' for k, n in sorted(s['activities_by_status'].items()))}), "
-        f"{dead} dead letters"
+        f"{dead} new dead letters"
     )
     month = s["months"][-1] if s["months"] else None
     result = run_snapshot(config, month=month, quiet=True)
@@ -61,3 +70,36 @@ def run_demo(
 
         serve_site(Path(site), 8000)  # prints "Serving DIR at URL (Ctrl-C to stop)"
     return 0
+
+
+def _check_demo_store(config: Config) -> None:
+    """The demo writes only into a store of its own (one made with the demo's salt) or a
+    new one: never into an operator's store, nor over a site published from one."""
+    manifest = config.state_dir / "shards" / "store.json"
+    ours = True
+    if manifest.exists():
+        try:
+            ours = json.loads(manifest.read_text()).get("salt_check") == salt_check(DEMO_SALT)
+        except (OSError, ValueError):
+            ours = False
+    if not ours:
+        msg = (
+            f"the store in {config.state_dir} is not the demo's (it was made with another "
+            "salt): `heatmetro demo` writes only into a store of its own. Run it in an empty "
+            "folder, or give it a config (-c) whose state_dir and out_dir are new"
+        )
+        raise ConfigError(msg)
+    if not manifest.exists() and (config.out_dir / "metadata.json").exists():
+        msg = (
+            f"out_dir {config.out_dir} holds a published site, and the demo's store is new: "
+            "the demo would replace that site. Give it a config (-c) whose out_dir is new"
+        )
+        raise ConfigError(msg)
+
+
+def _dead_letters(config: Config) -> int:
+    """Dead letters on file before this run (the demo reports its own)."""
+    try:
+        return ShardedStore.open(config.state_dir, config.shards).stats()["dead_letters"]
+    except HeatmetroError:  # no store yet
+        return 0

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from heatmetro.core.errors import PublishError
+
 
 def builds_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.builds"
@@ -50,7 +52,25 @@ def build_lock(out_dir: Path) -> AbstractContextManager[None]:
 
 def new_build_dir(out_dir: Path, label: str) -> Path:
     """An empty folder for the next build (unfinished ones from killed runs are removed)."""
+    check_replaceable(out_dir)
     return new_build_in(builds_dir(out_dir), label)
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """``out_dir`` may become a link to the new site only if it is one already, is
+    missing or empty, or is a heatmap site from before links: never someone's folder."""
+    if out_dir.is_symlink() or not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        msg = f"out_dir {out_dir}: is a file, not a site folder; refusing to replace it"
+        raise PublishError(msg)
+    site = (out_dir / "index.html").exists() and (out_dir / "metadata.json").exists()
+    if not site and any(out_dir.iterdir()):
+        msg = (
+            f"out_dir {out_dir}: exists and is not a heatmap site; refusing to replace it "
+            "(move it away, or set out_dir to a new folder)"
+        )
+        raise PublishError(msg)
 
 
 def new_build_in(root: Path, label: str) -> Path:
@@ -94,8 +114,10 @@ def publish(build: Path, out_dir: Path) -> Path:
     served = out_dir.resolve() if out_dir.is_symlink() else None
     target = os.path.relpath(final, out_dir.parent)
     if out_dir.exists() and not out_dir.is_symlink():
-        # A plain folder from elsewhere: move it aside once; from now on we swap links.
-        out_dir.rename(builds_dir(out_dir) / f"000000-previous-{out_dir.name}")
+        # A site folder from before links: moved aside once, and kept like a served build.
+        check_replaceable(out_dir)
+        served = builds_dir(out_dir) / f"000000-previous-{out_dir.name}"
+        out_dir.rename(served)
     link = out_dir.with_name(f".{out_dir.name}.link-{os.getpid()}")
     if link.is_symlink() or link.exists():
         link.unlink()

@@ -35,7 +35,13 @@ from heatmetro.core.errors import PublishError
 from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat
 from heatmetro.site_builder.load import contributing_paths
 from heatmetro.site_builder.map_page import PageText, page_meta, write_layer_tiles, write_map_page
-from heatmetro.site_builder.publish import builds_dir, new_build_in, out_dir_lock, prune_builds
+from heatmetro.site_builder.publish import (
+    builds_dir,
+    check_replaceable,
+    new_build_in,
+    out_dir_lock,
+    prune_builds,
+)
 from heatmetro.state.shards import ShardedStore
 from heatmetro.state.view import ReadView
 
@@ -83,6 +89,7 @@ def run_weekly(
     # forever.
     last = parse_until(until, datetime.now(UTC))
     first = last - timedelta(days=DAYS - 1)
+    check_replaceable(config.out_dir)  # a folder of someone's with an index.html too
     if not (config.out_dir / "index.html").exists():
         msg = (
             f"no published site in {config.out_dir}: run `heatmetro snapshot` first "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 from collections.abc import Callable
@@ -165,6 +166,26 @@ def test_demo_quiet_says_nothing_and_publishes(
     assert (proc.stdout, proc.stderr) == ("", ""), proc.stdout + proc.stderr
     meta = (tmp_path / "site" / "metadata.json").read_text()
     assert '"athletes": 281' in meta  # the bundled months' last window, as make demo shows
+
+
+def test_demo_never_writes_into_an_operators_store(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """Run where an operator's config.toml is, with their salt exported, the demo once
+    ingested its 1,344 rides into their store and published them over their site."""
+    config = tmp_path / "config.toml"
+    config.write_text('state_dir = "state"\nout_dir = "site"\nbasemap_url = ""\n')
+    events = tmp_path / "real.jsonl"
+    events.write_text(
+        '{"kind": "athlete", "athlete_id": "a1", "updated_at": "2021-06-01T00:00:00Z"}\n'
+    )
+    run_cli("ingest", "-c", config, events)  # with the operator's (the tests') secret salt
+    proc = run_cli("demo", "-q", "-c", config, "-w", "1", check=False)
+    assert proc.returncode == 1 and "not the demo's" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    stats = json.loads(run_cli("stats", "-c", config, "--json").stdout)
+    assert stats["athletes"] == 1 and stats["activities"] == 0
+    assert not (tmp_path / "site").exists()
 
 
 def test_config_prints_what_is_in_force_and_an_example_that_reads_back(

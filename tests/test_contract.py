@@ -221,6 +221,12 @@ def _without(event: dict[str, Any], key: str) -> bytes:
 BAD = [
     ("invalid_json", b'{"kind": "activity", "activity_id": "r-1001"', [r"^invalid JSON: "]),
     ("trailing_garbage", orjson.dumps(good_activity()) + b" x", [r"^invalid JSON: "]),
+    # Deeper than orjson reads (and than Python's stack: the reason-finder once crashed).
+    ("nested_too_deep", b"[" * 1100 + b"]" * 1100, [r"^invalid JSON: depth limit"]),
+    ("nested_object_too_deep", b'{"a":' * 1100 + b"1" + b"}" * 1100, [r"^invalid JSON: depth"]),
+    ("deeply_nested_fix", orjson.dumps({**good_activity(), "streams": {
+        "latlng": [[42.0, -72.0], "@"], "time": [0, 1]}}).replace(b'"@"', b"[" * 900 + b"]" * 900),
+     [r"^activity r-1001: latlng\[1\] = \[\[\[", "expected"]),
     ("missing_start", _without(good_activity(), "start_date"),
      [r"^activity r-1001: ", r"start_date", r"required"]),
     ("missing_streams", _without(good_activity(), "streams"),

@@ -421,3 +421,41 @@ def test_snapshot_without_a_store_is_a_clean_error(project: Path, run_cli: Run) 
     assert str(project / "state") in proc.stderr  # says where it looked
     assert not (project / "state" / "shards").exists(), "a snapshot must not create a store"
     assert not (project / "site").exists()
+
+
+def test_out_dir_that_is_someone_elses_folder_is_never_replaced(
+    real_store: Path, run_cli: Run, tmp_path: Path
+) -> None:
+    """A snapshot swaps a link at ``out_dir``. A folder already there is replaced only if
+    it is a heatmap site from before links (and then kept beside the builds); someone's
+    documents, or a file, are refused in one line and left as they were."""
+    project = copy_project(real_store, tmp_path / "p")
+    thesis = project / "site" / "docs" / "thesis.txt"
+    thesis.parent.mkdir(parents=True)
+    thesis.write_text("precious")
+    proc = snapshot(run_cli, project, "2018-06", check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "not a heatmap site" in proc.stderr and "Traceback" not in proc.stderr
+    assert thesis.read_text() == "precious" and not (project / "site").is_symlink()
+    assert [p.name for p in (project / "site").iterdir()] == ["docs"]  # no weekly map either
+    proc = run_cli("snapshot", "-c", project / "config.toml", "--weekly", "--until",
+                   "2018-06-20", check=False)  # fmt: skip
+    assert proc.returncode == 1 and "not a heatmap site" in proc.stderr, proc.stderr
+    assert [p.name for p in (project / "site").iterdir()] == ["docs"]
+    assert not list(project.glob(".site.builds/*"))
+    shutil.rmtree(project / "site")
+    (project / "site").write_text("notes")
+    proc = snapshot(run_cli, project, "2018-06", check=False)
+    assert proc.returncode == 1 and "is a file" in proc.stderr, proc.stderr
+    assert (project / "site").read_text() == "notes"
+    # An earlier site, a plain folder: the new one replaces it, and it is kept.
+    (project / "site").unlink()
+    snapshot(run_cli, project, "2018-06")
+    old = project / "old-site"
+    (project / "site").resolve().rename(old)
+    (project / "site").unlink()
+    old.rename(project / "site")
+    snapshot(run_cli, project, "2018-06")
+    assert (project / "site").is_symlink() and (project / "site" / "index.html").exists()
+    kept = project / ".site.builds" / "000000-previous-site"
+    assert (kept / "metadata.json").exists() and (kept / "index.html").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Annotated, Any, Literal
@@ -272,9 +273,10 @@ def _invalid_json_reason(raw: bytes | str, exc: orjson.JSONDecodeError) -> str:
 
     try:
         obj = json.loads(raw)  # the stdlib reads NaN, Infinity and overflowing numbers
-    except ValueError:
+        walk(obj, "")
+    except (ValueError, RecursionError):  # deeper than Python's stack: orjson's reason
         return f"invalid JSON: {exc}"
-    walk(obj, "")
+
     if not found:
         return f"invalid JSON: {exc}"
     path, text = found[0]
@@ -376,12 +378,19 @@ def check_streams(event: ActivityEvent, max_fixes: int = MAX_FIXES_PER_ACTIVITY)
     )  # fmt: skip
 
 
+def _short(value: Any) -> str:
+    """At most 40 characters of a refused value; nested lists only a few levels deep
+    (``str`` of a list nested 1,000 deep exhausts Python's stack)."""
+    text = reprlib.repr(value) if isinstance(value, list | tuple | dict) else str(value)
+    return text[:40]
+
+
 def _first_malformed(latlng: list[Any], time: list[Any]) -> str:
     for i, p in enumerate(latlng):
         ok = isinstance(p, list | tuple) and len(p) == 2
         if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in p):
-            return f"latlng[{i}] = {str(p)[:40]}: expected [lat, lng] numbers"
+            return f"latlng[{i}] = {_short(p)}: expected [lat, lng] numbers"
     for i, v in enumerate(time):
         if not isinstance(v, int | float) or isinstance(v, bool):
-            return f"time[{i}] = {str(v)[:40]}: expected a number of seconds"
+            return f"time[{i}] = {_short(v)}: expected a number of seconds"
     return "streams: malformed"
