@@ -153,14 +153,18 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     bounds = np.searchsorted(aid, np.arange(k + 1))
     kept_count = np.diff(bounds)
 
-    # Hidden start/end: along-track distance from each activity's first fix.
-    along = _per_activity_cumsum(np.append(step, 0.0), bounds)
-    last = np.maximum(bounds[1:] - 1, 0)
-    total = along[last] if len(along) else np.zeros(k)  # cleaning may leave no fix at all
-    cut_s = np.array([j.base["cut_start_m"] for j in jobs])
-    cut_e = np.array([j.base["cut_end_m"] for j in jobs])
-    keep = (along >= cut_s[aid]) & (along <= total[aid] - cut_e[aid])
-    keep &= _beyond_end_circles(lat, lng, t, bounds, cut_s, cut_e)
+    # Hidden start/end, of every piece: where the track splits (a pause of minutes, a
+    # vehicle, a receiver's guess far off before a jump) the athlete may have been home,
+    # and the ends of the activity alone would then leave it drawn. Along-track distance
+    # from each piece's first fix, and the circles around its ends.
+    pbounds = np.append(np.flatnonzero(split), len(t)) if len(t) else np.zeros(1, np.int64)
+    of_piece = np.cumsum(split) - 1
+    along = _per_activity_cumsum(np.append(step, 0.0), pbounds)
+    total = along[np.maximum(pbounds[1:] - 1, 0)] if len(along) else np.zeros(0)
+    cut_s = np.array([j.base["cut_start_m"] for j in jobs])[aid[pbounds[:-1]]]
+    cut_e = np.array([j.base["cut_end_m"] for j in jobs])[aid[pbounds[:-1]]]
+    keep = (along >= cut_s[of_piece]) & (along <= total[of_piece] - cut_e[of_piece])
+    keep &= _beyond_end_circles(lat, lng, t, pbounds, cut_s, cut_e)
     keep &= kept_count[aid] >= 2  # never moved: nothing to draw or count
     for i, job in enumerate(jobs):
         if job.zones and kept_count[i]:

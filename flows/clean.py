@@ -44,7 +44,9 @@ or activities, no recursion; sorting is the costliest step, so O(n log n)):
    left as it is: a sparse recorder). A guess may settle too (a network fix jittering for
    a minute): a stretch that stays within ``COLD_SPOT_M`` and that a jump of
    ``COLD_JUMP_M`` ends within ``COLD_RUN_S`` of the start is dropped too (up to
-   ``COLD_ROUNDS`` in a row), alike at the end; a moving stretch never is.
+   ``COLD_ROUNDS`` in a row), alike at the end; a moving stretch never is. A still
+   stretch that lasts longer before its jump splits the track there (the caller hides
+   every piece's ends: a stale fix settled for minutes, or home before the jump).
 
 Nothing sums across activities, so an activity is cleaned the same in any batch.
 """
@@ -184,7 +186,8 @@ def clean_batch(
     # 4. Ends before the first (after the last) settled run: a cold start's fixes at a
     # plausible speed (a network location, then the GPS fix minutes later) would
     # otherwise anchor the hidden start hundreds of metres from where it was.
-    loose = _unsettled_ends(la[idx2], ln[idx2], tt[idx2], a[idx2], new_piece)
+    loose, held = _unsettled_ends(la[idx2], ln[idx2], tt[idx2], a[idx2], new_piece)
+    new_piece |= held
     code[idx2[loose]] = _BAD_END
     new_piece, idx2 = new_piece[~loose], idx2[~loose]
     a2 = a[idx2]
@@ -209,9 +212,10 @@ def clean_batch(
 
 def _unsettled_ends(
     lat: np.ndarray, lng: np.ndarray, t: np.ndarray, aid: np.ndarray, new_piece: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Per kept fix, whether it lies before its activity's first settled run or after its
-    last; none for an activity without one.
+    last (none for an activity without one); and whether a piece starts there because a
+    still stretch at either end, longer than a guess, ends in a jump (see below).
 
     A *settled* run is a chain of fixes each within ``SETTLE_STEP_M`` and
     ``SETTLE_GAP_S`` of the one before (and in one piece) lasting ``MIN_RUN_S`` or more:
@@ -223,7 +227,7 @@ def _unsettled_ends(
     """
     n = len(t)
     if n == 0:
-        return np.zeros(0, dtype=bool)
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
     k = int(aid[-1]) + 1
     same = aid[1:] == aid[:-1]
     step, dt = step_lengths_m(lat, lng), np.diff(t)
@@ -264,8 +268,24 @@ def _unsettled_ends(
             break
         first = np.where(start_guess, to, first)
         last = np.where(end_guess & ~start_guess, fro - 1, last)
+    # A still stretch that a jump ends, longer than a guess: a stale fix that settled for
+    # many minutes, or the athlete at home before the receiver jumped (which, no one can
+    # tell). Either may be home: the track splits at the jump, and each piece's ends are
+    # hidden (the caller's rule), so neither place is drawn.
+    has = (last >= 0) & (first <= last)
+    f, g = np.minimum(first, n - 1), np.maximum(last, 0)
+    to, fro = np.minimum(next_land[f], n - 1), np.maximum(last_land[g], 1)
+    away = haversine_m(lat, lng, lat[f[aid]], lng[f[aid]])
+    head = (pos >= f[aid]) & (pos < to[aid])
+    still_head = has & (next_land[f] <= g) & (_max_per_activity(away, head, aid, k) <= COLD_SPOT_M)
+    away = haversine_m(lat, lng, lat[g[aid]], lng[g[aid]])
+    tail = (pos >= fro[aid]) & (pos <= g[aid])
+    still_tail = has & (last_land[g] > f) & (_max_per_activity(away, tail, aid, k) <= COLD_SPOT_M)
+    held = np.zeros(n, dtype=bool)
+    held[to[still_head]] = True
+    held[fro[still_tail]] = True
     has = (last[aid] >= 0) & (first[aid] <= last[aid])
-    return (last[aid] >= 0) & (~has | (pos < first[aid]) | (pos > last[aid]))
+    return (last[aid] >= 0) & (~has | (pos < first[aid]) | (pos > last[aid])), held
 
 
 def _max_per_activity(values: np.ndarray, where: np.ndarray, act: np.ndarray, k: int) -> np.ndarray:

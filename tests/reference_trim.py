@@ -271,22 +271,11 @@ def trim(
     )[0]  # fmt: skip
 
 
-def trim_with_faults(
-    lat: np.ndarray,
-    lng: np.ndarray,
-    t: np.ndarray,
-    *,
-    cut_start_m: float,
-    cut_end_m: float,
-    zones: tuple[EffectiveZone, ...],
-    max_speed: float,
-    max_gap_m: float,
-) -> tuple[TrimmedPoints, dict[str, int]]:
-    idx, new_piece, faults = clean(lat, lng, t, max_speed)
-    lat, lng, t = lat[idx], lng[idx], t[idx]
-    if len(lat) < 2:  # never moved (a bike left at its dock): nothing to draw or count
-        empty = np.zeros(0)
-        return TrimmedPoints(empty, empty, empty, np.zeros(0, np.int64), empty), faults
+def _between_ends(
+    lat: np.ndarray, lng: np.ndarray, t: np.ndarray, cut_start_m: float, cut_end_m: float
+) -> np.ndarray:
+    """Per fix of one piece: not within its hidden start or end (metres along it, and
+    the circles around its ends)."""
     n = len(lat)
     step = step_lengths_m(lat, lng)
     along = np.zeros(n)
@@ -322,6 +311,32 @@ def trim_with_faults(
     first_away = home_until(from_start, [float(x) for x in t], cut_start_m) + 1
     last_away = n - 2 - home_until(to_end, [-float(x) for x in t[::-1]], cut_end_m)
     keep &= (np.arange(n) >= first_away) & (np.arange(n) <= last_away)
+    return keep
+
+
+def trim_with_faults(
+    lat: np.ndarray,
+    lng: np.ndarray,
+    t: np.ndarray,
+    *,
+    cut_start_m: float,
+    cut_end_m: float,
+    zones: tuple[EffectiveZone, ...],
+    max_speed: float,
+    max_gap_m: float,
+) -> tuple[TrimmedPoints, dict[str, int]]:
+    idx, new_piece, faults = clean(lat, lng, t, max_speed)
+    lat, lng, t = lat[idx], lng[idx], t[idx]
+    if len(lat) < 2:  # never moved (a bike left at its dock): nothing to draw or count
+        empty = np.zeros(0)
+        return TrimmedPoints(empty, empty, empty, np.zeros(0, np.int64), empty), faults
+    n = len(lat)
+    step = step_lengths_m(lat, lng)
+    # Every piece's ends are hidden (where the track splits the athlete may have been home).
+    bounds = [*np.flatnonzero(np.asarray(new_piece, dtype=bool)).tolist(), n]
+    keep = np.zeros(n, dtype=bool)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        keep[a:b] = _between_ends(lat[a:b], lng[a:b], t[a:b], cut_start_m, cut_end_m)
     if zones:
         keep &= ~points_in_zones(lat, lng, zones)
     # A new piece starts at the first kept point after a removed one, after a long gap,

@@ -360,8 +360,8 @@ def test_whole_store_change_equals_the_reference_on_faulty_walks() -> None:
         base: dict[str, Any] = {
             "activity_id": f"w{i}", "athlete_id": "a", "updated_ms": 1, "sport_type": "Walk",
             "layer": "run", "commute": False, "start_s": 1_600_000_000, "utc_offset_s": 0,
-            "month": "2020-09", "hide_override_m": None, "cut_start_m": 100.0,
-            "cut_end_m": 80.0, "zone_key": "[]", "fixes_in": len(sc.t), "max_speed_ms": WALK,
+            "month": "2020-09", "hide_override_m": None, "cut_start_m": 50.0,
+            "cut_end_m": 40.0, "zone_key": "[]", "fixes_in": len(sc.t), "max_speed_ms": WALK,
         }  # fmt: skip
         jobs.append(TrimJob(base, sc.lat, sc.lng, sc.t, (), "test", i))
     batched = finish_batch(jobs, config)

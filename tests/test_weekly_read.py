@@ -89,6 +89,7 @@ def build_store(folder: Path, events: list[dict[str, Any]]) -> Config:
     # What run_weekly checks for: a published monthly site to live in.
     config.out_dir.mkdir()
     (config.out_dir / "index.html").write_text("monthly site\n")
+    (config.out_dir / "metadata.json").write_text("{}\n")
     return config
 
 

@@ -84,7 +84,7 @@ class Config(BaseModel):
     # A heat cell is drawn if min_athletes distinct athletes rode it or a cell within this
     # many rings of it (README "Tiles"): 0 = the cell alone; default 1 at heat_resolution
     # 13 (a neighbourhood the size of one res-12 cell), else 0.
-    threshold_ring: int = Field(-1, ge=-1, le=1)
+    threshold_ring: int = Field(-1, ge=-1, le=1_000_000)  # 0 or 1: checked below, by name
     metro_resolution: int = Field(10, ge=5, le=12)
     od_resolution: int = Field(8, ge=4, le=10)
     max_gap_fill_m: float = Field(1000.0, gt=0)
