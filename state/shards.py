@@ -33,6 +33,22 @@ def shard_of(key: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
+def _read_manifest(manifest: Path) -> dict[str, Any]:
+    """The store's manifest; a damaged one is a StoreError naming it (never a traceback)."""
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        int(meta["shards"])
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = (
+            f"store manifest {manifest} is damaged ({exc}): it records the shard count and "
+            "the salt check of the store; restore it from a backup"
+        )
+        raise StoreError(msg) from None
+    return meta
+
+
 def salt_check(salt: str) -> str:
     """A short digest telling salts apart, kept with the store (never the salt itself)."""
     return hashlib.blake2b(salt.encode(), digest_size=8, person=b"hm-salt-check").hexdigest()
@@ -78,7 +94,7 @@ class ShardedStore:
         store = cls(state_dir, shards)
         manifest = store.dir / MANIFEST
         if manifest.exists():
-            meta = json.loads(manifest.read_text())
+            meta = _read_manifest(manifest)
             recorded = int(meta["shards"])
             if recorded != shards:
                 msg = (
@@ -89,7 +105,7 @@ class ShardedStore:
                 raise StoreError(msg)
             if salt is not None:
                 store._check_salt(meta, salt, record=create)
-                meta = json.loads(manifest.read_text())
+                meta = _read_manifest(manifest)
             if resolutions is not None:
                 store._check_resolutions(meta, resolutions, record=create)
             return store

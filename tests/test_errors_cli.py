@@ -284,6 +284,12 @@ def test_another_salt_is_refused_before_it_touches_the_store_or_the_site(project
     assert heatmetro("ingest", "-c", cfg, project / "small.jsonl").returncode == 0
     assert json.loads(manifest.read_text()) == meta
     assert heatmetro("ingest", "-c", cfg, project / "small.jsonl", env=other).returncode == 1
+    # A damaged manifest: one line naming it, from every command that opens the store.
+    manifest.write_text('{"shards": ')
+    for args in (("stats", "-c", cfg), ("ingest", "-c", cfg, project / "small.jsonl"),
+                 ("snapshot", "-c", cfg, "--month", MONTH)):  # fmt: skip
+        assert_one_line_error(heatmetro(*args), f"store manifest {manifest} is damaged")
+    manifest.write_text(json.dumps(meta))
 
 
 def test_no_new_store_is_made_with_the_public_development_salt(tmp_path: Path) -> None:
