@@ -38,7 +38,8 @@ def _read_manifest(manifest: Path) -> dict[str, Any]:
     try:
         meta = json.loads(manifest.read_text(encoding="utf-8"))
         if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
+            what = "not a JSON object"
+            raise ValueError(what)  # noqa: TRY301 - reported with the parse errors below
         int(meta["shards"])
     except (ValueError, KeyError, TypeError) as exc:
         msg = (
