@@ -286,9 +286,13 @@ def test_another_salt_is_refused_before_it_touches_the_store_or_the_site(project
     assert heatmetro("ingest", "-c", cfg, project / "small.jsonl", env=other).returncode == 1
     # A damaged manifest: one line naming it, from every command that opens the store.
     manifest.write_text('{"shards": ')
-    for args in (("stats", "-c", cfg), ("ingest", "-c", cfg, project / "small.jsonl"),
-                 ("snapshot", "-c", cfg, "--month", MONTH)):  # fmt: skip
-        assert_one_line_error(heatmetro(*args), f"store manifest {manifest} is damaged")
+    commands: list[tuple[str | Path, ...]] = [
+        ("stats", "-c", cfg),
+        ("ingest", "-c", cfg, project / "small.jsonl"),
+        ("snapshot", "-c", cfg, "--month", MONTH),
+    ]
+    for command in commands:
+        assert_one_line_error(heatmetro(*command), f"store manifest {manifest} is damaged")
     manifest.write_text(json.dumps(meta))
 
 
