@@ -7,7 +7,6 @@ Rerunning is cheap: ingest resumes from recovery and finds nothing new.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ from heatmetro.flows.importers.valleybike import valleybike_events
 from heatmetro.flows.importers.valleybike_csv import bundled_csvs, shared_csvs
 from heatmetro.flows.runner import run_ingest
 from heatmetro.site_builder.snapshot import run_snapshot
-from heatmetro.state.shards import ShardedStore, salt_check
+from heatmetro.state.shards import ShardedStore, recorded_salt_check, salt_check
 
 DEMO_SALT = "heatmetro-demo-salt"  # demo only: real deployments set HEATMETRO_SALT
 
@@ -75,13 +74,8 @@ def run_demo(
 def _check_demo_store(config: Config) -> None:
     """The demo writes only into a store of its own (one made with the demo's salt) or a
     new one: never into an operator's store, nor over a site published from one."""
-    manifest = config.state_dir / "shards" / "store.json"
-    ours = True
-    if manifest.exists():
-        try:
-            ours = json.loads(manifest.read_text()).get("salt_check") == salt_check(DEMO_SALT)
-        except (OSError, ValueError):
-            ours = False
+    made = (config.state_dir / "shards").exists()
+    ours = not made or recorded_salt_check(config.state_dir) == salt_check(DEMO_SALT)
     if not ours:
         msg = (
             f"the store in {config.state_dir} is not the demo's (it was made with another "
@@ -89,7 +83,7 @@ def _check_demo_store(config: Config) -> None:
             "folder, or give it a config (-c) whose state_dir and out_dir are new"
         )
         raise ConfigError(msg)
-    if not manifest.exists() and (config.out_dir / "metadata.json").exists():
+    if not made and (config.out_dir / "metadata.json").exists():
         msg = (
             f"out_dir {config.out_dir} holds a published site, and the demo's store is new: "
             "the demo would replace that site. Give it a config (-c) whose out_dir is new"

@@ -50,6 +50,16 @@ def _read_manifest(manifest: Path) -> dict[str, Any]:
     return meta
 
 
+def recorded_salt_check(state_dir: Path) -> str | None:
+    """The salt check the store in ``state_dir`` recorded; None without a store (or one
+    from before the check). A damaged manifest is a StoreError naming it."""
+    manifest = state_dir / "shards" / MANIFEST
+    if not manifest.exists():
+        return None
+    found = _read_manifest(manifest).get("salt_check")
+    return str(found) if found is not None else None
+
+
 def salt_check(salt: str) -> str:
     """A short digest telling salts apart, kept with the store (never the salt itself)."""
     return hashlib.blake2b(salt.encode(), digest_size=8, person=b"hm-salt-check").hexdigest()
