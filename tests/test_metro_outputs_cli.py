@@ -346,6 +346,10 @@ def test_differentially_private_counts(metro: Path, noisy: Path) -> None:
                 assert int(value) % ROUND_TO == 0, (name, key, value)
     readme = (noisy / "README.md").read_text(encoding="utf-8")
     assert "ε = 1.0" in readme and "δ = 1e-06" in readme
+    # Exact counts warn planners that releases can be differenced; noisy ones need not.
+    exact_readme = " ".join((metro / "README.md").read_text(encoding="utf-8").split())
+    assert "one or two people can come out so" in exact_readme
+    assert "can come out so" not in " ".join(readme.split())
     about = (noisy.parent / "about.html").read_text(encoding="utf-8")
     assert "ε = 1.0, δ = 1e-06" in about
     assert "Differential privacy is off" in (metro.parent / "about.html").read_text("utf-8")
