@@ -130,6 +130,11 @@ def test_map_loads_offline_and_shows_heat(base_url: str, browser: Browser, tmp_p
         legend = site.page.locator(".hm-legend-bar").bounding_box()
 
         assert site.leaflet_loaded()
+        # The map is the page's main landmark, named for screen readers.
+        landmark = site.page.get_by_role("main")
+        assert landmark.count() == 1 and "Global Heatmap" in (
+            landmark.get_attribute("aria-label") or ""
+        )
         assert site.page_errors == []
         assert site.console_errors == []
         assert site.blocked == []  # nothing tried to leave 127.0.0.1

@@ -114,6 +114,10 @@ var heatmetro = (function () {
   function init(map, options) {
     if (!map) { return; }
     options = options || {};
+    // A screen reader's landmark: the map is the page's main content.
+    var box = map.getContainer();
+    box.setAttribute("role", "main");
+    box.setAttribute("aria-label", document.title || "Heatmap");
     if (options.retina) { useRetinaTiles(map, options.heat || []); }
     if (options.probe) { probeRanges(options.probe); }
     keepViewInUrl(map);
