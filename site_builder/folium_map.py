@@ -151,10 +151,14 @@ class PmtilesLayer(TileLayer):
     _template = Template(
         """
         {% macro script(this, kwargs) %}
-            var {{ this.get_name() }} = pmtiles.leafletRasterLayer(
-                new pmtiles.PMTiles(new URL({{ this.tiles|tojson }}, document.baseURI).href),
-                {{ this.options|tojavascript }}
-            );
+            // From a file there are no range requests: every tile would throw at the
+            // page, so an empty layer stands in (heatmetro.js shows the notice).
+            var {{ this.get_name() }} = location.protocol === "file:"
+                ? L.layerGroup()
+                : pmtiles.leafletRasterLayer(
+                    new pmtiles.PMTiles(new URL({{ this.tiles|tojson }}, document.baseURI).href),
+                    {{ this.options|tojavascript }}
+                );
         {% endmacro %}
         """
     )

@@ -352,6 +352,11 @@ def test_pmtiles_site_shows_heat_offline(tmp_path: Path, browser: Browser) -> No
         server.terminate()
         server.wait(timeout=10)
     assert "range requests" in notice and 'tiles_format = "png"' in notice
+    # Opened from a file: the same notice, and no request errors thrown at the page.
+    with open_site(f"file://{root}/index.html", browser=browser) as site:
+        site.page.wait_for_selector("#hm-tiles-failed", state="visible", timeout=10_000)
+        site.page.wait_for_timeout(500)
+        assert site.page_errors == [], site.page_errors
 
 
 def test_gray_on_a_street_map_is_dark_enough_to_see(tmp_path: Path, browser: Browser) -> None:
