@@ -37,16 +37,26 @@ def export_files(
         raise StoreError(msg)
     dest.mkdir(parents=True, exist_ok=True)
     moved = []
-    for s in shards:
-        src = store.path(s)
-        con = sqlite3.connect(src)
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the main file
-        con.close()
+    for src in [store.path(s) for s in shards] + parts:
+        # Recovery partitions too: after a stop by signal their newest state is in the
+        # WAL, and a partition moved without it is "too old to resume from".
+        _checkpoint(src)
         moved.append(_move(src, dest / src.name))
         for extra in (Path(f"{src}-wal"), Path(f"{src}-shm")):
             extra.unlink(missing_ok=True)
-    moved += [_move(p, dest / p.name) for p in parts]
     return moved
+
+
+def _checkpoint(path: Path) -> None:
+    """Everything in ``path``'s write-ahead log into the file itself."""
+    con = sqlite3.connect(path)
+    try:
+        busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        con.close()
+    if busy:
+        msg = f"{path} is in use (a running ingest?): stop the cluster before moving files"
+        raise StoreError(msg)
 
 
 def import_files(store: ShardedStore, recovery_dir: Path, files: list[Path]) -> list[Path]:

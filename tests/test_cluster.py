@@ -16,7 +16,9 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
+import sys
 import time
 import urllib.request
 from datetime import datetime, timedelta
@@ -195,6 +197,15 @@ def test_shards_move_whole_when_a_machine_leaves(tmp_path: Path, stream: Path, o
     # Machine 1 leaves: its shards and recovery partitions move to machine 0.
     moving = tmp_path / "moving"
     state1 = members[1].parent / "state"
+    # A stop by signal leaves a partition's newest state in its write-ahead log: here a
+    # row written by a process that ends without closing (so without a checkpoint).
+    part = sorted((state1 / "recovery").glob("*.sqlite3"))[0]
+    subprocess.run([sys.executable, "-c", (
+        "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "c.execute('PRAGMA journal_mode=WAL'); c.execute('CREATE TABLE probe (x)'); "
+        "c.execute('INSERT INTO probe VALUES (42)'); c.commit(); os._exit(0)"
+    ), str(part)], check=True)  # fmt: skip
+    assert Path(f"{part}-wal").stat().st_size > 0
     shards = ",".join(str(int(p.stem)) for p in sorted((state1 / "shards").glob("*.db")))
     parts = ",".join(p.stem.split("-")[1] for p in sorted((state1 / "recovery").glob("*.sqlite3")))
     run(
@@ -204,6 +215,11 @@ def test_shards_move_whole_when_a_machine_leaves(tmp_path: Path, stream: Path, o
     # As docs/scaling.md writes it: the config before the files.
     run(members[0], "shards", "import", "-c", str(members[0]), *map(str, sorted(moving.iterdir())))
     assert list(moving.iterdir()) == [], "the files moved, and nothing was left beside them"
+    assert not list((state1 / "recovery").glob("*-wal")), "a log left behind"
+    moved = members[0].parent / "state" / "recovery" / part.name
+    con = sqlite3.connect(f"file:{moved}?mode=ro", uri=True)
+    assert con.execute("SELECT x FROM probe").fetchall() == [(42,)]  # the log moved too
+    con.close()
 
     # The rest of the stream, now on one machine alone, resumes where the cluster stopped.
     events.write_bytes(b"".join(lines))
