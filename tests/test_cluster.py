@@ -208,14 +208,24 @@ def test_shards_move_whole_when_a_machine_leaves(tmp_path: Path, stream: Path, o
     assert Path(f"{part}-wal").stat().st_size > 0
     shards = ",".join(str(int(p.stem)) for p in sorted((state1 / "shards").glob("*.db")))
     parts = ",".join(p.stem.split("-")[1] for p in sorted((state1 / "recovery").glob("*.sqlite3")))
+    personal1 = state1 / "personal.db"
+    theirs = sqlite3.connect(personal1).execute("SELECT count(*) FROM activities").fetchone()[0]
+    assert theirs > 0  # the athletes' own maps (every visibility) live beside the shards
     run(
         members[1], "shards", "export", "--shards", shards, "--recovery", parts, "--to", str(moving)
     )
+    assert sqlite3.connect(personal1).execute("SELECT count(*) FROM activities").fetchone() == (0,)
     assert not list((state1 / "shards").glob("*.db"))
     # As docs/scaling.md writes it: the config before the files.
     run(members[0], "shards", "import", "-c", str(members[0]), *map(str, sorted(moving.iterdir())))
     assert list(moving.iterdir()) == [], "the files moved, and nothing was left beside them"
     assert not list((state1 / "recovery").glob("*-wal")), "a log left behind"
+    personal0 = sqlite3.connect(members[0].parent / "state" / "personal.db")
+    ids = [r[0] for r in personal0.execute("SELECT DISTINCT athlete_id FROM activities")]
+    assert (
+        len(ids) > 1 and personal0.execute("SELECT count(*) FROM activities").fetchone()[0] > theirs
+    )
+    personal0.close()
     moved = members[0].parent / "state" / "recovery" / part.name
     con = sqlite3.connect(f"file:{moved}?mode=ro", uri=True)
     assert con.execute("SELECT x FROM probe").fetchall() == [(42,)]  # the log moved too
