@@ -26,6 +26,7 @@ from typing import IO, Any
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from heatmetro.core.cluster_join import formed
 from heatmetro.core.config import DEFAULT_MAX_RECORD_BYTES
 from heatmetro.core.errors import InputError
 from heatmetro.flows.fatal import end_run_on_environment_error
@@ -357,6 +358,7 @@ class JsonlSource(FixedPartitionedSource[StreamMessage, Any]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: Any
     ) -> StatefulSourcePartition[StreamMessage, Any]:
+        formed()  # the cluster is up (heatmetro.core.cluster_join)
         if for_part == STDIN:
             if not self.stdin:
                 return _Finished(resume_state)

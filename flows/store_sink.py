@@ -15,6 +15,7 @@ from functools import partial
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from heatmetro.core.cluster_join import formed
 from heatmetro.core.config import Config
 from heatmetro.core.errors import StoreError
 from heatmetro.flows.fatal import end_run_on_environment_error
@@ -95,6 +96,7 @@ class ShardSink(FixedPartitionedSink[StoreItem, None]):
         return int(item_key)  # the shard number: shards are listed in order, globally
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ShardPartition:
+        formed()  # the cluster is up (heatmetro.core.cluster_join)
         with self._lock:
             if self._progress is None and self.config.personal_heatmaps:
                 # The athletes' own maps: one separate file per state_dir, written by

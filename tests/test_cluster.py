@@ -299,3 +299,43 @@ def test_the_cluster_runs_through_public_bytewax_api() -> None:
     for module in (runner, distributed):
         assert module.cli_main is bytewax.run.cli_main
         assert "bytewax._bytewax" not in inspect.getsource(module)
+
+
+def _alone(cfg: Path, *args: str, timeout_s: str) -> subprocess.Popen[str]:
+    """A cluster member whose peer never comes (its address is free: nobody listens)."""
+    addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    return subprocess.Popen(
+        [*HEATMETRO, *args, "-c", str(cfg), "-a", addresses],
+        env=cli_env(SOURCE_DATE_EPOCH=EPOCH, HEATMETRO_JOIN_TIMEOUT_S=timeout_s),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("member", ["0", "1"])
+def test_a_member_whose_peer_never_comes_gives_up_and_hears_signals(
+    tmp_path: Path, stream: Path, member: str
+) -> None:
+    """It waited forever, silent, deaf to SIGTERM and Ctrl-C (an outside review): Bytewax
+    connects inside Rust, where no Python signal handler runs."""
+    cfg = project(tmp_path / "m")
+    proc = _alone(cfg, "ingest", str(stream), "-i", member, timeout_s="3")
+    try:
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "did not form within 3 s" in err, err
+    assert "Traceback" not in err
+    for args in (
+        ("ingest", str(stream), "-i", member),
+        ("snapshot", "--month", "2018-06", "-i", member),
+    ):
+        proc = _alone(cfg, *args, timeout_s="600")
+        time.sleep(2.0)  # well into the wait for the peer
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            err = proc.communicate(timeout=20)[1]
+        finally:
+            proc.kill()
+        assert proc.returncode == 128 + signal.SIGTERM, (args, proc.returncode, err)
+        assert "stopped by SIGTERM" in err and "Traceback" not in err, err
