@@ -205,7 +205,7 @@ def build_flow(
     changes = op.flat_map_batch("trim", planned, TrimStep(config))  # StoreItem
     everything: Any = op.merge("with_dead_letters", changes, split.falses)  # StoreItem
     by_shard = op.map("by_shard", everything, partial(shard_key, config))  # (shard, StoreItem)
-    op.output("store", by_shard, ShardSink(config, quiet=quiet))
+    op.output("store", by_shard, ShardSink(config, quiet=quiet, follow=follow))
     return flow
 
 

@@ -31,6 +31,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, KafkaException
 from confluent_kafka.admin import AdminClient
 
+from heatmetro.core.cluster_join import formed
 from heatmetro.core.config import DEFAULT_MAX_RECORD_BYTES
 from heatmetro.core.errors import InputError
 from heatmetro.flows.sources import HEAD_BYTES, StreamMessage, too_long
@@ -168,6 +169,7 @@ class HeatmetroKafkaSource(FixedPartitionedSource[StreamMessage, int | None]):
         return [f"{i}-{self.url.topic}" for i in topic_partitions(self.url)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+        formed()  # the cluster is up (heatmetro.core.cluster_join)
         inner = self.kafka.build_part(step_id, for_part, resume_state)
         return _Partition(inner, resume_state, self.max_record_bytes)
 

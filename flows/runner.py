@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,11 +33,12 @@ from bytewax.run import (
 )
 
 from heatmetro.core.cluster import ClusterMember
+from heatmetro.core.cluster_join import cluster_member
 from heatmetro.core.config import Config
 from heatmetro.core.errors import HeatmetroError, StoreError
 from heatmetro.flows.fatal import check_recovery_parts, end_run_on_lost_peer, watch_children
 from heatmetro.flows.ingest import build_flow
-from heatmetro.flows.stop import ignore_in_child, on_stop
+from heatmetro.flows.stop import ignore_in_child, on_stop, stop
 from heatmetro.flows.stop import install as stop_on_signals
 from heatmetro.state.shards import MANIFEST, ShardedStore, salt_check
 from heatmetro.state.store import export_dead_letters
@@ -127,7 +129,8 @@ def run_worker(
         stdin_elsewhere=bool(process_id),  # only the first process owns the terminal
         quiet=quiet,
     )
-    with end_run_on_lost_peer():
+    member = cluster_member("ingest", addresses, stop) if addresses else nullcontext()
+    with member, end_run_on_lost_peer():
         cli_main(
             flow,
             workers_per_process=workers_per_process,

@@ -23,8 +23,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from heatmetro.core.cluster_join import formed
 from heatmetro.core.config import DEFAULT_MAX_RECORD_BYTES
 from heatmetro.core.errors import InputError
 from heatmetro.flows.fatal import end_run_on_environment_error
@@ -84,6 +86,18 @@ def expand_inputs(specs: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))  # same file named twice is read once
 
 
+def _unfinished(line: bytes) -> bool:
+    """Whether a last line without a newline is not (yet) one JSON value."""
+    data = line.strip()
+    if not data:
+        return False
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return True
+    return False
+
+
 def _head_hash(path: str, n: int = HEAD_BYTES) -> str:
     """``"hash/k"`` of the file's first ``k = min(n, size)`` bytes.
 
@@ -119,9 +133,19 @@ class _Reader:
     """
 
     def __init__(
-        self, source: str, fh: IO[bytes], pos: FilePosition, head: str, max_bytes: int
+        self,
+        source: str,
+        fh: IO[bytes],
+        pos: FilePosition,
+        head: str,
+        max_bytes: int,
+        *,
+        hold_partial: bool = False,
     ) -> None:
         self.source, self.fh, self.head = source, fh, head
+        # A file's last line without a newline that is not JSON yet is a writer mid-line
+        # (a file ingested while it grows): left for the next run, never a dead letter.
+        self.hold_partial = hold_partial
         self.lines, self.offset = pos.lines, pos.offset
         self.max_bytes = max_bytes
         self._partial = b""
@@ -142,7 +166,7 @@ class _Reader:
                 _skip(fh, resume.offset)
             else:
                 fh.seek(resume.offset)
-        return cls(path, fh, pos, head, max_bytes)
+        return cls(path, fh, pos, head, max_bytes, hold_partial=not path.endswith(".gz"))
 
     def read(self, n: int, *, follow: bool) -> list[StreamMessage]:
         out: list[StreamMessage] = []
@@ -170,6 +194,14 @@ class _Reader:
                     continue
                 if follow:
                     self._partial += line  # a writer is mid-line: wait for the rest
+                    self.at_end = True
+                    break
+                if self.hold_partial and _unfinished(self._partial + line):
+                    print(
+                        f"warning: {self.source}: line {self.lines + 1} has no newline and "
+                        "is not whole JSON yet (a writer mid-line?): left for the next run",
+                        file=sys.stderr,
+                    )
                     self.at_end = True
                     break
             line, self._partial = self._partial + line, b""
@@ -326,6 +358,7 @@ class JsonlSource(FixedPartitionedSource[StreamMessage, Any]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: Any
     ) -> StatefulSourcePartition[StreamMessage, Any]:
+        formed()  # the cluster is up (heatmetro.core.cluster_join)
         if for_part == STDIN:
             if not self.stdin:
                 return _Finished(resume_state)

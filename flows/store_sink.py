@@ -15,13 +15,16 @@ from functools import partial
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from heatmetro.core.cluster_join import formed
 from heatmetro.core.config import Config
 from heatmetro.core.errors import StoreError
 from heatmetro.flows.fatal import end_run_on_environment_error
 from heatmetro.flows.metrics import IngestMetrics, process_metrics
 from heatmetro.state.changes import DeadLetter, StoreItem
 from heatmetro.state.personal_store import PersonalChange, PersonalWriter
+from heatmetro.state.rebuild import rebuild_dirty
 from heatmetro.state.shards import ShardedStore, shard_name, shard_of
+from heatmetro.state.store import immediate
 from heatmetro.state.writer import StoreWriter
 
 AGGREGATE_REFRESH_S = 10.0  # rebuild touched athlete-months at most this often (and at the end)
@@ -61,6 +64,7 @@ class _ShardPartition(StatefulSinkPartition[StoreItem, None]):
                     )
                     raise StoreError(msg)
             t0 = time.perf_counter()
+            self.sink.last_write[self.shard] = time.monotonic()
             self.writer.write_batch(public)
             self.sink.write_personal(items)
         self.sink.observe(public, time.perf_counter() - t0, self.writer.lock_wait_s)
@@ -78,9 +82,11 @@ class _ShardPartition(StatefulSinkPartition[StoreItem, None]):
 class ShardSink(FixedPartitionedSink[StoreItem, None]):
     """``(shard, item)`` pairs -> that shard's SQLite file, in this process's ``state_dir``."""
 
-    def __init__(self, config: Config, *, quiet: bool = False) -> None:
+    def __init__(self, config: Config, *, quiet: bool = False, follow: bool = False) -> None:
         self.config = config
         self.quiet = quiet
+        self.follow = follow
+        self.last_write: dict[int, float] = {}  # shard -> when a batch last came
         self._progress: Progress | None = None
         self._personal: PersonalWriter | None = None
         self._open = 0
@@ -95,6 +101,7 @@ class ShardSink(FixedPartitionedSink[StoreItem, None]):
         return int(item_key)  # the shard number: shards are listed in order, globally
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ShardPartition:
+        formed()  # the cluster is up (heatmetro.core.cluster_join)
         with self._lock:
             if self._progress is None and self.config.personal_heatmaps:
                 # The athletes' own maps: one separate file per state_dir, written by
@@ -105,8 +112,35 @@ class ShardSink(FixedPartitionedSink[StoreItem, None]):
                 self._progress = Progress(quiet=self.quiet, metrics=process_metrics(
                     self.config.metrics_port
                 ))  # fmt: skip
+                if self.follow:
+                    threading.Thread(
+                        target=self._refresh_when_idle, name="heatmetro-idle-refresh", daemon=True
+                    ).start()
+            self.last_write.setdefault(int(for_part), time.monotonic())
             self._open += 1
         return _ShardPartition(self, int(for_part))
+
+    def _refresh_when_idle(self) -> None:
+        """Following, a stream may go quiet with athlete-months still to rebuild (a
+        writer rebuilds them when its next batch comes, at most every
+        ``AGGREGATE_REFRESH_S``): a shard quiet that long is rebuilt here, on a connection
+        of its own (SQLite serialises it with the writer's batches)."""
+        store = ShardedStore(self.config.state_dir, self.config.shards)
+        while True:
+            time.sleep(AGGREGATE_REFRESH_S / 4)
+            now = time.monotonic()
+            for shard, last in sorted(self.last_write.items()):
+                if now - last < AGGREGATE_REFRESH_S:
+                    continue
+                with end_run_on_environment_error(store.path(shard)):
+                    db = store.connect(shard)
+                    try:
+                        if db.execute("SELECT 1 FROM dirty_months LIMIT 1").fetchone():
+                            with immediate(db):
+                                rebuild_dirty(db)
+                    finally:
+                        db.close()
+                self.last_write[shard] = now  # not again until the next quiet spell
 
     def write_personal(self, items: list[StoreItem]) -> None:
         if self._personal is not None:

@@ -173,8 +173,9 @@ def cmd_shards(args: argparse.Namespace) -> int:
     else:
         store = ShardedStore.open(config.state_dir, config.shards, create=True, owned=[])
         moved = import_files(store, config.recovery_dir, [Path(f) for f in args.files])
-    for path in moved:
-        print(f"moved {path}")
+    if not args.quiet:
+        for path in moved:
+            print(f"moved {path}")
     return 0
 
 

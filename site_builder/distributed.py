@@ -22,6 +22,8 @@ one-process snapshot of the same store writes.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
@@ -37,6 +39,7 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from bytewax.run import cli_main
 
+from heatmetro.core.cluster_join import cluster_member, formed
 from heatmetro.core.config import Config
 from heatmetro.core.environment import build_time
 from heatmetro.core.errors import PublishError
@@ -138,6 +141,7 @@ class _Partials(DynamicSource[Any]):
         self.items = items
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Once:
+        formed()  # the cluster is up (heatmetro.core.cluster_join)
         return _Once(self.items)
 
 
@@ -279,6 +283,14 @@ def _metro(local: WindowData, metro: list[Any]) -> tuple[dict[str, np.ndarray], 
 _KINDS = ("edges", "hexagons", "od")
 
 
+def _stopped(signum: int) -> None:
+    """A signal to a cluster member: one line and out (its unfinished build is cleared by
+    the next run, as a killed one's is)."""
+    name = signal.Signals(signum).name
+    print(f"heatmetro snapshot: stopped by {name}", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
 def run_distributed_snapshot(
     config: Config,
     *,
@@ -305,10 +317,11 @@ def run_distributed_snapshot(
     if streets is not None:  # per-athlete street records: to process 0, as Metro's
         items.append(("streets", process_id, streets.athletes, streets.records))
     flow = exchange_flow(items, sink, len(addresses), config.min_athletes)
-    cli_main(
-        flow, workers_per_process=1, process_id=process_id, addresses=addresses,
-        epoch_interval=timedelta(seconds=3600),
-    )  # fmt: skip
+    with cluster_member("snapshot", addresses, _stopped):
+        cli_main(
+            flow, workers_per_process=1, process_id=process_id, addresses=addresses,
+            epoch_interval=timedelta(seconds=3600),
+        )  # fmt: skip
     window = replace(_global_window(local, sink.items, config), month_in_progress=partial)
     if not allow_empty:
         refuse_empty_over_heat(window, None)  # the global window: every member alike

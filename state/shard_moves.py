@@ -1,4 +1,5 @@
-"""Move whole shard files (and Bytewax recovery partitions) between machines.
+"""Move whole shard files (and Bytewax recovery partitions, and the moved athletes'
+personal maps) between machines.
 
 When machines join or leave a cluster, nothing is re-split: each shard file and each
 recovery partition file moves whole to the machine that will own it (docs/scaling.md).
@@ -15,6 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from heatmetro.core.errors import StoreError
+from heatmetro.state.personal_store import PERSONAL_DB, connect_personal
 from heatmetro.state.shards import ShardedStore, shard_of
 
 _SHARD = re.compile(r"(\d{4})\.db")
@@ -37,16 +39,89 @@ def export_files(
         raise StoreError(msg)
     dest.mkdir(parents=True, exist_ok=True)
     moved = []
-    for s in shards:
-        src = store.path(s)
-        con = sqlite3.connect(src)
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the main file
-        con.close()
+    personal = _export_personal(store, shards, dest)
+    for src in [store.path(s) for s in shards] + parts:
+        # Recovery partitions too: after a stop by signal their newest state is in the
+        # WAL, and a partition moved without it is "too old to resume from".
+        _checkpoint(src)
         moved.append(_move(src, dest / src.name))
         for extra in (Path(f"{src}-wal"), Path(f"{src}-shm")):
             extra.unlink(missing_ok=True)
-    moved += [_move(p, dest / p.name) for p in parts]
+    if personal is not None:
+        moved.append(personal)
     return moved
+
+
+def _export_personal(store: ShardedStore, shards: list[int], dest: Path) -> Path | None:
+    """The personal maps of the moved shards' athletes (``personal.db`` holds every
+    athlete of this machine): copied into ``dest/personal.db``, then removed here."""
+    here = store.dir.parent / PERSONAL_DB
+    if not here.exists() or not shards:
+        return None
+    target = dest / PERSONAL_DB
+    if target.exists():
+        msg = f"{target} already exists: import it first, or export into another folder"
+        raise StoreError(msg)
+    tmp = dest / f"{PERSONAL_DB}.part"
+    tmp.unlink(missing_ok=True)
+    connect_personal(tmp).close()  # the schema, migrated
+    Path(f"{tmp}.migrate.lock").unlink(missing_ok=True)  # migrating's, not a file to move
+    con = sqlite3.connect(tmp)
+    try:
+        con.create_function("shard_of", 2, shard_of, deterministic=True)
+        con.execute("ATTACH DATABASE ? AS here", (str(here),))
+        moving = ",".join(str(s) for s in shards)
+        with con:
+            for table in ("athletes", "activities"):
+                where = f"shard_of(athlete_id, {store.shards}) IN ({moving})"
+                con.execute(f"INSERT INTO main.{table} SELECT * FROM here.{table} WHERE {where}")  # noqa: S608 - numbers only
+        con.close()
+        tmp.replace(target)
+        con = sqlite3.connect(here)
+        con.create_function("shard_of", 2, shard_of, deterministic=True)
+        with con:
+            for table in ("athletes", "activities"):
+                con.execute(
+                    f"DELETE FROM {table} WHERE shard_of(athlete_id, {store.shards}) IN ({moving})"
+                )  # noqa: S608 - numbers only
+    finally:
+        con.close()
+    return target
+
+
+def _import_personal(store: ShardedStore, path: Path) -> Path:
+    """Merge an exported ``personal.db`` into this machine's (its athletes are new here)."""
+    here = store.dir.parent / PERSONAL_DB
+    connect_personal(here).close()
+    con = sqlite3.connect(here)
+    try:
+        con.execute("ATTACH DATABASE ? AS moved", (f"file:{path}?mode=ro&immutable=1",))
+        clash = con.execute(
+            "SELECT athlete_id FROM moved.athletes WHERE athlete_id IN (SELECT athlete_id FROM main.athletes) "
+            "UNION SELECT athlete_id FROM moved.activities WHERE activity_id IN (SELECT activity_id FROM main.activities) LIMIT 1"
+        ).fetchone()
+        if clash is not None:
+            msg = f"{path}: athlete {clash[0]} already has a personal map here; not imported"
+            raise StoreError(msg)
+        with con:
+            for table in ("athletes", "activities"):
+                con.execute(f"INSERT INTO main.{table} SELECT * FROM moved.{table}")  # noqa: S608 - fixed names
+    finally:
+        con.close()
+    path.unlink()
+    return here
+
+
+def _checkpoint(path: Path) -> None:
+    """Everything in ``path``'s write-ahead log into the file itself."""
+    con = sqlite3.connect(path)
+    try:
+        busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        con.close()
+    if busy:
+        msg = f"{path} is in use (a running ingest?): stop the cluster before moving files"
+        raise StoreError(msg)
 
 
 def import_files(store: ShardedStore, recovery_dir: Path, files: list[Path]) -> list[Path]:
@@ -63,6 +138,9 @@ def import_files(store: ShardedStore, recovery_dir: Path, files: list[Path]) -> 
                 msg = f"{f}: shard {shard} does not exist in a store of {store.shards} shards"
                 raise StoreError(msg)
             _check_athletes(f, shard, store.shards)
+        elif f.name == PERSONAL_DB:
+            placed.append(_import_personal(store, f))
+            continue
         elif _RECOVERY.fullmatch(f.name):
             target = recovery_dir / f.name
         else:

@@ -200,3 +200,31 @@ def test_sigterm_to_one_cluster_member_ends_the_other_in_one_line(
     assert procs[0].returncode == 1
     for state in states:
         assert _integrity(state) == ["ok"] * len(shard_files(state))
+
+
+def test_a_quiet_followed_stream_still_gets_its_aggregates(tmp_path: Path, october: Path) -> None:
+    """Following, aggregates are rebuilt when the next batch comes (at most every 10 s):
+    a stream gone quiet kept them unbuilt, and `heatmetro stats` counted no athlete (an
+    outside review). A quiet shard is rebuilt on its own now."""
+    cfg = new_project(tmp_path / "p")
+    state = cfg.parent / "state"
+    stream = tmp_path / "part.jsonl"
+    stream.write_bytes(b"".join(october.read_bytes().splitlines(keepends=True)[:200]))
+    proc = subprocess.Popen(
+        [*HEATMETRO, "ingest", "-c", str(cfg), str(stream), "--follow"],
+        env=cli_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while _activities(state) == 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "nothing ingested"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 40  # the stream is quiet from now on
+        while _activities(state, "athlete_months") == 0:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no aggregate 40 s into a quiet stream"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)

@@ -69,3 +69,30 @@ def test_a_replaced_file_is_read_from_its_start(tmp_path: Path) -> None:
         [str(path)], part.snapshot(), follow=False, max_bytes=DEFAULT_MAX_RECORD_BYTES
     )
     assert [m.position for m in read_all(again)] == [1, 2]
+
+
+def test_a_file_ingested_while_a_line_is_half_written_loses_nothing(
+    project: Path, run_cli: Run
+) -> None:
+    """A run that ends while the writer is mid-line leaves that line for the next run: it
+    was two dead letters (the halves), and the record was lost (an outside review)."""
+    rides = [activity(f"r-{i}", "a-1", line(NORTHAMPTON_WEST, NORTHAMPTON_EAST)) for i in range(3)]
+    whole = to_jsonl(rides)
+    cut = whole.index(b"\n", whole.index(b"\n") + 1) + 1 + 700  # inside the third line
+    path, cfg = project / "growing.jsonl", project / "config.toml"
+    path.write_bytes(whole[:cut])
+    first = run_cli("ingest", "-c", cfg, path)
+    assert "line 3 has no newline" in first.stderr, first.stderr
+    with path.open("ab") as fh:
+        fh.write(whole[cut:])
+    run_cli("ingest", "-c", cfg, path)
+    stats = json.loads(run_cli("stats", "-c", cfg, "--json").stdout)
+    assert stats["activities"] == 3 and stats["dead_letters"] == 0, stats
+    # A last line that is whole JSON without its newline is a record, as ever.
+    path.write_bytes(
+        whole
+        + to_jsonl([activity("r-9", "a-1", line(NORTHAMPTON_WEST, NORTHAMPTON_EAST))]).rstrip(b"\n")
+    )
+    run_cli("ingest", "-c", cfg, path)
+    stats = json.loads(run_cli("stats", "-c", cfg, "--json").stdout)
+    assert stats["activities"] == 4 and stats["dead_letters"] == 0, stats
