@@ -157,14 +157,19 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     # vehicle, a receiver's guess far off before a jump) the athlete may have been home,
     # and the ends of the activity alone would then leave it drawn. Along-track distance
     # from each piece's first fix, and the circles around its ends.
+    # The activity's own ends as ever, so that nothing is drawn that was hidden before
+    # (a later piece passing back by the start is still inside the start's circle).
+    cut_s = np.array([j.base["cut_start_m"] for j in jobs])
+    cut_e = np.array([j.base["cut_end_m"] for j in jobs])
+    keep = np.ones(len(t), dtype=bool)
     pbounds = np.append(np.flatnonzero(split), len(t)) if len(t) else np.zeros(1, np.int64)
-    of_piece = np.cumsum(split) - 1
-    along = _per_activity_cumsum(np.append(step, 0.0), pbounds)
-    total = along[np.maximum(pbounds[1:] - 1, 0)] if len(along) else np.zeros(0)
-    cut_s = np.array([j.base["cut_start_m"] for j in jobs])[aid[pbounds[:-1]]]
-    cut_e = np.array([j.base["cut_end_m"] for j in jobs])[aid[pbounds[:-1]]]
-    keep = (along >= cut_s[of_piece]) & (along <= total[of_piece] - cut_e[of_piece])
-    keep &= _beyond_end_circles(lat, lng, t, pbounds, cut_s, cut_e)
+    pieces_of = aid[pbounds[:-1]] if len(t) else np.zeros(0, np.int64)
+    for ends, whose in ((bounds, np.arange(k)), (pbounds, pieces_of)):  # activities, pieces
+        of = np.searchsorted(ends, np.arange(len(t)), side="right") - 1
+        along = _per_activity_cumsum(np.append(step, 0.0), ends)
+        total = along[np.maximum(ends[1:] - 1, 0)] if len(along) else np.zeros(0)
+        keep &= (along >= cut_s[whose][of]) & (along <= total[of] - cut_e[whose][of])
+        keep &= _beyond_end_circles(lat, lng, t, ends, cut_s[whose], cut_e[whose])
     keep &= kept_count[aid] >= 2  # never moved: nothing to draw or count
     for i, job in enumerate(jobs):
         if job.zones and kept_count[i]:

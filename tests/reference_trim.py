@@ -332,11 +332,12 @@ def trim_with_faults(
         return TrimmedPoints(empty, empty, empty, np.zeros(0, np.int64), empty), faults
     n = len(lat)
     step = step_lengths_m(lat, lng)
-    # Every piece's ends are hidden (where the track splits the athlete may have been home).
+    # The activity's ends, and every piece's (where the track splits the athlete may
+    # have been home).
+    keep = _between_ends(lat, lng, t, cut_start_m, cut_end_m)
     bounds = [*np.flatnonzero(np.asarray(new_piece, dtype=bool)).tolist(), n]
-    keep = np.zeros(n, dtype=bool)
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        keep[a:b] = _between_ends(lat[a:b], lng[a:b], t[a:b], cut_start_m, cut_end_m)
+        keep[a:b] &= _between_ends(lat[a:b], lng[a:b], t[a:b], cut_start_m, cut_end_m)
     if zones:
         keep &= ~points_in_zones(lat, lng, zones)
     # A new piece starts at the first kept point after a removed one, after a long gap,

@@ -548,3 +548,34 @@ def test_cells_to_parent_on_a_batch_including_pentagons() -> None:
     arr = np.array(cells, dtype=np.uint64)
     for res in (0, 5, 8, 10, 11):
         assert cells_to_parent(arr, res).tolist() == [h3.cell_to_parent(c, res) for c in cells]
+
+
+def test_a_piece_passing_back_by_the_start_stays_hidden() -> None:
+    """Hiding every piece's ends must only ever hide more: a first version drew a later
+    piece (after a pause) 33 m from the start, where the activity's own start circle had
+    hidden it (a review of the change). Walk 270 m out inside a 300 m circle, pause 400 s,
+    walk 3 km back west through the start."""
+    from heatmetro.core.config import Config
+    from heatmetro.core.geo import offset_point
+    from heatmetro.flows.batch import TrimJob, finish_batch
+
+    home, cut = (42.30, -72.60), 300.0
+
+    def walk(p: tuple[float, float], metres: float, bearing: float) -> list[tuple[float, float]]:
+        return [offset_point(p[0], p[1], 1.4 * i, bearing) for i in range(1, int(metres / 1.4) + 1)]
+
+    out = [home, *walk(home, 270, 90)]
+    back = walk(out[-1], 3000, 270)
+    t = np.r_[np.arange(len(out)), len(out) + 400 + np.arange(len(back))].astype(np.float64)
+    lat, lng = (np.array([p[i] for p in out + back]) for i in (0, 1))
+    base = {
+        "activity_id": "x", "athlete_id": "a", "updated_ms": 1, "sport_type": "Walk",
+        "layer": "run", "commute": False, "start_s": 1_600_000_000, "utc_offset_s": 0,
+        "month": "2020-09", "hide_override_m": None, "cut_start_m": cut, "cut_end_m": cut,
+        "zone_key": "[]", "fixes_in": len(t), "max_speed_ms": 5.0,
+    }  # fmt: skip
+    (change,) = finish_batch([TrimJob(base, lat, lng, t, (), "test", 0)], Config(salt="x"))
+    path = from_blob(change.path, PATH_DTYPE)
+    assert len(path), "the walk beyond the circle is drawn"
+    near = min(haversine_m(home[0], home[1], *h3.cell_to_latlng(int(c))) for c in path["cell"])
+    assert near >= cut - h3.average_hexagon_edge_length(RES, "m"), near
