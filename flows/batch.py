@@ -164,12 +164,12 @@ def finish_batch(jobs: list[TrimJob], config: Config) -> list[ActivityChange]:
     keep = np.ones(len(t), dtype=bool)
     pbounds = np.append(np.flatnonzero(split), len(t)) if len(t) else np.zeros(1, np.int64)
     pieces_of = aid[pbounds[:-1]] if len(t) else np.zeros(0, np.int64)
-    for ends, whose in ((bounds, np.arange(k)), (pbounds, pieces_of)):  # activities, pieces
-        of = np.searchsorted(ends, np.arange(len(t)), side="right") - 1
-        along = _per_activity_cumsum(np.append(step, 0.0), ends)
-        total = along[np.maximum(ends[1:] - 1, 0)] if len(along) else np.zeros(0)
+    for starts_at, whose in ((bounds, np.arange(k)), (pbounds, pieces_of)):  # activities, pieces
+        of = np.searchsorted(starts_at, np.arange(len(t)), side="right") - 1
+        along = _per_activity_cumsum(np.append(step, 0.0), starts_at)
+        total = along[np.maximum(starts_at[1:] - 1, 0)] if len(along) else np.zeros(0)
         keep &= (along >= cut_s[whose][of]) & (along <= total[of] - cut_e[whose][of])
-        keep &= _beyond_end_circles(lat, lng, t, ends, cut_s[whose], cut_e[whose])
+        keep &= _beyond_end_circles(lat, lng, t, starts_at, cut_s[whose], cut_e[whose])
     keep &= kept_count[aid] >= 2  # never moved: nothing to draw or count
     for i, job in enumerate(jobs):
         if job.zones and kept_count[i]:
