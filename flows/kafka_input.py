@@ -166,6 +166,7 @@ class HeatmetroKafkaSource(FixedPartitionedSource[StreamMessage, int | None]):
         )
 
     def list_parts(self) -> list[str]:
+        formed()  # every worker lists them, once connected (heatmetro.core.cluster_join)
         return [f"{i}-{self.url.topic}" for i in topic_partitions(self.url)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:

@@ -353,6 +353,7 @@ class JsonlSource(FixedPartitionedSource[StreamMessage, Any]):
         self.with_stdin = with_stdin
 
     def list_parts(self) -> list[str]:
+        formed()  # every worker lists them, once connected (heatmetro.core.cluster_join)
         return [FILES, STDIN] if self.with_stdin else [FILES]
 
     def build_part(

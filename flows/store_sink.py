@@ -93,6 +93,7 @@ class ShardSink(FixedPartitionedSink[StoreItem, None]):
         self._lock = threading.Lock()  # several worker threads of one process share it
 
     def list_parts(self) -> list[str]:
+        formed()  # every worker lists them, once connected (heatmetro.core.cluster_join)
         return [
             shard_name(s) for s in ShardedStore(self.config.state_dir, self.config.shards).local()
         ]

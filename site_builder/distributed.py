@@ -166,6 +166,7 @@ class _Collect(FixedPartitionedSink[Any, None]):
         self.lock = threading.Lock()
 
     def list_parts(self) -> list[str]:
+        formed()  # every worker lists them, once connected (heatmetro.core.cluster_join)
         return [f"{self.process:04d}"]
 
     def part_fn(self, item_key: str) -> int:

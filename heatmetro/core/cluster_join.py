@@ -53,6 +53,7 @@ def cluster_member(
     only if that has not ended the process within ``GRACE_S``.
     """
     _formed.clear()
+    done = threading.Event()
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     before = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
@@ -61,7 +62,7 @@ def cluster_member(
 
     def watch() -> None:
         said = False
-        while True:
+        while not done.is_set():
             ready, _, _ = select.select([read_end], [], [], 0.2)
             if ready:
                 got = os.read(read_end, 64)
@@ -69,7 +70,8 @@ def cluster_member(
                 if signums:
                     if _formed.is_set():
                         time.sleep(GRACE_S)  # the main thread's handler first
-                    on_signal(signums[0])
+                    if not done.is_set():  # (once the block is over, it has the signal)
+                        on_signal(signums[0])
                     return
             if _formed.is_set():
                 continue
@@ -90,8 +92,14 @@ def cluster_member(
                 )  # fmt: skip
                 os._exit(1)
 
-    threading.Thread(target=watch, name="heatmetro-cluster-signals", daemon=True).start()
+    watcher = threading.Thread(target=watch, name="heatmetro-cluster-signals", daemon=True)
+    watcher.start()
     try:
         yield
     finally:
+        # The block is over (the cluster ran): the main thread's handler alone from now.
         signal.set_wakeup_fd(before)
+        done.set()
+        watcher.join(timeout=1.0)
+        os.close(read_end)
+        os.close(write_end)
