@@ -40,6 +40,7 @@ from heatmetro.flows.fatal import check_recovery_parts, end_run_on_lost_peer, wa
 from heatmetro.flows.ingest import build_flow
 from heatmetro.flows.stop import ignore_in_child, on_stop, stop
 from heatmetro.flows.stop import install as stop_on_signals
+from heatmetro.state.ingest_lock import ingesting
 from heatmetro.state.shards import MANIFEST, ShardedStore, salt_check
 from heatmetro.state.store import export_dead_letters
 
@@ -186,16 +187,17 @@ def run_ingest(
     check_recovered_topics(config.recovery_dir, inputs)  # ... and on another topic
     # A signal ends the run at once: the dead-letter file still shows what is committed.
     on_stop(lambda: export_dead_letters(store.connect_all(), config.dead_letter_path))
-    if member is not None:
-        run_worker(
-            config, inputs, follow=follow, process_id=member.process_id,
-            addresses=member.addresses, workers_per_process=member.workers_per_process,
-            quiet=quiet,
-        )  # fmt: skip
-    elif workers == 1:
-        run_worker(config, inputs, follow=follow, quiet=quiet)
-    else:
-        _run_local_cluster(config, inputs, follow=follow, workers=workers, quiet=quiet)
+    with ingesting(config.state_dir):  # no shard file moves away meanwhile
+        if member is not None:
+            run_worker(
+                config, inputs, follow=follow, process_id=member.process_id,
+                addresses=member.addresses, workers_per_process=member.workers_per_process,
+                quiet=quiet,
+            )  # fmt: skip
+        elif workers == 1:
+            run_worker(config, inputs, follow=follow, quiet=quiet)
+        else:
+            _run_local_cluster(config, inputs, follow=follow, workers=workers, quiet=quiet)
     return export_dead_letters(store.connect_all(), config.dead_letter_path)
 
 

@@ -24,7 +24,7 @@ from heatmetro.state.changes import DeadLetter, StoreItem
 from heatmetro.state.personal_store import PersonalChange, PersonalWriter
 from heatmetro.state.rebuild import rebuild_dirty
 from heatmetro.state.shards import ShardedStore, shard_name, shard_of
-from heatmetro.state.store import immediate
+from heatmetro.state.store import connect, immediate
 from heatmetro.state.writer import StoreWriter
 
 AGGREGATE_REFRESH_S = 10.0  # rebuild touched athlete-months at most this often (and at the end)
@@ -134,7 +134,7 @@ class ShardSink(FixedPartitionedSink[StoreItem, None]):
                 if now - last < AGGREGATE_REFRESH_S:
                     continue
                 with end_run_on_environment_error(store.path(shard)):
-                    db = store.connect(shard)
+                    db = connect(store.path(shard), create=False)  # never a new, empty one
                     try:
                         if db.execute("SELECT 1 FROM dirty_months LIMIT 1").fetchone():
                             with immediate(db):

@@ -16,6 +16,7 @@ import sqlite3
 from pathlib import Path
 
 from heatmetro.core.errors import StoreError
+from heatmetro.state.ingest_lock import no_ingest_running
 from heatmetro.state.personal_store import PERSONAL_DB, connect_personal
 from heatmetro.state.shards import ShardedStore, shard_of
 
@@ -38,15 +39,19 @@ def export_files(
         msg = f"recovery partitions {absent} are not in {recovery_dir}"
         raise StoreError(msg)
     dest.mkdir(parents=True, exist_ok=True)
-    moved = []
-    personal = _export_personal(store, shards, dest)
-    for src in [store.path(s) for s in shards] + parts:
+    files = [store.path(s) for s in shards] + parts
+    with no_ingest_running(store.dir.parent):
         # Recovery partitions too: after a stop by signal their newest state is in the
-        # WAL, and a partition moved without it is "too old to resume from".
-        _checkpoint(src)
-        moved.append(_move(src, dest / src.name))
-        for extra in (Path(f"{src}-wal"), Path(f"{src}-shm")):
-            extra.unlink(missing_ok=True)
+        # WAL, and a partition moved without it is "too old to resume from". All of them
+        # first: a file in use refuses the export before anything has moved.
+        for src in files:
+            _checkpoint(src)
+        moved = []
+        personal = _export_personal(store, shards, dest)
+        for src in files:
+            moved.append(_move(src, dest / src.name))
+            for extra in (Path(f"{src}-wal"), Path(f"{src}-shm")):
+                extra.unlink(missing_ok=True)
     if personal is not None:
         moved.append(personal)
     return moved
@@ -58,6 +63,7 @@ def _export_personal(store: ShardedStore, shards: list[int], dest: Path) -> Path
     here = store.dir.parent / PERSONAL_DB
     if not here.exists() or not shards:
         return None
+    connect_personal(here).close()  # its schema up to date, as the export's
     target = dest / PERSONAL_DB
     if target.exists():
         msg = f"{target} already exists: import it first, or export into another folder"
@@ -73,8 +79,11 @@ def _export_personal(store: ShardedStore, shards: list[int], dest: Path) -> Path
         moving = ",".join(str(s) for s in shards)
         with con:
             for table in ("athletes", "activities"):
+                cols = _columns(con, table)
                 where = f"shard_of(athlete_id, {store.shards}) IN ({moving})"
-                con.execute(f"INSERT INTO main.{table} SELECT * FROM here.{table} WHERE {where}")  # noqa: S608 - numbers only
+                con.execute(
+                    f"INSERT INTO main.{table} ({cols}) SELECT {cols} FROM here.{table} WHERE {where}"
+                )  # noqa: S608 - names and numbers only
         con.close()
         tmp.replace(target)
         con = sqlite3.connect(here)
@@ -93,9 +102,10 @@ def _import_personal(store: ShardedStore, path: Path) -> Path:
     """Merge an exported ``personal.db`` into this machine's (its athletes are new here)."""
     here = store.dir.parent / PERSONAL_DB
     connect_personal(here).close()
-    con = sqlite3.connect(here)
+    con = sqlite3.connect(here.resolve().as_uri(), uri=True)
     try:
-        con.execute("ATTACH DATABASE ? AS moved", (f"file:{path}?mode=ro&immutable=1",))
+        # A URI (so read-only), escaped: a folder name with # or ? broke a raw one.
+        con.execute("ATTACH DATABASE ? AS moved", (_read_only_uri(path),))
         clash = con.execute(
             "SELECT athlete_id FROM moved.athletes WHERE athlete_id IN (SELECT athlete_id FROM main.athletes) "
             "UNION SELECT athlete_id FROM moved.activities WHERE activity_id IN (SELECT activity_id FROM main.activities) LIMIT 1"
@@ -105,7 +115,8 @@ def _import_personal(store: ShardedStore, path: Path) -> Path:
             raise StoreError(msg)
         with con:
             for table in ("athletes", "activities"):
-                con.execute(f"INSERT INTO main.{table} SELECT * FROM moved.{table}")  # noqa: S608 - fixed names
+                cols = _columns(con, table)
+                con.execute(f"INSERT INTO main.{table} ({cols}) SELECT {cols} FROM moved.{table}")  # noqa: S608 - fixed names
     finally:
         con.close()
     path.unlink()
@@ -126,6 +137,11 @@ def _checkpoint(path: Path) -> None:
 
 def import_files(store: ShardedStore, recovery_dir: Path, files: list[Path]) -> list[Path]:
     """Place shard files (``NNNN.db``) and recovery partitions (``part-N.sqlite3``) here."""
+    with no_ingest_running(store.dir.parent):
+        return _import_files(store, recovery_dir, files)
+
+
+def _import_files(store: ShardedStore, recovery_dir: Path, files: list[Path]) -> list[Path]:
     placed = []
     for f in files:
         if not f.is_file():
@@ -154,10 +170,21 @@ def import_files(store: ShardedStore, recovery_dir: Path, files: list[Path]) -> 
     return placed
 
 
-def _check_athletes(path: Path, shard: int, shards: int) -> None:
+def _read_only_uri(path: Path) -> str:
     # immutable: nothing writes an exported file, and a WAL-mode reader would otherwise
-    # leave -wal and -shm files beside it.
-    con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    # leave -wal and -shm files beside it. as_uri escapes #, ? and % in the path.
+    return path.resolve().as_uri() + "?mode=ro&immutable=1"
+
+
+def _columns(con: sqlite3.Connection, table: str) -> str:
+    """The columns of ``table`` in the main database, named (never ``SELECT *``: two
+    files' column orders need not agree)."""
+    names = [row[1] for row in con.execute(f"PRAGMA main.table_info({table})")]
+    return ", ".join(f'"{n}"' for n in names)
+
+
+def _check_athletes(path: Path, shard: int, shards: int) -> None:
+    con = sqlite3.connect(_read_only_uri(path), uri=True)
     try:
         ids = con.execute(
             "SELECT athlete_id FROM athletes UNION SELECT athlete_id FROM activities"

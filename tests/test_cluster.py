@@ -194,8 +194,9 @@ def test_shards_move_whole_when_a_machine_leaves(tmp_path: Path, stream: Path, o
     members = [project(tmp_path / f"machine{i}") for i in range(2)]
     cluster(members, "ingest", str(events))
 
-    # Machine 1 leaves: its shards and recovery partitions move to machine 0.
-    moving = tmp_path / "moving"
+    # Machine 1 leaves: its shards and recovery partitions move to machine 0 (through a
+    # folder whose name a raw SQLite URI would misread).
+    moving = tmp_path / "moving #1?"
     state1 = members[1].parent / "state"
     # A stop by signal leaves a partition's newest state in its write-ahead log: here a
     # row written by a process that ends without closing (so without a checkpoint).
@@ -362,3 +363,26 @@ def test_a_quiet_cluster_that_formed_outlives_the_join_timeout(tmp_path: Path) -
         err = proc.communicate(timeout=30)[1]
     assert "did not form" not in err and "waiting for the other" not in err, err
     assert proc.returncode == 128 + signal.SIGTERM, err
+
+
+def test_files_do_not_move_while_an_ingest_runs(tmp_path: Path, stream: Path) -> None:
+    """A checkpoint succeeds beside an idle writer: a shard moved under a running ingest
+    took its next batch into unlinked files (a review of the change). Export refuses."""
+    cfg = project(tmp_path / "m")
+    proc = start(cfg, "ingest", str(stream), "--follow")
+    try:
+        shard = cfg.parent / "state" / "shards" / "0000.db"
+        deadline = time.monotonic() + 60
+        while not (cfg.parent / "state" / "ingest.lock").exists():  # taken once it runs
+            assert proc.poll() is None and time.monotonic() < deadline, "no store"
+            time.sleep(0.1)
+        moved = subprocess.run(
+            [*HEATMETRO, "shards", "export", "-c", str(cfg), "--shards", "0", "--to",
+             str(tmp_path / "out")],
+            env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert moved.returncode == 1 and "an ingest is running" in moved.stderr, moved.stderr
+        assert shard.exists() and not (tmp_path / "out" / "0000.db").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)
