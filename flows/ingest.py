@@ -100,10 +100,17 @@ class FoldStep:
         rec = item.rec
         try:
             event = validate_event(item.obj, rec.data, max_fixes=self.max_fixes)
-        except StreamRecordError as exc:
+        except (RecursionError, MemoryError, OverflowError, TypeError, ValueError) as exc:
+            # StreamRecordError is a ValueError; a shape no rule foresaw is one bad record
+            # too, and must not stop the stream (nor lose an opt-out it carries).
+            reason = (
+                str(exc)
+                if isinstance(exc, StreamRecordError)
+                else (f"record: cannot validate: {type(exc).__name__}")
+            )
             opt_out = opt_out_within(item.obj)  # a privacy request fails closed
             if opt_out is None:
-                return state, [_dead(rec, str(exc))]
+                return state, [_dead(rec, reason)]
             # ... and nothing else changes: the zones and hide distance stay the athlete's
             # own (the broken record's are the broken part; an opt-out must never cost them).
             kept = state or AthleteSettings()
@@ -114,12 +121,9 @@ class FoldStep:
                                       for z in kept.zones],
                 }
             )  # fmt: skip
-            dead = _dead(rec, f"{exc} (its aggregate_opt_out was applied, nothing else of it)")
+            dead = _dead(rec, f"{reason} (its aggregate_opt_out was applied, nothing else of it)")
             state, out = self.fold.plan(state, opt_out, rec.source, rec.position)
             return state, [dead, *out]
-        except (RecursionError, MemoryError, OverflowError, TypeError, ValueError) as exc:
-            # A shape no rule foresaw is still one bad record: it must not stop the stream.
-            return state, [_dead(rec, f"record: cannot validate: {type(exc).__name__}")]
         try:
             return self.fold.plan(state, event, rec.source, rec.position)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream

@@ -107,6 +107,7 @@ def discard(build: Path) -> None:
 
 def publish(build: Path, out_dir: Path) -> Path:
     """Make ``build`` the published site in one atomic step; returns its final folder."""
+    check_replaceable(out_dir)  # before the build is finished: _give_up can discard it
     final = build.with_name(build.name.removesuffix(".partial"))
     build.rename(final)
     # The build served until now stays for rollback: after a rollback it is not the
@@ -115,7 +116,6 @@ def publish(build: Path, out_dir: Path) -> Path:
     target = os.path.relpath(final, out_dir.parent)
     if out_dir.exists() and not out_dir.is_symlink():
         # A site folder from before links: moved aside once, and kept like a served build.
-        check_replaceable(out_dir)
         served = builds_dir(out_dir) / f"000000-previous-{out_dir.name}"
         out_dir.rename(served)
     link = out_dir.with_name(f".{out_dir.name}.link-{os.getpid()}")
