@@ -15,7 +15,13 @@ from heatmetro import __version__
 from heatmetro.core.config import Config
 from heatmetro.core.environment import build_time, describe_os_error
 from heatmetro.core.errors import ConfigError, HeatmetroError, PublishError
-from heatmetro.core.months import check_month, last_complete_month, month_of, window_months
+from heatmetro.core.months import (
+    check_month,
+    last_complete_month,
+    month_index,
+    month_of,
+    window_months,
+)
 from heatmetro.site_builder.forked import ForkedJob
 from heatmetro.site_builder.heat_view import densest_view
 from heatmetro.site_builder.metro_cache import CACHE_FILE as METRO_CACHE
@@ -160,6 +166,8 @@ def _run_snapshot(
             db.close()
     if not allow_empty:
         refuse_empty_over_heat(read.metro_window(), config.out_dir)
+    if not quiet:
+        warn_overlapping_release(config, month)
     build = new_build_dir(config.out_dir, month)
     parallel = (config.tile_workers or default_workers()) > 1
     metro: ForkedJob[MetroDone] | None = None
@@ -224,6 +232,28 @@ def check_snapshot_month(month: str | None, *, partial: bool = False) -> str:
         msg = f"--partial: --month {month} is over (--partial is for the month in progress)"
         raise ConfigError(msg)
     return month
+
+
+def warn_overlapping_release(config: Config, month: str) -> None:
+    """Exact Metro counts of two overlapping windows differ by a month's part less the
+    part of the month that left: one or two people's trips can come out (README rule 9).
+    Said where the choice is made, each time it applies."""
+    before = published_counts(config.out_dir)
+    last = before.get("month") if before else None
+    if config.metro_epsilon is not None or not isinstance(last, str) or last == month:
+        return
+    try:
+        apart = abs(month_index(month) - month_index(last))
+    except ValueError:
+        return
+    if apart < 12:
+        print(
+            f"heatmetro snapshot: warning: the Metro files of {last} and {month} cover "
+            "overlapping windows, and with exact counts their difference can single out "
+            "one or two people's trips (README, rule 9): set metro_epsilon for monthly "
+            "releases",
+            file=sys.stderr,
+        )
 
 
 def refuse_empty_over_heat(window: WindowData, out_dir: Path | None) -> None:

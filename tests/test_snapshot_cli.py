@@ -459,3 +459,22 @@ def test_out_dir_that_is_someone_elses_folder_is_never_replaced(
     assert (project / "site").is_symlink() and (project / "site" / "index.html").exists()
     kept = project / ".site.builds" / "000000-previous-site"
     assert (kept / "metadata.json").exists() and (kept / "index.html").exists()
+
+
+def test_a_release_overlapping_the_published_one_warns_about_exact_metro_counts(
+    real_store: Path, run_cli: Run, tmp_path: Path
+) -> None:
+    """Two monthly releases differ by a month's part less the month that left (README rule
+    9): without metro_epsilon, publishing the next month says so; the same month again,
+    or a window that does not overlap, does not."""
+    project = copy_project(real_store, tmp_path / "p")
+    warning = "overlapping windows"
+    first = snapshot(run_cli, project, "2018-06", env=cli_env(HEATMETRO_QUIET="0"))
+    assert warning not in first.stderr
+    again = snapshot(run_cli, project, "2018-06", env=cli_env(HEATMETRO_QUIET="0"))
+    assert warning not in again.stderr
+    later = snapshot(run_cli, project, "2018-07", env=cli_env(HEATMETRO_QUIET="0"))
+    assert warning in later.stderr and "2018-06 and 2018-07" in later.stderr, later.stderr
+    apart = snapshot(run_cli, project, "2019-07", env=cli_env(HEATMETRO_QUIET="0"),
+                     check=False)  # fmt: skip
+    assert warning not in apart.stderr
