@@ -103,11 +103,8 @@ class FoldStep:
         except (RecursionError, MemoryError, OverflowError, TypeError, ValueError) as exc:
             # StreamRecordError is a ValueError; a shape no rule foresaw is one bad record
             # too, and must not stop the stream (nor lose an opt-out it carries).
-            reason = (
-                str(exc)
-                if isinstance(exc, StreamRecordError)
-                else (f"record: cannot validate: {type(exc).__name__}")
-            )
+            known = isinstance(exc, StreamRecordError)
+            reason = str(exc) if known else f"record: cannot validate: {type(exc).__name__}"
             opt_out = opt_out_within(item.obj)  # a privacy request fails closed
             if opt_out is None:
                 return state, [_dead(rec, reason)]

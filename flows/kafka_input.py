@@ -170,7 +170,6 @@ class HeatmetroKafkaSource(FixedPartitionedSource[StreamMessage, int | None]):
         return [f"{i}-{self.url.topic}" for i in topic_partitions(self.url)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
-        formed()  # the cluster is up (heatmetro.core.cluster_join)
         inner = self.kafka.build_part(step_id, for_part, resume_state)
         return _Partition(inner, resume_state, self.max_record_bytes)
 

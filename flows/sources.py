@@ -359,7 +359,6 @@ class JsonlSource(FixedPartitionedSource[StreamMessage, Any]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: Any
     ) -> StatefulSourcePartition[StreamMessage, Any]:
-        formed()  # the cluster is up (heatmetro.core.cluster_join)
         if for_part == STDIN:
             if not self.stdin:
                 return _Finished(resume_state)

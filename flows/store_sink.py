@@ -102,7 +102,6 @@ class ShardSink(FixedPartitionedSink[StoreItem, None]):
         return int(item_key)  # the shard number: shards are listed in order, globally
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ShardPartition:
-        formed()  # the cluster is up (heatmetro.core.cluster_join)
         with self._lock:
             if self._progress is None and self.config.personal_heatmaps:
                 # The athletes' own maps: one separate file per state_dir, written by

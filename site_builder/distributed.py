@@ -141,7 +141,6 @@ class _Partials(DynamicSource[Any]):
         self.items = items
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Once:
-        formed()  # the cluster is up (heatmetro.core.cluster_join)
         return _Once(self.items)
 
 
