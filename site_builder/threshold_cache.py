@@ -1,10 +1,11 @@
 """The incremental privacy threshold: redo ``window.threshold`` only near changed athletes.
 
 A rebuild where few athletes changed keeps, per layer, what the last build decided (the
-cells that met the threshold, and the drawn heat after ``thin_to_lines``) and recomputes
-only where a decision can change. The result is exactly the full computation's (same
-cells, same float bits, same order): the published site is byte-identical to a
-``--no-cache`` build (tests/test_threshold_cache.py, tests/test_window_cache_cli.py).
+cells that met the threshold, the published cells, how ``thin_to_lines`` drew them and
+the drawn heat) and recomputes only what a change can reach. The result is exactly the
+full computation's (same cells, same float bits, same order): the published site is
+byte-identical to a ``--no-cache`` build (tests/test_threshold_cache.py,
+tests/test_window_cache_cli.py).
 
 Why the reach is enough. Let C be the cells where a changed athlete's rows differ
 (gone, new, or another count: only there do per-cell heat and athletes change; any
@@ -12,23 +13,14 @@ larger set works too). With ``threshold_ring`` R:
 
 * A cell's threshold decision reads the athletes within R of it: only cells within R of
   C (``near``) can flip, and deciding them reads the ridden cells within 2R of C.
-* ``thin_to_lines`` is local. A published cell v moves its heat to the middle of the
-  published cells within ``THIN_RING`` (2) of v, which lies within 2 of v; it joins
-  that middle to the middles of published cells within 2 of it (grid paths or
-  midpoints: all within 4 of v); the pair's join is made by the first pair in grid
-  order with the same two middles, found among cells within 4 of v whose partners lie
-  within 6, whose middles read cells within 8. So what v hands out (cells and shares)
-  lands within ``_LANDS`` (4) of v and depends on the inputs within ``_READS`` (8) of v,
-  and a drawn cell's heat is the sum of what the cells within 4 of it hand out, in an
-  order (voter, then pair of middles, by cell id) that any subset of cells keeps.
-* So drawn cells farther than 12 from ``near`` are unchanged, and those within 12 are
-  exactly what thinning the published cells within 24 of ``near`` gives them.
+* So a published cell can come, go or change heat or athletes only in ``near``; the
+  thinning is then redone from exactly those cells and the flipped decisions
+  (``thin_cache``), its work following what actually changed.
 
-Pentagons distort the grid (the geometry above assumes hexagons): any change near one
-means a full computation, as does a change whose reach holds more than ``FULL_SHARE``
-of the rows (the work of redoing it is about that share of a full computation).
-The threshold decisions are exact whatever the geometry, and every drawn cell of the
-result is checked to be one that met the threshold (else: a full computation).
+Pentagons distort the grid: any change near one means a full computation, as does a
+change whose reach holds more than ``FULL_SHARE`` of the rows. The threshold decisions
+are exact whatever the geometry, and every drawn cell of the result is checked to be
+one that met the threshold (else: a full computation).
 """
 
 from __future__ import annotations
@@ -40,18 +32,16 @@ import numpy as np
 
 from heatmetro.core.arrays import distinct
 from heatmetro.core.h3_vector import grid_disks, grid_distances_in_plane
+from heatmetro.site_builder.thin_cache import incremental_thin
 from heatmetro.site_builder.window import (
-    THIN_RING,
     LayerHeat,
+    Thinned,
     cell_totals,
+    is_open,
     nearby_athletes,
-    thin_to_lines,
-    threshold,
+    threshold_with_votes,
 )
 
-_LANDS = 2 * THIN_RING  # how far from a published cell its heat and joins land
-_READS = 4 * THIN_RING  # how far from it the inputs its share depends on lie
-_REACH = _LANDS + _READS  # drawn cells changed: within this of a changed decision
 # Redoing the rows in reach costs about their share of a full computation, plus the reach.
 FULL_SHARE = 0.5
 _PENTAGON_BASES = np.array(
@@ -62,10 +52,23 @@ _PENTAGON_BASES = np.array(
 @dataclass(frozen=True)
 class ThresholdState:
     """What a layer's next build reuses: the sorted cells that met the threshold
-    (ridden or not) and the drawn heat."""
+    (ridden or not), the drawn heat, and how ``thin_to_lines`` drew it (None without a
+    threshold ring: then the drawn cells are the published ones)."""
 
     open_cells: np.ndarray
     drawn: LayerHeat
+    thinned: Thinned | None = None
+
+
+def threshold_state(
+    layer: str, per_athlete: np.ndarray, min_athletes: int, max_per_athlete: int, *,
+    threshold_ring: int,
+) -> ThresholdState:  # fmt: skip
+    """``window.threshold`` from scratch, as a state."""
+    drawn, open_cells, thinned = threshold_with_votes(
+        layer, per_athlete, min_athletes, max_per_athlete, threshold_ring=threshold_ring
+    )
+    return ThresholdState(open_cells, drawn, thinned)
 
 
 class LayerThresholds:
@@ -108,7 +111,7 @@ class LayerThresholds:
             if rows is per_athlete or (
                 rows.dtype == per_athlete.dtype and np.array_equal(rows, per_athlete)
             ):
-                return self._keep(layer, state.open_cells, state.drawn, whole)
+                return self._keep(layer, state, whole)
         previous, changed = self.previous.get(layer), self.changed.get(layer)
         result = None
         if previous is not None and changed is not None:
@@ -122,18 +125,16 @@ class LayerThresholds:
                 threshold_ring=threshold_ring, previous=previous, changed=changed,
                 rings=self._rings.get(reach),
             )  # fmt: skip
-        if result is None:
-            drawn, open_cells = threshold(
-                layer, per_athlete, min_athletes, max_per_athlete, threshold_ring=threshold_ring
-            )
-        else:
-            drawn, open_cells = result
-        self._done.append((per_athlete, ThresholdState(open_cells, drawn), result is None))
-        return self._keep(layer, open_cells, drawn, result is None)
+        state = result or threshold_state(
+            layer, per_athlete, min_athletes, max_per_athlete, threshold_ring=threshold_ring
+        )
+        self._done.append((per_athlete, state, result is None))
+        return self._keep(layer, state, result is None)
 
-    def _keep(self, layer: str, open_cells: np.ndarray, drawn: LayerHeat, whole: bool) -> LayerHeat:
+    def _keep(self, layer: str, state: ThresholdState, whole: bool) -> LayerHeat:
+        drawn = state.drawn
         drawn = LayerHeat(layer, drawn.cells, drawn.heat, drawn.athletes)
-        self.states[layer] = ThresholdState(open_cells, drawn)
+        self.states[layer] = ThresholdState(state.open_cells, drawn, state.thinned)
         if whole:
             self.whole.append(layer)
         return drawn
@@ -155,21 +156,21 @@ def incremental_threshold(
     changed: np.ndarray,
     full_share: float = FULL_SHARE,
     rings: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[LayerHeat, np.ndarray] | None:
-    """``window.threshold`` of ``per_athlete``, given the state of the last build and the
-    cells where athletes changed since; None when a full computation is the way (the
-    rows within reach of the change are more than ``full_share`` of all, or a pentagon
-    is near). ``rings``: ``grid_distances(changed, _reach(threshold_ring))``, if known."""
+) -> ThresholdState | None:
+    """``threshold_state`` of ``per_athlete``, given the state of the last build and
+    the cells where athletes changed since; None when a full computation is the way
+    (the rows within reach of the change are more than ``full_share`` of all, a
+    pentagon is near, or the last state lacks how it thinned). ``rings``:
+    ``grid_distances(changed, _reach(threshold_ring))``, if known."""
     ring = threshold_ring
     changed = distinct(changed)
     if len(changed) == 0:
-        return previous.drawn, previous.open_cells
+        return previous
     if len(per_athlete) == 0:
         empty = not len(previous.drawn.cells) and not len(previous.open_cells)
-        return (previous.drawn, previous.open_cells) if empty else None
-    thin = ring > 0
-    inner = ring + (_REACH if thin else 0)  # drawn cells that may change
-    reads = ring + (2 * _REACH if thin else 0)  # ... and the published cells they read
+        return previous if empty else None
+    if ring and previous.thinned is None:
+        return None
     region, dist = rings if rings is not None else grid_distances(changed, _reach(ring))
     if touches_pentagon(region):
         return None
@@ -178,41 +179,59 @@ def incremental_threshold(
     if len(rows) > full_share * len(per_athlete):
         return None
     cells, inv, heat, athletes = cell_totals(rows, max_per_athlete)
-    # Decisions that may flip: the cells within ring of a change; they read 2 rings out.
+    # Decisions that may flip: the cells within ring of a change; they read ring
+    # further (the whole region).
     near = region[dist <= ring]
-    decide = _member(cells, region[dist <= 2 * ring])
-    at = np.flatnonzero(decide[inv])
-    near_cells, counts = nearby_athletes(
-        rows["athlete"][at], cells[decide], (np.cumsum(decide) - 1)[inv[at]], ring,
-        max(min_athletes, 1),
-    )  # fmt: skip
+    near_cells, counts = nearby_athletes(rows["athlete"], cells, inv, ring, max(min_athletes, 1))
     met = near_cells[(counts >= min_athletes) & _member(near_cells, near)]
-    kept = previous.open_cells[~_member(previous.open_cells, near)]
+    old_open = previous.open_cells
+    was = _member(near, old_open)
+    kept = np.delete(old_open, np.searchsorted(old_open, near[was]))
     open_cells = np.insert(kept, np.searchsorted(kept, met), met)  # disjoint, sorted
-    pub = _member(cells, open_cells) & _member(cells, region[dist <= reads])
-    part = LayerHeat(layer, cells[pub], heat[pub], athletes[pub])
-    if thin:
-        part = thin_to_lines(part, open_cells)
-    redo = region[dist <= inner]
-    new = _member(part.cells, redo)
-    old = previous.drawn
-    same = ~_member(old.cells, redo)
-    cells_out = np.concatenate([old.cells[same], part.cells[new]])
-    order = np.argsort(cells_out, kind="stable")
-    drawn = LayerHeat(
-        layer,
-        cells_out[order],
-        np.concatenate([old.heat[same], part.heat[new]])[order],
-        np.concatenate([old.athletes[same], part.athletes[new]])[order],
+    flipped = np.setxor1d(near[was], met, assume_unique=True)
+    # The published cells near the changes now, spliced into the last build's.
+    pub = _member(cells, met)
+    now = LayerHeat(layer, cells[pub], heat[pub], athletes[pub])
+    before = previous.drawn if previous.thinned is None else previous.thinned.published
+    published, moved = _splice(before, _member(before.cells, near), now)
+    if not ring:
+        return ThresholdState(open_cells, published)
+    assert previous.thinned is not None
+    drawn, thinned = incremental_thin(
+        previous.thinned, previous.drawn, published, moved, flipped, open_cells
     )
     if not _member(drawn.cells, open_cells).all():  # never draw a cell below threshold
         return None
-    return drawn, open_cells
+    return ThresholdState(open_cells, drawn, thinned)
+
+
+_ROW = np.dtype([("cell", "<u8"), ("heat", "<u8"), ("athletes", "<u4")])
+
+
+def _splice(before: LayerHeat, inside: np.ndarray, now: LayerHeat) -> tuple[LayerHeat, np.ndarray]:
+    """``before``'s cells not ``inside``, with ``now``'s (all of them inside); and the
+    cells where the two differ (came, went, other heat bits or athletes)."""
+    out = ~inside
+    cells = before.cells[out]
+    at = np.searchsorted(cells, now.cells)
+    spliced = LayerHeat(
+        before.layer,
+        np.insert(cells, at, now.cells),
+        np.insert(before.heat[out], at, now.heat),
+        np.insert(before.athletes[out], at, now.athletes),
+    )
+    rows = np.zeros(int(inside.sum()) + len(now.cells), _ROW)
+    rows["cell"] = np.concatenate([before.cells[inside], now.cells])
+    rows["heat"] = np.concatenate([before.heat[inside], now.heat]).view(np.uint64)
+    rows["athletes"] = np.concatenate([before.athletes[inside], now.athletes])
+    uniq, count = np.unique(rows, return_counts=True)
+    return spliced, distinct(uniq["cell"][count == 1])
 
 
 def _reach(ring: int) -> int:
-    """How many rings around the changes ``incremental_threshold`` looks."""
-    return max(2 * ring, ring + 2 * _REACH) if ring else 0
+    """How many rings around the changes ``incremental_threshold`` reads: a decision
+    within ``ring`` of a change counts athletes ``ring`` further."""
+    return 2 * ring
 
 
 def grid_distances(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -251,7 +270,4 @@ def touches_pentagon(cells: np.ndarray) -> bool:
 
 def _member(cells: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """Per cell, whether it is in ``sorted_set`` (sorted, distinct)."""
-    if len(sorted_set) == 0:
-        return np.zeros(len(cells), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_set, cells), len(sorted_set) - 1)
-    return np.asarray(sorted_set[at] == cells)
+    return is_open(cells, sorted_set)

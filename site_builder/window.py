@@ -115,10 +115,29 @@ def threshold(
     threshold_ring: int,
 ) -> tuple[LayerHeat, np.ndarray]:
     """``publishable_heat`` (not partial), and the sorted cells that met the threshold,
-    ridden or not (``thin_to_lines``'s ``open_cells``): what an incremental rebuild
-    keeps of it (``threshold_cache``)."""
+    ridden or not (``thin_to_lines``'s ``open_cells``)."""
+    return threshold_with_votes(
+        layer, per_athlete, min_athletes, max_per_athlete, threshold_ring=threshold_ring
+    )[:2]
+
+
+def threshold_with_votes(
+    layer: str,
+    per_athlete: np.ndarray,
+    min_athletes: int,
+    max_per_athlete: int,
+    *,
+    threshold_ring: int,
+) -> tuple[LayerHeat, np.ndarray, Thinned | None]:
+    """``threshold``, and how ``thin_to_lines`` drew (None without a ring): what an
+    incremental rebuild keeps of it (``threshold_cache``)."""
     if len(per_athlete) == 0:
-        return _empty(layer), np.zeros(0, np.uint64)
+        nothing = np.zeros(0, np.uint64)
+        return (
+            _empty(layer),
+            nothing,
+            thin_with_votes(_empty(layer), nothing)[1] if threshold_ring else None,
+        )
     cells, inv, heat, athletes = cell_totals(per_athlete, max_per_athlete)
     near_cells, near = nearby_athletes(
         per_athlete["athlete"], cells, inv, threshold_ring, max(min_athletes, 1)
@@ -127,8 +146,9 @@ def threshold(
     keep = near[np.searchsorted(near_cells, cells)] >= min_athletes
     published = LayerHeat(layer, cells[keep], heat[keep], athletes[keep])
     if not threshold_ring:
-        return published, open_cells
-    return thin_to_lines(published, open_cells), open_cells
+        return published, open_cells, None
+    drawn, thinned = thin_with_votes(published, open_cells)
+    return drawn, open_cells, thinned
 
 
 def cell_totals(
@@ -273,6 +293,39 @@ _DISK_CACHE_CELLS = 4_000_000  # per ring: ~220 MB of ring-1 disks at most
 
 THIN_RING = 2  # each cell looks this many rings around it for the middle of the heat
 
+# One vote of ``thin_to_lines``: a published cell (``voter``) handing a share of its heat
+# to ``cell``. ``group``, ``k1``, ``k2``, ``idx``: the order in which a drawn cell adds
+# its votes up (0: a voter's middle, k1 the voter; 1: the cell between two middles two
+# apart; 2: a grid path's cell ``idx`` between middles farther apart; k1, k2 the two
+# middles). ``share``: the voter's heat over its votes that landed on open cells (any
+# value where ``cell`` is not one). The fields up to ``idx`` tell votes apart; in their
+# order, they are the votes' one order (a structured compare follows it).
+VOTE_DTYPE = np.dtype(
+    [("cell", "<u8"), ("group", "u1"), ("k1", "<u8"), ("k2", "<u8"), ("idx", "<u4"),
+     ("voter", "<u8"), ("share", "<f8")]
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Thinned:
+    """How ``thin_to_lines`` drew a layer, for an incremental rebuild to redo it near
+    changes only (``thin_cache``).
+
+    Attributes:
+        published: its input (the published cells, before thinning).
+        middle: per published cell, the cell holding the middle of its neighbourhood
+            (itself when the middle is well inside it), whether it met the threshold or not.
+        target: per published cell, where its heat went: ``middle`` if that met the
+            threshold, else itself.
+        votes: every vote (``VOTE_DTYPE``), those on cells below the threshold too, in
+            their order.
+    """
+
+    published: LayerHeat
+    middle: np.ndarray
+    target: np.ndarray
+    votes: np.ndarray
+
 
 def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
     """Draw each street as a line through the middle of its heat, not as the band of
@@ -295,30 +348,21 @@ def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
         neighbourhoods. A pure function of its inputs, so a cluster snapshot gets the
         same once it has gathered them.
     """
+    return thin_with_votes(lh, open_cells)[0]
+
+
+def thin_with_votes(lh: LayerHeat, open_cells: np.ndarray) -> tuple[LayerHeat, Thinned]:
+    """``thin_to_lines``, and how it drew (``Thinned``)."""
     n = len(lh.cells)
     if n == 0:
-        return lh
-    disks = _disks(lh.cells, THIN_RING)
-    pos = np.searchsorted(lh.cells, disks)
-    pos[pos == n] = 0
-    known = lh.cells[pos] == disks  # the published cells of each disk (the centre is one)
-    xyz = _unit_vectors(lh.cells)
-    w = np.where(known, lh.athletes[pos].astype(np.float64), 0.0)
-    middle = np.zeros_like(xyz)
-    for j in range(disks.shape[1]):  # column by column: no (cells, disk, 3) array
-        middle += w[:, j, None] * xyz[pos[:, j]]
-    res = h3.get_resolution(int(lh.cells[0]))
-    step = _spacing(lh.cells, res)
-    # A middle well inside its own cell (half the spacing is the inradius) stays there.
-    target = lh.cells.copy()
-    away = np.flatnonzero(_norm(middle / _norm(middle)[:, None] - xyz) > 0.45 * step)
-    target[away] = _cells_at(middle[away], res)
-    at = np.minimum(np.searchsorted(open_cells, target), len(open_cells) - 1)
-    target = np.where(open_cells[at] == target, target, lh.cells)  # no middle: stay
+        nothing = np.zeros(0, np.uint64)
+        return lh, Thinned(lh, nothing, nothing, np.zeros(0, VOTE_DTYPE))
+    middle, pos, known = thin_middles(lh, np.arange(n))
+    at = np.minimum(np.searchsorted(open_cells, middle), len(open_cells) - 1)
+    target = np.where(open_cells[at] == middle, middle, lh.cells)  # no middle: stay
     # Cells near each other whose middles are not neighbours: join the middles along the
     # grid, so that a street drawn unbroken stays so (the cells between must meet the
     # threshold too).
-    voter, cell = [np.arange(n)], [target]
     a, b = np.nonzero(known & (pos > np.arange(n)[:, None]))
     b = pos[a, b]
     targets, tinv = np.unique(target, return_inverse=True)
@@ -328,30 +372,144 @@ def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
     a, b = a[first], b[first]
     moved = target[a] != target[b]
     a, b = a[moved], b[moved]
-    txyz = _unit_vectors(targets)[tinv]
-    gap = _norm(txyz[a] - txyz[b]) / step[a]
+    joins = join_votes(lh.cells[a], target[a], target[b], thin_spacing(lh.cells[a]))
+    votes = np.concatenate([middle_votes(lh.cells, target), joins])
+    count_shares(votes, lh, open_cells)
+    # Made in the order of groups and middles: a stable sort by cell is the votes' order.
+    votes = votes[np.argsort(votes["cell"], kind="stable")]
+    drawn = sum_votes(votes, lh, open_cells)
+    return drawn, Thinned(lh, middle, target, votes)
+
+
+def thin_middles(lh: LayerHeat, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per published cell ``lh.cells[rows]``, the cell holding the middle of its
+    neighbourhood; and its disk's cells' positions in ``lh.cells`` with whether each is
+    a published cell. A function of the published cells and athletes within
+    ``THIN_RING`` of it alone."""
+    n = len(lh.cells)
+    cells = lh.cells[rows]
+    disks = _disks(cells, THIN_RING)
+    pos = np.searchsorted(lh.cells, disks)
+    pos[pos == n] = 0
+    known = lh.cells[pos] == disks  # the published cells of each disk (the centre is one)
+    if 4 * len(rows) >= n:  # most cells: the centres of all
+        near, where = np.arange(n), pos
+    else:  # the centres of the disks' cells only (ranks by a mark: no sort)
+        mark = np.zeros(n, dtype=bool)
+        mark[pos.reshape(-1)] = True
+        near = np.flatnonzero(mark)
+        where = (np.cumsum(mark) - 1)[pos]
+    xyz = _unit_vectors(lh.cells[near])
+    w = np.where(known, lh.athletes[pos].astype(np.float64), 0.0)
+    middle = np.zeros((len(cells), 3))
+    for j in range(disks.shape[1]):  # column by column: no (cells, disk, 3) array
+        middle += w[:, j, None] * xyz[where[:, j]]
+    if not len(cells):
+        return cells.copy(), pos, known
+    res = h3.get_resolution(int(cells[0]))
+    step = thin_spacing(cells)
+    own = xyz[np.searchsorted(near, rows)]
+    # A middle well inside its own cell (half the spacing is the inradius) stays there.
+    out = cells.copy()
+    away = np.flatnonzero(_norm(middle / _norm(middle)[:, None] - own) > 0.45 * step)
+    out[away] = _cells_at(middle[away], res)
+    return out, pos, known
+
+
+def thin_spacing(cells: np.ndarray) -> np.ndarray:
+    """``_spacing`` of each cell at its resolution."""
+    if not len(cells):
+        return np.zeros(0)
+    return _spacing(cells, h3.get_resolution(int(cells[0])))
+
+
+def middle_votes(voters: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Each published cell's vote for where its heat goes (group 0)."""
+    votes = np.zeros(len(voters), VOTE_DTYPE)
+    votes["cell"], votes["voter"], votes["k1"] = target, voters, voters
+    return votes
+
+
+def join_votes(voter: np.ndarray, ta: np.ndarray, tb: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """The votes of the joins between middles ``ta`` and ``tb`` (distinct), each pair made
+    by ``voter`` (a published cell) with its spacing ``step``, in the order given (each
+    pair's order: ``(ta, tb)`` ascending)."""
+    if not len(voter):
+        return np.zeros(0, VOTE_DTYPE)
+    res = h3.get_resolution(int(voter[0]))
+    targets, tinv = np.unique(np.concatenate([ta, tb]), return_inverse=True)
+    txyz = _unit_vectors(targets)
+    xa, xb = txyz[tinv[: len(ta)]], txyz[tinv[len(ta) :]]
+    gap = _norm(xa - xb) / step
     # Middles two cells apart (the usual gap): the cell between holds their midpoint.
     two = (gap > 1.5) & (gap < 2.5)
-    mid = _cells_at(txyz[a[two]] + txyz[b[two]], res)
-    voter.append(a[two])
-    cell.append(mid)
-    far_a, far_b = a[gap >= 2.5], b[gap >= 2.5]
+    mid = np.zeros(int(two.sum()), VOTE_DTYPE)
+    mid["cell"] = _cells_at(xa[two] + xb[two], res)
+    mid["voter"], mid["k1"], mid["k2"], mid["group"] = voter[two], ta[two], tb[two], 1
+    far = gap >= 2.5
     # H3's grid paths, all at once (none across a pentagon's distortion: no join there).
-    between, per_pair = grid_path_interiors(target[far_a], target[far_b])
-    voter.append(np.repeat(far_a, per_pair))
-    cell.append(between)
-    voters, cells = np.concatenate(voter), np.concatenate(cell)
-    # Joins only where the threshold is met; the middles are already.
-    at = np.minimum(np.searchsorted(open_cells, cells), len(open_cells) - 1)
-    ok = open_cells[at] == cells
-    voters, cells = voters[ok], cells[ok]
-    # Each published cell's heat is shared by its middle and the joins it made.
-    share = lh.heat[voters] / np.bincount(voters, minlength=n)[voters]
-    drawn, inv = np.unique(cells, return_inverse=True)
-    heat = np.bincount(inv.reshape(-1), weights=share, minlength=len(drawn))
-    own = np.minimum(np.searchsorted(lh.cells, drawn), n - 1)
-    athletes = np.where(lh.cells[own] == drawn, lh.athletes[own], 0).astype(np.uint32)
+    between, per_pair = grid_path_interiors(ta[far], tb[far])
+    path = np.zeros(len(between), VOTE_DTYPE)
+    path["cell"] = between
+    for name, arr in (("voter", voter), ("k1", ta), ("k2", tb)):
+        path[name] = np.repeat(arr[far], per_pair)
+    path["idx"] = np.arange(len(between)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
+    path["group"] = 2
+    return np.concatenate([mid, path])
+
+
+def count_shares(votes: np.ndarray, lh: LayerHeat, open_cells: np.ndarray) -> None:
+    """Fill in each vote's share: its voter's heat over the voter's votes on open cells
+    (``votes`` holds every vote of its voters)."""
+    ok = is_open(votes["cell"], open_cells)
+    voter = np.searchsorted(lh.cells, votes["voter"])
+    count = np.bincount(voter[ok], minlength=len(lh.cells))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        votes["share"] = lh.heat[voter] / count[voter]
+
+
+def sum_votes(votes: np.ndarray, lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
+    """The drawn cells of ``votes`` (in their order: ``VOTE_DTYPE``), each vote on an
+    open cell, their heat added up in that order (one order however the votes are
+    split, so the same bits), and their athletes (published cells' own, else 0)."""
+    votes = votes[is_open(votes["cell"], open_cells)]
+    cells = votes["cell"]
+    first = np.ones(len(cells), dtype=bool)
+    np.not_equal(cells[1:], cells[:-1], out=first[1:])
+    drawn = cells[first]
+    heat = np.bincount(np.cumsum(first) - 1, weights=votes["share"], minlength=len(drawn))
+    n = len(lh.cells)
+    own = np.minimum(np.searchsorted(lh.cells, drawn), max(n - 1, 0))
+    mine = lh.cells[own] == drawn if n else np.zeros(len(drawn), dtype=bool)
+    athletes = np.where(mine, lh.athletes[own] if n else 0, 0).astype(np.uint32)
     return LayerHeat(lh.layer, drawn, heat, athletes)
+
+
+def is_open(cells: np.ndarray, open_cells: np.ndarray) -> np.ndarray:
+    """Per cell, whether it is in ``open_cells`` (sorted, distinct).
+
+    Many cells against a set several times smaller: a bitmap of the set's hashes rules
+    most cells out first (a binary search each is ~10x slower, in cache misses).
+    """
+    if not len(open_cells):
+        return np.zeros(len(cells), dtype=bool)
+    if len(cells) < max(1 << 16, 4 * len(open_cells)):
+        at = np.minimum(np.searchsorted(open_cells, cells), len(open_cells) - 1)
+        return np.asarray(open_cells[at] == cells)
+    bits = max(16, int(len(open_cells)).bit_length() + 4)  # ~1/16 false positives
+    seen = np.zeros(1 << bits, dtype=bool)
+    seen[_hash(open_cells, bits)] = True
+    maybe = np.flatnonzero(seen[_hash(cells, bits)])
+    out = np.zeros(len(cells), dtype=bool)
+    at = np.minimum(np.searchsorted(open_cells, cells[maybe]), len(open_cells) - 1)
+    out[maybe] = open_cells[at] == cells[maybe]
+    return out
+
+
+def _hash(cells: np.ndarray, bits: int) -> np.ndarray:
+    """Multiplicative (Fibonacci) hashing of 64-bit values to ``bits`` bits."""
+    mixed = np.multiply(cells.astype(np.uint64, copy=False), np.uint64(0x9E3779B97F4A7C15))
+    return (mixed >> np.uint64(64 - bits)).astype(np.intp)
 
 
 def _spacing(cells: np.ndarray, res: int) -> np.ndarray:

@@ -47,10 +47,10 @@ from heatmetro.site_builder.load import (
 )
 from heatmetro.site_builder.npz_mapped import load_mapped
 from heatmetro.site_builder.threshold_cache import LayerThresholds, ThresholdState
-from heatmetro.site_builder.window import LayerHeat, WindowData
+from heatmetro.site_builder.window import VOTE_DTYPE, LayerHeat, Thinned, WindowData
 from heatmetro.state.view import ReadView
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 CACHE_FILE = "window_cache.npz"
 _PER_ID = ("activities", "has_rows", "has_paths")
 # Reading a changed athlete costs a lookup: past this share, one pass over everything.
@@ -118,7 +118,14 @@ def _code_digest() -> str:
     state = here.parent / "state"
     files = sorted(state.glob("*.py")) + [
         here / f"{m}.py"
-        for m in ("load", "activity_layers", "window", "window_cache", "threshold_cache")
+        for m in (
+            "load",
+            "activity_layers",
+            "window",
+            "window_cache",
+            "threshold_cache",
+            "thin_cache",
+        )
     ]
     h = hashlib.sha256()
     try:
@@ -349,6 +356,10 @@ class Cached:
 
 _STATE = {"open": np.dtype(np.uint64), "cells": np.dtype(np.uint64),
           "heat": np.dtype(np.float64), "athletes": np.dtype(np.uint32)}  # fmt: skip
+# How a layer was thinned (``window.Thinned``), when it was.
+_THINNED = {"published_cells": np.dtype(np.uint64), "published_heat": np.dtype(np.float64),
+            "published_athletes": np.dtype(np.uint32), "middle": np.dtype(np.uint64),
+            "target": np.dtype(np.uint64), "votes": VOTE_DTYPE}  # fmt: skip
 
 
 def read_cache(path: Path, key: str, dtypes: dict[str, np.dtype]) -> tuple[Cached | None, str]:
@@ -370,8 +381,12 @@ def read_cache(path: Path, key: str, dtypes: dict[str, np.dtype]) -> tuple[Cache
         arrays = {name: stored[aliases.get(name, name)] for name in dtypes}
         layers = meta.get("thresholds", [])
         same = meta.get("threshold_aliases", {})
+        thinned = set(meta.get("thinned", []))
         states = {
-            layer: {f: npz[f"threshold/{same.get(layer, layer)}/{f}"] for f in _STATE}
+            layer: {
+                f: npz[f"threshold/{same.get(layer, layer)}/{f}"]
+                for f in (_STATE | _THINNED if layer in thinned else _STATE)
+            }
             for layer in (layers if isinstance(layers, list) else [])
         }
     except Exception as exc:  # noqa: BLE001 - any unreadable cache means: read the store
@@ -392,7 +407,7 @@ def _threshold_states(
     out = {}
     for layer, arrays in states.items():
         for name, arr in arrays.items():
-            if arr.dtype != _STATE[name] or arr.ndim != 1:
+            if arr.dtype != (_STATE | _THINNED)[name] or arr.ndim != 1:
                 return None, f"threshold state of {layer} ({name})"
         cells, open_cells = arrays["cells"], arrays["open"]
         if not len(cells) == len(arrays["heat"]) == len(arrays["athletes"]):
@@ -403,7 +418,20 @@ def _threshold_states(
         if len(cells) and (not len(open_cells) or np.any(open_cells[at] != cells)):
             return None, f"threshold state of {layer} (drawn below threshold)"
         drawn = LayerHeat(layer, cells, arrays["heat"], arrays["athletes"])
-        out[layer] = ThresholdState(open_cells, drawn)
+        thinned = None
+        if "votes" in arrays:
+            pub = arrays["published_cells"]
+            same = len(pub) == len(arrays["published_heat"]) == len(arrays["published_athletes"])
+            if not (same and len(pub) == len(arrays["middle"]) == len(arrays["target"])):
+                return None, f"threshold state of {layer} (thinning lengths)"
+            votes = arrays["votes"]
+            if not (_increasing(pub) and np.all(votes["cell"][1:] >= votes["cell"][:-1])):
+                return None, f"threshold state of {layer} (thinning order)"
+            published = LayerHeat(
+                layer, pub, arrays["published_heat"], arrays["published_athletes"]
+            )
+            thinned = Thinned(published, arrays["middle"], arrays["target"], votes)
+        out[layer] = ThresholdState(open_cells, drawn, thinned)
     return out, ""
 
 
@@ -440,7 +468,7 @@ def _same_rows(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _same_arrays(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
-    return all(
+    return len(a) == len(b) and all(
         x is y or (x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes())
         for x, y in zip(a, b, strict=True)
     )
@@ -482,14 +510,24 @@ def write_cache(
     copies: dict[str, str] = {}
     meta["threshold_aliases"] = copies
     written: dict[str, tuple[np.ndarray, ...]] = {}
+    meta["thinned"] = sorted(k for k, v in (thresholds or {}).items() if v.thinned is not None)
     for layer, state in (thresholds or {}).items():
-        four = (state.open_cells, state.drawn.cells, state.drawn.heat, state.drawn.athletes)
-        alias = next((w for w, v in written.items() if _same_arrays(v, four)), None)
+        named = dict(
+            zip(_STATE, (state.open_cells, state.drawn.cells, state.drawn.heat,
+                         state.drawn.athletes), strict=True)
+        )  # fmt: skip
+        t = state.thinned
+        if t is not None:
+            p = t.published
+            more = (p.cells, p.heat, p.athletes, t.middle, t.target, t.votes)
+            named.update(zip(_THINNED, more, strict=True))
+        every = tuple(named.values())
+        alias = next((w for w, v in written.items() if _same_arrays(v, every)), None)
         if alias is not None:  # ``ride`` when it is ``all``: stored once
             copies[layer] = alias
             continue
-        written[layer] = four
-        for name, arr in zip(("open", "cells", "heat", "athletes"), four, strict=True):
+        written[layer] = every
+        for name, arr in named.items():
             arrays[f"threshold/{layer}/{name}"] = arr
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     arrays.update({name: getattr(parts, name) for name in _PER_ID})

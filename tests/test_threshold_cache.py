@@ -113,8 +113,17 @@ def test_a_rebuild_near_the_changes_is_the_full_computation(
     )  # fmt: skip
     assert got is not None or len(after) == 0
     if got is not None:
-        assert_same(got[0], want)
-        np.testing.assert_array_equal(got[1], want_open)
+        assert_same(got.drawn, want)
+        np.testing.assert_array_equal(got.open_cells, want_open)
+        # And back, from the state the rebuild kept (its votes spliced, not recomputed).
+        back = incremental_threshold(
+            "all", before, k, cap, threshold_ring=ring, previous=got, changed=changed,
+            full_share=np.inf,
+        )  # fmt: skip
+        assert back is not None or len(before) == 0
+        if back is not None:
+            assert_same(back.drawn, old)
+            np.testing.assert_array_equal(back.open_cells, old_open)
     # The per-build object: each layer from the last build's state, or computed again;
     # redone near the changes of every layer (here: cells that did not change as well).
     other = np.array(more, np.uint64)

@@ -1,0 +1,211 @@
+"""``thin_to_lines`` redone near changes only: the work follows the changed cells, not
+the window.
+
+``window.thin_with_votes`` keeps how it drew (``Thinned``): each published cell's middle
+and target, and every vote (a published cell handing a share of its heat to a cell).
+Given the published cells whose presence, heat or athletes changed (``changed``) and
+the cells whose threshold decision flipped (``flipped``), what can differ is:
+
+* a middle: only of a published cell within ``THIN_RING`` of a changed cell (it reads
+  the published cells and athletes there and nothing else); a target also where the
+  middle's decision flipped;
+* the joins: a join is made for each pair of targets ``(t(a), t(b))`` of published
+  neighbours ``a < b`` (within ``THIN_RING``) by the least such ``a``. Pairs change only
+  where a cell is added, removed or retargeted (``moved``), so only the pairs of targets
+  of a pair involving one of those (``keys``, before or after) can change voter or
+  vanish; each is decided again over every published cell with that first target;
+* a vote's share: its voter's heat over its votes on open cells, so the voters whose
+  heat changed, who made or lost a join, or who voted on a flipped cell are redone
+  (``redo``), all their votes;
+* a drawn cell: only one an old or new vote of a redone voter lands on (or whose
+  athletes changed); its heat is added up again from every vote on it, in the order of
+  ``VOTE_DTYPE``'s groups, which is the full computation's, so the bits are the same.
+
+Everything else is kept. The result is exactly ``thin_with_votes`` of the new input
+(tests/test_threshold_cache.py, a Hypothesis property).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from heatmetro.core.arrays import distinct
+from heatmetro.site_builder.window import (
+    THIN_RING,
+    LayerHeat,
+    Thinned,
+    count_shares,
+    is_open,
+    join_votes,
+    middle_votes,
+    sum_votes,
+    thin_middles,
+    thin_spacing,
+    thin_with_votes,
+)
+from heatmetro.site_builder.window import _disks as disks_of
+
+_KEY = np.dtype([("k1", "<u8"), ("k2", "<u8")])
+
+
+def incremental_thin(
+    old: Thinned,
+    old_drawn: LayerHeat,
+    lh: LayerHeat,
+    changed: np.ndarray,
+    flipped: np.ndarray,
+    open_cells: np.ndarray,
+) -> tuple[LayerHeat, Thinned]:
+    """``thin_with_votes(lh, open_cells)``, given the last build's (``old``, which drew
+    ``old_drawn``).
+
+    Args:
+        changed: sorted distinct cells where a published cell came, went, or changed
+            heat or athletes since ``old.published`` (more cells: still exact).
+        flipped: sorted distinct cells whose threshold decision changed (more: exact).
+    """
+    n = len(lh.cells)
+    prev = old.published
+    if n == 0 or len(prev.cells) == 0:
+        return thin_with_votes(lh, open_cells)
+    at = np.minimum(np.searchsorted(prev.cells, lh.cells), len(prev.cells) - 1)
+    was = prev.cells[at] == lh.cells
+    middle = np.where(was, old.middle[at], lh.cells)
+    target = np.where(was, old.target[at], lh.cells)
+    around = _disk_cells(changed)
+    redo_middle = np.flatnonzero(~was | is_open(lh.cells, around))
+    middle[redo_middle] = thin_middles(lh, redo_middle)[0]
+    retarget = np.zeros(n, dtype=bool)
+    retarget[redo_middle] = True
+    retarget |= is_open(middle, flipped)
+    r = np.flatnonzero(retarget)
+    target[r] = np.where(is_open(middle[r], open_cells), middle[r], lh.cells[r])
+    gone = prev.cells[~is_open(prev.cells, lh.cells)]
+    moved = distinct(np.concatenate([gone, lh.cells[~was | (target != old.target[at])]]))
+    # The pairs of targets that may have another voter now, or none.
+    keys = np.unique(
+        np.concatenate(
+            [_pair_keys(prev.cells, old.target, moved), _pair_keys(lh.cells, target, moved)]
+        )
+    )
+    joins = old.votes[old.votes["group"] > 0]
+    rejoined = _key_member(joins["k1"], joins["k2"], keys)
+    voter, ta, tb = _voters(lh.cells, target, keys)
+    touched = _rows_of(old.votes["cell"], flipped)
+    redo = distinct(
+        np.concatenate(
+            [moved, changed, joins["voter"][rejoined], voter, old.votes["voter"][touched]]
+        )
+    )
+    redo = redo[is_open(redo, lh.cells)]  # voters now; a gone one votes no more
+    kept_joins = joins[is_open(joins["voter"], redo) & ~rejoined]
+    new = np.concatenate(
+        [
+            middle_votes(redo, target[np.searchsorted(lh.cells, redo)]),
+            kept_joins,
+            join_votes(voter, ta, tb, thin_spacing(voter)),
+        ]
+    )
+    count_shares(new, lh, open_cells)
+    new = new[np.lexsort((new["idx"], new["k2"], new["k1"], new["group"], new["cell"]))]
+    out = is_open(old.votes["voter"], distinct(np.concatenate([redo, gone])))
+    votes = old.votes[~out]
+    votes = np.insert(votes, np.searchsorted(votes, new), new)  # in the votes' order
+    # The drawn cells whose votes or athletes may differ: added up again.
+    again = distinct(np.concatenate([old.votes["cell"][out], new["cell"], changed, flipped]))
+    part = sum_votes(votes[_rows_of(votes["cell"], again)], lh, open_cells)
+    stay = ~is_open(old_drawn.cells, again)
+    drawn = _merge(old_drawn, stay, part)
+    return drawn, Thinned(lh, middle, target, votes)
+
+
+def _merge(old: LayerHeat, stay: np.ndarray, part: LayerHeat) -> LayerHeat:
+    """``old``'s cells where ``stay``, and ``part``'s (none of them stays): sorted."""
+    cells = old.cells[stay]
+    at = np.searchsorted(cells, part.cells)
+    return LayerHeat(
+        old.layer,
+        np.insert(cells, at, part.cells),
+        np.insert(old.heat[stay], at, part.heat),
+        np.insert(old.athletes[stay], at, part.athletes),
+    )
+
+
+def _disk_cells(cells: np.ndarray) -> np.ndarray:
+    """The distinct cells within ``THIN_RING`` of ``cells`` (sorted, distinct)."""
+    if not len(cells):
+        return cells
+    return distinct(disks_of(cells, THIN_RING).reshape(-1))
+
+
+def _neighbours(cells: np.ndarray, who: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs ``(x, y)``: x of ``who`` (sorted, distinct), y of ``cells`` (sorted)
+    within ``THIN_RING`` of x, y != x; as positions in ``who`` and in ``cells``."""
+    if not len(who) or not len(cells):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    disks = disks_of(who, THIN_RING)
+    pos = np.minimum(np.searchsorted(cells, disks), len(cells) - 1)
+    hit = (cells[pos] == disks) & (disks != who[:, None])
+    x, j = np.nonzero(hit)
+    return x, pos[x, j]
+
+
+def _pair_keys(cells: np.ndarray, target: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """The pairs of distinct targets ``(t(a), t(b))`` of the published neighbours
+    ``a < b`` (``cells``, with ``target``) of which one is of ``moved`` (``_KEY``)."""
+    who = moved[is_open(moved, cells)]
+    x, y = _neighbours(cells, who)
+    xi = np.searchsorted(cells, who)[x]
+    a, b = np.minimum(xi, y), np.maximum(xi, y)
+    keys = np.zeros(len(a), _KEY)
+    keys["k1"], keys["k2"] = target[a], target[b]
+    return keys[keys["k1"] != keys["k2"]]
+
+
+def _key_member(k1: np.ndarray, k2: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Per pair ``(k1, k2)``, whether it is in ``keys`` (sorted, distinct ``_KEY``)."""
+    if not len(keys):
+        return np.zeros(len(k1), dtype=bool)
+    maybe = np.flatnonzero(is_open(k1, distinct(keys["k1"])))
+    q = np.zeros(len(maybe), _KEY)
+    q["k1"], q["k2"] = k1[maybe], k2[maybe]
+    at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    out = np.zeros(len(k1), dtype=bool)
+    out[maybe] = keys[at] == q
+    return out
+
+
+def _voters(
+    cells: np.ndarray, target: np.ndarray, keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair of targets of ``keys`` that has a pair of neighbours now: its voter (the
+    least ``a``), and the two targets; ordered by pair of targets."""
+    if not len(keys):
+        nothing = np.zeros(0, np.uint64)
+        return nothing, nothing, nothing
+    # Every a of such a pair has the first target: the candidates.
+    cand = np.flatnonzero(is_open(target, distinct(keys["k1"])))
+    x, y = _neighbours(cells, cells[cand])
+    a = cand[x]
+    later = y > a
+    a, y = a[later], y[later]
+    mine = _key_member(target[a], target[y], keys)
+    a, y = a[mine], y[mine]
+    found = np.zeros(len(a), _KEY)
+    found["k1"], found["k2"] = target[a], target[y]
+    order = np.lexsort((a, found["k2"], found["k1"]))
+    found, a = found[order], a[order]
+    first = np.ones(len(found), dtype=bool)
+    first[1:] = found[1:] != found[:-1]
+    return cells[a[first]], found["k1"][first], found["k2"][first]
+
+
+def _rows_of(sorted_col: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The positions of the rows of ``sorted_col`` (sorted) holding one of ``values``
+    (sorted, distinct)."""
+    lo = np.searchsorted(sorted_col, values, side="left")
+    hi = np.searchsorted(sorted_col, values, side="right")
+    size = hi - lo
+    if not size.sum():
+        return np.zeros(0, np.int64)
+    return np.repeat(lo - np.cumsum(size) + size, size) + np.arange(int(size.sum()))
