@@ -80,7 +80,9 @@ def incremental_thin(
     retarget |= is_open(middle, flipped)
     r = np.flatnonzero(retarget)
     target[r] = np.where(is_open(middle[r], open_cells), middle[r], lh.cells[r])
-    gone = prev.cells[~is_open(prev.cells, lh.cells)]
+    stays = np.zeros(len(prev.cells), dtype=bool)
+    stays[at[was]] = True
+    gone = prev.cells[~stays]
     moved = distinct(np.concatenate([gone, lh.cells[~was | (target != old.target[at])]]))
     # The pairs of targets that may have another voter now, or none.
     keys = np.unique(
@@ -107,16 +109,30 @@ def incremental_thin(
         ]
     )
     count_shares(new, lh, open_cells)
-    new = new[np.lexsort((new["idx"], new["k2"], new["k1"], new["group"], new["cell"]))]
-    out = is_open(old.votes["voter"], distinct(np.concatenate([redo, gone])))
-    votes = old.votes[~out]
-    votes = np.insert(votes, np.searchsorted(votes, new), new)  # in the votes' order
-    # The drawn cells whose votes or athletes may differ: added up again.
-    again = distinct(np.concatenate([old.votes["cell"][out], new["cell"], changed, flipped]))
-    part = sum_votes(votes[_rows_of(votes["cell"], again)], lh, open_cells)
+    votes = old.votes
+    cells = votes["cell"]
+    out = is_open(votes["voter"], distinct(np.concatenate([redo, gone])))
+    # The cells with a new vote: all their votes in one block, put in the votes' order.
+    mixed = np.zeros(len(cells), dtype=bool)
+    mixed[_rows_of(cells, distinct(new["cell"]))] = True
+    block = np.concatenate([votes[mixed & ~out], new])
+    block = block[
+        np.lexsort((block["idx"], block["k2"], block["k1"], block["group"], block["cell"]))
+    ]
+    drop = out | mixed
+    # The drawn cells whose votes or athletes may differ: added up again, from the votes
+    # kept on them and the block (a cell's votes are all in one or the other).
+    again = distinct(np.concatenate([cells[out], new["cell"], changed, flipped]))
+    rows = _rows_of(cells, again)
+    on = np.concatenate([votes[rows[~drop[rows]]], block[_rows_of(block["cell"], again)]])
+    part = sum_votes(on[np.argsort(on["cell"], kind="stable")], lh, open_cells)
     stay = ~is_open(old_drawn.cells, again)
     drawn = _merge(old_drawn, stay, part)
-    return drawn, Thinned(lh, middle, target, votes)
+    # Where the block goes among the rows kept: before the first kept row of a later cell.
+    kept_before = np.cumsum(~drop)
+    first = np.searchsorted(cells, block["cell"])
+    at = np.where(first > 0, kept_before[np.maximum(first - 1, 0)], 0)
+    return drawn, Thinned(lh, middle, target, votes, (drop, at, block))
 
 
 def _merge(old: LayerHeat, stay: np.ndarray, part: LayerHeat) -> LayerHeat:

@@ -205,9 +205,6 @@ def incremental_threshold(
     return ThresholdState(open_cells, drawn, thinned)
 
 
-_ROW = np.dtype([("cell", "<u8"), ("heat", "<u8"), ("athletes", "<u4")])
-
-
 def _splice(before: LayerHeat, inside: np.ndarray, now: LayerHeat) -> tuple[LayerHeat, np.ndarray]:
     """``before``'s cells not ``inside``, with ``now``'s (all of them inside); and the
     cells where the two differ (came, went, other heat bits or athletes)."""
@@ -220,12 +217,21 @@ def _splice(before: LayerHeat, inside: np.ndarray, now: LayerHeat) -> tuple[Laye
         np.insert(before.heat[out], at, now.heat),
         np.insert(before.athletes[out], at, now.athletes),
     )
-    rows = np.zeros(int(inside.sum()) + len(now.cells), _ROW)
-    rows["cell"] = np.concatenate([before.cells[inside], now.cells])
-    rows["heat"] = np.concatenate([before.heat[inside], now.heat]).view(np.uint64)
-    rows["athletes"] = np.concatenate([before.athletes[inside], now.athletes])
-    uniq, count = np.unique(rows, return_counts=True)
-    return spliced, distinct(uniq["cell"][count == 1])
+    # Both sides sorted: each cell's row before and now side by side (absent: no row).
+    was = before.cells[inside]
+    cells = distinct(np.concatenate([was, now.cells]))
+    rows = []
+    for side in (LayerHeat("", was, before.heat[inside], before.athletes[inside]), now):
+        if not len(side.cells):
+            nothing = np.zeros(len(cells), np.uint64)
+            rows.append((nothing.astype(bool), nothing, nothing))
+            continue
+        at = np.minimum(np.searchsorted(side.cells, cells), len(side.cells) - 1)
+        there = side.cells[at] == cells
+        rows.append((there, side.heat.view(np.uint64)[at], side.athletes[at].astype(np.uint64)))
+    (t0, h0, a0), (t1, h1, a1) = rows
+    differ = (t0 != t1) | (t0 & t1 & ((h0 != h1) | (a0 != a1)))
+    return spliced, cells[differ]
 
 
 def _reach(ring: int) -> int:

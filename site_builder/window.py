@@ -306,7 +306,6 @@ VOTE_DTYPE = np.dtype(
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
 class Thinned:
     """How ``thin_to_lines`` drew a layer, for an incremental rebuild to redo it near
     changes only (``thin_cache``).
@@ -318,13 +317,34 @@ class Thinned:
         target: per published cell, where its heat went: ``middle`` if that met the
             threshold, else itself.
         votes: every vote (``VOTE_DTYPE``), those on cells below the threshold too, in
-            their order.
+            their order. A rebuild gives them as the last build's with some rows left
+            out and a block put in (``splice``): put together when first read (by the
+            cache writer, in the background), since that copies them all.
     """
 
-    published: LayerHeat
-    middle: np.ndarray
-    target: np.ndarray
-    votes: np.ndarray
+    def __init__(
+        self,
+        published: LayerHeat,
+        middle: np.ndarray,
+        target: np.ndarray,
+        votes: np.ndarray,
+        splice: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        self.published, self.middle, self.target = published, middle, target
+        self._votes, self._splice = votes, splice
+
+    @property
+    def votes(self) -> np.ndarray:
+        if self._splice is not None:  # votes without the rows of ``drop``, ``block`` at ``at``
+            drop, at, block = self._splice
+            kept = self._votes[~drop]
+            out = np.empty(len(kept) + len(block), kept.dtype)
+            new = np.zeros(len(out), dtype=bool)
+            new[at + np.arange(len(block))] = True
+            out[new] = block
+            out[~new] = kept
+            self._votes, self._splice = out, None
+        return self._votes
 
 
 def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:
