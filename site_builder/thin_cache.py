@@ -179,15 +179,21 @@ def _pair_keys(cells: np.ndarray, target: np.ndarray, moved: np.ndarray) -> np.n
 
 
 def _key_member(k1: np.ndarray, k2: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Per pair ``(k1, k2)``, whether it is in ``keys`` (sorted, distinct ``_KEY``)."""
+    """Per pair ``(k1, k2)``, whether it is in ``keys`` (sorted, distinct ``_KEY``).
+
+    By the ranks of each half among the keys' halves, one integer per pair: a search
+    among integers, not a field by field compare of structured rows (~10x slower).
+    """
     if not len(keys):
         return np.zeros(len(k1), dtype=bool)
-    maybe = np.flatnonzero(is_open(k1, distinct(keys["k1"])))
-    q = np.zeros(len(maybe), _KEY)
-    q["k1"], q["k2"] = k1[maybe], k2[maybe]
-    at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    u1, u2 = distinct(keys["k1"]), distinct(keys["k2"])
+    # ``keys`` sorted by (k1, k2): their codes are sorted too.
+    codes = np.searchsorted(u1, keys["k1"]) * len(u2) + np.searchsorted(u2, keys["k2"])
+    maybe = np.flatnonzero(is_open(k1, u1))
+    maybe = maybe[is_open(k2[maybe], u2)]
+    q = np.searchsorted(u1, k1[maybe]) * len(u2) + np.searchsorted(u2, k2[maybe])
     out = np.zeros(len(k1), dtype=bool)
-    out[maybe] = keys[at] == q
+    out[maybe] = is_open(q, codes)
     return out
 
 
