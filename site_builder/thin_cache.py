@@ -55,6 +55,7 @@ def incremental_thin(
     changed: np.ndarray,
     flipped: np.ndarray,
     open_cells: np.ndarray,
+    around: np.ndarray | None = None,
 ) -> tuple[LayerHeat, Thinned]:
     """``thin_with_votes(lh, open_cells)``, given the last build's (``old``, which drew
     ``old_drawn``).
@@ -63,6 +64,8 @@ def incremental_thin(
         changed: sorted distinct cells where a published cell came, went, or changed
             heat or athletes since ``old.published`` (more cells: still exact).
         flipped: sorted distinct cells whose threshold decision changed (more: exact).
+        around: sorted distinct cells holding every cell within ``THIN_RING`` of
+            ``changed``, if known.
     """
     n = len(lh.cells)
     prev = old.published
@@ -72,7 +75,8 @@ def incremental_thin(
     was = prev.cells[at] == lh.cells
     middle = np.where(was, old.middle[at], lh.cells)
     target = np.where(was, old.target[at], lh.cells)
-    around = _disk_cells(changed)
+    if around is None:
+        around = disk_cells(changed)
     redo_middle = np.flatnonzero(~was | is_open(lh.cells, around))
     middle[redo_middle] = thin_middles(lh, redo_middle)[0]
     retarget = np.zeros(n, dtype=bool)
@@ -147,7 +151,7 @@ def _merge(old: LayerHeat, stay: np.ndarray, part: LayerHeat) -> LayerHeat:
     )
 
 
-def _disk_cells(cells: np.ndarray) -> np.ndarray:
+def disk_cells(cells: np.ndarray) -> np.ndarray:
     """The distinct cells within ``THIN_RING`` of ``cells`` (sorted, distinct)."""
     if not len(cells):
         return cells

@@ -32,8 +32,9 @@ import numpy as np
 
 from heatmetro.core.arrays import distinct
 from heatmetro.core.h3_vector import grid_disks, grid_distances_in_plane
-from heatmetro.site_builder.thin_cache import incremental_thin
+from heatmetro.site_builder.thin_cache import disk_cells, incremental_thin
 from heatmetro.site_builder.window import (
+    THIN_RING,
     LayerHeat,
     Thinned,
     cell_totals,
@@ -197,8 +198,16 @@ def incremental_threshold(
     if not ring:
         return ThresholdState(open_cells, published)
     assert previous.thinned is not None
+    # The rings around the changes already hold those around the changed published
+    # cells, but for the ones that changed by a flip alone.
+    around = None
+    if _reach(ring) >= THIN_RING:
+        alone = moved[~_member(moved, changed)]
+        around = region[dist <= THIN_RING]
+        if len(alone):
+            around = distinct(np.concatenate([around, disk_cells(alone)]))
     drawn, thinned = incremental_thin(
-        previous.thinned, previous.drawn, published, moved, flipped, open_cells
+        previous.thinned, previous.drawn, published, moved, flipped, open_cells, around
     )
     if not _member(drawn.cells, open_cells).all():  # never draw a cell below threshold
         return None

@@ -280,9 +280,11 @@ def _disks(cells: np.ndarray, ring: int) -> np.ndarray:
         if len(known) + len(missing) > _DISK_CACHE_CELLS:
             known, table = cells, out  # start over: bounded memory
         else:
-            merged = np.concatenate([known, cells[missing]])
-            order = np.argsort(merged, kind="stable")
-            known, table = merged[order], np.concatenate([table, out[missing]])[order]
+            at = np.searchsorted(known, cells[missing])  # both sorted: a merge, no sort
+            known, table = (
+                np.insert(known, at, cells[missing]),
+                np.insert(table, at, out[missing], axis=0),
+            )
         _DISK_CACHE[ring] = (known, table)
     return out
 
