@@ -422,10 +422,12 @@ def thin_middles(lh: LayerHeat, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
         near = np.flatnonzero(mark)
         where = (np.cumsum(mark) - 1)[pos]
     xyz = _unit_vectors(lh.cells[near])
-    w = np.where(known, lh.athletes[pos].astype(np.float64), 0.0)
+    # Column by column (no (cells, disk, 3) array), each column contiguous.
+    w = np.where(known, lh.athletes[pos], 0).T.astype(np.float64)
+    where = np.ascontiguousarray(where.T)
     middle = np.zeros((len(cells), 3))
-    for j in range(disks.shape[1]):  # column by column: no (cells, disk, 3) array
-        middle += w[:, j, None] * xyz[where[:, j]]
+    for j in range(disks.shape[1]):
+        middle += w[j, :, None] * xyz[where[j]]
     if not len(cells):
         return cells.copy(), pos, known
     res = h3.get_resolution(int(cells[0]))
