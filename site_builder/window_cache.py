@@ -17,9 +17,11 @@ months, extra layers, resolutions, thresholds, salt, the code that derives them)
 thresholds are applied after the cache, but a change of them rebuilds anyway.
 
 The same file keeps each layer's threshold state (``threshold_cache``: the cells that met
-the threshold and the drawn heat), written with the parts they were computed from: a
-rebuild redoes the threshold only near the cells where a changed athlete's rows differ.
-A state that fails its checks costs one line on stderr and a full threshold.
+the threshold, the drawn heat, and how ``thin_to_lines`` drew it: the published cells,
+their middles and every vote, ``window.Thinned``), written with the parts they were
+computed from: a rebuild redoes the threshold and the thinning only from the cells where
+a changed athlete's rows differ. A state that fails its checks costs one line on stderr
+and a full threshold.
 """
 
 from __future__ import annotations

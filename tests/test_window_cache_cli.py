@@ -169,6 +169,10 @@ def test_a_damaged_cache_is_one_line_and_a_full_read(project: Path, run_cli: Run
         # The parts are fine: kept, and only the threshold is computed whole.
         "19 athletes kept, 0 read from the store; threshold state of all (order): threshold"
         " computed whole": _npz(project, None, swap="threshold/all/cells"),
+        # How it was thinned, damaged: the same.
+        "threshold state of all (thinning order): threshold computed whole": _npz(
+            project, None, swap="threshold/all/published_cells"
+        ),
     }
     for expect, damaged in damages.items():
         (project / CACHE).write_bytes(damaged)
