@@ -89,7 +89,7 @@ def incremental_thin(
     gone = prev.cells[~stays]
     moved = distinct(np.concatenate([gone, lh.cells[~was | (target != old.target[at])]]))
     # The pairs of targets that may have another voter now, or none.
-    keys = np.unique(
+    keys = _distinct_keys(
         np.concatenate(
             [_pair_keys(prev.cells, old.target, moved), _pair_keys(lh.cells, target, moved)]
         )
@@ -180,6 +180,14 @@ def _pair_keys(cells: np.ndarray, target: np.ndarray, moved: np.ndarray) -> np.n
     keys = np.zeros(len(a), _KEY)
     keys["k1"], keys["k2"] = target[a], target[b]
     return keys[keys["k1"] != keys["k2"]]
+
+
+def _distinct_keys(keys: np.ndarray) -> np.ndarray:
+    """``np.unique(keys)`` (``_KEY``), by a sort on integers rather than on rows."""
+    keys = keys[np.lexsort((keys["k2"], keys["k1"]))]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = (keys["k1"][1:] != keys["k1"][:-1]) | (keys["k2"][1:] != keys["k2"][:-1])
+    return keys[first]
 
 
 def _key_member(k1: np.ndarray, k2: np.ndarray, keys: np.ndarray) -> np.ndarray:
