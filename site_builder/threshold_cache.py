@@ -37,9 +37,9 @@ from heatmetro.site_builder.window import (
     THIN_RING,
     LayerHeat,
     Thinned,
-    cell_totals,
     is_open,
     nearby_athletes,
+    region_index,
     threshold_with_votes,
 )
 
@@ -175,11 +175,19 @@ def incremental_threshold(
     region, dist = rings if rings is not None else grid_distances(changed, _reach(ring))
     if touches_pentagon(region):
         return None
-    # Only the rows in reach are read: per-cell totals are the athletes' rows there.
-    rows = per_athlete[_member(per_athlete["cell"], region)]
-    if len(rows) > full_share * len(per_athlete):
+    # Only the rows in reach are read: per-cell totals are the athletes' rows there,
+    # added up by their cells' places in the region (sorted: no sort of the rows).
+    at = region_index(per_athlete["cell"], region)
+    inside = at >= 0
+    if inside.sum() > full_share * len(per_athlete):
         return None
-    cells, inv, heat, athletes = cell_totals(rows, max_per_athlete)
+    rows, at = per_athlete[inside], at[inside]
+    capped = np.minimum(rows["n"], max_per_athlete).astype(np.float64)
+    ridden = np.bincount(at, minlength=len(region)) > 0
+    cells, inv = region[ridden], (np.cumsum(ridden) - 1)[at]
+    # Heat sums small integers: exact in float64, the same bits as ``cell_totals``.
+    heat = np.bincount(inv, weights=capped, minlength=len(cells))
+    athletes = np.bincount(inv, minlength=len(cells)).astype(np.uint32)
     # Decisions that may flip: the cells within ring of a change; they read ring
     # further (the whole region).
     near = region[dist <= ring]

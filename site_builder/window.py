@@ -530,6 +530,22 @@ def is_open(cells: np.ndarray, open_cells: np.ndarray) -> np.ndarray:
     return out
 
 
+def region_index(cells: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Per cell, its index in ``region`` (sorted, distinct), or -1 where it is not one
+    (a bitmap of the region's hashes first, as in ``is_open``)."""
+    out = np.full(len(cells), -1, np.int64)
+    if not len(region):
+        return out
+    bits = max(16, int(len(region)).bit_length() + 4)
+    seen = np.zeros(1 << bits, dtype=bool)
+    seen[_hash(region, bits)] = True
+    maybe = np.flatnonzero(seen[_hash(cells, bits)])
+    at = np.minimum(np.searchsorted(region, cells[maybe]), len(region) - 1)
+    hit = region[at] == cells[maybe]
+    out[maybe[hit]] = at[hit]
+    return out
+
+
 def _hash(cells: np.ndarray, bits: int) -> np.ndarray:
     """Multiplicative (Fibonacci) hashing of 64-bit values to ``bits`` bits."""
     mixed = np.multiply(cells.astype(np.uint64, copy=False), np.uint64(0x9E3779B97F4A7C15))
