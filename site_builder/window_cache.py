@@ -49,7 +49,13 @@ from heatmetro.site_builder.load import (
 )
 from heatmetro.site_builder.npz_mapped import load_mapped
 from heatmetro.site_builder.threshold_cache import LayerThresholds, ThresholdState
-from heatmetro.site_builder.window import VOTE_DTYPE, LayerHeat, Thinned, WindowData
+from heatmetro.site_builder.window import (
+    VOTE_DTYPE,
+    LayerHeat,
+    Thinned,
+    WindowData,
+    is_open,
+)
 from heatmetro.state.view import ReadView
 
 CACHE_FORMAT = 3
@@ -416,8 +422,7 @@ def _threshold_states(
             return None, f"threshold state of {layer} (lengths)"
         if not (_increasing(cells) and _increasing(open_cells)):
             return None, f"threshold state of {layer} (order)"
-        at = np.minimum(np.searchsorted(open_cells, cells), max(len(open_cells) - 1, 0))
-        if len(cells) and (not len(open_cells) or np.any(open_cells[at] != cells)):
+        if len(cells) and not is_open(cells, open_cells).all():
             return None, f"threshold state of {layer} (drawn below threshold)"
         drawn = LayerHeat(layer, cells, arrays["heat"], arrays["athletes"])
         thinned = None
@@ -460,7 +465,8 @@ def _inconsistency(
             return name
         if len(arr):
             who = arr["athlete"]
-            if who.min() < 0 or who.max() >= len(ids) or np.any(np.diff(who) < 0):
+            # Sorted (one pass): then the ends are the least and the greatest.
+            if np.any(who[1:] < who[:-1]) or who[0] < 0 or who[-1] >= len(ids):
                 return f"{name} athletes"
     return ""
 
