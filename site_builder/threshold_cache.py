@@ -264,19 +264,7 @@ def grid_distances(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     cell). Within one base cell, on a plane of local IJ coordinates (twice as fast); with
     H3's disks elsewhere."""
     planar = grid_distances_in_plane(cells, k)
-    if planar is not None:
-        return planar
-    # Towns in several base cells: a plane each (their rings cannot meet: each stays in
-    # its own base cell, or that plane declines).
-    cells = distinct(cells)
-    base = cells >> np.uint64(45)
-    parts = [grid_distances_in_plane(cells[base == b], k) for b in distinct(base).tolist()]
-    if len(parts) < 2 or any(p is None for p in parts):
-        return grid_distances_by_disks(cells, k)
-    region = np.concatenate([p[0] for p in parts if p is not None])
-    dist = np.concatenate([p[1] for p in parts if p is not None])
-    order = np.argsort(region)
-    return region[order], dist[order]
+    return planar if planar is not None else grid_distances_by_disks(cells, k)
 
 
 def grid_distances_by_disks(cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,11 +12,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heatmetro.site_builder.threshold_cache import (
-    LayerThresholds,
-    grid_distances,
-    incremental_threshold,
-)
+from heatmetro.site_builder.threshold_cache import LayerThresholds, incremental_threshold
 from heatmetro.site_builder.window import LayerHeat, threshold
 from heatmetro.state.records import HEAT_DTYPE, group_sum, with_athlete
 
@@ -138,20 +134,3 @@ def test_a_rebuild_near_the_changes_is_the_full_computation(
     assert_same(ride, want)
     assert_same(old, previous.states["all"].drawn)
     np.testing.assert_array_equal(old_open, previous.states["all"].open_cells)
-
-
-def test_rings_around_towns_in_several_base_cells_are_h3_s() -> None:
-    # Three towns in three base cells: a plane each, then put together.
-    towns = [(42.32, -72.63), (48.85, 2.35), (-33.9, 151.2)]
-    cells = sorted(
-        {c for i, t in enumerate(towns) for c in h3.grid_disk(h3.latlng_to_cell(*t, 13), 3 - i)}
-    )
-    arr = np.array(cells, np.uint64)
-    assert len({h3.get_base_cell_number(c) for c in cells}) == 3
-    got = grid_distances(arr, 4)
-    want = sorted({(n, h3.grid_distance(c, n)) for c in cells for n in h3.grid_disk(c, 4)})
-    best: dict[int, int] = {}
-    for n, d in want:
-        best[n] = min(d, best.get(n, d))
-    np.testing.assert_array_equal(got[0], np.array(sorted(best), np.uint64))
-    np.testing.assert_array_equal(got[1], [best[n] for n in sorted(best)])
