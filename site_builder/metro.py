@@ -167,6 +167,7 @@ def write_metro(
         rows[f"{table}.csv"] = write_csv(metro_dir / f"{table}.csv", columns, table_rows)
     if cache is not None:
         cache.save()
+        plan.save_cache()  # after: it names the Metro cache file as saved
     descriptions = dict(cols.FILE_DESCRIPTIONS)
     if streets is not None:  # a base map: counts per OSM street edge too
         rows |= write_streets(streets, pub, metro_dir, cols.direction_columns, direction_values)

@@ -145,15 +145,34 @@ def _take_cells(c: Cells, rows: np.ndarray) -> Cells:
     return Cells(*(getattr(c, n)[rows] for n in _CELLS))
 
 
+def take_sums(sums: DirectionSums, rows: np.ndarray) -> DirectionSums:
+    """Some groups (``rows``, in order) of ``sums``."""
+    parts = [None if c is None else _take_cells(c, rows) for c in
+             (sums.total, sums.kinds, sums.bikes, sums.bands)]  # fmt: skip
+    total, kinds, bikes, bands = parts
+    assert total is not None and kinds is not None and bikes is not None
+    return DirectionSums({k: v[rows] for k, v in sums.keys.items()}, total, kinds, bikes, bands)
+
+
+def in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_set)`` for a sorted ``sorted_set``: one binary search per
+    value (no sort of both, as ``np.isin`` does)."""
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
+
+
 def merge_sums(
     cached: DirectionSums, touched: np.ndarray, fresh: DirectionSums, key: tuple[str, ...]
-) -> DirectionSums:
+) -> tuple[DirectionSums, np.ndarray, np.ndarray]:
     """``cached``'s groups off the ``touched`` edges plus ``fresh`` (the recounted groups
-    of those edges), in key order as ``direction_sums`` sorts them."""
+    of those edges), in key order as ``direction_sums`` sorts them; and the rows of
+    ``cached`` kept with their rows in the result."""
     if set(cached.keys) != set(key) or (cached.bands is None) != (fresh.bands is None):
         msg = "fields"
         raise _Mismatch(msg)
-    keep = np.flatnonzero(~np.isin(edge_hashes(cached.keys["a"], cached.keys["b"]), touched))
+    keep = np.flatnonzero(~in_sorted(edge_hashes(cached.keys["a"], cached.keys["b"]), touched))
     keys = {}
     for k in key:
         if cached.keys[k].dtype != fresh.keys[k].dtype:
@@ -172,9 +191,11 @@ def merge_sums(
         parts[name] = _take_cells(both, order)
     total, kinds, bikes = parts["total"], parts["kinds"], parts["bikes"]
     assert total is not None and kinds is not None and bikes is not None
-    return DirectionSums(
-        {k: v[order] for k, v in keys.items()}, total, kinds, bikes, parts["bands"]
-    )
+    at = np.empty(len(order), dtype=np.int64)
+    at[order] = np.arange(len(order))
+    merged = DirectionSums({k: v[order] for k, v in keys.items()}, total, kinds, bikes,
+                           parts["bands"])  # fmt: skip
+    return merged, keep, at[: len(keep)]
 
 
 def _table_name(layer: str, key: tuple[str, ...], with_bands: bool) -> str:
@@ -205,11 +226,21 @@ class MetroCache:
         default_factory=dict
     )
     _unchanged: bool = False  # so far, every table is the file's: no need to save
+    #: Identifies the file as read (None: none read) and as this build saves it: the
+    #: plan cache (``metro_plan_cache``) records the sums it was solved with by it.
+    token: str | None = None
+    _next_token: str = ""
+    #: Per table name, the rows of the file's table kept and where they are in this
+    #: build's (every table so far from the file's sums, or None).
+    _kept: dict[str, tuple[np.ndarray, np.ndarray]] | None = field(default_factory=dict)
 
     def open(self, max_trips: int | None) -> None:
         self.max_trips = max_trips
         self.note = self._read() if self.reuse else "not used"
         self._unchanged = not self.note
+        self._next_token = os.urandom(16).hex()
+        if self.note:
+            self.token, self._kept = None, None
 
     @property
     def problem(self) -> bool:
@@ -235,22 +266,45 @@ class MetroCache:
         touched = self._touched(layer, arr)
         name = _table_name(layer, key, with_bands)
         cached = self._old_tables.get(name)
-        out = None
+        out, kept = None, None
         if touched is not None and cached is not None:
             if len(touched) == 0:
                 out = cached
+                every = np.arange(len(cached))
+                kept = (every, every)
             else:
-                rows = np.isin(self._layers[layer][1].edge, touched)
+                rows = in_sorted(self._layers[layer][1].edge, touched)
                 fresh = direction_sums(arr[rows], key, self.max_trips, with_bands=with_bands)
                 try:
-                    out = merge_sums(cached, touched, fresh, key)
+                    out, old_rows, new_rows = merge_sums(cached, touched, fresh, key)
+                    kept = (old_rows, new_rows)
                 except _Mismatch as exc:
                     self.note = f"unusable {self.path.name} (table {name}: {exc})"
-        if out is None:
+        if out is None or kept is None:
             out = direction_sums(arr, key, self.max_trips, with_bands=with_bands)
+            self._kept = None
+        elif self._kept is not None:
+            self._kept[name] = kept
         self._unchanged &= out is cached
         self._tables[name] = out
         return out
+
+    def kept(
+        self, layer: str, key: tuple[str, ...], *, with_bands: bool
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The rows of the file's table that this build's ``sums`` kept, and their rows in
+        it (the others are the touched edges'); None unless every table so far came
+        from the file's sums this way."""
+        if self._kept is None:
+            return None
+        return self._kept.get(_table_name(layer, key, with_bands))
+
+    def touched(self) -> np.ndarray | None:
+        """Sorted edge hashes recounted in any layer (None: some layer was counted whole)."""
+        if self._kept is None or any(t is None for _, _, t in self._layers.values()):
+            return None
+        parts = [t for _, _, t in self._layers.values() if t is not None]
+        return distinct(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
 
     def _touched(self, layer: str, arr: np.ndarray) -> np.ndarray | None:
         known = self._layers.get(layer)
@@ -301,6 +355,8 @@ class MetroCache:
         if problem:
             return f"inconsistent {self.path.name} ({problem})"
         self._old_layers, self._old_tables = layers, tables
+        token = meta.get("token")
+        self.token = token if isinstance(token, str) else None
         return ""
 
     def save(self) -> None:
@@ -310,10 +366,12 @@ class MetroCache:
         """
         same_set = set(self._tables) == set(self._old_tables)
         if self._unchanged and same_set and set(self._layers) == set(self._old_layers):
-            return
+            return  # the file as read: its token stays
+        self.token = None  # the old file is gone whatever happens next
         meta = {
             "format": CACHE_FORMAT,
             "key": self.key(),
+            "token": self._next_token,
             "layers": sorted(self._layers),
             "tables": {name: list(t.keys) for name, t in self._tables.items()},
         }
@@ -341,6 +399,7 @@ class MetroCache:
             with tmp.open("wb") as fh:
                 np.savez(fh, allow_pickle=False, **arrays)
             tmp.replace(self.path)
+            self.token = self._next_token
         except OSError as exc:  # this build still publishes; the next counts everything
             tmp.unlink(missing_ok=True)
             self.path.unlink(missing_ok=True)

@@ -128,13 +128,13 @@ def edge_plan(window: WindowData, pub: Publication, cache: MetroCache | None = N
         arrs[OTHER] = other
 
     def sums_of(layer: str, key: tuple[str, ...], bands: bool) -> DirectionSums:
-        if layer == OTHER:  # not a layer of the Metro cache: counted here
-            return direction_sums(arrs[layer], key, pub.max_trips, with_bands=bands)
         return _sums(layer, arrs[layer], key, pub, cache, with_bands=bands)
 
     plans = None
     if cache is not None:  # beside the Metro cache: what the last build's plan hid per edge
-        plans = PlanCache(cache.path.with_name(PLAN_CACHE), pub.min_athletes, reuse=cache.reuse)
+        plans = PlanCache(
+            cache.path.with_name(PLAN_CACHE), pub.min_athletes, cache, reuse=cache.reuse
+        )
     return EdgePlan(sums_of, list(arrs), ("a", "b"), pub.min_athletes, plans)
 
 

@@ -1,0 +1,71 @@
+"""The kept Metro plan (``heatmetro.site_builder.metro_plan_cache``) as a Hypothesis property.
+
+A rebuild takes the last build's hidden flags for every edge that no layer recounted and
+solves only the others. Whatever changed, every flag of every table and layer must be
+what a plan solved from scratch over the new counts hides: one flag out of place would
+publish a count that secondary suppression hides, or hide one it publishes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from heatmetro.site_builder.metro_cache import MetroCache
+from heatmetro.site_builder.metro_plan import TABLE_BY, EdgePlan
+from heatmetro.site_builder.metro_plan_cache import PLAN_CACHE, PlanCache
+from heatmetro.site_builder.metro_tables import direction_sums
+from tests.test_metro_cache_property import Athletes, change, window
+
+
+def layers(people: Athletes) -> dict[str, np.ndarray]:
+    """``all`` and its ``ride`` part: the plan's relations between layers too."""
+    arr = window(people)
+    return {"all": arr, "ride": arr[arr["ride"] == 1]}
+
+
+def plan(arrs: dict[str, np.ndarray], k: int, cache: MetroCache | None) -> EdgePlan:
+    if cache is None:
+        return EdgePlan(lambda layer, key, bands: direction_sums(arrs[layer], key, None,
+                        with_bands=bands), list(arrs), ("a", "b"), k)  # fmt: skip
+    cache.open(None)
+    plans = PlanCache(cache.path.with_name(PLAN_CACHE), k, cache)
+    return EdgePlan(lambda layer, key, bands: cache.sums(layer, arrs[layer], key,
+                    with_bands=bands), list(arrs), ("a", "b"), k, plans)  # fmt: skip
+
+
+def flags(p: EdgePlan) -> dict[tuple[str, str], list[np.ndarray]]:
+    out = {}
+    for table in TABLE_BY:
+        for layer in ("all", "ride"):
+            hide, sub = p.hides(table, layer)
+            out[(table, layer)] = [hide, *(sub[k] for k in sorted(sub))]
+    return out
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(windows=change(), k=st.integers(2, 3))
+def test_a_kept_plan_hides_what_a_fresh_solve_hides(
+    windows: tuple[Athletes, Athletes], k: int
+) -> None:
+    before, after = (layers(w) for w in windows)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "metro_cache.npz"
+        first = MetroCache(path)
+        first_plan = plan(before, k, first)
+        flags(first_plan)
+        first.save()
+        first_plan.save_cache()
+        again = MetroCache(path)
+        kept = plan(after, k, again)
+        got = flags(kept)
+        # Unless the Metro cache counted a layer whole (too many athletes changed).
+        assert kept.reused == (again.touched() is not None)
+        want = flags(plan(after, k, None))
+        for name, arrays in want.items():
+            for x, y in zip(got[name], arrays, strict=True):
+                np.testing.assert_array_equal(x, y, err_msg=str(name))
