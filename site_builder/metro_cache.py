@@ -41,7 +41,13 @@ import numpy as np
 from heatmetro.core.arrays import distinct
 from heatmetro.core.environment import describe_os_error
 from heatmetro.core.temp_files import temporary_for
-from heatmetro.site_builder.metro_tables import Cells, DirectionSums, direction_sums
+from heatmetro.site_builder.metro_tables import (
+    Cells,
+    DirectionSums,
+    direction_sums,
+    is_no_values,
+    no_values,
+)
 from heatmetro.site_builder.mix64 import GOLDEN, mix64
 from heatmetro.site_builder.npz_mapped import load_mapped
 
@@ -138,11 +144,21 @@ def _concat_cells(parts: list[Cells]) -> Cells:
     for name in _CELLS:
         if len({getattr(c, name).dtype for c in parts}) != 1:
             raise _Mismatch(name)
-    return Cells(*(np.concatenate([getattr(c, n) for c in parts]) for n in _CELLS))
+    return Cells(*(_concat([getattr(c, n) for c in parts]) for n in _CELLS))
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    if all(is_no_values(a) for a in arrays) and len({a.shape[1] for a in arrays}) == 1:
+        return no_values((sum(len(a) for a in arrays), arrays[0].shape[1]))
+    return np.concatenate(arrays)
+
+
+def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return no_values((len(rows), values.shape[1])) if is_no_values(values) else values[rows]
 
 
 def _take_cells(c: Cells, rows: np.ndarray) -> Cells:
-    return Cells(*(getattr(c, n)[rows] for n in _CELLS))
+    return Cells(*(_take(getattr(c, n), rows) for n in _CELLS))
 
 
 def take_sums(sums: DirectionSums, rows: np.ndarray) -> DirectionSums:
@@ -225,6 +241,11 @@ class MetroCache:
     _layers: dict[str, tuple[np.ndarray, LayerState, np.ndarray | None]] = field(
         default_factory=dict
     )
+    # A layer with the very records of an earlier one (a sport layer holding every
+    # activity repeats ``all``) shares its sums: counted, kept and saved once.
+    _twins: dict[str, str] = field(default_factory=dict)
+    _old_twins: dict[str, str] = field(default_factory=dict)
+    _rows: dict[str, np.ndarray] = field(default_factory=dict)  # per layer: touched records
     _unchanged: bool = False  # so far, every table is the file's: no need to save
     #: Identifies the file as read (None: none read) and as this build saves it: the
     #: plan cache (``metro_plan_cache``) records the sums it was solved with by it.
@@ -265,6 +286,9 @@ class MetroCache:
         when the last build's sums of this layer and table are at hand."""
         touched = self._touched(layer, arr)
         name = _table_name(layer, key, with_bands)
+        twin = self._twins.get(layer)
+        if twin is not None and _table_name(twin, key, with_bands) in self._tables:
+            return self._twin_sums(name, _table_name(twin, key, with_bands), layer, twin)
         cached = self._old_tables.get(name)
         out, kept = None, None
         if touched is not None and cached is not None:
@@ -273,8 +297,11 @@ class MetroCache:
                 every = np.arange(len(cached))
                 kept = (every, every)
             else:
-                rows = in_sorted(self._layers[layer][1].edge, touched)
-                fresh = direction_sums(arr[rows], key, self.max_trips, with_bands=with_bands)
+                if layer not in self._rows:
+                    self._rows[layer] = arr[in_sorted(self._layers[layer][1].edge, touched)]
+                fresh = direction_sums(
+                    self._rows[layer], key, self.max_trips, with_bands=with_bands
+                )
                 try:
                     out, old_rows, new_rows = merge_sums(cached, touched, fresh, key)
                     kept = (old_rows, new_rows)
@@ -287,6 +314,19 @@ class MetroCache:
             self._kept[name] = kept
         self._unchanged &= out is cached
         self._tables[name] = out
+        return out
+
+    def _twin_sums(self, name: str, twin_name: str, layer: str, twin: str) -> DirectionSums:
+        """``twin``'s table for ``layer`` (the same records: the same sums)."""
+        out = self._tables[name] = self._tables[twin_name]
+        self._unchanged &= self._old_twins.get(layer) == twin
+        if self._kept is not None:
+            # Its rows are the file's rows of ``layer`` only if the file shared them too.
+            kept = self._kept.get(twin_name)
+            if self._old_twins.get(layer) != twin or kept is None:
+                self._kept = None
+            else:
+                self._kept[name] = kept
         return out
 
     def kept(
@@ -310,9 +350,21 @@ class MetroCache:
         known = self._layers.get(layer)
         if known is not None and known[0] is arr:
             return known[2]
-        state = LayerState.of(arr)
+        self._rows.pop(layer, None)
+        self._twins.pop(layer, None)
+        twin = next((other for other, (seen, _, _) in self._layers.items()
+                     if other != layer and other not in self._twins and _same(seen, arr)),
+                    None)  # fmt: skip
         old = self._old_layers.get(layer)
-        touched = None if old is None or self.note else touched_edges(old, state)
+        if twin is not None:
+            self._twins[layer] = twin
+            state = self._layers[twin][1]
+        else:
+            state = LayerState.of(arr)
+        if twin is not None and self._old_twins.get(layer) == twin:
+            touched = self._layers[twin][2]  # the same records then and now
+        else:
+            touched = None if old is None or self.note else touched_edges(old, state)
         self.recounted += 0 if touched is None else len(touched)
         self._unchanged &= touched is not None and len(touched) == 0
         self._layers[layer] = (arr, state, touched)
@@ -328,6 +380,7 @@ class MetroCache:
                 return f"format {meta.get('format')!r}, not {CACHE_FORMAT}"
             if meta.get("key") != self.key():
                 return "built for another configuration or code version"
+            twins = {str(k): str(v) for k, v in meta.get("twins", {}).items()}
             layers = {
                 layer: LayerState(
                     npz[f"layer/{layer}/digests"],
@@ -335,9 +388,14 @@ class MetroCache:
                     npz[f"layer/{layer}/edge"],
                 )
                 for layer in meta["layers"]
+                if layer not in twins
             }
+            layers |= {layer: layers[twin] for layer, twin in twins.items()}
             tables = {}
             for name, key in meta["tables"].items():
+                layer, rest = name.split("|", 1)
+                if layer in twins:
+                    continue
                 keys = {k: npz[f"table/{name}/key/{k}"] for k in key}
                 parts = {
                     p: _load_cells(npz, f"table/{name}/{p}", sub=p != "total")
@@ -349,12 +407,16 @@ class MetroCache:
                 if total is None or kinds is None or bikes is None:
                     return f"inconsistent {self.path.name} (table {name})"
                 tables[name] = DirectionSums(keys, total, kinds, bikes, parts["bands"])
+            for name in meta["tables"]:
+                layer, rest = name.split("|", 1)
+                if layer in twins:
+                    tables[name] = tables[f"{twins[layer]}|{rest}"]
         except Exception as exc:  # noqa: BLE001 - any unreadable cache means: count all
             return f"unreadable {self.path.name} ({type(exc).__name__})"
         problem = _inconsistency(layers, tables)
         if problem:
             return f"inconsistent {self.path.name} ({problem})"
-        self._old_layers, self._old_tables = layers, tables
+        self._old_layers, self._old_tables, self._old_twins = layers, tables, twins
         token = meta.get("token")
         self.token = token if isinstance(token, str) else None
         return ""
@@ -365,6 +427,7 @@ class MetroCache:
         A failed write (a full disk) removes the old file, so nothing stale stays.
         """
         same_set = set(self._tables) == set(self._old_tables)
+        same_set &= self._twins == self._old_twins
         if self._unchanged and same_set and set(self._layers) == set(self._old_layers):
             return  # the file as read: its token stays
         self.token = None  # the old file is gone whatever happens next
@@ -374,13 +437,18 @@ class MetroCache:
             "token": self._next_token,
             "layers": sorted(self._layers),
             "tables": {name: list(t.keys) for name, t in self._tables.items()},
+            "twins": self._twins,
         }
         arrays: dict[str, np.ndarray] = {}
         for layer, (_, state, _) in self._layers.items():
+            if layer in self._twins:
+                continue
             arrays[f"layer/{layer}/digests"] = state.digests
             arrays[f"layer/{layer}/owner"] = state.owner
             arrays[f"layer/{layer}/edge"] = state.edge
         for name, t in self._tables.items():
+            if name.split("|", 1)[0] in self._twins:
+                continue
             for k, v in t.keys.items():
                 arrays[f"table/{name}/key/{k}"] = v
             for p in _PARTS:
@@ -409,6 +477,16 @@ class MetroCache:
             raise
 
 
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two record arrays hold the very same records (byte for byte)."""
+    if a is b:
+        return True
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(np.ascontiguousarray(a).view(np.uint8),
+                               np.ascontiguousarray(b).view(np.uint8)))  # fmt: skip
+
+
 def _narrow(values: np.ndarray) -> np.ndarray:
     """Counts as int32 when they fit (a third of the file is counts; most are small)."""
     if values.dtype == np.int64 and (not values.size or int(np.abs(values).max()) < 2**31):
@@ -427,7 +505,7 @@ def _load_cells(npz: Any, prefix: str, *, sub: bool) -> Cells:
 
     trips, people = counts("trips"), counts("people")
     if sub:
-        zeros = np.zeros(trips.shape)
+        zeros = no_values(trips.shape)
         return Cells(trips, people, zeros, zeros)
     speed_n = npz[f"{prefix}/speed_n"]
     if speed_n.dtype == np.int32:
