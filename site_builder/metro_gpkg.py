@@ -99,9 +99,21 @@ def rows_from_csv(path: Path) -> tuple[list[_Name], Rows]:
     return [_Name(n) for n in names], Rows(values, None)
 
 
-def _field(column: str, values: Sequence[object]) -> tuple[np.ndarray, np.ndarray | None]:
-    """A column as pyogrio wants it: typed array, and for integers a null mask."""
+def _field(
+    column: str, values: Sequence[object] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column as pyogrio wants it: typed array, and for integers a null mask. An array
+    (``metro_rows.Rows.columns``) is taken as it is: a negative count or a ``nan`` is empty."""
     kind = _kind(column)
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":
+        if kind == "int" and values.dtype.kind in "iu":
+            missing = values < 0
+            return np.where(missing, 0, values).astype(np.int64), missing
+        if kind == "float":
+            return values.astype(np.float64), None
+        # Not of the column's kind: its values, empty where the array says so.
+        empty = values < 0 if values.dtype.kind in "iu" else np.isnan(values)
+        values = [None if e else v for v, e in zip(values.tolist(), empty.tolist(), strict=True)]
     if kind == "int":
         missing = np.array([v is None for v in values], dtype=bool)
         ints = np.array([0 if v is None else v for v in values], dtype=np.int64)
@@ -140,7 +152,9 @@ def write_gpkg(
             if kind is not None:
                 assert rows.geometry is not None
                 geometry = _wkbs(kind, rows.geometry)
-            by_column = list(zip(*rows.values, strict=True)) or [()] * len(columns)
+            by_column: Sequence[Sequence[object] | np.ndarray] = rows.columns or (
+                list(zip(*rows.values, strict=True)) or [()] * len(columns)
+            )
             fields = [_field(c.name, v) for c, v in zip(columns, by_column, strict=True)]
             pyogrio.raw.write(
                 str(path),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
 
 import h3
 import numpy as np
@@ -35,17 +36,36 @@ from heatmetro.state.records import LAYERS
 
 Value = int | float | str | None
 Coords = list[tuple[float, float]]
+Column = list[Value] | np.ndarray
 
 
 @dataclass(frozen=True)
 class Rows:
-    """A published table: rows of values and, for the GIS files, one geometry per row."""
+    """A published table: rows of values and, for the GIS files, one geometry per row.
+
+    ``columns``, when known, are the same values by column (counts and decimals as
+    ``Numbers.array`` has them), so the GeoPackage writer need not take the rows apart.
+    """
 
     values: list[tuple[Value, ...]]
     geometry: list[Coords] | None = None
+    columns: list[Column] | None = None
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+class Numbers(list[Value]):
+    """A column of counts or decimals and the array it came from: an ``int64`` one where
+    a negative count is empty (``None``), or a ``float64`` one where ``nan`` is."""
+
+    array: np.ndarray
+
+
+def _numbers(values: list[Value], array: np.ndarray) -> Numbers:
+    out = Numbers(values)
+    out.array = array
+    return out
 
 
 def _layers(by_layer: dict[str, np.ndarray]) -> list[str]:
@@ -53,15 +73,16 @@ def _layers(by_layer: dict[str, np.ndarray]) -> list[str]:
     return [k for k in LAYERS if k in by_layer] + sorted(set(by_layer) - set(LAYERS))
 
 
-def _counts(arr: np.ndarray) -> list[Value]:
-    return [None if v < 0 else v for v in arr.tolist()]
+def _counts(arr: np.ndarray) -> Numbers:
+    return _numbers([None if v < 0 else v for v in arr.tolist()], arr.astype(np.int64))
 
 
-def _decimals(arr: np.ndarray, places: int = 1) -> list[Value]:
+def _decimals(arr: np.ndarray, places: int = 1) -> Numbers:
     # Decimal-rounded so the CSV, GeoJSON and GeoPackage print the very same number:
     # ``round`` is correctly rounded, the float of ``f"{v:.1f}"`` (not ``np.round``,
-    # which scales first: 0.35 -> 0.4, where the text says 0.3).
-    return [None if v != v else round(v, places) for v in arr.tolist()]
+    # which scales first: 0.35 -> 0.4, where the text says 0.3). ``round`` keeps a nan.
+    rounded = [round(v, places) for v in arr.tolist()]
+    return _numbers([None if v != v else v for v in rounded], np.array(rounded, np.float64))
 
 
 def _ids(cells: np.ndarray) -> list[str]:
@@ -91,7 +112,7 @@ def _with_month(arr: np.ndarray, default: int) -> np.ndarray:
 
 def direction_values(t: DirectionTable) -> list[list[Value]]:
     """Columns of a ``DirectionTable`` in ``direction_columns`` order."""
-    cols = [_counts(t.trips[:, d]) for d in (0, 1)]
+    cols: list[list[Value]] = [_counts(t.trips[:, d]) for d in (0, 1)]
     cols += [_counts(t.people[:, d]) for d in (0, 1)]
     cols.append(_counts(t.total))
     for table in (t.commute, t.leisure, t.rides, t.ebike_rides):
@@ -182,12 +203,13 @@ def _edge_layers(
     pub: Publication,
     build: Callable[[str], _Built],
     alike: Callable[[str, str], bool],
-) -> tuple[list[tuple[Value, ...]], list[Coords]]:
-    """Rows (and geometry) of every edge layer: ``build(layer)``'s columns with the
-    layer's name between the leading and trailing ones."""
+) -> tuple[list[tuple[Value, ...]], list[Coords], list[Column] | None]:
+    """Rows (and geometry, and columns) of every edge layer: ``build(layer)``'s columns
+    with the layer's name between the leading and trailing ones."""
     values: list[tuple[Value, ...]] = []
     geometry: list[Coords] = []
     done: dict[str, _Built] = {}
+    parts: list[list[Sequence[Value]]] = []
     for layer in _layers(window.edges):
         built = _twin(window.edges, layer, done, pub, alike) or build(layer)
         done[layer] = built
@@ -195,7 +217,18 @@ def _edge_layers(
         n = len(lead[0]) if lead else 0
         values += zip(*lead, [layer] * n, *tail, strict=True)
         geometry += lines
-    return values, geometry
+        if n:
+            parts.append([*lead, [layer] * n, *tail])
+    if not parts:
+        return values, geometry, None
+    return values, geometry, [_joined(column) for column in zip(*parts, strict=True)]
+
+
+def _joined(pieces: Sequence[Sequence[Value]]) -> Column:
+    """One column of several layers' rows: an array if every piece has one."""
+    if all(isinstance(piece, Numbers) for piece in pieces):
+        return np.concatenate([p.array for p in pieces if isinstance(p, Numbers)])
+    return list(chain.from_iterable(pieces))
 
 
 def edge_rows(
@@ -220,8 +253,8 @@ def edge_rows(
         tail += [*direction_values(t), _decimals(bearing)]
         return [_edge_ids(a, b)], tail, lines
 
-    values, geometry = _edge_layers(window, pub, build, partial(plan.alike, table))
-    return Rows(values, None if monthly else geometry)
+    values, geometry, columns = _edge_layers(window, pub, build, partial(plan.alike, table))
+    return Rows(values, None if monthly else geometry, columns)
 
 
 def hourly_rows(
@@ -238,7 +271,8 @@ def hourly_rows(
         tail = [t.keys["hour"].tolist(), day, *direction_values(t)]
         return [_edge_ids(t.keys["a"], t.keys["b"])], tail, []
 
-    return Rows(_edge_layers(window, pub, build, partial(plan.alike, "hour_day"))[0])
+    values, _, columns = _edge_layers(window, pub, build, partial(plan.alike, "hour_day"))
+    return Rows(values, None, columns)
 
 
 def hourly_wide_rows(
@@ -266,7 +300,8 @@ def hourly_wide_rows(
         ]
         return [_edge_ids(a, b)], tail, []
 
-    return Rows(_edge_layers(window, pub, build, partial(plan.alike, "hour"))[0])
+    values, _, columns = _edge_layers(window, pub, build, partial(plan.alike, "hour"))
+    return Rows(values, None, columns)
 
 
 def cell_plan(
