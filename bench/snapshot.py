@@ -21,9 +21,11 @@ Steps, all through the real CLI on real ValleyBike rides (the six months in
 
 Times are wall clock on a noisy shared machine: read the ratios, not the seconds.
 Projects live in ``bench/.runs/`` (this machine's /tmp is slow at creating files).
+``--towns N`` replays the rides in N towns (``bench/towns.py``): N times the data, for
+what a rebuild costs as the data grows (its start-up does not grow; a full build does).
 Usage::
 
-    .venv/bin/python bench/snapshot.py [--bundled] [--keep] [--workers N]
+    .venv/bin/python bench/snapshot.py [--bundled] [--keep] [--workers N] [--towns N]
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.raster_v2 import render_tiles as render_tiles_v2  # noqa: E402
+from bench.towns import in_towns  # noqa: E402
 from heatmetro.core.config import load_config  # noqa: E402
 from heatmetro.core.months import window_months  # noqa: E402
 from heatmetro.flows.importers.jsonl import write_jsonl  # noqa: E402
@@ -301,6 +304,12 @@ def main() -> int:
     parser.add_argument("--bundled", action="store_true", help="use the two bundled months only")
     parser.add_argument("--keep", action="store_true", help="keep the projects")
     parser.add_argument("--workers", type=int, default=2, help="ingest workers (default 2)")
+    parser.add_argument(
+        "--towns",
+        type=int,
+        default=1,
+        help="the rides in N towns, N times the data (bench/towns.py)",
+    )
     args = parser.parse_args()
     if not Path("/usr/bin/time").is_file():
         sys.exit("needs /usr/bin/time (Debian package `time`) for peak memory")
@@ -310,7 +319,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="snapshot-", dir=RUNS))
     try:
         csvs = (shared_csvs() if not args.bundled else []) or bundled_csvs()
-        events = list(valleybike_events(csvs))
+        events = list(in_towns(list(valleybike_events(csvs)), max(1, args.towns)))
         km = track_km([e for e in events if e.get("kind") == "activity"])
         events_file = root / "events.jsonl.gz"
         write_jsonl(iter(events), events_file)
@@ -364,7 +373,8 @@ def main() -> int:
         first, _ = window_months(month)
         print(
             f"heatmetro snapshot --month {month} (window {first}..{month}), {len(csvs)} "
-            f"ValleyBike months, {km:,.0f} km of GPS track, zooms 2..16, {cores} cores"
+            f"ValleyBike months in {max(1, args.towns)} town(s), {km:,.0f} km of GPS track, "
+            f"zooms 2..16, {cores} cores"
         )
         print("\nstore (trimmed paths + heat aggregates) per km of track")
         for res in (11, 13):
