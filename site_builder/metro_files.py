@@ -42,25 +42,27 @@ def write_geojson(
     Properties are the CSV's values (``None`` becomes ``null``), in the CSV's column
     order (QGIS shows a layer's fields in the order of its first feature's). ``attribution`` (the
     base map's licence notice) goes in a top-level ``attribution`` member. orjson writes
-    each feature (~4x faster than ``json``; compact, UTF-8, floats as their shortest
-    round-trip text, as ``json`` does), and one write takes them all.
+    the features in one call (~4x faster than ``json``; compact, UTF-8, floats as their
+    shortest round-trip text, as ``json`` does), and one write takes them all.
     """
     names = [c.name for c in columns]
     assert rows.geometry is not None
-    features = [
-        orjson.dumps(
+    features = orjson.dumps(
+        [
             {
                 "geometry": {"coordinates": coords, "type": "LineString"},
                 "properties": dict(zip(names, row, strict=True)),
                 "type": "Feature",
             }
-        )
-        for row, coords in zip(rows.values, rows.geometry, strict=True)
-    ]
+            for row, coords in zip(rows.values, rows.geometry, strict=True)
+        ]
+    )
+    # One dump, then a line per feature: a feature's every quote inside a string is
+    # escaped, so ``},{"geometry":`` only ever stands between two features.
+    body = features[1:-1].replace(b'},{"geometry":', b'},\n{"geometry":')
     tail = b"" if attribution is None else b',"attribution":' + orjson.dumps(attribution)
-    body = b",\n".join(features)
     path.write_bytes(
-        b'{"features":[' + (b"\n" + body if features else b"") + b"\n]" + tail
+        b'{"features":[' + (b"\n" + body if rows.values else b"") + b"\n]" + tail
         + b',"type":"FeatureCollection"}\n'
     )  # fmt: skip
     return len(rows)
