@@ -22,9 +22,12 @@ from heatmetro.site_builder.metro_tables import direction_sums
 from tests.test_metro_cache_property import Athletes, change, window
 
 
-def layers(people: Athletes) -> dict[str, np.ndarray]:
-    """``all`` and its ``ride`` part: the plan's relations between layers too."""
+def layers(people: Athletes, *, ride_is_all: bool = False) -> dict[str, np.ndarray]:
+    """``all`` and its ``ride`` part: the plan's relations between layers too. With
+    ``ride_is_all`` every record is a ride (the Metro cache shares the two layers' sums)."""
     arr = window(people)
+    if ride_is_all:
+        arr["ride"] = 1
     return {"all": arr, "ride": arr[arr["ride"] == 1]}
 
 
@@ -48,11 +51,11 @@ def flags(p: EdgePlan) -> dict[tuple[str, str], list[np.ndarray]]:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(windows=change(), k=st.integers(2, 3))
+@given(windows=change(), k=st.integers(2, 3), twins=st.tuples(st.booleans(), st.booleans()))
 def test_a_kept_plan_hides_what_a_fresh_solve_hides(
-    windows: tuple[Athletes, Athletes], k: int
+    windows: tuple[Athletes, Athletes], k: int, twins: tuple[bool, bool]
 ) -> None:
-    before, after = (layers(w) for w in windows)
+    before, after = (layers(w, ride_is_all=t) for w, t in zip(windows, twins, strict=True))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "metro_cache.npz"
         first = MetroCache(path)
@@ -69,3 +72,31 @@ def test_a_kept_plan_hides_what_a_fresh_solve_hides(
         for name, arrays in want.items():
             for x, y in zip(got[name], arrays, strict=True):
                 np.testing.assert_array_equal(x, y, err_msg=str(name))
+
+
+def test_a_plan_cache_solved_with_other_sums_is_not_used(tmp_path: Path) -> None:
+    """The Metro cache rewritten after the plan cache was saved (a crash between the two
+    saves, a ``--no-cache`` build that stopped early): the kept flags were solved with
+    other sums, so the next build solves every edge."""
+    people = {f"p{i}": [(i % 3, 1, 8, 0, 1, 0, 1, 5000, 1, 24240, 1)] for i in range(7)}
+    arrs = layers(people)
+    path = tmp_path / "metro_cache.npz"
+    first = MetroCache(path)
+    first_plan = plan(arrs, 2, first)
+    flags(first_plan)
+    first.save()
+    first_plan.save_cache()
+    again = MetroCache(path)
+    kept = plan(arrs, 2, again)
+    flags(kept)
+    assert kept.reused, "the plan cache paired with its Metro cache is used"
+    rewritten = MetroCache(path, reuse=False)  # saves a new Metro cache file ...
+    plan(arrs, 2, rewritten)
+    rewritten.save()  # ... and no plan cache after it
+    last = MetroCache(path)
+    unpaired = plan(arrs, 2, last)
+    got, want = flags(unpaired), flags(plan(arrs, 2, None))
+    assert not unpaired.reused
+    for name, arrays in want.items():
+        for x, y in zip(got[name], arrays, strict=True):
+            np.testing.assert_array_equal(x, y, err_msg=str(name))
