@@ -78,7 +78,8 @@ def test_a_plan_cache_solved_with_other_sums_is_not_used(tmp_path: Path) -> None
     """The Metro cache rewritten after the plan cache was saved (a crash between the two
     saves, a ``--no-cache`` build that stopped early): the kept flags were solved with
     other sums, so the next build solves every edge."""
-    people = {f"p{i}": [(i % 3, 1, 8, 0, 1, 0, 1, 5000, 1, 24240, 1)] for i in range(7)}
+    record: tuple[int, ...] = (1, 8, 0, 1, 0, 1, 5000, 1, 24240, 1)
+    people: Athletes = {f"p{i}": [(i % 3, *record)] for i in range(7)}
     arrs = layers(people)
     path = tmp_path / "metro_cache.npz"
     first = MetroCache(path)
