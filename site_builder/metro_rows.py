@@ -7,8 +7,9 @@ geometry (GeoJSON order: lng, lat) for the GeoJSON and GeoPackage writers.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import chain
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from heatmetro.core.cells import cell_centres
 from heatmetro.core.months import month_index, month_of_index
-from heatmetro.site_builder.metro_cache import MetroCache
+from heatmetro.site_builder.metro_cache import MetroCache, edge_hashes
 from heatmetro.site_builder.metro_columns import HOURS
 from heatmetro.site_builder.metro_plan import OTHER, CellPlan, EdgePlan, other_records
 from heatmetro.site_builder.metro_plan_cache import PLAN_CACHE, PlanCache
@@ -31,6 +32,7 @@ from heatmetro.site_builder.metro_tables import (
     cell_table,
     direction_sums,
 )
+from heatmetro.site_builder.mix64 import mix64
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.records import LAYERS
 
@@ -50,6 +52,10 @@ class Rows:
     values: list[tuple[Value, ...]]
     geometry: list[Coords] | None = None
     columns: list[Column] | None = None
+    #: Of an edge table: per row its edge (``metro_cache.edge_hashes``) and its edge and
+    #: layer together (``metro_text_cache`` keeps the rows' text by them).
+    edge: np.ndarray | None = None
+    place: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -194,8 +200,10 @@ def _twin(
     return None
 
 
-# Per layer: the columns before the layer column, those after it, and the geometry.
-_Built = tuple[list[Sequence[Value]], list[Sequence[Value]], list[Coords]]
+# Per layer: the columns before the layer column, those after it, the geometry and each
+# row's edge (``edge_hashes``).
+_Built = tuple[list[Sequence[Value]], list[Sequence[Value]], list[Coords], np.ndarray]
+_NONE: _Built = ([[]], [], [], np.zeros(0, np.uint64))
 
 
 def _edge_layers(
@@ -203,25 +211,30 @@ def _edge_layers(
     pub: Publication,
     build: Callable[[str], _Built],
     alike: Callable[[str, str], bool],
-) -> tuple[list[tuple[Value, ...]], list[Coords], list[Column] | None]:
-    """Rows (and geometry, and columns) of every edge layer: ``build(layer)``'s columns
-    with the layer's name between the leading and trailing ones."""
+) -> Rows:
+    """Rows (and geometry, columns, edges) of every edge layer: ``build(layer)``'s
+    columns with the layer's name between the leading and trailing ones."""
     values: list[tuple[Value, ...]] = []
     geometry: list[Coords] = []
     done: dict[str, _Built] = {}
     parts: list[list[Sequence[Value]]] = []
+    edges, places = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)]
     for layer in _layers(window.edges):
         built = _twin(window.edges, layer, done, pub, alike) or build(layer)
         done[layer] = built
-        lead, tail, lines = built
+        lead, tail, lines, edge = built
         n = len(lead[0]) if lead else 0
         values += zip(*lead, [layer] * n, *tail, strict=True)
         geometry += lines
         if n:
             parts.append([*lead, [layer] * n, *tail])
-    if not parts:
-        return values, geometry, None
-    return values, geometry, [_joined(column) for column in zip(*parts, strict=True)]
+            tag = int.from_bytes(hashlib.sha256(layer.encode()).digest()[:8], "little")
+            edges.append(edge)
+            with np.errstate(over="ignore"):
+                places.append(mix64(edge ^ np.uint64(tag)))
+    columns = [_joined(column) for column in zip(*parts, strict=True)] if parts else None
+    edge_all, place = np.concatenate(edges), np.concatenate(places)
+    return Rows(values, geometry, columns, edge_all, place)
 
 
 def _joined(pieces: Sequence[Sequence[Value]]) -> Column:
@@ -246,15 +259,15 @@ def edge_rows(
     def build(layer: str) -> _Built:
         t = plan.publish(table, layer, pub)
         if not len(t):
-            return [[]], [], []
+            return _NONE
         a, b = t.keys["a"], t.keys["b"]
         lines, bearing = _lines(a, b, coords=not monthly)
         tail: list[Sequence[Value]] = [_months(t.keys)] if monthly else []
         tail += [*direction_values(t), _decimals(bearing)]
-        return [_edge_ids(a, b)], tail, lines
+        return [_edge_ids(a, b)], tail, lines, edge_hashes(a, b)
 
-    values, geometry, columns = _edge_layers(window, pub, build, partial(plan.alike, table))
-    return Rows(values, None if monthly else geometry, columns)
+    rows = _edge_layers(window, pub, build, partial(plan.alike, table))
+    return replace(rows, geometry=None) if monthly else rows
 
 
 def hourly_rows(
@@ -269,10 +282,10 @@ def hourly_rows(
         t = plan.publish("hour_day", layer, pub)
         day = ["weekend" if w else "weekday" for w in t.keys["weekend"].tolist()]
         tail = [t.keys["hour"].tolist(), day, *direction_values(t)]
-        return [_edge_ids(t.keys["a"], t.keys["b"])], tail, []
+        a, b = t.keys["a"], t.keys["b"]
+        return [_edge_ids(a, b)], tail, [], edge_hashes(a, b)
 
-    values, _, columns = _edge_layers(window, pub, build, partial(plan.alike, "hour_day"))
-    return Rows(values, None, columns)
+    return replace(_edge_layers(window, pub, build, partial(plan.alike, "hour_day")), geometry=None)
 
 
 def hourly_wide_rows(
@@ -292,16 +305,15 @@ def hourly_wide_rows(
     def build(layer: str) -> _Built:
         t = plan.publish("hour", layer, pub)
         if not len(t):
-            return [[]], [], []
+            return _NONE
         wide, first = by_hour(t, "a", "b")
         a, b = t.keys["a"][first], t.keys["b"][first]
         tail: list[Sequence[Value]] = [
             _counts(wide[:, d, h, w]) for d in (0, 1) for h in HOURS for w in (0, 1)
         ]
-        return [_edge_ids(a, b)], tail, []
+        return [_edge_ids(a, b)], tail, [], edge_hashes(a, b)
 
-    values, _, columns = _edge_layers(window, pub, build, partial(plan.alike, "hour"))
-    return Rows(values, None, columns)
+    return replace(_edge_layers(window, pub, build, partial(plan.alike, "hour")), geometry=None)
 
 
 def cell_plan(
