@@ -100,7 +100,7 @@ class TextCache:
         """The rows of ``fresh`` formatted, the others the last build's rows (``~was``, in
         order): each run of consecutive kept rows is one slice of the old text."""
         text, ends = old[0], old[1]
-        starts = np.r_[0, ends[:-1]]
+        starts = np.r_[0, ends[:-1]][: len(ends)]
         redo, new_at, old_at = np.flatnonzero(fresh), np.flatnonzero(~fresh), np.flatnonzero(~was)
         made = lines(redo)
         sizes = np.zeros(len(edge), dtype=np.int64)
@@ -110,7 +110,7 @@ class TextCache:
         run = np.ones(len(new_at), dtype=bool)
         run[1:] = (np.diff(new_at) != 1) | (np.diff(old_at) != 1)
         first = np.flatnonzero(run)
-        last = np.r_[first[1:], len(new_at)] - 1
+        last = np.r_[first[1:], len(new_at)][: len(first)] - 1
         view = text.data
         kept = [view[a:b] for a, b in zip(starts[old_at[first]].tolist(),
                                           ends[old_at[last]].tolist(), strict=True)]  # fmt: skip
