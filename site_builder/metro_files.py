@@ -53,9 +53,7 @@ def write_csv(
     ``texts``: the last build's rows of an edge table, kept for the edges not recounted.
     """
     if texts is not None and rows.edge is not None and rows.place is not None:
-        values = rows.values
-        body = texts.body(path.name, rows.edge, rows.place,
-                          lambda at: csv_lines([values[i] for i in at.tolist()]))  # fmt: skip
+        body = texts.body(path.name, rows.edge, rows.place, lambda at: csv_lines(rows.take(at)))
         path.write_bytes(csv_lines([[c.name for c in columns]])[0] + body)
         return len(rows)
     with path.open("w", encoding="utf-8", newline="") as f:
@@ -85,16 +83,16 @@ def write_geojson(
     assert rows.geometry is not None
     tail = b"" if attribution is None else b',"attribution":' + orjson.dumps(attribution)
     if texts is not None and rows.edge is not None and rows.place is not None:
-        values, geometry = rows.values, rows.geometry
+        geometry = rows.geometry
 
         def lines(at: np.ndarray) -> list[bytes]:  # each feature after its separator
             return [b",\n" + orjson.dumps(
                 {
                     "geometry": {"coordinates": geometry[i], "type": "LineString"},
-                    "properties": dict(zip(names, values[i], strict=True)),
+                    "properties": dict(zip(names, row, strict=True)),
                     "type": "Feature",
                 }
-            ) for i in at.tolist()]  # fmt: skip
+            ) for i, row in zip(at.tolist(), rows.take(at), strict=True)]  # fmt: skip
 
         body = texts.body(path.name, rows.edge, rows.place, lines)[1:]
         path.write_bytes(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cached_property, partial
 from itertools import chain
 
 import h3
@@ -38,18 +38,21 @@ from heatmetro.state.records import LAYERS
 
 Value = int | float | str | None
 Coords = list[tuple[float, float]]
-Column = list[Value] | np.ndarray
+Column = Sequence[Value] | np.ndarray
 
 
 @dataclass(frozen=True)
 class Rows:
     """A published table: rows of values and, for the GIS files, one geometry per row.
 
-    ``columns``, when known, are the same values by column (counts and decimals as
-    ``Numbers.array`` has them), so the GeoPackage writer need not take the rows apart.
+    Given as rows (``given``) or, for the edge tables, as ``columns``: lists, or arrays
+    of counts (``int64``, a negative one empty) and decimals (``float64``, ``nan``
+    empty). The GeoPackage writer takes the columns as they are; the rows are made from
+    them when asked for (``values``), or only some (``take``): a rebuild formats the
+    rows of the recounted edges alone (``metro_text_cache``).
     """
 
-    values: list[tuple[Value, ...]]
+    given: list[tuple[Value, ...]] | None
     geometry: list[Coords] | None = None
     columns: list[Column] | None = None
     #: Of an edge table: per row its edge (``metro_cache.edge_hashes``) and its edge and
@@ -57,21 +60,34 @@ class Rows:
     edge: np.ndarray | None = None
     place: np.ndarray | None = None
 
+    @cached_property
+    def values(self) -> list[tuple[Value, ...]]:
+        if self.given is not None:
+            return self.given
+        assert self.columns is not None
+        return list(zip(*(values_of(c) for c in self.columns), strict=True))
+
+    def take(self, at: np.ndarray) -> list[tuple[Value, ...]]:
+        """The rows ``at``."""
+        if self.given is not None or self.columns is None:
+            values = self.values
+            return [values[i] for i in at.tolist()]
+        return list(zip(*(values_of(c, at) for c in self.columns), strict=True))
+
     def __len__(self) -> int:
-        return len(self.values)
+        if self.given is not None or not self.columns:
+            return len(self.values)
+        return len(self.columns[0])
 
 
-class Numbers(list[Value]):
-    """A column of counts or decimals and the array it came from: an ``int64`` one where
-    a negative count is empty (``None``), or a ``float64`` one where ``nan`` is."""
-
-    array: np.ndarray
-
-
-def _numbers(values: list[Value], array: np.ndarray) -> Numbers:
-    out = Numbers(values)
-    out.array = array
-    return out
+def values_of(column: Column, at: np.ndarray | None = None) -> list[Value]:
+    """A column's values (those ``at``): an array's empty ones as ``None``."""
+    if not isinstance(column, np.ndarray):
+        return list(column) if at is None else [column[i] for i in at.tolist()]
+    part = (column if at is None else column[at]).tolist()
+    if column.dtype.kind == "f":
+        return [None if v != v else v for v in part]
+    return [None if v < 0 else v for v in part]
 
 
 def _layers(by_layer: dict[str, np.ndarray]) -> list[str]:
@@ -79,16 +95,19 @@ def _layers(by_layer: dict[str, np.ndarray]) -> list[str]:
     return [k for k in LAYERS if k in by_layer] + sorted(set(by_layer) - set(LAYERS))
 
 
-def _counts(arr: np.ndarray) -> Numbers:
-    return _numbers([None if v < 0 else v for v in arr.tolist()], arr.astype(np.int64))
+def _counts(arr: np.ndarray) -> list[Value]:
+    return [None if v < 0 else v for v in arr.tolist()]
 
 
-def _decimals(arr: np.ndarray, places: int = 1) -> Numbers:
+def _decimals(arr: np.ndarray, places: int = 1) -> list[Value]:
+    return values_of(_decimal_array(arr, places))
+
+
+def _decimal_array(arr: np.ndarray, places: int = 1) -> np.ndarray:
     # Decimal-rounded so the CSV, GeoJSON and GeoPackage print the very same number:
     # ``round`` is correctly rounded, the float of ``f"{v:.1f}"`` (not ``np.round``,
     # which scales first: 0.35 -> 0.4, where the text says 0.3). ``round`` keeps a nan.
-    rounded = [round(v, places) for v in arr.tolist()]
-    return _numbers([None if v != v else v for v in rounded], np.array(rounded, np.float64))
+    return np.array([round(v, places) for v in arr.tolist()], np.float64)
 
 
 def _ids(cells: np.ndarray) -> list[str]:
@@ -118,15 +137,19 @@ def _with_month(arr: np.ndarray, default: int) -> np.ndarray:
 
 def direction_values(t: DirectionTable) -> list[list[Value]]:
     """Columns of a ``DirectionTable`` in ``direction_columns`` order."""
-    cols: list[list[Value]] = [_counts(t.trips[:, d]) for d in (0, 1)]
-    cols += [_counts(t.people[:, d]) for d in (0, 1)]
-    cols.append(_counts(t.total))
+    return [values_of(c) for c in direction_arrays(t)]
+
+
+def direction_arrays(t: DirectionTable) -> list[np.ndarray]:
+    """``direction_values`` as arrays (``Rows.columns``)."""
+    counts = [t.trips[:, d] for d in (0, 1)] + [t.people[:, d] for d in (0, 1)] + [t.total]
     for table in (t.commute, t.leisure, t.rides, t.ebike_rides):
-        cols += [_counts(table[:, d]) for d in (0, 1)]
+        counts += [table[:, d] for d in (0, 1)]
     if t.bands is not None:
-        cols += [_counts(t.bands[:, d, i]) for i in range(len(BANDS)) for d in (0, 1)]
-    cols += [_decimals(t.speed_kmh[:, d]) for d in (0, 1)]
-    cols += [_decimals(t.speed_ms[:, d], 2) for d in (0, 1)]
+        counts += [t.bands[:, d, i] for i in range(len(BANDS)) for d in (0, 1)]
+    cols = [c.astype(np.int64) for c in counts]
+    cols += [_decimal_array(t.speed_kmh[:, d]) for d in (0, 1)]
+    cols += [_decimal_array(t.speed_ms[:, d], 2) for d in (0, 1)]
     return cols
 
 
@@ -202,7 +225,7 @@ def _twin(
 
 # Per layer: the columns before the layer column, those after it, the geometry and each
 # row's edge (``edge_hashes``).
-_Built = tuple[list[Sequence[Value]], list[Sequence[Value]], list[Coords], np.ndarray]
+_Built = tuple[list[Column], list[Column], list[Coords], np.ndarray]
 _NONE: _Built = ([[]], [], [], np.zeros(0, np.uint64))
 
 
@@ -214,17 +237,15 @@ def _edge_layers(
 ) -> Rows:
     """Rows (and geometry, columns, edges) of every edge layer: ``build(layer)``'s
     columns with the layer's name between the leading and trailing ones."""
-    values: list[tuple[Value, ...]] = []
     geometry: list[Coords] = []
     done: dict[str, _Built] = {}
-    parts: list[list[Sequence[Value]]] = []
+    parts: list[list[Column]] = []
     edges, places = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)]
     for layer in _layers(window.edges):
         built = _twin(window.edges, layer, done, pub, alike) or build(layer)
         done[layer] = built
         lead, tail, lines, edge = built
         n = len(lead[0]) if lead else 0
-        values += zip(*lead, [layer] * n, *tail, strict=True)
         geometry += lines
         if n:
             parts.append([*lead, [layer] * n, *tail])
@@ -232,16 +253,19 @@ def _edge_layers(
             edges.append(edge)
             with np.errstate(over="ignore"):
                 places.append(mix64(edge ^ np.uint64(tag)))
-    columns = [_joined(column) for column in zip(*parts, strict=True)] if parts else None
     edge_all, place = np.concatenate(edges), np.concatenate(places)
-    return Rows(values, geometry, columns, edge_all, place)
+    if not parts:
+        return Rows([], geometry, None, edge_all, place)
+    columns = [_joined(column) for column in zip(*parts, strict=True)]
+    return Rows(None, geometry, columns, edge_all, place)
 
 
-def _joined(pieces: Sequence[Sequence[Value]]) -> Column:
-    """One column of several layers' rows: an array if every piece has one."""
-    if all(isinstance(piece, Numbers) for piece in pieces):
-        return np.concatenate([p.array for p in pieces if isinstance(p, Numbers)])
-    return list(chain.from_iterable(pieces))
+def _joined(pieces: Sequence[Column]) -> Column:
+    """One column of several layers' rows: an array if every piece is one."""
+    arrays = [p for p in pieces if isinstance(p, np.ndarray)]
+    if len(arrays) == len(pieces):
+        return np.concatenate(arrays)
+    return list(chain.from_iterable(values_of(p) for p in pieces))
 
 
 def edge_rows(
@@ -262,8 +286,8 @@ def edge_rows(
             return _NONE
         a, b = t.keys["a"], t.keys["b"]
         lines, bearing = _lines(a, b, coords=not monthly)
-        tail: list[Sequence[Value]] = [_months(t.keys)] if monthly else []
-        tail += [*direction_values(t), _decimals(bearing)]
+        tail: list[Column] = [_months(t.keys)] if monthly else []
+        tail += [*direction_arrays(t), _decimal_array(bearing)]
         return [_edge_ids(a, b)], tail, lines, edge_hashes(a, b)
 
     rows = _edge_layers(window, pub, build, partial(plan.alike, table))
@@ -281,7 +305,7 @@ def hourly_rows(
     def build(layer: str) -> _Built:
         t = plan.publish("hour_day", layer, pub)
         day = ["weekend" if w else "weekday" for w in t.keys["weekend"].tolist()]
-        tail = [t.keys["hour"].tolist(), day, *direction_values(t)]
+        tail: list[Column] = [t.keys["hour"].tolist(), day, *direction_arrays(t)]
         a, b = t.keys["a"], t.keys["b"]
         return [_edge_ids(a, b)], tail, [], edge_hashes(a, b)
 
@@ -308,8 +332,8 @@ def hourly_wide_rows(
             return _NONE
         wide, first = by_hour(t, "a", "b")
         a, b = t.keys["a"][first], t.keys["b"][first]
-        tail: list[Sequence[Value]] = [
-            _counts(wide[:, d, h, w]) for d in (0, 1) for h in HOURS for w in (0, 1)
+        tail: list[Column] = [
+            wide[:, d, h, w].astype(np.int64) for d in (0, 1) for h in HOURS for w in (0, 1)
         ]
         return [_edge_ids(a, b)], tail, [], edge_hashes(a, b)
 
