@@ -100,14 +100,29 @@ def _counts(arr: np.ndarray) -> list[Value]:
 
 
 def _decimals(arr: np.ndarray, places: int = 1) -> list[Value]:
-    return values_of(_decimal_array(arr, places))
+    return values_of(decimal_array(arr, places))
 
 
-def _decimal_array(arr: np.ndarray, places: int = 1) -> np.ndarray:
-    # Decimal-rounded so the CSV, GeoJSON and GeoPackage print the very same number:
-    # ``round`` is correctly rounded, the float of ``f"{v:.1f}"`` (not ``np.round``,
-    # which scales first: 0.35 -> 0.4, where the text says 0.3). ``round`` keeps a nan.
-    return np.array([round(v, places) for v in arr.tolist()], np.float64)
+def decimal_array(arr: np.ndarray, places: int = 1) -> np.ndarray:
+    """Each value as ``round(v, places)`` gives it (``nan`` kept).
+
+    Decimal-rounded so the CSV, GeoJSON and GeoPackage print the very same number:
+    ``round`` is correctly rounded, the float of ``f"{v:.1f}"``, where ``np.round``
+    scales first (0.35 -> 0.4, where the text says 0.3). But a value far from a half
+    step rounds alike either way (the scaling errs by an ulp), and ``k / 10**places`` is
+    the float nearest the decimal, as ``round`` returns it: only values near a half step
+    go through ``round``.
+    """
+    values = np.asarray(arr, dtype=np.float64)
+    scale = 10.0**places
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = values * scale
+        near = np.abs(scaled - np.floor(scaled) - 0.5) <= 1e-9 * np.maximum(1.0, np.abs(scaled))
+        near |= np.isfinite(values) & ~(np.abs(scaled) < 2.0**50)  # huge: ``round`` decides
+    out = np.rint(scaled) / scale
+    if near.any():
+        out[near] = [round(v, places) for v in values[near].tolist()]
+    return out
 
 
 def _ids(cells: np.ndarray) -> list[str]:
@@ -148,8 +163,8 @@ def direction_arrays(t: DirectionTable) -> list[np.ndarray]:
     if t.bands is not None:
         counts += [t.bands[:, d, i] for i in range(len(BANDS)) for d in (0, 1)]
     cols = [c.astype(np.int64) for c in counts]
-    cols += [_decimal_array(t.speed_kmh[:, d]) for d in (0, 1)]
-    cols += [_decimal_array(t.speed_ms[:, d], 2) for d in (0, 1)]
+    cols += [decimal_array(t.speed_kmh[:, d]) for d in (0, 1)]
+    cols += [decimal_array(t.speed_ms[:, d], 2) for d in (0, 1)]
     return cols
 
 
@@ -287,7 +302,7 @@ def edge_rows(
         a, b = t.keys["a"], t.keys["b"]
         lines, bearing = _lines(a, b, coords=not monthly)
         tail: list[Column] = [_months(t.keys)] if monthly else []
-        tail += [*direction_arrays(t), _decimal_array(bearing)]
+        tail += [*direction_arrays(t), decimal_array(bearing)]
         return [_edge_ids(a, b)], tail, lines, edge_hashes(a, b)
 
     rows = _edge_layers(window, pub, build, partial(plan.alike, table))
