@@ -13,12 +13,14 @@ the chart in ``metro_chart``; the optional differentially-private noise in ``met
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from markupsafe import Markup
 
 from heatmetro.core.environment import source_date_epoch
@@ -43,6 +45,7 @@ from heatmetro.site_builder.metro_rows import (
 from heatmetro.site_builder.metro_streets import FILES as STREET_FILES
 from heatmetro.site_builder.metro_streets import StreetWindow, write_streets
 from heatmetro.site_builder.metro_tables import BANDS, Publication
+from heatmetro.site_builder.metro_text_cache import TEXT_CACHE, TextCache
 from heatmetro.site_builder.templates import environment
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
@@ -129,8 +132,12 @@ def write_metro(
     noise = DpNoise.create(settings.epsilon, settings.delta, settings.salt, settings.month)
     pub = Publication(settings.min_athletes, settings.round_to, noise)
 
+    texts = None
     if cache is not None:
         cache.open(pub.max_trips)
+        if noise is None:  # the edge files' rows kept between builds (metro_text_cache)
+            made = f"{pub.min_athletes}:{pub.round_to}:{orjson.__version__}:{sys.version_info[:2]}"
+            texts = TextCache(cache.path.with_name(TEXT_CACHE), cache, made, reuse=cache.reuse)
     plan = edge_plan(window_data, pub, cache)  # what the four edge tables hide, at once
     edges = edge_rows(window_data, pub, cache=cache, plan=plan)
     edges_monthly = edge_rows(window_data, pub, monthly=True, cache=cache, plan=plan)
@@ -156,17 +163,21 @@ def write_metro(
         ),
     }
     rows = {
-        "edges.csv": write_csv(metro_dir / "edges.csv", cols.EDGE_COLUMNS, edges),
+        "edges.csv": write_csv(metro_dir / "edges.csv", cols.EDGE_COLUMNS, edges, texts),
         "edges.geojson": write_geojson(
-            metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges, attribution
+            metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges, attribution, texts
         ),
         "hexagons.csv": write_csv(metro_dir / "hexagons.csv", cols.HEX_COLUMNS, hexagons),
         "od.csv": write_csv(metro_dir / "od.csv", cols.OD_COLUMNS, od),
     }
     for table, (columns, table_rows) in tables_only.items():
-        rows[f"{table}.csv"] = write_csv(metro_dir / f"{table}.csv", columns, table_rows)
+        path = metro_dir / f"{table}.csv"
+        rows[path.name] = write_csv(path, columns, table_rows, texts)
     if cache is not None:
         cache.save()
+        plan.save_cache()  # after: these name the Metro cache file as saved
+        if texts is not None:
+            texts.save()
     descriptions = dict(cols.FILE_DESCRIPTIONS)
     if streets is not None:  # a base map: counts per OSM street edge too
         rows |= write_streets(streets, pub, metro_dir, cols.direction_columns, direction_values)

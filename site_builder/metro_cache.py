@@ -41,7 +41,13 @@ import numpy as np
 from heatmetro.core.arrays import distinct
 from heatmetro.core.environment import describe_os_error
 from heatmetro.core.temp_files import temporary_for
-from heatmetro.site_builder.metro_tables import Cells, DirectionSums, direction_sums
+from heatmetro.site_builder.metro_tables import (
+    Cells,
+    DirectionSums,
+    direction_sums,
+    is_no_values,
+    no_values,
+)
 from heatmetro.site_builder.mix64 import GOLDEN, mix64
 from heatmetro.site_builder.npz_mapped import load_mapped
 
@@ -138,22 +144,51 @@ def _concat_cells(parts: list[Cells]) -> Cells:
     for name in _CELLS:
         if len({getattr(c, name).dtype for c in parts}) != 1:
             raise _Mismatch(name)
-    return Cells(*(np.concatenate([getattr(c, n) for c in parts]) for n in _CELLS))
+    return Cells(*(_concat([getattr(c, n) for c in parts]) for n in _CELLS))
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    if all(is_no_values(a) for a in arrays) and len({a.shape[1] for a in arrays}) == 1:
+        return no_values((sum(len(a) for a in arrays), arrays[0].shape[1]))
+    return np.concatenate(arrays)
+
+
+def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return no_values((len(rows), values.shape[1])) if is_no_values(values) else values[rows]
 
 
 def _take_cells(c: Cells, rows: np.ndarray) -> Cells:
-    return Cells(*(getattr(c, n)[rows] for n in _CELLS))
+    return Cells(*(_take(getattr(c, n), rows) for n in _CELLS))
+
+
+def take_sums(sums: DirectionSums, rows: np.ndarray) -> DirectionSums:
+    """Some groups (``rows``, in order) of ``sums``."""
+    parts = [None if c is None else _take_cells(c, rows) for c in
+             (sums.total, sums.kinds, sums.bikes, sums.bands)]  # fmt: skip
+    total, kinds, bikes, bands = parts
+    assert total is not None and kinds is not None and bikes is not None
+    return DirectionSums({k: v[rows] for k, v in sums.keys.items()}, total, kinds, bikes, bands)
+
+
+def in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_set)`` for a sorted ``sorted_set``: one binary search per
+    value (no sort of both, as ``np.isin`` does)."""
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
 
 
 def merge_sums(
     cached: DirectionSums, touched: np.ndarray, fresh: DirectionSums, key: tuple[str, ...]
-) -> DirectionSums:
+) -> tuple[DirectionSums, np.ndarray, np.ndarray]:
     """``cached``'s groups off the ``touched`` edges plus ``fresh`` (the recounted groups
-    of those edges), in key order as ``direction_sums`` sorts them."""
+    of those edges), in key order as ``direction_sums`` sorts them; and the rows of
+    ``cached`` kept with their rows in the result."""
     if set(cached.keys) != set(key) or (cached.bands is None) != (fresh.bands is None):
         msg = "fields"
         raise _Mismatch(msg)
-    keep = np.flatnonzero(~np.isin(edge_hashes(cached.keys["a"], cached.keys["b"]), touched))
+    keep = np.flatnonzero(~in_sorted(edge_hashes(cached.keys["a"], cached.keys["b"]), touched))
     keys = {}
     for k in key:
         if cached.keys[k].dtype != fresh.keys[k].dtype:
@@ -172,9 +207,11 @@ def merge_sums(
         parts[name] = _take_cells(both, order)
     total, kinds, bikes = parts["total"], parts["kinds"], parts["bikes"]
     assert total is not None and kinds is not None and bikes is not None
-    return DirectionSums(
-        {k: v[order] for k, v in keys.items()}, total, kinds, bikes, parts["bands"]
-    )
+    at = np.empty(len(order), dtype=np.int64)
+    at[order] = np.arange(len(order))
+    merged = DirectionSums({k: v[order] for k, v in keys.items()}, total, kinds, bikes,
+                           parts["bands"])  # fmt: skip
+    return merged, keep, at[: len(keep)]
 
 
 def _table_name(layer: str, key: tuple[str, ...], with_bands: bool) -> str:
@@ -204,12 +241,27 @@ class MetroCache:
     _layers: dict[str, tuple[np.ndarray, LayerState, np.ndarray | None]] = field(
         default_factory=dict
     )
+    # A layer with the very records of an earlier one (a sport layer holding every
+    # activity repeats ``all``) shares its sums: counted, kept and saved once.
+    _twins: dict[str, str] = field(default_factory=dict)
+    _old_twins: dict[str, str] = field(default_factory=dict)
+    _rows: dict[str, np.ndarray] = field(default_factory=dict)  # per layer: touched records
     _unchanged: bool = False  # so far, every table is the file's: no need to save
+    #: Identifies the file as read (None: none read) and as this build saves it: the
+    #: plan cache (``metro_plan_cache``) records the sums it was solved with by it.
+    token: str | None = None
+    _next_token: str = ""
+    #: Per table name, the rows of the file's table kept and where they are in this
+    #: build's (every table so far from the file's sums, or None).
+    _kept: dict[str, tuple[np.ndarray, np.ndarray]] | None = field(default_factory=dict)
 
     def open(self, max_trips: int | None) -> None:
         self.max_trips = max_trips
         self.note = self._read() if self.reuse else "not used"
         self._unchanged = not self.note
+        self._next_token = os.urandom(16).hex()
+        if self.note:
+            self.token, self._kept = None, None
 
     @property
     def problem(self) -> bool:
@@ -234,31 +286,85 @@ class MetroCache:
         when the last build's sums of this layer and table are at hand."""
         touched = self._touched(layer, arr)
         name = _table_name(layer, key, with_bands)
+        twin = self._twins.get(layer)
+        if twin is not None and _table_name(twin, key, with_bands) in self._tables:
+            return self._twin_sums(name, _table_name(twin, key, with_bands), layer, twin)
         cached = self._old_tables.get(name)
-        out = None
+        out, kept = None, None
         if touched is not None and cached is not None:
             if len(touched) == 0:
                 out = cached
+                every = np.arange(len(cached))
+                kept = (every, every)
             else:
-                rows = np.isin(self._layers[layer][1].edge, touched)
-                fresh = direction_sums(arr[rows], key, self.max_trips, with_bands=with_bands)
+                if layer not in self._rows:
+                    self._rows[layer] = arr[in_sorted(self._layers[layer][1].edge, touched)]
+                fresh = direction_sums(
+                    self._rows[layer], key, self.max_trips, with_bands=with_bands
+                )
                 try:
-                    out = merge_sums(cached, touched, fresh, key)
+                    out, old_rows, new_rows = merge_sums(cached, touched, fresh, key)
+                    kept = (old_rows, new_rows)
                 except _Mismatch as exc:
                     self.note = f"unusable {self.path.name} (table {name}: {exc})"
-        if out is None:
+        if out is None or kept is None:
             out = direction_sums(arr, key, self.max_trips, with_bands=with_bands)
+            self._kept = None
+        elif self._kept is not None:
+            self._kept[name] = kept
         self._unchanged &= out is cached
         self._tables[name] = out
         return out
+
+    def _twin_sums(self, name: str, twin_name: str, layer: str, twin: str) -> DirectionSums:
+        """``twin``'s table for ``layer`` (the same records: the same sums)."""
+        out = self._tables[name] = self._tables[twin_name]
+        self._unchanged &= self._old_twins.get(layer) == twin
+        if self._kept is not None:
+            # Its rows are the file's rows of ``layer`` only if the file shared them too.
+            kept = self._kept.get(twin_name)
+            if self._old_twins.get(layer) != twin or kept is None:
+                self._kept = None
+            else:
+                self._kept[name] = kept
+        return out
+
+    def kept(
+        self, layer: str, key: tuple[str, ...], *, with_bands: bool
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The rows of the file's table that this build's ``sums`` kept, and their rows in
+        it (the others are the touched edges'); None unless every table so far came
+        from the file's sums this way."""
+        if self._kept is None:
+            return None
+        return self._kept.get(_table_name(layer, key, with_bands))
+
+    def touched(self) -> np.ndarray | None:
+        """Sorted edge hashes recounted in any layer (None: some layer was counted whole)."""
+        if self._kept is None or any(t is None for _, _, t in self._layers.values()):
+            return None
+        parts = [t for _, _, t in self._layers.values() if t is not None]
+        return distinct(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
 
     def _touched(self, layer: str, arr: np.ndarray) -> np.ndarray | None:
         known = self._layers.get(layer)
         if known is not None and known[0] is arr:
             return known[2]
-        state = LayerState.of(arr)
+        self._rows.pop(layer, None)
+        self._twins.pop(layer, None)
+        twin = next((other for other, (seen, _, _) in self._layers.items()
+                     if other != layer and other not in self._twins and _same(seen, arr)),
+                    None)  # fmt: skip
         old = self._old_layers.get(layer)
-        touched = None if old is None or self.note else touched_edges(old, state)
+        if twin is not None:
+            self._twins[layer] = twin
+            state = self._layers[twin][1]
+        else:
+            state = LayerState.of(arr)
+        if twin is not None and self._old_twins.get(layer) == twin:
+            touched = self._layers[twin][2]  # the same records then and now
+        else:
+            touched = None if old is None or self.note else touched_edges(old, state)
         self.recounted += 0 if touched is None else len(touched)
         self._unchanged &= touched is not None and len(touched) == 0
         self._layers[layer] = (arr, state, touched)
@@ -274,6 +380,7 @@ class MetroCache:
                 return f"format {meta.get('format')!r}, not {CACHE_FORMAT}"
             if meta.get("key") != self.key():
                 return "built for another configuration or code version"
+            twins = {str(k): str(v) for k, v in meta.get("twins", {}).items()}
             layers = {
                 layer: LayerState(
                     npz[f"layer/{layer}/digests"],
@@ -281,9 +388,14 @@ class MetroCache:
                     npz[f"layer/{layer}/edge"],
                 )
                 for layer in meta["layers"]
+                if layer not in twins
             }
+            layers |= {layer: layers[twin] for layer, twin in twins.items()}
             tables = {}
             for name, key in meta["tables"].items():
+                layer, rest = name.split("|", 1)
+                if layer in twins:
+                    continue
                 keys = {k: npz[f"table/{name}/key/{k}"] for k in key}
                 parts = {
                     p: _load_cells(npz, f"table/{name}/{p}", sub=p != "total")
@@ -295,12 +407,18 @@ class MetroCache:
                 if total is None or kinds is None or bikes is None:
                     return f"inconsistent {self.path.name} (table {name})"
                 tables[name] = DirectionSums(keys, total, kinds, bikes, parts["bands"])
+            for name in meta["tables"]:
+                layer, rest = name.split("|", 1)
+                if layer in twins:
+                    tables[name] = tables[f"{twins[layer]}|{rest}"]
         except Exception as exc:  # noqa: BLE001 - any unreadable cache means: count all
             return f"unreadable {self.path.name} ({type(exc).__name__})"
         problem = _inconsistency(layers, tables)
         if problem:
             return f"inconsistent {self.path.name} ({problem})"
-        self._old_layers, self._old_tables = layers, tables
+        self._old_layers, self._old_tables, self._old_twins = layers, tables, twins
+        token = meta.get("token")
+        self.token = token if isinstance(token, str) else None
         return ""
 
     def save(self) -> None:
@@ -309,20 +427,28 @@ class MetroCache:
         A failed write (a full disk) removes the old file, so nothing stale stays.
         """
         same_set = set(self._tables) == set(self._old_tables)
+        same_set &= self._twins == self._old_twins
         if self._unchanged and same_set and set(self._layers) == set(self._old_layers):
-            return
+            return  # the file as read: its token stays
+        self.token = None  # the old file is gone whatever happens next
         meta = {
             "format": CACHE_FORMAT,
             "key": self.key(),
+            "token": self._next_token,
             "layers": sorted(self._layers),
             "tables": {name: list(t.keys) for name, t in self._tables.items()},
+            "twins": self._twins,
         }
         arrays: dict[str, np.ndarray] = {}
         for layer, (_, state, _) in self._layers.items():
+            if layer in self._twins:
+                continue
             arrays[f"layer/{layer}/digests"] = state.digests
             arrays[f"layer/{layer}/owner"] = state.owner
             arrays[f"layer/{layer}/edge"] = state.edge
         for name, t in self._tables.items():
+            if name.split("|", 1)[0] in self._twins:
+                continue
             for k, v in t.keys.items():
                 arrays[f"table/{name}/key/{k}"] = v
             for p in _PARTS:
@@ -341,6 +467,7 @@ class MetroCache:
             with tmp.open("wb") as fh:
                 np.savez(fh, allow_pickle=False, **arrays)
             tmp.replace(self.path)
+            self.token = self._next_token
         except OSError as exc:  # this build still publishes; the next counts everything
             tmp.unlink(missing_ok=True)
             self.path.unlink(missing_ok=True)
@@ -348,6 +475,16 @@ class MetroCache:
         except BaseException:  # Ctrl-C: no half-written file left behind either
             tmp.unlink(missing_ok=True)
             raise
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two record arrays hold the very same records (byte for byte)."""
+    if a is b:
+        return True
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(np.ascontiguousarray(a).view(np.uint8),
+                               np.ascontiguousarray(b).view(np.uint8)))  # fmt: skip
 
 
 def _narrow(values: np.ndarray) -> np.ndarray:
@@ -368,7 +505,7 @@ def _load_cells(npz: Any, prefix: str, *, sub: bool) -> Cells:
 
     trips, people = counts("trips"), counts("people")
     if sub:
-        zeros = np.zeros(trips.shape)
+        zeros = no_values(trips.shape)
         return Cells(trips, people, zeros, zeros)
     speed_n = npz[f"{prefix}/speed_n"]
     if speed_n.dtype == np.int32:

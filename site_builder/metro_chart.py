@@ -7,10 +7,11 @@ script and shows exactly what the file holds: per layer and local month, the sum
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from html import escape
 
 from heatmetro.core.months import month_index, month_of_index
-from heatmetro.site_builder.metro_rows import Rows
+from heatmetro.site_builder.metro_rows import Rows, Value, values_of
 from heatmetro.state.records import LAYERS
 
 COLOURS = {
@@ -29,8 +30,14 @@ def monthly_totals(
 ) -> dict[str, dict[str, int]]:
     """Per layer, per month ``YYYY-MM``: published trips summed over edges."""
     out: dict[str, dict[str, int]] = {}
-    for row in rows.values:
-        layer, month, total = str(row[layer_at]), str(row[month_at]), row[total_at]
+    triples: Iterable[tuple[Value, ...]]
+    if rows.columns is not None:  # three columns, not every row made
+        picked = [values_of(rows.columns[i]) for i in (layer_at, month_at, total_at)]
+        triples = zip(*picked, strict=True)
+    else:
+        triples = ((row[layer_at], row[month_at], row[total_at]) for row in rows.values)
+    for layer_, month_, total in triples:
+        layer, month = str(layer_), str(month_)
         per = out.setdefault(layer, {})
         per[month] = per.get(month, 0) + int(total or 0)
     return out

@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from heatmetro.site_builder.metro_columns import Column
 from heatmetro.site_builder.metro_rows import Rows
+from heatmetro.site_builder.metro_text_cache import TextCache
 
 ZIP_MIN_DATE = datetime(1980, 1, 1, tzinfo=UTC)  # the earliest time a zip entry can hold
 #: Python's own zlib (zlib-ng's bytes differ between CPUs), at level 4: on the bench's
@@ -25,8 +27,35 @@ ZIP_MIN_DATE = datetime(1980, 1, 1, tzinfo=UTC)  # the earliest time a zip entry
 ZIP_LEVEL = 4
 
 
-def write_csv(path: Path, columns: Sequence[Column], rows: Rows) -> int:
-    """Write a CSV (``\\n`` line ends, ``None`` as an empty cell); return the data rows."""
+class _Lines:
+    """A file for ``csv.writer`` that keeps each row's line apart (it writes a row at once)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def csv_lines(values: Sequence[Sequence[object]]) -> list[bytes]:
+    """Each row as ``write_csv`` writes it: its line, UTF-8."""
+    out = _Lines()
+    csv.writer(out, lineterminator="\n").writerows(values)
+    assert len(out.lines) == len(values)
+    return [line.encode("utf-8") for line in out.lines]
+
+
+def write_csv(
+    path: Path, columns: Sequence[Column], rows: Rows, texts: TextCache | None = None
+) -> int:
+    """Write a CSV (``\\n`` line ends, ``None`` as an empty cell); return the data rows.
+
+    ``texts``: the last build's rows of an edge table, kept for the edges not recounted.
+    """
+    if texts is not None and rows.edge is not None and rows.place is not None:
+        body = texts.body(path.name, rows.edge, rows.place, lambda at: csv_lines(rows.take(at)))
+        path.write_bytes(csv_lines([[c.name for c in columns]])[0] + body)
+        return len(rows)
     with path.open("w", encoding="utf-8", newline="") as f:
         out = csv.writer(f, lineterminator="\n")
         out.writerow([c.name for c in columns])
@@ -35,32 +64,56 @@ def write_csv(path: Path, columns: Sequence[Column], rows: Rows) -> int:
 
 
 def write_geojson(
-    path: Path, columns: Sequence[Column], rows: Rows, attribution: str | None = None
+    path: Path,
+    columns: Sequence[Column],
+    rows: Rows,
+    attribution: str | None = None,
+    texts: TextCache | None = None,
 ) -> int:
     """A FeatureCollection of LineStrings, one feature per text line.
 
     Properties are the CSV's values (``None`` becomes ``null``), in the CSV's column
     order (QGIS shows a layer's fields in the order of its first feature's). ``attribution`` (the
     base map's licence notice) goes in a top-level ``attribution`` member. orjson writes
-    each feature (~4x faster than ``json``; compact, UTF-8, floats as their shortest
-    round-trip text, as ``json`` does), and one write takes them all.
+    the features in one call (~4x faster than ``json``; compact, UTF-8, floats as their
+    shortest round-trip text, as ``json`` does), and one write takes them all. ``texts``:
+    as for ``write_csv``.
     """
     names = [c.name for c in columns]
     assert rows.geometry is not None
-    features = [
-        orjson.dumps(
+    tail = b"" if attribution is None else b',"attribution":' + orjson.dumps(attribution)
+    if texts is not None and rows.edge is not None and rows.place is not None:
+        geometry = rows.geometry
+
+        def lines(at: np.ndarray) -> list[bytes]:  # each feature after its separator
+            return [b",\n" + orjson.dumps(
+                {
+                    "geometry": {"coordinates": geometry[i], "type": "LineString"},
+                    "properties": dict(zip(names, row, strict=True)),
+                    "type": "Feature",
+                }
+            ) for i, row in zip(at.tolist(), rows.take(at), strict=True)]  # fmt: skip
+
+        body = texts.body(path.name, rows.edge, rows.place, lines)[1:]
+        path.write_bytes(
+            b'{"features":[' + body + b"\n]" + tail + b',"type":"FeatureCollection"}\n'
+        )
+        return len(rows)
+    features = orjson.dumps(
+        [
             {
                 "geometry": {"coordinates": coords, "type": "LineString"},
                 "properties": dict(zip(names, row, strict=True)),
                 "type": "Feature",
             }
-        )
-        for row, coords in zip(rows.values, rows.geometry, strict=True)
-    ]
-    tail = b"" if attribution is None else b',"attribution":' + orjson.dumps(attribution)
-    body = b",\n".join(features)
+            for row, coords in zip(rows.values, rows.geometry, strict=True)
+        ]
+    )
+    # One dump, then a line per feature: a feature's every quote inside a string is
+    # escaped, so ``},{"geometry":`` only ever stands between two features.
+    body = features[1:-1].replace(b'},{"geometry":', b'},\n{"geometry":')
     path.write_bytes(
-        b'{"features":[' + (b"\n" + body if features else b"") + b"\n]" + tail
+        b'{"features":[' + (b"\n" + body if rows.values else b"") + b"\n]" + tail
         + b',"type":"FeatureCollection"}\n'
     )  # fmt: skip
     return len(rows)

@@ -25,13 +25,13 @@ group layers (``all`` only) are a part no file publishes, taken as one person's.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from heatmetro.site_builder.metro_plan_cache import PlanCache, edge_digests
+from heatmetro.site_builder.metro_cache import edge_hashes, in_sorted, take_sums
+from heatmetro.site_builder.metro_plan_cache import OldPlan, PlanCache
 from heatmetro.site_builder.metro_tables import (
     BAND_OF_HOUR,
     BANDS,
@@ -43,7 +43,6 @@ from heatmetro.site_builder.metro_tables import (
     publish_directions,
     rows_of,
 )
-from heatmetro.site_builder.mix64 import GOLDEN, mix64
 
 __all__ = ["TABLE_BY", "CellPlan", "EdgePlan", "LayerSumsOf"]
 
@@ -124,20 +123,6 @@ class _Block:
         return trips, people
 
 
-@dataclass(frozen=True)
-class _Keys:
-    keys: dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class _View:
-    """Some rows of a ``_Block`` (those of the edges still to solve), as relations see it."""
-
-    sums: _Keys
-    ids: np.ndarray
-    columns: int
-
-
 class _Relations:
     """``total = sum of parts`` relations as flat arrays (one row per part). A relation
     is a family (a kind of sum) and a total cell: one cell heads several (an edge's
@@ -155,17 +140,13 @@ class _Relations:
         self.keys.append(total_of_part.ravel().astype(np.int64) * 64 + fam)
         self.parts.append(part.ravel().astype(np.int64))
 
-    def arrays(
-        self, has: np.ndarray, settled: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(self, has: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(rel_total, part_rel, part_cell)``: each relation's total cell; per part, its
         relation and its cell. Parts nobody is behind (``~has``) are left out: a known 0
         changes no relation (most cells of the dense tables are such zeros)."""
         keys = np.concatenate(self.keys) if self.keys else np.zeros(0, np.int64)
         part = np.concatenate(self.parts) if self.parts else np.zeros(0, np.int64)
         keep = has[part]
-        if settled is not None:  # relations whose cells are decided already: left out
-            keep &= ~settled[keys // 64]
         keys, part = keys[keep], part[keep]
         rel_key, part_rel = np.unique(keys, return_inverse=True)
         return rel_key // 64, part_rel.reshape(-1), part
@@ -179,6 +160,9 @@ class EdgePlan:
         layers: the layers published.
         edge: the edge key (``("a", "b")`` for H3 edges, ``("a",)`` for street edges).
         min_athletes: the publication threshold.
+        cache: the last build's flags (``metro_plan_cache``), for edges no layer recounted.
+
+    ``reused``: whether the last build's flags were taken (for edges no layer recounted).
     """
 
     def __init__(
@@ -200,6 +184,7 @@ class EdgePlan:
                 start += len(sums) * 2 * block.columns
         self.n_cells = start
         self._hidden: np.ndarray | None = None
+        self.reused = False
 
     def sums(self, table: str, layer: str) -> DirectionSums:
         return self.blocks[(table, layer)].sums
@@ -233,6 +218,67 @@ class EdgePlan:
     # ------------------------------------------------------------------ the solve
 
     def _solve(self) -> np.ndarray:
+        old = self.cache.load() if self.cache is not None else None
+        hidden = self._solve_changed(old) if old is not None else None
+        return self._solve_all() if hidden is None else hidden
+
+    def save_cache(self) -> None:
+        """Keep this plan's flags for the next build (``metro_plan_cache``), once solved."""
+        if self.cache is None or self._hidden is None:
+            return
+        blocks = [(t, layer, len(b.sums), b.columns) for (t, layer), b in self.blocks.items()]
+        self.cache.save(blocks, self._hidden)
+
+    def _solve_changed(self, old: OldPlan) -> np.ndarray | None:
+        """The last build's flags for edges no layer recounted; a plan over the rows of the
+        others solves them (None: the cache does not fit, solve everything)."""
+        assert self.cache is not None
+        touched = self.cache.source.touched()
+        if touched is None or self.edge != ("a", "b"):
+            return None
+        hidden = np.zeros(self.n_cells, dtype=bool)
+        redo: dict[tuple[str, str], np.ndarray] = {}
+        for (table, layer), block in self.blocks.items():
+            before = old.block((table, layer))
+            kept = self.cache.source.kept(layer, (*self.edge, *TABLE_BY[table]),
+                                          with_bands=table in ("edge", "month"))  # fmt: skip
+            if before is None or kept is None or before.shape[2] != block.columns:
+                return None
+            old_rows, new_rows = kept
+            rows = len(block.sums)
+            if len(old_rows) and int(old_rows.max()) >= len(before):
+                return None
+            keys = block.sums.keys
+            again = in_sorted(edge_hashes(keys["a"], keys["b"]), touched)
+            old_of = np.full(rows, -1, dtype=np.int64)
+            old_of[new_rows] = old_rows
+            same = np.flatnonzero(~again)
+            if (old_of[same] < 0).any():  # a row neither kept nor recounted: not ours
+                return None
+            cells = hidden[block.start : block.start + rows * 2 * block.columns]
+            cells.reshape(rows, 2, block.columns)[same] = before[old_of[same]]
+            redo[(table, layer)] = np.flatnonzero(again)
+        layers = list(dict.fromkeys(layer for _, layer in self.blocks))
+        by_key = {(layer, (*self.edge, *by)): table for table, by in TABLE_BY.items()
+                  for layer in layers}  # fmt: skip
+
+        def sums_of(layer: str, key: tuple[str, ...], _bands: bool) -> DirectionSums:
+            table = by_key[(layer, key)]
+            return take_sums(self.blocks[(table, layer)].sums, redo[(table, layer)])
+
+        part = EdgePlan(sums_of, layers, self.edge, self.k)
+        solved = part._solve_all()
+        self.reused = True
+        for name, block in self.blocks.items():
+            rows, sub = len(block.sums), part.blocks[name]
+            cells = hidden[block.start : block.start + rows * 2 * block.columns]
+            n = len(sub.sums) * 2 * block.columns
+            cells.reshape(rows, 2, block.columns)[redo[name]] = solved[
+                sub.start : sub.start + n
+            ].reshape(-1, 2, block.columns)
+        return hidden
+
+    def _solve_all(self) -> np.ndarray:
         trips = np.zeros(self.n_cells, dtype=np.int64)
         people = np.zeros(self.n_cells, dtype=np.int64)
         shown = np.zeros(self.n_cells, dtype=bool)
@@ -252,62 +298,12 @@ class EdgePlan:
             elif block.columns > _NOT_A_RIDE:
                 never[block.ids[:, :, _NOT_A_RIDE]] = True
         shown &= ~never
-        hidden = ~shown
-        settled = None
-        views: dict[tuple[str, str], _Block | _View] = dict(self.blocks)
-        if self.cache is not None:
-            # Edges the last build saw with the very same counts: its flags, unsolved.
-            live = np.flatnonzero(people > 0)
-            edge, content = self._identity(trips, people)
-            order, starts, digest = edge_digests(edge[live], content[live])
-            lengths = np.diff(np.r_[starts, len(order)])
-            seen, flags, _ = self.cache.reuse(digest, lengths)
-            grouped = live[order]
-            reused = grouped[np.repeat(seen, lengths)]
-            hidden[reused] = flags
-            settled = np.zeros(self.n_cells, dtype=bool)
-            settled[reused] = True
-            # Relations never cross an edge: build them for the edges still to solve only.
-            solve = np.ones(int(edge.max()) + 1 if len(edge) else 0, dtype=bool)
-            solve[edge[grouped[starts[seen]]]] = False
-            for name, block in self.blocks.items():
-                rows = solve[edge[block.ids[:, 0, 0]]] if len(block.sums) else np.zeros(0, bool)
-                keys = {f: v[rows] for f, v in block.sums.keys.items()}
-                views[name] = _View(_Keys(keys), block.ids[rows], block.columns)
         rel = _Relations()
-        self._relations(rel, views)
-        rel_total, part_rel, part_cell = rel.arrays(people > 0, settled)
-        hidden = _fixed_point(trips, people, hidden, never, rel_total, part_rel, part_cell,
+        self._relations(rel, self.blocks)
+        rel_total, part_rel, part_cell = rel.arrays(people > 0)
+        hidden = _fixed_point(trips, people, ~shown, never, rel_total, part_rel, part_cell,
                               self.k, self._directions())  # fmt: skip
-        if self.cache is not None:
-            self.cache.save(digest, lengths, hidden[grouped])
         return hidden[: self.n_cells]
-
-    def _identity(self, trips: np.ndarray, people: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per cell: its edge (dense ids) and a digest of where it is and what it holds."""
-        blocks = list(self.blocks.items())
-        edge_ids, _ = dense_index(*(
-            np.concatenate([b.sums.keys[k] for _, b in blocks]) for k in self.edge
-        ))  # fmt: skip
-        edge = np.zeros(self.n_cells, dtype=np.int64)
-        content = np.zeros(self.n_cells, dtype=np.uint64)
-        row = 0
-        with np.errstate(over="ignore"):
-            for (table, layer), block in blocks:
-                rows = len(block.sums)
-                ids = block.ids
-                edge[ids] = edge_ids[row : row + rows, None, None]
-                row += rows
-                name = hashlib.sha256(f"{table}/{layer}".encode()).digest()[:8]
-                tag = np.uint64(int.from_bytes(name, "little"))
-                sub = np.zeros(rows, dtype=np.uint64)
-                for f in TABLE_BY[table]:
-                    sub = mix64(sub ^ (block.sums.keys[f].astype(np.uint64) + GOLDEN))
-                pos = np.arange(2 * block.columns, dtype=np.uint64).reshape(1, 2, block.columns)
-                content[ids] = mix64((sub[:, None, None] ^ tag) + pos * GOLDEN)
-            counts = trips.astype(np.uint64) * GOLDEN + people.astype(np.uint64)
-            content = mix64(content ^ mix64(counts))
-        return edge, content
 
     def _directions(self) -> tuple[np.ndarray, np.ndarray]:
         """Per sub-count cell, its direction's cell: hiding a direction hides them all."""
@@ -321,7 +317,7 @@ class EdgePlan:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(subs), np.concatenate(heads)
 
-    def _relations(self, rel: _Relations, blocks: dict[tuple[str, str], _Block | _View]) -> None:
+    def _relations(self, rel: _Relations, blocks: dict[tuple[str, str], _Block]) -> None:
         """Every relation: within each layer, and ``all`` = the group layers + the rest."""
         layers = sorted({layer for _, layer in blocks})
         for layer in layers:  # the never-published part's too: its sums may give it away
@@ -337,7 +333,7 @@ class EdgePlan:
                 rel.add(f"layers {table}", whole.ids[at], part.ids)
 
     def _within_layer(
-        self, rel: _Relations, layer: str, blocks: dict[tuple[str, str], _Block | _View]
+        self, rel: _Relations, layer: str, blocks: dict[tuple[str, str], _Block]
     ) -> None:
         edge, month = blocks[("edge", layer)], blocks[("month", layer)]
         hour, day = blocks[("hour", layer)], blocks[("hour_day", layer)]
@@ -348,7 +344,7 @@ class EdgePlan:
                 n = cols.stop - cols.start
                 rel.add(f"row {cols.start}", np.repeat(ids[:, :, :1], n, axis=2), ids[:, :, cols])
 
-        def edge_rows(block: _Block | _View, of: _Block | _View) -> np.ndarray:
+        def edge_rows(block: _Block, of: _Block) -> np.ndarray:
             return rows_of(tuple(of.sums.keys[k] for k in self.edge),
                            tuple(block.sums.keys[k] for k in self.edge))  # fmt: skip
 

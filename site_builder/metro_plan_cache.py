@@ -1,57 +1,74 @@
-"""Keep ``metro_plan``'s answer per edge between snapshots.
+"""Keep ``metro_plan``'s answer between snapshots for the edges whose counts were kept.
 
 Relations never cross an edge: what the plan hides on one edge depends only on that
-edge's counts (every table, layer, direction and column). So each edge's live cells
-(those with people) get a content digest; an edge whose digest the last build saw takes
-the hidden flags that build chose, and only the others are solved. Same counts, same
-rounds, same flags: the files are byte-identical to a build without the cache (and
-``--no-cache`` bypasses it). The file is keyed by the code that decides the flags and the
-threshold; anything unexpected means a full solve.
+edge's counts (every table, layer, direction and column). The Metro cache
+(``metro_cache``) recounts only the edges of changed athletes and keeps every other
+group's sums, row for row, from its file. So an edge that no layer recounted has the very
+counts the last build's plan was solved with, and takes the flags that plan chose; only
+the recounted edges are solved (a plan over their rows alone): the work follows the
+change, not the window. Same counts, same rounds, same flags: the files are
+byte-identical to a build without the cache (``--no-cache`` bypasses both).
+
+The file names the Metro cache file its flags were solved with (a token that file gets
+anew with every save): with another one, or with any table counted whole, everything is
+solved. It is keyed by the code that decides the flags and by the threshold; anything
+unexpected means a full solve too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from heatmetro.core.temp_files import temporary_for
-from heatmetro.site_builder.mix64 import GOLDEN, mix64
 
-__all__ = ["PLAN_CACHE", "PlanCache", "edge_digests"]
+__all__ = ["PLAN_CACHE", "OldPlan", "PlanCache", "SumsSource"]
 
-FORMAT = 1
+FORMAT = 2
 PLAN_CACHE = "metro_plan_cache.npz"
 
+Block = tuple[str, str]  # (table, layer)
 
-def edge_digests(
-    edge: np.ndarray, content: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per edge (dense ids 0..E-1 of the live cells): ``(order, starts, digest)``: the
-    live cells sorted by edge (stable: cell order within an edge), each edge's first
-    position in that order, and a digest of its cells' contents and count."""
-    order = np.argsort(edge, kind="stable")
-    e = edge[order]
-    starts = np.flatnonzero(np.r_[True, e[1:] != e[:-1]]) if len(e) else np.zeros(0, np.int64)
-    with np.errstate(over="ignore"):
-        # Position within the edge keeps the digest order-aware.
-        pos = np.arange(len(e), dtype=np.uint64) - np.repeat(
-            starts, np.diff(np.r_[starts, len(e)])
-        ).astype(np.uint64)
-        h = mix64(content[order] + pos * GOLDEN)
-        sums = np.add.reduceat(h, starts) if len(e) else np.zeros(0, np.uint64)
-        counts = np.diff(np.r_[starts, len(e)]).astype(np.uint64)
-        digest = mix64(sums ^ mix64(counts))
-    return order, starts, digest
+
+class SumsSource(Protocol):
+    """What the plan cache needs of the Metro cache (``metro_cache.MetroCache``)."""
+
+    @property
+    def token(self) -> str | None: ...
+
+    def kept(
+        self, layer: str, key: tuple[str, ...], *, with_bands: bool
+    ) -> tuple[np.ndarray, np.ndarray] | None: ...
+
+    def touched(self) -> np.ndarray | None: ...
+
+
+@dataclass(frozen=True)
+class OldPlan:
+    """The last build's flags: per block (table, layer) its cells' ``(start, rows,
+    columns)`` in ``flags`` (``[rows, 2, columns]`` from ``start``)."""
+
+    flags: np.ndarray
+    blocks: dict[Block, tuple[int, int, int]]
+
+    def block(self, name: Block) -> np.ndarray | None:
+        if name not in self.blocks:
+            return None
+        start, rows, columns = self.blocks[name]
+        return self.flags[start : start + rows * 2 * columns].reshape(rows, 2, columns)
 
 
 class PlanCache:
-    """``path``: the file; ``key``: what the flags depend on besides the counts."""
+    """``path``: the file; ``k``: the threshold; ``source``: the Metro cache whose sums
+    the plan is solved with."""
 
-    def __init__(self, path: Path, k: int, *, reuse: bool = True) -> None:
-        self.path, self.use = path, reuse
+    def __init__(self, path: Path, k: int, source: SumsSource, *, reuse: bool = True) -> None:
+        self.path, self.source, self.use = path, source, reuse
         here = Path(__file__).resolve().parent
         h = hashlib.sha256(f"{FORMAT}:{k}".encode())
         for name in ("metro_plan.py", "metro_plan_cache.py", "metro_tables.py"):
@@ -60,47 +77,42 @@ class PlanCache:
             except OSError:
                 h.update(np.random.default_rng().bytes(16))  # not files: never matches
         self.key = h.hexdigest()
-        self.reused = 0
 
-    def reuse(
-        self, digest: np.ndarray, lengths: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For each edge (``digest``, live cells ``lengths``): whether the last build saw
-        it, and for those the flags (concatenated in edge order) and where each starts."""
-        none = (np.zeros(len(digest), dtype=bool), np.zeros(0, dtype=bool), np.zeros(0, np.int64))
-        if not self.use:
-            return none
+    def load(self) -> OldPlan | None:
+        """The last build's flags, if they were solved with the sums this build kept."""
+        token = self.source.token
+        if not self.use or token is None or self.source.touched() is None:
+            return None
         try:
             with np.load(self.path, allow_pickle=False) as npz:
                 meta = json.loads(bytes(npz["meta"]).decode())
-                if meta.get("key") != self.key:
-                    return none
-                old_digest, old_starts = npz["digest"], npz["starts"]
-                old_lengths, old_flags = npz["lengths"], npz["flags"]
-        except (OSError, ValueError, KeyError):
-            return none
-        pos = np.searchsorted(old_digest, digest)
-        pos = np.minimum(pos, max(len(old_digest) - 1, 0))
-        if not len(old_digest):
-            return none
-        seen = (old_digest[pos] == digest) & (old_lengths[pos] == lengths)
-        take = pos[seen]
-        n = old_lengths[take]
-        first = np.repeat(old_starts[take], n)
-        offset = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        self.reused = int(seen.sum())
-        return seen, old_flags[first + offset].astype(bool), np.cumsum(n) - n
+                if meta.get("key") != self.key or meta.get("token") != token:
+                    return None
+                blocks: dict[Block, tuple[int, int, int]] = {}
+                start = 0
+                for table, layer, rows, columns in meta["blocks"]:
+                    blocks[(str(table), str(layer))] = (start, int(rows), int(columns))
+                    start += int(rows) * 2 * int(columns)
+                flags = np.unpackbits(npz["flags"], count=start).astype(bool)
+        except Exception:  # noqa: BLE001 - any unreadable file (a torn zip too): none kept
+            return None
+        if len(flags) != start:
+            return None
+        return OldPlan(flags, blocks)
 
-    def save(self, digest: np.ndarray, lengths: np.ndarray, flags: np.ndarray) -> None:
-        """Per edge, its digest and live cells' flags (concatenated in edge order)."""
-        starts = np.cumsum(lengths) - lengths
-        perm = np.argsort(digest, kind="stable")
-        meta = np.frombuffer(json.dumps({"key": self.key}).encode(), np.uint8)
+    def save(self, blocks: list[tuple[str, str, int, int]], flags: np.ndarray) -> None:
+        """This build's flags: ``blocks`` (table, layer, rows, columns) in ``flags``' order,
+        tagged with the Metro cache file as this build left it."""
+        token = self.source.token
+        if token is None:  # no Metro cache file to pair with: nothing to keep
+            self.path.unlink(missing_ok=True)
+            return
+        meta = {"key": self.key, "token": token, "blocks": blocks}
+        raw = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         tmp = temporary_for(self.path)
         try:
             with tmp.open("wb") as fh:
-                np.savez(fh, allow_pickle=False, meta=meta, digest=digest[perm],
-                         starts=starts[perm], lengths=lengths[perm], flags=flags)  # fmt: skip
+                np.savez(fh, allow_pickle=False, meta=raw, flags=np.packbits(flags))
             tmp.replace(self.path)
         except OSError:  # the next build solves everything
             tmp.unlink(missing_ok=True)

@@ -7,16 +7,18 @@ geometry (GeoJSON order: lng, lat) for the GeoJSON and GeoPackage writers.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, replace
+from functools import cached_property, partial
+from itertools import chain
 
 import h3
 import numpy as np
 
 from heatmetro.core.cells import cell_centres
 from heatmetro.core.months import month_index, month_of_index
-from heatmetro.site_builder.metro_cache import MetroCache
+from heatmetro.site_builder.metro_cache import MetroCache, edge_hashes
 from heatmetro.site_builder.metro_columns import HOURS
 from heatmetro.site_builder.metro_plan import OTHER, CellPlan, EdgePlan, other_records
 from heatmetro.site_builder.metro_plan_cache import PLAN_CACHE, PlanCache
@@ -30,22 +32,62 @@ from heatmetro.site_builder.metro_tables import (
     cell_table,
     direction_sums,
 )
+from heatmetro.site_builder.mix64 import mix64
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.records import LAYERS
 
 Value = int | float | str | None
 Coords = list[tuple[float, float]]
+Column = Sequence[Value] | np.ndarray
 
 
 @dataclass(frozen=True)
 class Rows:
-    """A published table: rows of values and, for the GIS files, one geometry per row."""
+    """A published table: rows of values and, for the GIS files, one geometry per row.
 
-    values: list[tuple[Value, ...]]
+    Given as rows (``given``) or, for the edge tables, as ``columns``: lists, or arrays
+    of counts (``int64``, a negative one empty) and decimals (``float64``, ``nan``
+    empty). The GeoPackage writer takes the columns as they are; the rows are made from
+    them when asked for (``values``), or only some (``take``): a rebuild formats the
+    rows of the recounted edges alone (``metro_text_cache``).
+    """
+
+    given: list[tuple[Value, ...]] | None
     geometry: list[Coords] | None = None
+    columns: list[Column] | None = None
+    #: Of an edge table: per row its edge (``metro_cache.edge_hashes``) and its edge and
+    #: layer together (``metro_text_cache`` keeps the rows' text by them).
+    edge: np.ndarray | None = None
+    place: np.ndarray | None = None
+
+    @cached_property
+    def values(self) -> list[tuple[Value, ...]]:
+        if self.given is not None:
+            return self.given
+        assert self.columns is not None
+        return list(zip(*(values_of(c) for c in self.columns), strict=True))
+
+    def take(self, at: np.ndarray) -> list[tuple[Value, ...]]:
+        """The rows ``at``."""
+        if self.given is not None or self.columns is None:
+            values = self.values
+            return [values[i] for i in at.tolist()]
+        return list(zip(*(values_of(c, at) for c in self.columns), strict=True))
 
     def __len__(self) -> int:
-        return len(self.values)
+        if self.given is not None or not self.columns:
+            return len(self.values)
+        return len(self.columns[0])
+
+
+def values_of(column: Column, at: np.ndarray | None = None) -> list[Value]:
+    """A column's values (those ``at``): an array's empty ones as ``None``."""
+    if not isinstance(column, np.ndarray):
+        return list(column) if at is None else [column[i] for i in at.tolist()]
+    part = (column if at is None else column[at]).tolist()
+    if column.dtype.kind == "f":
+        return [None if v != v else v for v in part]
+    return [None if v < 0 else v for v in part]
 
 
 def _layers(by_layer: dict[str, np.ndarray]) -> list[str]:
@@ -58,10 +100,29 @@ def _counts(arr: np.ndarray) -> list[Value]:
 
 
 def _decimals(arr: np.ndarray, places: int = 1) -> list[Value]:
-    # Decimal-rounded so the CSV, GeoJSON and GeoPackage print the very same number:
-    # ``round`` is correctly rounded, the float of ``f"{v:.1f}"`` (not ``np.round``,
-    # which scales first: 0.35 -> 0.4, where the text says 0.3).
-    return [None if v != v else round(v, places) for v in arr.tolist()]
+    return values_of(decimal_array(arr, places))
+
+
+def decimal_array(arr: np.ndarray, places: int = 1) -> np.ndarray:
+    """Each value as ``round(v, places)`` gives it (``nan`` kept).
+
+    Decimal-rounded so the CSV, GeoJSON and GeoPackage print the very same number:
+    ``round`` is correctly rounded, the float of ``f"{v:.1f}"``, where ``np.round``
+    scales first (0.35 -> 0.4, where the text says 0.3). But a value far from a half
+    step rounds alike either way (the scaling errs by an ulp), and ``k / 10**places`` is
+    the float nearest the decimal, as ``round`` returns it: only values near a half step
+    go through ``round``.
+    """
+    values = np.asarray(arr, dtype=np.float64)
+    scale = 10.0**places
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = values * scale
+        near = np.abs(scaled - np.floor(scaled) - 0.5) <= 1e-9 * np.maximum(1.0, np.abs(scaled))
+        near |= np.isfinite(values) & ~(np.abs(scaled) < 2.0**50)  # huge: ``round`` decides
+    out = np.rint(scaled) / scale
+    if near.any():
+        out[near] = [round(v, places) for v in values[near].tolist()]
+    return out
 
 
 def _ids(cells: np.ndarray) -> list[str]:
@@ -91,15 +152,19 @@ def _with_month(arr: np.ndarray, default: int) -> np.ndarray:
 
 def direction_values(t: DirectionTable) -> list[list[Value]]:
     """Columns of a ``DirectionTable`` in ``direction_columns`` order."""
-    cols = [_counts(t.trips[:, d]) for d in (0, 1)]
-    cols += [_counts(t.people[:, d]) for d in (0, 1)]
-    cols.append(_counts(t.total))
+    return [values_of(c) for c in direction_arrays(t)]
+
+
+def direction_arrays(t: DirectionTable) -> list[np.ndarray]:
+    """``direction_values`` as arrays (``Rows.columns``)."""
+    counts = [t.trips[:, d] for d in (0, 1)] + [t.people[:, d] for d in (0, 1)] + [t.total]
     for table in (t.commute, t.leisure, t.rides, t.ebike_rides):
-        cols += [_counts(table[:, d]) for d in (0, 1)]
+        counts += [table[:, d] for d in (0, 1)]
     if t.bands is not None:
-        cols += [_counts(t.bands[:, d, i]) for i in range(len(BANDS)) for d in (0, 1)]
-    cols += [_decimals(t.speed_kmh[:, d]) for d in (0, 1)]
-    cols += [_decimals(t.speed_ms[:, d], 2) for d in (0, 1)]
+        counts += [t.bands[:, d, i] for i in range(len(BANDS)) for d in (0, 1)]
+    cols = [c.astype(np.int64) for c in counts]
+    cols += [decimal_array(t.speed_kmh[:, d]) for d in (0, 1)]
+    cols += [decimal_array(t.speed_ms[:, d], 2) for d in (0, 1)]
     return cols
 
 
@@ -128,13 +193,13 @@ def edge_plan(window: WindowData, pub: Publication, cache: MetroCache | None = N
         arrs[OTHER] = other
 
     def sums_of(layer: str, key: tuple[str, ...], bands: bool) -> DirectionSums:
-        if layer == OTHER:  # not a layer of the Metro cache: counted here
-            return direction_sums(arrs[layer], key, pub.max_trips, with_bands=bands)
         return _sums(layer, arrs[layer], key, pub, cache, with_bands=bands)
 
     plans = None
     if cache is not None:  # beside the Metro cache: what the last build's plan hid per edge
-        plans = PlanCache(cache.path.with_name(PLAN_CACHE), pub.min_athletes, reuse=cache.reuse)
+        plans = PlanCache(
+            cache.path.with_name(PLAN_CACHE), pub.min_athletes, cache, reuse=cache.reuse
+        )
     return EdgePlan(sums_of, list(arrs), ("a", "b"), pub.min_athletes, plans)
 
 
@@ -173,8 +238,10 @@ def _twin(
     return None
 
 
-# Per layer: the columns before the layer column, those after it, and the geometry.
-_Built = tuple[list[Sequence[Value]], list[Sequence[Value]], list[Coords]]
+# Per layer: the columns before the layer column, those after it, the geometry and each
+# row's edge (``edge_hashes``).
+_Built = tuple[list[Column], list[Column], list[Coords], np.ndarray]
+_NONE: _Built = ([[]], [], [], np.zeros(0, np.uint64))
 
 
 def _edge_layers(
@@ -182,20 +249,38 @@ def _edge_layers(
     pub: Publication,
     build: Callable[[str], _Built],
     alike: Callable[[str, str], bool],
-) -> tuple[list[tuple[Value, ...]], list[Coords]]:
-    """Rows (and geometry) of every edge layer: ``build(layer)``'s columns with the
-    layer's name between the leading and trailing ones."""
-    values: list[tuple[Value, ...]] = []
+) -> Rows:
+    """Rows (and geometry, columns, edges) of every edge layer: ``build(layer)``'s
+    columns with the layer's name between the leading and trailing ones."""
     geometry: list[Coords] = []
     done: dict[str, _Built] = {}
+    parts: list[list[Column]] = []
+    edges, places = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)]
     for layer in _layers(window.edges):
         built = _twin(window.edges, layer, done, pub, alike) or build(layer)
         done[layer] = built
-        lead, tail, lines = built
+        lead, tail, lines, edge = built
         n = len(lead[0]) if lead else 0
-        values += zip(*lead, [layer] * n, *tail, strict=True)
         geometry += lines
-    return values, geometry
+        if n:
+            parts.append([*lead, [layer] * n, *tail])
+            tag = int.from_bytes(hashlib.sha256(layer.encode()).digest()[:8], "little")
+            edges.append(edge)
+            with np.errstate(over="ignore"):
+                places.append(mix64(edge ^ np.uint64(tag)))
+    edge_all, place = np.concatenate(edges), np.concatenate(places)
+    if not parts:
+        return Rows([], geometry, None, edge_all, place)
+    columns = [_joined(column) for column in zip(*parts, strict=True)]
+    return Rows(None, geometry, columns, edge_all, place)
+
+
+def _joined(pieces: Sequence[Column]) -> Column:
+    """One column of several layers' rows: an array if every piece is one."""
+    arrays = [p for p in pieces if isinstance(p, np.ndarray)]
+    if len(arrays) == len(pieces):
+        return np.concatenate(arrays)
+    return list(chain.from_iterable(values_of(p) for p in pieces))
 
 
 def edge_rows(
@@ -213,15 +298,15 @@ def edge_rows(
     def build(layer: str) -> _Built:
         t = plan.publish(table, layer, pub)
         if not len(t):
-            return [[]], [], []
+            return _NONE
         a, b = t.keys["a"], t.keys["b"]
         lines, bearing = _lines(a, b, coords=not monthly)
-        tail: list[Sequence[Value]] = [_months(t.keys)] if monthly else []
-        tail += [*direction_values(t), _decimals(bearing)]
-        return [_edge_ids(a, b)], tail, lines
+        tail: list[Column] = [_months(t.keys)] if monthly else []
+        tail += [*direction_arrays(t), decimal_array(bearing)]
+        return [_edge_ids(a, b)], tail, lines, edge_hashes(a, b)
 
-    values, geometry = _edge_layers(window, pub, build, partial(plan.alike, table))
-    return Rows(values, None if monthly else geometry)
+    rows = _edge_layers(window, pub, build, partial(plan.alike, table))
+    return replace(rows, geometry=None) if monthly else rows
 
 
 def hourly_rows(
@@ -235,10 +320,11 @@ def hourly_rows(
     def build(layer: str) -> _Built:
         t = plan.publish("hour_day", layer, pub)
         day = ["weekend" if w else "weekday" for w in t.keys["weekend"].tolist()]
-        tail = [t.keys["hour"].tolist(), day, *direction_values(t)]
-        return [_edge_ids(t.keys["a"], t.keys["b"])], tail, []
+        tail: list[Column] = [t.keys["hour"].tolist(), day, *direction_arrays(t)]
+        a, b = t.keys["a"], t.keys["b"]
+        return [_edge_ids(a, b)], tail, [], edge_hashes(a, b)
 
-    return Rows(_edge_layers(window, pub, build, partial(plan.alike, "hour_day"))[0])
+    return replace(_edge_layers(window, pub, build, partial(plan.alike, "hour_day")), geometry=None)
 
 
 def hourly_wide_rows(
@@ -258,15 +344,15 @@ def hourly_wide_rows(
     def build(layer: str) -> _Built:
         t = plan.publish("hour", layer, pub)
         if not len(t):
-            return [[]], [], []
+            return _NONE
         wide, first = by_hour(t, "a", "b")
         a, b = t.keys["a"][first], t.keys["b"][first]
-        tail: list[Sequence[Value]] = [
-            _counts(wide[:, d, h, w]) for d in (0, 1) for h in HOURS for w in (0, 1)
+        tail: list[Column] = [
+            wide[:, d, h, w].astype(np.int64) for d in (0, 1) for h in HOURS for w in (0, 1)
         ]
-        return [_edge_ids(a, b)], tail, []
+        return [_edge_ids(a, b)], tail, [], edge_hashes(a, b)
 
-    return Rows(_edge_layers(window, pub, build, partial(plan.alike, "hour"))[0])
+    return replace(_edge_layers(window, pub, build, partial(plan.alike, "hour")), geometry=None)
 
 
 def cell_plan(

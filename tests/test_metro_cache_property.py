@@ -103,22 +103,38 @@ def same(x: DirectionSums, y: DirectionSums) -> None:
             assert ax.tobytes() == ay.tobytes(), (part, name)
 
 
+def layers(arr: np.ndarray, ride: str) -> dict[str, np.ndarray]:
+    """``all`` and a second layer: its rides (``part``), a copy of every record (``all``:
+    the cache shares the two layers' sums, as with ValleyBike's), or as many records
+    that differ (``shifted``: an hour later)."""
+    second = arr[arr["ride"] == 1] if ride == "part" else arr.copy()
+    if ride == "shifted":
+        second["hour"] = (second["hour"] + 1) % 24
+    return {"all": arr, "ride": second}
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(windows=change(), max_trips=st.sampled_from([None, 2]))
+@given(
+    windows=change(),
+    max_trips=st.sampled_from([None, 2]),
+    twins=st.tuples(*[st.sampled_from(["part", "all", "shifted"])] * 2),
+)
 def test_incremental_sums_equal_a_full_count(
-    windows: tuple[Athletes, Athletes], max_trips: int | None
+    windows: tuple[Athletes, Athletes], max_trips: int | None, twins: tuple[str, str]
 ) -> None:
-    before, after = (window(w) for w in windows)
+    before, after = (layers(window(w), t) for w, t in zip(windows, twins, strict=True))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "metro_cache.npz"
         first = MetroCache(path)
         first.open(max_trips)
-        for key, bands in TABLES:
-            first.sums("all", before, key, with_bands=bands)
+        for layer, arr in before.items():
+            for key, bands in TABLES:
+                first.sums(layer, arr, key, with_bands=bands)
         first.save()
         again = MetroCache(path)
         again.open(max_trips)
         assert again.note == "", again.note
-        for key, bands in TABLES:
-            incremental = again.sums("all", after, key, with_bands=bands)
-            same(incremental, direction_sums(after, key, max_trips, with_bands=bands))
+        for layer, arr in after.items():
+            for key, bands in TABLES:
+                incremental = again.sums(layer, arr, key, with_bands=bands)
+                same(incremental, direction_sums(arr, key, max_trips, with_bands=bands))

@@ -1,0 +1,181 @@
+"""Keep the edge files' text row by row between snapshots: ``state_dir/metro_text_cache.npz``.
+
+A row of an edge file (``edges.csv`` and ``.geojson``, ``edges_monthly.csv``,
+``edges_hourly.csv``, ``edges_hourly_wide.csv``) depends only on its edge's sums in its
+layer, the plan's flags for that edge (themselves a function of the edge's sums:
+relations never cross an edge) and the publication settings. The Metro cache
+(``metro_cache``) keeps an edge's sums row for row unless a changed athlete's records
+touch it, so a rebuild formats the rows of the recounted edges only and takes every
+other row's text, byte for byte, from the last build's: the formatting follows the
+change, not the window.
+
+Without differential privacy only (its noise is drawn in table order: one count out of
+place shifts every later one). Like the plan cache, the file names the Metro cache file
+it was written with (its token): with another one, or with any table counted whole,
+every row is formatted. It is keyed by the code that makes and formats the rows and by
+the publication settings; each file's text is checked against its CRC-32 and its kept
+rows must be this build's rows of the untouched edges, edge and layer, in order:
+anything unexpected means formatting every row, as without the cache, so the files are
+the same either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import heatmetro.core
+from heatmetro.core.temp_files import temporary_for
+from heatmetro.site_builder.metro_cache import in_sorted
+from heatmetro.site_builder.metro_plan_cache import SumsSource
+
+__all__ = ["TEXT_CACHE", "TextCache"]
+
+FORMAT = 1
+TEXT_CACHE = "metro_text_cache.npz"
+_CODE = ("metro_rows.py", "metro_files.py", "metro_columns.py", "metro_tables.py",
+         "metro_plan.py", "metro_text_cache.py")  # fmt: skip
+_CORE_CODE = ("months.py", "cells.py")  # month names, cell centres
+
+#: Per file: its rows' text in one buffer, where each row's ends, and per row its edge
+#: and its edge and layer together (``metro_rows.Rows.edge`` / ``.place``).
+_Text = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+class TextCache:
+    """``path``: the file; ``source``: the Metro cache whose kept sums the rows show;
+    ``settings``: what else a row depends on (the publication numbers)."""
+
+    def __init__(self, path: Path, source: SumsSource, settings: str, *, reuse: bool) -> None:
+        self.path, self.source, self.use = path, source, reuse
+        here, core = Path(__file__).resolve().parent, Path(heatmetro.core.__file__).parent
+        h = hashlib.sha256(f"{FORMAT}:{settings}".encode())
+        for path in [here / n for n in _CODE] + [core / n for n in _CORE_CODE]:
+            try:
+                h.update(path.read_bytes())
+            except OSError:
+                h.update(np.random.default_rng().bytes(16))  # not files: never matches
+        self.key = h.hexdigest()
+        self._old: dict[str, _Text] | None = None
+        self._new: dict[str, tuple[bytes, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.kept = 0  # rows whose text was taken from the last build
+
+    def body(
+        self,
+        name: str,
+        edge: np.ndarray,
+        place: np.ndarray,
+        lines: Callable[[np.ndarray], list[bytes]],
+    ) -> bytes:
+        """File ``name``'s rows (per row its ``edge`` and ``place``), one after the other:
+        ``lines(rows)`` formats the given rows; the others are the last build's text."""
+        old = self._load().get(name)
+        touched = self.source.touched()
+        if old is not None and touched is not None:
+            text, ends, old_edge, old_place = old
+            fresh, was = in_sorted(edge, touched), in_sorted(old_edge, touched)
+            if np.array_equal(place[~fresh], old_place[~was]):
+                return self._spliced(name, edge, place, old, fresh, was, lines)
+        pieces = lines(np.arange(len(edge)))
+        sizes = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        out = b"".join(pieces)
+        self._new[name] = (out, np.cumsum(sizes), edge, place)
+        return out
+
+    def _spliced(
+        self,
+        name: str,
+        edge: np.ndarray,
+        place: np.ndarray,
+        old: _Text,
+        fresh: np.ndarray,
+        was: np.ndarray,
+        lines: Callable[[np.ndarray], list[bytes]],
+    ) -> bytes:
+        """The rows of ``fresh`` formatted, the others the last build's rows (``~was``, in
+        order): each run of consecutive kept rows is one slice of the old text."""
+        text, ends = old[0], old[1]
+        starts = np.r_[0, ends[:-1]][: len(ends)]
+        redo, new_at, old_at = np.flatnonzero(fresh), np.flatnonzero(~fresh), np.flatnonzero(~was)
+        made = lines(redo)
+        sizes = np.zeros(len(edge), dtype=np.int64)
+        sizes[redo] = np.fromiter(map(len, made), dtype=np.int64, count=len(made))
+        sizes[new_at] = (ends - starts)[old_at]
+        # A run of kept rows starts where either side skips a row.
+        run = np.ones(len(new_at), dtype=bool)
+        run[1:] = (np.diff(new_at) != 1) | (np.diff(old_at) != 1)
+        first = np.flatnonzero(run)
+        last = np.r_[first[1:], len(new_at)][: len(first)] - 1
+        view = text.data
+        kept = [view[a:b] for a, b in zip(starts[old_at[first]].tolist(),
+                                          ends[old_at[last]].tolist(), strict=True)]  # fmt: skip
+        # Both kinds of piece in file order: by their first row.
+        at = np.concatenate([new_at[first], redo])
+        pieces = [*kept, *made]
+        out = b"".join([pieces[i] for i in np.argsort(at, kind="stable").tolist()])
+        self.kept += len(old_at)
+        self._new[name] = (out, np.cumsum(sizes), edge, place)
+        return out
+
+    def _load(self) -> dict[str, _Text]:
+        if self._old is not None:
+            return self._old
+        self._old = {}
+        token = self.source.token
+        if not self.use or token is None:
+            return self._old
+        try:
+            with np.load(self.path, allow_pickle=False) as npz:
+                meta = json.loads(bytes(npz["meta"]).decode())
+                if meta.get("key") != self.key or meta.get("token") != token:
+                    return self._old
+                for i, name in enumerate(meta["files"]):
+                    text, ends = npz[f"text{i}"], npz[f"ends{i}"]
+                    if zlib.crc32(text) != meta["crc"][i]:  # the bytes are published as read
+                        self._old = {}
+                        return self._old
+                    edge, place = npz[f"edge{i}"], npz[f"place{i}"]
+                    n = len(ends)
+                    if not (text.dtype == np.uint8 and ends.dtype == np.int64
+                            and edge.dtype == place.dtype == np.uint64
+                            and len(edge) == len(place) == n
+                            and (n == 0 or int(ends[-1]) == len(text))
+                            and bool(np.all(np.diff(np.r_[0, ends]) >= 0))):  # fmt: skip
+                        self._old = {}
+                        return self._old
+                    self._old[str(name)] = (text, ends, edge, place)
+        except Exception:  # noqa: BLE001 - any unreadable file (a torn zip too): none kept
+            self._old = {}
+        return self._old
+
+    def save(self) -> None:
+        """This build's rows, tagged with the Metro cache file as this build left it."""
+        token = self.source.token
+        if token is None:  # no Metro cache file to pair with
+            self.path.unlink(missing_ok=True)
+            return
+        files = sorted(self._new)
+        arrays: dict[str, np.ndarray] = {}
+        for i, name in enumerate(files):
+            text, ends, edge, place = self._new[name]
+            arrays |= {f"text{i}": np.frombuffer(text, np.uint8), f"ends{i}": ends,
+                       f"edge{i}": edge, f"place{i}": place}  # fmt: skip
+        crc = [zlib.crc32(self._new[name][0]) for name in files]
+        meta = {"key": self.key, "token": token, "files": files, "crc": crc}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        tmp = temporary_for(self.path)
+        try:
+            with tmp.open("wb") as fh:
+                np.savez(fh, allow_pickle=False, **arrays)
+            tmp.replace(self.path)
+        except OSError:  # the next build formats every row
+            tmp.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
