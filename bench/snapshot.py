@@ -72,6 +72,15 @@ BENCH_SALT = "bench-salt-not-secret"
 RUNS = REPO / "bench" / ".runs"
 #: One-core builds per format: the machine is noisy, the median is reported.
 ONE_CORE_RUNS = 3
+#: The caches in state_dir a rebuild reads (the tile manifests are per site): each
+#: format's rebuild starts from them as the last full build left them.
+STATE_CACHES = (
+    "window_cache.npz",
+    "metro_cache.npz",
+    "metro_plan_cache.npz",
+    "metro_text_cache.npz",
+    "map_cache.json",
+)
 
 
 @dataclass(frozen=True)
@@ -357,13 +366,18 @@ def main() -> int:
             full[fmt] = snapshot(fmt, p13, cfg, month, "--no-cache")  # fills the window cache
             runs.append(full[fmt])
         draw_line = draw_rate(p13 / "site.toml", month, root / "scratch")
-        caches = [p13 / "state" / name for name in ("window_cache.npz", "metro_cache.npz")]
-        before = [c.read_bytes() for c in caches]  # as the last full build left them
+        caches = [p13 / "state" / name for name in STATE_CACHES]
+        before = [
+            c.read_bytes() if c.exists() else None for c in caches
+        ]  # as the last full build left them
         changed = change_one_percent(db13)
         rebuild, fresh, identical = {}, {}, {}
         for fmt in ("png", "pmtiles"):
             for c, b in zip(caches, before, strict=True):
-                c.write_bytes(b)  # each format's rebuild starts from them
+                if b is None:
+                    c.unlink(missing_ok=True)
+                else:
+                    c.write_bytes(b)  # each format's rebuild starts from them
             rebuild[fmt] = snapshot(f"{fmt}, 1% rebuild", p13, p13 / f"{fmt}.toml", month)
             cfg = write_config(p13, 13, out=f"fresh-{fmt}", fmt=fmt)
             fresh[fmt] = snapshot(f"{fmt}, 1% full", p13, cfg, month, "--no-cache")
