@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,22 @@ def write_config(folder: Path, **overrides: Any) -> Path:
     path = folder / "config.toml"
     path.write_text("\n".join(lines).replace("True", "true").replace("False", "false") + "\n")
     return path
+
+
+#: Longer than any one test that reads the clock's day takes.
+_DAY_MARGIN_S = 180.0
+
+
+@pytest.fixture
+def same_utc_day() -> None:
+    """For tests that compare the CLI's clock-based dates (yesterday, this month) with their
+    own: started close to midnight UTC, the test waits until the day has turned, so the
+    test and the CLI it runs read the same day (a run across midnight failed once)."""
+    now = datetime.now(UTC)
+    midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+    left = (midnight - now).total_seconds()
+    if left < _DAY_MARGIN_S:
+        time.sleep(left + 1.0)
 
 
 @pytest.fixture

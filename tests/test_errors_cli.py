@@ -201,6 +201,7 @@ def test_a_mistyped_month_keeps_the_published_site(
     assert leftovers(project) == []
 
 
+@pytest.mark.usefixtures("same_utc_day")
 def test_the_month_in_progress_takes_partial_and_is_published_as_partial(project: Path) -> None:
     """A planner would read the month in progress as a whole month: refused as a typo
     would be; with --partial, published and said so on every page a reader opens."""
@@ -235,6 +236,7 @@ def test_the_month_in_progress_takes_partial_and_is_published_as_partial(project
     assert "Partial" not in (site / "metro" / "README.md").read_text()
 
 
+@pytest.mark.usefixtures("same_utc_day")
 def test_the_default_month_follows_the_clock_not_source_date_epoch(project: Path) -> None:
     """SOURCE_DATE_EPOCH (2023-11 here) only stamps the build: without --month the window
     ends with the clock's last complete month, so a cron job pinning it moves on."""

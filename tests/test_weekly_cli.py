@@ -7,7 +7,7 @@ import json
 import re
 import subprocess
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,13 @@ MID = (NORTHAMPTON_WEST[0], -72.6350)
 ELM = line(NORTHAMPTON_WEST, NORTHAMPTON_EAST)
 
 
-YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()  # the weekly map's default end
+# Every test here reads the clock's day as the CLI does: none runs across midnight UTC.
+pytestmark = pytest.mark.usefixtures("same_utc_day")
+
+
+def yesterday() -> date:
+    """The weekly map's default end: the clock's yesterday (UTC)."""
+    return (datetime.now(UTC) - timedelta(days=1)).date()
 
 
 def recent(who: str, days_ago: int) -> dict:
@@ -96,13 +102,13 @@ def test_weekly_map_needs_five_people_and_stops_at_zoom_11(project: Path, run_cl
     # the weekly job would: nothing here) and links to it; about.html explains.
     run_cli("snapshot", "-c", config, "--month", "2021-06")
     meta = json.loads((weekly / "metadata.json").read_text())
-    assert meta["window"]["last_day"] == str(YESTERDAY) and meta["counts"]["athletes"] == 0
+    assert meta["window"]["last_day"] == str(yesterday()) and meta["counts"]["athletes"] == 0
     index = (site / "index.html").read_text()
     assert 'href="weekly/index.html"' in index
     # ... but a week without heat is no choice in the layer switcher (its tiles would all
     # be 404s): the link says which days it is.
     assert "weekly/tiles/all" not in index and "Last 7 days" not in index
-    assert f">7 days to {YESTERDAY}</a>" in index
+    assert f">7 days to {yesterday()}</a>" in index
     about = (site / "about.html").read_text()
     assert "2024" in about and "<strong>5</strong>" in about and "<strong>11</strong>" in about
 
@@ -137,7 +143,7 @@ def test_monthly_page_switches_to_the_weekly_layer_in_chromium(
     index = (project / "site" / "index.html").read_text()
     # Named by its days (a stopped weekly job must not pass for "the last 7 days"), and
     # drawn natively only up to zoom 11.
-    assert f'"7 days to {YESTERDAY}"' in index and "Last 7 days" not in index
+    assert f'"7 days to {yesterday()}"' in index and "Last 7 days" not in index
     assert '"maxNativeZoom": 11' in index
     # ... asking for weekly tiles only where the weekly map has heat (no 404s around it)
     south, west, north, east = json.loads(
@@ -155,7 +161,7 @@ def test_monthly_page_switches_to_the_weekly_layer_in_chromium(
     with open_site(project / "site") as site:
         site.wait_for_map()
         before = len(site.tiles)
-        site.click_layer(f"7 days to {YESTERDAY}")
+        site.click_layer(f"7 days to {yesterday()}")
         site.wait_for_tiles()
         weekly = site.tiles[before:]
         assert site.page_errors == [] and site.blocked_except_basemap() == []
@@ -225,8 +231,8 @@ def test_an_opt_out_leaves_the_weekly_map_by_the_next_monthly_snapshot(
     (project / "two.jsonl").write_bytes(to_jsonl(opt_outs))
     run_cli("ingest", "-c", config, project / "two.jsonl")
     proc = run_cli("snapshot", "-c", config, *month_of_recent(2))
-    first = YESTERDAY - timedelta(days=6)
-    assert f"weekly map rebuilt from the store as it is now: {first}..{YESTERDAY}" in proc.stderr
+    first = yesterday() - timedelta(days=6)
+    assert f"weekly map rebuilt from the store as it is now: {first}..{yesterday()}" in proc.stderr
     assert tile_alpha(site / "weekly" / "tiles", "all", 11, *MID) == 0, "opted out, still weekly"
     meta = json.loads((site / "weekly" / "metadata.json").read_text())
     assert meta["counts"]["athletes"] == 4
@@ -247,7 +253,7 @@ def test_a_damaged_weekly_map_does_not_block_the_monthly_snapshot(
     (site / "weekly" / "metadata.json").write_text('{"window": {"last_day": "garbage"}')
     run_cli("snapshot", "-c", config, *month_of_recent(2))
     meta = json.loads((site / "weekly" / "metadata.json").read_text())
-    assert meta["window"]["last_day"] == str(YESTERDAY)
+    assert meta["window"]["last_day"] == str(yesterday())
 
 
 def test_weekly_in_a_cluster_is_refused_in_one_line(project: Path, run_cli: Run) -> None:
