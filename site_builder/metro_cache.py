@@ -246,6 +246,9 @@ class MetroCache:
     _twins: dict[str, str] = field(default_factory=dict)
     _old_twins: dict[str, str] = field(default_factory=dict)
     _rows: dict[str, np.ndarray] = field(default_factory=dict)  # per layer: touched records
+    # Layers counted whole although the file was read (too much of them changed): the
+    # line must not say their counts were kept.
+    _whole: dict[str, None] = field(default_factory=dict)
     _unchanged: bool = False  # so far, every table is the file's: no need to save
     #: Identifies the file as read (None: none read) and as this build saves it: the
     #: plan cache (``metro_plan_cache``) records the sums it was solved with by it.
@@ -273,6 +276,14 @@ class MetroCache:
             return f"metro cache: {self.note}"
         if self.note:
             return f"metro cache: {self.note}; counted every edge"
+        kept = [n for n, (arr, _, _) in self._layers.items() if n not in self._whole and len(arr)]
+        if self._whole and not kept:
+            return "metro cache: counted every edge (too much of every layer changed)"
+        if self._whole:
+            return (
+                f"metro cache: {', '.join(self._whole)} counted whole (too much changed); "
+                f"{self.recounted:,} edges recounted in the others, their other counts kept"
+            )
         return f"metro cache: {self.recounted:,} edges recounted, the others' counts kept"
 
     def key(self) -> str:
@@ -366,6 +377,10 @@ class MetroCache:
         else:
             touched = None if old is None or self.note else touched_edges(old, state)
         self.recounted += 0 if touched is None else len(touched)
+        if touched is None and not self.note:
+            self._whole[layer] = None
+        else:
+            self._whole.pop(layer, None)
         self._unchanged &= touched is not None and len(touched) == 0
         self._layers[layer] = (arr, state, touched)
         return touched

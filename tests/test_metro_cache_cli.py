@@ -129,6 +129,31 @@ def test_a_rebuild_recounts_only_changed_edges_and_writes_the_same_files(
     assert _gpkg_edges(fresh / "metro" / "metro.gpkg") == after
 
 
+def test_a_rebuild_where_most_records_changed_says_it_counted_them_whole(
+    tmp_path: Path, run_cli: Run
+) -> None:
+    """Past half of a layer's records changed, the layer is counted whole: the line said
+    "0 edges recounted, the others' counts kept" all the same (an outside review)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    write_config(project, round_to=1)
+    ingest(run_cli, project, _rides(), "rides")
+    snapshot(run_cli, project, env=SDE_ENV)
+    # Every rider rides their street once more: every athlete's records changed.
+    more = [
+        activity(f"{s}p{i}-r3", f"{s}p{i}", _street(s), updated=LATER)
+        for s in STREETS
+        for i in range(5)
+    ]
+    ingest(run_cli, project, more, "more")
+    again = snapshot(run_cli, project, env=SDE_ENV)
+    assert _metro_line(again.stderr) == (
+        "metro cache: counted every edge (too much of every layer changed)"
+    ), again.stderr
+    fresh = _full_build_of(project, tmp_path / "fresh", run_cli, {"round_to": 1})
+    assert _metro(project / "site") == _metro(fresh)
+
+
 def test_a_damaged_metro_cache_is_one_line_and_a_full_count(tmp_path: Path, run_cli: Run) -> None:
     project = tmp_path / "project"
     project.mkdir()
