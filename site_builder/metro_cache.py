@@ -41,6 +41,7 @@ import numpy as np
 from heatmetro.core.arrays import distinct
 from heatmetro.core.environment import describe_os_error
 from heatmetro.core.temp_files import temporary_for
+from heatmetro.site_builder.code_digest import code_digest
 from heatmetro.site_builder.metro_tables import (
     Cells,
     DirectionSums,
@@ -559,10 +560,4 @@ def _code_digest() -> str:
         here / "metro_cache.py",
         here.parent / "state" / "records.py",
     ]
-    h = hashlib.sha256()
-    try:
-        for f in files:
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
-    except OSError:  # not installed as files: a key no cache can match
-        return os.urandom(16).hex()
-    return h.hexdigest()
+    return code_digest(files)

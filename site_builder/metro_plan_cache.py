@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from heatmetro.core.temp_files import temporary_for
+from heatmetro.site_builder.code_digest import code_digest
 
 __all__ = ["PLAN_CACHE", "OldPlan", "PlanCache", "SumsSource"]
 
@@ -70,13 +71,10 @@ class PlanCache:
     def __init__(self, path: Path, k: int, source: SumsSource, *, reuse: bool = True) -> None:
         self.path, self.source, self.use = path, source, reuse
         here = Path(__file__).resolve().parent
-        h = hashlib.sha256(f"{FORMAT}:{k}".encode())
-        for name in ("metro_plan.py", "metro_plan_cache.py", "metro_tables.py"):
-            try:
-                h.update((here / name).read_bytes())
-            except OSError:
-                h.update(np.random.default_rng().bytes(16))  # not files: never matches
-        self.key = h.hexdigest()
+        code = code_digest(
+            here / n for n in ("metro_plan.py", "metro_plan_cache.py", "metro_tables.py")
+        )
+        self.key = hashlib.sha256(f"{FORMAT}:{k}:{code}".encode()).hexdigest()
 
     def load(self) -> OldPlan | None:
         """The last build's flags, if they were solved with the sums this build kept."""

@@ -31,6 +31,7 @@ import numpy as np
 
 import heatmetro.core
 from heatmetro.core.temp_files import temporary_for
+from heatmetro.site_builder.code_digest import code_digest
 from heatmetro.site_builder.metro_cache import in_sorted
 from heatmetro.site_builder.metro_plan_cache import SumsSource
 
@@ -54,13 +55,8 @@ class TextCache:
     def __init__(self, path: Path, source: SumsSource, settings: str, *, reuse: bool) -> None:
         self.path, self.source, self.use = path, source, reuse
         here, core = Path(__file__).resolve().parent, Path(heatmetro.core.__file__).parent
-        h = hashlib.sha256(f"{FORMAT}:{settings}".encode())
-        for path in [here / n for n in _CODE] + [core / n for n in _CORE_CODE]:
-            try:
-                h.update(path.read_bytes())
-            except OSError:
-                h.update(np.random.default_rng().bytes(16))  # not files: never matches
-        self.key = h.hexdigest()
+        code = code_digest([here / n for n in _CODE] + [core / n for n in _CORE_CODE])
+        self.key = hashlib.sha256(f"{FORMAT}:{settings}:{code}".encode()).hexdigest()
         self._old: dict[str, _Text] | None = None
         self._new: dict[str, tuple[bytes, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.kept = 0  # rows whose text was taken from the last build

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error
 from heatmetro.core.temp_files import temporary_for
 from heatmetro.site_builder.activity_layers import layer_names
+from heatmetro.site_builder.code_digest import code_digest
 from heatmetro.site_builder.load import (
     WindowParts,
     assemble,
@@ -135,13 +135,7 @@ def _code_digest() -> str:
             "thin_cache",
         )
     ]
-    h = hashlib.sha256()
-    try:
-        for f in files:
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
-    except OSError:  # not installed as files: a key no cache can match (always a full read)
-        return os.urandom(16).hex()
-    return h.hexdigest()
+    return code_digest(files)
 
 
 def load_window_cached(
