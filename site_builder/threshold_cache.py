@@ -94,9 +94,11 @@ class LayerThresholds:
         self._union = distinct(np.concatenate(every)) if every else np.zeros(0, np.uint64)
         self._rings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.states: dict[str, ThresholdState] = {}
-        self.whole: list[str] = []  # layers computed from scratch (the others: near changes)
+        # How each layer was decided: computed from scratch, redone near the changes, or
+        # kept as it was (none of its athletes' cells changed).
+        self.how: dict[str, str] = {}
         # Layers often repeat one another (every activity a ride: ``ride`` is ``all``).
-        self._done: list[tuple[np.ndarray, ThresholdState, bool]] = []
+        self._done: list[tuple[np.ndarray, ThresholdState, str]] = []
 
     def __call__(
         self,
@@ -108,14 +110,15 @@ class LayerThresholds:
         threshold_ring: int,
     ) -> LayerHeat:
         """``window.publishable_heat`` of the layer (not partial), exactly."""
-        for rows, state, whole in self._done:  # the threshold is a function of the rows
+        for rows, state, how in self._done:  # the threshold is a function of the rows
             if rows is per_athlete or (
                 rows.dtype == per_athlete.dtype and np.array_equal(rows, per_athlete)
             ):
-                return self._keep(layer, state, whole)
+                return self._keep(layer, state, how)
         previous, changed = self.previous.get(layer), self.changed.get(layer)
-        result = None
+        result, how = None, _WHOLE
         if previous is not None and changed is not None:
+            how = _NEAR if len(changed) else _KEPT
             if len(changed):
                 changed = self._union
             reach = _reach(threshold_ring)
@@ -126,24 +129,34 @@ class LayerThresholds:
                 threshold_ring=threshold_ring, previous=previous, changed=changed,
                 rings=self._rings.get(reach),
             )  # fmt: skip
+        if result is None:
+            how = _WHOLE
         state = result or threshold_state(
             layer, per_athlete, min_athletes, max_per_athlete, threshold_ring=threshold_ring
         )
-        self._done.append((per_athlete, state, result is None))
-        return self._keep(layer, state, result is None)
+        self._done.append((per_athlete, state, how))
+        return self._keep(layer, state, how)
 
-    def _keep(self, layer: str, state: ThresholdState, whole: bool) -> LayerHeat:
+    def _keep(self, layer: str, state: ThresholdState, how: str) -> LayerHeat:
         drawn = state.drawn
         drawn = LayerHeat(layer, drawn.cells, drawn.heat, drawn.athletes)
         self.states[layer] = ThresholdState(state.open_cells, drawn, state.thinned)
-        if whole:
-            self.whole.append(layer)
+        self.how[layer] = how
         return drawn
 
     def summary(self) -> str:
-        """How the layers were decided, for the snapshot's cache line."""
-        near = len(self.states) - len(self.whole)
-        return f"threshold redone near the changes in {near} of {len(self.states)} layers"
+        """How the layers were decided, for the snapshot's cache line: a layer none of
+        whose athletes changed is kept, not counted as redone."""
+        n = {h: sum(1 for v in self.how.values() if v == h) for h in (_NEAR, _KEPT, _WHOLE)}
+        parts = [f"threshold redone near the changes in {n[_NEAR]} of {len(self.how)} layers"]
+        if n[_KEPT]:
+            parts.append(f"{n[_KEPT]} unchanged")
+        if n[_WHOLE]:
+            parts.append(f"{n[_WHOLE]} computed whole")
+        return ", ".join(parts)
+
+
+_WHOLE, _NEAR, _KEPT = "whole", "near", "kept"
 
 
 def incremental_threshold(

@@ -144,10 +144,11 @@ def test_opt_out_deletion_visibility_zone_and_hide_never_survive_a_rebuild(
 
     # Incremental: only the five changed athletes were read from the store. Five of the
     # eight streets changed: more than half the rows in reach, so ``all`` and ``ride``
-    # were thresholded whole (the other layers, without those athletes, were kept).
+    # were thresholded whole; the other layers, without those athletes, were kept as
+    # they were, and the line says so (it once counted them as redone near changes).
     assert _stderr_line(again.stderr, "window cache:") == (
         "window cache: 14 athletes kept, 5 read from the store; "
-        "threshold redone near the changes in 8 of 10 layers"
+        "threshold redone near the changes in 0 of 10 layers, 8 unchanged, 2 computed whole"
     )
     fresh = _full_build_of(project, tmp_path / "fresh", run_cli)
     a, b = tree(site.resolve()), tree(fresh.resolve())
@@ -230,7 +231,7 @@ def test_a_rebuild_after_lane_changes_draws_the_avenue_as_a_full_build(
     again = snapshot(run_cli, project, env=SDE_ENV)
     assert _stderr_line(again.stderr, "window cache:") == (
         "window cache: 8 athletes kept, 4 read from the store; "
-        "threshold redone near the changes in 10 of 10 layers"
+        "threshold redone near the changes in 2 of 10 layers, 8 unchanged"
     )
     fresh = tmp_path / "fresh"
     fresh.mkdir()
