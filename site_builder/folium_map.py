@@ -10,7 +10,7 @@ from typing import Any
 
 import folium
 from branca.element import Element, Figure
-from folium.map import CustomPane, LayerControl
+from folium.map import CustomPane, FitBounds, LayerControl
 from folium.raster_layers import TileLayer
 from folium.template import Template
 from markupsafe import Markup
@@ -124,7 +124,7 @@ def render_map(meta: SiteMeta) -> MapParts:
     if view is not None:
         south, west, north, east = view
         # A single street would otherwise open at street level, far past the public tiles.
-        fmap.fit_bounds([[south, west], [north, east]], max_zoom=meta.public_max_zoom)
+        OpeningView([[south, west], [north, east]], max_zoom=meta.public_max_zoom).add_to(fmap)
         # Without a start zoom Leaflet holds every layer back until fitBounds sets the
         # view, so no tiles are fetched for a throwaway view first.
         fmap.options.pop("zoom", None)
@@ -138,6 +138,26 @@ def render_map(meta: SiteMeta) -> MapParts:
         head=parts.head,
         body=parts.body,
         script=parts.script,
+    )
+
+
+class OpeningView(FitBounds):
+    """``fit_bounds``, unless the page's URL asks for a view (``#zoom/lat/lng``, read by
+    heatmetro.js's ``openView``): a shared link then fetches its own view's tiles only."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+            // (A page from an own template_dir may load heatmetro.js after this.)
+            (window.heatmetro ? heatmetro.openView : function (map, bounds, options) {
+                map.fitBounds(bounds, options);
+            })(
+                {{ this._parent.get_name() }},
+                {{ this.bounds|tojson }},
+                {{ this.options|tojson }}
+            );
+        {% endmacro %}
+        """
     )
 
 

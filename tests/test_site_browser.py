@@ -443,3 +443,15 @@ def test_the_view_is_kept_in_the_url(base_url: str, browser: Browser) -> None:
         site.wait_for_map()  # a zoom out of range opens the deepest one, and says so
         z = site.page.evaluate("heatmetro.map.getZoom()")
         assert site.page.evaluate("window.location.hash").startswith(f"#{z}/") and z < 99
+
+
+def test_a_shared_view_fetches_only_its_own_tiles(base_url: str, browser: Browser) -> None:
+    """A ``#zoom/lat/lng`` link opens straight on that view: no tiles are fetched for the
+    page's opening view first (they once were: the link was read after the map had
+    fitted the heat, a wasted screenful of requests on every shared link)."""
+    with open_site(base_url + "#10/42.3300/-72.6300", browser=browser) as site:
+        site.wait_for_map()
+        assert site.page.evaluate("heatmetro.map.getZoom()") == 10
+        zooms = {int(url.split("/tiles/")[1].split("/")[1]) for url, _ in site.tiles}
+        assert zooms == {10}, f"tiles of zooms {sorted(zooms)} fetched for a zoom 10 link"
+        assert site.page_errors == []

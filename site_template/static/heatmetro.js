@@ -90,15 +90,33 @@ var heatmetro = (function () {
     map.on("click", function () { box.classList.remove(open); });
   }
 
+  function linkedView(map) {
+    // The view a "#zoom/lat/lng" link asks for (zoom within the map's), or null.
+    var m = /^#(\d{1,2})\/(-?\d+(?:\.\d+)?)\/(-?\d+(?:\.\d+)?)$/.exec(window.location.hash);
+    if (!m) { return null; }
+    var zoom = Math.max(map.getMinZoom(), Math.min(map.getMaxZoom(), parseInt(m[1], 10)));
+    var lat = parseFloat(m[2]), lng = parseFloat(m[3]);
+    if (Math.abs(lat) > 90 || Math.abs(lng) > 180) { return null; }
+    return { center: [lat, lng], zoom: zoom };
+  }
+
+  function openView(map, bounds, options) {
+    // The map's first view: a shared link's, else the heat's. Chosen before any view is
+    // set, so that no layer fetches tiles for a view the visitor never sees.
+    var linked = linkedView(map);
+    if (linked) {
+      map.setView(linked.center, linked.zoom);
+    } else {
+      map.fitBounds(bounds, options);
+    }
+  }
+
   function keepViewInUrl(map) {
     // "#zoom/lat/lng", as on OpenStreetMap's own site: a view can be shared and survives
-    // a reload. Read once at start (over the page's opening view), written on each move.
-    var m = /^#(\d{1,2})\/(-?\d+(?:\.\d+)?)\/(-?\d+(?:\.\d+)?)$/.exec(window.location.hash);
-    if (m) {
-      var zoom = Math.max(map.getMinZoom(), Math.min(map.getMaxZoom(), parseInt(m[1], 10)));
-      var lat = parseFloat(m[2]), lng = parseFloat(m[3]);
-      if (Math.abs(lat) <= 90 && Math.abs(lng) <= 180) { map.setView([lat, lng], zoom); }
-    }
+    // a reload. Read at start (openView, or here for a map without heat to fit),
+    // written on each move.
+    var linked = linkedView(map);
+    if (linked) { map.setView(linked.center, linked.zoom); }  // a no-op after openView
     var write = function () {
       var c = map.getCenter(), z = map.getZoom();
       var digits = Math.max(0, Math.ceil(Math.log(Math.pow(2, z)) / Math.LN10));  // ~1 px
@@ -108,7 +126,7 @@ var heatmetro = (function () {
       }
     };
     map.on("moveend", write);
-    if (m) { write(); }  // a zoom out of range reads as the one shown
+    if (linked) { write(); }  // a zoom out of range reads as the one shown
   }
 
   function init(map, options) {
@@ -136,5 +154,5 @@ var heatmetro = (function () {
     heatmetro.map = map;
   }
 
-  return { init: init, setScheme: setScheme, map: null, ranges: null };
+  return { init: init, openView: openView, setScheme: setScheme, map: null, ranges: null };
 })();
