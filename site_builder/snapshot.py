@@ -168,6 +168,8 @@ def _run_snapshot(
         refuse_empty_over_heat(read.metro_window(), config.out_dir)
     if not quiet:
         warn_overlapping_release(config, month)
+        if not partial:
+            warn_republished_window(config, month, read.changed_athletes)
     build = new_build_dir(config.out_dir, month)
     parallel = (config.tile_workers or default_workers()) > 1
     metro: ForkedJob[MetroDone] | None = None
@@ -254,6 +256,26 @@ def warn_overlapping_release(config: Config, month: str) -> None:
             "releases",
             file=sys.stderr,
         )
+
+
+def warn_republished_window(config: Config, month: str, changed: int | None) -> None:
+    """Two builds of one window that differ by a few people's changes show those
+    people's share to anyone who keeps both and compares them (docs/operations.md,
+    section 4): said when a snapshot republishes the window it published last with
+    athletes' records changed since (an opt-out or a deletion applied at once, a cron
+    job rebuilding the same month every night)."""
+    before = published_counts(config.out_dir)
+    if not changed or not before or before.get("month") != month:
+        return
+    people = "one athlete's" if changed == 1 else f"{changed:,} athletes'"
+    print(
+        f"heatmetro snapshot: warning: the published site already shows the window ending "
+        f"{month}, and this build differs from it by {people} changes since the last "
+        "snapshot: whoever keeps both can compare them and see their share. Apply privacy "
+        "requests and late uploads with the next month's snapshot (docs/operations.md, "
+        "section 4)",
+        file=sys.stderr,
+    )
 
 
 def refuse_empty_over_heat(window: WindowData, out_dir: Path | None) -> None:

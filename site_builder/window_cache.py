@@ -223,6 +223,12 @@ class WindowRead:
         self.rewrite, self.used = rewrite, used
         self._metro: WindowData | None = None
 
+    @property
+    def changed_athletes(self) -> int | None:
+        """How many athletes' records changed since the last snapshot (the cache's),
+        or None when that is unknown (no usable cache: everyone was read)."""
+        return self.report.read if self.report.kept else None
+
     def metro_window(self) -> WindowData:
         """The window without heat: what the Metro writer reads."""
         if self._metro is None:

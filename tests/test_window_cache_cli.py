@@ -251,3 +251,25 @@ def test_a_rebuild_after_lane_changes_draws_the_avenue_as_a_full_build(
         assert names and sorted(names) == sorted(n for n in got.files if n.startswith("threshold/"))
         for name in names:
             assert got[name].tobytes() == want[name].tobytes(), name
+
+
+def test_republishing_a_window_after_a_few_changes_is_warned_of(
+    project: Path, run_cli: Run
+) -> None:
+    """Two builds of one window that differ by one person's opt-out show that person's
+    routes to whoever compares them (docs/operations.md, section 4): the snapshot says
+    so when it happens, and only then."""
+    warning = "heatmetro snapshot: warning: the published site already shows the window"
+    ingest(run_cli, project, _streets(), "streets")
+    first = snapshot(run_cli, project, env=SDE_ENV)
+    assert warning not in first.stderr  # nothing published before
+    same = snapshot(run_cli, project, env=SDE_ENV)
+    assert warning not in same.stderr  # nothing changed: the same site again
+    ingest(run_cli, project, [athlete("n0", updated=LATER, aggregate_opt_out=True)], "opt")
+    other_month = snapshot(run_cli, project, "2021-07", env=SDE_ENV)
+    assert warning not in other_month.stderr  # another window: the monthly release
+    ingest(run_cli, project, [athlete("n1", updated=LATER, aggregate_opt_out=True)], "opt2")
+    again = snapshot(run_cli, project, "2021-07", env=SDE_ENV)
+    assert _stderr_line(again.stderr, warning).startswith(
+        f"{warning} ending 2021-07, and this build differs from it by one athlete's changes"
+    )
