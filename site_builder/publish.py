@@ -89,15 +89,18 @@ def new_build_in(root: Path, label: str) -> Path:
 
 
 def published_counts(out_dir: Path) -> dict[str, object] | None:
-    """What the published site's ``metadata.json`` says it holds (its ``counts`` and
-    ``month``); None without a site or with a metadata file that cannot be read."""
+    """What the published site's ``metadata.json`` says it holds (its ``counts``,
+    ``month`` and whether that month was in progress); None without a site or with a
+    metadata file that cannot be read."""
     try:
         meta = json.loads((out_dir / "metadata.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(meta, dict) or not isinstance(meta.get("counts"), dict):
         return None
-    return {**meta["counts"], "month": meta.get("month")}
+    window = meta.get("window") if isinstance(meta.get("window"), dict) else {}
+    in_progress = bool(window.get("last_month_in_progress"))
+    return {**meta["counts"], "month": meta.get("month"), "month_in_progress": in_progress}
 
 
 def discard(build: Path) -> None:

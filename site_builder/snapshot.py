@@ -267,13 +267,15 @@ def warn_republished_window(config: Config, month: str, changed: int | None) -> 
     before = published_counts(config.out_dir)
     if not changed or not before or before.get("month") != month:
         return
+    if before.get("month_in_progress"):  # the month's own final build, as scheduled
+        return
     people = "one athlete's" if changed == 1 else f"{changed:,} athletes'"
     print(
         f"heatmetro snapshot: warning: the published site already shows the window ending "
-        f"{month}, and this build differs from it by {people} changes since the last "
-        "snapshot: whoever keeps both can compare them and see their share. Apply privacy "
-        "requests and late uploads with the next month's snapshot (docs/operations.md, "
-        "section 4)",
+        f"{month}, and {people} records changed since the last snapshot: where that "
+        "changes what is published, whoever keeps both builds can compare them and see "
+        "those people's share. Apply privacy requests and late uploads with the next "
+        "month's snapshot (docs/operations.md, section 4)",
         file=sys.stderr,
     )
 
@@ -286,16 +288,17 @@ def refuse_empty_over_heat(window: WindowData, out_dir: Path | None) -> None:
     everyone has really gone."""
     if window.athletes:
         return
-    was = "the published site"
+    # A cluster member cannot tell what the others publish: it refuses either way.
+    was = "whatever the cluster has published (its members cannot tell) with an empty site"
     if out_dir is not None:
         published = published_counts(out_dir)
         if published is None or not published.get("athletes"):
             return
         athletes, month = published["athletes"], published.get("month", "?")
-        was = f"the site in {out_dir} ({athletes:,} athletes, window ending {month})"
+        was = f"the site in {out_dir} ({athletes:,} athletes, window ending {month}) with an empty one"
     msg = (
         f"--month {window.month}: no athlete has an activity in {window.first_month}.."
-        f"{window.month}; publishing would replace {was} with an empty one. Check --month, "
+        f"{window.month}; publishing would replace {was}. Check --month, "
         "or pass --allow-empty"
     )
     raise PublishError(msg)

@@ -271,5 +271,5 @@ def test_republishing_a_window_after_a_few_changes_is_warned_of(
     ingest(run_cli, project, [athlete("n1", updated=LATER, aggregate_opt_out=True)], "opt2")
     again = snapshot(run_cli, project, "2021-07", env=SDE_ENV)
     assert _stderr_line(again.stderr, warning).startswith(
-        f"{warning} ending 2021-07, and this build differs from it by one athlete's changes"
+        f"{warning} ending 2021-07, and one athlete's records changed since the last snapshot"
     )
