@@ -98,8 +98,8 @@ def published_counts(out_dir: Path) -> dict[str, object] | None:
         return None
     if not isinstance(meta, dict) or not isinstance(meta.get("counts"), dict):
         return None
-    window = meta.get("window") if isinstance(meta.get("window"), dict) else {}
-    in_progress = bool(window.get("last_month_in_progress"))
+    window = meta.get("window")
+    in_progress = isinstance(window, dict) and bool(window.get("last_month_in_progress"))
     return {**meta["counts"], "month": meta.get("month"), "month_in_progress": in_progress}
 
 
