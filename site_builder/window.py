@@ -411,14 +411,14 @@ def thin_middles(lh: LayerHeat, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     n = len(lh.cells)
     cells = lh.cells[rows]
     disks = _disks(cells, THIN_RING)
-    pos = np.searchsorted(lh.cells, disks)
+    pos = np.searchsorted(lh.cells, disks)  # rows sorted, in order: few cache misses
     pos[pos == n] = 0
     known = lh.cells[pos] == disks  # the published cells of each disk (the centre is one)
     if 4 * len(rows) >= n:  # most cells: the centres of all
         near, where = np.arange(n), pos
-    else:  # the centres of the disks' cells only (ranks by a mark: no sort)
+    else:  # the centres of the disks' published cells only (ranks by a mark: no sort)
         mark = np.zeros(n, dtype=bool)
-        mark[pos.reshape(-1)] = True
+        mark[pos[known]] = True
         near = np.flatnonzero(mark)
         where = (np.cumsum(mark) - 1)[pos]
     xyz = _unit_vectors(lh.cells[near])
@@ -530,26 +530,42 @@ def is_open(cells: np.ndarray, open_cells: np.ndarray) -> np.ndarray:
     return out
 
 
-def region_index(cells: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Per cell, its index in ``region`` (sorted, distinct), or -1 where it is not one
-    (a bitmap of the region's hashes first, as in ``is_open``)."""
-    out = np.full(len(cells), -1, np.int64)
-    if not len(region):
-        return out
-    bits = max(16, int(len(region)).bit_length() + 4)
-    seen = np.zeros(1 << bits, dtype=bool)
-    seen[_hash(region, bits)] = True
-    maybe = np.flatnonzero(seen[_hash(cells, bits)])
-    at = np.minimum(np.searchsorted(region, cells[maybe]), len(region) - 1)
-    hit = region[at] == cells[maybe]
-    out[maybe[hit]] = at[hit]
+def region_index(cells: np.ndarray, region: np.ndarray, *, spare_bits: int = 3) -> np.ndarray:
+    """Per cell, its index in ``region`` (sorted, distinct), or -1 where it is not one.
+
+    Many cells against a set several times smaller: a table indexed by the set's hashes
+    holds each value's index (a binary search each is ~5x slower, in cache misses), so a
+    lookup is one read and one compare. Slots two values share hold -2 and send their
+    cells to a binary search (with ``2**spare_bits`` slots per value, a few percent).
+    """
+    n = len(region)
+    if not n:
+        return np.full(len(cells), -1, np.int64)
+    if len(cells) < max(1 << 16, 4 * n):
+        at = np.minimum(np.searchsorted(region, cells), n - 1)
+        return np.where(region[at] == cells, at, -1)
+    bits = max(16, n.bit_length() + spare_bits)
+    slots = _hash(region, bits)
+    table = np.full(1 << bits, -1, np.int32)
+    own = np.arange(n, dtype=np.int32)
+    table[slots] = own
+    table[slots[table[slots] != own]] = -2  # a slot written twice kept one: mark it shared
+    found = table[_hash(cells, bits)]
+    out = found.astype(np.int64)
+    hit = np.flatnonzero(found >= 0)
+    out[hit[region[found[hit]] != cells[hit]]] = -1
+    shared = np.flatnonzero(found == -2)
+    if len(shared):
+        at = np.minimum(np.searchsorted(region, cells[shared]), n - 1)
+        out[shared] = np.where(region[at] == cells[shared], at, -1)
     return out
 
 
 def _hash(cells: np.ndarray, bits: int) -> np.ndarray:
     """Multiplicative (Fibonacci) hashing of 64-bit values to ``bits`` bits."""
     mixed = np.multiply(cells.astype(np.uint64, copy=False), np.uint64(0x9E3779B97F4A7C15))
-    return (mixed >> np.uint64(64 - bits)).astype(np.intp)
+    mixed >>= np.uint64(64 - bits)
+    return mixed.view(np.intp)  # below 2**bits: the same values
 
 
 def _spacing(cells: np.ndarray, res: int) -> np.ndarray:
