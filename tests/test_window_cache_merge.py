@@ -10,9 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from heatmetro.site_builder.load import WindowParts, part_dtypes
-from heatmetro.site_builder.window_cache import merge_parts, read_cache, write_cache
+from heatmetro.site_builder.window_cache import (
+    athlete_starts,
+    changed_cells,
+    merge_parts,
+    read_cache,
+    write_cache,
+)
 
 DTYPES = part_dtypes([])
 
@@ -57,3 +65,65 @@ def test_a_shared_layer_stays_shared_only_while_the_fresh_rows_repeat_it(tmp_pat
     again = merge_parts(stored, keep, more)
     assert again.arrays["heat/ride"] is again.arrays["heat/all"]
     assert again.arrays["heat/all"]["cell"].tolist() == [11, 12, 16]
+
+
+# Up to 6 athletes, each a few (cell, n) heat rows per layer; ``keep`` per old athlete.
+_ROWS = st.lists(st.tuples(st.integers(0, 5), st.integers(1, 9), st.integers(1, 4)), max_size=14)
+
+
+def _naive_merge(old: WindowParts, keep: np.ndarray, fresh: WindowParts, name: str) -> list:
+    """The merged rows of one array the plain way: every kept old athlete's and every
+    fresh athlete's rows, by id, each athlete renumbered to its place among them."""
+    ids = sorted([a for a, k in zip(old.ids, keep.tolist(), strict=True) if k] + fresh.ids)
+    rows = []
+    for new_index, a in enumerate(ids):
+        side = fresh if a in fresh.ids else old
+        arr = side.arrays[name]
+        mine = arr[arr["athlete"] == side.ids.index(a)]
+        rows += [(new_index, *r[1:]) for r in mine.tolist()]
+    return rows
+
+
+@settings(max_examples=150, deadline=None)
+@given(before=_ROWS, after=_ROWS, keep_bits=st.lists(st.booleans(), min_size=6, max_size=6))
+def test_merge_and_changed_cells_match_the_plain_way(
+    before: list[tuple[int, int, int]], after: list[tuple[int, int, int]], keep_bits: list[bool]
+) -> None:
+    def distinct_rows(rows: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        return list({(a, c): (a, c, n) for a, c, n in rows}.values())  # one per (athlete, cell)
+
+    old = parts({"all": distinct_rows(before)})
+    keep = np.array(keep_bits[: len(old.ids)], dtype=bool)
+    # Fresh athletes: the changed old ones and new ones, disjoint from the kept.
+    kept = {a for a, k in zip(old.ids, keep.tolist(), strict=True) if k}
+    # A kept athlete's number goes to a new athlete (a6..); a changed one keeps some
+    # of its rows (odd cells) and has those of ``after``.
+    fresh_rows = [(a + 6 if f"a{a}" in kept else a, c, n) for a, c, n in after]
+    fresh_rows += [(a, c, n) for a, c, n in before if f"a{a}" not in kept and c % 2]
+    fresh = parts({"all": distinct_rows(fresh_rows)})
+    rows = fresh.arrays["heat/all"]  # by athlete index ("a10" before "a2"), as stored
+    fresh.arrays["heat/all"] = rows[np.lexsort((rows["cell"], rows["athlete"]))]
+    assert not kept & set(fresh.ids)
+    got = merge_parts(old, keep, fresh)
+    assert got.ids == sorted(kept | set(fresh.ids))
+    assert got.arrays["heat/all"].tolist() == _naive_merge(old, keep, fresh, "heat/all")
+    # The cells where a not-kept athlete's rows differ: the symmetric difference.
+    gone = {(a, c, n) for a, c, n in old.arrays["heat/all"].tolist() if not keep[a]}
+    gone = {(old.ids[a], c, n) for a, c, n in gone}
+    now = {(fresh.ids[a], c, n) for a, c, n in fresh.arrays["heat/all"].tolist()}
+    want = sorted({c for _, c, _ in gone ^ now})
+    assert changed_cells(old, keep, fresh)["all"].tolist() == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 4), max_size=12),
+    extra=st.integers(0, 3),
+)
+def test_athlete_starts_is_searchsorted(counts: list[int], extra: int) -> None:
+    col = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    records = np.zeros(len(col), DTYPES["heat/all"])
+    records["athlete"] = col
+    n = len(counts) + extra
+    got = athlete_starts(records["athlete"], n)
+    np.testing.assert_array_equal(got, np.searchsorted(col, np.arange(n + 1)))
