@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import h3.api.basic_int as h3
 import numpy as np
 
-from heatmetro.core.arrays import distinct
+from heatmetro.core.arrays import concat_rows, distinct, take_rows
 from heatmetro.core.h3_vector import (
     cells_to_latlng,
     grid_disks,
@@ -339,12 +339,13 @@ class Thinned:
     def votes(self) -> np.ndarray:
         if self._splice is not None:  # votes without the rows of ``drop``, ``block`` at ``at``
             drop, at, block = self._splice
-            kept = self._votes[~drop]
+            kept = take_rows(self._votes, ~drop)
             out = np.empty(len(kept) + len(block), kept.dtype)
             new = np.zeros(len(out), dtype=bool)
             new[at + np.arange(len(block))] = True
-            out[new] = block
-            out[~new] = kept
+            raw = np.dtype((np.void, out.dtype.itemsize))  # whole rows: see ``take_rows``
+            out.view(raw)[new] = block.view(raw)
+            out.view(raw)[~new] = kept.view(raw)
             self._votes, self._splice = out, None
         return self._votes
 
@@ -395,10 +396,10 @@ def thin_with_votes(lh: LayerHeat, open_cells: np.ndarray) -> tuple[LayerHeat, T
     moved = target[a] != target[b]
     a, b = a[moved], b[moved]
     joins = join_votes(lh.cells[a], target[a], target[b], thin_spacing(lh.cells[a]))
-    votes = np.concatenate([middle_votes(lh.cells, target), joins])
+    votes = concat_rows([middle_votes(lh.cells, target), joins])
     count_shares(votes, lh, open_cells)
     # Made in the order of groups and middles: a stable sort by cell is the votes' order.
-    votes = votes[np.argsort(votes["cell"], kind="stable")]
+    votes = take_rows(votes, np.argsort(votes["cell"], kind="stable"))
     drawn = sum_votes(votes, lh, open_cells)
     return drawn, Thinned(lh, middle, target, votes)
 
@@ -479,7 +480,7 @@ def join_votes(voter: np.ndarray, ta: np.ndarray, tb: np.ndarray, step: np.ndarr
         path[name] = np.repeat(arr[far], per_pair)
     path["idx"] = np.arange(len(between)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
     path["group"] = 2
-    return np.concatenate([mid, path])
+    return concat_rows([mid, path])
 
 
 def count_shares(votes: np.ndarray, lh: LayerHeat, open_cells: np.ndarray) -> None:
@@ -496,7 +497,7 @@ def sum_votes(votes: np.ndarray, lh: LayerHeat, open_cells: np.ndarray) -> Layer
     """The drawn cells of ``votes`` (in their order: ``VOTE_DTYPE``), each vote on an
     open cell, their heat added up in that order (one order however the votes are
     split, so the same bits), and their athletes (published cells' own, else 0)."""
-    votes = votes[is_open(votes["cell"], open_cells)]
+    votes = take_rows(votes, is_open(votes["cell"], open_cells))
     cells = votes["cell"]
     first = np.ones(len(cells), dtype=bool)
     np.not_equal(cells[1:], cells[:-1], out=first[1:])
