@@ -272,13 +272,16 @@ def _disks(cells: np.ndarray, ring: int) -> np.ndarray:
     known, table = _DISK_CACHE.get(ring, (np.zeros(0, np.uint64), np.zeros((0, width), np.uint64)))
     at = np.minimum(np.searchsorted(known, cells), max(len(known) - 1, 0))
     hit = known[at] == cells if len(known) else np.zeros(len(cells), dtype=bool)
-    out = np.repeat(cells[:, None], width, axis=1)
-    out[hit] = table[at[hit]]
     missing = np.flatnonzero(~hit)
-    out[missing] = grid_disks(cells[missing], ring)
+    if len(missing) == len(cells):  # none known (the first call): no copies
+        out = grid_disks(cells, ring)
+    else:
+        out = np.empty((len(cells), width), np.uint64)
+        out[hit] = table[at[hit]]
+        out[missing] = grid_disks(cells[missing], ring)
     if len(missing):
-        if len(known) + len(missing) > _DISK_CACHE_CELLS:
-            known, table = cells, out  # start over: bounded memory
+        if not len(known) or len(known) + len(missing) > _DISK_CACHE_CELLS:
+            known, table = cells, out  # the first, or start over: bounded memory
         else:
             at = np.searchsorted(known, cells[missing])  # both sorted: a merge, no sort
             known, table = (
