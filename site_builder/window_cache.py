@@ -427,17 +427,23 @@ def read_cache(path: Path, key: str, dtypes: dict[str, np.dtype]) -> tuple[Cache
     if problem:
         return None, f"inconsistent {path.name} ({problem})"
     parts = WindowParts(ids, per_id["activities"], per_id["has_rows"], per_id["has_paths"], arrays)
-    thresholds, threshold_note = _threshold_states(states)
+    thresholds, threshold_note = _threshold_states(states, same)
     return Cached(parts, stamps, thresholds, threshold_note), ""
 
 
 def _threshold_states(
-    states: dict[str, dict[str, np.ndarray]],
+    states: dict[str, dict[str, np.ndarray]], stored_as: dict[str, str] | None = None
 ) -> tuple[dict[str, ThresholdState] | None, str]:
     """The threshold states, checked (sorted distinct cells, matching arrays, every
-    drawn cell one that met the threshold), or (None, what is wrong)."""
-    out = {}
+    drawn cell one that met the threshold), or (None, what is wrong). ``stored_as``: the
+    layers whose arrays are another's (``ride`` as ``all``): checked once."""
+    out: dict[str, ThresholdState] = {}
+    stored_as = stored_as or {}
     for layer, arrays in states.items():
+        twin = out.get(stored_as.get(layer, layer))
+        if twin is not None:  # the same arrays, already checked: under this layer's name
+            out[layer] = _renamed(twin, layer)
+            continue
         for name, arr in arrays.items():
             if arr.dtype != (_STATE | _THINNED)[name] or arr.ndim != 1:
                 return None, f"threshold state of {layer} ({name})"
@@ -455,15 +461,25 @@ def _threshold_states(
             same = len(pub) == len(arrays["published_heat"]) == len(arrays["published_athletes"])
             if not (same and len(pub) == len(arrays["middle"]) == len(arrays["target"])):
                 return None, f"threshold state of {layer} (thinning lengths)"
-            votes = arrays["votes"]
-            if not (_increasing(pub) and np.all(votes["cell"][1:] >= votes["cell"][:-1])):
+            cells_of_votes = np.ascontiguousarray(arrays["votes"]["cell"])  # compared faster
+            if not (_increasing(pub) and np.all(cells_of_votes[1:] >= cells_of_votes[:-1])):
                 return None, f"threshold state of {layer} (thinning order)"
             published = LayerHeat(
                 layer, pub, arrays["published_heat"], arrays["published_athletes"]
             )
-            thinned = Thinned(published, arrays["middle"], arrays["target"], votes)
+            thinned = Thinned(published, arrays["middle"], arrays["target"], arrays["votes"])
         out[layer] = ThresholdState(open_cells, drawn, thinned)
     return out, ""
+
+
+def _renamed(state: ThresholdState, layer: str) -> ThresholdState:
+    """``state`` (its arrays shared) as the state of ``layer``."""
+    d, t = state.drawn, state.thinned
+    drawn = LayerHeat(layer, d.cells, d.heat, d.athletes)
+    if t is not None:
+        p = t.published
+        t = Thinned(LayerHeat(layer, p.cells, p.heat, p.athletes), t.middle, t.target, t.votes)
+    return ThresholdState(state.open_cells, drawn, t)
 
 
 def _inconsistency(

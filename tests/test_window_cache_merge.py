@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h3.api.basic_int as h3
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from heatmetro.site_builder import window_cache
 from heatmetro.site_builder.load import WindowParts, part_dtypes
+from heatmetro.site_builder.threshold_cache import ThresholdState, threshold_state
+from heatmetro.site_builder.window import Thinned
 from heatmetro.site_builder.window_cache import (
     athlete_starts,
     changed_cells,
@@ -127,3 +132,48 @@ def test_athlete_starts_is_searchsorted(counts: list[int], extra: int) -> None:
     n = len(counts) + extra
     got = athlete_starts(records["athlete"], n)
     np.testing.assert_array_equal(got, np.searchsorted(col, np.arange(n + 1)))
+
+
+def test_a_layer_stored_as_another_reads_back_under_its_own_name(tmp_path: Path) -> None:
+    """``ride`` repeating ``all`` is stored once and checked once: its state reads back
+    sharing ``all``'s arrays, named ``ride``; damaged, it is one note, not a crash."""
+    centre = h3.latlng_to_cell(42.32, -72.63, 13)
+    cells = sorted(h3.grid_disk(centre, 3))
+    rows = np.zeros(3 * len(cells), DTYPES["heat/all"])
+    rows["athlete"] = np.repeat(np.arange(3), len(cells))
+    rows["cell"] = np.tile(np.array(cells, np.uint64), 3)
+    rows["n"] = 1 + np.arange(len(rows)) % 4
+    state = threshold_state("all", rows, 2, 3, threshold_ring=1)
+    assert state.thinned is not None and len(state.drawn.cells)
+    old = parts({"all": [(0, 11, 1)], "ride": [(0, 11, 1)]})
+    path = tmp_path / "cache.npz"
+    write_cache(path, "key", old, {a: b"s" for a in old.ids}, {"all": state, "ride": state})
+    checks: list[int] = []
+    is_open = window_cache.is_open
+
+    def counted(cells: np.ndarray, open_cells: np.ndarray) -> np.ndarray:
+        checks.append(len(cells))
+        return is_open(cells, open_cells)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(window_cache, "is_open", counted)
+        cached, note = read_cache(path, "key", DTYPES)
+    assert cached is not None and cached.thresholds is not None, note
+    assert len(checks) == 1  # the drawn cells met the threshold: checked once, for both
+    got = cached.thresholds
+    assert got["ride"].drawn.layer == "ride" and got["all"].drawn.layer == "all"
+    assert got["ride"].thinned is not None and got["ride"].thinned.published.layer == "ride"
+    assert got["ride"].drawn.cells is got["all"].drawn.cells  # one array, checked once
+    for a, b in ((got["ride"], state), (got["all"], state)):
+        assert a.drawn.cells.tobytes() == b.drawn.cells.tobytes()
+        assert a.open_cells.tobytes() == b.open_cells.tobytes()
+        assert a.thinned is not None and b.thinned is not None
+        assert a.thinned.votes.tobytes() == b.thinned.votes.tobytes()
+    # The shared votes out of order: the state of the first layer is the note.
+    votes = state.thinned.votes[::-1].copy()
+    bad = ThresholdState(state.open_cells, state.drawn, Thinned(
+        state.thinned.published, state.thinned.middle, state.thinned.target, votes))  # fmt: skip
+    write_cache(path, "key", old, {a: b"s" for a in old.ids}, {"all": bad, "ride": bad})
+    cached, note = read_cache(path, "key", DTYPES)
+    assert cached is not None and cached.thresholds is None
+    assert cached.threshold_note == "threshold state of all (thinning order)"
