@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from heatmetro.core.arrays import distinct
+from heatmetro.core.arrays import concat_rows, distinct, take_rows
 from heatmetro.site_builder.window import (
     THIN_RING,
     LayerHeat,
@@ -94,7 +94,7 @@ def incremental_thin(
             [_pair_keys(prev.cells, old.target, moved), _pair_keys(lh.cells, target, moved)]
         )
     )
-    joins = old.votes[old.votes["group"] > 0]
+    joins = take_rows(old.votes, old.votes["group"] > 0)
     rejoined = _key_member(joins["k1"], joins["k2"], keys)
     voter, ta, tb = _voters(lh.cells, target, keys)
     touched = _rows_of(old.votes["cell"], flipped)
@@ -104,8 +104,8 @@ def incremental_thin(
         )
     )
     redo = redo[is_open(redo, lh.cells)]  # voters now; a gone one votes no more
-    kept_joins = joins[is_open(joins["voter"], redo) & ~rejoined]
-    new = np.concatenate(
+    kept_joins = take_rows(joins, is_open(joins["voter"], redo) & ~rejoined)
+    new = concat_rows(
         [
             middle_votes(redo, target[np.searchsorted(lh.cells, redo)]),
             kept_joins,
@@ -119,17 +119,19 @@ def incremental_thin(
     # The cells with a new vote: all their votes in one block, put in the votes' order.
     mixed = np.zeros(len(cells), dtype=bool)
     mixed[_rows_of(cells, distinct(new["cell"]))] = True
-    block = np.concatenate([votes[mixed & ~out], new])
-    block = block[
-        np.lexsort((block["idx"], block["k2"], block["k1"], block["group"], block["cell"]))
-    ]
+    block = concat_rows([take_rows(votes, mixed & ~out), new])
+    block = take_rows(
+        block, np.lexsort((block["idx"], block["k2"], block["k1"], block["group"], block["cell"]))
+    )
     drop = out | mixed
     # The drawn cells whose votes or athletes may differ: added up again, from the votes
     # kept on them and the block (a cell's votes are all in one or the other).
     again = distinct(np.concatenate([cells[out], new["cell"], changed, flipped]))
     rows = _rows_of(cells, again)
-    on = np.concatenate([votes[rows[~drop[rows]]], block[_rows_of(block["cell"], again)]])
-    part = sum_votes(on[np.argsort(on["cell"], kind="stable")], lh, open_cells)
+    on = concat_rows(
+        [take_rows(votes, rows[~drop[rows]]), take_rows(block, _rows_of(block["cell"], again))]
+    )
+    part = sum_votes(take_rows(on, np.argsort(on["cell"], kind="stable")), lh, open_cells)
     stay = ~is_open(old_drawn.cells, again)
     drawn = _merge(old_drawn, stay, part)
     # Where the block goes among the rows kept: before the first kept row of a later cell.

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import h3.api.basic_int as h3
 import numpy as np
 
-from heatmetro.core.arrays import distinct
+from heatmetro.core.arrays import distinct, take_rows
 from heatmetro.core.h3_vector import grid_disks, grid_distances_in_plane
 from heatmetro.site_builder.thin_cache import disk_cells, incremental_thin
 from heatmetro.site_builder.window import (
@@ -194,7 +194,7 @@ def incremental_threshold(
     inside = at >= 0
     if inside.sum() > full_share * len(per_athlete):
         return None
-    rows, at = per_athlete[inside], at[inside]
+    rows, at = take_rows(per_athlete, inside), at[inside]
     capped = np.minimum(rows["n"], max_per_athlete).astype(np.float64)
     ridden = np.bincount(at, minlength=len(region)) > 0
     cells, inv = region[ridden], (np.cumsum(ridden) - 1)[at]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import h3.api.basic_int as h3
 import numpy as np
 
-from heatmetro.core.arrays import distinct
+from heatmetro.core.arrays import concat_rows, distinct, take_rows
 from heatmetro.core.h3_vector import (
     cells_to_latlng,
     grid_disks,
@@ -272,13 +272,16 @@ def _disks(cells: np.ndarray, ring: int) -> np.ndarray:
     known, table = _DISK_CACHE.get(ring, (np.zeros(0, np.uint64), np.zeros((0, width), np.uint64)))
     at = np.minimum(np.searchsorted(known, cells), max(len(known) - 1, 0))
     hit = known[at] == cells if len(known) else np.zeros(len(cells), dtype=bool)
-    out = np.repeat(cells[:, None], width, axis=1)
-    out[hit] = table[at[hit]]
     missing = np.flatnonzero(~hit)
-    out[missing] = grid_disks(cells[missing], ring)
+    if len(missing) == len(cells):  # none known (the first call): no copies
+        out = grid_disks(cells, ring)
+    else:
+        out = np.empty((len(cells), width), np.uint64)
+        out[hit] = table[at[hit]]
+        out[missing] = grid_disks(cells[missing], ring)
     if len(missing):
-        if len(known) + len(missing) > _DISK_CACHE_CELLS:
-            known, table = cells, out  # start over: bounded memory
+        if not len(known) or len(known) + len(missing) > _DISK_CACHE_CELLS:
+            known, table = cells, out  # the first, or start over: bounded memory
         else:
             at = np.searchsorted(known, cells[missing])  # both sorted: a merge, no sort
             known, table = (
@@ -339,12 +342,13 @@ class Thinned:
     def votes(self) -> np.ndarray:
         if self._splice is not None:  # votes without the rows of ``drop``, ``block`` at ``at``
             drop, at, block = self._splice
-            kept = self._votes[~drop]
+            kept = take_rows(self._votes, ~drop)
             out = np.empty(len(kept) + len(block), kept.dtype)
             new = np.zeros(len(out), dtype=bool)
             new[at + np.arange(len(block))] = True
-            out[new] = block
-            out[~new] = kept
+            raw = np.dtype((np.void, out.dtype.itemsize))  # whole rows: see ``take_rows``
+            out.view(raw)[new] = block.view(raw)
+            out.view(raw)[~new] = kept.view(raw)
             self._votes, self._splice = out, None
         return self._votes
 
@@ -395,10 +399,10 @@ def thin_with_votes(lh: LayerHeat, open_cells: np.ndarray) -> tuple[LayerHeat, T
     moved = target[a] != target[b]
     a, b = a[moved], b[moved]
     joins = join_votes(lh.cells[a], target[a], target[b], thin_spacing(lh.cells[a]))
-    votes = np.concatenate([middle_votes(lh.cells, target), joins])
+    votes = concat_rows([middle_votes(lh.cells, target), joins])
     count_shares(votes, lh, open_cells)
     # Made in the order of groups and middles: a stable sort by cell is the votes' order.
-    votes = votes[np.argsort(votes["cell"], kind="stable")]
+    votes = take_rows(votes, np.argsort(votes["cell"], kind="stable"))
     drawn = sum_votes(votes, lh, open_cells)
     return drawn, Thinned(lh, middle, target, votes)
 
@@ -411,23 +415,29 @@ def thin_middles(lh: LayerHeat, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     n = len(lh.cells)
     cells = lh.cells[rows]
     disks = _disks(cells, THIN_RING)
-    pos = np.searchsorted(lh.cells, disks)
+    pos = np.searchsorted(lh.cells, disks)  # rows sorted, in order: few cache misses
     pos[pos == n] = 0
     known = lh.cells[pos] == disks  # the published cells of each disk (the centre is one)
     if 4 * len(rows) >= n:  # most cells: the centres of all
         near, where = np.arange(n), pos
-    else:  # the centres of the disks' cells only (ranks by a mark: no sort)
+    else:  # the centres of the disks' published cells only (ranks by a mark: no sort)
         mark = np.zeros(n, dtype=bool)
-        mark[pos.reshape(-1)] = True
+        mark[pos[known]] = True
         near = np.flatnonzero(mark)
         where = (np.cumsum(mark) - 1)[pos]
     xyz = _unit_vectors(lh.cells[near])
-    # Column by column (no (cells, disk, 3) array), each column contiguous.
+    # Column by column (no (cells, disk, 3) array), each column and coordinate
+    # contiguous, in one buffer: the same products added in the same order.
     w = np.where(known, lh.athletes[pos], 0).T.astype(np.float64)
     where = np.ascontiguousarray(where.T)
-    middle = np.zeros((len(cells), 3))
+    coords = [np.ascontiguousarray(xyz[:, c]) for c in range(3)]
+    sums, term = np.zeros((3, len(cells))), np.empty(len(cells))
     for j in range(disks.shape[1]):
-        middle += w[j, :, None] * xyz[where[j]]
+        for c in range(3):
+            np.take(coords[c], where[j], out=term)
+            term *= w[j]
+            sums[c] += term
+    middle = np.ascontiguousarray(sums.T)
     if not len(cells):
         return cells.copy(), pos, known
     res = h3.get_resolution(int(cells[0]))
@@ -479,7 +489,7 @@ def join_votes(voter: np.ndarray, ta: np.ndarray, tb: np.ndarray, step: np.ndarr
         path[name] = np.repeat(arr[far], per_pair)
     path["idx"] = np.arange(len(between)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
     path["group"] = 2
-    return np.concatenate([mid, path])
+    return concat_rows([mid, path])
 
 
 def count_shares(votes: np.ndarray, lh: LayerHeat, open_cells: np.ndarray) -> None:
@@ -496,7 +506,7 @@ def sum_votes(votes: np.ndarray, lh: LayerHeat, open_cells: np.ndarray) -> Layer
     """The drawn cells of ``votes`` (in their order: ``VOTE_DTYPE``), each vote on an
     open cell, their heat added up in that order (one order however the votes are
     split, so the same bits), and their athletes (published cells' own, else 0)."""
-    votes = votes[is_open(votes["cell"], open_cells)]
+    votes = take_rows(votes, is_open(votes["cell"], open_cells))
     cells = votes["cell"]
     first = np.ones(len(cells), dtype=bool)
     np.not_equal(cells[1:], cells[:-1], out=first[1:])
@@ -523,6 +533,7 @@ def is_open(cells: np.ndarray, open_cells: np.ndarray) -> np.ndarray:
     bits = max(16, int(len(open_cells)).bit_length() + 4)  # ~1/16 false positives
     seen = np.zeros(1 << bits, dtype=bool)
     seen[_hash(open_cells, bits)] = True
+    cells = np.ascontiguousarray(cells)  # a field of records: hashed ~2x faster copied out
     maybe = np.flatnonzero(seen[_hash(cells, bits)])
     out = np.zeros(len(cells), dtype=bool)
     at = np.minimum(np.searchsorted(open_cells, cells[maybe]), len(open_cells) - 1)
@@ -530,26 +541,42 @@ def is_open(cells: np.ndarray, open_cells: np.ndarray) -> np.ndarray:
     return out
 
 
-def region_index(cells: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Per cell, its index in ``region`` (sorted, distinct), or -1 where it is not one
-    (a bitmap of the region's hashes first, as in ``is_open``)."""
-    out = np.full(len(cells), -1, np.int64)
-    if not len(region):
-        return out
-    bits = max(16, int(len(region)).bit_length() + 4)
-    seen = np.zeros(1 << bits, dtype=bool)
-    seen[_hash(region, bits)] = True
-    maybe = np.flatnonzero(seen[_hash(cells, bits)])
-    at = np.minimum(np.searchsorted(region, cells[maybe]), len(region) - 1)
-    hit = region[at] == cells[maybe]
-    out[maybe[hit]] = at[hit]
+def region_index(cells: np.ndarray, region: np.ndarray, *, spare_bits: int = 3) -> np.ndarray:
+    """Per cell, its index in ``region`` (sorted, distinct), or -1 where it is not one.
+
+    Many cells against a set several times smaller: a table indexed by the set's hashes
+    holds each value's index (a binary search each is ~5x slower, in cache misses), so a
+    lookup is one read and one compare. Slots two values share hold -2 and send their
+    cells to a binary search (with ``2**spare_bits`` slots per value, a few percent).
+    """
+    n = len(region)
+    if not n:
+        return np.full(len(cells), -1, np.int64)
+    if len(cells) < max(1 << 16, 4 * n):
+        at = np.minimum(np.searchsorted(region, cells), n - 1)
+        return np.where(region[at] == cells, at, -1)
+    bits = max(16, n.bit_length() + spare_bits)
+    slots = _hash(region, bits)
+    table = np.full(1 << bits, -1, np.int32)
+    own = np.arange(n, dtype=np.int32)
+    table[slots] = own
+    table[slots[table[slots] != own]] = -2  # a slot written twice kept one: mark it shared
+    found = table[_hash(cells, bits)]
+    out = found.astype(np.int64)
+    hit = np.flatnonzero(found >= 0)
+    out[hit[region[found[hit]] != cells[hit]]] = -1
+    shared = np.flatnonzero(found == -2)
+    if len(shared):
+        at = np.minimum(np.searchsorted(region, cells[shared]), n - 1)
+        out[shared] = np.where(region[at] == cells[shared], at, -1)
     return out
 
 
 def _hash(cells: np.ndarray, bits: int) -> np.ndarray:
     """Multiplicative (Fibonacci) hashing of 64-bit values to ``bits`` bits."""
     mixed = np.multiply(cells.astype(np.uint64, copy=False), np.uint64(0x9E3779B97F4A7C15))
-    return (mixed >> np.uint64(64 - bits)).astype(np.intp)
+    mixed >>= np.uint64(64 - bits)
+    return mixed.view(np.intp)  # below 2**bits: the same values
 
 
 def _spacing(cells: np.ndarray, res: int) -> np.ndarray:

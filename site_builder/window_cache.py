@@ -286,11 +286,14 @@ def changed_cells(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> dic
     old_code = np.array([code.get(a, -1) for a in old.ids], np.int64)
     fresh_code = np.array([code[a] for a in fresh.ids], np.int64)
     out = {}
+    dropped = np.flatnonzero(~keep)
     for name, arr in old.arrays.items():
         kind, _, layer = name.partition("/")
         if kind not in ("heat", "extra"):
             continue
-        before, now = arr[~keep[arr["athlete"]]], fresh.arrays[name]
+        # The rows of the athletes not kept: runs of the rows (sorted by athlete).
+        starts = athlete_starts(arr["athlete"], len(old.ids))
+        before, now = arr[_runs(starts[dropped], starts[dropped + 1])], fresh.arrays[name]
         rows = np.zeros(len(before) + len(now), [("a", "<i8"), ("cell", "<u8"), ("n", "<u4")])
         rows["a"] = np.concatenate([old_code[before["athlete"]], fresh_code[now["athlete"]]])
         rows["cell"] = np.concatenate([before["cell"], now["cell"]])
@@ -340,15 +343,42 @@ def merge_parts(old: WindowParts, keep: np.ndarray, fresh: WindowParts) -> Windo
         if twin is not None:
             arrays[name] = arrays[twin]
             continue
-        bounds = [np.searchsorted(arr["athlete"], np.arange(n + 1)) for arr, n in
+        bounds = [athlete_starts(arr["athlete"], n) for arr, n in
                   zip(both, (len(old.ids), len(fresh.ids)), strict=True)]  # fmt: skip
-        pieces = [both[src][bounds[src][a] : bounds[src][b]] for src, a, b in runs]
-        out = np.concatenate(pieces) if pieces else o[:0].copy()
-        rows = [np.diff(bounds[src][a : b + 1]) for src, a, b in runs]
-        per_athlete = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        out["athlete"] = np.repeat(np.arange(len(ids), dtype=np.int32), per_athlete)
+        # Whole rows as opaque bytes: numpy copies a record dtype field by field (~3x).
+        raw = np.dtype((np.void, o.dtype.itemsize))
+        pieces = [both[src][bounds[src][a] : bounds[src][b]].view(raw) for src, a, b in runs]
+        out = np.concatenate(pieces).view(o.dtype) if pieces else o[:0].copy()
+        # Each run's athletes keep their order: their indices move by one step each.
+        who, at, first = out["athlete"], 0, 0
+        for src, a, b in runs:
+            size = int(bounds[src][b] - bounds[src][a])
+            who[at : at + size] += np.int32(first - a)
+            at, first = at + size, first + b - a
         arrays[name] = out
     return WindowParts(ids, per_id["activities"], per_id["has_rows"], per_id["has_paths"], arrays)
+
+
+def _runs(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The positions ``lo[k]..hi[k] - 1`` of every run k, in order."""
+    size = hi - lo
+    return np.repeat(lo - np.cumsum(size) + size, size) + np.arange(int(size.sum()))
+
+
+def athlete_starts(athlete: np.ndarray, n: int) -> np.ndarray:
+    """``np.searchsorted(athlete, np.arange(n + 1))`` of a sorted column: where each
+    athlete's rows start. A binary search of all at once, step by step: numpy's would
+    first copy the column out of its records (the rows of millions, for ~n probes)."""
+    want = np.arange(n + 1)
+    lo, hi = np.zeros(n + 1, np.int64), np.full(n + 1, len(athlete), np.int64)
+    last = max(len(athlete) - 1, 0)
+    for _ in range(int(len(athlete)).bit_length()):
+        mid = (lo + hi) >> 1
+        searching = lo < hi
+        right = searching & (athlete[np.minimum(mid, last)] < want)
+        lo = np.where(right, mid + 1, lo)
+        hi = np.where(searching & ~right, mid, hi)
+    return lo
 
 
 @dataclass(frozen=True)
@@ -403,17 +433,23 @@ def read_cache(path: Path, key: str, dtypes: dict[str, np.dtype]) -> tuple[Cache
     if problem:
         return None, f"inconsistent {path.name} ({problem})"
     parts = WindowParts(ids, per_id["activities"], per_id["has_rows"], per_id["has_paths"], arrays)
-    thresholds, threshold_note = _threshold_states(states)
+    thresholds, threshold_note = _threshold_states(states, same)
     return Cached(parts, stamps, thresholds, threshold_note), ""
 
 
 def _threshold_states(
-    states: dict[str, dict[str, np.ndarray]],
+    states: dict[str, dict[str, np.ndarray]], stored_as: dict[str, str] | None = None
 ) -> tuple[dict[str, ThresholdState] | None, str]:
     """The threshold states, checked (sorted distinct cells, matching arrays, every
-    drawn cell one that met the threshold), or (None, what is wrong)."""
-    out = {}
+    drawn cell one that met the threshold), or (None, what is wrong). ``stored_as``: the
+    layers whose arrays are another's (``ride`` as ``all``): checked once."""
+    out: dict[str, ThresholdState] = {}
+    stored_as = stored_as or {}
     for layer, arrays in states.items():
+        twin = out.get(stored_as.get(layer, layer))
+        if twin is not None:  # the same arrays, already checked: under this layer's name
+            out[layer] = _renamed(twin, layer)
+            continue
         for name, arr in arrays.items():
             if arr.dtype != (_STATE | _THINNED)[name] or arr.ndim != 1:
                 return None, f"threshold state of {layer} ({name})"
@@ -431,15 +467,25 @@ def _threshold_states(
             same = len(pub) == len(arrays["published_heat"]) == len(arrays["published_athletes"])
             if not (same and len(pub) == len(arrays["middle"]) == len(arrays["target"])):
                 return None, f"threshold state of {layer} (thinning lengths)"
-            votes = arrays["votes"]
-            if not (_increasing(pub) and np.all(votes["cell"][1:] >= votes["cell"][:-1])):
+            cells_of_votes = np.ascontiguousarray(arrays["votes"]["cell"])  # compared faster
+            if not (_increasing(pub) and np.all(cells_of_votes[1:] >= cells_of_votes[:-1])):
                 return None, f"threshold state of {layer} (thinning order)"
             published = LayerHeat(
                 layer, pub, arrays["published_heat"], arrays["published_athletes"]
             )
-            thinned = Thinned(published, arrays["middle"], arrays["target"], votes)
+            thinned = Thinned(published, arrays["middle"], arrays["target"], arrays["votes"])
         out[layer] = ThresholdState(open_cells, drawn, thinned)
     return out, ""
+
+
+def _renamed(state: ThresholdState, layer: str) -> ThresholdState:
+    """``state`` (its arrays shared) as the state of ``layer``."""
+    d, t = state.drawn, state.thinned
+    drawn = LayerHeat(layer, d.cells, d.heat, d.athletes)
+    if t is not None:
+        p = t.published
+        t = Thinned(LayerHeat(layer, p.cells, p.heat, p.athletes), t.middle, t.target, t.votes)
+    return ThresholdState(state.open_cells, drawn, t)
 
 
 def _inconsistency(

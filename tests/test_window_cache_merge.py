@@ -9,10 +9,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h3.api.basic_int as h3
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from heatmetro.site_builder import window_cache
 from heatmetro.site_builder.load import WindowParts, part_dtypes
-from heatmetro.site_builder.window_cache import merge_parts, read_cache, write_cache
+from heatmetro.site_builder.threshold_cache import ThresholdState, threshold_state
+from heatmetro.site_builder.window import Thinned
+from heatmetro.site_builder.window_cache import (
+    athlete_starts,
+    changed_cells,
+    merge_parts,
+    read_cache,
+    write_cache,
+)
 
 DTYPES = part_dtypes([])
 
@@ -57,3 +70,110 @@ def test_a_shared_layer_stays_shared_only_while_the_fresh_rows_repeat_it(tmp_pat
     again = merge_parts(stored, keep, more)
     assert again.arrays["heat/ride"] is again.arrays["heat/all"]
     assert again.arrays["heat/all"]["cell"].tolist() == [11, 12, 16]
+
+
+# Up to 6 athletes, each a few (cell, n) heat rows per layer; ``keep`` per old athlete.
+_ROWS = st.lists(st.tuples(st.integers(0, 5), st.integers(1, 9), st.integers(1, 4)), max_size=14)
+
+
+def _naive_merge(old: WindowParts, keep: np.ndarray, fresh: WindowParts, name: str) -> list:
+    """The merged rows of one array the plain way: every kept old athlete's and every
+    fresh athlete's rows, by id, each athlete renumbered to its place among them."""
+    ids = sorted([a for a, k in zip(old.ids, keep.tolist(), strict=True) if k] + fresh.ids)
+    rows = []
+    for new_index, a in enumerate(ids):
+        side = fresh if a in fresh.ids else old
+        arr = side.arrays[name]
+        mine = arr[arr["athlete"] == side.ids.index(a)]
+        rows += [(new_index, *r[1:]) for r in mine.tolist()]
+    return rows
+
+
+@settings(max_examples=150, deadline=None)
+@given(before=_ROWS, after=_ROWS, keep_bits=st.lists(st.booleans(), min_size=6, max_size=6))
+def test_merge_and_changed_cells_match_the_plain_way(
+    before: list[tuple[int, int, int]], after: list[tuple[int, int, int]], keep_bits: list[bool]
+) -> None:
+    def distinct_rows(rows: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        return list({(a, c): (a, c, n) for a, c, n in rows}.values())  # one per (athlete, cell)
+
+    old = parts({"all": distinct_rows(before)})
+    keep = np.array(keep_bits[: len(old.ids)], dtype=bool)
+    # Fresh athletes: the changed old ones and new ones, disjoint from the kept.
+    kept = {a for a, k in zip(old.ids, keep.tolist(), strict=True) if k}
+    # A kept athlete's number goes to a new athlete (a6..); a changed one keeps some
+    # of its rows (odd cells) and has those of ``after``.
+    fresh_rows = [(a + 6 if f"a{a}" in kept else a, c, n) for a, c, n in after]
+    fresh_rows += [(a, c, n) for a, c, n in before if f"a{a}" not in kept and c % 2]
+    fresh = parts({"all": distinct_rows(fresh_rows)})
+    rows = fresh.arrays["heat/all"]  # by athlete index ("a10" before "a2"), as stored
+    fresh.arrays["heat/all"] = rows[np.lexsort((rows["cell"], rows["athlete"]))]
+    assert not kept & set(fresh.ids)
+    got = merge_parts(old, keep, fresh)
+    assert got.ids == sorted(kept | set(fresh.ids))
+    assert got.arrays["heat/all"].tolist() == _naive_merge(old, keep, fresh, "heat/all")
+    # The cells where a not-kept athlete's rows differ: the symmetric difference.
+    gone = {(a, c, n) for a, c, n in old.arrays["heat/all"].tolist() if not keep[a]}
+    gone = {(old.ids[a], c, n) for a, c, n in gone}
+    now = {(fresh.ids[a], c, n) for a, c, n in fresh.arrays["heat/all"].tolist()}
+    want = sorted({c for _, c, _ in gone ^ now})
+    assert changed_cells(old, keep, fresh)["all"].tolist() == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 4), max_size=12),
+    extra=st.integers(0, 3),
+)
+def test_athlete_starts_is_searchsorted(counts: list[int], extra: int) -> None:
+    col = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    records = np.zeros(len(col), DTYPES["heat/all"])
+    records["athlete"] = col
+    n = len(counts) + extra
+    got = athlete_starts(records["athlete"], n)
+    np.testing.assert_array_equal(got, np.searchsorted(col, np.arange(n + 1)))
+
+
+def test_a_layer_stored_as_another_reads_back_under_its_own_name(tmp_path: Path) -> None:
+    """``ride`` repeating ``all`` is stored once and checked once: its state reads back
+    sharing ``all``'s arrays, named ``ride``; damaged, it is one note, not a crash."""
+    centre = h3.latlng_to_cell(42.32, -72.63, 13)
+    cells = sorted(h3.grid_disk(centre, 3))
+    rows = np.zeros(3 * len(cells), DTYPES["heat/all"])
+    rows["athlete"] = np.repeat(np.arange(3), len(cells))
+    rows["cell"] = np.tile(np.array(cells, np.uint64), 3)
+    rows["n"] = 1 + np.arange(len(rows)) % 4
+    state = threshold_state("all", rows, 2, 3, threshold_ring=1)
+    assert state.thinned is not None and len(state.drawn.cells)
+    old = parts({"all": [(0, 11, 1)], "ride": [(0, 11, 1)]})
+    path = tmp_path / "cache.npz"
+    write_cache(path, "key", old, {a: b"s" for a in old.ids}, {"all": state, "ride": state})
+    checks: list[int] = []
+    is_open = window_cache.is_open
+
+    def counted(cells: np.ndarray, open_cells: np.ndarray) -> np.ndarray:
+        checks.append(len(cells))
+        return is_open(cells, open_cells)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(window_cache, "is_open", counted)
+        cached, note = read_cache(path, "key", DTYPES)
+    assert cached is not None and cached.thresholds is not None, note
+    assert len(checks) == 1  # the drawn cells met the threshold: checked once, for both
+    got = cached.thresholds
+    assert got["ride"].drawn.layer == "ride" and got["all"].drawn.layer == "all"
+    assert got["ride"].thinned is not None and got["ride"].thinned.published.layer == "ride"
+    assert got["ride"].drawn.cells is got["all"].drawn.cells  # one array, checked once
+    for a, b in ((got["ride"], state), (got["all"], state)):
+        assert a.drawn.cells.tobytes() == b.drawn.cells.tobytes()
+        assert a.open_cells.tobytes() == b.open_cells.tobytes()
+        assert a.thinned is not None and b.thinned is not None
+        assert a.thinned.votes.tobytes() == b.thinned.votes.tobytes()
+    # The shared votes out of order: the state of the first layer is the note.
+    votes = state.thinned.votes[::-1].copy()
+    bad = ThresholdState(state.open_cells, state.drawn, Thinned(
+        state.thinned.published, state.thinned.middle, state.thinned.target, votes))  # fmt: skip
+    write_cache(path, "key", old, {a: b"s" for a in old.ids}, {"all": bad, "ride": bad})
+    cached, note = read_cache(path, "key", DTYPES)
+    assert cached is not None and cached.thresholds is None
+    assert cached.threshold_note == "threshold state of all (thinning order)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["distinct"]
+__all__ = ["concat_rows", "distinct", "take_rows"]
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
@@ -21,3 +21,24 @@ def distinct(values: np.ndarray) -> np.ndarray:
     first[0] = True
     np.not_equal(out[1:], out[:-1], out=first[1:])
     return out[first]
+
+
+def take_rows(records: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """``records[which]`` (an index or a mask) of a 1-D record array, copied as whole
+    rows of opaque bytes: numpy copies a record dtype field by field (2-5x slower)."""
+    return _opaque(records)[which].view(records.dtype)
+
+
+def concat_rows(parts: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate(parts)`` of 1-D arrays (at least one), record arrays of one dtype
+    as whole rows (see ``take_rows``)."""
+    dtype = parts[0].dtype
+    if any(p.dtype != dtype for p in parts):  # numpy's rules for mixed dtypes
+        return np.concatenate(parts)
+    return np.concatenate([_opaque(p) for p in parts]).view(dtype)
+
+
+def _opaque(records: np.ndarray) -> np.ndarray:
+    if records.dtype.fields is None:  # plain values: already copied as they are
+        return records
+    return records.view(np.dtype((np.void, records.dtype.itemsize)))
