@@ -110,21 +110,43 @@ _OWNS: list[Callable[[int, int, int], bool]] = []
 _Key = tuple[str, int]
 
 
-def _render_job(key: _Key, tiles: np.ndarray) -> list[tuple[int, bytes]]:
+# Tiles of a twin layer (the input of an earlier one: see ``_plan_twin``) that its
+# original draws anyway: (twin layer, its tile indices among those of the job).
+_Copies = tuple[tuple[str, np.ndarray], ...]
+_Tiles = list[tuple[int, bytes]]
+
+
+def _render_job(
+    key: _Key, tiles: np.ndarray, copies: _Copies = ()
+) -> tuple[_Tiles, dict[str, _Tiles]]:
+    """``(tile, bytes)`` of ``key``'s tiles with heat, and per twin layer in ``copies`` the
+    same bytes of the tiles it needs: a twin's tile is the original's, drawn once."""
     layer, z = key
     plan = _PLANS[key]
     tree = _TREE.get(layer)
     out = []
+    twins: dict[str, _Tiles] = {name: [] for name, _ in copies}
+    wanted = [(name, set(want.tolist()), _TREE.get(name)) for name, want in copies]
     for t, scanlines in render_tiles(plan, tiles):
         if _OWNS and not _OWNS[0](z, *plan.tile_xy(t)):
             out.append((t, b""))  # drawn (it counts), written by its owner in the cluster
+            for name, want, _ in wanted:
+                if t in want:
+                    twins[name].append((t, b""))
             continue
         data = encode_scanlines(scanlines, _HEADER)
+        for name, want, twin_tree in wanted:
+            if t in want:
+                if twin_tree is not None:
+                    twin_tree.put(z, *plan.tile_xy(t), data)
+                    twins[name].append((t, b""))
+                else:
+                    twins[name].append((t, data))
         if tree is not None:
             tree.put(z, *plan.tile_xy(t), data)
             data = b""
         out.append((t, data))
-    return out
+    return out, twins
 
 
 @dataclass(frozen=True)
@@ -436,7 +458,7 @@ def _write_in_order(
                         lit[t] = True
                         continue
                     # The old file is gone: draw the tile after all.
-                    fresh = _render_job(key, np.array([t]))
+                    fresh = _render_job(key, np.array([t]))[0]
                     if not fresh:
                         continue
                     data = fresh[0][1]
@@ -477,38 +499,62 @@ def _render_all(
     reusable ones.
 
     Results come back in the order of ``keys`` and, within one, in tile order, whatever
-    the number of workers: the output does not depend on scheduling.
+    the number of workers: the output does not depend on scheduling. A twin layer's
+    tiles that its original draws too are not drawn twice: the original's job hands
+    their bytes over (they are the same, from the same plan).
     """
-    jobs: list[tuple[_Key, np.ndarray]] = []
+    todo = [np.flatnonzero(~u) for u in unchanged]
+    # Per key: the twin keys (later, same plan) taking some of its tiles, as masks.
+    copies: list[list[tuple[str, np.ndarray]]] = [[] for _ in keys]
     for i, key in enumerate(keys):
-        todo = np.flatnonzero(~unchanged[i])
-        jobs.extend((key, todo[k : k + CHUNK_TILES]) for k in range(0, todo.size, CHUNK_TILES))
-    if workers > 1 and sum(t.size for _, t in jobs) >= MIN_PARALLEL_TILES:
+        first = next(j for j in range(i + 1) if _PLANS[keys[j]] is _PLANS[key])
+        if first == i:
+            continue
+        copied = np.zeros(unchanged[i].size, dtype=bool)
+        copied[todo[first]] = True
+        copied &= ~unchanged[i]
+        copies[first].append((key[0], copied))
+        todo[i] = np.flatnonzero(~unchanged[i] & ~copied)
+    jobs: list[tuple[int, _Key, np.ndarray, _Copies]] = []
+    for i, key in enumerate(keys):
+        for k in range(0, todo[i].size, CHUNK_TILES):
+            chunk = todo[i][k : k + CHUNK_TILES]
+            share = tuple((name, chunk[mask[chunk]]) for name, mask in copies[i])
+            jobs.append((i, key, chunk, tuple((n, c) for n, c in share if c.size)))
+    if workers > 1 and sum(t.size for _, _, t, _ in jobs) >= MIN_PARALLEL_TILES:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-            done = pool.map(_render_job, [k for k, _ in jobs], [t for _, t in jobs])
+            done = pool.map(
+                _render_job, [j[1] for j in jobs], [j[2] for j in jobs], [j[3] for j in jobs]
+            )
             yield from _merge(keys, was_written, jobs, done)
     else:
-        done = (_render_job(k, t) for k, t in jobs)
+        done = (_render_job(k, t, c) for _, k, t, c in jobs)
         yield from _merge(keys, was_written, jobs, done)
 
 
-def _merge(keys, was_written, jobs, done):  # type: ignore[no-untyped-def]
+def _merge(
+    keys: list[_Key],
+    was_written: list[np.ndarray],
+    jobs: list[tuple[int, _Key, np.ndarray, _Copies]],
+    done: Iterator[tuple[_Tiles, dict[str, _Tiles]]],
+) -> Generator[tuple[_Key, list[tuple[int, bytes | None]]], None, None]:
+    """The jobs' results gathered per key (jobs come in the order of their keys; a twin's
+    handed-over tiles come with its original's, an earlier key)."""
     results = iter(done)
-    job_keys = iter(k for k, _ in jobs)
-    pending: list[tuple[_Key, list[tuple[int, bytes]]]] = []
+    index = {key: i for i, key in enumerate(keys)}
+    handed: dict[int, list[tuple[int, bytes | None]]] = {}
+    next_job = 0
     for i, key in enumerate(keys):
         got: list[tuple[int, bytes | None]] = [
             (int(t), None) for t in np.flatnonzero(was_written[i])
         ]
-        while True:
-            if not pending:
-                jk = next(job_keys, None)
-                if jk is None:
-                    break
-                pending.append((jk, next(results)))
-            if pending[0][0] != key:
-                break
-            got.extend(pending.pop(0)[1])
+        got.extend(handed.pop(i, []))
+        while next_job < len(jobs) and jobs[next_job][0] == i:
+            own, twins = next(results)
+            got.extend(own)
+            for name, tiles in twins.items():
+                handed.setdefault(index[name, key[1]], []).extend(tiles)
+            next_job += 1
         got.sort(key=lambda r: r[0])
         yield key, got
