@@ -6,25 +6,25 @@ ones in ``members/tiles/``. Both can take a tile unchanged from the previous bui
 
 * ``png``: ``tiles/{layer}/{z}/{x}/{y}.png``; a reused tile is a hard link to the previous
   build's file (a copy across file systems).
-* ``pmtiles``: ``tiles/{layer}.pmtiles``, written with the ``pmtiles`` package. Tiles are
-  buffered one zoom at a time and written in tile-id order (a "clustered" archive);
-  the archive's bytes depend only on the tiles, so builds are reproducible.
+* ``pmtiles``: ``tiles/{layer}.pmtiles``, the bytes the ``pmtiles`` package writes
+  (``pmtiles_writer``). Tiles are buffered one zoom at a time and written in tile-id
+  order (a "clustered" archive); the archive's bytes depend only on the tiles, so builds
+  are reproducible.
 """
 
 from __future__ import annotations
 
-import io
 import mmap
 import os
 import shutil
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 from pmtiles.tile import Compression, TileType, deserialize_directory, deserialize_header
-from pmtiles.writer import Writer
 
 from heatmetro.site_builder.hilbert import tile_ids, tile_zxy
+from heatmetro.site_builder.pmtiles_writer import ArchiveWriter
 
 __all__ = ["FORMATS", "PmtilesSink", "PngTreeSink", "TileSink", "make_sink"]
 
@@ -117,23 +117,12 @@ class PngTreeSink:
         self.close((0.0, 0.0, 0.0, 0.0))
 
 
-class _MemoryWriter(Writer):
-    """``pmtiles``' Writer with the tile data held in memory until ``finalize`` rather than
-    in a temporary file: an archive of a city is a few megabytes, and the file costs more
-    to create, write tile by tile and copy back than the memory."""
-
-    def __init__(self, f: object) -> None:
-        super().__init__(f)
-        self.tile_f.close()
-        self.tile_f = io.BytesIO()  # type: ignore[assignment]  # read and written alike
-
-
 class PmtilesSink:
     """Tiles in ``tiles/{layer}.pmtiles`` and ``members/tiles/{layer}.pmtiles``."""
 
     def __init__(self, out_root: Path, layer: str, public_max_zoom: int, previous: Path | None):
         self.out_root, self.layer, self.public = out_root, layer, public_max_zoom
-        self._writers: dict[bool, tuple[Writer, object]] = {}
+        self._writers: dict[bool, tuple[ArchiveWriter, BinaryIO]] = {}
         self._zooms: dict[bool, tuple[int, int]] = {}
         self._zoom: int | None = None
         self._pending: list[tuple[int, int, bytes]] = []  # (x, y, data) of self._zoom
@@ -153,12 +142,12 @@ class PmtilesSink:
             path = self.archive(members)
             path.parent.mkdir(parents=True, exist_ok=True)
             fh = path.open("wb")
-            self._writers[members] = (_MemoryWriter(fh), fh)
+            self._writers[members] = (ArchiveWriter(fh), fh)
         writer = self._writers[members][0]
         xs, ys, blobs = zip(*self._pending, strict=True)
         ids = tile_ids(self._zoom, np.array(xs), np.array(ys))  # all at once: see hilbert
-        for i in np.argsort(ids, kind="stable").tolist():
-            writer.write_tile(int(ids[i]), blobs[i])
+        order = np.argsort(ids, kind="stable").tolist()
+        writer.write_tiles(ids[order].tolist(), [blobs[i] for i in order])
         lo, hi = self._zooms.get(members, (self._zoom, self._zoom))
         self._zooms[members] = (min(lo, self._zoom), max(hi, self._zoom))
         self._pending = []
@@ -224,7 +213,7 @@ class PmtilesSink:
             }
             meta = {"name": f"heatmetro {self.layer}", "attribution": "heatmetro"}
             writer.finalize(header, meta)
-            fh.close()  # type: ignore[attr-defined]
+            fh.close()
         self._writers.clear()
 
 
