@@ -90,6 +90,18 @@ class PngTreeSink:
         finally:
             os.close(fd)
 
+    def put_copy(self, z: int, x: int, y: int, data: bytes, of: PngTreeSink) -> None:
+        """Tile ``(z, x, y)`` with ``data``, the bytes ``of`` (another layer's sink) has just
+        written there: a hard link to its file, as a reused tile is (creating a file costs
+        many times more than linking one), else a file of its own."""
+        rel = f"{z}/{x}/{y}.png"
+        try:
+            os.link(rel, rel, src_dir_fd=of._root(z, x), dst_dir_fd=self._root(z, x))
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here
+            self.put(z, x, y, data)
+
     def reuse(self, z: int, x: int, y: int) -> bool:
         if self.previous is None:
             return False

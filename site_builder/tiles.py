@@ -135,17 +135,20 @@ def _render_job(
                     twins[name].append((t, b""))
             continue
         data = encode_scanlines(scanlines, _HEADER)
-        for name, want, twin_tree in wanted:
-            if t in want:
-                if twin_tree is not None:
-                    twin_tree.put(z, *plan.tile_xy(t), data)
-                    twins[name].append((t, b""))
-                else:
-                    twins[name].append((t, data))
         if tree is not None:
             tree.put(z, *plan.tile_xy(t), data)
-            data = b""
-        out.append((t, data))
+        for name, want, twin_tree in wanted:
+            if t not in want:
+                continue
+            if twin_tree is None:
+                twins[name].append((t, data))
+                continue
+            if tree is not None:
+                twin_tree.put_copy(z, *plan.tile_xy(t), data, of=tree)
+            else:
+                twin_tree.put(z, *plan.tile_xy(t), data)
+            twins[name].append((t, b""))
+        out.append((t, b"" if tree is not None else data))
     return out, twins
 
 

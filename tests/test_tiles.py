@@ -522,6 +522,34 @@ def test_a_layer_with_another_layers_input_keeps_its_own_tiles_and_manifest(
     assert all_output(second / "tiles" / "twin") != all_output(second / "tiles" / "all")
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_twin_s_png_tiles_are_links_to_the_original_s_or_copies_without_links(
+    tmp_path: Path, workers: int, parallel: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A twin's tiles are drawn once, by its original: its files are hard links of the
+    original's, or files of their own where the file system has no hard links."""
+    import heatmetro.site_builder.tile_output as tile_output
+
+    layers = some_layers()
+    kw = {"heat_resolution": RES, "workers": workers, **ZOOMS}
+    linked = tmp_path / "linked"
+    write_layers_tiles(layers, out_root=linked, **kw)  # type: ignore[arg-type]
+    twin, original = linked / "tiles" / "twin", linked / "tiles" / "all"
+    files = sorted(p.relative_to(twin) for p in twin.rglob("*.png"))
+    assert files and all((twin / f).samefile(original / f) for f in files)
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        msg = "no hard links here"
+        raise PermissionError(msg)
+
+    monkeypatch.setattr(tile_output.os, "link", no_links)
+    copied = tmp_path / "copied"
+    write_layers_tiles(layers, out_root=copied, **kw)  # type: ignore[arg-type]
+    assert all_output(copied) == all_output(linked)
+    twin, original = copied / "tiles" / "twin", copied / "tiles" / "all"
+    assert not any((twin / f).samefile(original / f) for f in files)
+
+
 def all_output(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
