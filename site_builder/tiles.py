@@ -318,8 +318,8 @@ def _plan_layer(
     """Plan every zoom of a layer into ``_PLANS`` (or the stats of an empty layer).
 
     A layer with the very cells and heat of one planned ``before`` (a bike share's
-    ``ride`` is ``all``) shares its plans and digests: the same pairs, drawn again into
-    its own tiles.
+    ``ride`` is ``all``) shares its plans and digests, and the tiles both draw are drawn
+    once (``_render_all``): the same pairs give the same bytes.
     """
     started = time.perf_counter()
     layer = lh.layer

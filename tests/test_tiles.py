@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from scipy import ndimage
 
+from heatmetro.site_builder.png import encode_scanlines
 from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tile_colours import MIN_ALPHA, heat_ramp, levels_to_rgba
 from heatmetro.site_builder.tile_levels import intensity, reference_heat
@@ -520,6 +521,27 @@ def test_a_layer_with_another_layers_input_keeps_its_own_tiles_and_manifest(
     write_layers_tiles(layers, out_root=tmp_path / "reference", **kw)  # type: ignore[arg-type]
     assert all_output(second) == all_output(tmp_path / "reference")
     assert all_output(second / "tiles" / "twin") != all_output(second / "tiles" / "all")
+
+
+@pytest.mark.parametrize("fmt", ["png", "pmtiles"])
+def test_a_twin_s_tiles_are_drawn_once_for_both_layers(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import heatmetro.site_builder.tiles as tiles_module
+
+    encoded = []
+
+    def counting(scanlines: np.ndarray, header: bytes) -> bytes:
+        encoded.append(1)
+        return encode_scanlines(scanlines, header)
+
+    monkeypatch.setattr(tiles_module, "encode_scanlines", counting)
+    layers = some_layers()
+    kw = {"heat_resolution": RES, "tiles_format": fmt, **ZOOMS}
+    stats = write_layers_tiles(layers, out_root=tmp_path / "both", **kw)  # type: ignore[arg-type]
+    alone = {lh.layer: sum(stats[lh.layer].tiles_per_zoom.values()) for lh in layers}
+    assert alone["twin"] == alone["all"] == stats["twin"].rendered > 0
+    assert len(encoded) == sum(alone.values()) - alone["twin"]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
