@@ -93,6 +93,8 @@ class Run:
     peak_rss_mb: float
     stages: dict[str, tuple[float, float]]  # wall and CPU seconds per stage
     cpu_seconds: float  # user + system, the process and its children
+    own_tiles: int = 0  # without twin layers (drawn with another: ``, drawn with all``)
+    own_tile_seconds: float = 0.0
     metro_cache: str = ""  # the CLI's "metro cache: ..." line
     window_cache: str = ""  # the CLI's "window cache: ..." line (threshold redone or whole)
 
@@ -161,11 +163,15 @@ def snapshot(label: str, project: Path, config: Path, month: str, *extra: str) -
         sys.exit(f"snapshot {label} failed:\n{proc.stderr}")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     layers = re.findall(r"tiles \S+\s+([\d,]+) in ([\d.]+) s .*?([\d,]+) unchanged", proc.stderr)
+    # Layers drawn with an earlier one (the same input: a bike share's ride is all).
+    own = re.findall(r"tiles \S+\s+([\d,]+) in ([\d.]+) s .*?unchanged\)", proc.stderr)
     return Run(
         label=label,
         seconds=seconds,
         tiles=sum(int(n.replace(",", "")) for n, _, _ in layers),
         tile_seconds=sum(float(s) for _, s, _ in layers),
+        own_tiles=sum(int(n.replace(",", "")) for n, _ in own),
+        own_tile_seconds=sum(float(s) for _, s in own),
         reused=sum(int(r.replace(",", "")) for _, _, r in layers),
         peak_rss_mb=int(rss.group(1)) / 1024 if rss else float("nan"),
         stages={
@@ -348,7 +354,7 @@ def main() -> int:
             "res 11, png", projects[11], projects[11] / "site.toml", month, "--no-cache"
         )
         runs = [full11]
-        one, one_rates = {}, {}
+        one, one_rates, own_rate = {}, {}, {}
         for fmt in ("png", "pmtiles"):
             # ONE_CORE_RUNS builds, each into a fresh site (nothing to reuse): the median.
             ones = []
@@ -359,6 +365,8 @@ def main() -> int:
             ones.sort(key=lambda r: r.tiles / r.tile_seconds)
             one[fmt] = ones[len(ones) // 2]
             one_rates[fmt] = ", ".join(f"{r.tiles / r.tile_seconds:,.0f}" for r in ones)
+            own = sorted(r.own_tiles / r.own_tile_seconds for r in ones if r.own_tile_seconds)
+            own_rate[fmt] = own[len(own) // 2] if own else float("nan")
         # Last before the change: the tile manifests then describe these published builds.
         full = {}
         for fmt in ("png", "pmtiles"):
@@ -412,7 +420,8 @@ def main() -> int:
             o, f, r, n = one[fmt], full[fmt], rebuild[fmt], fresh[fmt]
             print(
                 f"{fmt}: {o.tiles / o.tile_seconds:,.0f} tiles/s per core (tile stage, "
-                f"tile_workers = 1, median of {one_rates[fmt]}); tile stage {o.tile_seconds / max(f.tile_seconds, 1e-9):.2f}x "
+                f"tile_workers = 1, median of {one_rates[fmt]}; {own_rate[fmt]:,.0f} without the "
+                f"layers drawn with another); tile stage {o.tile_seconds / max(f.tile_seconds, 1e-9):.2f}x "
                 f"faster on {cores} cores; 1% rebuild ({changed} athletes): "
                 f"{r.seconds / n.seconds:.0%} of a full build's time, tile stage "
                 f"{r.tile_seconds / max(n.tile_seconds, 1e-9):.0%}, {r.reused:,} of {r.tiles:,} "

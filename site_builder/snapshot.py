@@ -528,9 +528,10 @@ def _write_tiles(
             bounds = stats.bounds
         if not quiet and n:
             rate = n / max(stats.seconds, 1e-9)
+            twin = f", drawn with {stats.twin_of}" if stats.twin_of else ""
             print(
                 f"tiles {layer:<6} {n:>7,} in {stats.seconds:.3f} s ({rate:,.0f}/s, "
-                f"{stats.reused:,} unchanged)",
+                f"{stats.reused:,} unchanged{twin})",
                 file=sys.stderr,
             )
     return total, bounds

@@ -76,6 +76,8 @@ class TileStats:
         seconds: wall time spent.
         rendered: tiles drawn and encoded in this call.
         reused: tiles taken unchanged from the previous build.
+        twin_of: the earlier layer with this one's very input, whose drawing it shares
+            (its tiles cost little here: benchmarks leave them out of rates per core).
     """
 
     tiles_per_zoom: dict[int, int]
@@ -83,6 +85,7 @@ class TileStats:
     seconds: float
     rendered: int = 0
     reused: int = 0
+    twin_of: str | None = None
 
 
 def encode_png(levels: np.ndarray) -> bytes:
@@ -186,6 +189,7 @@ class _Planned:
     digests: list[np.ndarray] = field(default_factory=list)
     unchanged: list[np.ndarray] = field(default_factory=list)
     was_written: list[np.ndarray] = field(default_factory=list)
+    twin_of: str | None = None
 
     def same_input(self, cells: np.ndarray, heat: np.ndarray) -> bool:
         return bool(np.array_equal(self.cells, cells) and np.array_equal(self.heat, heat))
@@ -402,7 +406,7 @@ def _plan_twin(
     started: float,
 ) -> _Planned:
     """``layer``'s plan when it has ``twin``'s input: its plans, digests and bounds."""
-    out = _Planned(layer, sink, twin.bounds, 0.0, cells, heat)
+    out = _Planned(layer, sink, twin.bounds, 0.0, cells, heat, twin_of=twin.layer)
     for i, z in enumerate(zooms):
         _PLANS[layer, z] = _PLANS[twin.layer, z]
         out.ids.append(twin.ids[i])
@@ -490,6 +494,7 @@ def _write_in_order(
             seconds=p.seconds + now - mark,
             rendered=rendered,
             reused=reused,
+            twin_of=p.twin_of,
         )
         mark = now
     return out
