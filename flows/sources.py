@@ -119,6 +119,22 @@ def _same_file(path: str, head: str) -> bool:
     return _head_hash(path, int(n)) == head
 
 
+def _late_newline(fh: IO[bytes], offset: int) -> int:
+    """The bytes of a newline (``\\n`` or ``\\r\\n``) at ``offset`` that end the line
+    before it, when that line was read whole without one (a last line, JSON already):
+    they belong to that line, not to a new, empty one that would shift every later
+    line's number by one."""
+    if offset == 0:
+        return 0
+    fh.seek(offset - 1)
+    around = fh.read(3)
+    if around[:1] in (b"\n", b""):  # the line before ended with its newline
+        return 0
+    if around[1:2] == b"\n":
+        return 1
+    return 2 if around[1:3] == b"\r\n" else 0
+
+
 def _open(path: str) -> IO[bytes]:
     if path.endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
@@ -165,7 +181,9 @@ class _Reader:
             if path.endswith(".gz"):
                 _skip(fh, resume.offset)
             else:
-                fh.seek(resume.offset)
+                late = _late_newline(fh, resume.offset)
+                pos = FilePosition(resume.lines, resume.offset + late, head)
+                fh.seek(pos.offset)
         return cls(path, fh, pos, head, max_bytes, hold_partial=not path.endswith(".gz"))
 
     def read(self, n: int, *, follow: bool) -> list[StreamMessage]:
