@@ -170,6 +170,7 @@ class _Reader:
         # The last read stopped at the end of the data (for now, when following), not
         # at a batch limit: a batch of blank lines only is empty but not the end.
         self.at_end = False
+        self.held = False  # a last line was left for the next run (a writer mid-line)
 
     @classmethod
     def open(cls, path: str, resume: FilePosition | None, max_bytes: int) -> _Reader:
@@ -220,7 +221,7 @@ class _Reader:
                         "is not whole JSON yet (a writer mid-line?): left for the next run",
                         file=sys.stderr,
                     )
-                    self.at_end = True
+                    self.at_end = self.held = True
                     break
             line, self._partial = self._partial + line, b""
             self.offset += len(line)
@@ -287,9 +288,19 @@ class _FilesPartition(StatefulSourcePartition[StreamMessage, FilePositions]):
             self.positions[self.reader.source] = self.reader.position()
             if out or not self.reader.at_end:
                 return out
+            held = self.reader.held
             self.reader.close()  # at its end (for now): on to the next file
             self.reader = None
             self.index += 1
+            if held and self.index < len(self.paths):
+                # One stream in the order given: what follows the held line waits for it.
+                later = ", ".join(Path(p).name for p in self.paths[self.index :])
+                print(
+                    f"warning: {path}: the later files ({later}) wait for it too, so that "
+                    "the stream keeps its order: run ingest again once it is written",
+                    file=sys.stderr,
+                )
+                raise StopIteration
         self._awake = datetime.now(UTC) + FOLLOW_POLL  # following: nothing new anywhere
         return []
 

@@ -124,3 +124,24 @@ def test_a_last_line_whose_newline_comes_later_keeps_the_line_numbers(tmp_path: 
         [str(crlf)], part.snapshot(), follow=False, max_bytes=DEFAULT_MAX_RECORD_BYTES
     )
     assert [m.position for m in read_all(again)] == [3]
+
+
+def test_a_held_line_keeps_the_files_after_it_for_the_next_run(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The files of one run are one stream in the order given: a last line held back
+    (a writer mid-line) must not be read after the later files' records, so those wait
+    with it (an outside review: an athlete's settings written last in one file applied
+    after the next file's activities)."""
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(b'{"n": 1}\n{"n": ')
+    second.write_bytes(b'{"m": 1}\n')
+    paths = [str(first), str(second)]
+    part = _FilesPartition(paths, {}, follow=False, max_bytes=DEFAULT_MAX_RECORD_BYTES)
+    assert [(m.source, m.position) for m in read_all(part)] == [(str(first), 1)]
+    assert "the later files (b.jsonl) wait for it too" in capsys.readouterr().err
+    with first.open("ab") as fh:
+        fh.write(b"2}\n")
+    again = _FilesPartition(
+        paths, part.snapshot(), follow=False, max_bytes=DEFAULT_MAX_RECORD_BYTES
+    )
+    got = [(Path(m.source).name, m.position) for m in read_all(again)]
+    assert got == [("a.jsonl", 2), ("b.jsonl", 1)]
