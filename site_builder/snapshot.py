@@ -167,9 +167,10 @@ def _run_snapshot(
     if not allow_empty:
         refuse_empty_over_heat(read.metro_window(), config.out_dir)
     if not quiet:
-        warn_overlapping_release(config, month)
+        published = published_counts(config.out_dir)  # what the site shows now
+        warn_overlapping_release(config, month, published)
         if not partial:
-            warn_republished_window(config, month, read.changed_athletes)
+            warn_republished_window(month, read.changed_athletes, published)
     build = new_build_dir(config.out_dir, month)
     parallel = (config.tile_workers or default_workers()) > 1
     metro: ForkedJob[MetroDone] | None = None
@@ -236,11 +237,10 @@ def check_snapshot_month(month: str | None, *, partial: bool = False) -> str:
     return month
 
 
-def warn_overlapping_release(config: Config, month: str) -> None:
+def warn_overlapping_release(config: Config, month: str, before: dict[str, object] | None) -> None:
     """Exact Metro counts of two overlapping windows differ by a month's part less the
     part of the month that left: one or two people's trips can come out (README rule 9).
     Said where the choice is made, each time it applies."""
-    before = published_counts(config.out_dir)
     last = before.get("month") if before else None
     if config.metro_epsilon is not None or not isinstance(last, str) or last == month:
         return
@@ -258,13 +258,14 @@ def warn_overlapping_release(config: Config, month: str) -> None:
         )
 
 
-def warn_republished_window(config: Config, month: str, changed: int | None) -> None:
+def warn_republished_window(
+    month: str, changed: int | None, before: dict[str, object] | None
+) -> None:
     """Two builds of one window that differ by a few people's changes show those
     people's share to anyone who keeps both and compares them (docs/operations.md,
     section 4): said when a snapshot republishes the window it published last with
     athletes' records changed since (an opt-out or a deletion applied at once, a cron
     job rebuilding the same month every night)."""
-    before = published_counts(config.out_dir)
     if not changed or not before or before.get("month") != month:
         return
     if before.get("month_in_progress"):  # the month's own final build, as scheduled
