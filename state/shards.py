@@ -149,18 +149,43 @@ class ShardedStore:
         """StoreError if the store's cells are at other H3 resolutions than the config's:
         mixing them would publish cells of two sizes in one file under one label."""
         found = meta.get("resolutions")
-        if found is None:  # a store from before the record: from now on, these
-            if record:
-                self._write_manifest({**meta, "resolutions": dict(sorted(resolutions.items()))})
-            return
+        read_from = ""
+        if found is None:  # a store from before the record: its cells tell
+            found = self._stored_resolutions()
+            read_from = " (read from its stored cells)"
         for name, value in sorted(resolutions.items()):
             if name in found and int(found[name]) != value:
                 msg = (
-                    f"store {self.dir} was made with {name} = {found[name]}, the config says "
-                    f"{value}: its stored cells are at the resolutions it was made with (set "
-                    f"{name} = {found[name]}, or re-ingest into a new state_dir)"
+                    f"store {self.dir} was made with {name} = {found[name]}{read_from}, the "
+                    f"config says {value}: its stored cells are at the resolutions it was made "
+                    f"with (set {name} = {found[name]}, or re-ingest into a new state_dir)"
                 )
                 raise StoreError(msg)
+        if read_from and record:  # from now on, recorded
+            self._write_manifest({**meta, "resolutions": dict(sorted(resolutions.items()))})
+
+    def _stored_resolutions(self) -> dict[str, int]:
+        """The resolutions of the cells of the first athlete-month stored with each kind
+        (an H3 index holds its resolution in bits 52-55); empty for an empty store."""
+        found: dict[str, int] = {}
+        columns = {"heat_resolution": "heat", "metro_resolution": "edges", "od_resolution": "od"}
+        for shard in self.local():
+            db = connect(self.path(shard), create=False)
+            try:
+                for name, column in columns.items():
+                    if name in found:
+                        continue
+                    row = db.execute(
+                        f"SELECT substr({column}, 1, 8) FROM athlete_months "  # noqa: S608 - fixed names
+                        f"WHERE length({column}) >= 8 LIMIT 1"
+                    ).fetchone()
+                    if row is not None:
+                        found[name] = (int.from_bytes(row[0], "little") >> 52) & 0xF
+            finally:
+                db.close()
+            if len(found) == len(columns):
+                break
+        return found
 
     def _write_manifest(self, meta: dict[str, Any]) -> None:
         manifest = self.dir / MANIFEST

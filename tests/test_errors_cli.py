@@ -144,14 +144,23 @@ def project(published: Path, tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- settings
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["recorded", "legacy"])
 @pytest.mark.parametrize(
     ("key", "value", "made"),
     [("heat_resolution", 12, 13), ("metro_resolution", 9, 10), ("od_resolution", 7, 8)],
 )
-def test_a_store_keeps_its_resolutions(project: Path, key: str, value: int, made: int) -> None:
+def test_a_store_keeps_its_resolutions(
+    project: Path, key: str, value: int, made: int, legacy: bool
+) -> None:
     """A store's cells are at the resolutions it was made with: another one in the config
     would mix cells of two sizes under one label (an operator's review found res-9 and
-    res-10 edges in one edges.csv), so ingest and snapshot refuse it, naming both."""
+    res-10 edges in one edges.csv), so ingest and snapshot refuse it, naming both. A
+    store made before the manifest recorded them (``legacy``) is judged by its cells."""
+    if legacy:
+        manifest = project / "state/shards/store.json"
+        meta = json.loads(manifest.read_text())
+        del meta["resolutions"]
+        manifest.write_text(json.dumps(meta) + "\n")
     before, rows = tree_hashes(project / "site"), store_rows(project)
     overrides = {key: value}
     if key == "heat_resolution":
@@ -162,6 +171,12 @@ def test_a_store_keeps_its_resolutions(project: Path, key: str, value: int, made
         proc = heatmetro(*args)
         assert_one_line_error(proc, f"was made with {key} = {made}", f"says {value}")
     assert tree_hashes(project / "site") == before and store_rows(project) == rows
+    if legacy:  # refused, not recorded; the config it was made with is, on its next run
+        assert "resolutions" not in json.loads(manifest.read_text())
+        write_config(project)
+        proc = heatmetro("ingest", "-c", project / "config.toml", project / "big.jsonl")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(manifest.read_text())["resolutions"][key] == made
 
 
 @pytest.mark.parametrize("value", ["abc", "-5", "99999999999999999999", "２０２１"])
