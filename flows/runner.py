@@ -80,9 +80,10 @@ def check_recovered_topics(recovery_dir: Path, inputs: list[str]) -> None:
     kafka = [i for i in inputs if i.startswith("kafka://")]
     topics: list[str] = []
     if kafka:  # confluent-kafka loads only for a Kafka input
-        from heatmetro.flows.kafka_input import parse_kafka_url
+        from heatmetro.flows.kafka_input import parse_kafka_url, topic_partitions
 
-        topics = sorted({parse_kafka_url(i).topic for i in kafka})
+        urls = [parse_kafka_url(i) for i in kafka]
+        topics = sorted({url.topic for url in urls})
     record = recovery_dir / TOPICS_FILE
     try:
         recorded = json.loads(record.read_text(encoding="utf-8"))
@@ -93,6 +94,10 @@ def check_recovered_topics(recovery_dir: Path, inputs: list[str]) -> None:
         raise StoreError(msg) from None
     if recorded is None:
         if topics:
+            # Recorded once the brokers answer: a first run that never reached them
+            # (a typo in the topic or host) must not tie the state to its topic.
+            for url in urls:
+                topic_partitions(url)
             record.write_text(json.dumps(topics) + "\n", encoding="utf-8")
         return
     if topics and topics != recorded:

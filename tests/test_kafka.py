@@ -241,11 +241,13 @@ def test_brokers_that_do_not_answer_are_one_line(run_cli: Run, tmp_path: Path) -
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    cfg, _ = new_project(tmp_path / "p")
+    cfg, store = new_project(tmp_path / "p")
     proc = run_cli("ingest", "-c", cfg, f"kafka://127.0.0.1:{port}/rides", check=False)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(err) == 1, proc.stderr[-2000:]
     assert "no answer from the Kafka brokers" in err[0]
+    # Nothing was read: the state is not tied to the topic of a run that never connected.
+    assert not (store / "recovery" / "kafka_topics.json").exists()
 
 
 def test_a_broker_gone_mid_follow_is_said_once_a_minute(run_cli: Run, tmp_path: Path) -> None:
