@@ -4,9 +4,10 @@ Walks along sidewalks mapped as ways of their own (``footway=sidewalk``) and rid
 roads bikes are meant to use, on the real Helsinki extract, each with ~200 m of the ways
 such a traveller takes before and after (tests/street_tracks.py: a walker keeps to the
 sidewalk where one is mapped, a cyclist to the road or cycle track); seeded noisy fixes
-(sigma 5 m, 1 Hz, 1.4 m/s on foot, 5 m/s by bike). Each route is matched twice in this
-process: with ``AVOID_LOGP = 0`` (the emission reads the distance only, as before) and
-with the current setting. Reported, length-weighted over the routes: the share of the
+(sigma 5 m, 1 Hz, 1.4 m/s on foot, 5 m/s by bike). Each route is matched three times in this
+process: with ``AVOID_LOGP = 0`` (the emission reads the distance only), with the
+preferences on the fixes alone (``AVOID_ROUTE_FACTOR = 1``), and with the current
+setting (on the streets routed between fixes too). Reported, length-weighted over the routes: the share of the
 route's ways not matched (missed), of matched ways not on the route (extra), of that on
 ways the mode avoids (a walker on a carriageway, a cyclist on a footway), and how many
 routes had their middle edge matched.
@@ -54,17 +55,19 @@ class Tally:
 
 def evaluate(
     net: StreetNetwork, mode: str, middles: np.ndarray, speed: float, n: int, seed: int
-) -> dict[float, Tally]:
+) -> dict[tuple[float, float], Tally]:
     rng = np.random.default_rng(seed)
     picks = rng.choice(middles, size=min(n, len(middles)), replace=False).tolist()
-    current = mm.AVOID_LOGP
-    out = {0.0: Tally(), current: Tally()}
+    # (fix penalty, route factor): distance only; preferences on the fixes alone; on
+    # the fixes and the streets routed between them (the current setting).
+    current = (mm.AVOID_LOGP, mm.AVOID_ROUTE_FACTOR)
+    out = {(0.0, 1.0): Tally(), (current[0], 1.0): Tally(), current: Tally()}
     for i, edge in enumerate(picks):
         route = route_through(net, edge, bool(rng.integers(2)), bike=mode == "bike", around_m=200)
         pts = np.array(noisy_track(net, route, seed=i, speed_ms=speed))
         ways = {e for e, _ in route}
         for setting, tally in out.items():
-            mm.AVOID_LOGP = setting
+            mm.AVOID_LOGP, mm.AVOID_ROUTE_FACTOR = setting
             mm.graph_for.cache_clear()
             avoided = mm.avoided_edges(net, mode)
             k = len(pts)
@@ -78,7 +81,7 @@ def evaluate(
             tally.missed_m += float(net.length_m[list(ways - got)].sum())
             tally.extra_m += float(net.length_m[list(got - ways)].sum())
             tally.avoided_m += sum(float(net.length_m[e]) for e in got - ways if avoided[e])
-    mm.AVOID_LOGP = current
+    mm.AVOID_LOGP, mm.AVOID_ROUTE_FACTOR = current
     mm.graph_for.cache_clear()
     return out
 
@@ -100,8 +103,12 @@ def main() -> None:
         print(f"{HELSINKI.name}: {len(sidewalks)} sidewalk and {len(roads)} road edges over 40 m")
         for mode, middles, speed in (("foot", sidewalks, 1.4), ("bike", roads, 5.0)):
             result = evaluate(net, mode, middles, speed, args.routes, args.seed)
-            for setting, tally in result.items():
-                label = "distance only" if setting == 0 else f"preferences ({setting})"
+            for (logp, factor), tally in result.items():
+                label = (
+                    "distance only" if logp == 0
+                    else f"fixes ({logp})" if factor == 1
+                    else f"fixes, routes x{factor:g}"
+                )  # fmt: skip
                 print(f"{mode}, {label:18s} {tally.line()}")
 
 

@@ -53,6 +53,11 @@ SPUR_M = 30.0  # out-and-back hops shorter than this are noise (see _cancel_spur
 # per fix (a fix ~7 m farther at SIGMA_M), so it is chosen only when the fixes clearly
 # lie on it; where it is the only street in reach, the penalty changes nothing.
 AVOID_LOGP = 1.5
+# The same preference for the streets routed between two fixes, where no fix lies to pay
+# it: a metre of an avoided edge costs this many metres in the transition. Without it a
+# route cut a junction's corner through a crossing's footway (a bike) or a road (a
+# walker), and those 5-10 m pieces got counts nobody travelled along.
+AVOID_ROUTE_FACTOR = 3.0
 # Carriageways people on foot walk beside, not on (when a sidewalk is mapped in reach).
 _ROADS = frozenset(
     {
@@ -281,7 +286,8 @@ class _Routes:
         near = (bb[:, 0] <= hi_x) & (bb[:, 2] >= lo_x) & (bb[:, 1] <= hi_y) & (bb[:, 3] >= lo_y)
         near &= g.allowed > 0
         edges = np.flatnonzero(near)
-        u, v, w, al = net.u[edges], net.v[edges], net.length_m[edges], g.allowed[edges]
+        u, v, al = net.u[edges], net.v[edges], g.allowed[edges]
+        w = net.length_m[edges] * np.where(g.avoid[edges] > 0, AVOID_ROUTE_FACTOR, 1.0)
         self.nodes = np.unique(np.concatenate([u, v, sources]))
         lu, lv = np.searchsorted(self.nodes, u), np.searchsorted(self.nodes, v)
         f, r = (al & FWD) > 0, (al & REV) > 0
@@ -464,7 +470,7 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
         ca, cb = cands[i0], cands[i1]
         sa, sb = states[k - 1], states[k]
         route, which, routes = trans[k - 1]
-        w, dist = int(which[sa, sb]), float(route[sa, sb])
+        w, dist = int(which[sa, sb]), float(route[sa, sb])  # a cost if w > 0 (see below)
         t0, t1 = float(t[i0]), float(t[i1])
         dt = max(t1 - t0, 0.0)
         ea, eb = int(ca.edge[sa]), int(cb.edge[sb])
@@ -477,6 +483,11 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
         ex_cost = net.length_m[ea] - ca.off[sa] if exit_end == 1 else ca.off[sa]
         ex_node = int(net.v[ea] if exit_end == 1 else net.u[ea])
         en_node = int(net.u[eb] if entry_end == 0 else net.v[eb])
+        en_cost = float(cb.off[sb] if entry_end == 0 else net.length_m[eb] - cb.off[sb])
+        path = routes.path_edges(ex_node, en_node) if ex_node != en_node else []
+        # The route's cost weighs avoided edges more (AVOID_ROUTE_FACTOR): times and
+        # speeds go by its length.
+        dist = float(ex_cost + net.length_m[[e for e, _ in path]].sum() + en_cost)
         visits[-1]["exit"] = ex_node
         visits[-1]["dist"] += ex_cost
         visits[-1]["dt"] += dt * ex_cost / dist if dist > 0 else 0.0
@@ -485,7 +496,7 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
         def at(d: float, t0: float = t0, dt: float = dt, dist: float = dist) -> float:
             return t0 + (dt * min(max(d / dist, 0.0), 1.0) if dist > 0 else 0.0)
 
-        for e, fwd in routes.path_edges(ex_node, en_node) if ex_node != en_node else []:
+        for e, fwd in path:
             length = float(net.length_m[e])
             visits.append(
                 {"e": e, "t_in": at(along), "entry": int(net.u[e] if fwd else net.v[e]),
@@ -495,7 +506,6 @@ def _finish(g, chain, score, back, trans, cands, t):  # type: ignore[no-untyped-
             along += length
         open_visit(eb, at(along), en_node)
         visits[-1]["offs"].append(float(cb.off[sb]))
-        en_cost = dist - along
         visits[-1]["dist"] += en_cost
         visits[-1]["dt"] += dt * en_cost / dist if dist > 0 else 0.0
     t_end = float(t[chain[-1]])

@@ -57,6 +57,36 @@ def test_a_wrong_way_track_starting_inside_a_one_way_street_counts_no_bike_there
     assert (SILTASAARENKATU, False) not in visits(net, match(net, "bike", pts))
 
 
+# A ride from Erottajankatu round the corner into Uudenmaankatu, and the crossing's
+# footway (bikes not signed) that cuts the corner: 20 m against the street's 36 m.
+CORNER_RIDE = [
+    "230989021:2394117042-2403899237", "232043439:2403899237-314935874",
+    "230989020:314935874-1380411602", "230989020:1380411602-315370681",
+    "77615452:315370681-314935876", "123911189:314935876-189508866",
+    "123911189:189508866-25291572", "25614338:25291572-314935878",
+    "25614338:314935878-913250150",
+]  # fmt: skip
+CORNER_FOOTWAY = [
+    "28586046:1380411602-314935871", "28656181:314935871-3232076698",
+    "317002927:3232076698-189508866",
+]  # fmt: skip
+
+
+def test_a_ride_round_a_corner_is_not_routed_over_the_footway_cutting_it(net) -> None:  # type: ignore[no-untyped-def]
+    """A fix on a footway costs a bike match its preference (AVOID_LOGP); so must the
+    streets routed between two fixes, or the shorter footway wins the corner and its
+    5-10 m pieces get counts nobody rode (a planner's review on Helsinki)."""
+    route = [(by_uid(net, uid), True) for uid in CORNER_RIDE]
+    wrong = []  # seeds whose match cut the corner or missed a street of the ride
+    for seed in range(20):
+        seen = {
+            uid for uid, _ in visits(net, match(net, "bike", noisy_track(net, route, seed=seed)))
+        }
+        if seen & set(CORNER_FOOTWAY) or not set(CORNER_RIDE[2:-2]) <= seen:
+            wrong.append(seed)
+    assert wrong == []
+
+
 def test_walkers_on_mapped_sidewalks_are_counted_there_not_on_the_road(net) -> None:  # type: ignore[no-untyped-def]
     """Sidewalks mapped as ways run metres from the carriageway: closer than GPS tells
     apart. 40 walks (1.4 m/s, sigma 5 m) along sidewalks, each with 150 m of ways a
