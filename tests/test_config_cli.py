@@ -93,6 +93,15 @@ def test_nan_and_infinity_are_named_as_such(
         ("min_zoom = 15", ": zooms must satisfy min_zoom <= public_max_zoom"),
         ('template_dir = "nope"', "nope is not a folder"),
         ("weekly_min_athletes = 2", "weekly_min_athletes = 2 is looser"),
+        # Leaflet refuses tiles without a credit: once a traceback in the snapshot.
+        (
+            'basemap_url = "https://tiles.example.org/{z}/{x}/{y}.png"',
+            "needs its basemap_attribution",
+        ),
+        (
+            'basemap_url = "https://t.example/{z}/{x}/{y}.png"\nbasemap_attribution = " "',
+            "needs its",
+        ),
     ],
 )
 def test_a_check_of_several_settings_reads_without_pydantics_prefix(

@@ -169,6 +169,13 @@ class Config(BaseModel):
                     "at least as strict as the monthly one"
                 )
                 raise ValueError(msg)
+        if self.basemap_url and not self.basemap_attribution.strip():
+            msg = (
+                f"basemap_url {self.basemap_url!r} needs its basemap_attribution: tile "
+                "providers require their credit on the map (set basemap_attribution, or "
+                'basemap_url = "" for no basemap)'
+            )
+            raise ValueError(msg)
         if self.template_dir is not None and not self.template_dir.is_dir():
             msg = f"template_dir {self.template_dir} is not a folder"
             raise ValueError(msg)
