@@ -43,14 +43,22 @@ from heatmetro.site_builder.tile_colours import (
 )
 from heatmetro.site_builder.tile_math import EQUATOR_M_PER_PX
 
-#: Heat layers in the order the layer switcher lists them, with their labels.
-LAYER_LABELS: dict[str, str] = {
+_GROUP_LABELS = {
     "all": "All",
     "ride": "Ride",
     "run": "Run/Walk/Hike",
     "water": "Water",
     "winter": "Winter",
-    **SPORT_LAYER_LABELS,  # per-sport layers (config ``sport_layers``), e.g. sport_trailrun
+}
+#: Heat layers in the order the layer switcher lists them, with their labels. A sport
+#: named like a group (the ``Ride`` type in the ``ride`` group) is "Ride only": two
+#: entries with one label would leave one unreachable in the switcher.
+LAYER_LABELS: dict[str, str] = {
+    **_GROUP_LABELS,
+    **{
+        layer: f"{label} only" if label in _GROUP_LABELS.values() else label
+        for layer, label in SPORT_LAYER_LABELS.items()
+    },  # per-sport layers (config ``sport_layers``), e.g. sport_trailrun
     NIGHT_LAYER: "Night",
 }
 

@@ -116,6 +116,18 @@ def test_index_has_the_layers_in_order_and_overzooms_past_public_tiles(tmp_path:
     assert '"pane": "heat"' in page.script
 
 
+def test_a_sport_named_like_its_group_gets_a_label_of_its_own(tmp_path: Path) -> None:
+    """``sport_layers = ["Ride"]``: the Ride type's layer and the ride group's were both
+    "Ride", and the switcher kept one of them (an outside review)."""
+    meta = dataclasses.replace(META, layers=("all", "ride", "sport_ride", "sport_trailrun"))
+    site = build(tmp_path, meta)
+    labels = re.findall(
+        r'^\s*"([^"]+)" : tile_layer_\d+,$', read(site, "index.html").script, flags=re.M
+    )
+    assert labels == ["All", "Ride", "Ride only", "Trail Run"]
+    assert "All, Ride, Ride only, Trail Run" in (site / "about.html").read_text()
+
+
 def test_index_only_lists_layers_that_have_tiles(tmp_path: Path) -> None:
     meta = dataclasses.replace(META, layers=("ride", "all"))
     page = read(build(tmp_path, meta), "index.html")
