@@ -42,27 +42,37 @@ def cut_path_ends(path: np.ndarray, start_m: float, end_m: float) -> np.ndarray:
     Distance is measured along the cell centres, which is never longer than the track
     itself, so at least as much is removed as the points would have lost.
     """
+    return drop_rows(path, ends_to_drop(path, start_m, end_m))
+
+
+def ends_to_drop(path: np.ndarray, start_m: float, end_m: float) -> np.ndarray:
+    """The rows ``cut_path_ends`` drops."""
+    drop = np.zeros(len(path), dtype=bool)
     if len(path) == 0 or (start_m <= 0 and end_m <= 0):
-        return path
+        return drop
     lat, lng = cell_centres(path["cell"])
     along = np.r_[0.0, np.cumsum(step_lengths_m(lat, lng))]
     total = along[-1]
-    drop = np.zeros(len(path), dtype=bool)
     if start_m > 0:
         drop |= along < start_m
     if end_m > 0:
         drop |= along > total - end_m
-    return drop_rows(path, drop)
+    return drop
 
 
 def cut_path_circles(path: np.ndarray, start_radius_m: float, end_radius_m: float) -> np.ndarray:
     """Drop the cells before the path first leaves the circle of ``start_radius_m``
     around its first cell's centre, and after it last enters the one of
     ``end_radius_m`` around its last cell's (a radius of 0: nothing at that end)."""
+    return drop_rows(path, circles_to_drop(path, start_radius_m, end_radius_m))
+
+
+def circles_to_drop(path: np.ndarray, start_radius_m: float, end_radius_m: float) -> np.ndarray:
+    """The rows ``cut_path_circles`` drops."""
     if len(path) == 0 or (start_radius_m <= 0 and end_radius_m <= 0):
-        return path
+        return np.zeros(len(path), dtype=bool)
     lat, lng = cell_centres(path["cell"])
     keep = between_end_circles(
         lat, lng, max(start_radius_m, 0.0), max(end_radius_m, 0.0), path["t"].astype(np.float64)
     )
-    return drop_rows(path, ~keep)
+    return ~keep

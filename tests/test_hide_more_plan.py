@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import h3
+import numpy as np
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heatmetro.state.hide_more_plan import plan_hide_more
+from heatmetro.core.cells import cell_centres
+from heatmetro.core.geo import haversine_m
+from heatmetro.state.hide_more_plan import HidePlan, plan_hide_more
+from heatmetro.state.records import PATH_DTYPE
 from heatmetro.state.settings import EffectiveZone, hide_cuts_m, zone_key
 
 SALT, JITTER = "test-salt", 150.0
@@ -63,3 +68,32 @@ def test_hiding_more_only_grows_cuts_and_is_idempotent(
 @given(override=st.floats(0, 1000), hide_m=hides)
 def test_an_activity_with_its_own_hide_distance_keeps_it(override: float, hide_m: float) -> None:
     assert plan("r-1", override, (override, override), "[]", hide_m, ()) is None
+
+
+def _straight_path(length_m: float, res: int = 13) -> np.ndarray:
+    """A stored path due east from (60.175, 24.9), a cell every ~5 m of track."""
+    lng = 24.9 + np.arange(0.0, length_m, 5.0) / (111_320.0 * np.cos(np.radians(60.175)))
+    cells = [int(h3.str_to_int(h3.latlng_to_cell(60.175, x, res))) for x in lng.tolist()]
+    cells = [c for i, c in enumerate(cells) if i == 0 or c != cells[i - 1]]
+    path = np.zeros(len(cells), PATH_DTYPE)
+    path["cell"], path["t"] = cells, np.arange(len(cells), dtype=np.float32)
+    return path
+
+
+def test_a_larger_hide_distance_cuts_to_its_bound_not_twice_as_far() -> None:
+    """Stored with 200 m hidden, raised to 700 m: every kept cell must be 700 m from any
+    start within ``within`` (250 m) of the first stored cell, so the cut reaches 950 m
+    from it on a straight track. The circle was drawn around the cell left after the
+    cut along the path, which took it to ~1,450 m (an outside review: 2,030 m cut of a
+    ride where ~850 m was asked)."""
+    path = _straight_path(4000.0)
+    p = HidePlan(
+        new_zones=(), extra_start_m=500.0, extra_end_m=500.0, cut_start_m=700.0,
+        cut_end_m=700.0, zone_key_json="[]", within_start_m=250.0, within_end_m=250.0,
+    )  # fmt: skip
+    kept = p.cut_ends(path)
+    lat, lng = cell_centres(path["cell"][[0, -1]])
+    klat, klng = cell_centres(kept["cell"][[0, -1]])
+    from_first = haversine_m(lat[0], lng[0], klat[0], klng[0])
+    from_last = haversine_m(lat[1], lng[1], klat[1], klng[1])
+    assert 950.0 <= from_first <= 980.0 and 950.0 <= from_last <= 980.0, (from_first, from_last)
