@@ -76,6 +76,8 @@ def render_map(meta: SiteMeta) -> MapParts:
     layer_cls = PmtilesLayer if meta.tiles_format == "pmtiles" else TileLayer
     suffix = ".pmtiles" if meta.tiles_format == "pmtiles" else "/{z}/{x}/{y}.png"
     heat_layers = []
+    weekly_layer = None
+    control = None
     for i, layer in enumerate(_ordered_layers(meta)):
         heat_layers.append(
             layer_cls(
@@ -103,23 +105,22 @@ def render_map(meta: SiteMeta) -> MapParts:
             weekly_options["bounds"] = [[south, west], [north, east]]
         # Named by its days: a weekly job that stopped must not pass for "the last 7 days".
         label = f"7 days to {meta.weekly_days[1]}" if meta.weekly_days else WEEKLY_LABEL
-        heat_layers.append(
-            (PmtilesLayer if weekly_pmtiles else TileLayer)(
-                tiles=WEEKLY_TILES + (".pmtiles" if weekly_pmtiles else "/{z}/{x}/{y}.png"),
-                attr=HEAT_ATTRIBUTION,
-                name=label,
-                overlay=False,
-                show=False,
-                min_zoom=meta.min_zoom,
-                max_zoom=meta.max_zoom,
-                max_native_zoom=meta.weekly_public_max_zoom,
-                pane=HEAT_PANE,
-                class_name="heat-weekly",
-                **weekly_options,
-            ).add_to(fmap)
-        )
+        weekly_layer = (PmtilesLayer if weekly_pmtiles else TileLayer)(
+            tiles=WEEKLY_TILES + (".pmtiles" if weekly_pmtiles else "/{z}/{x}/{y}.png"),
+            attr=HEAT_ATTRIBUTION,
+            name=label,
+            overlay=False,
+            show=False,
+            min_zoom=meta.min_zoom,
+            max_zoom=meta.max_zoom,
+            max_native_zoom=meta.weekly_public_max_zoom,
+            pane=HEAT_PANE,
+            class_name="heat-weekly",
+            **weekly_options,
+        ).add_to(fmap)
+        heat_layers.append(weekly_layer)
     if meta.layers:
-        LayerControl(position="topright", collapsed=False).add_to(fmap)
+        control = LayerControl(position="topright", collapsed=False).add_to(fmap)
     view = meta.view or meta.bounds
     if view is not None:
         south, west, north, east = view
@@ -133,6 +134,8 @@ def render_map(meta: SiteMeta) -> MapParts:
         name=parts.name,
         # Names are final only after _render has numbered the elements.
         heat_layers=tuple(layer.get_name() for layer in heat_layers),
+        weekly_layer=weekly_layer.get_name() if weekly_layer is not None else None,
+        layer_control=control.get_name() if control is not None else None,
         # pmtiles.js's layer is a GridLayer: it has no zoomOffset to borrow tiles from.
         retina=meta.tiles_format == "png",
         head=parts.head,

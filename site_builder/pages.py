@@ -166,6 +166,10 @@ class MapParts:
     head: Markup
     body: Markup
     script: Markup
+    # The weekly layer's variable and the layer switcher's (its top-level ``let``): the
+    # weekly job's ``weekly/weekly.js`` brings that layer up to date on the page.
+    weekly_layer: str | None = None
+    layer_control: str | None = None
 
 
 def write_pages(
@@ -305,7 +309,13 @@ def cached_map(meta: SiteMeta, cache: Path | None, *, reuse: bool = True) -> Map
         head=filled(entry["head"]),
         body=filled(entry["body"]),
         script=filled(entry["script"]),
+        weekly_layer=_str_or_none(entry.get("weekly_layer")),
+        layer_control=_str_or_none(entry.get("layer_control")),
     )
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 MAP_CACHE_ENTRIES = 4
@@ -315,6 +325,8 @@ def _entry(parts: MapParts) -> dict[str, Any]:
     entry: dict[str, Any] = {f: str(getattr(parts, f)) for f in ("name", *_TEXT)}
     entry["retina"] = parts.retina
     entry["heat_layers"] = list(parts.heat_layers)
+    entry["weekly_layer"] = parts.weekly_layer
+    entry["layer_control"] = parts.layer_control
     return entry
 
 

@@ -173,6 +173,20 @@ def run_weekly(
             )
             + "\n"
         )
+        # Read by the monthly page (built once a month) to name and place its weekly layer.
+        (build / "weekly.js").write_text(
+            "window.heatmetroWeekly = "
+            + json.dumps(
+                {
+                    "first": first.isoformat(),
+                    "last": last.isoformat(),
+                    "bounds": [[bounds[0], bounds[1]], [bounds[2], bounds[3]]] if bounds else None,
+                    "format": config.tiles_format,
+                },
+                sort_keys=True,
+            )
+            + ";\n"
+        )
         _publish(build, config.out_dir)
     return WeeklyResult(
         first.isoformat(), last.isoformat(), config.out_dir / WEEKLY, athletes, len(acts),

@@ -4,6 +4,7 @@ of local start dates, and its publish beside the monthly site's atomic swap."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 from collections.abc import Callable
@@ -12,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, athlete, line, to_jsonl
+from tests.streams import (
+    NORTH_EAST,
+    NORTH_WEST,
+    NORTHAMPTON_EAST,
+    NORTHAMPTON_WEST,
+    activity,
+    athlete,
+    line,
+    to_jsonl,
+)
 from tests.test_personal_cli import tile_alpha
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -261,3 +271,57 @@ def test_weekly_in_a_cluster_is_refused_in_one_line(project: Path, run_cli: Run)
                    "127.0.0.1:1;127.0.0.1:2", "-i", "0", check=False)  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "without -a/-i, on one machine holding every shard" in proc.stderr
+
+
+def _tile_bounds(url: str) -> tuple[float, float, float, float]:
+    """(south, west, north, east) of the tile ``…/{z}/{x}/{y}.png``."""
+    z, x, y = (int(v) for v in re.findall(r"/(\d+)/(\d+)/(\d+)\.png", url)[0])
+    n = 2.0**z
+
+    def lat(row: int) -> float:
+        return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * row / n))))
+
+    return lat(y + 1), x / n * 360 - 180, lat(y), (x + 1) / n * 360 - 180
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian chromium")
+def test_the_monthly_page_follows_the_weekly_jobs_newer_week(project: Path, run_cli: Run) -> None:
+    """The monthly page is built once a month, the weekly map every week: the page's
+    weekly layer must name the week now published and ask for its tiles where that week
+    has heat. It kept the days and bounds of the week it was built with (an outside
+    review: "7 days to 2026-11-30" and the old week's bounds all month)."""
+    from tests.browser import open_site
+
+    config = project / "config.toml"
+    north = line(NORTH_WEST, NORTH_EAST)
+    day10 = datetime.now(UTC).date() - timedelta(days=10)
+    start10 = datetime(day10.year, day10.month, day10.day, 15, 0, tzinfo=UTC)
+    events = [recent(f"a{i}", 2) for i in range(5)]  # Elm Street, 2 days ago
+    events += [activity(f"n{i}", f"n{i}", north, start=start10) for i in range(5)]
+    (project / "rides.jsonl").write_bytes(to_jsonl(events))
+    run_cli("ingest", "-c", config, project / "rides.jsonl")
+    run_cli("snapshot", "-c", config, *month_of_recent(2))
+    run_cli("snapshot", "-c", config, "--weekly")
+    run_cli("snapshot", "-c", config, *month_of_recent(2))  # offers the week to yesterday
+    index = (project / "site" / "index.html").read_bytes()
+    # The weekly job's next run (here: a week back, with heat on the northern street only).
+    until = datetime.now(UTC).date() - timedelta(days=8)
+    run_cli("snapshot", "-c", config, "--weekly", "--until", str(until))
+    assert (project / "site" / "index.html").read_bytes() == index  # the page as built
+    south, west, north_lat, east = json.loads(
+        (project / "site" / "weekly" / "metadata.json").read_text()
+    )["bounds"]
+    assert south <= NORTH_WEST[0] <= north_lat and not south <= NORTHAMPTON_WEST[0] <= north_lat
+    with open_site(project / "site") as site:
+        site.wait_for_map()
+        link = site.page.locator("#hm-weekly-link").text_content()
+        before = len(site.tiles)
+        site.click_layer(f"7 days to {until}")
+        weekly = site.tiles[before:]
+        assert site.page_errors == [] and site.blocked_except_basemap() == []
+    assert link == f"7 days to {until}"
+    assert weekly and 200 in {status for _, status in weekly}, weekly
+    for url, _ in weekly:  # only where the published week has heat
+        s, w, n, e = _tile_bounds(url)
+        assert s <= north_lat and n >= south and w <= east and e >= west, url

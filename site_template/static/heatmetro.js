@@ -129,6 +129,25 @@ var heatmetro = (function () {
     if (linked) { write(); }  // a zoom out of range reads as the one shown
   }
 
+  // The monthly page is built once a month, the weekly map every week: the weekly job's
+  // weekly/weekly.js says which days it now shows and where it has heat, so the page's
+  // weekly layer is named by those days and asks for tiles only there.
+  function freshWeekly(weekly) {
+    var now = window.heatmetroWeekly;
+    if (!now) { return; }  // no weekly.js (an older weekly build): the page as built
+    var label = "7 days to " + now.last;
+    var link = document.getElementById("hm-weekly-link");
+    if (link) { link.textContent = label; }
+    var layer = weekly.layer, control = weekly.control;
+    if (!control) { return; }
+    if (layer) { control.removeLayer(layer); }
+    // A week without heat (or in another tile format than the page was built for) is
+    // no choice: its tiles would all be 404s. Its page, linked above, says why.
+    if (!layer || !now.bounds || now.format !== weekly.format) { return; }
+    layer.options.bounds = L.latLngBounds(now.bounds);
+    control.addBaseLayer(layer, label);
+  }
+
   function init(map, options) {
     if (!map) { return; }
     options = options || {};
@@ -136,6 +155,7 @@ var heatmetro = (function () {
     var box = map.getContainer();
     box.setAttribute("role", "main");
     box.setAttribute("aria-label", document.title || "Heatmap");
+    if (options.weekly) { freshWeekly(options.weekly); }
     if (options.retina) { useRetinaTiles(map, options.heat || []); }
     if (options.probe) { probeRanges(options.probe); }
     keepViewInUrl(map);
