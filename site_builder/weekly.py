@@ -74,10 +74,17 @@ def parse_until(text: str | None, now: datetime) -> date:
     try:
         if len(text) != 10:
             raise ValueError(text)
-        return date.fromisoformat(text)
+        until = date.fromisoformat(text)
     except ValueError:
         msg = f"--until {text!r}: expected YYYY-MM-DD, e.g. 2021-06-20"
         raise PublishError(msg) from None
+    if until >= now.date():  # a typo in a cron job must not blank or clip the weekly map
+        msg = (
+            f"--until {text}: that day is not over (today is {now.date()} UTC); the weekly "
+            "map ends on a complete day (by default yesterday)"
+        )
+        raise PublishError(msg)
+    return until
 
 
 def run_weekly(

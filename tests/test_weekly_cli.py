@@ -129,6 +129,8 @@ def test_weekly_cli_mistakes(project: Path, run_cli: Run) -> None:
         (["--weekly", "--until", "2021-6-20"], "expected YYYY-MM-DD"),
         (["--until", "2021-06-20"], "only applies with --weekly"),
         (["--weekly", "--month", "2021-06"], "cannot be combined"),
+        (["--weekly", "--until", "2099-01-01"], "2099-01-01: that day is not over"),
+        (["--weekly", "--until", str(datetime.now(UTC).date())], "that day is not over"),
     ):
         proc = run_cli("snapshot", "-c", config, *args, check=False)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
