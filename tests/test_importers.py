@@ -337,6 +337,31 @@ def test_damaged_files_keep_what_could_be_read_and_say_so() -> None:
         assert not any(n.startswith("ERROR") for n in notes[name])
 
 
+@needs_shared
+@pytest.mark.parametrize("share", [0.3, 0.7])
+def test_a_gpx_file_cut_short_keeps_the_points_before_the_cut(tmp_path: Path, share: float) -> None:
+    """A GPX file cut short (an app killed mid-save, a partial download) was refused whole
+    ("not a valid GPX file: unclosed token"), where a truncated FIT file keeps what it
+    holds (an outside review)."""
+    whole = (GPX_DIR / "cerknicko-jezero.gpx").read_bytes()
+    cut = whole[: int(len(whole) * share)]
+    (tmp_path / "cut.gpx").write_bytes(cut)
+    notes: list[str] = []
+    (event,) = import_tracks(
+        [tmp_path / "cut.gpx"], athlete_id="a-1",
+        on_error=lambda p, r: notes.append(f"ERROR {r}"), on_warning=lambda p, r: notes.append(r),
+    )  # fmt: skip
+    check_event(event)
+    (full,) = import_tracks(
+        [GPX_DIR / "cerknicko-jezero.gpx"], athlete_id="a-1", on_error=lambda p, r: notes.append(r)
+    )
+    kept = len(event["streams"]["time"])
+    assert kept == cut.count(b"</trkpt>") and 0 < kept < len(full["streams"]["time"])
+    assert event["streams"]["latlng"] == full["streams"]["latlng"][:kept]
+    assert any("not a valid GPX file" in n and "cut short" in n for n in notes), notes
+    assert not any(n.startswith("ERROR") for n in notes)
+
+
 def test_a_fix_with_a_garbage_time_is_dropped_not_the_activity() -> None:
     """A damaged FIT file's last fix reads 2027039628 s after the start: kept, it made the
     whole ride a dead letter at ingest (a review: import said "kept 237 fixes")."""

@@ -274,8 +274,15 @@ def _parse(stream: BinaryIO, target: _GpxTarget | _TcxTarget, what: str) -> Reco
         msg = f"refused: XML entity declarations are not allowed ({type(exc).__name__})"
         raise ImportFileError(msg) from None
     except ParseError as exc:
+        # A file cut short (a phone's app killed mid-save, a partial download) keeps
+        # the points read before the break, as a truncated FIT file does.
         msg = f"not a valid {what} file: {exc}"
-        raise ImportFileError(msg) from None
+        try:
+            track = target.track()
+        except ImportFileError:
+            raise ImportFileError(msg) from None
+        track.damage = f"{msg} (broken or cut short there)"
+        return track
     return target.track()
 
 
