@@ -617,10 +617,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE_OR_ZIP")
     p.add_argument("--athlete-id", required=True, type=athlete_id)
     p.add_argument(
-        "--visibility", default="everyone", choices=["everyone", "followers_only", "only_me"]
+        "--visibility",
+        default="everyone",
+        choices=["everyone", "followers_only", "only_me"],
+        help="who may see the activities (default: everyone, i.e. public: they reach the "
+        "public heatmap and Metro files; use only_me for files whose owner chose nothing)",
     )
     p.add_argument(
-        "--sport-type", type=sport_type, help="override the sport type found in the files"
+        "--sport-type",
+        type=sport_type,
+        help="override the sport type found in the files (a file naming none is taken as "
+        "Ride, and said so)",
     )
     p.add_argument(
         "--updated-at",

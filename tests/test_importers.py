@@ -362,6 +362,22 @@ def test_a_gpx_file_cut_short_keeps_the_points_before_the_cut(tmp_path: Path, sh
     assert not any(n.startswith("ERROR") for n in notes)
 
 
+@needs_shared
+def test_a_file_without_a_sport_type_says_what_it_was_taken_for() -> None:
+    """An untyped GPX file (a 1.9 m/s walk) became a Ride with no word said, landing in
+    the ride layer and the Metro ride counts (an outside review): said now."""
+    path = GPX_DIR / "cerknicko-jezero.gpx"
+    for forced, said in ((None, True), ("Walk", False)):
+        notes: list[str] = []
+        (event,) = import_tracks(
+            [path], athlete_id="a-1", sport_type=forced, on_error=lambda p, r: notes.append(r),
+            on_warning=lambda p, r: notes.append(r),
+        )  # fmt: skip
+        assert event["sport_type"] == (forced or "Ride")
+        note = "no sport type in the file: imported as Ride (--sport-type sets one)"
+        assert (note in notes) == said, notes
+
+
 def test_a_fix_with_a_garbage_time_is_dropped_not_the_activity() -> None:
     """A damaged FIT file's last fix reads 2027039628 s after the start: kept, it made the
     whole ride a dead letter at ingest (a review: import said "kept 237 fixes")."""

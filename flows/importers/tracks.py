@@ -230,6 +230,10 @@ def _convert(
     if track.damage:
         kept = sum(len(e["streams"]["time"]) for e in events)
         notes.append(f"kept the {kept:,} fixes that could be read; {track.damage}")
+    if not (opts.sport_type or listed_sport or track.sport_type or any(s for _, s in legs)):
+        # Said, not guessed silently: a walk or a drive taken as a ride lands in the ride
+        # layer and the Metro files' ride counts.
+        notes.append(f"no sport type in the file: imported as {sport} (--sport-type sets one)")
     if len(events) > 1:
         each = ", ".join(f"{e['sport_type']} {e['start_date']}" for e in events)
         notes.append(f"{len(events)} activities in one file: {each}")
