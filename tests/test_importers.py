@@ -370,8 +370,9 @@ def test_a_file_without_a_sport_type_says_what_it_was_taken_for() -> None:
     for forced, said in ((None, True), ("Walk", False)):
         notes: list[str] = []
         (event,) = import_tracks(
-            [path], athlete_id="a-1", sport_type=forced, on_error=lambda p, r: notes.append(r),
-            on_warning=lambda p, r: notes.append(r),
+            [path], athlete_id="a-1", sport_type=forced,
+            on_error=lambda p, r, notes=notes: notes.append(r),
+            on_warning=lambda p, r, notes=notes: notes.append(r),
         )  # fmt: skip
         assert event["sport_type"] == (forced or "Ride")
         note = "no sport type in the file: imported as Ride (--sport-type sets one)"
