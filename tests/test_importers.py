@@ -7,6 +7,7 @@ where it is absent.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import re
@@ -362,6 +363,10 @@ def test_a_gpx_file_cut_short_keeps_the_points_before_the_cut(tmp_path: Path, sh
     assert not any(n.startswith("ERROR") for n in notes)
 
 
+def _note(notes: list[str], path: Path, reason: str) -> None:
+    notes.append(reason)
+
+
 @needs_shared
 def test_a_file_without_a_sport_type_says_what_it_was_taken_for() -> None:
     """An untyped GPX file (a 1.9 m/s walk) became a Ride with no word said, landing in
@@ -369,11 +374,10 @@ def test_a_file_without_a_sport_type_says_what_it_was_taken_for() -> None:
     path = GPX_DIR / "cerknicko-jezero.gpx"
     for forced, said in ((None, True), ("Walk", False)):
         notes: list[str] = []
+        keep = functools.partial(_note, notes)
         (event,) = import_tracks(
-            [path], athlete_id="a-1", sport_type=forced,
-            on_error=lambda p, r, notes=notes: notes.append(r),
-            on_warning=lambda p, r, notes=notes: notes.append(r),
-        )  # fmt: skip
+            [path], athlete_id="a-1", sport_type=forced, on_error=keep, on_warning=keep
+        )
         assert event["sport_type"] == (forced or "Ride")
         note = "no sport type in the file: imported as Ride (--sport-type sets one)"
         assert (note in notes) == said, notes
