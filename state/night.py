@@ -101,18 +101,29 @@ def night_rows(cells: np.ndarray, t_utc: np.ndarray, utc_offset_s: np.ndarray) -
     keys = list(zip(p[first].tolist(), d[first].tolist(), o[first].tolist(), strict=True))
     times = np.array([sun_times(*k) for k in keys], dtype=np.float64).reshape(-1, 2)
     slopes = np.array([sun_slopes(*k) for k in keys], dtype=np.float64).reshape(-1, 2)
-    # Moved from the res-4 centre to each row's own cell (see the module's docstring).
-    # (h3o's centres, vectorised: they differ from h3-py's by ~0.01 mm, ~1e-9 s of sun.)
-    lat, lng = cells_to_latlng(np.asarray(cells, dtype=np.uint64))
-    c_lat, c_lng = cells_to_latlng(parent)
-    d_lng = lng - c_lng
-    d_lng = (d_lng + 180.0) % 360.0 - 180.0  # a cell across the antimeridian
-    shift = -SECONDS_PER_DEGREE_EAST * d_lng
-    d_lat = lat - c_lat
-    with np.errstate(invalid="ignore"):  # inf + finite stays inf: polar day and night
-        rise = times[group, 0] + shift + d_lat * slopes[group, 0]
-        fall = times[group, 1] + shift + d_lat * slopes[group, 1]
-    return (t_utc < rise) | (t_utc >= fall)
+    rise, fall = times[group, 0], times[group, 1]
+    dark = (t_utc < rise) | (t_utc >= fall)
+    # Moved to each row's own cell (see the module's docstring), which matters only near
+    # sunrise or sunset: a row's place in its res-4 cell (< 0.3 degrees from the centre
+    # each way, farther in longitude towards the poles) moves the times by less than
+    # ``reach``, so rows farther from them keep the centre's verdict.
+    c_lat, c_lng = cells_to_latlng(p[first])
+    lng_reach = np.minimum(0.3 / np.maximum(np.cos(np.radians(c_lat)), 1e-9), 360.0)
+    reach = SECONDS_PER_DEGREE_EAST * lng_reach[:, None] + 0.3 * np.abs(slopes) + 60.0
+    with np.errstate(invalid="ignore"):  # inf - inf: polar day or night, never near
+        near = (np.abs(t_utc - rise) < reach[group, 0]) | (np.abs(t_utc - fall) < reach[group, 1])
+    at = np.flatnonzero(near)
+    if len(at):
+        g = group[at]
+        # (h3o's centres, vectorised: they differ from h3-py's by ~0.01 mm, ~1e-9 s of sun.)
+        lat, lng = cells_to_latlng(np.asarray(cells, dtype=np.uint64)[at])
+        d_lng = (lng - c_lng[g] + 180.0) % 360.0 - 180.0  # a cell across the antimeridian
+        shift = -SECONDS_PER_DEGREE_EAST * d_lng
+        d_lat = lat - c_lat[g]
+        moved_rise = rise[at] + shift + d_lat * slopes[g, 0]
+        moved_fall = fall[at] + shift + d_lat * slopes[g, 1]
+        dark[at] = (t_utc[at] < moved_rise) | (t_utc[at] >= moved_fall)
+    return dark
 
 
 def night_path(path: np.ndarray, start_s: int, utc_offset_s: int) -> np.ndarray:
