@@ -185,6 +185,9 @@ class EdgePlan:
         self.n_cells = start
         self._hidden: np.ndarray | None = None
         self.reused = False
+        #: The row writers' answers to "the same records?" per pair of layers
+        #: (``metro_rows.same_records``), kept with the plan the four tables share.
+        self.memo: dict[tuple[str, str], bool] = {}
 
     def sums(self, table: str, layer: str) -> DirectionSums:
         return self.blocks[(table, layer)].sums
