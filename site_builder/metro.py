@@ -29,7 +29,7 @@ from heatmetro.site_builder import metro_columns as cols
 from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_chart import chart_svg, monthly_totals, window
 from heatmetro.site_builder.metro_dp import DpNoise
-from heatmetro.site_builder.metro_files import sha256, write_csv, write_geojson, write_zip
+from heatmetro.site_builder.metro_files import sha256, write_csv, write_geojson
 from heatmetro.site_builder.metro_gpkg import Named, rows_from_csv, rows_from_geojson, write_gpkg
 from heatmetro.site_builder.metro_rows import (
     Rows,
@@ -46,6 +46,7 @@ from heatmetro.site_builder.metro_streets import FILES as STREET_FILES
 from heatmetro.site_builder.metro_streets import StreetWindow, write_streets
 from heatmetro.site_builder.metro_tables import BANDS, Publication
 from heatmetro.site_builder.metro_text_cache import TEXT_CACHE, TextCache
+from heatmetro.site_builder.metro_zip import ZipPacker
 from heatmetro.site_builder.templates import environment
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
@@ -127,6 +128,21 @@ def write_metro(
     """
     for name in ("month", "first_month"):
         check_month(getattr(settings, name), what=f"metro: settings.{name} =")
+    packer = ZipPacker()  # deflates each file for the zip as soon as it is written
+    try:
+        return _write_metro(window_data, settings, metro_dir, streets, cache, packer)
+    finally:
+        packer.close()
+
+
+def _write_metro(
+    window_data: WindowData,
+    settings: MetroSettings,
+    metro_dir: Path,
+    streets: StreetWindow | None,
+    cache: MetroCache | None,
+    packer: ZipPacker,
+) -> dict[str, int]:
     when = file_time()
     attribution = OSM_ATTRIBUTION if settings.base_map or streets is not None else None
     noise = DpNoise.create(settings.epsilon, settings.delta, settings.salt, settings.month)
@@ -173,14 +189,13 @@ def write_metro(
     for table, (columns, table_rows) in tables_only.items():
         path = metro_dir / f"{table}.csv"
         rows[path.name] = write_csv(path, columns, table_rows, texts)
-    if cache is not None:
-        cache.save()
-        plan.save_cache()  # after: these name the Metro cache file as saved
-        if texts is not None:
-            texts.save()
+    for name in rows:
+        packer.add(metro_dir / name)
     descriptions = dict(cols.FILE_DESCRIPTIONS)
     if streets is not None:  # a base map: counts per OSM street edge too
         rows |= write_streets(streets, pub, metro_dir, cols.direction_columns, direction_values)
+        for name in STREET_FILES:
+            packer.add(metro_dir / name)
         descriptions = {**STREET_FILES, **descriptions}
         descriptions["metro.gpkg"] = (
             "GeoPackage: layers edges (lines), hexagons (polygons), od (lines) and streets "
@@ -207,6 +222,12 @@ def write_metro(
             layers[table] = (None, street_columns_of, street_rows_of)
     for layer, n in write_gpkg(metro_dir / "metro.gpkg", layers, when, attribution).items():
         rows[f"metro.gpkg:{layer}"] = n
+    packer.add(metro_dir / "metro.gpkg")
+    if cache is not None:  # while the GeoPackage is deflated: nothing published reads them
+        cache.save()
+        plan.save_cache()  # after: these name the Metro cache file as saved
+        if texts is not None:
+            texts.save()
 
     names = [c.name for c in cols.EDGE_MONTHLY_COLUMNS]
     totals = monthly_totals(
@@ -229,7 +250,7 @@ def write_metro(
 
     stem = f"heatmetro-metro-{settings.month}"
     members = [metro_dir / name for name in descriptions]
-    write_zip(metro_dir / f"{stem}.zip", stem, members, when)
+    packer.write(metro_dir / f"{stem}.zip", stem, members, when)
 
     downloads = [
         {
@@ -238,7 +259,7 @@ def write_metro(
             "size": p.stat().st_size,
             "shown_size": human_size(p.stat().st_size),
             "rows": rows.get(p.name),
-            "sha256": sha256(p),
+            "sha256": packer.packed(p).sha256 if p in members else sha256(p),
         }
         for p in [*members, metro_dir / f"{stem}.zip"]
     ]

@@ -119,17 +119,25 @@ def write_geojson(
     return len(rows)
 
 
-def write_zip(path: Path, folder: str, members: Sequence[Path], when: datetime) -> None:
-    """Deterministic zip: sorted entries, fixed time and mode, one top folder."""
+def zip_info(name: str, when: datetime) -> zipfile.ZipInfo:
+    """A zip entry's fixed time and mode."""
     when = max(when, ZIP_MIN_DATE)
     date_time = (when.year, when.month, when.day, when.hour, when.minute, when.second)
+    info = zipfile.ZipInfo(name, date_time=date_time)
+    info.create_system = 3  # Unix, whatever OS builds it, so the bytes match
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def write_zip(path: Path, folder: str, members: Sequence[Path], when: datetime) -> None:
+    """Deterministic zip: sorted entries, fixed time and mode, one top folder (the
+    reference of ``metro_zip.ZipPacker``, which writes the same bytes)."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for member in sorted(members, key=lambda p: p.name):
-            info = zipfile.ZipInfo(f"{folder}/{member.name}", date_time=date_time)
-            info.create_system = 3  # Unix, whatever OS builds it, so the bytes match
-            info.external_attr = 0o644 << 16
             data = member.read_bytes()
-            zf.writestr(info, data, zipfile.ZIP_DEFLATED, ZIP_LEVEL)
+            zf.writestr(
+                zip_info(f"{folder}/{member.name}", when), data, zipfile.ZIP_DEFLATED, ZIP_LEVEL
+            )
 
 
 def sha256(path: Path) -> str:

@@ -215,25 +215,38 @@ def _lines(a: np.ndarray, b: np.ndarray, *, coords: bool = True) -> tuple[list[C
     return [[(x1, y1), (x2, y2)] for x1, y1, x2, y2 in xy], bearing
 
 
+def same_records(
+    parts: dict[str, np.ndarray], memo: dict[tuple[str, str], bool]
+) -> Callable[[str, str], bool]:
+    """Whether two layers of ``parts`` hold the very same records. ``memo`` keeps each
+    answer: the four edge tables ask about the same pairs of layers (a comparison of two
+    layers' records was ~2% of a rebuild's Metro writer, four times over)."""
+
+    def same(a: str, b: str) -> bool:
+        if (a, b) not in memo:
+            x, y = parts[a], parts[b]
+            memo[(a, b)] = x is y or (
+                x.dtype == y.dtype and x.shape == y.shape and bool(np.array_equal(x, y))
+            )
+        return memo[(a, b)]
+
+    return same
+
+
 def _twin(
-    parts: dict[str, np.ndarray],
     layer: str,
     done: dict[str, _Built],
     pub: Publication,
+    same: Callable[[str, str], bool],
     alike: Callable[[str, str], bool],
 ) -> _Built | None:
-    """What an earlier layer with the very same records built (a sport layer that holds
-    every activity repeats ``all``: ValleyBike's ``ride``); never with differential
-    privacy, where each layer's counts draw their own noise."""
+    """What an earlier layer with the very same records (``same``) built (a sport layer
+    that holds every activity repeats ``all``: ValleyBike's ``ride``); never with
+    differential privacy, where each layer's counts draw their own noise."""
     if pub.noise is not None:
         return None
-    arr = parts[layer]
     for other, built in done.items():
-        o = parts[other]
-        same = o is arr or (
-            o.dtype == arr.dtype and o.shape == arr.shape and np.array_equal(o, arr)
-        )
-        if same and alike(other, layer):
+        if same(other, layer) and alike(other, layer):
             return built
     return None
 
@@ -248,16 +261,21 @@ def _edge_layers(
     window: WindowData,
     pub: Publication,
     build: Callable[[str], _Built],
-    alike: Callable[[str, str], bool],
+    plan: EdgePlan,
+    table: str,
 ) -> Rows:
     """Rows (and geometry, columns, edges) of every edge layer: ``build(layer)``'s
-    columns with the layer's name between the leading and trailing ones."""
+    columns with the layer's name between the leading and trailing ones. A layer that
+    ``plan`` hides alike in ``table`` and whose records are an earlier layer's takes
+    that layer's rows."""
+    same = same_records(window.edges, plan.memo)
+    alike = partial(plan.alike, table)
     geometry: list[Coords] = []
     done: dict[str, _Built] = {}
     parts: list[list[Column]] = []
     edges, places = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)]
     for layer in _layers(window.edges):
-        built = _twin(window.edges, layer, done, pub, alike) or build(layer)
+        built = _twin(layer, done, pub, same, alike) or build(layer)
         done[layer] = built
         lead, tail, lines, edge = built
         n = len(lead[0]) if lead else 0
@@ -305,7 +323,7 @@ def edge_rows(
         tail += [*direction_arrays(t), decimal_array(bearing)]
         return [_edge_ids(a, b)], tail, lines, edge_hashes(a, b)
 
-    rows = _edge_layers(window, pub, build, partial(plan.alike, table))
+    rows = _edge_layers(window, pub, build, plan, table)
     return replace(rows, geometry=None) if monthly else rows
 
 
@@ -324,7 +342,7 @@ def hourly_rows(
         a, b = t.keys["a"], t.keys["b"]
         return [_edge_ids(a, b)], tail, [], edge_hashes(a, b)
 
-    return replace(_edge_layers(window, pub, build, partial(plan.alike, "hour_day")), geometry=None)
+    return replace(_edge_layers(window, pub, build, plan, "hour_day"), geometry=None)
 
 
 def hourly_wide_rows(
@@ -352,7 +370,7 @@ def hourly_wide_rows(
         ]
         return [_edge_ids(a, b)], tail, [], edge_hashes(a, b)
 
-    return replace(_edge_layers(window, pub, build, partial(plan.alike, "hour")), geometry=None)
+    return replace(_edge_layers(window, pub, build, plan, "hour"), geometry=None)
 
 
 def cell_plan(

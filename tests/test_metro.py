@@ -678,6 +678,31 @@ def test_a_layer_repeating_all_is_written_as_if_counted_on_its_own(
     }
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    layers=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.booleans()), max_size=5),
+    asks=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), max_size=30),
+)
+def test_same_records_remembered_is_the_comparison(
+    layers: list[tuple[int, int, bool]], asks: list[tuple[int, int]]
+) -> None:
+    """The row writers' memo of "the same records?" (asked by each of the four edge
+    tables, in any order) answers as comparing the two layers' records each time: equal
+    copies, the very same array, other values, other lengths."""
+    parts: dict[str, np.ndarray] = {}
+    for i, (value, n, shared) in enumerate(layers):
+        arr = edges([value] * n, NORTH)
+        parts[f"l{i}"] = parts["l0"] if shared and i else arr
+    names = list(parts)
+    memo: dict[tuple[str, str], bool] = {}
+    same = metro_rows.same_records(parts, memo)
+    for a, b in asks:
+        if a < len(names) and b < len(names):
+            x, y = parts[names[a]], parts[names[b]]
+            plain = x.shape == y.shape and bool(np.array_equal(x, y))
+            assert same(names[a], names[b]) == plain
+
+
 # --- encodings of the writers ----------------------------------------------------------
 
 
