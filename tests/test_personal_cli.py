@@ -341,6 +341,9 @@ def test_personal_heatmaps_off_keeps_no_private_data(tmp_path: Path, run_cli: Ru
     ingest(on, activity("a-elm", "a", elm, visibility="only_me"),
            activity("a-south", "a", south, visibility="only_me"))  # fmt: skip
     assert store.is_file()
+    # Turned off, the store is not drawn even before an ingest removes it.
+    bad = run_cli("personal", "-c", off, "--athlete", "a", "--out", tmp_path / "me", check=False)
+    assert bad.returncode == 1 and "personal_heatmaps = false" in bad.stderr, bad.stderr
     later = datetime(2021, 6, 29, tzinfo=UTC)
     zone = {"lat": ELM_MID[0], "lng": ELM_MID[1], "radius_m": 150}
     done = ingest(off, deleted("a-south", "a", updated=later),
