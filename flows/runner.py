@@ -41,6 +41,7 @@ from heatmetro.flows.ingest import build_flow
 from heatmetro.flows.stop import ignore_in_child, on_stop, stop
 from heatmetro.flows.stop import install as stop_on_signals
 from heatmetro.state.ingest_lock import ingesting
+from heatmetro.state.personal_store import remove_personal_store
 from heatmetro.state.shards import MANIFEST, ShardedStore, salt_check
 from heatmetro.state.store import export_dead_letters
 
@@ -193,6 +194,8 @@ def run_ingest(
     # A signal ends the run at once: the dead-letter file still shows what is committed.
     on_stop(lambda: export_dead_letters(store.connect_all(), config.dead_letter_path))
     with ingesting(config.state_dir):  # no shard file moves away meanwhile
+        if not config.personal_heatmaps:
+            drop_personal_store(config)
         if member is not None:
             run_worker(
                 config, inputs, follow=follow, process_id=member.process_id,
@@ -204,6 +207,19 @@ def run_ingest(
         else:
             _run_local_cluster(config, inputs, follow=follow, workers=workers, quiet=quiet)
     return export_dead_letters(store.connect_all(), config.dead_letter_path)
+
+
+def drop_personal_store(config: Config) -> None:
+    """With ``personal_heatmaps`` off no private data is kept: a personal store left from
+    before is removed (said even with --quiet: it is the athletes' own maps)."""
+    removed = remove_personal_store(config.state_dir)
+    if removed is not None:
+        print(
+            f"personal_heatmaps = false: removed the personal store {removed} (it would miss "
+            "every later delete and privacy zone); turned back on, it starts empty",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _run_local_cluster(

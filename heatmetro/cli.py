@@ -578,11 +578,20 @@ def build_parser() -> argparse.ArgumentParser:
         "heatmetro personal -c config.toml --athlete a-17 --out private/a-17 --from 2021-01-01",
     )
     p.add_argument("--athlete", required=True, metavar="ID", help="the athlete's id")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder of the site (replaced)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder of the site (an earlier personal site there is replaced; never in a "
+        "published site)",
+    )
     p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="first local start date")
     p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="last local start date")
     p.add_argument(
-        "--sport", action="append", metavar="TYPE", help="only this sport type (repeatable)"
+        "--sport",
+        action="append",
+        metavar="TYPE",
+        help="only this sport type, e.g. Ride or walk (repeatable; an unknown one is refused)",
     )
     p.add_argument(
         "--layer",
@@ -590,12 +599,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["ride", "run", "water", "winter", "other"],
         help="only this sport group (repeatable)",
     )
-    p.add_argument(
-        "--commutes",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="include activities marked as commutes (default: yes)",
+    # Two actions, so that argparse refuses both at once (one BooleanOptionalAction
+    # would take the last of them).
+    commutes = p.add_mutually_exclusive_group()
+    commutes.add_argument(
+        "--commutes", action="store_true", help="include activities marked as commutes (default)"
     )
+    commutes.add_argument(
+        "--no-commutes", dest="commutes", action="store_false", help="leave commutes out"
+    )
+    p.set_defaults(commutes=True)
     p.add_argument(
         "--visibility",
         action="append",

@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from heatmetro import __version__
 from heatmetro.core.config import Config
 from heatmetro.core.errors import PublishError
+from heatmetro.core.sports import KNOWN_SPORTS, canonical_sport
 from heatmetro.site_builder.activity_layers import ActivityPath, layer_heat
 from heatmetro.site_builder.map_page import PageText, page_meta, write_layer_tiles, write_map_page
-from heatmetro.site_builder.weekly import weekly_builds_dir
+from heatmetro.site_builder.pages import LAYER_LABELS
 from heatmetro.state.personal_store import (
     PersonalFilter,
     athlete_activities,
+    athlete_sport_types,
     athlete_zones,
     connect_personal,
     knows_athlete,
@@ -66,6 +69,14 @@ def build_personal(
 ) -> PersonalResult:
     """Write the athlete's personal site to ``out_dir`` (replacing what was there)."""
     t0 = time.monotonic()
+    if not config.personal_heatmaps:
+        # Ingest keeps no personal store then (it removes one): a store left from before
+        # would miss every later delete and privacy zone (flows/runner.py).
+        msg = (
+            "personal_heatmaps = false in this config: no personal store is kept; set it to "
+            "true and ingest the activities again to build personal maps"
+        )
+        raise PublishError(msg)
     _check_out(out_dir, config)
     db = connect_personal(personal_db_path(config.state_dir), create=False)
     try:
@@ -74,6 +85,7 @@ def build_personal(
                 f"--athlete {athlete_id!r}: no such athlete in {personal_db_path(config.state_dir)}"
             )
             raise PublishError(msg)
+        flt = _checked_sports(flt, athlete_sport_types(db, athlete_id))
         acts = athlete_activities(db, athlete_id, flt)
         zones = athlete_zones(db, athlete_id) if show_zones else []
     finally:
@@ -89,7 +101,6 @@ def build_personal(
     )
     build = _fresh_dir(out_dir)
     n_tiles, bounds = write_layer_tiles(heat, build, config, max_zoom=config.max_zoom)
-    span = _span(flt)
     meta = page_meta(
         config,
         first=flt.date_from or "",
@@ -109,7 +120,7 @@ def build_personal(
     page = PageText(
         title="Personal heatmap",
         heading="Personal Heatmap",
-        window=f"Your own activities, {span}: {len(acts):,}",
+        window=f"Your own activities, {filters_text(flt)}: {len(acts):,}",
         empty="None of your activities matches these filters.",
         legend="Your activities per cell, log scale",
         notes=(
@@ -127,6 +138,51 @@ def build_personal(
     return PersonalResult(athlete_id, out_dir, len(acts), n_tiles, time.monotonic() - t0)
 
 
+def _checked_sports(flt: PersonalFilter, own: set[str]) -> PersonalFilter:
+    """``flt`` with its sports named as ingest stores them (``walk`` is ``Walk``, as
+    ``canonical_sport`` makes it there); a name that is neither a known sport type nor
+    one of the athlete's own is refused: it would build an empty map over theirs."""
+    by_key = {_sport_key(s): s for s in own}
+    sports = []
+    for given in flt.sports:
+        name = canonical_sport(given)
+        name = name if name in KNOWN_SPORTS else by_key.get(_sport_key(name), name)
+        if name not in KNOWN_SPORTS and name not in own:
+            others = sorted(own - set(KNOWN_SPORTS))
+            msg = f"--sport {given!r}: not a sport type; known: {', '.join(KNOWN_SPORTS)}" + (
+                f" (and this athlete's own: {', '.join(others)})" if others else ""
+            )
+            raise PublishError(msg)
+        sports.append(name)
+    return replace(flt, sports=tuple(dict.fromkeys(sports)))
+
+
+def _sport_key(name: str) -> str:
+    return re.sub(r"[\s_-]", "", name).lower()
+
+
+_VISIBILITY_LABELS = {
+    "everyone": "public",
+    "followers_only": "followers only",
+    "only_me": "only me",
+}
+
+
+def filters_text(flt: PersonalFilter) -> str:
+    """What the map shows, for its header: the dates and every other filter applied
+    (``all time`` alone when there is none)."""
+    parts = [_span(flt)]
+    if flt.sports:
+        parts.append("sport " + ", ".join(flt.sports))
+    if flt.layers:
+        parts.append("group " + ", ".join(LAYER_LABELS.get(g, g.capitalize()) for g in flt.layers))
+    if not flt.commutes:
+        parts.append("no commutes")
+    if set(flt.visibilities) != set(PersonalFilter.visibilities):
+        parts.append("visibility " + ", ".join(_VISIBILITY_LABELS[v] for v in flt.visibilities))
+    return "; ".join(parts)
+
+
 def _span(flt: PersonalFilter) -> str:
     if flt.date_from and flt.date_to:
         return f"{flt.date_from} to {flt.date_to}"
@@ -137,31 +193,72 @@ def _span(flt: PersonalFilter) -> str:
     return "all time"
 
 
+#: Every published site holds this file (the monthly and the weekly snapshot write it; a
+#: personal site never does): a folder holding it is a public site, whatever config
+#: published it (another out_dir, an HEATMETRO_OUT_DIR override).
+PUBLIC_SITE_MARKER = "metadata.json"
+#: All a personal site holds: a folder holding anything else is not one, and not replaced.
+PERSONAL_SITE_ENTRIES = frozenset({"index.html", "assets", "tiles"})
+#: Build folders of published sites: ``.{out}.builds`` and ``.{out}.weekly.builds``.
+_BUILDS_NAME = re.compile(r"\..+\.builds")
+
+
 def _check_out(out_dir: Path, config: Config) -> None:
-    """Only ever replace an empty folder or an earlier heatmap site, and never write a
-    private map where the public site is published from (it would be copied to the CDN)."""
-    # The site, and every build folder beside it (monthly, weekly: out_dir's links point
-    # into them, so a map written there is served and copied with the site).
-    site = config.out_dir
-    builds = [site.parent / f".{site.name}.builds", weekly_builds_dir(site)]
-    public = [site, *builds, *sorted(site.parent.glob(f".{glob.escape(site.name)}.*"))]
-    target = out_dir.resolve()
-    for root in public:
-        if target == root.resolve() or root.resolve() in target.parents:
-            msg = f"--out {out_dir}: inside the public site {root}; a personal map is private"
-            raise PublishError(msg)
-    if out_dir.is_file() or (
-        out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "index.html").exists()
-    ):
-        msg = f"--out {out_dir}: exists and is not a heatmap site; refusing to replace it"
+    """Only ever replace an empty folder or an earlier personal site, and never write a
+    private map in or over a published site (it would be copied to the CDN)."""
+    shown = f"--out {out_dir}"
+    public = _public_site_around(out_dir, config)
+    if public is not None:
+        where = "is" if public.resolve() == out_dir.resolve() else "lies inside"
+        msg = f"{shown}: {where} the public site {public}; a personal map is private"
         raise PublishError(msg)
+    blocker = next((p for p in out_dir.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        msg = f"{shown}: {blocker} is a file, not a folder"
+        raise PublishError(msg)
+    if out_dir.is_file():
+        msg = f"{shown}: is a file, not a heatmap site; refusing to replace it"
+        raise PublishError(msg)
+    if out_dir.is_dir():
+        entries = {p.name for p in out_dir.iterdir()}
+        strange = sorted(entries - PERSONAL_SITE_ENTRIES)
+        if strange or (entries and "index.html" not in entries):
+            holds = f" (it holds {strange[0]})" if strange else ""
+            msg = (
+                f"{shown}: exists and is not a personal heatmap site{holds}; refusing to replace it"
+            )
+            raise PublishError(msg)
+
+
+def _public_site_around(out_dir: Path, config: Config) -> Path | None:
+    """The published site ``out_dir`` is, or lies inside (as written, or through symbolic
+    links), or None."""
+    # The configured site, and every folder beside it of its own (builds, monthly and
+    # weekly: out_dir's links point into them, so a map written there is served too).
+    site = config.out_dir
+    own = [site, *sorted(site.parent.glob(f".{glob.escape(site.name)}.*"))]
+    written = out_dir.absolute()
+    resolved = out_dir.resolve()
+    for root in own:
+        if root.resolve() == resolved or root.resolve() in resolved.parents:
+            return root
+    # Any other published site: a folder (or build folder) on either path to out_dir.
+    for path in (written, resolved):
+        for folder in (path, *path.parents):
+            if (folder / PUBLIC_SITE_MARKER).exists() or _BUILDS_NAME.fullmatch(folder.name):
+                return folder
+    return None
 
 
 def _fresh_dir(out_dir: Path) -> Path:
     """An empty folder beside ``out_dir`` to build in (so a failed build leaves the old)."""
     build = out_dir.with_name(f".{out_dir.name}.building-{os.getpid()}")
     shutil.rmtree(build, ignore_errors=True)
-    build.mkdir(parents=True)
+    try:
+        build.mkdir(parents=True)
+    except OSError as exc:  # named by the user's path, not by the build folder's
+        msg = f"--out {out_dir}: cannot write in {out_dir.parent}: {exc.strerror or exc}"
+        raise PublishError(msg) from None
     return build
 
 

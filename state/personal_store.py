@@ -104,6 +104,20 @@ def personal_db_path(state_dir: Path) -> Path:
     return state_dir / PERSONAL_DB
 
 
+def remove_personal_store(state_dir: Path) -> Path | None:
+    """Delete the personal store (``personal_heatmaps`` is off); returns its path, or None
+    when there was none. Kept, it would miss every delete and privacy zone from then on,
+    and a personal map drawn from it would show them."""
+    path = personal_db_path(state_dir)
+    if not path.exists():
+        return None
+    # The WAL first: a store without it is older, never newer, than what was shown.
+    for extra in ("-wal", "-shm", ".migrate.lock"):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+    path.unlink()
+    return path
+
+
 def connect_personal(path: Path, *, create: bool = True) -> sqlite_utils.Database:
     """Open (and migrate) the personal store; WAL and patient, like the public one."""
     if not create and not path.exists():
@@ -296,6 +310,16 @@ def athlete_zones(db: sqlite_utils.Database, athlete_id: str) -> list[tuple[floa
     """The athlete's effective privacy zones (lat, lng, radius_m) as applied to the data."""
     row = db.execute("SELECT zones FROM athletes WHERE athlete_id = ?", (athlete_id,)).fetchone()
     return [tuple(z) for z in orjson.loads(row[0])] if row else []  # type: ignore[misc]
+
+
+def athlete_sport_types(db: sqlite_utils.Database, athlete_id: str) -> set[str]:
+    """The sport types of the athlete's stored activities (``--sport`` may name an
+    unknown type only if it is one of theirs)."""
+    rows = db.execute(
+        "SELECT DISTINCT sport_type FROM activities WHERE athlete_id = ? AND status = 'active'",
+        (athlete_id,),
+    ).fetchall()
+    return {sport for (sport,) in rows if sport}
 
 
 def knows_athlete(db: sqlite_utils.Database, athlete_id: str) -> bool:

@@ -362,6 +362,10 @@ def test_usage_mistakes_are_one_line(project: Path) -> None:
     cfg = project / "config.toml"
     for args, needle in (
         (("personal", "-c", cfg, "--athlete", "a1", "--out", "x", "--layer", "bike"), "'bike'"),
+        (
+            ("personal", "-c", cfg, "--athlete", "a1", "--out", "x", "--commutes", "--no-commutes"),
+            "not allowed with",
+        ),
         (("snapshot", "-c", cfg, "--bogus"), "--bogus"),
         (("snapshot", "-c", cfg, "--weekly", "--allow-empty"), "--allow-empty only applies"),
     ):

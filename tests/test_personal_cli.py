@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import re
+import shutil
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -56,6 +57,8 @@ def events() -> list[dict]:
         activity("p0-elm", "p0", elm, visibility="only_me"),
         activity("p1-elm", "p1", elm, visibility="followers_only", commute=True),
         activity("p2-elm", "p2", elm, hide_map=True),
+        # A sport heatmetro does not know: p3's own type, which --sport may name.
+        activity("p3-elm", "p3", elm, visibility="only_me", sport_type="Skateboard"),
         # p0 also rides in public with two others: p0's own public street.
         *[activity(f"{a}-amh", a, amherst) for a in ("p0", "q1", "q2")],
         activity("p0-south", "p0", line(SOUTH_WEST, SOUTH_EAST), visibility="only_me"),
@@ -222,6 +225,143 @@ def test_cli_mistakes_are_one_line(built: Path, run_cli: Run) -> None:
     (other / "thesis.txt").write_text("precious")
     bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", other, check=False)
     assert bad.returncode == 1 and (other / "thesis.txt").read_text() == "precious"
+    # A path through a file: the user's path named, not the build folder beside it.
+    bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", other / "thesis.txt" / "me",
+                  check=False)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1, bad.stderr
+    assert f"--out {other / 'thesis.txt' / 'me'}: " in bad.stderr and ".building" not in bad.stderr
+    # --commutes and --no-commutes contradict each other (the last one won).
+    bad = run_cli("personal", "-c", config, "--athlete", "p1", "--out", built / "both",
+                  "--commutes", "--no-commutes", check=False)  # fmt: skip
+    assert bad.returncode == 2 and "not allowed with" in bad.stderr, bad.stderr
+    assert not (built / "both").exists()
+
+
+def site_files(root: Path) -> dict[Path, bytes]:
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_never_in_or_over_any_published_site(built: Path, run_cli: Run) -> None:
+    """Not only the configured out_dir: a site published with an override, or by another
+    config (as PMTiles), is neither written into nor replaced (an outside review)."""
+    from tests.conftest import cli_env, write_config
+
+    config = built / "config.toml"
+    public = built / "elsewhere"
+    run_cli("snapshot", "-c", config, "--month", "2021-06",
+            env=cli_env(HEATMETRO_OUT_DIR=str(public)))  # fmt: skip
+    other = built / "pm-project"
+    other.mkdir()
+    shutil.copytree(built / "state", other / "state")
+    run_cli("snapshot", "-c", write_config(other, tiles_format="pmtiles"), "--month", "2021-06")
+    pm_site = other / "site"
+    assert list((pm_site / "tiles").glob("*.pmtiles"))
+    # A link into the site's members/ (no metadata.json there): refused once resolved.
+    into_members = built / "members-link"
+    into_members.symlink_to(public / "members")
+    before = {site: site_files(site) for site in (public, pm_site)}
+    for out in (
+        public / "me",
+        public,
+        public / "members" / "me",
+        into_members / "me",
+        built / ".elsewhere.builds" / "me",
+        pm_site,
+        pm_site / "tiles" / "me",
+    ):
+        bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", out, check=False)
+        assert bad.returncode == 1 and "public site" in bad.stderr, (out, bad.stderr)
+        assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    assert {site: site_files(site) for site in (public, pm_site)} == before
+    assert not (built / ".elsewhere.builds" / "me").exists()
+    # An earlier personal site is replaced, as before; one with more in it is not.
+    mine = built / "mine"
+    for _ in range(2):
+        run_cli("personal", "-c", config, "--athlete", "p0", "--out", mine)
+    (mine / "notes.txt").write_text("mine")
+    bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", mine, check=False)
+    assert bad.returncode == 1 and "not a personal heatmap site" in bad.stderr
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
+def window_line(site: Path) -> str:
+    found = re.search(r'class="hm-window">([^<]*)<', (site / "index.html").read_text())
+    assert found, "no header line"
+    return found.group(1)
+
+
+def test_sports_are_named_as_ingest_names_them_and_checked(built: Path, run_cli: Run) -> None:
+    config = built / "config.toml"
+    out = built / "p1-ride"
+    # Any case or spacing, as ingest and import take it (the stored type is "Ride").
+    run_cli("personal", "-c", config, "--athlete", "p1", "--out", out, "--sport", "ride")
+    assert tile_alpha(out / "tiles", "all", 12, *ELM_SIDE) > 0
+    assert window_line(out) == "Your own activities, all time; sport Ride: 1"
+    # A type heatmetro does not know is taken when it is the athlete's own.
+    own = built / "p3-skate"
+    run_cli("personal", "-c", config, "--athlete", "p3", "--out", own, "--sport", "skate_board")
+    assert tile_alpha(own / "tiles", "all", 12, *ELM_SIDE) > 0
+    # Anything else is refused, and the map there is kept (was: replaced by an empty one).
+    kept = site_files(out)
+    for name in ("Bogus", "skateboard"):  # p1 has no Skateboard activity
+        bad = run_cli("personal", "-c", config, "--athlete", "p1", "--out", out, "--sport", name,
+                      check=False)  # fmt: skip
+        assert bad.returncode == 1 and bad.stderr.count("\n") == 1, bad.stderr
+        assert f"--sport {name!r}: not a sport type" in bad.stderr and "Walk" in bad.stderr
+    assert site_files(out) == kept
+
+
+def test_header_states_every_filter(built: Path, run_cli: Run) -> None:
+    config = built / "config.toml"
+    assert window_line(built / "me-p0") == "Your own activities, all time: 2"
+    out = built / "p0-filtered"
+    run_cli("personal", "-c", config, "--athlete", "p0", "--out", out, "--from", "2021-06-01",
+            "--layer", "ride", "--layer", "run", "--no-commutes", "--visibility", "only_me",
+            "--visibility", "everyone")  # fmt: skip
+    assert window_line(out) == (
+        "Your own activities, since 2021-06-01; group Ride, Run/Walk/Hike; no commutes; "
+        "visibility only me, public: 2"
+    )
+
+
+def test_personal_heatmaps_off_keeps_no_private_data(tmp_path: Path, run_cli: Run) -> None:
+    """Off, ingest wrote no personal store, yet `personal` drew the old one: a deleted
+    ride still shown, a new zone not cut (an outside review). Off now keeps none."""
+    from tests.conftest import write_config
+
+    on = write_config(tmp_path)
+    off = tmp_path / "off.toml"
+    off.write_text(on.read_text() + "personal_heatmaps = false\n")
+    elm, south = line(NORTHAMPTON_WEST, NORTHAMPTON_EAST), line(SOUTH_WEST, SOUTH_EAST)
+    store = tmp_path / "state" / "personal.db"
+
+    def ingest(cfg: Path, *evs: dict) -> subprocess.CompletedProcess[str]:
+        return run_cli("ingest", "-c", cfg, "-", stdin=to_jsonl(list(evs)))
+
+    ingest(on, activity("a-elm", "a", elm, visibility="only_me"),
+           activity("a-south", "a", south, visibility="only_me"))  # fmt: skip
+    assert store.is_file()
+    # Turned off, the store is not drawn even before an ingest removes it.
+    bad = run_cli("personal", "-c", off, "--athlete", "a", "--out", tmp_path / "me", check=False)
+    assert bad.returncode == 1 and "personal_heatmaps = false" in bad.stderr, bad.stderr
+    later = datetime(2021, 6, 29, tzinfo=UTC)
+    zone = {"lat": ELM_MID[0], "lng": ELM_MID[1], "radius_m": 150}
+    done = ingest(off, deleted("a-south", "a", updated=later),
+                  athlete("a", updated=later, privacy_zones=[zone]))  # fmt: skip
+    notice = [ln for ln in done.stderr.splitlines() if "personal" in ln]
+    assert len(notice) == 1 and "removed the personal store" in notice[0], done.stderr
+    assert not list(store.parent.glob("personal.db*"))
+    bad = run_cli("personal", "-c", off, "--athlete", "a", "--out", tmp_path / "me", check=False)
+    assert bad.returncode == 1 and "personal_heatmaps = false" in bad.stderr, bad.stderr
+    assert bad.stderr.count("\n") == 1 and not (tmp_path / "me").exists()
+    # Turned back on, the store starts empty: only what is ingested after is drawn.
+    ingest(on, activity("a-later", "a", line(AMHERST_WEST, AMHERST_EAST), visibility="only_me",
+                        start=datetime(2021, 6, 30, 11, tzinfo=UTC)))  # fmt: skip
+    done = run_cli("personal", "-c", on, "--athlete", "a", "--out", tmp_path / "me")
+    assert done.returncode == 0
+    me = tmp_path / "me" / "tiles"
+    assert tile_alpha(me, "all", 12, *AMHERST_MID) > 0
+    assert tile_alpha(me, "all", 12, *SOUTH_MID) == 0 and tile_alpha(me, "all", 12, *ELM_SIDE) == 0
 
 
 def test_personal_site_is_reproducible(built: Path, run_cli: Run) -> None:
