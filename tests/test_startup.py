@@ -1,22 +1,51 @@
 """What a command loads before it works: the snapshot path leaves the stream contract's
-models to ingest and GDAL to the forked Metro writer (start-up is a good part of a
-rebuild that changed little)."""
+models to ingest, GDAL and the Metro tables (the Metro cache's, the street counts')
+to the forked Metro writer (start-up is a good part of a rebuild that changed little)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import cli_env
 
-_CHECK = (
-    "import sys, heatmetro.cli, heatmetro.site_builder.snapshot\n"
-    "print(' '.join(m for m in ('heatmetro.core.contract', 'pyogrio') if m in sys.modules))"
+# Loaded by the Metro writer (its own process on two cores), or with a base map only.
+LEFT_TO_THE_METRO_WRITER = (
+    "heatmetro.core.contract",
+    "pyogrio",
+    "heatmetro.site_builder.metro_cache",
+    "heatmetro.site_builder.metro_tables",
+    "heatmetro.site_builder.metro_streets",
+    "heatmetro.site_builder.metro_plan",
+    "numpy.random",
 )
 
 
-def test_snapshot_start_up_leaves_contract_and_gdal_unloaded() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", _CHECK], capture_output=True, text=True, env=cli_env(), check=True
+def _loaded_after(imports: str) -> list[str]:
+    check = (
+        f"import sys, {imports}\n"
+        f"print(' '.join(m for m in {LEFT_TO_THE_METRO_WRITER!r} if m in sys.modules))"
     )
-    assert out.stdout.split() == []
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, env=cli_env(), check=True
+    )
+    return out.stdout.split()
+
+
+def test_snapshot_start_up_leaves_the_metro_writers_modules_unloaded() -> None:
+    assert _loaded_after("heatmetro.cli, heatmetro.site_builder.snapshot") == []
+
+
+@pytest.mark.parametrize("command", [["--help"], ["snapshot", "--help"], ["ingest", "--help"]])
+def test_the_command_still_starts(command: list[str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "heatmetro.cli", *command],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "usage: heatmetro" in out.stdout
