@@ -99,6 +99,9 @@ def build_personal(
         max_per_athlete=NO_CAP,
         threshold_ring=0,
     )
+    # Through a link, the folder it points to is replaced (the link kept): renaming the
+    # link away left the old private map where it pointed, and a stray link beside.
+    out_dir = out_dir.resolve() if out_dir.is_symlink() else out_dir
     build = _fresh_dir(out_dir)
     n_tiles, bounds = write_layer_tiles(heat, build, config, max_zoom=config.max_zoom)
     meta = page_meta(

@@ -282,6 +282,17 @@ def test_never_in_or_over_any_published_site(built: Path, run_cli: Run) -> None:
     bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", mine, check=False)
     assert bad.returncode == 1 and "not a personal heatmap site" in bad.stderr
     assert (mine / "notes.txt").read_text() == "mine"
+    # Through a link, the site it points to is replaced and the link kept (renaming the
+    # link away left the old map where it pointed, and a stray link beside it).
+    (mine / "notes.txt").unlink()
+    link = built / "mine-link"
+    link.symlink_to(mine)
+    run_cli("personal", "-c", config, "--athlete", "p0", "--out", link, "--from", "2099-01-01")
+    assert link.is_symlink() and link.resolve() == mine.resolve()
+    assert "2099-01-01" in window_line(mine)
+    assert (
+        sorted(p.name for p in built.iterdir() if ".old-" in p.name or ".building-" in p.name) == []
+    )
 
 
 def window_line(site: Path) -> str:
