@@ -51,7 +51,7 @@ def sun_slopes(cell: int, day: int, utc_offset_s: int) -> tuple[float, float]:
     """How (sunrise, sunset) at ``cell``'s centre move per degree north (s/degree);
     0 where either is not finite there or just north of it (polar day or night)."""
     lat, lng = h3.cell_to_latlng(cell)
-    here = _sun_times_at(lat, lng, day, utc_offset_s)
+    here = sun_times(cell, day, utc_offset_s)  # cached: asked for the same group first
     north = _sun_times_at(lat + _SLOPE_STEP_DEG, lng, day, utc_offset_s)
     if not all(np.isfinite(v) for v in (*here, *north)):
         return (0.0, 0.0)

@@ -4,7 +4,6 @@ of local start dates, and its publish beside the monthly site's atomic swap."""
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from heatmetro.site_builder.tile_math import tile_bounds
 from tests.streams import (
     NORTH_EAST,
     NORTH_WEST,
@@ -278,12 +278,8 @@ def test_weekly_in_a_cluster_is_refused_in_one_line(project: Path, run_cli: Run)
 def _tile_bounds(url: str) -> tuple[float, float, float, float]:
     """(south, west, north, east) of the tile ``…/{z}/{x}/{y}.png``."""
     z, x, y = (int(v) for v in re.findall(r"/(\d+)/(\d+)/(\d+)\.png", url)[0])
-    n = 2.0**z
-
-    def lat(row: int) -> float:
-        return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * row / n))))
-
-    return lat(y + 1), x / n * 360 - 180, lat(y), (x + 1) / n * 360 - 180
+    b = tile_bounds(x, y, z)
+    return b.south, b.west, b.north, b.east
 
 
 @pytest.mark.browser
