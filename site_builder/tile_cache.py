@@ -6,7 +6,10 @@ radii, and their ramp levels), on the zoom and on the render settings. Its diges
 with a digest of the settings. A rebuild renders only the tiles whose digest is not in
 the manifest of the PUBLISHED build, and links (or copies) the others from that build:
 the same inputs always give the same bytes, so the result is byte-identical to a full
-build.
+build. A layer whose whole input (its cells and heat, settings and drawing code: the
+manifest's ``input_digest``) is that of the published build is not even planned: its
+archives, or every file of its tree, are linked from that build (a zero-change rebuild's
+tile stage: 0.82 -> 0.06 s CPU at four towns).
 
 The manifest lives in ``state_dir`` (it is not published: digests of members tiles are
 nobody's business), one file per layer and format, naming the build it describes by its
@@ -31,7 +34,14 @@ from heatmetro.core.environment import describe_os_error
 from heatmetro.site_builder.mix64 import GOLDEN, mix64
 from heatmetro.site_builder.raster import ZoomPlan
 
-__all__ = ["Manifest", "TileCache", "settings_digest", "tile_digests", "tile_ids"]
+__all__ = [
+    "Manifest",
+    "TileCache",
+    "layer_digest",
+    "settings_digest",
+    "tile_digests",
+    "tile_ids",
+]
 
 
 def settings_digest(**settings: object) -> int:
@@ -45,6 +55,16 @@ def tile_ids(z: int, keys: np.ndarray) -> np.ndarray:
     n = np.uint64(1 << z)
     keys = np.asarray(keys, dtype=np.uint64)
     return (np.uint64(z) << np.uint64(48)) | ((keys // n) << np.uint64(24)) | (keys % n)
+
+
+def layer_digest(cells: np.ndarray, heat: np.ndarray, settings: int) -> str:
+    """Hex digest of a layer's whole input (its summed cells and heat) and settings: equal
+    digests draw every tile of the layer the same, and give the same bounds."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(settings.to_bytes(8, "little"))
+    h.update(np.ascontiguousarray(cells, dtype="<u8").tobytes())
+    h.update(np.ascontiguousarray(heat, dtype="<f8").tobytes())
+    return h.hexdigest()
 
 
 def tile_digests(plan: ZoomPlan, cells: np.ndarray, settings: int) -> np.ndarray:
@@ -63,11 +83,21 @@ def tile_digests(plan: ZoomPlan, cells: np.ndarray, settings: int) -> np.ndarray
 
 @dataclass(frozen=True)
 class Manifest:
-    """Tiles of one build of one layer: sorted ids, digests, and whether each had heat."""
+    """Tiles of one build of one layer: sorted ids, digests, and whether each had heat;
+    with the digest of the layer's whole input (``layer_digest``) and its drawn bounds,
+    so that a layer whose input did not change at all is taken whole, without planning."""
 
     ids: np.ndarray  # uint64, sorted
     digests: np.ndarray  # (n, 2) uint64
     written: np.ndarray  # bool
+    input_digest: str = ""  # "": not known (a manifest written before it was kept)
+    bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def tiles_per_zoom(self, zooms: range) -> dict[int, int]:
+        """Tiles with heat per zoom (every zoom of ``zooms`` present)."""
+        z = (self.ids[self.written] >> np.uint64(48)).astype(np.int64)
+        counts = np.bincount(z, minlength=zooms.stop) if z.size else np.zeros(zooms.stop, int)
+        return {zoom: int(counts[zoom]) for zoom in zooms}
 
     def lookup(self, ids: np.ndarray, digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(unchanged, was_written)`` for each tile: same digest as in this manifest."""
@@ -115,7 +145,14 @@ class TileCache:
             with np.load(path) as data:
                 if str(data["build"]) != str(self.previous):
                     return None
-                return Manifest(data["ids"], data["digests"], data["written"])
+                known = "input_digest" in data.files
+                return Manifest(
+                    data["ids"],
+                    data["digests"],
+                    data["written"],
+                    input_digest=str(data["input_digest"]) if known else "",
+                    bounds=tuple(data["bounds"].tolist()) if known else (0.0, 0.0, 0.0, 0.0),
+                )
         except (OSError, ValueError, KeyError):
             return None  # a torn or foreign file: render everything
 
@@ -131,6 +168,8 @@ class TileCache:
                 ids=manifest.ids,
                 digests=manifest.digests,
                 written=manifest.written,
+                input_digest=np.array(manifest.input_digest),
+                bounds=np.array(manifest.bounds, dtype=np.float64),
             )
             tmp.replace(path)
         except OSError as exc:

@@ -8,7 +8,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 import pytest
@@ -611,6 +611,75 @@ def test_rebuild_renders_only_changed_tiles_and_matches_a_full_build(
     elsewhere = TileCache(tmp_path / "cache", tmp_path / "other" / second.name, tmp_path / "x")
     assert elsewhere.load("all", fmt) is None
     assert TileCache(tmp_path / "cache", second, tmp_path / "x").load("all", fmt) is not None
+
+
+@pytest.mark.parametrize("fmt", ["png", "pmtiles"])
+def test_an_unchanged_layer_is_taken_whole_without_planning_a_zoom(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layer whose input and settings are those of the published build is linked whole
+    (its archives, or every file): no zoom planned. Another setting, or a published file
+    gone, and it is planned as usual, with a full build's bytes."""
+    import heatmetro.site_builder.tiles as tiles_module
+
+    cells, heat = two_streets()
+    kw: dict[str, Any] = {"layer": "all", "heat_resolution": RES, "tiles_format": fmt, **ZOOMS}
+    first = tmp_path / "000001-a"
+    full = write_heat_tiles(
+        cells, heat, out_root=first, cache=TileCache(tmp_path / "c", None, first), **kw
+    )
+    planned: list[int] = []
+    real_plan = tiles_module.plan_zoom
+
+    def counting_plan(*args: Any) -> Any:
+        planned.append(args[-1])
+        return real_plan(*args)
+
+    monkeypatch.setattr(tiles_module, "plan_zoom", counting_plan)
+
+    second = tmp_path / "000002-b"
+    again = write_heat_tiles(
+        cells, heat, out_root=second, cache=TileCache(tmp_path / "c", first, second), **kw
+    )
+    assert not planned
+    assert (again.tiles_per_zoom, again.bounds) == (full.tiles_per_zoom, full.bounds)
+    assert again.rendered == 0 and again.reused == sum(full.tiles_per_zoom.values())
+    files = sorted(p.relative_to(second) for p in second.rglob("*.p*"))
+    assert files and all((second / f).samefile(first / f) for f in files)
+    assert all_output(second) == all_output(first)
+
+    # The next build takes it whole from this one too (the manifest was saved for it).
+    third = tmp_path / "000003-c"
+    write_heat_tiles(
+        cells, heat, out_root=third, cache=TileCache(tmp_path / "c", second, third), **kw
+    )
+    assert not planned and all_output(third) == all_output(first)
+
+    # Another public zoom: the same input, other trees: planned, drawn where it differs.
+    fourth = tmp_path / "000004-d"
+    other = {**kw, "public_max_zoom": ZOOMS["public_max_zoom"] - 1}
+    write_heat_tiles(
+        cells, heat, out_root=fourth, cache=TileCache(tmp_path / "c", third, fourth), **other
+    )
+    write_heat_tiles(cells, heat, out_root=tmp_path / "ref4", **other)
+    assert planned and all_output(fourth) == all_output(tmp_path / "ref4") != all_output(first)
+
+    # A file of the published build gone: planned, the rest reused, nothing half-linked.
+    planned.clear()
+    fifth = tmp_path / "000005-e"
+    write_heat_tiles(
+        cells, heat, out_root=fifth, cache=TileCache(tmp_path / "c", fourth, fifth), **other
+    )
+    assert not planned
+    gone = sorted(fifth.rglob("*.p*"))[-1]
+    gone.unlink()
+    published = all_output(fifth)
+    sixth = tmp_path / "000006-f"
+    write_heat_tiles(
+        cells, heat, out_root=sixth, cache=TileCache(tmp_path / "c", fifth, sixth), **other
+    )
+    assert planned and all_output(sixth) == all_output(tmp_path / "ref4")
+    assert all_output(fifth) == published
 
 
 def test_sites_sharing_a_state_dir_keep_their_own_manifests(tmp_path: Path) -> None:
