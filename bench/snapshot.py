@@ -17,7 +17,9 @@ Steps, all through the real CLI on real ValleyBike rides (the six months in
    opt-out would), rebuild incrementally on top of the published build (tile cache,
    window and Metro caches of ``state_dir`` as the last full build left them), compare
    with a full build of the changed store in a fresh folder (``--no-cache``): time
-   ratio, per stage (the CLI's ``stages:`` line) and byte-identical output.
+   ratio, per stage (the CLI's ``stages:`` line) and byte-identical output. Before the
+   change, a rebuild with nothing changed: the part of every rebuild that no change
+   causes (start-up, reading the caches, writing every published file again).
 
 Times are wall clock on a noisy shared machine: read the ratios, not the seconds.
 Projects live in ``bench/.runs/`` (this machine's /tmp is slow at creating files).
@@ -378,14 +380,24 @@ def main() -> int:
         before = [
             c.read_bytes() if c.exists() else None for c in caches
         ]  # as the last full build left them
-        changed = change_one_percent(db13)
-        rebuild, fresh, identical = {}, {}, {}
-        for fmt in ("png", "pmtiles"):
+
+        def restore_caches() -> None:
             for c, b in zip(caches, before, strict=True):
                 if b is None:
                     c.unlink(missing_ok=True)
                 else:
                     c.write_bytes(b)  # each format's rebuild starts from them
+
+        # A rebuild with nothing changed: what every rebuild pays before any change.
+        unchanged = {}
+        for fmt in ("png", "pmtiles"):
+            restore_caches()
+            unchanged[fmt] = snapshot(f"{fmt}, 0% rebuild", p13, p13 / f"{fmt}.toml", month)
+            runs.append(unchanged[fmt])
+        changed = change_one_percent(db13)
+        rebuild, fresh, identical = {}, {}, {}
+        for fmt in ("png", "pmtiles"):
+            restore_caches()
             rebuild[fmt] = snapshot(f"{fmt}, 1% rebuild", p13, p13 / f"{fmt}.toml", month)
             cfg = write_config(p13, 13, out=f"fresh-{fmt}", fmt=fmt)
             fresh[fmt] = snapshot(f"{fmt}, 1% full", p13, cfg, month, "--no-cache")
@@ -430,6 +442,12 @@ def main() -> int:
             print(
                 f"  CPU time (user + system; steadier than wall time on a shared machine): "
                 f"{r.cpu_seconds:.2f} / {n.cpu_seconds:.2f} s = {r.cpu_seconds / n.cpu_seconds:.0%}"
+            )
+            u = unchanged[fmt]
+            print(
+                f"  nothing changed (the floor of any rebuild): {u.seconds / f.seconds:.0%} of a "
+                f"full build's time, CPU {u.cpu_seconds / f.cpu_seconds:.0%}; by stage, CPU s: "
+                + ", ".join(f"{k} {v[1]:.2f}" for k, v in u.stages.items())
             )
             for i, what in enumerate(("wall", "CPU")):
                 shares = ", ".join(
