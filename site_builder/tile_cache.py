@@ -60,10 +60,9 @@ def tile_ids(z: int, keys: np.ndarray) -> np.ndarray:
 def layer_digest(cells: np.ndarray, heat: np.ndarray, settings: int) -> str:
     """Hex digest of a layer's whole input (its summed cells and heat) and settings: equal
     digests draw every tile of the layer the same, and give the same bounds."""
-    h = hashlib.blake2b(digest_size=20)
-    h.update(settings.to_bytes(8, "little"))
-    h.update(np.ascontiguousarray(cells, dtype="<u8").tobytes())
-    h.update(np.ascontiguousarray(heat, dtype="<f8").tobytes())
+    h = hashlib.sha256(settings.to_bytes(8, "little"))  # SHA-256: in hardware, ~2x BLAKE2
+    h.update(np.ascontiguousarray(cells, dtype="<u8").data)  # the buffers, not copies
+    h.update(np.ascontiguousarray(heat, dtype="<f8").data)
     return h.hexdigest()
 
 
