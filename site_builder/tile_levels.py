@@ -57,7 +57,11 @@ class Level:
 def sum_by_cell(cells: np.ndarray, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unique sorted cells with their heat summed (parents of many children, duplicates)."""
     cells = np.asarray(cells).reshape(-1)
-    if cells.size > 1 and not bool((cells[1:] >= cells[:-1]).all()):
+    rising = cells[1:] > cells[:-1]
+    if cells.size and bool(rising.all()):  # unique already (a layer's published cells)
+        # ``0.0 +`` each heat: what summing one value from zero gives (-0.0 -> 0.0).
+        return cells, np.asarray(heat, dtype=np.float64).reshape(-1) + 0.0
+    if cells.size > 1 and not bool((rising | (cells[1:] == cells[:-1])).all()):
         unique, inverse = np.unique(cells, return_inverse=True)
         return unique, np.bincount(inverse.reshape(-1), weights=heat, minlength=unique.size)
     # Sorted already (the parents of sorted cells are, coarsening zoom by zoom): equal
