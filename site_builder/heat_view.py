@@ -14,6 +14,7 @@ import h3.api.basic_int as h3
 import numpy as np
 
 from heatmetro.core.h3_vector import cells_to_latlng
+from heatmetro.site_builder.tile_levels import cell_geometry, sum_by_cell
 from heatmetro.state.aggregates import cells_to_parent
 
 __all__ = ["densest_view"]
@@ -35,12 +36,15 @@ def densest_view(cells: np.ndarray, heat: np.ndarray) -> tuple[float, float, flo
         return None
     heat = np.asarray(heat, dtype=np.float64)
     parents = cells_to_parent(cells, VIEW_RESOLUTION)
-    uniq, inverse = np.unique(parents, return_inverse=True)
-    total = np.bincount(inverse.reshape(-1), weights=heat, minlength=uniq.size)
+    uniq, total = sum_by_cell(parents, heat)  # a layer's cells come sorted: no sort here
     best = int(uniq[int(np.argmax(total))])  # argmax: the first (lowest id) of equals
     near = np.array(sorted(h3.grid_disk(best, VIEW_RING)), dtype=np.uint64)
     keep = np.isin(parents, near)
-    lat, lng = cells_to_latlng(cells[keep])  # one h3o call: 100,000 cells in a city
+    if cells.size > 1 and bool((cells[1:] > cells[:-1]).all()):
+        # The centres the tiles just looked up (or one h3o call for those not known).
+        lat, lng, _ = cell_geometry(cells[keep], h3.get_resolution(int(cells[0])))
+    else:
+        lat, lng = cells_to_latlng(cells[keep])  # one h3o call: 100,000 cells in a city
     south, north = np.percentile(lat, TRIM)
     west, east = np.percentile(lng, TRIM)
     return float(south), float(west), float(north), float(east)

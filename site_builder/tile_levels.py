@@ -31,6 +31,7 @@ from heatmetro.state.aggregates import cells_to_parent
 __all__ = [
     "Level",
     "intensity",
+    "cell_geometry",
     "levels_for",
     "load_geometry",
     "reference_heat",

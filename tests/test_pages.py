@@ -305,6 +305,10 @@ def test_map_opens_on_the_densest_heat_not_the_whole_extent(tmp_path: Path) -> N
     south, west, north, east = view
     assert 42.30 < south < north < 42.37 and -72.65 < west < east < -72.54
     assert densest_view(np.zeros(0, np.uint64), np.zeros(0)) is None
+    # Sorted (a layer's cells: centres from the tiles' memo) or not, the same view.
+    order = np.argsort(cells)
+    assert densest_view(cells[order], heat[order]) == view
+    assert densest_view(cells[order][::-1], heat[order][::-1]) == view
 
     bounds = (42.31, -72.64, 48.86, 2.36)  # the whole extent, Paris included
     page = read(build(tmp_path, dataclasses.replace(META, bounds=bounds, view=view)), "index.html")
