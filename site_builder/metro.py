@@ -31,6 +31,7 @@ from heatmetro.site_builder.metro_chart import chart_svg, monthly_totals, window
 from heatmetro.site_builder.metro_dp import DpNoise
 from heatmetro.site_builder.metro_files import sha256, write_csv, write_geojson
 from heatmetro.site_builder.metro_gpkg import Named, rows_from_csv, rows_from_geojson, write_gpkg
+from heatmetro.site_builder.metro_reuse import OutputCache, inputs_digest, link_or_copy
 from heatmetro.site_builder.metro_rows import (
     Rows,
     cell_plan,
@@ -106,6 +107,7 @@ def write_metro(
     metro_dir: Path,
     streets: StreetWindow | None = None,
     cache: MetroCache | None = None,
+    output: OutputCache | None = None,
 ) -> dict[str, int]:
     """Write every Metro file into ``metro_dir`` (which exists).
 
@@ -117,6 +119,8 @@ def write_metro(
             ``streets*`` files.
         cache: the edge tables' sums of the last build (``metro_cache``): only edges
             of changed athletes are recounted; this build's sums are saved back to it.
+        output: the published build's files and what they were written from
+            (``metro_reuse``): with the same inputs, its data files are kept.
 
     Returns:
         Data rows per file name (the GeoPackage as ``metro.gpkg:<layer>``).
@@ -130,7 +134,7 @@ def write_metro(
         check_month(getattr(settings, name), what=f"metro: settings.{name} =")
     packer = ZipPacker()  # deflates each file for the zip as soon as it is written
     try:
-        return _write_metro(window_data, settings, metro_dir, streets, cache, packer)
+        return _write_metro(window_data, settings, metro_dir, streets, cache, packer, output)
     finally:
         packer.close()
 
@@ -142,16 +146,91 @@ def _write_metro(
     streets: StreetWindow | None,
     cache: MetroCache | None,
     packer: ZipPacker,
+    output: OutputCache | None,
 ) -> dict[str, int]:
     when = file_time()
     attribution = OSM_ATTRIBUTION if settings.base_map or streets is not None else None
     noise = DpNoise.create(settings.epsilon, settings.delta, settings.salt, settings.month)
     pub = Publication(settings.min_athletes, settings.round_to, noise)
+    stem = f"heatmetro-metro-{settings.month}"
+    zip_name = f"{stem}.zip"
 
+    # The same inputs as the published build's: its data files, as they are (metro_reuse).
+    digest = None
+    if output is not None and streets is None:
+        digest = inputs_digest(window_data, settings, when)
+    kept = output.kept(digest, zip_name) if output is not None and digest is not None else None
+    if kept is not None:
+        for name, source in kept.paths.items():
+            link_or_copy(source, metro_dir / name)
+            packer.adopt(metro_dir / name, kept.packed[name])
+        rows, totals, gpkg_tables = dict(kept.rows), kept.totals, kept.gpkg_tables
+        descriptions = dict(cols.FILE_DESCRIPTIONS)
+        if cache is not None:
+            cache.files_kept = True
+    else:
+        rows, totals, gpkg_tables, descriptions = _write_data(
+            window_data, pub, metro_dir, streets, cache, packer, when, attribution
+        )
+    context: dict[str, Any] = {
+        "settings": settings,
+        "floor": pub.floor,
+        "bands": BANDS,
+        "tables": [*cols.DICTIONARY, *(streets.tables if streets is not None else [])],
+        "gpkg_layers": cols.GPKG_LAYERS | ({"streets": cols.GPKG_STREETS} if streets else {}),
+        "gpkg_tables": gpkg_tables,
+        "descriptions": descriptions,
+        "dp": noise,
+        "osm_attribution": attribution,
+    }
+    env = environment(None, html_only_escape=True)
+    readme = env.get_template("metro_README.md.j2").render(context)
+    (metro_dir / "README.md").write_bytes(readme.encode("utf-8"))
+
+    members = [metro_dir / name for name in descriptions]
+    packer.write(metro_dir / zip_name, stem, members, when)
+
+    downloads = [
+        {
+            "name": p.name,
+            "description": descriptions.get(p.name, "All of the files above, zipped"),
+            "size": p.stat().st_size,
+            "shown_size": human_size(p.stat().st_size),
+            "rows": rows.get(p.name),
+            "sha256": packer.packed(p).sha256 if p in members else sha256(p),
+        }
+        for p in [*members, metro_dir / zip_name]
+    ]
+    chart = chart_svg(totals, window(settings.first_month, settings.month))
+    page = env.get_template("metro_index.html.j2").render(
+        context,
+        downloads=downloads,
+        chart=Markup(chart),  # noqa: S704 - built here, escaped
+    )
+    (metro_dir / "index.html").write_bytes(page.encode("utf-8"))
+    if output is not None:  # what the next build may keep
+        data = {n: packer.packed(metro_dir / n) for n in descriptions if n != "README.md"}
+        output.save(digest, metro_dir, data, zip_name, rows, totals, gpkg_tables)
+    return rows
+
+
+def _write_data(
+    window_data: WindowData,
+    pub: Publication,
+    metro_dir: Path,
+    streets: StreetWindow | None,
+    cache: MetroCache | None,
+    packer: ZipPacker,
+    when: datetime,
+    attribution: str | None,
+) -> tuple[dict[str, int], dict[str, dict[str, int]], list[str], dict[str, str]]:
+    """Count and write every data file (all but the README, the zip and ``index.html``);
+    return the rows per file, the chart's totals, the GeoPackage's attribute tables and
+    the description of each file."""
     texts = None
     if cache is not None:
         cache.open(pub.max_trips)
-        if noise is None:  # the edge files' rows kept between builds (metro_text_cache)
+        if pub.noise is None:  # the edge files' rows kept between builds (metro_text_cache)
             made = f"{pub.min_athletes}:{pub.round_to}:{orjson.__version__}:{sys.version_info[:2]}"
             texts = TextCache(cache.path.with_name(TEXT_CACHE), cache, made, reuse=cache.reuse)
     plan = edge_plan(window_data, pub, cache)  # what the four edge tables hide, at once
@@ -233,41 +312,5 @@ def _write_metro(
     totals = monthly_totals(
         edges_monthly, names.index("layer"), names.index("month"), names.index("total_trip_count")
     )
-    context: dict[str, Any] = {
-        "settings": settings,
-        "floor": pub.floor,
-        "bands": BANDS,
-        "tables": [*cols.DICTIONARY, *(streets.tables if streets is not None else [])],
-        "gpkg_layers": cols.GPKG_LAYERS | ({"streets": cols.GPKG_STREETS} if streets else {}),
-        "gpkg_tables": [t for t, (kind, _, _) in layers.items() if kind is None],
-        "descriptions": descriptions,
-        "dp": noise,
-        "osm_attribution": attribution,
-    }
-    env = environment(None, html_only_escape=True)
-    readme = env.get_template("metro_README.md.j2").render(context)
-    (metro_dir / "README.md").write_bytes(readme.encode("utf-8"))
-
-    stem = f"heatmetro-metro-{settings.month}"
-    members = [metro_dir / name for name in descriptions]
-    packer.write(metro_dir / f"{stem}.zip", stem, members, when)
-
-    downloads = [
-        {
-            "name": p.name,
-            "description": descriptions.get(p.name, "All of the files above, zipped"),
-            "size": p.stat().st_size,
-            "shown_size": human_size(p.stat().st_size),
-            "rows": rows.get(p.name),
-            "sha256": packer.packed(p).sha256 if p in members else sha256(p),
-        }
-        for p in [*members, metro_dir / f"{stem}.zip"]
-    ]
-    chart = chart_svg(totals, window(settings.first_month, settings.month))
-    page = env.get_template("metro_index.html.j2").render(
-        context,
-        downloads=downloads,
-        chart=Markup(chart),  # noqa: S704 - built here, escaped
-    )
-    (metro_dir / "index.html").write_bytes(page.encode("utf-8"))
-    return rows
+    gpkg_tables = [t for t, (kind, _, _) in layers.items() if kind is None]
+    return rows, totals, gpkg_tables, descriptions

@@ -259,6 +259,9 @@ class MetroCache:
     #: plan cache (``metro_plan_cache``) records the sums it was solved with by it.
     token: str | None = None
     _next_token: str = ""
+    #: The Metro writer kept the published build's files (``metro_reuse``): the cache
+    #: was not even read.
+    files_kept: bool = False
     #: Per table name, the rows of the file's table kept and where they are in this
     #: build's (every table so far from the file's sums, or None).
     _kept: dict[str, tuple[np.ndarray, np.ndarray]] | None = field(default_factory=dict)
@@ -277,6 +280,8 @@ class MetroCache:
         return self.note not in ("", "none yet", "not used")
 
     def line(self) -> str:
+        if self.files_kept:
+            return "metro cache: the window's records are the published build's: its files kept"
         if self.note.startswith("not saved"):
             return f"metro cache: {self.note}"
         if self.note:

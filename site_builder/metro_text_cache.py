@@ -34,6 +34,7 @@ from heatmetro.core.temp_files import temporary_for
 from heatmetro.site_builder.code_digest import code_digest
 from heatmetro.site_builder.metro_cache import in_sorted
 from heatmetro.site_builder.metro_plan_cache import SumsSource
+from heatmetro.site_builder.npz_mapped import load_mapped
 
 __all__ = ["TEXT_CACHE", "TextCache"]
 
@@ -126,25 +127,27 @@ class TextCache:
         if not self.use or token is None:
             return self._old
         try:
-            with np.load(self.path, allow_pickle=False) as npz:
-                meta = json.loads(bytes(npz["meta"]).decode())
-                if meta.get("key") != self.key or meta.get("token") != token:
+            # Views of one memory map (npz_mapped): no copy of the text, which is checked
+            # against its CRC-32 below anyway.
+            npz = load_mapped(self.path)
+            meta = json.loads(bytes(npz["meta"]).decode())
+            if meta.get("key") != self.key or meta.get("token") != token:
+                return self._old
+            for i, name in enumerate(meta["files"]):
+                text, ends = npz[f"text{i}"], npz[f"ends{i}"]
+                if zlib.crc32(text.data) != meta["crc"][i]:  # the bytes are published as read
+                    self._old = {}
                     return self._old
-                for i, name in enumerate(meta["files"]):
-                    text, ends = npz[f"text{i}"], npz[f"ends{i}"]
-                    if zlib.crc32(text) != meta["crc"][i]:  # the bytes are published as read
-                        self._old = {}
-                        return self._old
-                    edge, place = npz[f"edge{i}"], npz[f"place{i}"]
-                    n = len(ends)
-                    if not (text.dtype == np.uint8 and ends.dtype == np.int64
-                            and edge.dtype == place.dtype == np.uint64
-                            and len(edge) == len(place) == n
-                            and (n == 0 or int(ends[-1]) == len(text))
-                            and bool(np.all(np.diff(np.r_[0, ends]) >= 0))):  # fmt: skip
-                        self._old = {}
-                        return self._old
-                    self._old[str(name)] = (text, ends, edge, place)
+                edge, place = npz[f"edge{i}"], npz[f"place{i}"]
+                n = len(ends)
+                if not (text.dtype == np.uint8 and ends.dtype == np.int64
+                        and edge.dtype == place.dtype == np.uint64
+                        and len(edge) == len(place) == n
+                        and (n == 0 or int(ends[-1]) == len(text))
+                        and bool(np.all(np.diff(np.r_[0, ends]) >= 0))):  # fmt: skip
+                    self._old = {}
+                    return self._old
+                self._old[str(name)] = (text, ends, edge, place)
         except Exception:  # noqa: BLE001 - any unreadable file (a torn zip too): none kept
             self._old = {}
         return self._old

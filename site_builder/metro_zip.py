@@ -59,6 +59,12 @@ class ZipPacker:
         if path not in self._packed:
             self._packed[path] = self._pool.submit(pack, path, self.level)
 
+    def adopt(self, path: Path, packed: Packed) -> None:
+        """``path`` as already deflated (the published zip's entry of the same bytes)."""
+        future: Future[Packed] = Future()
+        future.set_result(packed)
+        self._packed[path] = future
+
     def packed(self, path: Path) -> Packed:
         """``path`` deflated (now, if it was not added); what the thread raised, raised."""
         future = self._packed.get(path)

@@ -480,6 +480,7 @@ def start_metro(
         from heatmetro.site_builder.metro import MetroSettings, write_metro
         from heatmetro.site_builder.metro_cache import CACHE_FILE as METRO_CACHE
         from heatmetro.site_builder.metro_cache import MetroCache
+        from heatmetro.site_builder.metro_reuse import OUTPUT_CACHE, OutputCache
 
         settings = MetroSettings(
             min_athletes=config.min_athletes,
@@ -495,7 +496,12 @@ def start_metro(
             month_in_progress=window.month_in_progress,
         )
         cache = MetroCache(config.state_dir / METRO_CACHE, reuse) if map_cache else None
-        rows = write_metro(window, settings, metro_dir, streets, cache)
+        output = None
+        if map_cache:  # unchanged files are taken from the published build (as tiles are)
+            published = config.out_dir.resolve() / "metro" if config.out_dir.is_symlink() else None
+            final = build.resolve().with_name(build.name.removesuffix(".partial")) / "metro"
+            output = OutputCache(config.state_dir / OUTPUT_CACHE, published, final, reuse=reuse)
+        rows = write_metro(window, settings, metro_dir, streets, cache, output)
         if cache is None:
             return MetroDone(rows)
         return MetroDone(rows, cache.line(), cache.problem)

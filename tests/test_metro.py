@@ -741,6 +741,10 @@ def test_gpkg_geometry_is_standard_wkb(
     null = [kind == "LineString" and len(set(g)) < 2 for g in geometry]
     expected = [None if n else _wkb_reference(kind, g) for g, n in zip(geometry, null, strict=True)]
     assert [None if w is None else bytes(w) for w in wkbs] == expected
+    # What the GeoPackage writer hands GDAL: the same values as one Arrow array.
+    import pyarrow as pa
+
+    assert metro_gpkg._wkb_array(pa, kind, geometry).to_pylist() == expected
 
 
 @pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="GDAL's ogrinfo is not installed")
