@@ -94,17 +94,23 @@ def incremental_thin(
             [_pair_keys(prev.cells, old.target, moved), _pair_keys(lh.cells, target, moved)]
         )
     )
-    joins = take_rows(old.votes, old.votes["group"] > 0)
-    rejoined = _key_member(joins["k1"], joins["k2"], keys)
+    votes = old.votes
+    cells = votes["cell"]
+    # The join votes of those pairs (a middle's vote, k2 = 0, is of no pair): looked for
+    # among all the votes, columns as they are, rather than in a copy of the joins.
+    rejoined = np.flatnonzero(_key_member(votes["k1"], votes["k2"], keys))
     voter, ta, tb = _voters(lh.cells, target, keys)
-    touched = _rows_of(old.votes["cell"], flipped)
+    touched = _rows_of(cells, flipped)
     redo = distinct(
-        np.concatenate(
-            [moved, changed, joins["voter"][rejoined], voter, old.votes["voter"][touched]]
-        )
+        np.concatenate([moved, changed, votes["voter"][rejoined], voter, votes["voter"][touched]])
     )
     redo = redo[is_open(redo, lh.cells)]  # voters now; a gone one votes no more
-    kept_joins = take_rows(joins, is_open(joins["voter"], redo) & ~rejoined)
+    out = is_open(votes["voter"], distinct(np.concatenate([redo, gone])))
+    # The joins of the voters redone, but those of the pairs looked for again.
+    mine = np.flatnonzero(out)
+    mine = mine[votes["group"][mine] > 0]
+    mine = mine[~is_open(votes["voter"][mine], gone)]
+    kept_joins = take_rows(votes, np.setdiff1d(mine, rejoined, assume_unique=True))
     new = concat_rows(
         [
             middle_votes(redo, target[np.searchsorted(lh.cells, redo)]),
@@ -113,9 +119,6 @@ def incremental_thin(
         ]
     )
     count_shares(new, lh, open_cells)
-    votes = old.votes
-    cells = votes["cell"]
-    out = is_open(votes["voter"], distinct(np.concatenate([redo, gone])))
     # The cells with a new vote: all their votes in one block, put in the votes' order.
     mixed = np.zeros(len(cells), dtype=bool)
     mixed[_rows_of(cells, distinct(new["cell"]))] = True
