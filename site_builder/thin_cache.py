@@ -77,7 +77,9 @@ def incremental_thin(
     target = np.where(was, old.target[at], lh.cells)
     if around is None:
         around = disk_cells(changed)
-    redo_middle = np.flatnonzero(~was | is_open(lh.cells, around))
+    stale = ~was
+    stale[_positions(lh.cells, around)] = True  # the fewer cells searched for
+    redo_middle = np.flatnonzero(stale)
     middle[redo_middle] = thin_middles(lh, redo_middle)[0]
     retarget = np.zeros(n, dtype=bool)
     retarget[redo_middle] = True
@@ -95,7 +97,9 @@ def incremental_thin(
         )
     )
     votes = old.votes
-    cells = votes["cell"]
+    # Searched several times: copied out of the records once (numpy copies a field of
+    # records for every search).
+    cells = np.ascontiguousarray(votes["cell"])
     # The join votes of those pairs (a middle's vote, k2 = 0, is of no pair): looked for
     # among all the votes, columns as they are, rather than in a copy of the joins.
     rejoined = np.flatnonzero(_key_member(votes["k1"], votes["k2"], keys))
@@ -132,7 +136,10 @@ def incremental_thin(
     again = distinct(np.concatenate([cells[out], new["cell"], changed, flipped]))
     rows = _rows_of(cells, again)
     on = concat_rows(
-        [take_rows(votes, rows[~drop[rows]]), take_rows(block, _rows_of(block["cell"], again))]
+        [
+            take_rows(votes, rows[~drop[rows]]),
+            take_rows(block, _rows_of(np.ascontiguousarray(block["cell"]), again)),
+        ]
     )
     part = sum_votes(take_rows(on, np.argsort(on["cell"], kind="stable")), lh, open_cells)
     stay = ~is_open(old_drawn.cells, again)
@@ -237,6 +244,14 @@ def _voters(
     first = np.ones(len(found), dtype=bool)
     first[1:] = found[1:] != found[:-1]
     return cells[a[first]], found["k1"][first], found["k2"][first]
+
+
+def _positions(sorted_cells: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """The positions in ``sorted_cells`` (sorted, distinct) of those of ``cells`` there."""
+    if not len(sorted_cells):
+        return np.zeros(0, np.int64)
+    at = np.minimum(np.searchsorted(sorted_cells, cells), len(sorted_cells) - 1)
+    return at[sorted_cells[at] == cells]
 
 
 def _rows_of(sorted_col: np.ndarray, values: np.ndarray) -> np.ndarray:
