@@ -77,7 +77,9 @@ def incremental_thin(
     target = np.where(was, old.target[at], lh.cells)
     if around is None:
         around = disk_cells(changed)
-    redo_middle = np.flatnonzero(~was | is_open(lh.cells, around))
+    stale = ~was
+    stale[_positions(lh.cells, around)] = True  # the fewer cells searched for
+    redo_middle = np.flatnonzero(stale)
     middle[redo_middle] = thin_middles(lh, redo_middle)[0]
     retarget = np.zeros(n, dtype=bool)
     retarget[redo_middle] = True
@@ -94,17 +96,25 @@ def incremental_thin(
             [_pair_keys(prev.cells, old.target, moved), _pair_keys(lh.cells, target, moved)]
         )
     )
-    joins = take_rows(old.votes, old.votes["group"] > 0)
-    rejoined = _key_member(joins["k1"], joins["k2"], keys)
+    votes = old.votes
+    # Searched several times: copied out of the records once (numpy copies a field of
+    # records for every search).
+    cells = np.ascontiguousarray(votes["cell"])
+    # The join votes of those pairs (a middle's vote, k2 = 0, is of no pair): looked for
+    # among all the votes, columns as they are, rather than in a copy of the joins.
+    rejoined = np.flatnonzero(_key_member(votes["k1"], votes["k2"], keys))
     voter, ta, tb = _voters(lh.cells, target, keys)
-    touched = _rows_of(old.votes["cell"], flipped)
+    touched = _rows_of(cells, flipped)
     redo = distinct(
-        np.concatenate(
-            [moved, changed, joins["voter"][rejoined], voter, old.votes["voter"][touched]]
-        )
+        np.concatenate([moved, changed, votes["voter"][rejoined], voter, votes["voter"][touched]])
     )
     redo = redo[is_open(redo, lh.cells)]  # voters now; a gone one votes no more
-    kept_joins = take_rows(joins, is_open(joins["voter"], redo) & ~rejoined)
+    out = is_open(votes["voter"], distinct(np.concatenate([redo, gone])))
+    # The joins of the voters redone, but those of the pairs looked for again.
+    mine = np.flatnonzero(out)
+    mine = mine[votes["group"][mine] > 0]
+    mine = mine[~is_open(votes["voter"][mine], gone)]
+    kept_joins = take_rows(votes, np.setdiff1d(mine, rejoined, assume_unique=True))
     new = concat_rows(
         [
             middle_votes(redo, target[np.searchsorted(lh.cells, redo)]),
@@ -113,9 +123,6 @@ def incremental_thin(
         ]
     )
     count_shares(new, lh, open_cells)
-    votes = old.votes
-    cells = votes["cell"]
-    out = is_open(votes["voter"], distinct(np.concatenate([redo, gone])))
     # The cells with a new vote: all their votes in one block, put in the votes' order.
     mixed = np.zeros(len(cells), dtype=bool)
     mixed[_rows_of(cells, distinct(new["cell"]))] = True
@@ -129,7 +136,10 @@ def incremental_thin(
     again = distinct(np.concatenate([cells[out], new["cell"], changed, flipped]))
     rows = _rows_of(cells, again)
     on = concat_rows(
-        [take_rows(votes, rows[~drop[rows]]), take_rows(block, _rows_of(block["cell"], again))]
+        [
+            take_rows(votes, rows[~drop[rows]]),
+            take_rows(block, _rows_of(np.ascontiguousarray(block["cell"]), again)),
+        ]
     )
     part = sum_votes(take_rows(on, np.argsort(on["cell"], kind="stable")), lh, open_cells)
     stay = ~is_open(old_drawn.cells, again)
@@ -234,6 +244,14 @@ def _voters(
     first = np.ones(len(found), dtype=bool)
     first[1:] = found[1:] != found[:-1]
     return cells[a[first]], found["k1"][first], found["k2"][first]
+
+
+def _positions(sorted_cells: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """The positions in ``sorted_cells`` (sorted, distinct) of those of ``cells`` there."""
+    if not len(sorted_cells):
+        return np.zeros(0, np.int64)
+    at = np.minimum(np.searchsorted(sorted_cells, cells), len(sorted_cells) - 1)
+    return at[sorted_cells[at] == cells]
 
 
 def _rows_of(sorted_col: np.ndarray, values: np.ndarray) -> np.ndarray:

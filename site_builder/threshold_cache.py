@@ -204,7 +204,9 @@ def incremental_threshold(
     # Decisions that may flip: the cells within ring of a change; they read ring
     # further (the whole region).
     near = region[dist <= ring]
-    near_cells, counts = nearby_athletes(rows["athlete"], cells, inv, ring, max(min_athletes, 1))
+    near_cells, counts = nearby_athletes(
+        rows["athlete"], cells, inv, ring, max(min_athletes, 1), only=near
+    )
     met = near_cells[(counts >= min_athletes) & _member(near_cells, near)]
     old_open = previous.open_cells
     was = _member(near, old_open)
@@ -230,7 +232,10 @@ def incremental_threshold(
     drawn, thinned = incremental_thin(
         previous.thinned, previous.drawn, published, moved, flipped, open_cells, around
     )
-    if not _member(drawn.cells, open_cells).all():  # never draw a cell below threshold
+    # Never draw a cell below threshold: the last build drew none, the cells added up
+    # again are open ones (``sum_votes``), so only a drawn cell that closed could be.
+    closed = near[was][~_member(near[was], met)]
+    if _member(closed, drawn.cells).any():
         return None
     return ThresholdState(open_cells, drawn, thinned)
 

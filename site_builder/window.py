@@ -206,7 +206,12 @@ _CHUNK_ROWS = 1 << 20  # rows expanded at once (x7 or x19 neighbours): bounds pe
 
 
 def nearby_athletes(
-    athlete: np.ndarray, cells: np.ndarray, inv: np.ndarray, ring: int, at_least: int
+    athlete: np.ndarray,
+    cells: np.ndarray,
+    inv: np.ndarray,
+    ring: int,
+    at_least: int,
+    only: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distinct athletes within ``ring`` rings of each cell near a ridden one.
 
@@ -217,6 +222,8 @@ def nearby_athletes(
         at_least: counts below this are exact; a count of this or more may be a lower
             bound (still at least this). Sums over disjoint athletes then decide
             ``>= at_least`` exactly.
+        only: sorted distinct cells: the counts wanted (those of other cells may then
+            be too low; an incremental rebuild decides only the cells near a change).
 
     Returns:
         The cells within ``ring`` of a ridden cell (sorted) and, per cell, the number of
@@ -242,6 +249,8 @@ def nearby_athletes(
     ridden_near = np.repeat(own, disks.shape[1])[by_cell]
     counts = np.maximum.reduceat(ridden_near, np.flatnonzero(first)).astype(np.int64)
     unsure = counts < at_least
+    if only is not None:  # the fringe of a region: its counts are not read
+        unsure &= is_open(near_cells, only)
     expand = np.asarray(unsure[disk_idx].any(axis=1))[inv]
     order = np.flatnonzero(expand)[np.argsort(athlete[expand], kind="stable")]
     ath = athlete[order].astype(np.int64)

@@ -7,13 +7,21 @@ by a rebuild is then one a build from scratch draws: at least ``min_athletes`` n
 
 from __future__ import annotations
 
+from typing import Any
+
 import h3.api.basic_int as h3
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heatmetro.site_builder.threshold_cache import LayerThresholds, incremental_threshold
-from heatmetro.site_builder.window import LayerHeat, threshold
+from heatmetro.site_builder import threshold_cache
+from heatmetro.site_builder.threshold_cache import (
+    LayerThresholds,
+    ThresholdState,
+    incremental_threshold,
+)
+from heatmetro.site_builder.window import LayerHeat, Thinned, nearby_athletes, threshold
 from heatmetro.state.records import HEAT_DTYPE, group_sum, with_athlete
 
 ORIGIN = h3.latlng_to_cell(42.32, -72.63, 13)
@@ -134,3 +142,63 @@ def test_a_rebuild_near_the_changes_is_the_full_computation(
     assert_same(ride, want)
     assert_same(old, previous.states["all"].drawn)
     np.testing.assert_array_equal(old_open, previous.states["all"].open_cells)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=change(), k=st.integers(1, 4), ring=st.integers(1, 2), pick=st.data())
+def test_counts_asked_for_only_are_the_counts_of_all(
+    data: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, ring: int, pick: st.DataObject
+) -> None:
+    """``nearby_athletes(only=...)``: the counts of those cells are the ones every count
+    is computed for (a rebuild reads no other)."""
+    rows = data[1]
+    if not len(rows):
+        return
+    cells, inv = np.unique(rows["cell"], return_inverse=True)
+    near_cells, counts = nearby_athletes(rows["athlete"], cells, inv.reshape(-1), ring, k)
+    only = np.array(
+        sorted(set(pick.draw(st.lists(st.sampled_from(near_cells.tolist()), max_size=30)))),
+        np.uint64,
+    )
+    got_cells, got = nearby_athletes(rows["athlete"], cells, inv.reshape(-1), ring, k, only)
+    np.testing.assert_array_equal(got_cells, near_cells)
+    asked = np.isin(near_cells, only)
+    np.testing.assert_array_equal(got[asked], counts[asked])
+
+
+def test_a_rebuild_that_would_draw_a_closed_cell_is_computed_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last check of ``incremental_threshold``: a cell that closed and is still drawn
+    (a fault of the splice) sends the layer to a full computation."""
+    street_cells = h3.grid_path_cells(ENDS[0], ENDS[-1])
+    before = rows_of({0: street_cells, 1: street_cells}, {})
+    after = rows_of({0: street_cells}, {})  # one of the two gone: the street closes
+    previous = LayerThresholds()
+    previous("all", before, 2, 5, threshold_ring=1)
+    state = previous.states["all"]
+    changed = np.array(sorted(set(street_cells)), np.uint64)
+
+    def rebuild() -> ThresholdState | None:
+        return incremental_threshold(
+            "all",
+            after,
+            2,
+            5,
+            threshold_ring=1,
+            previous=state,
+            changed=changed,
+            full_share=np.inf,
+        )
+
+    fine = rebuild()
+    assert fine is not None and len(fine.drawn.cells) == 0
+    real = threshold_cache.incremental_thin
+
+    def keeps_a_closed_cell(*args: Any) -> tuple[LayerHeat, Thinned]:
+        drawn, thinned = real(*args)
+        cell = np.array([state.drawn.cells[0]], np.uint64)
+        return LayerHeat("all", cell, np.ones(1), np.ones(1, np.uint32)), thinned
+
+    monkeypatch.setattr(threshold_cache, "incremental_thin", keeps_a_closed_cell)
+    assert rebuild() is None
