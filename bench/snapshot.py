@@ -77,12 +77,32 @@ ONE_CORE_RUNS = 3
 #: The caches in state_dir a rebuild reads (the tile manifests are per site): each
 #: format's rebuild starts from them as the last full build left them.
 STATE_CACHES = (
-    "window_cache.npz",
+    "window_cache",  # a folder of files
     "metro_cache.npz",
     "metro_plan_cache.npz",
     "metro_text_cache.npz",
     "map_cache.json",
 )
+
+
+def _saved(cache: Path) -> bytes | dict[str, bytes] | None:
+    """A cache file's bytes, a cache folder's files' bytes, or None (none there)."""
+    if cache.is_dir():
+        return {p.name: p.read_bytes() for p in cache.iterdir() if p.is_file()}
+    return cache.read_bytes() if cache.exists() else None
+
+
+def _restore(cache: Path, saved: bytes | dict[str, bytes] | None) -> None:
+    """Put back what ``_saved`` saved (nothing: none there)."""
+    if cache.is_dir():
+        shutil.rmtree(cache)
+    cache.unlink(missing_ok=True)
+    if isinstance(saved, dict):
+        cache.mkdir()
+        for name, data in saved.items():
+            (cache / name).write_bytes(data)
+    elif saved is not None:
+        cache.write_bytes(saved)
 
 
 @dataclass(frozen=True)
@@ -377,16 +397,11 @@ def main() -> int:
             runs.append(full[fmt])
         draw_line = draw_rate(p13 / "site.toml", month, root / "scratch")
         caches = [p13 / "state" / name for name in STATE_CACHES]
-        before = [
-            c.read_bytes() if c.exists() else None for c in caches
-        ]  # as the last full build left them
+        before = [_saved(c) for c in caches]  # as the last full build left them
 
         def restore_caches() -> None:
             for c, b in zip(caches, before, strict=True):
-                if b is None:
-                    c.unlink(missing_ok=True)
-                else:
-                    c.write_bytes(b)  # each format's rebuild starts from them
+                _restore(c, b)  # each format's rebuild starts from them
 
         # A rebuild with nothing changed: what every rebuild pays before any change.
         unchanged = {}

@@ -60,7 +60,7 @@ from heatmetro.site_builder.window import (
     publish_partials,
     thin_to_lines,
 )
-from heatmetro.site_builder.window_cache import CACHE_FILE
+from heatmetro.site_builder.window_cache import remove_cache
 from heatmetro.state.aggregates import cells_to_parent
 from heatmetro.state.rebuild import MonthRow
 from heatmetro.state.records import LAYERS, group_sum
@@ -311,7 +311,7 @@ def run_distributed_snapshot(
     local, athletes, streets = local_partials(config, month)
     # Cluster members keep no window cache: drop one a one-machine snapshot left, so no
     # derived rows outlive a deletion in the store.
-    (config.state_dir / CACHE_FILE).unlink(missing_ok=True)
+    remove_cache(config.state_dir)
     sink = _Collect(process_id)
     items = _partial_items(local, athletes, process_id)
     if streets is not None:  # per-athlete street records: to process 0, as Metro's

@@ -44,7 +44,7 @@ from heatmetro.site_builder.weekly import (
 )
 from heatmetro.site_builder.window import WindowData, neighbourhood_across_m
 from heatmetro.site_builder.window_cache import (
-    CACHE_FILE,
+    CACHE_DIR,
     CacheReport,
     WindowRead,
     read_window_cached,
@@ -161,7 +161,7 @@ def _run_snapshot(
     try:
         with ReadView(dbs) as view:  # read-only: ingest may keep committing meanwhile
             read = read_window_cached(
-                view, window_months(month), config, config.state_dir / CACHE_FILE, reuse=cache
+                view, window_months(month), config, config.state_dir / CACHE_DIR, reuse=cache
             )
             streets = _load_streets(dbs, month, config)
     finally:

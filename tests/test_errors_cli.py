@@ -380,11 +380,11 @@ def test_quiet_snapshot_prints_nothing_when_the_cache_is_merely_for_another_mont
     proc = heatmetro("snapshot", "-c", cfg, "--month", "2021-07", "-q")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     # A damaged cache is worth its line, even when quiet.
-    cache = project / "state" / "window_cache.npz"
+    cache = project / "state" / "window_cache" / "manifest.json"
     cache.write_bytes(cache.read_bytes()[:100])
     proc = heatmetro("snapshot", "-c", cfg, "--month", "2021-07", "-q")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.startswith("window cache: unreadable window_cache.npz"), proc.stderr
+    assert proc.stderr.startswith("window cache: unreadable window_cache"), proc.stderr
 
 
 # --------------------------------------------------------------------------- serve

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from heatmetro.site_builder.window_cache import CACHE_FORMAT
+from heatmetro.site_builder.window_cache_files import STATE_FIELDS
 from tests.conftest import write_config
 from tests.streams import (
     NORTH_EAST,
@@ -67,7 +68,7 @@ def _changes() -> list[dict]:
     ]
 
 
-CACHE = Path("state") / "window_cache.npz"
+CACHE = Path("state") / "window_cache"
 
 
 def _streets() -> list[dict]:
@@ -87,21 +88,42 @@ def _stderr_line(proc_stderr: str, prefix: str) -> str:
     return lines[0]
 
 
-def _npz(project: Path, meta: dict | None, swap: str = "") -> bytes:
-    """A well-formed cache file with ``meta``, or (None) the real one with its athletes
-    listed in reverse order (or, with ``swap``, that array's first two values swapped)."""
-    with np.load(project / CACHE) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    if swap:
-        arrays[swap][:2] = arrays[swap][1::-1].copy()
-        meta = json.loads(arrays["meta"].tobytes())
-    elif meta is None:
-        meta = json.loads(arrays["meta"].tobytes())
-        meta["ids"] = meta["ids"][::-1]
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    out = project / "damaged.npz"
-    np.savez(out, **arrays)
-    return out.read_bytes()
+def _manifest(cache: Path) -> dict:
+    return json.loads((cache / "manifest.json").read_text())
+
+
+def _rewrite_manifest(cache: Path, **changes: object) -> None:
+    (cache / "manifest.json").write_text(json.dumps(_manifest(cache) | changes))
+
+
+def _array_in(cache: Path, layer: str, field: str) -> np.memmap:
+    """The array ``field`` of ``layer``'s threshold state, writable in its file."""
+    layers = _manifest(cache)["layers"]
+    entry = layers[layers[layer].get("as", layer)]
+    offset, count = entry["arrays"][field]
+    return np.memmap(cache / entry["file"], STATE_FIELDS[field], "r+", offset, (count,))
+
+
+def _swap(cache: Path, layer: str, field: str) -> None:
+    arr = _array_in(cache, layer, field)
+    arr[:2] = arr[1::-1].copy()
+    arr.flush()
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _pack_ids(cache: Path) -> list[str]:
+    return _manifest(cache)["packs"][0]["ids"]
+
+
+def _pack(cache: Path) -> Path:
+    return cache / _manifest(cache)["packs"][0]["file"]
+
+
+def _layer_file(cache: Path, layer: str) -> Path:
+    return cache / _manifest(cache)["layers"][layer]["file"]
 
 
 def _full_build_of(project: Path, dst: Path, run_cli: Run) -> Path:
@@ -120,7 +142,7 @@ def test_opt_out_deletion_visibility_zone_and_hide_never_survive_a_rebuild(
     ingest(run_cli, project, _streets(), "streets")
     first = snapshot(run_cli, project, env=SDE_ENV)
     assert "window cache: none yet" in first.stderr
-    assert (project / CACHE).is_file()
+    assert (project / CACHE / "manifest.json").is_file()
     site = project / "site"
     elm = along(NORTHAMPTON_WEST, NORTHAMPTON_EAST, 0.5)
     north = along(NORTH_WEST, NORTH_EAST, 0.5)
@@ -157,26 +179,47 @@ def test_opt_out_deletion_visibility_zone_and_hide_never_survive_a_rebuild(
     assert differ == [], f"{len(differ)} files differ from a full build, e.g. {differ[:5]}"
 
 
-def test_a_damaged_cache_is_one_line_and_a_full_read(project: Path, run_cli: Run) -> None:
+def test_a_damaged_cache_is_one_line_and_a_full_read(
+    project: Path, run_cli: Run, tmp_path: Path
+) -> None:
     ingest(run_cli, project, _streets(), "streets")
     snapshot(run_cli, project, env=SDE_ENV)
     reference = tree((project / "site").resolve())
-    good = (project / CACHE).read_bytes()
+    cache = project / CACHE
+    good = tmp_path / "good"
+    shutil.copytree(cache, good)
 
     damages = {
-        "unreadable window_cache.npz": good[: len(good) // 2],  # torn write
-        f"format 999, not {CACHE_FORMAT}": _npz(project, {"format": 999}),
-        "inconsistent window_cache.npz (athlete order)": _npz(project, None),
+        "unreadable window_cache (ValueError: pack-": lambda: _truncate(_pack(cache)),  # torn
+        "unreadable window_cache (FileNotFoundError)": lambda: _layer_file(cache, "all").unlink(),
+        "has no footer of its own": lambda: _layer_file(cache, "all").write_bytes(
+            _layer_file(good, "all").read_bytes()[:-32] + bytes(32)  # its end never written
+        ),
+        "unreadable window_cache (JSONDecodeError": lambda: _truncate(cache / "manifest.json"),
+        f"format 999, not {CACHE_FORMAT}": lambda: _rewrite_manifest(cache, format=999),
+        "inconsistent window_cache (athlete order)": lambda: _rewrite_manifest(
+            cache, ids=_manifest(cache)["ids"][::-1]
+        ),
+        "inconsistent window_cache (athletes' packs)": lambda: _rewrite_manifest(
+            cache,
+            where=[[0, 1, len(_manifest(cache)["ids"])]],  # one past the pack's end
+        ),
+        # The pack's first athlete under another name (still in order).
+        "window cache: inconsistent window_cache (athletes' packs)": lambda: _rewrite_manifest(
+            cache, packs=[_manifest(cache)["packs"][0] | {"ids": ["!", *_pack_ids(cache)[1:]]}]
+        ),
         # The parts are fine: kept, and only the threshold is computed whole.
         "19 athletes kept, 0 read from the store; threshold state of all (order): threshold"
-        " computed whole": _npz(project, None, swap="threshold/all/cells"),
+        " computed whole": lambda: _swap(cache, "all", "cells"),
         # How it was thinned, damaged: the same.
-        "threshold state of all (thinning order): threshold computed whole": _npz(
-            project, None, swap="threshold/all/published_cells"
+        "threshold state of all (thinning order): threshold computed whole": lambda: _swap(
+            cache, "all", "published_cells"
         ),
     }
-    for expect, damaged in damages.items():
-        (project / CACHE).write_bytes(damaged)
+    for expect, damage in damages.items():
+        shutil.rmtree(cache)
+        shutil.copytree(good, cache)
+        damage()
         proc = snapshot(run_cli, project, env=SDE_ENV)
         assert "Traceback" not in proc.stderr
         line_ = _stderr_line(proc.stderr, "window cache:")
@@ -184,11 +227,11 @@ def test_a_damaged_cache_is_one_line_and_a_full_read(project: Path, run_cli: Run
         assert expect in line_ and whole, line_
         built = tree((project / "site").resolve())
         assert built == reference, f"{expect}: the site changed"
-    # ... and the cache was rewritten whole: the next build keeps everyone.
-    proc = snapshot(run_cli, project, env=SDE_ENV)
-    assert "window cache: 19 athletes kept, 0 read" in proc.stderr
+        # ... and the cache was rewritten whole: the next build keeps everyone.
+        proc = snapshot(run_cli, project, env=SDE_ENV)
+        assert "window cache: 19 athletes kept, 0 read" in proc.stderr, expect
     # --no-cache reads everything, and still leaves a cache that matches the store.
-    (project / CACHE).write_bytes(good[:100])
+    _truncate(cache / "manifest.json")
     config = project / "config.toml"
     proc = run_cli("snapshot", "-c", config, "--month", "2021-06", "--no-cache", env=SDE_ENV)
     assert "window cache: not used; read all 19 athletes from the store" in proc.stderr
@@ -246,11 +289,20 @@ def test_a_rebuild_after_lane_changes_draws_the_avenue_as_a_full_build(
     assert differ == [], f"{len(differ)} files differ from a full build, e.g. {differ[:5]}"
     # Tiles quantise heat to colours: the drawn heat itself, as each build kept it for
     # the next, must be the same arrays bit for bit too.
-    with np.load(project / CACHE) as got, np.load(fresh / CACHE) as want:
-        names = [n for n in want.files if n.startswith("threshold/")]
-        assert names and sorted(names) == sorted(n for n in got.files if n.startswith("threshold/"))
-        for name in names:
-            assert got[name].tobytes() == want[name].tobytes(), name
+    got, want = (_threshold_arrays(p / CACHE) for p in (project, fresh))
+    assert want and sorted(got) == sorted(want)
+    for name, arr in want.items():
+        assert got[name].tobytes() == arr.tobytes(), name
+
+
+def _threshold_arrays(cache: Path) -> dict[str, np.ndarray]:
+    """Every threshold state's arrays in the cache, by layer and field."""
+    out = {}
+    for layer, entry in _manifest(cache)["layers"].items():
+        entry = _manifest(cache)["layers"][entry.get("as", layer)]
+        for field in entry["arrays"]:
+            out[f"{layer}/{field}"] = np.array(_array_in(cache, layer, field))
+    return out
 
 
 def test_republishing_a_window_after_a_few_changes_is_warned_of(

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heatmetro.site_builder import window_cache
+from heatmetro.site_builder import window_cache_files
 from heatmetro.site_builder.load import WindowParts, part_dtypes
 from heatmetro.site_builder.threshold_cache import ThresholdState, threshold_state
 from heatmetro.site_builder.window import Thinned
@@ -46,19 +46,20 @@ def parts(heat: dict[str, list[tuple[int, int, int]]]) -> WindowParts:
 def test_a_shared_layer_stays_shared_only_while_the_fresh_rows_repeat_it(tmp_path: Path) -> None:
     rides = [(0, 11, 1), (0, 12, 2), (2, 13, 1)]
     old = parts({"all": rides, "ride": rides})
-    path = tmp_path / "cache.npz"
+    path = tmp_path / "window_cache"
     write_cache(path, "key", old, {a: b"s" for a in old.ids})
     cached, note = read_cache(path, "key", DTYPES)
     assert cached is not None, note
     stored = cached.parts
-    assert stored.arrays["heat/ride"] is stored.arrays["heat/all"]  # stored once
+    (pack,) = stored.sources
+    assert pack.arrays["heat/ride"] is pack.arrays["heat/all"]  # stored once
     keep = np.array([True, False])  # a2 changed
     # a1 (new) and a2 now run: in ``all``, not in ``ride``.
     runs = parts({"all": [(1, 14, 1), (2, 15, 3)], "run": [(1, 14, 1), (2, 15, 3)]})
     got = merge_parts(stored, keep, runs)
     # The same merge from arrays that share nothing.
-    copies = {k: v.copy() for k, v in stored.arrays.items()}
-    unshared = WindowParts(stored.ids, stored.activities, stored.has_rows, stored.has_paths, copies)
+    copies = {k: v.copy() for k, v in pack.arrays.items()}
+    unshared = WindowParts(pack.ids, pack.activities, pack.has_rows, pack.has_paths, copies)
     want = merge_parts(unshared, keep, runs)
     assert got.ids == want.ids == ["a0", "a1", "a2"]
     for name, arr in want.arrays.items():
@@ -146,17 +147,17 @@ def test_a_layer_stored_as_another_reads_back_under_its_own_name(tmp_path: Path)
     state = threshold_state("all", rows, 2, 3, threshold_ring=1)
     assert state.thinned is not None and len(state.drawn.cells)
     old = parts({"all": [(0, 11, 1)], "ride": [(0, 11, 1)]})
-    path = tmp_path / "cache.npz"
+    path = tmp_path / "window_cache"
     write_cache(path, "key", old, {a: b"s" for a in old.ids}, {"all": state, "ride": state})
     checks: list[int] = []
-    is_open = window_cache.is_open
+    is_open = window_cache_files.is_open
 
     def counted(cells: np.ndarray, open_cells: np.ndarray) -> np.ndarray:
         checks.append(len(cells))
         return is_open(cells, open_cells)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(window_cache, "is_open", counted)
+        mp.setattr(window_cache_files, "is_open", counted)
         cached, note = read_cache(path, "key", DTYPES)
     assert cached is not None and cached.thresholds is not None, note
     assert len(checks) == 1  # the drawn cells met the threshold: checked once, for both
