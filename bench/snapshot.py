@@ -391,34 +391,28 @@ def main() -> int:
             own_rate[fmt] = own[len(own) // 2] if own else float("nan")
         # Last before the change: the tile manifests then describe these published builds.
         full = {}
-        # The Metro files' manifest names one published build (one site per state_dir in
-        # use): each format's own, as its full build left it.
-        metro_output = p13 / "state" / "metro_output.json"
-        outputs: dict[str, bytes | dict[str, bytes] | None] = {}
         for fmt in ("png", "pmtiles"):
             cfg = write_config(p13, 13, out=fmt, fmt=fmt)
             full[fmt] = snapshot(fmt, p13, cfg, month, "--no-cache")  # fills the window cache
             runs.append(full[fmt])
-            outputs[fmt] = _saved(metro_output)
         draw_line = draw_rate(p13 / "site.toml", month, root / "scratch")
         caches = [p13 / "state" / name for name in STATE_CACHES]
         before = [_saved(c) for c in caches]  # as the last full build left them
 
-        def restore_caches(fmt: str) -> None:
+        def restore_caches() -> None:
             for c, b in zip(caches, before, strict=True):
                 _restore(c, b)  # each format's rebuild starts from them
-            _restore(metro_output, outputs[fmt])
 
         # A rebuild with nothing changed: what every rebuild pays before any change.
         unchanged = {}
         for fmt in ("png", "pmtiles"):
-            restore_caches(fmt)
+            restore_caches()
             unchanged[fmt] = snapshot(f"{fmt}, 0% rebuild", p13, p13 / f"{fmt}.toml", month)
             runs.append(unchanged[fmt])
         changed = change_one_percent(db13)
         rebuild, fresh, identical = {}, {}, {}
         for fmt in ("png", "pmtiles"):
-            restore_caches(fmt)
+            restore_caches()
             rebuild[fmt] = snapshot(f"{fmt}, 1% rebuild", p13, p13 / f"{fmt}.toml", month)
             cfg = write_config(p13, 13, out=f"fresh-{fmt}", fmt=fmt)
             fresh[fmt] = snapshot(f"{fmt}, 1% full", p13, cfg, month, "--no-cache")

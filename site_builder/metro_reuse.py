@@ -1,4 +1,4 @@
-"""Keep the published Metro files when their inputs have not changed: ``state_dir/metro_output.json``.
+"""Keep the published Metro files when their inputs have not changed: ``state_dir/metro_output.<site>.json``.
 
 Every Metro data file (the CSV and GeoJSON files and the GeoPackage) is a pure function
 of the window's edge, hexagon and O/D records, the publication settings (all but the
@@ -46,10 +46,10 @@ from heatmetro.site_builder.code_digest import code_digest
 from heatmetro.site_builder.metro_zip import Packed
 from heatmetro.site_builder.window import WindowData
 
-__all__ = ["OUTPUT_CACHE", "KeptFiles", "OutputCache"]
+__all__ = ["OUTPUT_CACHE", "KeptFiles", "OutputCache", "output_cache_path"]
 
 FORMAT = 1
-OUTPUT_CACHE = "metro_output.json"
+OUTPUT_CACHE = "metro_output.json"  # one for every site: the name before it was per site
 # What a data file's bytes are made with, besides the modules named ``metro*.py``.
 _CODE = ("mix64.py",)
 _CORE_CODE = ("months.py", "cells.py", "arrays.py", "sports.py")
@@ -130,6 +130,14 @@ def _zip_entries(path: Path) -> dict[str, tuple[int, int, bytes]]:
             deflated = fh.read(info.compress_size)
             out[info.filename.split("/", 1)[-1]] = (info.file_size, info.CRC, deflated)
     return out
+
+
+def output_cache_path(state_dir: Path, final: Path) -> Path:
+    """The manifest of the site whose build's Metro folder will be ``final``
+    (``.NAME.builds/<build>/metro``): one per site, as the tile manifests are, so two
+    ``out_dir``s sharing a ``state_dir`` keep their own instead of replacing each other's."""
+    site = hashlib.sha256(str(final.parent.parent).encode()).hexdigest()[:12]
+    return state_dir / f"metro_output.{site}.json"
 
 
 class OutputCache:

@@ -480,7 +480,11 @@ def start_metro(
         from heatmetro.site_builder.metro import MetroSettings, write_metro
         from heatmetro.site_builder.metro_cache import CACHE_FILE as METRO_CACHE
         from heatmetro.site_builder.metro_cache import MetroCache
-        from heatmetro.site_builder.metro_reuse import OUTPUT_CACHE, OutputCache
+        from heatmetro.site_builder.metro_reuse import (
+            OUTPUT_CACHE,
+            OutputCache,
+            output_cache_path,
+        )
 
         settings = MetroSettings(
             min_athletes=config.min_athletes,
@@ -500,7 +504,9 @@ def start_metro(
         if map_cache:  # unchanged files are taken from the published build (as tiles are)
             published = config.out_dir.resolve() / "metro" if config.out_dir.is_symlink() else None
             final = build.resolve().with_name(build.name.removesuffix(".partial")) / "metro"
-            output = OutputCache(config.state_dir / OUTPUT_CACHE, published, final, reuse=reuse)
+            (config.state_dir / OUTPUT_CACHE).unlink(missing_ok=True)  # one for all sites, before
+            path = output_cache_path(config.state_dir, final)
+            output = OutputCache(path, published, final, reuse=reuse)
         rows = write_metro(window, settings, metro_dir, streets, cache, output)
         if cache is None:
             return MetroDone(rows)

@@ -128,3 +128,27 @@ def test_a_snapshot_of_an_unchanged_store_keeps_the_published_files(
     assert after != before and _shared(before, after) == DATA_FILES
     fresh = _full_build_of(project, tmp_path / "fresh", run_cli)
     assert _metro(project / "site") == _metro(fresh)
+
+
+def test_two_sites_sharing_a_state_dir_each_keep_their_own_files(
+    tmp_path: Path, run_cli: Run
+) -> None:
+    """Two ``out_dir``s of one ``state_dir`` (a PNG site and a PMTiles one, say) take
+    turns: each keeps its own published Metro files, not only the one built last."""
+    project = tmp_path / "project"
+    project.mkdir()
+    config = write_config(project, **DP)
+    other = project / "other.toml"
+    other.write_text(config.read_text().replace('out_dir = "site"', 'out_dir = "site2"'))
+    ingest(run_cli, project, _rides(), "rides")
+
+    def build(cfg: Path) -> str:
+        proc = run_cli("snapshot", "-c", cfg, "--month", "2021-06", env=SDE_ENV)
+        return _metro_line(proc.stderr)
+
+    build(config)
+    build(other)
+    kept = "metro cache: the window's records are the published build's: its files kept"
+    assert build(config) == kept
+    assert build(other) == kept
+    assert _metro(project / "site") == _metro(project / "site2")
