@@ -41,6 +41,7 @@ __all__ = [
     "settings_digest",
     "tile_digests",
     "tile_ids",
+    "tile_zxy",
 ]
 
 
@@ -55,6 +56,15 @@ def tile_ids(z: int, keys: np.ndarray) -> np.ndarray:
     n = np.uint64(1 << z)
     keys = np.asarray(keys, dtype=np.uint64)
     return (np.uint64(z) << np.uint64(48)) | ((keys // n) << np.uint64(24)) | (keys % n)
+
+
+def tile_zxy(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(z, x, y)`` int64 arrays of ``tile_ids``' ids (its inverse)."""
+    ids = np.asarray(ids, dtype=np.uint64)
+    low = np.uint64(0xFFFFFF)
+    return tuple(  # type: ignore[return-value]
+        a.astype(np.int64) for a in (ids >> np.uint64(48), (ids >> np.uint64(24)) & low, ids & low)
+    )
 
 
 def layer_digest(cells: np.ndarray, heat: np.ndarray, settings: int) -> str:
@@ -94,7 +104,7 @@ class Manifest:
 
     def tiles_per_zoom(self, zooms: range) -> dict[int, int]:
         """Tiles with heat per zoom (every zoom of ``zooms`` present)."""
-        z = (self.ids[self.written] >> np.uint64(48)).astype(np.int64)
+        z = tile_zxy(self.ids[self.written])[0]
         counts = np.bincount(z, minlength=zooms.stop) if z.size else np.zeros(zooms.stop, int)
         return {zoom: int(counts[zoom]) for zoom in zooms}
 

@@ -37,7 +37,7 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
 class TileSink(Protocol):
     def put(self, z: int, x: int, y: int, data: bytes) -> None: ...
     def reuse(self, z: int, x: int, y: int) -> bool: ...
-    def take_whole(self, ids: np.ndarray) -> bool: ...
+    def take_whole(self, z: np.ndarray, x: np.ndarray, y: np.ndarray) -> bool: ...
     def close(self, bounds: tuple[float, float, float, float]) -> None: ...
 
 
@@ -120,14 +120,10 @@ class PngTreeSink:
                 return False
         return True
 
-    def take_whole(self, ids: np.ndarray) -> bool:
-        """Every tile ``ids`` (``z << 48 | x << 24 | y``) names, from the previous build,
-        before any other tile is written; ``False``, and nothing of the layer left, if one
-        is not there."""
-        z = (ids >> np.uint64(48)).astype(np.int64).tolist()
-        x = ((ids >> np.uint64(24)) & np.uint64(0xFFFFFF)).astype(np.int64).tolist()
-        y = (ids & np.uint64(0xFFFFFF)).astype(np.int64).tolist()
-        if all(self.reuse(*zxy) for zxy in zip(z, x, y, strict=True)):
+    def take_whole(self, z: np.ndarray, x: np.ndarray, y: np.ndarray) -> bool:
+        """Every tile ``(z, x, y)`` from the previous build, before any other tile is
+        written; ``False``, and nothing of the layer left, if one is not there."""
+        if all(self.reuse(*t) for t in zip(z.tolist(), x.tolist(), y.tolist(), strict=True)):
             return True
         self.close((0.0, 0.0, 0.0, 0.0))
         self._made.clear()
@@ -222,15 +218,14 @@ class PmtilesSink:
         self.put(z, x, y, data[found[0] : found[0] + found[1]])
         return True
 
-    def take_whole(self, ids: np.ndarray) -> bool:
+    def take_whole(self, z: np.ndarray, x: np.ndarray, y: np.ndarray) -> bool:
         """The previous build's archives, whole (a hard link, else a copy), for a layer
-        whose tiles ``ids`` (``z << 48 | x << 24 | y``) are all unchanged: an archive's
-        bytes depend only on its tiles and bounds. ``False``, and nothing written, if an
-        archive with tiles is not there."""
+        whose tiles ``(z, x, y)`` are all unchanged: an archive's bytes depend only on its
+        tiles and bounds. ``False``, and nothing written, if an archive with tiles is not
+        there."""
         if self._previous is None or self._writers:
             return False
-        z = ids >> np.uint64(48)
-        trees = sorted({bool(m) for m in (z > np.uint64(self.public)).tolist()})
+        trees = sorted({bool(m) for m in (z > self.public).tolist()})
         sources = [self.archive(members, self._previous) for members in trees]
         if not all(src.is_file() for src in sources):
             return False

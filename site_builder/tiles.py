@@ -36,6 +36,7 @@ from heatmetro.site_builder.tile_cache import (
     settings_digest,
     tile_digests,
     tile_ids,
+    tile_zxy,
 )
 from heatmetro.site_builder.tile_colours import LUT
 from heatmetro.site_builder.tile_levels import (
@@ -432,7 +433,7 @@ def _take_whole(
     when the published files are not all there (then the layer is planned as usual)."""
     zooms = range(zs.min_zoom, zs.max_zoom + 1)
     lit = old.ids[old.written]
-    if not sink.take_whole(lit):
+    if not sink.take_whole(*tile_zxy(lit)):
         return None
     cache.save(layer, zs.tiles_format, old)  # the same tiles, now of this build
     n = int(lit.size)

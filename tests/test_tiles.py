@@ -886,3 +886,14 @@ def test_z16_street_of_exactly_min_athletes_with_tracks_metres_apart_is_one_line
         _, pieces = ndimage.label(alpha[r - 8 : r + 9, cols] > 0, structure=np.ones((3, 3)))
         assert pieces == 1, f"the street at row {r} is {pieces} pieces"
     assert not alpha[max(rc - 8, 0) : rc + 9].any(), "the street of two riders is drawn"
+
+
+@given(st.lists(st.tuples(st.integers(0, 24), st.integers(0, 2**24 - 1)), max_size=30))
+def test_tile_zxy_undoes_tile_ids(tiles: list[tuple[int, int]]) -> None:
+    from heatmetro.site_builder.tile_cache import tile_ids, tile_zxy
+
+    for z, k in tiles:
+        n = 1 << z
+        key = k % (n * n)
+        got = tile_zxy(tile_ids(z, np.array([key], dtype=np.uint64)))
+        assert [int(a[0]) for a in got] == [z, key // n, key % n]
