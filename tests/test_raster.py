@@ -172,7 +172,7 @@ def forget_geometry(monkeypatch: pytest.MonkeyPatch) -> None:
     """As in a new process: nothing remembered, no file read yet."""
     monkeypatch.setattr(tile_levels, "_GEOMETRY", {})
     monkeypatch.setattr(tile_levels, "_LOADED", set())
-    monkeypatch.setattr(tile_levels, "_GREW", set())
+    monkeypatch.setattr(tile_levels, "_GREW", {})
 
 
 def test_cell_geometry_is_kept_in_state_and_read_back(
@@ -211,6 +211,40 @@ def test_cell_geometry_is_kept_in_state_and_read_back(
     forget_geometry(monkeypatch)
     assert build(tmp_path / "d", cache, cells, heat) == full
     assert looked_up  # looked up again
+
+
+def test_cell_geometry_is_written_again_only_when_it_grew_by_more_than_a_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cells, heat = street_cells()
+    forget_geometry(monkeypatch)
+    cache = TileCache(tmp_path / "tile_cache", None, tmp_path / "000001-a")
+    build(tmp_path / "a", cache, cells, heat)
+    saved = cache.geometry_path.read_bytes()
+    with np.load(cache.geometry_path) as data:
+        known = data["ids13"].size
+
+    # One cell more than before (a rebuild's few new streets): the file is kept as it is,
+    # and the tiles are those of a build without any file.
+    more = tile_levels.cells_to_parent(cells, 12)[:1]
+    extra = np.setdiff1d(np.array(h3i.cell_to_children(int(more[0]), 13), np.uint64), cells)[:1]
+    monkeypatch.setattr(tile_levels, "RESAVE_SHARE", 2 / known)  # the street is short
+    assert extra.size == 1
+    grown, grown_heat = np.r_[cells, extra], np.r_[heat, 5.0]
+    order = np.argsort(grown)
+    forget_geometry(monkeypatch)
+    kept = build(tmp_path / "b", cache, grown[order], grown_heat[order])
+    assert cache.geometry_path.read_bytes() == saved
+    forget_geometry(monkeypatch)
+    cache_path_elsewhere = TileCache(tmp_path / "elsewhere", None, tmp_path / "000002-a")
+    assert build(tmp_path / "c", cache_path_elsewhere, grown[order], grown_heat[order]) == kept
+
+    # Past the share: written again, with the new cells.
+    monkeypatch.setattr(tile_levels, "RESAVE_SHARE", 0.0)
+    forget_geometry(monkeypatch)
+    build(tmp_path / "d", cache, grown[order], grown_heat[order])
+    with np.load(cache.geometry_path) as data:
+        assert data["ids13"].size == known + 1
 
 
 def test_level_zero_discs_draw_nothing_and_light_no_tile() -> None:
