@@ -136,8 +136,9 @@ def render_map(meta: SiteMeta) -> MapParts:
         heat_layers=tuple(layer.get_name() for layer in heat_layers),
         weekly_layer=weekly_layer.get_name() if weekly_layer is not None else None,
         layer_control=control.get_name() if control is not None else None,
-        # pmtiles.js's layer is a GridLayer: it has no zoomOffset to borrow tiles from.
-        retina=meta.tiles_format == "png",
+        # Both tile formats: heatmetro.js asks pmtiles.js's GridLayer for the next zoom's
+        # tiles itself (it has no zoomOffset).
+        retina=True,
         head=parts.head,
         body=parts.body,
         script=parts.script,

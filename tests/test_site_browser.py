@@ -309,8 +309,12 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def test_pmtiles_site_shows_heat_offline(tmp_path: Path, browser: Browser) -> None:
-    root = tmp_path / "pm"
+@pytest.fixture(scope="module")
+def pmtiles_site(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, tuple[float, float, float, float]]:
+    """A PMTiles site of one "all" layer over the default basemap, and its heat's bounds."""
+    root = tmp_path_factory.mktemp("pm")
     inner = (42.30, -72.70, 42.36, -72.56)
     cells = street_cells(*inner)
     stats = write_heat_tiles(
@@ -322,10 +326,17 @@ def test_pmtiles_site_shows_heat_offline(tmp_path: Path, browser: Browser) -> No
         basemap_url=OSM_TILES, basemap_attribution=OSM_ATTRIBUTION,
     )  # fmt: skip
     write_pages(root, meta)
+    return root, stats.bounds
+
+
+def test_pmtiles_site_shows_heat_offline(
+    pmtiles_site: tuple[Path, tuple[float, float, float, float]], browser: Browser
+) -> None:
+    root, bounds = pmtiles_site
     assert not list((root / "tiles").rglob("*.png"))  # one archive per tree, no PNG files
     with open_site(root, browser=browser) as site:
         site.wait_for_map()
-        region = site.region_of(stats.bounds)
+        region = site.region_of(bounds)
         shot = site.screenshot(hide_controls=True)
         archive = [(u, s) for u, s in site.tiles if u.endswith("/tiles/all.pmtiles")]
         assert site.page_errors == [] and site.failed == []
@@ -357,6 +368,57 @@ def test_pmtiles_site_shows_heat_offline(tmp_path: Path, browser: Browser) -> No
         site.page.wait_for_selector("#hm-tiles-failed", state="visible", timeout=10_000)
         site.page.wait_for_timeout(500)
         assert site.page_errors == [], site.page_errors
+
+
+# The heat layer's tiles as Leaflet keeps them, and the zooms pmtiles.js read for them
+# when the layer is drawn again (its PMTiles source is hidden in a closure, the class is not).
+_PMTILES_READS_JS = """() => new Promise(done => {
+    let layer = null;
+    heatmetro.map.eachLayer(l => { if (l.options.pane === "heat") { layer = l; } });
+    const read = [], getZxy = pmtiles.PMTiles.prototype.getZxy;
+    pmtiles.PMTiles.prototype.getZxy = function (z, x, y, signal) {
+        read.push(z);
+        return getZxy.call(this, z, x, y, signal);
+    };
+    layer.once("load", () => done({
+        read: [...new Set(read)],
+        keys: [...new Set(Object.values(layer._tiles).map(t => t.coords.z))],
+    }));
+    layer.redraw();
+})"""
+
+
+@pytest.mark.parametrize(("scale", "tile_zoom", "css_px"), [(1, 11, 256), (2, 12, 128)])
+def test_pmtiles_high_dpi_screens_get_the_next_zooms_tiles(
+    pmtiles_site: tuple[Path, tuple[float, float, float, float]],
+    browser: Browser,
+    scale: int,
+    tile_zoom: int,
+    css_px: int,
+) -> None:
+    root, bounds = pmtiles_site
+    south, west, north, east = bounds
+    view = f"index.html#11/{(south + north) / 2:.4f}/{(west + east) / 2:.4f}"
+    with open_site(root, browser=browser, path=view, device_scale_factor=scale) as site:
+        site.wait_for_map()
+        zoom = site.page.evaluate("heatmetro.map.getZoom()")
+        reads = site.page.evaluate(_PMTILES_READS_JS)
+        site.wait_for_tiles()
+        sizes = site.page.evaluate(
+            "[...document.querySelectorAll('.leaflet-heat-pane img.leaflet-tile')]"
+            ".filter(i => i.naturalWidth).map(i => [i.naturalWidth, i.width])"
+        )
+        region = site.region_of(bounds)
+        shot = site.screenshot(hide_controls=True)
+        assert site.page_errors == [] and site.failed == []
+        assert site.blocked_except_basemap() == []
+    assert zoom == 11
+    # Leaflet's own tiles stay at the map's zoom; on a high-DPI screen each is the next
+    # zoom's tile, 256 image pixels in 128 CSS pixels: one tile pixel per screen pixel.
+    assert reads == {"read": [tile_zoom], "keys": [11]}
+    assert sizes and all(s == [256, css_px] for s in sizes), sizes
+    left, top, right, bottom = (v * scale for v in region)  # device pixels
+    assert heat_pixels(shot, (left, top, right, bottom)) > 500  # ~1200-1700 seen
 
 
 def test_gray_on_a_street_map_is_dark_enough_to_see(tmp_path: Path, browser: Browser) -> None:

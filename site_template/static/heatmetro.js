@@ -38,15 +38,29 @@ var heatmetro = (function () {
     // tiles to build. The pyramid's last public zoom stays the last one asked for.
     if ((window.devicePixelRatio || 1) < 1.5) { return; }
     layers.forEach(function (layer) {
-      if (!layer || layer.options.zoomOffset) { return; }
+      // A PMTiles page opened from a file has an empty L.layerGroup instead: no tiles.
+      if (!(layer instanceof L.GridLayer) || layer.options.zoomOffset) { return; }
       var shown = map.hasLayer(layer);
       if (shown) { map.removeLayer(layer); }
       layer.options.tileSize = layer.options.tileSize / 2;
       layer.options.zoomOffset = 1;
       layer.options.maxNativeZoom = layer.options.maxNativeZoom - 1;
       layer.options.minNativeZoom = Math.max(layer.options.minZoom - 1, 0);
+      if (!(layer instanceof L.TileLayer)) { offsetTileZoom(layer); }
       if (shown) { map.addLayer(layer); }
     });
+  }
+
+  function offsetTileZoom(layer) {
+    // zoomOffset is read by TileLayer's URLs only; a GridLayer (pmtiles.js's) draws
+    // tile z/x/y itself. A half-size tile z/x/y covers the next zoom's tile of the same
+    // x and y, so ask for that one. Leaflet's own coords (its tile keys) stay as they are.
+    var createTile = layer.createTile;
+    layer.createTile = function (coords, done) {
+      var next = L.point(coords.x, coords.y);
+      next.z = coords.z + layer.options.zoomOffset;
+      return createTile.call(this, next, done);
+    };
   }
 
   function probeRanges(url) {
