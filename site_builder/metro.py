@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from markupsafe import Markup
 from heatmetro.core.environment import source_date_epoch
 from heatmetro.core.months import check_month
 from heatmetro.site_builder import metro_columns as cols
+from heatmetro.site_builder.forked import ForkedJob
 from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_chart import chart_svg, monthly_totals, window
 from heatmetro.site_builder.metro_dp import DpNoise
@@ -47,7 +49,7 @@ from heatmetro.site_builder.metro_streets import FILES as STREET_FILES
 from heatmetro.site_builder.metro_streets import StreetWindow, write_streets
 from heatmetro.site_builder.metro_tables import BANDS, Publication
 from heatmetro.site_builder.metro_text_cache import TEXT_CACHE, TextCache
-from heatmetro.site_builder.metro_zip import ZipPacker
+from heatmetro.site_builder.metro_zip import Packed, ZipPacker, pack
 from heatmetro.site_builder.templates import environment
 from heatmetro.site_builder.window import WindowData
 from heatmetro.state.street_network import ATTRIBUTION as OSM_ATTRIBUTION
@@ -108,6 +110,8 @@ def write_metro(
     streets: StreetWindow | None = None,
     cache: MetroCache | None = None,
     output: OutputCache | None = None,
+    *,
+    parallel: bool = False,
 ) -> dict[str, int]:
     """Write every Metro file into ``metro_dir`` (which exists).
 
@@ -121,6 +125,9 @@ def write_metro(
             of changed athletes are recounted; this build's sums are saved back to it.
         output: the published build's files and what they were written from
             (``metro_reuse``): with the same inputs, its data files are kept.
+        parallel: write the GeoPackage in a forked process while this one writes the
+            text files (``forked``): a rebuild's last second, on the core the heat's
+            process has left idle by then.
 
     Returns:
         Data rows per file name (the GeoPackage as ``metro.gpkg:<layer>``).
@@ -134,7 +141,9 @@ def write_metro(
         check_month(getattr(settings, name), what=f"metro: settings.{name} =")
     packer = ZipPacker()  # deflates each file for the zip as soon as it is written
     try:
-        return _write_metro(window_data, settings, metro_dir, streets, cache, packer, output)
+        return _write_metro(
+            window_data, settings, metro_dir, streets, cache, packer, output, parallel
+        )
     finally:
         packer.close()
 
@@ -147,6 +156,7 @@ def _write_metro(
     cache: MetroCache | None,
     packer: ZipPacker,
     output: OutputCache | None,
+    parallel: bool,
 ) -> dict[str, int]:
     when = file_time()
     attribution = OSM_ATTRIBUTION if settings.base_map or streets is not None else None
@@ -170,7 +180,7 @@ def _write_metro(
             cache.files_kept = True
     else:
         rows, totals, gpkg_tables, descriptions = _write_data(
-            window_data, pub, metro_dir, streets, cache, packer, when, attribution
+            window_data, pub, metro_dir, streets, cache, packer, when, attribution, parallel
         )
     context: dict[str, Any] = {
         "settings": settings,
@@ -223,6 +233,7 @@ def _write_data(
     packer: ZipPacker,
     when: datetime,
     attribution: str | None,
+    parallel: bool,
 ) -> tuple[dict[str, int], dict[str, dict[str, int]], list[str], dict[str, str]]:
     """Count and write every data file (all but the README, the zip and ``index.html``);
     return the rows per file, the chart's totals, the GeoPackage's attribute tables and
@@ -257,56 +268,58 @@ def _write_data(
             od_rows(window_data, pub, monthly=True, plan=od_plan),
         ),
     }
-    rows = {
-        "edges.csv": write_csv(metro_dir / "edges.csv", cols.EDGE_COLUMNS, edges, texts),
-        "edges.geojson": write_geojson(
-            metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges, attribution, texts
-        ),
-        "hexagons.csv": write_csv(metro_dir / "hexagons.csv", cols.HEX_COLUMNS, hexagons),
-        "od.csv": write_csv(metro_dir / "od.csv", cols.OD_COLUMNS, od),
-    }
-    for table, (columns, table_rows) in tables_only.items():
-        path = metro_dir / f"{table}.csv"
-        rows[path.name] = write_csv(path, columns, table_rows, texts)
-    for name in rows:
-        packer.add(metro_dir / name)
     descriptions = dict(cols.FILE_DESCRIPTIONS)
+    street_rows: dict[str, int] = {}
     if streets is not None:  # a base map: counts per OSM street edge too
-        rows |= write_streets(streets, pub, metro_dir, cols.direction_columns, direction_values)
-        for name in STREET_FILES:
-            packer.add(metro_dir / name)
+        street_rows = write_streets(
+            streets, pub, metro_dir, cols.direction_columns, direction_values
+        )
         descriptions = {**STREET_FILES, **descriptions}
         descriptions["metro.gpkg"] = (
             "GeoPackage: layers edges (lines), hexagons (polygons), od (lines) and streets "
             "(the OSM street edges' lines); every other CSV file as a table"
         )
     tables = {"edges": edges, "hexagons": hexagons, "od": od}
-    layers: dict[str, tuple[str | None, Sequence[Named], Rows]] = {
-        name: (kind, c, tables[name]) for name, (kind, c, _) in cols.GPKG_LAYERS.items()
-    }
-    if streets is not None:  # the OSM street edges as a layer too, with their polylines
-        street_columns = streets.tables[0][1]
-        street_rows = rows_from_geojson(metro_dir / "streets.geojson", street_columns)
-        layers["streets"] = ("LineString", street_columns, street_rows)
-    # Every other CSV file as an attribute table: one file for a GIS, where the hourly
-    # and monthly rows join to a layer on its id (edge_id, hex_id, edge_uid ...). The
-    # rows in hand are written; only the street files (written by metro_streets) are
-    # read back.
-    for table, (columns, table_rows) in tables_only.items():
-        layers[table] = (None, columns, table_rows)
-    for name in rows:
-        table = name.removesuffix(".csv")
-        if name.endswith(".csv") and table not in layers:
-            street_columns_of, street_rows_of = rows_from_csv(metro_dir / name)
-            layers[table] = (None, street_columns_of, street_rows_of)
-    for layer, n in write_gpkg(metro_dir / "metro.gpkg", layers, when, attribution).items():
+    layers = _gpkg_layers(metro_dir, streets, street_rows, tables, tables_only)
+    # Every row is known now: the GeoPackage (GDAL, holding the GIL) is written in a
+    # process of its own while this one writes the text files. Forked before the zip's
+    # thread starts, so the child inherits no lock that thread could be holding.
+    gpkg = metro_dir / "metro.gpkg"
+    gpkg_job = ForkedJob(
+        partial(_write_gpkg_packed, gpkg, layers, when, attribution, packer.level),
+        parallel=parallel,
+        what="the GeoPackage writer",
+    )
+    try:
+        rows = {
+            "edges.csv": write_csv(metro_dir / "edges.csv", cols.EDGE_COLUMNS, edges, texts),
+            "edges.geojson": write_geojson(
+                metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges, attribution, texts
+            ),
+            "hexagons.csv": write_csv(metro_dir / "hexagons.csv", cols.HEX_COLUMNS, hexagons),
+            "od.csv": write_csv(metro_dir / "od.csv", cols.OD_COLUMNS, od),
+        }
+        for table, (columns, table_rows) in tables_only.items():
+            path = metro_dir / f"{table}.csv"
+            rows[path.name] = write_csv(path, columns, table_rows, texts)
+        for name in rows:
+            packer.add(metro_dir / name)
+        rows |= street_rows
+        if streets is not None:
+            for name in STREET_FILES:
+                packer.add(metro_dir / name)
+        if cache is not None:  # nothing published reads them
+            cache.save()
+            plan.save_cache()  # after: these name the Metro cache file as saved
+            if texts is not None:
+                texts.save()
+        written, packed = gpkg_job.result()
+    except BaseException:
+        gpkg_job.cancel()
+        raise
+    packer.adopt(gpkg, packed)
+    for layer, n in written.items():
         rows[f"metro.gpkg:{layer}"] = n
-    packer.add(metro_dir / "metro.gpkg")
-    if cache is not None:  # while the GeoPackage is deflated: nothing published reads them
-        cache.save()
-        plan.save_cache()  # after: these name the Metro cache file as saved
-        if texts is not None:
-            texts.save()
 
     names = [c.name for c in cols.EDGE_MONTHLY_COLUMNS]
     totals = monthly_totals(
@@ -314,3 +327,44 @@ def _write_data(
     )
     gpkg_tables = [t for t, (kind, _, _) in layers.items() if kind is None]
     return rows, totals, gpkg_tables, descriptions
+
+
+def _gpkg_layers(
+    metro_dir: Path,
+    streets: StreetWindow | None,
+    street_rows: dict[str, int],
+    tables: dict[str, Rows],
+    tables_only: dict[str, tuple[Sequence[cols.Column], Rows]],
+) -> dict[str, tuple[str | None, Sequence[Named], Rows]]:
+    """The GeoPackage's layers: ``edges``, ``hexagons`` and ``od`` with their geometry,
+    the OSM streets' lines with a base map, and every other CSV file as an attribute
+    table, for a GIS to join the hourly and monthly rows to a layer on its id
+    (``edge_id``, ``hex_id``, ``edge_uid`` ...). The rows in hand are taken; only the
+    street files (written by ``metro_streets``, named in ``street_rows``) are read back."""
+    layers: dict[str, tuple[str | None, Sequence[Named], Rows]] = {
+        name: (kind, c, tables[name]) for name, (kind, c, _) in cols.GPKG_LAYERS.items()
+    }
+    if streets is not None:  # the OSM street edges as a layer too, with their polylines
+        street_columns = streets.tables[0][1]
+        lines = rows_from_geojson(metro_dir / "streets.geojson", street_columns)
+        layers["streets"] = ("LineString", street_columns, lines)
+    for table, (columns, table_rows) in tables_only.items():
+        layers[table] = (None, columns, table_rows)
+    for name in street_rows:
+        table = name.removesuffix(".csv")
+        if name.endswith(".csv") and table not in layers:
+            street_columns_of, street_rows_of = rows_from_csv(metro_dir / name)
+            layers[table] = (None, street_columns_of, street_rows_of)
+    return layers
+
+
+def _write_gpkg_packed(
+    path: Path,
+    layers: dict[str, tuple[str | None, Sequence[Named], Rows]],
+    when: datetime,
+    attribution: str | None,
+    level: int,
+) -> tuple[dict[str, int], Packed]:
+    """``write_gpkg``, and the file deflated for the zip (with its CRC and SHA-256)."""
+    written = write_gpkg(path, layers, when, attribution)
+    return written, pack(path, level)

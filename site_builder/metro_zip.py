@@ -25,7 +25,7 @@ from pathlib import Path
 
 from heatmetro.site_builder.metro_files import ZIP_LEVEL, zip_info
 
-__all__ = ["ZipPacker"]
+__all__ = ["Packed", "ZipPacker", "pack"]
 
 
 @dataclass(frozen=True)

@@ -507,7 +507,7 @@ def start_metro(
             (config.state_dir / OUTPUT_CACHE).unlink(missing_ok=True)  # one for all sites, before
             path = output_cache_path(config.state_dir, final)
             output = OutputCache(path, published, final, reuse=reuse)
-        rows = write_metro(window, settings, metro_dir, streets, cache, output)
+        rows = write_metro(window, settings, metro_dir, streets, cache, output, parallel=parallel)
         if cache is None:
             return MetroDone(rows)
         return MetroDone(rows, cache.line(), cache.problem)
