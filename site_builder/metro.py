@@ -257,18 +257,20 @@ def _write_data(
             od_rows(window_data, pub, monthly=True, plan=od_plan),
         ),
     }
+    # The edge files are deflated from the pieces they are written from, not read back.
+    written = packer.add
     rows = {
-        "edges.csv": write_csv(metro_dir / "edges.csv", cols.EDGE_COLUMNS, edges, texts),
+        "edges.csv": write_csv(metro_dir / "edges.csv", cols.EDGE_COLUMNS, edges, texts, written),
         "edges.geojson": write_geojson(
-            metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges, attribution, texts
+            metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges, attribution, texts, written
         ),
         "hexagons.csv": write_csv(metro_dir / "hexagons.csv", cols.HEX_COLUMNS, hexagons),
         "od.csv": write_csv(metro_dir / "od.csv", cols.OD_COLUMNS, od),
     }
     for table, (columns, table_rows) in tables_only.items():
         path = metro_dir / f"{table}.csv"
-        rows[path.name] = write_csv(path, columns, table_rows, texts)
-    for name in rows:
+        rows[path.name] = write_csv(path, columns, table_rows, texts, written)
+    for name in rows:  # the others (a file already added is not added again)
         packer.add(metro_dir / name)
     descriptions = dict(cols.FILE_DESCRIPTIONS)
     if streets is not None:  # a base map: counts per OSM street edge too
