@@ -13,11 +13,18 @@ raises here as it would have been raised in this process. A child that dies with
 word (killed, out of memory) is a ``PublishError`` naming how it ended; a child whose
 parent dies is killed with it (Linux), so a snapshot killed mid-build leaves no writer
 behind.
+
+The child's garbage collector leaves the heap it inherited alone (``gc.freeze``) and runs
+less often (``CHILD_GC_THRESHOLD``): the Metro writer allocates millions of small objects
+(rows, cells, lines of text), and each pass of the collector over the parent's heap
+(millions of objects the child only reads) costs CPU and, as it writes to the objects'
+headers, a copy of each page it touches.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import pickle
 import signal
@@ -29,6 +36,12 @@ from typing import Generic, TypeVar
 from heatmetro.core.errors import HeatmetroError, PublishError
 
 T = TypeVar("T")
+
+#: ``gc.set_threshold`` in a child: a young collection every 200,000 net allocations
+#: instead of 700, and older ones 5 and 10 times as rarely as Python's (10, 10). Memory is
+#: still reclaimed (reference counting frees all but cycles, and the collector still
+#: runs).
+CHILD_GC_THRESHOLD = (200_000, 50, 100)
 
 
 class ForkedJob(Generic[T]):
@@ -61,6 +74,8 @@ class ForkedJob(Generic[T]):
             try:
                 os.close(read_end)
                 _die_with(parent)
+                gc.freeze()  # the inherited heap: never scanned, never copied for it
+                gc.set_threshold(*CHILD_GC_THRESHOLD)
                 try:
                     payload: tuple[str, object] = ("ok", self._work())
                     code = 0

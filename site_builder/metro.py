@@ -286,23 +286,25 @@ def _write_data(
     # thread starts, so the child inherits no lock that thread could be holding.
     gpkg = metro_dir / "metro.gpkg"
     gpkg_job = ForkedJob(
-        partial(_write_gpkg_packed, gpkg, layers, when, attribution, packer.level),
+        partial(_write_gpkg_packed, gpkg, layers, when, attribution),
         parallel=parallel,
         what="the GeoPackage writer",
     )
     try:
+        # The edge files are deflated from the pieces they are written from, not read back.
+        added = packer.add
         rows = {
-            "edges.csv": write_csv(metro_dir / "edges.csv", cols.EDGE_COLUMNS, edges, texts),
+            "edges.csv": write_csv(metro_dir / "edges.csv", cols.EDGE_COLUMNS, edges, texts, added),
             "edges.geojson": write_geojson(
-                metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges, attribution, texts
+                metro_dir / "edges.geojson", cols.EDGE_COLUMNS, edges, attribution, texts, added
             ),
             "hexagons.csv": write_csv(metro_dir / "hexagons.csv", cols.HEX_COLUMNS, hexagons),
             "od.csv": write_csv(metro_dir / "od.csv", cols.OD_COLUMNS, od),
         }
         for table, (columns, table_rows) in tables_only.items():
             path = metro_dir / f"{table}.csv"
-            rows[path.name] = write_csv(path, columns, table_rows, texts)
-        for name in rows:
+            rows[path.name] = write_csv(path, columns, table_rows, texts, added)
+        for name in rows:  # the others (a file already added is not added again)
             packer.add(metro_dir / name)
         rows |= street_rows
         if streets is not None:
@@ -363,8 +365,7 @@ def _write_gpkg_packed(
     layers: dict[str, tuple[str | None, Sequence[Named], Rows]],
     when: datetime,
     attribution: str | None,
-    level: int,
 ) -> tuple[dict[str, int], Packed]:
     """``write_gpkg``, and the file deflated for the zip (with its CRC and SHA-256)."""
     written = write_gpkg(path, layers, when, attribution)
-    return written, pack(path, level)
+    return written, pack(path)

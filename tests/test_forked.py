@@ -2,13 +2,15 @@
 
 Unit level: a result or an error crosses from the child as it would have been returned or
 raised here; a child killed or cancelled is a clear error, never a hang; a child dies
-with its parent. Through a real snapshot of real rides: the same bytes whichever process
+with its parent; a child's garbage collector leaves the inherited heap alone and runs
+rarely, the parent's as it was. Through a real snapshot of real rides: the same bytes whichever process
 writes the Metro files and the same cache, a failing Metro writer leaves the published
 site as it was, a failing cache writer costs the cache only.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -23,7 +25,7 @@ import heatmetro.site_builder.snapshot as snapshot_module
 import heatmetro.site_builder.window_cache as window_cache_module
 from heatmetro.core.config import load_config
 from heatmetro.core.errors import ConfigError, PublishError
-from heatmetro.site_builder.forked import ForkedJob
+from heatmetro.site_builder.forked import CHILD_GC_THRESHOLD, ForkedJob
 from heatmetro.site_builder.snapshot import MetroDone, run_snapshot
 from heatmetro.site_builder.window_cache import CACHE_DIR
 from tests.conftest import HEATMETRO, REPO, TEST_SALT, write_config
@@ -48,6 +50,20 @@ def test_the_result_comes_back_from_the_process_that_wrote_it(parallel: bool) ->
     assert (done.rows["pid"] != os.getpid()) is parallel
     assert done.cache_line == "metro cache: from the child" and done.cache_problem
     assert job.result() is done  # asked again: the same answer, no second run
+
+
+def _collector() -> MetroDone:
+    gen0, gen1, gen2 = gc.get_threshold()
+    return MetroDone({"gen0": gen0, "gen1": gen1, "gen2": gen2, "frozen": gc.get_freeze_count()})
+
+
+def test_the_child_collects_rarely_and_never_the_heap_it_inherited() -> None:
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    rows = Job(_collector, parallel=True).result().rows
+    assert (rows["gen0"], rows["gen1"], rows["gen2"]) == CHILD_GC_THRESHOLD
+    assert CHILD_GC_THRESHOLD[0] >= 100 * 700  # not Python's (700, 10, 10)
+    assert rows["frozen"] > 10_000  # the parent's objects (a pytest process: many more)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before  # the parent's as it was
 
 
 def test_our_errors_cross_as_they_are() -> None:
@@ -215,7 +231,7 @@ def test_a_failing_writer_leaves_the_published_site(
 
 _ORPHAN = """
 import sys, time
-from heatmetro.site_builder.forked import ForkedJob
+from heatmetro.site_builder.forked import CHILD_GC_THRESHOLD, ForkedJob
 from heatmetro.site_builder.snapshot import MetroDone
 def slow():
     time.sleep(60)
