@@ -282,10 +282,57 @@ class EdgePlan:
         return hidden
 
     def _solve_all(self) -> np.ndarray:
-        trips = np.zeros(self.n_cells, dtype=np.int64)
-        people = np.zeros(self.n_cells, dtype=np.int64)
-        shown = np.zeros(self.n_cells, dtype=bool)
-        for block in self.blocks.values():
+        twin = self._twin()
+        if twin is None:
+            return self._solve_blocks(self.blocks, self.n_cells)
+        # The twin's cells mirror ``all``'s round for round: solve without it, copy.
+        blocks: dict[tuple[str, str], _Block] = {}
+        start = 0
+        for name, block in self.blocks.items():
+            if name[1] != twin:
+                blocks[name] = _Block(block.sums, start, block.columns)
+                start += len(block.sums) * 2 * block.columns
+        solved = self._solve_blocks(blocks, start)
+        hidden = np.zeros(self.n_cells, dtype=bool)
+        for (table, layer), block in self.blocks.items():
+            source = blocks[(table, "all" if layer == twin else layer)]
+            n = len(block.sums) * 2 * block.columns
+            hidden[block.start : block.start + n] = solved[source.start : source.start + n]
+        return hidden
+
+    def _twin(self) -> str | None:
+        """A layer whose every table has exactly ``all``'s rows and counts while the other
+        layers (besides ``all``) have none: ``all``'s only part, a sport layer holding every
+        activity (a bike-share's ``ride``). Each relation of one then has its copy in the
+        other, and ``all`` = twin relates copies alone: the rounds hide alike in both, so
+        one is solved and the other takes its flags (a third of a rebuild's Metro plan).
+
+        Not with a never-published count of ``min_athletes`` people or more ("not a
+        ride"): one taken as known and hidden with its direction is a partner that
+        ``all`` = twin gives away, and the copies would part for a round."""
+        layers = list(dict.fromkeys(layer for _, layer in self.blocks))
+        if "all" not in layers:
+            return None
+        full = [layer for layer in layers
+                if layer != "all" and any(len(self.blocks[(t, layer)].sums) for t in TABLE_BY)]  # fmt: skip
+        if len(full) != 1 or full[0] == OTHER:
+            return None
+        twin = full[0]
+        for table in TABLE_BY:
+            whole = self.blocks[(table, "all")]
+            if not _same_sums(whole.sums, self.blocks[(table, twin)].sums):
+                return None
+            if whole.columns > _NOT_A_RIDE and len(whole.sums):
+                people = whole.sums.bikes.people.reshape(len(whole.sums), 2, -1)
+                if int(people[:, :, _NOT_A_RIDE - _BIKES.start].max()) >= self.k:
+                    return None
+        return twin
+
+    def _solve_blocks(self, blocks: dict[tuple[str, str], _Block], n_cells: int) -> np.ndarray:
+        trips = np.zeros(n_cells, dtype=np.int64)
+        people = np.zeros(n_cells, dtype=np.int64)
+        shown = np.zeros(n_cells, dtype=bool)
+        for block in blocks.values():
             t, p = block.counts()
             ids = block.ids
             trips[ids], people[ids] = t, p
@@ -294,31 +341,19 @@ class EdgePlan:
             if block.columns > _NOT_A_RIDE:
                 ok[:, :, _NOT_A_RIDE] = False
             shown[ids] = ok
-        never = np.zeros(self.n_cells, dtype=bool)  # counts no file publishes
-        for (_, layer), block in self.blocks.items():
+        never = np.zeros(n_cells, dtype=bool)  # counts no file publishes
+        for (_, layer), block in blocks.items():
             if layer == OTHER:
                 never[block.ids] = True
             elif block.columns > _NOT_A_RIDE:
                 never[block.ids[:, :, _NOT_A_RIDE]] = True
         shown &= ~never
         rel = _Relations()
-        self._relations(rel, self.blocks)
+        self._relations(rel, blocks)
         rel_total, part_rel, part_cell = rel.arrays(people > 0)
         hidden = _fixed_point(trips, people, ~shown, never, rel_total, part_rel, part_cell,
-                              self.k, self._directions())  # fmt: skip
-        return hidden[: self.n_cells]
-
-    def _directions(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per sub-count cell, its direction's cell: hiding a direction hides them all."""
-        subs, heads = [], []
-        for block in self.blocks.values():
-            if block.columns > 1:
-                ids = block.ids
-                subs.append(ids[:, :, 1:].ravel())
-                heads.append(np.repeat(ids[:, :, 0].ravel(), block.columns - 1))
-        if not subs:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(subs), np.concatenate(heads)
+                              self.k, _directions(blocks))  # fmt: skip
+        return hidden[:n_cells]
 
     def _relations(self, rel: _Relations, blocks: dict[tuple[str, str], _Block]) -> None:
         """Every relation: within each layer, and ``all`` = the group layers + the rest."""
@@ -364,6 +399,38 @@ class EdgePlan:
         hkey = (*self.edge, "hour")
         at = rows_of(tuple(hour.sums.keys[k] for k in hkey), tuple(day.sums.keys[k] for k in hkey))
         rel.add("day types", hour.ids[at], day.ids[:, :, :1])
+
+
+def _directions(blocks: dict[tuple[str, str], _Block]) -> tuple[np.ndarray, np.ndarray]:
+    """Per sub-count cell, its direction's cell: hiding a direction hides them all."""
+    subs, heads = [], []
+    for block in blocks.values():
+        if block.columns > 1:
+            ids = block.ids
+            subs.append(ids[:, :, 1:].ravel())
+            heads.append(np.repeat(ids[:, :, 0].ravel(), block.columns - 1))
+    if not subs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(subs), np.concatenate(heads)
+
+
+def _same_sums(x: DirectionSums, y: DirectionSums) -> bool:
+    """Whether two tables have the very same rows (keys) and counts (trips, people):
+    all that the plan reads of them."""
+    if x is y:
+        return True
+    if len(x) != len(y) or x.keys.keys() != y.keys.keys():
+        return False
+    if not all(np.array_equal(x.keys[k], y.keys[k]) for k in x.keys):
+        return False
+    for a, b in ((x.total, y.total), (x.kinds, y.kinds), (x.bikes, y.bikes), (x.bands, y.bands)):
+        if a is None or b is None or a is b:
+            if (a is None) != (b is None):
+                return False
+            continue
+        if not (np.array_equal(a.trips, b.trips) and np.array_equal(a.people, b.people)):
+            return False
+    return True
 
 
 class CellPlan:
