@@ -87,7 +87,7 @@ def same_counts(arrs: dict[str, np.ndarray], a: str, b: str) -> bool:
     return True
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=layers(), k=st.integers(2, 3))
 def test_a_twin_solved_once_hides_what_a_solve_apart_hides(
     case: tuple[dict[str, np.ndarray], str], k: int
