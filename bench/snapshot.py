@@ -115,6 +115,8 @@ class Run:
     peak_rss_mb: float
     stages: dict[str, tuple[float, float]]  # wall and CPU seconds per stage
     cpu_seconds: float  # user + system, the process and its children
+    system_seconds: float  # of which in the kernel (page faults, file creation)
+    minor_faults: int  # pages first touched (each zeroed, or copied after a fork)
     own_tiles: int = 0  # without twin layers (drawn with another: ``, drawn with all``)
     own_tile_seconds: float = 0.0
     metro_cache: str = ""  # the CLI's "metro cache: ..." line
@@ -203,6 +205,8 @@ def snapshot(label: str, project: Path, config: Path, month: str, *extra: str) -
         cpu_seconds=sum(
             float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr)
         ),
+        system_seconds=float(_field(r"System time \(seconds\): ([\d.]+)", proc.stderr)),
+        minor_faults=int(_field(r"Minor \(reclaiming a frame\) page faults: (\d+)", proc.stderr)),
         metro_cache=next(
             (ln for ln in proc.stderr.splitlines() if ln.startswith("metro cache:")), ""
         ),
@@ -302,6 +306,12 @@ def compile_package() -> None:
     symlinks under ``heatmetro/``: the card folders are named too.)"""
     for folder in ("heatmetro", "flows", "state", "site_builder"):
         compileall.compile_dir(REPO / folder, quiet=1)
+
+
+def _field(pattern: str, stderr: str) -> str:
+    """A figure of ``/usr/bin/time -v``'s report (0 if it printed none)."""
+    found = re.search(pattern, stderr)
+    return found.group(1) if found else "0"
 
 
 def _stages(stderr: str) -> str:
@@ -457,6 +467,12 @@ def main() -> int:
             print(
                 f"  CPU time (user + system; steadier than wall time on a shared machine): "
                 f"{r.cpu_seconds:.2f} / {n.cpu_seconds:.2f} s = {r.cpu_seconds / n.cpu_seconds:.0%}"
+            )
+            print(
+                f"  of which in the kernel: {r.system_seconds:.2f} / {n.system_seconds:.2f} s "
+                f"({r.system_seconds / max(r.cpu_seconds, 1e-9):.0%} / "
+                f"{n.system_seconds / max(n.cpu_seconds, 1e-9):.0%} of each one's CPU); pages "
+                f"first touched (minor faults): {r.minor_faults:,} / {n.minor_faults:,}"
             )
             u = unchanged[fmt]
             print(
