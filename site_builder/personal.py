@@ -38,6 +38,7 @@ from heatmetro.state.personal_store import (
     knows_athlete,
     personal_db_path,
 )
+from heatmetro.state.shards import ShardedStore
 
 NO_CAP = 2**31 - 1
 
@@ -77,6 +78,9 @@ def build_personal(
             "true and ingest the activities again to build personal maps"
         )
         raise PublishError(msg)
+    # The salt the store was made with, as every other command checks it: another one
+    # means this shell is not the one the activities were ingested with.
+    ShardedStore.open(config.state_dir, config.shards, salt=config.salt)
     _check_out(out_dir, config)
     db = connect_personal(personal_db_path(config.state_dir), create=False)
     try:

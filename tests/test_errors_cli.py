@@ -283,13 +283,21 @@ def test_another_salt_is_refused_before_it_touches_the_store_or_the_site(project
     cfg = project / "config.toml"
     site, rows = tree_hashes(project / "site"), store_rows(project)
     other = cli_env(HEATMETRO_SALT="another-salt", SOURCE_DATE_EPOCH=SDE)
+    private = project / "private"
+    with sqlite3.connect(project / "state" / "personal.db") as db:
+        athlete = db.execute("SELECT min(athlete_id) FROM activities").fetchone()[0]
     for args in (
         ("ingest", "-c", cfg, project / "big.jsonl"),
         ("snapshot", "-c", cfg, "--month", MONTH),
         ("snapshot", "-c", cfg, "--weekly", "--until", "2021-06-20"),
+        ("personal", "-c", cfg, "--athlete", athlete, "--out", private),
     ):
         assert_one_line_error(heatmetro(*args, env=other), "made with another HEATMETRO_SALT")
         assert tree_hashes(project / "site") == site and store_rows(project) == rows
+        assert not private.exists()
+    # With the salt it was made with, the same personal map is built.
+    assert heatmetro("personal", "-c", cfg, "--athlete", athlete, "--out", private).returncode == 0
+    assert (private / "index.html").exists()
     # No salt at all (a new shell without the variable): said so, not "another salt".
     unset = {k: v for k, v in other.items() if k != "HEATMETRO_SALT"}
     for args in (
