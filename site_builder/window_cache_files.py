@@ -29,8 +29,12 @@ and removed by the first write.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +51,8 @@ CACHE_DIR = "window_cache"
 MANIFEST = "manifest.json"
 #: The single file of format 3 and before, in ``state_dir``.
 OLD_FILE = "window_cache.npz"
+WRITER_LOCK = ".writer.lock"  # ``write_cache``'s: the manifest and what it names
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 OTHER_KEY = "built for another window, configuration or code version"
 #: Past this share of the parts' bytes outside the base (or dead in it): one new base.
 DELTA_SHARE = 0.125
@@ -306,6 +312,39 @@ def write_cache(
     Not synced to disk: a file torn by a crash fails the checks on read (a full read).
     """
     directory.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(directory):
+        if reuse is not None and not all((directory / name).exists() for name in _names(reuse)):
+            reuse = None  # another snapshot's save has removed a file read: all written anew
+        _write_locked(directory, key, parts, stamps, thresholds, reuse)
+
+
+@contextmanager
+def _writer_lock(directory: Path) -> Iterator[None]:
+    """Held while a cache is written and what it no longer names is removed: two
+    snapshots sharing a ``state_dir`` (a PNG site and a PMTiles one) save one after the
+    other, so neither removes the files the other has just written for its manifest."""
+    fd = os.open(directory / WRITER_LOCK, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _names(reuse: Reuse) -> set[str]:
+    """The files of the cache read that a write keeping ``reuse`` names again."""
+    layers = {entry["file"] for entry, _ in reuse.layers if "file" in entry}
+    return {entry["file"] for entry in reuse.packs} | layers
+
+
+def _write_locked(
+    directory: Path,
+    key: str,
+    parts: WindowParts,
+    stamps: dict[str, bytes],
+    thresholds: dict[str, ThresholdState] | None,
+    reuse: Reuse | None,
+) -> None:
     written: list[Path] = []
     tmp = temporary_for(directory / MANIFEST)
     try:

@@ -157,3 +157,48 @@ def test_an_old_single_file_cache_is_a_new_start_and_removed(tmp_path: Path) -> 
     assert not old.exists()
     cached, note = read_cache(cache, "key", DTYPES)
     assert cached is not None, note
+
+
+def test_a_save_after_another_snapshots_save_writes_what_that_one_removed(tmp_path: Path) -> None:
+    """Two snapshots sharing a ``state_dir`` (a PNG site and a PMTiles one) read the same
+    cache; the other saves first, past the delta share (a new base: the old one removed).
+    This one's save kept that base by name: it writes its parts anew instead, so the next
+    read is a whole cache, not a missing file and a full read from the store."""
+    cache = tmp_path / "window_cache"
+    write_cache(cache, "key", parts(ROWS), {a: b"s" for a in ROWS}, {"all": state([1, 2])})
+    cached, note = read_cache(cache, "key", DTYPES)  # this snapshot's read
+    assert cached is not None, note
+    # The other snapshot: a third of the athletes changed, so everything to a new base.
+    _rebuild(cache, {a: [(7, 1)] for a in list(ROWS)[:14]}, {"all": state([1, 2])})
+    keep = np.array([a != "a03" for a in cached.parts.ids])
+    fresh = parts({"a03": [(5, 2)]})
+    merged = merge_parts(cached.parts, keep, fresh)
+    reuse = cached.reuse(merged.ids, set(fresh.ids))
+    write_cache(cache, "key", merged, {a: b"s" for a in merged.ids}, {"all": state([3])}, reuse)
+    back = _read_back(cache)
+    assert back.ids == merged.ids
+    assert back.arrays["heat/all"].tobytes() == merged.arrays["heat/all"].tobytes()
+
+
+def test_a_save_waits_for_another_save_to_finish(tmp_path: Path) -> None:
+    """The writer's lock is what orders two saves: while it is held, a save writes nothing."""
+    import fcntl
+    import os
+    import threading
+
+    cache = tmp_path / "window_cache"
+    write_cache(cache, "key", parts(ROWS), {a: b"s" for a in ROWS})
+    before = (cache / MANIFEST).read_bytes()
+    fd = os.open(cache / window_cache_files.WRITER_LOCK, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    other = {f"b{i}": [(5, 1)] for i in range(3)}
+    save = threading.Thread(target=write_cache, args=(cache, "key", parts(other), {}))
+    try:
+        save.start()
+        save.join(timeout=1.0)
+        assert save.is_alive() and (cache / MANIFEST).read_bytes() == before
+    finally:
+        os.close(fd)
+    save.join(timeout=30)
+    assert not save.is_alive()
+    assert json.loads((cache / MANIFEST).read_text())["ids"] == sorted(other)
