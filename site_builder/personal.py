@@ -15,6 +15,7 @@ owner sees why a street stops there.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -252,9 +253,25 @@ def _public_site_around(out_dir: Path, config: Config) -> Path | None:
     # Any other published site: a folder (or build folder) on either path to out_dir.
     for path in (written, resolved):
         for folder in (path, *path.parents):
-            if (folder / PUBLIC_SITE_MARKER).exists() or _BUILDS_NAME.fullmatch(folder.name):
+            if _published_by_us(folder / PUBLIC_SITE_MARKER) or _BUILDS_NAME.fullmatch(folder.name):
                 return folder
     return None
+
+
+def _published_by_us(marker: Path) -> bool:
+    """``marker`` is a snapshot's ``metadata.json``: one that names heatmetro, or one that
+    cannot be read (a damaged one may be ours: on the safe side). Another program's file
+    of that name (readable JSON naming no heatmetro) does not make a folder a site."""
+    if not marker.exists():
+        return False
+    try:
+        meta = json.loads(marker.read_bytes())
+    except (OSError, ValueError):
+        return True
+    if not isinstance(meta, dict):
+        return False
+    software = meta.get("software")
+    return isinstance(software, dict) and software.get("name") == "heatmetro"
 
 
 def _fresh_dir(out_dir: Path) -> Path:

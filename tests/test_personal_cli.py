@@ -406,3 +406,19 @@ def test_personal_site_in_chromium_shows_the_street_and_the_zone(built: Path) ->
         lit = shot[max(top, 0) : bottom, max(left, 0) : right, 0] > 150
         assert lit.sum() > 100, "Elm Street not drawn on p2's own map"
         assert zones == 1, "--show-zones should draw p2's zone"
+
+
+def test_another_programs_metadata_json_above_out_is_no_site(built: Path, run_cli: Run) -> None:
+    """Only a snapshot's ``metadata.json`` (naming heatmetro, or unreadable: it may be a
+    damaged one) makes a folder a published site; another program's file of that name
+    above ``--out`` does not refuse it."""
+    config = built / "config.toml"
+    photos = built / "photos"
+    photos.mkdir()
+    (photos / "metadata.json").write_text('{"title": "holidays", "software": {"name": "gimp"}}')
+    run_cli("personal", "-c", config, "--athlete", "p0", "--out", photos / "me")
+    assert (photos / "me" / "index.html").exists()
+    (photos / "metadata.json").write_text('{"software": {"name": "heat')  # torn: maybe ours
+    bad = run_cli("personal", "-c", config, "--athlete", "p0", "--out", photos / "you", check=False)
+    assert bad.returncode == 1 and "public site" in bad.stderr, bad.stderr
+    assert not (photos / "you").exists()
