@@ -79,12 +79,12 @@ def build_personal(
             "true and ingest the activities again to build personal maps"
         )
         raise PublishError(msg)
-    # The salt the store was made with, as every other command checks it: another one
-    # means this shell is not the one the activities were ingested with.
-    ShardedStore.open(config.state_dir, config.shards, salt=config.salt)
     _check_out(out_dir, config)
     db = connect_personal(personal_db_path(config.state_dir), create=False)
     try:
+        # The salt the store was made with, as every other command checks it: another
+        # one means this shell is not the one the activities were ingested with.
+        ShardedStore.open(config.state_dir, config.shards, salt=config.salt)
         if not knows_athlete(db, athlete_id):
             msg = (
                 f"--athlete {athlete_id!r}: no such athlete in {personal_db_path(config.state_dir)}"
