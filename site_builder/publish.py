@@ -25,12 +25,17 @@ def builds_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.builds"
 
 
+def lock_path(out_dir: Path, name: str) -> Path:
+    """The file ``out_dir_lock`` locks: ``.{out_dir name}.{name}.lock`` beside ``out_dir``."""
+    return out_dir.parent / f".{out_dir.name}.{name}.lock"
+
+
 @contextmanager
 def out_dir_lock(out_dir: Path, name: str, *, waiting: str | None = None) -> Iterator[None]:
     """Hold the lock file ``.{out_dir name}.{name}.lock`` beside ``out_dir`` (blocking);
     with ``waiting``, say it on stderr first if another process holds it."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with (out_dir.parent / f".{out_dir.name}.{name}.lock").open("a") as fh:
+    with lock_path(out_dir, name).open("a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

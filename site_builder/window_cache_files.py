@@ -29,12 +29,8 @@ and removed by the first write.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +39,7 @@ import numpy as np
 from heatmetro.core.temp_files import temporary_for
 from heatmetro.site_builder.array_files import map_arrays, new_token, write_arrays
 from heatmetro.site_builder.load import WindowParts
+from heatmetro.site_builder.publish import out_dir_lock
 from heatmetro.site_builder.threshold_cache import ThresholdState
 from heatmetro.site_builder.window import VOTE_DTYPE, LayerHeat, Thinned, is_open
 
@@ -51,8 +48,7 @@ CACHE_DIR = "window_cache"
 MANIFEST = "manifest.json"
 #: The single file of format 3 and before, in ``state_dir``.
 OLD_FILE = "window_cache.npz"
-WRITER_LOCK = ".writer.lock"  # ``write_cache``'s: the manifest and what it names
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+WRITER_LOCK = "writer"  # ``write_cache``'s lock (``publish.lock_path``) beside the cache
 OTHER_KEY = "built for another window, configuration or code version"
 #: Past this share of the parts' bytes outside the base (or dead in it): one new base.
 DELTA_SHARE = 0.125
@@ -312,23 +308,12 @@ def write_cache(
     Not synced to disk: a file torn by a crash fails the checks on read (a full read).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    with _writer_lock(directory):
+    # Two snapshots sharing a ``state_dir`` (a PNG site and a PMTiles one) save one after
+    # the other, so neither removes the files the other has just written for its manifest.
+    with out_dir_lock(directory, WRITER_LOCK):
         if reuse is not None and not all((directory / name).exists() for name in _names(reuse)):
             reuse = None  # another snapshot's save has removed a file read: all written anew
         _write_locked(directory, key, parts, stamps, thresholds, reuse)
-
-
-@contextmanager
-def _writer_lock(directory: Path) -> Iterator[None]:
-    """Held while a cache is written and what it no longer names is removed: two
-    snapshots sharing a ``state_dir`` (a PNG site and a PMTiles one) save one after the
-    other, so neither removes the files the other has just written for its manifest."""
-    fd = os.open(directory / WRITER_LOCK, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _names(reuse: Reuse) -> set[str]:

@@ -16,6 +16,7 @@ import pytest
 
 from heatmetro.site_builder import window_cache_files
 from heatmetro.site_builder.load import WindowParts, part_dtypes
+from heatmetro.site_builder.publish import lock_path
 from heatmetro.site_builder.threshold_cache import ThresholdState
 from heatmetro.site_builder.window import LayerHeat
 from heatmetro.site_builder.window_cache import merge_parts
@@ -189,7 +190,7 @@ def test_a_save_waits_for_another_save_to_finish(tmp_path: Path) -> None:
     cache = tmp_path / "window_cache"
     write_cache(cache, "key", parts(ROWS), {a: b"s" for a in ROWS})
     before = (cache / MANIFEST).read_bytes()
-    fd = os.open(cache / window_cache_files.WRITER_LOCK, os.O_RDWR)
+    fd = os.open(lock_path(cache, window_cache_files.WRITER_LOCK), os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
     other = {f"b{i}": [(5, 1)] for i in range(3)}
     save = threading.Thread(target=write_cache, args=(cache, "key", parts(other), {}))
