@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import numpy as np
-from pmtiles.tile import Compression, TileType, deserialize_directory, deserialize_header
+from pmtiles.tile import Compression, TileType, deserialize_header
 
 from heatmetro.site_builder.hilbert import tile_ids, tile_zxy
+from heatmetro.site_builder.pmtiles_directory import read_directory
 from heatmetro.site_builder.pmtiles_writer import ArchiveWriter
+from heatmetro.site_builder.raster import runs
 
 __all__ = ["FORMATS", "PmtilesSink", "PngTreeSink", "TileSink", "make_sink"]
 
@@ -187,8 +189,9 @@ class PmtilesSink:
         if members not in self._readers:
             path = self.archive(members, self._previous) if self._previous else None
             data, where = None, {}
-            ids: list[int] = []
-            spans: list[tuple[int, int]] = []
+            ids: list[np.ndarray] = []
+            starts: list[np.ndarray] = []
+            sizes: list[np.ndarray] = []
             if path is not None and path.is_file() and path.stat().st_size:
                 with path.open("rb") as fh:
                     data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -196,15 +199,21 @@ class PmtilesSink:
                 dirs = [(header["root_offset"], header["root_length"])]
                 while dirs:
                     offset, length = dirs.pop()
-                    for e in deserialize_directory(data[offset : offset + length]):
-                        if e.run_length == 0:  # a leaf directory
-                            dirs.append((header["leaf_directory_offset"] + e.offset, e.length))
-                            continue
-                        start = header["tile_data_offset"] + e.offset
-                        for i in range(e.run_length):
-                            ids.append(e.tile_id + i)
-                            spans.append((start, e.length))
-                z, x, y = tile_zxy(np.array(ids, dtype=np.int64))
+                    d = read_directory(data[offset : offset + length])
+                    leaf = d.run_length == 0
+                    base = header["leaf_directory_offset"]
+                    dirs += zip(
+                        (base + d.offset[leaf]).tolist(), d.length[leaf].tolist(), strict=True
+                    )
+                    run, i = runs(d.run_length[~leaf])
+                    ids.append(d.tile_id[~leaf][run] + i)
+                    starts.append(header["tile_data_offset"] + d.offset[~leaf][run])
+                    sizes.append(d.length[~leaf][run])
+                tiles = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+                spans = zip(
+                    np.concatenate(starts).tolist(), np.concatenate(sizes).tolist(), strict=True
+                )
+                z, x, y = tile_zxy(tiles)
                 keys = zip(z.tolist(), x.tolist(), y.tolist(), strict=True)
                 where = dict(zip(keys, spans, strict=True))
             self._readers[members] = (data, where)
