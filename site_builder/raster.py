@@ -72,18 +72,12 @@ def runs(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plan_zoom(
-    px: np.ndarray,
-    py: np.ndarray,
-    radius: np.ndarray,
-    level: np.ndarray,
-    z: int,
-    only: np.ndarray | None = None,
+    px: np.ndarray, py: np.ndarray, radius: np.ndarray, level: np.ndarray, z: int
 ) -> ZoomPlan:
     """Every (cell, tile) whose splat bounding box touches the tile, grouped by tile.
 
     Within a tile the order of the pairs is fixed by the input but otherwise arbitrary:
-    nothing drawn or digested depends on it (maxima and order-free sums). ``only``: the
-    sorted keys of the tiles to keep (the pairs of any other tile are left out).
+    nothing drawn or digested depends on it (maxima and order-free sums).
     """
     n = 1 << z
     inv = 1.0 / TILE_SIZE  # exact: the same floors as dividing
@@ -104,9 +98,6 @@ def plan_zoom(
     else:
         cell, tx_raw, ty = np.arange(px.size, dtype=np.int64), tx0, ty0
     wx = tx_raw & (n - 1)  # wraps -1 and n across the antimeridian (n is a power of 2)
-    if only is not None:
-        wanted = in_sorted(wx * n + ty, only)
-        cell, tx_raw, ty, wx = cell[wanted], tx_raw[wanted], ty[wanted], wx[wanted]
     order = _tile_order(wx, ty)
     cell, tx_raw, ty = cell[order], tx_raw[order], ty[order]
     key = wx[order] * n + ty
@@ -120,14 +111,6 @@ def plan_zoom(
         pair_px=px[cell] - tx_raw * TILE_SIZE, pair_py=py[cell] - ty * TILE_SIZE,
         pair_radius=pair_radius, pair_level=level[cell], tile_cost=cost,
     )  # fmt: skip
-
-
-def in_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    """Whether each value is in ``sorted_set`` (sorted, unique)."""
-    if sorted_set.size == 0:
-        return np.zeros(values.size, dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_set, values), sorted_set.size - 1)
-    return sorted_set[at] == values
 
 
 def _tile_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,10 +101,6 @@ class Manifest:
     written: np.ndarray  # bool
     input_digest: str = ""  # "": not known (a manifest written before it was kept)
     bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    # The layer's settings (``tiles._layer_settings``) and, per resolution drawn, its
-    # sorted cells and their levels: what ``tile_dirty`` plans a rebuild's changes from.
-    settings: int = 0
-    levels: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def tiles_per_zoom(self, zooms: range) -> dict[int, int]:
         """Tiles with heat per zoom (every zoom of ``zooms`` present)."""
@@ -159,19 +155,12 @@ class TileCache:
                 if str(data["build"]) != str(self.previous):
                     return None
                 known = "input_digest" in data.files
-                levels = {
-                    int(name.split("/")[1]): (data[name], data[name.replace("/cells", "/level")])
-                    for name in data.files
-                    if name.startswith("levels/") and name.endswith("/cells")
-                }
                 return Manifest(
                     data["ids"],
                     data["digests"],
                     data["written"],
                     input_digest=str(data["input_digest"]) if known else "",
                     bounds=tuple(data["bounds"].tolist()) if known else (0.0, 0.0, 0.0, 0.0),
-                    settings=int(data["settings"]) if "settings" in data.files else 0,
-                    levels=levels,
                 )
         except (OSError, ValueError, KeyError):
             return None  # a torn or foreign file: render everything
@@ -182,20 +171,14 @@ class TileCache:
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            levels = {}
-            for res, (cells, level) in manifest.levels.items():
-                levels[f"levels/{res}/cells"], levels[f"levels/{res}/level"] = cells, level
             np.savez(
                 tmp,
-                allow_pickle=False,
                 build=np.array(str(self.build)),
                 ids=manifest.ids,
                 digests=manifest.digests,
                 written=manifest.written,
                 input_digest=np.array(manifest.input_digest),
                 bounds=np.array(manifest.bounds, dtype=np.float64),
-                settings=np.array(manifest.settings, dtype=np.uint64),
-                **levels,
             )
             tmp.replace(path)
         except OSError as exc:

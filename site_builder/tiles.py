@@ -39,7 +39,6 @@ from heatmetro.site_builder.tile_cache import (
     tile_zxy,
 )
 from heatmetro.site_builder.tile_colours import LUT
-from heatmetro.site_builder.tile_dirty import LevelChange, level_change, plan_dirty
 from heatmetro.site_builder.tile_levels import (
     GEOMETRY_KEY,
     levels_for,
@@ -196,11 +195,6 @@ class _Planned:
     was_written: list[np.ndarray] = field(default_factory=list)
     twin_of: str | None = None
     input_digest: str = ""
-    settings: int = 0  # ``_layer_settings``: kept in the manifest with ``levels``
-    levels: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    # A zoom's full plan, for a tile carried over by ``tile_dirty`` (no pairs in its
-    # plan) whose published file is gone by the time it is reused.
-    replan: Callable[[int], ZoomPlan] | None = None
 
     def same_input(self, cells: np.ndarray, heat: np.ndarray) -> bool:
         return bool(np.array_equal(self.cells, cells) and np.array_equal(self.heat, heat))
@@ -386,38 +380,20 @@ def _plan_layer(
         float(top.lat.max()),
         float(top.lng.max()),
     )
-    settings = _layer_settings(layer, zs)
-    drawn = {res: (levels[res].cells, levels[res].level) for res in set(res_of.values())}
-    out = _Planned(
-        layer, sink, bounds, 0.0, cells, heat, input_digest=digest, settings=settings, levels=drawn
-    )
-    projected = {res: Projected.of(lvl.lng, lvl.lat, lvl.radius_m) for res, lvl in levels.items()}
-    # A rebuild plans only what changed since the published build, when it knows the
-    # levels that build drew (its manifest, same settings): ``tile_dirty``.
-    changes = _level_changes(old, settings, drawn) if not _OWNS else None
     if cache is not None:
-        save_geometry(cache.geometry_path)  # after the gone cells' geometry, if any
+        save_geometry(cache.geometry_path)
+    out = _Planned(layer, sink, bounds, 0.0, cells, heat, input_digest=digest)
+    projected = {res: Projected.of(lvl.lng, lvl.lat, lvl.radius_m) for res, lvl in levels.items()}
 
     def plan_one(z: int) -> tuple[ZoomPlan, np.ndarray, np.ndarray]:
         lvl = levels[res_of[z]]
-        tile_settings = settings_digest(
+        plan = plan_zoom(*projected[res_of[z]].at(z), lvl.level, z)
+        settings = settings_digest(
             version=RENDER_VERSION, format=zs.tiles_format, z=z, res=res_of[z],
             public=z <= zs.public_max_zoom, tile=TILE_SIZE,
             geometry=GEOMETRY_KEY,  # another h3 may move centres by a bit: draw again
         )  # fmt: skip
-        splats = projected[res_of[z]].at(z)
-        if changes is not None and old is not None:
-            return plan_dirty(
-                z, splats, lvl.level, lvl.cells, changes[res_of[z]], old.ids, old.digests,
-                tile_settings,
-            )  # fmt: skip
-        plan = plan_zoom(*splats, lvl.level, z)
-        return plan, tile_ids(z, plan.tile_key), tile_digests(plan, lvl.cells, tile_settings)
-
-    def replan(z: int) -> ZoomPlan:
-        return plan_zoom(*projected[res_of[z]].at(z), levels[res_of[z]].level, z)
-
-    out.replan = replan
+        return plan, tile_ids(z, plan.tile_key), tile_digests(plan, lvl.cells, settings)
 
     # Each zoom's plan is a pure function of the levels: with threads (numpy lets go of
     # the GIL in its loops), zooms are planned side by side; results come in zoom order.
@@ -431,27 +407,12 @@ def _plan_layer(
     return out
 
 
-def _level_changes(
-    old: Manifest | None, settings: int, drawn: dict[int, tuple[np.ndarray, np.ndarray]]
-) -> dict[int, LevelChange] | None:
-    """Per resolution drawn, how its cells and levels changed since the build of ``old``,
-    or None when that build's levels are unknown or were drawn with other settings."""
-    if old is None or old.settings != settings or set(old.levels) != set(drawn):
-        return None
-    if any(c.size != v.size for c, v in old.levels.values()):
-        return None  # a damaged manifest: plan everything
-    return {
-        res: level_change(cells, level, *old.levels[res], res)
-        for res, (cells, level) in drawn.items()
-    }
-
-
 @functools.cache
 def _drawing_code() -> str:
     """Digest of the modules that turn a layer's cells into its tiles' bytes."""
     here = Path(__file__).parent
     names = ("tiles", "tile_levels", "tile_math", "tile_colours", "raster", "png",
-             "tile_output", "pmtiles_writer", "hilbert", "tile_dirty", "tile_cache")  # fmt: skip
+             "tile_output", "pmtiles_writer", "hilbert")  # fmt: skip
     return code_digest(here / f"{name}.py" for name in names)
 
 
@@ -495,10 +456,7 @@ def _plan_twin(
     started: float,
 ) -> _Planned:
     """``layer``'s plan when it has ``twin``'s input: its plans, digests and bounds."""
-    out = _Planned(
-        layer, sink, twin.bounds, 0.0, cells, heat, twin_of=twin.layer,
-        settings=twin.settings, levels=twin.levels, replan=twin.replan,
-    )  # fmt: skip
+    out = _Planned(layer, sink, twin.bounds, 0.0, cells, heat, twin_of=twin.layer)
     for i, z in enumerate(zooms):
         _PLANS[layer, z] = _PLANS[twin.layer, z]
         out.ids.append(twin.ids[i])
@@ -557,9 +515,10 @@ def _write_in_order(
                         lit[t] = True
                         continue
                     # The old file is gone: draw the tile after all.
-                    data = _redraw(p, key, t)
-                    if data is None:
+                    fresh = _render_job(key, np.array([t]))[0]
+                    if not fresh:
                         continue
+                    data = fresh[0][1]
                 if data:
                     p.sink.put(z, x, y, data)
                 rendered += 1
@@ -578,8 +537,6 @@ def _write_in_order(
                     written=np.concatenate(written)[order],
                     input_digest=p.input_digest,
                     bounds=p.bounds,
-                    settings=p.settings,
-                    levels=p.levels,
                 ),
             )
         now = time.perf_counter()
@@ -593,20 +550,6 @@ def _write_in_order(
         )
         mark = now
     return out
-
-
-def _redraw(p: _Planned, key: _Key, t: int) -> bytes | None:
-    """Tile ``t`` of ``key`` drawn after all (its published file is gone): its bytes
-    (b"" once written to a tree by its job), or None when it has no heat."""
-    plan = _PLANS[key]
-    if plan.tile_start[t] == plan.tile_end[t] and p.replan is not None:
-        # Carried over without its pairs (``tile_dirty``): from the zoom's full plan.
-        full = p.replan(key[1])
-        at = np.searchsorted(full.tile_key, plan.tile_key[t])
-        drawn = [encode_scanlines(rows, _HEADER) for _, rows in render_tiles(full, np.array([at]))]
-        return drawn[0] if drawn else None
-    fresh = _render_job(key, np.array([t]))[0]
-    return fresh[0][1] if fresh else None
 
 
 def _render_all(
