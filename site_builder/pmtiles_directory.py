@@ -1,5 +1,6 @@
 """A PMTiles v3 directory read into numpy arrays (the ``pmtiles`` package's reader is a
-Python loop per varint: ~0.3 s of a four-town rebuild's reuse of its 2,400 tiles)."""
+Python loop per varint: 14 ms against 2 ms for an archive of 3,122 tiles, and it grows
+with the archive)."""
 
 from __future__ import annotations
 

@@ -209,11 +209,11 @@ class PmtilesSink:
                     ids.append(d.tile_id[~leaf][run] + i)
                     starts.append(header["tile_data_offset"] + d.offset[~leaf][run])
                     sizes.append(d.length[~leaf][run])
-                tiles = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+                # The root directory is always read: each list holds one array at least.
                 spans = zip(
                     np.concatenate(starts).tolist(), np.concatenate(sizes).tolist(), strict=True
                 )
-                z, x, y = tile_zxy(tiles)
+                z, x, y = tile_zxy(np.concatenate(ids))
                 keys = zip(z.tolist(), x.tolist(), y.tolist(), strict=True)
                 where = dict(zip(keys, spans, strict=True))
             self._readers[members] = (data, where)
