@@ -19,7 +19,9 @@ Steps, all through the real CLI on real ValleyBike rides (the six months in
    with a full build of the changed store in a fresh folder (``--no-cache``): time
    ratio, per stage (the CLI's ``stages:`` line) and byte-identical output. Before the
    change, a rebuild with nothing changed: the part of every rebuild that no change
-   causes (start-up, reading the caches, writing every published file again).
+   causes (start-up, reading the caches, writing every published file again); and one
+   with a single athlete changed (the first of the 1%, checked against a full build too):
+   what every rebuild pays once anything changed, however little.
 
 Times are wall clock on a noisy shared machine: read the ratios, not the seconds.
 Projects live in ``bench/.runs/`` (this machine's /tmp is slow at creating files).
@@ -319,13 +321,17 @@ def _stages(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
-def change_one_percent(db_path: Path) -> int:
-    """Drop the athlete-month rows of every 100th athlete (sorted ids); how many athletes."""
+def athlete_ids(db_path: Path) -> list[str]:
+    """Every athlete with a row in the store, sorted."""
     with sqlite3.connect(db_path) as db:
-        ids = [
+        return [
             r[0] for r in db.execute("SELECT DISTINCT athlete_id FROM athlete_months ORDER BY 1")
         ]
-        gone = ids[::100]
+
+
+def drop_athletes(db_path: Path, gone: list[str]) -> int:
+    """Drop the athlete-month rows of ``gone`` (as their opt-outs would); how many athletes."""
+    with sqlite3.connect(db_path) as db:
         db.executemany("DELETE FROM athlete_months WHERE athlete_id = ?", [(a,) for a in gone])
         db.commit()
     return len(gone)
@@ -419,7 +425,20 @@ def main() -> int:
             restore_caches()
             unchanged[fmt] = snapshot(f"{fmt}, 0% rebuild", p13, p13 / f"{fmt}.toml", month)
             runs.append(unchanged[fmt])
-        changed = change_one_percent(db13)
+        # One athlete changed (the first of the 1% below): what every rebuild pays once
+        # anything changed, however little: the work that does not follow the change.
+        ids = athlete_ids(db13)
+        one_percent = ids[::100]  # every 100th athlete
+        drop_athletes(db13, one_percent[:1])
+        single, single_fresh, single_identical = {}, {}, {}
+        for fmt in ("png", "pmtiles"):
+            restore_caches()
+            single[fmt] = snapshot(f"{fmt}, 1 athlete rebuild", p13, p13 / f"{fmt}.toml", month)
+            cfg = write_config(p13, 13, out=f"single-{fmt}", fmt=fmt)
+            single_fresh[fmt] = snapshot(f"{fmt}, 1 athlete full", p13, cfg, month, "--no-cache")
+            single_identical[fmt] = same_tree(p13 / fmt, p13 / f"single-{fmt}")
+            runs += [single[fmt], single_fresh[fmt]]
+        changed = drop_athletes(db13, one_percent)
         rebuild, fresh, identical = {}, {}, {}
         for fmt in ("png", "pmtiles"):
             restore_caches()
@@ -480,6 +499,14 @@ def main() -> int:
                 f"full build's time, CPU {u.cpu_seconds / f.cpu_seconds:.0%}; by stage, CPU s: "
                 + ", ".join(f"{k} {v[1]:.2f}" for k, v in u.stages.items())
             )
+            s1, s1f = single[fmt], single_fresh[fmt]
+            print(
+                f"  1 athlete changed (the floor once anything changed): {s1.seconds / s1f.seconds:.0%}"
+                f" of a full build's time, CPU {s1.cpu_seconds / s1f.cpu_seconds:.0%}, "
+                f"byte-identical: {'yes' if single_identical[fmt] else 'NO'}; by stage, CPU s: "
+                + ", ".join(f"{k} {v[1]:.2f}" for k, v in s1.stages.items())
+            )
+            print(f"    its {s1.metro_cache}; {s1.reused:,} of {s1.tiles:,} tiles reused")
             for i, what in enumerate(("wall", "CPU")):
                 shares = ", ".join(
                     f"{k} {r.stages.get(k, (0.0, 0.0))[i]:.2f}/{v[i]:.2f}"
