@@ -425,28 +425,27 @@ def main() -> int:
             restore_caches()
             unchanged[fmt] = snapshot(f"{fmt}, 0% rebuild", p13, p13 / f"{fmt}.toml", month)
             runs.append(unchanged[fmt])
+
+        def rebuild_and_full(what: str, out: str) -> tuple[dict, dict, dict]:
+            """Per format: a rebuild on the last full build's caches, a full build of the
+            same store into ``out-FMT``, and whether the two published the same bytes."""
+            rebuilt, full_of, same = {}, {}, {}
+            for fmt in ("png", "pmtiles"):
+                restore_caches()
+                rebuilt[fmt] = snapshot(f"{fmt}, {what} rebuild", p13, p13 / f"{fmt}.toml", month)
+                cfg = write_config(p13, 13, out=f"{out}-{fmt}", fmt=fmt)
+                full_of[fmt] = snapshot(f"{fmt}, {what} full", p13, cfg, month, "--no-cache")
+                same[fmt] = same_tree(p13 / fmt, p13 / f"{out}-{fmt}")
+                runs.extend([rebuilt[fmt], full_of[fmt]])
+            return rebuilt, full_of, same
+
         # One athlete changed (the first of the 1% below): what every rebuild pays once
         # anything changed, however little: the work that does not follow the change.
-        ids = athlete_ids(db13)
-        one_percent = ids[::100]  # every 100th athlete
+        one_percent = athlete_ids(db13)[::100]  # every 100th athlete
         drop_athletes(db13, one_percent[:1])
-        single, single_fresh, single_identical = {}, {}, {}
-        for fmt in ("png", "pmtiles"):
-            restore_caches()
-            single[fmt] = snapshot(f"{fmt}, 1 athlete rebuild", p13, p13 / f"{fmt}.toml", month)
-            cfg = write_config(p13, 13, out=f"single-{fmt}", fmt=fmt)
-            single_fresh[fmt] = snapshot(f"{fmt}, 1 athlete full", p13, cfg, month, "--no-cache")
-            single_identical[fmt] = same_tree(p13 / fmt, p13 / f"single-{fmt}")
-            runs += [single[fmt], single_fresh[fmt]]
+        single, single_fresh, single_identical = rebuild_and_full("1 athlete", "single")
         changed = drop_athletes(db13, one_percent)
-        rebuild, fresh, identical = {}, {}, {}
-        for fmt in ("png", "pmtiles"):
-            restore_caches()
-            rebuild[fmt] = snapshot(f"{fmt}, 1% rebuild", p13, p13 / f"{fmt}.toml", month)
-            cfg = write_config(p13, 13, out=f"fresh-{fmt}", fmt=fmt)
-            fresh[fmt] = snapshot(f"{fmt}, 1% full", p13, cfg, month, "--no-cache")
-            identical[fmt] = same_tree(p13 / fmt, p13 / f"fresh-{fmt}")
-            runs += [rebuild[fmt], fresh[fmt]]
+        rebuild, fresh, identical = rebuild_and_full("1%", "fresh")
 
         first, _ = window_months(month)
         print(
