@@ -32,7 +32,20 @@ from heatmetro.site_builder.metro_cache import MetroCache
 from heatmetro.site_builder.metro_chart import chart_svg, monthly_totals, window
 from heatmetro.site_builder.metro_dp import DpNoise
 from heatmetro.site_builder.metro_files import sha256, write_csv, write_geojson
-from heatmetro.site_builder.metro_gpkg import Named, rows_from_csv, rows_from_geojson, write_gpkg
+from heatmetro.site_builder.metro_gpkg import (
+    Named,
+    gdal_version,
+    rows_from_csv,
+    rows_from_geojson,
+    write_gpkg,
+)
+from heatmetro.site_builder.metro_gpkg_reuse import (
+    GPKG_CACHE,
+    GpkgPlan,
+    gpkg_key,
+    plan_reuse,
+    save_record,
+)
 from heatmetro.site_builder.metro_reuse import OutputCache, inputs_digest, link_or_copy
 from heatmetro.site_builder.metro_rows import (
     Rows,
@@ -179,9 +192,11 @@ def _write_metro(
         if cache is not None:
             cache.files_kept = True
     else:
+        published = output.published / "metro.gpkg" if output and output.published else None
         rows, totals, gpkg_tables, descriptions = _write_data(
-            window_data, pub, metro_dir, streets, cache, packer, when, attribution, parallel
-        )
+            window_data, pub, metro_dir, streets, cache, packer, when, attribution, parallel,
+            published,
+        )  # fmt: skip
     context: dict[str, Any] = {
         "settings": settings,
         "floor": pub.floor,
@@ -234,10 +249,12 @@ def _write_data(
     when: datetime,
     attribution: str | None,
     parallel: bool,
+    published: Path | None,
 ) -> tuple[dict[str, int], dict[str, dict[str, int]], list[str], dict[str, str]]:
     """Count and write every data file (all but the README, the zip and ``index.html``);
     return the rows per file, the chart's totals, the GeoPackage's attribute tables and
-    the description of each file."""
+    the description of each file. ``published``: the served build's GeoPackage, whose
+    rows of edges not recounted a rebuild takes (``metro_gpkg_reuse``)."""
     texts = None
     if cache is not None:
         cache.open(pub.max_trips)
@@ -285,8 +302,13 @@ def _write_data(
     # process of its own while this one writes the text files. Forked before the zip's
     # thread starts, so the child inherits no lock that thread could be holding.
     gpkg = metro_dir / "metro.gpkg"
+    reuse = None
+    if cache is not None:  # before the fork: the child sees the text cache as read
+        keys = {name: (len(r), r.edge, r.place) for name, (_, _, r) in layers.items()}
+        record = cache.path.with_name(GPKG_CACHE)
+        reuse = plan_reuse(record, published, cache.token, texts, keys)
     gpkg_job = ForkedJob(
-        partial(_write_gpkg_packed, gpkg, layers, when, attribution),
+        partial(_write_gpkg_packed, gpkg, layers, when, attribution, reuse),
         parallel=parallel,
         what="the GeoPackage writer",
     )
@@ -315,10 +337,13 @@ def _write_data(
             plan.save_cache()  # after: these name the Metro cache file as saved
             if texts is not None:
                 texts.save()
-        written, packed = gpkg_job.result()
+        (written, taken), packed, key = gpkg_job.result()
     except BaseException:
         gpkg_job.cancel()
         raise
+    if cache is not None:  # after cache.save: its token as saved
+        save_record(cache.path.with_name(GPKG_CACHE), key, cache.token, packed.sha256)
+        cache.gpkg_taken = (taken, sum(written.values()))
     packer.adopt(gpkg, packed)
     for layer, n in written.items():
         rows[f"metro.gpkg:{layer}"] = n
@@ -365,7 +390,10 @@ def _write_gpkg_packed(
     layers: dict[str, tuple[str | None, Sequence[Named], Rows]],
     when: datetime,
     attribution: str | None,
-) -> tuple[dict[str, int], Packed]:
-    """``write_gpkg``, and the file deflated for the zip (with its CRC and SHA-256)."""
-    written = write_gpkg(path, layers, when, attribution)
-    return written, pack(path)
+    reuse: GpkgPlan | None,
+) -> tuple[tuple[dict[str, int], int], Packed, str]:
+    """``write_gpkg`` (rows per layer, rows taken from the published file), the file deflated for
+    the zip (with its CRC and SHA-256) and the key its bytes were made with
+    (``metro_gpkg_reuse``)."""
+    written = write_gpkg(path, layers, when, attribution, reuse)
+    return written, pack(path), gpkg_key(gdal_version())

@@ -262,6 +262,9 @@ class MetroCache:
     #: The Metro writer kept the published build's files (``metro_reuse``): the cache
     #: was not even read.
     files_kept: bool = False
+    #: The GeoPackage's rows taken from the published file, and all its rows (None: not
+    #: written with this cache).
+    gpkg_taken: tuple[int, int] | None = None
     #: Per table name, the rows of the file's table kept and where they are in this
     #: build's (every table so far from the file's sums, or None).
     _kept: dict[str, tuple[np.ndarray, np.ndarray]] | None = field(default_factory=dict)
@@ -295,6 +298,18 @@ class MetroCache:
                 f"{self.recounted:,} edges recounted in the others, their other counts kept"
             )
         return f"metro cache: {self.recounted:,} edges recounted, the others' counts kept"
+
+    def gpkg_line(self) -> str:
+        """How much of the GeoPackage came from the published file (``metro_gpkg_reuse``)."""
+        if self.gpkg_taken is None:
+            return ""
+        taken, total = self.gpkg_taken
+        if not taken:
+            return f"metro.gpkg: {total:,} rows written whole"
+        return (
+            f"metro.gpkg: {taken:,} of {total:,} rows taken from the published file, "
+            f"{total - taken:,} written"
+        )
 
     def key(self) -> str:
         fields = {"format": CACHE_FORMAT, "code": _code_digest(), "max_trips": self.max_trips}

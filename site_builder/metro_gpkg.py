@@ -7,7 +7,9 @@ to join to a layer on its id in the same file. pyogrio's raw API takes numpy arr
 WKB, so no GeoDataFrame is built.
 
 Reproducible bytes: GDAL stamps ``gpkg_contents.last_change`` with the current time
-unless ``OGR_CURRENT_DATE`` is set, so it is set to the build time for the write.
+unless ``OGR_CURRENT_DATE`` is set, so it is set to the build time for the write. GDAL's
+file is then put in one canonical form (``metro_gpkg_canon``), which also lets a rebuild
+take the rows of edges not recounted from the published file (``metro_gpkg_reuse``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
+from heatmetro.site_builder.metro_gpkg_canon import assemble, layout, whole
+from heatmetro.site_builder.metro_gpkg_reuse import NEW, OLD, GpkgPlan, gpkg_key
 from heatmetro.site_builder.metro_rows import Coords, Rows
 
 _WKB_LINESTRING, _WKB_POLYGON = 2, 3
@@ -173,17 +177,64 @@ def _column(pa: Any, column: str, values: Sequence[object] | np.ndarray) -> Any:
     return _arrow(pa, *_field(column, values))
 
 
+def gdal_version() -> str:
+    """GDAL's version, as pyogrio has it (loads GDAL)."""
+    import pyogrio
+
+    return str(pyogrio.__gdal_version_string__)
+
+
 def write_gpkg(
     path: Path,
     layers: Mapping[str, tuple[str | None, Sequence[Named], Rows]],
     when: datetime,
     attribution: str | None = None,
-) -> dict[str, int]:
-    """Write each ``name: (geometry type, columns, rows)`` as a layer; return rows per layer.
-    A geometry type of ``None`` writes an attribute table (GeoPackage ``attributes``).
+    plan: GpkgPlan | None = None,
+) -> tuple[dict[str, int], int]:
+    """Write each ``name: (geometry type, columns, rows)`` as a layer; return rows per
+    layer and how many rows were taken from the published file. A geometry type of
+    ``None`` writes an attribute table (GeoPackage ``attributes``).
 
     ``attribution`` (the base map's licence notice) becomes each layer's description.
+    ``plan``: the published file's rows to take (``metro_gpkg_reuse``), if it was made
+    with the same code and versions: the same bytes either way (``metro_gpkg_canon``).
     """
+    path.unlink(missing_ok=True)
+    gdal = path.with_name(path.stem + ".gdal.gpkg")  # GDAL's file, before assemble
+    counts = {name: len(rows) for name, (_, _, rows) in layers.items()}
+    try:
+        if plan is not None and plan.key == gpkg_key(gdal_version()):
+            old, tables = plan.published, plan.tables
+            fresh = {name: (kind, columns, _subset(rows, tables[name].fresh))
+                     for name, (kind, columns, rows) in layers.items()}  # fmt: skip
+            _write_gdal(gdal, fresh, when, attribution)
+            if layout(gdal) == layout(old):
+                assemble(old, path, {OLD: old, NEW: gdal}, {n: p.placed for n, p in tables.items()})
+                return counts, sum(counts[n] - len(p.fresh) for n, p in tables.items())
+        _write_gdal(gdal, layers, when, attribution)
+        assemble(gdal, path, {NEW: gdal}, {name: whole(NEW, n) for name, n in counts.items()})
+    finally:
+        gdal.unlink(missing_ok=True)
+    return counts, 0
+
+
+def _subset(rows: Rows, at: np.ndarray) -> Rows:
+    """The rows ``at`` (ascending) of ``rows``."""
+    geometry = [rows.geometry[i] for i in at.tolist()] if rows.geometry is not None else None
+    if rows.columns is None:
+        return Rows(rows.take(at), geometry)
+    columns = [c[at] if isinstance(c, np.ndarray) else [c[i] for i in at.tolist()]
+               for c in rows.columns]  # fmt: skip
+    return Rows(None, geometry, columns)
+
+
+def _write_gdal(
+    path: Path,
+    layers: Mapping[str, tuple[str | None, Sequence[Named], Rows]],
+    when: datetime,
+    attribution: str | None,
+) -> None:
+    """GDAL's GeoPackage of ``layers``, without the R-tree indexes (``assemble`` makes them)."""
     # GDAL loads here, in the forked Metro writer: not in every snapshot's start-up.
     import pyarrow as pa
     import pyogrio
@@ -196,7 +247,7 @@ def write_gpkg(
     # discarded (a crash leaves an unpublished build), so SQLite's FULL sync would only
     # wait for the disk, ten times (half of the writer's time on this machine's disk).
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": stamp, "OGR_SQLITE_SYNCHRONOUS": "OFF"})
-    written = {}
+    options = {"SPATIAL_INDEX": "NO"} | ({"DESCRIPTION": attribution} if attribution else {})
     try:
         for name, (kind, columns, rows) in layers.items():
             by_column: Sequence[Sequence[object] | np.ndarray] = rows.columns or (
@@ -222,13 +273,11 @@ def write_gpkg(
                 # GeoPackage 1.3, not GDAL's newest 1.4: GDAL before 3.7 (Debian 12's,
                 # so many a QGIS) warns that it "may only be partially supported".
                 dataset_options=None if path.exists() else {"VERSION": "1.3"},
-                layer_options={"DESCRIPTION": attribution} if attribution else None,
+                layer_options=options,
             )
-            written[name] = len(rows)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         # GDAL says "Failed to commit transaction", not why: a full disk is the usual cause.
         why = f"GDAL could not write it ({exc}; is the disk full, or a file size limit reached?)"
         raise OSError(errno.EIO, why, str(path)) from exc
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None, "OGR_SQLITE_SYNCHRONOUS": None})
-    return written

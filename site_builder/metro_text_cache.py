@@ -71,18 +71,30 @@ class TextCache:
     ) -> bytes:
         """File ``name``'s rows (per row its ``edge`` and ``place``), one after the other:
         ``lines(rows)`` formats the given rows; the others are the last build's text."""
-        old = self._load().get(name)
-        touched = self.source.touched()
-        if old is not None and touched is not None:
-            text, ends, old_edge, old_place = old
-            fresh, was = in_sorted(edge, touched), in_sorted(old_edge, touched)
-            if np.array_equal(place[~fresh], old_place[~was]):
-                return self._spliced(name, edge, place, old, fresh, was, lines)
+        kept = self.kept_rows(name, edge, place)
+        if kept is not None:
+            return self._spliced(name, edge, place, self._load()[name], *kept, lines)
         pieces = lines(np.arange(len(edge)))
         sizes = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
         out = b"".join(pieces)
         self._new[name] = (out, np.cumsum(sizes), edge, place)
         return out
+
+    def kept_rows(
+        self, name: str, edge: np.ndarray, place: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Of file ``name``'s rows (per row its ``edge`` and ``place``): which are of
+        recounted edges (``fresh``), and which of the last build's rows were (``was``);
+        every other row is the last build's, in order. None: no row is kept."""
+        old = self._load().get(name)
+        touched = self.source.touched()
+        if old is None or touched is None:
+            return None
+        old_edge, old_place = old[2], old[3]
+        fresh, was = in_sorted(edge, touched), in_sorted(old_edge, touched)
+        if not np.array_equal(place[~fresh], old_place[~was]):
+            return None
+        return fresh, was
 
     def _spliced(
         self,

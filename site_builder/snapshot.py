@@ -510,7 +510,8 @@ def start_metro(
         rows = write_metro(window, settings, metro_dir, streets, cache, output, parallel=parallel)
         if cache is None:
             return MetroDone(rows)
-        return MetroDone(rows, cache.line(), cache.problem)
+        lines = [cache.line(), cache.gpkg_line()]
+        return MetroDone(rows, "\n".join(line for line in lines if line), cache.problem)
 
     return ForkedJob(work, parallel=parallel, what="the Metro writer")
 

@@ -38,6 +38,7 @@ def _drop_output(project: Path) -> None:
 
 
 DP = {"metro_epsilon": 1.0}
+EXACT = {"round_to": 1}
 
 
 def _street(name: str) -> list[list[float]]:
@@ -86,6 +87,19 @@ def _npz(project: Path, *, meta: dict | None = None, arrays: dict | None = None)
     return out.read_bytes()
 
 
+def _gpkg_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("metro.gpkg:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def _gpkg_rows(site: Path) -> int:
+    """Rows of every table of the published GeoPackage, as SQLite reads them."""
+    with sqlite3.connect(site / "metro" / "metro.gpkg") as db:
+        tables = [t for (t,) in db.execute("SELECT table_name FROM gpkg_contents")]
+        return sum(db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables)
+
+
 def _metro_line(stderr: str) -> str:
     lines = [ln for ln in stderr.splitlines() if ln.startswith("metro cache:")]
     assert len(lines) == 1, stderr
@@ -131,6 +145,16 @@ def test_a_rebuild_recounts_only_changed_edges_and_writes_the_same_files(
     assert after != before, "the changes must show in the published counts"
 
     assert (project / "state" / "metro_text_cache.npz").exists() == (settings != DP)
+    # Exact counts: the GeoPackage's rows of the edges kept come from the published file.
+    taken = _gpkg_line(again.stderr)
+    if settings == DP:
+        assert taken == "metro.gpkg: " + f"{_gpkg_rows(site):,} rows written whole"
+    else:
+        found = re.fullmatch(r"metro.gpkg: ([\d,]+) of ([\d,]+) rows taken from the published "
+                             r"file, ([\d,]+) written", taken)  # fmt: skip
+        assert found, taken
+        kept, total = (int(found.group(i).replace(",", "")) for i in (1, 2))
+        assert 0 < kept < total == _gpkg_rows(site)
     fresh = _full_build_of(project, tmp_path / "fresh", run_cli, settings)
     a, b = _metro(site), _metro(fresh)
     assert sorted(a) == sorted(b)
@@ -192,17 +216,22 @@ def test_a_damaged_metro_cache_is_one_line_and_a_full_count(tmp_path: Path, run_
     assert _metro(project / "site") == reference
 
 
+def _published_exact(tmp_path: Path, run_cli: Run) -> Path:
+    """A project with exact counts, its rides ingested and published once."""
+    project = tmp_path / "project"
+    project.mkdir()
+    write_config(project, **EXACT)
+    ingest(run_cli, project, _rides(), "rides")
+    snapshot(run_cli, project, env=SDE_ENV)
+    return project
+
+
 def test_a_damaged_text_cache_is_a_full_formatting(tmp_path: Path, run_cli: Run) -> None:
     """The kept rows' text (``metro_text_cache.npz``, exact counts only) torn, altered in
     place or out of step: the rebuild formats every row and writes what a full build does."""
-    exact = {"round_to": 1}
-    project = tmp_path / "project"
-    project.mkdir()
-    write_config(project, **exact)
-    ingest(run_cli, project, _rides(), "rides")
-    snapshot(run_cli, project, env=SDE_ENV)
+    project = _published_exact(tmp_path, run_cli)
     ingest(run_cli, project, _changes(), "changes")
-    fresh = _metro(_full_build_of(project, tmp_path / "fresh", run_cli, exact))
+    fresh = _metro(_full_build_of(project, tmp_path / "fresh", run_cli, EXACT))
     texts = project / "state" / "metro_text_cache.npz"
     good, state = (
         texts.read_bytes(),
@@ -225,3 +254,23 @@ def test_a_damaged_text_cache_is_a_full_formatting(tmp_path: Path, run_cli: Run)
         proc = snapshot(run_cli, project, env=SDE_ENV, check=False)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
         assert _metro(project / "site") == fresh, f"{what}: the Metro files differ"
+
+
+def test_a_published_geopackage_not_as_recorded_is_written_whole(
+    tmp_path: Path, run_cli: Run
+) -> None:
+    """The rebuild takes rows from the published ``metro.gpkg`` only if it is the file the
+    last build wrote (``metro_gpkg_cache.json``): one edited there (a planner's fix, a
+    torn copy) is not trusted, and the file is written whole, as a full build does."""
+    project = _published_exact(tmp_path, run_cli)
+    published = (project / "site" / "metro" / "metro.gpkg").resolve()
+    with sqlite3.connect(published) as db:  # still a valid GeoPackage, one count off
+        db.execute("UPDATE edges_hourly SET total_trip_count = total_trip_count + 1 WHERE fid = 1")
+    ingest(run_cli, project, _changes(), "changes")
+    again = snapshot(run_cli, project, env=SDE_ENV)
+    assert re.fullmatch(r"metro cache: [\d,]+ edges recounted, the others' counts kept",
+                        _metro_line(again.stderr)), again.stderr  # fmt: skip
+    site = project / "site"
+    assert _gpkg_line(again.stderr) == f"metro.gpkg: {_gpkg_rows(site):,} rows written whole"
+    fresh = _full_build_of(project, tmp_path / "fresh", run_cli, EXACT)
+    assert _metro(site) == _metro(fresh)

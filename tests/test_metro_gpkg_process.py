@@ -34,7 +34,7 @@ def test_the_geopackage_is_written_by_another_process_with_the_same_bytes(
     writers.mkdir()
     original = metro.write_gpkg
 
-    def recorded(path: Path, *args: Any, **kwargs: Any) -> dict[str, int]:
+    def recorded(path: Path, *args: Any, **kwargs: Any) -> tuple[dict[str, int], int]:
         (writers / f"{path.parent.parent.name}.pid").write_text(str(os.getpid()))
         return original(path, *args, **kwargs)
 
@@ -53,7 +53,7 @@ def test_the_geopackage_is_written_by_another_process_with_the_same_bytes(
 def test_a_failing_geopackage_writer_fails_the_build_with_its_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: bool
 ) -> None:
-    def full(path: Path, *args: Any, **kwargs: Any) -> dict[str, int]:
+    def full(path: Path, *args: Any, **kwargs: Any) -> tuple[dict[str, int], int]:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(metro, "write_gpkg", full)
