@@ -83,6 +83,7 @@ STATE_CACHES = (
     "metro_cache.npz",
     "metro_plan_cache.npz",
     "metro_text_cache.npz",
+    "metro_gpkg_cache.json",
     "map_cache.json",
 )
 
@@ -121,7 +122,7 @@ class Run:
     minor_faults: int  # pages first touched (each zeroed, or copied after a fork)
     own_tiles: int = 0  # without twin layers (drawn with another: ``, drawn with all``)
     own_tile_seconds: float = 0.0
-    metro_cache: str = ""  # the CLI's "metro cache: ..." line
+    metro_cache: str = ""  # the CLI's "metro cache: ..." and "metro.gpkg: ..." lines
     window_cache: str = ""  # the CLI's "window cache: ..." line (threshold redone or whole)
 
 
@@ -209,8 +210,8 @@ def snapshot(label: str, project: Path, config: Path, month: str, *extra: str) -
         ),
         system_seconds=float(_field(r"System time \(seconds\): ([\d.]+)", proc.stderr)),
         minor_faults=int(_field(r"Minor \(reclaiming a frame\) page faults: (\d+)", proc.stderr)),
-        metro_cache=next(
-            (ln for ln in proc.stderr.splitlines() if ln.startswith("metro cache:")), ""
+        metro_cache="; ".join(
+            ln for ln in proc.stderr.splitlines() if ln.startswith(("metro cache:", "metro.gpkg:"))
         ),
         window_cache=next(
             (ln for ln in proc.stderr.splitlines() if ln.startswith("window cache:")), ""
