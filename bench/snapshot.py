@@ -84,6 +84,7 @@ STATE_CACHES = (
     "metro_plan_cache.npz",
     "metro_text_cache.npz",
     "metro_gpkg_cache.json",
+    "metro_gpkg_cache.gpkg",
     "map_cache.json",
 )
 

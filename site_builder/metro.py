@@ -192,11 +192,9 @@ def _write_metro(
         if cache is not None:
             cache.files_kept = True
     else:
-        published = output.published / "metro.gpkg" if output and output.published else None
         rows, totals, gpkg_tables, descriptions = _write_data(
-            window_data, pub, metro_dir, streets, cache, packer, when, attribution, parallel,
-            published,
-        )  # fmt: skip
+            window_data, pub, metro_dir, streets, cache, packer, when, attribution, parallel
+        )
     context: dict[str, Any] = {
         "settings": settings,
         "floor": pub.floor,
@@ -249,12 +247,10 @@ def _write_data(
     when: datetime,
     attribution: str | None,
     parallel: bool,
-    published: Path | None,
 ) -> tuple[dict[str, int], dict[str, dict[str, int]], list[str], dict[str, str]]:
     """Count and write every data file (all but the README, the zip and ``index.html``);
     return the rows per file, the chart's totals, the GeoPackage's attribute tables and
-    the description of each file. ``published``: the served build's GeoPackage, whose
-    rows of edges not recounted a rebuild takes (``metro_gpkg_reuse``)."""
+    the description of each file."""
     texts = None
     if cache is not None:
         cache.open(pub.max_trips)
@@ -306,7 +302,7 @@ def _write_data(
     if cache is not None:  # before the fork: the child sees the text cache as read
         keys = {name: (len(r), r.edge, r.place) for name, (_, _, r) in layers.items()}
         record = cache.path.with_name(GPKG_CACHE)
-        reuse = plan_reuse(record, published, cache.token, texts, keys)
+        reuse = plan_reuse(record, cache.token, texts, keys)
     gpkg_job = ForkedJob(
         partial(_write_gpkg_packed, gpkg, layers, when, attribution, reuse),
         parallel=parallel,
@@ -342,7 +338,7 @@ def _write_data(
         gpkg_job.cancel()
         raise
     if cache is not None:  # after cache.save: its token as saved
-        save_record(cache.path.with_name(GPKG_CACHE), key, cache.token, packed.sha256)
+        save_record(cache.path.with_name(GPKG_CACHE), key, cache.token, packed.sha256, gpkg)
         cache.gpkg_taken = (taken, sum(written.values()))
     packer.adopt(gpkg, packed)
     for layer, n in written.items():
@@ -392,7 +388,7 @@ def _write_gpkg_packed(
     attribution: str | None,
     reuse: GpkgPlan | None,
 ) -> tuple[tuple[dict[str, int], int], Packed, str]:
-    """``write_gpkg`` (rows per layer, rows taken from the published file), the file deflated for
+    """``write_gpkg`` (rows per layer, rows taken from the last build's), the file deflated for
     the zip (with its CRC and SHA-256) and the key its bytes were made with
     (``metro_gpkg_reuse``)."""
     written = write_gpkg(path, layers, when, attribution, reuse)

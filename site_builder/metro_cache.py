@@ -262,7 +262,7 @@ class MetroCache:
     #: The Metro writer kept the published build's files (``metro_reuse``): the cache
     #: was not even read.
     files_kept: bool = False
-    #: The GeoPackage's rows taken from the published file, and all its rows (None: not
+    #: The GeoPackage's rows taken from the last build's, and all its rows (None: not
     #: written with this cache).
     gpkg_taken: tuple[int, int] | None = None
     #: Per table name, the rows of the file's table kept and where they are in this
@@ -300,14 +300,14 @@ class MetroCache:
         return f"metro cache: {self.recounted:,} edges recounted, the others' counts kept"
 
     def gpkg_line(self) -> str:
-        """How much of the GeoPackage came from the published file (``metro_gpkg_reuse``)."""
+        """How much of the GeoPackage came from the last build's (``metro_gpkg_reuse``)."""
         if self.gpkg_taken is None:
             return ""
         taken, total = self.gpkg_taken
         if not taken:
             return f"metro.gpkg: {total:,} rows written whole"
         return (
-            f"metro.gpkg: {taken:,} of {total:,} rows taken from the published file, "
+            f"metro.gpkg: {taken:,} of {total:,} rows taken from the last build's, "
             f"{total - taken:,} written"
         )
 

@@ -9,7 +9,7 @@ WKB, so no GeoDataFrame is built.
 Reproducible bytes: GDAL stamps ``gpkg_contents.last_change`` with the current time
 unless ``OGR_CURRENT_DATE`` is set, so it is set to the build time for the write. GDAL's
 file is then put in one canonical form (``metro_gpkg_canon``), which also lets a rebuild
-take the rows of edges not recounted from the published file (``metro_gpkg_reuse``).
+take the rows of edges not recounted from the last build's file (``metro_gpkg_reuse``).
 """
 
 from __future__ import annotations
@@ -192,11 +192,11 @@ def write_gpkg(
     plan: GpkgPlan | None = None,
 ) -> tuple[dict[str, int], int]:
     """Write each ``name: (geometry type, columns, rows)`` as a layer; return rows per
-    layer and how many rows were taken from the published file. A geometry type of
+    layer and how many rows were taken from the last build's file. A geometry type of
     ``None`` writes an attribute table (GeoPackage ``attributes``).
 
     ``attribution`` (the base map's licence notice) becomes each layer's description.
-    ``plan``: the published file's rows to take (``metro_gpkg_reuse``), if it was made
+    ``plan``: the last build's rows to take (``metro_gpkg_reuse``), if it was made
     with the same code and versions: the same bytes either way (``metro_gpkg_canon``).
     """
     path.unlink(missing_ok=True)
@@ -204,7 +204,7 @@ def write_gpkg(
     counts = {name: len(rows) for name, (_, _, rows) in layers.items()}
     try:
         if plan is not None and plan.key == gpkg_key(gdal_version()):
-            old, tables = plan.published, plan.tables
+            old, tables = plan.base, plan.tables
             fresh = {name: (kind, columns, _subset(rows, tables[name].fresh))
                      for name, (kind, columns, rows) in layers.items()}  # fmt: skip
             _write_gdal(gdal, fresh, when, attribution)

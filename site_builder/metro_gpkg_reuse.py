@@ -1,16 +1,19 @@
-"""A rebuild's GeoPackage from the published one: ``state_dir/metro_gpkg_cache.json``.
+"""A rebuild's GeoPackage from the last build's: ``state_dir/metro_gpkg_cache.*``.
 
 The GeoPackage's rows are the edge files' rows (``metro_text_cache`` keeps those of the
 edges not recounted, byte for byte) and the small tables of hexagons and O/D pairs. So
 a rebuild has GDAL write the recounted edges' rows and the small tables only, and takes
-every other row from the published ``metro.gpkg`` (``metro_gpkg_canon.assemble``): the
-same bytes as writing it whole, the GDAL part ~10x smaller.
+every other row from the last build's ``metro.gpkg`` (``metro_gpkg_canon.assemble``):
+the same bytes as writing it whole, the GDAL part ~10x smaller.
 
-The file records the published GeoPackage's SHA-256 and the Metro cache file's token
-(``metro_cache``) of the build that wrote it, keyed by the code and the SQLite and GDAL
-versions that make its bytes. Its rows are taken only when all of that holds, the
-text cache keeps rows of the same build and every table of the published file has the
-rows the text cache says it had; anything else writes the file whole.
+Each build links its ``metro.gpkg`` into ``state_dir`` (``metro_gpkg_cache.gpkg``: a
+hard link, a copy across file systems) and records its SHA-256 and the Metro cache
+file's token (``metro_cache``) as that build saved it (``metro_gpkg_cache.json``),
+keyed by the code and the SQLite and GDAL versions that make its bytes: the file is
+the one the kept text rows describe, whichever build is published now. Its rows are
+taken only when all of that holds, the text cache keeps rows of the same build and
+every table of the file has the rows the text cache says it had; anything else writes
+the file whole.
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ import numpy as np
 from heatmetro.core.temp_files import temporary_for
 from heatmetro.site_builder.code_digest import code_digest
 from heatmetro.site_builder.metro_gpkg_canon import Run, runs, whole
+from heatmetro.site_builder.metro_reuse import link_or_copy
 from heatmetro.site_builder.metro_text_cache import TextCache
 
 __all__ = ["GPKG_CACHE", "GpkgPlan", "Placement", "gpkg_key", "plan_reuse", "save_record"]
 
 FORMAT = 1
 GPKG_CACHE = "metro_gpkg_cache.json"
+GPKG_BASE = "metro_gpkg_cache.gpkg"  # the last build's metro.gpkg, beside the record
 _CODE = ("metro_gpkg.py", "metro_gpkg_canon.py", "metro_gpkg_reuse.py")
-OLD, NEW = "old", "new"  # the sources' aliases: the published file, GDAL's file of this build
+OLD, NEW = "old", "new"  # the sources' aliases: the last build's file, GDAL's of this one
 
 
 def gpkg_key(gdal_version: str) -> str:
@@ -46,7 +51,7 @@ def gpkg_key(gdal_version: str) -> str:
 @dataclass(frozen=True)
 class Placement:
     """One table's rows: those GDAL writes (``fresh``: indices, ascending) and how the
-    table's rows come from the published file and from GDAL's (``placed``)."""
+    table's rows come from the last build's file and from GDAL's (``placed``)."""
 
     fresh: np.ndarray
     placed: list[Run]
@@ -54,10 +59,10 @@ class Placement:
 
 @dataclass(frozen=True)
 class GpkgPlan:
-    """The published file's rows taken: the file, the key its bytes were made with (the
+    """The last build's rows taken: its file, the key its bytes were made with (the
     GeoPackage writer compares it with its own) and each table's placement."""
 
-    published: Path
+    base: Path
     key: str
     tables: dict[str, Placement]
 
@@ -67,21 +72,21 @@ Tables = dict[str, tuple[int, np.ndarray | None, np.ndarray | None]]
 
 
 def plan_reuse(
-    record: Path, published: Path | None, token: str | None, texts: TextCache | None,
-    tables: Tables,
-) -> GpkgPlan | None:  # fmt: skip
-    """What to write and what to take from ``published`` (the served ``metro.gpkg``),
-    given ``record`` (the cache file), ``token`` (the Metro cache file's as this build
-    read it) and ``texts`` (the edge files' rows kept from the last build); None: write
-    every row. Called before this build saves its own text cache."""
-    if published is None or texts is None or token is None:
+    record: Path, token: str | None, texts: TextCache | None, tables: Tables
+) -> GpkgPlan | None:
+    """What to write and what to take from the last build's ``metro.gpkg``, given
+    ``record`` (the cache file), ``token`` (the Metro cache file's as this build read it)
+    and ``texts`` (the edge files' rows kept from the last build); None: write every
+    row. Called before this build saves its own text cache."""
+    base = record.with_name(GPKG_BASE)
+    if texts is None or token is None:
         return None
     try:
         meta = json.loads(record.read_bytes())
         key = meta.get("key")
         if not isinstance(key, str) or meta.get("token") != token:
             return None
-        with published.open("rb") as fh:
+        with base.open("rb") as fh:
             if hashlib.file_digest(fh, "sha256").hexdigest() != meta.get("sha256"):
                 return None
     except (OSError, ValueError, AttributeError):
@@ -103,9 +108,9 @@ def plan_reuse(
              *runs(NEW, np.arange(len(redo)), redo)],
         )  # fmt: skip
         kept_counts[table] = len(was)
-    if not _has_rows(published, kept_counts):
+    if not _has_rows(base, kept_counts):
         return None
-    return GpkgPlan(published, key, plans)
+    return GpkgPlan(base, key, plans)
 
 
 def _has_rows(path: Path, counts: dict[str, int]) -> bool:
@@ -125,16 +130,20 @@ def _has_rows(path: Path, counts: dict[str, int]) -> bool:
     return True
 
 
-def save_record(record: Path, key: str | None, token: str | None, sha256: str) -> None:
-    """Record this build's GeoPackage (``sha256``) with the Metro cache file's ``token``
-    as this build saved it (None: not saved, so nothing to pair with)."""
+def save_record(record: Path, key: str | None, token: str | None, sha256: str, gpkg: Path) -> None:
+    """Keep this build's GeoPackage ``gpkg`` (``sha256``) with the Metro cache file's
+    ``token`` as this build saved it (None: not saved, so nothing to pair with)."""
+    base = record.with_name(GPKG_BASE)
+    record.unlink(missing_ok=True)  # first: no record ever names another file
     if key is None or token is None:
-        record.unlink(missing_ok=True)
+        base.unlink(missing_ok=True)
         return
-    tmp = temporary_for(record)
+    linked, tmp = temporary_for(base), temporary_for(record)
     try:
+        link_or_copy(gpkg, linked)
+        linked.replace(base)
         tmp.write_text(json.dumps({"key": key, "token": token, "sha256": sha256}))
         tmp.replace(record)
     except OSError:  # the next build writes the file whole
-        tmp.unlink(missing_ok=True)
-        record.unlink(missing_ok=True)
+        for path in (linked, tmp, base):
+            path.unlink(missing_ok=True)

@@ -145,13 +145,13 @@ def test_a_rebuild_recounts_only_changed_edges_and_writes_the_same_files(
     assert after != before, "the changes must show in the published counts"
 
     assert (project / "state" / "metro_text_cache.npz").exists() == (settings != DP)
-    # Exact counts: the GeoPackage's rows of the edges kept come from the published file.
+    # Exact counts: the GeoPackage's rows of the edges kept come from the last build's.
     taken = _gpkg_line(again.stderr)
     if settings == DP:
         assert taken == "metro.gpkg: " + f"{_gpkg_rows(site):,} rows written whole"
     else:
-        found = re.fullmatch(r"metro.gpkg: ([\d,]+) of ([\d,]+) rows taken from the published "
-                             r"file, ([\d,]+) written", taken)  # fmt: skip
+        found = re.fullmatch(r"metro.gpkg: ([\d,]+) of ([\d,]+) rows taken from the last "
+                             r"build's, ([\d,]+) written", taken)  # fmt: skip
         assert found, taken
         kept, total = (int(found.group(i).replace(",", "")) for i in (1, 2))
         assert 0 < kept < total == _gpkg_rows(site)
@@ -256,15 +256,15 @@ def test_a_damaged_text_cache_is_a_full_formatting(tmp_path: Path, run_cli: Run)
         assert _metro(project / "site") == fresh, f"{what}: the Metro files differ"
 
 
-def test_a_published_geopackage_not_as_recorded_is_written_whole(
-    tmp_path: Path, run_cli: Run
-) -> None:
-    """The rebuild takes rows from the published ``metro.gpkg`` only if it is the file the
-    last build wrote (``metro_gpkg_cache.json``): one edited there (a planner's fix, a
-    torn copy) is not trusted, and the file is written whole, as a full build does."""
+def test_a_kept_geopackage_not_as_recorded_is_written_whole(tmp_path: Path, run_cli: Run) -> None:
+    """The rebuild takes rows from the last build's ``metro.gpkg`` (linked into state_dir)
+    only if it is the file that build wrote (``metro_gpkg_cache.json``): one edited there
+    (through the published file it is a hard link of, or a torn copy) is not trusted,
+    and the file is written whole, as a full build does."""
     project = _published_exact(tmp_path, run_cli)
-    published = (project / "site" / "metro" / "metro.gpkg").resolve()
-    with sqlite3.connect(published) as db:  # still a valid GeoPackage, one count off
+    kept = project / "state" / "metro_gpkg_cache.gpkg"
+    assert kept.read_bytes() == (project / "site" / "metro" / "metro.gpkg").read_bytes()
+    with sqlite3.connect(kept) as db:  # still a valid GeoPackage, one count off
         db.execute("UPDATE edges_hourly SET total_trip_count = total_trip_count + 1 WHERE fid = 1")
     ingest(run_cli, project, _changes(), "changes")
     again = snapshot(run_cli, project, env=SDE_ENV)
