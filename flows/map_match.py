@@ -24,16 +24,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
-from scipy.spatial import cKDTree
 
 from heatmetro.core.config import Config
 from heatmetro.state.settings import EffectiveZone
 from heatmetro.state.street_network import BOTH, FWD, REV, StreetNetwork, network_for, project
 from heatmetro.state.street_ops import STREET_DTYPE, drop_zone_edges
+
+if TYPE_CHECKING:
+    from scipy.spatial import cKDTree
+
+# SciPy is imported where a network is matched, not here: loading it costs ~0.4 s of
+# CPU per process (it pulls in numpy.f2py), and most ingests have no street network.
 
 SIGMA_M = 7.0  # GPS noise (emission)
 BETA_M = 8.0  # tolerated difference between route and straight-line distance (transition)
@@ -91,6 +95,8 @@ class Graph:
 @lru_cache(maxsize=4)
 def graph_for(net: StreetNetwork, mode: str) -> Graph:
     """The (cached) matching graph of ``net`` for ``"bike"`` or ``"foot"``."""
+    from scipy.spatial import cKDTree
+
     allowed = net.bike.astype(np.int64) if mode == "bike" else np.full(len(net), BOTH)
     lat0 = float(np.mean(net.lat)) if len(net.lat) else 0.0
     x, y = project(net.lat, net.lng, lat0)
@@ -303,6 +309,9 @@ class _Routes:
         first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
         rows, cols, wts, self.arc_edge = rows[first], cols[first], wts[first], self.arc_edge[first]
         self.arc_key = rows * n + cols
+        from scipy.sparse import csr_matrix
+        from scipy.sparse.csgraph import dijkstra
+
         # Zero-length arcs would vanish from a sparse matrix: give them a hair of length.
         graph = csr_matrix((np.maximum(wts, 1e-6), (rows, cols)), shape=(n, n))
         self.src = np.unique(np.searchsorted(self.nodes, sources))

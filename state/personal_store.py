@@ -39,6 +39,7 @@ from heatmetro.state.changes import ActivityChange, ActivityDelete, SettingsChan
 from heatmetro.state.hide_more_plan import plan_hide_more
 from heatmetro.state.records import PATH_DTYPE, from_blob, to_blob
 from heatmetro.state.settings import EffectiveZone
+from heatmetro.state.sql_script import execute_script
 from heatmetro.state.store import immediate
 
 PERSONAL_DB = "personal.db"
@@ -49,7 +50,8 @@ migrations = Migrations("heatmetro_personal")
 @migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
     # Column names follow the public store's where they mean the same thing.
-    db.executescript(
+    execute_script(
+        db,
         """
         CREATE TABLE athletes (
             athlete_id TEXT PRIMARY KEY,
@@ -80,7 +82,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             path BLOB
         );
         CREATE INDEX activities_by_athlete_date ON activities (athlete_id, local_date);
-        """
+        """,
     )
 
 

@@ -32,6 +32,7 @@ from heatmetro.core.errors import StoreError
 from heatmetro.core.limits import MAX_TRACK_M
 from heatmetro.core.masking import mask_locations
 from heatmetro.state.records import EDGE_DTYPE, HEAT_DTYPE, PATH_DTYPE
+from heatmetro.state.sql_script import execute_script
 
 migrations = Migrations("heatmetro")
 
@@ -44,7 +45,8 @@ LOCAL_START = "start_s + utc_offset_s"
 
 @migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
-    db.executescript(
+    execute_script(
+        db,
         """
         CREATE TABLE athletes (
             athlete_id TEXT PRIMARY KEY,
@@ -97,7 +99,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             raw TEXT NOT NULL,
             PRIMARY KEY (source, position)
         );
-        """
+        """,
     )
 
 
@@ -105,14 +107,15 @@ def m001_initial(db: sqlite_utils.Database) -> None:
 def m002_dirty_months(db: sqlite_utils.Database) -> None:
     # Athlete-months whose aggregates must be rebuilt; written in the same transaction as
     # the activities, so a crash never loses one (see StoreWriter.refresh).
-    db.executescript(
+    execute_script(
+        db,
         """
         CREATE TABLE dirty_months (
             athlete_id TEXT NOT NULL,
             month TEXT NOT NULL,
             PRIMARY KEY (athlete_id, month)
         );
-        """
+        """,
     )
 
 
@@ -153,12 +156,13 @@ def m005_metro_path(db: sqlite_utils.Database) -> None:
     # edge records gained an ``ebike`` field. The raw points behind older stores are
     # gone, so their activities keep counting in the heatmap but drop out of Metro
     # until re-ingested: missing counts, never wrong ones.
-    db.executescript(
+    execute_script(
+        db,
         """
         ALTER TABLE activities ADD COLUMN metro_path BLOB;
         UPDATE activities SET edges = NULL WHERE edges IS NOT NULL;
         UPDATE athlete_months SET edges = x'';
-        """
+        """,
     )
 
 
@@ -184,14 +188,15 @@ def m006_athlete_stamps(db: sqlite_utils.Database) -> None:
     union = " UNION ".join(f"SELECT athlete_id FROM {t}" for t in STAMPED_TABLES)
     db.execute(f"INSERT INTO athlete_stamps SELECT athlete_id, randomblob(16) FROM ({union})")
     for t in STAMPED_TABLES:
-        db.executescript(
+        execute_script(
+            db,
             f"""
             CREATE TRIGGER {t}_stamp_insert AFTER INSERT ON {t} BEGIN {_stamp("NEW.athlete_id")} END;
             CREATE TRIGGER {t}_stamp_delete AFTER DELETE ON {t} BEGIN {_stamp("OLD.athlete_id")} END;
             CREATE TRIGGER {t}_stamp_update AFTER UPDATE ON {t} BEGIN
                 {_stamp("OLD.athlete_id")} {_stamp("NEW.athlete_id")}
             END;
-            """
+            """,
         )
 
 

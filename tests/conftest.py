@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import os
 import subprocess
 import sys
@@ -24,6 +25,21 @@ from heatmetro.state.changes import (
 from heatmetro.state.store import connect
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile heatmetro's modules once, before any test starts the CLI.
+
+    The suite starts the CLI some 500 times, each a new process that imports heatmetro.
+    Where ``PYTHONDONTWRITEBYTECODE`` is set (as on these machines), Python never keeps
+    the compiled modules of the editable checkout, and each start compiled them all
+    again: ~0.1-0.2 s of CPU per start. It still reads compiled files it finds. The
+    symlinked packages (``heatmetro/flows`` etc.) are listed on their own: compileall
+    does not follow symlinks."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller did it
+        return
+    for package in ("heatmetro", "flows", "state", "site_builder"):
+        compileall.compile_dir(REPO / package, quiet=1)
 
 
 def public_items(items: Iterable[object]) -> list[StoreItem]:
