@@ -15,16 +15,17 @@ import sqlite_utils
 
 
 def split_statements(sql: str) -> list[str]:
-    """The complete statements of ``sql``, in order, each ending with its ``;``."""
+    """The statements of ``sql``, in order, as sqlite-utils splits them."""
     statements: list[str] = []
     pending = ""
-    for piece in sql.split(";"):
+    *ended, last = sql.split(";")
+    for piece in ended:
         pending += piece + ";"
         if sqlite3.complete_statement(pending):
             if pending.strip(" \t\r\n;"):
                 statements.append(pending.strip())
             pending = ""
-    rest = pending[:-1].strip()  # text after the last ";": not a statement SQLite ends
+    rest = (pending + last).strip()  # after the last ";": run as it is, as sqlite-utils does
     if rest:
         statements.append(rest)
     return statements
