@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlite_utils.db import _iter_complete_sql_statements
@@ -40,12 +41,7 @@ def test_a_script_runs_in_the_callers_transaction(tmp_path) -> None:  # type: ig
     db = connect(tmp_path / "store.db")
     db.execute("CREATE TABLE t (x TEXT)")
     db.conn.commit()
-    try:
-        with db.atomic():
-            execute_script(db, "INSERT INTO t VALUES ('a;b'); INSERT INTO nowhere VALUES (1);")
-    except sqlite3.OperationalError as exc:
-        assert "nowhere" in str(exc)
-    else:
-        raise AssertionError("a statement on a missing table ran")
+    with pytest.raises(sqlite3.OperationalError, match="nowhere"), db.atomic():
+        execute_script(db, "INSERT INTO t VALUES ('a;b'); INSERT INTO nowhere VALUES (1);")
     assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)  # rolled back whole
     db.close()
