@@ -17,6 +17,8 @@ then; the brokers' own ``message.max.bytes``, 1 MB by default, bounds that.)
 from __future__ import annotations
 
 import logging
+import math
+import os
 import re
 import sys
 import time
@@ -37,7 +39,7 @@ from heatmetro.core.errors import InputError
 from heatmetro.flows.sources import HEAD_BYTES, StreamMessage, too_long
 
 SCHEME = "kafka://"
-METADATA_TIMEOUT_S = 15.0  # how long to wait for the brokers before giving up
+METADATA_TIMEOUT_S = 15.0  # how long to wait for the brokers before giving up (default)
 BATCH_SIZE = 500  # messages per poll; activities are large, keep batches modest
 _BROKER = re.compile(
     r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$"
@@ -51,6 +53,23 @@ class KafkaUrl:
 
     brokers: list[str]
     topic: str
+
+
+def metadata_timeout_s() -> float:
+    """How long to wait for the brokers' first answer: ``HEATMETRO_KAFKA_TIMEOUT_S``
+    (a far or slow cluster needs longer, a script that probes a list of them shorter),
+    else ``METADATA_TIMEOUT_S``. A value that is not a positive number is refused."""
+    raw = os.environ.get("HEATMETRO_KAFKA_TIMEOUT_S", "").strip()
+    if not raw:
+        return METADATA_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        msg = f"HEATMETRO_KAFKA_TIMEOUT_S={raw!r}: not a number of seconds above 0"
+        raise InputError(msg)
+    return value
 
 
 def parse_kafka_url(url: str) -> KafkaUrl:
@@ -219,10 +238,11 @@ def topic_partitions(url: KafkaUrl) -> list[int]:
     # line per retry (~290 in the 15 s) above the one line that says so below.
     client = AdminClient({"bootstrap.servers": ",".join(url.brokers), "log_level": 0})
     where = f"kafka://{','.join(url.brokers)}/{url.topic}"
+    timeout_s = metadata_timeout_s()
     try:
-        meta = client.list_topics(url.topic, timeout=METADATA_TIMEOUT_S)
+        meta = client.list_topics(url.topic, timeout=timeout_s)
     except KafkaException as exc:
-        msg = f"input {where}: no answer from the Kafka brokers in {METADATA_TIMEOUT_S:g} s: {exc}"
+        msg = f"input {where}: no answer from the Kafka brokers in {timeout_s:g} s: {exc}"
         raise InputError(msg) from None
     topic = meta.topics.get(url.topic)
     if topic is None or topic.error is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import compileall
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,6 +37,11 @@ def pytest_configure(config: pytest.Config) -> None:
     again: ~0.1-0.2 s of CPU per start. It still reads compiled files it finds. The
     symlinked packages (``heatmetro/flows`` etc.) are listed on their own: compileall
     does not follow symlinks."""
+    # A shell starts a background job (`make test &`) with SIGINT ignored, and its
+    # children inherit that: the tests that send Ctrl-C to the CLI would then wait for
+    # an exit that never comes. Python's own handler is reset to the default at exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if hasattr(config, "workerinput"):  # an xdist worker: the controller did it
         return
     for package in ("heatmetro", "flows", "state", "site_builder"):

@@ -244,10 +244,18 @@ def test_brokers_that_do_not_answer_are_one_line(run_cli: Run, tmp_path: Path) -
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     cfg, store = new_project(tmp_path / "p")
-    proc = run_cli("ingest", "-c", cfg, f"kafka://127.0.0.1:{port}/rides", check=False)
+    url = f"kafka://127.0.0.1:{port}/rides"
+    env = cli_env(HEATMETRO_KAFKA_TIMEOUT_S="2.5")  # the default 15 s, shortened
+    proc = run_cli("ingest", "-c", cfg, url, check=False, env=env)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(err) == 1, proc.stderr[-2000:]
-    assert "no answer from the Kafka brokers" in err[0]
+    assert "no answer from the Kafka brokers in 2.5 s" in err[0]
+    # A timeout that is no number of seconds is one line too, before any wait.
+    bad = run_cli("ingest", "-c", cfg, url, check=False, env=cli_env(HEATMETRO_KAFKA_TIMEOUT_S="0"))
+    assert bad.returncode == 1, bad.stderr
+    assert bad.stderr.strip().splitlines() == [
+        "heatmetro ingest: error: HEATMETRO_KAFKA_TIMEOUT_S='0': not a number of seconds above 0"
+    ]
     # Nothing was read: the state is not tied to the topic of a run that never connected.
     assert not (store / "recovery" / "kafka_topics.json").exists()
 
