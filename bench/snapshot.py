@@ -35,7 +35,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import compileall
 import filecmp
 import math
 import os
@@ -70,6 +69,7 @@ from heatmetro.site_builder.tile_math import Projected, resolution_for_zoom  # n
 from heatmetro.site_builder.tile_output import PngTreeSink  # noqa: E402
 from heatmetro.state.shards import ShardedStore  # noqa: E402
 from heatmetro.state.view import ReadView  # noqa: E402
+from tests.conftest import compile_checkout  # noqa: E402
 
 HEATMETRO = [sys.executable, "-m", "heatmetro.cli"]
 BENCH_SALT = "bench-salt-not-secret"
@@ -302,16 +302,6 @@ def draw_rate(config_path: Path, month: str, scratch: Path, rounds: int = 5) -> 
     )
 
 
-def compile_package() -> None:
-    """Byte-compile the package first, as pip does when it installs the wheel. With
-    PYTHONDONTWRITEBYTECODE set (it is, on these machines) each CLI run would otherwise
-    compile every module edited since its last bytecode from source: up to ~0.08 s of a
-    rebuild's start-up that no installed copy pays. (compileall does not follow the
-    symlinks under ``heatmetro/``: the card folders are named too.)"""
-    for folder in ("heatmetro", "flows", "state", "site_builder"):
-        compileall.compile_dir(REPO / folder, quiet=1)
-
-
 def _field(pattern: str, stderr: str) -> str:
     """A figure of ``/usr/bin/time -v``'s report (0 if it printed none)."""
     found = re.search(pattern, stderr)
@@ -369,7 +359,7 @@ def main() -> int:
     if not Path("/usr/bin/time").is_file():
         sys.exit("needs /usr/bin/time (Debian package `time`) for peak memory")
     cores = len(os.sched_getaffinity(0))
-    compile_package()
+    compile_checkout()  # as pip does for the wheel: no start compiles from source
     RUNS.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="snapshot-", dir=RUNS))
     try:

@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import compileall
 import itertools
 import os
 import resource
@@ -38,18 +37,17 @@ sys.path.insert(0, str(REPO))
 from heatmetro.flows.importers.jsonl import write_jsonl  # noqa: E402
 from heatmetro.flows.importers.valleybike import valleybike_events  # noqa: E402
 from heatmetro.flows.importers.valleybike_csv import DATA_DIR  # noqa: E402
+from tests.conftest import compile_checkout  # noqa: E402
 
-PACKAGES = ("heatmetro", "flows", "state", "site_builder")  # symlinked: listed apart
 CONFIG = (
     'state_dir = "state"\nout_dir = "site"\nmin_zoom = 10\npublic_max_zoom = 12\nmax_zoom = 14\n'
 )
 
 
-def compile_checkout(root: Path) -> None:
+def compile_and_check(root: Path) -> None:
     """Compile ``root``'s modules, and check that PYTHONPATH makes Python import them
     (not the editable install's)."""
-    for package in PACKAGES:
-        compileall.compile_dir(root / package, quiet=1)
+    compile_checkout(root)
     where = subprocess.run(
         [sys.executable, "-c", "import heatmetro.state.store as m; print(m.__file__)"],
         env=dict(os.environ, PYTHONPATH=str(root)), cwd=root.parent,
@@ -115,7 +113,7 @@ def main() -> None:
             roots["baseline"] = base
         try:
             for root in roots.values():
-                compile_checkout(root)
+                compile_and_check(root)
             runs: dict[str, list[dict[str, tuple[float, float, float]]]] = {k: [] for k in roots}
             for _ in range(args.rounds):
                 for name, root in roots.items():

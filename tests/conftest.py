@@ -28,24 +28,27 @@ from heatmetro.state.store import connect
 REPO = Path(__file__).resolve().parent.parent
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Compile heatmetro's modules once, before any test starts the CLI.
+def compile_checkout(root: Path = REPO) -> None:
+    """Byte-compile the checkout at ``root``, as pip does when it installs the wheel.
 
-    The suite starts the CLI some 500 times, each a new process that imports heatmetro.
     Where ``PYTHONDONTWRITEBYTECODE`` is set (as on these machines), Python never keeps
-    the compiled modules of the editable checkout, and each start compiled them all
-    again: ~0.1-0.2 s of CPU per start. It still reads compiled files it finds. The
-    symlinked packages (``heatmetro/flows`` etc.) are listed on their own: compileall
-    does not follow symlinks."""
+    the compiled modules of an editable checkout, and each CLI start compiled them all
+    again (~0.1-0.2 s of CPU); it still reads compiled files it finds. The symlinked
+    packages (``heatmetro/flows`` etc.) are named on their own: compileall does not
+    follow symlinks. Used by the benches too."""
+    for package in ("heatmetro", "flows", "state", "site_builder"):
+        compileall.compile_dir(root / package, quiet=1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test starts the CLI (some 500 times, each a new process)."""
     # A shell starts a background job (`make test &`) with SIGINT ignored, and its
     # children inherit that: the tests that send Ctrl-C to the CLI would then wait for
     # an exit that never comes. Python's own handler is reset to the default at exec.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if hasattr(config, "workerinput"):  # an xdist worker: the controller did it
-        return
-    for package in ("heatmetro", "flows", "state", "site_builder"):
-        compileall.compile_dir(REPO / package, quiet=1)
+    if not hasattr(config, "workerinput"):  # not in xdist workers: the controller did it
+        compile_checkout()
 
 
 def public_items(items: Iterable[object]) -> list[StoreItem]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -37,7 +38,7 @@ def test_the_statements_sqlite_utils_finds(parts: list[str], tail: str) -> None:
     assert split_statements(script) == expected
 
 
-def test_a_script_runs_in_the_callers_transaction(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_script_runs_in_the_callers_transaction(tmp_path: Path) -> None:
     db = connect(tmp_path / "store.db")
     db.execute("CREATE TABLE t (x TEXT)")
     db.conn.commit()
