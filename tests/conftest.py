@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import compileall
 import os
 import signal
@@ -24,6 +25,7 @@ from heatmetro.state.changes import (
     StoreItem,
 )
 from heatmetro.state.store import connect
+from tests.warm_cli import WarmCli, needs_fresh_process, text
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -137,6 +139,42 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+_WARM: list[WarmCli] = []
+
+
+def _warm_cli() -> WarmCli | None:
+    """This test process's warm ``heatmetro`` server (``tests.warm_cli``), or None with
+    ``HEATMETRO_TEST_WARM=0``."""
+    if os.environ.get("HEATMETRO_TEST_WARM", "1") == "0":
+        return None
+    if not _WARM:
+        _WARM.append(WarmCli(sys.executable, cli_env(), REPO))
+        atexit.register(_WARM[0].close)
+    return _WARM[0]
+
+
+def heatmetro(
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    input: bytes | None = None,  # noqa: A002 - as subprocess.run
+    timeout: float | None = 300,
+    cwd: Path = REPO,
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run([*HEATMETRO, *args], capture_output=True, text=True, ...)``:
+    warm (``tests.warm_cli``) unless the environment needs a fresh interpreter."""
+    env = env or cli_env()
+    warm = _warm_cli()
+    if warm is None or needs_fresh_process(env, warm.env):
+        return subprocess.run(
+            [*HEATMETRO, *map(str, args)], input=input.decode() if input is not None else None,
+            capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
+        )  # fmt: skip
+    got = warm.run(
+        HEATMETRO, [str(a) for a in args], env=env, cwd=cwd, input=input, timeout=timeout
+    )
+    return subprocess.CompletedProcess(got.args, got.returncode, text(got.stdout), text(got.stderr))
+
+
 @pytest.fixture
 def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``heatmetro ARGS...`` as a user would; fails the test on a non-zero exit
@@ -149,15 +187,7 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         env: dict[str, str] | None = None,
         timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [*HEATMETRO, *map(str, args)],
-            input=stdin.decode() if stdin is not None else None,
-            capture_output=True,
-            text=True,
-            env=env or cli_env(),
-            cwd=REPO,
-            timeout=timeout,
-        )
+        proc = heatmetro(*args, env=env, input=stdin, timeout=timeout)
         if check and proc.returncode != 0:
             msg = f"heatmetro {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr}"
             raise AssertionError(msg)
