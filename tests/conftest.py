@@ -213,7 +213,6 @@ def june2018_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["ingest", "-c", config, str(events)],
         ["snapshot", "-c", config, "--month", "2018-06"],
     ):
-        subprocess.run(
-            [*HEATMETRO, *args], check=True, capture_output=True, env=env, cwd=REPO, timeout=300
-        )
+        done = heatmetro(*args, env=env)
+        assert done.returncode == 0, done.stderr
     return (project / "site").resolve()

@@ -21,7 +21,7 @@ import pytest
 from heatmetro.flows.importers.jsonl import write_jsonl
 from heatmetro.flows.importers.valleybike import valleybike_events
 from heatmetro.flows.importers.valleybike_csv import DATA_DIR
-from tests.conftest import HEATMETRO, REPO, cli_env
+from tests.conftest import HEATMETRO, REPO, cli_env, heatmetro
 from tests.store_rows import shard_files
 from tests.test_ingest_cli import (
     Run,
@@ -44,10 +44,8 @@ def october(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, october: Path) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
     cfg = new_project(tmp_path_factory.mktemp("ref"))
-    subprocess.run(
-        [*HEATMETRO, "ingest", "-c", str(cfg), str(october)],
-        env=cli_env(), cwd=REPO, check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    done = heatmetro("ingest", "-c", cfg, october)
+    assert done.returncode == 0, done.stderr
     got = tables(cfg)
     assert len(got["activities"]) > 1000
     return got

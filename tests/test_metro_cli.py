@@ -21,7 +21,7 @@ import h3
 import pytest
 
 from heatmetro.site_builder.metro_columns import EDGE_COLUMNS
-from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.conftest import cli_env, heatmetro, write_config
 from tests.store_rows import query
 from tests.streams import (
     NORTH_EAST,
@@ -64,9 +64,7 @@ def build(project: Path, events: list[dict], month: str = "2021-06") -> Path:
     path.write_bytes(to_jsonl(events))
     config = str(project / "config.toml")
     for args in (["ingest", "-c", config, str(path)], ["snapshot", "-c", config, "--month", month]):
-        proc = subprocess.run(
-            [*HEATMETRO, *args], capture_output=True, text=True, env=SDE_ENV, cwd=REPO, timeout=300
-        )
+        proc = heatmetro(*args, env=SDE_ENV)
         assert proc.returncode == 0, f"heatmetro {args[0]} failed:\n{proc.stderr}"
     return project / "site" / "metro"
 

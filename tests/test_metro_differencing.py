@@ -14,7 +14,6 @@ itself be the sum of parts the files publish.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from heatmetro.site_builder.metro_tables import BANDS
-from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.conftest import cli_env, heatmetro, write_config
 from tests.test_metro_cli import read_csv
 
 K = 3
@@ -44,11 +43,10 @@ def truth(june2018_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     store = next(p / "state" for p in june2018_site.parents if (p / "state").is_dir())
     shutil.copytree(store, project / "state")
     config = write_config(project, min_athletes=1, round_to=1)
-    subprocess.run(
-        [*HEATMETRO, "snapshot", "-c", str(config), "--month", "2018-06"],
-        check=True, capture_output=True, env=cli_env(SOURCE_DATE_EPOCH="1700000000"),
-        cwd=REPO, timeout=300,
-    )  # fmt: skip
+    snapshot = heatmetro(
+        "snapshot", "-c", config, "--month", "2018-06", env=cli_env(SOURCE_DATE_EPOCH="1700000000")
+    )
+    assert snapshot.returncode == 0, snapshot.stderr
     return project / "site" / "metro"
 
 
@@ -219,14 +217,12 @@ def multi_sport(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         config = str(write_config(project / name, **settings))
         if name == "default":
             run = ["ingest", "-c", config, str(project / "events.jsonl")]
-            subprocess.run([*HEATMETRO, *run], check=True, capture_output=True, env=env,
-                           cwd=REPO, timeout=300)  # fmt: skip
+            done = heatmetro(*run, env=env)
+            assert done.returncode == 0, done.stderr
         else:
             shutil.copytree(project / "default" / "state", project / name / "state")
-        subprocess.run(
-            [*HEATMETRO, "snapshot", "-c", config, "--month", "2018-06"],
-            check=True, capture_output=True, env=env, cwd=REPO, timeout=300,
-        )  # fmt: skip
+        done = heatmetro("snapshot", "-c", config, "--month", "2018-06", env=env)
+        assert done.returncode == 0, done.stderr
         sites.append(project / name / "site" / "metro")
     return sites[0], sites[1]
 

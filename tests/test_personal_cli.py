@@ -101,17 +101,14 @@ def near(cell: str, point: tuple[float, float], metres: float) -> bool:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project with the events ingested, the public site and three personal sites."""
-    from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+    from tests.conftest import heatmetro, write_config
 
     project = tmp_path_factory.mktemp("personal")
     config = str(write_config(project))
     (project / "events.jsonl").write_bytes(to_jsonl(events()))
 
     def run(*args: str) -> None:
-        proc = subprocess.run(
-            [*HEATMETRO, *args], capture_output=True, text=True, env=cli_env(), cwd=REPO,
-            timeout=300,
-        )  # fmt: skip
+        proc = heatmetro(*args)
         assert proc.returncode == 0, proc.stderr
 
     run("ingest", "-c", config, str(project / "events.jsonl"))

@@ -23,7 +23,7 @@ import pytest
 
 from heatmetro.site_builder.metro_streets import nearest_street_names
 from heatmetro.state.street_network import StreetNetwork
-from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.conftest import cli_env, heatmetro, write_config
 from tests.streams import activity, athlete, to_jsonl
 from tests.street_tracks import HELSINKI, Route, by_uid, helsinki, noisy_track, route_through
 from tests.test_cluster import cluster, site
@@ -69,9 +69,7 @@ def build(project: Path, events: list, workers: int = 1, **config: object) -> Pa
     cfg = str(project / "config.toml")
     ingest = ["ingest", "-c", cfg, str(path), "-w", str(workers)]
     for args in (ingest, ["snapshot", "-c", cfg, "--month", "2021-06"]):
-        proc = subprocess.run(
-            [*HEATMETRO, *args], capture_output=True, text=True, env=SDE_ENV, cwd=REPO, timeout=300
-        )
+        proc = heatmetro(*args, env=SDE_ENV)
         assert proc.returncode == 0, f"heatmetro {args[0]} failed:\n{proc.stderr}"
     return project / "site" / "metro"
 
@@ -265,10 +263,8 @@ def test_a_bad_base_map_is_one_line_and_a_non_zero_exit(
         (tmp_path / "city.osm.pbf").write_bytes(content)
     write_config(tmp_path, base_map="city.osm.pbf")
     (tmp_path / "events.jsonl").write_bytes(b"")
-    proc = subprocess.run(
-        [*HEATMETRO, "ingest", "-c", str(tmp_path / "config.toml"), str(tmp_path / "events.jsonl")],
-        capture_output=True, text=True, env=SDE_ENV, cwd=REPO, timeout=120,
-    )  # fmt: skip
+    config, events = tmp_path / "config.toml", tmp_path / "events.jsonl"
+    proc = heatmetro("ingest", "-c", config, events, env=SDE_ENV, timeout=120)
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert len(errors) == 1 and f"city.osm.pbf: {reason}" in errors[0], proc.stderr

@@ -22,7 +22,7 @@ from fitdecode.utils import compute_crc
 
 from heatmetro.flows.kafka_input import to_raw_record
 from heatmetro.flows.sources import JsonlSource
-from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.conftest import HEATMETRO, REPO, cli_env, heatmetro, write_config
 from tests.store_rows import query
 from tests.streams import NORTHAMPTON_EAST, NORTHAMPTON_WEST, activity, line, to_jsonl
 from tests.test_kafka import broker, produce  # noqa: F401 - the mock broker fixture
@@ -48,10 +48,7 @@ def gpx(points: list[str]) -> bytes:
 
 
 def run_import(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*HEATMETRO, "import", *map(str, args), "--athlete-id", "a-1"],
-        capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=120,
-    )  # fmt: skip
+    return heatmetro("import", *args, "--athlete-id", "a-1", timeout=120)
 
 
 def events(proc: subprocess.CompletedProcess[str]) -> list[dict]:
@@ -271,10 +268,9 @@ def test_over_long_lines_are_dead_letters_and_the_rest_is_stored(tmp_path: Path)
     stream = good[0] + huge + good[1] + huge + good[2] + huge.rstrip(b"\n")  # last: no newline
     (tmp_path / "s.jsonl").write_bytes(stream)
     (tmp_path / "s.jsonl.gz").write_bytes(gzip.compress(stream))
-    proc = subprocess.run(
-        [*HEATMETRO, "ingest", "-c", str(cfg), str(tmp_path / "s.jsonl"), str(tmp_path / "s.jsonl.gz")],
-        capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=120,
-    )  # fmt: skip
+    proc = heatmetro(
+        "ingest", "-c", cfg, tmp_path / "s.jsonl", tmp_path / "s.jsonl.gz", timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     dead = [json.loads(x) for x in (tmp_path / "state/dead_letters.jsonl").read_text().splitlines()]
     want = f"record of {len(huge) - 1:,} bytes is longer than max_record_bytes = 4,096; not parsed"
@@ -365,10 +361,7 @@ def test_an_over_long_kafka_message_is_a_dead_letter_through_the_cli(
     ]
     produce(broker, "long", values)
     cfg = write_config(tmp_path, max_record_bytes=4096)
-    proc = subprocess.run(
-        [*HEATMETRO, "ingest", "-c", str(cfg), f"kafka://{broker}/long"],
-        capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=120,
-    )  # fmt: skip
+    proc = heatmetro("ingest", "-c", cfg, f"kafka://{broker}/long", timeout=120)
     assert proc.returncode == 0, proc.stderr
     dead = query(tmp_path / "state", "SELECT source, position, reason FROM dead_letters")
     stored = [r[0] for r in query(tmp_path / "state", "SELECT activity_id FROM activities")]
