@@ -14,6 +14,7 @@ ones in ``members/tiles/``. Both can take a tile unchanged from the previous bui
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import shutil
@@ -60,6 +61,9 @@ class PngTreeSink:
         self.out_root, self.layer, self.public = out_root, layer, public_max_zoom
         self.previous = previous
         self._roots: dict[bool, int] = {}  # members? -> descriptor of {tree}/{layer}
+        # members? -> descriptor of the previous build's {tree}/{layer} (None: not there):
+        # a link names its source relative to it, ~3x cheaper than by its whole path.
+        self._previous_roots: dict[bool, int | None] = {}
         self._made: set[tuple[int, int]] = set()  # (z, x) folders made; (z, -1): z's
 
     def _base(self, z: int) -> str:
@@ -105,17 +109,31 @@ class PngTreeSink:
         except OSError:  # no hard links here
             self.put(z, x, y, data)
 
+    def _previous_root(self, z: int) -> int | None:
+        """Descriptor of the previous build's folder of the layer in ``z``'s tree."""
+        members = z > self.public
+        if members not in self._previous_roots:
+            fd = None
+            if self.previous is not None:
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    folder = self.previous / self._base(z)
+                    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+            self._previous_roots[members] = fd
+        return self._previous_roots[members]
+
     def reuse(self, z: int, x: int, y: int) -> bool:
-        if self.previous is None:
+        previous = self._previous_root(z)
+        if previous is None:
             return False
         rel = f"{z}/{x}/{y}.png"
-        src = self.previous / self._base(z) / rel
         root = self._root(z, x)
         try:
-            os.link(src, rel, dst_dir_fd=root)
+            os.link(rel, rel, src_dir_fd=previous, dst_dir_fd=root)
         except FileNotFoundError:
             return False
         except OSError:  # another file system, or no hard links: copy
+            assert self.previous is not None
+            src = self.previous / self._base(z) / rel
             try:
                 shutil.copyfile(src, self.out_root / self._base(z) / rel)
             except FileNotFoundError:
@@ -138,6 +156,10 @@ class PngTreeSink:
         for fd in self._roots.values():
             os.close(fd)
         self._roots.clear()
+        for previous in self._previous_roots.values():
+            if previous is not None:
+                os.close(previous)
+        self._previous_roots.clear()
 
     def __del__(self) -> None:  # an interrupted build: don't leak the descriptors
         self.close((0.0, 0.0, 0.0, 0.0))

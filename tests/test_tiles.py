@@ -613,6 +613,38 @@ def test_rebuild_renders_only_changed_tiles_and_matches_a_full_build(
     assert TileCache(tmp_path / "cache", second, tmp_path / "x").load("all", fmt) is not None
 
 
+def test_a_rebuild_without_hard_links_copies_the_reused_tiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the file system has no hard links, a reused PNG tile is a copy of the
+    published build's file: the same bytes as a full build, the published files intact."""
+    import heatmetro.site_builder.tile_output as tile_output
+
+    cells, heat = two_streets()
+    first = tmp_path / "000001-a"
+    kw = {"layer": "all", "heat_resolution": RES, "tiles_format": "png", **ZOOMS}
+    cache = TileCache(tmp_path / "cache", None, first)
+    write_heat_tiles(cells, heat, out_root=first, cache=cache, **kw)  # type: ignore[arg-type]
+    published = all_output(first)
+    changed = heat.copy()
+    changed[0] += 1
+    reference = tmp_path / "reference"
+    write_heat_tiles(cells, changed, out_root=reference, **kw)  # type: ignore[arg-type]
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        msg = "no hard links here"
+        raise PermissionError(msg)
+
+    monkeypatch.setattr(tile_output.os, "link", no_links)
+    second = tmp_path / "000002-b"
+    cache = TileCache(tmp_path / "cache", first, second)
+    again = write_heat_tiles(cells, changed, out_root=second, cache=cache, **kw)  # type: ignore[arg-type]
+    assert again.reused > 0 and again.rendered > 0
+    assert all_output(second) == all_output(reference)
+    assert all_output(first) == published
+    assert all(p.stat().st_nlink == 1 for p in second.rglob("*.png"))
+
+
 @pytest.mark.parametrize("fmt", ["png", "pmtiles"])
 def test_an_unchanged_layer_is_taken_whole_without_planning_a_zoom(
     tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
