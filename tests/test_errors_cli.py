@@ -27,6 +27,7 @@ import pytest
 from heatmetro.core.config import DEV_SALT
 from heatmetro.state.shards import salt_check
 from tests.conftest import HEATMETRO, REPO, cli_env, write_config
+from tests.conftest import heatmetro as run_heatmetro
 from tests.store_rows import query, shard_files
 from tests.streams import (
     NORTH_EAST,
@@ -47,7 +48,10 @@ MONTH = "2021-06"
 def heatmetro(
     *args: str | Path, env: dict[str, str] | None = None, fsize: int | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a child process; ``fsize`` caps the size of any file it writes."""
+    """The real CLI in a child process (warm, tests/warm_cli.py); ``fsize`` caps the size
+    of any file it writes (a fresh process: the cap is set before it starts)."""
+    if not fsize:
+        return run_heatmetro(*args, env=env or cli_env(SOURCE_DATE_EPOCH=SDE), timeout=120)
 
     def limit() -> None:  # in the child: a write past the cap fails with EFBIG
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -60,7 +64,7 @@ def heatmetro(
         env=env or cli_env(SOURCE_DATE_EPOCH=SDE),
         cwd=REPO,
         timeout=120,
-        preexec_fn=limit if fsize else None,  # noqa: PLW1509 - the test has no threads
+        preexec_fn=limit,  # noqa: PLW1509 - the test has no threads
     )
 
 
