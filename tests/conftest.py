@@ -159,20 +159,29 @@ def heatmetro(
     input: bytes | None = None,  # noqa: A002 - as subprocess.run
     timeout: float | None = 300,
     cwd: Path = REPO,
+    check: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``subprocess.run([*HEATMETRO, *args], capture_output=True, text=True, ...)``:
-    warm (``tests.warm_cli``) unless the environment needs a fresh interpreter."""
+    warm (``tests.warm_cli``) unless the environment needs a fresh interpreter.
+    ``check``: a non-zero exit fails the test, with the command's stderr."""
     env = env or cli_env()
     warm = _warm_cli()
     if warm is None or needs_fresh_process(env, warm.env):
-        return subprocess.run(
+        proc = subprocess.run(
             [*HEATMETRO, *map(str, args)], input=input.decode() if input is not None else None,
             capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
         )  # fmt: skip
-    got = warm.run(
-        HEATMETRO, [str(a) for a in args], env=env, cwd=cwd, input=input, timeout=timeout
-    )
-    return subprocess.CompletedProcess(got.args, got.returncode, text(got.stdout), text(got.stderr))
+    else:
+        got = warm.run(
+            HEATMETRO, [str(a) for a in args], env=env, cwd=cwd, input=input, timeout=timeout
+        )
+        proc = subprocess.CompletedProcess(
+            got.args, got.returncode, text(got.stdout), text(got.stderr)
+        )
+    if check and proc.returncode != 0:
+        msg = f"heatmetro {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr}"
+        raise AssertionError(msg)
+    return proc
 
 
 @pytest.fixture
@@ -187,11 +196,7 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         env: dict[str, str] | None = None,
         timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
-        proc = heatmetro(*args, env=env, input=stdin, timeout=timeout)
-        if check and proc.returncode != 0:
-            msg = f"heatmetro {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr}"
-            raise AssertionError(msg)
-        return proc
+        return heatmetro(*args, env=env, input=stdin, timeout=timeout, check=check)
 
     return run
 
@@ -213,6 +218,5 @@ def june2018_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["ingest", "-c", config, str(events)],
         ["snapshot", "-c", config, "--month", "2018-06"],
     ):
-        done = heatmetro(*args, env=env)
-        assert done.returncode == 0, done.stderr
+        heatmetro(*args, env=env, check=True)
     return (project / "site").resolve()

@@ -44,8 +44,7 @@ def october(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, october: Path) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
     cfg = new_project(tmp_path_factory.mktemp("ref"))
-    done = heatmetro("ingest", "-c", cfg, october)
-    assert done.returncode == 0, done.stderr
+    heatmetro("ingest", "-c", cfg, october, check=True)
     got = tables(cfg)
     assert len(got["activities"]) > 1000
     return got

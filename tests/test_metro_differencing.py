@@ -43,10 +43,8 @@ def truth(june2018_site: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     store = next(p / "state" for p in june2018_site.parents if (p / "state").is_dir())
     shutil.copytree(store, project / "state")
     config = write_config(project, min_athletes=1, round_to=1)
-    snapshot = heatmetro(
-        "snapshot", "-c", config, "--month", "2018-06", env=cli_env(SOURCE_DATE_EPOCH="1700000000")
-    )
-    assert snapshot.returncode == 0, snapshot.stderr
+    env = cli_env(SOURCE_DATE_EPOCH="1700000000")
+    heatmetro("snapshot", "-c", config, "--month", "2018-06", env=env, check=True)
     return project / "site" / "metro"
 
 
@@ -217,12 +215,10 @@ def multi_sport(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         config = str(write_config(project / name, **settings))
         if name == "default":
             run = ["ingest", "-c", config, str(project / "events.jsonl")]
-            done = heatmetro(*run, env=env)
-            assert done.returncode == 0, done.stderr
+            heatmetro(*run, env=env, check=True)
         else:
             shutil.copytree(project / "default" / "state", project / name / "state")
-        done = heatmetro("snapshot", "-c", config, "--month", "2018-06", env=env)
-        assert done.returncode == 0, done.stderr
+        heatmetro("snapshot", "-c", config, "--month", "2018-06", env=env, check=True)
         sites.append(project / name / "site" / "metro")
     return sites[0], sites[1]
 

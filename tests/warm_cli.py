@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import locale
 import os
 import select
 import signal
@@ -38,7 +39,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _MAX_HEADER = 1 << 22
 # Read when Python starts: a command whose environment sets them otherwise needs its own
@@ -260,12 +261,12 @@ def _feed(fd: int, data: bytes) -> None:
         os.close(fd)
 
 
-def _line(reader: object, sock: socket.socket, deadline: float | None, pid: int | None) -> str:
+def _line(reader: BinaryIO, sock: socket.socket, deadline: float | None, pid: int | None) -> str:
     """The server's next answer line, waiting until ``deadline``."""
     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
     sock.settimeout(wait)
     try:
-        line = reader.readline()  # type: ignore[attr-defined]
+        line = reader.readline()
     except TimeoutError:
         raise subprocess.TimeoutExpired(["heatmetro"], wait or 0) from None
     if not line:
@@ -281,4 +282,4 @@ def text(data: bytes) -> str:
     return decoded.replace("\r\n", "\n").replace("\r", "\n")
 
 
-_ENCODING = __import__("locale").getpreferredencoding(False)
+_ENCODING = locale.getpreferredencoding(False)
