@@ -32,6 +32,8 @@ from heatmetro.site_builder.publish import (
     new_build_dir,
     publish,
     published_counts,
+    start_pruning,
+    stop_pruning,
 )
 from heatmetro.site_builder.tile_cache import TileCache
 from heatmetro.site_builder.tiles import LayerHeat, default_workers, write_layers_tiles
@@ -176,6 +178,7 @@ def _run_snapshot(
             warn_republished_window(month, read.changed_athletes, published)
     build = new_build_dir(config.out_dir, month)
     parallel = (config.tile_workers or default_workers()) > 1
+    start_pruning(config.out_dir, parallel=parallel)  # what publish would remove, meanwhile
     metro: ForkedJob[MetroDone] | None = None
     saving: ForkedJob[CacheReport] | None = None
     try:
@@ -340,6 +343,7 @@ def _give_up(
         metro.cancel(kill=False)
     if saving is not None:
         saving.cancel(kill=False)
+    stop_pruning(build.parent)
     discard(build)
 
 

@@ -541,6 +541,30 @@ def test_a_full_disk_during_snapshot_keeps_the_previous_site(project: Path) -> N
     assert leftovers(project) == []
 
 
+def test_older_builds_are_removed_while_the_next_is_made_and_the_served_one_stays(
+    project: Path,
+) -> None:
+    """A snapshot removes the builds publishing would remove (all but the one served)
+    while it makes its own, off its last stage: so even one that then fails has removed
+    them, and the build served, rolled back to by hand, stays and is still served."""
+    cfg, site, builds = project / "config.toml", project / "site", project / ".site.builds"
+    first = site.resolve()
+    done = heatmetro("snapshot", "-c", cfg, "--month", MONTH, "-q")
+    assert done.returncode == 0, done.stderr
+    second = site.resolve()
+    assert second != first and first.is_dir()
+    subprocess.run(  # the rollback of docs/operations.md
+        ["sh", "-c", f"ln -sfn .site.builds/{first.name} site.new && mv -T site.new site"],
+        cwd=project, check=True,
+    )  # fmt: skip
+    before = tree_hashes(site)
+    biggest = max(p.stat().st_size for p in first.rglob("*") if p.name != "metro.gpkg")
+    proc = heatmetro("snapshot", "-c", cfg, "--month", MONTH, "-q", fsize=biggest - 4096)
+    assert_one_line_error(proc, "file size limit")
+    assert sorted(p.name for p in builds.iterdir()) == [first.name], "older builds left"
+    assert site.resolve() == first and tree_hashes(site) == before
+
+
 def test_a_tile_cache_that_cannot_be_written_costs_the_cache_only(project: Path) -> None:
     """The tile cache is state_dir's, not the site's: when it cannot be written (a full
     disk there; here a file where its folder goes) the build still publishes, and says so
