@@ -154,9 +154,11 @@ def start_pruning(out_dir: Path, *, parallel: bool) -> None:
         return
     root = builds_dir(out_dir)
     stop_pruning(root)
-    # The link is read again before each removal: a build rolled back to meanwhile stays.
+    # The build served now is read from (its tiles and Metro files are reused); the link
+    # is read again before each removal: a build rolled back to meanwhile stays too.
+    served = out_dir.resolve()
     _PRUNING[root] = ForkedJob(
-        lambda: prune_builds(root, set(), served_by=out_dir),
+        lambda: prune_builds(root, {served}, served_by=out_dir),
         parallel=True,
         what="removing older builds",
     )

@@ -178,10 +178,10 @@ def _run_snapshot(
             warn_republished_window(month, read.changed_athletes, published)
     build = new_build_dir(config.out_dir, month)
     parallel = (config.tile_workers or default_workers()) > 1
-    start_pruning(config.out_dir, parallel=parallel)  # what publish would remove, meanwhile
     metro: ForkedJob[MetroDone] | None = None
     saving: ForkedJob[CacheReport] | None = None
     try:
+        start_pruning(config.out_dir, parallel=parallel)  # what publish would remove, meanwhile
         # The Metro files need no heat: on two cores they are written meanwhile.
         metro = start_metro(
             replace(read.metro_window(), month_in_progress=partial), config, when, build,
