@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
-import heatmetro.core.early_stop  # first: a signal while loading gives one line
+import heatmetro.core.blas_threads  # before numpy loads (os only): no idle BLAS threads
+import heatmetro.core.early_stop  # before the rest: a signal while loading gives one line
 from heatmetro import __version__
 from heatmetro.core.config import ENV_OVERRIDES, load_config
 from heatmetro.core.environment import describe_os_error, describe_store_error, user_caused

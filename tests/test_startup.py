@@ -49,3 +49,28 @@ def test_the_command_still_starts(command: list[str]) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "usage: heatmetro" in out.stdout
+
+
+def _in_a_cli_process(code: str, **env: str) -> str:
+    """What ``code`` prints once ``heatmetro.cli`` and then numpy are imported, in a new
+    process whose environment has no BLAS setting but ``env``'s."""
+    base = {k: v for k, v in cli_env().items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run(
+        [sys.executable, "-c", f"import os, heatmetro.cli, numpy\n{code}"],
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def test_a_command_starts_no_idle_blas_threads() -> None:
+    # numpy's OpenBLAS would start a thread per core, spinning ~0.1 s of CPU a process
+    # (two cores: one more thread). heatmetro multiplies no matrices.
+    assert _in_a_cli_process("print(len(os.listdir('/proc/self/task')))") == "1"
+
+
+def test_a_blas_thread_count_the_user_set_is_kept() -> None:
+    got = _in_a_cli_process("print(os.environ['OPENBLAS_NUM_THREADS'])", OPENBLAS_NUM_THREADS="2")
+    assert got == "2"
