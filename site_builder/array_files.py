@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from heatmetro.core.spliced_rows import SplicedRows
+
 __all__ = ["FileLayout", "map_arrays", "new_token", "write_arrays"]
 
 _MAGIC = b"HMWCACHE"
@@ -34,7 +36,9 @@ def new_token() -> str:
     return os.urandom(8).hex()
 
 
-def write_arrays(path: Path, token: str, arrays: dict[str, np.ndarray]) -> tuple[int, FileLayout]:
+def write_arrays(
+    path: Path, token: str, arrays: dict[str, np.ndarray | SplicedRows]
+) -> tuple[int, FileLayout]:
     """Write ``arrays`` (1-d) to the new file ``path`` (it must not exist); its size and
     where each array went. A failure removes the file."""
     layout: FileLayout = {}
@@ -46,6 +50,12 @@ def write_arrays(path: Path, token: str, arrays: dict[str, np.ndarray]) -> tuple
                 if pad:
                     fh.write(bytes(pad))
                     offset += pad
+                if isinstance(arr, SplicedRows):  # a piece at a time, never whole
+                    layout[name] = (offset, len(arr))
+                    for piece in arr.pieces():
+                        fh.write(piece.view(np.uint8).data)
+                    offset += arr.nbytes
+                    continue
                 flat = np.ascontiguousarray(arr).reshape(-1)
                 layout[name] = (offset, len(flat))
                 if flat.nbytes:

@@ -17,6 +17,7 @@ from heatmetro.core.h3_vector import (
     grid_path_interiors,
     latlng_to_cells,
 )
+from heatmetro.core.spliced_rows import SplicedRows
 from heatmetro.state.aggregates import cells_to_parent
 
 
@@ -332,8 +333,9 @@ class Thinned:
             threshold, else itself.
         votes: every vote (``VOTE_DTYPE``), those on cells below the threshold too, in
             their order. A rebuild gives them as the last build's with some rows left
-            out and a block put in (``splice``): put together when first read (by the
-            cache writer, in the background), since that copies them all.
+            out and a block put in (``splice``): put together when first read, since
+            that copies them all; the cache writer writes the splice a piece at a time
+            (``votes_to_write``) and never reads them whole.
     """
 
     def __init__(
@@ -345,21 +347,20 @@ class Thinned:
         splice: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.published, self.middle, self.target = published, middle, target
-        self._votes, self._splice = votes, splice
+        self._votes = votes
+        self._splice = SplicedRows(votes, *splice) if splice is not None else None
 
     @property
     def votes(self) -> np.ndarray:
         if self._splice is not None:  # votes without the rows of ``drop``, ``block`` at ``at``
-            drop, at, block = self._splice
-            kept = take_rows(self._votes, ~drop)
-            out = np.empty(len(kept) + len(block), kept.dtype)
-            new = np.zeros(len(out), dtype=bool)
-            new[at + np.arange(len(block))] = True
-            raw = np.dtype((np.void, out.dtype.itemsize))  # whole rows: see ``take_rows``
-            out.view(raw)[new] = block.view(raw)
-            out.view(raw)[~new] = kept.view(raw)
-            self._votes, self._splice = out, None
+            self._votes, self._splice = self._splice.whole(), None
         return self._votes
+
+    @property
+    def votes_to_write(self) -> np.ndarray | SplicedRows:
+        """``votes``, or while they are still a splice of the last build's, the splice:
+        written a piece at a time (``SplicedRows.pieces``), never put together whole."""
+        return self._splice if self._splice is not None else self._votes
 
 
 def thin_to_lines(lh: LayerHeat, open_cells: np.ndarray) -> LayerHeat:

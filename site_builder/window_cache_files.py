@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from heatmetro.core.spliced_rows import SplicedRows
 from heatmetro.core.temp_files import temporary_for
 from heatmetro.site_builder.array_files import map_arrays, new_token, write_arrays
 from heatmetro.site_builder.load import WindowParts
@@ -439,17 +441,17 @@ def _write_layers(
 ) -> dict[str, dict]:
     """Per layer, its file (kept when it holds these very bytes) or the layer it repeats."""
     out: dict[str, dict] = {}
-    done: list[tuple[str, dict[str, np.ndarray]]] = []
+    done: list[tuple[str, dict[str, np.ndarray | SplicedRows]]] = []
     old = reuse.layers if reuse is not None else []
     for layer, state in (thresholds or {}).items():
-        named = dict(
+        named: dict[str, np.ndarray | SplicedRows] = dict(
             zip(_STATE, (state.open_cells, state.drawn.cells, state.drawn.heat,
                          state.drawn.athletes), strict=True)
         )  # fmt: skip
         t = state.thinned
         if t is not None:
             p = t.published
-            more = (p.cells, p.heat, p.athletes, t.middle, t.target, t.votes)
+            more = (p.cells, p.heat, p.athletes, t.middle, t.target, t.votes_to_write)
             named.update(zip(_THINNED, more, strict=True))
         twin = next((w for w, v in done if _same_arrays(v, named)), None)
         if twin is not None:  # ``ride`` when it is ``all``: stored once
@@ -471,14 +473,18 @@ def _same_rows(a: np.ndarray, b: np.ndarray) -> bool:
     return a is b or (a.dtype == b.dtype and np.array_equal(a, b))
 
 
-def _same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+def _same_arrays(
+    a: Mapping[str, np.ndarray | SplicedRows], b: Mapping[str, np.ndarray | SplicedRows]
+) -> bool:
     """The same arrays by name, byte for byte (the very arrays read back: at once)."""
     return a.keys() == b.keys() and all(_same_bytes(a[k], b[k]) for k in a)
 
 
-def _same_bytes(x: np.ndarray, y: np.ndarray) -> bool:
+def _same_bytes(x: np.ndarray | SplicedRows, y: np.ndarray | SplicedRows) -> bool:
     if x is y:
         return True
+    # A splice differs in its first arrays when it differs at all: read whole if not.
+    x, y = (v.whole() if isinstance(v, SplicedRows) else v for v in (x, y))
     if x.dtype != y.dtype or x.shape != y.shape:
         return False
     flat = [np.ascontiguousarray(v).reshape(-1).view(np.uint8) for v in (x, y)]
