@@ -86,7 +86,7 @@ def write_csv(
     """
     if texts is not None and rows.edge is not None and rows.place is not None:
         body = texts.body(path.name, rows.edge, rows.place, lambda at: csv_lines(rows.take(at)))
-        write_pieces(path, [csv_lines([[c.name for c in columns]])[0], body], written)
+        write_pieces(path, [csv_lines([[c.name for c in columns]])[0], *body], written)
         return len(rows)
     with path.open("w", encoding="utf-8", newline="") as f:
         out = csv.writer(f, lineterminator="\n")
@@ -129,7 +129,9 @@ def write_geojson(
 
         body = texts.body(path.name, rows.edge, rows.place, lines)
         end = b"\n]" + tail + b',"type":"FeatureCollection"}\n'
-        write_pieces(path, [b'{"features":[', memoryview(body)[1:], end], written)
+        # The first feature without the separator before it.
+        first = [memoryview(body[0])[1:]] if body else []
+        write_pieces(path, [b'{"features":[', *first, *body[1:], end], written)
         return len(rows)
     features = orjson.dumps(
         [
@@ -143,9 +145,9 @@ def write_geojson(
     )
     # One dump, then a line per feature: a feature's every quote inside a string is
     # escaped, so ``},{"geometry":`` only ever stands between two features.
-    body = features[1:-1].replace(b'},{"geometry":', b'},\n{"geometry":')
+    joined = features[1:-1].replace(b'},{"geometry":', b'},\n{"geometry":')
     head = b'{"features":[' + (b"\n" if rows.values else b"")
-    write_pieces(path, [head, body, b"\n]" + tail + b',"type":"FeatureCollection"}\n'], written)
+    write_pieces(path, [head, joined, b"\n]" + tail + b',"type":"FeatureCollection"}\n'], written)
     return len(rows)
 
 

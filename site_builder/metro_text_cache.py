@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 import heatmetro.core
 from heatmetro.core.temp_files import temporary_for
@@ -47,6 +50,8 @@ _CORE_CODE = ("months.py", "cells.py")  # month names, cell centres
 #: Per file: its rows' text in one buffer, where each row's ends, and per row its edge
 #: and its edge and layer together (``metro_rows.Rows.edge`` / ``.place``).
 _Text = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+#: A file's text as pieces in order: formatted rows, and views of the last build's text.
+Pieces = list[bytes | memoryview]
 
 
 class TextCache:
@@ -59,7 +64,7 @@ class TextCache:
         code = code_digest([here / n for n in _CODE] + [core / n for n in _CORE_CODE])
         self.key = hashlib.sha256(f"{FORMAT}:{settings}:{code}".encode()).hexdigest()
         self._old: dict[str, _Text] | None = None
-        self._new: dict[str, tuple[bytes, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._new: dict[str, tuple[Pieces, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.kept = 0  # rows whose text was taken from the last build
 
     def body(
@@ -68,15 +73,17 @@ class TextCache:
         edge: np.ndarray,
         place: np.ndarray,
         lines: Callable[[np.ndarray], list[bytes]],
-    ) -> bytes:
-        """File ``name``'s rows (per row its ``edge`` and ``place``), one after the other:
-        ``lines(rows)`` formats the given rows; the others are the last build's text."""
+    ) -> Pieces:
+        """File ``name``'s rows (per row its ``edge`` and ``place``), one after the other,
+        as pieces of text in order: ``lines(rows)`` formats the given rows; the others are
+        the last build's text, as views of it (never copied into one new buffer: the
+        file, the zip and this cache take the pieces as they are)."""
         kept = self.kept_rows(name, edge, place)
         if kept is not None:
             return self._spliced(name, edge, place, self._load()[name], *kept, lines)
         pieces = lines(np.arange(len(edge)))
         sizes = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-        out = b"".join(pieces)
+        out: Pieces = [b"".join(pieces)]
         self._new[name] = (out, np.cumsum(sizes), edge, place)
         return out
 
@@ -105,7 +112,7 @@ class TextCache:
         fresh: np.ndarray,
         was: np.ndarray,
         lines: Callable[[np.ndarray], list[bytes]],
-    ) -> bytes:
+    ) -> Pieces:
         """The rows of ``fresh`` formatted, the others the last build's rows (``~was``, in
         order): each run of consecutive kept rows is one slice of the old text."""
         text, ends = old[0], old[1]
@@ -126,7 +133,7 @@ class TextCache:
         # Both kinds of piece in file order: by their first row.
         at = np.concatenate([new_at[first], redo])
         pieces = [*kept, *made]
-        out = b"".join([pieces[i] for i in np.argsort(at, kind="stable").tolist()])
+        out = [pieces[i] for i in np.argsort(at, kind="stable").tolist()]
         self.kept += len(old_at)
         self._new[name] = (out, np.cumsum(sizes), edge, place)
         return out
@@ -171,18 +178,21 @@ class TextCache:
             self.path.unlink(missing_ok=True)
             return
         files = sorted(self._new)
-        arrays: dict[str, np.ndarray] = {}
+        members: dict[str, np.ndarray | Pieces] = {}
+        crc = []
         for i, name in enumerate(files):
             text, ends, edge, place = self._new[name]
-            arrays |= {f"text{i}": np.frombuffer(text, np.uint8), f"ends{i}": ends,
-                       f"edge{i}": edge, f"place{i}": place}  # fmt: skip
-        crc = [zlib.crc32(self._new[name][0]) for name in files]
+            members |= {f"text{i}": text, f"ends{i}": ends, f"edge{i}": edge, f"place{i}": place}
+            value = 0
+            for piece in text:
+                value = zlib.crc32(piece, value)
+            crc.append(value)
         meta = {"key": self.key, "token": token, "files": files, "crc": crc}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        members["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         tmp = temporary_for(self.path)
         try:
             with tmp.open("wb") as fh:
-                np.savez(fh, allow_pickle=False, **arrays)
+                _write_npz(fh, members)
             tmp.replace(self.path)
         except OSError:  # the next build formats every row
             tmp.unlink(missing_ok=True)
@@ -190,3 +200,18 @@ class TextCache:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+def _write_npz(fh: BinaryIO, members: dict[str, np.ndarray | Pieces]) -> None:
+    """``np.savez`` of ``members`` (stored, not deflated: ``load_mapped`` reads it), a
+    file's text written from its pieces as one uint8 array, never joined first."""
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in members.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as out:
+                if isinstance(value, np.ndarray):
+                    npy_format.write_array(out, value, allow_pickle=False)
+                    continue
+                size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in value)
+                header = {"descr": "|u1", "fortran_order": False, "shape": (size,)}
+                npy_format.write_array_header_1_0(out, header)
+                out.writelines(value)
