@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["concat_rows", "distinct", "take_rows"]
+__all__ = ["concat_rows", "distinct", "opaque_rows", "take_rows"]
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
@@ -26,7 +26,7 @@ def distinct(values: np.ndarray) -> np.ndarray:
 def take_rows(records: np.ndarray, which: np.ndarray) -> np.ndarray:
     """``records[which]`` (an index or a mask) of a 1-D record array, copied as whole
     rows of opaque bytes: numpy copies a record dtype field by field (2-5x slower)."""
-    return _opaque(records)[which].view(records.dtype)
+    return opaque_rows(records)[which].view(records.dtype)
 
 
 def concat_rows(parts: list[np.ndarray]) -> np.ndarray:
@@ -35,10 +35,12 @@ def concat_rows(parts: list[np.ndarray]) -> np.ndarray:
     dtype = parts[0].dtype
     if any(p.dtype != dtype for p in parts):  # numpy's rules for mixed dtypes
         return np.concatenate(parts)
-    return np.concatenate([_opaque(p) for p in parts]).view(dtype)
+    return np.concatenate([opaque_rows(p) for p in parts]).view(dtype)
 
 
-def _opaque(records: np.ndarray) -> np.ndarray:
+def opaque_rows(records: np.ndarray) -> np.ndarray:
+    """A record array's rows as opaque bytes (copied whole, not field by field); other
+    arrays as they are."""
     if records.dtype.fields is None:  # plain values: already copied as they are
         return records
     return records.view(np.dtype((np.void, records.dtype.itemsize)))

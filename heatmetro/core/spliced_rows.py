@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from heatmetro.core.arrays import opaque_rows
+
 __all__ = ["PIECE_ROWS", "SplicedRows"]
 
 #: Rows per piece: ~3 MB of 45-byte votes, small enough to be reused, not mapped anew.
@@ -47,25 +49,20 @@ class SplicedRows:
     def nbytes(self) -> int:
         return len(self) * self.dtype.itemsize
 
-    def _raw(self, rows: np.ndarray) -> np.ndarray:
-        # Whole rows as opaque bytes: numpy copies a record dtype field by field.
-        return rows.view(np.dtype((np.void, self.dtype.itemsize)))
-
     def whole(self) -> np.ndarray:
         """Every row in one new array."""
-        raw = self._raw(self.base)
-        kept = raw[~self.drop]
+        raw = opaque_rows(self.base)
         out = np.empty(len(self), raw.dtype)
         new = np.zeros(len(out), dtype=bool)
         new[self.at + np.arange(len(self.block))] = True
-        out[new] = self._raw(self.block)
-        out[~new] = kept
+        out[new] = opaque_rows(self.block)
+        out[~new] = raw[~self.drop]
         return out.view(self.dtype)
 
     def pieces(self, rows: int = PIECE_ROWS) -> Iterator[np.ndarray]:
         """The rows of ``whole()`` in order, in contiguous pieces: per ``rows`` rows of
         ``base``, its kept rows with the block rows that go among them."""
-        base, block, at = self._raw(self.base), self._raw(self.block), self.at
+        base, block, at = opaque_rows(self.base), opaque_rows(self.block), self.at
         rank = 0  # rows kept before this piece's base rows
         for start in range(0, len(base), rows):
             keep = np.flatnonzero(~self.drop[start : start + rows])
