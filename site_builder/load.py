@@ -7,7 +7,7 @@ per athlete (with a local index, never the id) for the Metro writer to threshold
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,6 +19,7 @@ from heatmetro.site_builder.activity_layers import (
     layer_names,
     per_athlete_counts,
 )
+from heatmetro.site_builder.split_rows import SplitRows, heat_rows, whole
 from heatmetro.site_builder.threshold_cache import LayerThresholds
 from heatmetro.site_builder.window import LayerHeat, WindowData, publishable_heat
 from heatmetro.state.records import (
@@ -118,7 +119,7 @@ class WindowParts:
     activities: np.ndarray
     has_rows: np.ndarray
     has_paths: np.ndarray
-    arrays: dict[str, np.ndarray]
+    arrays: Mapping[str, np.ndarray]  # a dict, or ``window_cache.MergedArrays`` (lazy)
 
 
 def read_parts(
@@ -238,13 +239,13 @@ def assemble(
     it can, and keeps the states for the next (``threshold_cache``). ``metro``: what
     ``metro_window(parts, first, last)`` already gave, if it was called."""
 
-    def heat_of(layer: str, per_athlete: np.ndarray) -> LayerHeat:
+    def heat_of(layer: str, per_athlete: np.ndarray | SplitRows) -> LayerHeat:
         if thresholds is not None and not partial:
             return thresholds(
                 layer, per_athlete, min_athletes, max_per_athlete, threshold_ring=threshold_ring
             )
         return publishable_heat(
-            layer, per_athlete, min_athletes, max_per_athlete,
+            layer, whole(per_athlete), min_athletes, max_per_athlete,
             threshold_ring=threshold_ring, partial=partial,
         )  # fmt: skip
 
@@ -252,10 +253,10 @@ def assemble(
     for layer in LAYERS:
         # A threshold counts distinct athletes: any one-to-one numbering decides the
         # same (and heat sums integers), so the heat rows go as they are, not copied.
-        heat_out[layer] = heat_of(layer, parts.arrays[f"heat/{layer}"])
-    for name, arr in parts.arrays.items():
+        heat_out[layer] = heat_of(layer, heat_rows(parts.arrays, f"heat/{layer}"))
+    for name in parts.arrays:
         if name.startswith("extra/"):
-            heat = heat_of(name.removeprefix("extra/"), arr)
+            heat = heat_of(name.removeprefix("extra/"), heat_rows(parts.arrays, name))
             if len(heat.cells):
                 heat_out[heat.layer] = heat
     return replace(

@@ -32,6 +32,7 @@ import numpy as np
 
 from heatmetro.core.arrays import distinct, take_rows
 from heatmetro.core.h3_vector import grid_disks, grid_distances_in_plane
+from heatmetro.site_builder.split_rows import SplitRows, whole
 from heatmetro.site_builder.thin_cache import disk_cells, incremental_thin
 from heatmetro.site_builder.window import (
     THIN_RING,
@@ -98,12 +99,12 @@ class LayerThresholds:
         # kept as it was (none of its athletes' cells changed).
         self.how: dict[str, str] = {}
         # Layers often repeat one another (every activity a ride: ``ride`` is ``all``).
-        self._done: list[tuple[np.ndarray, ThresholdState, str]] = []
+        self._done: list[tuple[np.ndarray | SplitRows, ThresholdState, str]] = []
 
     def __call__(
         self,
         layer: str,
-        per_athlete: np.ndarray,
+        per_athlete: np.ndarray | SplitRows,
         min_athletes: int,
         max_per_athlete: int,
         *,
@@ -112,7 +113,12 @@ class LayerThresholds:
         """``window.publishable_heat`` of the layer (not partial), exactly."""
         for rows, state, how in self._done:  # the threshold is a function of the rows
             if rows is per_athlete or (
-                rows.dtype == per_athlete.dtype and np.array_equal(rows, per_athlete)
+                # Rows still in runs are not put together to be compared: a layer equal
+                # to another is then computed again, to the same result.
+                isinstance(rows, np.ndarray)
+                and isinstance(per_athlete, np.ndarray)
+                and rows.dtype == per_athlete.dtype
+                and np.array_equal(rows, per_athlete)
             ):
                 return self._keep(layer, state, how)
         previous, changed = self.previous.get(layer), self.changed.get(layer)
@@ -132,7 +138,7 @@ class LayerThresholds:
         if result is None:
             how = _WHOLE
         state = result or threshold_state(
-            layer, per_athlete, min_athletes, max_per_athlete, threshold_ring=threshold_ring
+            layer, whole(per_athlete), min_athletes, max_per_athlete, threshold_ring=threshold_ring
         )
         self._done.append((per_athlete, state, how))
         return self._keep(layer, state, how)
@@ -161,7 +167,7 @@ _WHOLE, _NEAR, _KEPT = "whole", "near", "kept"
 
 def incremental_threshold(
     layer: str,
-    per_athlete: np.ndarray,
+    per_athlete: np.ndarray | SplitRows,
     min_athletes: int,
     max_per_athlete: int,
     *,
@@ -190,11 +196,16 @@ def incremental_threshold(
         return None
     # Only the rows in reach are read: per-cell totals are the athletes' rows there,
     # added up by their cells' places in the region (sorted: no sort of the rows).
-    at = region_index(per_athlete["cell"], region)
-    inside = at >= 0
-    if inside.sum() > full_share * len(per_athlete):
-        return None
-    rows, at = take_rows(per_athlete, inside), at[inside]
+    if isinstance(per_athlete, SplitRows):  # taken from its runs, not put together
+        rows, at = per_athlete.in_region(region)
+        if len(rows) > full_share * len(per_athlete):
+            return None
+    else:
+        at = region_index(per_athlete["cell"], region)
+        inside = at >= 0
+        if inside.sum() > full_share * len(per_athlete):
+            return None
+        rows, at = take_rows(per_athlete, inside), at[inside]
     capped = np.minimum(rows["n"], max_per_athlete).astype(np.float64)
     ridden = np.bincount(at, minlength=len(region)) > 0
     cells, inv = region[ridden], (np.cumsum(ridden) - 1)[at]

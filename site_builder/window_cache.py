@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from heatmetro import __version__
-from heatmetro.core.arrays import distinct
+from heatmetro.core.arrays import distinct, opaque_rows
 from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error
 from heatmetro.site_builder.activity_layers import layer_names
@@ -48,6 +49,7 @@ from heatmetro.site_builder.load import (
     part_dtypes,
     read_parts,
 )
+from heatmetro.site_builder.split_rows import Run, SplitRows, athlete_starts, row_runs
 from heatmetro.site_builder.threshold_cache import LayerThresholds
 from heatmetro.site_builder.window import WindowData
 from heatmetro.site_builder.window_cache_files import (
@@ -57,10 +59,8 @@ from heatmetro.site_builder.window_cache_files import (
     PER_ID,
     CachedParts,
     Reuse,
-    athlete_starts,
     read_cache,
     remove_cache,
-    row_runs,
     write_cache,
 )
 from heatmetro.state.view import ReadView
@@ -195,7 +195,7 @@ def read_window_cached(
         old = cached.parts
         keep = np.array([stamps.get(a) == cached.stamps.get(a) for a in old.ids], dtype=bool)
         fresh = read_parts(view, first, last, extra_layers=extra, athletes=changed)
-        parts = merge_parts(old, keep, fresh)
+        parts = merge_parts(old, keep, fresh, lazy=True)
         kept, read = int(keep.sum()), len(changed)
         reusable = cached.reuse(parts.ids, set(fresh.ids))
         threshold_note = cached.threshold_note
@@ -343,13 +343,14 @@ def _same_rows(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def merge_parts(
-    old: WindowParts | CachedParts, keep: np.ndarray, fresh: WindowParts
+    old: WindowParts | CachedParts, keep: np.ndarray, fresh: WindowParts, *, lazy: bool = False
 ) -> WindowParts:
     """The parts of ``old``'s athletes where ``keep``, plus all of ``fresh`` (disjoint).
 
     Each source (the cache's packs, the fresh parts) is sorted by athlete, so the result
     is slices of them in id order: with few changed athletes, a few long runs of the
-    cache's base with others between them.
+    cache's base with others between them. With ``lazy``, each array is put together
+    when first read (``MergedArrays``): a rebuild's threshold reads the heat by region.
     """
     old = old if isinstance(old, CachedParts) else CachedParts.of(old)
     kept = np.flatnonzero(keep).tolist()
@@ -371,32 +372,79 @@ def merge_parts(
     for name in PER_ID:
         each = [getattr(s, name) for s in sources]
         per_id[name] = np.concatenate([each[src][a:b] for src, a, b in runs] or [each[-1][:0]])
-    arrays: dict[str, np.ndarray] = {}
-    for name, f in fresh.arrays.items():
-        each = [s.arrays[name] for s in sources]
+    arrays = MergedArrays(sources, [(src, a, b) for src, a, b in runs])
+    return WindowParts(
+        ids, per_id["activities"], per_id["has_rows"], per_id["has_paths"],
+        arrays if lazy else dict(arrays.items()),
+    )  # fmt: skip
+
+
+class MergedArrays(Mapping[str, np.ndarray]):
+    """``merge_parts``' arrays, each put together from its sources' runs when first read
+    (and kept); ``split`` hands a layer's rows over as runs (``SplitRows``) instead."""
+
+    def __init__(self, sources: list[WindowParts], runs: list[tuple[int, int, int]]) -> None:
+        self._sources, self._runs = sources, runs
+        fresh = sources[-1]
         # A layer that repeats another in every pack and in the fresh rows (``ride`` is
         # ``all``): the same merge, shared, so later steps see one array (and compare it
         # to itself for free).
-        twin = next(
-            (t for t in arrays if _same_rows(fresh.arrays[t], f)
-             and all(s.arrays[t] is s.arrays[name] for s in old.sources)),
-            None,
-        )  # fmt: skip
-        if twin is not None:
-            arrays[name] = arrays[twin]
-            continue
-        bounds: dict[int, np.ndarray] = {}
-        for src in {r[0] for r in runs}:
-            bounds[src] = athlete_starts(each[src]["athlete"], len(sources[src].ids))
+        self._twin: dict[str, str] = {}
+        for name, f in fresh.arrays.items():
+            twin = next(
+                (t for t in self._twin if t == self._twin[t]
+                 and _same_rows(fresh.arrays[t], f)
+                 and all(s.arrays[t] is s.arrays[name] for s in sources[:-1])),
+                None,
+            )  # fmt: skip
+            self._twin[name] = twin if twin is not None else name
+        self._merged: dict[str, np.ndarray] = {}
+        self._split: dict[str, SplitRows] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        name = self._twin[name]
+        if name not in self._merged:
+            self._merged[name] = self._merge(name)
+        return self._merged[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._twin)
+
+    def __len__(self) -> int:
+        return len(self._twin)
+
+    def split(self, name: str) -> SplitRows:
+        """Array ``name`` as runs of its sources' rows (one object for twins)."""
+        name = self._twin[name]
+        if name not in self._split:
+            each = [s.arrays[name] for s in self._sources]
+            self._split[name] = SplitRows(each, self._row_runs(name), lambda: self[name])
+        return self._split[name]
+
+    def _row_runs(self, name: str) -> list[Run]:
+        """The runs of athletes as runs of rows: each run's athletes keep their order,
+        their indices move by one step each."""
+        each = [s.arrays[name] for s in self._sources]
+        bounds = {
+            src: athlete_starts(each[src]["athlete"], len(self._sources[src].ids))
+            for src in {r[0] for r in self._runs}
+        }
+        out, first = [], 0
+        for src, a, b in self._runs:
+            out.append(Run(src, int(bounds[src][a]), int(bounds[src][b]), first - a, a, b - a))
+            first += b - a
+        return out
+
+    def _merge(self, name: str) -> np.ndarray:
+        each = [s.arrays[name] for s in self._sources]
+        f = each[-1]
+        runs = self._row_runs(name)
         # Whole rows as opaque bytes: numpy copies a record dtype field by field (~3x).
-        raw = np.dtype((np.void, f.dtype.itemsize))
-        pieces = [each[src][bounds[src][a] : bounds[src][b]].view(raw) for src, a, b in runs]
+        pieces = [opaque_rows(each[r.source])[r.lo : r.hi] for r in runs]
         out = np.concatenate(pieces).view(f.dtype) if pieces else f[:0].copy()
-        # Each run's athletes keep their order: their indices move by one step each.
-        who, at, first = out["athlete"], 0, 0
-        for src, a, b in runs:
-            size = int(bounds[src][b] - bounds[src][a])
-            who[at : at + size] += np.int32(first - a)
-            at, first = at + size, first + b - a
-        arrays[name] = out
-    return WindowParts(ids, per_id["activities"], per_id["has_rows"], per_id["has_paths"], arrays)
+        who, at = out["athlete"], 0
+        for r in runs:
+            size = r.hi - r.lo
+            who[at : at + size] += np.int32(r.shift)
+            at += size
+        return out

@@ -42,6 +42,7 @@ from heatmetro.core.temp_files import temporary_for
 from heatmetro.site_builder.array_files import map_arrays, new_token, write_arrays
 from heatmetro.site_builder.load import WindowParts
 from heatmetro.site_builder.publish import out_dir_lock
+from heatmetro.site_builder.split_rows import athlete_bounds, row_runs
 from heatmetro.site_builder.threshold_cache import ThresholdState
 from heatmetro.site_builder.window import VOTE_DTYPE, LayerHeat, Thinned, is_open
 
@@ -411,7 +412,9 @@ def _worth_keeping(
 
 def _stored_bytes(parts: WindowParts) -> int:
     """The bytes of the parts' rows (a layer repeating another counted once)."""
-    return sum({id(a): a.nbytes for a in parts.arrays.values()}.values())
+    split = getattr(parts.arrays, "split", None)
+    each = (split(n) for n in parts.arrays) if split is not None else parts.arrays.values()
+    return sum({id(a): a.nbytes for a in each}.values())
 
 
 def _write_pack(directory: Path, parts: WindowParts, written: list[Path]) -> dict:
@@ -494,40 +497,20 @@ def _same_bytes(x: np.ndarray | SplicedRows, y: np.ndarray | SplicedRows) -> boo
 # --------------------------------------------------------------------------- rows
 
 
-def athlete_starts(athlete: np.ndarray, n: int) -> np.ndarray:
-    """``np.searchsorted(athlete, np.arange(n + 1))`` of a sorted column: where each
-    athlete's rows start."""
-    return athlete_bounds(athlete, np.arange(n + 1))
-
-
-def athlete_bounds(athlete: np.ndarray, want: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(athlete, want)`` of a sorted column. A binary search of all at
-    once, step by step: numpy's would first copy the column out of its records (the rows
-    of millions, for a few probes)."""
-    k = len(want)
-    lo, hi = np.zeros(k, np.int64), np.full(k, len(athlete), np.int64)
-    last = max(len(athlete) - 1, 0)
-    for _ in range(int(len(athlete)).bit_length()):
-        mid = (lo + hi) >> 1
-        searching = lo < hi
-        right = searching & (athlete[np.minimum(mid, last)] < want)
-        lo = np.where(right, mid + 1, lo)
-        hi = np.where(searching & ~right, mid, hi)
-    return lo
-
-
-def row_runs(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The positions ``lo[k]..hi[k] - 1`` of every run k, in order."""
-    size = hi - lo
-    return np.repeat(lo - np.cumsum(size) + size, size) + np.arange(int(size.sum()))
-
-
 def take_athletes(parts: WindowParts, index: np.ndarray) -> WindowParts:
     """The parts of the athletes at ``index`` (increasing), numbered 0.. among them."""
     k = len(index)
     taken: dict[int, np.ndarray] = {}  # arrays shared (``ride`` is ``all``) stay shared
     arrays = {}
-    for name, arr in parts.arrays.items():
+    split = getattr(parts.arrays, "split", None)
+    for name in parts.arrays:
+        if split is not None:  # merged lazily: taken from the runs, none put together
+            runs = split(name)
+            if id(runs) not in taken:
+                taken[id(runs)] = runs.of_athletes(index)
+            arrays[name] = taken[id(runs)]
+            continue
+        arr = parts.arrays[name]
         if id(arr) not in taken:
             # Only the taken athletes' bounds: a search of 2k probes, not of every athlete.
             bounds = athlete_bounds(arr["athlete"], np.concatenate([index, index + 1]))

@@ -7,6 +7,7 @@ rows repeat as well: a changed athlete who now runs must not be drawn on the rid
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import h3.api.basic_int as h3
@@ -17,8 +18,9 @@ from hypothesis import strategies as st
 
 from heatmetro.site_builder import window_cache_files
 from heatmetro.site_builder.load import WindowParts, part_dtypes
+from heatmetro.site_builder.split_rows import SplitRows, heat_rows
 from heatmetro.site_builder.threshold_cache import ThresholdState, threshold_state
-from heatmetro.site_builder.window import Thinned
+from heatmetro.site_builder.window import Thinned, region_index
 from heatmetro.site_builder.window_cache import (
     athlete_starts,
     changed_cells,
@@ -57,6 +59,9 @@ def test_a_shared_layer_stays_shared_only_while_the_fresh_rows_repeat_it(tmp_pat
     # a1 (new) and a2 now run: in ``all``, not in ``ride``.
     runs = parts({"all": [(1, 14, 1), (2, 15, 3)], "run": [(1, 14, 1), (2, 15, 3)]})
     got = merge_parts(stored, keep, runs)
+    lazy = merge_parts(stored, keep, runs, lazy=True)
+    assert heat_rows(lazy.arrays, "heat/ride") is not heat_rows(lazy.arrays, "heat/all")
+    assert lazy.arrays["heat/ride"].tolist() == got.arrays["heat/ride"].tolist()
     # The same merge from arrays that share nothing.
     copies = {k: v.copy() for k, v in pack.arrays.items()}
     unshared = WindowParts(pack.ids, pack.activities, pack.has_rows, pack.has_paths, copies)
@@ -70,6 +75,9 @@ def test_a_shared_layer_stays_shared_only_while_the_fresh_rows_repeat_it(tmp_pat
     more = parts({"all": [(2, 16, 1)], "ride": [(2, 16, 1)]})
     again = merge_parts(stored, keep, more)
     assert again.arrays["heat/ride"] is again.arrays["heat/all"]
+    lazy_again = merge_parts(stored, keep, more, lazy=True)
+    assert heat_rows(lazy_again.arrays, "heat/ride") is heat_rows(lazy_again.arrays, "heat/all")
+    assert lazy_again.arrays["heat/ride"] is lazy_again.arrays["heat/all"]
     assert again.arrays["heat/all"]["cell"].tolist() == [11, 12, 16]
 
 
@@ -108,11 +116,33 @@ def test_merge_and_changed_cells_match_the_plain_way(
     fresh_rows += [(a, c, n) for a, c, n in before if f"a{a}" not in kept and c % 2]
     fresh = parts({"all": distinct_rows(fresh_rows)})
     rows = fresh.arrays["heat/all"]  # by athlete index ("a10" before "a2"), as stored
-    fresh.arrays["heat/all"] = rows[np.lexsort((rows["cell"], rows["athlete"]))]
+    sorted_rows = rows[np.lexsort((rows["cell"], rows["athlete"]))]
+    fresh = replace(fresh, arrays={**fresh.arrays, "heat/all": sorted_rows})
     assert not kept & set(fresh.ids)
     got = merge_parts(old, keep, fresh)
     assert got.ids == sorted(kept | set(fresh.ids))
     assert got.arrays["heat/all"].tolist() == _naive_merge(old, keep, fresh, "heat/all")
+    # Lazily: the same arrays, and a region's rows read from the runs are the whole's.
+    lazy = merge_parts(old, keep, fresh, lazy=True)
+    split = heat_rows(lazy.arrays, "heat/all")
+    assert isinstance(split, SplitRows)
+    assert len(split) == len(got.arrays["heat/all"])
+    cells = np.unique(got.arrays["heat/all"]["cell"])
+    region = np.unique(np.concatenate([cells[::2], [10**9]])).astype(np.uint64)
+    in_region, at = split.in_region(region)
+    whole_at = region_index(got.arrays["heat/all"]["cell"], region)
+    assert in_region.tolist() == got.arrays["heat/all"][whole_at >= 0].tolist()
+    assert at.tolist() == whole_at[whole_at >= 0].tolist()
+    assert split.whole().tolist() == got.arrays["heat/all"].tolist()
+    assert lazy.arrays["heat/all"] is split.whole()  # put together once
+    # A cache writer's delta: some athletes' rows, taken from the runs.
+    index = np.arange(0, len(got.ids), 2)
+    want_rows = window_cache_files.take_athletes(got, index).arrays["heat/all"]
+    lazy = merge_parts(old, keep, fresh, lazy=True)
+    taken = window_cache_files.take_athletes(lazy, index)
+    assert taken.arrays["heat/all"].tolist() == want_rows.tolist()
+    assert taken.arrays["heat/all"].dtype == want_rows.dtype
+    assert split.nbytes == got.arrays["heat/all"].nbytes
     # The cells where a not-kept athlete's rows differ: the symmetric difference.
     gone = {(a, c, n) for a, c, n in old.arrays["heat/all"].tolist() if not keep[a]}
     gone = {(old.ids[a], c, n) for a, c, n in gone}
