@@ -12,6 +12,14 @@ and ~3 minutes in Tromso's last days of sun, where the times bend too fast to fo
 
 Polar days and nights (no sunrise or no sunset that date) are handled from the sun's
 elevation at local noon.
+
+astral's own sunrise and sunset jump where the event falls near 00:00 UTC: its
+``time_of_transit`` then takes the sun's declination of the wrong day, which moves the
+event by a day's change (~35 s at 53 degrees north in June, minutes in the far north near
+an equinox) between two places a few metres apart. Each time is therefore refined to
+the instant the sun's centre is at astral's sunrise zenith (``HORIZON_ZENITH``, from
+astral's sun position at that very instant): continuous in place and date, so the
+times moved to a row's own place stay exact.
 """
 
 from __future__ import annotations
@@ -21,8 +29,8 @@ from functools import lru_cache
 
 import h3.api.basic_int as h3
 import numpy as np
-from astral import Observer
-from astral.sun import elevation, sunrise, sunset
+from astral import Observer, SunDirection
+from astral.sun import SUN_APPARENT_RADIUS, elevation, refraction_at_zenith, time_of_transit, zenith
 
 from heatmetro.core.h3_vector import cells_to_latlng
 from heatmetro.state.aggregates import cells_to_parent
@@ -33,6 +41,11 @@ SECONDS_PER_DEGREE_EAST = 240.0  # the sun's events come this much earlier a deg
 _SLOPE_STEP_DEG = 0.05  # where the latitude slope is measured, north of the centre
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _DAY_S = 86_400
+#: The sun's geometric zenith angle (degrees) at astral's sunrise and sunset: its upper
+#: edge on the horizon, lifted by refraction (what ``astral.sun.time_of_transit`` solves).
+_RISE_ZENITH = 90.0 + SUN_APPARENT_RADIUS  # what ``astral.sun.sunrise`` asks for
+HORIZON_ZENITH = _RISE_ZENITH + refraction_at_zenith(_RISE_ZENITH)
+_REFINE_STEPS = 6  # secant steps: one or two reach a millisecond from astral's estimate
 
 
 @lru_cache(maxsize=200_000)
@@ -64,16 +77,66 @@ def sun_slopes(cell: int, day: int, utc_offset_s: int) -> tuple[float, float]:
 def _sun_times_at(lat: float, lng: float, day: int, utc_offset_s: int) -> tuple[float, float]:
     observer = Observer(latitude=lat, longitude=lng)
     when = date.fromordinal(day + _EPOCH_ORDINAL)
-    tz = timezone(timedelta(seconds=utc_offset_s))
-    try:
-        rise = sunrise(observer, when, tzinfo=tz).timestamp()
-        fall = sunset(observer, when, tzinfo=tz).timestamp()
-    except ValueError:  # the sun does not cross the horizon that day
+    rise = _event(observer, when, utc_offset_s, SunDirection.RISING)
+    fall = _event(observer, when, utc_offset_s, SunDirection.SETTING)
+    if rise is None or fall is None:  # the sun does not cross the horizon that day
+        tz = timezone(timedelta(seconds=utc_offset_s))
         noon = datetime.combine(when, time(12), tzinfo=tz).astimezone(UTC)
         if elevation(observer, noon) > -0.833:  # astral's sunrise/sunset altitude
             return (-np.inf, np.inf)
         return (np.inf, -np.inf)
     return (rise, fall)
+
+
+def _event(
+    observer: Observer, when: date, utc_offset_s: int, direction: SunDirection
+) -> float | None:
+    """Sunrise (``RISING``) or sunset on local date ``when`` (UTC epoch seconds), or None
+    when the sun does not cross the horizon that day.
+
+    From astral's ``time_of_transit`` on the UTC dates around ``when``, each refined
+    (``_at_horizon``), the one on ``when`` taken: not ``astral.sun.sunrise``, which near
+    00:00 UTC can miss the date's event altogether and raise (a res-4 cell at 29 degrees
+    south was given no night on such a date: astral's events there fall on the 16th and
+    the 18th of September 2021 UTC, none on the 17th).
+    """
+    rough = []
+    for days in (0, -1, 1):
+        try:
+            at = time_of_transit(observer, when + timedelta(days=days), _RISE_ZENITH, direction)
+        except ValueError:  # no crossing that date (polar day or night)
+            continue
+        rough.append(at.timestamp())
+    # Where astral skips the date's event (its day wraps), a day before's or after's is a
+    # few minutes off it: refined from there.
+    for estimate in [*rough, *(r + d for r in rough for d in (_DAY_S, -_DAY_S))]:
+        t = _at_horizon(observer, estimate)
+        if (t + utc_offset_s) // _DAY_S == when.toordinal() - _EPOCH_ORDINAL:
+            return t
+    return None
+
+
+def _at_horizon(observer: Observer, estimate: float) -> float:
+    """The instant near ``estimate`` (UTC epoch seconds, astral's sunrise or sunset) when
+    the sun's geometric zenith at ``observer`` is ``HORIZON_ZENITH`` (see the module's
+    docstring); ``estimate`` itself where the sun barely reaches the horizon."""
+
+    def above(t: float) -> float:
+        at = datetime.fromtimestamp(t, UTC)
+        return float(zenith(observer, at, with_refraction=False)) - HORIZON_ZENITH
+
+    t0, t1 = estimate, estimate + 30.0
+    f0, f1 = above(t0), above(t1)
+    for _ in range(_REFINE_STEPS):
+        if f1 == f0:
+            break
+        t0, t1 = t1, t1 - f1 * (t1 - t0) / (f1 - f0)
+        if abs(t1 - estimate) > 3600.0:  # grazing: no clean crossing near the estimate
+            return estimate
+        if abs(t1 - t0) < 1e-3:
+            break
+        f0, f1 = f1, above(t1)
+    return t1
 
 
 def night_rows(cells: np.ndarray, t_utc: np.ndarray, utc_offset_s: np.ndarray) -> np.ndarray:
