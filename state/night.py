@@ -18,8 +18,9 @@ astral's own sunrise and sunset jump where the event falls near 00:00 UTC: its
 event by a day's change (~35 s at 53 degrees north in June, minutes in the far north near
 an equinox) between two places a few metres apart. Each time is therefore refined to
 the instant the sun's centre is at astral's sunrise zenith (``HORIZON_ZENITH``, from
-astral's sun position at that very instant): continuous in place and date, so the
-times moved to a row's own place stay exact.
+astral's sun position at that instant, which it reads to the second): continuous in
+place and date to within a second, so the times moved to a row's own place stay within
+a few seconds.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ _DAY_S = 86_400
 #: edge on the horizon, lifted by refraction (what ``astral.sun.time_of_transit`` solves).
 _RISE_ZENITH = 90.0 + SUN_APPARENT_RADIUS  # what ``astral.sun.sunrise`` asks for
 HORIZON_ZENITH = _RISE_ZENITH + refraction_at_zenith(_RISE_ZENITH)
-_REFINE_STEPS = 6  # secant steps: one or two reach a millisecond from astral's estimate
+_REFINE_STEPS = 6  # secant steps at most (one or two: see ``_at_horizon``)
 
 
 @lru_cache(maxsize=200_000)
@@ -100,18 +101,22 @@ def _event(
     south was given no night on such a date: astral's events there fall on the 16th and
     the 18th of September 2021 UTC, none on the 17th).
     """
-    rough = []
+    day = when.toordinal() - _EPOCH_ORDINAL
+    rough: list[float] = []
     for days in (0, -1, 1):
         try:
             at = time_of_transit(observer, when + timedelta(days=days), _RISE_ZENITH, direction)
         except ValueError:  # no crossing that date (polar day or night)
             continue
+        t = _at_horizon(observer, at.timestamp())
+        if (t + utc_offset_s) // _DAY_S == day:
+            return t
         rough.append(at.timestamp())
     # Where astral skips the date's event (its day wraps), a day before's or after's is a
     # few minutes off it: refined from there.
-    for estimate in [*rough, *(r + d for r in rough for d in (_DAY_S, -_DAY_S))]:
+    for estimate in (r + d for r in rough for d in (_DAY_S, -_DAY_S)):
         t = _at_horizon(observer, estimate)
-        if (t + utc_offset_s) // _DAY_S == when.toordinal() - _EPOCH_ORDINAL:
+        if (t + utc_offset_s) // _DAY_S == day:
             return t
     return None
 
@@ -125,7 +130,11 @@ def _at_horizon(observer: Observer, estimate: float) -> float:
         at = datetime.fromtimestamp(t, UTC)
         return float(zenith(observer, at, with_refraction=False)) - HORIZON_ZENITH
 
-    t0, t1 = estimate, estimate + 30.0
+    # A secant through two instants a second apart (astral reads a time to the whole
+    # second, so its sun moves in steps of a second: the crossing is found to within one).
+    # A step of under 2 s ends it, so most events cost two positions of the sun; a
+    # farther one (astral's day wrapped) takes a step or two more.
+    t0, t1 = estimate, estimate + 1.0
     f0, f1 = above(t0), above(t1)
     for _ in range(_REFINE_STEPS):
         if f1 == f0:
@@ -133,7 +142,7 @@ def _at_horizon(observer: Observer, estimate: float) -> float:
         t0, t1 = t1, t1 - f1 * (t1 - t0) / (f1 - f0)
         if abs(t1 - estimate) > 3600.0:  # grazing: no clean crossing near the estimate
             return estimate
-        if abs(t1 - t0) < 1e-3:
+        if abs(t1 - t0) < 2.0:
             break
         f0, f1 = f1, above(t1)
     return t1
