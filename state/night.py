@@ -42,9 +42,9 @@ SECONDS_PER_DEGREE_EAST = 240.0  # the sun's events come this much earlier a deg
 _SLOPE_STEP_DEG = 0.05  # where the latitude slope is measured, north of the centre
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _DAY_S = 86_400
+_RISE_ZENITH = 90.0 + SUN_APPARENT_RADIUS  # what ``astral.sun.sunrise`` asks for
 #: The sun's geometric zenith angle (degrees) at astral's sunrise and sunset: its upper
 #: edge on the horizon, lifted by refraction (what ``astral.sun.time_of_transit`` solves).
-_RISE_ZENITH = 90.0 + SUN_APPARENT_RADIUS  # what ``astral.sun.sunrise`` asks for
 HORIZON_ZENITH = _RISE_ZENITH + refraction_at_zenith(_RISE_ZENITH)
 _REFINE_STEPS = 6  # secant steps at most (one or two: see ``_at_horizon``)
 
