@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from heatmetro import __version__
-from heatmetro.core.arrays import distinct, opaque_rows
+from heatmetro.core.arrays import distinct
 from heatmetro.core.config import Config
 from heatmetro.core.environment import describe_os_error
 from heatmetro.site_builder.activity_layers import layer_names
@@ -398,14 +398,10 @@ class MergedArrays(Mapping[str, np.ndarray]):
                 None,
             )  # fmt: skip
             self._twin[name] = twin if twin is not None else name
-        self._merged: dict[str, np.ndarray] = {}
         self._split: dict[str, SplitRows] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        name = self._twin[name]
-        if name not in self._merged:
-            self._merged[name] = self._merge(name)
-        return self._merged[name]
+        return self.split(name).whole()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._twin)
@@ -418,7 +414,7 @@ class MergedArrays(Mapping[str, np.ndarray]):
         name = self._twin[name]
         if name not in self._split:
             each = [s.arrays[name] for s in self._sources]
-            self._split[name] = SplitRows(each, self._row_runs(name), lambda: self[name])
+            self._split[name] = SplitRows(each, self._row_runs(name))
         return self._split[name]
 
     def _row_runs(self, name: str) -> list[Run]:
@@ -433,18 +429,4 @@ class MergedArrays(Mapping[str, np.ndarray]):
         for src, a, b in self._runs:
             out.append(Run(src, int(bounds[src][a]), int(bounds[src][b]), first - a, a, b - a))
             first += b - a
-        return out
-
-    def _merge(self, name: str) -> np.ndarray:
-        each = [s.arrays[name] for s in self._sources]
-        f = each[-1]
-        runs = self._row_runs(name)
-        # Whole rows as opaque bytes: numpy copies a record dtype field by field (~3x).
-        pieces = [opaque_rows(each[r.source])[r.lo : r.hi] for r in runs]
-        out = np.concatenate(pieces).view(f.dtype) if pieces else f[:0].copy()
-        who, at = out["athlete"], 0
-        for r in runs:
-            size = r.hi - r.lo
-            who[at : at + size] += np.int32(r.shift)
-            at += size
         return out
